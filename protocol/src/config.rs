@@ -1,0 +1,177 @@
+//! The run configuration: everything the hypervisor needs to know about one run, validated by
+//! the host tool before it is encoded.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use serde::{Deserialize, Serialize};
+
+use crate::FORMAT_VERSION;
+
+/// One run, as the hypervisor receives it (GRUB module [`crate::RUN_CONFIG_MODULE`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunConfig {
+    /// Must equal [`FORMAT_VERSION`]; the hypervisor refuses anything else.
+    pub version: u16,
+    /// Scheduler quantum in microseconds (before weights scale it).
+    pub quantum_us: u32,
+    /// TSC frequency the lab file chose, in Hz (0: calibrate against the PIT at boot).
+    pub tsc_hz: u64,
+    /// Hash of the lab file's text (FNV-1a 64), so traces can be matched to their lab.
+    pub lab_hash: u64,
+    /// The VMs, in lab-file order; a VM's id is its index here.
+    pub vms: Vec<VmConfig>,
+}
+
+/// One VM of a run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmConfig {
+    /// Name shown as the console prefix and in reports.
+    pub name: String,
+    /// Multiboot2 module command line of the guest kernel image.
+    pub kernel_module: String,
+    /// Multiboot2 module command line of the guest's disk image, if it has one.
+    pub disk_module: Option<String>,
+    /// Guest-physical RAM size in bytes: guest-physical [0, memory_bytes) is RAM.
+    pub memory_bytes: u64,
+    /// Relative share of the CPU; scales the quantum.
+    pub weight: u32,
+    /// Command line handed to the guest through its multiboot information.
+    pub args: String,
+}
+
+impl RunConfig {
+    /// A configuration of the current format version.
+    pub fn new(quantum_us: u32, tsc_hz: u64, lab_hash: u64, vms: Vec<VmConfig>) -> Self {
+        Self {
+            version: FORMAT_VERSION,
+            quantum_us,
+            tsc_hz,
+            lab_hash,
+            vms,
+        }
+    }
+
+    /// Encodes with postcard, as the GRUB module carries it.
+    pub fn to_bytes(&self) -> Result<Vec<u8>, postcard::Error> {
+        postcard::to_allocvec(self)
+    }
+
+    /// Decodes a module's bytes, refusing another format version.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, ConfigError> {
+        let config: RunConfig = postcard::from_bytes(bytes).map_err(ConfigError::Decode)?;
+        if config.version != FORMAT_VERSION {
+            return Err(ConfigError::Version {
+                found: config.version,
+            });
+        }
+        Ok(config)
+    }
+}
+
+/// Why a run-configuration module could not be used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigError {
+    /// The bytes are not a postcard-encoded [`RunConfig`].
+    Decode(postcard::Error),
+    /// Encoded by a host tool of another format version.
+    Version { found: u16 },
+}
+
+impl core::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Decode(error) => write!(f, "run configuration does not decode: {error}"),
+            Self::Version { found } => write!(
+                f,
+                "run configuration has format version {found}, this hypervisor reads {FORMAT_VERSION}"
+            ),
+        }
+    }
+}
+
+/// FNV-1a, 64 bit: a stable, dependency-free hash for lab-file identity (not for security).
+pub fn fnv1a64(bytes: &[u8]) -> u64 {
+    const OFFSET_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    bytes.iter().fold(OFFSET_BASIS, |hash, &byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(PRIME)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use alloc::string::ToString;
+    use alloc::vec;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn vm(name: &str) -> VmConfig {
+        VmConfig {
+            name: name.to_string(),
+            kernel_module: "vm0.kernel".to_string(),
+            disk_module: None,
+            memory_bytes: 8 << 20,
+            weight: 1,
+            args: String::new(),
+        }
+    }
+
+    #[test]
+    fn rejects_other_version() {
+        let mut config = RunConfig::new(1000, 1_000_000, 7, vec![vm("a")]);
+        config.version = FORMAT_VERSION + 1;
+        let bytes = config.to_bytes().unwrap();
+        assert_eq!(
+            RunConfig::from_bytes(&bytes),
+            Err(ConfigError::Version {
+                found: FORMAT_VERSION + 1
+            })
+        );
+    }
+
+    #[test]
+    fn rejects_truncated_bytes() {
+        let bytes = RunConfig::new(1000, 0, 7, vec![vm("a")])
+            .to_bytes()
+            .unwrap();
+        assert!(matches!(
+            RunConfig::from_bytes(&bytes[..bytes.len() - 3]),
+            Err(ConfigError::Decode(_))
+        ));
+    }
+
+    #[test]
+    fn fnv_known_values() {
+        assert_eq!(fnv1a64(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a64(b"a"), 0xaf63_dc4c_8601_ec8c);
+    }
+
+    proptest! {
+        #[test]
+        fn round_trips(
+            quantum in any::<u32>(),
+            hz in any::<u64>(),
+            names in proptest::collection::vec("[a-z0-9-]{1,12}", 0..17),
+            memory in any::<u64>(),
+            disk in proptest::option::of("[a-z.]{1,10}"),
+            args in ".{0,40}",
+        ) {
+            let vms = names
+                .iter()
+                .map(|name| VmConfig {
+                    name: name.clone(),
+                    kernel_module: name.clone() + ".kernel",
+                    disk_module: disk.clone(),
+                    memory_bytes: memory,
+                    weight: 3,
+                    args: args.clone(),
+                })
+                .collect();
+            let config = RunConfig::new(quantum, hz, 42, vms);
+            prop_assert_eq!(RunConfig::from_bytes(&config.to_bytes().unwrap()).unwrap(), config);
+        }
+    }
+}

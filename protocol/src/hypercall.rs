@@ -1,0 +1,69 @@
+//! Hypercalls: `VMCALL` with EAX = number, EBX/ECX/EDX/ESI = arguments, EAX = result.
+//!
+//! A negative result is an error ([`Error`]). Addresses are guest-physical: the hypervisor
+//! checks that every byte lies in the calling VM's RAM before it touches any.
+
+/// Write bytes to the VM's console. EBX = guest-physical address, ECX = length (at most
+/// [`CONSOLE_WRITE_MAX`]). Returns the number of bytes written.
+pub const CONSOLE_WRITE: u32 = 1;
+/// Stop this VM with a status. EBX = status ([`EXIT_SUCCESS`], [`EXIT_FAILURE`] or any other
+/// value, reported as given). Does not return.
+pub const EXIT: u32 = 2;
+/// Ask for the hypervisor's identity. Returns [`crate::FORMAT_VERSION`].
+pub const VERSION: u32 = 3;
+/// Report a named check result. EBX = guest-physical address of the name, ECX = its length
+/// (at most [`CHECK_NAME_MAX`]), EDX = 1 for passed, 0 for failed. Returns 0.
+pub const CHECK: u32 = 4;
+
+/// Largest single console write.
+pub const CONSOLE_WRITE_MAX: u32 = 4096;
+/// Longest check name.
+pub const CHECK_NAME_MAX: u32 = 64;
+
+/// Exit status of a guest that did everything it meant to. Never 0, so that an uninitialised
+/// register cannot pass for success.
+pub const EXIT_SUCCESS: u32 = 0x10;
+/// Exit status of a guest that found something wrong.
+pub const EXIT_FAILURE: u32 = 0x11;
+
+/// Hypercall error results (EAX, as a signed 32-bit value).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(i32)]
+pub enum Error {
+    /// No hypercall has this number.
+    UnknownCall = -1,
+    /// An argument is out of range (a length too large, a flag not 0 or 1).
+    InvalidArgument = -2,
+    /// An address range is not entirely inside the VM's RAM.
+    BadAddress = -3,
+}
+
+impl Error {
+    /// The value the guest sees in EAX.
+    pub const fn as_eax(self) -> u32 {
+        self as i32 as u32
+    }
+}
+
+/// CPUID leaf at which the hypervisor identifies itself (the common hypervisor range).
+pub const CPUID_HYPERVISOR_LEAF: u32 = 0x4000_0000;
+/// Signature returned by [`CPUID_HYPERVISOR_LEAF`] in EBX, ECX, EDX (12 bytes, in that order).
+pub const CPUID_SIGNATURE: [u8; 12] = *b"CarouselVMM\0";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_are_negative_in_eax() {
+        for error in [
+            Error::UnknownCall,
+            Error::InvalidArgument,
+            Error::BadAddress,
+        ] {
+            assert!((error.as_eax() as i32) < 0);
+        }
+        assert_ne!(EXIT_SUCCESS, 0);
+        assert_ne!(EXIT_SUCCESS, EXIT_FAILURE);
+    }
+}

@@ -1,0 +1,219 @@
+//! Records the hypervisor streams to the host tool on COM2.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use serde::{Deserialize, Serialize};
+
+/// How the hypervisor learned its TSC frequency.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TscSource {
+    /// The lab file set it (in Bochs: the `ips` setting, since the TSC counts instructions).
+    LabFile,
+    /// Measured against the PIT at boot.
+    Pit,
+    /// CPUID leaf 0x15 / 0x16.
+    Cpuid,
+}
+
+/// One record of the stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Record {
+    /// First record of every run.
+    Hello {
+        /// [`crate::FORMAT_VERSION`] of the hypervisor.
+        version: u16,
+        /// Hash of the lab file, as the run configuration gave it.
+        lab_hash: u64,
+        /// TSC frequency in Hz.
+        tsc_hz: u64,
+        /// Where `tsc_hz` came from.
+        tsc_source: TscSource,
+        /// `IA32_VMX_MISC[4:0]`: the preemption timer ticks every 2^rate TSC cycles.
+        preemption_timer_rate: u8,
+        /// The CPU's brand string or vendor.
+        cpu: String,
+        /// VM names, indexed by VM id.
+        vms: Vec<String>,
+    },
+    /// A guest reported a named check through the CHECK hypercall.
+    Check {
+        tsc: u64,
+        vm: u16,
+        name: String,
+        passed: bool,
+    },
+    /// A VM left the run.
+    VmStopped {
+        tsc: u64,
+        vm: u16,
+        reason: StopReason,
+    },
+    /// Last record of a run that ended in order.
+    RunEnd { tsc: u64 },
+}
+
+/// Why a VM stopped.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StopReason {
+    /// The guest called the EXIT hypercall with this status.
+    Exited { status: u32 },
+    /// The guest triple-faulted (shutdown).
+    TripleFault { rip: u64 },
+    /// The guest touched guest-physical memory it does not have.
+    EptViolation {
+        gpa: u64,
+        rip: u64,
+        qualification: u64,
+    },
+    /// The guest caused a VM exit Carousel does not handle (basic exit reason number).
+    UnhandledExit {
+        reason: u16,
+        rip: u64,
+        qualification: u64,
+    },
+    /// VM entry failed (basic exit reason 33, 34 or 41, or VMfail with an instruction error).
+    EntryFailed { reason: u16, detail: u64 },
+    /// The guest image could not be loaded.
+    LoadFailed { message: String },
+}
+
+impl StopReason {
+    /// True when the guest exited through the EXIT hypercall with [`crate::hypercall::EXIT_SUCCESS`].
+    pub fn is_success(&self) -> bool {
+        matches!(self, Self::Exited { status } if *status == crate::hypercall::EXIT_SUCCESS)
+    }
+}
+
+impl core::fmt::Display for StopReason {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        use crate::hypercall::{EXIT_FAILURE, EXIT_SUCCESS};
+        match self {
+            Self::Exited { status: EXIT_SUCCESS } => write!(f, "exited with success (0x10)"),
+            Self::Exited { status: EXIT_FAILURE } => write!(f, "exited with failure (0x11)"),
+            Self::Exited { status } => write!(f, "exited with status {status:#x}"),
+            Self::TripleFault { rip } => write!(f, "triple fault at rip {rip:#x}"),
+            Self::EptViolation { gpa, rip, qualification } => write!(
+                f,
+                "touched guest-physical {gpa:#x} outside its memory at rip {rip:#x} \
+                 (qualification {qualification:#x})"
+            ),
+            Self::UnhandledExit { reason, rip, qualification } => write!(
+                f,
+                "unhandled VM exit {} ({reason}) at rip {rip:#x} (qualification {qualification:#x})",
+                exit_reason_name(*reason)
+            ),
+            Self::EntryFailed { reason, detail } => {
+                write!(f, "VM entry failed: {} ({reason}), detail {detail:#x}", exit_reason_name(*reason))
+            }
+            Self::LoadFailed { message } => write!(f, "guest image not loaded: {message}"),
+        }
+    }
+}
+
+/// SDM name of a basic exit reason (Appendix C, "VMX Basic Exit Reasons"), for reports.
+pub fn exit_reason_name(reason: u16) -> &'static str {
+    const NAMES: [&str; 78] = [
+        "EXCEPTION_OR_NMI",
+        "EXTERNAL_INTERRUPT",
+        "TRIPLE_FAULT",
+        "INIT",
+        "SIPI",
+        "IO_SMI",
+        "OTHER_SMI",
+        "INTERRUPT_WINDOW",
+        "NMI_WINDOW",
+        "TASK_SWITCH",
+        "CPUID",
+        "GETSEC",
+        "HLT",
+        "INVD",
+        "INVLPG",
+        "RDPMC",
+        "RDTSC",
+        "RSM",
+        "VMCALL",
+        "VMCLEAR",
+        "VMLAUNCH",
+        "VMPTRLD",
+        "VMPTRST",
+        "VMREAD",
+        "VMRESUME",
+        "VMWRITE",
+        "VMXOFF",
+        "VMXON",
+        "CR_ACCESS",
+        "DR_ACCESS",
+        "IO_INSTRUCTION",
+        "RDMSR",
+        "WRMSR",
+        "ENTRY_FAILURE_GUEST_STATE",
+        "ENTRY_FAILURE_MSR_LOADING",
+        "RESERVED_35",
+        "MWAIT",
+        "MONITOR_TRAP_FLAG",
+        "RESERVED_38",
+        "MONITOR",
+        "PAUSE",
+        "ENTRY_FAILURE_MACHINE_CHECK",
+        "RESERVED_42",
+        "TPR_BELOW_THRESHOLD",
+        "APIC_ACCESS",
+        "VIRTUALIZED_EOI",
+        "GDTR_IDTR_ACCESS",
+        "LDTR_TR_ACCESS",
+        "EPT_VIOLATION",
+        "EPT_MISCONFIGURATION",
+        "INVEPT",
+        "RDTSCP",
+        "PREEMPTION_TIMER",
+        "INVVPID",
+        "WBINVD",
+        "XSETBV",
+        "APIC_WRITE",
+        "RDRAND",
+        "INVPCID",
+        "VMFUNC",
+        "ENCLS",
+        "RDSEED",
+        "PML_FULL",
+        "XSAVES",
+        "XRSTORS",
+        "RESERVED_65",
+        "SPP",
+        "UMWAIT",
+        "TPAUSE",
+        "LOADIWKEY",
+        "RESERVED_70",
+        "RESERVED_71",
+        "ENQCMD_PASID",
+        "ENQCMDS_PASID",
+        "BUS_LOCK",
+        "INSTRUCTION_TIMEOUT",
+        "SEAMCALL",
+        "TDCALL",
+    ];
+    NAMES.get(usize::from(reason)).copied().unwrap_or("UNKNOWN")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_the_sdm_numbering() {
+        assert_eq!(exit_reason_name(2), "TRIPLE_FAULT");
+        assert_eq!(exit_reason_name(18), "VMCALL");
+        assert_eq!(exit_reason_name(30), "IO_INSTRUCTION");
+        assert_eq!(exit_reason_name(48), "EPT_VIOLATION");
+        assert_eq!(exit_reason_name(52), "PREEMPTION_TIMER");
+        assert_eq!(exit_reason_name(500), "UNKNOWN");
+    }
+
+    #[test]
+    fn success_is_only_the_success_status() {
+        assert!(StopReason::Exited { status: 0x10 }.is_success());
+        assert!(!StopReason::Exited { status: 0 }.is_success());
+        assert!(!StopReason::TripleFault { rip: 0 }.is_success());
+    }
+}

@@ -1,0 +1,254 @@
+//! Framing of the record stream: each [`Frame`] is postcard-encoded, followed by a CRC-32
+//! (postcard's CRC flavor), COBS-encoded (postcard's COBS flavor) and ended by a zero byte.
+//!
+//! The decoder never panics: a frame that fails COBS, CRC or postcard decoding is reported as
+//! corrupt with its length, and decoding resumes at the next zero byte. Gaps in the sequence
+//! numbers are reported as [`Decoded::Gap`], so loss is never silent.
+
+use alloc::vec::Vec;
+
+use crc::{Crc, CRC_32_ISO_HDLC};
+use postcard::ser_flavors::{Cobs, Slice};
+use serde::{Deserialize, Serialize};
+
+use crate::record::Record;
+
+/// The CRC every frame carries (the common CRC-32 of zlib and Ethernet).
+pub const FRAME_CRC: Crc<u32> = Crc::<u32>::new(&CRC_32_ISO_HDLC);
+
+/// One record with its sequence number. Sequence numbers start at 0 and grow by one per frame
+/// the hypervisor produced, whether or not it could send it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Frame {
+    pub seq: u32,
+    pub record: Record,
+}
+
+/// Why a frame could not be encoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodeError(pub postcard::Error);
+
+/// Encodes `frame` into `buf`, returning the bytes to send, including the final zero.
+pub fn encode<'a>(frame: &Frame, buf: &'a mut [u8]) -> Result<&'a mut [u8], EncodeError> {
+    let flavor = postcard::ser_flavors::crc::CrcModifier::new(
+        Cobs::try_new(Slice::new(buf)).map_err(EncodeError)?,
+        FRAME_CRC.digest(),
+    );
+    postcard::serialize_with_flavor(frame, flavor).map_err(EncodeError)
+}
+
+/// Encodes `frame` into a new vector (host side and tests).
+pub fn encode_vec(frame: &Frame) -> Vec<u8> {
+    let mut buf = alloc::vec![0u8; 64 + 2 * postcard::to_allocvec(frame).map_or(0, |v| v.len())];
+    let len = encode(frame, &mut buf)
+        .map(|bytes| bytes.len())
+        .unwrap_or(0);
+    buf.truncate(len);
+    buf
+}
+
+/// What the decoder found in the stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decoded {
+    /// A whole, checked frame.
+    Frame(Frame),
+    /// Bytes between two zero bytes that were not a valid frame.
+    Corrupt { bytes: usize },
+    /// Frames `from..to` (sequence numbers) never arrived.
+    Gap { from: u32, to: u32 },
+}
+
+/// Incremental decoder: feed it bytes as they arrive.
+#[derive(Debug, Default)]
+pub struct Decoder {
+    pending: Vec<u8>,
+    next_seq: Option<u32>,
+}
+
+/// Frames longer than this are treated as corrupt without decoding (no real frame comes near).
+pub const MAX_FRAME: usize = 1 << 16;
+
+impl Decoder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Feeds `bytes`, appending everything found to `out`.
+    pub fn feed(&mut self, bytes: &[u8], out: &mut Vec<Decoded>) {
+        for &byte in bytes {
+            if byte != 0 {
+                if self.pending.len() <= MAX_FRAME {
+                    self.pending.push(byte);
+                } else {
+                    // Keep counting without growing: the frame is already known to be corrupt.
+                    self.pending.truncate(MAX_FRAME + 1);
+                }
+                continue;
+            }
+            if self.pending.is_empty() {
+                continue;
+            }
+            let frame = core::mem::take(&mut self.pending);
+            self.finish(frame, out);
+        }
+    }
+
+    /// Bytes held back waiting for their terminating zero (a truncated last frame).
+    pub fn pending_bytes(&self) -> usize {
+        self.pending.len()
+    }
+
+    fn finish(&mut self, mut bytes: Vec<u8>, out: &mut Vec<Decoded>) {
+        let length = bytes.len();
+        let decoded = if length > MAX_FRAME {
+            None
+        } else {
+            cobs::decode_in_place(&mut bytes).ok().and_then(|n| {
+                postcard::from_bytes_crc32::<Frame>(&bytes[..n], FRAME_CRC.digest()).ok()
+            })
+        };
+        let Some(frame) = decoded else {
+            out.push(Decoded::Corrupt { bytes: length });
+            return;
+        };
+        if let Some(expected) = self.next_seq {
+            if frame.seq > expected {
+                out.push(Decoded::Gap {
+                    from: expected,
+                    to: frame.seq,
+                });
+            }
+        }
+        self.next_seq = Some(frame.seq.wrapping_add(1));
+        out.push(Decoded::Frame(frame));
+    }
+}
+
+/// Decodes a whole byte stream (a finished trace).
+pub fn decode_all(bytes: &[u8]) -> Vec<Decoded> {
+    let mut decoder = Decoder::new();
+    let mut out = Vec::new();
+    decoder.feed(bytes, &mut out);
+    if decoder.pending_bytes() > 0 {
+        out.push(Decoded::Corrupt {
+            bytes: decoder.pending_bytes(),
+        });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use alloc::string::ToString;
+    use alloc::vec;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::record::StopReason;
+
+    fn frame(seq: u32) -> Frame {
+        Frame {
+            seq,
+            record: Record::VmStopped {
+                tsc: 99,
+                vm: 1,
+                reason: StopReason::Exited { status: 0x10 },
+            },
+        }
+    }
+
+    fn frames(decoded: &[Decoded]) -> Vec<u32> {
+        decoded
+            .iter()
+            .filter_map(|d| match d {
+                Decoded::Frame(frame) => Some(frame.seq),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn frame_has_one_trailing_zero() {
+        let bytes = encode_vec(&frame(0));
+        assert_eq!(bytes.iter().filter(|&&b| b == 0).count(), 1);
+        assert_eq!(*bytes.last().unwrap(), 0);
+    }
+
+    #[test]
+    fn flipped_byte_is_corrupt_and_the_rest_survives() {
+        let mut stream = encode_vec(&frame(0));
+        let second = encode_vec(&frame(1));
+        let start = stream.len();
+        stream.extend_from_slice(&second);
+        stream.extend_from_slice(&encode_vec(&frame(2)));
+        stream[start + 2] ^= 0x40;
+        let decoded = decode_all(&stream);
+        assert_eq!(frames(&decoded), vec![0, 2]);
+        assert!(decoded.contains(&Decoded::Corrupt {
+            bytes: second.len() - 1
+        }));
+        assert!(decoded.contains(&Decoded::Gap { from: 1, to: 2 }));
+    }
+
+    #[test]
+    fn truncated_tail_is_reported() {
+        let mut stream = encode_vec(&frame(0));
+        stream.extend_from_slice(&encode_vec(&frame(1))[..5]);
+        let decoded = decode_all(&stream);
+        assert_eq!(frames(&decoded), vec![0]);
+        assert_eq!(decoded.last(), Some(&Decoded::Corrupt { bytes: 5 }));
+    }
+
+    #[test]
+    fn hello_round_trips() {
+        let hello = Frame {
+            seq: 0,
+            record: Record::Hello {
+                version: 1,
+                lab_hash: 5,
+                tsc_hz: 1_000_000,
+                tsc_source: crate::record::TscSource::LabFile,
+                preemption_timer_rate: 0,
+                cpu: "GenuineIntel".to_string(),
+                vms: vec!["a".to_string(), "b".to_string()],
+            },
+        };
+        assert_eq!(decode_all(&encode_vec(&hello)), vec![Decoded::Frame(hello)]);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn decoder_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+            let _ = decode_all(&bytes);
+        }
+
+        #[test]
+        fn garbage_between_frames_is_skipped(
+            garbage in proptest::collection::vec(1u8..=255, 1..64),
+            status in any::<u32>(),
+        ) {
+            let first = Frame { seq: 7, record: Record::VmStopped { tsc: 1, vm: 0, reason: StopReason::Exited { status } } };
+            let mut stream = encode_vec(&first);
+            stream.extend_from_slice(&garbage);
+            stream.push(0);
+            stream.extend_from_slice(&encode_vec(&frame(8)));
+            let decoded = decode_all(&stream);
+            prop_assert_eq!(frames(&decoded), vec![7, 8]);
+            prop_assert!(decoded.first() == Some(&Decoded::Frame(first)));
+        }
+
+        #[test]
+        fn split_feeding_matches_whole(split in 0usize..40, seqs in proptest::collection::vec(0u32..1000, 1..6)) {
+            let stream: Vec<u8> = seqs.iter().flat_map(|&s| encode_vec(&frame(s))).collect();
+            let split = split.min(stream.len());
+            let mut decoder = Decoder::new();
+            let mut out = Vec::new();
+            decoder.feed(&stream[..split], &mut out);
+            decoder.feed(&stream[split..], &mut out);
+            prop_assert_eq!(out, decode_all(&stream));
+        }
+    }
+}
