@@ -1,1 +1,69 @@
+//! The runtime Carousel's test guests share: multiboot entry and the switch to long mode, a
+//! polled COM1 console, typed hypercalls, `CPUID`, and a panic handler that reports failure.
+//!
+//! What is here:
+//! - `entry` (private): the multiboot header and the 32-bit to 64-bit boot path (an identity map of
+//!   the first GiB, the guest's GDT and stack).
+//! - [`multiboot`]: the loader's information, read into the [`BootInfo`] the guest's main gets.
+//! - [`serial`]: COM1 and the [`print!`] / [`println!`] macros.
+//! - [`hypercall`]: `VMCALL` wrappers for the hypercalls of [`carousel_protocol::hypercall`].
+//! - [`arch`]: the only instructions the runtime needs inline assembly for.
+//!
+//! What is not: interrupts, a heap, more than one CPU. Each guest binary is `#![no_std]`,
+//! `#![no_main]`, and names its main with [`entry!`].
+//!
+//! Builds only for `x86_64-unknown-none`, linked by `link.ld` (see `build.rs`).
 #![no_std]
+
+pub mod arch;
+mod entry;
+pub mod hypercall;
+pub mod multiboot;
+pub mod serial;
+
+use core::panic::PanicInfo;
+
+use carousel_protocol::hypercall::EXIT_FAILURE;
+pub use multiboot::{BootInfo, MemorySize};
+
+/// Declares the guest's main, `fn(&BootInfo) -> !`, which the runtime calls once in 64-bit
+/// mode with the console ready.
+///
+/// ```ignore
+/// carousel_guests::entry!(main);
+///
+/// fn main(boot: &carousel_guests::BootInfo) -> ! {
+///     carousel_guests::hypercall::exit(carousel_protocol::hypercall::EXIT_SUCCESS)
+/// }
+/// ```
+#[macro_export]
+macro_rules! entry {
+    ($main:path) => {
+        #[no_mangle]
+        fn carousel_guest_main(boot: &$crate::BootInfo) -> ! {
+            let main: fn(&$crate::BootInfo) -> ! = $main;
+            main(boot)
+        }
+    };
+}
+
+extern "Rust" {
+    /// The guest binary's main, defined by [`entry!`].
+    fn carousel_guest_main(boot: &BootInfo) -> !;
+}
+
+/// Called by the 64-bit entry code with EAX and EBX as the loader left them.
+extern "C" fn carousel_start(magic: u32, information: u32) -> ! {
+    serial::init();
+    // SAFETY: called once, by the entry code, with the loader's EAX and EBX.
+    let boot = unsafe { BootInfo::read(magic, information) };
+    // SAFETY: every guest binary defines `carousel_guest_main` through `entry!`, which gives it
+    // exactly the declared signature.
+    unsafe { carousel_guest_main(&boot) }
+}
+
+#[panic_handler]
+fn panic(info: &PanicInfo<'_>) -> ! {
+    println!("carousel guest: {info}");
+    hypercall::exit(EXIT_FAILURE)
+}

@@ -11,11 +11,15 @@
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "alloc")]
 extern crate alloc;
 
+#[cfg(feature = "alloc")]
 pub mod config;
 pub mod hypercall;
+#[cfg(feature = "alloc")]
 pub mod record;
+#[cfg(feature = "alloc")]
 pub mod wire;
 
 /// Version of the run configuration and record formats. Bump on any incompatible change.

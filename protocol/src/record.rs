@@ -76,6 +76,10 @@ pub enum StopReason {
     EntryFailed { reason: u16, detail: u64 },
     /// The guest image could not be loaded.
     LoadFailed { message: String },
+    /// The guest halted with nothing left that could wake it.
+    HaltedForever { rip: u64 },
+    /// A VMX instruction failed for this VM (the hypervisor's view of the error).
+    VmxError { message: String },
 }
 
 impl StopReason {
@@ -107,6 +111,10 @@ impl core::fmt::Display for StopReason {
                 write!(f, "VM entry failed: {} ({reason}), detail {detail:#x}", exit_reason_name(*reason))
             }
             Self::LoadFailed { message } => write!(f, "guest image not loaded: {message}"),
+            Self::HaltedForever { rip } => {
+                write!(f, "halted at rip {rip:#x} with nothing left to wake it")
+            }
+            Self::VmxError { message } => write!(f, "VMX instruction failed: {message}"),
         }
     }
 }
