@@ -1,1 +1,81 @@
-fn main() {}
+//! The `carousel` command line; the work is in the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use carousel::backend::BackendChoice;
+use carousel::run::{RunOptions, EXIT_SETUP};
+use clap::{Parser, Subcommand};
+
+/// Carousel's host tool: run labs of VMs under the Carousel hypervisor in an emulator.
+#[derive(Debug, Parser)]
+#[command(name = "carousel", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Build and boot a lab file, stream its consoles, report which VMs passed.
+    ///
+    /// Exit codes: 0 all VMs passed, 1 a VM failed, 2 bad lab file or arguments, 3 the
+    /// hypervisor could not run, 4 timeout, 5 host setup failed, 130 Ctrl-C.
+    Run {
+        /// The lab file (TOML).
+        lab: PathBuf,
+        /// Emulator: auto = QEMU with KVM if the host has nested VMX, else Bochs. qemu-tcg is
+        /// software emulation without VMX; it only shows the hypervisor's no-VMX message and is
+        /// used by tests.
+        #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
+        backend: BackendChoice,
+        /// Whole-run limit in seconds (overrides the lab's timeout_s).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+        timeout: Option<u64>,
+        /// Run directory (recreated each run); default <repo>/target/carousel/runs/<lab stem>.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Check this host for the emulators and tools Carousel needs.
+    Doctor,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let code = match cli.command {
+        Command::Doctor => {
+            let (report, code) = carousel::doctor::doctor();
+            println!("{report}");
+            code
+        }
+        Command::Run {
+            lab,
+            backend,
+            timeout,
+            out,
+        } => {
+            let interrupted = Arc::new(AtomicBool::new(false));
+            let flag = Arc::clone(&interrupted);
+            if let Err(error) = ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst)) {
+                eprintln!("carousel: cannot catch Ctrl-C: {error}");
+                return ExitCode::from(EXIT_SETUP as u8);
+            }
+            let options = RunOptions {
+                lab,
+                backend,
+                timeout_s: timeout,
+                out,
+            };
+            match carousel::run::run(&options, &interrupted) {
+                Ok(code) => code,
+                Err(error) => {
+                    eprintln!("carousel: {error}");
+                    error.exit_code()
+                }
+            }
+        }
+    };
+    ExitCode::from(code.clamp(0, 255) as u8)
+}

@@ -1,0 +1,330 @@
+//! The hypervisor's access to the machine outside VMX: ports, MSRs, control registers, CPUID,
+//! the GDT/TSS and the exception IDT. VMX instructions live in `carousel_vmx::instructions`;
+//! everything else privileged is here, behind typed functions.
+
+use core::arch::{asm, global_asm};
+use core::ptr::addr_of;
+
+pub use x86::msr::{IA32_EFER, IA32_FEATURE_CONTROL};
+
+/// Masks every line of both 8259 PICs: the hypervisor polls, and host interrupts have no
+/// business in a guest.
+pub fn mask_legacy_pic() {
+    // SAFETY: writing the interrupt mask registers (OCW1) of the two PICs only masks lines.
+    unsafe {
+        outb(0x21, 0xFF);
+        outb(0xA1, 0xFF);
+    }
+}
+
+/// Waits (boundedly) until the 16550 at `base` has sent everything: LSR.TEMT set.
+pub fn drain_uart(base: u16) {
+    /// Line status register offset, and its "transmitter empty" bit.
+    const LSR: u16 = 5;
+    const LSR_TEMT: u8 = 1 << 6;
+    /// Enough polls for a full 16-byte FIFO at 9600 baud even on a fast CPU; a missing UART
+    /// (reading 0xFF) ends at once.
+    const MAX_POLLS: u32 = 50_000_000;
+    for _ in 0..MAX_POLLS {
+        if inb(base + LSR) & LSR_TEMT != 0 {
+            return;
+        }
+        core::hint::spin_loop();
+    }
+}
+
+/// Reads a byte from an I/O port.
+pub fn inb(port: u16) -> u8 {
+    // SAFETY: reading the ports the hypervisor uses (its own UARTs) has no side effect on
+    // memory; the hypervisor is the only code running on this CPU.
+    unsafe { x86::io::inb(port) }
+}
+
+/// Writes a byte to an I/O port.
+///
+/// # Safety
+/// The port must belong to a device the hypervisor owns, and the write must not break an
+/// invariant the rest of the hypervisor relies on.
+pub unsafe fn outb(port: u16, value: u8) {
+    // SAFETY: forwarded to the caller.
+    unsafe { x86::io::outb(port, value) }
+}
+
+/// Writes a 16-bit word to an I/O port.
+///
+/// # Safety
+/// As for [`outb`].
+pub unsafe fn outw(port: u16, value: u16) {
+    // SAFETY: forwarded to the caller.
+    unsafe { x86::io::outw(port, value) }
+}
+
+/// Reads an MSR.
+///
+/// # Safety
+/// The MSR must exist on this CPU (reading a missing one raises #GP).
+pub unsafe fn rdmsr(msr: u32) -> u64 {
+    // SAFETY: forwarded to the caller.
+    unsafe { x86::msr::rdmsr(msr) }
+}
+
+/// Writes an MSR.
+///
+/// # Safety
+/// The MSR must exist and the value must keep the hypervisor's own execution sound.
+pub unsafe fn wrmsr(msr: u32, value: u64) {
+    // SAFETY: forwarded to the caller.
+    unsafe { x86::msr::wrmsr(msr, value) }
+}
+
+/// Current CR0.
+pub fn cr0() -> u64 {
+    // SAFETY: reading CR0 at CPL0 has no side effect.
+    unsafe { x86::controlregs::cr0().bits() as u64 }
+}
+
+/// Current CR3.
+pub fn cr3() -> u64 {
+    // SAFETY: reading CR3 at CPL0 has no side effect.
+    unsafe { x86::controlregs::cr3() }
+}
+
+/// Current CR4.
+pub fn cr4() -> u64 {
+    // SAFETY: reading CR4 at CPL0 has no side effect.
+    unsafe { x86::controlregs::cr4().bits() as u64 }
+}
+
+/// Writes CR0.
+///
+/// # Safety
+/// The new value must keep paging, protection and the hypervisor's mappings as they are.
+pub unsafe fn write_cr0(value: u64) {
+    // SAFETY: forwarded to the caller.
+    unsafe { asm!("mov cr0, {}", in(reg) value, options(nostack, preserves_flags)) }
+}
+
+/// Writes CR4.
+///
+/// # Safety
+/// The new value must keep paging and the hypervisor's mappings as they are.
+pub unsafe fn write_cr4(value: u64) {
+    // SAFETY: forwarded to the caller.
+    unsafe { asm!("mov cr4, {}", in(reg) value, options(nostack, preserves_flags)) }
+}
+
+/// Reads the time-stamp counter.
+pub fn rdtsc() -> u64 {
+    // SAFETY: RDTSC only reads a counter.
+    unsafe { core::arch::x86_64::_rdtsc() }
+}
+
+/// Executes CPUID.
+pub fn cpuid(leaf: u32, subleaf: u32) -> [u32; 4] {
+    let result = core::arch::x86_64::__cpuid_count(leaf, subleaf);
+    [result.eax, result.ebx, result.ecx, result.edx]
+}
+
+/// Stops this CPU for good.
+pub fn halt_forever() -> ! {
+    loop {
+        // SAFETY: with interrupts off, HLT only stops the CPU; nothing is left to run.
+        unsafe { asm!("cli; hlt", options(nomem, nostack)) }
+    }
+}
+
+/// GDT selectors of the hypervisor (the VMCS host-state area needs them).
+pub mod selector {
+    /// 64-bit code.
+    pub const CODE: u16 = 0x08;
+    /// Data and stack.
+    pub const DATA: u16 = 0x10;
+    /// The TSS (VM exits need a non-null TR: SDM 27.2.3 "Checks on Host Segment and
+    /// Descriptor-Table Registers").
+    pub const TSS: u16 = 0x18;
+}
+
+/// 64-bit TSS (SDM 8.7 "Task Management in 64-bit Mode"): unused but for being present.
+#[repr(C, packed(4))]
+struct TaskStateSegment {
+    reserved0: u32,
+    rsp: [u64; 3],
+    reserved1: u64,
+    ist: [u64; 7],
+    reserved2: u64,
+    reserved3: u16,
+    io_map_base: u16,
+}
+
+static TSS: TaskStateSegment = TaskStateSegment {
+    reserved0: 0,
+    rsp: [0; 3],
+    reserved1: 0,
+    ist: [0; 7],
+    reserved2: 0,
+    reserved3: 0,
+    io_map_base: core::mem::size_of::<TaskStateSegment>() as u16,
+};
+
+/// GDT: null, code, data, TSS (two slots).
+static mut GDT: [u64; 5] = [0, 0x00AF_9A00_0000_FFFF, 0x00CF_9200_0000_FFFF, 0, 0];
+
+/// Descriptor-table register image for LGDT / LIDT.
+#[repr(C, packed)]
+struct TablePointer {
+    limit: u16,
+    base: u64,
+}
+
+/// Base addresses the VMCS host-state area records.
+#[derive(Debug, Clone, Copy)]
+pub struct HostTables {
+    pub gdt_base: u64,
+    pub idt_base: u64,
+    pub tss_base: u64,
+}
+
+/// Loads the hypervisor's GDT (with a TSS) and exception IDT. Called once, first thing.
+pub fn init_tables() -> HostTables {
+    let tss_base = addr_of!(TSS) as u64;
+    let limit = (core::mem::size_of::<TaskStateSegment>() - 1) as u64;
+    // 64-bit available TSS descriptor (type 9, present): SDM 8.2.3 "TSS Descriptor in 64-bit mode".
+    let low = (limit & 0xFFFF)
+        | ((tss_base & 0xFF_FFFF) << 16)
+        | (0x89 << 40)
+        | (((limit >> 16) & 0xF) << 48)
+        | (((tss_base >> 24) & 0xFF) << 56);
+    let high = tss_base >> 32;
+    let gdt_base = addr_of!(GDT) as u64;
+    let idt_base = addr_of!(IDT) as u64;
+    let gdt_pointer = TablePointer {
+        limit: (5 * 8 - 1) as u16,
+        base: gdt_base,
+    };
+    let idt_pointer = TablePointer {
+        limit: (32 * 16 - 1) as u16,
+        base: idt_base,
+    };
+    // SAFETY: called once, before anything else reads GDT or IDT; the GDT keeps the selectors
+    // the boot code loaded (0x08 code, 0x10 data), so reloading them is seamless; the IDT
+    // entries point at the exception stubs below.
+    unsafe {
+        let gdt = &mut *core::ptr::addr_of_mut!(GDT);
+        gdt[3] = low;
+        gdt[4] = high;
+        fill_idt();
+        asm!(
+            "lgdt [{gdt}]",
+            "lidt [{idt}]",
+            "push {code}",
+            "lea {tmp}, [rip + 2f]",
+            "push {tmp}",
+            "retfq",
+            "2:",
+            "mov {tmp:x}, {data}",
+            "mov ds, {tmp:x}",
+            "mov es, {tmp:x}",
+            "mov ss, {tmp:x}",
+            "mov {tmp:x}, {tss}",
+            "ltr {tmp:x}",
+            gdt = in(reg) &gdt_pointer,
+            idt = in(reg) &idt_pointer,
+            code = const selector::CODE as u64,
+            data = const selector::DATA,
+            tss = const selector::TSS,
+            tmp = out(reg) _,
+        );
+    }
+    HostTables {
+        gdt_base,
+        idt_base,
+        tss_base,
+    }
+}
+
+/// Interrupt gate descriptors for the 32 exception vectors.
+static mut IDT: [[u64; 2]; 32] = [[0; 2]; 32];
+
+unsafe extern "C" {
+    /// Addresses of the 32 exception stubs (defined in the assembly below).
+    static exception_stubs: [u64; 32];
+}
+
+/// Fills [`IDT`] with interrupt gates to the exception stubs.
+///
+/// # Safety
+/// Must run before the IDT is loaded, with nothing else touching it.
+unsafe fn fill_idt() {
+    // SAFETY: the caller guarantees exclusive access; `exception_stubs` is initialised data.
+    let (idt, stubs) = unsafe {
+        (
+            &mut *core::ptr::addr_of_mut!(IDT),
+            &*addr_of!(exception_stubs),
+        )
+    };
+    for (gate, &handler) in idt.iter_mut().zip(stubs.iter()) {
+        // Present, DPL 0, 64-bit interrupt gate (type 14): SDM 6.14.1 "64-Bit Mode IDT".
+        gate[0] = (handler & 0xFFFF)
+            | (u64::from(selector::CODE) << 16)
+            | (0x8E << 40)
+            | (((handler >> 16) & 0xFFFF) << 48);
+        gate[1] = handler >> 32;
+    }
+}
+
+/// What the exception stubs push, lowest address first.
+#[repr(C)]
+#[derive(Debug)]
+pub struct ExceptionFrame {
+    pub vector: u64,
+    pub error_code: u64,
+    pub rip: u64,
+    pub cs: u64,
+    pub rflags: u64,
+    pub rsp: u64,
+    pub ss: u64,
+}
+
+/// An exception in the hypervisor itself is a bug: report it and stop.
+#[unsafe(no_mangle)]
+extern "C" fn host_exception(frame: &ExceptionFrame) -> ! {
+    let cr2: u64;
+    // SAFETY: reading CR2 has no side effect.
+    unsafe { asm!("mov {}, cr2", out(reg) cr2, options(nomem, nostack)) };
+    panic!(
+        "exception {} in the hypervisor: error code {:#x}, rip {:#x}, rsp {:#x}, cr2 {:#x}",
+        frame.vector, frame.error_code, frame.rip, frame.rsp, cr2
+    );
+}
+
+// Vectors 8, 10-14, 17, 21, 29 and 30 push an error code; the others get a 0 pushed so every
+// frame has the same layout (SDM 6.13 "Error Code").
+global_asm!(
+    r#"
+    .section .text.exceptions, "ax"
+    .irp vector, 0,1,2,3,4,5,6,7,9,15,16,18,19,20,22,23,24,25,26,27,28,31
+exception_stub_\vector:
+    push 0
+    push \vector
+    jmp exception_common
+    .endr
+    .irp vector, 8,10,11,12,13,14,17,21,29,30
+exception_stub_\vector:
+    push \vector
+    jmp exception_common
+    .endr
+exception_common:
+    mov rdi, rsp
+    and rsp, -16
+    call host_exception
+    ud2
+
+    .section .rodata.exceptions, "a"
+    .balign 8
+    .global exception_stubs
+exception_stubs:
+    .irp vector, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31
+    .quad exception_stub_\vector
+    .endr
+"#
+);

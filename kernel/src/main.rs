@@ -1,0 +1,165 @@
+//! The Carousel hypervisor: GRUB loads it with multiboot2, it switches to long mode, reads the
+//! run configuration and guest images from the GRUB modules, turns VMX on and runs the VMs
+//! until none is left.
+//!
+//! What is here: boot ([`boot`]), machine access ([`arch`]), memory ([`memory`]), COM1 text
+//! ([`console`]), COM2 records ([`export`]), VMX bring-up ([`vmm`]), one VM ([`vm`]), exit
+//! handling ([`exits`]) and the run loop ([`run`]).
+#![no_std]
+#![no_main]
+
+extern crate alloc;
+
+mod arch;
+mod boot;
+mod console;
+mod exits;
+mod export;
+mod memory;
+mod run;
+mod vm;
+mod vmm;
+
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use carousel_protocol::config::RunConfig;
+use carousel_protocol::record::Record;
+use carousel_protocol::RUN_CONFIG_MODULE;
+use multiboot2::{BootInformation, BootInformationHeader};
+
+/// EAX value from a multiboot2 loader (Multiboot2 1.6, 3.3).
+const MULTIBOOT2_BOOTLOADER_MAGIC: u32 = 0x36D7_6289;
+
+/// How the hypervisor ends the emulator, as the host tool reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ExitCode {
+    /// Every VM ran to its end (whatever the VMs' own outcomes).
+    RunEnded = 0x10,
+    /// The hypervisor failed (panic, broken boot).
+    HypervisorFailed = 0x11,
+    /// This CPU cannot run Carousel (no VMX, a missing VMX feature).
+    Unsupported = 0x12,
+}
+
+/// Ends the emulator: QEMU's isa-debug-exit (port 0xF4) carries the code; Bochs takes the
+/// "Shutdown" string on port 0x8900; ACPI S5 on port 0xB004 is the last resort.
+pub fn exit_emulator(code: ExitCode) -> ! {
+    // The last bytes (the RunEnd record above all) must leave the UARTs first: an emulator
+    // powered off mid-transmission loses them.
+    arch::drain_uart(console::COM1);
+    arch::drain_uart(export::COM2);
+    // SAFETY: these ports are the emulators' power-off devices; the run is over, so nothing
+    // the hypervisor does afterwards matters.
+    unsafe {
+        arch::outb(0xF4, code as u8);
+        for &byte in b"Shutdown" {
+            arch::outb(0x8900, byte);
+        }
+        arch::outw(0xB004, 0x2000);
+    }
+    arch::halt_forever()
+}
+
+/// Reports why the hypervisor cannot go on and ends the emulator.
+fn fail(code: ExitCode, message: core::fmt::Arguments<'_>) -> ! {
+    log::error!("{message}");
+    exit_emulator(code)
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn kernel_main(magic: u32, info_address: u32) -> ! {
+    console::init();
+    let host_tables = arch::init_tables();
+    arch::mask_legacy_pic();
+    export::init();
+    log::info!("Carousel hypervisor {} starting", env!("CARGO_PKG_VERSION"));
+    if magic != MULTIBOOT2_BOOTLOADER_MAGIC {
+        fail(
+            ExitCode::HypervisorFailed,
+            format_args!("not booted by a multiboot2 loader (EAX {magic:#x})"),
+        );
+    }
+    // SAFETY: GRUB passed the address of its multiboot2 information in EBX; it stays intact
+    // because the frame allocator reserves it before handing out memory.
+    let boot_info =
+        match unsafe { BootInformation::load(info_address as *const BootInformationHeader) } {
+            Ok(info) => info,
+            Err(error) => fail(
+                ExitCode::HypervisorFailed,
+                format_args!("bad multiboot2 information: {error:?}"),
+            ),
+        };
+    let report = match memory::init(&boot_info) {
+        Ok(report) => report,
+        Err(message) => fail(
+            ExitCode::HypervisorFailed,
+            format_args!("memory: {message}"),
+        ),
+    };
+    log::info!(
+        "memory: {} MiB available, {} MiB free for guests",
+        report.available_bytes >> 20,
+        report.free_after_heap_bytes >> 20
+    );
+    let modules: Vec<(String, &'static [u8])> = boot_info
+        .module_tags()
+        .map(|module| {
+            let start = module.start_address() as usize;
+            let length = module.module_size() as usize;
+            // SAFETY: GRUB loaded the module at [start, start + length) below 4 GiB (identity
+            // mapped); the frame allocator reserved that range, so it stays unchanged for the
+            // whole run.
+            let bytes = unsafe { core::slice::from_raw_parts(start as *const u8, length) };
+            (String::from(module.cmdline().unwrap_or("")), bytes)
+        })
+        .collect();
+    let Some((_, config_bytes)) = modules.iter().find(|(name, _)| name == RUN_CONFIG_MODULE) else {
+        fail(
+            ExitCode::HypervisorFailed,
+            format_args!("no `{RUN_CONFIG_MODULE}` module: boot through `carousel run`"),
+        )
+    };
+    let config = match RunConfig::from_bytes(config_bytes) {
+        Ok(config) => config,
+        Err(error) => fail(ExitCode::HypervisorFailed, format_args!("{error}")),
+    };
+    let cpu = vmm::cpu_name();
+    log::info!("cpu: {cpu}");
+    let vmx = match vmm::Vmx::enable(host_tables) {
+        Ok(vmx) => vmx,
+        Err(error) => fail(
+            ExitCode::Unsupported,
+            format_args!("this CPU cannot run Carousel: {error}"),
+        ),
+    };
+    let (tsc_hz, tsc_source) = vmm::tsc_frequency(config.tsc_hz);
+    log::info!(
+        "VMX on: VMCS revision {:#x}, preemption timer rate {}, TSC {} Hz ({:?})",
+        vmx.negotiated.vmcs_revision,
+        vmx.negotiated.preemption_timer_rate,
+        tsc_hz,
+        tsc_source
+    );
+    export::emit(Record::Hello {
+        version: carousel_protocol::FORMAT_VERSION,
+        lab_hash: config.lab_hash,
+        tsc_hz,
+        tsc_source,
+        preemption_timer_rate: vmx.negotiated.preemption_timer_rate,
+        cpu,
+        vms: config.vms.iter().map(|vm| vm.name.clone()).collect(),
+    });
+    run::run(&vmx, &config, &modules, tsc_hz);
+    log::info!("run ended");
+    export::emit(Record::RunEnd { tsc: arch::rdtsc() });
+    exit_emulator(ExitCode::RunEnded)
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    console::unlock_for_panic();
+    console::write_fmt(format_args!("{}PANIC: {info}\n", console::PREFIX));
+    exit_emulator(ExitCode::HypervisorFailed)
+}

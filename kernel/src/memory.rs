@@ -1,0 +1,234 @@
+//! Physical memory: the frame allocator (built from the multiboot2 memory map), the heap, and
+//! guest RAM backed by frames.
+//!
+//! The boot code identity-maps the first 4 GiB, so a host-physical address below 4 GiB is also
+//! the hypervisor's virtual address for it; frames above 4 GiB are not used.
+
+use alloc::vec::Vec;
+
+use carousel_kernel::frames::FrameBitmap;
+use carousel_kernel::{range_in_ram, GuestRam, PAGE_SIZE};
+use carousel_vmx::addr::{GuestPhysAddr, HostPhysAddr};
+use linked_list_allocator::LockedHeap;
+use multiboot2::{BootInformation, MemoryAreaType};
+use spin::Mutex;
+
+/// Frames the bitmap covers: the identity-mapped 4 GiB.
+const MAX_FRAMES: usize = (4u64 << 30) as usize / PAGE_SIZE as usize;
+/// The heap: hypervisor data structures (VM tables, buffers), not guest memory.
+const HEAP_BYTES: u64 = 32 << 20;
+
+#[global_allocator]
+static HEAP: LockedHeap = LockedHeap::empty();
+
+static mut FRAME_WORDS: [u64; MAX_FRAMES / 64] = [0; MAX_FRAMES / 64];
+static FRAMES: Mutex<Option<FrameBitmap<'static>>> = Mutex::new(None);
+
+unsafe extern "C" {
+    static __image_start: u8;
+    static __image_end: u8;
+}
+
+/// Where memory stands after [`init`].
+#[derive(Debug, Clone, Copy)]
+pub struct MemoryReport {
+    pub available_bytes: u64,
+    pub free_after_heap_bytes: u64,
+}
+
+/// Builds the frame allocator and the heap. Called once, before any allocation.
+pub fn init(boot_info: &BootInformation<'_>) -> Result<MemoryReport, &'static str> {
+    // SAFETY: called once at boot, before anything else can reach FRAME_WORDS.
+    let words = unsafe { &mut *core::ptr::addr_of_mut!(FRAME_WORDS) };
+    let mut bitmap = FrameBitmap::new_all_used(words);
+    let areas = boot_info
+        .memory_map_tag()
+        .ok_or("GRUB gave no memory map")?;
+    for area in areas.memory_areas() {
+        if area.typ() == MemoryAreaType::Available {
+            let first = area.start_address().div_ceil(PAGE_SIZE);
+            let end = area.end_address() / PAGE_SIZE;
+            bitmap.release_range(first, end.saturating_sub(first));
+        }
+    }
+    let available_bytes = bitmap.free_frames() * PAGE_SIZE;
+    let mut reserve = |start: u64, end: u64| {
+        let first = start / PAGE_SIZE;
+        bitmap.reserve_range(first, end.div_ceil(PAGE_SIZE) - first);
+    };
+    // Real-mode area and BIOS data: never handed out.
+    reserve(0, 0x10_0000);
+    // The linker script defines both symbols; only their addresses are taken.
+    let (image_start, image_end) = (
+        &raw const __image_start as u64,
+        &raw const __image_end as u64,
+    );
+    reserve(image_start, image_end);
+    reserve(
+        boot_info.start_address() as u64,
+        boot_info.end_address() as u64,
+    );
+    for module in boot_info.module_tags() {
+        reserve(
+            u64::from(module.start_address()),
+            u64::from(module.end_address()),
+        );
+    }
+    let heap_frames = HEAP_BYTES / PAGE_SIZE;
+    let heap_start = bitmap
+        .allocate_contiguous(heap_frames)
+        .ok_or("no room for the heap")?;
+    let free_after_heap_bytes = bitmap.free_frames() * PAGE_SIZE;
+    *FRAMES.lock() = Some(bitmap);
+    // SAFETY: the frames were just taken from the allocator for the heap alone; they are
+    // identity-mapped and nothing else refers to them.
+    unsafe {
+        HEAP.lock()
+            .init((heap_start * PAGE_SIZE) as *mut u8, HEAP_BYTES as usize)
+    };
+    Ok(MemoryReport {
+        available_bytes,
+        free_after_heap_bytes,
+    })
+}
+
+/// Takes one zeroed frame.
+pub fn allocate_frame() -> Option<HostPhysAddr> {
+    let frame = FRAMES.lock().as_mut()?.allocate()?;
+    let address = HostPhysAddr(frame * PAGE_SIZE);
+    frame_bytes(address).fill(0);
+    Some(address)
+}
+
+/// Returns a frame taken with [`allocate_frame`].
+pub fn free_frame(address: HostPhysAddr) {
+    if let Some(bitmap) = FRAMES.lock().as_mut() {
+        bitmap.free(address.0 / PAGE_SIZE);
+    }
+}
+
+/// Free memory now, in bytes.
+pub fn free_bytes() -> u64 {
+    FRAMES
+        .lock()
+        .as_ref()
+        .map_or(0, |bitmap| bitmap.free_frames() * PAGE_SIZE)
+}
+
+/// The bytes of a frame the allocator handed out.
+pub fn frame_bytes(address: HostPhysAddr) -> &'static mut [u8; PAGE_SIZE as usize] {
+    debug_assert!(address.0.is_multiple_of(PAGE_SIZE) && address.0 < (4 << 30));
+    // SAFETY: the address is a 4 KiB-aligned frame below 4 GiB (identity-mapped), owned by the
+    // caller through the allocator; the hypervisor runs on one CPU without preemption, so no
+    // two live references to the same frame are used at once.
+    unsafe { &mut *(address.0 as *mut [u8; PAGE_SIZE as usize]) }
+}
+
+/// The same frame seen as 512 page-table entries.
+pub fn frame_table(address: HostPhysAddr) -> &'static mut [u64; 512] {
+    debug_assert!(address.0.is_multiple_of(PAGE_SIZE) && address.0 < (4 << 30));
+    // SAFETY: as for frame_bytes; u64 has the frame's alignment.
+    unsafe { &mut *(address.0 as *mut [u64; 512]) }
+}
+
+/// Why guest RAM could not be set up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutOfMemory {
+    pub wanted_bytes: u64,
+    pub free_bytes: u64,
+}
+
+/// A VM's RAM: guest-physical [0, size), one host frame per page.
+#[derive(Debug)]
+pub struct GuestMemory {
+    frames: Vec<HostPhysAddr>,
+}
+
+impl GuestMemory {
+    /// Takes zeroed frames for `size` bytes (a multiple of the page size). Nothing one VM
+    /// leaves in memory can reach another: every frame is zeroed before a guest sees it.
+    pub fn new(size: u64) -> Result<Self, OutOfMemory> {
+        let pages = size / PAGE_SIZE;
+        let mut frames = Vec::with_capacity(pages as usize);
+        for _ in 0..pages {
+            match allocate_frame() {
+                Some(frame) => frames.push(frame),
+                None => {
+                    let taken = frames.len() as u64 * PAGE_SIZE;
+                    frames.into_iter().for_each(free_frame);
+                    return Err(OutOfMemory {
+                        wanted_bytes: size,
+                        free_bytes: free_bytes() + taken,
+                    });
+                }
+            }
+        }
+        Ok(Self { frames })
+    }
+
+    /// Host frames backing the pages, in guest-physical order.
+    pub fn frames(&self) -> impl Iterator<Item = (GuestPhysAddr, HostPhysAddr)> + '_ {
+        self.frames
+            .iter()
+            .enumerate()
+            .map(|(page, &frame)| (GuestPhysAddr(page as u64 * PAGE_SIZE), frame))
+    }
+
+    /// Copies guest RAM [gpa, gpa + out.len()) into `out`. False if any byte is outside RAM.
+    pub fn read(&self, gpa: u64, out: &mut [u8]) -> bool {
+        if !range_in_ram(gpa, out.len() as u64, self.size()) {
+            return false;
+        }
+        for (page, offset, done, len) in page_chunks(gpa, out.len() as u64) {
+            let frame = frame_bytes(self.frames[page]);
+            out[done..done + len].copy_from_slice(&frame[offset..offset + len]);
+        }
+        true
+    }
+
+    /// Frees the frames.
+    pub fn release(self) {
+        self.frames.into_iter().for_each(free_frame);
+    }
+}
+
+impl GuestRam for GuestMemory {
+    fn size(&self) -> u64 {
+        self.frames.len() as u64 * PAGE_SIZE
+    }
+
+    fn write(&mut self, gpa: u64, bytes: &[u8]) {
+        for (page, offset, done, len) in page_chunks(gpa, bytes.len() as u64) {
+            frame_bytes(self.frames[page])[offset..offset + len]
+                .copy_from_slice(&bytes[done..done + len]);
+        }
+    }
+
+    fn fill(&mut self, gpa: u64, len: u64, value: u8) {
+        for (page, offset, _, len) in page_chunks(gpa, len) {
+            frame_bytes(self.frames[page])[offset..offset + len].fill(value);
+        }
+    }
+}
+
+/// Splits [gpa, gpa + len) at page boundaries: (page index, offset in page, bytes done
+/// before this chunk, chunk length).
+fn page_chunks(gpa: u64, len: u64) -> impl Iterator<Item = (usize, usize, usize, usize)> {
+    let mut done = 0u64;
+    core::iter::from_fn(move || {
+        if done >= len {
+            return None;
+        }
+        let at = gpa + done;
+        let offset = at % PAGE_SIZE;
+        let chunk = (PAGE_SIZE - offset).min(len - done);
+        let item = (
+            (at / PAGE_SIZE) as usize,
+            offset as usize,
+            done as usize,
+            chunk as usize,
+        );
+        done += chunk;
+        Some(item)
+    })
+}

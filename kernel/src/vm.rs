@@ -1,0 +1,299 @@
+//! One virtual machine: its VMCS, EPT, RAM, devices and run state.
+
+use alloc::string::String;
+
+use carousel_devices::{InterruptLine, LineBuffer, PortBus, SerialSink, Uart16550};
+use carousel_kernel::bootinfo::{self, MULTIBOOT1_BOOTLOADER_MAGIC};
+use carousel_kernel::loader;
+use carousel_kernel::PAGE_SIZE;
+use carousel_protocol::config::VmConfig;
+use carousel_protocol::record::{Record, StopReason};
+use carousel_vmx::addr::HostPhysAddr;
+use carousel_vmx::ept::{Ept, FrameSource, Permissions};
+use carousel_vmx::fail::VmFail;
+use carousel_vmx::fields::*;
+use carousel_vmx::instructions::{self as vmx, GuestRegisters};
+
+use crate::memory::{self, GuestMemory};
+use crate::vmm::Vmx;
+use crate::{arch, console, export};
+
+/// Devices on a VM's port bus.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PortDevice {
+    /// The guest's console UART (COM1, 0x3F8-0x3FF).
+    Com1,
+}
+
+/// First port of the guest's COM1.
+const COM1_BASE: u16 = 0x3F8;
+
+/// Where a VM stands in the run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunState {
+    /// Ready to run.
+    Runnable,
+    /// Executed HLT at this RIP; waits for an event.
+    Blocked { rip: u64 },
+    /// Out of the run, for this reason.
+    Stopped(StopReason),
+}
+
+/// Where a VM's console bytes go: assembled into lines, printed on COM1 with the VM's name.
+#[derive(Debug)]
+pub struct Console {
+    pub line: LineBuffer,
+    pub name: String,
+}
+
+impl SerialSink for Console {
+    fn transmit(&mut self, byte: u8) {
+        if let Some(line) = self.line.push(byte) {
+            console::vm_line(&self.name, line);
+        }
+    }
+}
+
+/// The guest's interrupt line for its UART. Interrupt delivery comes with the interrupt
+/// controllers; until then a raised line is only recorded.
+#[derive(Debug, Default)]
+pub struct IrqLatch {
+    pub asserted: bool,
+}
+
+impl InterruptLine for IrqLatch {
+    fn set_level(&mut self, asserted: bool) {
+        self.asserted = asserted;
+    }
+}
+
+#[derive(Debug)]
+pub struct Vm {
+    pub id: u16,
+    pub name: String,
+    pub state: RunState,
+    pub regs: GuestRegisters,
+    vmcs: HostPhysAddr,
+    launched: bool,
+    pub memory: GuestMemory,
+    pub ports: PortBus<PortDevice>,
+    /// The guest's COM1 UART model.
+    pub com1: Uart16550,
+    pub console: Console,
+    pub com1_irq: IrqLatch,
+}
+
+/// The EPT builder takes frames from the hypervisor's allocator.
+struct HostFrames;
+
+impl FrameSource for HostFrames {
+    fn allocate_zeroed(&mut self) -> Option<HostPhysAddr> {
+        memory::allocate_frame()
+    }
+    fn table_mut(&mut self, frame: HostPhysAddr) -> &mut [u64; 512] {
+        memory::frame_table(frame)
+    }
+    fn table(&self, frame: HostPhysAddr) -> &[u64; 512] {
+        memory::frame_table(frame)
+    }
+}
+
+/// Why a VM could not be built; the VM is then reported as stopped with this message.
+pub fn load_failed(message: impl core::fmt::Display) -> StopReason {
+    StopReason::LoadFailed {
+        message: alloc::format!("{message}"),
+    }
+}
+
+impl Vm {
+    /// Builds VM `id`: RAM, EPT, the guest image and boot information, devices and a VMCS in
+    /// the state a multiboot kernel expects at entry.
+    pub fn new(vmx: &Vmx, id: u16, config: &VmConfig, image: &[u8]) -> Result<Self, StopReason> {
+        if !config.memory_bytes.is_multiple_of(PAGE_SIZE) || config.memory_bytes == 0 {
+            return Err(load_failed(format_args!(
+                "memory size {:#x} is not whole pages",
+                config.memory_bytes
+            )));
+        }
+        let mut memory = GuestMemory::new(config.memory_bytes).map_err(|error| {
+            load_failed(format_args!(
+                "needs {} MiB of RAM, {} MiB free",
+                error.wanted_bytes >> 20,
+                error.free_bytes >> 20
+            ))
+        })?;
+        let loaded = loader::load(image, &mut memory).map_err(load_failed)?;
+        let image_start = 0x10_0000u64.min(loaded.end);
+        let info = bootinfo::write(&mut memory, &config.args, image_start, loaded.end)
+            .map_err(load_failed)?;
+
+        let mut frames = HostFrames;
+        let mut ept = Ept::new(&mut frames).map_err(load_failed)?;
+        for (gpa, hpa) in memory.frames() {
+            ept.map_4k(gpa, hpa, Permissions::READ_WRITE_EXECUTE, &mut frames)
+                .map_err(load_failed)?;
+        }
+
+        let mut ports = PortBus::new();
+        ports
+            .insert(COM1_BASE..COM1_BASE + 8, PortDevice::Com1)
+            .map_err(load_failed)?;
+
+        let vmcs = memory::allocate_frame().ok_or_else(|| load_failed("no frame for the VMCS"))?;
+        memory::frame_bytes(vmcs)[..4].copy_from_slice(&vmx.negotiated.vmcs_revision.to_le_bytes());
+        let regs = GuestRegisters {
+            rax: u64::from(MULTIBOOT1_BOOTLOADER_MAGIC),
+            rbx: u64::from(info),
+            ..GuestRegisters::default()
+        };
+        let vm = Self {
+            id,
+            name: config.name.clone(),
+            state: RunState::Runnable,
+            regs,
+            vmcs,
+            launched: false,
+            memory,
+            ports,
+            com1: Uart16550::new(),
+            console: Console {
+                line: LineBuffer::new(),
+                name: config.name.clone(),
+            },
+            com1_irq: IrqLatch::default(),
+        };
+        // SAFETY: the VMCS region is a fresh frame carrying the revision identifier; VMCLEAR
+        // and VMPTRLD make it current, and every VMWRITE below describes state this VM owns
+        // (its EPT, its entry point) or the hypervisor's own host state.
+        unsafe {
+            vmx::vmclear(vmcs).map_err(entry_setup_failed)?;
+            vmx::vmptrld(vmcs).map_err(entry_setup_failed)?;
+            vmx.write_controls(ept.pointer(vmx.negotiated.ept_accessed_dirty), id + 1)
+                .map_err(entry_setup_failed)?;
+            vmx.write_host_state().map_err(entry_setup_failed)?;
+            write_guest_entry_state(u64::from(loaded.entry)).map_err(entry_setup_failed)?;
+        }
+        Ok(vm)
+    }
+
+    /// Makes this VM's VMCS the current one (before any VMREAD/VMWRITE for it).
+    pub fn make_current(&self) -> Result<(), VmFail> {
+        // SAFETY: the VMCS was initialised in `new` and is only ever loaded on this CPU.
+        unsafe { vmx::vmptrld(self.vmcs) }
+    }
+
+    /// Enters the guest until the next VM exit. The VMCS must be current.
+    pub fn enter(&mut self) -> Result<(), VmFail> {
+        // SAFETY: this VM's VMCS is current (the run loop calls make_current first) and holds
+        // a complete host and guest state; `regs` is this VM's register file.
+        let result = unsafe { vmx::enter(&mut self.regs, self.launched) };
+        if result.is_ok() {
+            self.launched = true;
+        }
+        result
+    }
+
+    /// Takes the VM out of the run and says so on COM1 and COM2.
+    pub fn stop(&mut self, reason: StopReason) {
+        if let Some(line) = self.console.line.flush() {
+            console::vm_line(&self.name, line);
+        }
+        log::info!("vm {} stopped: {reason}", self.name);
+        export::emit(Record::VmStopped {
+            tsc: arch::rdtsc(),
+            vm: self.id,
+            reason: reason.clone(),
+        });
+        self.state = RunState::Stopped(reason);
+    }
+}
+
+fn entry_setup_failed(error: VmFail) -> StopReason {
+    load_failed(format_args!("VMCS setup failed: {error}"))
+}
+
+/// Access rights (SDM 25.4.1 "Guest Register State", Table 25-2): flat 32-bit code, execute/read,
+/// accessed, present, DPL 0, 4 KiB granularity.
+const CODE32_ACCESS: u32 = 0xC09B;
+/// Flat 32-bit data, read/write, accessed, present, DPL 0.
+const DATA32_ACCESS: u32 = 0xC093;
+/// Busy 32-bit TSS, present: TR must be usable at VM entry (SDM 27.3.1.2).
+const TSS32_BUSY_ACCESS: u32 = 0x008B;
+/// Segment-unusable bit.
+const UNUSABLE: u32 = 1 << 16;
+/// CR0.PE | CR0.ET: protected mode, paging off (the multiboot machine state).
+const GUEST_CR0_AT_ENTRY: u64 = 0x11;
+/// RFLAGS bit 1 is always set; IF = 0.
+const RFLAGS_RESERVED: u64 = 0x2;
+
+/// Guest state of a multiboot entry (Multiboot 0.6.96, 3.2 "Machine state"; xv6 also needs
+/// CS = 0x08 and DS/ES/SS = 0x10, XV6-CONTRACT 1.3).
+///
+/// # Safety
+/// The VM's VMCS must be current.
+unsafe fn write_guest_entry_state(entry: u64) -> Result<(), VmFail> {
+    // SAFETY: the caller made this VM's VMCS current; these are guest-state fields only.
+    unsafe {
+        vmx::vmwrite16(GUEST_CS_SELECTOR, 0x08)?;
+        vmx::vmwrite32(GUEST_CS_ACCESS_RIGHTS, CODE32_ACCESS)?;
+        for (selector, access) in [
+            (GUEST_DS_SELECTOR, GUEST_DS_ACCESS_RIGHTS),
+            (GUEST_ES_SELECTOR, GUEST_ES_ACCESS_RIGHTS),
+            (GUEST_SS_SELECTOR, GUEST_SS_ACCESS_RIGHTS),
+            (GUEST_FS_SELECTOR, GUEST_FS_ACCESS_RIGHTS),
+            (GUEST_GS_SELECTOR, GUEST_GS_ACCESS_RIGHTS),
+        ] {
+            vmx::vmwrite16(selector, 0x10)?;
+            vmx::vmwrite32(access, DATA32_ACCESS)?;
+        }
+        for (base, limit) in [
+            (GUEST_CS_BASE, GUEST_CS_LIMIT),
+            (GUEST_DS_BASE, GUEST_DS_LIMIT),
+            (GUEST_ES_BASE, GUEST_ES_LIMIT),
+            (GUEST_SS_BASE, GUEST_SS_LIMIT),
+            (GUEST_FS_BASE, GUEST_FS_LIMIT),
+            (GUEST_GS_BASE, GUEST_GS_LIMIT),
+        ] {
+            vmx::vmwrite_natural(base, 0)?;
+            vmx::vmwrite32(limit, 0xFFFF_FFFF)?;
+        }
+        vmx::vmwrite16(GUEST_LDTR_SELECTOR, 0)?;
+        vmx::vmwrite_natural(GUEST_LDTR_BASE, 0)?;
+        vmx::vmwrite32(GUEST_LDTR_LIMIT, 0)?;
+        vmx::vmwrite32(GUEST_LDTR_ACCESS_RIGHTS, UNUSABLE)?;
+        vmx::vmwrite16(GUEST_TR_SELECTOR, 0)?;
+        vmx::vmwrite_natural(GUEST_TR_BASE, 0)?;
+        vmx::vmwrite32(GUEST_TR_LIMIT, 0x67)?;
+        vmx::vmwrite32(GUEST_TR_ACCESS_RIGHTS, TSS32_BUSY_ACCESS)?;
+        vmx::vmwrite_natural(GUEST_GDTR_BASE, 0)?;
+        vmx::vmwrite32(GUEST_GDTR_LIMIT, 0xFFFF)?;
+        vmx::vmwrite_natural(GUEST_IDTR_BASE, 0)?;
+        vmx::vmwrite32(GUEST_IDTR_LIMIT, 0xFFFF)?;
+
+        vmx::vmwrite_natural(GUEST_CR0, GUEST_CR0_AT_ENTRY | crate::vmm::CR0_NE)?;
+        vmx::vmwrite_natural(CR0_READ_SHADOW, GUEST_CR0_AT_ENTRY)?;
+        vmx::vmwrite_natural(GUEST_CR3, 0)?;
+        vmx::vmwrite_natural(GUEST_CR4, crate::vmm::CR4_VMXE)?;
+        vmx::vmwrite_natural(CR4_READ_SHADOW, 0)?;
+        vmx::vmwrite_natural(GUEST_DR7, 0x400)?;
+        vmx::vmwrite_natural(GUEST_RSP, 0)?;
+        vmx::vmwrite_natural(GUEST_RIP, entry)?;
+        vmx::vmwrite_natural(GUEST_RFLAGS, RFLAGS_RESERVED)?;
+        vmx::vmwrite64(GUEST_IA32_EFER, 0)?;
+        vmx::vmwrite64(GUEST_IA32_DEBUGCTL, 0)?;
+        vmx::vmwrite32(GUEST_IA32_SYSENTER_CS, 0)?;
+        vmx::vmwrite_natural(GUEST_IA32_SYSENTER_ESP, 0)?;
+        vmx::vmwrite_natural(GUEST_IA32_SYSENTER_EIP, 0)?;
+        vmx::vmwrite_natural(GUEST_PENDING_DEBUG_EXCEPTIONS, 0)?;
+        vmx::vmwrite32(GUEST_INTERRUPTIBILITY_STATE, 0)?;
+        vmx::vmwrite32(GUEST_ACTIVITY_STATE, 0)?;
+        vmx::vmwrite64(VMCS_LINK_POINTER, u64::MAX)?;
+        vmx::vmwrite32(VM_ENTRY_INTERRUPTION_INFORMATION, 0)?;
+    }
+    Ok(())
+}
+
+/// Guest-physical address in this VM's RAM: the check every hypercall argument goes through.
+pub fn in_ram(vm: &Vm, gpa: u64, len: u64) -> bool {
+    carousel_kernel::range_in_ram(gpa, len, carousel_kernel::GuestRam::size(&vm.memory))
+}

@@ -1,0 +1,235 @@
+//! Turning VMX on: capability checks (with a clear message for whatever is missing), VMXON,
+//! and the VMCS parts every VM shares: controls, bitmaps and host state.
+//!
+//! Reference: Intel SDM 325462-083US (March 2024), volume 3C, chapters 24-28.
+
+use alloc::string::String;
+use core::fmt;
+
+use carousel_protocol::record::TscSource;
+use carousel_vmx::addr::HostPhysAddr;
+use carousel_vmx::controls::{self, Capabilities, MissingFeature, Negotiated, Wanted};
+use carousel_vmx::ept::EptPointer;
+use carousel_vmx::fail::VmFail;
+use carousel_vmx::fields::*;
+use carousel_vmx::instructions as vmx;
+
+use crate::arch::{self, selector, HostTables, IA32_EFER, IA32_FEATURE_CONTROL};
+use crate::memory;
+
+/// CR0.NE: VMX operation requires it (IA32_VMX_CR0_FIXED0); the guest does not see it.
+pub const CR0_NE: u64 = 1 << 5;
+/// CR4.VMXE: VMX operation requires it (IA32_VMX_CR4_FIXED0); the guest does not see it.
+pub const CR4_VMXE: u64 = 1 << 13;
+/// CR0.PE and CR0.PG: free for the guest under "unrestricted guest".
+const CR0_PE_PG: u64 = (1 << 0) | (1 << 31);
+
+/// Why VMX cannot be used.
+#[derive(Debug)]
+pub enum VmxError {
+    /// The CPU or its firmware lacks something Carousel needs.
+    Missing(MissingFeature),
+    /// VMXON itself failed.
+    VmxonFailed(VmFail),
+    /// No frame for the VMXON region or the bitmaps.
+    OutOfMemory,
+}
+
+impl fmt::Display for VmxError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Missing(feature) => write!(f, "it lacks {feature}"),
+            Self::VmxonFailed(error) => write!(f, "VMXON failed: {error}"),
+            Self::OutOfMemory => write!(f, "no memory for the VMX regions"),
+        }
+    }
+}
+
+impl From<MissingFeature> for VmxError {
+    fn from(feature: MissingFeature) -> Self {
+        Self::Missing(feature)
+    }
+}
+
+/// VMX operation, entered: what every VMCS shares.
+#[derive(Debug)]
+pub struct Vmx {
+    pub negotiated: Negotiated,
+    io_bitmap_a: HostPhysAddr,
+    io_bitmap_b: HostPhysAddr,
+    msr_bitmap: HostPhysAddr,
+    host: HostTables,
+}
+
+fn filled_frame(value: u8) -> Result<HostPhysAddr, VmxError> {
+    let frame = memory::allocate_frame().ok_or(VmxError::OutOfMemory)?;
+    memory::frame_bytes(frame).fill(value);
+    Ok(frame)
+}
+
+impl Vmx {
+    /// Checks the CPU, enables VMX and executes VMXON.
+    ///
+    /// See: 24.7 "Enabling and Entering VMX Operation" and 24.8 "Restrictions on VMX
+    /// Operation" (the CR0/CR4 fixed bits).
+    pub fn enable(host: HostTables) -> Result<Self, VmxError> {
+        controls::check_cpuid(arch::cpuid(1, 0)[2])?;
+        // SAFETY: IA32_FEATURE_CONTROL exists on every CPU that reports VMX in CPUID.
+        let feature_control = unsafe { arch::rdmsr(IA32_FEATURE_CONTROL) };
+        if let Some(value) = controls::feature_control(feature_control)? {
+            // SAFETY: setting the lock and "VMX outside SMX" bits only permits VMXON.
+            unsafe { arch::wrmsr(IA32_FEATURE_CONTROL, value) };
+        }
+        // SAFETY: every capability MSR read is guarded by the bits that announce it.
+        let capabilities = Capabilities::from_msrs(|msr| unsafe { arch::rdmsr(msr) });
+        // Host interrupts must never reach a guest's IDT: they exit (and are acknowledged) instead.
+        // The host masks its PIC, so none should come.
+        let wanted = Wanted {
+            external_interrupt_exiting: true,
+            acknowledge_interrupt_on_exit: true,
+        };
+        let negotiated = capabilities.negotiate(&wanted)?;
+        // SAFETY: the fixed bits only add CR0.NE and CR4.VMXE on a running long-mode system;
+        // paging, protection and the mappings stay as they are.
+        unsafe {
+            arch::write_cr0(negotiated.fixed_cr0(arch::cr0()));
+            arch::write_cr4(negotiated.fixed_cr4(arch::cr4()));
+        }
+        let vmxon_region = filled_frame(0)?;
+        memory::frame_bytes(vmxon_region)[..4]
+            .copy_from_slice(&negotiated.vmcs_revision.to_le_bytes());
+        // SAFETY: CR0/CR4 satisfy the fixed bits, IA32_FEATURE_CONTROL allows VMXON, and the
+        // region is a zeroed 4 KiB frame starting with the revision identifier (24.11.5 "VMXON
+        // Region"); the frame is never freed.
+        unsafe { vmx::vmxon(vmxon_region) }.map_err(VmxError::VmxonFailed)?;
+        Ok(Self {
+            negotiated,
+            // Every port and every MSR exits: all bitmap bits set (25.6.4, 25.6.9).
+            io_bitmap_a: filled_frame(0xFF)?,
+            io_bitmap_b: filled_frame(0xFF)?,
+            msr_bitmap: filled_frame(0xFF)?,
+            host,
+        })
+    }
+
+    /// Writes the execution, exit and entry controls of the current VMCS.
+    ///
+    /// # Safety
+    /// A VMCS of this VMX operation must be current.
+    pub unsafe fn write_controls(&self, ept: EptPointer, vpid: u16) -> Result<(), VmFail> {
+        let n = &self.negotiated;
+        let low32 = |value: u64| value & 0xFFFF_FFFF;
+        // The guest owns every CR0/CR4 bit but those VMX fixes (25.6.6 "Guest/Host Masks and
+        // Read Shadows for CR0 and CR4"): writes to those exit and are checked.
+        let cr0_mask = (n.cr0_fixed0 & !CR0_PE_PG) | low32(!n.cr0_fixed1);
+        let cr4_mask = n.cr4_fixed0 | low32(!n.cr4_fixed1);
+        // SAFETY: the caller made a VMCS current; these are its control fields, with values
+        // negotiated against this CPU's capability MSRs.
+        unsafe {
+            vmx::vmwrite32(PIN_BASED_VM_EXECUTION_CONTROLS, n.pin.bits())?;
+            vmx::vmwrite32(
+                PRIMARY_PROCESSOR_BASED_VM_EXECUTION_CONTROLS,
+                n.primary.bits(),
+            )?;
+            vmx::vmwrite32(
+                SECONDARY_PROCESSOR_BASED_VM_EXECUTION_CONTROLS,
+                n.secondary.bits(),
+            )?;
+            vmx::vmwrite32(VM_EXIT_CONTROLS, n.exit.bits())?;
+            vmx::vmwrite32(VM_ENTRY_CONTROLS, n.entry.bits())?;
+            vmx::vmwrite32(EXCEPTION_BITMAP, 0)?;
+            vmx::vmwrite32(PAGE_FAULT_ERROR_CODE_MASK, 0)?;
+            vmx::vmwrite32(PAGE_FAULT_ERROR_CODE_MATCH, 0)?;
+            vmx::vmwrite32(CR3_TARGET_COUNT, 0)?;
+            vmx::vmwrite32(VM_EXIT_MSR_STORE_COUNT, 0)?;
+            vmx::vmwrite32(VM_EXIT_MSR_LOAD_COUNT, 0)?;
+            vmx::vmwrite32(VM_ENTRY_MSR_LOAD_COUNT, 0)?;
+            vmx::vmwrite64(IO_BITMAP_A, self.io_bitmap_a.as_u64())?;
+            vmx::vmwrite64(IO_BITMAP_B, self.io_bitmap_b.as_u64())?;
+            vmx::vmwrite64(MSR_BITMAP, self.msr_bitmap.as_u64())?;
+            vmx::vmwrite64(EPT_POINTER, ept.bits())?;
+            vmx::vmwrite16(VIRTUAL_PROCESSOR_ID, vpid)?;
+            vmx::vmwrite_natural(CR0_GUEST_HOST_MASK, cr0_mask)?;
+            vmx::vmwrite_natural(CR4_GUEST_HOST_MASK, cr4_mask)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the host-state area of the current VMCS: where a VM exit lands (25.5 "Host-State
+    /// Area"). HOST_RSP and HOST_RIP are written by `enter` itself.
+    ///
+    /// # Safety
+    /// A VMCS of this VMX operation must be current.
+    pub unsafe fn write_host_state(&self) -> Result<(), VmFail> {
+        // SAFETY: the caller made a VMCS current; the values are the hypervisor's own state,
+        // which does not change after boot.
+        unsafe {
+            vmx::vmwrite_natural(HOST_CR0, arch::cr0())?;
+            vmx::vmwrite_natural(HOST_CR3, arch::cr3())?;
+            vmx::vmwrite_natural(HOST_CR4, arch::cr4())?;
+            vmx::vmwrite16(HOST_CS_SELECTOR, selector::CODE)?;
+            for field in [HOST_SS_SELECTOR, HOST_DS_SELECTOR, HOST_ES_SELECTOR] {
+                vmx::vmwrite16(field, selector::DATA)?;
+            }
+            vmx::vmwrite16(HOST_FS_SELECTOR, 0)?;
+            vmx::vmwrite16(HOST_GS_SELECTOR, 0)?;
+            vmx::vmwrite16(HOST_TR_SELECTOR, selector::TSS)?;
+            vmx::vmwrite_natural(HOST_FS_BASE, 0)?;
+            vmx::vmwrite_natural(HOST_GS_BASE, 0)?;
+            vmx::vmwrite_natural(HOST_TR_BASE, self.host.tss_base)?;
+            vmx::vmwrite_natural(HOST_GDTR_BASE, self.host.gdt_base)?;
+            vmx::vmwrite_natural(HOST_IDTR_BASE, self.host.idt_base)?;
+            vmx::vmwrite32(HOST_IA32_SYSENTER_CS, 0)?;
+            vmx::vmwrite_natural(HOST_IA32_SYSENTER_ESP, 0)?;
+            vmx::vmwrite_natural(HOST_IA32_SYSENTER_EIP, 0)?;
+            vmx::vmwrite64(HOST_IA32_EFER, arch::rdmsr(IA32_EFER))?;
+        }
+        Ok(())
+    }
+}
+
+/// The CPU's brand string, or its vendor when it has none.
+pub fn cpu_name() -> String {
+    let cpuid = raw_cpuid::CpuId::new();
+    if let Some(brand) = cpuid.get_processor_brand_string() {
+        return String::from(brand.as_str().trim());
+    }
+    cpuid.get_vendor_info().map_or_else(
+        || String::from("unknown"),
+        |vendor| String::from(vendor.as_str()),
+    )
+}
+
+/// The TSC frequency: the lab file's choice when it made one (in Bochs the TSC counts
+/// instructions, so the lab's `ips` is the only meaningful value), else measured against the
+/// PIT.
+pub fn tsc_frequency(configured_hz: u64) -> (u64, TscSource) {
+    if configured_hz != 0 {
+        return (configured_hz, TscSource::LabFile);
+    }
+    (calibrate_against_pit(), TscSource::Pit)
+}
+
+/// Counts TSC cycles across 10 ms of PIT channel 2 (one-shot, gate through port 0x61).
+fn calibrate_against_pit() -> u64 {
+    /// PIT input clock, Hz.
+    const PIT_HZ: u64 = 1_193_182;
+    /// 10 ms in PIT ticks.
+    const TICKS: u16 = (PIT_HZ / 100) as u16;
+    // SAFETY: ports 0x61 (speaker gate) and 0x42/0x43 (PIT channel 2) belong to the hypervisor;
+    // channel 2 only drives the PC speaker, which stays disabled (bit 1 of 0x61 cleared).
+    unsafe {
+        let gate = arch::inb(0x61);
+        arch::outb(0x61, (gate & !0x02) | 0x01);
+        arch::outb(0x43, 0xB0); // channel 2, lobyte/hibyte, mode 0 (one-shot), binary
+        arch::outb(0x42, TICKS as u8);
+        arch::outb(0x42, (TICKS >> 8) as u8);
+        let start = arch::rdtsc();
+        while arch::inb(0x61) & 0x20 == 0 {
+            core::hint::spin_loop();
+        }
+        let cycles = arch::rdtsc() - start;
+        arch::outb(0x61, gate);
+        cycles * 100
+    }
+}

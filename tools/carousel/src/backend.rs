@@ -1,0 +1,559 @@
+//! Emulator backends: which one to use, its configuration (bochsrc, QEMU arguments) and the
+//! running emulator process, which is always killed when its [`Emulator`] handle goes away.
+//!
+//! Bochs is the CI backend (BOCHS.md). QEMU runs with KVM where the host has nested VMX; QEMU's
+//! TCG has no VMX, so the `qemu-tcg` backend only ever shows the hypervisor's no-VMX message
+//! (the scenario tests use it for exactly that).
+
+use std::fmt;
+use std::fs::File;
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+
+/// Bochs' system BIOS, from Debian's `bochsbios`.
+pub const BOCHS_BIOS: &str = "/usr/share/bochs/BIOS-bochs-latest";
+/// Bochs' VGA BIOS, from Debian's `vgabios`.
+pub const VGA_BIOS: &str = "/usr/share/vgabios/vgabios.bin";
+/// The device through which QEMU reaches KVM.
+pub const DEV_KVM: &str = "/dev/kvm";
+/// `Y` or `1` when KVM lets guests use VMX themselves.
+pub const KVM_INTEL_NESTED: &str = "/sys/module/kvm_intel/parameters/nested";
+/// The Bochs executable.
+pub const BOCHS: &str = "bochs";
+/// The QEMU executable.
+pub const QEMU: &str = "qemu-system-x86_64";
+
+/// Largest `megs:` Bochs accepts (BOCHS.md).
+pub const BOCHS_MEGS_MAX: u64 = 2048;
+/// Smallest emulated RAM Carousel gives the emulator, MiB.
+pub const MEGS_MIN: u64 = 256;
+/// Emulated RAM is rounded up to a multiple of this, MiB.
+pub const MEGS_GRANULE: u64 = 32;
+
+/// The `--backend` choice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BackendChoice {
+    /// QEMU with KVM when the host has nested VMX, else Bochs.
+    Auto,
+    /// Bochs (the CI backend).
+    Bochs,
+    /// QEMU with KVM; needs /dev/kvm and nested VMX.
+    Qemu,
+    /// QEMU software emulation without VMX; only shows the hypervisor's no-VMX message; used by
+    /// tests.
+    QemuTcg,
+}
+
+/// A backend that will actually run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Bochs,
+    QemuKvm,
+    QemuTcg,
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Backend::Bochs => "bochs",
+            Backend::QemuKvm => "qemu (KVM)",
+            Backend::QemuTcg => "qemu-tcg (no VMX)",
+        })
+    }
+}
+
+impl Backend {
+    /// The TSC frequency the run configuration announces: Bochs' TSC counts instructions, so
+    /// the lab's `ips` is its frequency; elsewhere the hypervisor calibrates (0).
+    pub fn tsc_hz(self, ips: u64) -> u64 {
+        match self {
+            Backend::Bochs => ips,
+            Backend::QemuKvm | Backend::QemuTcg => 0,
+        }
+    }
+
+    /// The file that receives what the hypervisor writes to port 0xE9.
+    pub fn e9_file(self) -> &'static str {
+        match self {
+            Backend::Bochs => "bochs.out",
+            Backend::QemuKvm | Backend::QemuTcg => "e9.txt",
+        }
+    }
+
+    /// The emulator's own log, for failure hints.
+    pub fn log_file(self) -> &'static str {
+        match self {
+            Backend::Bochs => "bochs.log",
+            Backend::QemuKvm | Backend::QemuTcg => "qemu.out",
+        }
+    }
+}
+
+/// Why QEMU with KVM cannot run Carousel here, if it cannot.
+pub fn kvm_problem() -> Option<String> {
+    if !Path::new(DEV_KVM).exists() {
+        return Some(format!("{DEV_KVM} is missing (no KVM on this host)"));
+    }
+    if std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(DEV_KVM)
+        .is_err()
+    {
+        return Some(format!(
+            "{DEV_KVM} exists but this user cannot open it (group kvm?)"
+        ));
+    }
+    match std::fs::read_to_string(KVM_INTEL_NESTED) {
+        Err(_) => Some(format!(
+            "nested VMX is unavailable: {KVM_INTEL_NESTED} is missing (kvm_intel not loaded; \
+             not an Intel host?)"
+        )),
+        Ok(value) if matches!(value.trim(), "Y" | "y" | "1") => None,
+        Ok(value) => Some(format!(
+            "nested VMX is off: {KVM_INTEL_NESTED} is {:?} (load kvm_intel with nested=1)",
+            value.trim()
+        )),
+    }
+}
+
+/// Why `backend` cannot start here, if it cannot: missing emulator, BIOS files or KVM.
+pub fn unavailable(backend: Backend) -> Option<String> {
+    match backend {
+        Backend::Bochs => {
+            if crate::doctor::find_program(BOCHS).is_none() {
+                return Some(format!(
+                    "`{BOCHS}` is not installed: {}",
+                    crate::doctor::APT_BOCHS
+                ));
+            }
+            for file in [BOCHS_BIOS, VGA_BIOS] {
+                if !Path::new(file).is_file() {
+                    return Some(format!("{file} is missing: {}", crate::doctor::APT_BOCHS));
+                }
+            }
+            None
+        }
+        Backend::QemuKvm | Backend::QemuTcg => {
+            if crate::doctor::find_program(QEMU).is_none() {
+                return Some(format!(
+                    "`{QEMU}` is not installed: {}",
+                    crate::doctor::APT_QEMU
+                ));
+            }
+            if backend == Backend::QemuKvm {
+                return kvm_problem()
+                    .map(|problem| format!("the qemu backend needs KVM: {problem}"));
+            }
+            None
+        }
+    }
+}
+
+/// The backend `choice` means on this host, given whether KVM with nested VMX works.
+pub fn resolve(choice: BackendChoice, kvm_nested_ok: bool) -> Backend {
+    match choice {
+        BackendChoice::Auto if kvm_nested_ok => Backend::QemuKvm,
+        BackendChoice::Auto | BackendChoice::Bochs => Backend::Bochs,
+        BackendChoice::Qemu => Backend::QemuKvm,
+        BackendChoice::QemuTcg => Backend::QemuTcg,
+    }
+}
+
+/// How much RAM the emulator gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EmulatorMemory {
+    /// `megs: N` (Bochs) / `-m N` (QEMU).
+    Megs(u64),
+    /// More than Bochs' `megs:` takes: `memory: guest=4096, host=256`; QEMU gets `total` MiB.
+    Large { total: u64 },
+}
+
+impl EmulatorMemory {
+    /// RAM for `guest_mib` MiB of guests plus the hypervisor: rounded up to
+    /// [`MEGS_GRANULE`], at least [`MEGS_MIN`]; `None` above [`crate::lab::MAX_TOTAL_MIB`].
+    pub fn for_guests(guest_mib: u64) -> Option<Self> {
+        let total = guest_mib + crate::lab::HYPERVISOR_MIB;
+        if total > crate::lab::MAX_TOTAL_MIB {
+            return None;
+        }
+        let rounded = total.div_ceil(MEGS_GRANULE) * MEGS_GRANULE;
+        let megs = rounded.max(MEGS_MIN);
+        Some(if megs > BOCHS_MEGS_MAX {
+            EmulatorMemory::Large { total: megs }
+        } else {
+            EmulatorMemory::Megs(megs)
+        })
+    }
+
+    /// MiB for QEMU's `-m`.
+    pub fn mib(self) -> u64 {
+        match self {
+            EmulatorMemory::Megs(megs) => megs,
+            EmulatorMemory::Large { total } => total,
+        }
+    }
+}
+
+/// Everything a bochsrc needs.
+#[derive(Debug, Clone)]
+pub struct BochsConfig<'a> {
+    pub memory: EmulatorMemory,
+    pub cpu_model: &'a str,
+    pub ips: u64,
+    /// The run directory (absolute): COM files and the log go there.
+    pub out: &'a Path,
+    pub iso: &'a Path,
+}
+
+/// Why a path cannot appear in a bochsrc, if it cannot: Bochs splits option values at commas
+/// and blanks and expands `$NAME`.
+pub fn bochsrc_path_problem(path: &Path) -> Option<String> {
+    let text = path.to_str()?;
+    text.chars()
+        .find(|c| c.is_whitespace() || matches!(c, ',' | '$' | '"' | '#' | '\''))
+        .map(|c| {
+            format!(
+                "{} contains {c:?}, which a bochsrc cannot carry; pass --out with a plainer path",
+                path.display()
+            )
+        })
+}
+
+/// The bochsrc of a run (BOCHS.md's starting config, with the lab's CPU and memory).
+pub fn bochsrc(config: &BochsConfig<'_>) -> String {
+    let memory = match config.memory {
+        EmulatorMemory::Megs(megs) => format!("megs: {megs}"),
+        EmulatorMemory::Large { .. } => "memory: guest=4096, host=256".to_string(),
+    };
+    let out = config.out.display();
+    format!(
+        "# Written by `carousel run`; see BOCHS.md.\n\
+         {memory}\n\
+         romimage: file={BOCHS_BIOS}\n\
+         vgaromimage: file={VGA_BIOS}\n\
+         display_library: term\n\
+         cpu: model={model}, count=1, ips={ips}, reset_on_triple_fault=0, ignore_bad_msrs=0\n\
+         ata0: enabled=1, ioaddr1=0x1f0, ioaddr2=0x3f0, irq=14\n\
+         ata0-master: type=cdrom, path={iso}, status=inserted\n\
+         boot: cdrom\n\
+         com1: enabled=1, mode=file, dev={out}/com1.txt\n\
+         com2: enabled=1, mode=file, dev={out}/com2.bin\n\
+         port_e9_hack: enabled=1\n\
+         log: {out}/bochs.log\n\
+         panic: action=fatal\n\
+         error: action=report\n\
+         clock: sync=none, time0=local\n",
+        model = config.cpu_model,
+        ips = config.ips,
+        iso = config.iso.display(),
+    )
+}
+
+/// QEMU's arguments for a run.
+pub fn qemu_args(kvm: bool, memory: EmulatorMemory, iso: &Path, out: &Path) -> Vec<String> {
+    let mut args: Vec<String> = if kvm {
+        vec!["-enable-kvm".into(), "-cpu".into(), "host".into()]
+    } else {
+        // TCG offers no VMX on any model; qemu64 makes that explicit.
+        vec![
+            "-accel".into(),
+            "tcg".into(),
+            "-cpu".into(),
+            "qemu64".into(),
+        ]
+    };
+    let file = |name: &str| format!("file:{}", out.join(name).display());
+    args.extend([
+        "-m".to_string(),
+        memory.mib().to_string(),
+        "-cdrom".to_string(),
+        iso.display().to_string(),
+        "-display".to_string(),
+        "none".to_string(),
+        "-no-reboot".to_string(),
+        "-serial".to_string(),
+        file("com1.txt"),
+        "-serial".to_string(),
+        file("com2.bin"),
+        "-device".to_string(),
+        "isa-debug-exit,iobase=0xf4,iosize=0x04".to_string(),
+        "-debugcon".to_string(),
+        file("e9.txt"),
+    ]);
+    args
+}
+
+/// A running emulator. Dropping it kills the process (SIGKILL: Bochs ignores SIGTERM) and
+/// reaps it, so no path out of a run, panics included, leaves an emulator behind.
+#[derive(Debug)]
+pub struct Emulator {
+    child: Child,
+    exited: Option<ExitStatus>,
+}
+
+impl Emulator {
+    /// Starts `program args` with stdin from /dev/null and stdout + stderr into `output`. The
+    /// child gets its own process group, so a terminal's Ctrl-C reaches only this tool (which
+    /// then kills the child), and is killed by the kernel should this process die first.
+    pub fn spawn(
+        program: &str,
+        args: &[String],
+        env: &[(&str, &str)],
+        output: &Path,
+    ) -> std::io::Result<Emulator> {
+        use std::os::unix::process::CommandExt;
+
+        let out = File::create(output)?;
+        let err = out.try_clone()?;
+        let mut command = Command::new(program);
+        command
+            .args(args)
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .process_group(0);
+        let die_with_parent = || {
+            // SAFETY: PR_SET_PDEATHSIG with a valid signal number only sets a flag on the
+            // calling process; no pointer is passed.
+            let result = unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+            if result == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        };
+        // SAFETY: `die_with_parent` runs in the forked child before exec; it only calls
+        // prctl(2), which is async-signal-safe, and allocates nothing (the error path reads
+        // errno into an io::Error without allocating).
+        unsafe { command.pre_exec(die_with_parent) };
+        let child = command.spawn()?;
+        Ok(Emulator {
+            child,
+            exited: None,
+        })
+    }
+
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The exit status, once the emulator has exited.
+    pub fn try_exited(&mut self) -> Option<ExitStatus> {
+        if self.exited.is_none() {
+            self.exited = self.child.try_wait().ok().flatten();
+        }
+        self.exited
+    }
+
+    /// Kills the emulator (if it still runs) and waits for it.
+    pub fn kill(&mut self) {
+        if self.try_exited().is_none() {
+            let _ = self.child.kill();
+            self.exited = self.child.wait().ok();
+        }
+    }
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// What to start for a run: program, arguments and extra environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Launch {
+    pub program: &'static str,
+    pub args: Vec<String>,
+    pub env: Vec<(&'static str, &'static str)>,
+    /// Where the emulator's stdout and stderr go (file name in the run directory).
+    pub output: &'static str,
+}
+
+/// The launch of `backend`; for Bochs, `bochsrc` and `cont_rc` are the files written next to
+/// it.
+pub fn launch(
+    backend: Backend,
+    memory: EmulatorMemory,
+    iso: &Path,
+    out: &Path,
+    bochsrc: &Path,
+    cont_rc: &Path,
+) -> Launch {
+    match backend {
+        Backend::Bochs => Launch {
+            program: BOCHS,
+            args: vec![
+                "-q".into(),
+                "-f".into(),
+                bochsrc.display().to_string(),
+                "-rc".into(),
+                cont_rc.display().to_string(),
+            ],
+            // Bochs' term display exits at once without TERM (BOCHS.md).
+            env: vec![("TERM", "dumb")],
+            output: "bochs.out",
+        },
+        Backend::QemuKvm | Backend::QemuTcg => Launch {
+            program: QEMU,
+            args: qemu_args(backend == Backend::QemuKvm, memory, iso, out),
+            env: Vec::new(),
+            output: "qemu.out",
+        },
+    }
+}
+
+/// The debugger script that makes Bochs run instead of stopping at its prompt.
+pub const CONT_RC: &str = "c\n";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_rounds_up_with_a_floor() {
+        assert_eq!(
+            EmulatorMemory::for_guests(8),
+            Some(EmulatorMemory::Megs(256))
+        );
+        assert_eq!(
+            EmulatorMemory::for_guests(192),
+            Some(EmulatorMemory::Megs(256))
+        );
+        assert_eq!(
+            EmulatorMemory::for_guests(193),
+            Some(EmulatorMemory::Megs(288))
+        );
+        assert_eq!(
+            EmulatorMemory::for_guests(1000),
+            Some(EmulatorMemory::Megs(1088))
+        );
+        assert_eq!(
+            EmulatorMemory::for_guests(1984),
+            Some(EmulatorMemory::Megs(2048))
+        );
+        assert_eq!(
+            EmulatorMemory::for_guests(1985),
+            Some(EmulatorMemory::Large { total: 2080 })
+        );
+        assert_eq!(
+            EmulatorMemory::for_guests(2836),
+            Some(EmulatorMemory::Large { total: 2912 })
+        );
+        assert_eq!(EmulatorMemory::for_guests(2837), None);
+        assert_eq!(EmulatorMemory::Megs(256).mib(), 256);
+    }
+
+    fn config<'a>(memory: EmulatorMemory) -> BochsConfig<'a> {
+        BochsConfig {
+            memory,
+            cpu_model: "corei7_skylake_x",
+            ips: 1_000_000,
+            out: Path::new("/tmp/run"),
+            iso: Path::new("/tmp/run/carousel.iso"),
+        }
+    }
+
+    #[test]
+    fn bochsrc_key_lines() {
+        let text = bochsrc(&config(EmulatorMemory::Megs(256)));
+        let lines: Vec<&str> = text.lines().collect();
+        for expected in [
+            "megs: 256",
+            "romimage: file=/usr/share/bochs/BIOS-bochs-latest",
+            "vgaromimage: file=/usr/share/vgabios/vgabios.bin",
+            "display_library: term",
+            "cpu: model=corei7_skylake_x, count=1, ips=1000000, reset_on_triple_fault=0, ignore_bad_msrs=0",
+            "ata0-master: type=cdrom, path=/tmp/run/carousel.iso, status=inserted",
+            "boot: cdrom",
+            "com1: enabled=1, mode=file, dev=/tmp/run/com1.txt",
+            "com2: enabled=1, mode=file, dev=/tmp/run/com2.bin",
+            "port_e9_hack: enabled=1",
+            "log: /tmp/run/bochs.log",
+            "panic: action=fatal",
+            "error: action=report",
+            "clock: sync=none, time0=local",
+        ] {
+            assert!(lines.contains(&expected), "missing {expected:?} in\n{text}");
+        }
+        assert!(!text.contains("memory:"));
+        assert!(!text.contains("nogui"));
+    }
+
+    #[test]
+    fn bochsrc_large_memory() {
+        let text = bochsrc(&config(EmulatorMemory::Large { total: 2080 }));
+        assert!(text
+            .lines()
+            .any(|line| line == "memory: guest=4096, host=256"));
+        assert!(!text.contains("megs:"));
+    }
+
+    #[test]
+    fn bochsrc_paths() {
+        assert_eq!(
+            bochsrc_path_problem(Path::new("/work/main/target/run")),
+            None
+        );
+        for bad in ["/a b", "/a,b", "/a$B", "/a\"b"] {
+            assert!(bochsrc_path_problem(Path::new(bad)).is_some(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn qemu_arguments() {
+        let iso = Path::new("/r/carousel.iso");
+        let out = Path::new("/r");
+        let kvm = qemu_args(true, EmulatorMemory::Megs(256), iso, out).join(" ");
+        assert_eq!(
+            kvm,
+            "-enable-kvm -cpu host -m 256 -cdrom /r/carousel.iso -display none -no-reboot \
+             -serial file:/r/com1.txt -serial file:/r/com2.bin \
+             -device isa-debug-exit,iobase=0xf4,iosize=0x04 -debugcon file:/r/e9.txt"
+        );
+        let tcg = qemu_args(false, EmulatorMemory::Large { total: 2080 }, iso, out).join(" ");
+        assert!(tcg.starts_with("-accel tcg -cpu qemu64 -m 2080 "), "{tcg}");
+        assert!(!tcg.contains("kvm"));
+    }
+
+    #[test]
+    fn bochs_launch_follows_bochs_md() {
+        let launch = launch(
+            Backend::Bochs,
+            EmulatorMemory::Megs(256),
+            Path::new("/r/carousel.iso"),
+            Path::new("/r"),
+            Path::new("/r/bochsrc"),
+            Path::new("/r/cont.rc"),
+        );
+        assert_eq!(launch.program, "bochs");
+        assert_eq!(launch.args, ["-q", "-f", "/r/bochsrc", "-rc", "/r/cont.rc"]);
+        assert_eq!(launch.env, [("TERM", "dumb")]);
+        assert_eq!(CONT_RC, "c\n");
+    }
+
+    #[test]
+    fn auto_prefers_kvm() {
+        assert_eq!(resolve(BackendChoice::Auto, true), Backend::QemuKvm);
+        assert_eq!(resolve(BackendChoice::Auto, false), Backend::Bochs);
+        assert_eq!(resolve(BackendChoice::Bochs, true), Backend::Bochs);
+        assert_eq!(resolve(BackendChoice::Qemu, false), Backend::QemuKvm);
+        assert_eq!(resolve(BackendChoice::QemuTcg, true), Backend::QemuTcg);
+        assert_eq!(Backend::Bochs.tsc_hz(5_000), 5_000);
+        assert_eq!(Backend::QemuKvm.tsc_hz(5_000), 0);
+    }
+
+    #[test]
+    fn emulator_is_killed_on_drop() {
+        let dir = tempfile::tempdir().unwrap();
+        let emulator =
+            Emulator::spawn("sleep", &["30".to_string()], &[], &dir.path().join("out")).unwrap();
+        let pid = emulator.id();
+        let start = std::time::Instant::now();
+        drop(emulator);
+        assert!(start.elapsed() < std::time::Duration::from_secs(5));
+        // The process is gone (reaped), so its /proc entry is too.
+        assert!(!Path::new(&format!("/proc/{pid}")).exists());
+    }
+}

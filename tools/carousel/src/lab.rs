@@ -1,0 +1,942 @@
+//! Lab files: the TOML description of one run (scheduler settings, emulator settings, VMs),
+//! parsed strictly and validated before anything is built or started.
+//!
+//! What is here: the file format ([`Lab::parse`], [`Lab::load`]), every validation rule with an
+//! error that names the offending key, and the translation into the hypervisor's
+//! [`RunConfig`]. What is not: building images or running anything.
+
+use std::fmt;
+use std::ops::RangeInclusive;
+use std::path::{Path, PathBuf};
+
+use carousel_protocol::config::{fnv1a64, RunConfig, VmConfig};
+use serde::Deserialize;
+use toml::Spanned;
+
+/// Scheduler quantum when the lab file gives none, in microseconds.
+pub const DEFAULT_QUANTUM_US: u32 = 1000;
+/// Bochs instructions per emulated second when the lab file gives none.
+pub const DEFAULT_IPS: u64 = 1_000_000;
+/// Bochs CPU model when the lab file gives none (BOCHS.md: has every VMX feature Bochs offers).
+pub const DEFAULT_CPU_MODEL: &str = "corei7_skylake_x";
+/// Whole-run limit when the lab file gives none, in seconds.
+pub const DEFAULT_TIMEOUT_S: u64 = 120;
+/// Scheduling weight of a VM whose table gives none.
+pub const DEFAULT_WEIGHT: u32 = 1;
+
+/// Allowed scheduler quanta, in microseconds.
+pub const QUANTUM_US_RANGE: RangeInclusive<i64> = 1..=1_000_000;
+/// Allowed instructions per emulated second.
+pub const IPS_RANGE: RangeInclusive<i64> = 1_000..=2_000_000_000;
+/// Allowed whole-run limits, in seconds (one day at most).
+pub const TIMEOUT_S_RANGE: RangeInclusive<i64> = 1..=86_400;
+/// Allowed guest RAM per VM, in MiB.
+pub const MEMORY_MIB_RANGE: RangeInclusive<i64> = 2..=3072;
+/// Allowed scheduling weights.
+pub const WEIGHT_RANGE: RangeInclusive<i64> = 1..=64;
+/// Allowed number of VMs in one lab.
+pub const VM_COUNT_RANGE: RangeInclusive<usize> = 1..=64;
+/// Longest VM name, in bytes.
+pub const NAME_MAX: usize = 32;
+/// Longest guest command line, in bytes.
+pub const ARGS_MAX: usize = 1024;
+/// Memory the hypervisor itself keeps for its code, heap and VMX structures, in MiB.
+pub const HYPERVISOR_MIB: u64 = 64;
+/// Most emulated RAM a run may need (guests plus [`HYPERVISOR_MIB`]), in MiB: Bochs'
+/// `memory: guest=4096` leaves about 3 GiB of RAM below 4 GiB (BOCHS.md), minus headroom.
+pub const MAX_TOTAL_MIB: u64 = 2900;
+
+/// Carousel's built-in guests (binaries of the `carousel-guests` package), by name.
+pub const BUILTIN_GUESTS: &[&str] = &["hello"];
+
+/// Bochs CPU models with the VMX features Carousel needs (BOCHS.md, "What this Bochs build
+/// offers").
+pub const CPU_MODELS: &[&str] = &[
+    "corei7_sandy_bridge_2600k",
+    "corei7_ivy_bridge_3770k",
+    "corei7_haswell_4770",
+    "broadwell_ult",
+    "corei7_skylake_x",
+    "corei3_cnl",
+    "corei7_icelake_u",
+    "tigerlake",
+    "corei5_arrandale_m520",
+];
+
+/// The first four bytes of every ELF file.
+const ELF_MAGIC: [u8; 4] = *b"\x7fELF";
+
+/// A validated lab.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lab {
+    /// The lab file.
+    pub path: PathBuf,
+    /// FNV-1a 64 of the lab file's text, carried into the run configuration and every trace.
+    pub hash: u64,
+    /// Scheduler quantum, microseconds.
+    pub quantum_us: u32,
+    /// Bochs instructions per emulated second; Carousel takes it as the TSC frequency in Bochs.
+    pub ips: u64,
+    /// Bochs CPU model, one of [`CPU_MODELS`].
+    pub cpu_model: String,
+    /// Whole-run limit, seconds.
+    pub timeout_s: u64,
+    /// The VMs, in file order (a VM's id is its index).
+    pub vms: Vec<Vm>,
+}
+
+/// One validated VM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Vm {
+    pub name: String,
+    pub kernel: Kernel,
+    pub memory_mib: u32,
+    /// Absolute or lab-relative-resolved path of the disk image.
+    pub disk: Option<PathBuf>,
+    pub weight: u32,
+    pub args: String,
+}
+
+/// Where a VM's kernel comes from. A `kernel` value that names a built-in guest means the
+/// built-in; to use a file of that name, write it as a path (`./hello`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Kernel {
+    /// A binary of the `carousel-guests` package, built by the tool.
+    Builtin(String),
+    /// An ELF file (path resolved against the lab file's directory).
+    File(PathBuf),
+}
+
+/// Why a lab file was refused.
+#[derive(Debug)]
+pub struct LabError {
+    /// The lab file.
+    pub file: PathBuf,
+    /// 1-based line of the offending value, where known.
+    pub line: Option<usize>,
+    pub kind: LabErrorKind,
+}
+
+impl fmt::Display for LabError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "{}:{line}: {}", self.file.display(), self.kind),
+            None => write!(f, "{}: {}", self.file.display(), self.kind),
+        }
+    }
+}
+
+impl std::error::Error for LabError {}
+
+/// The rule a lab broke. Every variant names the key it is about.
+#[derive(Debug, thiserror::Error)]
+pub enum LabErrorKind {
+    #[error("cannot read the lab file: {0}")]
+    Read(std::io::Error),
+    /// TOML syntax, an unknown key, a missing key or a value of the wrong type; toml's message
+    /// names the key and shows the line.
+    #[error("{0}")]
+    Toml(String),
+    #[error("`{key}` = {value} is outside the allowed range {}..={}", range.start(), range.end())]
+    OutOfRange {
+        key: String,
+        value: i64,
+        range: RangeInclusive<i64>,
+    },
+    #[error(
+        "`vm`: the lab has {count} [[vm]] tables; {}..={} are allowed",
+        VM_COUNT_RANGE.start(),
+        VM_COUNT_RANGE.end()
+    )]
+    VmCount { count: usize },
+    #[error("`{key}` = {value:?}: {reason}")]
+    BadName {
+        key: String,
+        value: String,
+        reason: &'static str,
+    },
+    #[error("`{key}` = {value:?}: another VM has this name (`{first_key}`)")]
+    DuplicateName {
+        key: String,
+        value: String,
+        first_key: String,
+    },
+    #[error("`{key}` = {value:?} is not a Bochs CPU model Carousel supports; one of: {}", CPU_MODELS.join(", "))]
+    CpuModel { key: String, value: String },
+    #[error("`{key}` of vm {vm:?}: {path} does not exist or is not a file")]
+    MissingFile {
+        key: String,
+        vm: String,
+        path: PathBuf,
+    },
+    #[error("`{key}` of vm {vm:?}: {path} is empty")]
+    EmptyFile {
+        key: String,
+        vm: String,
+        path: PathBuf,
+    },
+    #[error(
+        "`{key}` of vm {vm:?}: {path} is not an ELF file (no ELF magic); \
+         built-in guests are: {}",
+        BUILTIN_GUESTS.join(", ")
+    )]
+    NotElf {
+        key: String,
+        vm: String,
+        path: PathBuf,
+    },
+    #[error("`{key}` of vm {vm:?}: {reason}")]
+    BadArgs {
+        key: String,
+        vm: String,
+        reason: String,
+    },
+    #[error(
+        "`vm[*].memory_mib`: the VMs need {guests} MiB, plus {HYPERVISOR_MIB} MiB for the \
+         hypervisor is {} MiB; at most {MAX_TOTAL_MIB} MiB fit in the emulator",
+        guests + HYPERVISOR_MIB
+    )]
+    MemoryTotal { guests: u64 },
+}
+
+/// The `[run]` table as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRun {
+    quantum_us: Option<Spanned<i64>>,
+    ips: Option<Spanned<i64>>,
+    cpu_model: Option<Spanned<String>>,
+    timeout_s: Option<Spanned<i64>>,
+}
+
+/// One `[[vm]]` table as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawVm {
+    name: Spanned<String>,
+    kernel: Spanned<String>,
+    memory_mib: Spanned<i64>,
+    disk: Option<Spanned<String>>,
+    weight: Option<Spanned<i64>>,
+    args: Option<Spanned<String>>,
+}
+
+/// The whole file as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLab {
+    #[serde(default)]
+    run: Option<RawRun>,
+    #[serde(default)]
+    vm: Vec<Spanned<RawVm>>,
+}
+
+/// Validation context: the file, its text (for line numbers) and its directory.
+struct Checker<'a> {
+    file: &'a Path,
+    text: &'a str,
+    base: &'a Path,
+}
+
+impl Checker<'_> {
+    fn error(&self, span: Option<std::ops::Range<usize>>, kind: LabErrorKind) -> LabError {
+        LabError {
+            file: self.file.to_path_buf(),
+            line: span.map(|span| line_of(self.text, span.start)),
+            kind,
+        }
+    }
+
+    /// An optional integer in `range`, or `default`.
+    fn int(
+        &self,
+        key: &str,
+        value: Option<&Spanned<i64>>,
+        range: RangeInclusive<i64>,
+        default: i64,
+    ) -> Result<i64, LabError> {
+        let Some(value) = value else {
+            return Ok(default);
+        };
+        if range.contains(value.get_ref()) {
+            Ok(*value.get_ref())
+        } else {
+            Err(self.error(
+                Some(value.span()),
+                LabErrorKind::OutOfRange {
+                    key: key.to_string(),
+                    value: *value.get_ref(),
+                    range,
+                },
+            ))
+        }
+    }
+
+    fn resolve(&self, path: &str) -> PathBuf {
+        self.base.join(path)
+    }
+}
+
+/// 1-based line number of byte `offset` in `text`.
+fn line_of(text: &str, offset: usize) -> usize {
+    text.as_bytes()[..offset.min(text.len())]
+        .iter()
+        .filter(|&&byte| byte == b'\n')
+        .count()
+        + 1
+}
+
+/// Why `name` cannot name a VM, if it cannot.
+fn name_problem(name: &str) -> Option<&'static str> {
+    if name.is_empty() || name.len() > NAME_MAX {
+        Some("a VM name has 1 to 32 characters")
+    } else if !name
+        .bytes()
+        .all(|byte| byte.is_ascii_alphanumeric() || byte == b'_' || byte == b'-')
+    {
+        Some("a VM name uses only letters, digits, `_` and `-`")
+    } else if name.eq_ignore_ascii_case("carousel") {
+        Some("`carousel` is the hypervisor's own console prefix")
+    } else {
+        None
+    }
+}
+
+/// The checks common to kernel and disk files: present, a regular file, not empty.
+fn check_file(
+    checker: &Checker<'_>,
+    span: std::ops::Range<usize>,
+    key: &str,
+    vm: &str,
+    path: &Path,
+) -> Result<(), LabError> {
+    let metadata = std::fs::metadata(path).ok().filter(|m| m.is_file());
+    let kind = match metadata {
+        None => LabErrorKind::MissingFile {
+            key: key.to_string(),
+            vm: vm.to_string(),
+            path: path.to_path_buf(),
+        },
+        Some(metadata) if metadata.len() == 0 => LabErrorKind::EmptyFile {
+            key: key.to_string(),
+            vm: vm.to_string(),
+            path: path.to_path_buf(),
+        },
+        Some(_) => return Ok(()),
+    };
+    Err(checker.error(Some(span), kind))
+}
+
+fn starts_with_elf_magic(path: &Path) -> bool {
+    use std::io::Read;
+    let mut magic = [0u8; 4];
+    std::fs::File::open(path)
+        .and_then(|mut file| file.read_exact(&mut magic))
+        .is_ok()
+        && magic == ELF_MAGIC
+}
+
+impl Lab {
+    /// Reads and validates the lab file at `path`.
+    pub fn load(path: &Path) -> Result<Lab, LabError> {
+        let text = std::fs::read_to_string(path).map_err(|error| LabError {
+            file: path.to_path_buf(),
+            line: None,
+            kind: LabErrorKind::Read(error),
+        })?;
+        Self::parse(path, &text)
+    }
+
+    /// Validates `text`, the contents of the lab file at `path`. Relative paths inside resolve
+    /// against `path`'s directory; files they name are checked on disk.
+    pub fn parse(path: &Path, text: &str) -> Result<Lab, LabError> {
+        let base = path
+            .parent()
+            .filter(|parent| !parent.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let checker = Checker {
+            file: path,
+            text,
+            base,
+        };
+        let raw: RawLab = toml::from_str(text).map_err(|error| LabError {
+            file: path.to_path_buf(),
+            line: None,
+            kind: LabErrorKind::Toml(error.to_string().trim_end().to_string()),
+        })?;
+
+        let run = raw.run.unwrap_or_default();
+        let quantum_us = checker.int(
+            "run.quantum_us",
+            run.quantum_us.as_ref(),
+            QUANTUM_US_RANGE,
+            i64::from(DEFAULT_QUANTUM_US),
+        )? as u32;
+        let ips = checker.int("run.ips", run.ips.as_ref(), IPS_RANGE, DEFAULT_IPS as i64)? as u64;
+        let timeout_s = checker.int(
+            "run.timeout_s",
+            run.timeout_s.as_ref(),
+            TIMEOUT_S_RANGE,
+            DEFAULT_TIMEOUT_S as i64,
+        )? as u64;
+        let cpu_model = match run.cpu_model {
+            None => DEFAULT_CPU_MODEL.to_string(),
+            Some(model) if CPU_MODELS.contains(&model.get_ref().as_str()) => model.into_inner(),
+            Some(model) => {
+                return Err(checker.error(
+                    Some(model.span()),
+                    LabErrorKind::CpuModel {
+                        key: "run.cpu_model".to_string(),
+                        value: model.into_inner(),
+                    },
+                ))
+            }
+        };
+
+        if !VM_COUNT_RANGE.contains(&raw.vm.len()) {
+            let span = raw.vm.get(*VM_COUNT_RANGE.end()).map(Spanned::span);
+            return Err(checker.error(
+                span,
+                LabErrorKind::VmCount {
+                    count: raw.vm.len(),
+                },
+            ));
+        }
+
+        let mut vms: Vec<Vm> = Vec::with_capacity(raw.vm.len());
+        for (index, raw_vm) in raw.vm.iter().enumerate() {
+            let raw_vm = raw_vm.get_ref();
+            let key = |field: &str| format!("vm[{index}].{field}");
+            let name = raw_vm.name.get_ref().clone();
+            if let Some(reason) = name_problem(&name) {
+                return Err(checker.error(
+                    Some(raw_vm.name.span()),
+                    LabErrorKind::BadName {
+                        key: key("name"),
+                        value: name,
+                        reason,
+                    },
+                ));
+            }
+            if let Some(first) = vms.iter().position(|vm| vm.name == name) {
+                return Err(checker.error(
+                    Some(raw_vm.name.span()),
+                    LabErrorKind::DuplicateName {
+                        key: key("name"),
+                        value: name,
+                        first_key: format!("vm[{first}].name"),
+                    },
+                ));
+            }
+
+            let kernel_text = raw_vm.kernel.get_ref();
+            let kernel = if BUILTIN_GUESTS.contains(&kernel_text.as_str()) {
+                Kernel::Builtin(kernel_text.clone())
+            } else {
+                let file = checker.resolve(kernel_text);
+                check_file(&checker, raw_vm.kernel.span(), &key("kernel"), &name, &file)?;
+                if !starts_with_elf_magic(&file) {
+                    return Err(checker.error(
+                        Some(raw_vm.kernel.span()),
+                        LabErrorKind::NotElf {
+                            key: key("kernel"),
+                            vm: name,
+                            path: file,
+                        },
+                    ));
+                }
+                Kernel::File(file)
+            };
+
+            let memory_mib = checker.int(
+                &key("memory_mib"),
+                Some(&raw_vm.memory_mib),
+                MEMORY_MIB_RANGE,
+                0,
+            )? as u32;
+
+            let disk = match &raw_vm.disk {
+                None => None,
+                Some(disk) => {
+                    let file = checker.resolve(disk.get_ref());
+                    check_file(&checker, disk.span(), &key("disk"), &name, &file)?;
+                    Some(file)
+                }
+            };
+
+            let weight = checker.int(
+                &key("weight"),
+                raw_vm.weight.as_ref(),
+                WEIGHT_RANGE,
+                i64::from(DEFAULT_WEIGHT),
+            )? as u32;
+
+            let args = raw_vm
+                .args
+                .as_ref()
+                .map(|args| args.get_ref().clone())
+                .unwrap_or_default();
+            let args_problem = if args.len() > ARGS_MAX {
+                Some(format!(
+                    "the command line has {} bytes; at most {ARGS_MAX} are allowed",
+                    args.len()
+                ))
+            } else if args.contains('\0') {
+                Some("the command line contains a NUL character".to_string())
+            } else {
+                None
+            };
+            if let Some(reason) = args_problem {
+                let span = raw_vm.args.as_ref().map(Spanned::span);
+                return Err(checker.error(
+                    span,
+                    LabErrorKind::BadArgs {
+                        key: key("args"),
+                        vm: name,
+                        reason,
+                    },
+                ));
+            }
+
+            vms.push(Vm {
+                name,
+                kernel,
+                memory_mib,
+                disk,
+                weight,
+                args,
+            });
+        }
+
+        let guests: u64 = vms.iter().map(|vm| u64::from(vm.memory_mib)).sum();
+        if guests + HYPERVISOR_MIB > MAX_TOTAL_MIB {
+            return Err(checker.error(None, LabErrorKind::MemoryTotal { guests }));
+        }
+
+        Ok(Lab {
+            path: path.to_path_buf(),
+            hash: fnv1a64(text.as_bytes()),
+            quantum_us,
+            ips,
+            cpu_model,
+            timeout_s,
+            vms,
+        })
+    }
+
+    /// The lab file's name without extension: names the default run directory.
+    pub fn stem(&self) -> String {
+        self.path
+            .file_stem()
+            .map(|stem| stem.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "lab".to_string())
+    }
+
+    /// Guest RAM over all VMs, in MiB.
+    pub fn guest_memory_mib(&self) -> u64 {
+        self.vms.iter().map(|vm| u64::from(vm.memory_mib)).sum()
+    }
+
+    /// True when some VM runs a built-in guest (the guests package must be built).
+    pub fn uses_builtin_guests(&self) -> bool {
+        self.vms
+            .iter()
+            .any(|vm| matches!(vm.kernel, Kernel::Builtin(_)))
+    }
+
+    /// The run configuration the hypervisor receives, with the TSC frequency the backend
+    /// implies (Bochs: `ips`; elsewhere 0, calibrate at boot).
+    pub fn run_config(&self, tsc_hz: u64) -> RunConfig {
+        let vms = self
+            .vms
+            .iter()
+            .enumerate()
+            .map(|(index, vm)| VmConfig {
+                name: vm.name.clone(),
+                kernel_module: kernel_module(index),
+                disk_module: vm.disk.as_ref().map(|_| disk_module(index)),
+                memory_bytes: u64::from(vm.memory_mib) << 20,
+                weight: vm.weight,
+                args: vm.args.clone(),
+            })
+            .collect();
+        RunConfig::new(self.quantum_us, tsc_hz, self.hash, vms)
+    }
+}
+
+/// Multiboot2 module command line of VM `index`'s kernel.
+pub fn kernel_module(index: usize) -> String {
+    format!("vm{index}.kernel")
+}
+
+/// Multiboot2 module command line of VM `index`'s disk image.
+pub fn disk_module(index: usize) -> String {
+    format!("vm{index}.disk")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+
+    use carousel_protocol::RUN_CONFIG_MODULE;
+
+    use super::*;
+
+    /// A lab directory with an ELF-looking kernel, a non-ELF file and a disk image.
+    struct Dir {
+        dir: tempfile::TempDir,
+    }
+
+    impl Dir {
+        fn new() -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            fs::write(dir.path().join("guest.elf"), b"\x7fELF\x02\x01\x01rest").unwrap();
+            fs::write(dir.path().join("notelf.bin"), b"MZ\x90\x00").unwrap();
+            fs::write(dir.path().join("fs.img"), [0u8; 512]).unwrap();
+            fs::write(dir.path().join("empty.img"), b"").unwrap();
+            fs::create_dir(dir.path().join("sub")).unwrap();
+            Self { dir }
+        }
+
+        fn lab(&self) -> PathBuf {
+            self.dir.path().join("lab.toml")
+        }
+
+        fn parse(&self, text: &str) -> Result<Lab, LabError> {
+            Lab::parse(&self.lab(), text)
+        }
+
+        fn error(&self, text: &str) -> String {
+            match self.parse(text) {
+                Ok(lab) => panic!("accepted: {lab:?}"),
+                Err(error) => error.to_string(),
+            }
+        }
+    }
+
+    const HELLO: &str = "[[vm]]\nname = \"hello\"\nkernel = \"hello\"\nmemory_mib = 8\n";
+
+    fn with_vm(extra: &str) -> String {
+        format!("{HELLO}{extra}\n")
+    }
+
+    #[test]
+    fn defaults() {
+        let dir = Dir::new();
+        let lab = dir.parse(HELLO).unwrap();
+        assert_eq!(lab.quantum_us, DEFAULT_QUANTUM_US);
+        assert_eq!(lab.ips, DEFAULT_IPS);
+        assert_eq!(lab.cpu_model, DEFAULT_CPU_MODEL);
+        assert_eq!(lab.timeout_s, DEFAULT_TIMEOUT_S);
+        let vm = &lab.vms[0];
+        assert_eq!(vm.weight, DEFAULT_WEIGHT);
+        assert_eq!(vm.args, "");
+        assert_eq!(vm.disk, None);
+        assert_eq!(vm.kernel, Kernel::Builtin("hello".to_string()));
+        assert_eq!(lab.hash, fnv1a64(HELLO.as_bytes()));
+        assert_eq!(lab.stem(), "lab");
+    }
+
+    #[test]
+    fn full_file() {
+        let dir = Dir::new();
+        let text = "[run]\nquantum_us = 250\nips = 2_000_000\ncpu_model = \"tigerlake\"\n\
+                    timeout_s = 30\n\n[[vm]]\nname = \"a\"\nkernel = \"guest.elf\"\n\
+                    memory_mib = 16\ndisk = \"fs.img\"\nweight = 3\nargs = \"x y\"\n\n\
+                    [[vm]]\nname = \"b-2_B\"\nkernel = \"hello\"\nmemory_mib = 2\n";
+        let lab = dir.parse(text).unwrap();
+        assert_eq!(
+            (lab.quantum_us, lab.ips, lab.timeout_s),
+            (250, 2_000_000, 30)
+        );
+        assert_eq!(lab.cpu_model, "tigerlake");
+        assert_eq!(lab.vms.len(), 2);
+        let a = &lab.vms[0];
+        assert_eq!(a.kernel, Kernel::File(dir.dir.path().join("guest.elf")));
+        assert_eq!(a.disk, Some(dir.dir.path().join("fs.img")));
+        assert_eq!((a.memory_mib, a.weight, a.args.as_str()), (16, 3, "x y"));
+        assert_eq!(lab.guest_memory_mib(), 18);
+        assert!(lab.uses_builtin_guests());
+    }
+
+    #[test]
+    fn relative_paths_resolve_against_the_lab_directory() {
+        let dir = Dir::new();
+        fs::write(dir.dir.path().join("sub/k.elf"), b"\x7fELF..").unwrap();
+        let lab_path = dir.dir.path().join("sub/lab.toml");
+        let text =
+            "[[vm]]\nname = \"a\"\nkernel = \"k.elf\"\nmemory_mib = 8\ndisk = \"../fs.img\"\n";
+        let lab = Lab::parse(&lab_path, text).unwrap();
+        assert_eq!(
+            lab.vms[0].kernel,
+            Kernel::File(dir.dir.path().join("sub/k.elf"))
+        );
+        assert_eq!(lab.vms[0].disk, Some(dir.dir.path().join("sub/../fs.img")));
+        assert!(!lab.uses_builtin_guests());
+        // Absolute paths stay as they are.
+        let absolute = dir.dir.path().join("guest.elf");
+        let text = format!(
+            "[[vm]]\nname = \"a\"\nkernel = \"{}\"\nmemory_mib = 8\n",
+            absolute.display()
+        );
+        let lab = Lab::parse(&lab_path, &text).unwrap();
+        assert_eq!(lab.vms[0].kernel, Kernel::File(absolute));
+    }
+
+    #[test]
+    fn a_lab_in_the_current_directory_resolves_against_it() {
+        let lab = Lab::parse(Path::new("lab.toml"), HELLO).unwrap();
+        assert_eq!(lab.vms.len(), 1);
+        let error = Lab::parse(
+            Path::new("lab.toml"),
+            "[[vm]]\nname = \"a\"\nkernel = \"nope.elf\"\nmemory_mib = 8\n",
+        )
+        .unwrap_err();
+        assert!(error.to_string().contains("./nope.elf"), "{error}");
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let dir = Dir::new();
+        let error = dir.error(&with_vm("colour = \"red\""));
+        assert!(error.contains("colour"), "{error}");
+        assert!(error.contains("line 5"), "{error}");
+        let error = dir.error(&format!("[run]\nspeed = 3\n{HELLO}"));
+        assert!(error.contains("speed"), "{error}");
+        let error = dir.error(&format!("[extra]\n{HELLO}"));
+        assert!(error.contains("extra"), "{error}");
+    }
+
+    #[test]
+    fn missing_key_is_named() {
+        let dir = Dir::new();
+        let error = dir.error("[[vm]]\nname = \"a\"\nkernel = \"hello\"\n");
+        assert!(error.contains("memory_mib"), "{error}");
+        let error = dir.error("[[vm]]\nname = \"a\"\nmemory_mib = 8\n");
+        assert!(error.contains("kernel"), "{error}");
+    }
+
+    #[test]
+    fn wrong_type_is_named() {
+        let dir = Dir::new();
+        let error = dir.error(&format!("[run]\nquantum_us = \"fast\"\n{HELLO}"));
+        assert!(error.contains("quantum_us"), "{error}");
+    }
+
+    fn assert_range_error(error: &str, key: &str, value: &str, range: &str) {
+        assert!(error.contains(&format!("`{key}`")), "{error}");
+        assert!(error.contains(value), "{error}");
+        assert!(error.contains(range), "{error}");
+    }
+
+    #[test]
+    fn run_ranges() {
+        let dir = Dir::new();
+        for (key, value, range) in [
+            ("quantum_us", "0", "1..=1000000"),
+            ("quantum_us", "1000001", "1..=1000000"),
+            ("ips", "999", "1000..=2000000000"),
+            ("timeout_s", "0", "1..=86400"),
+            ("timeout_s", "-5", "1..=86400"),
+        ] {
+            let error = dir.error(&format!("[run]\n{key} = {value}\n{HELLO}"));
+            assert_range_error(&error, &format!("run.{key}"), value, range);
+            assert!(error.contains(":2: "), "{error}");
+        }
+    }
+
+    #[test]
+    fn vm_ranges() {
+        let dir = Dir::new();
+        for (key, value, range) in [("weight", "0", "1..=64"), ("weight", "65", "1..=64")] {
+            let error = dir.error(&with_vm(&format!("{key} = {value}")));
+            assert_range_error(&error, &format!("vm[0].{key}"), value, range);
+        }
+        for value in ["1", "3073"] {
+            let text = format!("[[vm]]\nname = \"a\"\nkernel = \"hello\"\nmemory_mib = {value}\n");
+            let error = dir.error(&text);
+            assert_range_error(&error, "vm[0].memory_mib", value, "2..=3072");
+            assert!(error.contains(":4: "), "{error}");
+        }
+    }
+
+    #[test]
+    fn memory_total_must_fit() {
+        let dir = Dir::new();
+        let vm = |name: &str, mib: u32| {
+            format!("[[vm]]\nname = \"{name}\"\nkernel = \"hello\"\nmemory_mib = {mib}\n")
+        };
+        let fits = format!("{}{}", vm("a", 2000), vm("b", 836));
+        assert!(dir.parse(&fits).is_ok());
+        let error = dir.error(&format!("{}{}", vm("a", 2000), vm("b", 837)));
+        assert!(error.contains("vm[*].memory_mib"), "{error}");
+        assert!(error.contains("2837"), "{error}");
+        assert!(error.contains("2900"), "{error}");
+    }
+
+    #[test]
+    fn vm_count() {
+        let dir = Dir::new();
+        let error = dir.error("[run]\nquantum_us = 5\n");
+        assert!(error.contains("`vm`"), "{error}");
+        assert!(error.contains("has 0"), "{error}");
+        let many: String = (0..65)
+            .map(|i| format!("[[vm]]\nname = \"v{i}\"\nkernel = \"hello\"\nmemory_mib = 2\n"))
+            .collect();
+        let error = dir.error(&many);
+        assert!(error.contains("`vm`") && error.contains("65"), "{error}");
+        let most: String = (0..64)
+            .map(|i| format!("[[vm]]\nname = \"v{i}\"\nkernel = \"hello\"\nmemory_mib = 2\n"))
+            .collect();
+        assert_eq!(dir.parse(&most).unwrap().vms.len(), 64);
+    }
+
+    #[test]
+    fn names() {
+        let dir = Dir::new();
+        for bad in [
+            "",
+            "has space",
+            "dot.ted",
+            "carousel",
+            "Carousel",
+            &"x".repeat(33),
+        ] {
+            let text = format!("[[vm]]\nname = \"{bad}\"\nkernel = \"hello\"\nmemory_mib = 8\n");
+            let error = dir.error(&text);
+            assert!(error.contains("`vm[0].name`"), "{error}");
+            assert!(error.contains(":2: "), "{error}");
+        }
+        let ok = format!(
+            "[[vm]]\nname = \"{}\"\nkernel = \"hello\"\nmemory_mib = 8\n",
+            "x".repeat(32)
+        );
+        assert!(dir.parse(&ok).is_ok());
+    }
+
+    #[test]
+    fn duplicate_names() {
+        let dir = Dir::new();
+        let error = dir.error(&format!("{HELLO}{HELLO}"));
+        assert!(error.contains("`vm[1].name`"), "{error}");
+        assert!(error.contains("`vm[0].name`"), "{error}");
+        assert!(error.contains("\"hello\""), "{error}");
+    }
+
+    #[test]
+    fn cpu_model() {
+        let dir = Dir::new();
+        let error = dir.error(&format!("[run]\ncpu_model = \"pentium\"\n{HELLO}"));
+        assert!(error.contains("`run.cpu_model`"), "{error}");
+        assert!(error.contains("pentium"), "{error}");
+        assert!(error.contains("corei7_skylake_x"), "{error}");
+        for model in CPU_MODELS {
+            let lab = dir
+                .parse(&format!("[run]\ncpu_model = \"{model}\"\n{HELLO}"))
+                .unwrap();
+            assert_eq!(lab.cpu_model, *model);
+        }
+    }
+
+    #[test]
+    fn kernel_files() {
+        let dir = Dir::new();
+        let vm =
+            |kernel: &str| format!("[[vm]]\nname = \"k\"\nkernel = \"{kernel}\"\nmemory_mib = 8\n");
+        let error = dir.error(&vm("missing.elf"));
+        assert!(error.contains("`vm[0].kernel`"), "{error}");
+        assert!(error.contains("\"k\""), "{error}");
+        assert!(error.contains("missing.elf"), "{error}");
+        assert!(error.contains(":3: "), "{error}");
+        let error = dir.error(&vm("notelf.bin"));
+        assert!(
+            error.contains("`vm[0].kernel`") && error.contains("not an ELF"),
+            "{error}"
+        );
+        let error = dir.error(&vm("empty.img"));
+        assert!(
+            error.contains("`vm[0].kernel`") && error.contains("empty"),
+            "{error}"
+        );
+        let error = dir.error(&vm("sub"));
+        assert!(
+            error.contains("`vm[0].kernel`") && error.contains("not a file"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn disk_files() {
+        let dir = Dir::new();
+        let error = dir.error(&with_vm("disk = \"nope.img\""));
+        assert!(error.contains("`vm[0].disk`"), "{error}");
+        assert!(error.contains("\"hello\""), "{error}");
+        assert!(error.contains("nope.img"), "{error}");
+        let error = dir.error(&with_vm("disk = \"empty.img\""));
+        assert!(
+            error.contains("`vm[0].disk`") && error.contains("empty"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn args() {
+        let dir = Dir::new();
+        let error = dir.error(&with_vm(&format!("args = \"{}\"", "a".repeat(1025))));
+        assert!(error.contains("`vm[0].args`"), "{error}");
+        let error = dir.error(&with_vm("args = \"a\\u0000b\""));
+        assert!(
+            error.contains("`vm[0].args`") && error.contains("NUL"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn run_config_names_the_modules() {
+        let dir = Dir::new();
+        let text = "[[vm]]\nname = \"a\"\nkernel = \"hello\"\nmemory_mib = 8\n\
+                    [[vm]]\nname = \"b\"\nkernel = \"hello\"\nmemory_mib = 4\ndisk = \"fs.img\"\nargs = \"fail\"\nweight = 2\n";
+        let lab = dir.parse(text).unwrap();
+        let config = lab.run_config(1_000_000);
+        assert_eq!(config.tsc_hz, 1_000_000);
+        assert_eq!(config.lab_hash, fnv1a64(text.as_bytes()));
+        assert_eq!(config.quantum_us, 1000);
+        assert_eq!(config.vms[0].kernel_module, "vm0.kernel");
+        assert_eq!(config.vms[0].disk_module, None);
+        assert_eq!(config.vms[1].kernel_module, "vm1.kernel");
+        assert_eq!(config.vms[1].disk_module.as_deref(), Some("vm1.disk"));
+        assert_eq!(config.vms[1].memory_bytes, 4 << 20);
+        assert_eq!(config.vms[1].args, "fail");
+        assert_eq!(config.vms[1].weight, 2);
+        let bytes = config.to_bytes().unwrap();
+        assert_eq!(RunConfig::from_bytes(&bytes).unwrap(), config);
+        assert_ne!(RUN_CONFIG_MODULE, kernel_module(0));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn parser_never_panics(text in "[\\[\\]a-z_=\"0-9 .\n-]{0,200}") {
+            let _ = Lab::parse(Path::new("/nonexistent/lab.toml"), &text);
+        }
+
+        #[test]
+        fn valid_sizes_are_accepted(memory in 2u32..=2836, weight in 1u32..=64, quantum in 1u32..=1_000_000) {
+            let text = format!(
+                "[run]\nquantum_us = {quantum}\n[[vm]]\nname = \"a\"\nkernel = \"hello\"\n\
+                 memory_mib = {memory}\nweight = {weight}\n"
+            );
+            let lab = Lab::parse(Path::new("lab.toml"), &text).unwrap();
+            proptest::prop_assert_eq!(lab.vms[0].memory_mib, memory);
+            proptest::prop_assert_eq!(lab.vms[0].weight, weight);
+            proptest::prop_assert_eq!(lab.quantum_us, quantum);
+        }
+    }
+
+    #[test]
+    fn line_numbers() {
+        assert_eq!(line_of("a\nb\nc", 0), 1);
+        assert_eq!(line_of("a\nb\nc", 2), 2);
+        assert_eq!(line_of("a\nb\nc", 4), 3);
+        assert_eq!(line_of("a", 99), 1);
+    }
+}

@@ -1,0 +1,577 @@
+//! The verdict of a run: from the records that arrived on COM2, the few COM1 lines that matter
+//! and how the run ended, decide per VM whether it passed and which exit code the tool returns.
+//!
+//! Everything here is a pure function of its inputs ([`decide`]), so each rule has a unit test.
+
+use std::fmt;
+
+use carousel_protocol::record::{Record, StopReason};
+
+/// COM1 prefix of the hypervisor's fatal-before-start messages (e.g. no VMX).
+pub const ERROR_PREFIX: &str = "[carousel] error: ";
+/// COM1 prefix of the hypervisor's panic message.
+pub const PANIC_PREFIX: &str = "[carousel] PANIC";
+
+/// How the emulator run ended, as the run loop saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// The RunEnd record arrived (the emulator was then given a moment to exit, or killed).
+    RunEnd,
+    /// The emulator exited on its own before any RunEnd record.
+    EmulatorExited,
+    /// The tool stopped the emulator after a fatal COM1 line (error before Hello, or panic).
+    FatalLine,
+    /// The whole-run timeout expired.
+    TimedOut,
+    /// The user pressed Ctrl-C.
+    Interrupted,
+}
+
+/// What a run produced, as [`decide`] needs it.
+#[derive(Debug, Clone)]
+pub struct RunFacts<'a> {
+    /// VM names from the lab file, indexed by VM id.
+    pub vm_names: &'a [String],
+    /// Every record decoded from COM2, in arrival order.
+    pub records: &'a [Record],
+    /// First COM1 line starting with [`ERROR_PREFIX`], if any.
+    pub error_line: Option<&'a str>,
+    /// First COM1 line starting with [`PANIC_PREFIX`], if any.
+    pub panic_line: Option<&'a str>,
+    pub ending: Ending,
+    /// The whole-run limit that applied, seconds (for messages).
+    pub timeout_s: u64,
+}
+
+/// The verdict, which fixes the exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Every VM stopped with success and passed all its checks.
+    Passed,
+    /// The run ended in order but some VM failed or never stopped.
+    VmFailed,
+    /// The hypervisor could not run: an error before Hello, a panic, or an emulator that died
+    /// without RunEnd.
+    HypervisorFailed,
+    /// The whole-run timeout expired.
+    TimedOut,
+    /// Stopped by Ctrl-C.
+    Interrupted,
+}
+
+impl Verdict {
+    /// The process exit code of the `run` command.
+    pub fn exit_code(self) -> i32 {
+        match self {
+            Verdict::Passed => 0,
+            Verdict::VmFailed => 1,
+            Verdict::HypervisorFailed => 3,
+            Verdict::TimedOut => 4,
+            Verdict::Interrupted => 130,
+        }
+    }
+}
+
+/// What became of one VM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VmState {
+    Passed,
+    Failed,
+    /// No VmStopped record arrived.
+    NotStopped,
+}
+
+impl fmt::Display for VmState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            VmState::Passed => "passed",
+            VmState::Failed => "FAILED",
+            VmState::NotStopped => "not stopped",
+        })
+    }
+}
+
+/// One named check a guest reported.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckResult {
+    pub name: String,
+    pub passed: bool,
+}
+
+/// One VM's line in the summary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmRow {
+    pub name: String,
+    pub state: VmState,
+    /// Why it stopped (StopReason's Display), or why it did not.
+    pub reason: String,
+    /// The VmStopped record's reason, if one arrived.
+    pub stop: Option<StopReason>,
+    pub checks: Vec<CheckResult>,
+}
+
+/// The decision: verdict, one row per VM, and the problems worth a line each.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub verdict: Verdict,
+    pub rows: Vec<VmRow>,
+    /// Why the verdict is not [`Verdict::Passed`], one sentence each ("vm beta: exited with
+    /// failure (0x11)").
+    pub problems: Vec<String>,
+    /// Inconsistencies in the record stream that do not change the verdict.
+    pub warnings: Vec<String>,
+}
+
+impl Outcome {
+    pub fn exit_code(&self) -> i32 {
+        self.verdict.exit_code()
+    }
+}
+
+/// Decides the outcome of a run.
+pub fn decide(facts: &RunFacts<'_>) -> Outcome {
+    let mut warnings = Vec::new();
+    let mut hello_seen = false;
+    let mut run_end_seen = false;
+    let mut stopped: Vec<Option<StopReason>> = vec![None; facts.vm_names.len()];
+    let mut checks: Vec<Vec<CheckResult>> = vec![Vec::new(); facts.vm_names.len()];
+
+    for record in facts.records {
+        match record {
+            Record::Hello { vms, .. } => {
+                if hello_seen {
+                    warnings.push("a second Hello record arrived".to_string());
+                }
+                hello_seen = true;
+                if vms.as_slice() != facts.vm_names {
+                    warnings.push(format!(
+                        "the hypervisor names the VMs {vms:?}, the lab file {:?}",
+                        facts.vm_names
+                    ));
+                }
+            }
+            Record::Check {
+                vm, name, passed, ..
+            } => match checks.get_mut(usize::from(*vm)) {
+                Some(list) => list.push(CheckResult {
+                    name: name.clone(),
+                    passed: *passed,
+                }),
+                None => warnings.push(format!("a Check record names VM id {vm}, which no VM has")),
+            },
+            Record::VmStopped { vm, reason, .. } => match stopped.get_mut(usize::from(*vm)) {
+                Some(slot @ None) => *slot = Some(reason.clone()),
+                Some(Some(_)) => warnings.push(format!(
+                    "VM {} stopped twice; the first reason stands",
+                    facts.vm_names[usize::from(*vm)]
+                )),
+                None => warnings.push(format!(
+                    "a VmStopped record names VM id {vm}, which no VM has"
+                )),
+            },
+            Record::RunEnd { .. } => run_end_seen = true,
+        }
+    }
+
+    let rows: Vec<VmRow> = facts
+        .vm_names
+        .iter()
+        .zip(stopped)
+        .zip(checks)
+        .map(|((name, reason), checks)| {
+            let all_checks_passed = checks.iter().all(|check| check.passed);
+            let (state, text) = match &reason {
+                Some(stop) if stop.is_success() && all_checks_passed => {
+                    (VmState::Passed, stop.to_string())
+                }
+                Some(stop) => (VmState::Failed, stop.to_string()),
+                None => (VmState::NotStopped, not_stopped_reason(facts, hello_seen)),
+            };
+            VmRow {
+                name: name.clone(),
+                state,
+                reason: text,
+                stop: reason,
+                checks,
+            }
+        })
+        .collect();
+
+    let vm_problems = || -> Vec<String> {
+        let mut problems = Vec::new();
+        for row in rows.iter().filter(|row| row.state != VmState::Passed) {
+            if !row.stop.as_ref().is_some_and(StopReason::is_success) {
+                problems.push(format!("vm {}: {}", row.name, row.reason));
+            }
+            for check in row.checks.iter().filter(|check| !check.passed) {
+                problems.push(format!("vm {}: check {} FAILED", row.name, check.name));
+            }
+        }
+        problems
+    };
+
+    let (verdict, problems) = if facts.ending == Ending::Interrupted {
+        (
+            Verdict::Interrupted,
+            vec!["interrupted (Ctrl-C)".to_string()],
+        )
+    } else if let Some(line) = facts.panic_line {
+        (
+            Verdict::HypervisorFailed,
+            vec![format!("the hypervisor panicked: {line}")],
+        )
+    } else if !hello_seen {
+        match (facts.error_line, facts.ending) {
+            (Some(line), _) => (Verdict::HypervisorFailed, vec![line.to_string()]),
+            (None, Ending::TimedOut) => (
+                Verdict::TimedOut,
+                vec![format!(
+                    "the hypervisor sent no Hello record before the timeout ({} s)",
+                    facts.timeout_s
+                )],
+            ),
+            (None, _) => (
+                Verdict::HypervisorFailed,
+                vec![
+                    "the emulator stopped before the hypervisor sent its Hello record".to_string(),
+                ],
+            ),
+        }
+    } else if facts.ending == Ending::TimedOut {
+        let mut problems = vec![format!(
+            "the run did not end before the timeout ({} s)",
+            facts.timeout_s
+        )];
+        problems.extend(vm_problems());
+        (Verdict::TimedOut, problems)
+    } else if !run_end_seen {
+        let mut problems =
+            vec!["the emulator stopped before the hypervisor sent its RunEnd record".to_string()];
+        problems.extend(vm_problems());
+        (Verdict::HypervisorFailed, problems)
+    } else {
+        let problems = vm_problems();
+        if problems.is_empty() {
+            (Verdict::Passed, problems)
+        } else {
+            (Verdict::VmFailed, problems)
+        }
+    };
+
+    Outcome {
+        verdict,
+        rows,
+        problems,
+        warnings,
+    }
+}
+
+fn not_stopped_reason(facts: &RunFacts<'_>, hello_seen: bool) -> String {
+    match facts.ending {
+        Ending::EmulatorExited | Ending::FatalLine if !hello_seen => {
+            "never started (the hypervisor did not start the run)".to_string()
+        }
+        Ending::TimedOut => format!("did not stop before the timeout ({} s)", facts.timeout_s),
+        Ending::Interrupted => "still running when interrupted".to_string(),
+        Ending::RunEnd => "never stopped (the run ended without its VmStopped record)".to_string(),
+        Ending::EmulatorExited | Ending::FatalLine => {
+            "never stopped (the hypervisor did not finish the run)".to_string()
+        }
+    }
+}
+
+/// The summary table: one row per VM, its checks beneath it, then the problems.
+pub fn summary(outcome: &Outcome) -> String {
+    use fmt::Write;
+    let width = outcome
+        .rows
+        .iter()
+        .map(|row| row.name.len())
+        .chain([2])
+        .max()
+        .unwrap_or(2);
+    let mut out = String::new();
+    let _ = writeln!(out, "{:<width$}  {:<11}  REASON", "VM", "OUTCOME");
+    for row in &outcome.rows {
+        let _ = writeln!(
+            out,
+            "{:<width$}  {:<11}  {}",
+            row.name,
+            row.state.to_string(),
+            row.reason
+        );
+        for check in &row.checks {
+            let _ = writeln!(
+                out,
+                "{:<width$}    check {} {}",
+                "",
+                check.name,
+                if check.passed { "passed" } else { "FAILED" }
+            );
+        }
+    }
+    for warning in &outcome.warnings {
+        let _ = writeln!(out, "warning: {warning}");
+    }
+    for problem in &outcome.problems {
+        let _ = writeln!(out, "{problem}");
+    }
+    let _ = write!(
+        out,
+        "result: {} (exit code {})",
+        match outcome.verdict {
+            Verdict::Passed => "passed",
+            Verdict::VmFailed => "VM failure",
+            Verdict::HypervisorFailed => "the hypervisor could not run",
+            Verdict::TimedOut => "timed out",
+            Verdict::Interrupted => "interrupted",
+        },
+        outcome.exit_code()
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use carousel_protocol::hypercall::{EXIT_FAILURE, EXIT_SUCCESS};
+    use carousel_protocol::record::TscSource;
+
+    use super::*;
+
+    fn names(list: &[&str]) -> Vec<String> {
+        list.iter().map(|name| name.to_string()).collect()
+    }
+
+    fn hello(vms: &[&str]) -> Record {
+        Record::Hello {
+            version: 1,
+            lab_hash: 0,
+            tsc_hz: 1_000_000,
+            tsc_source: TscSource::LabFile,
+            preemption_timer_rate: 0,
+            cpu: "GenuineIntel".to_string(),
+            vms: names(vms),
+        }
+    }
+
+    fn stopped(vm: u16, reason: StopReason) -> Record {
+        Record::VmStopped { tsc: 5, vm, reason }
+    }
+
+    fn exited(vm: u16, status: u32) -> Record {
+        stopped(vm, StopReason::Exited { status })
+    }
+
+    fn check(vm: u16, name: &str, passed: bool) -> Record {
+        Record::Check {
+            tsc: 3,
+            vm,
+            name: name.to_string(),
+            passed,
+        }
+    }
+
+    const END: Record = Record::RunEnd { tsc: 9 };
+
+    fn facts<'a>(vms: &'a [String], records: &'a [Record], ending: Ending) -> RunFacts<'a> {
+        RunFacts {
+            vm_names: vms,
+            records,
+            error_line: None,
+            panic_line: None,
+            ending,
+            timeout_s: 30,
+        }
+    }
+
+    #[test]
+    fn all_success_passes() {
+        let vms = names(&["hello"]);
+        let records = [
+            hello(&["hello"]),
+            check(0, "boot", true),
+            exited(0, EXIT_SUCCESS),
+            END,
+        ];
+        let outcome = decide(&facts(&vms, &records, Ending::RunEnd));
+        assert_eq!(outcome.verdict, Verdict::Passed);
+        assert_eq!(outcome.exit_code(), 0);
+        assert_eq!(outcome.rows[0].state, VmState::Passed);
+        assert_eq!(outcome.rows[0].reason, "exited with success (0x10)");
+        assert!(outcome.problems.is_empty() && outcome.warnings.is_empty());
+        let table = summary(&outcome);
+        assert!(table.contains("check boot passed"), "{table}");
+        assert!(table.ends_with("result: passed (exit code 0)"), "{table}");
+    }
+
+    #[test]
+    fn failure_status_fails_and_names_the_vm() {
+        let vms = names(&["alpha", "beta"]);
+        let records = [
+            hello(&["alpha", "beta"]),
+            exited(1, EXIT_FAILURE),
+            exited(0, EXIT_SUCCESS),
+            END,
+        ];
+        let outcome = decide(&facts(&vms, &records, Ending::RunEnd));
+        assert_eq!(outcome.exit_code(), 1);
+        assert_eq!(outcome.rows[0].state, VmState::Passed);
+        assert_eq!(outcome.rows[1].state, VmState::Failed);
+        assert_eq!(
+            outcome.problems,
+            vec!["vm beta: exited with failure (0x11)"]
+        );
+    }
+
+    #[test]
+    fn triple_fault_fails() {
+        let vms = names(&["boom"]);
+        let records = [
+            hello(&["boom"]),
+            stopped(0, StopReason::TripleFault { rip: 0x1234 }),
+            END,
+        ];
+        let outcome = decide(&facts(&vms, &records, Ending::RunEnd));
+        assert_eq!(outcome.exit_code(), 1);
+        assert_eq!(
+            outcome.problems,
+            vec!["vm boom: triple fault at rip 0x1234"]
+        );
+    }
+
+    #[test]
+    fn failed_check_fails_a_successful_exit() {
+        let vms = names(&["x"]);
+        let records = [
+            hello(&["x"]),
+            check(0, "one", true),
+            check(0, "two", false),
+            exited(0, EXIT_SUCCESS),
+            END,
+        ];
+        let outcome = decide(&facts(&vms, &records, Ending::RunEnd));
+        assert_eq!(outcome.exit_code(), 1);
+        assert_eq!(outcome.rows[0].state, VmState::Failed);
+        assert_eq!(outcome.problems, vec!["vm x: check two FAILED"]);
+        let table = summary(&outcome);
+        assert!(table.contains("check one passed"), "{table}");
+        assert!(table.contains("check two FAILED"), "{table}");
+    }
+
+    #[test]
+    fn a_vm_without_vm_stopped_fails_after_run_end() {
+        let vms = names(&["a", "b"]);
+        let records = [hello(&["a", "b"]), exited(0, EXIT_SUCCESS), END];
+        let outcome = decide(&facts(&vms, &records, Ending::RunEnd));
+        assert_eq!(outcome.exit_code(), 1);
+        assert_eq!(outcome.rows[1].state, VmState::NotStopped);
+        assert!(outcome.problems[0].starts_with("vm b: never stopped"));
+    }
+
+    #[test]
+    fn other_status_is_a_failure() {
+        let vms = names(&["a"]);
+        let records = [hello(&["a"]), exited(0, 0), END];
+        let outcome = decide(&facts(&vms, &records, Ending::RunEnd));
+        assert_eq!(outcome.exit_code(), 1);
+        assert_eq!(outcome.problems, vec!["vm a: exited with status 0x0"]);
+    }
+
+    #[test]
+    fn timeout_lists_running_vms() {
+        let vms = names(&["a", "x"]);
+        let records = [hello(&["a", "x"]), exited(0, EXIT_SUCCESS)];
+        let outcome = decide(&facts(&vms, &records, Ending::TimedOut));
+        assert_eq!(outcome.exit_code(), 4);
+        assert!(outcome
+            .problems
+            .contains(&"vm x: did not stop before the timeout (30 s)".to_string()));
+        assert_eq!(outcome.rows[0].state, VmState::Passed);
+    }
+
+    #[test]
+    fn timeout_without_hello() {
+        let vms = names(&["a"]);
+        let outcome = decide(&facts(&vms, &[], Ending::TimedOut));
+        assert_eq!(outcome.exit_code(), 4);
+    }
+
+    #[test]
+    fn error_line_without_hello_is_a_hypervisor_failure() {
+        let vms = names(&["a"]);
+        let line = "[carousel] error: this CPU cannot run Carousel: no VMX";
+        for ending in [Ending::EmulatorExited, Ending::FatalLine, Ending::TimedOut] {
+            let mut facts = facts(&vms, &[], ending);
+            facts.error_line = Some(line);
+            let outcome = decide(&facts);
+            assert_eq!(outcome.exit_code(), 3);
+            assert_eq!(outcome.problems, vec![line.to_string()]);
+        }
+    }
+
+    #[test]
+    fn panic_is_a_hypervisor_failure_even_after_hello() {
+        let vms = names(&["a"]);
+        let records = [hello(&["a"]), exited(0, EXIT_SUCCESS), END];
+        let mut facts = facts(&vms, &records, Ending::RunEnd);
+        facts.panic_line = Some("[carousel] PANIC at kernel/src/vm.rs:3: oops");
+        let outcome = decide(&facts);
+        assert_eq!(outcome.exit_code(), 3);
+        assert!(outcome.problems[0].contains("oops"));
+    }
+
+    #[test]
+    fn emulator_death_without_run_end() {
+        let vms = names(&["a"]);
+        let outcome = decide(&facts(&vms, &[], Ending::EmulatorExited));
+        assert_eq!(outcome.exit_code(), 3);
+        let records = [hello(&["a"]), exited(0, EXIT_SUCCESS)];
+        let outcome = decide(&facts(&vms, &records, Ending::EmulatorExited));
+        assert_eq!(outcome.exit_code(), 3);
+        assert!(outcome.problems[0].contains("RunEnd"));
+    }
+
+    #[test]
+    fn interrupt_wins() {
+        let vms = names(&["a"]);
+        let records = [hello(&["a"])];
+        let outcome = decide(&facts(&vms, &records, Ending::Interrupted));
+        assert_eq!(outcome.exit_code(), 130);
+        assert_eq!(outcome.rows[0].reason, "still running when interrupted");
+    }
+
+    #[test]
+    fn inconsistent_records_warn() {
+        let vms = names(&["a"]);
+        let records = [
+            hello(&["b"]),
+            check(7, "c", true),
+            exited(9, EXIT_SUCCESS),
+            exited(0, EXIT_SUCCESS),
+            exited(0, EXIT_FAILURE),
+            END,
+        ];
+        let outcome = decide(&facts(&vms, &records, Ending::RunEnd));
+        assert_eq!(outcome.exit_code(), 0);
+        assert_eq!(outcome.warnings.len(), 4, "{:?}", outcome.warnings);
+    }
+
+    #[test]
+    fn summary_has_one_row_per_vm() {
+        let vms = names(&["alpha", "beta"]);
+        let records = [
+            hello(&["alpha", "beta"]),
+            exited(0, EXIT_SUCCESS),
+            exited(1, EXIT_FAILURE),
+            END,
+        ];
+        let table = summary(&decide(&facts(&vms, &records, Ending::RunEnd)));
+        let lines: Vec<&str> = table.lines().collect();
+        assert!(lines[0].starts_with("VM ") && lines[0].contains("OUTCOME"));
+        assert!(lines[1].starts_with("alpha  passed "), "{table}");
+        assert!(lines[2].starts_with("beta   FAILED "), "{table}");
+        assert!(lines[2].ends_with("exited with failure (0x11)"), "{table}");
+        assert_eq!(lines[3], "vm beta: exited with failure (0x11)");
+        assert_eq!(lines[4], "result: VM failure (exit code 1)");
+    }
+}
