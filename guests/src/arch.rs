@@ -68,6 +68,19 @@ pub fn vmcall(number: u32, arguments: [u32; 4]) -> u32 {
     result
 }
 
+/// Reads the time-stamp counter (RDTSC does not exit: the guest sees the host's TSC).
+pub fn rdtsc() -> u64 {
+    // SAFETY: RDTSC only reads a counter.
+    unsafe { core::arch::x86_64::_rdtsc() }
+}
+
+/// Executes HLT once. With interrupts off, the hypervisor resumes the guest after the HLT when
+/// the VM's timer (see [`crate::hypercall::set_timer`]) expires.
+pub fn halt() {
+    // SAFETY: HLT only stops this virtual CPU until the hypervisor resumes it.
+    unsafe { core::arch::asm!("hlt", options(nomem, nostack, preserves_flags)) }
+}
+
 /// Halts until the next interrupt; with IF = 0 (the guest never enables interrupts), forever.
 pub fn halt_forever() -> ! {
     loop {

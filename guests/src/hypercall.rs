@@ -6,7 +6,9 @@
 
 use core::fmt;
 
-use carousel_protocol::hypercall::{Error, CHECK, CONSOLE_WRITE, CONSOLE_WRITE_MAX, EXIT, VERSION};
+use carousel_protocol::hypercall::{
+    Error, CHECK, CONSOLE_WRITE, CONSOLE_WRITE_MAX, EXIT, METRIC, SET_TIMER, TSC_KHZ, VERSION,
+};
 
 use crate::arch;
 
@@ -108,4 +110,36 @@ pub fn check(name: &str, passed: bool) -> Result<(), HypercallError> {
         0,
     ))
     .map(|_| ())
+}
+
+/// Reports the named measurement (`name` at most
+/// [`carousel_protocol::hypercall::CHECK_NAME_MAX`] bytes).
+pub fn metric(name: &str, value: u64) -> Result<(), HypercallError> {
+    let name = name.as_bytes();
+    decode_result(hypercall(
+        METRIC,
+        guest_physical(name),
+        name.len() as u32,
+        value as u32,
+        (value >> 32) as u32,
+    ))
+    .map(|_| ())
+}
+
+/// Arms the VM's one-shot timer for TSC `deadline` (0 disarms): a HLT after it returns once
+/// the TSC reaches the deadline.
+pub fn set_timer(deadline: u64) -> Result<(), HypercallError> {
+    decode_result(hypercall(
+        SET_TIMER,
+        deadline as u32,
+        (deadline >> 32) as u32,
+        0,
+        0,
+    ))
+    .map(|_| ())
+}
+
+/// The TSC frequency the hypervisor counts with, in Hz.
+pub fn tsc_hz() -> Result<u64, HypercallError> {
+    decode_result(hypercall(TSC_KHZ, 0, 0, 0, 0)).map(|khz| u64::from(khz) * 1000)
 }

@@ -63,6 +63,27 @@ pub struct BootInfo {
 }
 
 impl BootInfo {
+    /// The value of `key=value` among the whitespace-separated words of the command line.
+    pub fn arg(&self, key: &str) -> Option<&'static str> {
+        self.cmdline.split_whitespace().find_map(|word| {
+            word.split_once('=')
+                .and_then(|(k, v)| (k == key).then_some(v))
+        })
+    }
+
+    /// [`Self::arg`] parsed as a number; `default` when absent. Panics (which exits the guest
+    /// with failure, naming the key) when present but not a number.
+    pub fn number(&self, key: &str, default: u64) -> u64 {
+        match self.arg(key) {
+            None => default,
+            Some(text) => text
+                .parse()
+                .unwrap_or_else(|_| panic!("argument {key}={text} is not a number")),
+        }
+    }
+}
+
+impl BootInfo {
     /// Reads the information structure at guest-physical `address`, which a multiboot loader
     /// passed in EBX along with `magic` in EAX.
     ///

@@ -1,6 +1,11 @@
 //! COM1: the human-readable stream. The hypervisor's log lines start with `[carousel] `, each
 //! VM's console lines with `[<vm name>] `; the host tool relies on both prefixes.
+//!
+//! Once the heap is up ([`start_buffering`]), text goes into a ring that [`drain`] sends
+//! without waiting, so a chatty guest does not stall the scheduler on the UART's baud rate.
+//! Console text is never dropped: when the ring is full, the writer waits for room.
 
+use alloc::collections::VecDeque;
 use core::fmt::{self, Write};
 
 use spin::Mutex;
@@ -9,17 +14,55 @@ use uart_16550::{Config, Uart16550};
 
 /// Base port of COM1.
 pub const COM1: u16 = 0x3F8;
-
-static PORT: Mutex<Option<Uart16550<PioBackend>>> = Mutex::new(None);
-
 /// Prefix of the hypervisor's own lines.
 pub const PREFIX: &str = "[carousel] ";
+/// Ring capacity: several seconds of a 115200-baud line.
+const RING_BYTES: usize = 64 << 10;
 
-struct Com1Writer<'a>(&'a mut Uart16550<PioBackend>);
+struct Console {
+    port: Option<Uart16550<PioBackend>>,
+    ring: VecDeque<u8>,
+    buffered: bool,
+}
 
-impl Write for Com1Writer<'_> {
+static CONSOLE: Mutex<Console> = Mutex::new(Console {
+    port: None,
+    ring: VecDeque::new(),
+    buffered: false,
+});
+
+impl Console {
+    /// Sends what the UART takes now.
+    fn send_available(&mut self) {
+        let Some(port) = self.port.as_mut() else {
+            self.ring.clear();
+            return;
+        };
+        while !self.ring.is_empty() {
+            let sent = port.send_bytes(self.ring.as_slices().0);
+            if sent == 0 {
+                break;
+            }
+            self.ring.drain(..sent);
+        }
+    }
+}
+
+impl Write for Console {
     fn write_str(&mut self, text: &str) -> fmt::Result {
-        self.0.send_bytes_exact(text.as_bytes());
+        if !self.buffered {
+            if let Some(port) = self.port.as_mut() {
+                port.send_bytes_exact(text.as_bytes());
+            }
+            return Ok(());
+        }
+        for &byte in text.as_bytes() {
+            while self.ring.len() >= RING_BYTES {
+                self.send_available();
+                core::hint::spin_loop();
+            }
+            self.ring.push_back(byte);
+        }
         Ok(())
     }
 }
@@ -30,7 +73,7 @@ pub fn init() {
     // SAFETY: COM1 is a standard port owned by the hypervisor; nothing else drives it.
     if let Ok(mut port) = unsafe { Uart16550::new_port(COM1) } {
         if port.init(Config::default()).is_ok() {
-            *PORT.lock() = Some(port);
+            CONSOLE.lock().port = Some(port);
         }
     }
     if log::set_logger(&LOGGER).is_ok() {
@@ -38,38 +81,68 @@ pub fn init() {
     }
 }
 
+/// Switches to buffered output (needs the heap).
+pub fn start_buffering() {
+    let mut console = CONSOLE.lock();
+    console.ring.reserve_exact(RING_BYTES);
+    console.buffered = true;
+}
+
+/// Sends what COM1 takes now; returns at once.
+pub fn drain() {
+    let mut console = CONSOLE.lock();
+    if !console.ring.is_empty() {
+        console.send_available();
+    }
+}
+
+/// Sends everything buffered, waiting for the UART.
+pub fn flush() {
+    loop {
+        let mut console = CONSOLE.lock();
+        console.send_available();
+        if console.ring.is_empty() {
+            return;
+        }
+        drop(console);
+        core::hint::spin_loop();
+    }
+}
+
 /// Writes formatted text to COM1 as it is.
 pub fn write_fmt(arguments: fmt::Arguments<'_>) {
-    if let Some(port) = PORT.lock().as_mut() {
-        let _ = Com1Writer(port).write_fmt(arguments);
-    }
+    let mut console = CONSOLE.lock();
+    let _ = console.write_fmt(arguments);
+    console.send_available();
 }
 
 /// Writes one console line of a VM, prefixed with its name. Bytes that are not printable
 /// ASCII are shown as `\xNN` so a guest cannot forge another VM's prefix or control the
 /// host terminal.
 pub fn vm_line(name: &str, line: &[u8]) {
-    let mut guard = PORT.lock();
-    let Some(port) = guard.as_mut() else { return };
-    let mut writer = Com1Writer(port);
-    let _ = write!(writer, "[{name}] ");
+    let mut console = CONSOLE.lock();
+    let _ = write!(console, "[{name}] ");
     for &byte in line {
         let _ = if (0x20..0x7F).contains(&byte) || byte == b'\t' {
-            writer.write_char(char::from(byte))
+            console.write_char(char::from(byte))
         } else {
-            write!(writer, "\\x{byte:02x}")
+            write!(console, "\\x{byte:02x}")
         };
     }
-    let _ = writer.write_str("\n");
+    let _ = console.write_str("\n");
+    console.send_available();
 }
 
-/// Lets the panic handler print even if the panic struck while COM1 was locked.
-pub fn unlock_for_panic() {
-    if PORT.is_locked() {
+/// Lets the panic handler print even if the panic struck while COM1 was locked: the lock is
+/// taken over and output goes straight to the UART after what is buffered.
+pub fn take_over_for_panic() {
+    if CONSOLE.is_locked() {
         // SAFETY: called only from the panic handler on the one CPU: whoever held the lock will
         // never run again, so taking it over cannot race.
-        unsafe { PORT.force_unlock() };
+        unsafe { CONSOLE.force_unlock() };
     }
+    flush();
+    CONSOLE.lock().buffered = false;
 }
 
 /// `println!` for the hypervisor's own lines (no prefix added).

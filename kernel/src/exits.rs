@@ -16,10 +16,8 @@ use crate::{arch, export};
 /// What the run loop does after an exit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Next {
-    /// Re-enter the same VM.
+    /// The VM can go on (whether its slice has time left is the run loop's business).
     Resume,
-    /// The VM's slice is over: pick the next VM.
-    Switch,
     /// The VM blocked or stopped: pick the next VM.
     Leave,
 }
@@ -29,7 +27,8 @@ pub fn handle(vm: &mut Vm, raw: &RawExit) -> Result<Next, VmFail> {
     let rip = vmx::vmread_natural(GUEST_RIP)?;
     let decoded = exit::decode(raw);
     let next = match decoded {
-        VmExit::PreemptionTimer => Next::Switch,
+        // The slice or another VM's wake-up deadline: the run loop tells which.
+        VmExit::PreemptionTimer => Next::Resume,
         // A host interrupt (acknowledged on exit): the host masks its PIC, so nothing should
         // arrive; if something does, it is not the guest's.
         VmExit::ExternalInterrupt => Next::Resume,
@@ -54,8 +53,17 @@ pub fn handle(vm: &mut Vm, raw: &RawExit) -> Result<Next, VmFail> {
         },
         VmExit::Hlt => {
             skip_instruction(raw, rip)?;
-            vm.state = RunState::Blocked { rip };
-            Next::Leave
+            // A HLT whose wake-up is already due just continues.
+            if vm
+                .timer_deadline
+                .is_some_and(|deadline| deadline <= arch::rdtsc())
+            {
+                vm.timer_deadline = None;
+                Next::Resume
+            } else {
+                vm.state = RunState::Blocked { rip };
+                Next::Leave
+            }
         }
         VmExit::Rdmsr | VmExit::Wrmsr => {
             if msr_access(vm, matches!(decoded, VmExit::Wrmsr))? {
@@ -202,6 +210,20 @@ fn vmcall(vm: &mut Vm) -> Option<StopReason> {
         hypercall::EXIT => return Some(StopReason::Exited { status: b }),
         hypercall::VERSION => Ok(u32::from(carousel_protocol::FORMAT_VERSION)),
         hypercall::CHECK => check(vm, u64::from(b), c, d),
+        hypercall::METRIC => metric(
+            vm,
+            u64::from(b),
+            c,
+            (u64::from(vm.regs.rsi as u32) << 32) | u64::from(d),
+        ),
+        hypercall::SET_TIMER => {
+            let deadline = (u64::from(c) << 32) | u64::from(b);
+            vm.timer_deadline = (deadline != 0).then_some(deadline);
+            Ok(0)
+        }
+        hypercall::TSC_KHZ => {
+            u32::try_from(vm.tsc_hz / 1000).map_err(|_| HypercallError::InvalidArgument)
+        }
         _ => Err(HypercallError::UnknownCall),
     };
     vm.regs.rax = u64::from(result.unwrap_or_else(HypercallError::as_eax));
@@ -212,19 +234,24 @@ fn console_write(vm: &mut Vm, gpa: u64, len: u32) -> Result<u32, HypercallError>
     if len > hypercall::CONSOLE_WRITE_MAX {
         return Err(HypercallError::InvalidArgument);
     }
-    let mut buffer = [0u8; hypercall::CONSOLE_WRITE_MAX as usize];
-    let bytes = &mut buffer[..len as usize];
-    if !vm::in_ram(vm, gpa, u64::from(len)) || !vm.memory.read(gpa, bytes) {
+    if !vm::in_ram(vm, gpa, u64::from(len)) {
         return Err(HypercallError::BadAddress);
     }
-    for &byte in bytes.iter() {
-        carousel_devices::SerialSink::transmit(&mut vm.console, byte);
+    // Copied through a small buffer: a 4 KiB one would cost its zeroing on every call.
+    let mut buffer = [0u8; 128];
+    for offset in (0..u64::from(len)).step_by(buffer.len()) {
+        let chunk = &mut buffer[..(u64::from(len) - offset).min(128) as usize];
+        vm.memory.read(gpa + offset, chunk);
+        for &byte in chunk.iter() {
+            carousel_devices::SerialSink::transmit(&mut vm.console, byte);
+        }
     }
     Ok(len)
 }
 
-fn check(vm: &mut Vm, gpa: u64, len: u32, passed: u32) -> Result<u32, HypercallError> {
-    if len > hypercall::CHECK_NAME_MAX || passed > 1 {
+/// Reads a name argument (CHECK, METRIC) from guest RAM.
+fn read_name(vm: &Vm, gpa: u64, len: u32) -> Result<String, HypercallError> {
+    if len > hypercall::CHECK_NAME_MAX {
         return Err(HypercallError::InvalidArgument);
     }
     let mut buffer = [0u8; hypercall::CHECK_NAME_MAX as usize];
@@ -232,12 +259,30 @@ fn check(vm: &mut Vm, gpa: u64, len: u32, passed: u32) -> Result<u32, HypercallE
     if !vm.memory.read(gpa, bytes) {
         return Err(HypercallError::BadAddress);
     }
-    let name = String::from_utf8_lossy(bytes).into_owned();
+    Ok(String::from_utf8_lossy(bytes).into_owned())
+}
+
+fn check(vm: &mut Vm, gpa: u64, len: u32, passed: u32) -> Result<u32, HypercallError> {
+    if passed > 1 {
+        return Err(HypercallError::InvalidArgument);
+    }
+    let name = read_name(vm, gpa, len)?;
     export::emit(Record::Check {
         tsc: arch::rdtsc(),
         vm: vm.id,
         name,
         passed: passed == 1,
+    });
+    Ok(0)
+}
+
+fn metric(vm: &mut Vm, gpa: u64, len: u32, value: u64) -> Result<u32, HypercallError> {
+    let name = read_name(vm, gpa, len)?;
+    export::emit(Record::GuestMetric {
+        tsc: arch::rdtsc(),
+        vm: vm.id,
+        name,
+        value,
     });
     Ok(0)
 }

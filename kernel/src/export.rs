@@ -1,8 +1,12 @@
-//! COM2: the binary record stream (see `carousel_protocol::wire`). Every record gets the next
-//! sequence number, sent or not, so the host sees any loss as a gap.
+//! COM2: the binary record stream (see `carousel_protocol::wire`).
 //!
-//! For now records are written synchronously: the run produces a handful of low-rate records.
-//! The bounded ring drained without blocking arrives with interval metrics.
+//! Records go into a bounded ring and leave through the UART without blocking the scheduler:
+//! [`drain`] sends what the UART can take right now and returns. When the ring is full the
+//! record is dropped and counted; its sequence number is used all the same, so the host sees
+//! the loss as a gap, and the count travels in the run summary. Loss is never silent.
+
+use alloc::collections::VecDeque;
+use alloc::vec::Vec;
 
 use carousel_protocol::record::Record;
 use carousel_protocol::wire::{self, Frame};
@@ -12,48 +16,94 @@ use uart_16550::{Config, Uart16550};
 
 /// Base port of COM2.
 pub const COM2: u16 = 0x2F8;
+/// Ring capacity: about five emulated seconds of a 115200-baud line.
+const RING_BYTES: usize = 64 << 10;
 /// Largest encoded frame: a Hello record with 64 VM names fits easily.
 const FRAME_BUFFER: usize = 4096;
 
 struct Exporter {
     port: Option<Uart16550<PioBackend>>,
+    ring: VecDeque<u8>,
+    /// Where a frame is encoded before it enters the ring (kept, so no per-record zeroing).
+    scratch: Vec<u8>,
     next_seq: u32,
-    dropped: u32,
+    dropped: u64,
 }
 
 static EXPORTER: Mutex<Exporter> = Mutex::new(Exporter {
     port: None,
+    ring: VecDeque::new(),
+    scratch: Vec::new(),
     next_seq: 0,
     dropped: 0,
 });
 
-/// Initialises COM2. Without it records are counted as dropped.
+/// Initialises COM2 and the ring (the heap must be up). Without COM2 every record is dropped.
 pub fn init() {
+    let mut exporter = EXPORTER.lock();
+    exporter.ring.reserve_exact(RING_BYTES);
+    exporter.scratch.resize(FRAME_BUFFER, 0);
     // SAFETY: COM2 is a standard port owned by the hypervisor; nothing else drives it.
     if let Ok(mut port) = unsafe { Uart16550::new_port(COM2) } {
         if port.init(Config::default()).is_ok() {
-            EXPORTER.lock().port = Some(port);
+            exporter.port = Some(port);
         }
     }
 }
 
-/// Sends one record.
+/// Queues one record and sends what the UART takes at once.
 pub fn emit(record: Record) {
-    let mut exporter = EXPORTER.lock();
+    let mut guard = EXPORTER.lock();
+    let exporter = &mut *guard;
     let seq = exporter.next_seq;
     exporter.next_seq = seq.wrapping_add(1);
-    let mut buffer = [0u8; FRAME_BUFFER];
-    let sent = match (
-        wire::encode(&Frame { seq, record }, &mut buffer),
-        exporter.port.as_mut(),
-    ) {
-        (Ok(bytes), Some(port)) => {
-            port.send_bytes_exact(bytes);
-            true
+    let room = RING_BYTES - exporter.ring.len();
+    match wire::encode(&Frame { seq, record }, &mut exporter.scratch) {
+        Ok(bytes) if exporter.port.is_some() && room >= bytes.len() => {
+            exporter.ring.extend(bytes.iter());
         }
-        _ => false,
-    };
-    if !sent {
-        exporter.dropped += 1;
+        _ => exporter.dropped += 1,
+    }
+    exporter.send_available();
+}
+
+/// Sends what the UART can take now; returns at once when it is busy.
+pub fn drain() {
+    let mut exporter = EXPORTER.lock();
+    if !exporter.ring.is_empty() {
+        exporter.send_available();
+    }
+}
+
+/// True when records wait in the ring.
+pub fn pending() -> bool {
+    !EXPORTER.lock().ring.is_empty()
+}
+
+/// Records dropped so far because the ring was full (or COM2 is missing).
+pub fn dropped() -> u64 {
+    EXPORTER.lock().dropped
+}
+
+/// Sends everything left, waiting for the UART (end of the run only).
+pub fn flush() {
+    while pending() {
+        drain();
+        core::hint::spin_loop();
+    }
+}
+
+impl Exporter {
+    fn send_available(&mut self) {
+        let Some(port) = self.port.as_mut() else {
+            return;
+        };
+        while !self.ring.is_empty() {
+            let sent = port.send_bytes(self.ring.as_slices().0);
+            if sent == 0 {
+                break;
+            }
+            self.ring.drain(..sent);
+        }
     }
 }

@@ -48,6 +48,7 @@ pub enum ExitCode {
 pub fn exit_emulator(code: ExitCode) -> ! {
     // The last bytes (the RunEnd record above all) must leave the UARTs first: an emulator
     // powered off mid-transmission loses them.
+    console::flush();
     arch::drain_uart(console::COM1);
     arch::drain_uart(export::COM2);
     // SAFETY: these ports are the emulators' power-off devices; the run is over, so nothing
@@ -73,7 +74,6 @@ extern "C" fn kernel_main(magic: u32, info_address: u32) -> ! {
     console::init();
     let host_tables = arch::init_tables();
     arch::mask_legacy_pic();
-    export::init();
     log::info!("Carousel hypervisor {} starting", env!("CARGO_PKG_VERSION"));
     if magic != MULTIBOOT2_BOOTLOADER_MAGIC {
         fail(
@@ -98,6 +98,8 @@ extern "C" fn kernel_main(magic: u32, info_address: u32) -> ! {
             format_args!("memory: {message}"),
         ),
     };
+    export::init();
+    console::start_buffering();
     log::info!(
         "memory: {} MiB available, {} MiB free for guests",
         report.available_bytes >> 20,
@@ -154,12 +156,13 @@ extern "C" fn kernel_main(magic: u32, info_address: u32) -> ! {
     run::run(&vmx, &config, &modules, tsc_hz);
     log::info!("run ended");
     export::emit(Record::RunEnd { tsc: arch::rdtsc() });
+    export::flush();
     exit_emulator(ExitCode::RunEnded)
 }
 
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
-    console::unlock_for_panic();
+    console::take_over_for_panic();
     console::write_fmt(format_args!("{}PANIC: {info}\n", console::PREFIX));
     exit_emulator(ExitCode::HypervisorFailed)
 }

@@ -1,13 +1,20 @@
-//! The run loop: build every VM, then take turns until none is left.
+//! The run loop: mechanism only. The scheduler crate's policy decides who runs and for how
+//! long; this loop arms the VMX-preemption timer, enters the VM, measures, handles exits, wakes
+//! VMs whose timers expired, and waits when nobody can run.
 //!
-//! For now the turns are plain round robin with one quantum for everybody; the scheduler crate
-//! takes over the choice (weights, accounting) in the scheduling work.
+//! Time accounting (all TSC cycles): every cycle from the start of the run belongs to exactly
+//! one of guest mode (VM entry to VM exit, per VM), root mode (per VM while handling its exits,
+//! unattributed while switching) or idle (no VM runnable). `mark` is the instant up to which
+//! cycles have been handed out, so the three always add up to the elapsed time.
 
 use alloc::string::String;
 use alloc::vec::Vec;
 
 use carousel_protocol::config::RunConfig;
-use carousel_protocol::record::{Record, StopReason};
+use carousel_protocol::record::{self, Record, StopReason};
+use carousel_scheduler::{
+    Accounting, Cycles, LatencyHistogram, Policy, RoundRobin, SliceEnd, VmId,
+};
 use carousel_vmx::controls::cycles_to_preemption_ticks;
 use carousel_vmx::fail::VmFail;
 use carousel_vmx::fields::VMX_PREEMPTION_TIMER_VALUE;
@@ -16,21 +23,20 @@ use carousel_vmx::instructions as vmx;
 use crate::exits::{self, Next};
 use crate::vm::{load_failed, RunState, Vm};
 use crate::vmm::Vmx;
-use crate::{arch, export};
+use crate::{arch, console, export};
 
 /// Builds the VMs of `config` and runs them until every one has stopped.
 pub fn run(vmx: &Vmx, config: &RunConfig, modules: &[(String, &[u8])], tsc_hz: u64) {
-    let mut vms: Vec<Vm> = Vec::with_capacity(config.vms.len());
-    let quantum_cycles = tsc_hz.saturating_mul(u64::from(config.quantum_us)) / 1_000_000;
-    let quantum_ticks =
-        cycles_to_preemption_ticks(quantum_cycles, vmx.negotiated.preemption_timer_rate).max(1);
+    let quantum = tsc_hz.saturating_mul(u64::from(config.quantum_us)) / 1_000_000;
+    let weights: Vec<u32> = config.vms.iter().map(|vm| vm.weight).collect();
+    let mut vms: Vec<Option<Vm>> = Vec::with_capacity(config.vms.len());
     for (id, vm_config) in config.vms.iter().enumerate() {
-        let id = id as u16;
+        let id = id as VmId;
         let image = modules
             .iter()
             .find(|(name, _)| *name == vm_config.kernel_module);
         let built = match image {
-            Some((_, bytes)) => Vm::new(vmx, id, vm_config, bytes),
+            Some((_, bytes)) => Vm::new(vmx, id, vm_config, bytes, tsc_hz),
             None => Err(load_failed(format_args!(
                 "module `{}` is missing",
                 vm_config.kernel_module
@@ -39,13 +45,12 @@ pub fn run(vmx: &Vmx, config: &RunConfig, modules: &[(String, &[u8])], tsc_hz: u
         match built {
             Ok(vm) => {
                 log::info!(
-                    "vm {} ready: {} MiB, quantum {} us = {} timer ticks",
+                    "vm {} ready: {} MiB, weight {}",
                     vm.name,
                     vm_config.memory_bytes >> 20,
-                    config.quantum_us,
-                    quantum_ticks
+                    vm_config.weight
                 );
-                vms.push(vm);
+                vms.push(Some(vm));
             }
             Err(reason) => {
                 log::error!("vm {} not started: {reason}", vm_config.name);
@@ -54,59 +59,323 @@ pub fn run(vmx: &Vmx, config: &RunConfig, modules: &[(String, &[u8])], tsc_hz: u
                     vm: id,
                     reason,
                 });
+                vms.push(None);
             }
         }
     }
-    let mut current = 0;
-    while let Some(index) = next_runnable(&vms, current) {
-        run_slice(&mut vms[index], quantum_ticks);
-        if vms.iter().all(|vm| vm.state != RunState::Runnable) {
-            // Nothing can wake a blocked VM yet (no virtual timers or device interrupts): a
-            // VM that halted is stuck for good.
-            for vm in vms.iter_mut() {
-                if let RunState::Blocked { rip } = vm.state {
-                    vm.stop(StopReason::HaltedForever { rip });
-                }
-            }
+    let policy = match RoundRobin::new(quantum.max(1), &weights) {
+        Ok(policy) => policy,
+        Err(error) => {
+            log::error!("scheduler: {error}");
+            return;
         }
-        current = index + 1;
+    };
+    log::info!(
+        "scheduler: {}, quantum {} us = {} cycles = {} timer ticks",
+        policy.name(),
+        config.quantum_us,
+        quantum,
+        cycles_to_preemption_ticks(quantum, vmx.negotiated.preemption_timer_rate)
+    );
+    let now = arch::rdtsc();
+    let mut machine = Machine {
+        accounting: Accounting::new(vms.len(), now),
+        vms,
+        policy,
+        rate: vmx.negotiated.preemption_timer_rate,
+        start: now,
+        mark: now,
+        switch_from: None,
+        switch_costs: LatencyHistogram::new(),
+    };
+    for id in 0..machine.vms.len() {
+        if machine.vms[id].is_none() {
+            machine.policy.finished(id as VmId);
+            machine.accounting.stopped(id as VmId, now);
+        }
     }
-    for vm in vms {
+    machine.run();
+    machine.report(quantum, tsc_hz);
+    for vm in machine.vms.into_iter().flatten() {
         vm.memory.release();
     }
 }
 
-/// The first runnable VM at or after `start`, wrapping around.
-fn next_runnable(vms: &[Vm], start: usize) -> Option<usize> {
-    let count = vms.len();
-    (0..count)
-        .map(|step| (start + step) % count)
-        .find(|&index| vms[index].state == RunState::Runnable)
+struct Machine {
+    vms: Vec<Option<Vm>>,
+    policy: RoundRobin,
+    accounting: Accounting,
+    /// IA32_VMX_MISC[4:0]: timer ticks are TSC cycles >> rate.
+    rate: u8,
+    start: Cycles,
+    /// Cycles up to this instant have been accounted.
+    mark: Cycles,
+    /// The VM exit that ended the last slice by preemption: the switch cost runs from there to
+    /// the next VM entry.
+    switch_from: Option<Cycles>,
+    switch_costs: LatencyHistogram,
 }
 
-/// Runs `vm` until its slice ends, it blocks, or it stops.
-fn run_slice(vm: &mut Vm, quantum_ticks: u32) {
-    let fail = |vm: &mut Vm, error: VmFail| {
-        vm.stop(StopReason::VmxError {
-            message: alloc::format!("{error}"),
-        });
-    };
-    if let Err(error) = vm.make_current() {
-        return fail(vm, error);
-    }
-    // SAFETY: this VM's VMCS is current; the timer value is a plain count.
-    if let Err(error) = unsafe { vmx::vmwrite32(VMX_PREEMPTION_TIMER_VALUE, quantum_ticks) } {
-        return fail(vm, error);
-    }
-    loop {
-        if let Err(error) = vm.enter() {
-            return fail(vm, error);
+impl Machine {
+    fn run(&mut self) {
+        loop {
+            self.wake_expired(arch::rdtsc());
+            if let Some((id, slice)) = self.policy.pick_next() {
+                self.run_slice(id, slice);
+                continue;
+            }
+            match self.earliest_deadline() {
+                Some(deadline) => self.idle_until(deadline),
+                None => {
+                    // Nothing runnable and no timer armed: a blocked VM can never wake.
+                    let now = arch::rdtsc();
+                    let mut any = false;
+                    for id in 0..self.vms.len() {
+                        if let Some(RunState::Blocked { rip }) =
+                            self.vm(id).map(|vm| vm.state.clone())
+                        {
+                            any = true;
+                            self.finish(id as VmId, StopReason::HaltedForever { rip }, now);
+                        }
+                    }
+                    if !any {
+                        break;
+                    }
+                }
+            }
         }
-        let outcome = vmx::read_exit().and_then(|raw| exits::handle(vm, &raw));
-        match outcome {
-            Ok(Next::Resume) => continue,
-            Ok(Next::Switch | Next::Leave) => return,
-            Err(error) => return fail(vm, error),
+        let now = arch::rdtsc();
+        self.accounting.root(None, now - self.mark);
+        self.mark = now;
+    }
+
+    fn vm(&self, id: usize) -> Option<&Vm> {
+        self.vms.get(id).and_then(Option::as_ref)
+    }
+
+    /// Hands out [mark, now) as root time for `vm` (None: no VM's).
+    fn account_root(&mut self, vm: Option<VmId>, now: Cycles) {
+        self.accounting.root(vm, now.saturating_sub(self.mark));
+        self.mark = now;
+    }
+
+    /// The earliest timer deadline of a blocked VM.
+    fn earliest_deadline(&self) -> Option<Cycles> {
+        self.vms
+            .iter()
+            .flatten()
+            .filter(|vm| matches!(vm.state, RunState::Blocked { .. }))
+            .filter_map(|vm| vm.timer_deadline)
+            .min()
+    }
+
+    /// Wakes every blocked VM whose timer has expired by `now`.
+    fn wake_expired(&mut self, now: Cycles) {
+        for id in 0..self.vms.len() {
+            let Some(vm) = self.vms[id].as_mut() else {
+                continue;
+            };
+            let due = vm.timer_deadline.filter(|&deadline| deadline <= now);
+            if let (RunState::Blocked { .. }, Some(deadline)) = (&vm.state, due) {
+                vm.state = RunState::Runnable;
+                vm.timer_deadline = None;
+                self.policy.woken(id as VmId);
+                // The wake-up event happened at the deadline; latency counts from there.
+                self.accounting.woken(id as VmId, deadline);
+            }
         }
+    }
+
+    /// Waits for the next timer deadline with no VM runnable, sending records meanwhile.
+    fn idle_until(&mut self, deadline: Cycles) {
+        let now = arch::rdtsc();
+        self.account_root(None, now);
+        while arch::rdtsc() < deadline {
+            console::drain();
+            export::drain();
+            core::hint::spin_loop();
+        }
+        let now = arch::rdtsc();
+        self.accounting.idle(now - self.mark);
+        self.mark = now;
+    }
+
+    /// Takes a VM out of the run: its own record and message, the policy and the accounting.
+    fn finish(&mut self, id: VmId, reason: StopReason, now: Cycles) {
+        if let Some(vm) = self.vms[usize::from(id)].as_mut() {
+            if !matches!(vm.state, RunState::Stopped(_)) {
+                vm.stop(reason);
+            }
+        }
+        self.policy.finished(id);
+        self.accounting.stopped(id, now);
+    }
+
+    /// Runs VM `id` for at most `slice` cycles of guest time: until the slice is used up, the
+    /// VM blocks, or it stops. Other VMs' timer deadlines interrupt the slice (the timer is
+    /// armed for the nearer of the two) so that they are woken on time; the slice then goes on.
+    fn run_slice(&mut self, id: VmId, slice: Cycles) {
+        let start = arch::rdtsc();
+        self.account_root(None, start);
+        self.accounting.switch_in(id, start);
+        let rate = self.rate;
+        let mut slice_left = cycles_to_preemption_ticks(slice, rate).max(1);
+        let mut guest_in_slice: Cycles = 0;
+        let mut last_exit;
+        let Some(vm) = self.vms[usize::from(id)].as_mut() else {
+            return;
+        };
+        if let Err(error) = vm.make_current() {
+            return self.vmx_failed(id, error);
+        }
+        let end = loop {
+            let now = arch::rdtsc();
+            let until_deadline = self.earliest_deadline().map_or(u32::MAX, |deadline| {
+                cycles_to_preemption_ticks(deadline.saturating_sub(now), rate)
+            });
+            let armed = slice_left.min(until_deadline).max(1);
+            let vm = self.vms[usize::from(id)]
+                .as_mut()
+                .expect("running VM exists");
+            // SAFETY: this VM's VMCS is current (make_current above); the value is a count.
+            if let Err(error) = unsafe { vmx::vmwrite32(VMX_PREEMPTION_TIMER_VALUE, armed) } {
+                return self.vmx_failed(id, error);
+            }
+            let entry = arch::rdtsc();
+            self.accounting
+                .root(Some(id), entry.saturating_sub(self.mark));
+            if let Some(from) = self.switch_from.take() {
+                self.switch_costs.record(entry - from);
+            }
+            let entered = vm.enter();
+            let exit = arch::rdtsc();
+            self.mark = exit;
+            last_exit = exit;
+            if let Err(error) = entered {
+                return self.vmx_failed(id, error);
+            }
+            self.accounting.guest(id, exit - entry);
+            guest_in_slice += exit - entry;
+            // The timer counts only in guest mode; its saved value is what is left of `armed`.
+            let left = vmx::vmread32(VMX_PREEMPTION_TIMER_VALUE).unwrap_or(0);
+            slice_left = slice_left.saturating_sub(armed.saturating_sub(left));
+            let next = vmx::read_exit().and_then(|raw| exits::handle(vm, &raw));
+            let blocked = matches!(vm.state, RunState::Blocked { .. });
+            console::drain();
+            export::drain();
+            self.wake_expired(arch::rdtsc());
+            match next {
+                // A timer exit with slice left was another VM's deadline: go on.
+                Ok(Next::Resume) if slice_left > 0 => continue,
+                Ok(Next::Resume) => break SliceEnd::Preempted,
+                Ok(Next::Leave) if blocked => break SliceEnd::Blocked,
+                Ok(Next::Leave) => break SliceEnd::Stopped,
+                Err(error) => return self.vmx_failed(id, error),
+            }
+        };
+        let now = arch::rdtsc();
+        self.account_root(Some(id), now);
+        self.accounting.switch_out(id, now, end);
+        match end {
+            SliceEnd::Preempted => {
+                self.accounting.slice_quantum(id, slice, guest_in_slice);
+                self.policy.slice_expired(id);
+                self.switch_from = Some(last_exit);
+            }
+            SliceEnd::Blocked => self.policy.blocked(id),
+            SliceEnd::Yielded => self.policy.yielded(id),
+            SliceEnd::Stopped => self.policy.finished(id),
+        }
+    }
+
+    /// A VMX instruction failed while VM `id` held the CPU: it leaves the run.
+    fn vmx_failed(&mut self, id: VmId, error: VmFail) {
+        let now = arch::rdtsc();
+        self.account_root(Some(id), now);
+        self.accounting.switch_out(id, now, SliceEnd::Stopped);
+        if let Some(vm) = self.vms[usize::from(id)].as_mut() {
+            vm.stop(StopReason::VmxError {
+                message: alloc::format!("{error}"),
+            });
+        }
+        self.policy.finished(id);
+    }
+
+    /// The end-of-run accounting: a table on COM1 and summary records on COM2.
+    fn report(&self, quantum: Cycles, tsc_hz: u64) {
+        let now = self.mark;
+        let summary = self.accounting.summary(now);
+        let elapsed = now - self.start;
+        crate::println!(
+            "{}accounting (TSC cycles, {tsc_hz} Hz): elapsed {elapsed}, root {}, idle {}, \
+             conservation error {}",
+            crate::console::PREFIX,
+            summary.root_total(),
+            summary.idle,
+            summary.conservation_error()
+        );
+        crate::println!(
+            "{}{:<12} {:>12} {:>12} {:>12} {:>12} {:>7} {:>7} {:>7} {:>10} {:>10}",
+            crate::console::PREFIX,
+            "vm",
+            "guest",
+            "root",
+            "runnable",
+            "blocked",
+            "slices",
+            "preempt",
+            "yields",
+            "wake p99",
+            "wake max"
+        );
+        for (id, vm) in summary.vms.iter().enumerate() {
+            let name = self.vm(id).map_or("?", |vm| vm.name.as_str());
+            let wake = vm.wake_latency.unwrap_or_default();
+            let quantum_error = vm.quantum_error.unwrap_or_default();
+            crate::println!(
+                "{}{:<12} {:>12} {:>12} {:>12} {:>12} {:>7} {:>7} {:>7} {:>10} {:>10}",
+                crate::console::PREFIX,
+                name,
+                vm.guest,
+                vm.root,
+                vm.runstates.runnable,
+                vm.runstates.blocked,
+                vm.slices,
+                vm.preemptions,
+                vm.yields,
+                wake.p99,
+                wake.max
+            );
+            export::emit(Record::VmSummary(record::VmSummary {
+                vm: id as u16,
+                running: vm.runstates.running,
+                runnable: vm.runstates.runnable,
+                blocked: vm.runstates.blocked,
+                stopped: vm.runstates.stopped,
+                guest: vm.guest,
+                root: vm.root,
+                slices: vm.slices,
+                preemptions: vm.preemptions,
+                yields: vm.yields,
+                wakes: vm.wakes,
+                wake_p50: wake.p50,
+                wake_p95: wake.p95,
+                wake_p99: wake.p99,
+                wake_max: wake.max,
+                quantum_error_median_ppm: quantum_error.median_ppm,
+                quantum_error_max_ppm: quantum_error.max_abs_ppm as i64,
+            }));
+        }
+        export::emit(Record::RunSummary(record::RunSummary {
+            policy: String::from(self.policy.name()),
+            quantum_cycles: quantum,
+            elapsed,
+            root: summary.root_total(),
+            idle: summary.idle,
+            switch_median: self.switch_costs.percentile(500).unwrap_or(0),
+            switch_max: self.switch_costs.max().unwrap_or(0),
+            switches: self.switch_costs.count(),
+            dropped_records: export::dropped(),
+        }));
     }
 }

@@ -81,6 +81,10 @@ pub struct Vm {
     pub com1: Uart16550,
     pub console: Console,
     pub com1_irq: IrqLatch,
+    /// TSC deadline of the one-shot timer the guest armed (SET_TIMER), if any.
+    pub timer_deadline: Option<u64>,
+    /// The TSC frequency the run uses (the TSC_KHZ hypercall answers with it).
+    pub tsc_hz: u64,
 }
 
 /// The EPT builder takes frames from the hypervisor's allocator.
@@ -108,7 +112,13 @@ pub fn load_failed(message: impl core::fmt::Display) -> StopReason {
 impl Vm {
     /// Builds VM `id`: RAM, EPT, the guest image and boot information, devices and a VMCS in
     /// the state a multiboot kernel expects at entry.
-    pub fn new(vmx: &Vmx, id: u16, config: &VmConfig, image: &[u8]) -> Result<Self, StopReason> {
+    pub fn new(
+        vmx: &Vmx,
+        id: u16,
+        config: &VmConfig,
+        image: &[u8],
+        tsc_hz: u64,
+    ) -> Result<Self, StopReason> {
         if !config.memory_bytes.is_multiple_of(PAGE_SIZE) || config.memory_bytes == 0 {
             return Err(load_failed(format_args!(
                 "memory size {:#x} is not whole pages",
@@ -161,6 +171,8 @@ impl Vm {
                 name: config.name.clone(),
             },
             com1_irq: IrqLatch::default(),
+            timer_deadline: None,
+            tsc_hz,
         };
         // SAFETY: the VMCS region is a fresh frame carrying the revision identifier; VMCLEAR
         // and VMPTRLD make it current, and every VMWRITE below describes state this VM owns

@@ -15,6 +15,16 @@ pub const VERSION: u32 = 3;
 /// (at most [`CHECK_NAME_MAX`]), EDX = 1 for passed, 0 for failed. Returns 0.
 pub const CHECK: u32 = 4;
 
+/// Report a named measurement. EBX = guest-physical address of the name, ECX = its length
+/// (at most [`CHECK_NAME_MAX`]), EDX = value bits 31:0, ESI = value bits 63:32. Returns 0.
+/// Guests report their own view (throughput, latency) this way; reports list the values.
+pub const METRIC: u32 = 5;
+/// Arm this VM's one-shot timer. EBX = TSC deadline bits 31:0, ECX = bits 63:32 (0 disarms).
+/// When the TSC reaches the deadline, a VM halted in HLT resumes after its HLT. Returns 0.
+pub const SET_TIMER: u32 = 6;
+/// The TSC frequency the hypervisor uses, in kHz (so that any real frequency fits in EAX).
+pub const TSC_KHZ: u32 = 7;
+
 /// Largest single console write.
 pub const CONSOLE_WRITE_MAX: u32 = 4096;
 /// Longest check name.

@@ -43,14 +43,75 @@ pub enum Record {
         name: String,
         passed: bool,
     },
+    /// A guest reported a named measurement through the METRIC hypercall.
+    GuestMetric {
+        tsc: u64,
+        vm: u16,
+        name: String,
+        value: u64,
+    },
     /// A VM left the run.
     VmStopped {
         tsc: u64,
         vm: u16,
         reason: StopReason,
     },
+    /// End-of-run accounting of one VM (all times in TSC cycles).
+    VmSummary(VmSummary),
+    /// End-of-run accounting of the whole run (all times in TSC cycles).
+    RunSummary(RunSummary),
     /// Last record of a run that ended in order.
     RunEnd { tsc: u64 },
+}
+
+/// Where one VM's time went, modelled on Xen's runstates (xenalyze).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmSummary {
+    pub vm: u16,
+    /// Runstate times: running (guest plus the root time spent for it while it held the
+    /// CPU), runnable (waiting for the CPU), blocked (halted, waiting for an event), stopped.
+    pub running: u64,
+    pub runnable: u64,
+    pub blocked: u64,
+    pub stopped: u64,
+    /// Cycles in guest mode (VM entry to VM exit).
+    pub guest: u64,
+    /// Root-mode cycles spent handling this VM's exits.
+    pub root: u64,
+    /// Slices begun, slices ended by the timer, slices given up (HLT or yield).
+    pub slices: u64,
+    pub preemptions: u64,
+    pub yields: u64,
+    /// Wake-to-run latency: count of wakes, and p50/p95/p99/max in cycles.
+    pub wakes: u64,
+    pub wake_p50: u64,
+    pub wake_p95: u64,
+    pub wake_p99: u64,
+    pub wake_max: u64,
+    /// Quantum error of preempted slices (guest cycles against the configured slice), parts
+    /// per million: signed median and largest magnitude.
+    pub quantum_error_median_ppm: i64,
+    pub quantum_error_max_ppm: i64,
+}
+
+/// The whole run's accounting.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunSummary {
+    /// The scheduling policy's name and its base quantum.
+    pub policy: String,
+    pub quantum_cycles: u64,
+    /// From the first VM's start to the end of the run.
+    pub elapsed: u64,
+    /// Root-mode cycles in all (per-VM root plus time spent for no VM: switching).
+    pub root: u64,
+    /// Cycles the CPU waited with no VM runnable.
+    pub idle: u64,
+    /// Switch cost: cycles from a preemption exit to the next VM's entry, median and max.
+    pub switch_median: u64,
+    pub switch_max: u64,
+    pub switches: u64,
+    /// Records produced but not sent (the export ring was full).
+    pub dropped_records: u64,
 }
 
 /// Why a VM stopped.

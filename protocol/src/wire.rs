@@ -218,6 +218,28 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn summaries_round_trip(values in proptest::collection::vec(any::<u64>(), 16), ppm in any::<i64>()) {
+            let vm = crate::record::VmSummary {
+                vm: values[0] as u16, running: values[1], runnable: values[2], blocked: values[3],
+                stopped: values[4], guest: values[5], root: values[6], slices: values[7],
+                preemptions: values[8], yields: values[9], wakes: values[10], wake_p50: values[11],
+                wake_p95: values[12], wake_p99: values[13], wake_max: values[14],
+                quantum_error_median_ppm: ppm, quantum_error_max_ppm: -ppm.wrapping_add(1),
+            };
+            let run = crate::record::RunSummary {
+                policy: "round-robin".to_string(), quantum_cycles: values[0], elapsed: values[1],
+                root: values[2], idle: values[3], switch_median: values[4], switch_max: values[5],
+                switches: values[6], dropped_records: values[7],
+            };
+            for (seq, record) in [(0, Record::VmSummary(vm)), (1, Record::RunSummary(run))] {
+                let frame = Frame { seq, record };
+                prop_assert_eq!(decode_all(&encode_vec(&frame)), vec![Decoded::Frame(frame)]);
+            }
+        }
+    }
+
+    proptest! {
         #![proptest_config(ProptestConfig::with_cases(2000))]
 
         #[test]

@@ -1,1 +1,93 @@
+//! Carousel's scheduler: which VM runs next and for how long, and where every cycle went.
+//!
+//! What is here (pure logic the kernel calls at each decision point, STYLE §7):
+//! - [`Policy`]: the seam between the run loop and a scheduling policy, and [`RoundRobin`], a FIFO
+//!   round robin whose slice is the quantum times a per-VM weight.
+//! - [`Accounting`]: per-VM runstates (Running, Runnable, Blocked, Stopped, after Xen's xenalyze),
+//!   guest and root cycles, slice / preemption / yield / wake counts, wake-to-run latency and
+//!   quantum error, summarised by [`Accounting::summary`] into a [`Summary`] that checks the
+//!   conservation rule "guest + root + idle = elapsed" and computes Jain's fairness index.
+//! - [`LatencyHistogram`]: an allocation-free (after construction) log-linear histogram.
+//!
+//! What is not: the clock, the VMX-preemption timer and the conversion from cycles to timer ticks
+//! (the kernel and `carousel-vmx` own those), and anything that knows why a VM blocked or woke. The
+//! kernel reads the TSC and tells this crate what happened; the crate never reads time itself.
+//!
+//! Cost: the kernel calls in on every VM exit and every switch, so those calls are O(1), never
+//! allocate and never panic, whatever a guest makes the kernel report. All memory is allocated at
+//! construction; only [`Accounting::summary`] allocates, once per report. Calls that do not fit
+//! a VM's state are ignored and counted, never trusted.
+//!
+//! Time is in TSC cycles ([`Cycles`]); VMs are indices `0..n` ([`VmId`]).
+//!
+//! One turn of the kernel's run loop, with the clock and the guest faked:
+//!
+//! ```
+//! use carousel_scheduler::{Accounting, Policy, RoundRobin, SliceEnd};
+//!
+//! let mut policy = RoundRobin::new(10_000, &[1, 2]).unwrap();
+//! let mut accounting = Accounting::new(2, 0);
+//! let (vm, slice) = policy.pick_next().unwrap();
+//! assert_eq!((vm, slice), (0, 10_000));
+//! accounting.root(None, 500); // the switch
+//! accounting.switch_in(vm, 500);
+//! accounting.guest(vm, 10_032); // the preemption timer fired one tick late
+//! accounting.root(Some(vm), 200); // handling the preemption-timer exit
+//! accounting.switch_out(vm, 10_732, SliceEnd::Preempted);
+//! accounting.slice_quantum(vm, slice, 10_032);
+//! policy.slice_expired(vm);
+//!
+//! let summary = accounting.summary(10_732);
+//! assert_eq!(summary.conservation_error(), 0);
+//! assert_eq!(summary.vms[0].quantum_error.unwrap().median_ppm, 3_200);
+//! assert_eq!(policy.pick_next(), Some((1, 20_000)));
+//! ```
 #![cfg_attr(not(test), no_std)]
+#![forbid(unsafe_code)]
+
+extern crate alloc;
+
+pub mod accounting;
+pub mod histogram;
+pub mod round_robin;
+
+#[cfg(test)]
+mod simulation;
+
+pub use accounting::{
+    jain_index, Accounting, LatencyStats, QuantumErrorStats, Runstate, RunstateTimes, SliceEnd,
+    Summary, VmSummary,
+};
+pub use histogram::LatencyHistogram;
+pub use round_robin::{ConfigError, QueueState, RoundRobin};
+
+/// A duration or an instant in TSC cycles.
+pub type Cycles = u64;
+
+/// A VM's index in the run's configuration, `0..n`.
+pub type VmId = u16;
+
+/// A scheduling policy: owns the run queue, decides who runs next and for how long.
+///
+/// The kernel calls [`pick_next`](Self::pick_next), runs the VM it names for (at most) the slice it
+/// returns, then reports how the slice ended with exactly one of
+/// [`slice_expired`](Self::slice_expired), [`yielded`](Self::yielded),
+/// [`blocked`](Self::blocked) or [`finished`](Self::finished). Implementations must not panic on
+/// calls that do not fit a VM's state (the kernel forwards what guests do): they ignore them.
+pub trait Policy {
+    /// The VM to run next and the length of its slice in cycles, removed from the run queue;
+    /// None when no VM is runnable.
+    fn pick_next(&mut self) -> Option<(VmId, Cycles)>;
+    /// The running VM used its whole slice: back to the run queue.
+    fn slice_expired(&mut self, vm: VmId);
+    /// The running VM gave up the CPU but is still runnable (a voluntary yield).
+    fn yielded(&mut self, vm: VmId);
+    /// The running VM blocked (e.g. HLT with nothing pending): not runnable until woken.
+    fn blocked(&mut self, vm: VmId);
+    /// A blocked VM became runnable.
+    fn woken(&mut self, vm: VmId);
+    /// The VM left the run for good (from any state).
+    fn finished(&mut self, vm: VmId);
+    /// Short name for reports ("round-robin").
+    fn name(&self) -> &'static str;
+}
