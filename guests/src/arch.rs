@@ -1,6 +1,7 @@
-//! The guest runtime's one room for privileged and special instructions: port I/O, `CPUID`,
-//! `VMCALL`, `HLT` and the deliberate triple fault. (The boot path in [`crate::entry`] is the
-//! only other assembly.) Everything else in the runtime calls these typed functions.
+//! The guest runtime's one room for privileged and special instructions: port I/O (byte and
+//! string), `CPUID`, `VMCALL`, `RDTSC`, `HLT`, `STI` / `CLI`, `LIDT`, CR2 and the deliberate
+//! triple fault. (The boot path in `entry` and the interrupt stubs in [`crate::interrupts`] are
+//! the only other assembly.) Everything else in the runtime calls these typed functions.
 
 use core::arch::asm;
 pub use core::arch::x86_64::CpuidResult;
@@ -32,6 +33,46 @@ pub unsafe fn inb(port: u16) -> u8 {
         asm!("in al, dx", in("dx") port, out("al") value, options(nomem, nostack, preserves_flags));
     }
     value
+}
+
+/// Reads `buffer.len()` doublewords from an I/O port into `buffer` with one `rep insd` (the
+/// `rep insl` of AT&T syntax, which xv6's IDE driver uses).
+///
+/// # Safety
+///
+/// As for [`inb`]: each read may have side effects (an IDE data port advances through its sector
+/// buffer), which the caller must want.
+pub unsafe fn insl(port: u16, buffer: &mut [u32]) {
+    // SAFETY: `rep insd` writes exactly RCX = `buffer.len()` doublewords from RDI upwards, all
+    // inside `buffer`, which we borrow mutably. DF = 0, as the Rust ABI guarantees at a call.
+    unsafe {
+        asm!(
+            "rep insd",
+            in("dx") port,
+            inout("rdi") buffer.as_mut_ptr() => _,
+            inout("rcx") buffer.len() => _,
+            options(nostack, preserves_flags),
+        );
+    }
+}
+
+/// Writes `buffer` to an I/O port with one `rep outsd` (the `rep outsl` of AT&T syntax).
+///
+/// # Safety
+///
+/// As for [`outb`]: the writes must not break an invariant some other code relies on.
+pub unsafe fn outsl(port: u16, buffer: &[u32]) {
+    // SAFETY: `rep outsd` reads exactly RCX = `buffer.len()` doublewords from RSI upwards, all
+    // inside `buffer`. DF = 0, as the Rust ABI guarantees at a call.
+    unsafe {
+        asm!(
+            "rep outsd",
+            in("dx") port,
+            inout("rsi") buffer.as_ptr() => _,
+            inout("rcx") buffer.len() => _,
+            options(nostack, preserves_flags, readonly),
+        );
+    }
 }
 
 /// Executes `CPUID` with `leaf` in EAX and `subleaf` in ECX.
@@ -75,13 +116,87 @@ pub fn rdtsc() -> u64 {
 }
 
 /// Executes HLT once. With interrupts off, the hypervisor resumes the guest after the HLT when
-/// the VM's timer (see [`crate::hypercall::set_timer`]) expires.
+/// the VM's timer (see [`crate::hypercall::set_timer`]) expires; with interrupts on, also when
+/// an interrupt arrives (see [`enable_interrupts_and_halt`] for the race-free way to wait).
 pub fn halt() {
-    // SAFETY: HLT only stops this virtual CPU until the hypervisor resumes it.
-    unsafe { core::arch::asm!("hlt", options(nomem, nostack, preserves_flags)) }
+    // SAFETY: HLT only stops this virtual CPU until the hypervisor resumes it. Not `nomem`: with
+    // IF = 1 an interrupt handler may write memory during the halt.
+    unsafe { core::arch::asm!("hlt", options(nostack, preserves_flags)) }
 }
 
-/// Halts until the next interrupt; with IF = 0 (the guest never enables interrupts), forever.
+/// Executes `STI; HLT`: enables interrupts and halts until the next one. `STI` blocks interrupts
+/// until after the next instruction, so an interrupt that becomes pending between a caller's
+/// last check (made with IF = 0) and the `HLT` still wakes it: no wake-up is lost.
+///
+/// # Safety
+///
+/// As for [`enable_interrupts`].
+pub unsafe fn enable_interrupts_and_halt() {
+    // SAFETY: the caller installed an IDT whose handlers may run from here on. The asm is not
+    // `nomem`: handlers that run during the halt write memory the caller reads afterwards.
+    unsafe { asm!("sti", "hlt", options(nostack)) }
+}
+
+/// Sets RFLAGS.IF (`STI`): maskable interrupts are delivered from the next instruction on.
+///
+/// # Safety
+///
+/// An IDT must be loaded whose entries are ready to handle every vector that may arrive. The
+/// asm is not `nomem`, so the compiler does not move memory accesses across it (handlers share
+/// memory with the interrupted code).
+pub unsafe fn enable_interrupts() {
+    // SAFETY: the caller vouches for the IDT; STI changes nothing else.
+    unsafe { asm!("sti", options(nostack)) }
+}
+
+/// Clears RFLAGS.IF (`CLI`): no maskable interrupt is delivered until interrupts are enabled
+/// again. Safe: masking interrupts can delay, never break, the code that handles them. Not
+/// `nomem`, for the same reason as [`enable_interrupts`].
+pub fn disable_interrupts() {
+    // SAFETY: CLI only clears RFLAGS.IF.
+    unsafe { asm!("cli", options(nostack)) }
+}
+
+/// Whether RFLAGS.IF is set.
+pub fn interrupts_enabled() -> bool {
+    /// RFLAGS.IF: interrupt enable flag.
+    const RFLAGS_IF: u64 = 1 << 9;
+    let rflags: u64;
+    // SAFETY: PUSHFQ / POP only move RFLAGS through the stack slot they use.
+    unsafe { asm!("pushfq", "pop {}", out(reg) rflags, options(nomem, preserves_flags)) };
+    rflags & RFLAGS_IF != 0
+}
+
+/// The IDTR image `LIDT` reads: limit (size - 1) and linear base address.
+#[repr(C, packed)]
+#[derive(Debug, Clone, Copy)]
+pub struct DescriptorTablePointer {
+    /// Size of the table in bytes, minus one.
+    pub limit: u16,
+    /// Linear address of the table.
+    pub base: u64,
+}
+
+/// Loads the IDTR (`LIDT`).
+///
+/// # Safety
+///
+/// `pointer` must describe a valid 64-bit IDT that stays in memory, unchanged except by code that
+/// knows the processor uses it, for as long as the IDTR points at it.
+pub unsafe fn load_interrupt_descriptor_table(pointer: &DescriptorTablePointer) {
+    // SAFETY: LIDT reads the 10-byte image; the caller vouches for the table it describes.
+    unsafe { asm!("lidt [{}]", in(reg) pointer, options(readonly, nostack, preserves_flags)) }
+}
+
+/// CR2: the linear address of the last page fault.
+pub fn read_cr2() -> u64 {
+    let value: u64;
+    // SAFETY: reading CR2 has no side effect.
+    unsafe { asm!("mov {}, cr2", out(reg) value, options(nomem, nostack, preserves_flags)) };
+    value
+}
+
+/// Halts until the next interrupt; with IF = 0, forever.
 pub fn halt_forever() -> ! {
     loop {
         // SAFETY: `hlt` touches no memory; the loop covers a wake-up by an NMI or SMI.
@@ -104,11 +219,12 @@ pub fn triple_fault() -> ! {
         base: u64,
     }
     static EMPTY_IDT: EmptyIdt = EmptyIdt { limit: 0, base: 0 };
-    // SAFETY: loading the IDTR reads the 10-byte `EMPTY_IDT` static. The guest never enables
-    // interrupts, and the breakpoint right after ends execution; the halt loop is only reached
-    // if the shutdown does not stop the processor.
+    // SAFETY: loading the IDTR reads the 10-byte `EMPTY_IDT` static. Interrupts are disabled
+    // first, and the breakpoint right after ends execution; the halt loop is only reached if the
+    // shutdown does not stop the processor.
     unsafe {
         asm!(
+            "cli",
             "lidt [{idt}]",
             "int3",
             "2:",

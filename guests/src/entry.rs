@@ -7,8 +7,9 @@
 //! 1. stores EAX and EBX in `.data` and zeroes `.bss` (the loader does too; this makes the page
 //!    tables below independent of it);
 //! 2. switches to the stack in `.bss`;
-//! 3. builds an identity map of the first GiB in `.bss` (one PML4 entry, one PDPT entry, 512 2-MiB
-//!    PD entries);
+//! 3. builds an identity map of the first 4 GiB in `.bss` (one PML4 entry, four PDPT entries,
+//!    4 × 512 2-MiB PD entries), with the device window 0xFE00_0000–0xFFFF_FFFF (local APIC,
+//!    I/O APIC) uncached;
 //! 4. sets CR4.PAE, loads CR3, writes IA32_EFER = LME (one `WRMSR`, no `RDMSR`), sets CR0.PG |
 //!    CR0.WP;
 //! 5. loads its own GDT (64-bit code at 0x08, flat data at 0x10) and far-returns into 64-bit code,
@@ -23,7 +24,7 @@ use core::arch::global_asm;
 use crate::multiboot::{HEADER_CHECKSUM, HEADER_FLAGS, HEADER_MAGIC};
 
 /// GDT selector of the 64-bit code segment.
-const CODE_SELECTOR: u32 = 0x08;
+pub(crate) const CODE_SELECTOR: u32 = 0x08;
 /// GDT selector of the flat data segment.
 const DATA_SELECTOR: u32 = 0x10;
 /// GDT descriptor: 64-bit code (L = 1), present, ring 0, execute/read, accessed (so the
@@ -38,8 +39,19 @@ const PAGE_PRESENT_WRITABLE: u32 = 0b11;
 const PAGE_SIZE_2MIB_FLAG: u32 = 1 << 7;
 /// Size of the page a PD entry with PS maps.
 const PAGE_SIZE_2MIB: u32 = 2 << 20;
+/// Page-directory entry: page-level write-through (PWT).
+const PAGE_WRITE_THROUGH: u32 = 1 << 3;
+/// Page-directory entry: page-level cache disable (PCD).
+const PAGE_CACHE_DISABLE: u32 = 1 << 4;
 /// Entries in one page-table page.
 const ENTRIES_PER_TABLE: u32 = 512;
+/// Page directories in the identity map: one per GiB, four for the 32-bit physical space.
+const PAGE_DIRECTORIES: u32 = 4;
+/// First 2-MiB page of the device window (0xFE00_0000), as an index into the four contiguous
+/// page directories.
+const DEVICE_WINDOW_FIRST_PAGE: u32 = 0xFE00_0000 / PAGE_SIZE_2MIB;
+/// 2-MiB pages in the device window 0xFE00_0000–0xFFFF_FFFF.
+const DEVICE_WINDOW_PAGES: u32 = ENTRIES_PER_TABLE * PAGE_DIRECTORIES - DEVICE_WINDOW_FIRST_PAGE;
 
 /// CR4.PAE: physical address extension (required for IA-32e paging).
 const CR4_PAE: u32 = 1 << 5;
@@ -86,7 +98,7 @@ global_asm!(
     ".balign 4096",
     "carousel_pml4: .skip 4096",
     "carousel_pdpt: .skip 4096",
-    "carousel_pd: .skip 4096",
+    "carousel_pd: .skip 4096 * {page_directories}",
     ".balign 16",
     "carousel_stack: .skip {stack_size}",
     "carousel_stack_top:",
@@ -106,19 +118,38 @@ global_asm!(
     "xor eax, eax",
     "rep stosb",
     "mov esp, offset carousel_stack_top",
-    // PML4[0] -> PDPT, PDPT[0] -> PD, PD[i] -> i * 2 MiB.
+    // PML4[0] -> PDPT; PDPT[g] -> the g-th PD (g < 4); PD entry i (counting across the four
+    // contiguous PDs) -> i * 2 MiB. Physical addresses stay below 4 GiB, so every entry's high
+    // doubleword stays zero.
     "mov eax, offset carousel_pdpt",
     "or eax, {present_writable}",
     "mov dword ptr [carousel_pml4], eax",
+    "mov edi, offset carousel_pdpt",
     "mov eax, offset carousel_pd",
     "or eax, {present_writable}",
-    "mov dword ptr [carousel_pdpt], eax",
+    "mov ecx, {page_directories}",
+    "2:",
+    "mov dword ptr [edi], eax",
+    "add eax, 4096",
+    "add edi, 8",
+    "dec ecx",
+    "jnz 2b",
     "mov edi, offset carousel_pd",
     "mov eax, {present_writable} | {page_size_flag}",
-    "mov ecx, {entries}",
+    "mov ecx, {entries} * {page_directories}",
     "2:",
     "mov dword ptr [edi], eax",
     "add eax, {page_size}",
+    "add edi, 8",
+    "dec ecx",
+    "jnz 2b",
+    // The device window uncached: PCD | PWT with PAT = 0 selects PAT entry 3, which is UC at
+    // power-up. (SDM Vol. 3A, 'Selecting a Memory Type from the PAT'; the guests never write
+    // IA32_PAT.)
+    "mov edi, offset carousel_pd + 8 * {device_first_page}",
+    "mov ecx, {device_pages}",
+    "2:",
+    "or dword ptr [edi], {uncached}",
     "add edi, 8",
     "dec ecx",
     "jnz 2b",
@@ -168,6 +199,10 @@ global_asm!(
     page_size_flag = const PAGE_SIZE_2MIB_FLAG,
     page_size = const PAGE_SIZE_2MIB,
     entries = const ENTRIES_PER_TABLE,
+    page_directories = const PAGE_DIRECTORIES,
+    device_first_page = const DEVICE_WINDOW_FIRST_PAGE,
+    device_pages = const DEVICE_WINDOW_PAGES,
+    uncached = const PAGE_CACHE_DISABLE | PAGE_WRITE_THROUGH,
     cr4_pae = const CR4_PAE,
     ia32_efer = const IA32_EFER,
     efer_lme = const EFER_LME,

@@ -61,8 +61,8 @@ pub fn hypercall(number: u32, a: u32, b: u32, c: u32, d: u32) -> u32 {
 
 /// The guest-physical address of `bytes` (identity-mapped, so the pointer's value).
 fn guest_physical(bytes: &[u8]) -> u32 {
-    // The identity map covers only the first GiB, so every guest pointer fits in 32 bits.
-    u32::try_from(bytes.as_ptr() as usize).expect("guest addresses lie below 1 GiB")
+    // The identity map covers only the first 4 GiB, so every guest pointer fits in 32 bits.
+    u32::try_from(bytes.as_ptr() as usize).expect("guest addresses lie below 4 GiB")
 }
 
 /// Writes `bytes` to the VM's console through the hypervisor, in pieces of at most

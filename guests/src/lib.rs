@@ -1,16 +1,22 @@
 //! The runtime Carousel's test guests share: multiboot entry and the switch to long mode, a
-//! polled COM1 console, typed hypercalls, `CPUID`, and a panic handler that reports failure.
+//! polled COM1 console, typed hypercalls, `CPUID`, optional interrupts, MMIO registers, and a
+//! panic handler that reports failure.
 //!
 //! What is here:
 //! - `entry` (private): the multiboot header and the 32-bit to 64-bit boot path (an identity map of
-//!   the first GiB, the guest's GDT and stack).
+//!   the first 4 GiB with the device window 0xFE00_0000–0xFFFF_FFFF uncached, the guest's GDT and
+//!   stack).
 //! - [`multiboot`]: the loader's information, read into the [`BootInfo`] the guest's main gets.
 //! - [`serial`]: COM1 and the [`print!`] / [`println!`] macros.
 //! - [`hypercall`]: `VMCALL` wrappers for the hypercalls of [`carousel_protocol::hypercall`].
 //! - [`arch`]: the only instructions the runtime needs inline assembly for.
+//! - [`interrupts`]: a 64-bit IDT, a handler per vector, `STI` / `CLI` and the local APIC's EOI,
+//!   for guests that call [`interrupts::init`] (the others run with IF = 0 throughout).
+//! - [`mmio`]: 32-bit volatile access to device registers in the device window.
 //!
-//! What is not: interrupts, a heap, more than one CPU. Each guest binary is `#![no_std]`,
-//! `#![no_main]`, and names its main with [`entry!`].
+//! What is not: a heap, more than one CPU, device drivers (a guest that drives a device does so
+//! itself, with [`arch`] and [`mmio`]). Each guest binary is `#![no_std]`, `#![no_main]`, and
+//! names its main with [`entry!`].
 //!
 //! Builds only for `x86_64-unknown-none`, linked by `link.ld` (see `build.rs`).
 #![no_std]
@@ -18,6 +24,8 @@
 pub mod arch;
 mod entry;
 pub mod hypercall;
+pub mod interrupts;
+pub mod mmio;
 pub mod multiboot;
 pub mod serial;
 

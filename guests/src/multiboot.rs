@@ -38,7 +38,7 @@ struct Information {
 }
 
 /// End of the runtime's identity map: the loader's structures must lie below it.
-const IDENTITY_MAPPED_END: u64 = 1 << 30;
+const IDENTITY_MAPPED_END: u64 = 1 << 32;
 /// Longest command line read; a longer one is cut here.
 const CMDLINE_MAX: usize = 4096;
 

@@ -1,7 +1,8 @@
 //! The serial console: COM1, 115200 baud 8N1, polled. [`crate::print!`] and [`crate::println!`]
 //! write here.
 //!
-//! Guests are single-threaded and never enable interrupts, so the console needs no lock.
+//! Guests are single-threaded, and interrupt handlers do not print (see [`crate::interrupts`]), so
+//! the console needs no lock. (An exception report may interleave with a line being printed.)
 
 use core::fmt;
 

@@ -96,6 +96,11 @@ pub fn drain() {
     }
 }
 
+/// One byte of input from the host, if one waits on COM1.
+pub fn poll_input() -> Option<u8> {
+    CONSOLE.lock().port.as_mut()?.try_receive_byte().ok()
+}
+
 /// Sends everything buffered, waiting for the UART.
 pub fn flush() {
     loop {

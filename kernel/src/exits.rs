@@ -10,7 +10,13 @@ use carousel_vmx::fail::VmFail;
 use carousel_vmx::fields::*;
 use carousel_vmx::instructions as vmx;
 
-use crate::vm::{self, PortDevice, RunState, Vm};
+use carousel_kernel::mmio::{self, Gpr, Registers};
+use carousel_kernel::paging::{self, PagingMode, WalkError};
+use carousel_kernel::{GuestRam, PAGE_SIZE};
+
+use crate::memory::GuestMemory;
+use crate::platform::{Mmio, Platform};
+use crate::vm::{self, RunState, Vm};
 use crate::{arch, export};
 
 /// What the run loop does after an exit.
@@ -37,11 +43,12 @@ pub fn handle(vm: &mut Vm, raw: &RawExit) -> Result<Next, VmFail> {
             skip_instruction(raw, rip)?;
             Next::Resume
         }
-        VmExit::Io(io) => match port_io(vm, &io) {
-            Ok(()) => {
+        VmExit::Io(io) => match port_io(vm, &io, raw) {
+            Ok(Progress::Done) => {
                 skip_instruction(raw, rip)?;
                 Next::Resume
             }
+            Ok(Progress::Again) => Next::Resume,
             Err(reason) => stop(vm, reason),
         },
         VmExit::Vmcall => match vmcall(vm) {
@@ -53,18 +60,25 @@ pub fn handle(vm: &mut Vm, raw: &RawExit) -> Result<Next, VmFail> {
         },
         VmExit::Hlt => {
             skip_instruction(raw, rip)?;
+            /// RFLAGS.IF: an interrupt can end the halt.
+            const RFLAGS_IF: u64 = 1 << 9;
+            let interrupts = vmx::vmread_natural(GUEST_RFLAGS)? & RFLAGS_IF != 0;
+            let now = arch::rdtsc();
+            vm.platform.advance_timer(now);
             // A HLT whose wake-up is already due just continues.
-            if vm
-                .timer_deadline
-                .is_some_and(|deadline| deadline <= arch::rdtsc())
-            {
-                vm.timer_deadline = None;
+            let timer_due = vm.timer_deadline.is_some_and(|deadline| deadline <= now);
+            if timer_due || (interrupts && vm.platform.lapic.pending_vector().is_some()) {
+                if timer_due {
+                    vm.timer_deadline = None;
+                }
                 Next::Resume
             } else {
-                vm.state = RunState::Blocked { rip };
+                vm.state = RunState::Blocked { rip, interrupts };
                 Next::Leave
             }
         }
+        // IF went to 1 with a vector pending: the entry path injects it.
+        VmExit::InterruptWindow => Next::Resume,
         VmExit::Rdmsr | VmExit::Wrmsr => {
             if msr_access(vm, matches!(decoded, VmExit::Wrmsr))? {
                 skip_instruction(raw, rip)?;
@@ -73,14 +87,31 @@ pub fn handle(vm: &mut Vm, raw: &RawExit) -> Result<Next, VmFail> {
             }
             Next::Resume
         }
-        VmExit::EptViolation { gpa, .. } => stop(
-            vm,
-            StopReason::EptViolation {
-                gpa: gpa.as_u64(),
-                rip,
-                qualification: raw.qualification,
+        VmExit::EptViolation { gpa, .. } => match Mmio::at(gpa.as_u64()) {
+            Some(device) => match mmio(vm, device, rip) {
+                Ok(length) => {
+                    // SAFETY: the VM's VMCS is current; the decoded instruction is complete.
+                    unsafe { vmx::vmwrite_natural(GUEST_RIP, rip + u64::from(length))? };
+                    Next::Resume
+                }
+                Err(message) => stop(
+                    vm,
+                    StopReason::BadMmio {
+                        gpa: gpa.as_u64(),
+                        rip,
+                        message,
+                    },
+                ),
             },
-        ),
+            None => stop(
+                vm,
+                StopReason::EptViolation {
+                    gpa: gpa.as_u64(),
+                    rip,
+                    qualification: raw.qualification,
+                },
+            ),
+        },
         VmExit::TripleFault => stop(vm, StopReason::TripleFault { rip }),
         VmExit::EntryFailure {
             reason,
@@ -110,11 +141,21 @@ fn stop(vm: &mut Vm, reason: StopReason) -> Next {
 }
 
 /// Moves RIP past the instruction that exited (its length is valid for instruction exits:
-/// SDM 28.2.5 "Information for VM Exits Due to Instruction Execution").
+/// SDM 28.2.5 "Information for VM Exits Due to Instruction Execution"), and ends any blocking
+/// by STI or MOV SS, which covered only that instruction (an `sti; hlt` pair would otherwise
+/// keep interrupts blocked after the HLT).
 fn skip_instruction(raw: &RawExit, rip: u64) -> Result<(), VmFail> {
-    // SAFETY: the VM's VMCS is current; advancing RIP by the exiting instruction's length is
-    // what the instruction's completion would have done.
-    unsafe { vmx::vmwrite_natural(GUEST_RIP, rip + u64::from(raw.instruction_length)) }
+    /// Interruptibility state: blocking by STI (bit 0) and by MOV SS (bit 1).
+    const BLOCKING: u32 = 0b11;
+    let interruptibility = vmx::vmread32(GUEST_INTERRUPTIBILITY_STATE)?;
+    // SAFETY: the VM's VMCS is current; advancing RIP by the exiting instruction's length and
+    // dropping the one-instruction blocking is what the instruction's completion would do.
+    unsafe {
+        if interruptibility & BLOCKING != 0 {
+            vmx::vmwrite32(GUEST_INTERRUPTIBILITY_STATE, interruptibility & !BLOCKING)?;
+        }
+        vmx::vmwrite_natural(GUEST_RIP, rip + u64::from(raw.instruction_length))
+    }
 }
 
 /// CPUID as the guest sees it: the host's answers, with VMX hidden, the hypervisor bit set,
@@ -156,44 +197,115 @@ fn cpuid(vm: &mut Vm) {
     vm.regs.rdx = u64::from(edx);
 }
 
-/// One IN or OUT. Ports no device claims read as all ones and ignore writes, as on a bus with
-/// nothing attached.
-fn port_io(vm: &mut Vm, io: &IoQualification) -> Result<(), StopReason> {
+/// Whether an emulated instruction finished.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Progress {
+    /// Move RIP past it.
+    Done,
+    /// A `rep` string instruction with work left: leave RIP on it, the CPU executes it again
+    /// with the updated count.
+    Again,
+}
+
+/// One IN or OUT (string forms included), through the VM's platform.
+fn port_io(vm: &mut Vm, io: &IoQualification, raw: &RawExit) -> Result<Progress, StopReason> {
     if io.string {
-        return Err(StopReason::UnhandledExit {
-            reason: exit::BasicExitReason::IoInstruction.number(),
-            rip: 0,
-            qualification: u64::from(io.port),
-        });
+        return string_io(vm, io, raw);
     }
-    let mask = match io.size {
+    let mask = size_mask(io.size);
+    match io.direction {
+        Direction::In => {
+            let value = u64::from(vm.platform.port_in(io.port, io.size));
+            vm.regs.rax = (vm.regs.rax & !mask) | (value & mask);
+        }
+        Direction::Out => vm.platform.port_out(io.port, io.size, vm.regs.rax as u32),
+    }
+    Ok(Progress::Done)
+}
+
+/// The low `size` bytes of a register.
+fn size_mask(size: u8) -> u64 {
+    match size {
         1 => 0xFF,
         2 => 0xFFFF,
         _ => 0xFFFF_FFFF,
+    }
+}
+
+/// Most bytes one string I/O exit moves; a longer `rep` resumes where it stopped.
+const STRING_IO_CHUNK: usize = 4096;
+
+/// INS/OUTS, with or without REP, served in one exit: xv6's `rep insl` of 128 dwords from the
+/// IDE data port is one block transfer (XV6-CONTRACT §8). The buffer is the guest's linear
+/// address from the exit information, translated through its page tables.
+fn string_io(vm: &mut Vm, io: &IoQualification, raw: &RawExit) -> Result<Progress, StopReason> {
+    /// RFLAGS.DF: string instructions run backwards.
+    const RFLAGS_DF: u64 = 1 << 10;
+    let bad = |message: &str| StopReason::VmxError {
+        message: alloc::format!("string I/O on port {:#x}: {message}", io.port),
     };
-    let device = vm.ports.lookup(io.port);
+    let view = GuestView::read().map_err(|error| bad(&alloc::format!("{error}")))?;
+    if view.rflags & RFLAGS_DF != 0 {
+        return Err(bad("backwards (RFLAGS.DF = 1) is not supported"));
+    }
+    // VM-exit instruction information bits 9:7: address size (SDM 28.2.5, Table 28-8).
+    let address_mask = match (raw.instruction_info >> 7) & 7 {
+        0 => 0xFFFF,
+        1 => 0xFFFF_FFFF,
+        _ => u64::MAX,
+    };
+    let size = usize::from(io.size);
+    let count = if io.rep {
+        (vm.regs.rcx & address_mask) as usize
+    } else {
+        1
+    };
+    let elements = count.min(STRING_IO_CHUNK / size);
+    let bytes = elements * size;
+    let mut buffer = [0u8; STRING_IO_CHUNK];
+    let buffer = &mut buffer[..bytes];
     match io.direction {
         Direction::In => {
-            let value = match device {
-                Some((PortDevice::Com1, offset)) => {
-                    u64::from(vm.com1.read(offset as u8, &mut vm.com1_irq))
+            if Platform::is_ide_data(io.port) {
+                vm.platform.ide_read_block(buffer);
+            } else {
+                for element in buffer.chunks_mut(size) {
+                    let value = vm.platform.port_in(io.port, io.size).to_le_bytes();
+                    element.copy_from_slice(&value[..size]);
                 }
-                None => mask,
-            };
-            vm.regs.rax = (vm.regs.rax & !mask) | (value & mask);
+            }
+            view.write_linear(&mut vm.memory, raw.guest_linear, buffer)
+                .map_err(|error| bad(&alloc::format!("{error}")))?;
+            vm.regs.rdi = (vm.regs.rdi & !address_mask)
+                | (vm.regs.rdi.wrapping_add(bytes as u64) & address_mask);
         }
         Direction::Out => {
-            if let Some((PortDevice::Com1, offset)) = device {
-                vm.com1.write(
-                    offset as u8,
-                    vm.regs.rax as u8,
-                    &mut vm.console,
-                    &mut vm.com1_irq,
-                );
+            paging::read_linear(view.mode, view.cr3, raw.guest_linear, buffer, &vm.memory)
+                .map_err(|error| bad(&alloc::format!("{error}")))?;
+            if Platform::is_ide_data(io.port) {
+                vm.platform.ide_write_block(buffer);
+            } else {
+                for element in buffer.chunks(size) {
+                    let mut value = [0u8; 4];
+                    value[..size].copy_from_slice(element);
+                    vm.platform
+                        .port_out(io.port, io.size, u32::from_le_bytes(value));
+                }
             }
+            vm.regs.rsi = (vm.regs.rsi & !address_mask)
+                | (vm.regs.rsi.wrapping_add(bytes as u64) & address_mask);
         }
     }
-    Ok(())
+    if io.rep {
+        let left = (vm.regs.rcx & address_mask) - elements as u64;
+        vm.regs.rcx = (vm.regs.rcx & !address_mask) | left;
+        if left > 0 {
+            // Not done: leave RIP on the instruction, which resumes with the registers as
+            // they now stand.
+            return Ok(Progress::Again);
+        }
+    }
+    Ok(Progress::Done)
 }
 
 /// VMCALL: EAX = number, EBX/ECX/EDX/ESI = arguments, EAX = result. Returns a stop reason
@@ -243,7 +355,7 @@ fn console_write(vm: &mut Vm, gpa: u64, len: u32) -> Result<u32, HypercallError>
         let chunk = &mut buffer[..(u64::from(len) - offset).min(128) as usize];
         vm.memory.read(gpa + offset, chunk);
         for &byte in chunk.iter() {
-            carousel_devices::SerialSink::transmit(&mut vm.console, byte);
+            carousel_devices::SerialSink::transmit(&mut vm.platform.console, byte);
         }
     }
     Ok(len)
@@ -326,4 +438,147 @@ fn inject_general_protection() -> Result<(), VmFail> {
         vmx::vmwrite32(VM_ENTRY_EXCEPTION_ERROR_CODE, 0)?;
         vmx::vmwrite32(VM_ENTRY_INTERRUPTION_INFORMATION, GP_INJECTION)
     }
+}
+
+/// The guest's view of memory: what the exit handlers need to follow its linear addresses.
+pub struct GuestView {
+    pub mode: PagingMode,
+    pub cr3: u64,
+    pub rflags: u64,
+}
+
+impl GuestView {
+    /// Reads the paging state of the VM whose VMCS is current.
+    pub fn read() -> Result<Self, VmFail> {
+        let cr0 = vmx::vmread_natural(GUEST_CR0)?;
+        let cr4 = vmx::vmread_natural(GUEST_CR4)?;
+        let efer = vmx::vmread64(GUEST_IA32_EFER)?;
+        Ok(Self {
+            mode: PagingMode::from_registers(cr0, cr4, efer),
+            cr3: vmx::vmread_natural(GUEST_CR3)?,
+            rflags: vmx::vmread_natural(GUEST_RFLAGS)?,
+        })
+    }
+
+    /// Copies `data` to guest linear memory at `linear`, page by page.
+    fn write_linear(
+        &self,
+        memory: &mut GuestMemory,
+        linear: u64,
+        data: &[u8],
+    ) -> Result<(), WalkError> {
+        let mut done = 0;
+        while done < data.len() {
+            let at = linear.wrapping_add(done as u64);
+            let chunk = (PAGE_SIZE - at % PAGE_SIZE).min((data.len() - done) as u64) as usize;
+            let gpa = paging::translate(self.mode, self.cr3, at, memory)?;
+            if !carousel_kernel::range_in_ram(gpa, chunk as u64, memory.size()) {
+                return Err(WalkError::DataOutsideRam { gpa });
+            }
+            memory.write(gpa, &data[done..done + chunk]);
+            done += chunk;
+        }
+        Ok(())
+    }
+}
+
+/// The guest's registers as the instruction emulator sees them (RSP lives in the VMCS).
+struct EmulatedRegisters<'a> {
+    regs: &'a mut vmx::GuestRegisters,
+    rsp: u64,
+}
+
+impl Registers for EmulatedRegisters<'_> {
+    fn get(&self, gpr: Gpr) -> u64 {
+        let r = &self.regs;
+        match gpr {
+            Gpr::Rax => r.rax,
+            Gpr::Rcx => r.rcx,
+            Gpr::Rdx => r.rdx,
+            Gpr::Rbx => r.rbx,
+            Gpr::Rsp => self.rsp,
+            Gpr::Rbp => r.rbp,
+            Gpr::Rsi => r.rsi,
+            Gpr::Rdi => r.rdi,
+            Gpr::R8 => r.r8,
+            Gpr::R9 => r.r9,
+            Gpr::R10 => r.r10,
+            Gpr::R11 => r.r11,
+            Gpr::R12 => r.r12,
+            Gpr::R13 => r.r13,
+            Gpr::R14 => r.r14,
+            Gpr::R15 => r.r15,
+        }
+    }
+
+    fn set(&mut self, gpr: Gpr, value: u64) {
+        let r = &mut self.regs;
+        let slot = match gpr {
+            Gpr::Rax => &mut r.rax,
+            Gpr::Rcx => &mut r.rcx,
+            Gpr::Rdx => &mut r.rdx,
+            Gpr::Rbx => &mut r.rbx,
+            Gpr::Rsp => &mut self.rsp,
+            Gpr::Rbp => &mut r.rbp,
+            Gpr::Rsi => &mut r.rsi,
+            Gpr::Rdi => &mut r.rdi,
+            Gpr::R8 => &mut r.r8,
+            Gpr::R9 => &mut r.r9,
+            Gpr::R10 => &mut r.r10,
+            Gpr::R11 => &mut r.r11,
+            Gpr::R12 => &mut r.r12,
+            Gpr::R13 => &mut r.r13,
+            Gpr::R14 => &mut r.r14,
+            Gpr::R15 => &mut r.r15,
+        };
+        *slot = value;
+    }
+}
+
+/// An access to the local or I/O APIC page: fetch the instruction at RIP through the guest's
+/// page tables, decode it (iced-x86), and perform it on the device model. Returns the
+/// instruction's length.
+fn mmio(vm: &mut Vm, device: Mmio, rip: u64) -> Result<u8, String> {
+    /// Segment access rights: L (64-bit code) and D/B (32-bit default) bits.
+    const AR_LONG: u32 = 1 << 13;
+    const AR_DEFAULT_32: u32 = 1 << 14;
+    let fail = |error: &dyn core::fmt::Display| alloc::format!("{error}");
+    let view = GuestView::read().map_err(|e| fail(&e))?;
+    let cs_base = vmx::vmread_natural(GUEST_CS_BASE).map_err(|e| fail(&e))?;
+    let cs_access = vmx::vmread32(GUEST_CS_ACCESS_RIGHTS).map_err(|e| fail(&e))?;
+    let bitness = if view.mode == PagingMode::FourLevel64 && cs_access & AR_LONG != 0 {
+        64
+    } else if cs_access & AR_DEFAULT_32 != 0 {
+        32
+    } else {
+        16
+    };
+    let mut bytes = [0u8; mmio::MAX_INSTRUCTION_LENGTH];
+    let fetched = paging::read_linear_prefix(
+        view.mode,
+        view.cr3,
+        cs_base.wrapping_add(rip),
+        &mut bytes,
+        &vm.memory,
+    )
+    .map_err(|e| fail(&e))?;
+    let instruction = mmio::decode(&bytes[..fetched], bitness).map_err(|e| fail(&e))?;
+    let now = arch::rdtsc();
+    let rsp = vmx::vmread_natural(GUEST_RSP).map_err(|e| fail(&e))?;
+    let mut regs = EmulatedRegisters {
+        regs: &mut vm.regs,
+        rsp,
+    };
+    match mmio::store_value(&instruction, &regs) {
+        Some(value) => vm.platform.mmio_write(device, instruction.size, value, now),
+        None => {
+            let value = vm.platform.mmio_read(device, instruction.size, now);
+            mmio::complete_load(&instruction, value, &mut regs);
+            if regs.rsp != rsp {
+                // SAFETY: the VM's VMCS is current; the guest loaded its own stack pointer.
+                unsafe { vmx::vmwrite_natural(GUEST_RSP, regs.rsp).map_err(|e| fail(&e))? };
+            }
+        }
+    }
+    Ok(instruction.length)
 }

@@ -4,6 +4,9 @@
 //! - [`loader`]: places a multiboot guest kernel (ELF32 or ELF64) into guest RAM.
 //! - [`bootinfo`]: the multiboot information a guest finds in EBX at entry.
 //! - [`frames`]: the physical-frame bitmap behind the hypervisor's frame allocator.
+//! - [`paging`]: walks a guest's page tables to read memory at a guest linear address.
+//! - [`mmio`]: decodes the instruction behind an MMIO exit and completes its load or store.
+//! - [`input`]: routing console input from the host to the focused VM.
 //!
 //! Everything that touches hardware is in the binary (`main.rs` and its modules).
 #![cfg_attr(not(test), no_std)]
@@ -13,7 +16,10 @@ extern crate alloc;
 
 pub mod bootinfo;
 pub mod frames;
+pub mod input;
 pub mod loader;
+pub mod mmio;
+pub mod paging;
 
 /// Size of a page and of a physical frame.
 pub const PAGE_SIZE: u64 = 4096;

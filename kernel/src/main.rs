@@ -16,6 +16,7 @@ mod console;
 mod exits;
 mod export;
 mod memory;
+mod platform;
 mod run;
 mod vm;
 mod vmm;

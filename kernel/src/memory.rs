@@ -232,3 +232,9 @@ fn page_chunks(gpa: u64, len: u64) -> impl Iterator<Item = (usize, usize, usize,
         Some(item)
     })
 }
+
+impl carousel_kernel::paging::GuestPhysRead for GuestMemory {
+    fn read_physical(&self, gpa: u64, out: &mut [u8]) -> bool {
+        self.read(gpa, out)
+    }
+}

@@ -20,6 +20,8 @@ use carousel_vmx::fail::VmFail;
 use carousel_vmx::fields::VMX_PREEMPTION_TIMER_VALUE;
 use carousel_vmx::instructions as vmx;
 
+use carousel_kernel::input::{InputRouter, Routed};
+
 use crate::exits::{self, Next};
 use crate::vm::{load_failed, RunState, Vm};
 use crate::vmm::Vmx;
@@ -32,15 +34,22 @@ pub fn run(vmx: &Vmx, config: &RunConfig, modules: &[(String, &[u8])], tsc_hz: u
     let mut vms: Vec<Option<Vm>> = Vec::with_capacity(config.vms.len());
     for (id, vm_config) in config.vms.iter().enumerate() {
         let id = id as VmId;
-        let image = modules
-            .iter()
-            .find(|(name, _)| *name == vm_config.kernel_module);
-        let built = match image {
-            Some((_, bytes)) => Vm::new(vmx, id, vm_config, bytes, tsc_hz),
-            None => Err(load_failed(format_args!(
+        let module = |name: &str| {
+            modules
+                .iter()
+                .find(|(cmdline, _)| cmdline == name)
+                .map(|(_, bytes)| *bytes)
+        };
+        let built = match (module(&vm_config.kernel_module), &vm_config.disk_module) {
+            (None, _) => Err(load_failed(format_args!(
                 "module `{}` is missing",
                 vm_config.kernel_module
             ))),
+            (Some(image), None) => Vm::new(vmx, id, vm_config, image, None, tsc_hz),
+            (Some(image), Some(disk)) => match module(disk) {
+                Some(bytes) => Vm::new(vmx, id, vm_config, image, Some(bytes), tsc_hz),
+                None => Err(load_failed(format_args!("module `{disk}` is missing"))),
+            },
         };
         match built {
             Ok(vm) => {
@@ -87,6 +96,8 @@ pub fn run(vmx: &Vmx, config: &RunConfig, modules: &[(String, &[u8])], tsc_hz: u
         mark: now,
         switch_from: None,
         switch_costs: LatencyHistogram::new(),
+        input: InputRouter::new(config.vms.len() as u16),
+        console_quiet: tsc_hz / CONSOLE_QUIET_DIVISOR,
     };
     for id in 0..machine.vms.len() {
         if machine.vms[id].is_none() {
@@ -114,7 +125,14 @@ struct Machine {
     /// the next VM entry.
     switch_from: Option<Cycles>,
     switch_costs: LatencyHistogram,
+    /// Console input from the host, to the focused VM.
+    input: InputRouter,
+    /// A VM's unfinished console line goes out after this many quiet cycles.
+    console_quiet: Cycles,
 }
+
+/// An unfinished console line (a prompt) is printed after 1/20 s without output.
+const CONSOLE_QUIET_DIVISOR: u64 = 20;
 
 impl Machine {
     fn run(&mut self) {
@@ -131,7 +149,7 @@ impl Machine {
                     let now = arch::rdtsc();
                     let mut any = false;
                     for id in 0..self.vms.len() {
-                        if let Some(RunState::Blocked { rip }) =
+                        if let Some(RunState::Blocked { rip, .. }) =
                             self.vm(id).map(|vm| vm.state.clone())
                         {
                             any = true;
@@ -159,29 +177,41 @@ impl Machine {
         self.mark = now;
     }
 
-    /// The earliest timer deadline of a blocked VM.
+    /// The earliest instant a blocked VM may wake: its SET_TIMER deadline, or its LAPIC timer
+    /// when it halted with interrupts enabled.
     fn earliest_deadline(&self) -> Option<Cycles> {
         self.vms
             .iter()
             .flatten()
-            .filter(|vm| matches!(vm.state, RunState::Blocked { .. }))
-            .filter_map(|vm| vm.timer_deadline)
+            .filter_map(Vm::wake_deadline)
             .min()
     }
 
-    /// Wakes every blocked VM whose timer has expired by `now`.
+    /// Wakes every blocked VM whose timer expired or that has an interrupt to take by `now`,
+    /// and routes console input from the host.
     fn wake_expired(&mut self, now: Cycles) {
+        self.route_input();
         for id in 0..self.vms.len() {
             let Some(vm) = self.vms[id].as_mut() else {
                 continue;
             };
-            let due = vm.timer_deadline.filter(|&deadline| deadline <= now);
-            if let (RunState::Blocked { .. }, Some(deadline)) = (&vm.state, due) {
+            vm.platform.console.flush_idle(now, self.console_quiet);
+            if let Some(event) = vm.wake_event(now) {
                 vm.state = RunState::Runnable;
-                vm.timer_deadline = None;
                 self.policy.woken(id as VmId);
-                // The wake-up event happened at the deadline; latency counts from there.
-                self.accounting.woken(id as VmId, deadline);
+                // Latency counts from the event (a deadline), not from when it was noticed.
+                self.accounting.woken(id as VmId, event);
+            }
+        }
+    }
+
+    /// Sends console input waiting on the host line to the focused VM.
+    fn route_input(&mut self) {
+        while let Some(byte) = console::poll_input() {
+            if let Routed::Deliver { vm, byte } = self.input.route(byte) {
+                if let Some(vm) = self.vms.get_mut(usize::from(vm)).and_then(Option::as_mut) {
+                    vm.platform.push_console_input(&[byte]);
+                }
             }
         }
     }
@@ -230,13 +260,25 @@ impl Machine {
         }
         let end = loop {
             let now = arch::rdtsc();
-            let until_deadline = self.earliest_deadline().map_or(u32::MAX, |deadline| {
-                cycles_to_preemption_ticks(deadline.saturating_sub(now), rate)
-            });
+            // Wake other VMs on time, and give this one its own LAPIC ticks on time.
+            let own = self.vms[usize::from(id)]
+                .as_ref()
+                .and_then(|vm| vm.platform.next_deadline());
+            let until_deadline = self
+                .earliest_deadline()
+                .into_iter()
+                .chain(own)
+                .min()
+                .map_or(u32::MAX, |deadline| {
+                    cycles_to_preemption_ticks(deadline.saturating_sub(now), rate)
+                });
             let armed = slice_left.min(until_deadline).max(1);
             let vm = self.vms[usize::from(id)]
                 .as_mut()
                 .expect("running VM exists");
+            if let Err(error) = vm.inject_pending_interrupt(now) {
+                return self.vmx_failed(id, error);
+            }
             // SAFETY: this VM's VMCS is current (make_current above); the value is a count.
             if let Err(error) = unsafe { vmx::vmwrite32(VMX_PREEMPTION_TIMER_VALUE, armed) } {
                 return self.vmx_failed(id, error);
@@ -259,7 +301,10 @@ impl Machine {
             // The timer counts only in guest mode; its saved value is what is left of `armed`.
             let left = vmx::vmread32(VMX_PREEMPTION_TIMER_VALUE).unwrap_or(0);
             slice_left = slice_left.saturating_sub(armed.saturating_sub(left));
-            let next = vmx::read_exit().and_then(|raw| exits::handle(vm, &raw));
+            let next = vmx::read_exit().and_then(|raw| {
+                vm.reinject_interrupted_event()?;
+                exits::handle(vm, &raw)
+            });
             let blocked = matches!(vm.state, RunState::Blocked { .. });
             console::drain();
             export::drain();

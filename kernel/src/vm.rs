@@ -2,69 +2,36 @@
 
 use alloc::string::String;
 
-use carousel_devices::{InterruptLine, LineBuffer, PortBus, SerialSink, Uart16550};
+use carousel_devices::mptable::{
+    self, bda_words, mp_tables, BASE_MEMORY_KIB, CONFIG_TABLE_GPA, EBDA_SEGMENT, LOCAL_APIC_ADDRESS,
+};
 use carousel_kernel::bootinfo::{self, MULTIBOOT1_BOOTLOADER_MAGIC};
 use carousel_kernel::loader;
-use carousel_kernel::PAGE_SIZE;
+use carousel_kernel::{GuestRam, PAGE_SIZE};
 use carousel_protocol::config::VmConfig;
 use carousel_protocol::record::{Record, StopReason};
-use carousel_vmx::addr::HostPhysAddr;
+use carousel_vmx::addr::{GuestPhysAddr, HostPhysAddr};
+use carousel_vmx::controls::PrimaryProcessorBased;
 use carousel_vmx::ept::{Ept, FrameSource, Permissions};
 use carousel_vmx::fail::VmFail;
 use carousel_vmx::fields::*;
 use carousel_vmx::instructions::{self as vmx, GuestRegisters};
 
 use crate::memory::{self, GuestMemory};
+use crate::platform::{Platform, IOAPIC_ID};
 use crate::vmm::Vmx;
-use crate::{arch, console, export};
-
-/// Devices on a VM's port bus.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PortDevice {
-    /// The guest's console UART (COM1, 0x3F8-0x3FF).
-    Com1,
-}
-
-/// First port of the guest's COM1.
-const COM1_BASE: u16 = 0x3F8;
+use crate::{arch, export};
 
 /// Where a VM stands in the run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RunState {
     /// Ready to run.
     Runnable,
-    /// Executed HLT at this RIP; waits for an event.
-    Blocked { rip: u64 },
+    /// Executed HLT at this RIP; waits for an event. With `interrupts` (RFLAGS.IF was set), an
+    /// interrupt wakes it; without, only its SET_TIMER deadline does.
+    Blocked { rip: u64, interrupts: bool },
     /// Out of the run, for this reason.
     Stopped(StopReason),
-}
-
-/// Where a VM's console bytes go: assembled into lines, printed on COM1 with the VM's name.
-#[derive(Debug)]
-pub struct Console {
-    pub line: LineBuffer,
-    pub name: String,
-}
-
-impl SerialSink for Console {
-    fn transmit(&mut self, byte: u8) {
-        if let Some(line) = self.line.push(byte) {
-            console::vm_line(&self.name, line);
-        }
-    }
-}
-
-/// The guest's interrupt line for its UART. Interrupt delivery comes with the interrupt
-/// controllers; until then a raised line is only recorded.
-#[derive(Debug, Default)]
-pub struct IrqLatch {
-    pub asserted: bool,
-}
-
-impl InterruptLine for IrqLatch {
-    fn set_level(&mut self, asserted: bool) {
-        self.asserted = asserted;
-    }
 }
 
 #[derive(Debug)]
@@ -76,11 +43,9 @@ pub struct Vm {
     vmcs: HostPhysAddr,
     launched: bool,
     pub memory: GuestMemory,
-    pub ports: PortBus<PortDevice>,
-    /// The guest's COM1 UART model.
-    pub com1: Uart16550,
-    pub console: Console,
-    pub com1_irq: IrqLatch,
+    pub platform: Platform,
+    /// Primary processor-based controls as last written (interrupt-window exiting toggles).
+    pub primary_controls: u32,
     /// TSC deadline of the one-shot timer the guest armed (SET_TIMER), if any.
     pub timer_deadline: Option<u64>,
     /// The TSC frequency the run uses (the TSC_KHZ hypercall answers with it).
@@ -117,6 +82,7 @@ impl Vm {
         id: u16,
         config: &VmConfig,
         image: &[u8],
+        disk: Option<&[u8]>,
         tsc_hz: u64,
     ) -> Result<Self, StopReason> {
         if !config.memory_bytes.is_multiple_of(PAGE_SIZE) || config.memory_bytes == 0 {
@@ -144,9 +110,17 @@ impl Vm {
                 .map_err(load_failed)?;
         }
 
-        let mut ports = PortBus::new();
-        ports
-            .insert(COM1_BASE..COM1_BASE + 8, PortDevice::Com1)
+        write_low_memory_tables(&mut memory).map_err(load_failed)?;
+        let lapic_page =
+            lapic_constant_page().ok_or_else(|| load_failed("no frame for the LAPIC page"))?;
+        ept.map_4k(
+            GuestPhysAddr(u64::from(LOCAL_APIC_ADDRESS)),
+            lapic_page,
+            Permissions::READ,
+            &mut frames,
+        )
+        .map_err(load_failed)?;
+        let platform = Platform::new(id, &config.name, disk.map(<[u8]>::to_vec), tsc_hz)
             .map_err(load_failed)?;
 
         let vmcs = memory::allocate_frame().ok_or_else(|| load_failed("no frame for the VMCS"))?;
@@ -164,13 +138,8 @@ impl Vm {
             vmcs,
             launched: false,
             memory,
-            ports,
-            com1: Uart16550::new(),
-            console: Console {
-                line: LineBuffer::new(),
-                name: config.name.clone(),
-            },
-            com1_irq: IrqLatch::default(),
+            platform,
+            primary_controls: vmx.negotiated.primary.bits(),
             timer_deadline: None,
             tsc_hz,
         };
@@ -207,9 +176,7 @@ impl Vm {
 
     /// Takes the VM out of the run and says so on COM1 and COM2.
     pub fn stop(&mut self, reason: StopReason) {
-        if let Some(line) = self.console.line.flush() {
-            console::vm_line(&self.name, line);
-        }
+        self.platform.console.flush();
         log::info!("vm {} stopped: {reason}", self.name);
         export::emit(Record::VmStopped {
             tsc: arch::rdtsc(),
@@ -217,6 +184,112 @@ impl Vm {
             reason: reason.clone(),
         });
         self.state = RunState::Stopped(reason);
+    }
+}
+
+impl Vm {
+    /// When this blocked VM may next wake (None: not blocked, or nothing can wake it by itself).
+    pub fn wake_deadline(&self) -> Option<u64> {
+        let RunState::Blocked { interrupts, .. } = self.state else {
+            return None;
+        };
+        let lapic = if interrupts {
+            self.platform.next_deadline()
+        } else {
+            None
+        };
+        self.timer_deadline.into_iter().chain(lapic).min()
+    }
+
+    /// If this blocked VM has something to wake for by `now`, the instant of that event.
+    pub fn wake_event(&mut self, now: u64) -> Option<u64> {
+        let RunState::Blocked { interrupts, .. } = self.state else {
+            return None;
+        };
+        if let Some(deadline) = self.timer_deadline.filter(|&deadline| deadline <= now) {
+            self.timer_deadline = None;
+            return Some(deadline);
+        }
+        if interrupts {
+            let tick = self
+                .platform
+                .next_deadline()
+                .filter(|&deadline| deadline <= now);
+            self.platform.advance_timer(now);
+            if self.platform.lapic.pending_vector().is_some() {
+                return Some(tick.unwrap_or(now));
+            }
+        }
+        None
+    }
+
+    /// Before VM entry: runs the LAPIC timer up to `now`, then injects the highest pending
+    /// vector if the guest can take it, or asks for an exit when it can (interrupt-window
+    /// exiting). See: SDM 27.6 "Event Injection", 26.7.5 "Interrupt-Window Exiting".
+    pub fn inject_pending_interrupt(&mut self, now: u64) -> Result<(), VmFail> {
+        /// RFLAGS.IF.
+        const RFLAGS_IF: u64 = 1 << 9;
+        /// Interruptibility: blocking by STI or by MOV SS.
+        const BLOCKING: u32 = 0b11;
+        /// Interruption information: valid bit; type 0 is an external interrupt.
+        const VALID: u32 = 1 << 31;
+        self.platform.advance_timer(now);
+        let Some(vector) = self.platform.lapic.pending_vector() else {
+            return self.set_interrupt_window(false);
+        };
+        let queued = vmx::vmread32(VM_ENTRY_INTERRUPTION_INFORMATION)? & VALID != 0;
+        let open = vmx::vmread_natural(GUEST_RFLAGS)? & RFLAGS_IF != 0
+            && vmx::vmread32(GUEST_INTERRUPTIBILITY_STATE)? & BLOCKING == 0;
+        if queued || !open {
+            return self.set_interrupt_window(true);
+        }
+        // SAFETY: this VM's VMCS is current; an external interrupt of a vector the guest
+        // programmed (the LAPIC only holds those) is a valid event to inject.
+        unsafe { vmx::vmwrite32(VM_ENTRY_INTERRUPTION_INFORMATION, u32::from(vector) | VALID)? };
+        // The vector came from pending_vector just now, so acknowledging it cannot fail.
+        let _ = self.platform.lapic.acknowledge(vector);
+        self.set_interrupt_window(false)
+    }
+
+    /// Turns interrupt-window exiting on or off (the cached control value spares a VMREAD).
+    fn set_interrupt_window(&mut self, on: bool) -> Result<(), VmFail> {
+        let bit = PrimaryProcessorBased::INTERRUPT_WINDOW_EXITING.bits();
+        let wanted = if on {
+            self.primary_controls | bit
+        } else {
+            self.primary_controls & !bit
+        };
+        if wanted != self.primary_controls {
+            // SAFETY: this VM's VMCS is current; only the interrupt-window bit changes, which
+            // the capability MSRs allow (negotiated at VMX start).
+            unsafe { vmx::vmwrite32(PRIMARY_PROCESSOR_BASED_VM_EXECUTION_CONTROLS, wanted)? };
+            self.primary_controls = wanted;
+        }
+        Ok(())
+    }
+
+    /// After a VM exit: an event whose delivery the exit interrupted (IDT-vectoring
+    /// information valid) is delivered again at the next entry (SDM 28.2.4 "Information for
+    /// VM Exits During Event Delivery").
+    pub fn reinject_interrupted_event(&mut self) -> Result<(), VmFail> {
+        const VALID: u32 = 1 << 31;
+        const ERROR_CODE_VALID: u32 = 1 << 11;
+        let vectoring = vmx::vmread32(IDT_VECTORING_INFORMATION)?;
+        if vectoring & VALID == 0 {
+            return Ok(());
+        }
+        // SAFETY: this VM's VMCS is current; the event is the one the CPU was delivering.
+        unsafe {
+            if vectoring & ERROR_CODE_VALID != 0 {
+                let code = vmx::vmread32(IDT_VECTORING_ERROR_CODE)?;
+                vmx::vmwrite32(VM_ENTRY_EXCEPTION_ERROR_CODE, code)?;
+            }
+            let length = vmx::vmread32(VM_EXIT_INSTRUCTION_LENGTH)?;
+            vmx::vmwrite32(VM_ENTRY_INSTRUCTION_LENGTH, length)?;
+            // Bit 12 (NMI unblocking) is reserved in the entry field.
+            vmx::vmwrite32(VM_ENTRY_INTERRUPTION_INFORMATION, vectoring & !(1 << 12))?;
+        }
+        Ok(())
     }
 }
 
@@ -308,4 +381,33 @@ unsafe fn write_guest_entry_state(entry: u64) -> Result<(), VmFail> {
 /// Guest-physical address in this VM's RAM: the check every hypercall argument goes through.
 pub fn in_ram(vm: &Vm, gpa: u64, len: u64) -> bool {
     carousel_kernel::range_in_ram(gpa, len, carousel_kernel::GuestRam::size(&vm.memory))
+}
+
+/// Writes what the firmware would leave in low memory for xv6: the BIOS data area words and
+/// the MP floating pointer and configuration table (XV6-CONTRACT §2).
+fn write_low_memory_tables(memory: &mut GuestMemory) -> Result<(), mptable::MpTableError> {
+    for word in bda_words(EBDA_SEGMENT, BASE_MEMORY_KIB)? {
+        memory.write(u64::from(word.gpa), &word.bytes());
+    }
+    let tables = mp_tables(IOAPIC_ID, CONFIG_TABLE_GPA)?;
+    memory.write(
+        u64::from(mptable::FLOATING_POINTER_GPA),
+        &tables.floating_pointer,
+    );
+    memory.write(u64::from(CONFIG_TABLE_GPA), &tables.config_table);
+    Ok(())
+}
+
+/// The frame every VM's local APIC page maps read-only: ID 0, the version, and an ICR low
+/// word with delivery status clear, the only registers xv6 reads (XV6-CONTRACT §3). Reads
+/// never exit; writes exit as EPT violations and reach the LAPIC model.
+fn lapic_constant_page() -> Option<HostPhysAddr> {
+    static PAGE: spin::Once<Option<HostPhysAddr>> = spin::Once::new();
+    *PAGE.call_once(|| {
+        let frame = memory::allocate_frame()?;
+        let bytes = memory::frame_bytes(frame);
+        let version = carousel_devices::lapic::VERSION_VALUE.to_le_bytes();
+        bytes[carousel_devices::lapic::VERSION as usize..][..4].copy_from_slice(&version);
+        Some(frame)
+    })
 }

@@ -50,6 +50,14 @@ pub enum Record {
         name: String,
         value: u64,
     },
+    /// A VM's disk accepted a transfer (IDE command).
+    DiskIo {
+        tsc: u64,
+        vm: u16,
+        lba: u32,
+        sectors: u16,
+        write: bool,
+    },
     /// A VM left the run.
     VmStopped {
         tsc: u64,
@@ -137,6 +145,8 @@ pub enum StopReason {
     EntryFailed { reason: u16, detail: u64 },
     /// The guest image could not be loaded.
     LoadFailed { message: String },
+    /// The guest touched a device page with an instruction Carousel cannot emulate.
+    BadMmio { gpa: u64, rip: u64, message: String },
     /// The guest halted with nothing left that could wake it.
     HaltedForever { rip: u64 },
     /// A VMX instruction failed for this VM (the hypervisor's view of the error).
@@ -172,6 +182,9 @@ impl core::fmt::Display for StopReason {
                 write!(f, "VM entry failed: {} ({reason}), detail {detail:#x}", exit_reason_name(*reason))
             }
             Self::LoadFailed { message } => write!(f, "guest image not loaded: {message}"),
+            Self::BadMmio { gpa, rip, message } => {
+                write!(f, "device access at {gpa:#x} from rip {rip:#x} not emulated: {message}")
+            }
             Self::HaltedForever { rip } => {
                 write!(f, "halted at rip {rip:#x} with nothing left to wake it")
             }

@@ -1,0 +1,125 @@
+//! Console input from the host: bytes arriving on the hypervisor's COM1 go to one VM, the
+//! focused one. The host switches focus in band: [`FOCUS`] followed by a VM id byte focuses
+//! that VM; [`FOCUS`] twice sends one literal [`FOCUS`] byte to the focused VM.
+//!
+//! `carousel run` speaks this protocol for the user's keystrokes and for scripted input.
+
+/// Escape byte of the focus protocol (ASCII GS, Ctrl-]).
+pub const FOCUS: u8 = 0x1D;
+
+/// Where one input byte goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Routed {
+    /// Deliver `byte` to VM `vm`.
+    Deliver { vm: u16, byte: u8 },
+    /// Focus moved to `vm`.
+    Focused { vm: u16 },
+    /// Part of a focus sequence, or a focus on a VM that does not exist: nothing to do.
+    Nothing,
+}
+
+/// The router's state: the focused VM and whether an escape is pending.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InputRouter {
+    vm_count: u16,
+    focused: u16,
+    escaped: bool,
+}
+
+impl InputRouter {
+    /// A router over `vm_count` VMs, focused on VM 0.
+    pub fn new(vm_count: u16) -> Self {
+        Self {
+            vm_count,
+            focused: 0,
+            escaped: false,
+        }
+    }
+
+    pub fn focused(&self) -> u16 {
+        self.focused
+    }
+
+    /// Routes one byte from the host.
+    pub fn route(&mut self, byte: u8) -> Routed {
+        if self.escaped {
+            self.escaped = false;
+            if byte == FOCUS {
+                return self.deliver(byte);
+            }
+            if u16::from(byte) < self.vm_count {
+                self.focused = u16::from(byte);
+                return Routed::Focused { vm: self.focused };
+            }
+            return Routed::Nothing;
+        }
+        if byte == FOCUS {
+            self.escaped = true;
+            return Routed::Nothing;
+        }
+        self.deliver(byte)
+    }
+
+    fn deliver(&self, byte: u8) -> Routed {
+        if self.vm_count == 0 {
+            return Routed::Nothing;
+        }
+        Routed::Deliver {
+            vm: self.focused,
+            byte,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use alloc::vec::Vec;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn route_all(router: &mut InputRouter, bytes: &[u8]) -> Vec<Routed> {
+        bytes.iter().map(|&b| router.route(b)).collect()
+    }
+
+    #[test]
+    fn focus_then_deliver() {
+        let mut router = InputRouter::new(4);
+        let out = route_all(&mut router, &[b'a', FOCUS, 2, b'l', b's']);
+        assert_eq!(
+            out,
+            [
+                Routed::Deliver { vm: 0, byte: b'a' },
+                Routed::Nothing,
+                Routed::Focused { vm: 2 },
+                Routed::Deliver { vm: 2, byte: b'l' },
+                Routed::Deliver { vm: 2, byte: b's' },
+            ]
+        );
+    }
+
+    #[test]
+    fn doubled_escape_is_a_literal_and_bad_ids_change_nothing() {
+        let mut router = InputRouter::new(2);
+        assert_eq!(router.route(FOCUS), Routed::Nothing);
+        assert_eq!(router.route(FOCUS), Routed::Deliver { vm: 0, byte: FOCUS });
+        assert_eq!(router.route(FOCUS), Routed::Nothing);
+        assert_eq!(router.route(7), Routed::Nothing);
+        assert_eq!(router.focused(), 0);
+        assert_eq!(router.route(b'x'), Routed::Deliver { vm: 0, byte: b'x' });
+    }
+
+    proptest! {
+        #[test]
+        fn never_delivers_to_a_missing_vm(count in 0u16..5, bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let mut router = InputRouter::new(count);
+            for byte in bytes {
+                match router.route(byte) {
+                    Routed::Deliver { vm, .. } | Routed::Focused { vm } => prop_assert!(vm < count),
+                    Routed::Nothing => {}
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,399 @@
+//! The virtual platform of one VM: the device models (from `carousel-devices`), the port and
+//! MMIO maps that reach them, and the wiring of their interrupt lines through the I/O APIC to
+//! the local APIC. Everything here is state and routing; the exit handlers decode the guest's
+//! instruction and call in.
+//!
+//! The map follows XV6-CONTRACT Appendix A: COM1, the primary IDE channel, the 8259 masks,
+//! CMOS, the i8042, the CRTC cursor registers, the local APIC at 0xFEE00000 and the I/O APIC at
+//! 0xFEC00000. Ports nobody claims read as all ones and ignore writes.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use carousel_devices::ide::{self, IdeChannel};
+use carousel_devices::mptable::{IO_APIC_ADDRESS, LOCAL_APIC_ADDRESS};
+use carousel_devices::{
+    deliver_irq, Cmos, CrtcCursor, DataWidth, DateTime, DiskIo, DiskIoKind, DiskIoSink,
+    InterruptLine, IoApic, Lapic, LineBuffer, Pic8259Masks, PicChip, PortBus, SerialSink,
+    TimerClock, Uart16550, I8042,
+};
+use carousel_protocol::record::Record;
+
+use crate::{arch, console, export};
+
+/// IRQ of COM1 at the I/O APIC.
+const COM1_IRQ: u8 = 4;
+/// IRQ of the keyboard controller.
+const KBD_IRQ: u8 = 1;
+/// The I/O APIC's ID (the MP table carries the same value).
+pub const IOAPIC_ID: u8 = 1;
+/// The local APIC timer's input clock: 1 GHz, the QEMU/KVM convention, so xv6's initial count
+/// of 10,000,000 ticks at 100 Hz (XV6-CONTRACT §9).
+const APIC_TIMER_HZ: u64 = 1_000_000_000;
+/// Size of the APIC register pages.
+const APIC_PAGE: u64 = 0x1000;
+
+/// Devices on the port bus.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Port {
+    Com1,
+    IdeCommand,
+    IdeControl,
+    Pic(PicChip),
+    Cmos,
+    Kbd,
+    Crtc,
+}
+
+/// Which APIC an MMIO access reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mmio {
+    LocalApic { offset: u64 },
+    IoApic { offset: u64 },
+}
+
+impl Mmio {
+    /// The device behind guest-physical `gpa`, if any.
+    pub fn at(gpa: u64) -> Option<Self> {
+        let lapic = u64::from(LOCAL_APIC_ADDRESS);
+        let ioapic = u64::from(IO_APIC_ADDRESS);
+        if (lapic..lapic + APIC_PAGE).contains(&gpa) {
+            Some(Self::LocalApic {
+                offset: gpa - lapic,
+            })
+        } else if (ioapic..ioapic + APIC_PAGE).contains(&gpa) {
+            Some(Self::IoApic {
+                offset: gpa - ioapic,
+            })
+        } else {
+            None
+        }
+    }
+}
+
+/// An interrupt line that remembers a rising edge until the platform routes it.
+#[derive(Debug, Default)]
+struct Edge(bool);
+
+impl InterruptLine for Edge {
+    fn set_level(&mut self, asserted: bool) {
+        self.0 |= asserted;
+    }
+}
+
+/// Where a VM's console bytes go: assembled into lines, printed on COM1 with the VM's name.
+/// A line the guest leaves unfinished (a shell prompt) goes out once the guest has been quiet
+/// for a while ([`Console::flush_idle`]).
+#[derive(Debug)]
+pub struct Console {
+    pub line: LineBuffer,
+    pub name: String,
+    /// TSC of the last byte of an unfinished line, if one waits.
+    partial_since: Option<u64>,
+}
+
+impl Console {
+    /// Prints the unfinished line if no byte came for `quiet` cycles up to `now`.
+    pub fn flush_idle(&mut self, now: u64, quiet: u64) {
+        if self
+            .partial_since
+            .is_some_and(|since| now.saturating_sub(since) >= quiet)
+        {
+            self.flush();
+        }
+    }
+
+    /// Prints the unfinished line, if any.
+    pub fn flush(&mut self) {
+        self.partial_since = None;
+        if let Some(line) = self.line.flush() {
+            console::vm_line(&self.name, line);
+        }
+    }
+}
+
+impl SerialSink for Console {
+    fn transmit(&mut self, byte: u8) {
+        match self.line.push(byte) {
+            Some(line) => {
+                console::vm_line(&self.name, line);
+                self.partial_since = None;
+            }
+            None => self.partial_since = Some(arch::rdtsc()),
+        }
+    }
+}
+
+/// Disk transfers go out as records.
+struct DiskRecords {
+    vm: u16,
+}
+
+impl DiskIoSink for DiskRecords {
+    fn record(&mut self, io: DiskIo) {
+        export::emit(Record::DiskIo {
+            tsc: arch::rdtsc(),
+            vm: self.vm,
+            lba: io.lba,
+            sectors: io.sectors,
+            write: io.kind == DiskIoKind::Write,
+        });
+    }
+}
+
+/// Timer-injection lag of one VM: from a LAPIC timer deadline to the VM seeing the tick.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct TimerLag {
+    pub ticks: u64,
+    pub coalesced: u64,
+    pub total_cycles: u64,
+    pub max_cycles: u64,
+}
+
+/// One VM's devices.
+#[derive(Debug)]
+pub struct Platform {
+    vm: u16,
+    pub com1: Uart16550,
+    pub console: Console,
+    pub ide: IdeChannel,
+    pub lapic: Lapic,
+    pub ioapic: IoApic,
+    pic: Pic8259Masks,
+    cmos: Cmos,
+    kbd: I8042,
+    crtc: CrtcCursor,
+    ports: PortBus<Port>,
+    pub timer_lag: TimerLag,
+}
+
+/// Why a platform could not be built.
+#[derive(Debug)]
+pub enum PlatformError {
+    Disk(carousel_devices::DiskImageError),
+    Clock(carousel_devices::TimerClockError),
+    Bus(carousel_devices::BusError<u16>),
+}
+
+impl core::fmt::Display for PlatformError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Disk(error) => write!(f, "disk image: {error:?}"),
+            Self::Clock(error) => write!(f, "APIC timer clock: {error:?}"),
+            Self::Bus(error) => write!(f, "port map: {error}"),
+        }
+    }
+}
+
+impl Platform {
+    /// The devices of VM `vm`, with `disk` as the IDE slave when given.
+    pub fn new(
+        vm: u16,
+        name: &str,
+        disk: Option<Vec<u8>>,
+        tsc_hz: u64,
+    ) -> Result<Self, PlatformError> {
+        let ide = match disk {
+            Some(bytes) => IdeChannel::new(bytes).map_err(PlatformError::Disk)?,
+            None => IdeChannel::without_disk(),
+        };
+        let clock = TimerClock::new(APIC_TIMER_HZ, tsc_hz).map_err(PlatformError::Clock)?;
+        let mut ports = PortBus::new();
+        let command = ide::PRIMARY_COMMAND_BLOCK;
+        for (range, device) in [
+            (0x3F8..0x400, Port::Com1),
+            (command..command + ide::REGISTER_COUNT, Port::IdeCommand),
+            (
+                ide::PRIMARY_CONTROL_BLOCK..ide::PRIMARY_CONTROL_BLOCK + 1,
+                Port::IdeControl,
+            ),
+            (0x20..0x22, Port::Pic(PicChip::Master)),
+            (0xA0..0xA2, Port::Pic(PicChip::Slave)),
+            (0x70..0x72, Port::Cmos),
+            (0x60..0x65, Port::Kbd),
+            (0x3D4..0x3D6, Port::Crtc),
+        ] {
+            ports.insert(range, device).map_err(PlatformError::Bus)?;
+        }
+        Ok(Self {
+            vm,
+            com1: Uart16550::new(),
+            console: Console {
+                line: LineBuffer::new(),
+                name: String::from(name),
+                partial_since: None,
+            },
+            ide,
+            lapic: Lapic::new(0, clock),
+            ioapic: IoApic::new(IOAPIC_ID),
+            pic: Pic8259Masks::new(),
+            cmos: Cmos::new(DateTime::EPOCH_2000),
+            kbd: I8042::new(),
+            crtc: CrtcCursor::new(),
+            ports,
+            timer_lag: TimerLag::default(),
+        })
+    }
+
+    /// Routes an IRQ edge through the I/O APIC to the local APIC (masked pins stay quiet).
+    fn raise(&mut self, irq: u8) {
+        deliver_irq(irq, &mut self.ioapic, &mut self.lapic);
+    }
+
+    /// IN from `port` (`size` 1, 2 or 4 bytes).
+    pub fn port_in(&mut self, port: u16, size: u8) -> u32 {
+        let mut edge = Edge::default();
+        let (value, irq) = match self.ports.lookup(port) {
+            Some((Port::Com1, offset)) => {
+                (self.com1.read(offset as u8, &mut edge).into(), COM1_IRQ)
+            }
+            Some((Port::IdeCommand, 0)) => match DataWidth::from_bytes(size) {
+                Some(width) => (self.ide.read_data(width, &mut edge), ide::PRIMARY_IRQ),
+                None => (u32::MAX, ide::PRIMARY_IRQ),
+            },
+            Some((Port::IdeCommand, offset)) => (
+                self.ide.read(offset as u8, &mut edge).into(),
+                ide::PRIMARY_IRQ,
+            ),
+            Some((Port::IdeControl, _)) => (self.ide.read_control().into(), ide::PRIMARY_IRQ),
+            Some((Port::Pic(chip), offset)) => (self.pic.read(chip, offset as u8).into(), 0),
+            Some((Port::Cmos, offset)) => (self.cmos.read(offset as u8).into(), 0),
+            Some((Port::Kbd, offset)) => (self.kbd.read(offset as u8, &mut edge).into(), KBD_IRQ),
+            Some((Port::Crtc, offset)) => (self.crtc.read(offset as u8).into(), 0),
+            None => (u32::MAX, 0),
+        };
+        if edge.0 {
+            self.raise(irq);
+        }
+        value & size_mask(size)
+    }
+
+    /// OUT of `value` to `port` (`size` 1, 2 or 4 bytes).
+    pub fn port_out(&mut self, port: u16, size: u8, value: u32) {
+        let mut edge = Edge::default();
+        let byte = value as u8;
+        let irq = match self.ports.lookup(port) {
+            Some((Port::Com1, offset)) => {
+                self.com1
+                    .write(offset as u8, byte, &mut self.console, &mut edge);
+                COM1_IRQ
+            }
+            Some((Port::IdeCommand, 0)) => {
+                if let Some(width) = DataWidth::from_bytes(size) {
+                    self.ide.write_data(width, value, &mut edge);
+                }
+                ide::PRIMARY_IRQ
+            }
+            Some((Port::IdeCommand, offset)) => {
+                self.ide.write(
+                    offset as u8,
+                    byte,
+                    &mut edge,
+                    &mut DiskRecords { vm: self.vm },
+                );
+                ide::PRIMARY_IRQ
+            }
+            Some((Port::IdeControl, _)) => {
+                self.ide.write_control(byte, &mut edge);
+                ide::PRIMARY_IRQ
+            }
+            Some((Port::Pic(chip), offset)) => {
+                self.pic.write(chip, offset as u8, byte);
+                0
+            }
+            Some((Port::Cmos, offset)) => {
+                self.cmos.write(offset as u8, byte);
+                0
+            }
+            Some((Port::Kbd, offset)) => {
+                self.kbd.write(offset as u8, byte);
+                0
+            }
+            Some((Port::Crtc, offset)) => {
+                self.crtc.write(offset as u8, byte);
+                0
+            }
+            None => 0,
+        };
+        if edge.0 {
+            self.raise(irq);
+        }
+    }
+
+    /// True when `port` is the IDE data port, which string I/O serves in blocks.
+    pub fn is_ide_data(port: u16) -> bool {
+        port == ide::PRIMARY_COMMAND_BLOCK
+    }
+
+    /// `rep insl/insw` from the IDE data port: fills `buffer`, returns the bytes supplied.
+    pub fn ide_read_block(&mut self, buffer: &mut [u8]) -> usize {
+        let mut edge = Edge::default();
+        let done = self.ide.read_data_block(buffer, &mut edge);
+        if edge.0 {
+            self.raise(ide::PRIMARY_IRQ);
+        }
+        done
+    }
+
+    /// `rep outsl/outsw` to the IDE data port: takes `data`, returns the bytes accepted.
+    pub fn ide_write_block(&mut self, data: &[u8]) -> usize {
+        let mut edge = Edge::default();
+        let done = self.ide.write_data_block(data, &mut edge);
+        if edge.0 {
+            self.raise(ide::PRIMARY_IRQ);
+        }
+        done
+    }
+
+    /// An MMIO read of `size` bytes.
+    pub fn mmio_read(&mut self, device: Mmio, size: u8, now: u64) -> u64 {
+        match device {
+            Mmio::LocalApic { offset } => self.lapic.read_sized(offset, size, now),
+            Mmio::IoApic { offset } => self.ioapic.read_sized(offset, size),
+        }
+    }
+
+    /// An MMIO write of `size` bytes.
+    pub fn mmio_write(&mut self, device: Mmio, size: u8, value: u64, now: u64) {
+        match device {
+            Mmio::LocalApic { offset } => self.lapic.write_sized(offset, size, value, now),
+            Mmio::IoApic { offset } => self.ioapic.write_sized(offset, size, value),
+        }
+    }
+
+    /// Console input from the host.
+    pub fn push_console_input(&mut self, bytes: &[u8]) {
+        let mut edge = Edge::default();
+        self.com1.push_input(bytes, &mut edge);
+        if edge.0 {
+            self.raise(COM1_IRQ);
+        }
+    }
+
+    /// Runs the local APIC timer up to `now` (it runs on host time, descheduled or not) and
+    /// records the injection lag of any tick it raised.
+    pub fn advance_timer(&mut self, now: u64) {
+        let fire = self.lapic.advance(now);
+        if fire.expirations > 0 {
+            let lag = &mut self.timer_lag;
+            lag.ticks += 1;
+            lag.coalesced += fire.coalesced;
+            lag.total_cycles += fire.lag_cycles;
+            lag.max_cycles = lag.max_cycles.max(fire.lag_cycles);
+        }
+    }
+
+    /// The next instant this VM's devices need attention (its LAPIC timer).
+    pub fn next_deadline(&self) -> Option<u64> {
+        self.lapic.next_deadline()
+    }
+}
+
+/// The low `size` bytes.
+fn size_mask(size: u8) -> u32 {
+    match size {
+        1 => 0xFF,
+        2 => 0xFFFF,
+        _ => u32::MAX,
+    }
+}
