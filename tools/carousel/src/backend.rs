@@ -63,11 +63,12 @@ impl fmt::Display for Backend {
 }
 
 impl Backend {
-    /// The TSC frequency the run configuration announces: Bochs' TSC counts instructions, so
-    /// the lab's `ips` is its frequency; elsewhere the hypervisor calibrates (0).
-    pub fn tsc_hz(self, ips: u64) -> u64 {
+    /// The TSC frequency the run configuration announces. Bochs' TSC counts instructions, so
+    /// its frequency is a choice: the lab's `tsc_hz`, else its `ips` (TSC time = emulated wall
+    /// time). Elsewhere the TSC is real and the hypervisor calibrates it (0).
+    pub fn tsc_hz(self, lab: &crate::lab::Lab) -> u64 {
         match self {
-            Backend::Bochs => ips,
+            Backend::Bochs => lab.tsc_hz.unwrap_or(lab.ips),
             Backend::QemuKvm | Backend::QemuTcg => 0,
         }
     }
@@ -540,8 +541,12 @@ mod tests {
         assert_eq!(resolve(BackendChoice::Bochs, true), Backend::Bochs);
         assert_eq!(resolve(BackendChoice::Qemu, false), Backend::QemuKvm);
         assert_eq!(resolve(BackendChoice::QemuTcg, true), Backend::QemuTcg);
-        assert_eq!(Backend::Bochs.tsc_hz(5_000), 5_000);
-        assert_eq!(Backend::QemuKvm.tsc_hz(5_000), 0);
+        let text = "[run]\nips = 5_000\n[[vm]]\nname = \"a\"\nkernel = \"hello\"\nmemory_mib = 8\n";
+        let mut lab = crate::lab::Lab::parse(std::path::Path::new("lab.toml"), text).unwrap();
+        assert_eq!(Backend::Bochs.tsc_hz(&lab), 5_000);
+        assert_eq!(Backend::QemuKvm.tsc_hz(&lab), 0);
+        lab.tsc_hz = Some(1_000_000_000);
+        assert_eq!(Backend::Bochs.tsc_hz(&lab), 1_000_000_000);
     }
 
     #[test]

@@ -28,6 +28,8 @@ pub const DEFAULT_WEIGHT: u32 = 1;
 pub const QUANTUM_US_RANGE: RangeInclusive<i64> = 1..=1_000_000;
 /// Allowed instructions per emulated second.
 pub const IPS_RANGE: RangeInclusive<i64> = 1_000..=2_000_000_000;
+/// Allowed `run.tsc_hz` (1 kHz to 10 GHz).
+pub const TSC_HZ_RANGE: RangeInclusive<i64> = 1_000..=10_000_000_000;
 /// Allowed whole-run limits, in seconds (one day at most).
 pub const TIMEOUT_S_RANGE: RangeInclusive<i64> = 1..=86_400;
 /// Allowed guest RAM per VM, in MiB.
@@ -47,7 +49,7 @@ pub const HYPERVISOR_MIB: u64 = 64;
 pub const MAX_TOTAL_MIB: u64 = 2900;
 
 /// Carousel's built-in guests (binaries of the `carousel-guests` package), by name.
-pub const BUILTIN_GUESTS: &[&str] = &["hello"];
+pub const BUILTIN_GUESTS: &[&str] = &["hello", "spin", "sleepy"];
 
 /// Bochs CPU models with the VMX features Carousel needs (BOCHS.md, "What this Bochs build
 /// offers").
@@ -75,8 +77,12 @@ pub struct Lab {
     pub hash: u64,
     /// Scheduler quantum, microseconds.
     pub quantum_us: u32,
-    /// Bochs instructions per emulated second; Carousel takes it as the TSC frequency in Bochs.
+    /// Bochs instructions per emulated second.
     pub ips: u64,
+    /// What Carousel counts as one second of TSC in Bochs (quanta, timers, reports). Bochs'
+    /// TSC counts instructions: the default, `ips`, makes TSC time equal emulated wall time; a
+    /// CPU's nominal clock (say 1_000_000_000) gives realistic instructions per quantum.
+    pub tsc_hz: Option<u64>,
     /// Bochs CPU model, one of [`CPU_MODELS`].
     pub cpu_model: String,
     /// Whole-run limit, seconds.
@@ -205,6 +211,7 @@ pub enum LabErrorKind {
 struct RawRun {
     quantum_us: Option<Spanned<i64>>,
     ips: Option<Spanned<i64>>,
+    tsc_hz: Option<Spanned<i64>>,
     cpu_model: Option<Spanned<String>>,
     timeout_s: Option<Spanned<i64>>,
 }
@@ -373,6 +380,12 @@ impl Lab {
             i64::from(DEFAULT_QUANTUM_US),
         )? as u32;
         let ips = checker.int("run.ips", run.ips.as_ref(), IPS_RANGE, DEFAULT_IPS as i64)? as u64;
+        let tsc_hz = match run.tsc_hz.as_ref() {
+            None => None,
+            Some(_) => {
+                Some(checker.int("run.tsc_hz", run.tsc_hz.as_ref(), TSC_HZ_RANGE, 0)? as u64)
+            }
+        };
         let timeout_s = checker.int(
             "run.timeout_s",
             run.timeout_s.as_ref(),
@@ -518,6 +531,7 @@ impl Lab {
             hash: fnv1a64(text.as_bytes()),
             quantum_us,
             ips,
+            tsc_hz,
             cpu_model,
             timeout_s,
             vms,
@@ -736,6 +750,7 @@ mod tests {
             ("quantum_us", "0", "1..=1000000"),
             ("quantum_us", "1000001", "1..=1000000"),
             ("ips", "999", "1000..=2000000000"),
+            ("tsc_hz", "0", "1000..=10000000000"),
             ("timeout_s", "0", "1..=86400"),
             ("timeout_s", "-5", "1..=86400"),
         ] {

@@ -170,6 +170,11 @@ pub fn decide(facts: &RunFacts<'_>) -> Outcome {
                 )),
             },
             Record::RunEnd { .. } => run_end_seen = true,
+            // Accounting and events, not verdicts (see `crate::accounting`).
+            Record::GuestMetric { .. }
+            | Record::DiskIo { .. }
+            | Record::VmSummary(_)
+            | Record::RunSummary(_) => {}
         }
     }
 
@@ -280,8 +285,14 @@ fn not_stopped_reason(facts: &RunFacts<'_>, hello_seen: bool) -> String {
     }
 }
 
-/// The summary table: one row per VM, its checks beneath it, then the problems.
+/// The summary: [`table`], then [`result_line`].
 pub fn summary(outcome: &Outcome) -> String {
+    format!("{}{}", table(outcome), result_line(outcome))
+}
+
+/// The outcome table: one row per VM, its checks beneath it, then the warnings and problems;
+/// every line ends with a newline.
+pub fn table(outcome: &Outcome) -> String {
     use fmt::Write;
     let width = outcome
         .rows
@@ -316,8 +327,12 @@ pub fn summary(outcome: &Outcome) -> String {
     for problem in &outcome.problems {
         let _ = writeln!(out, "{problem}");
     }
-    let _ = write!(
-        out,
+    out
+}
+
+/// The last line of a run's report: `result: passed (exit code 0)`.
+pub fn result_line(outcome: &Outcome) -> String {
+    format!(
         "result: {} (exit code {})",
         match outcome.verdict {
             Verdict::Passed => "passed",
@@ -327,8 +342,7 @@ pub fn summary(outcome: &Outcome) -> String {
             Verdict::Interrupted => "interrupted",
         },
         outcome.exit_code()
-    );
-    out
+    )
 }
 
 #[cfg(test)]
@@ -554,6 +568,64 @@ mod tests {
         let outcome = decide(&facts(&vms, &records, Ending::RunEnd));
         assert_eq!(outcome.exit_code(), 0);
         assert_eq!(outcome.warnings.len(), 4, "{:?}", outcome.warnings);
+    }
+
+    #[test]
+    fn accounting_records_do_not_change_the_verdict() {
+        use carousel_protocol::record::{RunSummary, VmSummary};
+        let vms = names(&["a"]);
+        let vm_summary = VmSummary {
+            vm: 0,
+            running: 1,
+            runnable: 0,
+            blocked: 0,
+            stopped: 0,
+            guest: 1,
+            root: 0,
+            slices: 1,
+            preemptions: 0,
+            yields: 0,
+            wakes: 0,
+            wake_p50: 0,
+            wake_p95: 0,
+            wake_p99: 0,
+            wake_max: 0,
+            quantum_error_median_ppm: 0,
+            quantum_error_max_ppm: 0,
+        };
+        let run = RunSummary {
+            policy: "round-robin".to_string(),
+            quantum_cycles: 1,
+            elapsed: 1,
+            root: 0,
+            idle: 0,
+            switch_median: 0,
+            switch_max: 0,
+            switches: 0,
+            dropped_records: 0,
+        };
+        let records = [
+            hello(&["a"]),
+            Record::GuestMetric {
+                tsc: 1,
+                vm: 7,
+                name: "x".to_string(),
+                value: 1,
+            },
+            exited(0, EXIT_SUCCESS),
+            Record::VmSummary(vm_summary),
+            Record::RunSummary(run),
+            END,
+        ];
+        let outcome = decide(&facts(&vms, &records, Ending::RunEnd));
+        assert_eq!(outcome.verdict, Verdict::Passed);
+        assert!(outcome.warnings.is_empty(), "{:?}", outcome.warnings);
+        assert_eq!(
+            summary(&outcome),
+            format!("{}{}", table(&outcome), result_line(&outcome))
+        );
+        assert!(table(&outcome).ends_with('\n'));
+        assert_eq!(result_line(&outcome), "result: passed (exit code 0)");
     }
 
     #[test]

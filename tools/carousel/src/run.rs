@@ -11,11 +11,12 @@ use carousel_protocol::record::Record;
 use carousel_protocol::wire::{Decoded, Decoder};
 use carousel_protocol::FORMAT_VERSION;
 
+use crate::accounting::Accounting;
 use crate::backend::{self, Backend, BackendChoice, EmulatorMemory};
 use crate::build::{self, BuildError};
 use crate::iso::{self, IsoError, VmFiles};
 use crate::lab::{Kernel, Lab, LabError};
-use crate::outcome::{self, Ending, RunFacts, Verdict, ERROR_PREFIX, PANIC_PREFIX};
+use crate::outcome::{self, Ending, Outcome, RunFacts, Verdict, ERROR_PREFIX, PANIC_PREFIX};
 
 /// How often the run loop looks at the COM files and the emulator.
 pub const POLL: Duration = Duration::from_millis(50);
@@ -175,9 +176,20 @@ impl Com1Watch {
     }
 }
 
+/// How much of a run reaches the terminal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Console {
+    /// Progress, every COM1 line and every stream warning as they happen (`carousel run`).
+    Live,
+    /// Nothing: the caller gets the records, the outcome and the warnings (`carousel bench`).
+    /// COM1 is still in the run directory's `com1.txt`.
+    Quiet,
+}
+
 /// Everything received from the hypervisor during a run.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Received {
+    console: Console,
     lines: LineSplitter,
     watch: Com1Watch,
     decoder: Decoder,
@@ -185,10 +197,32 @@ struct Received {
     hello_seen: bool,
     run_end_seen: bool,
     fatal_at: Option<Instant>,
-    stream_warnings: usize,
+    /// Problems with the COM2 stream and its Hello record, one sentence each.
+    warnings: Vec<String>,
 }
 
 impl Received {
+    fn new(console: Console) -> Self {
+        Self {
+            console,
+            lines: LineSplitter::default(),
+            watch: Com1Watch::default(),
+            decoder: Decoder::default(),
+            records: Vec::new(),
+            hello_seen: false,
+            run_end_seen: false,
+            fatal_at: None,
+            warnings: Vec::new(),
+        }
+    }
+
+    fn warn(&mut self, warning: String) {
+        if self.console == Console::Live {
+            eprintln!("warning: {warning}");
+        }
+        self.warnings.push(warning);
+    }
+
     fn com1(&mut self, bytes: &[u8]) {
         for line in self.lines.feed(bytes) {
             self.line(&line);
@@ -196,7 +230,9 @@ impl Received {
     }
 
     fn line(&mut self, line: &str) {
-        println!("{line}");
+        if self.console == Console::Live {
+            println!("{line}");
+        }
         if self.watch.observe(line, self.hello_seen) && self.fatal_at.is_none() {
             self.fatal_at = Some(Instant::now());
         }
@@ -209,16 +245,12 @@ impl Received {
             match item {
                 Decoded::Frame(frame) => self.record(frame.record, lab),
                 Decoded::Corrupt { bytes } => {
-                    self.stream_warnings += 1;
-                    eprintln!("warning: COM2: skipped a corrupt frame of {bytes} bytes");
+                    self.warn(format!("COM2: skipped a corrupt frame of {bytes} bytes"));
                 }
-                Decoded::Gap { from, to } => {
-                    self.stream_warnings += 1;
-                    eprintln!(
-                        "warning: COM2: records {from}..{to} ({} of them) never arrived",
-                        to.wrapping_sub(from)
-                    );
-                }
+                Decoded::Gap { from, to } => self.warn(format!(
+                    "COM2: records {from}..{to} ({} of them) never arrived",
+                    to.wrapping_sub(from)
+                )),
             }
         }
     }
@@ -233,24 +265,28 @@ impl Received {
             } => {
                 self.hello_seen = true;
                 if *version != FORMAT_VERSION {
-                    eprintln!(
-                        "warning: the hypervisor speaks format version {version}, this tool \
+                    self.warn(format!(
+                        "the hypervisor speaks format version {version}, this tool \
                          {FORMAT_VERSION}"
-                    );
+                    ));
                 }
                 if *lab_hash != lab.hash {
-                    eprintln!(
-                        "warning: the hypervisor reports lab hash {lab_hash:#x}, this lab is \
-                         {:#x}",
+                    self.warn(format!(
+                        "the hypervisor reports lab hash {lab_hash:#x}, this lab is {:#x}",
                         lab.hash
-                    );
+                    ));
                 }
                 if *tsc_hz == 0 {
-                    eprintln!("warning: the hypervisor reports a TSC frequency of 0 Hz");
+                    self.warn("the hypervisor reports a TSC frequency of 0 Hz".to_string());
                 }
             }
             Record::RunEnd { .. } => self.run_end_seen = true,
-            Record::Check { .. } | Record::VmStopped { .. } => {}
+            Record::Check { .. }
+            | Record::VmStopped { .. }
+            | Record::GuestMetric { .. }
+            | Record::DiskIo { .. }
+            | Record::VmSummary(_)
+            | Record::RunSummary(_) => {}
         }
         self.records.push(record);
     }
@@ -262,8 +298,9 @@ impl Received {
         }
         let pending = self.decoder.pending_bytes();
         if pending > 0 {
-            self.stream_warnings += 1;
-            eprintln!("warning: COM2: the stream ends inside a frame ({pending} bytes)");
+            self.warn(format!(
+                "COM2: the stream ends inside a frame ({pending} bytes)"
+            ));
         }
     }
 }
@@ -310,8 +347,73 @@ fn absolute(path: &Path) -> PathBuf {
     }
 }
 
-/// Runs a lab; returns the exit code of the verdict.
+/// What a finished run left behind.
+#[derive(Debug)]
+pub struct Finished {
+    pub lab: Lab,
+    pub backend: Backend,
+    /// The run directory (absolute).
+    pub out: PathBuf,
+    /// Every record decoded from COM2, in arrival order.
+    pub records: Vec<Record>,
+    /// The verdict and one row per VM.
+    pub outcome: Outcome,
+    /// Problems with the COM2 stream (corrupt frames, gaps, a truncated frame) and with its
+    /// Hello record, one sentence each.
+    pub stream_warnings: Vec<String>,
+}
+
+impl Finished {
+    /// The accounting the records carry (the hypervisor's summaries and the guests' metrics).
+    pub fn accounting(&self) -> Accounting {
+        let weights: Vec<u32> = self.lab.vms.iter().map(|vm| vm.weight).collect();
+        Accounting::from_records(&self.records, &weights)
+    }
+}
+
+/// Runs a lab (`carousel run`): shows it live, then prints the outcome table, the accounting
+/// and the result line; returns the exit code of the verdict.
 pub fn run(options: &RunOptions, interrupted: &AtomicBool) -> Result<i32, RunError> {
+    let finished = execute(options, Console::Live, interrupted)?;
+    let outcome = &finished.outcome;
+    println!();
+    print!("{}", outcome::table(outcome));
+    let accounting = finished.accounting();
+    if accounting.has_summaries() || outcome.verdict == Verdict::Passed {
+        println!();
+        print!("{}", accounting.report());
+        println!();
+    }
+    if !finished.stream_warnings.is_empty() {
+        let count = finished.stream_warnings.len();
+        println!(
+            "warning: COM2 had {count} problem{} (see above)",
+            if count == 1 { "" } else { "s" }
+        );
+    }
+    println!("{}", outcome::result_line(outcome));
+    if outcome.verdict == Verdict::HypervisorFailed {
+        for hint in failure_hints(finished.backend, &finished.out) {
+            println!("{hint}");
+        }
+    }
+    println!("artifacts: {}", finished.out.display());
+    Ok(outcome.exit_code())
+}
+
+/// Runs a lab to its end: validate, build, make the ISO, run the emulator, decode COM2 and
+/// decide. With [`Console::Quiet`] nothing is printed; the records and the outcome come back
+/// either way.
+pub fn execute(
+    options: &RunOptions,
+    console: Console,
+    interrupted: &AtomicBool,
+) -> Result<Finished, RunError> {
+    let say = |text: String| {
+        if console == Console::Live {
+            println!("{text}");
+        }
+    };
     let lab = Lab::load(&options.lab)?;
     let timeout_s = options.timeout_s.unwrap_or(lab.timeout_s);
     let backend = backend::resolve(options.backend, backend::kvm_problem().is_none());
@@ -349,14 +451,14 @@ pub fn run(options: &RunOptions, interrupted: &AtomicBool) -> Result<i32, RunErr
         .collect();
     guests.sort_unstable();
     guests.dedup();
-    println!(
+    say(format!(
         "building the hypervisor{}…",
         if guests.is_empty() {
             ""
         } else {
             " and the guests"
         }
-    );
+    ));
     let built = build::build(&root, &build::target_dir(&root), &guests)?;
     if interrupted.load(Ordering::SeqCst) {
         return Err(RunError::Interrupted);
@@ -364,7 +466,7 @@ pub fn run(options: &RunOptions, interrupted: &AtomicBool) -> Result<i32, RunErr
 
     // Boot image.
     let run_config = lab
-        .run_config(backend.tsc_hz(lab.ips))
+        .run_config(backend.tsc_hz(&lab))
         .to_bytes()
         .map_err(|error| {
             RunError::Unavailable(format!("cannot encode the run configuration: {error}"))
@@ -384,7 +486,7 @@ pub fn run(options: &RunOptions, interrupted: &AtomicBool) -> Result<i32, RunErr
     let iso_path = out.join("carousel.iso");
     iso::stage(&staging, &built.kernel, &run_config, &vm_files)?;
     let took = iso::mkrescue(&staging, &iso_path)?;
-    println!("iso built in {:.1} s", took.as_secs_f64());
+    say(format!("iso built in {:.1} s", took.as_secs_f64()));
     if interrupted.load(Ordering::SeqCst) {
         return Err(RunError::Interrupted);
     }
@@ -413,12 +515,12 @@ pub fn run(options: &RunOptions, interrupted: &AtomicBool) -> Result<i32, RunErr
         &out.join(launch.output),
     )
     .map_err(io_error(format!("cannot start {}", launch.program)))?;
-    println!(
+    say(format!(
         "running {} VM{} on {backend} (timeout {timeout_s} s); artifacts in {}",
         lab.vms.len(),
         if lab.vms.len() == 1 { "" } else { "s" },
         out.display()
-    );
+    ));
 
     let ending = stream(
         &lab,
@@ -426,6 +528,7 @@ pub fn run(options: &RunOptions, interrupted: &AtomicBool) -> Result<i32, RunErr
         &mut emulator,
         Duration::from_secs(timeout_s),
         interrupted,
+        console,
     );
     let received = ending.1;
     let ending = ending.0;
@@ -440,26 +543,14 @@ pub fn run(options: &RunOptions, interrupted: &AtomicBool) -> Result<i32, RunErr
         ending,
         timeout_s,
     });
-    println!();
-    println!("{}", outcome::summary(&decided));
-    if received.stream_warnings > 0 {
-        println!(
-            "warning: COM2 had {} problem{} (see above)",
-            received.stream_warnings,
-            if received.stream_warnings == 1 {
-                ""
-            } else {
-                "s"
-            }
-        );
-    }
-    if decided.verdict == Verdict::HypervisorFailed {
-        for hint in failure_hints(backend, &out) {
-            println!("{hint}");
-        }
-    }
-    println!("artifacts: {}", out.display());
-    Ok(decided.exit_code())
+    Ok(Finished {
+        lab,
+        backend,
+        out,
+        records: received.records,
+        outcome: decided,
+        stream_warnings: received.warnings,
+    })
 }
 
 /// The run loop: stream both COM files until the run ends; the emulator is dead on return.
@@ -469,10 +560,11 @@ fn stream(
     emulator: &mut backend::Emulator,
     timeout: Duration,
     interrupted: &AtomicBool,
+    console: Console,
 ) -> (Ending, Received) {
     let mut com1 = Tail::new(out.join("com1.txt"));
     let mut com2 = Tail::new(out.join("com2.bin"));
-    let mut received = Received::default();
+    let mut received = Received::new(console);
     let start = Instant::now();
     let mut run_end_at: Option<Instant> = None;
     let ending = loop {
@@ -624,6 +716,36 @@ mod tests {
             watch.panic_line.as_deref(),
             Some("[carousel] PANIC at x.rs:1: boom")
         );
+    }
+
+    #[test]
+    fn quiet_runs_keep_stream_warnings_for_the_caller() {
+        use carousel_protocol::wire::{encode_vec, Frame};
+        let lab = Lab::parse(
+            Path::new("lab.toml"),
+            "[[vm]]\nname = \"a\"\nkernel = \"hello\"\nmemory_mib = 8\n",
+        )
+        .unwrap();
+        let mut received = Received::new(Console::Quiet);
+        let mut bytes = encode_vec(&Frame {
+            seq: 0,
+            record: Record::RunEnd { tsc: 1 },
+        });
+        bytes.extend_from_slice(b"garbage\0");
+        bytes.extend(encode_vec(&Frame {
+            seq: 5,
+            record: Record::RunEnd { tsc: 2 },
+        }));
+        bytes.extend_from_slice(b"trailing");
+        received.com2(&bytes, &lab);
+        received.com1(b"[a] hello\n");
+        received.finish();
+        assert_eq!(received.records.len(), 2);
+        assert!(received.run_end_seen);
+        assert_eq!(received.warnings.len(), 3, "{:?}", received.warnings);
+        assert!(received.warnings[0].contains("corrupt frame"));
+        assert!(received.warnings[1].contains("records 1..5 (4 of them)"));
+        assert!(received.warnings[2].contains("ends inside a frame"));
     }
 
     #[test]

@@ -1,0 +1,1053 @@
+//! Accounting: where each VM's time went, read from the records of one run.
+//!
+//! What is here: [`Accounting::from_records`] gathers the hypervisor's end-of-run summaries (one
+//! `VmSummary` per VM, one `RunSummary`) and the guests' own `GuestMetric` reports into one
+//! [`VmAccount`] per VM plus the run's summary; the figures derived from them (CPU shares, shares
+//! of the elapsed time, Jain's fairness index, cycles in microseconds, the conservation check
+//! "Σ guest + root + idle = elapsed"); and [`Accounting::report`], the tables `carousel run`
+//! prints. What is not: measuring. The hypervisor measures (its scheduler crate keeps the
+//! books); this module only does arithmetic on what arrived, and says so when something is
+//! missing or does not add up.
+//!
+//! Units: time is in TSC cycles as the hypervisor counted them; `Hello.tsc_hz` converts cycles to
+//! seconds (in Bochs the TSC counts instructions, so that frequency is the lab's choice).
+
+use std::fmt::Write;
+
+use carousel_protocol::record::{Record, RunSummary, VmSummary};
+
+/// Parts per million in one percent.
+pub const PPM_PER_PERCENT: f64 = 10_000.0;
+/// Microseconds in one second.
+const MICROS_PER_SECOND: f64 = 1_000_000.0;
+/// Name of the `spin` guest's cumulative iteration counter.
+pub const SPIN_ITERATIONS: &str = "iterations";
+/// Name of the `sleepy` guest's per-wake lateness, in cycles.
+pub const SLEEPY_WAKE_LATE: &str = "wake_late_cycles";
+
+/// One guest metric, over all its reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Metric {
+    /// The name the guest gave it.
+    pub name: String,
+    /// The last value reported (for a cumulative counter: the total).
+    pub last: u64,
+    /// The largest value reported.
+    pub max: u64,
+    /// How many reports arrived.
+    pub count: u64,
+}
+
+/// One VM's accounting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmAccount {
+    /// VM id (its index in the lab).
+    pub id: u16,
+    /// Name from the Hello record (`vm<id>` if none named it).
+    pub name: String,
+    /// Scheduling weight as the lab gave it (1 when unknown).
+    pub weight: u32,
+    /// The hypervisor's end-of-run summary of this VM, if it arrived.
+    pub summary: Option<VmSummary>,
+    /// The guest's metrics, in the order of their first report.
+    pub metrics: Vec<Metric>,
+}
+
+impl VmAccount {
+    /// The metric called `name`, if the guest reported it.
+    pub fn metric(&self, name: &str) -> Option<&Metric> {
+        self.metrics.iter().find(|metric| metric.name == name)
+    }
+
+    /// Guest cycles, if the summary arrived.
+    pub fn guest(&self) -> Option<u64> {
+        self.summary.as_ref().map(|summary| summary.guest)
+    }
+
+    fn report_metric(&mut self, name: &str, value: u64) {
+        match self.metrics.iter_mut().find(|metric| metric.name == name) {
+            Some(metric) => {
+                metric.last = value;
+                metric.max = metric.max.max(value);
+                metric.count += 1;
+            }
+            None => self.metrics.push(Metric {
+                name: name.to_string(),
+                last: value,
+                max: value,
+                count: 1,
+            }),
+        }
+    }
+}
+
+/// The conservation rule: every elapsed cycle was guest, root or idle time, exactly once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Conservation {
+    /// Σ guest cycles over the VMs whose summaries arrived.
+    pub guest: u128,
+    /// All root-mode cycles (RunSummary.root).
+    pub root: u64,
+    /// Cycles with no VM runnable (RunSummary.idle).
+    pub idle: u64,
+    /// RunSummary.elapsed.
+    pub elapsed: u64,
+}
+
+impl Conservation {
+    /// `elapsed − (guest + root + idle)`: 0 when the rule holds; positive when cycles went
+    /// unaccounted, negative when some were counted twice.
+    pub fn error(&self) -> i128 {
+        i128::from(self.elapsed)
+            - (self.guest as i128 + i128::from(self.root) + i128::from(self.idle))
+    }
+
+    /// True when the rule holds exactly.
+    pub fn holds(&self) -> bool {
+        self.error() == 0
+    }
+}
+
+/// Everything the records say about where the time went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accounting {
+    /// TSC frequency from the Hello record (`None` if it was missing or 0).
+    pub tsc_hz: Option<u64>,
+    /// One per VM, indexed by VM id.
+    pub vms: Vec<VmAccount>,
+    /// The hypervisor's whole-run summary, if it arrived.
+    pub run: Option<RunSummary>,
+    /// Records that did not fit (a VM id no VM has, a second summary).
+    pub warnings: Vec<String>,
+}
+
+impl Accounting {
+    /// Gathers the accounting from a run's records. `weights[id]` is VM `id`'s weight from the
+    /// lab (1 for VMs it does not cover); weights only divide guest cycles for Jain's index.
+    pub fn from_records(records: &[Record], weights: &[u32]) -> Self {
+        let mut accounting = Accounting {
+            tsc_hz: None,
+            vms: Vec::new(),
+            run: None,
+            warnings: Vec::new(),
+        };
+        let mut named = 0;
+        for record in records {
+            match record {
+                Record::Hello { tsc_hz, vms, .. } => {
+                    accounting.tsc_hz = (*tsc_hz != 0).then_some(*tsc_hz);
+                    named = vms.len();
+                    for (id, name) in vms.iter().enumerate() {
+                        accounting.vm_mut(id as u16, weights).name = name.clone();
+                    }
+                }
+                Record::GuestMetric {
+                    vm, name, value, ..
+                } => accounting.vm_mut(*vm, weights).report_metric(name, *value),
+                Record::VmSummary(summary) => {
+                    let vm = accounting.vm_mut(summary.vm, weights);
+                    if vm.summary.is_some() {
+                        let name = vm.name.clone();
+                        accounting.warnings.push(format!(
+                            "a second VmSummary for VM {name} arrived; the last one counts"
+                        ));
+                    }
+                    accounting.vm_mut(summary.vm, weights).summary = Some(summary.clone());
+                }
+                Record::RunSummary(summary) => {
+                    if accounting.run.is_some() {
+                        accounting
+                            .warnings
+                            .push("a second RunSummary arrived; the last one counts".to_string());
+                    }
+                    accounting.run = Some(summary.clone());
+                }
+                // Verdicts, events and whatever records come next are not accounting.
+                _ => {}
+            }
+        }
+        if named > 0 && accounting.vms.len() > named {
+            accounting.warnings.push(format!(
+                "records name VM ids up to {}, but the Hello record names {named} VMs",
+                accounting.vms.len() - 1
+            ));
+        }
+        if accounting.run.is_some() {
+            for vm in accounting.vms.iter().filter(|vm| vm.summary.is_none()) {
+                accounting
+                    .warnings
+                    .push(format!("no VmSummary arrived for VM {}", vm.name));
+            }
+        }
+        accounting
+    }
+
+    /// VM `id`'s account, created (with the ones before it) on first mention.
+    fn vm_mut(&mut self, id: u16, weights: &[u32]) -> &mut VmAccount {
+        let index = usize::from(id);
+        while self.vms.len() <= index {
+            let id = self.vms.len();
+            self.vms.push(VmAccount {
+                id: id as u16,
+                name: format!("vm{id}"),
+                weight: weights.get(id).copied().unwrap_or(1).max(1),
+                summary: None,
+                metrics: Vec::new(),
+            });
+        }
+        &mut self.vms[index]
+    }
+
+    /// True when the hypervisor sent any summary: there is something to report.
+    pub fn has_summaries(&self) -> bool {
+        self.run.is_some() || self.vms.iter().any(|vm| vm.summary.is_some())
+    }
+
+    /// Σ guest cycles over the VMs whose summaries arrived.
+    pub fn guest_total(&self) -> u128 {
+        self.vms
+            .iter()
+            .filter_map(VmAccount::guest)
+            .map(u128::from)
+            .sum()
+    }
+
+    /// VM `id`'s CPU share: its guest cycles over all VMs' guest cycles (0.0 ..= 1.0).
+    pub fn cpu_share(&self, id: u16) -> Option<f64> {
+        let guest = self.vms.get(usize::from(id))?.guest()?;
+        fraction(u128::from(guest), self.guest_total())
+    }
+
+    /// `cycles` as a share of the run's elapsed time (0.0 ..= 1.0 when they are part of it).
+    pub fn share_of_elapsed(&self, cycles: u64) -> Option<f64> {
+        fraction(u128::from(cycles), u128::from(self.run.as_ref()?.elapsed))
+    }
+
+    /// `cycles` in microseconds at the run's TSC frequency.
+    pub fn micros(&self, cycles: u64) -> Option<f64> {
+        Some(cycles_to_micros(cycles, self.tsc_hz?))
+    }
+
+    /// The conservation rule's terms; `None` without a RunSummary.
+    pub fn conservation(&self) -> Option<Conservation> {
+        let run = self.run.as_ref()?;
+        Some(Conservation {
+            guest: self.guest_total(),
+            root: run.root,
+            idle: run.idle,
+            elapsed: run.elapsed,
+        })
+    }
+
+    /// Per VM whose summary arrived: `elapsed − (running + runnable + blocked + stopped)`, which
+    /// is 0 when the VM's four runstates cover the run exactly.
+    pub fn runstate_errors(&self) -> Vec<(u16, i128)> {
+        let Some(run) = &self.run else {
+            return Vec::new();
+        };
+        self.vms
+            .iter()
+            .filter_map(|vm| {
+                let s = vm.summary.as_ref()?;
+                let total = u128::from(s.running)
+                    + u128::from(s.runnable)
+                    + u128::from(s.blocked)
+                    + u128::from(s.stopped);
+                Some((vm.id, i128::from(run.elapsed) - total as i128))
+            })
+            .collect()
+    }
+
+    /// Jain's index over the guest cycles of the VMs `include` accepts (and whose summaries
+    /// arrived), each divided by its weight.
+    pub fn jain_guest(&self, include: impl Fn(&VmAccount) -> bool) -> Option<f64> {
+        let values: Vec<f64> = self
+            .vms
+            .iter()
+            .filter(|vm| include(vm))
+            .filter_map(|vm| Some(vm.guest()? as f64 / f64::from(vm.weight)))
+            .collect();
+        jain_index(&values)
+    }
+
+    /// Jain's index over the last value of metric `name`, each divided by its VM's weight, over
+    /// the VMs that reported it (with `iterations`: the spin guests' throughput).
+    pub fn jain_metric(&self, name: &str) -> Option<f64> {
+        let values: Vec<f64> = self
+            .vms
+            .iter()
+            .filter_map(|vm| Some(vm.metric(name)?.last as f64 / f64::from(vm.weight)))
+            .collect();
+        jain_index(&values)
+    }
+
+    /// The VMs that never blocked (their summary shows no blocked time): the CPU-bound ones.
+    pub fn never_blocked(vm: &VmAccount) -> bool {
+        vm.summary.as_ref().is_some_and(|s| s.blocked == 0)
+    }
+
+    /// Median over the VMs with preempted slices of their median quantum error, in percent.
+    pub fn median_quantum_error_percent(&self) -> Option<f64> {
+        let mut errors: Vec<i64> = self
+            .vms
+            .iter()
+            .filter_map(|vm| vm.summary.as_ref())
+            .filter(|s| s.preemptions > 0)
+            .map(|s| s.quantum_error_median_ppm)
+            .collect();
+        if errors.is_empty() {
+            return None;
+        }
+        errors.sort_unstable();
+        let middle = errors.len() / 2;
+        let median = if errors.len() % 2 == 1 {
+            errors[middle] as f64
+        } else {
+            (errors[middle - 1] as f64 + errors[middle] as f64) / 2.0
+        };
+        Some(median / PPM_PER_PERCENT)
+    }
+
+    /// The problems worth a warning line: records that did not fit, a conservation error,
+    /// runstates that do not cover the run, dropped records.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = self.warnings.clone();
+        if let Some(conservation) = self.conservation() {
+            if !conservation.holds() {
+                problems.push(format!(
+                    "conservation does not hold: guest {} + root {} + idle {} = {}, elapsed is \
+                     {} ({:+} cycles unaccounted)",
+                    group(conservation.guest),
+                    group(conservation.root),
+                    group(conservation.idle),
+                    group(
+                        conservation.guest
+                            + u128::from(conservation.root)
+                            + u128::from(conservation.idle)
+                    ),
+                    group(conservation.elapsed),
+                    conservation.error()
+                ));
+            }
+        }
+        for (id, error) in self.runstate_errors() {
+            if error != 0 {
+                problems.push(format!(
+                    "VM {}'s runstates do not add up to the elapsed time ({error:+} cycles)",
+                    self.vms[usize::from(id)].name
+                ));
+            }
+        }
+        if let Some(run) = self.run.as_ref().filter(|run| run.dropped_records > 0) {
+            problems.push(format!(
+                "the hypervisor dropped {} record{} (its export ring was full)",
+                run.dropped_records,
+                plural(run.dropped_records)
+            ));
+        }
+        problems
+    }
+
+    /// The accounting tables `carousel run` prints: the run, per-VM time, per-VM scheduling
+    /// events and guest metrics, fairness, conservation, and warnings.
+    pub fn report(&self) -> String {
+        let mut out = String::new();
+        let Some(run) = &self.run else {
+            if self.vms.iter().any(|vm| vm.summary.is_some()) {
+                out.push_str("accounting: VM summaries arrived, but no RunSummary\n");
+            } else {
+                out.push_str("accounting: the hypervisor sent no summary records\n");
+            }
+            return out;
+        };
+        let micros = |cycles: u64| -> String {
+            self.micros(cycles)
+                .map(|us| format!(" = {}", format_micros(us)))
+                .unwrap_or_default()
+        };
+        let percent = |cycles: u64| {
+            self.share_of_elapsed(cycles)
+                .map(|share| format!("{:.2}%", share * 100.0))
+                .unwrap_or_else(|| "-".to_string())
+        };
+        let _ = writeln!(
+            out,
+            "ACCOUNTING  policy {}, quantum {} cycles{}, TSC {} Hz",
+            run.policy,
+            group(run.quantum_cycles),
+            micros(run.quantum_cycles),
+            self.tsc_hz.map_or("unknown".to_string(), group)
+        );
+        let _ = writeln!(
+            out,
+            "run: elapsed {} cycles{}; guest {}, root {}, idle {} of it",
+            group(run.elapsed),
+            micros(run.elapsed),
+            match fraction(self.guest_total(), u128::from(run.elapsed)) {
+                Some(share) => format!("{:.2}%", share * 100.0),
+                None => "-".to_string(),
+            },
+            percent(run.root),
+            percent(run.idle)
+        );
+        let _ = writeln!(
+            out,
+            "switches: {}, cost median {} / max {} cycles; dropped records {}",
+            group(run.switches),
+            group(run.switch_median),
+            group(run.switch_max),
+            run.dropped_records
+        );
+        out.push('\n');
+        out.push_str(&self.time_table().render());
+        out.push('\n');
+        out.push_str(&self.events_table().render());
+        out.push('\n');
+        let mut fairness = Vec::new();
+        let all = self.vms.iter().filter(|vm| vm.summary.is_some()).count();
+        if let Some(jain) = self.jain_guest(|_| true) {
+            fairness.push(format!("guest cycles/weight {jain:.4} ({all} VMs)"));
+        }
+        let busy = self.vms.iter().filter(|vm| Self::never_blocked(vm)).count();
+        if busy > 1 && busy < all {
+            if let Some(jain) = self.jain_guest(Self::never_blocked) {
+                fairness.push(format!(
+                    "guest cycles/weight {jain:.4} ({busy} never-blocked VMs)"
+                ));
+            }
+        }
+        let reporting = self
+            .vms
+            .iter()
+            .filter(|vm| vm.metric(SPIN_ITERATIONS).is_some())
+            .count();
+        if reporting > 1 {
+            if let Some(jain) = self.jain_metric(SPIN_ITERATIONS) {
+                fairness.push(format!(
+                    "{SPIN_ITERATIONS}/weight {jain:.4} ({reporting} VMs)"
+                ));
+            }
+        }
+        if !fairness.is_empty() {
+            let _ = writeln!(
+                out,
+                "fairness (Jain's index, 1 = fair): {}",
+                fairness.join("; ")
+            );
+        }
+        if let Some(conservation) = self.conservation() {
+            let sum =
+                conservation.guest + u128::from(conservation.root) + u128::from(conservation.idle);
+            let _ = writeln!(
+                out,
+                "conservation: guest {} + root {} + idle {} = {} cycles; elapsed {}: {}",
+                group(conservation.guest),
+                group(conservation.root),
+                group(conservation.idle),
+                group(sum),
+                group(conservation.elapsed),
+                if conservation.holds() {
+                    "holds".to_string()
+                } else {
+                    format!("DOES NOT HOLD ({:+} cycles)", conservation.error())
+                }
+            );
+        }
+        for problem in self.problems() {
+            let _ = writeln!(out, "warning: {problem}");
+        }
+        out
+    }
+
+    /// Per VM: weight, CPU share, guest and root cycles, and the four runstates (cycles and
+    /// share of the elapsed time).
+    fn time_table(&self) -> Table {
+        let mut table = Table::new(&[
+            ("VM", Align::Left),
+            ("W", Align::Right),
+            ("CPU%", Align::Right),
+            ("GUEST cyc", Align::Right),
+            ("ROOT cyc", Align::Right),
+            ("RUNNING cyc", Align::Right),
+            ("%", Align::Right),
+            ("RUNNABLE cyc", Align::Right),
+            ("%", Align::Right),
+            ("BLOCKED cyc", Align::Right),
+            ("%", Align::Right),
+            ("STOPPED cyc", Align::Right),
+            ("%", Align::Right),
+        ]);
+        for vm in &self.vms {
+            let mut row = vec![vm.name.clone(), vm.weight.to_string()];
+            match &vm.summary {
+                Some(s) => {
+                    row.push(
+                        self.cpu_share(vm.id)
+                            .map_or("-".to_string(), |share| format!("{:.2}", share * 100.0)),
+                    );
+                    row.push(group(s.guest));
+                    row.push(group(s.root));
+                    for cycles in [s.running, s.runnable, s.blocked, s.stopped] {
+                        row.push(group(cycles));
+                        row.push(
+                            self.share_of_elapsed(cycles)
+                                .map_or("-".to_string(), |share| format!("{:.1}", share * 100.0)),
+                        );
+                    }
+                }
+                None => row.push("(no summary)".to_string()),
+            }
+            table.push(row);
+        }
+        table
+    }
+
+    /// Per VM: slices, how they ended, wakes and wake-to-run latency, quantum error, and the
+    /// guest's metrics.
+    fn events_table(&self) -> Table {
+        let unit = if self.tsc_hz.is_some() { "µs" } else { "cyc" };
+        let wake_header = format!("WAKE p50/p95/p99/max {unit}");
+        let mut table = Table::new(&[
+            ("VM", Align::Left),
+            ("SLICES", Align::Right),
+            ("PREEMPT", Align::Right),
+            ("YIELDS", Align::Right),
+            ("WAKES", Align::Right),
+            (wake_header.as_str(), Align::Left),
+            ("QERR med/max %", Align::Left),
+            ("GUEST METRICS (last, max, reports)", Align::Left),
+        ]);
+        for vm in &self.vms {
+            let mut row = vec![vm.name.clone()];
+            match &vm.summary {
+                Some(s) => {
+                    row.push(group(s.slices));
+                    row.push(group(s.preemptions));
+                    row.push(group(s.yields));
+                    row.push(group(s.wakes));
+                    row.push(if s.wakes == 0 {
+                        "-".to_string()
+                    } else {
+                        [s.wake_p50, s.wake_p95, s.wake_p99, s.wake_max]
+                            .iter()
+                            .map(|&cycles| match self.micros(cycles) {
+                                Some(us) => format!("{us:.1}"),
+                                None => group(cycles),
+                            })
+                            .collect::<Vec<_>>()
+                            .join("/")
+                    });
+                    row.push(if s.preemptions == 0 {
+                        "-".to_string()
+                    } else {
+                        format!(
+                            "{:+.3}/{:.3}",
+                            ppm_to_percent(s.quantum_error_median_ppm),
+                            ppm_to_percent(s.quantum_error_max_ppm)
+                        )
+                    });
+                }
+                None => {
+                    row.extend(std::iter::repeat_n("-".to_string(), 6));
+                }
+            }
+            row.push(
+                vm.metrics
+                    .iter()
+                    .map(|metric| {
+                        if metric.count == 1 {
+                            format!("{} {}", metric.name, group(metric.last))
+                        } else {
+                            format!(
+                                "{} {}, {}, {}",
+                                metric.name,
+                                group(metric.last),
+                                group(metric.max),
+                                metric.count
+                            )
+                        }
+                    })
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            );
+            table.push(row);
+        }
+        table
+    }
+}
+
+/// `part / whole`; `None` when `whole` is 0.
+pub fn fraction(part: u128, whole: u128) -> Option<f64> {
+    (whole != 0).then(|| part as f64 / whole as f64)
+}
+
+/// Jain's fairness index `(Σx)² / (n · Σx²)`: 1.0 when all values are equal, `1/n` when one
+/// holds everything. `None` for no values or when all are 0 (nothing was shared).
+pub fn jain_index(values: &[f64]) -> Option<f64> {
+    let sum: f64 = values.iter().sum();
+    let sum_of_squares: f64 = values.iter().map(|x| x * x).sum();
+    if values.is_empty() || sum_of_squares == 0.0 {
+        return None;
+    }
+    Some(sum * sum / (values.len() as f64 * sum_of_squares))
+}
+
+/// `cycles` in microseconds at `tsc_hz`.
+pub fn cycles_to_micros(cycles: u64, tsc_hz: u64) -> f64 {
+    cycles as f64 * MICROS_PER_SECOND / tsc_hz as f64
+}
+
+/// Parts per million in percent.
+pub fn ppm_to_percent(ppm: i64) -> f64 {
+    ppm as f64 / PPM_PER_PERCENT
+}
+
+/// Microseconds with a unit that keeps them short: `850.0 µs`, `12.345 ms`, `1.234567 s`.
+pub fn format_micros(us: f64) -> String {
+    if us < 1_000.0 {
+        format!("{us:.1} µs")
+    } else if us < 1_000_000.0 {
+        format!("{:.3} ms", us / 1_000.0)
+    } else {
+        format!("{:.6} s", us / 1_000_000.0)
+    }
+}
+
+/// An integer with thousands separators: `12,345,678`.
+pub fn group(value: impl Into<u128>) -> String {
+    let digits = value.into().to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (index, digit) in digits.chars().enumerate() {
+        if index > 0 && (digits.len() - index) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(digit);
+    }
+    out
+}
+
+fn plural(count: u64) -> &'static str {
+    if count == 1 {
+        ""
+    } else {
+        "s"
+    }
+}
+
+/// Column alignment in a [`Table`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Align {
+    Left,
+    Right,
+}
+
+/// A text table: columns two spaces apart, each as wide as its widest cell, no trailing
+/// blanks. A row shorter than the header leaves the remaining cells empty.
+#[derive(Debug, Clone)]
+pub struct Table {
+    header: Vec<String>,
+    align: Vec<Align>,
+    rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    pub fn new(columns: &[(&str, Align)]) -> Self {
+        Self {
+            header: columns.iter().map(|(name, _)| name.to_string()).collect(),
+            align: columns.iter().map(|(_, align)| *align).collect(),
+            rows: Vec::new(),
+        }
+    }
+
+    pub fn push(&mut self, row: Vec<String>) {
+        self.rows.push(row);
+    }
+
+    pub fn render(&self) -> String {
+        let width =
+            |row: &[String], column: usize| row.get(column).map_or(0, |cell| cell.chars().count());
+        let widths: Vec<usize> = (0..self.header.len())
+            .map(|column| {
+                std::iter::once(&self.header)
+                    .chain(&self.rows)
+                    .map(|row| width(row, column))
+                    .max()
+                    .unwrap_or(0)
+            })
+            .collect();
+        let mut out = String::new();
+        for row in std::iter::once(&self.header).chain(&self.rows) {
+            let mut line = String::new();
+            for (column, &column_width) in widths.iter().enumerate() {
+                let cell = row.get(column).map_or("", String::as_str);
+                let pad = column_width - cell.chars().count();
+                if column > 0 {
+                    line.push_str("  ");
+                }
+                match self.align[column] {
+                    Align::Left => {
+                        line.push_str(cell);
+                        line.extend(std::iter::repeat_n(' ', pad));
+                    }
+                    Align::Right => {
+                        line.extend(std::iter::repeat_n(' ', pad));
+                        line.push_str(cell);
+                    }
+                }
+            }
+            out.push_str(line.trim_end());
+            out.push('\n');
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use carousel_protocol::record::TscSource;
+
+    use super::*;
+
+    fn hello(names: &[&str], tsc_hz: u64) -> Record {
+        Record::Hello {
+            version: 1,
+            lab_hash: 0,
+            tsc_hz,
+            tsc_source: TscSource::LabFile,
+            preemption_timer_rate: 0,
+            cpu: "GenuineIntel".to_string(),
+            vms: names.iter().map(|name| name.to_string()).collect(),
+        }
+    }
+
+    /// A CPU-bound VM: running `guest + root` cycles, runnable the rest of `elapsed`.
+    fn busy(vm: u16, guest: u64, root: u64, elapsed: u64) -> VmSummary {
+        VmSummary {
+            vm,
+            running: guest + root,
+            runnable: elapsed - guest - root,
+            blocked: 0,
+            stopped: 0,
+            guest,
+            root,
+            slices: 10,
+            preemptions: 9,
+            yields: 1,
+            wakes: 0,
+            wake_p50: 0,
+            wake_p95: 0,
+            wake_p99: 0,
+            wake_max: 0,
+            quantum_error_median_ppm: 100,
+            quantum_error_max_ppm: 2_000,
+        }
+    }
+
+    fn run(elapsed: u64, root: u64, idle: u64) -> RunSummary {
+        RunSummary {
+            policy: "round-robin".to_string(),
+            quantum_cycles: 50_000,
+            elapsed,
+            root,
+            idle,
+            switch_median: 900,
+            switch_max: 1_400,
+            switches: 40,
+            dropped_records: 0,
+        }
+    }
+
+    fn metric(vm: u16, name: &str, value: u64) -> Record {
+        Record::GuestMetric {
+            tsc: 0,
+            vm,
+            name: name.to_string(),
+            value,
+        }
+    }
+
+    /// Two busy VMs, 300 + 100 guest cycles, roots 10 + 10, switching 30, idle 50: 500 in all.
+    fn two_vm_records() -> Vec<Record> {
+        vec![
+            hello(&["a", "b"], 1_000_000),
+            metric(0, SPIN_ITERATIONS, 10),
+            metric(0, SPIN_ITERATIONS, 30),
+            metric(1, SPIN_ITERATIONS, 10),
+            Record::VmSummary(busy(0, 300, 10, 500)),
+            Record::VmSummary(busy(1, 100, 10, 500)),
+            Record::RunSummary(run(500, 50, 50)),
+            Record::RunEnd { tsc: 600 },
+        ]
+    }
+
+    #[test]
+    fn shares_are_of_all_guest_cycles_and_of_elapsed() {
+        let accounting = Accounting::from_records(&two_vm_records(), &[1, 1]);
+        assert_eq!(accounting.vms.len(), 2);
+        assert_eq!(accounting.vms[1].name, "b");
+        assert_eq!(accounting.guest_total(), 400);
+        assert_eq!(accounting.cpu_share(0), Some(0.75));
+        assert_eq!(accounting.cpu_share(1), Some(0.25));
+        assert_eq!(accounting.cpu_share(2), None);
+        assert_eq!(accounting.share_of_elapsed(50), Some(0.1));
+        assert!(
+            accounting.problems().is_empty(),
+            "{:?}",
+            accounting.problems()
+        );
+    }
+
+    #[test]
+    fn metrics_keep_last_max_and_count() {
+        let accounting = Accounting::from_records(&two_vm_records(), &[]);
+        let iterations = accounting.vms[0].metric(SPIN_ITERATIONS).unwrap();
+        assert_eq!(
+            (iterations.last, iterations.max, iterations.count),
+            (30, 30, 2)
+        );
+        let records = [
+            metric(0, SLEEPY_WAKE_LATE, 70),
+            metric(0, SLEEPY_WAKE_LATE, 900),
+            metric(0, SLEEPY_WAKE_LATE, 40),
+        ];
+        let accounting = Accounting::from_records(&records, &[]);
+        let late = accounting.vms[0].metric(SLEEPY_WAKE_LATE).unwrap();
+        assert_eq!((late.last, late.max, late.count), (40, 900, 3));
+        assert_eq!(accounting.vms[0].name, "vm0");
+    }
+
+    #[test]
+    fn jain_on_known_inputs() {
+        assert_eq!(jain_index(&[5.0, 5.0, 5.0, 5.0]), Some(1.0));
+        // One of n holds everything: 1/n.
+        assert_eq!(jain_index(&[0.0, 0.0, 7.0, 0.0]), Some(0.25));
+        // (1+2+3)² / (3·(1+4+9)) = 36/42.
+        let jain = jain_index(&[1.0, 2.0, 3.0]).unwrap();
+        assert!((jain - 36.0 / 42.0).abs() < 1e-12, "{jain}");
+        // Half the VMs get twice as much: (2+2+1+1)² / (4·(4+4+1+1)) = 0.9.
+        let jain = jain_index(&[2.0, 2.0, 1.0, 1.0]).unwrap();
+        assert!((jain - 0.9).abs() < 1e-12, "{jain}");
+        // Scale does not matter.
+        assert_eq!(jain_index(&[3e9, 3e9]), Some(1.0));
+        assert_eq!(jain_index(&[]), None);
+        assert_eq!(jain_index(&[0.0, 0.0]), None);
+    }
+
+    #[test]
+    fn jain_divides_guest_cycles_by_weight() {
+        // Guest cycles 100, 200, 400 with weights 1, 2, 4: perfectly weighted-fair.
+        let elapsed = 1_000;
+        let records = [
+            hello(&["w1", "w2", "w4"], 1_000),
+            Record::VmSummary(busy(0, 100, 0, elapsed)),
+            Record::VmSummary(busy(1, 200, 0, elapsed)),
+            Record::VmSummary(busy(2, 400, 0, elapsed)),
+            metric(0, SPIN_ITERATIONS, 1_000),
+            metric(1, SPIN_ITERATIONS, 2_000),
+            metric(2, SPIN_ITERATIONS, 4_000),
+        ];
+        let weighted = Accounting::from_records(&records, &[1, 2, 4]);
+        assert_eq!(weighted.jain_guest(|_| true), Some(1.0));
+        assert_eq!(weighted.jain_metric(SPIN_ITERATIONS), Some(1.0));
+        assert_eq!(weighted.jain_metric("nothing"), None);
+        // Without weights the same run is unfair: 700² / (3·210000).
+        let unweighted = Accounting::from_records(&records, &[]);
+        let jain = unweighted.jain_guest(|_| true).unwrap();
+        assert!((jain - 490_000.0 / 630_000.0).abs() < 1e-12, "{jain}");
+        // A subset.
+        assert_eq!(unweighted.jain_guest(|vm| vm.id == 1), Some(1.0));
+    }
+
+    #[test]
+    fn conservation_is_checked_exactly() {
+        let accounting = Accounting::from_records(&two_vm_records(), &[]);
+        let conservation = accounting.conservation().unwrap();
+        assert_eq!(conservation.guest, 400);
+        assert_eq!(conservation.error(), 0);
+        assert!(conservation.holds());
+        assert!(accounting.report().contains("holds"));
+
+        // One cycle missing, then one counted twice.
+        for (idle, error) in [(49, 1), (51, -1)] {
+            let mut records = two_vm_records();
+            records[6] = Record::RunSummary(run(500, 50, idle));
+            let accounting = Accounting::from_records(&records, &[]);
+            assert_eq!(accounting.conservation().unwrap().error(), error);
+            let problems = accounting.problems();
+            assert_eq!(problems.len(), 1, "{problems:?}");
+            assert!(
+                problems[0].starts_with("conservation does not hold"),
+                "{problems:?}"
+            );
+            assert!(
+                problems[0].contains(&format!("{error:+} cycles")),
+                "{problems:?}"
+            );
+            assert!(accounting.report().contains("DOES NOT HOLD"));
+        }
+        assert_eq!(Accounting::from_records(&[], &[]).conservation(), None);
+    }
+
+    #[test]
+    fn runstates_must_cover_the_run() {
+        let mut records = two_vm_records();
+        let mut summary = busy(1, 100, 10, 500);
+        summary.runnable -= 7;
+        records[5] = Record::VmSummary(summary);
+        let accounting = Accounting::from_records(&records, &[]);
+        assert_eq!(accounting.runstate_errors(), vec![(0, 0), (1, 7)]);
+        assert!(accounting.problems()[0].contains("VM b's runstates"));
+    }
+
+    #[test]
+    fn missing_and_extra_records_warn() {
+        let records = [
+            hello(&["a", "b"], 1_000),
+            Record::VmSummary(busy(0, 10, 0, 20)),
+            Record::VmSummary(busy(0, 10, 0, 20)),
+            Record::VmSummary(busy(2, 10, 0, 20)),
+            Record::RunSummary(run(20, 0, 0)),
+        ];
+        let accounting = Accounting::from_records(&records, &[]);
+        let problems = accounting.problems();
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains("second VmSummary for VM a")),
+            "{problems:?}"
+        );
+        assert!(
+            problems.iter().any(|p| p.contains("names 2 VMs")),
+            "{problems:?}"
+        );
+        assert!(
+            problems
+                .iter()
+                .any(|p| p == "no VmSummary arrived for VM b"),
+            "{problems:?}"
+        );
+
+        let nothing = Accounting::from_records(&[hello(&["a"], 1_000)], &[]);
+        assert!(!nothing.has_summaries());
+        assert_eq!(
+            nothing.report(),
+            "accounting: the hypervisor sent no summary records\n"
+        );
+    }
+
+    #[test]
+    fn dropped_records_warn() {
+        let mut records = two_vm_records();
+        let mut summary = run(500, 50, 50);
+        summary.dropped_records = 3;
+        records[6] = Record::RunSummary(summary);
+        let problems = Accounting::from_records(&records, &[]).problems();
+        assert_eq!(
+            problems,
+            vec!["the hypervisor dropped 3 records (its export ring was full)"]
+        );
+    }
+
+    #[test]
+    fn percentiles_convert_to_microseconds() {
+        assert_eq!(cycles_to_micros(50_000, 50_000_000), 1_000.0);
+        assert_eq!(cycles_to_micros(1_500, 1_000_000_000), 1.5);
+        assert_eq!(cycles_to_micros(1, 1_000_000), 1.0);
+        let mut records = two_vm_records();
+        let mut sleepy = busy(1, 100, 10, 500);
+        sleepy.wakes = 30;
+        sleepy.wake_p50 = 2_500;
+        sleepy.wake_p95 = 25_000;
+        sleepy.wake_p99 = 50_000;
+        sleepy.wake_max = 60_000;
+        records[0] = hello(&["a", "b"], 50_000_000);
+        records[5] = Record::VmSummary(sleepy);
+        let accounting = Accounting::from_records(&records, &[]);
+        assert_eq!(accounting.micros(60_000), Some(1_200.0));
+        let report = accounting.report();
+        assert!(report.contains("WAKE p50/p95/p99/max µs"), "{report}");
+        assert!(report.contains("50.0/500.0/1000.0/1200.0"), "{report}");
+        // Without a frequency, cycles.
+        records[0] = hello(&["a", "b"], 0);
+        let accounting = Accounting::from_records(&records, &[]);
+        assert_eq!(accounting.micros(60_000), None);
+        let report = accounting.report();
+        assert!(report.contains("2,500/25,000/50,000/60,000"), "{report}");
+    }
+
+    #[test]
+    fn quantum_error_is_ppm_in_percent() {
+        assert_eq!(ppm_to_percent(10_000), 1.0);
+        assert_eq!(ppm_to_percent(-2_500), -0.25);
+        assert_eq!(ppm_to_percent(0), 0.0);
+        let mut records = two_vm_records();
+        let mut summary = busy(1, 100, 10, 500);
+        summary.quantum_error_median_ppm = 300;
+        records[5] = Record::VmSummary(summary);
+        let accounting = Accounting::from_records(&records, &[]);
+        // Median of 100 and 300 ppm.
+        assert_eq!(accounting.median_quantum_error_percent(), Some(0.02));
+        let report = accounting.report();
+        assert!(report.contains("+0.010/0.200"), "{report}");
+    }
+
+    #[test]
+    fn report_is_aligned_and_names_units() {
+        let report = Accounting::from_records(&two_vm_records(), &[1, 3]).report();
+        assert!(report.starts_with("ACCOUNTING  policy round-robin, quantum 50,000 cycles = 50.000 ms, TSC 1,000,000 Hz\n"), "{report}");
+        assert!(
+            report.contains(
+                "run: elapsed 500 cycles = 500.0 µs; guest 80.00%, root 10.00%, idle 10.00% of it"
+            ),
+            "{report}"
+        );
+        assert!(
+            report.contains("switches: 40, cost median 900 / max 1,400 cycles"),
+            "{report}"
+        );
+        let lines: Vec<&str> = report.lines().collect();
+        let header = lines
+            .iter()
+            .position(|line| line.starts_with("VM "))
+            .unwrap();
+        // Columns line up: every row of the time table has its CPU% figure ending where the
+        // header's does.
+        let end = lines[header].find("CPU%").unwrap() + "CPU%".len();
+        assert_eq!(&lines[header + 1][end - 5..end], "75.00", "{report}");
+        assert_eq!(&lines[header + 2][end - 5..end], "25.00", "{report}");
+        let first_two = |line: &str| {
+            line.split_whitespace()
+                .take(2)
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        assert_eq!(first_two(lines[header + 1]), "a 1", "{report}");
+        assert_eq!(first_two(lines[header + 2]), "b 3", "{report}");
+        assert!(report.contains("iterations 30, 30, 2"), "{report}");
+        assert!(
+            report.contains("fairness (Jain's index, 1 = fair): guest cycles/weight"),
+            "{report}"
+        );
+        assert!(!report.lines().any(|line| line.ends_with(' ')), "{report}");
+    }
+
+    #[test]
+    fn numbers_are_grouped() {
+        assert_eq!(group(0u64), "0");
+        assert_eq!(group(999u64), "999");
+        assert_eq!(group(1_000u64), "1,000");
+        assert_eq!(group(1_234_567u64), "1,234,567");
+        assert_eq!(group(u64::MAX), "18,446,744,073,709,551,615");
+        assert_eq!(format_micros(850.0), "850.0 µs");
+        assert_eq!(format_micros(12_345.0), "12.345 ms");
+        assert_eq!(format_micros(1_234_567.0), "1.234567 s");
+    }
+
+    #[test]
+    fn table_pads_short_rows() {
+        let mut table = Table::new(&[("A", Align::Left), ("BB", Align::Right)]);
+        table.push(vec!["long".to_string(), "1".to_string()]);
+        table.push(vec!["x".to_string()]);
+        assert_eq!(table.render(), "A     BB\nlong   1\nx\n");
+    }
+}
