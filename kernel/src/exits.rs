@@ -5,7 +5,9 @@ use alloc::string::String;
 
 use carousel_protocol::hypercall::{self, Error as HypercallError};
 use carousel_protocol::record::{Record, StopReason};
-use carousel_vmx::exit::{self, Direction, IoQualification, RawExit, VmExit};
+use carousel_vmx::exit::{
+    self, CrAccess, CrAccessQualification, Direction, IoQualification, RawExit, VmExit,
+};
 use carousel_vmx::fail::VmFail;
 use carousel_vmx::fields::*;
 use carousel_vmx::instructions as vmx;
@@ -77,6 +79,13 @@ pub fn handle(vm: &mut Vm, raw: &RawExit) -> Result<Next, VmFail> {
                 Next::Leave
             }
         }
+        VmExit::ControlRegister(access) => match control_register(vm, &access)? {
+            Some(reason) => stop(vm, reason),
+            None => {
+                skip_instruction(raw, rip)?;
+                Next::Resume
+            }
+        },
         // IF went to 1 with a vector pending: the entry path injects it.
         VmExit::InterruptWindow => Next::Resume,
         VmExit::Rdmsr | VmExit::Wrmsr => {
@@ -581,4 +590,70 @@ fn mmio(vm: &mut Vm, device: Mmio, rip: u64) -> Result<u8, String> {
         }
     }
     Ok(instruction.length)
+}
+
+/// MOV to CR0, CR3 or CR4 (the exits the guest/host masks and CR3-load exiting cause).
+/// Returns a stop reason for an access Carousel does not emulate.
+///
+/// - CR3: the VMCS takes the new root, the VPID's cached translations go (a real MOV to CR3
+///   flushes them), and the address-space clock moves on.
+/// - CR0/CR4: the guest sees its own value (read shadow); the CPU gets it with the bits VMX
+///   fixes (SDM 25.6.6 "Guest/Host Masks and Read Shadows for CR0 and CR4"). A CR4 value with
+///   a bit this CPU cannot have raises #GP, as it would natively.
+fn control_register(
+    vm: &mut Vm,
+    access: &CrAccessQualification,
+) -> Result<Option<StopReason>, VmFail> {
+    let CrAccess::MovTo { gpr } = access.access else {
+        return Ok(Some(StopReason::UnhandledExit {
+            reason: exit::BasicExitReason::ControlRegisterAccesses.number(),
+            rip: vmx::vmread_natural(GUEST_RIP)?,
+            qualification: u64::from(access.cr),
+        }));
+    };
+    let value = match Gpr::ALL.get(usize::from(gpr)) {
+        Some(Gpr::Rsp) => vmx::vmread_natural(GUEST_RSP)?,
+        Some(&register) => EmulatedRegisters {
+            regs: &mut vm.regs,
+            rsp: 0,
+        }
+        .get(register),
+        None => 0,
+    };
+    let negotiated = vm.negotiated;
+    match access.cr {
+        // SAFETY: the VM's VMCS is current; the new root is the guest's own value (EPT keeps it
+        // inside its memory), and flushing its VPID only drops cached translations.
+        3 => unsafe {
+            vmx::vmwrite_natural(GUEST_CR3, value)?;
+            vmx::invvpid_single_context(vm.vpid())?;
+            vm.spaces.load(value);
+        },
+        // SAFETY: the VM's VMCS is current; the guest sees its own CR0 and the CPU gets it with
+        // the bits VMX operation fixes.
+        0 => unsafe {
+            vmx::vmwrite_natural(CR0_READ_SHADOW, value)?;
+            vmx::vmwrite_natural(GUEST_CR0, negotiated.fixed_cr0(value))?;
+        },
+        4 => {
+            if value & !negotiated.cr4_fixed1 & !crate::vmm::CR4_VMXE != 0 {
+                inject_general_protection()?;
+                return Ok(None);
+            }
+            // SAFETY: the VM's VMCS is current; the value has only bits this CPU allows, and the
+            // CPU gets it with the bits VMX operation fixes.
+            unsafe {
+                vmx::vmwrite_natural(CR4_READ_SHADOW, value)?;
+                vmx::vmwrite_natural(GUEST_CR4, negotiated.fixed_cr4(value))?;
+            }
+        }
+        cr => {
+            return Ok(Some(StopReason::UnhandledExit {
+                reason: exit::BasicExitReason::ControlRegisterAccesses.number(),
+                rip: vmx::vmread_natural(GUEST_RIP)?,
+                qualification: u64::from(cr),
+            }))
+        }
+    }
+    Ok(None)
 }

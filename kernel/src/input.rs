@@ -1,11 +1,18 @@
 //! Console input from the host: bytes arriving on the hypervisor's COM1 go to one VM, the
-//! focused one. The host switches focus in band: [`FOCUS`] followed by a VM id byte focuses
-//! that VM; [`FOCUS`] twice sends one literal [`FOCUS`] byte to the focused VM.
+//! focused one. The host speaks in band after the escape byte [`FOCUS`]:
+//! - [`FOCUS`] again: one literal [`FOCUS`] byte for the focused VM;
+//! - [`FOCUS_BASE`] + id: focus VM `id` (ids up to 127);
+//! - [`END_RUN`]: end the run (every VM still running stops, then the usual end of run:
+//!   summaries, disk write-back, RunEnd).
 //!
 //! `carousel run` speaks this protocol for the user's keystrokes and for scripted input.
 
 /// Escape byte of the focus protocol (ASCII GS, Ctrl-]).
 pub const FOCUS: u8 = 0x1D;
+/// After [`FOCUS`]: focus VM (byte - FOCUS_BASE).
+pub const FOCUS_BASE: u8 = 0x80;
+/// After [`FOCUS`]: end the run.
+pub const END_RUN: u8 = 0x7F;
 
 /// Where one input byte goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -14,6 +21,8 @@ pub enum Routed {
     Deliver { vm: u16, byte: u8 },
     /// Focus moved to `vm`.
     Focused { vm: u16 },
+    /// The host asks to end the run.
+    EndRun,
     /// Part of a focus sequence, or a focus on a VM that does not exist: nothing to do.
     Nothing,
 }
@@ -44,14 +53,15 @@ impl InputRouter {
     pub fn route(&mut self, byte: u8) -> Routed {
         if self.escaped {
             self.escaped = false;
-            if byte == FOCUS {
-                return self.deliver(byte);
-            }
-            if u16::from(byte) < self.vm_count {
-                self.focused = u16::from(byte);
-                return Routed::Focused { vm: self.focused };
-            }
-            return Routed::Nothing;
+            return match byte {
+                FOCUS => self.deliver(byte),
+                END_RUN => Routed::EndRun,
+                id if id >= FOCUS_BASE && u16::from(id - FOCUS_BASE) < self.vm_count => {
+                    self.focused = u16::from(id - FOCUS_BASE);
+                    Routed::Focused { vm: self.focused }
+                }
+                _ => Routed::Nothing,
+            };
         }
         if byte == FOCUS {
             self.escaped = true;
@@ -86,7 +96,7 @@ mod tests {
     #[test]
     fn focus_then_deliver() {
         let mut router = InputRouter::new(4);
-        let out = route_all(&mut router, &[b'a', FOCUS, 2, b'l', b's']);
+        let out = route_all(&mut router, &[b'a', FOCUS, FOCUS_BASE + 2, b'l', b's']);
         assert_eq!(
             out,
             [
@@ -105,8 +115,16 @@ mod tests {
         assert_eq!(router.route(FOCUS), Routed::Nothing);
         assert_eq!(router.route(FOCUS), Routed::Deliver { vm: 0, byte: FOCUS });
         assert_eq!(router.route(FOCUS), Routed::Nothing);
-        assert_eq!(router.route(7), Routed::Nothing);
+        assert_eq!(router.route(FOCUS_BASE + 7), Routed::Nothing);
         assert_eq!(router.focused(), 0);
+        assert_eq!(
+            route_all(&mut router, &[FOCUS, END_RUN]),
+            [Routed::Nothing, Routed::EndRun]
+        );
+        // VM 29's id no longer collides with the escape byte.
+        let mut many = InputRouter::new(64);
+        assert_eq!(many.route(FOCUS), Routed::Nothing);
+        assert_eq!(many.route(FOCUS_BASE + 29), Routed::Focused { vm: 29 });
         assert_eq!(router.route(b'x'), Routed::Deliver { vm: 0, byte: b'x' });
     }
 
@@ -117,7 +135,7 @@ mod tests {
             for byte in bytes {
                 match router.route(byte) {
                     Routed::Deliver { vm, .. } | Routed::Focused { vm } => prop_assert!(vm < count),
-                    Routed::Nothing => {}
+                    Routed::Nothing | Routed::EndRun => {}
                 }
             }
         }

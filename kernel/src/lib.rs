@@ -7,6 +7,7 @@
 //! - [`paging`]: walks a guest's page tables to read memory at a guest linear address.
 //! - [`mmio`]: decodes the instruction behind an MMIO exit and completes its load or store.
 //! - [`input`]: routing console input from the host to the focused VM.
+//! - [`spaces`]: guest time by address space (CR3), and the idle one.
 //!
 //! Everything that touches hardware is in the binary (`main.rs` and its modules).
 #![cfg_attr(not(test), no_std)]
@@ -20,6 +21,7 @@ pub mod input;
 pub mod loader;
 pub mod mmio;
 pub mod paging;
+pub mod spaces;
 
 /// Size of a page and of a physical frame.
 pub const PAGE_SIZE: u64 = 4096;

@@ -17,7 +17,7 @@ use carousel_scheduler::{
 };
 use carousel_vmx::controls::cycles_to_preemption_ticks;
 use carousel_vmx::fail::VmFail;
-use carousel_vmx::fields::VMX_PREEMPTION_TIMER_VALUE;
+use carousel_vmx::fields::{GUEST_RIP, VMX_PREEMPTION_TIMER_VALUE};
 use carousel_vmx::instructions as vmx;
 
 use carousel_kernel::input::{InputRouter, Routed};
@@ -98,7 +98,15 @@ pub fn run(vmx: &Vmx, config: &RunConfig, modules: &[(String, &[u8])], tsc_hz: u
         switch_costs: LatencyHistogram::new(),
         input: InputRouter::new(config.vms.len() as u16),
         console_quiet: tsc_hz / CONSOLE_QUIET_DIVISOR,
+        housekeeping_period: tsc_hz / 1000,
+        next_housekeeping: 0,
+        idle_threshold: config
+            .idle_threshold_us
+            .map(|us| (tsc_hz.saturating_mul(u64::from(us)) / 1_000_000).max(1)),
     };
+    if let Some(us) = config.idle_threshold_us {
+        log::info!("idle detection on: {us} us in the idle address space with nothing pending");
+    }
     for id in 0..machine.vms.len() {
         if machine.vms[id].is_none() {
             machine.policy.finished(id as VmId);
@@ -107,6 +115,16 @@ pub fn run(vmx: &Vmx, config: &RunConfig, modules: &[(String, &[u8])], tsc_hz: u
     }
     machine.run();
     machine.report(quantum, tsc_hz);
+    for (vm, vm_config) in machine.vms.iter().zip(&config.vms) {
+        let Some(vm) = vm else { continue };
+        export::emit(Record::AddressSpaces {
+            vm: vm.id,
+            spaces: vm.spaces.top(ADDRESS_SPACES_REPORTED),
+        });
+        if vm_config.persist {
+            persist_disk(vm);
+        }
+    }
     for vm in machine.vms.into_iter().flatten() {
         vm.memory.release();
     }
@@ -129,6 +147,36 @@ struct Machine {
     input: InputRouter,
     /// A VM's unfinished console line goes out after this many quiet cycles.
     console_quiet: Cycles,
+    /// Housekeeping runs at most once per period (a millisecond of TSC time).
+    housekeeping_period: Cycles,
+    next_housekeeping: Cycles,
+    /// Idle detection: a VM that spends this many guest cycles in its idle address space
+    /// with nothing pending is treated as halted until its next interrupt. None: off.
+    idle_threshold: Option<Cycles>,
+}
+
+/// Address spaces per VM in the end-of-run record.
+const ADDRESS_SPACES_REPORTED: usize = 16;
+
+/// Sends every disk sector `vm` wrote back to the host (lab `persist = true`), waiting for
+/// the line as needed: the run is over, and nothing the guest wrote may be lost.
+fn persist_disk(vm: &Vm) {
+    let ide = &vm.platform.ide;
+    let mut sent = 0u64;
+    for lba in ide.dirty_sectors() {
+        let Some(data) = ide.sector(lba) else {
+            continue;
+        };
+        export::flush();
+        export::emit(Record::DiskSector {
+            vm: vm.id,
+            lba,
+            data: data.to_vec(),
+        });
+        sent += 1;
+    }
+    export::flush();
+    log::info!("vm {}: {sent} written disk sectors sent back", vm.name);
 }
 
 /// An unfinished console line (a prompt) is printed after 1/20 s without output.
@@ -137,15 +185,19 @@ const CONSOLE_QUIET_DIVISOR: u64 = 20;
 impl Machine {
     fn run(&mut self) {
         loop {
-            self.wake_expired(arch::rdtsc());
+            self.housekeeping(arch::rdtsc());
             if let Some((id, slice)) = self.policy.pick_next() {
                 self.run_slice(id, slice);
                 continue;
             }
             match self.earliest_deadline() {
                 Some(deadline) => self.idle_until(deadline),
+                // Only console input can wake a VM halted with interrupts enabled: wait for it.
+                None if self.vms.iter().flatten().any(Vm::waits_for_interrupt) => {
+                    self.idle_until(Cycles::MAX)
+                }
                 None => {
-                    // Nothing runnable and no timer armed: a blocked VM can never wake.
+                    // Nothing runnable and nothing that can wake a blocked VM.
                     let now = arch::rdtsc();
                     let mut any = false;
                     for id in 0..self.vms.len() {
@@ -187,15 +239,13 @@ impl Machine {
             .min()
     }
 
-    /// Wakes every blocked VM whose timer expired or that has an interrupt to take by `now`,
-    /// and routes console input from the host.
+    /// Wakes every blocked VM whose timer expired or that has an interrupt to take by `now`.
+    /// Runs after every exit, so it stays small.
     fn wake_expired(&mut self, now: Cycles) {
-        self.route_input();
         for id in 0..self.vms.len() {
             let Some(vm) = self.vms[id].as_mut() else {
                 continue;
             };
-            vm.platform.console.flush_idle(now, self.console_quiet);
             if let Some(event) = vm.wake_event(now) {
                 vm.state = RunState::Runnable;
                 self.policy.woken(id as VmId);
@@ -205,29 +255,72 @@ impl Machine {
         }
     }
 
+    /// Between slices, at most once a millisecond of TSC time: console input from the host,
+    /// prompts left unfinished by quiet guests, and the wake-ups these cause. Input waits at
+    /// most a slice this way, and the switch path stays short.
+    fn housekeeping(&mut self, now: Cycles) {
+        if now < self.next_housekeeping {
+            return;
+        }
+        self.next_housekeeping = now + self.housekeeping_period;
+        self.route_input();
+        for vm in self.vms.iter_mut().flatten() {
+            vm.platform.console.flush_idle(now, self.console_quiet);
+        }
+        self.wake_expired(now);
+    }
+
     /// Sends console input waiting on the host line to the focused VM.
     fn route_input(&mut self) {
         while let Some(byte) = console::poll_input() {
-            if let Routed::Deliver { vm, byte } = self.input.route(byte) {
-                if let Some(vm) = self.vms.get_mut(usize::from(vm)).and_then(Option::as_mut) {
-                    vm.platform.push_console_input(&[byte]);
+            match self.input.route(byte) {
+                Routed::Deliver { vm, byte } => {
+                    if let Some(vm) = self.vms.get_mut(usize::from(vm)).and_then(Option::as_mut) {
+                        vm.platform.push_console_input(&[byte]);
+                    }
                 }
+                Routed::EndRun => self.end_run(),
+                Routed::Focused { .. } | Routed::Nothing => {}
             }
         }
     }
 
-    /// Waits for the next timer deadline with no VM runnable, sending records meanwhile.
+    /// Waits with no VM runnable until `deadline` or until console input gives a halted VM an
+    /// interrupt, sending output meanwhile.
     fn idle_until(&mut self, deadline: Cycles) {
         let now = arch::rdtsc();
         self.account_root(None, now);
         while arch::rdtsc() < deadline {
             console::drain();
             export::drain();
+            self.route_input();
+            let all_stopped = self
+                .vms
+                .iter()
+                .flatten()
+                .all(|vm| matches!(vm.state, RunState::Stopped(_)));
+            if all_stopped || self.vms.iter().flatten().any(Vm::interrupt_waiting) {
+                break;
+            }
             core::hint::spin_loop();
         }
         let now = arch::rdtsc();
         self.accounting.idle(now - self.mark);
         self.mark = now;
+    }
+
+    /// The host ended the run: every VM still in it stops (no VM holds the CPU here).
+    fn end_run(&mut self) {
+        log::info!("the host ended the run");
+        let now = arch::rdtsc();
+        for id in 0..self.vms.len() {
+            if self
+                .vm(id)
+                .is_some_and(|vm| !matches!(vm.state, RunState::Stopped(_)))
+            {
+                self.finish(id as VmId, StopReason::EndedByHost, now);
+            }
+        }
     }
 
     /// Takes a VM out of the run: its own record and message, the policy and the accounting.
@@ -272,7 +365,13 @@ impl Machine {
                 .map_or(u32::MAX, |deadline| {
                     cycles_to_preemption_ticks(deadline.saturating_sub(now), rate)
                 });
-            let armed = slice_left.min(until_deadline).max(1);
+            let until_idle = match (self.idle_threshold, self.vms[usize::from(id)].as_ref()) {
+                (Some(threshold), Some(vm)) => vm.spaces.idle_for().map_or(u32::MAX, |spent| {
+                    cycles_to_preemption_ticks(threshold.saturating_sub(spent), rate)
+                }),
+                _ => u32::MAX,
+            };
+            let armed = slice_left.min(until_deadline).min(until_idle).max(1);
             let vm = self.vms[usize::from(id)]
                 .as_mut()
                 .expect("running VM exists");
@@ -297,6 +396,7 @@ impl Machine {
                 return self.vmx_failed(id, error);
             }
             self.accounting.guest(id, exit - entry);
+            vm.spaces.charge(exit - entry);
             guest_in_slice += exit - entry;
             // The timer counts only in guest mode; its saved value is what is left of `armed`.
             let left = vmx::vmread32(VMX_PREEMPTION_TIMER_VALUE).unwrap_or(0);
@@ -305,12 +405,21 @@ impl Machine {
                 vm.reinject_interrupted_event()?;
                 exits::handle(vm, &raw)
             });
+            if let (Some(threshold), Ok(Next::Resume)) = (self.idle_threshold, &next) {
+                if vm.looks_idle(threshold) {
+                    vm.state = RunState::Blocked {
+                        rip: vmx::vmread_natural(GUEST_RIP).unwrap_or(0),
+                        interrupts: true,
+                    };
+                }
+            }
             let blocked = matches!(vm.state, RunState::Blocked { .. });
             console::drain();
             export::drain();
             self.wake_expired(arch::rdtsc());
             match next {
                 // A timer exit with slice left was another VM's deadline: go on.
+                Ok(Next::Resume) if blocked => break SliceEnd::Blocked,
                 Ok(Next::Resume) if slice_left > 0 => continue,
                 Ok(Next::Resume) => break SliceEnd::Preempted,
                 Ok(Next::Leave) if blocked => break SliceEnd::Blocked,

@@ -11,7 +11,7 @@ use carousel_kernel::{GuestRam, PAGE_SIZE};
 use carousel_protocol::config::VmConfig;
 use carousel_protocol::record::{Record, StopReason};
 use carousel_vmx::addr::{GuestPhysAddr, HostPhysAddr};
-use carousel_vmx::controls::PrimaryProcessorBased;
+use carousel_vmx::controls::{Negotiated, PrimaryProcessorBased};
 use carousel_vmx::ept::{Ept, FrameSource, Permissions};
 use carousel_vmx::fail::VmFail;
 use carousel_vmx::fields::*;
@@ -21,6 +21,7 @@ use crate::memory::{self, GuestMemory};
 use crate::platform::{Platform, IOAPIC_ID};
 use crate::vmm::Vmx;
 use crate::{arch, export};
+use carousel_kernel::spaces::AddressSpaces;
 
 /// Where a VM stands in the run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,6 +47,10 @@ pub struct Vm {
     pub platform: Platform,
     /// Primary processor-based controls as last written (interrupt-window exiting toggles).
     pub primary_controls: u32,
+    /// Guest time by address space, and the idle one.
+    pub spaces: AddressSpaces,
+    /// Fixed CR0/CR4 bits and other negotiated facts the exit handlers need.
+    pub negotiated: Negotiated,
     /// TSC deadline of the one-shot timer the guest armed (SET_TIMER), if any.
     pub timer_deadline: Option<u64>,
     /// The TSC frequency the run uses (the TSC_KHZ hypercall answers with it).
@@ -140,6 +145,8 @@ impl Vm {
             memory,
             platform,
             primary_controls: vmx.negotiated.primary.bits(),
+            spaces: AddressSpaces::new(),
+            negotiated: vmx.negotiated,
             timer_deadline: None,
             tsc_hz,
         };
@@ -155,6 +162,11 @@ impl Vm {
             write_guest_entry_state(u64::from(loaded.entry)).map_err(entry_setup_failed)?;
         }
         Ok(vm)
+    }
+
+    /// The VPID tagging this VM's TLB entries.
+    pub fn vpid(&self) -> u16 {
+        self.id + 1
     }
 
     /// Makes this VM's VMCS the current one (before any VMREAD/VMWRITE for it).
@@ -201,6 +213,33 @@ impl Vm {
         self.timer_deadline.into_iter().chain(lapic).min()
     }
 
+    /// Idle detection: the VM has spent `threshold` guest cycles in its idle address space
+    /// (without loading another) and has no interrupt to take. A guest that never halts (xv6)
+    /// is then treated as halted with interrupts enabled: it runs again at its next interrupt.
+    pub fn looks_idle(&self, threshold: u64) -> bool {
+        self.spaces
+            .idle_for()
+            .is_some_and(|spent| spent >= threshold)
+            && self.platform.lapic.pending_vector().is_none()
+    }
+
+    /// True when this VM halted with interrupts enabled (an interrupt, even console input,
+    /// wakes it).
+    pub fn waits_for_interrupt(&self) -> bool {
+        matches!(
+            self.state,
+            RunState::Blocked {
+                interrupts: true,
+                ..
+            }
+        )
+    }
+
+    /// True when this VM halted with interrupts enabled and now has one to take.
+    pub fn interrupt_waiting(&self) -> bool {
+        self.waits_for_interrupt() && self.platform.lapic.pending_vector().is_some()
+    }
+
     /// If this blocked VM has something to wake for by `now`, the instant of that event.
     pub fn wake_event(&mut self, now: u64) -> Option<u64> {
         let RunState::Blocked { interrupts, .. } = self.state else {
@@ -217,6 +256,7 @@ impl Vm {
                 .filter(|&deadline| deadline <= now);
             self.platform.advance_timer(now);
             if self.platform.lapic.pending_vector().is_some() {
+                self.spaces.restart_idle_clock();
                 return Some(tick.unwrap_or(now));
             }
         }

@@ -84,9 +84,12 @@ impl Vmx {
         let capabilities = Capabilities::from_msrs(|msr| unsafe { arch::rdmsr(msr) });
         // Host interrupts must never reach a guest's IDT: they exit (and are acknowledged) instead.
         // The host masks its PIC, so none should come.
+        // CR3 loads exit so that guest time is known per address space (and idle guests
+        // that never HLT can be recognised).
         let wanted = Wanted {
             external_interrupt_exiting: true,
             acknowledge_interrupt_on_exit: true,
+            cr3_load_exiting: true,
         };
         let negotiated = capabilities.negotiate(&wanted)?;
         // SAFETY: the fixed bits only add CR0.NE and CR4.VMXE on a running long-mode system;

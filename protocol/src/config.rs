@@ -19,6 +19,10 @@ pub struct RunConfig {
     pub tsc_hz: u64,
     /// Hash of the lab file's text (FNV-1a 64), so traces can be matched to their lab.
     pub lab_hash: u64,
+    /// Treat a guest that sits in its idle address space with nothing pending for
+    /// `idle_threshold_us` as blocked until its next interrupt (for guests that never HLT,
+    /// like xv6). None: off.
+    pub idle_threshold_us: Option<u32>,
     /// The VMs, in lab-file order; a VM's id is its index here.
     pub vms: Vec<VmConfig>,
 }
@@ -38,6 +42,8 @@ pub struct VmConfig {
     pub weight: u32,
     /// Command line handed to the guest through its multiboot information.
     pub args: String,
+    /// Send the disk sectors the guest wrote back to the host at the end of the run.
+    pub persist: bool,
 }
 
 impl RunConfig {
@@ -48,6 +54,7 @@ impl RunConfig {
             quantum_us,
             tsc_hz,
             lab_hash,
+            idle_threshold_us: None,
             vms,
         }
     }
@@ -116,6 +123,7 @@ mod tests {
             memory_bytes: 8 << 20,
             weight: 1,
             args: String::new(),
+            persist: false,
         }
     }
 
@@ -168,6 +176,7 @@ mod tests {
                     memory_bytes: memory,
                     weight: 3,
                     args: args.clone(),
+                    persist: true,
                 })
                 .collect();
             let config = RunConfig::new(quantum, hz, 42, vms);

@@ -58,6 +58,10 @@ pub enum Record {
         sectors: u16,
         write: bool,
     },
+    /// One disk sector a VM wrote, sent back at the end of the run (lab `persist = true`).
+    DiskSector { vm: u16, lba: u32, data: Vec<u8> },
+    /// Guest time by address space (CR3), end of run: the top entries, largest first.
+    AddressSpaces { vm: u16, spaces: Vec<AddressSpace> },
     /// A VM left the run.
     VmStopped {
         tsc: u64,
@@ -70,6 +74,17 @@ pub enum Record {
     RunSummary(RunSummary),
     /// Last record of a run that ended in order.
     RunEnd { tsc: u64 },
+}
+
+/// Guest time spent in one address space.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AddressSpace {
+    /// The CR3 value (the page-directory base the guest loaded).
+    pub cr3: u64,
+    /// Guest cycles spent with this CR3 loaded.
+    pub cycles: u64,
+    /// Times the guest loaded it.
+    pub loads: u64,
 }
 
 /// Where one VM's time went, modelled on Xen's runstates (xenalyze).
@@ -149,6 +164,8 @@ pub enum StopReason {
     BadMmio { gpa: u64, rip: u64, message: String },
     /// The guest halted with nothing left that could wake it.
     HaltedForever { rip: u64 },
+    /// The host tool ended the run (its console scripts were done) while this VM still ran.
+    EndedByHost,
     /// A VMX instruction failed for this VM (the hypervisor's view of the error).
     VmxError { message: String },
 }
@@ -189,6 +206,7 @@ impl core::fmt::Display for StopReason {
                 write!(f, "halted at rip {rip:#x} with nothing left to wake it")
             }
             Self::VmxError { message } => write!(f, "VMX instruction failed: {message}"),
+            Self::EndedByHost => write!(f, "ended by the host"),
         }
     }
 }

@@ -249,6 +249,8 @@ pub enum MissingFeature {
     PreemptionTimer,
     /// Primary processor-based control bit 7.
     HltExiting,
+    /// Primary processor-based control bit 15 (only when [`Wanted::cr3_load_exiting`]).
+    Cr3LoadExiting,
     /// Primary processor-based control bit 25.
     IoBitmaps,
     /// Primary processor-based control bit 28.
@@ -300,6 +302,7 @@ impl fmt::Display for MissingFeature {
             }
             Self::PreemptionTimer => "the VMX-preemption timer (pin-based control bit 6)",
             Self::HltExiting => "HLT exiting (primary processor-based control bit 7)",
+            Self::Cr3LoadExiting => "CR3-load exiting (primary processor-based control bit 15)",
             Self::IoBitmaps => "I/O bitmaps (primary processor-based control bit 25)",
             Self::MsrBitmaps => "MSR bitmaps (primary processor-based control bit 28)",
             Self::SecondaryControls => {
@@ -401,6 +404,8 @@ pub struct Wanted {
     pub external_interrupt_exiting: bool,
     /// Set "acknowledge interrupt on exit", so the exit reports the interrupt vector.
     pub acknowledge_interrupt_on_exit: bool,
+    /// Set "CR3-load exiting", so the hypervisor sees every address-space switch.
+    pub cr3_load_exiting: bool,
 }
 
 /// The control values Carousel writes into every VMCS, and the facts it needs alongside.
@@ -539,12 +544,13 @@ impl Capabilities {
         )?;
 
         type Primary = PrimaryProcessorBased;
+        let mut primary = Primary::HLT_EXITING
+            | Primary::USE_IO_BITMAPS
+            | Primary::USE_MSR_BITMAPS
+            | Primary::ACTIVATE_SECONDARY_CONTROLS;
+        primary.set(Primary::CR3_LOAD_EXITING, wanted.cr3_load_exiting);
         let primary = negotiate_control(
-            (Primary::HLT_EXITING
-                | Primary::USE_IO_BITMAPS
-                | Primary::USE_MSR_BITMAPS
-                | Primary::ACTIVATE_SECONDARY_CONTROLS)
-                .bits(),
+            primary.bits(),
             self.processor_based,
             msr_for(
                 msr::IA32_VMX_PROCBASED_CTLS,
@@ -552,6 +558,10 @@ impl Capabilities {
             ),
             &[
                 (Primary::HLT_EXITING.bits(), MissingFeature::HltExiting),
+                (
+                    Primary::CR3_LOAD_EXITING.bits(),
+                    MissingFeature::Cr3LoadExiting,
+                ),
                 (Primary::USE_IO_BITMAPS.bits(), MissingFeature::IoBitmaps),
                 (Primary::USE_MSR_BITMAPS.bits(), MissingFeature::MsrBitmaps),
                 (
@@ -751,10 +761,22 @@ mod tests {
         let wanted = Wanted {
             external_interrupt_exiting: true,
             acknowledge_interrupt_on_exit: true,
+            cr3_load_exiting: true,
         };
         let n = skylake_x().negotiate(&wanted).unwrap();
         assert!(n.pin.contains(PinBased::EXTERNAL_INTERRUPT_EXITING));
         assert!(n.exit.contains(ExitControls::ACKNOWLEDGE_INTERRUPT_ON_EXIT));
+        assert!(n.primary.contains(PrimaryProcessorBased::CR3_LOAD_EXITING));
+
+        // A CPU that cannot exit on CR3 loads is refused only when the exits are wanted.
+        let mut no_cr3_exits = skylake_x();
+        no_cr3_exits.processor_based &=
+            !(u64::from(PrimaryProcessorBased::CR3_LOAD_EXITING.bits()) << 32);
+        assert!(no_cr3_exits.negotiate(&Wanted::default()).is_ok());
+        assert_eq!(
+            no_cr3_exits.negotiate(&wanted),
+            Err(MissingFeature::Cr3LoadExiting)
+        );
     }
 
     #[test]
@@ -784,7 +806,7 @@ mod tests {
         let exit: Get = |c| &mut c.exit;
         let entry: Get = |c| &mut c.entry;
         let ept: Get = |c| &mut c.ept_vpid;
-        let cases: [(Get, u32, MissingFeature); 21] = [
+        let cases: [(Get, u32, MissingFeature); 22] = [
             (pin, 32 + 6, MissingFeature::PreemptionTimer),
             (primary, 32 + 7, MissingFeature::HltExiting),
             (primary, 32 + 25, MissingFeature::IoBitmaps),
@@ -807,10 +829,12 @@ mod tests {
             // The optional ones, when wanted.
             (pin, 32, MissingFeature::ExternalInterruptExiting),
             (exit, 32 + 15, MissingFeature::AcknowledgeInterruptOnExit),
+            (primary, 32 + 15, MissingFeature::Cr3LoadExiting),
         ];
         let wanted = Wanted {
             external_interrupt_exiting: true,
             acknowledge_interrupt_on_exit: true,
+            cr3_load_exiting: true,
         };
         for (get, bit, feature) in cases {
             let mut caps = skylake_x();

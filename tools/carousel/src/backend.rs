@@ -202,9 +202,11 @@ pub struct BochsConfig<'a> {
     pub memory: EmulatorMemory,
     pub cpu_model: &'a str,
     pub ips: u64,
-    /// The run directory (absolute): COM files and the log go there.
+    /// The run directory (absolute): COM2, the log and port 0xE9 output go there.
     pub out: &'a Path,
     pub iso: &'a Path,
+    /// The TCP port on localhost where Bochs serves COM1 (`crate::com1`).
+    pub com1_port: u16,
 }
 
 /// Why a path cannot appear in a bochsrc, if it cannot: Bochs splits option values at commas
@@ -221,7 +223,9 @@ pub fn bochsrc_path_problem(path: &Path) -> Option<String> {
         })
 }
 
-/// The bochsrc of a run (BOCHS.md's starting config, with the lab's CPU and memory).
+/// The bochsrc of a run (BOCHS.md's starting config, with the lab's CPU and memory). COM1 is a
+/// socket server (two-way: the consoles out, console input in); Bochs waits for the tool to
+/// connect before it runs.
 pub fn bochsrc(config: &BochsConfig<'_>) -> String {
     let memory = match config.memory {
         EmulatorMemory::Megs(megs) => format!("megs: {megs}"),
@@ -238,7 +242,7 @@ pub fn bochsrc(config: &BochsConfig<'_>) -> String {
          ata0: enabled=1, ioaddr1=0x1f0, ioaddr2=0x3f0, irq=14\n\
          ata0-master: type=cdrom, path={iso}, status=inserted\n\
          boot: cdrom\n\
-         com1: enabled=1, mode=file, dev={out}/com1.txt\n\
+         com1: enabled=1, mode=socket-server, dev=localhost:{com1_port}\n\
          com2: enabled=1, mode=file, dev={out}/com2.bin\n\
          port_e9_hack: enabled=1\n\
          log: {out}/bochs.log\n\
@@ -248,11 +252,19 @@ pub fn bochsrc(config: &BochsConfig<'_>) -> String {
         model = config.cpu_model,
         ips = config.ips,
         iso = config.iso.display(),
+        com1_port = config.com1_port,
     )
 }
 
-/// QEMU's arguments for a run.
-pub fn qemu_args(kvm: bool, memory: EmulatorMemory, iso: &Path, out: &Path) -> Vec<String> {
+/// QEMU's arguments for a run. COM1 is a TCP server on `com1_port` that waits for the tool's
+/// connection before the guest starts (`wait=on`); COM2 stays a file.
+pub fn qemu_args(
+    kvm: bool,
+    memory: EmulatorMemory,
+    iso: &Path,
+    out: &Path,
+    com1_port: u16,
+) -> Vec<String> {
     let mut args: Vec<String> = if kvm {
         vec!["-enable-kvm".into(), "-cpu".into(), "host".into()]
     } else {
@@ -273,8 +285,10 @@ pub fn qemu_args(kvm: bool, memory: EmulatorMemory, iso: &Path, out: &Path) -> V
         "-display".to_string(),
         "none".to_string(),
         "-no-reboot".to_string(),
+        "-chardev".to_string(),
+        format!("socket,id=com1,host=127.0.0.1,port={com1_port},server=on,wait=on"),
         "-serial".to_string(),
-        file("com1.txt"),
+        "chardev:com1".to_string(),
         "-serial".to_string(),
         file("com2.bin"),
         "-device".to_string(),
@@ -372,8 +386,8 @@ pub struct Launch {
     pub output: &'static str,
 }
 
-/// The launch of `backend`; for Bochs, `bochsrc` and `cont_rc` are the files written next to
-/// it.
+/// The launch of `backend`; for Bochs, `bochsrc` (which names the COM1 port) and `cont_rc` are
+/// the files written next to it; QEMU gets `com1_port` on its command line.
 pub fn launch(
     backend: Backend,
     memory: EmulatorMemory,
@@ -381,6 +395,7 @@ pub fn launch(
     out: &Path,
     bochsrc: &Path,
     cont_rc: &Path,
+    com1_port: u16,
 ) -> Launch {
     match backend {
         Backend::Bochs => Launch {
@@ -398,7 +413,7 @@ pub fn launch(
         },
         Backend::QemuKvm | Backend::QemuTcg => Launch {
             program: QEMU,
-            args: qemu_args(backend == Backend::QemuKvm, memory, iso, out),
+            args: qemu_args(backend == Backend::QemuKvm, memory, iso, out, com1_port),
             env: Vec::new(),
             output: "qemu.out",
         },
@@ -453,6 +468,7 @@ mod tests {
             ips: 1_000_000,
             out: Path::new("/tmp/run"),
             iso: Path::new("/tmp/run/carousel.iso"),
+            com1_port: 40123,
         }
     }
 
@@ -468,7 +484,7 @@ mod tests {
             "cpu: model=corei7_skylake_x, count=1, ips=1000000, reset_on_triple_fault=0, ignore_bad_msrs=0",
             "ata0-master: type=cdrom, path=/tmp/run/carousel.iso, status=inserted",
             "boot: cdrom",
-            "com1: enabled=1, mode=file, dev=/tmp/run/com1.txt",
+            "com1: enabled=1, mode=socket-server, dev=localhost:40123",
             "com2: enabled=1, mode=file, dev=/tmp/run/com2.bin",
             "port_e9_hack: enabled=1",
             "log: /tmp/run/bochs.log",
@@ -506,14 +522,15 @@ mod tests {
     fn qemu_arguments() {
         let iso = Path::new("/r/carousel.iso");
         let out = Path::new("/r");
-        let kvm = qemu_args(true, EmulatorMemory::Megs(256), iso, out).join(" ");
+        let kvm = qemu_args(true, EmulatorMemory::Megs(256), iso, out, 40123).join(" ");
         assert_eq!(
             kvm,
             "-enable-kvm -cpu host -m 256 -cdrom /r/carousel.iso -display none -no-reboot \
-             -serial file:/r/com1.txt -serial file:/r/com2.bin \
+             -chardev socket,id=com1,host=127.0.0.1,port=40123,server=on,wait=on \
+             -serial chardev:com1 -serial file:/r/com2.bin \
              -device isa-debug-exit,iobase=0xf4,iosize=0x04 -debugcon file:/r/e9.txt"
         );
-        let tcg = qemu_args(false, EmulatorMemory::Large { total: 2080 }, iso, out).join(" ");
+        let tcg = qemu_args(false, EmulatorMemory::Large { total: 2080 }, iso, out, 1).join(" ");
         assert!(tcg.starts_with("-accel tcg -cpu qemu64 -m 2080 "), "{tcg}");
         assert!(!tcg.contains("kvm"));
     }
@@ -527,6 +544,7 @@ mod tests {
             Path::new("/r"),
             Path::new("/r/bochsrc"),
             Path::new("/r/cont.rc"),
+            40123,
         );
         assert_eq!(launch.program, "bochs");
         assert_eq!(launch.args, ["-q", "-f", "/r/bochsrc", "-rc", "/r/cont.rc"]);

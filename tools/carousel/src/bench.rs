@@ -220,6 +220,7 @@ fn bench_one(
         backend,
         timeout_s: None,
         out: Some(out.clone()),
+        persist: false,
     };
     let finished = run::execute(&options, Console::Quiet, interrupted)
         .map_err(|source| BenchError::Run { quantum_us, source })?;

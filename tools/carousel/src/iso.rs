@@ -1,7 +1,8 @@
 //! The boot image: a GRUB 2 rescue ISO whose menu entry loads the hypervisor with multiboot2
 //! and passes the run configuration, each VM's kernel and each VM's disk as modules.
 //!
-//! Disk images are copied into the staging directory, so a run never writes the user's file.
+//! Disk images are copied into the staging directory, so the emulator never writes the user's
+//! file; only `persist` writes it, at the end of the run ([`crate::disk::persist`]).
 
 use std::fmt::Write;
 use std::fs;

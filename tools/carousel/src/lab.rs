@@ -8,10 +8,13 @@
 use std::fmt;
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use carousel_protocol::config::{fnv1a64, RunConfig, VmConfig};
 use serde::Deserialize;
 use toml::Spanned;
+
+use crate::script::{self, Pattern, Step};
 
 /// Scheduler quantum when the lab file gives none, in microseconds.
 pub const DEFAULT_QUANTUM_US: u32 = 1000;
@@ -23,6 +26,8 @@ pub const DEFAULT_CPU_MODEL: &str = "corei7_skylake_x";
 pub const DEFAULT_TIMEOUT_S: u64 = 120;
 /// Scheduling weight of a VM whose table gives none.
 pub const DEFAULT_WEIGHT: u32 = 1;
+/// Idle detection's threshold when the lab file turns it on without one, in microseconds.
+pub const DEFAULT_IDLE_THRESHOLD_US: u32 = 100;
 
 /// Allowed scheduler quanta, in microseconds.
 pub const QUANTUM_US_RANGE: RangeInclusive<i64> = 1..=1_000_000;
@@ -36,6 +41,13 @@ pub const TIMEOUT_S_RANGE: RangeInclusive<i64> = 1..=86_400;
 pub const MEMORY_MIB_RANGE: RangeInclusive<i64> = 2..=3072;
 /// Allowed scheduling weights.
 pub const WEIGHT_RANGE: RangeInclusive<i64> = 1..=64;
+/// Allowed idle-detection thresholds, in microseconds.
+pub const IDLE_THRESHOLD_US_RANGE: RangeInclusive<i64> = 1..=100_000;
+/// Allowed sizes of a blank disk, in KiB (the image travels in the ISO and sits in the
+/// hypervisor's memory).
+pub const BLANK_DISK_KIB_RANGE: RangeInclusive<i64> = 1..=65_536;
+/// Allowed script step timeouts, in seconds.
+pub const STEP_TIMEOUT_S_RANGE: RangeInclusive<i64> = 1..=86_400;
 /// Allowed number of VMs in one lab.
 pub const VM_COUNT_RANGE: RangeInclusive<usize> = 1..=64;
 /// Longest VM name, in bytes.
@@ -49,7 +61,7 @@ pub const HYPERVISOR_MIB: u64 = 64;
 pub const MAX_TOTAL_MIB: u64 = 2900;
 
 /// Carousel's built-in guests (binaries of the `carousel-guests` package), by name.
-pub const BUILTIN_GUESTS: &[&str] = &["hello", "spin", "sleepy"];
+pub const BUILTIN_GUESTS: &[&str] = &["hello", "spin", "sleepy", "devcheck"];
 
 /// Bochs CPU models with the VMX features Carousel needs (BOCHS.md, "What this Bochs build
 /// offers").
@@ -87,6 +99,9 @@ pub struct Lab {
     pub cpu_model: String,
     /// Whole-run limit, seconds.
     pub timeout_s: u64,
+    /// `run.idle_detection`: a guest idle in its idle address space for this many
+    /// microseconds counts as blocked (None: off).
+    pub idle_threshold_us: Option<u32>,
     /// The VMs, in file order (a VM's id is its index).
     pub vms: Vec<Vm>,
 }
@@ -97,10 +112,39 @@ pub struct Vm {
     pub name: String,
     pub kernel: Kernel,
     pub memory_mib: u32,
-    /// Absolute or lab-relative-resolved path of the disk image.
-    pub disk: Option<PathBuf>,
+    pub disk: Option<Disk>,
     pub weight: u32,
     pub args: String,
+    /// `persist = true`: the sectors the guest writes go back into its disk image.
+    pub persist: bool,
+    /// `[[vm.script]]`: console input steps, in order (empty: none).
+    pub script: Vec<Step>,
+}
+
+/// Where a VM's disk comes from. Either way the VM works on a copy inside the boot image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Disk {
+    /// `disk`: an image file (absolute, or resolved against the lab file's directory).
+    File(PathBuf),
+    /// `blank_disk_kib`: a fresh image of this many KiB, written into the run directory
+    /// ([`crate::disk::blank_image`]).
+    Blank { kib: u32 },
+}
+
+impl Disk {
+    /// The image file a run uses for this disk: the lab's file, or the blank image in the
+    /// run directory `out` ([`blank_disk_path`]).
+    pub fn path(&self, out: &Path, vm: &str) -> PathBuf {
+        match self {
+            Disk::File(path) => path.clone(),
+            Disk::Blank { .. } => blank_disk_path(out, vm),
+        }
+    }
+}
+
+/// Where VM `vm`'s blank disk image lives in the run directory `out`.
+pub fn blank_disk_path(out: &Path, vm: &str) -> PathBuf {
+    out.join(format!("{vm}.disk"))
 }
 
 /// Where a VM's kernel comes from. A `kernel` value that names a built-in guest means the
@@ -203,6 +247,33 @@ pub enum LabErrorKind {
         guests + HYPERVISOR_MIB
     )]
     MemoryTotal { guests: u64 },
+    #[error("`{key}` of vm {vm:?}: environment variable {var} is not set (or empty)")]
+    MissingEnv {
+        key: String,
+        vm: String,
+        var: String,
+    },
+    #[error("`{key}` of vm {vm:?}: {reason}")]
+    BadPath {
+        key: String,
+        vm: String,
+        reason: String,
+    },
+    #[error("`{key}` and `{other}` of vm {vm:?}: give one of them, not both")]
+    Exclusive {
+        key: String,
+        other: String,
+        vm: String,
+    },
+    #[error("`{key}` of vm {vm:?}: persist needs a disk (`disk` or `blank_disk_kib`)")]
+    PersistWithoutDisk { key: String, vm: String },
+    #[error("`{key}` (script step {step}) of vm {vm:?}: not a regular expression: {error}")]
+    BadRegex {
+        key: String,
+        step: usize,
+        vm: String,
+        error: String,
+    },
 }
 
 /// The `[run]` table as written.
@@ -214,6 +285,8 @@ struct RawRun {
     tsc_hz: Option<Spanned<i64>>,
     cpu_model: Option<Spanned<String>>,
     timeout_s: Option<Spanned<i64>>,
+    idle_detection: Option<Spanned<bool>>,
+    idle_threshold_us: Option<Spanned<i64>>,
 }
 
 /// One `[[vm]]` table as written.
@@ -224,8 +297,21 @@ struct RawVm {
     kernel: Spanned<String>,
     memory_mib: Spanned<i64>,
     disk: Option<Spanned<String>>,
+    blank_disk_kib: Option<Spanned<i64>>,
+    persist: Option<Spanned<bool>>,
     weight: Option<Spanned<i64>>,
     args: Option<Spanned<String>>,
+    #[serde(default)]
+    script: Vec<Spanned<RawStep>>,
+}
+
+/// One `[[vm.script]]` table as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStep {
+    expect: Spanned<String>,
+    send: Option<Spanned<String>>,
+    timeout_s: Option<Spanned<i64>>,
 }
 
 /// The whole file as written.
@@ -238,11 +324,13 @@ struct RawLab {
     vm: Vec<Spanned<RawVm>>,
 }
 
-/// Validation context: the file, its text (for line numbers) and its directory.
+/// Validation context: the file, its text (for line numbers), its directory and the
+/// environment `${VAR}` reads.
 struct Checker<'a> {
     file: &'a Path,
     text: &'a str,
     base: &'a Path,
+    env: &'a dyn Fn(&str) -> Option<String>,
 }
 
 impl Checker<'_> {
@@ -282,6 +370,73 @@ impl Checker<'_> {
     fn resolve(&self, path: &str) -> PathBuf {
         self.base.join(path)
     }
+
+    /// `value` with every `${VAR}` replaced from the environment.
+    fn expand(&self, value: &Spanned<String>, key: &str, vm: &str) -> Result<String, LabError> {
+        expand_env(value.get_ref(), self.env).map_err(|problem| {
+            let kind = match problem {
+                EnvProblem::Missing(var) => LabErrorKind::MissingEnv {
+                    key: key.to_string(),
+                    vm: vm.to_string(),
+                    var,
+                },
+                EnvProblem::Syntax(reason) => LabErrorKind::BadPath {
+                    key: key.to_string(),
+                    vm: vm.to_string(),
+                    reason,
+                },
+            };
+            self.error(Some(value.span()), kind)
+        })
+    }
+}
+
+/// Why `${VAR}` expansion failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EnvProblem {
+    /// The variable is not set, or empty.
+    Missing(String),
+    /// `${` without its `}`, or a name that is not one.
+    Syntax(String),
+}
+
+/// Replaces each `${NAME}` in `text` (NAME: letters, digits, `_`, not starting with a digit)
+/// with `env(NAME)`; any other `$` stays as it is.
+pub fn expand_env(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, EnvProblem> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let Some(end) = after.find('}') else {
+            return Err(EnvProblem::Syntax(format!(
+                "`${{` without its `}}` in {text:?}"
+            )));
+        };
+        let name = &after[..end];
+        let valid = name
+            .chars()
+            .next()
+            .is_some_and(|first| first.is_ascii_alphabetic() || first == '_')
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid {
+            return Err(EnvProblem::Syntax(format!(
+                "`${{{name}}}` in {text:?} is not an environment variable name"
+            )));
+        }
+        match env(name) {
+            Some(value) if !value.is_empty() => out.push_str(&value),
+            _ => return Err(EnvProblem::Missing(name.to_string())),
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// The process environment, as [`Lab::parse_with_env`] reads it.
+fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
 }
 
 /// 1-based line number of byte `offset` in `text`.
@@ -355,8 +510,18 @@ impl Lab {
     }
 
     /// Validates `text`, the contents of the lab file at `path`. Relative paths inside resolve
-    /// against `path`'s directory; files they name are checked on disk.
+    /// against `path`'s directory; files they name are checked on disk; `${VAR}` in `kernel`
+    /// and `disk` reads the process environment.
     pub fn parse(path: &Path, text: &str) -> Result<Lab, LabError> {
+        Self::parse_with_env(path, text, &process_env)
+    }
+
+    /// [`Lab::parse`] with `env` as the environment.
+    pub fn parse_with_env(
+        path: &Path,
+        text: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Lab, LabError> {
         let base = path
             .parent()
             .filter(|parent| !parent.as_os_str().is_empty())
@@ -365,6 +530,7 @@ impl Lab {
             file: path,
             text,
             base,
+            env,
         };
         let raw: RawLab = toml::from_str(text).map_err(|error| LabError {
             file: path.to_path_buf(),
@@ -392,6 +558,17 @@ impl Lab {
             TIMEOUT_S_RANGE,
             DEFAULT_TIMEOUT_S as i64,
         )? as u64;
+        let idle_threshold = checker.int(
+            "run.idle_threshold_us",
+            run.idle_threshold_us.as_ref(),
+            IDLE_THRESHOLD_US_RANGE,
+            i64::from(DEFAULT_IDLE_THRESHOLD_US),
+        )? as u32;
+        let idle_threshold_us = run
+            .idle_detection
+            .as_ref()
+            .is_some_and(|on| *on.get_ref())
+            .then_some(idle_threshold);
         let cpu_model = match run.cpu_model {
             None => DEFAULT_CPU_MODEL.to_string(),
             Some(model) if CPU_MODELS.contains(&model.get_ref().as_str()) => model.into_inner(),
@@ -442,11 +619,11 @@ impl Lab {
                 ));
             }
 
-            let kernel_text = raw_vm.kernel.get_ref();
+            let kernel_text = checker.expand(&raw_vm.kernel, &key("kernel"), &name)?;
             let kernel = if BUILTIN_GUESTS.contains(&kernel_text.as_str()) {
-                Kernel::Builtin(kernel_text.clone())
+                Kernel::Builtin(kernel_text)
             } else {
-                let file = checker.resolve(kernel_text);
+                let file = checker.resolve(&kernel_text);
                 check_file(&checker, raw_vm.kernel.span(), &key("kernel"), &name, &file)?;
                 if !starts_with_elf_magic(&file) {
                     return Err(checker.error(
@@ -468,14 +645,45 @@ impl Lab {
                 0,
             )? as u32;
 
-            let disk = match &raw_vm.disk {
-                None => None,
-                Some(disk) => {
-                    let file = checker.resolve(disk.get_ref());
+            let disk = match (&raw_vm.disk, &raw_vm.blank_disk_kib) {
+                (None, None) => None,
+                (Some(disk), None) => {
+                    let text = checker.expand(disk, &key("disk"), &name)?;
+                    let file = checker.resolve(&text);
                     check_file(&checker, disk.span(), &key("disk"), &name, &file)?;
-                    Some(file)
+                    Some(Disk::File(file))
+                }
+                (None, Some(kib)) => {
+                    let kib =
+                        checker.int(&key("blank_disk_kib"), Some(kib), BLANK_DISK_KIB_RANGE, 0)?
+                            as u32;
+                    Some(Disk::Blank { kib })
+                }
+                (Some(_), Some(kib)) => {
+                    return Err(checker.error(
+                        Some(kib.span()),
+                        LabErrorKind::Exclusive {
+                            key: key("blank_disk_kib"),
+                            other: key("disk"),
+                            vm: name,
+                        },
+                    ))
                 }
             };
+            let persist = match &raw_vm.persist {
+                Some(persist) if *persist.get_ref() && disk.is_none() => {
+                    return Err(checker.error(
+                        Some(persist.span()),
+                        LabErrorKind::PersistWithoutDisk {
+                            key: key("persist"),
+                            vm: name,
+                        },
+                    ))
+                }
+                Some(persist) => *persist.get_ref(),
+                None => false,
+            };
+            let script = script_steps(&checker, index, &name, &raw_vm.script)?;
 
             let weight = checker.int(
                 &key("weight"),
@@ -518,6 +726,8 @@ impl Lab {
                 disk,
                 weight,
                 args,
+                persist,
+                script,
             });
         }
 
@@ -534,6 +744,7 @@ impl Lab {
             tsc_hz,
             cpu_model,
             timeout_s,
+            idle_threshold_us,
             vms,
         })
     }
@@ -558,9 +769,23 @@ impl Lab {
             .any(|vm| matches!(vm.kernel, Kernel::Builtin(_)))
     }
 
+    /// True when some VM has a console script.
+    pub fn has_scripts(&self) -> bool {
+        self.vms.iter().any(|vm| !vm.script.is_empty())
+    }
+
+    /// Whether VM `vm`'s written sectors come back: its own `persist`, or `persist_all`
+    /// (`carousel run --persist`) for a VM with a disk.
+    pub fn persists(&self, vm: usize, persist_all: bool) -> bool {
+        self.vms
+            .get(vm)
+            .is_some_and(|vm| vm.persist || (persist_all && vm.disk.is_some()))
+    }
+
     /// The run configuration the hypervisor receives, with the TSC frequency the backend
-    /// implies (Bochs: `ips`; elsewhere 0, calibrate at boot).
-    pub fn run_config(&self, tsc_hz: u64) -> RunConfig {
+    /// implies (Bochs: `ips`; elsewhere 0, calibrate at boot); `persist_all` is `carousel run
+    /// --persist`.
+    pub fn run_config(&self, tsc_hz: u64, persist_all: bool) -> RunConfig {
         let vms = self
             .vms
             .iter()
@@ -572,10 +797,52 @@ impl Lab {
                 memory_bytes: u64::from(vm.memory_mib) << 20,
                 weight: vm.weight,
                 args: vm.args.clone(),
+                persist: self.persists(index, persist_all),
             })
             .collect();
-        RunConfig::new(self.quantum_us, tsc_hz, self.hash, vms)
+        let mut config = RunConfig::new(self.quantum_us, tsc_hz, self.hash, vms);
+        config.idle_threshold_us = self.idle_threshold_us;
+        config
     }
+}
+
+/// The `[[vm.script]]` steps of VM `index`, validated: each `expect` compiles, each timeout is
+/// in range, and the VM can be focused at all.
+fn script_steps(
+    checker: &Checker<'_>,
+    index: usize,
+    vm: &str,
+    raw: &[Spanned<RawStep>],
+) -> Result<Vec<Step>, LabError> {
+    raw.iter()
+        .enumerate()
+        .map(|(number, step)| {
+            let step = step.get_ref();
+            let key = |field: &str| format!("vm[{index}].script[{number}].{field}");
+            let expect = Pattern::new(step.expect.get_ref()).map_err(|error| {
+                checker.error(
+                    Some(step.expect.span()),
+                    LabErrorKind::BadRegex {
+                        key: key("expect"),
+                        step: number + 1,
+                        vm: vm.to_string(),
+                        error: error.to_string(),
+                    },
+                )
+            })?;
+            let timeout_s = checker.int(
+                &key("timeout_s"),
+                step.timeout_s.as_ref(),
+                STEP_TIMEOUT_S_RANGE,
+                script::DEFAULT_STEP_TIMEOUT_S as i64,
+            )? as u64;
+            Ok(Step {
+                expect,
+                send: step.send.as_ref().map(|send| send.get_ref().clone()),
+                timeout: Duration::from_secs(timeout_s),
+            })
+        })
+        .collect()
 }
 
 /// Multiboot2 module command line of VM `index`'s kernel.
@@ -667,7 +934,7 @@ mod tests {
         assert_eq!(lab.vms.len(), 2);
         let a = &lab.vms[0];
         assert_eq!(a.kernel, Kernel::File(dir.dir.path().join("guest.elf")));
-        assert_eq!(a.disk, Some(dir.dir.path().join("fs.img")));
+        assert_eq!(a.disk, Some(Disk::File(dir.dir.path().join("fs.img"))));
         assert_eq!((a.memory_mib, a.weight, a.args.as_str()), (16, 3, "x y"));
         assert_eq!(lab.guest_memory_mib(), 18);
         assert!(lab.uses_builtin_guests());
@@ -685,7 +952,10 @@ mod tests {
             lab.vms[0].kernel,
             Kernel::File(dir.dir.path().join("sub/k.elf"))
         );
-        assert_eq!(lab.vms[0].disk, Some(dir.dir.path().join("sub/../fs.img")));
+        assert_eq!(
+            lab.vms[0].disk,
+            Some(Disk::File(dir.dir.path().join("sub/../fs.img")))
+        );
         assert!(!lab.uses_builtin_guests());
         // Absolute paths stay as they are.
         let absolute = dir.dir.path().join("guest.elf");
@@ -912,7 +1182,7 @@ mod tests {
         let text = "[[vm]]\nname = \"a\"\nkernel = \"hello\"\nmemory_mib = 8\n\
                     [[vm]]\nname = \"b\"\nkernel = \"hello\"\nmemory_mib = 4\ndisk = \"fs.img\"\nargs = \"fail\"\nweight = 2\n";
         let lab = dir.parse(text).unwrap();
-        let config = lab.run_config(1_000_000);
+        let config = lab.run_config(1_000_000, false);
         assert_eq!(config.tsc_hz, 1_000_000);
         assert_eq!(config.lab_hash, fnv1a64(text.as_bytes()));
         assert_eq!(config.quantum_us, 1000);
@@ -926,6 +1196,212 @@ mod tests {
         let bytes = config.to_bytes().unwrap();
         assert_eq!(RunConfig::from_bytes(&bytes).unwrap(), config);
         assert_ne!(RUN_CONFIG_MODULE, kernel_module(0));
+    }
+
+    #[test]
+    fn env_expansion() {
+        let env = |name: &str| match name {
+            "DIR" => Some("/srv/x".to_string()),
+            "EMPTY" => Some(String::new()),
+            _ => None,
+        };
+        assert_eq!(expand_env("${DIR}/k", &env).unwrap(), "/srv/x/k");
+        assert_eq!(
+            expand_env("a${DIR}${DIR}b", &env).unwrap(),
+            "a/srv/x/srv/xb"
+        );
+        assert_eq!(expand_env("$DIR/$", &env).unwrap(), "$DIR/$");
+        assert_eq!(
+            expand_env("${NOPE}/k", &env),
+            Err(EnvProblem::Missing("NOPE".to_string()))
+        );
+        assert_eq!(
+            expand_env("${EMPTY}", &env),
+            Err(EnvProblem::Missing("EMPTY".to_string()))
+        );
+        assert!(matches!(
+            expand_env("${DIR", &env),
+            Err(EnvProblem::Syntax(_))
+        ));
+        assert!(matches!(
+            expand_env("${1X}", &env),
+            Err(EnvProblem::Syntax(_))
+        ));
+        assert!(matches!(
+            expand_env("${}", &env),
+            Err(EnvProblem::Syntax(_))
+        ));
+    }
+
+    #[test]
+    fn env_variables_in_kernel_and_disk() {
+        let dir = Dir::new();
+        let root = dir.dir.path().display().to_string();
+        let env = move |name: &str| (name == "LABDIR").then(|| root.clone());
+        let text = "[[vm]]\nname = \"a\"\nkernel = \"${LABDIR}/guest.elf\"\nmemory_mib = 8\n\
+                    disk = \"${LABDIR}/fs.img\"\n";
+        let lab = Lab::parse_with_env(&dir.lab(), text, &env).unwrap();
+        assert_eq!(
+            lab.vms[0].kernel,
+            Kernel::File(dir.dir.path().join("guest.elf"))
+        );
+        assert_eq!(
+            lab.vms[0].disk,
+            Some(Disk::File(dir.dir.path().join("fs.img")))
+        );
+        let text = "[[vm]]\nname = \"a\"\nkernel = \"${XV6_KERNEL}\"\nmemory_mib = 8\n";
+        let error = Lab::parse_with_env(&dir.lab(), text, &env)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("`vm[0].kernel`"), "{error}");
+        assert!(error.contains("XV6_KERNEL"), "{error}");
+        assert!(error.contains(":3: "), "{error}");
+        let error = Lab::parse_with_env(&dir.lab(), &with_vm("disk = \"${XV6_FS}\""), &env)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("`vm[0].disk`") && error.contains("XV6_FS"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn blank_disks_and_persist() {
+        let dir = Dir::new();
+        let lab = dir
+            .parse(&with_vm("blank_disk_kib = 32\npersist = true"))
+            .unwrap();
+        assert_eq!(lab.vms[0].disk, Some(Disk::Blank { kib: 32 }));
+        assert!(lab.vms[0].persist);
+        assert_eq!(
+            lab.vms[0]
+                .disk
+                .as_ref()
+                .unwrap()
+                .path(Path::new("/run"), "hello"),
+            Path::new("/run/hello.disk")
+        );
+        for value in ["0", "65537"] {
+            let error = dir.error(&with_vm(&format!("blank_disk_kib = {value}")));
+            assert_range_error(&error, "vm[0].blank_disk_kib", value, "1..=65536");
+        }
+        let error = dir.error(&with_vm("disk = \"fs.img\"\nblank_disk_kib = 4"));
+        assert!(
+            error.contains("`vm[0].blank_disk_kib`")
+                && error.contains("`vm[0].disk`")
+                && error.contains("not both"),
+            "{error}"
+        );
+        let error = dir.error(&with_vm("persist = true"));
+        assert!(
+            error.contains("`vm[0].persist`") && error.contains("needs a disk"),
+            "{error}"
+        );
+        assert!(!dir.parse(&with_vm("persist = false")).unwrap().vms[0].persist);
+    }
+
+    #[test]
+    fn persist_reaches_the_run_config() {
+        let dir = Dir::new();
+        let text = "[[vm]]\nname = \"a\"\nkernel = \"hello\"\nmemory_mib = 8\n\
+                    [[vm]]\nname = \"b\"\nkernel = \"hello\"\nmemory_mib = 8\ndisk = \"fs.img\"\n\
+                    [[vm]]\nname = \"c\"\nkernel = \"hello\"\nmemory_mib = 8\n\
+                    blank_disk_kib = 4\npersist = true\n";
+        let lab = dir.parse(text).unwrap();
+        let persist = |all| -> Vec<bool> {
+            lab.run_config(1, all)
+                .vms
+                .iter()
+                .map(|vm| vm.persist)
+                .collect()
+        };
+        assert_eq!(persist(false), [false, false, true]);
+        // --persist: every VM with a disk, none without.
+        assert_eq!(persist(true), [false, true, true]);
+        assert_eq!(
+            lab.run_config(1, false).vms[2].disk_module.as_deref(),
+            Some("vm2.disk")
+        );
+    }
+
+    #[test]
+    fn idle_detection() {
+        let dir = Dir::new();
+        let config = |run: &str| {
+            dir.parse(&format!("[run]\n{run}\n{HELLO}"))
+                .map(|lab| lab.run_config(1, false).idle_threshold_us)
+        };
+        assert_eq!(config("").unwrap(), None);
+        assert_eq!(config("idle_detection = false").unwrap(), None);
+        assert_eq!(config("idle_detection = true").unwrap(), Some(100));
+        assert_eq!(
+            config("idle_detection = true\nidle_threshold_us = 250").unwrap(),
+            Some(250)
+        );
+        assert_eq!(config("idle_threshold_us = 250").unwrap(), None);
+        for value in ["0", "100001"] {
+            let error = dir.error(&format!(
+                "[run]\nidle_detection = true\nidle_threshold_us = {value}\n{HELLO}"
+            ));
+            assert_range_error(&error, "run.idle_threshold_us", value, "1..=100000");
+        }
+        let error = dir.error(&format!("[run]\nidle_detection = 1\n{HELLO}"));
+        assert!(error.contains("idle_detection"), "{error}");
+    }
+
+    #[test]
+    fn scripts() {
+        let dir = Dir::new();
+        let text = with_vm(
+            "[[vm.script]]\nexpect = '^\\$ $'\nsend = \"ls\\n\"\ntimeout_s = 30\n\
+             [[vm.script]]\nexpect = 'README'\n",
+        );
+        let lab = dir.parse(&text).unwrap();
+        assert!(lab.has_scripts());
+        let script = &lab.vms[0].script;
+        assert_eq!(script.len(), 2);
+        assert_eq!(script[0].expect.as_str(), r"^\$ $");
+        assert!(script[0].expect.is_match("$ ") && !script[0].expect.is_match("$ ls"));
+        assert_eq!(script[0].send.as_deref(), Some("ls\n"));
+        assert_eq!(script[0].timeout, Duration::from_secs(30));
+        assert_eq!(script[1].send, None);
+        assert_eq!(
+            script[1].timeout,
+            Duration::from_secs(script::DEFAULT_STEP_TIMEOUT_S)
+        );
+        assert!(!dir.parse(HELLO).unwrap().has_scripts());
+    }
+
+    #[test]
+    fn bad_scripts_are_named() {
+        let dir = Dir::new();
+        let error = dir.error(&with_vm(
+            "[[vm.script]]\nexpect = 'ok'\n[[vm.script]]\nexpect = 'a(b'\n",
+        ));
+        assert!(error.contains("`vm[0].script[1].expect`"), "{error}");
+        assert!(error.contains("script step 2"), "{error}");
+        assert!(error.contains("regular expression"), "{error}");
+        assert!(error.contains(":8: "), "{error}");
+        let error = dir.error(&with_vm("[[vm.script]]\nexpect = 'x'\ntimeout_s = 0\n"));
+        assert_range_error(&error, "vm[0].script[0].timeout_s", "0", "1..=86400");
+        let error = dir.error(&with_vm("[[vm.script]]\nexpect = 'x'\nsned = 'y'\n"));
+        assert!(error.contains("sned"), "{error}");
+        let error = dir.error(&with_vm("[[vm.script]]\nsend = 'y'\n"));
+        assert!(error.contains("expect"), "{error}");
+    }
+
+    #[test]
+    fn any_vm_can_have_a_script() {
+        let dir = Dir::new();
+        let vm = |i: usize| {
+            format!(
+                "[[vm]]\nname = \"v{i}\"\nkernel = \"hello\"\nmemory_mib = 2\n\
+                 [[vm.script]]\nexpect = 'x'\n"
+            )
+        };
+        // VM 29's id once collided with the focus protocol's escape byte.
+        let many: String = (0..31).map(vm).collect();
+        assert!(dir.parse(&many).is_ok());
     }
 
     proptest::proptest! {

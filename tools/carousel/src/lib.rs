@@ -3,21 +3,29 @@
 //! record stream (COM2), then says which VMs passed.
 //!
 //! What is here: one module per step ([`lab`], [`build`], [`iso`], [`backend`], [`run`],
-//! [`outcome`], [`accounting`]), [`bench`](mod@bench) (`carousel bench sched`: generated labs,
-//! run quietly) and [`doctor`], which checks the host. What is not: anything that runs inside
-//! the emulator; the wire format itself lives in `carousel-protocol`.
+//! [`outcome`], [`accounting`]); the console's two directions ([`com1`]: the emulator's COM1
+//! socket, [`script`]: lab-file console scripts and the focus protocol, [`interactive`]: typed
+//! input); disk images ([`disk`]: blank images, persisting written sectors);
+//! [`bench`](mod@bench) (`carousel bench sched`: generated labs, run quietly) and [`doctor`],
+//! which checks the host. What is not: anything that runs inside the emulator; the wire format
+//! itself lives in `carousel-protocol`.
 //!
-//! Exit codes of `carousel run`: 0 every VM passed; 1 a VM failed or never stopped; 2 the lab
-//! file or command line is wrong (nothing started); 3 the hypervisor could not run (error
-//! before Hello, panic, emulator died without RunEnd); 4 the whole run timed out; 5 the host
-//! could not set the run up (build, ISO, emulator missing); 130 interrupted by Ctrl-C.
+//! Exit codes of `carousel run`: 0 every VM passed (exited with success, or finished its console
+//! script); 1 a VM failed, never stopped, or its script failed; 2 the lab file or command line is
+//! wrong (nothing started); 3 the hypervisor could not run (error before Hello, panic, emulator
+//! died without RunEnd); 4 the whole run timed out; 5 the host could not set the run up (build,
+//! ISO, emulator missing), or a `--persist` write-back failed; 130 interrupted by Ctrl-C.
 
 pub mod accounting;
 pub mod backend;
 pub mod bench;
 pub mod build;
+pub mod com1;
+pub mod disk;
 pub mod doctor;
+pub mod interactive;
 pub mod iso;
 pub mod lab;
 pub mod outcome;
 pub mod run;
+pub mod script;

@@ -21,8 +21,14 @@ struct Cli {
 enum Command {
     /// Build and boot a lab file, stream its consoles, report which VMs passed.
     ///
-    /// Exit codes: 0 all VMs passed, 1 a VM failed, 2 bad lab file or arguments, 3 the
-    /// hypervisor could not run, 4 timeout, 5 host setup failed, 130 Ctrl-C.
+    /// A VM passes when it exits with success (EXIT hypercall) or, if the lab gives it a
+    /// console script ([[vm.script]]), when every step matched. The run ends when every VM has
+    /// stopped or finished its script.
+    ///
+    /// Exit codes: 0 all VMs passed, 1 a VM failed (or its script did), 2 bad lab file or
+    /// arguments, 3 the hypervisor could not run, 4 timeout, 5 host setup failed (also: a
+    /// --persist write-back failed), 130 Ctrl-C.
+    #[command(after_help = carousel::interactive::HELP)]
     Run {
         /// The lab file (TOML).
         lab: PathBuf,
@@ -37,6 +43,10 @@ enum Command {
         /// Run directory (recreated each run); default <repo>/target/carousel/runs/<lab stem>.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Write the sectors each VM with a disk wrote back into its image at the end of the
+        /// run (as `persist = true` on every such VM): the lab's `disk` file itself, in place.
+        #[arg(long)]
+        persist: bool,
     },
     /// Measure the hypervisor (generated labs, figures from its summary records).
     Bench {
@@ -89,6 +99,7 @@ fn main() -> ExitCode {
             backend,
             timeout,
             out,
+            persist,
         } => {
             let interrupted = Arc::new(AtomicBool::new(false));
             if !catch_interrupt(&interrupted) {
@@ -99,6 +110,7 @@ fn main() -> ExitCode {
                 backend,
                 timeout_s: timeout,
                 out,
+                persist,
             };
             match carousel::run::run(&options, &interrupted) {
                 Ok(code) => code,

@@ -1,5 +1,10 @@
-//! The verdict of a run: from the records that arrived on COM2, the few COM1 lines that matter
-//! and how the run ended, decide per VM whether it passed and which exit code the tool returns.
+//! The verdict of a run: from the records that arrived on COM2, the few COM1 lines that matter,
+//! each VM's console script and how the run ended, decide per VM whether it passed and which
+//! exit code the tool returns.
+//!
+//! A VM without a script passes by its EXIT hypercall with success (and no failed check). A VM
+//! with a script passes when every step matched, unless it stopped with a failure or a check
+//! failed; it need not stop at all (xv6 never does).
 //!
 //! Everything here is a pure function of its inputs ([`decide`]), so each rule has a unit test.
 
@@ -25,6 +30,23 @@ pub enum Ending {
     TimedOut,
     /// The user pressed Ctrl-C.
     Interrupted,
+    /// Every VM had stopped or finished its console script (some had not stopped), so the tool
+    /// ended the emulator: the hypervisor sent no RunEnd, and no summaries.
+    ScriptsFinished,
+}
+
+/// Where one VM's console script ended up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ScriptResult {
+    /// Every step matched.
+    Finished { steps: usize },
+    /// A step timed out: the reason names it; the VM's last console lines explain it.
+    Failed {
+        reason: String,
+        last_lines: Vec<String>,
+    },
+    /// Still waiting for step `step` (1-based) and its pattern `expect` when the run ended.
+    Pending { step: usize, expect: String },
 }
 
 /// What a run produced, as [`decide`] needs it.
@@ -41,6 +63,8 @@ pub struct RunFacts<'a> {
     pub ending: Ending,
     /// The whole-run limit that applied, seconds (for messages).
     pub timeout_s: u64,
+    /// Each VM's console script, indexed by VM id (None, or a short slice: no script).
+    pub scripts: &'a [Option<ScriptResult>],
 }
 
 /// The verdict, which fixes the exit code.
@@ -108,6 +132,8 @@ pub struct VmRow {
     /// The VmStopped record's reason, if one arrived.
     pub stop: Option<StopReason>,
     pub checks: Vec<CheckResult>,
+    /// The VM's console script, if it has one.
+    pub script: Option<ScriptResult>,
 }
 
 /// The decision: verdict, one row per VM, and the problems worth a line each.
@@ -173,39 +199,91 @@ pub fn decide(facts: &RunFacts<'_>) -> Outcome {
             // Accounting and events, not verdicts (see `crate::accounting`).
             Record::GuestMetric { .. }
             | Record::DiskIo { .. }
+            | Record::DiskSector { .. }
+            | Record::AddressSpaces { .. }
             | Record::VmSummary(_)
             | Record::RunSummary(_) => {}
         }
     }
 
-    let rows: Vec<VmRow> = facts
+    // Each row, and whether its reason is itself a problem (not so for a VM that failed only
+    // through its checks: those are listed one by one).
+    let rows: Vec<(VmRow, bool)> = facts
         .vm_names
         .iter()
         .zip(stopped)
         .zip(checks)
-        .map(|((name, reason), checks)| {
-            let all_checks_passed = checks.iter().all(|check| check.passed);
-            let (state, text) = match &reason {
-                Some(stop) if stop.is_success() && all_checks_passed => {
-                    (VmState::Passed, stop.to_string())
-                }
-                Some(stop) => (VmState::Failed, stop.to_string()),
-                None => (VmState::NotStopped, not_stopped_reason(facts, hello_seen)),
+        .enumerate()
+        .map(|(id, ((name, stop), checks))| {
+            let script = facts.scripts.get(id).cloned().flatten();
+            let checks_passed = checks.iter().all(|check| check.passed);
+            let checks_state = if checks_passed {
+                VmState::Passed
+            } else {
+                VmState::Failed
             };
-            VmRow {
+            let (state, text, reason_is_problem) = match (&stop, &script) {
+                // The tool ended the run because every script was done (or failed).
+                (Some(StopReason::EndedByHost), Some(ScriptResult::Failed { reason, .. })) => {
+                    (VmState::Failed, reason.clone(), true)
+                }
+                (Some(StopReason::EndedByHost), Some(ScriptResult::Finished { steps })) => (
+                    checks_state,
+                    format!(
+                        "script finished ({steps} step{}); ended by the host",
+                        if *steps == 1 { "" } else { "s" }
+                    ),
+                    false,
+                ),
+                (Some(stop), _) if !stop.is_success() => (VmState::Failed, stop.to_string(), true),
+                (_, Some(ScriptResult::Failed { reason, .. })) => {
+                    (VmState::Failed, reason.clone(), true)
+                }
+                (Some(stop), Some(ScriptResult::Pending { step, expect })) => (
+                    VmState::Failed,
+                    format!("{stop} before its script finished (step {step} waits for {expect})"),
+                    true,
+                ),
+                (Some(stop), _) => (checks_state, stop.to_string(), false),
+                (None, Some(ScriptResult::Finished { steps })) => (
+                    checks_state,
+                    format!(
+                        "script finished ({steps} step{})",
+                        if *steps == 1 { "" } else { "s" }
+                    ),
+                    false,
+                ),
+                (None, Some(ScriptResult::Pending { step, expect })) => (
+                    VmState::NotStopped,
+                    format!(
+                        "{}; script step {step} waits for {expect}",
+                        not_stopped_reason(facts, hello_seen)
+                    ),
+                    true,
+                ),
+                (None, None) => (
+                    VmState::NotStopped,
+                    not_stopped_reason(facts, hello_seen),
+                    true,
+                ),
+            };
+            let row = VmRow {
                 name: name.clone(),
                 state,
                 reason: text,
-                stop: reason,
+                stop,
                 checks,
-            }
+                script,
+            };
+            (row, reason_is_problem)
         })
         .collect();
 
     let vm_problems = || -> Vec<String> {
         let mut problems = Vec::new();
-        for row in rows.iter().filter(|row| row.state != VmState::Passed) {
-            if !row.stop.as_ref().is_some_and(StopReason::is_success) {
+        for (row, reason_is_problem) in rows.iter().filter(|(row, _)| row.state != VmState::Passed)
+        {
+            if *reason_is_problem {
                 problems.push(format!("vm {}: {}", row.name, row.reason));
             }
             for check in row.checks.iter().filter(|check| !check.passed) {
@@ -228,6 +306,13 @@ pub fn decide(facts: &RunFacts<'_>) -> Outcome {
     } else if !hello_seen {
         match (facts.error_line, facts.ending) {
             (Some(line), _) => (Verdict::HypervisorFailed, vec![line.to_string()]),
+            (None, Ending::ScriptsFinished) => (
+                Verdict::HypervisorFailed,
+                vec![
+                    "the console scripts gave up before the hypervisor sent its Hello record"
+                        .to_string(),
+                ],
+            ),
             (None, Ending::TimedOut) => (
                 Verdict::TimedOut,
                 vec![format!(
@@ -249,7 +334,7 @@ pub fn decide(facts: &RunFacts<'_>) -> Outcome {
         )];
         problems.extend(vm_problems());
         (Verdict::TimedOut, problems)
-    } else if !run_end_seen {
+    } else if !run_end_seen && facts.ending != Ending::ScriptsFinished {
         let mut problems =
             vec!["the emulator stopped before the hypervisor sent its RunEnd record".to_string()];
         problems.extend(vm_problems());
@@ -265,7 +350,7 @@ pub fn decide(facts: &RunFacts<'_>) -> Outcome {
 
     Outcome {
         verdict,
-        rows,
+        rows: rows.into_iter().map(|(row, _)| row).collect(),
         problems,
         warnings,
     }
@@ -279,6 +364,9 @@ fn not_stopped_reason(facts: &RunFacts<'_>, hello_seen: bool) -> String {
         Ending::TimedOut => format!("did not stop before the timeout ({} s)", facts.timeout_s),
         Ending::Interrupted => "still running when interrupted".to_string(),
         Ending::RunEnd => "never stopped (the run ended without its VmStopped record)".to_string(),
+        Ending::ScriptsFinished => {
+            "not stopped (the tool ended the run when the scripts finished)".to_string()
+        }
         Ending::EmulatorExited | Ending::FatalLine => {
             "never stopped (the hypervisor did not finish the run)".to_string()
         }
@@ -319,6 +407,12 @@ pub fn table(outcome: &Outcome) -> String {
                 check.name,
                 if check.passed { "passed" } else { "FAILED" }
             );
+        }
+        if let Some(ScriptResult::Failed { last_lines, .. }) = &row.script {
+            let _ = writeln!(out, "{:<width$}    last console lines of {}:", "", row.name);
+            for line in last_lines {
+                let _ = writeln!(out, "{:<width$}    | {line}", "");
+            }
         }
     }
     for warning in &outcome.warnings {
@@ -395,6 +489,7 @@ mod tests {
             panic_line: None,
             ending,
             timeout_s: 30,
+            scripts: &[],
         }
     }
 
@@ -626,6 +721,136 @@ mod tests {
         );
         assert!(table(&outcome).ends_with('\n'));
         assert_eq!(result_line(&outcome), "result: passed (exit code 0)");
+    }
+
+    fn finished(steps: usize) -> Option<ScriptResult> {
+        Some(ScriptResult::Finished { steps })
+    }
+
+    #[test]
+    fn a_run_the_host_ended_after_the_scripts_passes_only_scripted_vms() {
+        let vms = names(&["xv6", "spin"]);
+        let records = [
+            hello(&["xv6", "spin"]),
+            stopped(0, StopReason::EndedByHost),
+            stopped(1, StopReason::EndedByHost),
+            Record::RunEnd { tsc: 9 },
+        ];
+        let scripts = [finished(2), None];
+        let mut facts = facts(&vms, &records, Ending::RunEnd);
+        facts.scripts = &scripts;
+        let outcome = decide(&facts);
+        assert_eq!(outcome.rows[0].state, VmState::Passed, "{outcome:?}");
+        assert_eq!(
+            outcome.rows[0].reason,
+            "script finished (2 steps); ended by the host"
+        );
+        assert_eq!(outcome.rows[1].state, VmState::Failed);
+        assert_eq!(outcome.verdict, Verdict::VmFailed);
+    }
+
+    #[test]
+    fn finished_scripts_pass_without_stopping() {
+        let vms = names(&["xv6", "hello"]);
+        let records = [hello(&["xv6", "hello"]), exited(1, EXIT_SUCCESS)];
+        let scripts = [finished(3), None];
+        let mut facts = facts(&vms, &records, Ending::ScriptsFinished);
+        facts.scripts = &scripts;
+        let outcome = decide(&facts);
+        assert_eq!(outcome.verdict, Verdict::Passed, "{outcome:?}");
+        assert_eq!(outcome.rows[0].state, VmState::Passed);
+        assert_eq!(outcome.rows[0].reason, "script finished (3 steps)");
+        assert_eq!(outcome.rows[1].reason, "exited with success (0x10)");
+        assert!(outcome.problems.is_empty());
+    }
+
+    #[test]
+    fn a_failed_script_fails_its_vm_and_shows_the_last_lines() {
+        let vms = names(&["a", "b"]);
+        let records = [hello(&["a", "b"])];
+        let reason = "script step 2: no line matched /x/ within 5 s".to_string();
+        let scripts = [
+            Some(ScriptResult::Failed {
+                reason: reason.clone(),
+                last_lines: vec!["one".to_string(), "two".to_string()],
+            }),
+            finished(1),
+        ];
+        let mut facts = facts(&vms, &records, Ending::ScriptsFinished);
+        facts.scripts = &scripts;
+        let outcome = decide(&facts);
+        assert_eq!(outcome.exit_code(), 1);
+        assert_eq!(outcome.rows[0].state, VmState::Failed);
+        assert_eq!(outcome.rows[1].state, VmState::Passed);
+        assert_eq!(outcome.problems, vec![format!("vm a: {reason}")]);
+        let table = summary(&outcome);
+        assert!(table.contains("last console lines of a:"), "{table}");
+        assert!(table.contains("| two"), "{table}");
+    }
+
+    #[test]
+    fn scripts_do_not_excuse_failures() {
+        let vms = names(&["a", "b", "c"]);
+        let records = [
+            hello(&["a", "b", "c"]),
+            exited(0, EXIT_FAILURE),
+            check(1, "disk", false),
+            exited(2, EXIT_SUCCESS),
+            END,
+        ];
+        let scripts = [
+            finished(1),
+            finished(1),
+            Some(ScriptResult::Pending {
+                step: 2,
+                expect: "/ready/".to_string(),
+            }),
+        ];
+        let mut facts = facts(&vms, &records, Ending::RunEnd);
+        facts.scripts = &scripts;
+        let outcome = decide(&facts);
+        assert_eq!(outcome.exit_code(), 1);
+        assert!(outcome.rows.iter().all(|row| row.state == VmState::Failed));
+        assert_eq!(
+            outcome.problems,
+            vec![
+                "vm a: exited with failure (0x11)".to_string(),
+                "vm b: check disk FAILED".to_string(),
+                "vm c: exited with success (0x10) before its script finished (step 2 waits \
+                 for /ready/)"
+                    .to_string(),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_pending_script_at_the_timeout_is_named() {
+        let vms = names(&["a"]);
+        let records = [hello(&["a"])];
+        let scripts = [Some(ScriptResult::Pending {
+            step: 1,
+            expect: "/login/".to_string(),
+        })];
+        let mut facts = facts(&vms, &records, Ending::TimedOut);
+        facts.scripts = &scripts;
+        let outcome = decide(&facts);
+        assert_eq!(outcome.exit_code(), 4);
+        assert_eq!(
+            outcome.problems[1],
+            "vm a: did not stop before the timeout (30 s); script step 1 waits for /login/"
+        );
+    }
+
+    #[test]
+    fn scripts_ending_before_hello_is_a_hypervisor_failure() {
+        let vms = names(&["a"]);
+        let outcome = decide(&facts(&vms, &[], Ending::ScriptsFinished));
+        assert_eq!(outcome.exit_code(), 3);
+        assert!(
+            outcome.problems[0].contains("Hello"),
+            "{:?}",
+            outcome.problems
+        );
     }
 
     #[test]

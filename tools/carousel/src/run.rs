@@ -1,10 +1,13 @@
 //! `carousel run`: validate the lab, build, make the ISO, start the emulator, stream COM1 to the
-//! terminal and decode COM2 as they grow, end the run, and decide the outcome.
+//! terminal and decode COM2 as they grow, type the scripted and the user's console input, end
+//! the run, write back persisted disk sectors, and decide the outcome.
 
+use std::collections::BTreeMap;
 use std::fs::{self, File};
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use carousel_protocol::record::Record;
@@ -14,9 +17,12 @@ use carousel_protocol::FORMAT_VERSION;
 use crate::accounting::Accounting;
 use crate::backend::{self, Backend, BackendChoice, EmulatorMemory};
 use crate::build::{self, BuildError};
+use crate::com1::{self, Com1, ConnectError};
+use crate::interactive::{self, Command};
 use crate::iso::{self, IsoError, VmFiles};
-use crate::lab::{Kernel, Lab, LabError};
+use crate::lab::{Disk, Kernel, Lab, LabError};
 use crate::outcome::{self, Ending, Outcome, RunFacts, Verdict, ERROR_PREFIX, PANIC_PREFIX};
+use crate::script::{Event, FocusWriter, Scripts};
 
 /// How often the run loop looks at the COM files and the emulator.
 pub const POLL: Duration = Duration::from_millis(50);
@@ -25,6 +31,13 @@ pub const EXIT_GRACE: Duration = Duration::from_secs(1);
 /// How long the hypervisor may keep writing after a fatal COM1 line (an error before Hello, or
 /// a panic) before the tool ends the run.
 pub const FATAL_GRACE: Duration = Duration::from_secs(2);
+/// Once every VM has stopped or finished its script, how long the tool waits for the run to
+/// end by itself (the VMs still running may stop, their last records arrive) before it ends
+/// the emulator.
+pub const SCRIPT_GRACE: Duration = Duration::from_secs(1);
+/// How long the hypervisor gets to end the run in order once asked (it may be sending back
+/// persisted disk sectors) before the tool ends the emulator itself.
+pub const END_RUN_GRACE: Duration = Duration::from_secs(60);
 /// File in a run directory that marks it as the tool's, so it may be cleared on the next run.
 pub const RUN_DIR_MARKER: &str = ".carousel-run";
 /// A COM1 "line" longer than this is passed on in pieces.
@@ -45,6 +58,8 @@ pub struct RunOptions {
     pub timeout_s: Option<u64>,
     /// Run directory; default `<repo>/target/carousel/runs/<lab stem>`.
     pub out: Option<PathBuf>,
+    /// `--persist`: every VM with a disk persists (as `persist = true` in the lab).
+    pub persist: bool,
 }
 
 /// Why a run could not get as far as a verdict.
@@ -190,6 +205,14 @@ pub enum Console {
 #[derive(Debug)]
 struct Received {
     console: Console,
+    /// VM names by id, to tell a VM's console lines (`[name] text`) apart.
+    names: Vec<String>,
+    /// The VMs' console scripts, fed with their lines.
+    scripts: Scripts,
+    /// What the scripts did since the run loop last looked.
+    script_events: Vec<Event>,
+    /// Which VMs have a VmStopped record.
+    stopped: Vec<bool>,
     lines: LineSplitter,
     watch: Com1Watch,
     decoder: Decoder,
@@ -202,9 +225,13 @@ struct Received {
 }
 
 impl Received {
-    fn new(console: Console) -> Self {
+    fn new(console: Console, names: Vec<String>, scripts: Scripts) -> Self {
         Self {
             console,
+            stopped: vec![false; names.len()],
+            names,
+            scripts,
+            script_events: Vec::new(),
             lines: LineSplitter::default(),
             watch: Com1Watch::default(),
             decoder: Decoder::default(),
@@ -236,6 +263,17 @@ impl Received {
         if self.watch.observe(line, self.hello_seen) && self.fatal_at.is_none() {
             self.fatal_at = Some(Instant::now());
         }
+        if let Some((vm, text)) = vm_line(&self.names, line) {
+            let events = self.scripts.line(vm, text, Instant::now());
+            self.script_events.extend(events);
+        }
+    }
+
+    /// True when every VM has stopped or (having a script) finished or failed it, and some VM
+    /// has a script: then nothing more is awaited.
+    fn scripts_done(&self) -> bool {
+        self.scripts.any()
+            && (0..self.names.len()).all(|vm| self.stopped[vm] || self.scripts.done(vm))
     }
 
     fn com2(&mut self, bytes: &[u8], lab: &Lab) {
@@ -264,6 +302,8 @@ impl Received {
                 ..
             } => {
                 self.hello_seen = true;
+                // The run starts: so do the scripts' clocks.
+                self.scripts.start(Instant::now());
                 if *version != FORMAT_VERSION {
                     self.warn(format!(
                         "the hypervisor speaks format version {version}, this tool \
@@ -281,10 +321,16 @@ impl Received {
                 }
             }
             Record::RunEnd { .. } => self.run_end_seen = true,
+            Record::VmStopped { vm, .. } => {
+                if let Some(stopped) = self.stopped.get_mut(usize::from(*vm)) {
+                    *stopped = true;
+                }
+            }
             Record::Check { .. }
-            | Record::VmStopped { .. }
             | Record::GuestMetric { .. }
             | Record::DiskIo { .. }
+            | Record::DiskSector { .. }
+            | Record::AddressSpaces { .. }
             | Record::VmSummary(_)
             | Record::RunSummary(_) => {}
         }
@@ -356,11 +402,17 @@ pub struct Finished {
     pub out: PathBuf,
     /// Every record decoded from COM2, in arrival order.
     pub records: Vec<Record>,
+    /// How the run ended.
+    pub ending: Ending,
     /// The verdict and one row per VM.
     pub outcome: Outcome,
     /// Problems with the COM2 stream (corrupt frames, gaps, a truncated frame) and with its
     /// Hello record, one sentence each.
     pub stream_warnings: Vec<String>,
+    /// What became of each persisting VM's written sectors, one sentence each.
+    pub persisted: Vec<String>,
+    /// True when a write-back was due and failed (the image is unchanged).
+    pub persist_failed: bool,
 }
 
 impl Finished {
@@ -371,15 +423,27 @@ impl Finished {
     }
 }
 
-/// Runs a lab (`carousel run`): shows it live, then prints the outcome table, the accounting
-/// and the result line; returns the exit code of the verdict.
+/// Runs a lab (`carousel run`): shows it live, then prints the outcome table, the accounting,
+/// what was persisted and the result line; returns the exit code of the verdict (or
+/// [`EXIT_SETUP`] when the VMs passed but a disk write-back failed).
 pub fn run(options: &RunOptions, interrupted: &AtomicBool) -> Result<i32, RunError> {
     let finished = execute(options, Console::Live, interrupted)?;
     let outcome = &finished.outcome;
     println!();
     print!("{}", outcome::table(outcome));
     let accounting = finished.accounting();
-    if accounting.has_summaries() || outcome.verdict == Verdict::Passed {
+    if accounting.has_summaries() {
+        println!();
+        print!("{}", accounting.report());
+        println!();
+    } else if finished.ending == Ending::ScriptsFinished {
+        println!();
+        println!(
+            "accounting: none (the tool ended the run once the scripts finished; the hypervisor \
+             sends its summaries when every VM has stopped)"
+        );
+        println!();
+    } else if outcome.verdict == Verdict::Passed {
         println!();
         print!("{}", accounting.report());
         println!();
@@ -391,6 +455,9 @@ pub fn run(options: &RunOptions, interrupted: &AtomicBool) -> Result<i32, RunErr
             if count == 1 { "" } else { "s" }
         );
     }
+    for line in &finished.persisted {
+        println!("{line}");
+    }
     println!("{}", outcome::result_line(outcome));
     if outcome.verdict == Verdict::HypervisorFailed {
         for hint in failure_hints(finished.backend, &finished.out) {
@@ -398,6 +465,10 @@ pub fn run(options: &RunOptions, interrupted: &AtomicBool) -> Result<i32, RunErr
         }
     }
     println!("artifacts: {}", finished.out.display());
+    if finished.persist_failed && outcome.exit_code() == 0 {
+        println!("error: a disk write-back failed (see above); exit code {EXIT_SETUP}");
+        return Ok(EXIT_SETUP);
+    }
     Ok(outcome.exit_code())
 }
 
@@ -464,9 +535,18 @@ pub fn execute(
         return Err(RunError::Interrupted);
     }
 
+    // Blank disks, in the run directory (persisted sectors land there too).
+    for vm in &lab.vms {
+        if let Some(Disk::Blank { kib }) = vm.disk {
+            let path = crate::lab::blank_disk_path(&out, &vm.name);
+            fs::write(&path, crate::disk::blank_image(kib))
+                .map_err(io_error(format!("cannot write {}", path.display())))?;
+        }
+    }
+
     // Boot image.
     let run_config = lab
-        .run_config(backend.tsc_hz(&lab))
+        .run_config(backend.tsc_hz(&lab), options.persist)
         .to_bytes()
         .map_err(|error| {
             RunError::Unavailable(format!("cannot encode the run configuration: {error}"))
@@ -479,7 +559,7 @@ pub fn execute(
                 Kernel::Builtin(name) => built.guest(name),
                 Kernel::File(path) => path.clone(),
             },
-            disk: vm.disk.clone(),
+            disk: vm.disk.as_ref().map(|disk| disk.path(&out, &vm.name)),
         })
         .collect();
     let staging = out.join("iso-root");
@@ -492,29 +572,7 @@ pub fn execute(
     }
 
     // Emulator.
-    let bochsrc = out.join("bochsrc");
-    let cont_rc = out.join("cont.rc");
-    if backend == Backend::Bochs {
-        let text = backend::bochsrc(&backend::BochsConfig {
-            memory,
-            cpu_model: &lab.cpu_model,
-            ips: lab.ips,
-            out: &out,
-            iso: &iso_path,
-        });
-        fs::write(&bochsrc, text)
-            .map_err(io_error(format!("cannot write {}", bochsrc.display())))?;
-        fs::write(&cont_rc, backend::CONT_RC)
-            .map_err(io_error(format!("cannot write {}", cont_rc.display())))?;
-    }
-    let launch = backend::launch(backend, memory, &iso_path, &out, &bochsrc, &cont_rc);
-    let mut emulator = backend::Emulator::spawn(
-        launch.program,
-        &launch.args,
-        &launch.env,
-        &out.join(launch.output),
-    )
-    .map_err(io_error(format!("cannot start {}", launch.program)))?;
+    let (mut emulator, link) = start_emulator(backend, &lab, memory, &out, &iso_path, interrupted)?;
     say(format!(
         "running {} VM{} on {backend} (timeout {timeout_s} s); artifacts in {}",
         lab.vms.len(),
@@ -522,19 +580,20 @@ pub fn execute(
         out.display()
     ));
 
-    let ending = stream(
+    let (ending, received) = stream(
         &lab,
         &out,
         &mut emulator,
+        link,
         Duration::from_secs(timeout_s),
         interrupted,
         console,
     );
-    let received = ending.1;
-    let ending = ending.0;
 
-    // Verdict.
+    // Disks, then the verdict.
+    let (persisted, persist_failed) = persist_disks(&lab, &out, options.persist, &received);
     let names: Vec<String> = lab.vms.iter().map(|vm| vm.name.clone()).collect();
+    let scripts = received.scripts.results();
     let decided = outcome::decide(&RunFacts {
         vm_names: &names,
         records: &received.records,
@@ -542,35 +601,198 @@ pub fn execute(
         panic_line: received.watch.panic_line.as_deref(),
         ending,
         timeout_s,
+        scripts: &scripts,
     });
     Ok(Finished {
         lab,
         backend,
         out,
         records: received.records,
+        ending,
         outcome: decided,
         stream_warnings: received.warnings,
+        persisted,
+        persist_failed,
     })
 }
 
-/// The run loop: stream both COM files until the run ends; the emulator is dead on return.
+/// Starts the emulator with COM1 served on a free local port and connects to it, trying
+/// another port when the emulator finds its port taken. Without a connection (the emulator
+/// exited first) the run loop sees the exit and the failure hints say why.
+fn start_emulator(
+    backend: Backend,
+    lab: &Lab,
+    memory: EmulatorMemory,
+    out: &Path,
+    iso_path: &Path,
+    interrupted: &AtomicBool,
+) -> Result<(backend::Emulator, Option<Com1>), RunError> {
+    let bochsrc = out.join("bochsrc");
+    let cont_rc = out.join("cont.rc");
+    let com1_file = out.join("com1.txt");
+    for attempt in 1..=com1::PORT_ATTEMPTS {
+        let port = com1::free_port().map_err(io_error("cannot find a free local port for COM1"))?;
+        if backend == Backend::Bochs {
+            let text = backend::bochsrc(&backend::BochsConfig {
+                memory,
+                cpu_model: &lab.cpu_model,
+                ips: lab.ips,
+                out,
+                iso: iso_path,
+                com1_port: port,
+            });
+            fs::write(&bochsrc, text)
+                .map_err(io_error(format!("cannot write {}", bochsrc.display())))?;
+            fs::write(&cont_rc, backend::CONT_RC)
+                .map_err(io_error(format!("cannot write {}", cont_rc.display())))?;
+        }
+        let launch = backend::launch(backend, memory, iso_path, out, &bochsrc, &cont_rc, port);
+        let output = out.join(launch.output);
+        let mut emulator =
+            backend::Emulator::spawn(launch.program, &launch.args, &launch.env, &output)
+                .map_err(io_error(format!("cannot start {}", launch.program)))?;
+        let logs = [output, out.join(backend.log_file())];
+        match com1::connect(port, &com1_file, &mut emulator, &logs, interrupted) {
+            Ok(link) => return Ok((emulator, Some(link))),
+            Err(ConnectError::PortTaken { .. }) if attempt < com1::PORT_ATTEMPTS => continue,
+            Err(ConnectError::EmulatorExited { .. }) => return Ok((emulator, None)),
+            Err(ConnectError::Interrupted) => return Err(RunError::Interrupted),
+            Err(
+                error @ (ConnectError::PortTaken { .. }
+                | ConnectError::TimedOut { .. }
+                | ConnectError::File { .. }),
+            ) => return Err(RunError::Unavailable(format!("COM1: {error}"))),
+        }
+    }
+    unreachable!("the last attempt returns")
+}
+
+/// Splits a VM's console line `[name] text` into the VM's id and `text`.
+fn vm_line<'a>(names: &[String], line: &'a str) -> Option<(usize, &'a str)> {
+    let rest = line.strip_prefix('[')?;
+    let (name, text) = rest.split_once("] ")?;
+    let vm = names.iter().position(|candidate| candidate == name)?;
+    Some((vm, text))
+}
+
+/// Writes the sectors each persisting VM wrote back into its image (the lab's `disk` file, or
+/// the blank image in the run directory). Only after a RunEnd: the hypervisor sends the
+/// sectors just before it, so without it the set may be incomplete. Returns one sentence per
+/// persisting VM, and whether a write-back failed.
+fn persist_disks(
+    lab: &Lab,
+    out: &Path,
+    persist_all: bool,
+    received: &Received,
+) -> (Vec<String>, bool) {
+    let mut sectors: BTreeMap<u16, BTreeMap<u32, Vec<u8>>> = BTreeMap::new();
+    for record in &received.records {
+        if let Record::DiskSector { vm, lba, data } = record {
+            sectors.entry(*vm).or_default().insert(*lba, data.clone());
+        }
+    }
+    let mut lines = Vec::new();
+    let mut failed = false;
+    for (id, vm) in lab.vms.iter().enumerate() {
+        let Some(disk) = vm.disk.as_ref().filter(|_| lab.persists(id, persist_all)) else {
+            if sectors.contains_key(&(id as u16)) {
+                lines.push(format!(
+                    "warning: vm {}: DiskSector records arrived but the VM does not persist; \
+                     ignored",
+                    vm.name
+                ));
+            }
+            continue;
+        };
+        let path = disk.path(out, &vm.name);
+        let written = sectors.remove(&(id as u16)).unwrap_or_default();
+        if !received.run_end_seen {
+            lines.push(format!(
+                "vm {}: not persisted: the run did not end in order (no RunEnd record; the \
+                 hypervisor sends written sectors only then); {} unchanged",
+                vm.name,
+                path.display()
+            ));
+        } else if written.is_empty() {
+            lines.push(format!(
+                "vm {}: wrote no sectors; {} unchanged",
+                vm.name,
+                path.display()
+            ));
+        } else {
+            match crate::disk::persist(&path, &written) {
+                Ok(target) => lines.push(format!(
+                    "vm {}: persisted {} sector{} to {}",
+                    vm.name,
+                    written.len(),
+                    if written.len() == 1 { "" } else { "s" },
+                    target.display()
+                )),
+                Err(error) => {
+                    failed = true;
+                    lines.push(format!("error: vm {}: not persisted: {error}", vm.name));
+                }
+            }
+        }
+    }
+    (lines, failed)
+}
+
+/// The run loop: stream both COM files until the run ends, type scripted and typed console
+/// input; the emulator is dead on return.
 fn stream(
     lab: &Lab,
     out: &Path,
     emulator: &mut backend::Emulator,
+    mut link: Option<Com1>,
     timeout: Duration,
     interrupted: &AtomicBool,
     console: Console,
 ) -> (Ending, Received) {
     let mut com1 = Tail::new(out.join("com1.txt"));
     let mut com2 = Tail::new(out.join("com2.bin"));
-    let mut received = Received::new(console);
     let start = Instant::now();
+    let names: Vec<String> = lab.vms.iter().map(|vm| vm.name.clone()).collect();
+    let scripts = Scripts::new(lab.vms.iter().map(|vm| vm.script.clone()).collect());
+    let mut received = Received::new(console, names.clone(), scripts);
+    let mut input = Input {
+        writer: link
+            .as_mut()
+            .map(|link| FocusWriter::new(link.writer(), names.len())),
+        names,
+        user_focus: 0,
+        live: console == Console::Live,
+    };
+    let typed = if console == Console::Live {
+        interactive::spawn_reader()
+    } else {
+        None
+    };
+    if typed.is_some() {
+        if input.writer.is_some() {
+            println!(
+                "[carousel] typed lines go to {} (~N or ~NAME to switch, ~? for help)",
+                input.names[0]
+            );
+        } else {
+            println!("[carousel] no COM1 connection: typed lines go nowhere");
+        }
+    }
     let mut run_end_at: Option<Instant> = None;
+    let mut scripts_done_at: Option<Instant> = None;
+    let mut end_requested_at: Option<Instant> = None;
     let ending = loop {
         received.com1(&com1.read_new());
         received.com2(&com2.read_new(), lab);
         let now = Instant::now();
+        let mut events = std::mem::take(&mut received.script_events);
+        events.extend(received.scripts.tick(now));
+        for event in events {
+            input.script_event(&event);
+        }
+        if let Some(typed) = &typed {
+            input.typed(typed);
+        }
         if received.run_end_seen {
             let since = *run_end_at.get_or_insert(now);
             if emulator.try_exited().is_some() || now - since >= EXIT_GRACE {
@@ -580,6 +802,30 @@ fn stream(
             break Ending::EmulatorExited;
         } else if received.fatal_at.is_some_and(|at| now - at >= FATAL_GRACE) {
             break Ending::FatalLine;
+        } else if received.scripts_done()
+            && now - *scripts_done_at.get_or_insert(now) >= SCRIPT_GRACE
+        {
+            // Ask the hypervisor to end the run in order (summaries, persisted sectors,
+            // RunEnd); end the emulator ourselves only if it does not within the grace.
+            let asked = *end_requested_at.get_or_insert_with(|| {
+                if input.live {
+                    let failed = (0..lab.vms.len())
+                        .filter(|&vm| received.scripts.failed_step(vm).is_some())
+                        .count();
+                    if failed == 0 {
+                        println!("[carousel] all scripts finished; ending the run");
+                    } else {
+                        println!(
+                            "[carousel] all scripts finished ({failed} failed); ending the run"
+                        );
+                    }
+                }
+                input.end_run();
+                now
+            });
+            if now - asked >= END_RUN_GRACE {
+                break Ending::ScriptsFinished;
+            }
         } else if now - start >= timeout {
             break Ending::TimedOut;
         } else if interrupted.load(Ordering::SeqCst) {
@@ -588,6 +834,10 @@ fn stream(
         std::thread::sleep(POLL);
     };
     emulator.kill();
+    drop(input);
+    if let Some(link) = link {
+        link.finish();
+    }
     // What the emulator wrote before it died.
     received.com1(&com1.read_new());
     received.com2(&com2.read_new(), lab);
@@ -598,6 +848,122 @@ fn stream(
         ending
     };
     (ending, received)
+}
+
+/// Console input during a run: the scripts' sends and the user's typed lines, both through
+/// one [`FocusWriter`] (the user's focus is restored before each typed line).
+struct Input<W: Write> {
+    writer: Option<FocusWriter<W>>,
+    names: Vec<String>,
+    /// The VM the user's lines go to.
+    user_focus: usize,
+    /// Print what happens (`Console::Live`).
+    live: bool,
+}
+
+impl<W: Write> Input<W> {
+    fn say(&self, text: String) {
+        if self.live {
+            println!("{text}");
+        }
+    }
+
+    fn send(&mut self, vm: usize, text: &str) {
+        let Some(writer) = self.writer.as_mut() else {
+            self.say(format!(
+                "[carousel] cannot send to {}: no COM1 connection",
+                self.names[vm]
+            ));
+            return;
+        };
+        if let Err(error) = writer.send(vm as u16, text.as_bytes()) {
+            self.say(format!(
+                "[carousel] cannot send to {}: {error}",
+                self.names[vm]
+            ));
+        }
+    }
+
+    /// Asks the hypervisor to end the run (see [`FocusWriter::end_run`]).
+    fn end_run(&mut self) {
+        if let Some(writer) = self.writer.as_mut() {
+            if let Err(error) = writer.end_run() {
+                eprintln!("[carousel] cannot ask the hypervisor to end the run: {error}");
+            }
+        }
+    }
+
+    fn script_event(&mut self, event: &Event) {
+        match event {
+            Event::Matched {
+                vm,
+                step,
+                send: Some(text),
+                ..
+            } => {
+                self.say(format!(
+                    "[carousel] script {} step {step}: sending {text:?}",
+                    self.names[*vm]
+                ));
+                self.send(*vm, text);
+            }
+            Event::Matched { .. } => {}
+            Event::Finished { vm } => {
+                self.say(format!("[carousel] script {} finished", self.names[*vm]));
+            }
+            Event::Failed {
+                vm,
+                reason,
+                last_lines,
+                ..
+            } => {
+                self.say(format!(
+                    "[carousel] script {} FAILED: {reason}; its last console lines:",
+                    self.names[*vm]
+                ));
+                for line in last_lines {
+                    self.say(format!("[carousel]   | {line}"));
+                }
+            }
+        }
+    }
+
+    /// Carries out what the user typed since the last poll.
+    fn typed(&mut self, typed: &Receiver<String>) {
+        while let Ok(line) = typed.try_recv() {
+            match interactive::parse(&line, &self.names) {
+                Command::Send(text) => {
+                    self.send(self.user_focus, &format!("{text}\n"));
+                }
+                Command::Focus(vm) => {
+                    let result = match self.writer.as_mut() {
+                        Some(writer) => writer.focus(vm as u16).map_err(|e| e.to_string()),
+                        None => Err("no COM1 connection".to_string()),
+                    };
+                    match result {
+                        Ok(()) => {
+                            self.user_focus = vm;
+                            self.say(format!("[carousel] focus: {}", self.names[vm]));
+                        }
+                        Err(error) => self.say(format!(
+                            "[carousel] cannot focus {}: {error}",
+                            self.names[vm]
+                        )),
+                    }
+                }
+                Command::Help => self.say(interactive::HELP.to_string()),
+                Command::Unknown(what) => self.say(format!(
+                    "[carousel] no VM {what:?} (VMs: {}); ~? for help",
+                    self.names
+                        .iter()
+                        .enumerate()
+                        .map(|(id, name)| format!("{id} {name}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )),
+            }
+        }
+    }
 }
 
 /// Where to look when the hypervisor could not run: the files, and the emulator's own
@@ -726,7 +1092,11 @@ mod tests {
             "[[vm]]\nname = \"a\"\nkernel = \"hello\"\nmemory_mib = 8\n",
         )
         .unwrap();
-        let mut received = Received::new(Console::Quiet);
+        let mut received = Received::new(
+            Console::Quiet,
+            vec!["a".to_string()],
+            Scripts::new(vec![Vec::new()]),
+        );
         let mut bytes = encode_vec(&Frame {
             seq: 0,
             record: Record::RunEnd { tsc: 1 },
@@ -746,6 +1116,157 @@ mod tests {
         assert!(received.warnings[0].contains("corrupt frame"));
         assert!(received.warnings[1].contains("records 1..5 (4 of them)"));
         assert!(received.warnings[2].contains("ends inside a frame"));
+    }
+
+    #[test]
+    fn vm_lines_are_told_apart() {
+        let names = vec!["a".to_string(), "xv6-1".to_string()];
+        assert_eq!(vm_line(&names, "[a] $ "), Some((0, "$ ")));
+        assert_eq!(
+            vm_line(&names, "[xv6-1] init: starting sh"),
+            Some((1, "init: starting sh"))
+        );
+        assert_eq!(vm_line(&names, "[xv6-1] "), Some((1, "")));
+        assert_eq!(vm_line(&names, "[carousel] vm a ready"), None);
+        assert_eq!(vm_line(&names, "[b] x"), None);
+        assert_eq!(vm_line(&names, "[a]x"), None);
+        assert_eq!(vm_line(&names, "a] x"), None);
+    }
+
+    /// A lab in `dir` with VM "a" (a `disk.img` there, persisting as `persist` says) and VM "b"
+    /// (a blank disk, persisting); the received stream holds `records`.
+    fn persist_case(dir: &Path, persist: bool, records: Vec<Record>) -> (Lab, Received) {
+        fs::write(dir.join("disk.img"), crate::disk::blank_image(4)).unwrap();
+        let text = format!(
+            "[[vm]]\nname = \"a\"\nkernel = \"hello\"\nmemory_mib = 8\ndisk = \"disk.img\"\n\
+             persist = {persist}\n\
+             [[vm]]\nname = \"b\"\nkernel = \"hello\"\nmemory_mib = 8\nblank_disk_kib = 1\n\
+             persist = true\n"
+        );
+        let lab = Lab::parse(&dir.join("lab.toml"), &text).unwrap();
+        let mut received = Received::new(
+            Console::Quiet,
+            vec!["a".to_string(), "b".to_string()],
+            Scripts::new(vec![Vec::new(), Vec::new()]),
+        );
+        for record in records {
+            received.record(record, &lab);
+        }
+        (lab, received)
+    }
+
+    fn sector(vm: u16, lba: u32, fill: u8) -> Record {
+        Record::DiskSector {
+            vm,
+            lba,
+            data: vec![fill; crate::disk::SECTOR_BYTES],
+        }
+    }
+
+    #[test]
+    fn persisted_sectors_land_in_the_lab_disk_only_after_run_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        fs::create_dir(&out).unwrap();
+        let image = dir.path().join("disk.img");
+
+        // No RunEnd: nothing is written, and the lines say why.
+        let (lab, received) = persist_case(dir.path(), true, vec![sector(0, 7, 0xEE)]);
+        let (lines, failed) = persist_disks(&lab, &out, false, &received);
+        assert!(!failed);
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert!(lines[0].contains("not persisted") && lines[0].contains("RunEnd"));
+        assert_eq!(fs::read(&image).unwrap(), crate::disk::blank_image(4));
+
+        // With RunEnd: a's sector 7 changes; b wrote nothing.
+        let records = vec![sector(0, 7, 0xEE), Record::RunEnd { tsc: 1 }];
+        let (lab, received) = persist_case(dir.path(), true, records);
+        let (lines, failed) = persist_disks(&lab, &out, false, &received);
+        assert!(!failed, "{lines:?}");
+        assert!(
+            lines[0].starts_with("vm a: persisted 1 sector to "),
+            "{lines:?}"
+        );
+        assert_eq!(
+            lines[1],
+            format!(
+                "vm b: wrote no sectors; {} unchanged",
+                out.join("b.disk").display()
+            )
+        );
+        let mut expected = crate::disk::blank_image(4);
+        expected[7 * 512..8 * 512].fill(0xEE);
+        assert_eq!(fs::read(&image).unwrap(), expected);
+    }
+
+    #[test]
+    fn without_persist_the_lab_disk_is_never_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        fs::create_dir(&out).unwrap();
+        let records = vec![sector(0, 1, 0x11), Record::RunEnd { tsc: 1 }];
+        let (lab, received) = persist_case(dir.path(), false, records);
+        let (lines, failed) = persist_disks(&lab, &out, false, &received);
+        assert!(!failed);
+        assert!(lines[0].contains("does not persist"), "{lines:?}");
+        assert_eq!(
+            fs::read(dir.path().join("disk.img")).unwrap(),
+            crate::disk::blank_image(4)
+        );
+        // --persist makes it persist.
+        let (lines, _) = persist_disks(&lab, &out, true, &received);
+        assert!(
+            lines[0].starts_with("vm a: persisted 1 sector"),
+            "{lines:?}"
+        );
+    }
+
+    #[test]
+    fn a_failed_write_back_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        fs::create_dir(&out).unwrap();
+        let records = vec![sector(0, 99, 0x11), Record::RunEnd { tsc: 1 }];
+        let (lab, received) = persist_case(dir.path(), true, records);
+        let (lines, failed) = persist_disks(&lab, &out, false, &received);
+        assert!(failed);
+        assert!(
+            lines[0].starts_with("error: vm a: not persisted"),
+            "{lines:?}"
+        );
+    }
+
+    #[test]
+    fn scripts_are_done_when_every_vm_stopped_or_finished() {
+        use crate::script::{Pattern, Step};
+        let lab = Lab::parse(
+            Path::new("lab.toml"),
+            "[[vm]]\nname = \"a\"\nkernel = \"hello\"\nmemory_mib = 8\n\
+             [[vm]]\nname = \"b\"\nkernel = \"hello\"\nmemory_mib = 8\n",
+        )
+        .unwrap();
+        let step = Step {
+            expect: Pattern::new(r"^\$ $").unwrap(),
+            send: Some("ls\n".to_string()),
+            timeout: Duration::from_secs(60),
+        };
+        let mut received = Received::new(
+            Console::Quiet,
+            vec!["a".to_string(), "b".to_string()],
+            Scripts::new(vec![vec![step], Vec::new()]),
+        );
+        received.com1(b"[a] $ \n");
+        assert!(!received.scripts_done(), "b runs on");
+        assert_eq!(received.script_events.len(), 2);
+        received.record(
+            Record::VmStopped {
+                tsc: 1,
+                vm: 1,
+                reason: carousel_protocol::record::StopReason::Exited { status: 0x10 },
+            },
+            &lab,
+        );
+        assert!(received.scripts_done());
     }
 
     #[test]

@@ -1,14 +1,16 @@
-//! Scenario tests: the built `carousel` binary runs the labs in `ci/labs` in an emulator and the
-//! tests check its console lines and exit status, and for the scheduling labs what the
-//! hypervisor measured (the records in the run directory's `com2.bin`). The emulator ones are
-//! ignored by default (`ci/test` runs them with `--include-ignored`); the broken-lab test runs
-//! everywhere.
+//! Scenario tests: the built `carousel` binary runs the labs in `ci/labs` (and a few written on
+//! the spot) in an emulator and the tests check its console lines and exit status, for the
+//! scheduling labs what the hypervisor measured (the records in the run directory's `com2.bin`),
+//! and for the disk labs the images. The emulator ones are ignored by default (`ci/test` runs
+//! them with `--include-ignored`); the broken-lab tests run everywhere.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use carousel::accounting::{Accounting, SLEEPY_WAKE_LATE, SPIN_ITERATIONS};
+use carousel::disk::{blank_image, BLANK_MAGIC, SECTOR_BYTES};
 use carousel::lab::Lab;
+use carousel_protocol::config::fnv1a64;
 use carousel_protocol::record::Record;
 use carousel_protocol::wire::{decode_all, Decoded};
 
@@ -73,6 +75,33 @@ fn run_lab_kept(lab: &str, backend: &str) -> (Run, tempfile::TempDir) {
     (run, out)
 }
 
+/// Runs the lab file `lab` (anywhere) on Bochs with the run directory `out`, and `extra`
+/// arguments.
+fn run_file(lab: &Path, out: &Path, extra: &[&str]) -> Run {
+    let mut args = vec![
+        "run",
+        lab.to_str().expect("a UTF-8 path"),
+        "--backend",
+        "bochs",
+        "--out",
+        out.to_str().expect("a UTF-8 path"),
+    ];
+    args.extend_from_slice(extra);
+    carousel(&args)
+}
+
+/// Every record of a run directory's `com2.bin`; a damaged stream fails the test.
+fn records_of(out: &Path, describe: &str) -> Vec<Record> {
+    let bytes = std::fs::read(out.join("com2.bin")).expect("com2.bin is there");
+    decode_all(&bytes)
+        .into_iter()
+        .map(|item| match item {
+            Decoded::Frame(frame) => frame.record,
+            other => panic!("the record stream is damaged: {other:?}\n{describe}"),
+        })
+        .collect()
+}
+
 /// What one scheduling lab measured: the lab, every record of its COM2 stream, and the
 /// accounting built from them.
 struct Measured {
@@ -90,14 +119,7 @@ impl Measured {
         let (run, out) = run_lab_kept(lab, "bochs");
         let describe = run.describe();
         assert_eq!(run.code, Some(0), "{describe}");
-        let bytes = std::fs::read(out.path().join("com2.bin")).expect("com2.bin is there");
-        let mut records = Vec::new();
-        for item in decode_all(&bytes) {
-            match item {
-                Decoded::Frame(frame) => records.push(frame.record),
-                other => panic!("the record stream is damaged: {other:?}\n{describe}"),
-            }
-        }
+        let records = records_of(out.path(), &describe);
         let lab = Lab::load(&labs().join(lab)).expect("the lab is valid");
         let weights: Vec<u32> = lab.vms.iter().map(|vm| vm.weight).collect();
         let accounting = Accounting::from_records(&records, &weights);
@@ -405,6 +427,208 @@ fn many16_all_pass() {
     }
 }
 
+/// Every check devcheck reports, in its order (guests/src/bin/devcheck.rs).
+const DEVCHECK_CHECKS: [&str; 18] = [
+    "bda",
+    "mp-table",
+    "lapic-init",
+    "ioapic-init",
+    "uart-init",
+    "timer",
+    "timer-spin",
+    "timer-windows",
+    "timer-hlt",
+    "crtc",
+    "cga",
+    "ide-probe",
+    "ide-read",
+    "ide-write",
+    "ide-readback",
+    "kbd",
+    "uart-rx",
+    "no-unexpected-vectors",
+];
+
+/// The sectors of a disk image.
+fn sectors(image: &[u8]) -> Vec<&[u8]> {
+    image.chunks(SECTOR_BYTES).collect()
+}
+
+/// Four devcheck VMs pass every check of the xv6 hardware contract, each typing "ping" into its
+/// console through its script (the check `uart-rx`); dev0's written sectors come back into its
+/// blank disk in the run directory.
+#[test]
+#[ignore = "boots an emulator; run by ci/test"]
+fn devcheck4_passes_every_check_on_every_vm() {
+    let (run, out) = run_lab_kept("devcheck4.toml", "bochs");
+    let describe = run.describe();
+    assert_eq!(run.code, Some(0), "{describe}");
+    let records = records_of(out.path(), &describe);
+    for vm in 0..4u16 {
+        for name in DEVCHECK_CHECKS {
+            let passed = records.iter().any(|record| {
+                matches!(record, Record::Check { vm: id, name: check, passed: true, .. }
+                    if *id == vm && check == name)
+            });
+            assert!(passed, "dev{vm}: check {name} did not pass\n{describe}");
+        }
+        let checks = records
+            .iter()
+            .filter(|record| matches!(record, Record::Check { vm: id, .. } if *id == vm))
+            .count();
+        assert_eq!(checks, DEVCHECK_CHECKS.len(), "dev{vm}\n{describe}");
+        for line in [
+            format!("[carousel] script dev{vm} step 1: sending \"ping\\n\""),
+            format!("[dev{vm}] devcheck: received \"ping\""),
+            format!("[dev{vm}] devcheck: all checks passed"),
+        ] {
+            assert!(run.stdout.lines().any(|l| l == line), "{line}\n{describe}");
+        }
+    }
+    // dev0 persists into its blank disk: the last 8 of 64 sectors changed, nothing else.
+    let disk0 = out.path().join("dev0.disk");
+    let persisted = format!("vm dev0: persisted 8 sectors to {}", disk0.display());
+    assert!(run.stdout.lines().any(|l| l == persisted), "{describe}");
+    let blank = blank_image(32);
+    let image = std::fs::read(&disk0).expect("dev0.disk");
+    assert_eq!(image.len(), blank.len());
+    assert_eq!(&image[..BLANK_MAGIC.len()], BLANK_MAGIC);
+    for (lba, (new, old)) in sectors(&image).iter().zip(sectors(&blank)).enumerate() {
+        assert_eq!(new != &old, lba >= 56, "dev0.disk sector {lba}\n{describe}");
+    }
+    // The others do not persist.
+    for vm in 1..4 {
+        let image = std::fs::read(out.path().join(format!("dev{vm}.disk"))).expect("a disk");
+        assert_eq!(image, blank, "dev{vm}.disk changed");
+    }
+}
+
+/// A lab of one devcheck VM (no console input) on `disk.img` in `dir`, a fresh blank image of
+/// 64 sectors; returns the lab's path.
+fn devcheck_disk_lab(dir: &Path, persist: bool) -> PathBuf {
+    std::fs::write(dir.join("disk.img"), blank_image(32)).expect("the image is written");
+    let lab = dir.join("disk.toml");
+    std::fs::write(
+        &lab,
+        format!(
+            "[run]\ntsc_hz = 50_000_000\ntimeout_s = 120\n\n[[vm]]\nname = \"disk\"\n\
+             kernel = \"devcheck\"\nmemory_mib = 8\ndisk = \"disk.img\"\n\
+             args = \"disk_sectors=64\"\npersist = {persist}\n"
+        ),
+    )
+    .expect("the lab file is written");
+    lab
+}
+
+/// With `persist = true` the user's image changes in exactly the sectors devcheck wrote: its
+/// scratch sectors, the last 8; sector 0 keeps its magic.
+#[test]
+#[ignore = "boots an emulator; run by ci/test"]
+fn persist_writes_back_exactly_the_written_sectors() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let lab = devcheck_disk_lab(dir.path(), true);
+    let disk = dir
+        .path()
+        .join("disk.img")
+        .canonicalize()
+        .expect("the image");
+    let before = std::fs::read(&disk).expect("the image");
+    let run = run_file(&lab, &dir.path().join("run"), &[]);
+    let describe = run.describe();
+    assert_eq!(run.code, Some(0), "{describe}");
+    let persisted = format!("vm disk: persisted 8 sectors to {}", disk.display());
+    assert!(run.stdout.lines().any(|l| l == persisted), "{describe}");
+    let after = std::fs::read(&disk).expect("the image");
+    assert_eq!(after.len(), before.len());
+    assert_eq!(&after[..BLANK_MAGIC.len()], BLANK_MAGIC);
+    let changed: Vec<usize> = sectors(&after)
+        .iter()
+        .zip(sectors(&before))
+        .enumerate()
+        .filter(|(_, (new, old))| *new != old)
+        .map(|(lba, _)| lba)
+        .collect();
+    assert_eq!(changed, (56..64).collect::<Vec<_>>(), "{describe}");
+    // No temporary copy is left next to it.
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .expect("the directory")
+        .map(|entry| entry.expect("an entry").file_name())
+        .collect();
+    assert_eq!(names.len(), 3, "{names:?}");
+}
+
+/// Without persist, the same run leaves the user's image byte for byte as it was.
+#[test]
+#[ignore = "boots an emulator; run by ci/test"]
+fn without_persist_the_disk_is_unchanged() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let lab = devcheck_disk_lab(dir.path(), false);
+    let disk = dir.path().join("disk.img");
+    let checksum = fnv1a64(&std::fs::read(&disk).expect("the image"));
+    let run = run_file(&lab, &dir.path().join("run"), &[]);
+    assert_eq!(run.code, Some(0), "{}", run.describe());
+    assert!(!run.stdout.contains("persisted"), "{}", run.describe());
+    assert_eq!(
+        fnv1a64(&std::fs::read(&disk).expect("the image")),
+        checksum,
+        "the image changed\n{}",
+        run.describe()
+    );
+}
+
+/// A script step that never matches fails its VM once its timeout has passed, naming the step
+/// and showing the VM's last lines; the tool then ends the run (the VM itself would spin on
+/// for seconds) and exits with 1.
+#[test]
+#[ignore = "boots an emulator; run by ci/test"]
+fn a_script_step_that_times_out_fails_the_vm() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let lab = dir.path().join("timeout.toml");
+    std::fs::write(
+        &lab,
+        "[run]\ntimeout_s = 90\n\n[[vm]]\nname = \"slow\"\nkernel = \"spin\"\nmemory_mib = 4\n\
+         args = \"ms=600000 report_ms=100000\"\n\n\
+         [[vm.script]]\nexpect = '^spin: '\n\n\
+         [[vm.script]]\nexpect = 'never printed'\ntimeout_s = 2\n",
+    )
+    .expect("the lab file is written");
+    let start = std::time::Instant::now();
+    let run = run_file(&lab, &dir.path().join("run"), &[]);
+    let describe = run.describe();
+    assert_eq!(run.code, Some(1), "{describe}");
+    for line in [
+        "vm slow: script step 2: no line matched /never printed/ within 2 s",
+        "[carousel] all scripts finished (1 failed); ending the run",
+    ] {
+        assert!(run.stdout.lines().any(|l| l == line), "{line}\n{describe}");
+    }
+    assert!(
+        run.stdout.contains("last console lines of slow:"),
+        "{describe}"
+    );
+    assert!(start.elapsed().as_secs() < 60, "{describe}");
+}
+
+/// A VM that exits while its script still waits fails, naming the step it waited at.
+#[test]
+#[ignore = "boots an emulator; run by ci/test"]
+fn a_vm_that_exits_before_its_script_finished_fails() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let lab = dir.path().join("early.toml");
+    std::fs::write(
+        &lab,
+        "[run]\ntimeout_s = 60\n\n[[vm]]\nname = \"hello\"\nkernel = \"hello\"\n\
+         memory_mib = 8\n\n[[vm.script]]\nexpect = 'never printed'\ntimeout_s = 30\n",
+    )
+    .expect("the lab file is written");
+    let run = run_file(&lab, &dir.path().join("run"), &[]);
+    let describe = run.describe();
+    assert_eq!(run.code, Some(1), "{describe}");
+    let line = "vm hello: exited with success (0x10) before its script finished (step 1 waits \
+                for /never printed/)";
+    assert!(run.stdout.lines().any(|l| l == line), "{describe}");
+}
+
 #[test]
 fn broken_lab_is_refused_before_anything_starts() {
     let dir = tempfile::tempdir().expect("a temporary directory");
@@ -461,13 +685,33 @@ fn broken_lab_creates_no_default_run_dir() {
 #[test]
 fn checked_in_labs_are_valid() {
     // `carousel run` on an unknown backend value is a usage error (2) before the lab is read,
-    // so validate the labs through the library instead.
+    // so validate the labs through the library instead. `*.example.toml` labs name files
+    // outside the repository through environment variables (xv6): every variable stands for
+    // an ELF-looking placeholder here.
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let placeholder = dir.path().join("placeholder.elf");
+    std::fs::write(&placeholder, b"\x7fELF placeholder").expect("the placeholder is written");
+    let placeholder = placeholder.display().to_string();
+    let env = |_: &str| Some(placeholder.clone());
+    let mut examples = 0;
     for entry in std::fs::read_dir(labs()).expect("ci/labs exists") {
         let path = entry.expect("a directory entry").path();
-        if path.extension().is_some_and(|ext| ext == "toml") {
-            if let Err(error) = carousel::lab::Lab::load(&path) {
+        let name = path
+            .file_name()
+            .expect("a name")
+            .to_string_lossy()
+            .into_owned();
+        if name.ends_with(".example.toml") {
+            examples += 1;
+            let text = std::fs::read_to_string(&path).expect("the lab is readable");
+            if let Err(error) = Lab::parse_with_env(&path, &text, &env) {
+                panic!("{error}");
+            }
+        } else if name.ends_with(".toml") {
+            if let Err(error) = Lab::load(&path) {
                 panic!("{error}");
             }
         }
     }
+    assert!(examples >= 1, "xv6.example.toml is missing");
 }
