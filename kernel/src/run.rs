@@ -117,6 +117,16 @@ pub fn run(vmx: &Vmx, config: &RunConfig, modules: &[(String, &[u8])], tsc_hz: u
     machine.report(quantum, tsc_hz);
     for (vm, vm_config) in machine.vms.iter().zip(&config.vms) {
         let Some(vm) = vm else { continue };
+        let lag = vm.platform.timer_lag;
+        if lag.ticks > 0 {
+            export::emit(Record::TimerLag {
+                vm: vm.id,
+                ticks: lag.ticks,
+                coalesced: lag.coalesced,
+                lag_total: lag.total_cycles,
+                lag_max: lag.max_cycles,
+            });
+        }
         export::emit(Record::AddressSpaces {
             vm: vm.id,
             spaces: vm.spaces.top(ADDRESS_SPACES_REPORTED),

@@ -60,6 +60,16 @@ pub enum Record {
     },
     /// One disk sector a VM wrote, sent back at the end of the run (lab `persist = true`).
     DiskSector { vm: u16, lba: u32, data: Vec<u8> },
+    /// LAPIC timer ticks of one VM, end of run: how many were delivered, how many more were
+    /// folded into them (expired while the VM waited for the CPU), and the lag from each
+    /// tick's deadline to the VM seeing it.
+    TimerLag {
+        vm: u16,
+        ticks: u64,
+        coalesced: u64,
+        lag_total: u64,
+        lag_max: u64,
+    },
     /// Guest time by address space (CR3), end of run: the top entries, largest first.
     AddressSpaces { vm: u16, spaces: Vec<AddressSpace> },
     /// A VM left the run.

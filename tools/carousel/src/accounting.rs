@@ -14,7 +14,7 @@
 
 use std::fmt::Write;
 
-use carousel_protocol::record::{Record, RunSummary, VmSummary};
+use carousel_protocol::record::{AddressSpace, Record, RunSummary, VmSummary};
 
 /// Parts per million in one percent.
 pub const PPM_PER_PERCENT: f64 = 10_000.0;
@@ -51,6 +51,19 @@ pub struct VmAccount {
     pub summary: Option<VmSummary>,
     /// The guest's metrics, in the order of their first report.
     pub metrics: Vec<Metric>,
+    /// LAPIC timer ticks and their injection lag, if the guest ran its timer.
+    pub timer: Option<TimerLag>,
+    /// Guest time by address space (CR3), largest first, if it arrived.
+    pub spaces: Vec<AddressSpace>,
+}
+
+/// A VM's LAPIC timer ticks: delivered, folded in while waiting, and deadline-to-delivery lag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimerLag {
+    pub ticks: u64,
+    pub coalesced: u64,
+    pub lag_total: u64,
+    pub lag_max: u64,
 }
 
 impl VmAccount {
@@ -162,6 +175,23 @@ impl Accounting {
                     }
                     accounting.run = Some(summary.clone());
                 }
+                Record::TimerLag {
+                    vm,
+                    ticks,
+                    coalesced,
+                    lag_total,
+                    lag_max,
+                } => {
+                    accounting.vm_mut(*vm, weights).timer = Some(TimerLag {
+                        ticks: *ticks,
+                        coalesced: *coalesced,
+                        lag_total: *lag_total,
+                        lag_max: *lag_max,
+                    });
+                }
+                Record::AddressSpaces { vm, spaces } => {
+                    accounting.vm_mut(*vm, weights).spaces = spaces.clone();
+                }
                 // Verdicts, events and whatever records come next are not accounting.
                 _ => {}
             }
@@ -193,9 +223,19 @@ impl Accounting {
                 weight: weights.get(id).copied().unwrap_or(1).max(1),
                 summary: None,
                 metrics: Vec::new(),
+                timer: None,
+                spaces: Vec::new(),
             });
         }
         &mut self.vms[index]
+    }
+
+    /// `cycles` in µs when the TSC frequency is known, else in cycles.
+    fn cycles_text(&self, cycles: u64) -> String {
+        match self.micros(cycles) {
+            Some(us) => format!("{us:.1} µs"),
+            None => format!("{} cycles", group(cycles)),
+        }
     }
 
     /// True when the hypervisor sent any summary: there is something to report.
@@ -427,6 +467,38 @@ impl Accounting {
                     "{SPIN_ITERATIONS}/weight {jain:.4} ({reporting} VMs)"
                 ));
             }
+        }
+        for vm in &self.vms {
+            if let Some(timer) = vm.timer {
+                let mean = timer.lag_total / timer.ticks.max(1);
+                let _ = writeln!(
+                    out,
+                    "timer {}: {} ticks delivered, {} more folded in while waiting; lag from deadline mean {} / max {}",
+                    vm.name,
+                    group(u128::from(timer.ticks)),
+                    group(u128::from(timer.coalesced)),
+                    self.cycles_text(mean),
+                    self.cycles_text(timer.lag_max),
+                );
+            }
+        }
+        for vm in self.vms.iter().filter(|vm| vm.spaces.len() > 1) {
+            let total: u64 = vm.spaces.iter().map(|space| space.cycles).sum();
+            let top: Vec<String> = vm
+                .spaces
+                .iter()
+                .take(3)
+                .map(|space| {
+                    let share = space.cycles as f64 * 100.0 / total.max(1) as f64;
+                    let cr3 = if space.cr3 == u64::MAX {
+                        "other".to_string()
+                    } else {
+                        format!("{:#x}", space.cr3)
+                    };
+                    format!("{cr3} {share:.1}% ({} loads)", space.loads)
+                })
+                .collect();
+            let _ = writeln!(out, "address spaces {}: {}", vm.name, top.join(", "));
         }
         if !fairness.is_empty() {
             let _ = writeln!(
@@ -778,6 +850,50 @@ mod tests {
             Record::RunSummary(run(500, 50, 50)),
             Record::RunEnd { tsc: 600 },
         ]
+    }
+
+    #[test]
+    fn timer_lag_and_address_spaces_are_reported() {
+        let mut records = two_vm_records();
+        records.insert(
+            1,
+            Record::TimerLag {
+                vm: 0,
+                ticks: 10,
+                coalesced: 3,
+                lag_total: 20_000,
+                lag_max: 5_000,
+            },
+        );
+        records.insert(
+            1,
+            Record::AddressSpaces {
+                vm: 0,
+                spaces: vec![
+                    AddressSpace {
+                        cr3: 0x3ff000,
+                        cycles: 300,
+                        loads: 7,
+                    },
+                    AddressSpace {
+                        cr3: 0xdf76000,
+                        cycles: 100,
+                        loads: 2,
+                    },
+                ],
+            },
+        );
+        let report = Accounting::from_records(&records, &[1, 1]).report();
+        assert!(
+            report.contains("timer a: 10 ticks delivered, 3 more folded in while waiting; lag from deadline mean 2000.0 µs / max 5000.0 µs"),
+            "{report}"
+        );
+        assert!(
+            report
+                .contains("address spaces a: 0x3ff000 75.0% (7 loads), 0xdf76000 25.0% (2 loads)"),
+            "{report}"
+        );
+        assert!(!report.contains("address spaces b"), "{report}");
     }
 
     #[test]

@@ -201,6 +201,7 @@ pub fn decide(facts: &RunFacts<'_>) -> Outcome {
             | Record::DiskIo { .. }
             | Record::DiskSector { .. }
             | Record::AddressSpaces { .. }
+            | Record::TimerLag { .. }
             | Record::VmSummary(_)
             | Record::RunSummary(_) => {}
         }

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
-use std::io::{Read, Write};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Receiver;
@@ -162,6 +162,12 @@ impl Tail {
         }
         let mut bytes = Vec::new();
         if let Some(file) = &mut self.file {
+            // The emulator truncates the file when it (re)starts, e.g. after a port clash: read
+            // again from the start rather than wait past the old end forever.
+            let position = file.stream_position().unwrap_or(0);
+            if file.metadata().is_ok_and(|meta| meta.len() < position) {
+                let _ = file.seek(SeekFrom::Start(0));
+            }
             // A read error leaves what was read; the next poll tries again.
             let _ = file.read_to_end(&mut bytes);
         }
@@ -331,6 +337,7 @@ impl Received {
             | Record::DiskIo { .. }
             | Record::DiskSector { .. }
             | Record::AddressSpaces { .. }
+            | Record::TimerLag { .. }
             | Record::VmSummary(_)
             | Record::RunSummary(_) => {}
         }
@@ -1305,5 +1312,8 @@ mod tests {
         let mut file = fs::OpenOptions::new().append(true).open(&path).unwrap();
         std::io::Write::write_all(&mut file, b"cd").unwrap();
         assert_eq!(tail.read_new(), b"cd");
+        // A restarted emulator truncates the file and writes it anew.
+        fs::write(&path, b"x").unwrap();
+        assert_eq!(tail.read_new(), b"x");
     }
 }

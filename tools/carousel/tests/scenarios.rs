@@ -427,6 +427,18 @@ fn many16_all_pass() {
     }
 }
 
+/// The README's demo lab: four different guests pass, and the weighted spin gets about twice
+/// the CPU of the other (both spin for the same stretch of TSC time).
+#[test]
+#[ignore = "boots an emulator; run by ci/test"]
+fn demo_passes_and_weights_show() {
+    let measured = Measured::run("demo.toml");
+    measured.assert_all_passed();
+    measured.assert_conservation();
+    let ratio = measured.share("spin-b") / measured.share("spin-a");
+    assert!((1.8..=2.2).contains(&ratio), "spin-b / spin-a = {ratio}");
+}
+
 /// Every check devcheck reports, in its order (guests/src/bin/devcheck.rs).
 const DEVCHECK_CHECKS: [&str; 18] = [
     "bda",
