@@ -111,7 +111,7 @@ boot_pdpt:
 boot_pd:
     .skip 4096 * 4
 boot_stack:
-    .skip 0x10000
+    .skip 0x40000
 boot_stack_top:
 boot_magic:
     .skip 4

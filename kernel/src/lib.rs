@@ -3,6 +3,7 @@
 //!
 //! - [`loader`]: places a multiboot guest kernel (ELF32 or ELF64) into guest RAM.
 //! - [`bootinfo`]: the multiboot information a guest finds in EBX at entry.
+//! - [`exitstats`]: what each kind of VM exit cost, per interval.
 //! - [`frames`]: the physical-frame bitmap behind the hypervisor's frame allocator.
 //! - [`paging`]: walks a guest's page tables to read memory at a guest linear address.
 //! - [`mmio`]: decodes the instruction behind an MMIO exit and completes its load or store.
@@ -16,6 +17,7 @@
 extern crate alloc;
 
 pub mod bootinfo;
+pub mod exitstats;
 pub mod frames;
 pub mod input;
 pub mod loader;

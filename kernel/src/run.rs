@@ -98,6 +98,9 @@ pub fn run(vmx: &Vmx, config: &RunConfig, modules: &[(String, &[u8])], tsc_hz: u
         switch_costs: LatencyHistogram::new(),
         input: InputRouter::new(config.vms.len() as u16),
         console_quiet: tsc_hz / CONSOLE_QUIET_DIVISOR,
+        interval: (tsc_hz.saturating_mul(u64::from(config.interval_us)) / 1_000_000).max(1),
+        interval_start: now,
+        next_interval: now,
         housekeeping_period: tsc_hz / 1000,
         next_housekeeping: 0,
         idle_threshold: config
@@ -114,6 +117,7 @@ pub fn run(vmx: &Vmx, config: &RunConfig, modules: &[(String, &[u8])], tsc_hz: u
         }
     }
     machine.run();
+    machine.flush_exit_stats(arch::rdtsc());
     machine.report(quantum, tsc_hz);
     for (vm, vm_config) in machine.vms.iter().zip(&config.vms) {
         let Some(vm) = vm else { continue };
@@ -157,6 +161,10 @@ struct Machine {
     input: InputRouter,
     /// A VM's unfinished console line goes out after this many quiet cycles.
     console_quiet: Cycles,
+    /// Metrics interval (exit statistics), its start, and when the next one ends.
+    interval: Cycles,
+    interval_start: Cycles,
+    next_interval: Cycles,
     /// Housekeeping runs at most once per period (a millisecond of TSC time).
     housekeeping_period: Cycles,
     next_housekeeping: Cycles,
@@ -273,11 +281,32 @@ impl Machine {
             return;
         }
         self.next_housekeeping = now + self.housekeeping_period;
+        if now >= self.next_interval {
+            self.flush_exit_stats(now);
+            self.next_interval = now + self.interval;
+        }
         self.route_input();
         for vm in self.vms.iter_mut().flatten() {
             vm.platform.console.flush_idle(now, self.console_quiet);
         }
         self.wake_expired(now);
+    }
+
+    /// Sends each VM's exit statistics of the interval that ends at `now`.
+    fn flush_exit_stats(&mut self, now: Cycles) {
+        let interval = now - self.interval_start;
+        self.interval_start = now;
+        for vm in self.vms.iter_mut().flatten() {
+            if !vm.exit_stats.is_empty() {
+                let exits = vm.exit_stats.take();
+                export::emit(Record::ExitInterval {
+                    tsc: now,
+                    vm: vm.id,
+                    interval,
+                    exits,
+                });
+            }
+        }
     }
 
     /// Sends console input waiting on the host line to the focused VM.
@@ -355,6 +384,9 @@ impl Machine {
         let mut slice_left = cycles_to_preemption_ticks(slice, rate).max(1);
         let mut guest_in_slice: Cycles = 0;
         let mut last_exit;
+        // The exit being handled: its reason and when it happened (its cost ends at the next
+        // entry, or at the end of the slice).
+        let mut handling: Option<(u16, Cycles)> = None;
         let Some(vm) = self.vms[usize::from(id)].as_mut() else {
             return;
         };
@@ -393,6 +425,9 @@ impl Machine {
                 return self.vmx_failed(id, error);
             }
             let entry = arch::rdtsc();
+            if let Some((reason, at)) = handling.take() {
+                vm.exit_stats.record(reason, entry - at);
+            }
             self.accounting
                 .root(Some(id), entry.saturating_sub(self.mark));
             if let Some(from) = self.switch_from.take() {
@@ -411,7 +446,11 @@ impl Machine {
             // The timer counts only in guest mode; its saved value is what is left of `armed`.
             let left = vmx::vmread32(VMX_PREEMPTION_TIMER_VALUE).unwrap_or(0);
             slice_left = slice_left.saturating_sub(armed.saturating_sub(left));
-            let next = vmx::read_exit().and_then(|raw| {
+            let raw = vmx::read_exit();
+            if let Ok(raw) = &raw {
+                handling = Some(((raw.reason & 0xFFFF) as u16, exit));
+            }
+            let next = raw.and_then(|raw| {
                 vm.reinject_interrupted_event()?;
                 exits::handle(vm, &raw)
             });
@@ -438,6 +477,9 @@ impl Machine {
             }
         };
         let now = arch::rdtsc();
+        if let (Some((reason, at)), Some(vm)) = (handling, self.vms[usize::from(id)].as_mut()) {
+            vm.exit_stats.record(reason, now - at);
+        }
         self.account_root(Some(id), now);
         self.accounting.switch_out(id, now, end);
         match end {

@@ -21,6 +21,7 @@ use crate::memory::{self, GuestMemory};
 use crate::platform::{Platform, IOAPIC_ID};
 use crate::vmm::Vmx;
 use crate::{arch, export};
+use carousel_kernel::exitstats::ExitStats;
 use carousel_kernel::spaces::AddressSpaces;
 
 /// Where a VM stands in the run.
@@ -47,6 +48,8 @@ pub struct Vm {
     pub platform: Platform,
     /// Primary processor-based controls as last written (interrupt-window exiting toggles).
     pub primary_controls: u32,
+    /// What this VM's exits cost in the current metrics interval.
+    pub exit_stats: ExitStats,
     /// Guest time by address space, and the idle one.
     pub spaces: AddressSpaces,
     /// Fixed CR0/CR4 bits and other negotiated facts the exit handlers need.
@@ -145,6 +148,7 @@ impl Vm {
             memory,
             platform,
             primary_controls: vmx.negotiated.primary.bits(),
+            exit_stats: ExitStats::new(),
             spaces: AddressSpaces::new(),
             negotiated: vmx.negotiated,
             timer_deadline: None,

@@ -8,6 +8,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::FORMAT_VERSION;
 
+/// Default metrics interval: 10 ms of TSC time.
+pub const DEFAULT_INTERVAL_US: u32 = 10_000;
+
 /// One run, as the hypervisor receives it (GRUB module [`crate::RUN_CONFIG_MODULE`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunConfig {
@@ -23,6 +26,8 @@ pub struct RunConfig {
     /// `idle_threshold_us` as blocked until its next interrupt (for guests that never HLT,
     /// like xv6). None: off.
     pub idle_threshold_us: Option<u32>,
+    /// Length of a metrics interval (exit statistics), microseconds of TSC time.
+    pub interval_us: u32,
     /// The VMs, in lab-file order; a VM's id is its index here.
     pub vms: Vec<VmConfig>,
 }
@@ -55,6 +60,7 @@ impl RunConfig {
             tsc_hz,
             lab_hash,
             idle_threshold_us: None,
+            interval_us: DEFAULT_INTERVAL_US,
             vms,
         }
     }

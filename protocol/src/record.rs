@@ -60,6 +60,14 @@ pub enum Record {
     },
     /// One disk sector a VM wrote, sent back at the end of the run (lab `persist = true`).
     DiskSector { vm: u16, lba: u32, data: Vec<u8> },
+    /// One VM's exits during one interval, by basic exit reason (the interval ends at `tsc`
+    /// and lasted `interval` cycles). Only reasons that occurred are listed.
+    ExitInterval {
+        tsc: u64,
+        vm: u16,
+        interval: u64,
+        exits: Vec<ExitStat>,
+    },
     /// LAPIC timer ticks of one VM, end of run: how many were delivered, how many more were
     /// folded into them (expired while the VM waited for the CPU), and the lag from each
     /// tick's deadline to the VM seeing it.
@@ -84,6 +92,22 @@ pub enum Record {
     RunSummary(RunSummary),
     /// Last record of a run that ended in order.
     RunEnd { tsc: u64 },
+}
+
+/// One exit reason's count and cost over an interval: root-mode cycles from the VM exit to
+/// the next VM entry (or the end of the slice).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitStat {
+    /// Basic exit reason (SDM Appendix C).
+    pub reason: u16,
+    pub count: u64,
+    /// Total root-mode cycles.
+    pub cycles: u64,
+    pub min: u64,
+    pub max: u64,
+    /// Log2 histogram of the cycles of each exit: `(bucket, count)` for non-empty buckets,
+    /// bucket b holding exits of [2^b, 2^(b+1)) cycles (bucket 0 also holds 0).
+    pub log2: Vec<(u8, u32)>,
 }
 
 /// Guest time spent in one address space.

@@ -14,7 +14,9 @@
 
 use std::fmt::Write;
 
-use carousel_protocol::record::{AddressSpace, Record, RunSummary, VmSummary};
+use carousel_protocol::record::{
+    exit_reason_name, AddressSpace, ExitStat, Record, RunSummary, VmSummary,
+};
 
 /// Parts per million in one percent.
 pub const PPM_PER_PERCENT: f64 = 10_000.0;
@@ -55,6 +57,36 @@ pub struct VmAccount {
     pub timer: Option<TimerLag>,
     /// Guest time by address space (CR3), largest first, if it arrived.
     pub spaces: Vec<AddressSpace>,
+    /// This VM's exits over the whole run, by basic exit reason.
+    pub exits: std::collections::BTreeMap<u16, ExitTotals>,
+}
+
+/// One exit reason over a run: exits, their root-mode cycles, and the extremes
+/// of each exit's cost.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ExitTotals {
+    pub count: u64,
+    pub cycles: u128,
+    pub min: u64,
+    pub max: u64,
+}
+
+impl ExitTotals {
+    fn add(&mut self, stat: &ExitStat) {
+        self.min = if self.count == 0 {
+            stat.min
+        } else {
+            self.min.min(stat.min)
+        };
+        self.max = self.max.max(stat.max);
+        self.count += stat.count;
+        self.cycles += u128::from(stat.cycles);
+    }
+
+    /// Mean cycles per exit.
+    pub fn mean(&self) -> f64 {
+        self.cycles as f64 / self.count.max(1) as f64
+    }
 }
 
 /// A VM's LAPIC timer ticks: delivered, folded in while waiting, and deadline-to-delivery lag.
@@ -189,6 +221,12 @@ impl Accounting {
                         lag_max: *lag_max,
                     });
                 }
+                Record::ExitInterval { vm, exits, .. } => {
+                    let account = accounting.vm_mut(*vm, weights);
+                    for stat in exits {
+                        account.exits.entry(stat.reason).or_default().add(stat);
+                    }
+                }
                 Record::AddressSpaces { vm, spaces } => {
                     accounting.vm_mut(*vm, weights).spaces = spaces.clone();
                 }
@@ -225,6 +263,7 @@ impl Accounting {
                 metrics: Vec::new(),
                 timer: None,
                 spaces: Vec::new(),
+                exits: std::collections::BTreeMap::new(),
             });
         }
         &mut self.vms[index]
@@ -468,6 +507,15 @@ impl Accounting {
                 ));
             }
         }
+        let exits = self.exit_table();
+        if !exits.rows.is_empty() {
+            let _ = writeln!(
+                out,
+                "\nEXITS (all VMs; cost = root-mode cycles from the exit to the next entry)"
+            );
+            out.push_str(&exits.render());
+            out.push('\n');
+        }
         for vm in &self.vms {
             if let Some(timer) = vm.timer {
                 let mean = timer.lag_total / timer.ticks.max(1);
@@ -529,6 +577,50 @@ impl Accounting {
             let _ = writeln!(out, "warning: {problem}");
         }
         out
+    }
+
+    /// Every VM's exits summed per reason, in the columns of `perf kvm stat`: samples and their
+    /// share, time share, min, max and mean cycles; the costliest reason first.
+    fn exit_table(&self) -> Table {
+        let mut totals: std::collections::BTreeMap<u16, ExitTotals> = Default::default();
+        for vm in &self.vms {
+            for (&reason, vm_totals) in &vm.exits {
+                let entry = totals.entry(reason).or_default();
+                entry.min = if entry.count == 0 {
+                    vm_totals.min
+                } else {
+                    entry.min.min(vm_totals.min)
+                };
+                entry.max = entry.max.max(vm_totals.max);
+                entry.count += vm_totals.count;
+                entry.cycles += vm_totals.cycles;
+            }
+        }
+        let count: u64 = totals.values().map(|t| t.count).sum();
+        let cycles: u128 = totals.values().map(|t| t.cycles).sum();
+        let mut rows: Vec<(u16, ExitTotals)> = totals.into_iter().collect();
+        rows.sort_by(|a, b| b.1.cycles.cmp(&a.1.cycles));
+        let mut table = Table::new(&[
+            ("REASON", Align::Left),
+            ("SAMPLES", Align::Right),
+            ("SAMPLES%", Align::Right),
+            ("TIME%", Align::Right),
+            ("MIN cyc", Align::Right),
+            ("MAX cyc", Align::Right),
+            ("AVG cyc", Align::Right),
+        ]);
+        for (reason, t) in rows {
+            table.rows.push(vec![
+                exit_reason_name(reason).to_string(),
+                group(t.count),
+                format!("{:.2}", t.count as f64 * 100.0 / count.max(1) as f64),
+                format!("{:.2}", t.cycles as f64 * 100.0 / cycles.max(1) as f64),
+                group(t.min),
+                group(t.max),
+                format!("{:.0}", t.mean()),
+            ]);
+        }
+        table
     }
 
     /// Per VM: weight, CPU share, guest and root cycles, and the four runstates (cycles and
@@ -850,6 +942,48 @@ mod tests {
             Record::RunSummary(run(500, 50, 50)),
             Record::RunEnd { tsc: 600 },
         ]
+    }
+
+    #[test]
+    fn exits_sum_over_intervals_and_vms_into_one_table() {
+        let stat = |reason, count, cycles, min, max| ExitStat {
+            reason,
+            count,
+            cycles,
+            min,
+            max,
+            log2: vec![],
+        };
+        let mut records = two_vm_records();
+        for (vm, exits) in [
+            (
+                0,
+                vec![stat(30, 3, 3_000, 500, 1_500), stat(52, 1, 900, 900, 900)],
+            ),
+            (0, vec![stat(30, 1, 1_000, 1_000, 1_000)]),
+            (1, vec![stat(30, 4, 2_000, 100, 800)]),
+        ] {
+            records.insert(
+                1,
+                Record::ExitInterval {
+                    tsc: 1,
+                    vm,
+                    interval: 10,
+                    exits,
+                },
+            );
+        }
+        let accounting = Accounting::from_records(&records, &[1, 1]);
+        assert_eq!(accounting.vms[0].exits[&30].count, 4);
+        assert_eq!(accounting.vms[0].exits[&30].min, 500);
+        let table = accounting.exit_table();
+        assert_eq!(table.rows.len(), 2);
+        assert_eq!(
+            table.rows[0][..4],
+            ["IO_INSTRUCTION", "8", "88.89", "86.96"]
+        );
+        assert_eq!(table.rows[0][4..], ["100", "1,500", "750"]);
+        assert_eq!(table.rows[1][0], "PREEMPTION_TIMER");
     }
 
     #[test]

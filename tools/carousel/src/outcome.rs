@@ -202,6 +202,7 @@ pub fn decide(facts: &RunFacts<'_>) -> Outcome {
             | Record::DiskSector { .. }
             | Record::AddressSpaces { .. }
             | Record::TimerLag { .. }
+            | Record::ExitInterval { .. }
             | Record::VmSummary(_)
             | Record::RunSummary(_) => {}
         }

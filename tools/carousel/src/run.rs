@@ -338,6 +338,7 @@ impl Received {
             | Record::DiskSector { .. }
             | Record::AddressSpaces { .. }
             | Record::TimerLag { .. }
+            | Record::ExitInterval { .. }
             | Record::VmSummary(_)
             | Record::RunSummary(_) => {}
         }
