@@ -599,7 +599,7 @@ impl Accounting {
         let count: u64 = totals.values().map(|t| t.count).sum();
         let cycles: u128 = totals.values().map(|t| t.cycles).sum();
         let mut rows: Vec<(u16, ExitTotals)> = totals.into_iter().collect();
-        rows.sort_by(|a, b| b.1.cycles.cmp(&a.1.cycles));
+        rows.sort_by_key(|row| std::cmp::Reverse(row.1.cycles));
         let mut table = Table::new(&[
             ("REASON", Align::Left),
             ("SAMPLES", Align::Right),
