@@ -308,7 +308,13 @@ fn workload(quantum: Cycles) -> impl Strategy<Value = Workload> {
             (
                 prop_oneof![Just(0), 1..quantum * 3],
                 prop_oneof![Just(0), 1..quantum * 10],
-            ),
+            )
+                // Every phase moves time on by a quarter quantum at least: a workload made only of
+                // empty bursts and zero-length blocks would yield forever at no cost and never
+                // reach the end of the simulation.
+                .prop_map(move |(burst, block)| {
+                    (burst, block.max((quantum / 4).saturating_sub(burst)))
+                }),
             1..4,
         )
         .prop_map(Workload::Bursty),
