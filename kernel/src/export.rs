@@ -1,9 +1,12 @@
 //! COM2: the binary record stream (see `carousel_protocol::wire`).
 //!
 //! Records go into a bounded ring and leave through the UART without blocking the scheduler:
-//! [`drain`] sends what the UART can take right now and returns. When the ring is full the
-//! record is dropped and counted; its sequence number is used all the same, so the host sees
-//! the loss as a gap, and the count travels in the run summary. Loss is never silent.
+//! [`drain`] sends what the UART can take right now and returns. High-rate records (exit
+//! statistics, disk I/O, guest metrics) go through [`emit_or_drop`]: when the ring is full they
+//! are dropped and counted; the sequence number is used all the same, so the host sees the loss
+//! as a gap, and the count travels in the run summary. Loss is never silent. The few records
+//! verdicts depend on (Hello, checks, VM stops, summaries, RunEnd) go through [`emit`], which
+//! waits for room instead.
 
 use alloc::collections::VecDeque;
 use alloc::vec::Vec;
@@ -51,18 +54,39 @@ pub fn init() {
     }
 }
 
-/// Queues one record and sends what the UART takes at once.
+/// Queues a record the run's verdict depends on, waiting for room in the ring if need be.
 pub fn emit(record: Record) {
+    queue(record, true);
+}
+
+/// Queues a high-rate record; drops (and counts) it when the ring is full.
+pub fn emit_or_drop(record: Record) {
+    queue(record, false);
+}
+
+fn queue(record: Record, wait: bool) {
     let mut guard = EXPORTER.lock();
     let exporter = &mut *guard;
     let seq = exporter.next_seq;
     exporter.next_seq = seq.wrapping_add(1);
-    let room = RING_BYTES - exporter.ring.len();
-    match wire::encode(&Frame { seq, record }, &mut exporter.scratch) {
-        Ok(bytes) if exporter.port.is_some() && room >= bytes.len() => {
-            exporter.ring.extend(bytes.iter());
-        }
-        _ => exporter.dropped += 1,
+    let Ok(bytes) = wire::encode(&Frame { seq, record }, &mut exporter.scratch) else {
+        exporter.dropped += 1;
+        return;
+    };
+    let length = bytes.len();
+    if exporter.port.is_none() {
+        exporter.dropped += 1;
+        return;
+    }
+    while wait && RING_BYTES - exporter.ring.len() < length {
+        exporter.send_available();
+        core::hint::spin_loop();
+    }
+    if RING_BYTES - exporter.ring.len() >= length {
+        let Exporter { ring, scratch, .. } = exporter;
+        ring.extend(scratch[..length].iter());
+    } else {
+        exporter.dropped += 1;
     }
     exporter.send_available();
 }

@@ -131,7 +131,7 @@ struct DiskRecords {
 
 impl DiskIoSink for DiskRecords {
     fn record(&mut self, io: DiskIo) {
-        export::emit(Record::DiskIo {
+        export::emit_or_drop(Record::DiskIo {
             tsc: arch::rdtsc(),
             vm: self.vm,
             lba: io.lba,

@@ -299,7 +299,7 @@ impl Machine {
         for vm in self.vms.iter_mut().flatten() {
             if !vm.exit_stats.is_empty() {
                 let exits = vm.exit_stats.take();
-                export::emit(Record::ExitInterval {
+                export::emit_or_drop(Record::ExitInterval {
                     tsc: now,
                     vm: vm.id,
                     interval,
