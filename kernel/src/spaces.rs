@@ -3,7 +3,11 @@
 //! address spaces per VM; idle detection uses the one a guest returns to most often.
 //!
 //! For xv6 that is `kpgdir`: the scheduler loads it after every process (`switchkvm`) and
-//! spins in it when nothing is runnable, because xv6 never executes HLT.
+//! spins in it when nothing is runnable, because xv6 never executes HLT. It is recognised as
+//! the address space entered from the most *different* address spaces: every process returns
+//! to it, while a process's tables are entered from it alone. Counting plain loads would not
+//! do: `sbrk` reloads the current process's CR3 thousands of times (`growproc` calls
+//! `switchuvm`), and reloading the current CR3 is no switch at all.
 
 use alloc::vec::Vec;
 
@@ -13,14 +17,18 @@ use carousel_protocol::record::AddressSpace;
 const TRACKED: usize = 32;
 /// CR3 value standing for "all the address spaces that did not fit".
 pub const OTHER: u64 = u64::MAX;
-/// Loads before an address space can count as the idle one: a guest that never switches
-/// (Carousel's own guests) never has one.
-const IDLE_MIN_LOADS: u64 = 3;
+/// Distinct address spaces an idle one must have been entered from: a guest that never switches
+/// (Carousel's own guests), or one that only goes back and forth between two, has none.
+const IDLE_MIN_PREDECESSORS: usize = 3;
+/// Distinct predecessors remembered per address space (enough to tell the idle one).
+const PREDECESSORS: usize = 4;
 
 /// One VM's address spaces and the time spent in each.
 #[derive(Debug)]
 pub struct AddressSpaces {
     entries: Vec<AddressSpace>,
+    /// Per entry: distinct CR3 values it was switched to from (at most [`PREDECESSORS`]).
+    predecessors: Vec<Vec<u64>>,
     /// Index of the loaded address space in `entries`.
     current: usize,
     /// Guest cycles since the last CR3 load (or wake-up).
@@ -40,6 +48,7 @@ impl AddressSpaces {
         });
         Self {
             entries,
+            predecessors: alloc::vec![Vec::new()],
             current: 0,
             since_load: 0,
             idle: None,
@@ -54,6 +63,7 @@ impl AddressSpaces {
 
     /// The guest loaded `cr3`.
     pub fn load(&mut self, cr3: u64) {
+        let from = self.entries[self.current].cr3;
         let index = match self.entries.iter().position(|entry| entry.cr3 == cr3) {
             Some(index) => index,
             None if self.entries.len() < TRACKED => {
@@ -62,17 +72,25 @@ impl AddressSpaces {
                     cycles: 0,
                     loads: 0,
                 });
+                self.predecessors.push(Vec::new());
                 self.entries.len() - 1
             }
             None => self.other(),
         };
         self.entries[index].loads += 1;
-        self.current = index;
         self.since_load = 0;
-        let busiest = self.idle.map_or(0, |idle| self.entries[idle].loads);
-        if self.entries[index].loads >= IDLE_MIN_LOADS.max(busiest)
-            && self.entries[index].cr3 != OTHER
-        {
+        if index == self.current {
+            // A reload (a TLB flush), not a switch.
+            return;
+        }
+        self.current = index;
+        let seen = &mut self.predecessors[index];
+        if seen.len() < PREDECESSORS && !seen.contains(&from) {
+            seen.push(from);
+        }
+        let count = seen.len();
+        let best = self.idle.map_or(0, |idle| self.predecessors[idle].len());
+        if count >= IDLE_MIN_PREDECESSORS && count > best && self.entries[index].cr3 != OTHER {
             self.idle = Some(index);
         }
     }
@@ -90,6 +108,7 @@ impl AddressSpaces {
             .min_by_key(|(_, entry)| entry.cycles)
             .expect("more than two tracked entries");
         self.entries[index].cr3 = OTHER;
+        self.predecessors[index].clear();
         index
     }
 
@@ -140,7 +159,7 @@ mod tests {
     }
 
     #[test]
-    fn the_most_loaded_space_is_idle_and_its_clock_runs() {
+    fn the_space_entered_from_most_others_is_idle_and_its_clock_runs() {
         let mut spaces = xv6_like();
         spaces.charge(700);
         assert_eq!(spaces.idle_for(), Some(700));
@@ -151,6 +170,32 @@ mod tests {
         spaces.charge(10);
         spaces.restart_idle_clock();
         assert_eq!(spaces.idle_for(), Some(0));
+    }
+
+    #[test]
+    fn reloading_a_process_does_not_make_it_idle() {
+        let mut spaces = xv6_like();
+        // sbrk(1) five thousand times: growproc reloads the process's own page table.
+        spaces.load(0xdf76000);
+        for _ in 0..5_000 {
+            spaces.charge(10);
+            spaces.load(0xdf76000);
+        }
+        spaces.charge(1_000_000);
+        assert_eq!(spaces.idle_for(), None);
+        spaces.load(0x3ff000);
+        assert_eq!(spaces.idle_for(), Some(0));
+    }
+
+    #[test]
+    fn two_spaces_back_and_forth_have_no_idle_one() {
+        let mut spaces = AddressSpaces::new();
+        for _ in 0..100 {
+            spaces.load(0x1000);
+            spaces.load(0x2000);
+        }
+        spaces.charge(1_000_000);
+        assert_eq!(spaces.idle_for(), None);
     }
 
     #[test]

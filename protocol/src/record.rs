@@ -163,7 +163,8 @@ pub struct RunSummary {
     pub root: u64,
     /// Cycles the CPU waited with no VM runnable.
     pub idle: u64,
-    /// Switch cost: cycles from a preemption exit to the next VM's entry, median and max.
+    /// Switch cost: cycles from a preemption exit to the next VM's entry, median and max,
+    /// leaving out periodic housekeeping done between slices (console input, metric export).
     pub switch_median: u64,
     pub switch_max: u64,
     pub switches: u64,
