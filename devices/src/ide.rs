@@ -39,7 +39,7 @@ use alloc::vec;
 use alloc::vec::Vec;
 use core::fmt;
 
-use crate::uart::InterruptLine;
+use crate::uart::{InterruptLine, LineLevel};
 
 // Command block register offsets from [`PRIMARY_COMMAND_BLOCK`].
 
@@ -307,7 +307,8 @@ pub struct IdeChannel {
     /// INTRQ is pending (before nIEN).
     interrupt_pending: bool,
     /// The level last reported through [`InterruptLine::set_level`].
-    interrupt_asserted: bool,
+    /// The level last put on the interrupt line.
+    line: LineLevel,
     /// Sectors moved from disk to guest.
     sectors_read: u64,
     /// Sectors moved from guest to disk.
@@ -351,7 +352,7 @@ impl IdeChannel {
             transfer: None,
             write_buffer: [0; SECTOR_SIZE],
             interrupt_pending: false,
-            interrupt_asserted: false,
+            line: LineLevel::LOW,
             sectors_read: 0,
             sectors_written: 0,
             aborted_commands: 0,
@@ -704,11 +705,7 @@ impl IdeChannel {
     }
 
     fn update_interrupt_line(&mut self, irq: &mut impl InterruptLine) {
-        let level = self.irq_level();
-        if level != self.interrupt_asserted {
-            self.interrupt_asserted = level;
-            irq.set_level(level);
-        }
+        self.line.drive(self.irq_level(), irq);
     }
 }
 
@@ -724,20 +721,7 @@ mod tests {
 
     use super::*;
 
-    /// An interrupt line that records its level and counts rising edges.
-    #[derive(Debug, Default)]
-    struct Irq {
-        level: bool,
-        raises: usize,
-    }
-
-    impl InterruptLine for Irq {
-        fn set_level(&mut self, asserted: bool) {
-            assert_ne!(asserted, self.level, "set_level reports changes only");
-            self.level = asserted;
-            self.raises += usize::from(asserted);
-        }
-    }
+    use crate::testing::RecordingIrq as Irq;
 
     /// Sectors on the test disk: FSSIZE, as xv6's fs.img.
     const FS_SECTORS: usize = 1000;

@@ -15,7 +15,7 @@
 
 use alloc::collections::VecDeque;
 
-use crate::uart::InterruptLine;
+use crate::uart::{InterruptLine, LineLevel};
 
 /// One of the two cascaded 8259A interrupt controllers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -330,7 +330,8 @@ pub struct I8042 {
     /// Scancodes dropped because the queue was full.
     dropped_scancodes: u64,
     /// The level last reported through [`InterruptLine::set_level`].
-    interrupt_asserted: bool,
+    /// The level last put on the interrupt line.
+    line: LineLevel,
 }
 
 impl I8042 {
@@ -339,7 +340,7 @@ impl I8042 {
         Self {
             queue: VecDeque::new(),
             dropped_scancodes: 0,
-            interrupt_asserted: false,
+            line: LineLevel::LOW,
         }
     }
 
@@ -352,10 +353,9 @@ impl I8042 {
                 let Some(scancode) = self.queue.pop_front() else {
                     return 0;
                 };
-                if !self.queue.is_empty() && self.interrupt_asserted {
+                if !self.queue.is_empty() && self.line.is_high() {
                     // The output buffer empties, then refills with the next byte: a new edge.
-                    self.interrupt_asserted = false;
-                    irq.set_level(false);
+                    self.line.drive(false, irq);
                 }
                 self.update_interrupt_line(irq);
                 scancode
@@ -398,11 +398,7 @@ impl I8042 {
     }
 
     fn update_interrupt_line(&mut self, irq: &mut impl InterruptLine) {
-        let level = self.irq_level();
-        if level != self.interrupt_asserted {
-            self.interrupt_asserted = level;
-            irq.set_level(level);
-        }
+        self.line.drive(self.irq_level(), irq);
     }
 }
 
@@ -485,20 +481,7 @@ mod tests {
 
     use super::*;
 
-    /// An interrupt line that records its level and counts rising edges.
-    #[derive(Debug, Default)]
-    struct Irq {
-        level: bool,
-        raises: usize,
-    }
-
-    impl InterruptLine for Irq {
-        fn set_level(&mut self, asserted: bool) {
-            assert_ne!(asserted, self.level, "set_level reports changes only");
-            self.level = asserted;
-            self.raises += usize::from(asserted);
-        }
-    }
+    use crate::testing::RecordingIrq as Irq;
 
     #[test]
     fn xv6_picinit_masks_both_chips() {

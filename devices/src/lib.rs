@@ -39,4 +39,7 @@ pub use lapic::{
 pub use legacy::{Cmos, CrtcCursor, DateTime, Pic8259Masks, PicChip, I8042};
 pub use line_buffer::LineBuffer;
 pub use mptable::{bda_words, mp_tables, BdaWord, MpTableError, MpTables};
-pub use uart::{InterruptLine, SerialSink, Uart16550};
+pub use uart::{InterruptLine, LineLevel, SerialSink, Uart16550};
+
+#[cfg(test)]
+mod testing;

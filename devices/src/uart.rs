@@ -144,6 +144,28 @@ pub trait InterruptLine {
     fn set_level(&mut self, asserted: bool);
 }
 
+/// The level a device last put on its interrupt line, so the line hears only changes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LineLevel(bool);
+
+impl LineLevel {
+    /// A line not asserted (power-on).
+    pub const LOW: Self = Self(false);
+
+    /// Drives the line to `level`, telling `irq` only when that is a change.
+    pub fn drive(&mut self, level: bool, irq: &mut impl InterruptLine) {
+        if level != self.0 {
+            self.0 = level;
+            irq.set_level(level);
+        }
+    }
+
+    /// True while the line is asserted.
+    pub fn is_high(self) -> bool {
+        self.0
+    }
+}
+
 /// One 16550A UART: the whole state, with no I/O of its own.
 #[derive(Debug)]
 pub struct Uart16550 {
@@ -170,7 +192,8 @@ pub struct Uart16550 {
     /// Received bytes dropped because the queue was full.
     dropped_input_bytes: u64,
     /// The level last reported through [`InterruptLine::set_level`].
-    interrupt_asserted: bool,
+    /// The level last put on the interrupt line.
+    line: LineLevel,
 }
 
 impl Uart16550 {
@@ -188,7 +211,7 @@ impl Uart16550 {
             modem_status_deltas: 0,
             receive_queue: VecDeque::new(),
             dropped_input_bytes: 0,
-            interrupt_asserted: false,
+            line: LineLevel::LOW,
         }
     }
 
@@ -367,11 +390,7 @@ impl Uart16550 {
     }
 
     fn update_interrupt_line(&mut self, irq: &mut impl InterruptLine) {
-        let level = self.irq_level();
-        if level != self.interrupt_asserted {
-            self.interrupt_asserted = level;
-            irq.set_level(level);
-        }
+        self.line.drive(self.irq_level(), irq);
     }
 }
 
@@ -389,20 +408,7 @@ mod tests {
 
     use super::*;
 
-    /// An interrupt line that records its level and counts rising edges.
-    #[derive(Debug, Default)]
-    struct Irq {
-        level: bool,
-        raises: usize,
-    }
-
-    impl InterruptLine for Irq {
-        fn set_level(&mut self, asserted: bool) {
-            assert_ne!(asserted, self.level, "set_level reports changes only");
-            self.level = asserted;
-            self.raises += usize::from(asserted);
-        }
-    }
+    use crate::testing::RecordingIrq as Irq;
 
     /// A UART, its output and its interrupt line.
     #[derive(Debug, Default)]
