@@ -221,6 +221,7 @@ fn bench_one(
         timeout_s: None,
         out: Some(out.clone()),
         persist: false,
+        trace: None,
     };
     let finished = run::execute(&options, Console::Quiet, interrupted)
         .map_err(|source| BenchError::Run { quantum_us, source })?;

@@ -27,5 +27,6 @@ pub mod interactive;
 pub mod iso;
 pub mod lab;
 pub mod outcome;
+pub mod report;
 pub mod run;
 pub mod script;

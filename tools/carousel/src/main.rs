@@ -47,6 +47,16 @@ enum Command {
         /// run (as `persist = true` on every such VM): the lab's `disk` file itself, in place.
         #[arg(long)]
         persist: bool,
+        /// Keep the run's record stream in FILE (for `carousel report`).
+        #[arg(long, value_name = "FILE")]
+        trace: Option<PathBuf>,
+    },
+    /// The accounting of a finished run from its record stream (a `--trace` file, or a run
+    /// directory's com2.bin): text, or one JSON object. Damage is named; the rest still counts.
+    Report {
+        trace: PathBuf,
+        #[arg(long, value_enum, default_value_t = carousel::report::Format::Text)]
+        format: carousel::report::Format,
     },
     /// Measure the hypervisor (generated labs, figures from its summary records).
     Bench {
@@ -100,6 +110,7 @@ fn main() -> ExitCode {
             timeout,
             out,
             persist,
+            trace,
         } => {
             let interrupted = Arc::new(AtomicBool::new(false));
             if !catch_interrupt(&interrupted) {
@@ -111,6 +122,7 @@ fn main() -> ExitCode {
                 timeout_s: timeout,
                 out,
                 persist,
+                trace,
             };
             match carousel::run::run(&options, &interrupted) {
                 Ok(code) => code,
@@ -120,6 +132,7 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Report { trace, format } => carousel::report::report_command(&trace, format),
         Command::Bench {
             bench: Bench::Sched { json, backend },
         } => {

@@ -60,6 +60,8 @@ pub struct RunOptions {
     pub out: Option<PathBuf>,
     /// `--persist`: every VM with a disk persists (as `persist = true` in the lab).
     pub persist: bool,
+    /// `--trace FILE`: keep the run's record stream there (for `carousel report`).
+    pub trace: Option<PathBuf>,
 }
 
 /// Why a run could not get as far as a verdict.
@@ -473,6 +475,18 @@ pub fn run(options: &RunOptions, interrupted: &AtomicBool) -> Result<i32, RunErr
         }
     }
     println!("artifacts: {}", finished.out.display());
+    if let Some(trace) = &options.trace {
+        match fs::copy(finished.out.join("com2.bin"), trace) {
+            Ok(bytes) => println!(
+                "trace: {} ({bytes} bytes; `carousel report` reads it)",
+                trace.display()
+            ),
+            Err(error) => println!(
+                "warning: cannot write the trace {}: {error}",
+                trace.display()
+            ),
+        }
+    }
     if finished.persist_failed && outcome.exit_code() == 0 {
         println!("error: a disk write-back failed (see above); exit code {EXIT_SETUP}");
         return Ok(EXIT_SETUP);

@@ -439,6 +439,46 @@ fn demo_passes_and_weights_show() {
     assert!((1.8..=2.2).contains(&ratio), "spin-b / spin-a = {ratio}");
 }
 
+/// `carousel run --trace` keeps the record stream, and `carousel report --format json` reads it
+/// back: the conservation rule holds and the four spins got equal shares.
+#[test]
+#[ignore = "boots an emulator; run by ci/test"]
+fn fair4_trace_reports_as_json() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let trace = dir.path().join("fair4.trace");
+    let run = run_file(
+        &labs().join("fair4.toml"),
+        &dir.path().join("run"),
+        &["--trace", trace.to_str().expect("a UTF-8 path")],
+    );
+    assert_eq!(run.code, Some(0), "{}", run.describe());
+    let report = carousel(&["report", trace.to_str().unwrap(), "--format", "json"]);
+    assert_eq!(report.code, Some(0), "{}", report.describe());
+    let json: serde_json::Value = serde_json::from_str(&report.stdout).expect("one JSON object");
+    let vms = json["vms"].as_array().expect("vms");
+    assert_eq!(vms.len(), 4, "{json:#}");
+    let guest: Vec<u64> = vms
+        .iter()
+        .map(|vm| vm["guest_cycles"].as_u64().unwrap())
+        .collect();
+    let total: u64 = guest.iter().sum();
+    let elapsed = json["elapsed_cycles"].as_u64().unwrap();
+    let root = json["root_cycles"].as_u64().unwrap();
+    let idle = json["idle_cycles"].as_u64().unwrap();
+    assert_eq!(total + root + idle, elapsed, "conservation: {json:#}");
+    for cycles in guest {
+        let share = cycles as f64 / total as f64;
+        assert!((share - 0.25).abs() <= 0.03, "share {share}: {json:#}");
+    }
+    assert_eq!(json["dropped"], 0);
+    assert!(
+        json["exits"]
+            .as_array()
+            .is_some_and(|exits| !exits.is_empty()),
+        "{json:#}"
+    );
+}
+
 /// Every check devcheck reports, in its order (guests/src/bin/devcheck.rs).
 const DEVCHECK_CHECKS: [&str; 18] = [
     "bda",

@@ -1,0 +1,282 @@
+//! `carousel report TRACE`: the accounting of a finished run, read back from its record stream
+//! (the run directory's `com2.bin`, or the file `carousel run --trace FILE` wrote), as text or
+//! as JSON. A damaged trace is reported as far as it goes: every gap and corrupt frame is named
+//! and everything else still counts.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use carousel_protocol::record::{exit_reason_name, Record};
+use carousel_protocol::wire::{decode_all, Decoded};
+use serde_json::{json, Value};
+
+use crate::accounting::Accounting;
+
+/// What `report` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+/// The records of a trace, and a line for every part that did not decode.
+pub fn read_trace(bytes: &[u8]) -> (Vec<Record>, Vec<String>) {
+    let mut records = Vec::new();
+    let mut problems = Vec::new();
+    for decoded in decode_all(bytes) {
+        match decoded {
+            Decoded::Frame(frame) => records.push(frame.record),
+            Decoded::Corrupt { bytes } => problems.push(format!("a corrupt frame ({bytes} bytes)")),
+            Decoded::Gap { from, to } => {
+                problems.push(format!("records {from}..{to} never arrived"))
+            }
+        }
+    }
+    (records, problems)
+}
+
+/// The run as one JSON object: elapsed, root and idle cycles and dropped records at the top,
+/// then `vms` (runstates, slices, wake latency), `exits` (per reason over all VMs) and `disk`
+/// (sectors read and written per VM).
+pub fn json_report(records: &[Record]) -> Value {
+    let accounting = Accounting::from_records(records, &[]);
+    let run = accounting.run.as_ref();
+    let vms: Vec<Value> = accounting
+        .vms
+        .iter()
+        .map(|vm| {
+            let summary = vm.summary.as_ref();
+            let field = |get: fn(&carousel_protocol::record::VmSummary) -> u64| summary.map(get);
+            json!({
+                "name": vm.name,
+                "running_cycles": field(|s| s.running),
+                "runnable_cycles": field(|s| s.runnable),
+                "blocked_cycles": field(|s| s.blocked),
+                "guest_cycles": field(|s| s.guest),
+                "root_cycles": field(|s| s.root),
+                "slices": field(|s| s.slices),
+                "preemptions": field(|s| s.preemptions),
+                "yields": field(|s| s.yields),
+                "wake_latency": {
+                    "count": field(|s| s.wakes),
+                    "p50": field(|s| s.wake_p50),
+                    "p95": field(|s| s.wake_p95),
+                    "p99": field(|s| s.wake_p99),
+                    "max": field(|s| s.wake_max),
+                },
+            })
+        })
+        .collect();
+    let mut exits: BTreeMap<u16, (u64, u128, u64, u64)> = BTreeMap::new();
+    for vm in &accounting.vms {
+        for (&reason, totals) in &vm.exits {
+            let entry = exits.entry(reason).or_insert((0, 0, u64::MAX, 0));
+            entry.0 += totals.count;
+            entry.1 += totals.cycles;
+            entry.2 = entry.2.min(totals.min);
+            entry.3 = entry.3.max(totals.max);
+        }
+    }
+    let exits: Vec<Value> = exits
+        .into_iter()
+        .map(|(reason, (count, cycles, min, max))| {
+            json!({"reason": exit_reason_name(reason), "count": count, "cycles": cycles as u64, "min": min, "max": max})
+        })
+        .collect();
+    let mut disk: BTreeMap<u16, (u64, u64)> = BTreeMap::new();
+    for record in records {
+        if let Record::DiskIo {
+            vm, sectors, write, ..
+        } = record
+        {
+            let entry = disk.entry(*vm).or_default();
+            if *write {
+                entry.1 += u64::from(*sectors);
+            } else {
+                entry.0 += u64::from(*sectors);
+            }
+        }
+    }
+    let name = |vm: u16| {
+        accounting
+            .vms
+            .get(usize::from(vm))
+            .map_or_else(|| format!("vm{vm}"), |vm| vm.name.clone())
+    };
+    let disk: Vec<Value> = disk
+        .into_iter()
+        .map(|(vm, (reads, writes))| json!({"vm": name(vm), "reads": reads, "writes": writes}))
+        .collect();
+    json!({
+        "elapsed_cycles": run.map(|r| r.elapsed),
+        "root_cycles": run.map(|r| r.root),
+        "idle_cycles": run.map(|r| r.idle),
+        "dropped": run.map(|r| r.dropped_records),
+        "tsc_hz": accounting.tsc_hz,
+        "vms": vms,
+        "exits": exits,
+        "disk": disk,
+    })
+}
+
+/// `carousel report TRACE [--format text|json]`; returns the exit code (0, or 2 when the file
+/// cannot be read or holds no record at all).
+pub fn report_command(path: &Path, format: Format) -> i32 {
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(error) => {
+            eprintln!("carousel report: cannot read {}: {error}", path.display());
+            return 2;
+        }
+    };
+    let (records, problems) = read_trace(&bytes);
+    for problem in &problems {
+        eprintln!("warning: {}: {problem}", path.display());
+    }
+    if records.is_empty() {
+        eprintln!("carousel report: {} holds no record", path.display());
+        return 2;
+    }
+    let text = match format {
+        Format::Text => Accounting::from_records(&records, &[]).report(),
+        Format::Json => format!("{:#}\n", json_report(&records)),
+    };
+    // A reader that stops early (`| head`) is not an error worth a panic.
+    let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes());
+    0
+}
+
+#[cfg(test)]
+mod tests {
+    use carousel_protocol::record::{ExitStat, RunSummary, VmSummary};
+    use carousel_protocol::wire::{encode_vec, Frame};
+
+    use super::*;
+
+    fn summary(vm: u16, guest: u64) -> VmSummary {
+        VmSummary {
+            vm,
+            running: guest + 10,
+            runnable: 5,
+            blocked: 0,
+            stopped: 0,
+            guest,
+            root: 10,
+            slices: 3,
+            preemptions: 2,
+            yields: 1,
+            wakes: 1,
+            wake_p50: 7,
+            wake_p95: 8,
+            wake_p99: 9,
+            wake_max: 9,
+            quantum_error_median_ppm: 0,
+            quantum_error_max_ppm: 0,
+        }
+    }
+
+    fn trace() -> Vec<Record> {
+        vec![
+            Record::Hello {
+                version: 1,
+                lab_hash: 0,
+                tsc_hz: 1_000_000,
+                tsc_source: carousel_protocol::record::TscSource::LabFile,
+                preemption_timer_rate: 0,
+                cpu: "test".into(),
+                vms: vec!["a".into(), "b".into()],
+            },
+            Record::DiskIo {
+                tsc: 1,
+                vm: 1,
+                lba: 3,
+                sectors: 2,
+                write: true,
+            },
+            Record::DiskIo {
+                tsc: 2,
+                vm: 1,
+                lba: 3,
+                sectors: 1,
+                write: false,
+            },
+            Record::ExitInterval {
+                tsc: 3,
+                vm: 0,
+                interval: 10,
+                exits: vec![ExitStat {
+                    reason: 30,
+                    count: 2,
+                    cycles: 300,
+                    min: 100,
+                    max: 200,
+                    log2: vec![],
+                }],
+            },
+            Record::VmSummary(summary(0, 100)),
+            Record::VmSummary(summary(1, 50)),
+            Record::RunSummary(RunSummary {
+                policy: "round-robin".into(),
+                quantum_cycles: 10,
+                elapsed: 185,
+                root: 30,
+                idle: 5,
+                switch_median: 1,
+                switch_max: 1,
+                switches: 1,
+                dropped_records: 0,
+            }),
+            Record::RunEnd { tsc: 200 },
+        ]
+    }
+
+    #[test]
+    fn json_has_the_documented_layout() {
+        let report = json_report(&trace());
+        assert_eq!(report["elapsed_cycles"], 185);
+        assert_eq!(report["root_cycles"], 30);
+        assert_eq!(report["idle_cycles"], 5);
+        assert_eq!(report["dropped"], 0);
+        assert_eq!(report["vms"][0]["name"], "a");
+        assert_eq!(report["vms"][1]["running_cycles"], 60);
+        assert_eq!(report["vms"][0]["wake_latency"]["p99"], 9);
+        assert_eq!(report["exits"][0]["reason"], "IO_INSTRUCTION");
+        assert_eq!(report["exits"][0]["count"], 2);
+        assert_eq!(report["exits"][0]["min"], 100);
+        assert_eq!(
+            report["disk"][0],
+            json!({"vm": "b", "reads": 1, "writes": 2})
+        );
+    }
+
+    #[test]
+    fn a_corrupted_trace_names_its_damage_and_keeps_the_rest() {
+        let mut bytes: Vec<u8> = trace()
+            .into_iter()
+            .enumerate()
+            .flat_map(|(seq, record)| {
+                encode_vec(&Frame {
+                    seq: seq as u32,
+                    record,
+                })
+            })
+            .collect();
+        // Damage the second frame (a DiskIo record).
+        let second = bytes.iter().position(|&b| b == 0).unwrap() + 3;
+        bytes[second] ^= 0x55;
+        let (records, problems) = read_trace(&bytes);
+        assert_eq!(records.len(), trace().len() - 1);
+        assert!(
+            problems.iter().any(|p| p.starts_with("a corrupt frame")),
+            "{problems:?}"
+        );
+        assert!(
+            problems.contains(&"records 1..2 never arrived".to_string()),
+            "{problems:?}"
+        );
+        let report = json_report(&records);
+        assert_eq!(report["elapsed_cycles"], 185);
+        assert_eq!(report["disk"][0]["reads"], 1);
+        assert_eq!(report["disk"][0]["writes"], 0);
+    }
+}
