@@ -476,8 +476,9 @@ impl Machine {
             export::drain();
             self.wake_expired(arch::rdtsc());
             match next {
-                // A timer exit with slice left was another VM's deadline: go on.
+                // Idle detection found the VM idle.
                 Ok(Next::Resume) if blocked => break SliceEnd::Blocked,
+                // Any other exit, or a timer exit for another VM's deadline: go on.
                 Ok(Next::Resume) if slice_left > 0 => continue,
                 Ok(Next::Resume) => break SliceEnd::Preempted,
                 Ok(Next::Leave) if blocked => break SliceEnd::Blocked,
