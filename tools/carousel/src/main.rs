@@ -57,6 +57,9 @@ enum Command {
         trace: PathBuf,
         #[arg(long, value_enum, default_value_t = carousel::report::Format::Text)]
         format: carousel::report::Format,
+        /// Report only this VM (by its lab name).
+        #[arg(long, value_name = "NAME")]
+        vm: Option<String>,
     },
     /// Measure the hypervisor (generated labs, figures from its summary records).
     Bench {
@@ -132,7 +135,9 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Report { trace, format } => carousel::report::report_command(&trace, format),
+        Command::Report { trace, format, vm } => {
+            carousel::report::report_command(&trace, format, vm.as_deref())
+        }
         Command::Bench {
             bench: Bench::Sched { json, backend },
         } => {

@@ -17,6 +17,98 @@ use crate::accounting::Accounting;
 pub enum Format {
     Text,
     Json,
+    /// One row per VM (the columns of the JSON `vms` entries).
+    Csv,
+}
+
+/// The CSV header of [`csv_report`].
+pub const CSV_HEADER: &str = "vm,running_cycles,runnable_cycles,blocked_cycles,guest_cycles,\
+root_cycles,slices,preemptions,yields,wakes,wake_p50,wake_p95,wake_p99,wake_max";
+
+/// One CSV row per VM; cells of a VM whose summary did not arrive are empty.
+pub fn csv_report(records: &[Record]) -> String {
+    let accounting = Accounting::from_records(records, &[]);
+    let mut out = String::from(CSV_HEADER);
+    out.push('\n');
+    for vm in &accounting.vms {
+        let cells: Vec<String> = match &vm.summary {
+            Some(s) => [
+                s.running,
+                s.runnable,
+                s.blocked,
+                s.guest,
+                s.root,
+                s.slices,
+                s.preemptions,
+                s.yields,
+                s.wakes,
+                s.wake_p50,
+                s.wake_p95,
+                s.wake_p99,
+                s.wake_max,
+            ]
+            .iter()
+            .map(u64::to_string)
+            .collect(),
+            None => vec![String::new(); 13],
+        };
+        // VM names are [A-Za-z0-9_-]: no quoting needed.
+        out.push_str(&vm.name);
+        for cell in cells {
+            out.push(',');
+            out.push_str(&cell);
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// The records that concern VM `name` (by the Hello record's names), with that VM renumbered
+/// to 0, plus the run-wide ones: a report of one VM (the run's totals are still every VM's).
+pub fn only_vm(records: &[Record], name: &str) -> Option<Vec<Record>> {
+    let id = records.iter().find_map(|record| match record {
+        Record::Hello { vms, .. } => vms.iter().position(|vm| vm == name),
+        _ => None,
+    })? as u16;
+    let records = records
+        .iter()
+        .filter_map(|record| {
+            let mut record = record.clone();
+            let keep = match vm_of(&mut record) {
+                // Run-wide records stay.
+                None => true,
+                Some(vm) if *vm == id => {
+                    *vm = 0;
+                    true
+                }
+                Some(_) => false,
+            };
+            keep.then_some(record)
+        })
+        .map(|mut record| {
+            if let Record::Hello { vms, .. } = &mut record {
+                *vms = vec![name.to_string()];
+            }
+            record
+        })
+        .collect();
+    Some(records)
+}
+
+/// The VM id a record is about, if it is about one VM.
+fn vm_of(record: &mut Record) -> Option<&mut u16> {
+    match record {
+        Record::Hello { .. } | Record::RunSummary(_) | Record::RunEnd { .. } => None,
+        Record::Check { vm, .. }
+        | Record::GuestMetric { vm, .. }
+        | Record::DiskIo { vm, .. }
+        | Record::DiskSector { vm, .. }
+        | Record::AddressSpaces { vm, .. }
+        | Record::TimerLag { vm, .. }
+        | Record::ExitInterval { vm, .. }
+        | Record::VmStopped { vm, .. } => Some(vm),
+        Record::VmSummary(summary) => Some(&mut summary.vm),
+    }
 }
 
 /// The records of a trace, and a line for every part that did not decode.
@@ -119,9 +211,9 @@ pub fn json_report(records: &[Record]) -> Value {
     })
 }
 
-/// `carousel report TRACE [--format text|json]`; returns the exit code (0, or 2 when the file
-/// cannot be read or holds no record at all).
-pub fn report_command(path: &Path, format: Format) -> i32 {
+/// `carousel report TRACE [--format text|json|csv] [--vm NAME]`; returns the exit code (0, or 2
+/// when the file cannot be read, holds no record at all, or names no such VM).
+pub fn report_command(path: &Path, format: Format, vm: Option<&str>) -> i32 {
     let bytes = match std::fs::read(path) {
         Ok(bytes) => bytes,
         Err(error) => {
@@ -137,9 +229,25 @@ pub fn report_command(path: &Path, format: Format) -> i32 {
         eprintln!("carousel report: {} holds no record", path.display());
         return 2;
     }
+    let records = match vm {
+        None => records,
+        Some(name) => match only_vm(&records, name) {
+            Some(records) => records,
+            None => {
+                eprintln!("carousel report: the trace names no VM {name:?}");
+                return 2;
+            }
+        },
+    };
     let text = match format {
-        Format::Text => Accounting::from_records(&records, &[]).report(),
+        Format::Text => {
+            let mut accounting = Accounting::from_records(&records, &[]);
+            // One VM's guest time cannot balance the whole run's elapsed time.
+            accounting.partial = vm.is_some();
+            accounting.report()
+        }
         Format::Json => format!("{:#}\n", json_report(&records)),
+        Format::Csv => csv_report(&records),
     };
     // A reader that stops early (`| head`) is not an error worth a panic.
     let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes());
@@ -247,6 +355,36 @@ mod tests {
             report["disk"][0],
             json!({"vm": "b", "reads": 1, "writes": 2})
         );
+    }
+
+    #[test]
+    fn csv_has_a_row_per_vm() {
+        let csv = csv_report(&trace());
+        let lines: Vec<&str> = csv.lines().collect();
+        assert_eq!(lines[0], CSV_HEADER);
+        assert_eq!(lines[1], "a,110,5,0,100,10,3,2,1,1,7,8,9,9");
+        assert_eq!(lines.len(), 3);
+    }
+
+    #[test]
+    fn one_vm_keeps_its_records_and_the_run_wide_ones() {
+        let records = only_vm(&trace(), "b").expect("b is in the trace");
+        let report = json_report(&records);
+        assert_eq!(report["vms"].as_array().unwrap().len(), 1);
+        assert_eq!(report["vms"][0]["name"], "b");
+        assert_eq!(report["vms"][0]["guest_cycles"], 50);
+        assert_eq!(report["disk"][0]["writes"], 2);
+        assert_eq!(
+            report["exits"].as_array().unwrap().len(),
+            0,
+            "vm a's exits are gone"
+        );
+        assert_eq!(report["elapsed_cycles"], 185);
+        let mut accounting = Accounting::from_records(&records, &[]);
+        accounting.partial = true;
+        let text = accounting.report();
+        assert!(!text.contains("conservation"), "{text}");
+        assert!(only_vm(&trace(), "c").is_none());
     }
 
     #[test]
