@@ -74,22 +74,20 @@ impl Decoder {
     }
 
     /// Feeds `bytes`, appending everything found to `out`.
-    pub fn feed(&mut self, bytes: &[u8], out: &mut Vec<Decoded>) {
-        for &byte in bytes {
-            if byte != 0 {
-                if self.pending.len() <= MAX_FRAME {
-                    self.pending.push(byte);
-                } else {
-                    // Keep counting without growing: the frame is already known to be corrupt.
-                    self.pending.truncate(MAX_FRAME + 1);
-                }
-                continue;
-            }
+    pub fn feed(&mut self, mut bytes: &[u8], out: &mut Vec<Decoded>) {
+        while !bytes.is_empty() {
+            let end = bytes.iter().position(|&byte| byte == 0);
+            let chunk = &bytes[..end.unwrap_or(bytes.len())];
+            // Keep at most one byte past the limit: the frame is known to be corrupt by then.
+            let room = (MAX_FRAME + 1).saturating_sub(self.pending.len());
+            self.pending
+                .extend_from_slice(&chunk[..chunk.len().min(room)]);
+            let Some(end) = end else { return };
+            bytes = &bytes[end + 1..];
             if self.pending.is_empty() {
                 continue;
             }
-            let frame = core::mem::take(&mut self.pending);
-            self.finish(frame, out);
+            self.finish(out);
         }
     }
 
@@ -98,15 +96,18 @@ impl Decoder {
         self.pending.len()
     }
 
-    fn finish(&mut self, mut bytes: Vec<u8>, out: &mut Vec<Decoded>) {
+    /// Decodes the frame in `pending` (in place: the buffer is reused for the next frame).
+    fn finish(&mut self, out: &mut Vec<Decoded>) {
+        let bytes = &mut self.pending;
         let length = bytes.len();
         let decoded = if length > MAX_FRAME {
             None
         } else {
-            cobs::decode_in_place(&mut bytes).ok().and_then(|n| {
+            cobs::decode_in_place(bytes).ok().and_then(|n| {
                 postcard::from_bytes_crc32::<Frame>(&bytes[..n], FRAME_CRC.digest()).ok()
             })
         };
+        self.pending.clear();
         let Some(frame) = decoded else {
             out.push(Decoded::Corrupt { bytes: length });
             return;

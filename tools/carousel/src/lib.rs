@@ -21,6 +21,7 @@ pub mod backend;
 pub mod bench;
 pub mod build;
 pub mod com1;
+pub mod decode_bench;
 pub mod disk;
 pub mod doctor;
 pub mod interactive;

@@ -85,6 +85,13 @@ enum Bench {
         #[arg(long, value_enum, default_value_t = BackendChoice::Bochs)]
         backend: BackendChoice,
     },
+    /// How fast a trace becomes a report: decodes and reports a synthetic ~100 MB trace and
+    /// prints MB/s (goal: at least 100).
+    Decode {
+        /// Print one JSON object (with `mb_per_s`) instead of a line.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Routes Ctrl-C into `flag`; false (after saying why) when that is impossible.
@@ -138,6 +145,9 @@ fn main() -> ExitCode {
         Command::Report { trace, format, vm } => {
             carousel::report::report_command(&trace, format, vm.as_deref())
         }
+        Command::Bench {
+            bench: Bench::Decode { json },
+        } => carousel::decode_bench::decode_command(json),
         Command::Bench {
             bench: Bench::Sched { json, backend },
         } => {
