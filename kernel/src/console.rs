@@ -5,63 +5,39 @@
 //! without waiting, so a chatty guest does not stall the scheduler on the UART's baud rate.
 //! Console text is never dropped: when the ring is full, the writer waits for room.
 
-use alloc::collections::VecDeque;
 use core::fmt::{self, Write};
 
 use spin::Mutex;
-use uart_16550::backend::PioBackend;
-use uart_16550::{Config, Uart16550};
+
+use crate::serial::{TxRing, RING_BYTES};
 
 /// Base port of COM1.
 pub const COM1: u16 = 0x3F8;
 /// Prefix of the hypervisor's own lines.
 pub const PREFIX: &str = "[carousel] ";
-/// Ring capacity: several seconds of a 115200-baud line.
-const RING_BYTES: usize = 64 << 10;
 
 struct Console {
-    port: Option<Uart16550<PioBackend>>,
-    ring: VecDeque<u8>,
+    tx: TxRing,
     buffered: bool,
 }
 
 static CONSOLE: Mutex<Console> = Mutex::new(Console {
-    port: None,
-    ring: VecDeque::new(),
+    tx: TxRing::new(),
     buffered: false,
 });
-
-impl Console {
-    /// Sends what the UART takes now.
-    fn send_available(&mut self) {
-        let Some(port) = self.port.as_mut() else {
-            self.ring.clear();
-            return;
-        };
-        while !self.ring.is_empty() {
-            let sent = port.send_bytes(self.ring.as_slices().0);
-            if sent == 0 {
-                break;
-            }
-            self.ring.drain(..sent);
-        }
-    }
-}
 
 impl Write for Console {
     fn write_str(&mut self, text: &str) -> fmt::Result {
         if !self.buffered {
-            if let Some(port) = self.port.as_mut() {
+            if let Some(port) = self.tx.port() {
                 port.send_bytes_exact(text.as_bytes());
             }
             return Ok(());
         }
-        for &byte in text.as_bytes() {
-            while self.ring.len() >= RING_BYTES {
-                self.send_available();
-                core::hint::spin_loop();
-            }
-            self.ring.push_back(byte);
+        // Never dropped: wait for room, a ring's worth at a time.
+        for chunk in text.as_bytes().chunks(RING_BYTES) {
+            self.tx.wait_for_room(chunk.len());
+            self.tx.push(chunk);
         }
         Ok(())
     }
@@ -71,11 +47,7 @@ impl Write for Console {
 /// silently (the COM2 records still tell the host what happened).
 pub fn init() {
     // SAFETY: COM1 is a standard port owned by the hypervisor; nothing else drives it.
-    if let Ok(mut port) = unsafe { Uart16550::new_port(COM1) } {
-        if port.init(Config::default()).is_ok() {
-            CONSOLE.lock().port = Some(port);
-        }
-    }
+    unsafe { CONSOLE.lock().tx.open(COM1) };
     if log::set_logger(&LOGGER).is_ok() {
         log::set_max_level(log::LevelFilter::Info);
     }
@@ -84,29 +56,29 @@ pub fn init() {
 /// Switches to buffered output (needs the heap).
 pub fn start_buffering() {
     let mut console = CONSOLE.lock();
-    console.ring.reserve_exact(RING_BYTES);
+    console.tx.reserve();
     console.buffered = true;
 }
 
 /// Sends what COM1 takes now; returns at once.
 pub fn drain() {
     let mut console = CONSOLE.lock();
-    if !console.ring.is_empty() {
-        console.send_available();
+    if !console.tx.is_empty() {
+        console.tx.send_available();
     }
 }
 
 /// One byte of input from the host, if one waits on COM1.
 pub fn poll_input() -> Option<u8> {
-    CONSOLE.lock().port.as_mut()?.try_receive_byte().ok()
+    CONSOLE.lock().tx.port()?.try_receive_byte().ok()
 }
 
 /// Sends everything buffered, waiting for the UART.
 pub fn flush() {
     loop {
         let mut console = CONSOLE.lock();
-        console.send_available();
-        if console.ring.is_empty() {
+        console.tx.send_available();
+        if console.tx.is_empty() {
             return;
         }
         drop(console);
@@ -118,7 +90,7 @@ pub fn flush() {
 pub fn write_fmt(arguments: fmt::Arguments<'_>) {
     let mut console = CONSOLE.lock();
     let _ = console.write_fmt(arguments);
-    console.send_available();
+    console.tx.send_available();
 }
 
 /// Writes one console line of a VM, prefixed with its name. Bytes that are not printable
@@ -135,7 +107,7 @@ pub fn vm_line(name: &str, line: &[u8]) {
         };
     }
     let _ = console.write_str("\n");
-    console.send_available();
+    console.tx.send_available();
 }
 
 /// Lets the panic handler print even if the panic struck while COM1 was locked: the lock is

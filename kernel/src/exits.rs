@@ -32,14 +32,19 @@ pub enum Next {
 
 /// Handles one exit of `vm`, whose VMCS is current.
 pub fn handle(vm: &mut Vm, raw: &RawExit) -> Result<Next, VmFail> {
-    let rip = vmx::vmread_natural(GUEST_RIP)?;
     let decoded = exit::decode(raw);
-    let next = match decoded {
-        // The slice or another VM's wake-up deadline: the run loop tells which.
-        VmExit::PreemptionTimer => Next::Resume,
+    match decoded {
+        // The slice or another VM's wake-up deadline: the run loop tells which. The commonest
+        // exit of all (every switch ends with one), so it returns before reading anything.
+        VmExit::PreemptionTimer => return Ok(Next::Resume),
         // A host interrupt (acknowledged on exit): the host masks its PIC, so nothing should
         // arrive; if something does, it is not the guest's.
-        VmExit::ExternalInterrupt => Next::Resume,
+        VmExit::ExternalInterrupt => return Ok(Next::Resume),
+        _ => {}
+    }
+    let rip = vmx::vmread_natural(GUEST_RIP)?;
+    let next = match decoded {
+        VmExit::PreemptionTimer | VmExit::ExternalInterrupt => Next::Resume,
         VmExit::Cpuid => {
             cpuid(vm);
             skip_instruction(raw, rip)?;

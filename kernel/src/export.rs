@@ -8,25 +8,21 @@
 //! verdicts depend on (Hello, checks, VM stops, summaries, RunEnd) go through [`emit`], which
 //! waits for room instead.
 
-use alloc::collections::VecDeque;
 use alloc::vec::Vec;
 
 use carousel_protocol::record::Record;
 use carousel_protocol::wire::{self, Frame};
 use spin::Mutex;
-use uart_16550::backend::PioBackend;
-use uart_16550::{Config, Uart16550};
+
+use crate::serial::TxRing;
 
 /// Base port of COM2.
 pub const COM2: u16 = 0x2F8;
-/// Ring capacity: about five emulated seconds of a 115200-baud line.
-const RING_BYTES: usize = 64 << 10;
 /// Largest encoded frame: a Hello record with 64 VM names fits easily.
 const FRAME_BUFFER: usize = 4096;
 
 struct Exporter {
-    port: Option<Uart16550<PioBackend>>,
-    ring: VecDeque<u8>,
+    tx: TxRing,
     /// Where a frame is encoded before it enters the ring (kept, so no per-record zeroing).
     scratch: Vec<u8>,
     next_seq: u32,
@@ -34,8 +30,7 @@ struct Exporter {
 }
 
 static EXPORTER: Mutex<Exporter> = Mutex::new(Exporter {
-    port: None,
-    ring: VecDeque::new(),
+    tx: TxRing::new(),
     scratch: Vec::new(),
     next_seq: 0,
     dropped: 0,
@@ -44,14 +39,10 @@ static EXPORTER: Mutex<Exporter> = Mutex::new(Exporter {
 /// Initialises COM2 and the ring (the heap must be up). Without COM2 every record is dropped.
 pub fn init() {
     let mut exporter = EXPORTER.lock();
-    exporter.ring.reserve_exact(RING_BYTES);
+    exporter.tx.reserve();
     exporter.scratch.resize(FRAME_BUFFER, 0);
     // SAFETY: COM2 is a standard port owned by the hypervisor; nothing else drives it.
-    if let Ok(mut port) = unsafe { Uart16550::new_port(COM2) } {
-        if port.init(Config::default()).is_ok() {
-            exporter.port = Some(port);
-        }
-    }
+    unsafe { exporter.tx.open(COM2) };
 }
 
 /// Queues a record the run's verdict depends on, waiting for room in the ring if need be.
@@ -74,34 +65,32 @@ fn queue(record: Record, wait: bool) {
         return;
     };
     let length = bytes.len();
-    if exporter.port.is_none() {
+    if !exporter.tx.has_port() {
         exporter.dropped += 1;
         return;
     }
-    while wait && RING_BYTES - exporter.ring.len() < length {
-        exporter.send_available();
-        core::hint::spin_loop();
+    if wait {
+        exporter.tx.wait_for_room(length);
     }
-    if RING_BYTES - exporter.ring.len() >= length {
-        let Exporter { ring, scratch, .. } = exporter;
-        ring.extend(scratch[..length].iter());
+    if exporter.tx.room() >= length {
+        exporter.tx.push(&exporter.scratch[..length]);
     } else {
         exporter.dropped += 1;
     }
-    exporter.send_available();
+    exporter.tx.send_available();
 }
 
 /// Sends what the UART can take now; returns at once when it is busy.
 pub fn drain() {
     let mut exporter = EXPORTER.lock();
-    if !exporter.ring.is_empty() {
-        exporter.send_available();
+    if !exporter.tx.is_empty() {
+        exporter.tx.send_available();
     }
 }
 
 /// True when records wait in the ring.
 pub fn pending() -> bool {
-    !EXPORTER.lock().ring.is_empty()
+    !EXPORTER.lock().tx.is_empty()
 }
 
 /// Records dropped so far because the ring was full (or COM2 is missing).
@@ -114,20 +103,5 @@ pub fn flush() {
     while pending() {
         drain();
         core::hint::spin_loop();
-    }
-}
-
-impl Exporter {
-    fn send_available(&mut self) {
-        let Some(port) = self.port.as_mut() else {
-            return;
-        };
-        while !self.ring.is_empty() {
-            let sent = port.send_bytes(self.ring.as_slices().0);
-            if sent == 0 {
-                break;
-            }
-            self.ring.drain(..sent);
-        }
     }
 }

@@ -18,6 +18,7 @@ mod export;
 mod memory;
 mod platform;
 mod run;
+mod serial;
 mod vm;
 mod vmm;
 

@@ -6,7 +6,7 @@
 use std::time::Instant;
 
 use carousel_protocol::record::{ExitStat, Record, RunSummary, TscSource, VmSummary};
-use carousel_protocol::wire::{decode_all, encode_vec, Decoded, Frame};
+use carousel_protocol::wire::{encode_vec, Frame};
 use serde_json::json;
 
 use crate::report;
@@ -127,19 +127,13 @@ pub fn decode_command(json_output: bool) -> i32 {
     eprintln!("bench: encoding a synthetic trace of {} MiB…", TARGET >> 20);
     let (bytes, records) = synthetic_trace(TARGET);
     let start = Instant::now();
-    let decoded = decode_all(&bytes);
-    let frames: Vec<Record> = decoded
-        .into_iter()
-        .filter_map(|d| match d {
-            Decoded::Frame(frame) => Some(frame.record),
-            _ => None,
-        })
-        .collect();
+    let (frames, problems) = report::read_trace(&bytes);
     let decode_seconds = start.elapsed().as_secs_f64();
     let report = report::json_report(&frames);
     let seconds = start.elapsed().as_secs_f64();
     let mb_per_s = bytes.len() as f64 / 1e6 / seconds;
-    let ok = frames.len() as u64 == records
+    let ok = problems.is_empty()
+        && frames.len() as u64 == records
         && report["vms"]
             .as_array()
             .is_some_and(|v| v.len() == usize::from(VMS));
@@ -170,15 +164,12 @@ mod tests {
     fn the_synthetic_trace_decodes_whole_and_reports_every_vm() {
         let (bytes, records) = synthetic_trace(200_000);
         assert!(bytes.len() >= 200_000);
-        let decoded = decode_all(&bytes);
-        assert_eq!(decoded.len() as u64, records, "no gap, no corrupt frame");
-        let frames: Vec<Record> = decoded
-            .into_iter()
-            .filter_map(|d| match d {
-                Decoded::Frame(frame) => Some(frame.record),
-                _ => None,
-            })
-            .collect();
+        let (frames, problems) = report::read_trace(&bytes);
+        assert!(
+            problems.is_empty(),
+            "no gap, no corrupt frame: {problems:?}"
+        );
+        assert_eq!(frames.len() as u64, records);
         let report = report::json_report(&frames);
         assert_eq!(report["vms"].as_array().unwrap().len(), usize::from(VMS));
         assert!(report["exits"].as_array().unwrap().len() == 4);
