@@ -154,6 +154,8 @@ extern "C" fn kernel_main(magic: u32, info_address: u32) -> ! {
         preemption_timer_rate: vmx.negotiated.preemption_timer_rate,
         cpu,
         vms: config.vms.iter().map(|vm| vm.name.clone()).collect(),
+        commit: config.commit.clone(),
+        level: config.trace,
     });
     run::run(&vmx, &config, &modules, tsc_hz);
     log::info!("run ended");

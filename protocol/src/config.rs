@@ -6,6 +6,7 @@ use alloc::vec::Vec;
 
 use serde::{Deserialize, Serialize};
 
+use crate::record::TraceLevel;
 use crate::FORMAT_VERSION;
 
 /// Default metrics interval: 10 ms of TSC time.
@@ -28,6 +29,10 @@ pub struct RunConfig {
     pub idle_threshold_us: Option<u32>,
     /// Length of a metrics interval (exit statistics), microseconds of TSC time.
     pub interval_us: u32,
+    /// What the record stream carries beyond the aggregates.
+    pub trace: TraceLevel,
+    /// The Carousel commit the host tool was built from, echoed in the Hello record.
+    pub commit: String,
     /// The VMs, in lab-file order; a VM's id is its index here.
     pub vms: Vec<VmConfig>,
 }
@@ -61,6 +66,8 @@ impl RunConfig {
             lab_hash,
             idle_threshold_us: None,
             interval_us: DEFAULT_INTERVAL_US,
+            trace: TraceLevel::Switches,
+            commit: String::from("unknown"),
             vms,
         }
     }

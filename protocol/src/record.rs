@@ -35,6 +35,23 @@ pub enum Record {
         cpu: String,
         /// VM names, indexed by VM id.
         vms: Vec<String>,
+        /// The Carousel commit the host tool was built from (`git describe`), or "unknown".
+        commit: String,
+        /// What the stream carries beyond the aggregates (see [`TraceLevel`]).
+        level: TraceLevel,
+    },
+    /// Scheduler (and, in full-rate traces, exit) events in time order, packed small: each
+    /// event carries its time as the cycles since the previous event of the batch (the first:
+    /// since `tsc`), and postcard writes every integer as a varint, so a switch costs a few
+    /// bytes. The frame's sequence number, CRC and COBS overhead are shared by the batch.
+    Events { tsc: u64, events: Vec<Event> },
+    /// A sample of one VM's guest-physical memory: `cells` holds one [`PageState`] byte per
+    /// `pages_per_cell` 4 KiB pages, from guest-physical 0 up.
+    MemoryMap {
+        tsc: u64,
+        vm: u16,
+        pages_per_cell: u32,
+        cells: Vec<u8>,
     },
     /// A guest reported a named check through the CHECK hypercall.
     Check {
@@ -92,6 +109,122 @@ pub enum Record {
     RunSummary(RunSummary),
     /// Last record of a run that ended in order.
     RunEnd { tsc: u64 },
+}
+
+/// How much the stream carries: the aggregates always; per-slice scheduler events by default;
+/// every VM exit as an event in full-rate traces (the 0xE9 debug port, which has no baud limit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TraceLevel {
+    /// Interval aggregates and end-of-run summaries only.
+    Aggregate,
+    /// Also every switch, wake and console write as an [`Event`].
+    Switches,
+    /// Also every VM exit as an [`Event::Exit`].
+    Full,
+}
+
+/// One scheduler event. `dt` is the cycles since the previous event of its batch. A switch is a
+/// [`Event::Descheduled`] of one VM followed by a [`Event::Run`] of the next (root time, such as
+/// the switch itself, lies between them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Event {
+    /// The CPU switched to `vm`: runnable to running.
+    Run { dt: u64, vm: u16 },
+    /// `vm`'s slice ended: running to runnable (preempted, yielded), blocked or stopped.
+    Descheduled { dt: u64, vm: u16, why: SliceEnd },
+    /// A blocked VM became runnable (its timer expired or an interrupt arrived).
+    Wake { dt: u64, vm: u16 },
+    /// One VM exit (full-rate traces): basic exit reason and root-mode cycles until the next
+    /// entry, saturated at `u32::MAX`.
+    Exit {
+        dt: u64,
+        vm: u16,
+        reason: u16,
+        cycles: u32,
+    },
+    /// `vm` wrote `bytes` bytes to its console (one event per forwarded line or flush).
+    Console { dt: u64, vm: u16, bytes: u32 },
+    /// Records dropped so far in the run because the export ring was full (sent when it grows).
+    Dropped { dt: u64, total: u64 },
+}
+
+impl Event {
+    /// Cycles since the previous event of the batch.
+    pub fn dt(&self) -> u64 {
+        match *self {
+            Self::Run { dt, .. }
+            | Self::Descheduled { dt, .. }
+            | Self::Wake { dt, .. }
+            | Self::Exit { dt, .. }
+            | Self::Console { dt, .. }
+            | Self::Dropped { dt, .. } => dt,
+        }
+    }
+
+    /// The VM the event is about (none for drop counters).
+    pub fn vm(&self) -> Option<u16> {
+        match *self {
+            Self::Run { vm, .. }
+            | Self::Descheduled { vm, .. }
+            | Self::Wake { vm, .. }
+            | Self::Exit { vm, .. }
+            | Self::Console { vm, .. } => Some(vm),
+            Self::Dropped { .. } => None,
+        }
+    }
+}
+
+/// Absolute times of a batch's events: `(tsc, event)` in order.
+pub fn timed_events(tsc: u64, events: &[Event]) -> impl Iterator<Item = (u64, &Event)> + '_ {
+    events.iter().scan(tsc, |now, event| {
+        *now = now.wrapping_add(event.dt());
+        Some((*now, event))
+    })
+}
+
+/// Why a slice ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SliceEnd {
+    /// The preemption timer ended it: the VM is runnable.
+    Preempted,
+    /// The VM gave the CPU up but can run: runnable.
+    Yielded,
+    /// The VM halted (or idle detection found it idle): blocked.
+    Blocked,
+    /// The VM left the run.
+    Stopped,
+}
+
+/// The state of a memory cell in a [`Record::MemoryMap`] (the "most" state of its pages).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[repr(u8)]
+pub enum PageState {
+    /// Never touched since the VM started.
+    Untouched = 0,
+    /// Read (accessed) since the last sample.
+    Touched = 1,
+    /// Written since the last sample.
+    Dirty = 2,
+    /// Shared with identical pages (same-page merging).
+    Merged = 3,
+    /// Given back to the host (balloon).
+    Ballooned = 4,
+    /// Touched at some point, but not in the last sample.
+    Idle = 5,
+}
+
+impl PageState {
+    /// The state a cell byte stands for (unknown bytes read as untouched).
+    pub fn from_byte(byte: u8) -> Self {
+        match byte {
+            1 => Self::Touched,
+            2 => Self::Dirty,
+            3 => Self::Merged,
+            4 => Self::Ballooned,
+            5 => Self::Idle,
+            _ => Self::Untouched,
+        }
+    }
 }
 
 /// One exit reason's count and cost over an interval: root-mode cycles from the VM exit to

@@ -213,6 +213,8 @@ mod tests {
                 preemption_timer_rate: 0,
                 cpu: "GenuineIntel".to_string(),
                 vms: vec!["a".to_string(), "b".to_string()],
+                commit: "v0-1-gabc".to_string(),
+                level: crate::record::TraceLevel::Switches,
             },
         };
         assert_eq!(decode_all(&encode_vec(&hello)), vec![Decoded::Frame(hello)]);

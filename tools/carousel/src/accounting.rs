@@ -888,6 +888,8 @@ mod tests {
             preemption_timer_rate: 0,
             cpu: "GenuineIntel".to_string(),
             vms: names.iter().map(|name| name.to_string()).collect(),
+            commit: "test".into(),
+            level: carousel_protocol::record::TraceLevel::Switches,
         }
     }
 

@@ -565,6 +565,8 @@ mod tests {
             preemption_timer_rate: 0,
             cpu: String::new(),
             vms: (0..VM_COUNT).map(|i| format!("spin{i}")).collect(),
+            commit: "test".into(),
+            level: carousel_protocol::record::TraceLevel::Switches,
         }];
         for vm in 0..VM_COUNT as u16 {
             records.push(Record::VmSummary(summary(vm, 100_000, i64::from(vm) * 100)));

@@ -49,6 +49,22 @@ pub fn repo_root() -> PathBuf {
     }
 }
 
+/// The commit the repository is at (`git describe --always --dirty`), for traces and sweeps;
+/// "unknown" outside a git checkout.
+pub fn commit() -> String {
+    Command::new("git")
+        .arg("-C")
+        .arg(repo_root())
+        .args(["describe", "--always", "--dirty", "--abbrev=12"])
+        .output()
+        .ok()
+        .filter(|output| output.status.success())
+        .and_then(|output| String::from_utf8(output.stdout).ok())
+        .map(|text| text.trim().to_string())
+        .filter(|text| !text.is_empty())
+        .unwrap_or_else(|| "unknown".to_string())
+}
+
 /// The target directory of the kernel and guest builds: `$CAROUSEL_TARGET_DIR`, else
 /// `<root>/target` (the repository's normal one, whatever `CARGO_TARGET_DIR` says).
 pub fn target_dir(root: &Path) -> PathBuf {

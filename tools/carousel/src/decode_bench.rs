@@ -31,6 +31,8 @@ pub fn synthetic_trace(target: usize) -> (Vec<u8>, u64) {
             preemption_timer_rate: 0,
             cpu: "synthetic".into(),
             vms: (0..VMS).map(|vm| format!("vm{vm}")).collect(),
+            commit: "test".into(),
+            level: carousel_protocol::record::TraceLevel::Switches,
         },
         &mut bytes,
     );

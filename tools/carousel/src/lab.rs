@@ -10,7 +10,8 @@ use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use carousel_protocol::config::{fnv1a64, RunConfig, VmConfig};
+use carousel_protocol::config::{fnv1a64, RunConfig, VmConfig, DEFAULT_INTERVAL_US};
+use carousel_protocol::record::TraceLevel;
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -49,6 +50,15 @@ pub const BLANK_DISK_KIB_RANGE: RangeInclusive<i64> = 1..=65_536;
 /// Allowed script step timeouts, in seconds.
 pub const STEP_TIMEOUT_S_RANGE: RangeInclusive<i64> = 1..=86_400;
 /// Allowed number of VMs in one lab.
+/// Allowed `run.interval_us` (metrics interval, microseconds of TSC time).
+pub const INTERVAL_US_RANGE: RangeInclusive<i64> = 100..=10_000_000;
+/// `run.trace` values and the trace level each stands for.
+pub const TRACE_LEVELS: [(&str, TraceLevel); 3] = [
+    ("aggregate", TraceLevel::Aggregate),
+    ("switches", TraceLevel::Switches),
+    ("full", TraceLevel::Full),
+];
+/// Allowed number of VMs in a lab.
 pub const VM_COUNT_RANGE: RangeInclusive<usize> = 1..=64;
 /// Longest VM name, in bytes.
 pub const NAME_MAX: usize = 32;
@@ -102,6 +112,11 @@ pub struct Lab {
     /// `run.idle_detection`: a guest idle in its idle address space for this many
     /// microseconds counts as blocked (None: off).
     pub idle_threshold_us: Option<u32>,
+    /// `run.interval_us`: length of a metrics interval, microseconds of TSC time.
+    pub interval_us: u32,
+    /// `run.trace`: what the record stream carries beyond the aggregates. `full` (every exit
+    /// an event) also sends the stream through the emulator's 0xE9 debug port.
+    pub trace: TraceLevel,
     /// The VMs, in file order (a VM's id is its index).
     pub vms: Vec<Vm>,
 }
@@ -213,6 +228,12 @@ pub enum LabErrorKind {
     },
     #[error("`{key}` = {value:?} is not a Bochs CPU model Carousel supports; one of: {}", CPU_MODELS.join(", "))]
     CpuModel { key: String, value: String },
+    #[error("`{key}` = {value:?} is not one of: {}", choices.join(", "))]
+    BadChoice {
+        key: String,
+        value: String,
+        choices: Vec<&'static str>,
+    },
     #[error("`{key}` of vm {vm:?}: {path} does not exist or is not a file")]
     MissingFile {
         key: String,
@@ -287,6 +308,8 @@ struct RawRun {
     timeout_s: Option<Spanned<i64>>,
     idle_detection: Option<Spanned<bool>>,
     idle_threshold_us: Option<Spanned<i64>>,
+    interval_us: Option<Spanned<i64>>,
+    trace: Option<Spanned<String>>,
 }
 
 /// One `[[vm]]` table as written.
@@ -583,6 +606,32 @@ impl Lab {
             }
         };
 
+        let interval_us = checker.int(
+            "run.interval_us",
+            run.interval_us.as_ref(),
+            INTERVAL_US_RANGE,
+            i64::from(DEFAULT_INTERVAL_US),
+        )? as u32;
+        let trace = match run.trace {
+            None => TraceLevel::Switches,
+            Some(value) => match TRACE_LEVELS
+                .iter()
+                .find(|(name, _)| name == value.get_ref())
+            {
+                Some((_, level)) => *level,
+                None => {
+                    return Err(checker.error(
+                        Some(value.span()),
+                        LabErrorKind::BadChoice {
+                            key: "run.trace".to_string(),
+                            value: value.into_inner(),
+                            choices: TRACE_LEVELS.iter().map(|(name, _)| *name).collect(),
+                        },
+                    ))
+                }
+            },
+        };
+
         if !VM_COUNT_RANGE.contains(&raw.vm.len()) {
             let span = raw.vm.get(*VM_COUNT_RANGE.end()).map(Spanned::span);
             return Err(checker.error(
@@ -745,6 +794,8 @@ impl Lab {
             cpu_model,
             timeout_s,
             idle_threshold_us,
+            interval_us,
+            trace,
             vms,
         })
     }
@@ -802,6 +853,9 @@ impl Lab {
             .collect();
         let mut config = RunConfig::new(self.quantum_us, tsc_hz, self.hash, vms);
         config.idle_threshold_us = self.idle_threshold_us;
+        config.interval_us = self.interval_us;
+        config.trace = self.trace;
+        config.commit = crate::build::commit();
         config
     }
 }

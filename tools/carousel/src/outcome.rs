@@ -197,7 +197,9 @@ pub fn decide(facts: &RunFacts<'_>) -> Outcome {
             },
             Record::RunEnd { .. } => run_end_seen = true,
             // Accounting and events, not verdicts (see `crate::accounting`).
-            Record::GuestMetric { .. }
+            Record::Events { .. }
+            | Record::MemoryMap { .. }
+            | Record::GuestMetric { .. }
             | Record::DiskIo { .. }
             | Record::DiskSector { .. }
             | Record::AddressSpaces { .. }
@@ -461,6 +463,8 @@ mod tests {
             preemption_timer_rate: 0,
             cpu: "GenuineIntel".to_string(),
             vms: names(vms),
+            commit: "test".into(),
+            level: carousel_protocol::record::TraceLevel::Switches,
         }
     }
 

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use carousel_protocol::record::{exit_reason_name, Record};
+use carousel_protocol::record::{exit_reason_name, timed_events, Event, Record};
 use carousel_protocol::wire::{decode_all, Decoded};
 use serde_json::{json, Value};
 
@@ -86,8 +86,10 @@ pub fn only_vm(records: &[Record], name: &str) -> Option<Vec<Record>> {
             keep.then_some(record)
         })
         .map(|mut record| {
-            if let Record::Hello { vms, .. } = &mut record {
-                *vms = vec![name.to_string()];
+            match &mut record {
+                Record::Hello { vms, .. } => *vms = vec![name.to_string()],
+                Record::Events { tsc, events } => *events = events_of_vm(*tsc, events, id),
+                _ => {}
             }
             record
         })
@@ -95,11 +97,41 @@ pub fn only_vm(records: &[Record], name: &str) -> Option<Vec<Record>> {
     Some(records)
 }
 
+/// The events of a batch that concern VM `id` (renumbered to 0), plus drop counters, with
+/// their time deltas recomputed.
+fn events_of_vm(tsc: u64, events: &[Event], id: u16) -> Vec<Event> {
+    let mut last = tsc;
+    timed_events(tsc, events)
+        .filter(|(_, event)| event.vm().is_none_or(|vm| vm == id))
+        .map(|(now, event)| {
+            let dt = now - last;
+            last = now;
+            match *event {
+                Event::Run { .. } => Event::Run { dt, vm: 0 },
+                Event::Descheduled { why, .. } => Event::Descheduled { dt, vm: 0, why },
+                Event::Wake { .. } => Event::Wake { dt, vm: 0 },
+                Event::Exit { reason, cycles, .. } => Event::Exit {
+                    dt,
+                    vm: 0,
+                    reason,
+                    cycles,
+                },
+                Event::Console { bytes, .. } => Event::Console { dt, vm: 0, bytes },
+                Event::Dropped { total, .. } => Event::Dropped { dt, total },
+            }
+        })
+        .collect()
+}
+
 /// The VM id a record is about, if it is about one VM.
 fn vm_of(record: &mut Record) -> Option<&mut u16> {
     match record {
-        Record::Hello { .. } | Record::RunSummary(_) | Record::RunEnd { .. } => None,
+        Record::Hello { .. }
+        | Record::RunSummary(_)
+        | Record::RunEnd { .. }
+        | Record::Events { .. } => None,
         Record::Check { vm, .. }
+        | Record::MemoryMap { vm, .. }
         | Record::GuestMetric { vm, .. }
         | Record::DiskIo { vm, .. }
         | Record::DiskSector { vm, .. }
@@ -293,6 +325,8 @@ mod tests {
                 preemption_timer_rate: 0,
                 cpu: "test".into(),
                 vms: vec!["a".into(), "b".into()],
+                commit: "test".into(),
+                level: carousel_protocol::record::TraceLevel::Switches,
             },
             Record::DiskIo {
                 tsc: 1,

@@ -335,6 +335,8 @@ impl Received {
                 }
             }
             Record::Check { .. }
+            | Record::Events { .. }
+            | Record::MemoryMap { .. }
             | Record::GuestMetric { .. }
             | Record::DiskIo { .. }
             | Record::DiskSector { .. }
