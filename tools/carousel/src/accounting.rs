@@ -59,6 +59,24 @@ pub struct VmAccount {
     pub spaces: Vec<AddressSpace>,
     /// This VM's exits over the whole run, by basic exit reason.
     pub exits: std::collections::BTreeMap<u16, ExitTotals>,
+    /// This VM's disk transfers over the whole run.
+    pub disk: DiskTotals,
+}
+
+/// One VM's disk transfers (IDE commands): how many, and the sectors they moved.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DiskTotals {
+    pub reads: u64,
+    pub read_sectors: u64,
+    pub writes: u64,
+    pub written_sectors: u64,
+}
+
+impl DiskTotals {
+    /// True when the VM used its disk.
+    pub fn any(&self) -> bool {
+        self.reads + self.writes > 0
+    }
 }
 
 /// One exit reason over a run: exits, their root-mode cycles, and the extremes
@@ -234,6 +252,18 @@ impl Accounting {
                 Record::AddressSpaces { vm, spaces } => {
                     accounting.vm_mut(*vm, weights).spaces = spaces.clone();
                 }
+                Record::DiskIo {
+                    vm, sectors, write, ..
+                } => {
+                    let disk = &mut accounting.vm_mut(*vm, weights).disk;
+                    if *write {
+                        disk.writes += 1;
+                        disk.written_sectors += u64::from(*sectors);
+                    } else {
+                        disk.reads += 1;
+                        disk.read_sectors += u64::from(*sectors);
+                    }
+                }
                 // Verdicts, events and whatever records come next are not accounting.
                 _ => {}
             }
@@ -268,6 +298,7 @@ impl Accounting {
                 timer: None,
                 spaces: Vec::new(),
                 exits: std::collections::BTreeMap::new(),
+                disk: DiskTotals::default(),
             });
         }
         &mut self.vms[index]
@@ -536,6 +567,22 @@ impl Accounting {
                     self.cycles_text(timer.lag_max),
                 );
             }
+        }
+        for vm in self.vms.iter().filter(|vm| vm.disk.any()) {
+            let disk = vm.disk;
+            let _ = writeln!(
+                out,
+                "disk {}: read {} sector{} in {} transfer{}, wrote {} sector{} in {} transfer{}",
+                vm.name,
+                group(disk.read_sectors),
+                plural(disk.read_sectors),
+                group(disk.reads),
+                plural(disk.reads),
+                group(disk.written_sectors),
+                plural(disk.written_sectors),
+                group(disk.writes),
+                plural(disk.writes),
+            );
         }
         for vm in self.vms.iter().filter(|vm| vm.spaces.len() > 1) {
             let total: u64 = vm.spaces.iter().map(|space| space.cycles).sum();
@@ -875,23 +922,10 @@ impl Table {
 
 #[cfg(test)]
 mod tests {
-    use carousel_protocol::record::TscSource;
 
     use super::*;
 
-    fn hello(names: &[&str], tsc_hz: u64) -> Record {
-        Record::Hello {
-            version: 1,
-            lab_hash: 0,
-            tsc_hz,
-            tsc_source: TscSource::LabFile,
-            preemption_timer_rate: 0,
-            cpu: "GenuineIntel".to_string(),
-            vms: names.iter().map(|name| name.to_string()).collect(),
-            commit: "test".into(),
-            level: carousel_protocol::record::TraceLevel::Switches,
-        }
-    }
+    use crate::fixtures::hello;
 
     /// A CPU-bound VM: running `guest + root` cycles, runnable the rest of `elapsed`.
     fn busy(vm: u16, guest: u64, root: u64, elapsed: u64) -> VmSummary {
@@ -1037,6 +1071,35 @@ mod tests {
             "{report}"
         );
         assert!(!report.contains("address spaces b"), "{report}");
+    }
+
+    #[test]
+    fn disk_transfers_are_summed_per_vm() {
+        let mut records = two_vm_records();
+        for (lba, sectors, write) in [(0, 8, false), (8, 1, false), (100, 2, true)] {
+            records.insert(
+                1,
+                Record::DiskIo {
+                    tsc: 1,
+                    vm: 1,
+                    lba,
+                    sectors,
+                    write,
+                },
+            );
+        }
+        let accounting = Accounting::from_records(&records, &[]);
+        assert!(!accounting.vms[0].disk.any());
+        let disk = accounting.vms[1].disk;
+        assert_eq!((disk.reads, disk.read_sectors), (2, 9));
+        assert_eq!((disk.writes, disk.written_sectors), (1, 2));
+        let report = accounting.report();
+        assert!(
+            report
+                .contains("disk b: read 9 sectors in 2 transfers, wrote 2 sectors in 1 transfer\n"),
+            "{report}"
+        );
+        assert!(!report.contains("disk a"), "{report}");
     }
 
     #[test]

@@ -24,6 +24,8 @@ pub mod com1;
 pub mod decode_bench;
 pub mod disk;
 pub mod doctor;
+#[cfg(test)]
+mod fixtures;
 pub mod interactive;
 pub mod iso;
 pub mod lab;
@@ -31,3 +33,4 @@ pub mod outcome;
 pub mod report;
 pub mod run;
 pub mod script;
+pub mod timeline;

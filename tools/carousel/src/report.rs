@@ -207,29 +207,13 @@ pub fn json_report(records: &[Record]) -> Value {
             json!({"reason": exit_reason_name(reason), "count": count, "cycles": cycles as u64, "min": min, "max": max})
         })
         .collect();
-    let mut disk: BTreeMap<u16, (u64, u64)> = BTreeMap::new();
-    for record in records {
-        if let Record::DiskIo {
-            vm, sectors, write, ..
-        } = record
-        {
-            let entry = disk.entry(*vm).or_default();
-            if *write {
-                entry.1 += u64::from(*sectors);
-            } else {
-                entry.0 += u64::from(*sectors);
-            }
-        }
-    }
-    let name = |vm: u16| {
-        accounting
-            .vms
-            .get(usize::from(vm))
-            .map_or_else(|| format!("vm{vm}"), |vm| vm.name.clone())
-    };
-    let disk: Vec<Value> = disk
-        .into_iter()
-        .map(|(vm, (reads, writes))| json!({"vm": name(vm), "reads": reads, "writes": writes}))
+    let disk: Vec<Value> = accounting
+        .vms
+        .iter()
+        .filter(|vm| vm.disk.any())
+        .map(|vm| {
+            json!({"vm": vm.name, "reads": vm.disk.read_sectors, "writes": vm.disk.written_sectors})
+        })
         .collect();
     json!({
         "elapsed_cycles": run.map(|r| r.elapsed),
@@ -317,17 +301,7 @@ mod tests {
 
     fn trace() -> Vec<Record> {
         vec![
-            Record::Hello {
-                version: 1,
-                lab_hash: 0,
-                tsc_hz: 1_000_000,
-                tsc_source: carousel_protocol::record::TscSource::LabFile,
-                preemption_timer_rate: 0,
-                cpu: "test".into(),
-                vms: vec!["a".into(), "b".into()],
-                commit: "test".into(),
-                level: carousel_protocol::record::TraceLevel::Switches,
-            },
+            crate::fixtures::hello(&["a", "b"], 1_000_000),
             Record::DiskIo {
                 tsc: 1,
                 vm: 1,
