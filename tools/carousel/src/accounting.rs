@@ -545,7 +545,7 @@ impl Accounting {
                 ));
             }
         }
-        let exits = self.exit_table();
+        let exits = self.exit_table(None);
         if !exits.rows.is_empty() {
             let _ = writeln!(
                 out,
@@ -633,11 +633,16 @@ impl Accounting {
         out
     }
 
-    /// Every VM's exits summed per reason, in the columns of `perf kvm stat`: samples and their
-    /// share, time share, min, max and mean cycles; the costliest reason first.
-    fn exit_table(&self) -> Table {
+    /// Exits summed per reason over every VM (`vm` None) or one VM, in the columns of `perf kvm
+    /// stat`: samples and their share, time share, min, max and mean cycles; the costliest reason
+    /// first.
+    pub fn exit_table(&self, vm: Option<u16>) -> Table {
         let mut totals: std::collections::BTreeMap<u16, ExitTotals> = Default::default();
-        for vm in &self.vms {
+        for vm in self
+            .vms
+            .iter()
+            .filter(|account| vm.is_none_or(|id| id == account.id))
+        {
             for (&reason, vm_totals) in &vm.exits {
                 let entry = totals.entry(reason).or_default();
                 entry.min = if entry.count == 0 {
@@ -679,7 +684,7 @@ impl Accounting {
 
     /// Per VM: weight, CPU share, guest and root cycles, and the four runstates (cycles and
     /// share of the elapsed time).
-    fn time_table(&self) -> Table {
+    pub fn time_table(&self) -> Table {
         let mut table = Table::new(&[
             ("VM", Align::Left),
             ("W", Align::Right),
@@ -722,7 +727,7 @@ impl Accounting {
 
     /// Per VM: slices, how they ended, wakes and wake-to-run latency, quantum error, and the
     /// guest's metrics.
-    fn events_table(&self) -> Table {
+    pub fn events_table(&self) -> Table {
         let unit = if self.tsc_hz.is_some() { "µs" } else { "cyc" };
         let wake_header = format!("WAKE p50/p95/p99/max {unit}");
         let mut table = Table::new(&[
@@ -881,6 +886,21 @@ impl Table {
         self.rows.push(row);
     }
 
+    /// The column names.
+    pub fn header(&self) -> &[String] {
+        &self.header
+    }
+
+    /// The rows, each as long as the header or shorter.
+    pub fn rows(&self) -> &[Vec<String>] {
+        &self.rows
+    }
+
+    /// How column `column` is aligned (left past the last one).
+    pub fn align(&self, column: usize) -> Align {
+        self.align.get(column).copied().unwrap_or(Align::Left)
+    }
+
     pub fn render(&self) -> String {
         let width =
             |row: &[String], column: usize| row.get(column).map_or(0, |cell| cell.chars().count());
@@ -1019,7 +1039,7 @@ mod tests {
         let accounting = Accounting::from_records(&records, &[1, 1]);
         assert_eq!(accounting.vms[0].exits[&30].count, 4);
         assert_eq!(accounting.vms[0].exits[&30].min, 500);
-        let table = accounting.exit_table();
+        let table = accounting.exit_table(None);
         assert_eq!(table.rows.len(), 2);
         assert_eq!(
             table.rows[0][..4],

@@ -26,10 +26,12 @@ pub mod disk;
 pub mod doctor;
 #[cfg(test)]
 mod fixtures;
+pub mod html;
 pub mod interactive;
 pub mod iso;
 pub mod lab;
 pub mod outcome;
+pub mod perfetto;
 pub mod report;
 pub mod run;
 pub mod script;

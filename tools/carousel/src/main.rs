@@ -60,6 +60,27 @@ enum Command {
         /// Report only this VM (by its lab name).
         #[arg(long, value_name = "NAME")]
         vm: Option<String>,
+        /// Per-interval rows instead of the whole-run tables: each VM's running, runnable and
+        /// blocked share, switches and exits over every MS milliseconds of TSC time (JSON adds
+        /// an `intervals` array to the whole-run object). Needs the trace's scheduler events.
+        #[arg(long, value_name = "MS", value_parser = positive_millis)]
+        interval: Option<f64>,
+        /// Also write the report as one self-contained HTML page (charts, timelines, memory and
+        /// disk grids, the tables) to FILE.
+        #[arg(long, value_name = "FILE")]
+        html: Option<PathBuf>,
+    },
+    /// Convert a trace for other tools: `--perfetto FILE` writes Chrome trace-event JSON that
+    /// ui.perfetto.dev and chrome://tracing load (a CPU track, a runstate track per VM, exits of
+    /// full-rate traces, disk and memory counters).
+    Export {
+        trace: PathBuf,
+        /// Where to write the Chrome trace-event JSON.
+        #[arg(long, value_name = "FILE", required = true)]
+        perfetto: PathBuf,
+        /// Export only this VM (by its lab name).
+        #[arg(long, value_name = "NAME")]
+        vm: Option<String>,
     },
     /// Measure the hypervisor (generated labs, figures from its summary records).
     Bench {
@@ -92,6 +113,14 @@ enum Bench {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// `--interval MS`: a finite number of milliseconds above 0.
+fn positive_millis(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(ms) if ms.is_finite() && ms > 0.0 => Ok(ms),
+        _ => Err(format!("{text:?} is not a number of milliseconds above 0")),
+    }
 }
 
 /// Routes Ctrl-C into `flag`; false (after saying why) when that is impossible.
@@ -142,9 +171,26 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Report { trace, format, vm } => {
-            carousel::report::report_command(&trace, format, vm.as_deref())
+        Command::Report {
+            trace,
+            format,
+            vm,
+            interval,
+            html,
+        } => {
+            let options = carousel::report::ReportOptions {
+                format,
+                vm: vm.as_deref(),
+                interval_ms: interval,
+                html: html.as_deref(),
+            };
+            carousel::report::report_command(&trace, &options)
         }
+        Command::Export {
+            trace,
+            perfetto,
+            vm,
+        } => carousel::perfetto::export_command(&trace, &perfetto, vm.as_deref()),
         Command::Bench {
             bench: Bench::Decode { json },
         } => carousel::decode_bench::decode_command(json),

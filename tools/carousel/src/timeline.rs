@@ -548,19 +548,27 @@ pub(crate) mod tests {
     /// Two VMs: a runs 100..400 and is preempted, b runs 410..600 and blocks, a runs 610..900,
     /// b wakes at 700 and runs 910..1000 until it stops; the run ends at 1200.
     pub(crate) fn two_vms() -> Vec<Record> {
+        two_vms_with(&[])
+    }
+
+    /// [`two_vms`] with `extra` events among its own (each after those of its time).
+    pub(crate) fn two_vms_with(extra: &[(u64, Event)]) -> Vec<Record> {
+        let mut events = vec![
+            (100, run(0)),
+            (400, off(0, SliceEnd::Preempted)),
+            (410, run(1)),
+            (600, off(1, SliceEnd::Blocked)),
+            (610, run(0)),
+            (700, wake(1)),
+            (900, off(0, SliceEnd::Yielded)),
+            (910, run(1)),
+            (1000, off(1, SliceEnd::Stopped)),
+        ];
+        events.extend_from_slice(extra);
+        events.sort_by_key(|&(at, _)| at);
         vec![
             hello(&["a", "b"]),
-            batch(&[
-                (100, run(0)),
-                (400, off(0, SliceEnd::Preempted)),
-                (410, run(1)),
-                (600, off(1, SliceEnd::Blocked)),
-                (610, run(0)),
-                (700, wake(1)),
-                (900, off(0, SliceEnd::Yielded)),
-                (910, run(1)),
-                (1000, off(1, SliceEnd::Stopped)),
-            ]),
+            batch(&events),
             Record::RunEnd { tsc: 1200 },
         ]
     }
