@@ -11,7 +11,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 use carousel_protocol::config::RunConfig;
-use carousel_protocol::record::{self, Record, StopReason};
+use carousel_protocol::record::{self, Event, Record, StopReason};
 use carousel_scheduler::{
     Accounting, Cycles, LatencyHistogram, Policy, RoundRobin, SliceEnd, VmId,
 };
@@ -197,6 +197,17 @@ fn persist_disk(vm: &Vm) {
     log::info!("vm {}: {sent} written disk sectors sent back", vm.name);
 }
 
+/// The event of VM `vm`'s slice ending for `why`.
+fn descheduled(vm: VmId, why: SliceEnd) -> Event {
+    let why = match why {
+        SliceEnd::Preempted => record::SliceEnd::Preempted,
+        SliceEnd::Yielded => record::SliceEnd::Yielded,
+        SliceEnd::Blocked => record::SliceEnd::Blocked,
+        SliceEnd::Stopped => record::SliceEnd::Stopped,
+    };
+    Event::Descheduled { dt: 0, vm, why }
+}
+
 /// An unfinished console line (a prompt) is printed after 1/20 s without output.
 const CONSOLE_QUIET_DIVISOR: u64 = 20;
 
@@ -275,6 +286,13 @@ impl Machine {
             };
             if let Some(event) = vm.wake_event(now) {
                 vm.state = RunState::Runnable;
+                export::event(
+                    now,
+                    Event::Wake {
+                        dt: 0,
+                        vm: id as VmId,
+                    },
+                );
                 self.policy.woken(id as VmId);
                 // Latency counts from the event (a deadline), not from when it was noticed.
                 self.accounting.woken(id as VmId, event);
@@ -303,6 +321,7 @@ impl Machine {
 
     /// Sends each VM's exit statistics of the interval that ends at `now`.
     fn flush_exit_stats(&mut self, now: Cycles) {
+        export::flush_events(now);
         let interval = now - self.interval_start;
         self.interval_start = now;
         for vm in self.vms.iter_mut().flatten() {
@@ -389,6 +408,7 @@ impl Machine {
         let start = arch::rdtsc();
         self.account_root(None, start);
         self.accounting.switch_in(id, start);
+        export::event(start, Event::Run { dt: 0, vm: id });
         let rate = self.rate;
         let mut slice_left = cycles_to_preemption_ticks(slice, rate).max(1);
         let mut guest_in_slice: Cycles = 0;
@@ -472,6 +492,19 @@ impl Machine {
                 }
             }
             let blocked = matches!(vm.state, RunState::Blocked { .. });
+            if let Some((reason, at)) = handling {
+                let cycles = arch::rdtsc() - at;
+                let cycles = u32::try_from(cycles).unwrap_or(u32::MAX);
+                export::event(
+                    at,
+                    Event::Exit {
+                        dt: 0,
+                        vm: id,
+                        reason,
+                        cycles,
+                    },
+                );
+            }
             console::drain();
             export::drain();
             self.wake_expired(arch::rdtsc());
@@ -492,6 +525,7 @@ impl Machine {
         }
         self.account_root(Some(id), now);
         self.accounting.switch_out(id, now, end);
+        export::event(now, descheduled(id, end));
         match end {
             SliceEnd::Preempted => {
                 self.accounting.slice_quantum(id, slice, guest_in_slice);
@@ -509,6 +543,7 @@ impl Machine {
         let now = arch::rdtsc();
         self.account_root(Some(id), now);
         self.accounting.switch_out(id, now, SliceEnd::Stopped);
+        export::event(now, descheduled(id, SliceEnd::Stopped));
         if let Some(vm) = self.vms[usize::from(id)].as_mut() {
             vm.stop(StopReason::VmxError {
                 message: alloc::format!("{error}"),
@@ -520,6 +555,7 @@ impl Machine {
     /// The end-of-run accounting: a table on COM1 and summary records on COM2.
     fn report(&self, quantum: Cycles, tsc_hz: u64) {
         let now = self.mark;
+        export::flush_events(now);
         let summary = self.accounting.summary(now);
         let elapsed = now - self.start;
         crate::println!(

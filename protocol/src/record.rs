@@ -113,8 +113,11 @@ pub enum Record {
 
 /// How much the stream carries: the aggregates always; per-slice scheduler events by default;
 /// every VM exit as an event in full-rate traces (the 0xE9 debug port, which has no baud limit).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum TraceLevel {
+    /// Only the records verdicts and the report's totals need (Hello, checks, stops,
+    /// end-of-run summaries): what `carousel bench export` measures the others against.
+    Off,
     /// Interval aggregates and end-of-run summaries only.
     Aggregate,
     /// Also every switch, wake and console write as an [`Event`].
@@ -159,6 +162,20 @@ impl Event {
             | Self::Console { dt, .. }
             | Self::Dropped { dt, .. } => dt,
         }
+    }
+
+    /// The same event `dt` cycles after the previous one.
+    #[must_use]
+    pub fn with_dt(mut self, cycles: u64) -> Self {
+        match &mut self {
+            Self::Run { dt, .. }
+            | Self::Descheduled { dt, .. }
+            | Self::Wake { dt, .. }
+            | Self::Exit { dt, .. }
+            | Self::Console { dt, .. }
+            | Self::Dropped { dt, .. } => *dt = cycles,
+        }
+        self
     }
 
     /// The VM the event is about (none for drop counters).

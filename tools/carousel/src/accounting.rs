@@ -15,7 +15,8 @@
 use std::fmt::Write;
 
 use carousel_protocol::record::{
-    exit_reason_name, AddressSpace, ExitStat, Record, RunSummary, VmSummary,
+    exit_reason_name, AddressSpace, Event, ExitStat, Record, RunSummary, SliceEnd, TraceLevel,
+    VmSummary,
 };
 
 /// Parts per million in one percent.
@@ -59,6 +60,39 @@ pub struct VmAccount {
     pub spaces: Vec<AddressSpace>,
     /// This VM's exits over the whole run, by basic exit reason.
     pub exits: std::collections::BTreeMap<u16, ExitTotals>,
+    /// This VM's scheduler events, counted (when the trace carries events).
+    pub events: EventTally,
+}
+
+/// One VM's events, counted: slices begun, how they ended, wakes, exits, console bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EventTally {
+    pub runs: u64,
+    pub preempted: u64,
+    pub yielded: u64,
+    pub blocked: u64,
+    pub stopped: u64,
+    pub wakes: u64,
+    pub exits: u64,
+    pub console_bytes: u64,
+}
+
+impl EventTally {
+    fn add(&mut self, event: &Event) {
+        match *event {
+            Event::Run { .. } => self.runs += 1,
+            Event::Descheduled { why, .. } => match why {
+                SliceEnd::Preempted => self.preempted += 1,
+                SliceEnd::Yielded => self.yielded += 1,
+                SliceEnd::Blocked => self.blocked += 1,
+                SliceEnd::Stopped => self.stopped += 1,
+            },
+            Event::Wake { .. } => self.wakes += 1,
+            Event::Exit { .. } => self.exits += 1,
+            Event::Console { bytes, .. } => self.console_bytes += u64::from(bytes),
+            Event::Dropped { .. } => {}
+        }
+    }
 }
 
 /// One exit reason over a run: exits, their root-mode cycles, and the extremes
@@ -167,6 +201,10 @@ pub struct Accounting {
     /// The records cover only some of the run's VMs (`carousel report --vm`): the
     /// conservation rule, which balances every VM's guest time, is not checked.
     pub partial: bool,
+    /// Event batches arrived (the trace level was not aggregate-only).
+    pub has_events: bool,
+    /// The trace level the Hello record announced.
+    pub level: Option<TraceLevel>,
 }
 
 impl Accounting {
@@ -179,11 +217,16 @@ impl Accounting {
             run: None,
             warnings: Vec::new(),
             partial: false,
+            has_events: false,
+            level: None,
         };
         let mut named = 0;
         for record in records {
             match record {
-                Record::Hello { tsc_hz, vms, .. } => {
+                Record::Hello {
+                    tsc_hz, vms, level, ..
+                } => {
+                    accounting.level = Some(*level);
                     accounting.tsc_hz = (*tsc_hz != 0).then_some(*tsc_hz);
                     named = vms.len();
                     for (id, name) in vms.iter().enumerate() {
@@ -234,6 +277,14 @@ impl Accounting {
                 Record::AddressSpaces { vm, spaces } => {
                     accounting.vm_mut(*vm, weights).spaces = spaces.clone();
                 }
+                Record::Events { events, .. } => {
+                    accounting.has_events = true;
+                    for event in events {
+                        if let Some(vm) = event.vm() {
+                            accounting.vm_mut(vm, weights).events.add(event);
+                        }
+                    }
+                }
                 // Verdicts, events and whatever records come next are not accounting.
                 _ => {}
             }
@@ -268,6 +319,7 @@ impl Accounting {
                 timer: None,
                 spaces: Vec::new(),
                 exits: std::collections::BTreeMap::new(),
+                events: EventTally::default(),
             });
         }
         &mut self.vms[index]
@@ -424,12 +476,51 @@ impl Accounting {
                 ));
             }
         }
+        problems.extend(self.event_mismatches());
         if let Some(run) = self.run.as_ref().filter(|run| run.dropped_records > 0) {
             problems.push(format!(
                 "the hypervisor dropped {} record{} (its export ring was full)",
                 run.dropped_records,
                 plural(run.dropped_records)
             ));
+        }
+        problems
+    }
+
+    /// Where the events disagree with the summaries: slices begun and slices preempted per VM
+    /// must match the hypervisor's counts when no record was lost, and in a full-rate trace
+    /// the exit events must match the exit statistics.
+    pub fn event_mismatches(&self) -> Vec<String> {
+        let lossless = self
+            .run
+            .as_ref()
+            .is_some_and(|run| run.dropped_records == 0);
+        if !self.has_events || !lossless {
+            return Vec::new();
+        }
+        let mut problems = Vec::new();
+        for vm in &self.vms {
+            let Some(summary) = &vm.summary else { continue };
+            let full = self.level == Some(TraceLevel::Full);
+            let exits: u64 = vm.exits.values().map(|totals| totals.count).sum();
+            for (what, events, summary) in [
+                ("slices", Some(vm.events.runs), summary.slices),
+                (
+                    "preemptions",
+                    Some(vm.events.preempted),
+                    summary.preemptions,
+                ),
+                ("wakes", Some(vm.events.wakes), summary.wakes),
+                ("exits", full.then_some(vm.events.exits), exits),
+            ] {
+                let Some(events) = events else { continue };
+                if events != summary {
+                    problems.push(format!(
+                        "VM {}: the events show {events} {what}, the summary {summary}",
+                        vm.name
+                    ));
+                }
+            }
         }
         problems
     }

@@ -53,7 +53,8 @@ pub const STEP_TIMEOUT_S_RANGE: RangeInclusive<i64> = 1..=86_400;
 /// Allowed `run.interval_us` (metrics interval, microseconds of TSC time).
 pub const INTERVAL_US_RANGE: RangeInclusive<i64> = 100..=10_000_000;
 /// `run.trace` values and the trace level each stands for.
-pub const TRACE_LEVELS: [(&str, TraceLevel); 3] = [
+pub const TRACE_LEVELS: [(&str, TraceLevel); 4] = [
+    ("off", TraceLevel::Off),
     ("aggregate", TraceLevel::Aggregate),
     ("switches", TraceLevel::Switches),
     ("full", TraceLevel::Full),

@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
-use carousel_protocol::record::Record;
-use carousel_protocol::wire::{Decoded, Decoder};
+use carousel_protocol::record::{Record, TraceLevel};
+use carousel_protocol::wire::{decode_all, encode_vec, Decoded, Decoder};
 use carousel_protocol::FORMAT_VERSION;
 
 use crate::accounting::Accounting;
@@ -224,6 +224,9 @@ struct Received {
     lines: LineSplitter,
     watch: Com1Watch,
     decoder: Decoder,
+    /// The records come through the emulator's debug port (a full-rate trace), whose file
+    /// also holds the emulator's own text: what is not a frame there is skipped silently.
+    debug_port: bool,
     records: Vec<Record>,
     hello_seen: bool,
     run_end_seen: bool,
@@ -233,8 +236,9 @@ struct Received {
 }
 
 impl Received {
-    fn new(console: Console, names: Vec<String>, scripts: Scripts) -> Self {
+    fn new(console: Console, names: Vec<String>, scripts: Scripts, debug_port: bool) -> Self {
         Self {
+            debug_port,
             console,
             stopped: vec![false; names.len()],
             names,
@@ -290,6 +294,8 @@ impl Received {
         for item in decoded {
             match item {
                 Decoded::Frame(frame) => self.record(frame.record, lab),
+                // The emulator's own text between frames on the debug port.
+                Decoded::Corrupt { .. } if self.debug_port => {}
                 Decoded::Corrupt { bytes } => {
                     self.warn(format!("COM2: skipped a corrupt frame of {bytes} bytes"));
                 }
@@ -355,12 +361,42 @@ impl Received {
             self.line(&line);
         }
         let pending = self.decoder.pending_bytes();
-        if pending > 0 {
+        if pending > 0 && !self.debug_port {
             self.warn(format!(
                 "COM2: the stream ends inside a frame ({pending} bytes)"
             ));
         }
     }
+}
+
+/// The files a run's output lands in, in the run directory.
+struct RunFiles {
+    /// COM1's text.
+    com1: PathBuf,
+    /// The record stream: COM2's, or the debug port's ([`record_stream_file`]).
+    records: PathBuf,
+}
+
+/// The run-directory file the record stream lands in: COM2's, or for a full-rate trace the
+/// emulator's debug-port output.
+pub fn record_stream_file(backend: Backend, lab: &Lab) -> &'static str {
+    match lab.trace {
+        TraceLevel::Full => backend.e9_file(),
+        TraceLevel::Off | TraceLevel::Aggregate | TraceLevel::Switches => "com2.bin",
+    }
+}
+
+/// The whole frames of a stream, re-encoded (byte for byte what was sent) without whatever
+/// else shares the stream: a debug-port file holds the emulator's own text too.
+pub fn frames_only(bytes: &[u8]) -> Vec<u8> {
+    decode_all(bytes)
+        .into_iter()
+        .filter_map(|item| match item {
+            Decoded::Frame(frame) => Some(encode_vec(&frame)),
+            Decoded::Corrupt { .. } | Decoded::Gap { .. } => None,
+        })
+        .flatten()
+        .collect()
 }
 
 /// The default run directory of `lab`.
@@ -478,7 +514,16 @@ pub fn run(options: &RunOptions, interrupted: &AtomicBool) -> Result<i32, RunErr
     }
     println!("artifacts: {}", finished.out.display());
     if let Some(trace) = &options.trace {
-        match fs::copy(finished.out.join("com2.bin"), trace) {
+        let stream = finished
+            .out
+            .join(record_stream_file(finished.backend, &finished.lab));
+        let copied = match finished.lab.trace {
+            TraceLevel::Full => fs::read(&stream)
+                .map(|bytes| frames_only(&bytes))
+                .and_then(|frames| fs::write(trace, &frames).map(|()| frames.len() as u64)),
+            _ => fs::copy(&stream, trace),
+        };
+        match copied {
             Ok(bytes) => println!(
                 "trace: {} ({bytes} bytes; `carousel report` reads it)",
                 trace.display()
@@ -606,7 +651,10 @@ pub fn execute(
 
     let (ending, received) = stream(
         &lab,
-        &out,
+        &RunFiles {
+            com1: out.join("com1.txt"),
+            records: out.join(record_stream_file(backend, &lab)),
+        },
         &mut emulator,
         link,
         Duration::from_secs(timeout_s),
@@ -766,19 +814,20 @@ fn persist_disks(
 /// input; the emulator is dead on return.
 fn stream(
     lab: &Lab,
-    out: &Path,
+    files: &RunFiles,
     emulator: &mut backend::Emulator,
     mut link: Option<Com1>,
     timeout: Duration,
     interrupted: &AtomicBool,
     console: Console,
 ) -> (Ending, Received) {
-    let mut com1 = Tail::new(out.join("com1.txt"));
-    let mut com2 = Tail::new(out.join("com2.bin"));
+    let mut com1 = Tail::new(files.com1.clone());
+    let mut com2 = Tail::new(files.records.clone());
     let start = Instant::now();
     let names: Vec<String> = lab.vms.iter().map(|vm| vm.name.clone()).collect();
     let scripts = Scripts::new(lab.vms.iter().map(|vm| vm.script.clone()).collect());
-    let mut received = Received::new(console, names.clone(), scripts);
+    let debug_port = lab.trace == TraceLevel::Full;
+    let mut received = Received::new(console, names.clone(), scripts, debug_port);
     let mut input = Input {
         writer: link
             .as_mut()
@@ -1120,6 +1169,7 @@ mod tests {
             Console::Quiet,
             vec!["a".to_string()],
             Scripts::new(vec![Vec::new()]),
+            false,
         );
         let mut bytes = encode_vec(&Frame {
             seq: 0,
@@ -1172,6 +1222,7 @@ mod tests {
             Console::Quiet,
             vec!["a".to_string(), "b".to_string()],
             Scripts::new(vec![Vec::new(), Vec::new()]),
+            false,
         );
         for record in records {
             received.record(record, &lab);
@@ -1278,6 +1329,7 @@ mod tests {
             Console::Quiet,
             vec!["a".to_string(), "b".to_string()],
             Scripts::new(vec![vec![step], Vec::new()]),
+            false,
         );
         received.com1(b"[a] $ \n");
         assert!(!received.scripts_done(), "b runs on");
