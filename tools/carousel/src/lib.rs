@@ -24,6 +24,7 @@ pub mod com1;
 pub mod decode_bench;
 pub mod disk;
 pub mod doctor;
+pub mod export_bench;
 pub mod interactive;
 pub mod iso;
 pub mod lab;
