@@ -28,6 +28,7 @@ pub mod export_bench;
 pub mod interactive;
 pub mod iso;
 pub mod lab;
+pub mod live;
 pub mod outcome;
 pub mod report;
 pub mod run;

@@ -21,6 +21,7 @@ use crate::com1::{self, Com1, ConnectError};
 use crate::interactive::{self, Command};
 use crate::iso::{self, IsoError, VmFiles};
 use crate::lab::{Disk, Kernel, Lab, LabError};
+use crate::live::LiveSummary;
 use crate::outcome::{self, Ending, Outcome, RunFacts, Verdict, ERROR_PREFIX, PANIC_PREFIX};
 use crate::script::{Event, FocusWriter, Scripts};
 
@@ -227,6 +228,8 @@ struct Received {
     /// The records come through the emulator's debug port (a full-rate trace), whose file
     /// also holds the emulator's own text: what is not a frame there is skipped silently.
     debug_port: bool,
+    /// The once-a-second summary of what the records say.
+    live: LiveSummary,
     records: Vec<Record>,
     hello_seen: bool,
     run_end_seen: bool,
@@ -239,6 +242,7 @@ impl Received {
     fn new(console: Console, names: Vec<String>, scripts: Scripts, debug_port: bool) -> Self {
         Self {
             debug_port,
+            live: LiveSummary::new(),
             console,
             stopped: vec![false; names.len()],
             names,
@@ -293,16 +297,22 @@ impl Received {
         self.decoder.feed(bytes, &mut decoded);
         for item in decoded {
             match item {
-                Decoded::Frame(frame) => self.record(frame.record, lab),
+                Decoded::Frame(frame) => {
+                    self.live.record(&frame.record);
+                    self.record(frame.record, lab);
+                }
                 // The emulator's own text between frames on the debug port.
                 Decoded::Corrupt { .. } if self.debug_port => {}
                 Decoded::Corrupt { bytes } => {
                     self.warn(format!("COM2: skipped a corrupt frame of {bytes} bytes"));
                 }
-                Decoded::Gap { from, to } => self.warn(format!(
-                    "COM2: records {from}..{to} ({} of them) never arrived",
-                    to.wrapping_sub(from)
-                )),
+                Decoded::Gap { from, to } => {
+                    self.live.gap(u64::from(to.wrapping_sub(from)));
+                    self.warn(format!(
+                        "COM2: records {from}..{to} ({} of them) never arrived",
+                        to.wrapping_sub(from)
+                    ));
+                }
             }
         }
     }
@@ -368,6 +378,9 @@ impl Received {
         }
     }
 }
+
+/// How often `carousel run` prints its live summary.
+const LIVE_PERIOD: Duration = Duration::from_secs(1);
 
 /// The files a run's output lands in, in the run directory.
 struct RunFiles {
@@ -851,6 +864,7 @@ fn stream(
             println!("[carousel] no COM1 connection: typed lines go nowhere");
         }
     }
+    let mut next_live = start + LIVE_PERIOD;
     let mut run_end_at: Option<Instant> = None;
     let mut scripts_done_at: Option<Instant> = None;
     let mut end_requested_at: Option<Instant> = None;
@@ -858,6 +872,12 @@ fn stream(
         received.com1(&com1.read_new());
         received.com2(&com2.read_new(), lab);
         let now = Instant::now();
+        if now >= next_live {
+            next_live = now + LIVE_PERIOD;
+            if let Some(line) = received.live.line().filter(|_| input.live) {
+                println!("{line}");
+            }
+        }
         let mut events = std::mem::take(&mut received.script_events);
         events.extend(received.scripts.tick(now));
         for event in events {
