@@ -101,6 +101,8 @@ pub fn run(vmx: &Vmx, config: &RunConfig, modules: &[(String, &[u8])], tsc_hz: u
         interval: (tsc_hz.saturating_mul(u64::from(config.interval_us)) / 1_000_000).max(1),
         interval_start: now,
         next_interval: now,
+        memory_sample: (tsc_hz.saturating_mul(u64::from(config.memory_sample_us)) / 1_000_000),
+        next_memory_sample: now,
         housekeeping_period: tsc_hz / 1000,
         next_housekeeping: 0,
         idle_threshold: config
@@ -165,6 +167,9 @@ struct Machine {
     interval: Cycles,
     interval_start: Cycles,
     next_interval: Cycles,
+    /// Working-set sampling period (0: off) and when the next sample is due.
+    memory_sample: Cycles,
+    next_memory_sample: Cycles,
     /// Housekeeping runs at most once per period (a millisecond of TSC time).
     housekeeping_period: Cycles,
     next_housekeeping: Cycles,
@@ -312,6 +317,10 @@ impl Machine {
             self.flush_exit_stats(now);
             self.next_interval = now + self.interval;
         }
+        if self.memory_sample > 0 && now >= self.next_memory_sample {
+            self.sample_memory(now);
+            self.next_memory_sample = now + self.memory_sample;
+        }
         self.route_input();
         for vm in self.vms.iter_mut().flatten() {
             vm.platform.console.flush_idle(now, self.console_quiet);
@@ -333,6 +342,25 @@ impl Machine {
                     interval,
                     exits,
                 });
+            }
+        }
+    }
+
+    /// Takes and sends a working-set sample of every VM that has not stopped (its time is root
+    /// time for no VM). A VM whose INVEPT fails leaves the run.
+    fn sample_memory(&mut self, now: Cycles) {
+        for id in 0..self.vms.len() {
+            let Some(vm) = self.vms[id].as_mut() else {
+                continue;
+            };
+            if matches!(vm.state, RunState::Stopped(_)) {
+                continue;
+            }
+            if let Err(error) = vm.sample_memory(now) {
+                let reason = StopReason::VmxError {
+                    message: alloc::format!("INVEPT after the working-set walk: {error}"),
+                };
+                self.finish(id as VmId, reason, now);
             }
         }
     }

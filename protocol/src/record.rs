@@ -45,6 +45,22 @@ pub enum Record {
     /// since `tsc`), and postcard writes every integer as a varint, so a switch costs a few
     /// bytes. The frame's sequence number, CRC and COBS overhead are shared by the batch.
     Events { tsc: u64, events: Vec<Event> },
+    /// One VM's memory as Carousel can see it, at its start: RAM pages, and whether the CPU
+    /// has EPT accessed/dirty flags (without them there are no working-set figures).
+    MemoryInfo {
+        vm: u16,
+        ram_pages: u64,
+        accessed_dirty: bool,
+    },
+    /// One working-set sample of one VM (from the EPT accessed/dirty flags): pages accessed and
+    /// written since the previous sample, and pages touched at all so far.
+    WorkingSet {
+        tsc: u64,
+        vm: u16,
+        accessed: u64,
+        dirty: u64,
+        ever: u64,
+    },
     /// A sample of one VM's guest-physical memory: `cells` holds one [`PageState`] byte per
     /// `pages_per_cell` 4 KiB pages, from guest-physical 0 up.
     MemoryMap {

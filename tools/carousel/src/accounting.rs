@@ -62,6 +62,23 @@ pub struct VmAccount {
     pub exits: std::collections::BTreeMap<u16, ExitTotals>,
     /// This VM's scheduler events, counted (when the trace carries events).
     pub events: EventTally,
+    /// What the working-set samples say, if the hypervisor described this VM's memory.
+    pub memory: Option<MemoryAccount>,
+}
+
+/// One VM's memory: its RAM and the working-set samples (EPT accessed/dirty flags).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MemoryAccount {
+    pub ram_pages: u64,
+    /// The CPU has EPT accessed/dirty flags: without them there are no samples.
+    pub accessed_dirty: bool,
+    pub samples: u64,
+    /// Pages accessed / written in the last sample's period, and the most in any period.
+    pub last_accessed: u64,
+    pub last_dirty: u64,
+    pub max_accessed: u64,
+    /// Pages touched at all by the last sample.
+    pub ever: u64,
 }
 
 /// One VM's events, counted: slices begun, how they ended, wakes, exits, console bytes.
@@ -277,6 +294,35 @@ impl Accounting {
                 Record::AddressSpaces { vm, spaces } => {
                     accounting.vm_mut(*vm, weights).spaces = spaces.clone();
                 }
+                Record::MemoryInfo {
+                    vm,
+                    ram_pages,
+                    accessed_dirty,
+                } => {
+                    let memory = accounting
+                        .vm_mut(*vm, weights)
+                        .memory
+                        .get_or_insert_default();
+                    memory.ram_pages = *ram_pages;
+                    memory.accessed_dirty = *accessed_dirty;
+                }
+                Record::WorkingSet {
+                    vm,
+                    accessed,
+                    dirty,
+                    ever,
+                    ..
+                } => {
+                    let memory = accounting
+                        .vm_mut(*vm, weights)
+                        .memory
+                        .get_or_insert_default();
+                    memory.samples += 1;
+                    memory.last_accessed = *accessed;
+                    memory.last_dirty = *dirty;
+                    memory.max_accessed = memory.max_accessed.max(*accessed);
+                    memory.ever = *ever;
+                }
                 Record::Events { events, .. } => {
                     accounting.has_events = true;
                     for event in events {
@@ -320,6 +366,7 @@ impl Accounting {
                 spaces: Vec::new(),
                 exits: std::collections::BTreeMap::new(),
                 events: EventTally::default(),
+                memory: None,
             });
         }
         &mut self.vms[index]
@@ -487,6 +534,52 @@ impl Accounting {
         problems
     }
 
+    /// The memory table: per VM its RAM, pages touched at all, the working set (pages accessed
+    /// in the last sampling period, and the most in any), and pages written in the last one.
+    /// Empty when no VM's memory was described; a line saying why when the CPU has no EPT
+    /// accessed/dirty flags (no figures are made up).
+    pub fn memory_table(&self) -> String {
+        let described: Vec<(&VmAccount, &MemoryAccount)> = self
+            .vms
+            .iter()
+            .filter_map(|vm| vm.memory.as_ref().map(|memory| (vm, memory)))
+            .collect();
+        if described.is_empty() {
+            return String::new();
+        }
+        if described.iter().all(|(_, memory)| !memory.accessed_dirty) {
+            return "memory: this CPU has no EPT accessed/dirty flags, so there are no \
+                    working-set figures\n"
+                .to_string();
+        }
+        let pages = group;
+        let mut table = Table::new(&[
+            ("VM", Align::Left),
+            ("RAM pages", Align::Right),
+            ("TOUCHED", Align::Right),
+            ("WSS", Align::Right),
+            ("WSS max", Align::Right),
+            ("DIRTY", Align::Right),
+            ("SAMPLES", Align::Right),
+        ]);
+        for (vm, memory) in described {
+            table.push(vec![
+                vm.name.clone(),
+                pages(memory.ram_pages),
+                pages(memory.ever),
+                pages(memory.last_accessed),
+                pages(memory.max_accessed),
+                pages(memory.last_dirty),
+                group(memory.samples),
+            ]);
+        }
+        format!(
+            "\nMEMORY (4 KiB pages, from EPT accessed/dirty samples; WSS = pages touched in the \
+             last period)\n{}",
+            table.render()
+        )
+    }
+
     /// Where the events disagree with the summaries: slices begun and slices preempted per VM
     /// must match the hypervisor's counts when no record was lost, and in a full-rate trace
     /// the exit events must match the exit statistics.
@@ -628,6 +721,7 @@ impl Accounting {
                 );
             }
         }
+        out.push_str(&self.memory_table());
         for vm in self.vms.iter().filter(|vm| vm.spaces.len() > 1) {
             let total: u64 = vm.spaces.iter().map(|space| space.cycles).sum();
             let top: Vec<String> = vm

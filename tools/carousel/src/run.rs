@@ -353,6 +353,8 @@ impl Received {
             Record::Check { .. }
             | Record::Events { .. }
             | Record::MemoryMap { .. }
+            | Record::MemoryInfo { .. }
+            | Record::WorkingSet { .. }
             | Record::GuestMetric { .. }
             | Record::DiskIo { .. }
             | Record::DiskSector { .. }

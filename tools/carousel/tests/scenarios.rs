@@ -310,6 +310,23 @@ fn fair4_shares_equally_and_preempts_with_interrupts_off() {
     measured.assert_all_passed();
     measured.assert_conservation();
     measured.assert_events_match();
+    // Working-set samples: spin touches a few dozen pages of its 1,024, a handful each period.
+    for vm in &measured.accounting.vms {
+        let memory = vm.memory.expect("a MemoryInfo record");
+        assert!(
+            memory.accessed_dirty,
+            "Bochs has EPT A/D flags\n{}",
+            measured.describe
+        );
+        assert_eq!(memory.ram_pages, 1024);
+        assert!(memory.samples >= 2, "{memory:?}\n{}", measured.describe);
+        assert!(
+            (1..=100).contains(&memory.ever),
+            "{memory:?}\n{}",
+            measured.describe
+        );
+        assert!(memory.max_accessed >= memory.last_accessed && memory.max_accessed > 0);
+    }
     let jain = measured
         .accounting
         .jain_guest(|_| true)
