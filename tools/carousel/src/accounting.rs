@@ -15,7 +15,8 @@
 use std::fmt::Write;
 
 use carousel_protocol::record::{
-    exit_reason_name, AddressSpace, ExitStat, Record, RunSummary, VmSummary,
+    exit_reason_name, AddressSpace, Event, ExitStat, Record, RunSummary, SliceEnd, TraceLevel,
+    VmSummary,
 };
 
 /// Parts per million in one percent.
@@ -59,6 +60,10 @@ pub struct VmAccount {
     pub spaces: Vec<AddressSpace>,
     /// This VM's exits over the whole run, by basic exit reason.
     pub exits: std::collections::BTreeMap<u16, ExitTotals>,
+    /// This VM's scheduler events, counted (when the trace carries events).
+    pub events: EventTally,
+    /// What the working-set samples say, if the hypervisor described this VM's memory.
+    pub memory: Option<MemoryAccount>,
     /// This VM's disk transfers over the whole run.
     pub disk: DiskTotals,
 }
@@ -76,6 +81,52 @@ impl DiskTotals {
     /// True when the VM used its disk.
     pub fn any(&self) -> bool {
         self.reads + self.writes > 0
+    }
+}
+
+/// One VM's memory: its RAM and the working-set samples (EPT accessed/dirty flags).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MemoryAccount {
+    pub ram_pages: u64,
+    /// The CPU has EPT accessed/dirty flags: without them there are no samples.
+    pub accessed_dirty: bool,
+    pub samples: u64,
+    /// Pages accessed / written in the last sample's period, and the most in any period.
+    pub last_accessed: u64,
+    pub last_dirty: u64,
+    pub max_accessed: u64,
+    /// Pages touched at all by the last sample.
+    pub ever: u64,
+}
+
+/// One VM's events, counted: slices begun, how they ended, wakes, exits, console bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EventTally {
+    pub runs: u64,
+    pub preempted: u64,
+    pub yielded: u64,
+    pub blocked: u64,
+    pub stopped: u64,
+    pub wakes: u64,
+    pub exits: u64,
+    pub console_bytes: u64,
+}
+
+impl EventTally {
+    fn add(&mut self, event: &Event) {
+        match *event {
+            Event::Run { .. } => self.runs += 1,
+            Event::Descheduled { why, .. } => match why {
+                SliceEnd::Preempted => self.preempted += 1,
+                SliceEnd::Yielded => self.yielded += 1,
+                SliceEnd::Blocked => self.blocked += 1,
+                SliceEnd::Stopped => self.stopped += 1,
+            },
+            Event::Wake { .. } => self.wakes += 1,
+            Event::Exit { .. } => self.exits += 1,
+            Event::Console { bytes, .. } => self.console_bytes += u64::from(bytes),
+            Event::Dropped { .. } => {}
+        }
     }
 }
 
@@ -185,6 +236,10 @@ pub struct Accounting {
     /// The records cover only some of the run's VMs (`carousel report --vm`): the
     /// conservation rule, which balances every VM's guest time, is not checked.
     pub partial: bool,
+    /// Event batches arrived (the trace level was not aggregate-only).
+    pub has_events: bool,
+    /// The trace level the Hello record announced.
+    pub level: Option<TraceLevel>,
 }
 
 impl Accounting {
@@ -197,11 +252,16 @@ impl Accounting {
             run: None,
             warnings: Vec::new(),
             partial: false,
+            has_events: false,
+            level: None,
         };
         let mut named = 0;
         for record in records {
             match record {
-                Record::Hello { tsc_hz, vms, .. } => {
+                Record::Hello {
+                    tsc_hz, vms, level, ..
+                } => {
+                    accounting.level = Some(*level);
                     accounting.tsc_hz = (*tsc_hz != 0).then_some(*tsc_hz);
                     named = vms.len();
                     for (id, name) in vms.iter().enumerate() {
@@ -264,6 +324,43 @@ impl Accounting {
                         disk.read_sectors += u64::from(*sectors);
                     }
                 }
+                Record::MemoryInfo {
+                    vm,
+                    ram_pages,
+                    accessed_dirty,
+                } => {
+                    let memory = accounting
+                        .vm_mut(*vm, weights)
+                        .memory
+                        .get_or_insert_default();
+                    memory.ram_pages = *ram_pages;
+                    memory.accessed_dirty = *accessed_dirty;
+                }
+                Record::WorkingSet {
+                    vm,
+                    accessed,
+                    dirty,
+                    ever,
+                    ..
+                } => {
+                    let memory = accounting
+                        .vm_mut(*vm, weights)
+                        .memory
+                        .get_or_insert_default();
+                    memory.samples += 1;
+                    memory.last_accessed = *accessed;
+                    memory.last_dirty = *dirty;
+                    memory.max_accessed = memory.max_accessed.max(*accessed);
+                    memory.ever = *ever;
+                }
+                Record::Events { events, .. } => {
+                    accounting.has_events = true;
+                    for event in events {
+                        if let Some(vm) = event.vm() {
+                            accounting.vm_mut(vm, weights).events.add(event);
+                        }
+                    }
+                }
                 // Verdicts, events and whatever records come next are not accounting.
                 _ => {}
             }
@@ -298,6 +395,8 @@ impl Accounting {
                 timer: None,
                 spaces: Vec::new(),
                 exits: std::collections::BTreeMap::new(),
+                events: EventTally::default(),
+                memory: None,
                 disk: DiskTotals::default(),
             });
         }
@@ -455,12 +554,97 @@ impl Accounting {
                 ));
             }
         }
+        problems.extend(self.event_mismatches());
         if let Some(run) = self.run.as_ref().filter(|run| run.dropped_records > 0) {
             problems.push(format!(
                 "the hypervisor dropped {} record{} (its export ring was full)",
                 run.dropped_records,
                 plural(run.dropped_records)
             ));
+        }
+        problems
+    }
+
+    /// The memory table: per VM its RAM, pages touched at all, the working set (pages accessed
+    /// in the last sampling period, and the most in any), and pages written in the last one.
+    /// Empty when no VM's memory was described; a line saying why when the CPU has no EPT
+    /// accessed/dirty flags (no figures are made up).
+    pub fn memory_table(&self) -> String {
+        let described: Vec<(&VmAccount, &MemoryAccount)> = self
+            .vms
+            .iter()
+            .filter_map(|vm| vm.memory.as_ref().map(|memory| (vm, memory)))
+            .collect();
+        if described.is_empty() {
+            return String::new();
+        }
+        if described.iter().all(|(_, memory)| !memory.accessed_dirty) {
+            return "memory: this CPU has no EPT accessed/dirty flags, so there are no \
+                    working-set figures\n"
+                .to_string();
+        }
+        let pages = group;
+        let mut table = Table::new(&[
+            ("VM", Align::Left),
+            ("RAM pages", Align::Right),
+            ("TOUCHED", Align::Right),
+            ("WSS", Align::Right),
+            ("WSS max", Align::Right),
+            ("DIRTY", Align::Right),
+            ("SAMPLES", Align::Right),
+        ]);
+        for (vm, memory) in described {
+            table.push(vec![
+                vm.name.clone(),
+                pages(memory.ram_pages),
+                pages(memory.ever),
+                pages(memory.last_accessed),
+                pages(memory.max_accessed),
+                pages(memory.last_dirty),
+                group(memory.samples),
+            ]);
+        }
+        format!(
+            "\nMEMORY (4 KiB pages, from EPT accessed/dirty samples; WSS = pages touched in the \
+             last period)\n{}",
+            table.render()
+        )
+    }
+
+    /// Where the events disagree with the summaries: slices begun and slices preempted per VM
+    /// must match the hypervisor's counts when no record was lost, and in a full-rate trace
+    /// the exit events must match the exit statistics.
+    pub fn event_mismatches(&self) -> Vec<String> {
+        let lossless = self
+            .run
+            .as_ref()
+            .is_some_and(|run| run.dropped_records == 0);
+        if !self.has_events || !lossless {
+            return Vec::new();
+        }
+        let mut problems = Vec::new();
+        for vm in &self.vms {
+            let Some(summary) = &vm.summary else { continue };
+            let full = self.level == Some(TraceLevel::Full);
+            let exits: u64 = vm.exits.values().map(|totals| totals.count).sum();
+            for (what, events, summary) in [
+                ("slices", Some(vm.events.runs), summary.slices),
+                (
+                    "preemptions",
+                    Some(vm.events.preempted),
+                    summary.preemptions,
+                ),
+                ("wakes", Some(vm.events.wakes), summary.wakes),
+                ("exits", full.then_some(vm.events.exits), exits),
+            ] {
+                let Some(events) = events else { continue };
+                if events != summary {
+                    problems.push(format!(
+                        "VM {}: the events show {events} {what}, the summary {summary}",
+                        vm.name
+                    ));
+                }
+            }
         }
         problems
     }
@@ -568,6 +752,7 @@ impl Accounting {
                 );
             }
         }
+        out.push_str(&self.memory_table());
         for vm in self.vms.iter().filter(|vm| vm.disk.any()) {
             let disk = vm.disk;
             let _ = writeln!(

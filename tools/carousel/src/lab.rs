@@ -10,7 +10,9 @@ use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use carousel_protocol::config::{fnv1a64, RunConfig, VmConfig, DEFAULT_INTERVAL_US};
+use carousel_protocol::config::{
+    fnv1a64, RunConfig, VmConfig, DEFAULT_INTERVAL_US, DEFAULT_MEMORY_SAMPLE_US,
+};
 use carousel_protocol::record::TraceLevel;
 use serde::Deserialize;
 use toml::Spanned;
@@ -52,8 +54,11 @@ pub const STEP_TIMEOUT_S_RANGE: RangeInclusive<i64> = 1..=86_400;
 /// Allowed number of VMs in one lab.
 /// Allowed `run.interval_us` (metrics interval, microseconds of TSC time).
 pub const INTERVAL_US_RANGE: RangeInclusive<i64> = 100..=10_000_000;
+/// Allowed `run.memory_sample_ms` (0: no working-set samples).
+pub const MEMORY_SAMPLE_MS_RANGE: RangeInclusive<i64> = 0..=60_000;
 /// `run.trace` values and the trace level each stands for.
-pub const TRACE_LEVELS: [(&str, TraceLevel); 3] = [
+pub const TRACE_LEVELS: [(&str, TraceLevel); 4] = [
+    ("off", TraceLevel::Off),
     ("aggregate", TraceLevel::Aggregate),
     ("switches", TraceLevel::Switches),
     ("full", TraceLevel::Full),
@@ -117,6 +122,8 @@ pub struct Lab {
     /// `run.trace`: what the record stream carries beyond the aggregates. `full` (every exit
     /// an event) also sends the stream through the emulator's 0xE9 debug port.
     pub trace: TraceLevel,
+    /// `run.memory_sample_ms`: working-set sampling period, milliseconds of TSC time (0: off).
+    pub memory_sample_ms: u32,
     /// The VMs, in file order (a VM's id is its index).
     pub vms: Vec<Vm>,
 }
@@ -310,6 +317,7 @@ struct RawRun {
     idle_threshold_us: Option<Spanned<i64>>,
     interval_us: Option<Spanned<i64>>,
     trace: Option<Spanned<String>>,
+    memory_sample_ms: Option<Spanned<i64>>,
 }
 
 /// One `[[vm]]` table as written.
@@ -612,6 +620,12 @@ impl Lab {
             INTERVAL_US_RANGE,
             i64::from(DEFAULT_INTERVAL_US),
         )? as u32;
+        let memory_sample_ms = checker.int(
+            "run.memory_sample_ms",
+            run.memory_sample_ms.as_ref(),
+            MEMORY_SAMPLE_MS_RANGE,
+            i64::from(DEFAULT_MEMORY_SAMPLE_US / 1000),
+        )? as u32;
         let trace = match run.trace {
             None => TraceLevel::Switches,
             Some(value) => match TRACE_LEVELS
@@ -796,6 +810,7 @@ impl Lab {
             idle_threshold_us,
             interval_us,
             trace,
+            memory_sample_ms,
             vms,
         })
     }
@@ -855,6 +870,7 @@ impl Lab {
         config.idle_threshold_us = self.idle_threshold_us;
         config.interval_us = self.interval_us;
         config.trace = self.trace;
+        config.memory_sample_us = self.memory_sample_ms.saturating_mul(1000);
         config.commit = crate::build::commit();
         config
     }

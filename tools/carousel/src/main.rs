@@ -106,6 +106,16 @@ enum Bench {
         #[arg(long, value_enum, default_value_t = BackendChoice::Bochs)]
         backend: BackendChoice,
     },
+    /// What exporting costs the guests: 4 spin VMs at each trace level (off, aggregate,
+    /// switches, full), their iterations against `off` (goal: at most 1% at the default).
+    Export {
+        /// Print one JSON object instead of the table.
+        #[arg(long)]
+        json: bool,
+        /// Emulator (as for `run`).
+        #[arg(long, value_enum, default_value_t = BackendChoice::Bochs)]
+        backend: BackendChoice,
+    },
     /// How fast a trace becomes a report: decodes and reports a synthetic ~100 MB trace and
     /// prints MB/s (goal: at least 100).
     Decode {
@@ -202,6 +212,15 @@ fn main() -> ExitCode {
                 return ExitCode::from(EXIT_SETUP as u8);
             }
             carousel::bench::sched_command(backend, json, &interrupted)
+        }
+        Command::Bench {
+            bench: Bench::Export { json, backend },
+        } => {
+            let interrupted = Arc::new(AtomicBool::new(false));
+            if !catch_interrupt(&interrupted) {
+                return ExitCode::from(EXIT_SETUP as u8);
+            }
+            carousel::export_bench::export_command(backend, json, &interrupted)
         }
     };
     ExitCode::from(code.clamp(0, 255) as u8)

@@ -199,6 +199,8 @@ pub fn decide(facts: &RunFacts<'_>) -> Outcome {
             // Accounting and events, not verdicts (see `crate::accounting`).
             Record::Events { .. }
             | Record::MemoryMap { .. }
+            | Record::MemoryInfo { .. }
+            | Record::WorkingSet { .. }
             | Record::GuestMetric { .. }
             | Record::DiskIo { .. }
             | Record::DiskSector { .. }

@@ -136,6 +136,8 @@ fn vm_of(record: &mut Record) -> Option<&mut u16> {
         | Record::Events { .. } => None,
         Record::Check { vm, .. }
         | Record::MemoryMap { vm, .. }
+        | Record::MemoryInfo { vm, .. }
+        | Record::WorkingSet { vm, .. }
         | Record::GuestMetric { vm, .. }
         | Record::DiskIo { vm, .. }
         | Record::DiskSector { vm, .. }

@@ -509,28 +509,10 @@ pub(crate) mod tests {
             .map(|&(at, event)| {
                 let dt = at - last;
                 last = at;
-                with_dt(event, dt)
+                event.with_dt(dt)
             })
             .collect();
         Record::Events { tsc: 0, events }
-    }
-
-    fn with_dt(event: Event, dt: u64) -> Event {
-        match event {
-            Event::Run { vm, .. } => Event::Run { dt, vm },
-            Event::Descheduled { vm, why, .. } => Event::Descheduled { dt, vm, why },
-            Event::Wake { vm, .. } => Event::Wake { dt, vm },
-            Event::Exit {
-                vm, reason, cycles, ..
-            } => Event::Exit {
-                dt,
-                vm,
-                reason,
-                cycles,
-            },
-            Event::Console { vm, bytes, .. } => Event::Console { dt, vm, bytes },
-            Event::Dropped { total, .. } => Event::Dropped { dt, total },
-        }
     }
 
     pub(crate) fn run(vm: u16) -> Event {

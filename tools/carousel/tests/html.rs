@@ -97,6 +97,7 @@ fn synthetic_run(names: [&'static str; 4]) -> Vec<Record> {
     let mut slices = vec![0u64; vms];
     let mut preemptions = vec![0u64; vms];
     let mut yields = vec![0u64; vms];
+    let mut wakes = vec![0u64; vms];
     let mut exit_cycles = vec![0u64; vms];
     let mut next_interval = start + INTERVAL;
     let mut next_sample = start;
@@ -114,6 +115,7 @@ fn synthetic_run(names: [&'static str; 4]) -> Vec<Record> {
             if let State::BlockedUntil(until) = *state {
                 if until <= now {
                     *state = State::Runnable;
+                    wakes[vm] += 1;
                     batch.push(now, |dt| Event::Wake { dt, vm: vm as u16 });
                 }
             }
@@ -226,7 +228,7 @@ fn synthetic_run(names: [&'static str; 4]) -> Vec<Record> {
             slices: slices[vm],
             preemptions: preemptions[vm],
             yields: yields[vm],
-            wakes: yields[vm],
+            wakes: wakes[vm],
             wake_p50: 40_000,
             wake_p95: 900_000,
             wake_p99: 1_500_000,

@@ -8,10 +8,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use carousel::accounting::{Accounting, SLEEPY_WAKE_LATE, SPIN_ITERATIONS};
+use carousel::backend::Backend;
 use carousel::disk::{blank_image, BLANK_MAGIC, SECTOR_BYTES};
 use carousel::lab::Lab;
+use carousel::run::{frames_only, record_stream_file};
 use carousel_protocol::config::fnv1a64;
-use carousel_protocol::record::Record;
+use carousel_protocol::record::{Event, Record, TraceLevel};
 use carousel_protocol::wire::{decode_all, Decoded};
 
 /// The repository's `ci/labs` directory.
@@ -93,7 +95,12 @@ fn run_file(lab: &Path, out: &Path, extra: &[&str]) -> Run {
 /// Every record of a run directory's `com2.bin`; a damaged stream fails the test.
 fn records_of(out: &Path, describe: &str) -> Vec<Record> {
     let bytes = std::fs::read(out.join("com2.bin")).expect("com2.bin is there");
-    decode_all(&bytes)
+    records_of_bytes(&bytes, describe)
+}
+
+/// Every record of a stream; a damaged stream fails the test.
+fn records_of_bytes(bytes: &[u8], describe: &str) -> Vec<Record> {
+    decode_all(bytes)
         .into_iter()
         .map(|item| match item {
             Decoded::Frame(frame) => frame.record,
@@ -119,8 +126,15 @@ impl Measured {
         let (run, out) = run_lab_kept(lab, "bochs");
         let describe = run.describe();
         assert_eq!(run.code, Some(0), "{describe}");
-        let records = records_of(out.path(), &describe);
         let lab = Lab::load(&labs().join(lab)).expect("the lab is valid");
+        let records = if lab.trace == TraceLevel::Full {
+            // The debug port's file also holds Bochs' own text: keep the frames.
+            let file = out.path().join(record_stream_file(Backend::Bochs, &lab));
+            let bytes = std::fs::read(&file).expect("the debug-port output is there");
+            records_of_bytes(&frames_only(&bytes), &describe)
+        } else {
+            records_of(out.path(), &describe)
+        };
         let weights: Vec<u32> = lab.vms.iter().map(|vm| vm.weight).collect();
         let accounting = Accounting::from_records(&records, &weights);
         assert!(accounting.run.is_some(), "no RunSummary\n{describe}");
@@ -141,6 +155,22 @@ impl Measured {
             records,
             accounting,
             describe,
+        }
+    }
+
+    /// The events agree with the summaries: per VM, slices begun, preemptions and wakes (and
+    /// in a full-rate trace every exit).
+    fn assert_events_match(&self) {
+        assert!(self.accounting.has_events, "no events\n{}", self.describe);
+        let mismatches = self.accounting.event_mismatches();
+        assert!(mismatches.is_empty(), "{mismatches:#?}\n{}", self.describe);
+        for vm in &self.accounting.vms {
+            assert!(
+                vm.events.runs > 0,
+                "vm {}: no Run events\n{}",
+                vm.name,
+                self.describe
+            );
         }
     }
 
@@ -279,6 +309,24 @@ fn fair4_shares_equally_and_preempts_with_interrupts_off() {
     let measured = Measured::run("fair4.toml");
     measured.assert_all_passed();
     measured.assert_conservation();
+    measured.assert_events_match();
+    // Working-set samples: spin touches a few dozen pages of its 1,024, a handful each period.
+    for vm in &measured.accounting.vms {
+        let memory = vm.memory.expect("a MemoryInfo record");
+        assert!(
+            memory.accessed_dirty,
+            "Bochs has EPT A/D flags\n{}",
+            measured.describe
+        );
+        assert_eq!(memory.ram_pages, 1024);
+        assert!(memory.samples >= 2, "{memory:?}\n{}", measured.describe);
+        assert!(
+            (1..=100).contains(&memory.ever),
+            "{memory:?}\n{}",
+            measured.describe
+        );
+        assert!(memory.max_accessed >= memory.last_accessed && memory.max_accessed > 0);
+    }
     let jain = measured
         .accounting
         .jain_guest(|_| true)
@@ -373,6 +421,7 @@ fn sleepy_wakes_within_one_turn() {
     let measured = Measured::run("sleepy.toml");
     measured.assert_all_passed();
     measured.assert_conservation();
+    measured.assert_events_match();
     let run = measured.accounting.run.as_ref().expect("a RunSummary");
     let vms = measured.lab.vms.len() as u64;
     assert_eq!(vms, 4);
@@ -437,6 +486,48 @@ fn demo_passes_and_weights_show() {
     measured.assert_conservation();
     let ratio = measured.share("spin-b") / measured.share("spin-a");
     assert!((1.8..=2.2).contains(&ratio), "spin-b / spin-a = {ratio}");
+}
+
+/// A full-rate trace (`run.trace = "full"`) arrives through the debug port with every VM exit
+/// as an event: per VM, the exit events equal the exit statistics' counts, and each exit
+/// event's reason is one the statistics list.
+#[test]
+#[ignore = "boots an emulator; run by ci/test"]
+fn full_rate_trace_has_every_exit() {
+    let measured = Measured::run("full2.toml");
+    measured.assert_all_passed();
+    measured.assert_conservation();
+    measured.assert_events_match();
+    for vm in &measured.accounting.vms {
+        assert!(
+            vm.events.exits > 0,
+            "vm {}: no exit events\n{}",
+            vm.name,
+            measured.describe
+        );
+    }
+    let reasons: std::collections::BTreeSet<(u16, u16)> = measured
+        .records
+        .iter()
+        .filter_map(|record| match record {
+            Record::Events { events, .. } => Some(events),
+            _ => None,
+        })
+        .flatten()
+        .filter_map(|event| match *event {
+            Event::Exit { vm, reason, .. } => Some((vm, reason)),
+            _ => None,
+        })
+        .collect();
+    for (vm, reason) in reasons {
+        assert!(
+            measured.accounting.vms[usize::from(vm)]
+                .exits
+                .contains_key(&reason),
+            "vm {vm}: exit reason {reason} in the events, not in the statistics\n{}",
+            measured.describe
+        );
+    }
 }
 
 /// `carousel run --trace` keeps the record stream, and `carousel report --format json` reads it
