@@ -760,7 +760,7 @@ impl Page<'_> {
                 &caption,
                 &PAGE_STATES,
                 &counts,
-                "cells",
+                ("cell", "cells"),
             ));
         }
         out.push_str("</div>\n<p class=\"hint\">Each VM's latest memory sample.</p>\n</section>\n");
@@ -794,9 +794,9 @@ impl Page<'_> {
         for (&vm, list) in &transfers {
             let extent = list
                 .iter()
-                .map(|&(lba, sectors, _)| lba + sectors)
+                .map(|&(lba, sectors, _)| lba + sectors.max(1))
                 .max()
-                .unwrap_or(0);
+                .unwrap_or(1);
             // Sectors per cell so that the grid has at most GRID_SQUARES cells.
             let per_cell = extent.div_ceil(GRID_SQUARES as u64).max(1);
             let cells = extent.div_ceil(per_cell) as usize;
@@ -833,7 +833,7 @@ impl Page<'_> {
                 &caption,
                 &DISK_STATES,
                 &counts,
-                "blocks",
+                ("block", "blocks"),
             ));
         }
         out.push_str(
@@ -1056,7 +1056,11 @@ impl Axis {
     }
 }
 
-/// Seconds with a unit that keeps them short: `0`, `250 µs`, `12.5 ms`, `1.5 s`.
+/// Significant digits [`short_seconds`] keeps.
+const SHORT_DIGITS: i32 = 6;
+
+/// Seconds with a unit that keeps them short (at most [`SHORT_DIGITS`] significant digits, no
+/// trailing zeros): `0`, `250 µs`, `12.5 ms`, `435.872 ms`, `1.0002 s`.
 fn short_seconds(seconds: f64) -> String {
     let (value, unit) = if seconds == 0.0 {
         return "0".to_string();
@@ -1067,8 +1071,14 @@ fn short_seconds(seconds: f64) -> String {
     } else {
         (seconds, "s")
     };
-    let text = format!("{value:.6}");
-    let text = text.trim_end_matches('0').trim_end_matches('.');
+    let integer_digits = (value.abs().log10().floor() as i32 + 1).max(1);
+    let decimals = (SHORT_DIGITS - integer_digits).clamp(0, SHORT_DIGITS) as usize;
+    let text = format!("{value:.decimals$}");
+    let text = if text.contains('.') {
+        text.trim_end_matches('0').trim_end_matches('.')
+    } else {
+        &text
+    };
     format!("{text} {unit}")
 }
 
@@ -1356,7 +1366,7 @@ impl Grid {
 
     /// The grid as a figure: an SVG of squares (runs of one state in a row drawn as one
     /// rectangle, the square borders laid over them as a pattern), a caption and a legend with
-    /// each state's count of `unit`.
+    /// each state's count of `unit` (singular, plural).
     fn render(
         &self,
         class: &str,
@@ -1364,7 +1374,7 @@ impl Grid {
         caption: &str,
         legend: &[(&str, &str)],
         counts: &[u64],
-        unit: &str,
+        unit: (&str, &str),
     ) -> String {
         let rows = self.squares.len().div_ceil(GRID_COLUMNS).max(1);
         let width = GRID_COLUMNS as f64 * GRID_SQUARE;
@@ -1406,8 +1416,9 @@ impl Grid {
             }
             let _ = write!(
                 out,
-                "<li><span class=\"swatch\" style=\"background:{colour}\"></span>{name} {} {unit} ({:.1} %)</li>",
+                "<li><span class=\"swatch\" style=\"background:{colour}\"></span>{name} {} {} ({:.1} %)</li>",
                 group(count),
+                if count == 1 { unit.0 } else { unit.1 },
                 count as f64 * 100.0 / total.max(1) as f64
             );
         }
@@ -1458,9 +1469,10 @@ section.notes.ok { border-left: 4px solid #59a14f; }
 section.notes.warn { border-left: 4px solid #e15759; background: #fff8f7; }
 section.notes ul { margin: 0; padding-left: 18px; }
 section.cards { display: flex; flex-wrap: wrap; gap: 12px; align-items: stretch; }
-.card { flex: 1 1 130px; border: 1px solid var(--line); border-radius: 8px; padding: 10px 14px;
+.card { flex: 1 1 auto; min-width: 112px; border: 1px solid var(--line); border-radius: 8px; padding: 10px 14px;
   background: #fbfcfd; }
-.card .value { font-size: 20px; font-weight: 600; font-variant-numeric: tabular-nums; }
+.card .value { font-size: 19px; font-weight: 600; font-variant-numeric: tabular-nums;
+  white-space: nowrap; }
 .card .label { color: var(--muted); font-size: 12px; text-transform: uppercase; letter-spacing: .04em; }
 .policy { flex-basis: 100%; margin: 2px 0 0; color: var(--muted); }
 .empty { color: var(--muted); font-style: italic; margin: 4px 0; }
@@ -1782,6 +1794,28 @@ mod tests {
         assert!(html.contains("10,000 slices"));
     }
 
+    proptest::proptest! {
+        /// Any events, disk transfers and memory samples make a page and a Perfetto export
+        /// (valid JSON) without a panic.
+        #[test]
+        fn anything_makes_a_page_and_an_export(
+            mut records in crate::timeline::tests::any_records(),
+            disk in proptest::collection::vec((0u32.., 0u16.., proptest::bool::ANY, 0u16..6), 0..8),
+            cells in proptest::collection::vec(proptest::num::u8::ANY, 0..5_000),
+            pages_per_cell in 0u32..8,
+        ) {
+            for (lba, sectors, write, vm) in disk {
+                records.push(Record::DiskIo { tsc: 1, vm, lba, sectors, write });
+            }
+            records.push(Record::MemoryMap { tsc: 5, vm: 1, pages_per_cell, cells });
+            let html = page(&records, &source());
+            proptest::prop_assert!(html.ends_with("</html>\n"));
+            let mut bytes = Vec::new();
+            crate::perfetto::write_trace(&records, &mut bytes).expect("writes to memory");
+            proptest::prop_assert!(serde_json::from_slice::<serde_json::Value>(&bytes).is_ok());
+        }
+    }
+
     #[test]
     fn nice_numbers() {
         assert_eq!(nice_at_least(0), 1);
@@ -1791,5 +1825,8 @@ mod tests {
         assert_eq!(short_seconds(0.0125), "12.5 ms");
         assert_eq!(short_seconds(2.0), "2 s");
         assert_eq!(short_seconds(0.000_25), "250 µs");
+        assert_eq!(short_seconds(0.435_871_78), "435.872 ms");
+        assert_eq!(short_seconds(1.000_2), "1.0002 s");
+        assert_eq!(short_seconds(120.0), "120 s");
     }
 }

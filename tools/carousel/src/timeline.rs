@@ -680,4 +680,95 @@ pub(crate) mod tests {
         }
         assert!(intervals(&timeline, &records, 0).is_none());
     }
+
+    /// An event of any kind from `(kind, vm, why)`.
+    pub(crate) fn any_event(kind: u8, vm: u16, why: u8) -> Event {
+        let reason = u16::from(why) * 17;
+        let why = [
+            SliceEnd::Preempted,
+            SliceEnd::Yielded,
+            SliceEnd::Blocked,
+            SliceEnd::Stopped,
+        ][usize::from(why % 4)];
+        match kind % 6 {
+            0 | 1 => run(vm),
+            2 => off(vm, why),
+            3 => wake(vm),
+            4 => Event::Exit {
+                dt: 0,
+                vm,
+                reason,
+                cycles: 50,
+            },
+            _ => Event::Console {
+                dt: 0,
+                vm,
+                bytes: 3,
+            },
+        }
+    }
+
+    /// Random event batches (some starting before the previous batch ended), with or without
+    /// a RunEnd.
+    pub(crate) fn any_records() -> impl proptest::strategy::Strategy<Value = Vec<Record>> {
+        use proptest::prelude::*;
+        let event = (0u64..2_000, 0u8..6, 0u16..5, 0u8..4);
+        (
+            proptest::collection::vec(proptest::collection::vec(event, 0..40), 1..4),
+            proptest::option::of(0u64..100_000),
+            0u64..3_000,
+        )
+            .prop_map(|(batches, run_end, rewind)| {
+                let mut records = vec![hello(&["a", "b", "c"])];
+                let mut tsc = 0u64;
+                for batch in batches {
+                    let events: Vec<Event> = batch
+                        .into_iter()
+                        .map(|(dt, kind, vm, why)| any_event(kind, vm, why).with_dt(dt))
+                        .collect();
+                    let base = tsc.saturating_sub(rewind);
+                    tsc = base + events.iter().map(Event::dt).sum::<u64>();
+                    records.push(Record::Events { tsc: base, events });
+                }
+                if let Some(end) = run_end {
+                    records.push(Record::RunEnd { tsc: end });
+                }
+                records
+            })
+    }
+
+    proptest::proptest! {
+        /// Whatever the events, the replay keeps its promises: each VM's runstates cover the
+        /// timeline without gaps or overlaps, the CPU's slices never overlap, and intervals
+        /// account for every cycle.
+        #[test]
+        fn any_events_replay_into_a_consistent_timeline(records in any_records()) {
+            let Some(timeline) = Timeline::from_records(&records) else {
+                return Ok(());
+            };
+            for spans in &timeline.runstates {
+                let mut at = timeline.start;
+                for span in spans {
+                    proptest::prop_assert_eq!(span.start, at);
+                    proptest::prop_assert!(span.end > span.start);
+                    at = span.end;
+                }
+                proptest::prop_assert_eq!(at.max(timeline.start), timeline.end);
+            }
+            for pair in timeline.slices.windows(2) {
+                proptest::prop_assert!(pair[0].end <= pair[1].start);
+            }
+            let length = (timeline.length() / 7).max(1);
+            let rows = intervals(&timeline, &records, length).expect("few intervals");
+            for row in &rows {
+                for vm in &row.vms {
+                    let total = vm.running + vm.runnable + vm.blocked + vm.stopped;
+                    proptest::prop_assert!(
+                        total == row.length() || timeline.length() == 0,
+                        "{:?}", row
+                    );
+                }
+            }
+        }
+    }
 }
