@@ -16,6 +16,9 @@ use carousel_protocol::config::fnv1a64;
 use carousel_protocol::record::{Event, Record, TraceLevel};
 use carousel_protocol::wire::{decode_all, Decoded};
 
+#[path = "support/chromium.rs"]
+mod chromium;
+
 /// The repository's `ci/labs` directory.
 fn labs() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../ci/labs")
@@ -531,7 +534,8 @@ fn full_rate_trace_has_every_exit() {
 }
 
 /// `carousel run --trace` keeps the record stream, and `carousel report --format json` reads it
-/// back: the conservation rule holds and the four spins got equal shares.
+/// back: the conservation rule holds and the four spins got equal shares. The trace's other
+/// views follow ([`check_trace_views`]).
 #[test]
 #[ignore = "boots an emulator; run by ci/test"]
 fn fair4_trace_reports_as_json() {
@@ -567,6 +571,79 @@ fn fair4_trace_reports_as_json() {
             .as_array()
             .is_some_and(|exits| !exits.is_empty()),
         "{json:#}"
+    );
+    check_trace_views(&trace, &json, dir.path());
+}
+
+/// The other views of a trace whose JSON report is `json`: per-interval rows whose running time
+/// adds up to each VM's; a Perfetto export with a CPU slice per slice the summaries count, none
+/// overlapping, and each VM's runstates without gaps; and the report page, which renders in
+/// headless Chromium with every chart (the memory grid from the working-set samples).
+fn check_trace_views(trace: &Path, json: &serde_json::Value, dir: &Path) {
+    let trace = trace.to_str().expect("a UTF-8 path");
+    let vms = json["vms"].as_array().expect("vms");
+
+    let rows = carousel(&["report", trace, "--interval", "20", "--format", "json"]);
+    assert_eq!(rows.code, Some(0), "{}", rows.describe());
+    let rows: serde_json::Value = serde_json::from_str(&rows.stdout).expect("one JSON object");
+    let intervals = rows["intervals"].as_array().expect("intervals");
+    assert!(intervals.len() >= 10, "{} intervals", intervals.len());
+    for (id, vm) in vms.iter().enumerate() {
+        let sum = |key: &str| -> u64 {
+            intervals
+                .iter()
+                .map(|row| row["vms"][id][key].as_u64().unwrap())
+                .sum()
+        };
+        assert_eq!(sum("running_cycles"), vm["running_cycles"], "{vm}");
+        assert_eq!(sum("switches"), vm["slices"], "{vm}");
+    }
+
+    let export = dir.join("fair4.json");
+    let run = carousel(&["export", trace, "--perfetto", export.to_str().unwrap()]);
+    assert_eq!(run.code, Some(0), "{}", run.describe());
+    let perfetto: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&export).expect("the export")).expect("JSON");
+    let events = perfetto["traceEvents"].as_array().expect("traceEvents");
+    let bounds = |pid: u64, tid: u64| -> Vec<(f64, f64)> {
+        events
+            .iter()
+            .filter(|event| event["ph"] == "X" && event["pid"] == pid && event["tid"] == tid)
+            .map(|event| {
+                let ts = event["ts"].as_f64().unwrap();
+                let dur = event["dur"].as_f64().unwrap();
+                assert!(dur >= 0.0, "{event}");
+                (ts, ts + dur)
+            })
+            .collect()
+    };
+    let cpu = bounds(1, 1);
+    let slices: u64 = vms.iter().map(|vm| vm["slices"].as_u64().unwrap()).sum();
+    assert_eq!(cpu.len() as u64, slices);
+    for pair in cpu.windows(2) {
+        assert!(
+            pair[0].1 <= pair[1].0 + 1e-6,
+            "CPU slices overlap: {pair:?}"
+        );
+    }
+    for vm in 0..vms.len() as u64 {
+        let runstates = bounds(10 + vm, 1);
+        assert!(!runstates.is_empty(), "no runstates for VM {vm}");
+        for pair in runstates.windows(2) {
+            assert!((pair[0].1 - pair[1].0).abs() < 1e-6, "a gap: {pair:?}");
+        }
+    }
+
+    let page = dir.join("fair4.html");
+    let run = carousel(&["report", trace, "--html", page.to_str().unwrap()]);
+    assert_eq!(run.code, Some(0), "{}", run.describe());
+    let rendered = chromium::render(&page);
+    chromium::assert_rendered(&rendered, &["donut", "share-chart", "gantt", "memgrid"]);
+    assert!(rendered.dom.contains("No disk transfers in this trace."));
+    chromium::screenshot(
+        &page,
+        &chromium::repo_root().join("target/carousel/fair4.png"),
+        (1400, 2400),
     );
 }
 
