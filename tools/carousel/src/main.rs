@@ -52,7 +52,8 @@ enum Command {
         trace: Option<PathBuf>,
     },
     /// The accounting of a finished run from its record stream (a `--trace` file, or a run
-    /// directory's com2.bin): text, or one JSON object. Damage is named; the rest still counts.
+    /// directory's com2.bin): text, one JSON object or CSV; per-interval rows with --interval;
+    /// also a self-contained HTML page with --html. Damage is named; the rest still counts.
     Report {
         trace: PathBuf,
         #[arg(long, value_enum, default_value_t = carousel::report::Format::Text)]
