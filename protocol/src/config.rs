@@ -12,8 +12,9 @@ use crate::FORMAT_VERSION;
 /// Default metrics interval: 10 ms of TSC time.
 pub const DEFAULT_INTERVAL_US: u32 = 10_000;
 
-/// Default working-set sampling period: 100 ms of TSC time.
-pub const DEFAULT_MEMORY_SAMPLE_US: u32 = 100_000;
+/// Default working-set sampling period: off (each sample walks every EPT entry of every VM
+/// and costs root time; labs turn it on with `run.memory_sample_ms`).
+pub const DEFAULT_MEMORY_SAMPLE_US: u32 = 0;
 
 /// One run, as the hypervisor receives it (GRUB module [`crate::RUN_CONFIG_MODULE`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
