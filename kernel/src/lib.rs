@@ -16,6 +16,7 @@
 
 extern crate alloc;
 
+pub mod balloon;
 pub mod bootinfo;
 pub mod exitstats;
 pub mod frames;

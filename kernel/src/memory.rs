@@ -6,6 +6,7 @@
 
 use alloc::vec::Vec;
 
+use carousel_kernel::balloon::Budget;
 use carousel_kernel::frames::FrameBitmap;
 use carousel_kernel::{range_in_ram, GuestRam, PAGE_SIZE};
 use carousel_vmx::addr::{GuestPhysAddr, HostPhysAddr};
@@ -138,10 +139,27 @@ pub struct OutOfMemory {
     pub free_bytes: u64,
 }
 
-/// A VM's RAM: guest-physical [0, size), one host frame per page.
+/// A VM's RAM: guest-physical [0, size), one host frame per page, except for the pages the
+/// guest gave back through its balloon (no frame: reads of them fail, writes are dropped).
 #[derive(Debug)]
 pub struct GuestMemory {
-    frames: Vec<HostPhysAddr>,
+    frames: Vec<Option<HostPhysAddr>>,
+}
+
+/// Guest pages the hypervisor backs over all VMs, against the run's budget.
+static BUDGET: Mutex<Budget> = Mutex::new(Budget {
+    limit: None,
+    backed: 0,
+});
+
+/// Sets the most guest pages backed at once over all VMs (the run configuration's budget).
+pub fn set_guest_page_budget(limit: Option<u64>) {
+    BUDGET.lock().limit = limit;
+}
+
+/// Guest pages that could be backed now: free frames, within the budget.
+pub fn guest_pages_available() -> u64 {
+    BUDGET.lock().available(free_bytes() / PAGE_SIZE)
 }
 
 impl GuestMemory {
@@ -163,15 +181,39 @@ impl GuestMemory {
                 }
             }
         }
-        Ok(Self { frames })
+        BUDGET.lock().backed += pages;
+        Ok(Self {
+            frames: frames.into_iter().map(Some).collect(),
+        })
+    }
+
+    /// Takes guest page `page`'s frame away (the page is being ballooned) and returns it to
+    /// the host; None if it had none.
+    pub fn unback(&mut self, page: u64) -> Option<HostPhysAddr> {
+        let frame = self.frames.get_mut(page as usize)?.take()?;
+        free_frame(frame);
+        BUDGET.lock().backed -= 1;
+        Some(frame)
+    }
+
+    /// Gives guest page `page` a fresh zeroed frame (the page is being deflated) and returns
+    /// it; None if the page is backed already, out of range, or the host has no frame.
+    pub fn back(&mut self, page: u64) -> Option<HostPhysAddr> {
+        let slot = self.frames.get_mut(page as usize)?;
+        if slot.is_some() {
+            return None;
+        }
+        let frame = allocate_frame()?;
+        *slot = Some(frame);
+        BUDGET.lock().backed += 1;
+        Some(frame)
     }
 
     /// Host frames backing the pages, in guest-physical order.
     pub fn frames(&self) -> impl Iterator<Item = (GuestPhysAddr, HostPhysAddr)> + '_ {
-        self.frames
-            .iter()
-            .enumerate()
-            .map(|(page, &frame)| (GuestPhysAddr(page as u64 * PAGE_SIZE), frame))
+        self.frames.iter().enumerate().filter_map(|(page, &frame)| {
+            frame.map(|frame| (GuestPhysAddr(page as u64 * PAGE_SIZE), frame))
+        })
     }
 
     /// Copies guest RAM [gpa, gpa + out.len()) into `out`. False if any byte is outside RAM.
@@ -180,15 +222,19 @@ impl GuestMemory {
             return false;
         }
         for (page, offset, done, len) in page_chunks(gpa, out.len() as u64) {
-            let frame = frame_bytes(self.frames[page]);
-            out[done..done + len].copy_from_slice(&frame[offset..offset + len]);
+            let Some(frame) = self.frames[page] else {
+                return false;
+            };
+            out[done..done + len].copy_from_slice(&frame_bytes(frame)[offset..offset + len]);
         }
         true
     }
 
     /// Frees the frames.
     pub fn release(self) {
-        self.frames.into_iter().for_each(free_frame);
+        let frames: Vec<HostPhysAddr> = self.frames.into_iter().flatten().collect();
+        BUDGET.lock().backed -= frames.len() as u64;
+        frames.into_iter().for_each(free_frame);
     }
 }
 
@@ -199,14 +245,17 @@ impl GuestRam for GuestMemory {
 
     fn write(&mut self, gpa: u64, bytes: &[u8]) {
         for (page, offset, done, len) in page_chunks(gpa, bytes.len() as u64) {
-            frame_bytes(self.frames[page])[offset..offset + len]
-                .copy_from_slice(&bytes[done..done + len]);
+            if let Some(frame) = self.frames[page] {
+                frame_bytes(frame)[offset..offset + len].copy_from_slice(&bytes[done..done + len]);
+            }
         }
     }
 
     fn fill(&mut self, gpa: u64, len: u64, value: u8) {
         for (page, offset, _, len) in page_chunks(gpa, len) {
-            frame_bytes(self.frames[page])[offset..offset + len].fill(value);
+            if let Some(frame) = self.frames[page] {
+                frame_bytes(frame)[offset..offset + len].fill(value);
+            }
         }
     }
 }

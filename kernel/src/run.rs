@@ -30,6 +30,7 @@ use crate::{arch, console, export};
 /// Builds the VMs of `config` and runs them until every one has stopped.
 pub fn run(vmx: &Vmx, config: &RunConfig, modules: &[(String, &[u8])], tsc_hz: u64) {
     let quantum = tsc_hz.saturating_mul(u64::from(config.quantum_us)) / 1_000_000;
+    crate::memory::set_guest_page_budget(config.guest_page_budget);
     let weights: Vec<u32> = config.vms.iter().map(|vm| vm.weight).collect();
     let mut vms: Vec<Option<Vm>> = Vec::with_capacity(config.vms.len());
     for (id, vm_config) in config.vms.iter().enumerate() {

@@ -40,6 +40,9 @@ pub struct RunConfig {
     pub memory_sample_us: u32,
     /// The Carousel commit the host tool was built from, echoed in the Hello record.
     pub commit: String,
+    /// Most guest pages the hypervisor backs at once over all VMs (None: what the machine
+    /// has). Balloon deflates beyond it fail with NoMemory until another VM gives pages back.
+    pub guest_page_budget: Option<u64>,
     /// The VMs, in lab-file order; a VM's id is its index here.
     pub vms: Vec<VmConfig>,
 }
@@ -61,6 +64,11 @@ pub struct VmConfig {
     pub args: String,
     /// Send the disk sectors the guest wrote back to the host at the end of the run.
     pub persist: bool,
+    /// Pages ballooned from the start (the top of RAM, left unbacked): the VM may grow into
+    /// them by deflating.
+    pub initial_balloon_pages: u64,
+    /// The balloon size the host asks for (BALLOON_TARGET), in pages.
+    pub balloon_target_pages: u64,
 }
 
 impl RunConfig {
@@ -76,6 +84,7 @@ impl RunConfig {
             trace: TraceLevel::Switches,
             memory_sample_us: DEFAULT_MEMORY_SAMPLE_US,
             commit: String::from("unknown"),
+            guest_page_budget: None,
             vms,
         }
     }
@@ -145,6 +154,8 @@ mod tests {
             weight: 1,
             args: String::new(),
             persist: false,
+            initial_balloon_pages: 0,
+            balloon_target_pages: 0,
         }
     }
 
@@ -198,6 +209,8 @@ mod tests {
                     weight: 3,
                     args: args.clone(),
                     persist: true,
+                    initial_balloon_pages: 3,
+                    balloon_target_pages: 5,
                 })
                 .collect();
             let config = RunConfig::new(quantum, hz, 42, vms);

@@ -97,6 +97,12 @@ pub struct MemoryAccount {
     pub max_accessed: u64,
     /// Pages touched at all by the last sample.
     pub ever: u64,
+    /// Pages in the balloon now, the host's target, and pages given back and taken back
+    /// over the run (the initial balloon is not counted as given back).
+    pub ballooned: u64,
+    pub target: u64,
+    pub inflated: u64,
+    pub deflated: u64,
 }
 
 /// One VM's events, counted: slices begun, how they ended, wakes, exits, console bytes.
@@ -328,6 +334,7 @@ impl Accounting {
                     vm,
                     ram_pages,
                     accessed_dirty,
+                    initial_balloon,
                 } => {
                     let memory = accounting
                         .vm_mut(*vm, weights)
@@ -335,6 +342,27 @@ impl Accounting {
                         .get_or_insert_default();
                     memory.ram_pages = *ram_pages;
                     memory.accessed_dirty = *accessed_dirty;
+                    memory.ballooned = *initial_balloon;
+                }
+                Record::Balloon {
+                    vm,
+                    inflate,
+                    pages,
+                    ballooned,
+                    target,
+                    ..
+                } => {
+                    let memory = accounting
+                        .vm_mut(*vm, weights)
+                        .memory
+                        .get_or_insert_default();
+                    memory.ballooned = *ballooned;
+                    memory.target = *target;
+                    if *inflate {
+                        memory.inflated += u64::from(*pages);
+                    } else {
+                        memory.deflated += u64::from(*pages);
+                    }
                 }
                 Record::WorkingSet {
                     vm,
@@ -565,9 +593,11 @@ impl Accounting {
         problems
     }
 
-    /// The memory table: per VM its RAM, pages touched at all, the working set (pages accessed
-    /// in the last sampling period, and the most in any), and pages written in the last one.
-    /// Empty when no VM's memory was described; a line saying why when the CPU has no EPT
+    /// The memory table: per VM its RAM, its balloon (pages ballooned now, given back and
+    /// taken back over the run), and from the working-set samples the pages touched at all,
+    /// the working set (pages accessed in the last sampling period, and the most in any) and
+    /// pages written in the last one. Empty when nothing happened to any VM's memory; sampled
+    /// columns read "-" without samples, and a line says so when the CPU has no EPT
     /// accessed/dirty flags (no figures are made up).
     pub fn memory_table(&self) -> String {
         let described: Vec<(&VmAccount, &MemoryAccount)> = self
@@ -575,40 +605,58 @@ impl Accounting {
             .iter()
             .filter_map(|vm| vm.memory.as_ref().map(|memory| (vm, memory)))
             .collect();
-        if described.is_empty() {
+        let ballooning = described
+            .iter()
+            .any(|(_, memory)| memory.ballooned > 0 || memory.inflated > 0 || memory.deflated > 0);
+        let sampled = described.iter().any(|(_, memory)| memory.samples > 0);
+        if !ballooning && !sampled {
             return String::new();
         }
-        if described.iter().all(|(_, memory)| !memory.accessed_dirty) {
-            return "memory: this CPU has no EPT accessed/dirty flags, so there are no \
-                    working-set figures\n"
-                .to_string();
-        }
-        let pages = group;
         let mut table = Table::new(&[
             ("VM", Align::Left),
             ("RAM pages", Align::Right),
+            ("BALLOONED", Align::Right),
+            ("GAVE", Align::Right),
+            ("TOOK", Align::Right),
             ("TOUCHED", Align::Right),
             ("WSS", Align::Right),
             ("WSS max", Align::Right),
             ("DIRTY", Align::Right),
             ("SAMPLES", Align::Right),
         ]);
-        for (vm, memory) in described {
+        for (vm, memory) in &described {
+            let sampled = |pages: u64| {
+                if memory.samples > 0 {
+                    group(pages)
+                } else {
+                    "-".to_string()
+                }
+            };
             table.push(vec![
                 vm.name.clone(),
-                pages(memory.ram_pages),
-                pages(memory.ever),
-                pages(memory.last_accessed),
-                pages(memory.max_accessed),
-                pages(memory.last_dirty),
+                group(memory.ram_pages),
+                group(memory.ballooned),
+                group(memory.inflated),
+                group(memory.deflated),
+                sampled(memory.ever),
+                sampled(memory.last_accessed),
+                sampled(memory.max_accessed),
+                sampled(memory.last_dirty),
                 group(memory.samples),
             ]);
         }
-        format!(
-            "\nMEMORY (4 KiB pages, from EPT accessed/dirty samples; WSS = pages touched in the \
-             last period)\n{}",
+        let mut out = format!(
+            "\nMEMORY (4 KiB pages; GAVE/TOOK = ballooned out/back over the run; from EPT \
+             accessed/dirty samples, WSS = pages touched in the last period)\n{}",
             table.render()
-        )
+        );
+        if described.iter().any(|(_, memory)| !memory.accessed_dirty) {
+            out.push_str(
+                "memory: this CPU has no EPT accessed/dirty flags, so there are no working-set \
+                 figures\n",
+            );
+        }
+        out
     }
 
     /// Where the events disagree with the summaries: slices begun and slices preempted per VM

@@ -76,7 +76,7 @@ pub const HYPERVISOR_MIB: u64 = 64;
 pub const MAX_TOTAL_MIB: u64 = 2900;
 
 /// Carousel's built-in guests (binaries of the `carousel-guests` package), by name.
-pub const BUILTIN_GUESTS: &[&str] = &["hello", "spin", "sleepy", "devcheck"];
+pub const BUILTIN_GUESTS: &[&str] = &["hello", "spin", "sleepy", "devcheck", "balloon"];
 
 /// Bochs CPU models with the VMX features Carousel needs (BOCHS.md, "What this Bochs build
 /// offers").
@@ -124,6 +124,9 @@ pub struct Lab {
     pub trace: TraceLevel,
     /// `run.memory_sample_ms`: working-set sampling period, milliseconds of TSC time (0: off).
     pub memory_sample_ms: u32,
+    /// `run.guest_memory_budget_mib`: most guest RAM backed at once over all VMs; balloon
+    /// deflates beyond it wait until another VM gives pages back (None: no budget).
+    pub guest_memory_budget_mib: Option<u32>,
     /// The VMs, in file order (a VM's id is its index).
     pub vms: Vec<Vm>,
 }
@@ -139,6 +142,10 @@ pub struct Vm {
     pub args: String,
     /// `persist = true`: the sectors the guest writes go back into its disk image.
     pub persist: bool,
+    /// `balloon_mib`: RAM ballooned from the start (the top, unbacked), MiB.
+    pub balloon_mib: u32,
+    /// `balloon_target_mib`: the balloon size the host asks for, MiB.
+    pub balloon_target_mib: u32,
     /// `[[vm.script]]`: console input steps, in order (empty: none).
     pub script: Vec<Step>,
 }
@@ -318,6 +325,7 @@ struct RawRun {
     interval_us: Option<Spanned<i64>>,
     trace: Option<Spanned<String>>,
     memory_sample_ms: Option<Spanned<i64>>,
+    guest_memory_budget_mib: Option<Spanned<i64>>,
 }
 
 /// One `[[vm]]` table as written.
@@ -331,6 +339,8 @@ struct RawVm {
     blank_disk_kib: Option<Spanned<i64>>,
     persist: Option<Spanned<bool>>,
     weight: Option<Spanned<i64>>,
+    balloon_mib: Option<Spanned<i64>>,
+    balloon_target_mib: Option<Spanned<i64>>,
     args: Option<Spanned<String>>,
     #[serde(default)]
     script: Vec<Spanned<RawStep>>,
@@ -626,6 +636,14 @@ impl Lab {
             MEMORY_SAMPLE_MS_RANGE,
             i64::from(DEFAULT_MEMORY_SAMPLE_US / 1000),
         )? as u32;
+        let guest_memory_budget_mib = match run.guest_memory_budget_mib.as_ref() {
+            None => None,
+            budget => {
+                Some(
+                    checker.int("run.guest_memory_budget_mib", budget, MEMORY_MIB_RANGE, 0)? as u32,
+                )
+            }
+        };
         let trace = match run.trace {
             None => TraceLevel::Switches,
             Some(value) => match TRACE_LEVELS
@@ -754,6 +772,19 @@ impl Lab {
                 WEIGHT_RANGE,
                 i64::from(DEFAULT_WEIGHT),
             )? as u32;
+            let balloon_range = 0..=i64::from(memory_mib);
+            let balloon_mib = checker.int(
+                &key("balloon_mib"),
+                raw_vm.balloon_mib.as_ref(),
+                balloon_range.clone(),
+                0,
+            )? as u32;
+            let balloon_target_mib = checker.int(
+                &key("balloon_target_mib"),
+                raw_vm.balloon_target_mib.as_ref(),
+                balloon_range,
+                i64::from(balloon_mib),
+            )? as u32;
 
             let args = raw_vm
                 .args
@@ -790,6 +821,8 @@ impl Lab {
                 weight,
                 args,
                 persist,
+                balloon_mib,
+                balloon_target_mib,
                 script,
             });
         }
@@ -811,6 +844,7 @@ impl Lab {
             interval_us,
             trace,
             memory_sample_ms,
+            guest_memory_budget_mib,
             vms,
         })
     }
@@ -864,6 +898,8 @@ impl Lab {
                 weight: vm.weight,
                 args: vm.args.clone(),
                 persist: self.persists(index, persist_all),
+                initial_balloon_pages: u64::from(vm.balloon_mib) << 8,
+                balloon_target_pages: u64::from(vm.balloon_target_mib) << 8,
             })
             .collect();
         let mut config = RunConfig::new(self.quantum_us, tsc_hz, self.hash, vms);
@@ -871,6 +907,7 @@ impl Lab {
         config.interval_us = self.interval_us;
         config.trace = self.trace;
         config.memory_sample_us = self.memory_sample_ms.saturating_mul(1000);
+        config.guest_page_budget = self.guest_memory_budget_mib.map(|mib| u64::from(mib) << 8);
         config.commit = crate::build::commit();
         config
     }

@@ -200,6 +200,7 @@ pub fn decide(facts: &RunFacts<'_>) -> Outcome {
             Record::Events { .. }
             | Record::MemoryMap { .. }
             | Record::MemoryInfo { .. }
+            | Record::Balloon { .. }
             | Record::WorkingSet { .. }
             | Record::GuestMetric { .. }
             | Record::DiskIo { .. }

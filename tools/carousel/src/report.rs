@@ -137,6 +137,7 @@ fn vm_of(record: &mut Record) -> Option<&mut u16> {
         Record::Check { vm, .. }
         | Record::MemoryMap { vm, .. }
         | Record::MemoryInfo { vm, .. }
+        | Record::Balloon { vm, .. }
         | Record::WorkingSet { vm, .. }
         | Record::GuestMetric { vm, .. }
         | Record::DiskIo { vm, .. }

@@ -354,6 +354,7 @@ impl Received {
             | Record::Events { .. }
             | Record::MemoryMap { .. }
             | Record::MemoryInfo { .. }
+            | Record::Balloon { .. }
             | Record::WorkingSet { .. }
             | Record::GuestMetric { .. }
             | Record::DiskIo { .. }
