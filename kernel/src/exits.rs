@@ -117,6 +117,22 @@ pub fn handle(vm: &mut Vm, raw: &RawExit) -> Result<Next, VmFail> {
                     },
                 ),
             },
+            // A write to a merged page: it gets its own copy, and the write is retried.
+            None if vm.memory.is_shared(gpa.as_u64() / PAGE_SIZE) => {
+                match crate::merge::copy_on_write(&mut vm.memory, gpa.as_u64() / PAGE_SIZE) {
+                    Ok(()) => {
+                        vm.sync_ept()?;
+                        Next::Resume
+                    }
+                    Err(_) => stop(
+                        vm,
+                        StopReason::OutOfMemory {
+                            gpa: gpa.as_u64(),
+                            rip,
+                        },
+                    ),
+                }
+            }
             None if vm.balloon.contains(gpa.as_u64() / PAGE_SIZE) => stop(
                 vm,
                 StopReason::BalloonedPageTouched {

@@ -22,6 +22,7 @@ pub mod exitstats;
 pub mod frames;
 pub mod input;
 pub mod loader;
+pub mod merging;
 pub mod mmio;
 pub mod paging;
 pub mod spaces;

@@ -144,6 +144,12 @@ pub struct OutOfMemory {
 #[derive(Debug)]
 pub struct GuestMemory {
     frames: Vec<Option<HostPhysAddr>>,
+    /// One bit per page: its frame is shared with identical pages (same-page merging) and
+    /// mapped read-only.
+    shared: Vec<u64>,
+    /// Pages whose frame or sharing changed since the EPT last saw them (the VM rewrites
+    /// their mappings before it runs again: [`crate::vm::Vm::sync_ept`]).
+    pub pending: Vec<u64>,
 }
 
 /// Guest pages the hypervisor backs over all VMs, against the run's budget.
@@ -184,15 +190,64 @@ impl GuestMemory {
         BUDGET.lock().backed += pages;
         Ok(Self {
             frames: frames.into_iter().map(Some).collect(),
+            shared: alloc::vec![0; pages.div_ceil(64) as usize],
+            pending: Vec::new(),
         })
+    }
+
+    /// The frame backing `page` and whether it is shared.
+    pub fn frame(&self, page: u64) -> Option<(HostPhysAddr, bool)> {
+        let frame = (*self.frames.get(page as usize)?)?;
+        Some((frame, self.is_shared(page)))
+    }
+
+    /// Pages of RAM (backed or not).
+    pub fn size_pages(&self) -> u64 {
+        self.frames.len() as u64
+    }
+
+    /// True when `page` shares its frame (read-only) with identical pages.
+    pub fn is_shared(&self, page: u64) -> bool {
+        self.shared
+            .get((page / 64) as usize)
+            .is_some_and(|word| word & (1 << (page % 64)) != 0)
+    }
+
+    /// Pages sharing a frame now.
+    pub fn shared_pages(&self) -> u64 {
+        self.shared
+            .iter()
+            .map(|word| u64::from(word.count_ones()))
+            .sum()
+    }
+
+    /// Points `page` at `frame`, shared or private; the EPT follows at the next sync.
+    pub fn set_frame(&mut self, page: u64, frame: HostPhysAddr, shared: bool) {
+        let Some(slot) = self.frames.get_mut(page as usize) else {
+            return;
+        };
+        *slot = Some(frame);
+        let word = &mut self.shared[(page / 64) as usize];
+        if shared {
+            *word |= 1 << (page % 64);
+        } else {
+            *word &= !(1 << (page % 64));
+        }
+        self.pending.push(page);
     }
 
     /// Takes guest page `page`'s frame away (the page is being ballooned) and returns it to
     /// the host; None if it had none.
     pub fn unback(&mut self, page: u64) -> Option<HostPhysAddr> {
+        let shared = self.is_shared(page);
         let frame = self.frames.get_mut(page as usize)?.take()?;
-        free_frame(frame);
-        BUDGET.lock().backed -= 1;
+        if shared {
+            self.shared[(page / 64) as usize] &= !(1 << (page % 64));
+            crate::merge::unmap_shared(frame);
+        } else {
+            free_frame(frame);
+            BUDGET.lock().backed -= 1;
+        }
         Some(frame)
     }
 
@@ -231,10 +286,10 @@ impl GuestMemory {
     }
 
     /// Frees the frames.
-    pub fn release(self) {
-        let frames: Vec<HostPhysAddr> = self.frames.into_iter().flatten().collect();
-        BUDGET.lock().backed -= frames.len() as u64;
-        frames.into_iter().for_each(free_frame);
+    pub fn release(mut self) {
+        for page in 0..self.frames.len() as u64 {
+            self.unback(page);
+        }
     }
 }
 
@@ -245,6 +300,9 @@ impl GuestRam for GuestMemory {
 
     fn write(&mut self, gpa: u64, bytes: &[u8]) {
         for (page, offset, done, len) in page_chunks(gpa, bytes.len() as u64) {
+            if !self.make_private(page as u64) {
+                continue;
+            }
             if let Some(frame) = self.frames[page] {
                 frame_bytes(frame)[offset..offset + len].copy_from_slice(&bytes[done..done + len]);
             }
@@ -253,11 +311,29 @@ impl GuestRam for GuestMemory {
 
     fn fill(&mut self, gpa: u64, len: u64, value: u8) {
         for (page, offset, _, len) in page_chunks(gpa, len) {
+            if !self.make_private(page as u64) {
+                continue;
+            }
             if let Some(frame) = self.frames[page] {
                 frame_bytes(frame)[offset..offset + len].fill(value);
             }
         }
     }
+}
+
+impl GuestMemory {
+    /// Gives a shared page its own copy before the hypervisor writes into it (an emulated
+    /// string input, say); false when there is no frame for the copy (the write is dropped
+    /// rather than seen by the other pages sharing the frame).
+    fn make_private(&mut self, page: u64) -> bool {
+        !self.is_shared(page) || crate::merge::copy_on_write(self, page).is_ok()
+    }
+}
+
+/// Takes `count` pages for a copy or releases them, in the budget (same-page merging).
+pub fn budget_backed(change: i64) {
+    let mut budget = BUDGET.lock();
+    budget.backed = budget.backed.saturating_add_signed(change);
 }
 
 /// Splits [gpa, gpa + len) at page boundaries: (page index, offset in page, bytes done

@@ -238,6 +238,14 @@ impl Vm {
                 *cell = PageState::Ballooned as u8;
             }
         }
+        for page in (0..pages).filter(|&page| self.memory.is_shared(page)) {
+            let cell = sample
+                .cells
+                .get_mut((page / sample.pages_per_cell) as usize);
+            if let Some(cell) = cell.filter(|cell| **cell != PageState::Ballooned as u8) {
+                *cell = PageState::Merged as u8;
+            }
+        }
         // SAFETY: the pointer is this VM's own EPT, as loaded into its VMCS.
         unsafe { vmx::invept_single_context(self.eptp)? };
         export::emit_or_drop(Record::WorkingSet {
@@ -254,6 +262,31 @@ impl Vm {
             cells: sample.cells,
         });
         Ok(())
+    }
+
+    /// Rewrites the EPT entries of the pages whose frame or sharing changed (same-page
+    /// merging, copy on write), then INVEPT: shared pages read-only, private ones writable.
+    pub fn sync_ept(&mut self) -> Result<(), VmFail> {
+        if self.memory.pending.is_empty() {
+            return Ok(());
+        }
+        let mut pending = core::mem::take(&mut self.memory.pending);
+        for &page in &pending {
+            if let Some((frame, shared)) = self.memory.frame(page) {
+                let permissions = if shared {
+                    Permissions::READ | Permissions::EXECUTE
+                } else {
+                    Permissions::READ_WRITE_EXECUTE
+                };
+                let gpa = GuestPhysAddr(page * PAGE_SIZE);
+                self.ept.remap_4k(gpa, frame, permissions, &mut HostFrames);
+            }
+        }
+        // Keep the vector's room for the next changes.
+        pending.clear();
+        self.memory.pending = pending;
+        // SAFETY: the pointer is this VM's own EPT, as loaded into its VMCS.
+        unsafe { vmx::invept_single_context(self.eptp) }
     }
 
     /// BALLOON_INFLATE: the guest gives back the pages listed at `gpa` (`count` of them).

@@ -40,6 +40,8 @@ pub struct RunConfig {
     pub memory_sample_us: u32,
     /// The Carousel commit the host tool was built from, echoed in the Hello record.
     pub commit: String,
+    /// Same-page merging: pages scanned per metrics interval (0: off).
+    pub merge_scan_pages: u32,
     /// Most guest pages the hypervisor backs at once over all VMs (None: what the machine
     /// has). Balloon deflates beyond it fail with NoMemory until another VM gives pages back.
     pub guest_page_budget: Option<u64>,
@@ -85,6 +87,7 @@ impl RunConfig {
             memory_sample_us: DEFAULT_MEMORY_SAMPLE_US,
             commit: String::from("unknown"),
             guest_page_budget: None,
+            merge_scan_pages: 0,
             vms,
         }
     }

@@ -73,6 +73,19 @@ pub enum Record {
         ballooned: u64,
         target: u64,
     },
+    /// Same-page merging over one metrics interval: pages scanned and the root cycles the scan
+    /// took (a root-mode category of its own), and the state at its end: merges and copies on
+    /// write so far, shared frames, frames saved, and each VM's pages sharing a frame.
+    Merging {
+        tsc: u64,
+        scanned: u64,
+        cycles: u64,
+        merges: u64,
+        cow_breaks: u64,
+        shared_frames: u64,
+        frames_saved: u64,
+        merged_pages: Vec<u64>,
+    },
     /// A sample of one VM's guest-physical memory: `cells` holds one [`PageState`] byte per
     /// `pages_per_cell` 4 KiB pages, from guest-physical 0 up.
     MemoryMap {
@@ -357,6 +370,8 @@ pub enum StopReason {
     Exited { status: u32 },
     /// The guest triple-faulted (shutdown).
     TripleFault { rip: u64 },
+    /// The guest wrote to a merged page and there was no frame for its own copy.
+    OutOfMemory { gpa: u64, rip: u64 },
     /// The guest touched a page it had given back through the balloon.
     BalloonedPageTouched { gpa: u64, rip: u64 },
     /// The guest touched guest-physical memory it does not have.
@@ -400,6 +415,11 @@ impl core::fmt::Display for StopReason {
             Self::Exited { status: EXIT_FAILURE } => write!(f, "exited with failure (0x11)"),
             Self::Exited { status } => write!(f, "exited with status {status:#x}"),
             Self::TripleFault { rip } => write!(f, "triple fault at rip {rip:#x}"),
+            Self::OutOfMemory { gpa, rip } => write!(
+                f,
+                "wrote to merged page {gpa:#x} at rip {rip:#x} and the host had no frame for \
+                 its copy"
+            ),
             Self::BalloonedPageTouched { gpa, rip } => write!(
                 f,
                 "touched guest-physical {gpa:#x}, a page it gave back through the balloon, at rip \

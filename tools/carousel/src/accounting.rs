@@ -103,6 +103,21 @@ pub struct MemoryAccount {
     pub target: u64,
     pub inflated: u64,
     pub deflated: u64,
+    /// Pages sharing a frame with identical pages (same-page merging), at the last report.
+    pub merged: u64,
+}
+
+/// Same-page merging over the run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MergeTotals {
+    /// Pages scanned and the root cycles the scans took.
+    pub scanned: u64,
+    pub cycles: u64,
+    /// At the last report: merges and copies on write so far, shared frames, frames saved.
+    pub merges: u64,
+    pub cow_breaks: u64,
+    pub shared_frames: u64,
+    pub frames_saved: u64,
 }
 
 /// One VM's events, counted: slices begun, how they ended, wakes, exits, console bytes.
@@ -246,6 +261,8 @@ pub struct Accounting {
     pub has_events: bool,
     /// The trace level the Hello record announced.
     pub level: Option<TraceLevel>,
+    /// Same-page merging, if it ran.
+    pub merging: Option<MergeTotals>,
 }
 
 impl Accounting {
@@ -260,6 +277,7 @@ impl Accounting {
             partial: false,
             has_events: false,
             level: None,
+            merging: None,
         };
         let mut named = 0;
         for record in records {
@@ -343,6 +361,28 @@ impl Accounting {
                     memory.ram_pages = *ram_pages;
                     memory.accessed_dirty = *accessed_dirty;
                     memory.ballooned = *initial_balloon;
+                }
+                Record::Merging {
+                    scanned,
+                    cycles,
+                    merges,
+                    cow_breaks,
+                    shared_frames,
+                    frames_saved,
+                    merged_pages,
+                    ..
+                } => {
+                    let totals = accounting.merging.get_or_insert_default();
+                    totals.scanned += scanned;
+                    totals.cycles += cycles;
+                    totals.merges = *merges;
+                    totals.cow_breaks = *cow_breaks;
+                    totals.shared_frames = *shared_frames;
+                    totals.frames_saved = *frames_saved;
+                    for (id, &pages) in merged_pages.iter().enumerate() {
+                        let vm = accounting.vm_mut(id as u16, weights);
+                        vm.memory.get_or_insert_default().merged = pages;
+                    }
                 }
                 Record::Balloon {
                     vm,
@@ -609,7 +649,7 @@ impl Accounting {
             .iter()
             .any(|(_, memory)| memory.ballooned > 0 || memory.inflated > 0 || memory.deflated > 0);
         let sampled = described.iter().any(|(_, memory)| memory.samples > 0);
-        if !ballooning && !sampled {
+        if !ballooning && !sampled && self.merging.is_none() {
             return String::new();
         }
         let mut table = Table::new(&[
@@ -618,6 +658,7 @@ impl Accounting {
             ("BALLOONED", Align::Right),
             ("GAVE", Align::Right),
             ("TOOK", Align::Right),
+            ("MERGED", Align::Right),
             ("TOUCHED", Align::Right),
             ("WSS", Align::Right),
             ("WSS max", Align::Right),
@@ -638,6 +679,7 @@ impl Accounting {
                 group(memory.ballooned),
                 group(memory.inflated),
                 group(memory.deflated),
+                group(memory.merged),
                 sampled(memory.ever),
                 sampled(memory.last_accessed),
                 sampled(memory.max_accessed),
@@ -650,6 +692,24 @@ impl Accounting {
              accessed/dirty samples, WSS = pages touched in the last period)\n{}",
             table.render()
         );
+        if let Some(merging) = &self.merging {
+            let share = self
+                .share_of_elapsed(merging.cycles)
+                .map_or(String::new(), |share| {
+                    format!(" ({:.2}% of elapsed)", share * 100.0)
+                });
+            out.push_str(&format!(
+                "merging: {} pages scanned in {} root cycles{share}; {} merges, {} copies on \
+                 write; {} shared frames stand for {} more pages: {:.1} MiB saved\n",
+                group(merging.scanned),
+                group(merging.cycles),
+                group(merging.merges),
+                group(merging.cow_breaks),
+                group(merging.shared_frames),
+                group(merging.frames_saved),
+                merging.frames_saved as f64 / 256.0
+            ));
+        }
         if described.iter().any(|(_, memory)| !memory.accessed_dirty) {
             out.push_str(
                 "memory: this CPU has no EPT accessed/dirty flags, so there are no working-set \

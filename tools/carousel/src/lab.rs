@@ -56,6 +56,8 @@ pub const STEP_TIMEOUT_S_RANGE: RangeInclusive<i64> = 1..=86_400;
 pub const INTERVAL_US_RANGE: RangeInclusive<i64> = 100..=10_000_000;
 /// Allowed `run.memory_sample_ms` (0: no working-set samples).
 pub const MEMORY_SAMPLE_MS_RANGE: RangeInclusive<i64> = 0..=60_000;
+/// Allowed `run.merge_scan_pages` (0: no same-page merging).
+pub const MERGE_SCAN_PAGES_RANGE: RangeInclusive<i64> = 0..=1_000_000;
 /// `run.trace` values and the trace level each stands for.
 pub const TRACE_LEVELS: [(&str, TraceLevel); 4] = [
     ("off", TraceLevel::Off),
@@ -76,7 +78,14 @@ pub const HYPERVISOR_MIB: u64 = 64;
 pub const MAX_TOTAL_MIB: u64 = 2900;
 
 /// Carousel's built-in guests (binaries of the `carousel-guests` package), by name.
-pub const BUILTIN_GUESTS: &[&str] = &["hello", "spin", "sleepy", "devcheck", "balloon"];
+pub const BUILTIN_GUESTS: &[&str] = &[
+    "hello",
+    "spin",
+    "sleepy",
+    "devcheck",
+    "balloon",
+    "samepages",
+];
 
 /// Bochs CPU models with the VMX features Carousel needs (BOCHS.md, "What this Bochs build
 /// offers").
@@ -127,6 +136,9 @@ pub struct Lab {
     /// `run.guest_memory_budget_mib`: most guest RAM backed at once over all VMs; balloon
     /// deflates beyond it wait until another VM gives pages back (None: no budget).
     pub guest_memory_budget_mib: Option<u32>,
+    /// `run.merge_scan_pages`: same-page merging scans this many pages per metrics interval
+    /// (0: off).
+    pub merge_scan_pages: u32,
     /// The VMs, in file order (a VM's id is its index).
     pub vms: Vec<Vm>,
 }
@@ -326,6 +338,7 @@ struct RawRun {
     trace: Option<Spanned<String>>,
     memory_sample_ms: Option<Spanned<i64>>,
     guest_memory_budget_mib: Option<Spanned<i64>>,
+    merge_scan_pages: Option<Spanned<i64>>,
 }
 
 /// One `[[vm]]` table as written.
@@ -644,6 +657,12 @@ impl Lab {
                 )
             }
         };
+        let merge_scan_pages = checker.int(
+            "run.merge_scan_pages",
+            run.merge_scan_pages.as_ref(),
+            MERGE_SCAN_PAGES_RANGE,
+            0,
+        )? as u32;
         let trace = match run.trace {
             None => TraceLevel::Switches,
             Some(value) => match TRACE_LEVELS
@@ -845,6 +864,7 @@ impl Lab {
             trace,
             memory_sample_ms,
             guest_memory_budget_mib,
+            merge_scan_pages,
             vms,
         })
     }
@@ -907,6 +927,7 @@ impl Lab {
         config.interval_us = self.interval_us;
         config.trace = self.trace;
         config.memory_sample_us = self.memory_sample_ms.saturating_mul(1000);
+        config.merge_scan_pages = self.merge_scan_pages;
         config.guest_page_budget = self.guest_memory_budget_mib.map(|mib| u64::from(mib) << 8);
         config.commit = crate::build::commit();
         config

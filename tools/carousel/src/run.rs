@@ -355,6 +355,7 @@ impl Received {
             | Record::MemoryMap { .. }
             | Record::MemoryInfo { .. }
             | Record::Balloon { .. }
+            | Record::Merging { .. }
             | Record::WorkingSet { .. }
             | Record::GuestMetric { .. }
             | Record::DiskIo { .. }

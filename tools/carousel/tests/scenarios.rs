@@ -1054,3 +1054,37 @@ fn touching_a_ballooned_page_stops_only_that_vm() {
         "{output}"
     );
 }
+
+/// `ci/labs/merge.toml`: the 0x01 pages of three VMs come to share frames, every page still
+/// reads what its guest wrote, and the guests' writes into merged pages stay private (copy on
+/// write), as the guests check themselves.
+#[test]
+#[ignore = "boots an emulator; run by ci/test"]
+fn merging_shares_identical_pages_and_copies_on_write() {
+    let measured = Measured::run("merge.toml");
+    measured.assert_all_passed();
+    measured.assert_conservation();
+    let merging = measured.accounting.merging.expect("Merging records");
+    // Each VM's 1,024 pages of 0x01 need at most one frame for all three VMs.
+    assert!(
+        merging.frames_saved >= 2 * 1024,
+        "{merging:?}\n{}",
+        measured.describe
+    );
+    // Every 16th of them was written after the wait: 64 copies per VM at least.
+    assert!(merging.cow_breaks >= 3 * 64, "{merging:?}");
+    assert!(merging.cycles > 0 && merging.scanned > 0, "{merging:?}");
+    for vm in &measured.accounting.vms {
+        let memory = vm.memory.expect("memory facts");
+        assert!(memory.merged >= 1024 - 64, "{}: {memory:?}", vm.name);
+        for check in ["merged-pages-read-back", "cow-writes-private"] {
+            assert!(
+                measured.records.iter().any(|record| matches!(record,
+                    Record::Check { vm: id, name, passed: true, .. } if *id == vm.id && name == check)),
+                "vm {}: check {check} did not pass\n{}",
+                vm.name,
+                measured.describe
+            );
+        }
+    }
+}
