@@ -111,6 +111,54 @@ impl Balloon {
     }
 }
 
+/// The balloon rule of a run: when the pages the host could still back fall below
+/// `free_below_pct` percent of its pool, ask the VM with the most idle memory for `step_pages`
+/// more.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rule {
+    pub free_below_pct: u32,
+    pub step_pages: u64,
+}
+
+/// A VM the rule may ask: one whose guest has a balloon driver (it has made a balloon call).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Candidate {
+    pub vm: u16,
+    /// Backed pages outside its working set (from the last working-set sample).
+    pub idle_pages: u64,
+    pub target: u64,
+    /// The largest balloon the host asks of it.
+    pub max_target: u64,
+}
+
+impl Rule {
+    /// The VM to ask and its new target, when `available` of `pool` pages is too little and
+    /// some VM with idle memory can give more.
+    pub fn decide(
+        &self,
+        available: u64,
+        pool: u64,
+        candidates: &[Candidate],
+    ) -> Option<(u16, u64)> {
+        if pool == 0
+            || available.saturating_mul(100) >= pool.saturating_mul(u64::from(self.free_below_pct))
+        {
+            return None;
+        }
+        candidates
+            .iter()
+            .filter(|candidate| candidate.target < candidate.max_target && candidate.idle_pages > 0)
+            .max_by_key(|candidate| (candidate.idle_pages, core::cmp::Reverse(candidate.vm)))
+            .map(|candidate| {
+                let step = self.step_pages.min(candidate.idle_pages);
+                (
+                    candidate.vm,
+                    (candidate.target + step).min(candidate.max_target),
+                )
+            })
+    }
+}
+
 /// The host's side: how many guest pages it backs over all VMs, against an optional budget.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Budget {
@@ -172,6 +220,37 @@ mod tests {
     #[test]
     fn targets_are_clamped_to_the_ram() {
         assert_eq!(Balloon::new(10, 50).target, 10);
+    }
+
+    #[test]
+    fn the_rule_asks_the_vm_with_the_most_idle_memory_when_the_pool_runs_low() {
+        let rule = Rule {
+            free_below_pct: 10,
+            step_pages: 100,
+        };
+        let candidate = |vm, idle_pages, target| Candidate {
+            vm,
+            idle_pages,
+            target,
+            max_target: 1000,
+        };
+        let vms = [
+            candidate(0, 50, 0),
+            candidate(1, 500, 0),
+            candidate(2, 400, 990),
+        ];
+        // 10% of 1,000 is 100: 100 free is enough, 99 is not.
+        assert_eq!(rule.decide(100, 1000, &vms), None);
+        assert_eq!(rule.decide(99, 1000, &vms), Some((1, 100)));
+        // The step never exceeds the idle memory, nor the target its maximum.
+        assert_eq!(rule.decide(0, 1000, &[candidate(0, 30, 0)]), Some((0, 30)));
+        assert_eq!(rule.decide(0, 1000, &[vms[2]]), Some((2, 1000)));
+        // Nobody to ask: a VM at its maximum, or without idle memory.
+        assert_eq!(
+            rule.decide(0, 1000, &[candidate(0, 0, 0), candidate(1, 9, 1000)]),
+            None
+        );
+        assert_eq!(rule.decide(0, 0, &vms), None);
     }
 
     #[test]

@@ -373,7 +373,10 @@ fn vmcall(vm: &mut Vm) -> Option<StopReason> {
         hypercall::TSC_KHZ => {
             u32::try_from(vm.tsc_hz / 1000).map_err(|_| HypercallError::InvalidArgument)
         }
-        hypercall::BALLOON_TARGET => Ok(vm.balloon.target as u32),
+        hypercall::BALLOON_TARGET => {
+            vm.balloon_driver = true;
+            Ok(vm.balloon.target as u32)
+        }
         hypercall::BALLOON_INFLATE | hypercall::BALLOON_DEFLATE => {
             let done = if number == hypercall::BALLOON_INFLATE {
                 vm.balloon_inflate(u64::from(b), c)

@@ -219,6 +219,11 @@ impl GuestMemory {
             .map_or(0, |slot| core::mem::replace(slot, hash))
     }
 
+    /// Pages backed by a frame (shared ones included).
+    pub fn backed_pages(&self) -> u64 {
+        self.frames.iter().filter(|frame| frame.is_some()).count() as u64
+    }
+
     /// Pages of RAM (backed or not).
     pub fn size_pages(&self) -> u64 {
         self.frames.len() as u64

@@ -20,6 +20,7 @@ use carousel_vmx::fail::VmFail;
 use carousel_vmx::fields::{GUEST_RIP, VMX_PREEMPTION_TIMER_VALUE};
 use carousel_vmx::instructions as vmx;
 
+use carousel_kernel::balloon::{Candidate, Rule};
 use carousel_kernel::input::{InputRouter, Routed};
 
 use crate::exits::{self, Next};
@@ -102,6 +103,14 @@ pub fn run(vmx: &Vmx, config: &RunConfig, modules: &[(String, &[u8])], tsc_hz: u
         interval: (tsc_hz.saturating_mul(u64::from(config.interval_us)) / 1_000_000).max(1),
         interval_start: now,
         next_interval: now,
+        balloon_rule: config.balloon_when_free_below_pct.map(|pct| Rule {
+            free_below_pct: pct,
+            step_pages: config.balloon_step_pages,
+        }),
+        pool_pages: config.guest_page_budget.unwrap_or(
+            crate::memory::guest_pages_backed()
+                + crate::memory::free_bytes() / carousel_kernel::PAGE_SIZE,
+        ),
         merge_scan_pages: u64::from(config.merge_scan_pages),
         merge_cursor: merge::Cursor::default(),
         memory_sample: (tsc_hz.saturating_mul(u64::from(config.memory_sample_us)) / 1_000_000),
@@ -170,6 +179,9 @@ struct Machine {
     interval: Cycles,
     interval_start: Cycles,
     next_interval: Cycles,
+    /// The balloon rule, and the pages of the host's pool it measures against.
+    balloon_rule: Option<Rule>,
+    pool_pages: u64,
     /// Same-page merging: pages scanned per interval (0: off), and where the scan goes on.
     merge_scan_pages: u64,
     merge_cursor: merge::Cursor,
@@ -360,6 +372,64 @@ impl Machine {
         }
     }
 
+    /// The balloon rule, after a working-set sample: when the host's pool runs low, the VM
+    /// with a balloon driver and the most memory outside its working set is asked for more.
+    fn apply_balloon_rule(&mut self, now: Cycles) {
+        let Some(rule) = self.balloon_rule else {
+            return;
+        };
+        // One request at a time: while a VM's balloon is short of its target, the pool is
+        // about to grow.
+        let pending = self.vms.iter().flatten().any(|vm| {
+            vm.balloon_driver
+                && !matches!(vm.state, RunState::Stopped(_))
+                && vm.balloon.count() < vm.balloon.target
+        });
+        if pending {
+            return;
+        }
+        // VMs waiting to grow (balloon above target) are not asked to shrink.
+        let candidates: Vec<Candidate> = self
+            .vms
+            .iter()
+            .flatten()
+            .filter(|vm| vm.balloon_driver && !matches!(vm.state, RunState::Stopped(_)))
+            .filter(|vm| vm.balloon.count() <= vm.balloon.target)
+            .map(|vm| {
+                let ram = vm.memory.size_pages();
+                Candidate {
+                    vm: vm.id,
+                    idle_pages: vm.memory.backed_pages().saturating_sub(vm.last_wss),
+                    target: vm.balloon.target,
+                    max_target: ram - ram / 4,
+                }
+            })
+            .collect();
+        let available = crate::memory::guest_pages_available();
+        let Some((id, target)) = rule.decide(available, self.pool_pages, &candidates) else {
+            return;
+        };
+        let idle = candidates
+            .iter()
+            .find(|candidate| candidate.vm == id)
+            .map_or(0, |candidate| candidate.idle_pages);
+        if let Some(vm) = self.vms.get_mut(usize::from(id)).and_then(Option::as_mut) {
+            vm.balloon.target = target;
+            log::info!(
+                "balloon rule: vm {} asked for a balloon of {target} pages",
+                vm.name
+            );
+        }
+        export::emit(Record::BalloonTarget {
+            tsc: now,
+            vm: id,
+            target,
+            idle,
+            available,
+            pool: self.pool_pages,
+        });
+    }
+
     /// Same-page merging's share of an interval: scans its pages, brings the changed EPT
     /// entries in, and sends the figures with the cycles it took.
     fn merge_pages(&mut self, now: Cycles) {
@@ -408,6 +478,7 @@ impl Machine {
                 self.finish(id as VmId, reason, now);
             }
         }
+        self.apply_balloon_rule(now);
     }
 
     /// Sends console input waiting on the host line to the focused VM.

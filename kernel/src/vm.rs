@@ -69,7 +69,17 @@ pub struct Vm {
     working_set: WorkingSet,
     /// The pages the guest gave back.
     pub balloon: Balloon,
+    /// The guest has made a balloon call (it has a driver the balloon rule may ask).
+    pub balloon_driver: bool,
+    /// Pages accessed in the last working-set sample's period.
+    pub last_wss: u64,
+    /// Working-set samples taken (the memory map goes out with every [`MAP_EVERY`]th).
+    samples: u64,
 }
+
+/// A memory map (up to 1 KiB) goes out with every this many working-set samples; the counts go
+/// out with each. COM2 is narrow.
+const MAP_EVERY: u64 = 8;
 
 /// The EPT builder takes frames from the hypervisor's allocator.
 struct HostFrames;
@@ -182,6 +192,9 @@ impl Vm {
             ept,
             working_set: WorkingSet::new(config.memory_bytes / PAGE_SIZE),
             balloon: Balloon::new(config.memory_bytes / PAGE_SIZE, config.balloon_target_pages),
+            balloon_driver: false,
+            last_wss: 0,
+            samples: 0,
         };
         export::emit(Record::MemoryInfo {
             vm: id,
@@ -248,6 +261,7 @@ impl Vm {
         }
         // SAFETY: the pointer is this VM's own EPT, as loaded into its VMCS.
         unsafe { vmx::invept_single_context(self.eptp)? };
+        self.last_wss = sample.accessed;
         export::emit_or_drop(Record::WorkingSet {
             tsc: now,
             vm: self.id,
@@ -255,6 +269,10 @@ impl Vm {
             dirty: sample.dirty,
             ever: sample.ever,
         });
+        self.samples += 1;
+        if self.samples % MAP_EVERY != 1 {
+            return Ok(());
+        }
         export::emit_or_drop(Record::MemoryMap {
             tsc: now,
             vm: self.id,
@@ -358,7 +376,8 @@ impl Vm {
     }
 
     fn balloon_record(&self, inflate: bool, pages: u32) {
-        export::emit_or_drop(Record::Balloon {
+        // Rare, and the memory table adds them up: waits for room rather than dropping.
+        export::emit(Record::Balloon {
             tsc: arch::rdtsc(),
             vm: self.id,
             inflate,

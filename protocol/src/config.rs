@@ -40,6 +40,11 @@ pub struct RunConfig {
     pub memory_sample_us: u32,
     /// The Carousel commit the host tool was built from, echoed in the Hello record.
     pub commit: String,
+    /// The balloon rule: when the pages the host could still back fall below this percentage
+    /// of its pool, raise the balloon target of the VM with the most idle memory by
+    /// `balloon_step_pages` (checked at each working-set sample). None: no rule.
+    pub balloon_when_free_below_pct: Option<u32>,
+    pub balloon_step_pages: u64,
     /// Same-page merging: pages scanned per metrics interval (0: off).
     pub merge_scan_pages: u32,
     /// Most guest pages the hypervisor backs at once over all VMs (None: what the machine
@@ -88,6 +93,8 @@ impl RunConfig {
             commit: String::from("unknown"),
             guest_page_budget: None,
             merge_scan_pages: 0,
+            balloon_when_free_below_pct: None,
+            balloon_step_pages: 0,
             vms,
         }
     }

@@ -63,6 +63,16 @@ pub enum Record {
         dirty: u64,
         ever: u64,
     },
+    /// The balloon rule raised a VM's target: the host's pool was low (`available` of `pool`
+    /// pages) and this VM had the most idle memory (`idle` pages outside its working set).
+    BalloonTarget {
+        tsc: u64,
+        vm: u16,
+        target: u64,
+        idle: u64,
+        available: u64,
+        pool: u64,
+    },
     /// A VM's balloon changed: it gave back (inflate) or took back (deflate) `pages` pages;
     /// `ballooned` is its balloon afterwards and `target` what the host asked for.
     Balloon {

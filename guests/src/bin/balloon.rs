@@ -10,6 +10,8 @@
 //! Arguments (`key=value`, all optional):
 //! - `wait_ms`: how long to keep trying to reach the target, ms of TSC time (default 2000).
 //! - `floor_mib`: lowest RAM the balloon may take (default 4).
+//! - `poll=1`: keep polling until `wait_ms` is up, following the target as the host changes
+//!   it (the balloon rule), instead of stopping once it is reached.
 //! - `round_trip=1`: after reaching the target, give one page back and take it back 16 times
 //!   and report the fastest round trip (METRIC `balloon_round_trip_cycles`).
 //! - `touch=1`: after reaching the target, read a page given back; the hypervisor must stop
@@ -70,6 +72,7 @@ fn main(boot: &BootInfo) -> ! {
     let floor = boot.number("floor_mib", 4) << 20 >> 12;
     let touch = boot.number("touch", 0) == 1;
     let round_trip = boot.number("round_trip", 0) == 1;
+    let poll = boot.number("poll", 0) == 1;
     let ram = u64::from(hypercall::balloon_stats(1).unwrap_or_else(|_| fail("no BALLOON_STATS")));
     if ram as usize > MAX_PAGES || floor >= ram {
         fail("RAM is outside what this driver handles");
@@ -91,8 +94,13 @@ fn main(boot: &BootInfo) -> ! {
     let mut target;
     loop {
         target = u64::from(hypercall::balloon_target().unwrap_or_else(|_| fail("no target")));
-        if target == count || arch::rdtsc() >= deadline {
+        if arch::rdtsc() >= deadline || (target == count && !poll) {
             break;
+        }
+        if target == count {
+            // Polling: look again in 5 ms.
+            sleep(tsc_hz / 200);
+            continue;
         }
         // SAFETY: one CPU; LIST is used by one call at a time.
         let list = unsafe { &mut *core::ptr::addr_of_mut!(LIST) };

@@ -8,6 +8,8 @@
 //! - `fill_mib`: MiB of 0x01 pages (default 4), from `floor_mib` up.
 //! - `unique_mib`: MiB of unique pages after them (default 1).
 //! - `floor_mib`: where the stretches start (default 4; the image and its tables live low).
+//! - `seed`: mixed into the unique pages, so that VMs given different seeds share none of
+//!   them (default 0: the same in every VM).
 //! - `wait_ms`: how long to spin while merging catches up, ms of TSC time (default 500).
 #![no_std]
 #![no_main]
@@ -31,22 +33,23 @@ fn page_bytes(page: u64) -> &'static mut [u8] {
     unsafe { core::slice::from_raw_parts_mut((page * PAGE) as *mut u8, PAGE as usize) }
 }
 
-/// The unique contents of page `page`: its number in every 8-byte word, xored with the offset.
-fn unique_word(page: u64, word: u64) -> u64 {
-    (page << 32) ^ word ^ 0x5A5A_0000_0000_5A5A
+/// The unique contents of page `page`: its number in every 8-byte word, xored with the offset
+/// and the seed.
+fn unique_word(seed: u64, page: u64, word: u64) -> u64 {
+    (page << 32) ^ word ^ seed.rotate_left(17) ^ 0x5A5A_0000_0000_5A5A
 }
 
-fn stamp(page: u64) {
+fn stamp(seed: u64, page: u64) {
     for (index, word) in page_bytes(page).chunks_exact_mut(8).enumerate() {
-        word.copy_from_slice(&unique_word(page, index as u64).to_le_bytes());
+        word.copy_from_slice(&unique_word(seed, page, index as u64).to_le_bytes());
     }
 }
 
-fn stamped(page: u64) -> bool {
+fn stamped(seed: u64, page: u64) -> bool {
     page_bytes(page)
         .chunks_exact(8)
         .enumerate()
-        .all(|(index, word)| word == unique_word(page, index as u64).to_le_bytes())
+        .all(|(index, word)| word == unique_word(seed, page, index as u64).to_le_bytes())
 }
 
 fn main(boot: &BootInfo) -> ! {
@@ -54,6 +57,7 @@ fn main(boot: &BootInfo) -> ! {
     let fill = (boot.number("fill_mib", 4) << 20) / PAGE;
     let unique = (boot.number("unique_mib", 1) << 20) / PAGE;
     let wait_ms = boot.number("wait_ms", 500);
+    let seed = boot.number("seed", 0);
     let repeated = floor..floor + fill;
     let stamped_pages = floor + fill..floor + fill + unique;
     println!("samepages: {fill} pages of 0x01, {unique} unique pages, then {wait_ms} ms");
@@ -61,7 +65,7 @@ fn main(boot: &BootInfo) -> ! {
         page_bytes(page).fill(FILL);
     }
     for page in stamped_pages.clone() {
-        stamp(page);
+        stamp(seed, page);
     }
 
     let tsc_hz = hypercall::tsc_hz().unwrap_or(1_000_000);
@@ -73,7 +77,7 @@ fn main(boot: &BootInfo) -> ! {
     let read_back = repeated
         .clone()
         .all(|page| page_bytes(page).iter().all(|&byte| byte == FILL))
-        && stamped_pages.clone().all(stamped);
+        && stamped_pages.clone().all(|page| stamped(seed, page));
     let _ = hypercall::check("merged-pages-read-back", read_back);
 
     // Writes into every WRITE_STRIDE-th repeated page: each must land in that page only.
@@ -86,7 +90,7 @@ fn main(boot: &BootInfo) -> ! {
                 (page - floor).is_multiple_of(WRITE_STRIDE) && offset == (page % 512) as usize * 8;
             byte == if written { 0xEE } else { FILL }
         })
-    }) && stamped_pages.clone().all(stamped);
+    }) && stamped_pages.clone().all(|page| stamped(seed, page));
     let _ = hypercall::check("cow-writes-private", private);
     println!("samepages: read back {read_back}, writes private {private}");
     hypercall::exit(if read_back && private {

@@ -105,6 +105,8 @@ pub struct MemoryAccount {
     pub deflated: u64,
     /// Pages sharing a frame with identical pages (same-page merging), at the last report.
     pub merged: u64,
+    /// Times the balloon rule raised this VM's target.
+    pub rule_requests: u64,
 }
 
 /// Same-page merging over the run.
@@ -404,6 +406,14 @@ impl Accounting {
                         let vm = accounting.vm_mut(id as u16, weights);
                         vm.memory.get_or_insert_default().merged = pages;
                     }
+                }
+                Record::BalloonTarget { vm, target, .. } => {
+                    let memory = accounting
+                        .vm_mut(*vm, weights)
+                        .memory
+                        .get_or_insert_default();
+                    memory.target = *target;
+                    memory.rule_requests += 1;
                 }
                 Record::Balloon {
                     vm,

@@ -139,6 +139,9 @@ pub struct Lab {
     /// `run.merge_scan_pages`: same-page merging scans this many pages per metrics interval
     /// (0: off).
     pub merge_scan_pages: u32,
+    /// `run.balloon_when_free_below_pct` and `run.balloon_step_mib`: the balloon rule (see
+    /// `RunConfig`); None without the first.
+    pub balloon_rule: Option<(u32, u32)>,
     /// The VMs, in file order (a VM's id is its index).
     pub vms: Vec<Vm>,
 }
@@ -339,6 +342,8 @@ struct RawRun {
     memory_sample_ms: Option<Spanned<i64>>,
     guest_memory_budget_mib: Option<Spanned<i64>>,
     merge_scan_pages: Option<Spanned<i64>>,
+    balloon_when_free_below_pct: Option<Spanned<i64>>,
+    balloon_step_mib: Option<Spanned<i64>>,
 }
 
 /// One `[[vm]]` table as written.
@@ -663,6 +668,18 @@ impl Lab {
             MERGE_SCAN_PAGES_RANGE,
             0,
         )? as u32;
+        let balloon_rule = match run.balloon_when_free_below_pct.as_ref() {
+            None => None,
+            pct => Some((
+                checker.int("run.balloon_when_free_below_pct", pct, 1..=99, 0)? as u32,
+                checker.int(
+                    "run.balloon_step_mib",
+                    run.balloon_step_mib.as_ref(),
+                    MEMORY_MIB_RANGE,
+                    4,
+                )? as u32,
+            )),
+        };
         let trace = match run.trace {
             None => TraceLevel::Switches,
             Some(value) => match TRACE_LEVELS
@@ -865,6 +882,7 @@ impl Lab {
             memory_sample_ms,
             guest_memory_budget_mib,
             merge_scan_pages,
+            balloon_rule,
             vms,
         })
     }
@@ -928,6 +946,10 @@ impl Lab {
         config.trace = self.trace;
         config.memory_sample_us = self.memory_sample_ms.saturating_mul(1000);
         config.merge_scan_pages = self.merge_scan_pages;
+        if let Some((pct, step_mib)) = self.balloon_rule {
+            config.balloon_when_free_below_pct = Some(pct);
+            config.balloon_step_pages = u64::from(step_mib) << 8;
+        }
         config.guest_page_budget = self.guest_memory_budget_mib.map(|mib| u64::from(mib) << 8);
         config.commit = crate::build::commit();
         config

@@ -61,7 +61,7 @@ pub fn merge_lab(merging: bool) -> String {
         let _ = write!(
             text,
             "\n[[vm]]\nname = \"same{index}\"\nkernel = \"samepages\"\nmemory_mib = {VM_MIB}\n\
-             args = \"fill_mib={FILL_MIB} unique_mib={UNIQUE_MIB} wait_ms=800\"\n"
+             args = \"fill_mib={FILL_MIB} unique_mib={UNIQUE_MIB} seed={index} wait_ms=800\"\n"
         );
     }
     text

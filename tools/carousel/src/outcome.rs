@@ -201,6 +201,7 @@ pub fn decide(facts: &RunFacts<'_>) -> Outcome {
             | Record::MemoryMap { .. }
             | Record::MemoryInfo { .. }
             | Record::Balloon { .. }
+            | Record::BalloonTarget { .. }
             | Record::Merging { .. }
             | Record::HostMemory { .. }
             | Record::WorkingSet { .. }

@@ -140,6 +140,7 @@ fn vm_of(record: &mut Record) -> Option<&mut u16> {
         | Record::MemoryMap { vm, .. }
         | Record::MemoryInfo { vm, .. }
         | Record::Balloon { vm, .. }
+        | Record::BalloonTarget { vm, .. }
         | Record::WorkingSet { vm, .. }
         | Record::GuestMetric { vm, .. }
         | Record::DiskIo { vm, .. }

@@ -355,6 +355,7 @@ impl Received {
             | Record::MemoryMap { .. }
             | Record::MemoryInfo { .. }
             | Record::Balloon { .. }
+            | Record::BalloonTarget { .. }
             | Record::Merging { .. }
             | Record::HostMemory { .. }
             | Record::WorkingSet { .. }

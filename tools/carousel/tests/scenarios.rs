@@ -1088,3 +1088,35 @@ fn merging_shares_identical_pages_and_copies_on_write() {
         }
     }
 }
+
+/// `ci/labs/balloon-rule.toml`: no VM has a target of its own. The grower's wish to grow
+/// empties the host's pool; the rule asks the VM with the most idle memory (the donor, which
+/// touches little of its RAM) for more, never the grower, and the grower gets all it wanted.
+#[test]
+#[ignore = "boots an emulator; run by ci/test"]
+fn the_balloon_rule_asks_the_idle_vm_and_the_other_grows() {
+    let measured = Measured::run("balloon-rule.toml");
+    measured.assert_all_passed();
+    let requests: Vec<(u16, u64)> = measured
+        .records
+        .iter()
+        .filter_map(|record| match *record {
+            Record::BalloonTarget { vm, target, .. } => Some((vm, target)),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        !requests.is_empty(),
+        "the rule never fired\n{}",
+        measured.describe
+    );
+    assert!(
+        requests.iter().all(|&(vm, _)| vm == 0),
+        "the rule asked the grower: {requests:?}"
+    );
+    let donor = measured.vm("donor").memory.expect("memory facts");
+    let grower = measured.vm("grower").memory.expect("memory facts");
+    assert!(donor.inflated >= 2048, "{donor:?}");
+    assert_eq!((grower.ballooned, grower.deflated), (0, 2048), "{grower:?}");
+    assert!(donor.samples > 0 && donor.rule_requests == requests.len() as u64);
+}
