@@ -120,7 +120,7 @@ impl Decoder {
     /// back but the bytes of an unfinished frame).
     pub fn feed_each(&mut self, mut bytes: &[u8], mut each: impl FnMut(Decoded)) {
         while !bytes.is_empty() {
-            let end = bytes.iter().position(|&byte| byte == 0);
+            let end = memchr::memchr(0, bytes);
             let chunk = &bytes[..end.unwrap_or(bytes.len())];
             // Keep at most one byte past the limit: the frame is known to be corrupt by then.
             let room = (MAX_FRAME + 1).saturating_sub(self.pending.len());

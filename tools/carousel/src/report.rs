@@ -9,7 +9,7 @@ use std::fmt::Write;
 use std::path::Path;
 
 use carousel_protocol::record::{exit_reason_name, timed_events, Event, Record};
-use carousel_protocol::wire::{decode_all, decode_each, encode_vec, Decoded, Frame};
+use carousel_protocol::wire::{decode_each, encode_vec, Decoded, Frame};
 use serde_json::{json, Value};
 
 use crate::accounting::{group, Accounting, AccountingBuilder, Align, Table};
@@ -167,12 +167,10 @@ pub fn encode_trace(records: impl IntoIterator<Item = Record>) -> Vec<u8> {
 pub fn read_trace(bytes: &[u8]) -> (Vec<Record>, Vec<String>) {
     let mut records = Vec::new();
     let mut problems = Vec::new();
-    for decoded in decode_all(bytes) {
-        match decoded {
-            Decoded::Frame(frame) => records.push(frame.record),
-            damage => problems.extend(problem(&damage)),
-        }
-    }
+    decode_each(bytes, |decoded| match decoded {
+        Decoded::Frame(frame) => records.push(frame.record),
+        damage => problems.extend(problem(&damage)),
+    });
     (records, problems)
 }
 
