@@ -281,189 +281,223 @@ impl Accounting {
     /// Gathers the accounting from a run's records. `weights[id]` is VM `id`'s weight from the
     /// lab (1 for VMs it does not cover); weights only divide guest cycles for Jain's index.
     pub fn from_records(records: &[Record], weights: &[u32]) -> Self {
-        let mut accounting = Accounting {
-            tsc_hz: None,
-            vms: Vec::new(),
-            run: None,
-            warnings: Vec::new(),
-            partial: false,
-            has_events: false,
-            level: None,
-            merging: None,
-            host_pages: None,
-        };
-        let mut named = 0;
+        let mut builder = AccountingBuilder::new(weights);
         for record in records {
-            match record {
-                Record::Hello {
-                    tsc_hz, vms, level, ..
-                } => {
-                    accounting.level = Some(*level);
-                    accounting.tsc_hz = (*tsc_hz != 0).then_some(*tsc_hz);
-                    named = vms.len();
-                    for (id, name) in vms.iter().enumerate() {
-                        accounting.vm_mut(id as u16, weights).name = name.clone();
-                    }
-                }
-                Record::GuestMetric {
-                    vm, name, value, ..
-                } => accounting.vm_mut(*vm, weights).report_metric(name, *value),
-                Record::VmSummary(summary) => {
-                    let vm = accounting.vm_mut(summary.vm, weights);
-                    if vm.summary.is_some() {
-                        let name = vm.name.clone();
-                        accounting.warnings.push(format!(
-                            "a second VmSummary for VM {name} arrived; the last one counts"
-                        ));
-                    }
-                    accounting.vm_mut(summary.vm, weights).summary = Some(summary.clone());
-                }
-                Record::RunSummary(summary) => {
-                    if accounting.run.is_some() {
-                        accounting
-                            .warnings
-                            .push("a second RunSummary arrived; the last one counts".to_string());
-                    }
-                    accounting.run = Some(summary.clone());
-                }
-                Record::TimerLag {
-                    vm,
-                    ticks,
-                    coalesced,
-                    lag_total,
-                    lag_max,
-                } => {
-                    accounting.vm_mut(*vm, weights).timer = Some(TimerLag {
-                        ticks: *ticks,
-                        coalesced: *coalesced,
-                        lag_total: *lag_total,
-                        lag_max: *lag_max,
-                    });
-                }
-                Record::ExitInterval { vm, exits, .. } => {
-                    let account = accounting.vm_mut(*vm, weights);
-                    for stat in exits {
-                        account.exits.entry(stat.reason).or_default().add(stat);
-                    }
-                }
-                Record::AddressSpaces { vm, spaces } => {
-                    accounting.vm_mut(*vm, weights).spaces = spaces.clone();
-                }
-                Record::DiskIo {
-                    vm, sectors, write, ..
-                } => {
-                    let disk = &mut accounting.vm_mut(*vm, weights).disk;
-                    if *write {
-                        disk.writes += 1;
-                        disk.written_sectors += u64::from(*sectors);
-                    } else {
-                        disk.reads += 1;
-                        disk.read_sectors += u64::from(*sectors);
-                    }
-                }
-                Record::MemoryInfo {
-                    vm,
-                    ram_pages,
-                    accessed_dirty,
-                    initial_balloon,
-                } => {
-                    let memory = accounting
-                        .vm_mut(*vm, weights)
-                        .memory
-                        .get_or_insert_default();
-                    memory.ram_pages = *ram_pages;
-                    memory.accessed_dirty = *accessed_dirty;
-                    memory.ballooned = *initial_balloon;
-                }
-                Record::HostMemory {
-                    backed_pages,
-                    free_pages,
-                    ..
-                } => {
-                    let pages = accounting.host_pages.get_or_insert_default();
-                    pages.peak = pages.peak.max(*backed_pages);
-                    pages.last = *backed_pages;
-                    pages.free_last = *free_pages;
-                }
-                Record::Merging {
-                    scanned,
-                    cycles,
-                    merges,
-                    cow_breaks,
-                    shared_frames,
-                    frames_saved,
-                    merged_pages,
-                    ..
-                } => {
-                    let totals = accounting.merging.get_or_insert_default();
-                    totals.scanned += scanned;
-                    totals.cycles += cycles;
-                    totals.merges = *merges;
-                    totals.cow_breaks = *cow_breaks;
-                    totals.shared_frames = *shared_frames;
-                    totals.frames_saved = *frames_saved;
-                    for (id, &pages) in merged_pages.iter().enumerate() {
-                        let vm = accounting.vm_mut(id as u16, weights);
-                        vm.memory.get_or_insert_default().merged = pages;
-                    }
-                }
-                Record::BalloonTarget { vm, target, .. } => {
-                    let memory = accounting
-                        .vm_mut(*vm, weights)
-                        .memory
-                        .get_or_insert_default();
-                    memory.target = *target;
-                    memory.rule_requests += 1;
-                }
-                Record::Balloon {
-                    vm,
-                    inflate,
-                    pages,
-                    ballooned,
-                    target,
-                    ..
-                } => {
-                    let memory = accounting
-                        .vm_mut(*vm, weights)
-                        .memory
-                        .get_or_insert_default();
-                    memory.ballooned = *ballooned;
-                    memory.target = *target;
-                    if *inflate {
-                        memory.inflated += u64::from(*pages);
-                    } else {
-                        memory.deflated += u64::from(*pages);
-                    }
-                }
-                Record::WorkingSet {
-                    vm,
-                    accessed,
-                    dirty,
-                    ever,
-                    ..
-                } => {
-                    let memory = accounting
-                        .vm_mut(*vm, weights)
-                        .memory
-                        .get_or_insert_default();
-                    memory.samples += 1;
-                    memory.last_accessed = *accessed;
-                    memory.last_dirty = *dirty;
-                    memory.max_accessed = memory.max_accessed.max(*accessed);
-                    memory.ever = *ever;
-                }
-                Record::Events { events, .. } => {
-                    accounting.has_events = true;
-                    for event in events {
-                        if let Some(vm) = event.vm() {
-                            accounting.vm_mut(vm, weights).events.add(event);
-                        }
-                    }
-                }
-                // Verdicts, events and whatever records come next are not accounting.
-                _ => {}
-            }
+            builder.add(record);
         }
+        builder.finish()
+    }
+}
+
+/// Gathers an [`Accounting`] a record at a time, as a trace decodes, so that no one needs to
+/// hold the run's records.
+#[derive(Debug)]
+pub struct AccountingBuilder<'a> {
+    accounting: Accounting,
+    weights: &'a [u32],
+    /// VMs the Hello record named.
+    named: usize,
+}
+
+impl<'a> AccountingBuilder<'a> {
+    /// An empty accounting; `weights` as for [`Accounting::from_records`].
+    pub fn new(weights: &'a [u32]) -> Self {
+        Self {
+            accounting: Accounting {
+                tsc_hz: None,
+                vms: Vec::new(),
+                run: None,
+                warnings: Vec::new(),
+                partial: false,
+                has_events: false,
+                level: None,
+                merging: None,
+                host_pages: None,
+            },
+            weights,
+            named: 0,
+        }
+    }
+
+    /// Counts the next record of the run.
+    pub fn add(&mut self, record: &Record) {
+        let accounting = &mut self.accounting;
+        let weights = self.weights;
+        match record {
+            Record::Hello {
+                tsc_hz, vms, level, ..
+            } => {
+                accounting.level = Some(*level);
+                accounting.tsc_hz = (*tsc_hz != 0).then_some(*tsc_hz);
+                self.named = vms.len();
+                for (id, name) in vms.iter().enumerate() {
+                    accounting.vm_mut(id as u16, weights).name = name.clone();
+                }
+            }
+            Record::GuestMetric {
+                vm, name, value, ..
+            } => accounting.vm_mut(*vm, weights).report_metric(name, *value),
+            Record::VmSummary(summary) => {
+                let vm = accounting.vm_mut(summary.vm, weights);
+                if vm.summary.is_some() {
+                    let name = vm.name.clone();
+                    accounting.warnings.push(format!(
+                        "a second VmSummary for VM {name} arrived; the last one counts"
+                    ));
+                }
+                accounting.vm_mut(summary.vm, weights).summary = Some(summary.clone());
+            }
+            Record::RunSummary(summary) => {
+                if accounting.run.is_some() {
+                    accounting
+                        .warnings
+                        .push("a second RunSummary arrived; the last one counts".to_string());
+                }
+                accounting.run = Some(summary.clone());
+            }
+            Record::TimerLag {
+                vm,
+                ticks,
+                coalesced,
+                lag_total,
+                lag_max,
+            } => {
+                accounting.vm_mut(*vm, weights).timer = Some(TimerLag {
+                    ticks: *ticks,
+                    coalesced: *coalesced,
+                    lag_total: *lag_total,
+                    lag_max: *lag_max,
+                });
+            }
+            Record::ExitInterval { vm, exits, .. } => {
+                let account = accounting.vm_mut(*vm, weights);
+                for stat in exits {
+                    account.exits.entry(stat.reason).or_default().add(stat);
+                }
+            }
+            Record::AddressSpaces { vm, spaces } => {
+                accounting.vm_mut(*vm, weights).spaces = spaces.clone();
+            }
+            Record::DiskIo {
+                vm, sectors, write, ..
+            } => {
+                let disk = &mut accounting.vm_mut(*vm, weights).disk;
+                if *write {
+                    disk.writes += 1;
+                    disk.written_sectors += u64::from(*sectors);
+                } else {
+                    disk.reads += 1;
+                    disk.read_sectors += u64::from(*sectors);
+                }
+            }
+            Record::MemoryInfo {
+                vm,
+                ram_pages,
+                accessed_dirty,
+                initial_balloon,
+            } => {
+                let memory = accounting
+                    .vm_mut(*vm, weights)
+                    .memory
+                    .get_or_insert_default();
+                memory.ram_pages = *ram_pages;
+                memory.accessed_dirty = *accessed_dirty;
+                memory.ballooned = *initial_balloon;
+            }
+            Record::HostMemory {
+                backed_pages,
+                free_pages,
+                ..
+            } => {
+                let pages = accounting.host_pages.get_or_insert_default();
+                pages.peak = pages.peak.max(*backed_pages);
+                pages.last = *backed_pages;
+                pages.free_last = *free_pages;
+            }
+            Record::Merging {
+                scanned,
+                cycles,
+                merges,
+                cow_breaks,
+                shared_frames,
+                frames_saved,
+                merged_pages,
+                ..
+            } => {
+                let totals = accounting.merging.get_or_insert_default();
+                totals.scanned += scanned;
+                totals.cycles += cycles;
+                totals.merges = *merges;
+                totals.cow_breaks = *cow_breaks;
+                totals.shared_frames = *shared_frames;
+                totals.frames_saved = *frames_saved;
+                for (id, &pages) in merged_pages.iter().enumerate() {
+                    let vm = accounting.vm_mut(id as u16, weights);
+                    vm.memory.get_or_insert_default().merged = pages;
+                }
+            }
+            Record::BalloonTarget { vm, target, .. } => {
+                let memory = accounting
+                    .vm_mut(*vm, weights)
+                    .memory
+                    .get_or_insert_default();
+                memory.target = *target;
+                memory.rule_requests += 1;
+            }
+            Record::Balloon {
+                vm,
+                inflate,
+                pages,
+                ballooned,
+                target,
+                ..
+            } => {
+                let memory = accounting
+                    .vm_mut(*vm, weights)
+                    .memory
+                    .get_or_insert_default();
+                memory.ballooned = *ballooned;
+                memory.target = *target;
+                if *inflate {
+                    memory.inflated += u64::from(*pages);
+                } else {
+                    memory.deflated += u64::from(*pages);
+                }
+            }
+            Record::WorkingSet {
+                vm,
+                accessed,
+                dirty,
+                ever,
+                ..
+            } => {
+                let memory = accounting
+                    .vm_mut(*vm, weights)
+                    .memory
+                    .get_or_insert_default();
+                memory.samples += 1;
+                memory.last_accessed = *accessed;
+                memory.last_dirty = *dirty;
+                memory.max_accessed = memory.max_accessed.max(*accessed);
+                memory.ever = *ever;
+            }
+            Record::Events { events, .. } => {
+                accounting.has_events = true;
+                for event in events {
+                    if let Some(vm) = event.vm() {
+                        accounting.vm_mut(vm, weights).events.add(event);
+                    }
+                }
+            }
+            // Verdicts, events and whatever records come next are not accounting.
+            _ => {}
+        }
+    }
+
+    /// The accounting of the records added, with warnings about what did not arrive.
+    pub fn finish(self) -> Accounting {
+        let mut accounting = self.accounting;
+        let named = self.named;
         if named > 0 && accounting.vms.len() > named {
             accounting.warnings.push(format!(
                 "records name VM ids up to {}, but the Hello record names {named} VMs",
@@ -479,7 +513,9 @@ impl Accounting {
         }
         accounting
     }
+}
 
+impl Accounting {
     /// VM `id`'s account, created (with the ones before it) on first mention.
     fn vm_mut(&mut self, id: u16, weights: &[u32]) -> &mut VmAccount {
         let index = usize::from(id);

@@ -9,10 +9,10 @@ use std::fmt::Write;
 use std::path::Path;
 
 use carousel_protocol::record::{exit_reason_name, timed_events, Event, Record};
-use carousel_protocol::wire::{decode_all, encode_vec, Decoded, Frame};
+use carousel_protocol::wire::{decode_each, encode_vec, Decoded, Frame};
 use serde_json::{json, Value};
 
-use crate::accounting::{group, Accounting, Align, Table};
+use crate::accounting::{group, Accounting, AccountingBuilder, Align, Table};
 use crate::timeline::{intervals, Interval, Timeline, MAX_INTERVALS};
 
 /// What `report` prints.
@@ -171,23 +171,61 @@ pub fn encode_trace(records: impl IntoIterator<Item = Record>) -> Vec<u8> {
 pub fn read_trace(bytes: &[u8]) -> (Vec<Record>, Vec<String>) {
     let mut records = Vec::new();
     let mut problems = Vec::new();
-    for decoded in decode_all(bytes) {
-        match decoded {
-            Decoded::Frame(frame) => records.push(frame.record),
-            Decoded::Corrupt { bytes } => problems.push(format!("a corrupt frame ({bytes} bytes)")),
-            Decoded::Gap { from, to } => {
-                problems.push(format!("records {from}..{to} never arrived"))
-            }
-        }
-    }
+    decode_each(bytes, |decoded| match decoded {
+        Decoded::Frame(frame) => records.push(frame.record),
+        damage => problems.extend(problem(&damage)),
+    });
     (records, problems)
+}
+
+/// The line a report prints for a part of the trace that did not decode.
+fn problem(decoded: &Decoded) -> Option<String> {
+    match decoded {
+        Decoded::Frame(_) => None,
+        Decoded::Corrupt { bytes } => Some(format!("a corrupt frame ({bytes} bytes)")),
+        Decoded::Gap { from, to } => Some(format!("records {from}..{to} never arrived")),
+    }
+}
+
+/// What [`account_trace`] found in a trace.
+#[derive(Debug)]
+pub struct TraceAccounting {
+    pub accounting: Accounting,
+    /// A line for every part that did not decode, as [`read_trace`] gives them.
+    pub problems: Vec<String>,
+    /// Frames that decoded whole.
+    pub frames: u64,
+}
+
+/// The accounting of a trace, gathered frame by frame as [`decode_each`] decodes it: the same
+/// as `Accounting::from_records(&read_trace(bytes).0, &[])`, without holding the records.
+pub fn account_trace(bytes: &[u8]) -> TraceAccounting {
+    let mut builder = AccountingBuilder::new(&[]);
+    let mut problems = Vec::new();
+    let mut frames = 0;
+    decode_each(bytes, |decoded| match decoded {
+        Decoded::Frame(frame) => {
+            frames += 1;
+            builder.add(&frame.record);
+        }
+        damage => problems.extend(problem(&damage)),
+    });
+    TraceAccounting {
+        accounting: builder.finish(),
+        problems,
+        frames,
+    }
 }
 
 /// The run as one JSON object: elapsed, root and idle cycles and dropped records at the top,
 /// then `vms` (runstates, slices, wake latency), `exits` (per reason over all VMs) and `disk`
 /// (sectors read and written per VM).
 pub fn json_report(records: &[Record]) -> Value {
-    let accounting = Accounting::from_records(records, &[]);
+    json_of(&Accounting::from_records(records, &[]))
+}
+
+/// [`json_report`] of an accounting already gathered.
+pub fn json_of(accounting: &Accounting) -> Value {
     let run = accounting.run.as_ref();
     let vms: Vec<Value> = accounting
         .vms
