@@ -33,8 +33,40 @@ pub struct RunConfig {
     pub trace: TraceLevel,
     /// The Carousel commit the host tool was built from, echoed in the Hello record.
     pub commit: String,
+    /// The scheduling policy.
+    pub policy: SchedulerPolicy,
     /// The VMs, in lab-file order; a VM's id is its index here.
     pub vms: Vec<VmConfig>,
+}
+
+/// Which scheduling policy the hypervisor runs (`carousel-scheduler`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SchedulerPolicy {
+    /// Weighted round robin: a woken VM goes to the tail of the run queue.
+    #[default]
+    RoundRobin,
+    /// Weighted round robin with the wake-up boost: a woken VM takes back the place in the run
+    /// queue it gave up when it blocked.
+    Boost,
+}
+
+impl SchedulerPolicy {
+    /// Every policy, in the order lab files and reports list them.
+    pub const ALL: [SchedulerPolicy; 2] = [SchedulerPolicy::RoundRobin, SchedulerPolicy::Boost];
+
+    /// The policy's name in lab files, on the command line and in reports (what the scheduler's
+    /// `Policy::name` says).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::RoundRobin => "round-robin",
+            Self::Boost => "boost",
+        }
+    }
+
+    /// The policy called `name`.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|policy| policy.name() == name)
+    }
 }
 
 /// One VM of a run.
@@ -68,6 +100,7 @@ impl RunConfig {
             interval_us: DEFAULT_INTERVAL_US,
             trace: TraceLevel::Switches,
             commit: String::from("unknown"),
+            policy: SchedulerPolicy::RoundRobin,
             vms,
         }
     }
@@ -162,6 +195,22 @@ mod tests {
             RunConfig::from_bytes(&bytes[..bytes.len() - 3]),
             Err(ConfigError::Decode(_))
         ));
+    }
+
+    #[test]
+    fn policies_go_by_their_names() {
+        for policy in SchedulerPolicy::ALL {
+            assert_eq!(SchedulerPolicy::from_name(policy.name()), Some(policy));
+        }
+        assert_eq!(SchedulerPolicy::from_name("fifo"), None);
+        assert_eq!(SchedulerPolicy::default(), SchedulerPolicy::RoundRobin);
+        let mut config = RunConfig::new(1000, 0, 7, vec![vm("a")]);
+        config.policy = SchedulerPolicy::Boost;
+        let bytes = config.to_bytes().unwrap();
+        assert_eq!(
+            RunConfig::from_bytes(&bytes).unwrap().policy,
+            SchedulerPolicy::Boost
+        );
     }
 
     #[test]
