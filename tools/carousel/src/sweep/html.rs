@@ -3,28 +3,32 @@
 //! knee ringed; then the text table. Inline SVG and CSS only: no script, no network, no file
 //! beside it.
 
-use std::collections::BTreeMap;
 use std::fmt::Write;
 
-use super::axes::{quantum_text, Line, LAB_WEIGHTS};
+use super::axes::{quantum_text, Line};
 use super::figures;
 use super::summary::{Row, Summary, KNEE_MARGIN_PCT};
 use crate::accounting::group;
 
 /// Chart size, in CSS pixels.
-const WIDTH: f64 = 440.0;
-const HEIGHT: f64 = 260.0;
+const WIDTH: f64 = 400.0;
+const HEIGHT: f64 = 240.0;
 /// Room for the axes' labels.
 const LEFT: f64 = 64.0;
 const RIGHT: f64 = 16.0;
 const TOP: f64 = 16.0;
 const BOTTOM: f64 = 40.0;
+/// Room between the plot's edges and its first and last quantum, so no mark sits on an axis.
+const X_PAD: f64 = 14.0;
 /// Gridlines per axis, roughly.
 const Y_TICKS: f64 = 4.0;
 /// Line colours (Okabe–Ito, readable by colour-blind readers), in order of the lines.
 const COLOURS: [&str; 8] = [
     "#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000",
 ];
+
+/// A chart line and its rows, by ascending quantum.
+type LineRows<'a> = (Line, Vec<&'a Row>);
 
 /// A figure to chart: its name, its title, and whether it is a time in cycles (charted in µs
 /// when the TSC frequency is known).
@@ -74,6 +78,16 @@ fn short(value: f64) -> String {
         format!("{value:.2}")
     } else {
         format!("{value:.4}")
+    }
+}
+
+/// A gridline's label: as many decimals as the step between gridlines needs.
+fn tick_label(value: f64, step: f64) -> String {
+    if step >= 1.0 {
+        short(value)
+    } else {
+        let decimals = (-step.log10()).ceil().max(0.0) as usize;
+        format!("{value:.decimals$}")
     }
 }
 
@@ -142,7 +156,7 @@ fn charts(summary: &Summary) -> Vec<Chart> {
 
 /// One chart as an SVG element: each line's points (mean, with a min–max bar when repeats
 /// differ), the knees ringed.
-fn svg(chart: &Chart, lines: &[(Line, Vec<&Row>)], quanta: &[u32], tsc_hz: Option<u64>) -> String {
+fn svg(chart: &Chart, lines: &[LineRows], quanta: &[u32], tsc_hz: Option<u64>) -> String {
     let scale = match (chart.cycles, tsc_hz) {
         (true, Some(hz)) => 1e6 / hz as f64,
         _ => 1.0,
@@ -186,7 +200,8 @@ fn svg(chart: &Chart, lines: &[(Line, Vec<&Row>)], quanta: &[u32], tsc_hz: Optio
     );
     let x = |quantum: u32| {
         if q_high > q_low {
-            LEFT + plot_width * (f64::from(quantum).ln() - q_low) / (q_high - q_low)
+            LEFT + X_PAD
+                + (plot_width - 2.0 * X_PAD) * (f64::from(quantum).ln() - q_low) / (q_high - q_low)
         } else {
             LEFT + plot_width / 2.0
         }
@@ -207,7 +222,7 @@ fn svg(chart: &Chart, lines: &[(Line, Vec<&Row>)], quanta: &[u32], tsc_hz: Optio
             WIDTH - RIGHT,
             LEFT - 6.0,
             at + 4.0,
-            short(tick)
+            tick_label(tick, step)
         );
         tick += step;
     }
@@ -286,14 +301,22 @@ pub fn page(summary: &Summary) -> String {
         .collect();
     quanta.sort_unstable();
     quanta.dedup();
-    let mut workloads: BTreeMap<&str, BTreeMap<Line, Vec<&Row>>> = BTreeMap::new();
+    // Workloads and their lines in row order.
+    let mut workloads: Vec<(&str, Vec<LineRows>)> = Vec::new();
     for row in &summary.rows {
-        workloads
-            .entry(row.point.workload.as_str())
-            .or_default()
-            .entry(row.point.line())
-            .or_default()
-            .push(row);
+        let workload = row.point.workload.as_str();
+        let lines = match workloads.iter().position(|(name, _)| *name == workload) {
+            Some(index) => &mut workloads[index].1,
+            None => {
+                workloads.push((workload, Vec::new()));
+                &mut workloads.last_mut().expect("just pushed").1
+            }
+        };
+        let line = row.point.line();
+        match lines.iter_mut().find(|(other, _)| *other == line) {
+            Some((_, rows)) => rows.push(row),
+            None => lines.push((line, vec![row])),
+        }
     }
     let title = match &summary.plan {
         Some(plan) => format!("carousel sweep: {}", plan.lab),
@@ -344,10 +367,6 @@ pre {{ background: #f7f7f7; padding: 12px; overflow-x: auto; font-size: 12px; }}
     );
     let charts = charts(summary);
     for (workload, lines) in &workloads {
-        let lines: Vec<(Line, Vec<&Row>)> = lines
-            .iter()
-            .map(|(line, rows)| (line.clone(), rows.clone()))
-            .collect();
         let _ = writeln!(out, "<h2>workload {}</h2>", escape(workload));
         out.push_str("<p class=\"legend\">");
         for (index, (line, rows)) in lines.iter().enumerate() {
@@ -356,22 +375,17 @@ pre {{ background: #f7f7f7; padding: 12px; overflow-x: auto; font-size: 12px; }}
                 .find(|row| row.knee)
                 .map(|row| format!(" (knee {})", quantum_text(row.point.quantum_us)))
                 .unwrap_or_default();
-            let label = if line.weights == LAB_WEIGHTS {
-                line.policy.clone()
-            } else {
-                line.label()
-            };
             let _ = write!(
                 out,
                 "<span><i class=\"swatch\" style=\"background:{}\"></i>{}{}</span>",
                 COLOURS[index % COLOURS.len()],
-                escape(&label),
+                escape(&line.label()),
                 escape(&knee)
             );
         }
         out.push_str("</p>\n<div class=\"charts\">\n");
         for chart in &charts {
-            let svg = svg(chart, &lines, &quanta, summary.tsc_hz);
+            let svg = svg(chart, lines, &quanta, summary.tsc_hz);
             if svg.is_empty() {
                 continue;
             }
@@ -393,6 +407,8 @@ pre {{ background: #f7f7f7; padding: 12px; overflow-x: auto; font-size: 12px; }}
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
     use crate::sweep::axes::Point;
     use crate::sweep::summary::Stat;
@@ -467,5 +483,9 @@ mod tests {
         assert_eq!(short(0.99751), "0.9975");
         assert_eq!(short(2.5), "2.50");
         assert_eq!(short(0.0), "0");
+        assert_eq!(tick_label(0.5, 0.5), "0.5");
+        assert_eq!(tick_label(0.69, 0.01), "0.69");
+        assert_eq!(tick_label(1.0, 0.5), "1.0");
+        assert_eq!(tick_label(20_000.0, 5_000.0), "20k");
     }
 }

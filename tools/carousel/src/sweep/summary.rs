@@ -152,7 +152,8 @@ pub struct Summary {
     /// The TSC frequency of the runs (the first that reported one).
     pub tsc_hz: Option<u64>,
     pub backend: Option<String>,
-    /// One per configuration, by workload, weight set, policy, quantum.
+    /// One per configuration, in plan order (by workload, weight set, policy, quantum), or in
+    /// the order the run directories sort without a plan.
     pub rows: Vec<Row>,
     /// Every run, planned or found.
     pub runs: Vec<RunLine>,
@@ -198,6 +199,9 @@ pub fn read_run(dir: &Path) -> Result<FoundRun, String> {
     };
     Ok(FoundRun { result, figures })
 }
+
+/// A planned (or found) run, and what was found of it.
+type PlannedRun<'a> = (Config, Option<&'a FoundRun>);
 
 /// Gathers a sweep directory: the plan if there is one, every run directory with a result.
 pub fn collect(dir: &Path) -> Result<Summary, String> {
@@ -272,7 +276,7 @@ pub fn summarize(plan: Option<Plan>, found: &[FoundRun]) -> Summary {
         .map(|run| (run.result.id.as_str(), run))
         .collect();
     // The runs that count, in plan order (or in the order found).
-    let mut counted: Vec<(Config, Option<&FoundRun>)> = Vec::new();
+    let mut counted: Vec<PlannedRun> = Vec::new();
     match &plan {
         Some(plan) => {
             for config in &plan.runs {
@@ -294,7 +298,8 @@ pub fn summarize(plan: Option<Plan>, found: &[FoundRun]) -> Summary {
             }
         }
     }
-    let mut rows: BTreeMap<Point, Vec<(Config, Option<&FoundRun>)>> = BTreeMap::new();
+    // Rows in the order their first run comes (the plan's: workload, weights, policy, quantum).
+    let mut rows: Vec<(Point, Vec<PlannedRun>)> = Vec::new();
     for (config, run) in counted {
         summary.runs.push(RunLine {
             id: config.id(),
@@ -304,7 +309,11 @@ pub fn summarize(plan: Option<Plan>, found: &[FoundRun]) -> Summary {
                 Err(reason) => Some(reason.clone()),
             }),
         });
-        rows.entry(config.point()).or_default().push((config, run));
+        let point = config.point();
+        match rows.iter_mut().find(|(other, _)| *other == point) {
+            Some((_, runs)) => runs.push((config, run)),
+            None => rows.push((point, vec![(config, run)])),
+        }
     }
     for (point, runs) in rows {
         let mut row = Row {
