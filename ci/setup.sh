@@ -2,8 +2,9 @@
 # build and the Bochs backend need, installing it when running as root.
 
 # Debian packages the tests need: Bochs with its BIOS images and headless display, what
-# grub-mkrescue needs for a BIOS-bootable ISO, and QEMU (for the no-VMX scenario).
-CAROUSEL_PACKAGES=(bochs bochsbios vgabios bochs-term grub-pc-bin grub-common xorriso mtools qemu-system-x86)
+# grub-mkrescue needs for a BIOS-bootable ISO, QEMU (for the no-VMX scenario), and headless
+# Chromium (for the report page's browser test).
+CAROUSEL_PACKAGES=(bochs bochsbios vgabios bochs-term grub-pc-bin grub-common xorriso mtools qemu-system-x86 chromium)
 CAROUSEL_TARGET=x86_64-unknown-none
 
 carousel_missing_packages() {
@@ -26,6 +27,7 @@ carousel_missing_packages() {
         command -v xorriso >/dev/null 2>&1 || missing+=(xorriso)
         command -v mformat >/dev/null 2>&1 || missing+=(mtools)
         command -v qemu-system-x86_64 >/dev/null 2>&1 || missing+=(qemu-system-x86)
+        command -v chromium >/dev/null 2>&1 || missing+=(chromium)
     fi
     echo "${missing[@]}"
 }

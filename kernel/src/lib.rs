@@ -24,6 +24,7 @@ pub mod loader;
 pub mod mmio;
 pub mod paging;
 pub mod spaces;
+pub mod workingset;
 
 /// Size of a page and of a physical frame.
 pub const PAGE_SIZE: u64 = 4096;

@@ -146,6 +146,7 @@ extern "C" fn kernel_main(magic: u32, info_address: u32) -> ! {
         tsc_hz,
         tsc_source
     );
+    export::set_level(config.trace);
     export::emit(Record::Hello {
         version: carousel_protocol::FORMAT_VERSION,
         lab_hash: config.lab_hash,

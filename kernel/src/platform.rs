@@ -17,7 +17,7 @@ use carousel_devices::{
     InterruptLine, IoApic, Lapic, LineBuffer, Pic8259Masks, PicChip, PortBus, SerialSink,
     TimerClock, Uart16550, I8042,
 };
-use carousel_protocol::record::Record;
+use carousel_protocol::record::{Event, Record};
 
 use crate::{arch, console, export};
 
@@ -88,6 +88,8 @@ impl InterruptLine for Edge {
 pub struct Console {
     pub line: LineBuffer,
     pub name: String,
+    /// The VM's id, for console events.
+    pub vm: u16,
     /// TSC of the last byte of an unfinished line, if one waits.
     partial_since: Option<u64>,
 }
@@ -108,7 +110,17 @@ impl Console {
         self.partial_since = None;
         if let Some(line) = self.line.flush() {
             console::vm_line(&self.name, line);
+            export::event(arch::rdtsc(), console_event(self.vm, line.len()));
         }
+    }
+}
+
+/// The event of `bytes` console bytes of VM `vm`.
+fn console_event(vm: u16, bytes: usize) -> Event {
+    Event::Console {
+        dt: 0,
+        vm,
+        bytes: u32::try_from(bytes).unwrap_or(u32::MAX),
     }
 }
 
@@ -117,6 +129,8 @@ impl SerialSink for Console {
         match self.line.push(byte) {
             Some(line) => {
                 console::vm_line(&self.name, line);
+                // The line and its end.
+                export::event(arch::rdtsc(), console_event(self.vm, line.len() + 1));
                 self.partial_since = None;
             }
             None => self.partial_since = Some(arch::rdtsc()),
@@ -221,6 +235,7 @@ impl Platform {
             console: Console {
                 line: LineBuffer::new(),
                 name: String::from(name),
+                vm,
                 partial_since: None,
             },
             ide,

@@ -11,7 +11,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 use carousel_protocol::config::{RunConfig, SchedulerPolicy};
-use carousel_protocol::record::{self, Record, StopReason};
+use carousel_protocol::record::{self, Event, Record, StopReason};
 use carousel_scheduler::{
     Accounting, Cycles, LatencyHistogram, Policy, RoundRobin, SliceEnd, VmId,
 };
@@ -102,6 +102,8 @@ pub fn run(vmx: &Vmx, config: &RunConfig, modules: &[(String, &[u8])], tsc_hz: u
         interval: (tsc_hz.saturating_mul(u64::from(config.interval_us)) / 1_000_000).max(1),
         interval_start: now,
         next_interval: now,
+        memory_sample: (tsc_hz.saturating_mul(u64::from(config.memory_sample_us)) / 1_000_000),
+        next_memory_sample: now,
         housekeeping_period: tsc_hz / 1000,
         next_housekeeping: 0,
         idle_threshold: config
@@ -166,6 +168,9 @@ struct Machine {
     interval: Cycles,
     interval_start: Cycles,
     next_interval: Cycles,
+    /// Working-set sampling period (0: off) and when the next sample is due.
+    memory_sample: Cycles,
+    next_memory_sample: Cycles,
     /// Housekeeping runs at most once per period (a millisecond of TSC time).
     housekeeping_period: Cycles,
     next_housekeeping: Cycles,
@@ -196,6 +201,17 @@ fn persist_disk(vm: &Vm) {
     }
     export::flush();
     log::info!("vm {}: {sent} written disk sectors sent back", vm.name);
+}
+
+/// The event of VM `vm`'s slice ending for `why`.
+fn descheduled(vm: VmId, why: SliceEnd) -> Event {
+    let why = match why {
+        SliceEnd::Preempted => record::SliceEnd::Preempted,
+        SliceEnd::Yielded => record::SliceEnd::Yielded,
+        SliceEnd::Blocked => record::SliceEnd::Blocked,
+        SliceEnd::Stopped => record::SliceEnd::Stopped,
+    };
+    Event::Descheduled { dt: 0, vm, why }
 }
 
 /// An unfinished console line (a prompt) is printed after 1/20 s without output.
@@ -276,6 +292,13 @@ impl Machine {
             };
             if let Some(event) = vm.wake_event(now) {
                 vm.state = RunState::Runnable;
+                export::event(
+                    now,
+                    Event::Wake {
+                        dt: 0,
+                        vm: id as VmId,
+                    },
+                );
                 self.policy.woken(id as VmId);
                 // Latency counts from the event (a deadline), not from when it was noticed.
                 self.accounting.woken(id as VmId, event);
@@ -295,6 +318,10 @@ impl Machine {
             self.flush_exit_stats(now);
             self.next_interval = now + self.interval;
         }
+        if self.memory_sample > 0 && now >= self.next_memory_sample {
+            self.sample_memory(now);
+            self.next_memory_sample = now + self.memory_sample;
+        }
         self.route_input();
         for vm in self.vms.iter_mut().flatten() {
             vm.platform.console.flush_idle(now, self.console_quiet);
@@ -304,6 +331,7 @@ impl Machine {
 
     /// Sends each VM's exit statistics of the interval that ends at `now`.
     fn flush_exit_stats(&mut self, now: Cycles) {
+        export::flush_events(now);
         let interval = now - self.interval_start;
         self.interval_start = now;
         for vm in self.vms.iter_mut().flatten() {
@@ -315,6 +343,25 @@ impl Machine {
                     interval,
                     exits,
                 });
+            }
+        }
+    }
+
+    /// Takes and sends a working-set sample of every VM that has not stopped (its time is root
+    /// time for no VM). A VM whose INVEPT fails leaves the run.
+    fn sample_memory(&mut self, now: Cycles) {
+        for id in 0..self.vms.len() {
+            let Some(vm) = self.vms[id].as_mut() else {
+                continue;
+            };
+            if matches!(vm.state, RunState::Stopped(_)) {
+                continue;
+            }
+            if let Err(error) = vm.sample_memory(now) {
+                let reason = StopReason::VmxError {
+                    message: alloc::format!("INVEPT after the working-set walk: {error}"),
+                };
+                self.finish(id as VmId, reason, now);
             }
         }
     }
@@ -390,6 +437,7 @@ impl Machine {
         let start = arch::rdtsc();
         self.account_root(None, start);
         self.accounting.switch_in(id, start);
+        export::event(start, Event::Run { dt: 0, vm: id });
         let rate = self.rate;
         let mut slice_left = cycles_to_preemption_ticks(slice, rate).max(1);
         let mut guest_in_slice: Cycles = 0;
@@ -473,6 +521,19 @@ impl Machine {
                 }
             }
             let blocked = matches!(vm.state, RunState::Blocked { .. });
+            if let Some((reason, at)) = handling {
+                let cycles = arch::rdtsc() - at;
+                let cycles = u32::try_from(cycles).unwrap_or(u32::MAX);
+                export::event(
+                    at,
+                    Event::Exit {
+                        dt: 0,
+                        vm: id,
+                        reason,
+                        cycles,
+                    },
+                );
+            }
             console::drain();
             export::drain();
             self.wake_expired(arch::rdtsc());
@@ -493,6 +554,7 @@ impl Machine {
         }
         self.account_root(Some(id), now);
         self.accounting.switch_out(id, now, end);
+        export::event(now, descheduled(id, end));
         match end {
             SliceEnd::Preempted => {
                 self.accounting.slice_quantum(id, slice, guest_in_slice);
@@ -510,6 +572,7 @@ impl Machine {
         let now = arch::rdtsc();
         self.account_root(Some(id), now);
         self.accounting.switch_out(id, now, SliceEnd::Stopped);
+        export::event(now, descheduled(id, SliceEnd::Stopped));
         if let Some(vm) = self.vms[usize::from(id)].as_mut() {
             vm.stop(StopReason::VmxError {
                 message: alloc::format!("{error}"),
@@ -521,6 +584,7 @@ impl Machine {
     /// The end-of-run accounting: a table on COM1 and summary records on COM2.
     fn report(&self, quantum: Cycles, tsc_hz: u64) {
         let now = self.mark;
+        export::flush_events(now);
         let summary = self.accounting.summary(now);
         let elapsed = now - self.start;
         crate::println!(

@@ -7,12 +7,13 @@ use carousel_devices::mptable::{
 };
 use carousel_kernel::bootinfo::{self, MULTIBOOT1_BOOTLOADER_MAGIC};
 use carousel_kernel::loader;
+use carousel_kernel::workingset::WorkingSet;
 use carousel_kernel::{GuestRam, PAGE_SIZE};
 use carousel_protocol::config::VmConfig;
 use carousel_protocol::record::{Record, StopReason};
 use carousel_vmx::addr::{GuestPhysAddr, HostPhysAddr};
 use carousel_vmx::controls::{Negotiated, PrimaryProcessorBased};
-use carousel_vmx::ept::{Ept, FrameSource, Permissions};
+use carousel_vmx::ept::{Ept, EptPointer, FrameSource, Permissions};
 use carousel_vmx::fail::VmFail;
 use carousel_vmx::fields::*;
 use carousel_vmx::instructions::{self as vmx, GuestRegisters};
@@ -58,6 +59,11 @@ pub struct Vm {
     pub timer_deadline: Option<u64>,
     /// The TSC frequency the run uses (the TSC_KHZ hypercall answers with it).
     pub tsc_hz: u64,
+    /// The VM's EPT and its pointer (for the working-set walk and the INVEPT after it).
+    ept: Ept,
+    eptp: EptPointer,
+    /// Page history for working-set samples.
+    working_set: WorkingSet,
 }
 
 /// The EPT builder takes frames from the hypervisor's allocator.
@@ -153,19 +159,59 @@ impl Vm {
             negotiated: vmx.negotiated,
             timer_deadline: None,
             tsc_hz,
+            eptp: ept.pointer(vmx.negotiated.ept_accessed_dirty),
+            ept,
+            working_set: WorkingSet::new(config.memory_bytes / PAGE_SIZE),
         };
+        export::emit(Record::MemoryInfo {
+            vm: id,
+            ram_pages: config.memory_bytes / PAGE_SIZE,
+            accessed_dirty: vmx.negotiated.ept_accessed_dirty,
+        });
         // SAFETY: the VMCS region is a fresh frame carrying the revision identifier; VMCLEAR
         // and VMPTRLD make it current, and every VMWRITE below describes state this VM owns
         // (its EPT, its entry point) or the hypervisor's own host state.
         unsafe {
             vmx::vmclear(vmcs).map_err(entry_setup_failed)?;
             vmx::vmptrld(vmcs).map_err(entry_setup_failed)?;
-            vmx.write_controls(ept.pointer(vmx.negotiated.ept_accessed_dirty), id + 1)
+            vmx.write_controls(vm.eptp, id + 1)
                 .map_err(entry_setup_failed)?;
             vmx.write_host_state().map_err(entry_setup_failed)?;
             write_guest_entry_state(u64::from(loaded.entry)).map_err(entry_setup_failed)?;
         }
         Ok(vm)
+    }
+
+    /// Takes a working-set sample (when the CPU has EPT accessed/dirty flags) and sends it:
+    /// the counts and the memory map. The walk clears the flags; the INVEPT after it makes the
+    /// CPU set them again on the next access.
+    pub fn sample_memory(&mut self, now: u64) -> Result<(), VmFail> {
+        if !self.negotiated.ept_accessed_dirty {
+            return Ok(());
+        }
+        let pages = self.memory.size() / PAGE_SIZE;
+        let ept = &mut self.ept;
+        let sample = self.working_set.sample(|seen| {
+            ept.take_accessed_dirty(pages, &mut HostFrames, |page, accessed, dirty| {
+                seen(page, accessed, dirty)
+            });
+        });
+        // SAFETY: the pointer is this VM's own EPT, as loaded into its VMCS.
+        unsafe { vmx::invept_single_context(self.eptp)? };
+        export::emit_or_drop(Record::WorkingSet {
+            tsc: now,
+            vm: self.id,
+            accessed: sample.accessed,
+            dirty: sample.dirty,
+            ever: sample.ever,
+        });
+        export::emit_or_drop(Record::MemoryMap {
+            tsc: now,
+            vm: self.id,
+            pages_per_cell: u32::try_from(sample.pages_per_cell).unwrap_or(u32::MAX),
+            cells: sample.cells,
+        });
+        Ok(())
     }
 
     /// The VPID tagging this VM's TLB entries.

@@ -12,6 +12,10 @@ use crate::FORMAT_VERSION;
 /// Default metrics interval: 10 ms of TSC time.
 pub const DEFAULT_INTERVAL_US: u32 = 10_000;
 
+/// Default working-set sampling period: off (each sample walks every EPT entry of every VM
+/// and costs root time; labs turn it on with `run.memory_sample_ms`).
+pub const DEFAULT_MEMORY_SAMPLE_US: u32 = 0;
+
 /// One run, as the hypervisor receives it (GRUB module [`crate::RUN_CONFIG_MODULE`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunConfig {
@@ -31,6 +35,9 @@ pub struct RunConfig {
     pub interval_us: u32,
     /// What the record stream carries beyond the aggregates.
     pub trace: TraceLevel,
+    /// Take a working-set sample of each VM (EPT accessed/dirty flags) this often,
+    /// microseconds of TSC time (0: never).
+    pub memory_sample_us: u32,
     /// The Carousel commit the host tool was built from, echoed in the Hello record.
     pub commit: String,
     /// The scheduling policy.
@@ -99,6 +106,7 @@ impl RunConfig {
             idle_threshold_us: None,
             interval_us: DEFAULT_INTERVAL_US,
             trace: TraceLevel::Switches,
+            memory_sample_us: DEFAULT_MEMORY_SAMPLE_US,
             commit: String::from("unknown"),
             policy: SchedulerPolicy::RoundRobin,
             vms,

@@ -45,6 +45,22 @@ pub enum Record {
     /// since `tsc`), and postcard writes every integer as a varint, so a switch costs a few
     /// bytes. The frame's sequence number, CRC and COBS overhead are shared by the batch.
     Events { tsc: u64, events: Vec<Event> },
+    /// One VM's memory as Carousel can see it, at its start: RAM pages, and whether the CPU
+    /// has EPT accessed/dirty flags (without them there are no working-set figures).
+    MemoryInfo {
+        vm: u16,
+        ram_pages: u64,
+        accessed_dirty: bool,
+    },
+    /// One working-set sample of one VM (from the EPT accessed/dirty flags): pages accessed and
+    /// written since the previous sample, and pages touched at all so far.
+    WorkingSet {
+        tsc: u64,
+        vm: u16,
+        accessed: u64,
+        dirty: u64,
+        ever: u64,
+    },
     /// A sample of one VM's guest-physical memory: `cells` holds one [`PageState`] byte per
     /// `pages_per_cell` 4 KiB pages, from guest-physical 0 up.
     MemoryMap {
@@ -113,8 +129,11 @@ pub enum Record {
 
 /// How much the stream carries: the aggregates always; per-slice scheduler events by default;
 /// every VM exit as an event in full-rate traces (the 0xE9 debug port, which has no baud limit).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum TraceLevel {
+    /// Only the records verdicts and the report's totals need (Hello, checks, stops,
+    /// end-of-run summaries): what `carousel bench export` measures the others against.
+    Off,
     /// Interval aggregates and end-of-run summaries only.
     Aggregate,
     /// Also every switch, wake and console write as an [`Event`].
@@ -159,6 +178,20 @@ impl Event {
             | Self::Console { dt, .. }
             | Self::Dropped { dt, .. } => dt,
         }
+    }
+
+    /// The same event `dt` cycles after the previous one.
+    #[must_use]
+    pub fn with_dt(mut self, cycles: u64) -> Self {
+        match &mut self {
+            Self::Run { dt, .. }
+            | Self::Descheduled { dt, .. }
+            | Self::Wake { dt, .. }
+            | Self::Exit { dt, .. }
+            | Self::Console { dt, .. }
+            | Self::Dropped { dt, .. } => *dt = cycles,
+        }
+        self
     }
 
     /// The VM the event is about (none for drop counters).

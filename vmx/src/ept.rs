@@ -48,6 +48,8 @@ const DIRTY: u64 = 1 << 9;
 const GUEST_ADDRESS_LIMIT: u64 = 1 << 48;
 /// Entries per table.
 const ENTRIES: usize = 512;
+/// Bytes of a 4 KiB page.
+const PAGE_BYTES: u64 = 4096;
 
 /// One 64-bit EPT paging-structure entry (29.3.2, "Format of an EPT ... Entry" tables).
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
@@ -316,6 +318,32 @@ impl Ept {
         })
     }
 
+    /// Reads and clears the accessed and dirty flags of the mappings of guest pages
+    /// `[0, pages)`, calling `seen(page, accessed, dirty)` for each mapped page, in order. The
+    /// CPU sets the flags again on the next access only once its cached translations are gone:
+    /// the caller must INVEPT (single context) before the guest runs again.
+    pub fn take_accessed_dirty(
+        &mut self,
+        pages: u64,
+        frames: &mut impl FrameSource,
+        mut seen: impl FnMut(u64, bool, bool),
+    ) {
+        let per_table = ENTRIES as u64;
+        for first in (0..pages).step_by(ENTRIES) {
+            let Some(table) = self.page_table(GuestPhysAddr(first * PAGE_BYTES), frames) else {
+                continue;
+            };
+            let count = (pages - first).min(per_table) as usize;
+            for (offset, slot) in frames.table_mut(table)[..count].iter_mut().enumerate() {
+                let entry = EptEntry(*slot);
+                if entry.is_present() {
+                    seen(first + offset as u64, entry.accessed(), entry.dirty());
+                    *slot &= !(ACCESSED | DIRTY);
+                }
+            }
+        }
+    }
+
     /// The page table (level 0) covering `gpa`, if the walk down to it is present.
     fn page_table(&self, gpa: GuestPhysAddr, frames: &impl FrameSource) -> Option<HostPhysAddr> {
         if gpa.0 >= GUEST_ADDRESS_LIMIT {
@@ -413,6 +441,53 @@ mod tests {
         )
         .unwrap();
         assert_eq!(frames.tables.len(), 4);
+    }
+
+    #[test]
+    fn accessed_dirty_flags_are_read_and_cleared() {
+        let mut frames = FakeFrames::new(16);
+        let mut ept = Ept::new(&mut frames).unwrap();
+        // 600 pages: the walk crosses a page-table boundary; page 3 is left unmapped.
+        for page in (0..600u64).filter(|&page| page != 3) {
+            ept.map_4k(
+                GuestPhysAddr(page * PAGE_SIZE),
+                HostPhysAddr(page * PAGE_SIZE),
+                RWX,
+                &mut frames,
+            )
+            .unwrap();
+        }
+        // The CPU's part: page 1 read, page 2 and 513 written.
+        let mut mark = |page: u64, bits: u64| {
+            let table = ept
+                .page_table(GuestPhysAddr(page * PAGE_SIZE), &frames)
+                .unwrap();
+            frames.table_mut(table)[index(GuestPhysAddr(page * PAGE_SIZE), 0)] |= bits;
+        };
+        mark(1, ACCESSED);
+        mark(2, ACCESSED | DIRTY);
+        mark(513, ACCESSED | DIRTY);
+        let mut flagged = Vec::new();
+        let mut mapped = 0;
+        ept.take_accessed_dirty(600, &mut frames, |page, accessed, dirty| {
+            mapped += 1;
+            if accessed || dirty {
+                flagged.push((page, accessed, dirty));
+            }
+        });
+        assert_eq!(mapped, 599);
+        assert_eq!(
+            flagged,
+            vec![(1, true, false), (2, true, true), (513, true, true)]
+        );
+        // Cleared: a second look finds nothing, and the mappings are intact.
+        ept.take_accessed_dirty(600, &mut frames, |page, accessed, dirty| {
+            assert!(!accessed && !dirty, "page {page} still flagged");
+        });
+        assert_eq!(
+            ept.translate(GuestPhysAddr(513 * PAGE_SIZE), &frames),
+            Some((HostPhysAddr(513 * PAGE_SIZE), RWX))
+        );
     }
 
     #[test]

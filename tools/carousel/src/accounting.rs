@@ -15,7 +15,8 @@
 use std::fmt::Write;
 
 use carousel_protocol::record::{
-    exit_reason_name, AddressSpace, ExitStat, Record, RunSummary, VmSummary,
+    exit_reason_name, AddressSpace, Event, ExitStat, Record, RunSummary, SliceEnd, TraceLevel,
+    VmSummary,
 };
 
 /// Parts per million in one percent.
@@ -59,6 +60,74 @@ pub struct VmAccount {
     pub spaces: Vec<AddressSpace>,
     /// This VM's exits over the whole run, by basic exit reason.
     pub exits: std::collections::BTreeMap<u16, ExitTotals>,
+    /// This VM's scheduler events, counted (when the trace carries events).
+    pub events: EventTally,
+    /// What the working-set samples say, if the hypervisor described this VM's memory.
+    pub memory: Option<MemoryAccount>,
+    /// This VM's disk transfers over the whole run.
+    pub disk: DiskTotals,
+}
+
+/// One VM's disk transfers (IDE commands): how many, and the sectors they moved.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DiskTotals {
+    pub reads: u64,
+    pub read_sectors: u64,
+    pub writes: u64,
+    pub written_sectors: u64,
+}
+
+impl DiskTotals {
+    /// True when the VM used its disk.
+    pub fn any(&self) -> bool {
+        self.reads + self.writes > 0
+    }
+}
+
+/// One VM's memory: its RAM and the working-set samples (EPT accessed/dirty flags).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MemoryAccount {
+    pub ram_pages: u64,
+    /// The CPU has EPT accessed/dirty flags: without them there are no samples.
+    pub accessed_dirty: bool,
+    pub samples: u64,
+    /// Pages accessed / written in the last sample's period, and the most in any period.
+    pub last_accessed: u64,
+    pub last_dirty: u64,
+    pub max_accessed: u64,
+    /// Pages touched at all by the last sample.
+    pub ever: u64,
+}
+
+/// One VM's events, counted: slices begun, how they ended, wakes, exits, console bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EventTally {
+    pub runs: u64,
+    pub preempted: u64,
+    pub yielded: u64,
+    pub blocked: u64,
+    pub stopped: u64,
+    pub wakes: u64,
+    pub exits: u64,
+    pub console_bytes: u64,
+}
+
+impl EventTally {
+    fn add(&mut self, event: &Event) {
+        match *event {
+            Event::Run { .. } => self.runs += 1,
+            Event::Descheduled { why, .. } => match why {
+                SliceEnd::Preempted => self.preempted += 1,
+                SliceEnd::Yielded => self.yielded += 1,
+                SliceEnd::Blocked => self.blocked += 1,
+                SliceEnd::Stopped => self.stopped += 1,
+            },
+            Event::Wake { .. } => self.wakes += 1,
+            Event::Exit { .. } => self.exits += 1,
+            Event::Console { bytes, .. } => self.console_bytes += u64::from(bytes),
+            Event::Dropped { .. } => {}
+        }
+    }
 }
 
 /// One exit reason over a run: exits, their root-mode cycles, and the extremes
@@ -167,6 +236,10 @@ pub struct Accounting {
     /// The records cover only some of the run's VMs (`carousel report --vm`): the
     /// conservation rule, which balances every VM's guest time, is not checked.
     pub partial: bool,
+    /// Event batches arrived (the trace level was not aggregate-only).
+    pub has_events: bool,
+    /// The trace level the Hello record announced.
+    pub level: Option<TraceLevel>,
 }
 
 impl Accounting {
@@ -179,11 +252,16 @@ impl Accounting {
             run: None,
             warnings: Vec::new(),
             partial: false,
+            has_events: false,
+            level: None,
         };
         let mut named = 0;
         for record in records {
             match record {
-                Record::Hello { tsc_hz, vms, .. } => {
+                Record::Hello {
+                    tsc_hz, vms, level, ..
+                } => {
+                    accounting.level = Some(*level);
                     accounting.tsc_hz = (*tsc_hz != 0).then_some(*tsc_hz);
                     named = vms.len();
                     for (id, name) in vms.iter().enumerate() {
@@ -234,6 +312,55 @@ impl Accounting {
                 Record::AddressSpaces { vm, spaces } => {
                     accounting.vm_mut(*vm, weights).spaces = spaces.clone();
                 }
+                Record::DiskIo {
+                    vm, sectors, write, ..
+                } => {
+                    let disk = &mut accounting.vm_mut(*vm, weights).disk;
+                    if *write {
+                        disk.writes += 1;
+                        disk.written_sectors += u64::from(*sectors);
+                    } else {
+                        disk.reads += 1;
+                        disk.read_sectors += u64::from(*sectors);
+                    }
+                }
+                Record::MemoryInfo {
+                    vm,
+                    ram_pages,
+                    accessed_dirty,
+                } => {
+                    let memory = accounting
+                        .vm_mut(*vm, weights)
+                        .memory
+                        .get_or_insert_default();
+                    memory.ram_pages = *ram_pages;
+                    memory.accessed_dirty = *accessed_dirty;
+                }
+                Record::WorkingSet {
+                    vm,
+                    accessed,
+                    dirty,
+                    ever,
+                    ..
+                } => {
+                    let memory = accounting
+                        .vm_mut(*vm, weights)
+                        .memory
+                        .get_or_insert_default();
+                    memory.samples += 1;
+                    memory.last_accessed = *accessed;
+                    memory.last_dirty = *dirty;
+                    memory.max_accessed = memory.max_accessed.max(*accessed);
+                    memory.ever = *ever;
+                }
+                Record::Events { events, .. } => {
+                    accounting.has_events = true;
+                    for event in events {
+                        if let Some(vm) = event.vm() {
+                            accounting.vm_mut(vm, weights).events.add(event);
+                        }
+                    }
+                }
                 // Verdicts, events and whatever records come next are not accounting.
                 _ => {}
             }
@@ -268,6 +395,9 @@ impl Accounting {
                 timer: None,
                 spaces: Vec::new(),
                 exits: std::collections::BTreeMap::new(),
+                events: EventTally::default(),
+                memory: None,
+                disk: DiskTotals::default(),
             });
         }
         &mut self.vms[index]
@@ -424,12 +554,97 @@ impl Accounting {
                 ));
             }
         }
+        problems.extend(self.event_mismatches());
         if let Some(run) = self.run.as_ref().filter(|run| run.dropped_records > 0) {
             problems.push(format!(
                 "the hypervisor dropped {} record{} (its export ring was full)",
                 run.dropped_records,
                 plural(run.dropped_records)
             ));
+        }
+        problems
+    }
+
+    /// The memory table: per VM its RAM, pages touched at all, the working set (pages accessed
+    /// in the last sampling period, and the most in any), and pages written in the last one.
+    /// Empty when no VM's memory was described; a line saying why when the CPU has no EPT
+    /// accessed/dirty flags (no figures are made up).
+    pub fn memory_table(&self) -> String {
+        let described: Vec<(&VmAccount, &MemoryAccount)> = self
+            .vms
+            .iter()
+            .filter_map(|vm| vm.memory.as_ref().map(|memory| (vm, memory)))
+            .collect();
+        if described.is_empty() {
+            return String::new();
+        }
+        if described.iter().all(|(_, memory)| !memory.accessed_dirty) {
+            return "memory: this CPU has no EPT accessed/dirty flags, so there are no \
+                    working-set figures\n"
+                .to_string();
+        }
+        let pages = group;
+        let mut table = Table::new(&[
+            ("VM", Align::Left),
+            ("RAM pages", Align::Right),
+            ("TOUCHED", Align::Right),
+            ("WSS", Align::Right),
+            ("WSS max", Align::Right),
+            ("DIRTY", Align::Right),
+            ("SAMPLES", Align::Right),
+        ]);
+        for (vm, memory) in described {
+            table.push(vec![
+                vm.name.clone(),
+                pages(memory.ram_pages),
+                pages(memory.ever),
+                pages(memory.last_accessed),
+                pages(memory.max_accessed),
+                pages(memory.last_dirty),
+                group(memory.samples),
+            ]);
+        }
+        format!(
+            "\nMEMORY (4 KiB pages, from EPT accessed/dirty samples; WSS = pages touched in the \
+             last period)\n{}",
+            table.render()
+        )
+    }
+
+    /// Where the events disagree with the summaries: slices begun and slices preempted per VM
+    /// must match the hypervisor's counts when no record was lost, and in a full-rate trace
+    /// the exit events must match the exit statistics.
+    pub fn event_mismatches(&self) -> Vec<String> {
+        let lossless = self
+            .run
+            .as_ref()
+            .is_some_and(|run| run.dropped_records == 0);
+        if !self.has_events || !lossless {
+            return Vec::new();
+        }
+        let mut problems = Vec::new();
+        for vm in &self.vms {
+            let Some(summary) = &vm.summary else { continue };
+            let full = self.level == Some(TraceLevel::Full);
+            let exits: u64 = vm.exits.values().map(|totals| totals.count).sum();
+            for (what, events, summary) in [
+                ("slices", Some(vm.events.runs), summary.slices),
+                (
+                    "preemptions",
+                    Some(vm.events.preempted),
+                    summary.preemptions,
+                ),
+                ("wakes", Some(vm.events.wakes), summary.wakes),
+                ("exits", full.then_some(vm.events.exits), exits),
+            ] {
+                let Some(events) = events else { continue };
+                if events != summary {
+                    problems.push(format!(
+                        "VM {}: the events show {events} {what}, the summary {summary}",
+                        vm.name
+                    ));
+                }
+            }
         }
         problems
     }
@@ -514,7 +729,7 @@ impl Accounting {
                 ));
             }
         }
-        let exits = self.exit_table();
+        let exits = self.exit_table(None);
         if !exits.rows.is_empty() {
             let _ = writeln!(
                 out,
@@ -536,6 +751,23 @@ impl Accounting {
                     self.cycles_text(timer.lag_max),
                 );
             }
+        }
+        out.push_str(&self.memory_table());
+        for vm in self.vms.iter().filter(|vm| vm.disk.any()) {
+            let disk = vm.disk;
+            let _ = writeln!(
+                out,
+                "disk {}: read {} sector{} in {} transfer{}, wrote {} sector{} in {} transfer{}",
+                vm.name,
+                group(disk.read_sectors),
+                plural(disk.read_sectors),
+                group(disk.reads),
+                plural(disk.reads),
+                group(disk.written_sectors),
+                plural(disk.written_sectors),
+                group(disk.writes),
+                plural(disk.writes),
+            );
         }
         for vm in self.vms.iter().filter(|vm| vm.spaces.len() > 1) {
             let total: u64 = vm.spaces.iter().map(|space| space.cycles).sum();
@@ -586,11 +818,16 @@ impl Accounting {
         out
     }
 
-    /// Every VM's exits summed per reason, in the columns of `perf kvm stat`: samples and their
-    /// share, time share, min, max and mean cycles; the costliest reason first.
-    fn exit_table(&self) -> Table {
+    /// Exits summed per reason over every VM (`vm` None) or one VM, in the columns of `perf kvm
+    /// stat`: samples and their share, time share, min, max and mean cycles; the costliest reason
+    /// first.
+    pub fn exit_table(&self, vm: Option<u16>) -> Table {
         let mut totals: std::collections::BTreeMap<u16, ExitTotals> = Default::default();
-        for vm in &self.vms {
+        for vm in self
+            .vms
+            .iter()
+            .filter(|account| vm.is_none_or(|id| id == account.id))
+        {
             for (&reason, vm_totals) in &vm.exits {
                 let entry = totals.entry(reason).or_default();
                 entry.min = if entry.count == 0 {
@@ -632,7 +869,7 @@ impl Accounting {
 
     /// Per VM: weight, CPU share, guest and root cycles, and the four runstates (cycles and
     /// share of the elapsed time).
-    fn time_table(&self) -> Table {
+    pub fn time_table(&self) -> Table {
         let mut table = Table::new(&[
             ("VM", Align::Left),
             ("W", Align::Right),
@@ -675,7 +912,7 @@ impl Accounting {
 
     /// Per VM: slices, how they ended, wakes and wake-to-run latency, quantum error, and the
     /// guest's metrics.
-    fn events_table(&self) -> Table {
+    pub fn events_table(&self) -> Table {
         let unit = if self.tsc_hz.is_some() { "µs" } else { "cyc" };
         let wake_header = format!("WAKE p50/p95/p99/max {unit}");
         let mut table = Table::new(&[
@@ -834,6 +1071,21 @@ impl Table {
         self.rows.push(row);
     }
 
+    /// The column names.
+    pub fn header(&self) -> &[String] {
+        &self.header
+    }
+
+    /// The rows, each as long as the header or shorter.
+    pub fn rows(&self) -> &[Vec<String>] {
+        &self.rows
+    }
+
+    /// How column `column` is aligned (left past the last one).
+    pub fn align(&self, column: usize) -> Align {
+        self.align.get(column).copied().unwrap_or(Align::Left)
+    }
+
     pub fn render(&self) -> String {
         let width =
             |row: &[String], column: usize| row.get(column).map_or(0, |cell| cell.chars().count());
@@ -875,23 +1127,10 @@ impl Table {
 
 #[cfg(test)]
 mod tests {
-    use carousel_protocol::record::TscSource;
 
     use super::*;
 
-    fn hello(names: &[&str], tsc_hz: u64) -> Record {
-        Record::Hello {
-            version: 1,
-            lab_hash: 0,
-            tsc_hz,
-            tsc_source: TscSource::LabFile,
-            preemption_timer_rate: 0,
-            cpu: "GenuineIntel".to_string(),
-            vms: names.iter().map(|name| name.to_string()).collect(),
-            commit: "test".into(),
-            level: carousel_protocol::record::TraceLevel::Switches,
-        }
-    }
+    use crate::fixtures::hello;
 
     /// A CPU-bound VM: running `guest + root` cycles, runnable the rest of `elapsed`.
     fn busy(vm: u16, guest: u64, root: u64, elapsed: u64) -> VmSummary {
@@ -985,7 +1224,7 @@ mod tests {
         let accounting = Accounting::from_records(&records, &[1, 1]);
         assert_eq!(accounting.vms[0].exits[&30].count, 4);
         assert_eq!(accounting.vms[0].exits[&30].min, 500);
-        let table = accounting.exit_table();
+        let table = accounting.exit_table(None);
         assert_eq!(table.rows.len(), 2);
         assert_eq!(
             table.rows[0][..4],
@@ -1037,6 +1276,35 @@ mod tests {
             "{report}"
         );
         assert!(!report.contains("address spaces b"), "{report}");
+    }
+
+    #[test]
+    fn disk_transfers_are_summed_per_vm() {
+        let mut records = two_vm_records();
+        for (lba, sectors, write) in [(0, 8, false), (8, 1, false), (100, 2, true)] {
+            records.insert(
+                1,
+                Record::DiskIo {
+                    tsc: 1,
+                    vm: 1,
+                    lba,
+                    sectors,
+                    write,
+                },
+            );
+        }
+        let accounting = Accounting::from_records(&records, &[]);
+        assert!(!accounting.vms[0].disk.any());
+        let disk = accounting.vms[1].disk;
+        assert_eq!((disk.reads, disk.read_sectors), (2, 9));
+        assert_eq!((disk.writes, disk.written_sectors), (1, 2));
+        let report = accounting.report();
+        assert!(
+            report
+                .contains("disk b: read 9 sectors in 2 transfers, wrote 2 sectors in 1 transfer\n"),
+            "{report}"
+        );
+        assert!(!report.contains("disk a"), "{report}");
     }
 
     #[test]

@@ -13,6 +13,8 @@ pub const APT_BOCHS: &str = "apt-get install -y bochs bochsbios vgabios bochs-te
 pub const APT_GRUB: &str = "apt-get install -y grub-pc-bin grub-common xorriso mtools";
 /// Installs QEMU.
 pub const APT_QEMU: &str = "apt-get install -y qemu-system-x86";
+/// Installs headless Chromium (the report page's browser test).
+pub const APT_CHROMIUM: &str = "apt-get install -y chromium";
 /// Installs the bare-metal Rust target.
 pub const RUSTUP_TARGET: &str = "rustup target add x86_64-unknown-none";
 
@@ -128,6 +130,7 @@ pub fn examine(root: &Path) -> Vec<Item> {
         program("mformat", APT_GRUB, true),
         rust_target(root),
         program(backend::QEMU, APT_QEMU, false),
+        program("chromium", APT_CHROMIUM, false),
         Item {
             name: backend::DEV_KVM.to_string(),
             present: dev_kvm,

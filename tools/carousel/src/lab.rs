@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use carousel_protocol::config::{
-    fnv1a64, RunConfig, SchedulerPolicy, VmConfig, DEFAULT_INTERVAL_US,
+    fnv1a64, RunConfig, SchedulerPolicy, VmConfig, DEFAULT_INTERVAL_US, DEFAULT_MEMORY_SAMPLE_US,
 };
 use carousel_protocol::record::TraceLevel;
 use serde::Deserialize;
@@ -55,8 +55,11 @@ pub const STEP_TIMEOUT_S_RANGE: RangeInclusive<i64> = 1..=86_400;
 /// Allowed number of VMs in one lab.
 /// Allowed `run.interval_us` (metrics interval, microseconds of TSC time).
 pub const INTERVAL_US_RANGE: RangeInclusive<i64> = 100..=10_000_000;
+/// Allowed `run.memory_sample_ms` (0: no working-set samples).
+pub const MEMORY_SAMPLE_MS_RANGE: RangeInclusive<i64> = 0..=60_000;
 /// `run.trace` values and the trace level each stands for.
-pub const TRACE_LEVELS: [(&str, TraceLevel); 3] = [
+pub const TRACE_LEVELS: [(&str, TraceLevel); 4] = [
+    ("off", TraceLevel::Off),
     ("aggregate", TraceLevel::Aggregate),
     ("switches", TraceLevel::Switches),
     ("full", TraceLevel::Full),
@@ -129,6 +132,8 @@ pub struct Lab {
     pub trace: TraceLevel,
     /// `run.policy`: the scheduling policy.
     pub policy: SchedulerPolicy,
+    /// `run.memory_sample_ms`: working-set sampling period, milliseconds of TSC time (0: off).
+    pub memory_sample_ms: u32,
     /// The VMs, in file order (a VM's id is its index).
     pub vms: Vec<Vm>,
     /// `[sweep]`: what `carousel sweep` varies when its command line does not say (`carousel
@@ -343,6 +348,7 @@ struct RawRun {
     interval_us: Option<Spanned<i64>>,
     trace: Option<Spanned<String>>,
     policy: Option<Spanned<String>>,
+    memory_sample_ms: Option<Spanned<i64>>,
 }
 
 /// The `[sweep]` table as written.
@@ -667,6 +673,12 @@ impl Lab {
             INTERVAL_US_RANGE,
             i64::from(DEFAULT_INTERVAL_US),
         )? as u32;
+        let memory_sample_ms = checker.int(
+            "run.memory_sample_ms",
+            run.memory_sample_ms.as_ref(),
+            MEMORY_SAMPLE_MS_RANGE,
+            i64::from(DEFAULT_MEMORY_SAMPLE_US / 1000),
+        )? as u32;
         let trace = match run.trace {
             None => TraceLevel::Switches,
             Some(value) => match TRACE_LEVELS
@@ -870,6 +882,7 @@ impl Lab {
             interval_us,
             trace,
             policy,
+            memory_sample_ms,
             vms,
             sweep,
         })
@@ -945,6 +958,7 @@ impl Lab {
         config.idle_threshold_us = self.idle_threshold_us;
         config.interval_us = self.interval_us;
         config.trace = self.trace;
+        config.memory_sample_us = self.memory_sample_ms.saturating_mul(1000);
         config.commit = crate::build::commit();
         config.policy = self.policy;
         config

@@ -25,11 +25,18 @@ pub mod com1;
 pub mod decode_bench;
 pub mod disk;
 pub mod doctor;
+pub mod export_bench;
+#[cfg(test)]
+mod fixtures;
+pub mod html;
 pub mod interactive;
 pub mod iso;
 pub mod lab;
+pub mod live;
 pub mod outcome;
+pub mod perfetto;
 pub mod report;
 pub mod run;
 pub mod script;
 pub mod sweep;
+pub mod timeline;

@@ -53,12 +53,34 @@ enum Command {
         trace: Option<PathBuf>,
     },
     /// The accounting of a finished run from its record stream (a `--trace` file, or a run
-    /// directory's com2.bin): text, or one JSON object. Damage is named; the rest still counts.
+    /// directory's com2.bin): text, one JSON object or CSV; per-interval rows with --interval;
+    /// also a self-contained HTML page with --html. Damage is named; the rest still counts.
     Report {
         trace: PathBuf,
         #[arg(long, value_enum, default_value_t = carousel::report::Format::Text)]
         format: carousel::report::Format,
         /// Report only this VM (by its lab name).
+        #[arg(long, value_name = "NAME")]
+        vm: Option<String>,
+        /// Per-interval rows instead of the whole-run tables: each VM's running, runnable and
+        /// blocked share, switches and exits over every MS milliseconds of TSC time (JSON adds
+        /// an `intervals` array to the whole-run object). Needs the trace's scheduler events.
+        #[arg(long, value_name = "MS", value_parser = positive_millis)]
+        interval: Option<f64>,
+        /// Also write the report as one self-contained HTML page (charts, timelines, memory and
+        /// disk grids, the tables) to FILE.
+        #[arg(long, value_name = "FILE")]
+        html: Option<PathBuf>,
+    },
+    /// Convert a trace for other tools: `--perfetto FILE` writes Chrome trace-event JSON that
+    /// ui.perfetto.dev and chrome://tracing load (a CPU track, a runstate track per VM, exits of
+    /// full-rate traces, disk and memory counters).
+    Export {
+        trace: PathBuf,
+        /// Where to write the Chrome trace-event JSON.
+        #[arg(long, value_name = "FILE", required = true)]
+        perfetto: PathBuf,
+        /// Export only this VM (by its lab name).
         #[arg(long, value_name = "NAME")]
         vm: Option<String>,
     },
@@ -99,6 +121,16 @@ enum Bench {
         #[arg(long, value_enum, default_value_t = BackendChoice::Bochs)]
         backend: BackendChoice,
     },
+    /// What exporting costs the guests: 4 spin VMs at each trace level (off, aggregate,
+    /// switches, full), their iterations against `off` (goal: at most 1% at the default).
+    Export {
+        /// Print one JSON object instead of the table.
+        #[arg(long)]
+        json: bool,
+        /// Emulator (as for `run`).
+        #[arg(long, value_enum, default_value_t = BackendChoice::Bochs)]
+        backend: BackendChoice,
+    },
     /// How fast a trace becomes a report: decodes and reports a synthetic ~100 MB trace and
     /// prints MB/s (goal: at least 100).
     Decode {
@@ -106,6 +138,14 @@ enum Bench {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// `--interval MS`: a finite number of milliseconds above 0.
+fn positive_millis(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(ms) if ms.is_finite() && ms > 0.0 => Ok(ms),
+        _ => Err(format!("{text:?} is not a number of milliseconds above 0")),
+    }
 }
 
 /// Routes Ctrl-C into `flag`; false (after saying why) when that is impossible.
@@ -163,9 +203,26 @@ fn main() -> ExitCode {
             }
             carousel::sweep::sweep_command(&args, &interrupted)
         }
-        Command::Report { trace, format, vm } => {
-            carousel::report::report_command(&trace, format, vm.as_deref())
+        Command::Report {
+            trace,
+            format,
+            vm,
+            interval,
+            html,
+        } => {
+            let options = carousel::report::ReportOptions {
+                format,
+                vm: vm.as_deref(),
+                interval_ms: interval,
+                html: html.as_deref(),
+            };
+            carousel::report::report_command(&trace, &options)
         }
+        Command::Export {
+            trace,
+            perfetto,
+            vm,
+        } => carousel::perfetto::export_command(&trace, &perfetto, vm.as_deref()),
         Command::Bench {
             bench: Bench::Decode { json },
         } => carousel::decode_bench::decode_command(json),
@@ -177,6 +234,15 @@ fn main() -> ExitCode {
                 return ExitCode::from(EXIT_SETUP as u8);
             }
             carousel::bench::sched_command(backend, json, &interrupted)
+        }
+        Command::Bench {
+            bench: Bench::Export { json, backend },
+        } => {
+            let interrupted = Arc::new(AtomicBool::new(false));
+            if !catch_interrupt(&interrupted) {
+                return ExitCode::from(EXIT_SETUP as u8);
+            }
+            carousel::export_bench::export_command(backend, json, &interrupted)
         }
     };
     ExitCode::from(code.clamp(0, 255) as u8)

@@ -199,6 +199,8 @@ pub fn decide(facts: &RunFacts<'_>) -> Outcome {
             // Accounting and events, not verdicts (see `crate::accounting`).
             Record::Events { .. }
             | Record::MemoryMap { .. }
+            | Record::MemoryInfo { .. }
+            | Record::WorkingSet { .. }
             | Record::GuestMetric { .. }
             | Record::DiskIo { .. }
             | Record::DiskSector { .. }
@@ -446,7 +448,6 @@ pub fn result_line(outcome: &Outcome) -> String {
 #[cfg(test)]
 mod tests {
     use carousel_protocol::hypercall::{EXIT_FAILURE, EXIT_SUCCESS};
-    use carousel_protocol::record::TscSource;
 
     use super::*;
 
@@ -455,17 +456,7 @@ mod tests {
     }
 
     fn hello(vms: &[&str]) -> Record {
-        Record::Hello {
-            version: 1,
-            lab_hash: 0,
-            tsc_hz: 1_000_000,
-            tsc_source: TscSource::LabFile,
-            preemption_timer_rate: 0,
-            cpu: "GenuineIntel".to_string(),
-            vms: names(vms),
-            commit: "test".into(),
-            level: carousel_protocol::record::TraceLevel::Switches,
-        }
+        crate::fixtures::hello(vms, 1_000_000)
     }
 
     fn stopped(vm: u16, reason: StopReason) -> Record {

@@ -1,20 +1,24 @@
 //! `carousel report TRACE`: the accounting of a finished run, read back from its record stream
-//! (the run directory's `com2.bin`, or the file `carousel run --trace FILE` wrote), as text or
-//! as JSON. A damaged trace is reported as far as it goes: every gap and corrupt frame is named
-//! and everything else still counts.
+//! (the run directory's `com2.bin`, or the file `carousel run --trace FILE` wrote), as text, JSON
+//! or CSV; with `--interval MS`, per-interval rows (after xenalyze's `--interval` mode); with
+//! `--html FILE`, also the report page ([`crate::html`]). A damaged trace is reported as far as
+//! it goes: every gap and corrupt frame is named and everything else still counts.
 
 use std::collections::BTreeMap;
+use std::fmt::Write;
 use std::path::Path;
 
 use carousel_protocol::record::{exit_reason_name, timed_events, Event, Record};
-use carousel_protocol::wire::{decode_all, Decoded};
+use carousel_protocol::wire::{decode_all, encode_vec, Decoded, Frame};
 use serde_json::{json, Value};
 
-use crate::accounting::Accounting;
+use crate::accounting::{group, Accounting, Align, Table};
+use crate::timeline::{intervals, Interval, Timeline, MAX_INTERVALS};
 
 /// What `report` prints.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
+    #[default]
     Text,
     Json,
     /// One row per VM (the columns of the JSON `vms` entries).
@@ -132,6 +136,8 @@ fn vm_of(record: &mut Record) -> Option<&mut u16> {
         | Record::Events { .. } => None,
         Record::Check { vm, .. }
         | Record::MemoryMap { vm, .. }
+        | Record::MemoryInfo { vm, .. }
+        | Record::WorkingSet { vm, .. }
         | Record::GuestMetric { vm, .. }
         | Record::DiskIo { vm, .. }
         | Record::DiskSector { vm, .. }
@@ -141,6 +147,20 @@ fn vm_of(record: &mut Record) -> Option<&mut u16> {
         | Record::VmStopped { vm, .. } => Some(vm),
         Record::VmSummary(summary) => Some(&mut summary.vm),
     }
+}
+
+/// `records` framed as a trace (sequence numbers from 0): what `carousel run --trace` writes.
+pub fn encode_trace(records: impl IntoIterator<Item = Record>) -> Vec<u8> {
+    records
+        .into_iter()
+        .enumerate()
+        .flat_map(|(seq, record)| {
+            encode_vec(&Frame {
+                seq: seq as u32,
+                record,
+            })
+        })
+        .collect()
 }
 
 /// The records of a trace, and a line for every part that did not decode.
@@ -207,29 +227,13 @@ pub fn json_report(records: &[Record]) -> Value {
             json!({"reason": exit_reason_name(reason), "count": count, "cycles": cycles as u64, "min": min, "max": max})
         })
         .collect();
-    let mut disk: BTreeMap<u16, (u64, u64)> = BTreeMap::new();
-    for record in records {
-        if let Record::DiskIo {
-            vm, sectors, write, ..
-        } = record
-        {
-            let entry = disk.entry(*vm).or_default();
-            if *write {
-                entry.1 += u64::from(*sectors);
-            } else {
-                entry.0 += u64::from(*sectors);
-            }
-        }
-    }
-    let name = |vm: u16| {
-        accounting
-            .vms
-            .get(usize::from(vm))
-            .map_or_else(|| format!("vm{vm}"), |vm| vm.name.clone())
-    };
-    let disk: Vec<Value> = disk
-        .into_iter()
-        .map(|(vm, (reads, writes))| json!({"vm": name(vm), "reads": reads, "writes": writes}))
+    let disk: Vec<Value> = accounting
+        .vms
+        .iter()
+        .filter(|vm| vm.disk.any())
+        .map(|vm| {
+            json!({"vm": vm.name, "reads": vm.disk.read_sectors, "writes": vm.disk.written_sectors})
+        })
         .collect();
     json!({
         "elapsed_cycles": run.map(|r| r.elapsed),
@@ -243,43 +247,286 @@ pub fn json_report(records: &[Record]) -> Value {
     })
 }
 
-/// `carousel report TRACE [--format text|json|csv] [--vm NAME]`; returns the exit code (0, or 2
-/// when the file cannot be read, holds no record at all, or names no such VM).
-pub fn report_command(path: &Path, format: Format, vm: Option<&str>) -> i32 {
-    let bytes = match std::fs::read(path) {
-        Ok(bytes) => bytes,
-        Err(error) => {
-            eprintln!("carousel report: cannot read {}: {error}", path.display());
-            return 2;
+/// Why a trace has no per-interval rows.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum IntervalError {
+    #[error(
+        "the trace holds no scheduler events (it was recorded at trace level `aggregate`); \
+         per-interval rows need `run.trace = \"switches\"` (the default) or `\"full\"` in the lab"
+    )]
+    NoEvents,
+    #[error("the trace names no TSC frequency, so {ms} ms cannot be converted to cycles")]
+    NoTscFrequency { ms: f64 },
+    #[error(
+        "{ms} ms intervals would cut this trace into more than {MAX_INTERVALS} rows; \
+         choose a longer interval"
+    )]
+    TooMany { ms: f64 },
+}
+
+/// The timeline of `records` cut into intervals of `ms` milliseconds of TSC time.
+pub fn interval_rows(records: &[Record], ms: f64) -> Result<Vec<Interval>, IntervalError> {
+    let timeline = Timeline::from_records(records).ok_or(IntervalError::NoEvents)?;
+    let hz = timeline
+        .tsc_hz
+        .ok_or(IntervalError::NoTscFrequency { ms })?;
+    let length = (ms / 1_000.0 * hz as f64).round();
+    if !(1.0..=u64::MAX as f64).contains(&length) {
+        return Err(IntervalError::TooMany { ms });
+    }
+    intervals(&timeline, records, length as u64).ok_or(IntervalError::TooMany { ms })
+}
+
+/// The names of the VMs of `records` (from Hello; `vm<id>` for ids it does not name), at least
+/// `count` of them.
+fn vm_names(records: &[Record], count: usize) -> Vec<String> {
+    let mut names: Vec<String> = Accounting::from_records(records, &[])
+        .vms
+        .into_iter()
+        .map(|vm| vm.name)
+        .collect();
+    while names.len() < count {
+        names.push(format!("vm{}", names.len()));
+    }
+    names
+}
+
+/// Cycles since `origin` in milliseconds at `hz`.
+fn millis(cycles: u64, origin: u64, hz: u64) -> f64 {
+    cycles.saturating_sub(origin) as f64 * 1_000.0 / hz.max(1) as f64
+}
+
+/// The per-interval rows as a text table: one row per interval and VM.
+pub fn interval_text(records: &[Record], rows: &[Interval]) -> String {
+    let hz = Accounting::from_records(records, &[]).tsc_hz.unwrap_or(1);
+    let origin = rows.first().map_or(0, |row| row.start);
+    let names = vm_names(records, rows.first().map_or(0, |row| row.vms.len()));
+    let mut table = Table::new(&[
+        ("FROM ms", Align::Right),
+        ("TO ms", Align::Right),
+        ("VM", Align::Left),
+        ("CPU%", Align::Right),
+        ("RUNNABLE%", Align::Right),
+        ("BLOCKED%", Align::Right),
+        ("STOPPED%", Align::Right),
+        ("SWITCHES", Align::Right),
+        ("EXITS", Align::Right),
+        ("EXIT cyc", Align::Right),
+    ]);
+    let percent = |row: &Interval, cycles: u64| format!("{:.1}", row.share(cycles) * 100.0);
+    for row in rows {
+        for (vm, figures) in row.vms.iter().enumerate() {
+            table.push(vec![
+                format!("{:.3}", millis(row.start, origin, hz)),
+                format!("{:.3}", millis(row.end, origin, hz)),
+                names[vm].clone(),
+                percent(row, figures.running),
+                percent(row, figures.runnable),
+                percent(row, figures.blocked),
+                percent(row, figures.stopped),
+                group(figures.switches),
+                group(figures.exits),
+                group(figures.exit_cycles),
+            ]);
         }
+    }
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "INTERVALS  from the first event; shares of each interval's TSC time; SWITCHES = slices \
+         begun; exits from the hypervisor's exit intervals, each counted where its middle falls"
+    );
+    out.push_str(&table.render());
+    out
+}
+
+/// The per-interval rows as JSON: one object per interval with its `vms`.
+pub fn interval_json(records: &[Record], rows: &[Interval]) -> Value {
+    let hz = Accounting::from_records(records, &[]).tsc_hz.unwrap_or(1);
+    let origin = rows.first().map_or(0, |row| row.start);
+    let names = vm_names(records, rows.first().map_or(0, |row| row.vms.len()));
+    let rows: Vec<Value> = rows
+        .iter()
+        .map(|row| {
+            let vms: Vec<Value> = row
+                .vms
+                .iter()
+                .enumerate()
+                .map(|(vm, figures)| {
+                    json!({
+                        "name": names[vm],
+                        "running_share": row.share(figures.running),
+                        "runnable_share": row.share(figures.runnable),
+                        "blocked_share": row.share(figures.blocked),
+                        "stopped_share": row.share(figures.stopped),
+                        "running_cycles": figures.running,
+                        "runnable_cycles": figures.runnable,
+                        "blocked_cycles": figures.blocked,
+                        "stopped_cycles": figures.stopped,
+                        "switches": figures.switches,
+                        "exits": figures.exits,
+                        "exit_cycles": figures.exit_cycles,
+                    })
+                })
+                .collect();
+            json!({
+                "start_cycles": row.start,
+                "end_cycles": row.end,
+                "start_ms": millis(row.start, origin, hz),
+                "end_ms": millis(row.end, origin, hz),
+                "vms": vms,
+            })
+        })
+        .collect();
+    Value::Array(rows)
+}
+
+/// The CSV header of [`interval_csv`].
+pub const INTERVAL_CSV_HEADER: &str = "start_ms,end_ms,vm,running_share,runnable_share,\
+blocked_share,stopped_share,running_cycles,runnable_cycles,blocked_cycles,stopped_cycles,\
+switches,exits,exit_cycles";
+
+/// The per-interval rows as CSV: one row per interval and VM.
+pub fn interval_csv(records: &[Record], rows: &[Interval]) -> String {
+    let mut out = String::from(INTERVAL_CSV_HEADER);
+    out.push('\n');
+    let Value::Array(rows) = interval_json(records, rows) else {
+        return out;
     };
+    for row in &rows {
+        for vm in row["vms"].as_array().into_iter().flatten() {
+            // VM names are [A-Za-z0-9_-]: no quoting needed.
+            let _ = write!(
+                out,
+                "{:.3},{:.3},{}",
+                row["start_ms"].as_f64().unwrap_or_default(),
+                row["end_ms"].as_f64().unwrap_or_default(),
+                vm["name"].as_str().unwrap_or_default()
+            );
+            for share in [
+                "running_share",
+                "runnable_share",
+                "blocked_share",
+                "stopped_share",
+            ] {
+                let _ = write!(out, ",{:.4}", vm[share].as_f64().unwrap_or_default());
+            }
+            for count in [
+                "running_cycles",
+                "runnable_cycles",
+                "blocked_cycles",
+                "stopped_cycles",
+                "switches",
+                "exits",
+                "exit_cycles",
+            ] {
+                let _ = write!(out, ",{}", vm[count].as_u64().unwrap_or_default());
+            }
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// The records of the trace file `path` (with `vm`, that VM's: [`only_vm`]) and the damage
+/// [`read_trace`] found, each line of which goes to stderr as a warning. When there is nothing
+/// to work with (the file cannot be read, holds no record, names no such VM) `carousel
+/// <command>` says why and the error is the exit code, 2.
+pub fn load_trace(
+    path: &Path,
+    vm: Option<&str>,
+    command: &str,
+) -> Result<(Vec<Record>, Vec<String>), i32> {
+    let bytes = std::fs::read(path).map_err(|error| {
+        eprintln!(
+            "carousel {command}: cannot read {}: {error}",
+            path.display()
+        );
+        2
+    })?;
     let (records, problems) = read_trace(&bytes);
     for problem in &problems {
         eprintln!("warning: {}: {problem}", path.display());
     }
     if records.is_empty() {
-        eprintln!("carousel report: {} holds no record", path.display());
-        return 2;
+        eprintln!("carousel {command}: {} holds no record", path.display());
+        return Err(2);
     }
-    let records = match vm {
-        None => records,
-        Some(name) => match only_vm(&records, name) {
-            Some(records) => records,
-            None => {
-                eprintln!("carousel report: the trace names no VM {name:?}");
-                return 2;
-            }
-        },
+    let Some(name) = vm else {
+        return Ok((records, problems));
     };
-    let text = match format {
-        Format::Text => {
+    match only_vm(&records, name) {
+        Some(records) => Ok((records, problems)),
+        None => {
+            eprintln!("carousel {command}: the trace names no VM {name:?}");
+            Err(2)
+        }
+    }
+}
+
+/// What `carousel report` was asked for beyond the trace.
+#[derive(Debug, Clone, Default)]
+pub struct ReportOptions<'a> {
+    pub format: Format,
+    /// `--vm NAME`: only this VM's records (and the run-wide ones).
+    pub vm: Option<&'a str>,
+    /// `--interval MS`: per-interval rows instead of the whole-run tables (JSON: the whole-run
+    /// object gains an `intervals` array).
+    pub interval_ms: Option<f64>,
+    /// `--html FILE`: also write the report page there.
+    pub html: Option<&'a Path>,
+}
+
+/// `carousel report TRACE [--format text|json|csv] [--vm NAME] [--interval MS] [--html FILE]`;
+/// returns the exit code: 0, or 2 when the file cannot be read, holds no record at all, names
+/// no such VM, has no events for `--interval`, or the page cannot be written.
+pub fn report_command(path: &Path, options: &ReportOptions) -> i32 {
+    let (records, problems) = match load_trace(path, options.vm, "report") {
+        Ok(loaded) => loaded,
+        Err(code) => return code,
+    };
+    let intervals = match options.interval_ms.map(|ms| interval_rows(&records, ms)) {
+        None => None,
+        Some(Ok(rows)) => Some(rows),
+        Some(Err(error)) => {
+            eprintln!("carousel report: {}: {error}", path.display());
+            return 2;
+        }
+    };
+    if let Some(page) = options.html {
+        let source = crate::html::Source {
+            name: &path.display().to_string(),
+            damage: &problems,
+            only_vm: options.vm,
+        };
+        let html = crate::html::page(&records, &source);
+        if let Err(error) = std::fs::write(page, &html) {
+            eprintln!("carousel report: cannot write {}: {error}", page.display());
+            return 2;
+        }
+        eprintln!(
+            "carousel report: wrote {} ({} KB)",
+            page.display(),
+            html.len().div_ceil(1024)
+        );
+    }
+    let text = match (options.format, &intervals) {
+        (Format::Text, None) => {
             let mut accounting = Accounting::from_records(&records, &[]);
             // One VM's guest time cannot balance the whole run's elapsed time.
-            accounting.partial = vm.is_some();
+            accounting.partial = options.vm.is_some();
             accounting.report()
         }
-        Format::Json => format!("{:#}\n", json_report(&records)),
-        Format::Csv => csv_report(&records),
+        (Format::Text, Some(rows)) => interval_text(&records, rows),
+        (Format::Json, rows) => {
+            let mut report = json_report(&records);
+            if let Some(rows) = rows {
+                report["intervals"] = interval_json(&records, rows);
+            }
+            format!("{report:#}\n")
+        }
+        (Format::Csv, None) => csv_report(&records),
+        (Format::Csv, Some(rows)) => interval_csv(&records, rows),
     };
     // A reader that stops early (`| head`) is not an error worth a panic.
     let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes());
@@ -289,7 +536,6 @@ pub fn report_command(path: &Path, format: Format, vm: Option<&str>) -> i32 {
 #[cfg(test)]
 mod tests {
     use carousel_protocol::record::{ExitStat, RunSummary, VmSummary};
-    use carousel_protocol::wire::{encode_vec, Frame};
 
     use super::*;
 
@@ -317,17 +563,7 @@ mod tests {
 
     fn trace() -> Vec<Record> {
         vec![
-            Record::Hello {
-                version: 1,
-                lab_hash: 0,
-                tsc_hz: 1_000_000,
-                tsc_source: carousel_protocol::record::TscSource::LabFile,
-                preemption_timer_rate: 0,
-                cpu: "test".into(),
-                vms: vec!["a".into(), "b".into()],
-                commit: "test".into(),
-                level: carousel_protocol::record::TraceLevel::Switches,
-            },
+            crate::fixtures::hello(&["a", "b"], 1_000_000),
             Record::DiskIo {
                 tsc: 1,
                 vm: 1,
@@ -423,16 +659,7 @@ mod tests {
 
     #[test]
     fn a_corrupted_trace_names_its_damage_and_keeps_the_rest() {
-        let mut bytes: Vec<u8> = trace()
-            .into_iter()
-            .enumerate()
-            .flat_map(|(seq, record)| {
-                encode_vec(&Frame {
-                    seq: seq as u32,
-                    record,
-                })
-            })
-            .collect();
+        let mut bytes = encode_trace(trace());
         // Damage the second frame (a DiskIo record).
         let second = bytes.iter().position(|&b| b == 0).unwrap() + 3;
         bytes[second] ^= 0x55;

@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
-use carousel_protocol::record::Record;
-use carousel_protocol::wire::{Decoded, Decoder};
+use carousel_protocol::record::{Record, TraceLevel};
+use carousel_protocol::wire::{decode_all, encode_vec, Decoded, Decoder};
 use carousel_protocol::FORMAT_VERSION;
 
 use crate::accounting::Accounting;
@@ -21,6 +21,7 @@ use crate::com1::{self, Com1, ConnectError};
 use crate::interactive::{self, Command};
 use crate::iso::{self, IsoError, VmFiles};
 use crate::lab::{Disk, Kernel, Lab, LabError};
+use crate::live::LiveSummary;
 use crate::outcome::{self, Ending, Outcome, RunFacts, Verdict, ERROR_PREFIX, PANIC_PREFIX};
 use crate::script::{Event, FocusWriter, Scripts};
 
@@ -224,6 +225,11 @@ struct Received {
     lines: LineSplitter,
     watch: Com1Watch,
     decoder: Decoder,
+    /// The records come through the emulator's debug port (a full-rate trace), whose file
+    /// also holds the emulator's own text: what is not a frame there is skipped silently.
+    debug_port: bool,
+    /// The once-a-second summary of what the records say.
+    live: LiveSummary,
     records: Vec<Record>,
     hello_seen: bool,
     run_end_seen: bool,
@@ -233,8 +239,10 @@ struct Received {
 }
 
 impl Received {
-    fn new(console: Console, names: Vec<String>, scripts: Scripts) -> Self {
+    fn new(console: Console, names: Vec<String>, scripts: Scripts, debug_port: bool) -> Self {
         Self {
+            debug_port,
+            live: LiveSummary::new(),
             console,
             stopped: vec![false; names.len()],
             names,
@@ -289,14 +297,22 @@ impl Received {
         self.decoder.feed(bytes, &mut decoded);
         for item in decoded {
             match item {
-                Decoded::Frame(frame) => self.record(frame.record, lab),
+                Decoded::Frame(frame) => {
+                    self.live.record(&frame.record);
+                    self.record(frame.record, lab);
+                }
+                // The emulator's own text between frames on the debug port.
+                Decoded::Corrupt { .. } if self.debug_port => {}
                 Decoded::Corrupt { bytes } => {
                     self.warn(format!("COM2: skipped a corrupt frame of {bytes} bytes"));
                 }
-                Decoded::Gap { from, to } => self.warn(format!(
-                    "COM2: records {from}..{to} ({} of them) never arrived",
-                    to.wrapping_sub(from)
-                )),
+                Decoded::Gap { from, to } => {
+                    self.live.gap(u64::from(to.wrapping_sub(from)));
+                    self.warn(format!(
+                        "COM2: records {from}..{to} ({} of them) never arrived",
+                        to.wrapping_sub(from)
+                    ));
+                }
             }
         }
     }
@@ -337,6 +353,8 @@ impl Received {
             Record::Check { .. }
             | Record::Events { .. }
             | Record::MemoryMap { .. }
+            | Record::MemoryInfo { .. }
+            | Record::WorkingSet { .. }
             | Record::GuestMetric { .. }
             | Record::DiskIo { .. }
             | Record::DiskSector { .. }
@@ -355,12 +373,45 @@ impl Received {
             self.line(&line);
         }
         let pending = self.decoder.pending_bytes();
-        if pending > 0 {
+        if pending > 0 && !self.debug_port {
             self.warn(format!(
                 "COM2: the stream ends inside a frame ({pending} bytes)"
             ));
         }
     }
+}
+
+/// How often `carousel run` prints its live summary.
+const LIVE_PERIOD: Duration = Duration::from_secs(1);
+
+/// The files a run's output lands in, in the run directory.
+struct RunFiles {
+    /// COM1's text.
+    com1: PathBuf,
+    /// The record stream: COM2's, or the debug port's ([`record_stream_file`]).
+    records: PathBuf,
+}
+
+/// The run-directory file the record stream lands in: COM2's, or for a full-rate trace the
+/// emulator's debug-port output.
+pub fn record_stream_file(backend: Backend, lab: &Lab) -> &'static str {
+    match lab.trace {
+        TraceLevel::Full => backend.e9_file(),
+        TraceLevel::Off | TraceLevel::Aggregate | TraceLevel::Switches => "com2.bin",
+    }
+}
+
+/// The whole frames of a stream, re-encoded (byte for byte what was sent) without whatever
+/// else shares the stream: a debug-port file holds the emulator's own text too.
+pub fn frames_only(bytes: &[u8]) -> Vec<u8> {
+    decode_all(bytes)
+        .into_iter()
+        .filter_map(|item| match item {
+            Decoded::Frame(frame) => Some(encode_vec(&frame)),
+            Decoded::Corrupt { .. } | Decoded::Gap { .. } => None,
+        })
+        .flatten()
+        .collect()
 }
 
 /// The default run directory of `lab`.
@@ -493,7 +544,16 @@ pub fn run(options: &RunOptions, interrupted: &AtomicBool) -> Result<i32, RunErr
     }
     println!("artifacts: {}", finished.out.display());
     if let Some(trace) = &options.trace {
-        match fs::copy(finished.out.join("com2.bin"), trace) {
+        let stream = finished
+            .out
+            .join(record_stream_file(finished.backend, &finished.lab));
+        let copied = match finished.lab.trace {
+            TraceLevel::Full => fs::read(&stream)
+                .map(|bytes| frames_only(&bytes))
+                .and_then(|frames| fs::write(trace, &frames).map(|()| frames.len() as u64)),
+            _ => fs::copy(&stream, trace),
+        };
+        match copied {
             Ok(bytes) => println!(
                 "trace: {} ({bytes} bytes; `carousel report` reads it)",
                 trace.display()
@@ -623,7 +683,10 @@ pub fn execute_lab(
 
     let (ending, received) = stream(
         &lab,
-        &out,
+        &RunFiles {
+            com1: out.join("com1.txt"),
+            records: out.join(record_stream_file(backend, &lab)),
+        },
         &mut emulator,
         link,
         Duration::from_secs(timeout_s),
@@ -783,19 +846,20 @@ fn persist_disks(
 /// input; the emulator is dead on return.
 fn stream(
     lab: &Lab,
-    out: &Path,
+    files: &RunFiles,
     emulator: &mut backend::Emulator,
     mut link: Option<Com1>,
     timeout: Duration,
     interrupted: &AtomicBool,
     console: Console,
 ) -> (Ending, Received) {
-    let mut com1 = Tail::new(out.join("com1.txt"));
-    let mut com2 = Tail::new(out.join("com2.bin"));
+    let mut com1 = Tail::new(files.com1.clone());
+    let mut com2 = Tail::new(files.records.clone());
     let start = Instant::now();
     let names: Vec<String> = lab.vms.iter().map(|vm| vm.name.clone()).collect();
     let scripts = Scripts::new(lab.vms.iter().map(|vm| vm.script.clone()).collect());
-    let mut received = Received::new(console, names.clone(), scripts);
+    let debug_port = lab.trace == TraceLevel::Full;
+    let mut received = Received::new(console, names.clone(), scripts, debug_port);
     let mut input = Input {
         writer: link
             .as_mut()
@@ -819,6 +883,7 @@ fn stream(
             println!("[carousel] no COM1 connection: typed lines go nowhere");
         }
     }
+    let mut next_live = start + LIVE_PERIOD;
     let mut run_end_at: Option<Instant> = None;
     let mut scripts_done_at: Option<Instant> = None;
     let mut end_requested_at: Option<Instant> = None;
@@ -826,6 +891,12 @@ fn stream(
         received.com1(&com1.read_new());
         received.com2(&com2.read_new(), lab);
         let now = Instant::now();
+        if now >= next_live {
+            next_live = now + LIVE_PERIOD;
+            if let Some(line) = received.live.line().filter(|_| input.live) {
+                println!("{line}");
+            }
+        }
         let mut events = std::mem::take(&mut received.script_events);
         events.extend(received.scripts.tick(now));
         for event in events {
@@ -1137,6 +1208,7 @@ mod tests {
             Console::Quiet,
             vec!["a".to_string()],
             Scripts::new(vec![Vec::new()]),
+            false,
         );
         let mut bytes = encode_vec(&Frame {
             seq: 0,
@@ -1189,6 +1261,7 @@ mod tests {
             Console::Quiet,
             vec!["a".to_string(), "b".to_string()],
             Scripts::new(vec![Vec::new(), Vec::new()]),
+            false,
         );
         for record in records {
             received.record(record, &lab);
@@ -1295,6 +1368,7 @@ mod tests {
             Console::Quiet,
             vec!["a".to_string(), "b".to_string()],
             Scripts::new(vec![vec![step], Vec::new()]),
+            false,
         );
         received.com1(b"[a] $ \n");
         assert!(!received.scripts_done(), "b runs on");

@@ -9,12 +9,17 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use carousel::accounting::{Accounting, SLEEPY_WAKE_LATE, SPIN_ITERATIONS};
+use carousel::backend::Backend;
 use carousel::disk::{blank_image, BLANK_MAGIC, SECTOR_BYTES};
 use carousel::lab::Lab;
+use carousel::run::{frames_only, record_stream_file};
 use carousel_protocol::config::fnv1a64;
-use carousel_protocol::record::Record;
+use carousel_protocol::record::{Event, Record, TraceLevel};
 use carousel_protocol::wire::{decode_all, Decoded};
 use serde_json::Value;
+
+#[path = "support/chromium.rs"]
+mod chromium;
 
 /// The repository's `ci/labs` directory.
 fn labs() -> PathBuf {
@@ -95,7 +100,12 @@ fn run_file(lab: &Path, out: &Path, extra: &[&str]) -> Run {
 /// Every record of a run directory's `com2.bin`; a damaged stream fails the test.
 fn records_of(out: &Path, describe: &str) -> Vec<Record> {
     let bytes = std::fs::read(out.join("com2.bin")).expect("com2.bin is there");
-    decode_all(&bytes)
+    records_of_bytes(&bytes, describe)
+}
+
+/// Every record of a stream; a damaged stream fails the test.
+fn records_of_bytes(bytes: &[u8], describe: &str) -> Vec<Record> {
+    decode_all(bytes)
         .into_iter()
         .map(|item| match item {
             Decoded::Frame(frame) => frame.record,
@@ -121,8 +131,15 @@ impl Measured {
         let (run, out) = run_lab_kept(lab, "bochs");
         let describe = run.describe();
         assert_eq!(run.code, Some(0), "{describe}");
-        let records = records_of(out.path(), &describe);
         let lab = Lab::load(&labs().join(lab)).expect("the lab is valid");
+        let records = if lab.trace == TraceLevel::Full {
+            // The debug port's file also holds Bochs' own text: keep the frames.
+            let file = out.path().join(record_stream_file(Backend::Bochs, &lab));
+            let bytes = std::fs::read(&file).expect("the debug-port output is there");
+            records_of_bytes(&frames_only(&bytes), &describe)
+        } else {
+            records_of(out.path(), &describe)
+        };
         let weights: Vec<u32> = lab.vms.iter().map(|vm| vm.weight).collect();
         let accounting = Accounting::from_records(&records, &weights);
         assert!(accounting.run.is_some(), "no RunSummary\n{describe}");
@@ -143,6 +160,22 @@ impl Measured {
             records,
             accounting,
             describe,
+        }
+    }
+
+    /// The events agree with the summaries: per VM, slices begun, preemptions and wakes (and
+    /// in a full-rate trace every exit).
+    fn assert_events_match(&self) {
+        assert!(self.accounting.has_events, "no events\n{}", self.describe);
+        let mismatches = self.accounting.event_mismatches();
+        assert!(mismatches.is_empty(), "{mismatches:#?}\n{}", self.describe);
+        for vm in &self.accounting.vms {
+            assert!(
+                vm.events.runs > 0,
+                "vm {}: no Run events\n{}",
+                vm.name,
+                self.describe
+            );
         }
     }
 
@@ -281,6 +314,24 @@ fn fair4_shares_equally_and_preempts_with_interrupts_off() {
     let measured = Measured::run("fair4.toml");
     measured.assert_all_passed();
     measured.assert_conservation();
+    measured.assert_events_match();
+    // Working-set samples: spin touches a few dozen pages of its 1,024, a handful each period.
+    for vm in &measured.accounting.vms {
+        let memory = vm.memory.expect("a MemoryInfo record");
+        assert!(
+            memory.accessed_dirty,
+            "Bochs has EPT A/D flags\n{}",
+            measured.describe
+        );
+        assert_eq!(memory.ram_pages, 1024);
+        assert!(memory.samples >= 2, "{memory:?}\n{}", measured.describe);
+        assert!(
+            (1..=100).contains(&memory.ever),
+            "{memory:?}\n{}",
+            measured.describe
+        );
+        assert!(memory.max_accessed >= memory.last_accessed && memory.max_accessed > 0);
+    }
     let jain = measured
         .accounting
         .jain_guest(|_| true)
@@ -375,6 +426,7 @@ fn sleepy_wakes_within_one_turn() {
     let measured = Measured::run("sleepy.toml");
     measured.assert_all_passed();
     measured.assert_conservation();
+    measured.assert_events_match();
     let run = measured.accounting.run.as_ref().expect("a RunSummary");
     let vms = measured.lab.vms.len() as u64;
     assert_eq!(vms, 4);
@@ -441,8 +493,51 @@ fn demo_passes_and_weights_show() {
     assert!((1.8..=2.2).contains(&ratio), "spin-b / spin-a = {ratio}");
 }
 
+/// A full-rate trace (`run.trace = "full"`) arrives through the debug port with every VM exit
+/// as an event: per VM, the exit events equal the exit statistics' counts, and each exit
+/// event's reason is one the statistics list.
+#[test]
+#[ignore = "boots an emulator; run by ci/test"]
+fn full_rate_trace_has_every_exit() {
+    let measured = Measured::run("full2.toml");
+    measured.assert_all_passed();
+    measured.assert_conservation();
+    measured.assert_events_match();
+    for vm in &measured.accounting.vms {
+        assert!(
+            vm.events.exits > 0,
+            "vm {}: no exit events\n{}",
+            vm.name,
+            measured.describe
+        );
+    }
+    let reasons: std::collections::BTreeSet<(u16, u16)> = measured
+        .records
+        .iter()
+        .filter_map(|record| match record {
+            Record::Events { events, .. } => Some(events),
+            _ => None,
+        })
+        .flatten()
+        .filter_map(|event| match *event {
+            Event::Exit { vm, reason, .. } => Some((vm, reason)),
+            _ => None,
+        })
+        .collect();
+    for (vm, reason) in reasons {
+        assert!(
+            measured.accounting.vms[usize::from(vm)]
+                .exits
+                .contains_key(&reason),
+            "vm {vm}: exit reason {reason} in the events, not in the statistics\n{}",
+            measured.describe
+        );
+    }
+}
+
 /// `carousel run --trace` keeps the record stream, and `carousel report --format json` reads it
-/// back: the conservation rule holds and the four spins got equal shares.
+/// back: the conservation rule holds and the four spins got equal shares. The trace's other
+/// views follow ([`check_trace_views`]).
 #[test]
 #[ignore = "boots an emulator; run by ci/test"]
 fn fair4_trace_reports_as_json() {
@@ -478,6 +573,79 @@ fn fair4_trace_reports_as_json() {
             .as_array()
             .is_some_and(|exits| !exits.is_empty()),
         "{json:#}"
+    );
+    check_trace_views(&trace, &json, dir.path());
+}
+
+/// The other views of a trace whose JSON report is `json`: per-interval rows whose running time
+/// adds up to each VM's; a Perfetto export with a CPU slice per slice the summaries count, none
+/// overlapping, and each VM's runstates without gaps; and the report page, which renders in
+/// headless Chromium with every chart (the memory grid from the working-set samples).
+fn check_trace_views(trace: &Path, json: &serde_json::Value, dir: &Path) {
+    let trace = trace.to_str().expect("a UTF-8 path");
+    let vms = json["vms"].as_array().expect("vms");
+
+    let rows = carousel(&["report", trace, "--interval", "20", "--format", "json"]);
+    assert_eq!(rows.code, Some(0), "{}", rows.describe());
+    let rows: serde_json::Value = serde_json::from_str(&rows.stdout).expect("one JSON object");
+    let intervals = rows["intervals"].as_array().expect("intervals");
+    assert!(intervals.len() >= 10, "{} intervals", intervals.len());
+    for (id, vm) in vms.iter().enumerate() {
+        let sum = |key: &str| -> u64 {
+            intervals
+                .iter()
+                .map(|row| row["vms"][id][key].as_u64().unwrap())
+                .sum()
+        };
+        assert_eq!(sum("running_cycles"), vm["running_cycles"], "{vm}");
+        assert_eq!(sum("switches"), vm["slices"], "{vm}");
+    }
+
+    let export = dir.join("fair4.json");
+    let run = carousel(&["export", trace, "--perfetto", export.to_str().unwrap()]);
+    assert_eq!(run.code, Some(0), "{}", run.describe());
+    let perfetto: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&export).expect("the export")).expect("JSON");
+    let events = perfetto["traceEvents"].as_array().expect("traceEvents");
+    let bounds = |pid: u64, tid: u64| -> Vec<(f64, f64)> {
+        events
+            .iter()
+            .filter(|event| event["ph"] == "X" && event["pid"] == pid && event["tid"] == tid)
+            .map(|event| {
+                let ts = event["ts"].as_f64().unwrap();
+                let dur = event["dur"].as_f64().unwrap();
+                assert!(dur >= 0.0, "{event}");
+                (ts, ts + dur)
+            })
+            .collect()
+    };
+    let cpu = bounds(1, 1);
+    let slices: u64 = vms.iter().map(|vm| vm["slices"].as_u64().unwrap()).sum();
+    assert_eq!(cpu.len() as u64, slices);
+    for pair in cpu.windows(2) {
+        assert!(
+            pair[0].1 <= pair[1].0 + 1e-6,
+            "CPU slices overlap: {pair:?}"
+        );
+    }
+    for vm in 0..vms.len() as u64 {
+        let runstates = bounds(10 + vm, 1);
+        assert!(!runstates.is_empty(), "no runstates for VM {vm}");
+        for pair in runstates.windows(2) {
+            assert!((pair[0].1 - pair[1].0).abs() < 1e-6, "a gap: {pair:?}");
+        }
+    }
+
+    let page = dir.join("fair4.html");
+    let run = carousel(&["report", trace, "--html", page.to_str().unwrap()]);
+    assert_eq!(run.code, Some(0), "{}", run.describe());
+    let rendered = chromium::render(&page);
+    chromium::assert_rendered(&rendered, &["donut", "share-chart", "gantt", "memgrid"]);
+    assert!(rendered.dom.contains("No disk transfers in this trace."));
+    chromium::screenshot(
+        &page,
+        &chromium::repo_root().join("target/carousel/fair4.png"),
+        (1400, 2400),
     );
 }
 
