@@ -1064,6 +1064,20 @@ fn sweep_mini_moves_the_figures_as_expected() {
     let html = std::fs::read_to_string(out.join("summary.html")).expect("summary.html");
     assert!(html.contains("<svg") && html.contains("class=\"knee\""));
     assert!(!html.contains("<script") && !html.contains("http"));
+    // Chromium draws it: a chart of each figure per workload (overhead, switches, Jain, wake
+    // p99 and p50, response, timer lag, iterations; sectors for mix only).
+    let rendered = chromium::render(&out.join("summary.html"));
+    assert_eq!(
+        rendered.dom.matches("<svg class=\"sweep-chart\"").count(),
+        17,
+        "{}",
+        rendered.log
+    );
+    chromium::screenshot(
+        &out.join("summary.html"),
+        &chromium::repo_root().join("target/carousel/sweep-mini.png"),
+        (1400, 2100),
+    );
 
     // --collect rebuilds the same comparison from the run directories.
     let again = carousel(&["sweep", "--collect", path(&out)]);

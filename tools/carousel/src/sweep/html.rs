@@ -1,7 +1,8 @@
 //! `summary.html`: the comparison as one self-contained page. Per workload, a chart of each
 //! figure against the quantum (log scale), one line per policy and weight set, with each line's
 //! knee ringed; then the text table. Inline SVG and CSS only: no script, no network, no file
-//! beside it.
+//! beside it. Text from the lab and the runs is escaped with the report page's
+//! [`escape`](crate::html::escape).
 
 use std::fmt::Write;
 
@@ -9,14 +10,19 @@ use super::axes::{quantum_text, Line};
 use super::figures;
 use super::summary::{Row, Summary, KNEE_MARGIN_PCT};
 use crate::accounting::group;
+use crate::html::escape;
 
-/// Chart size, in CSS pixels.
+/// Chart width, in CSS pixels.
 const WIDTH: f64 = 400.0;
+/// Chart height, in CSS pixels.
 const HEIGHT: f64 = 240.0;
-/// Room for the axes' labels.
+/// Room left of the plot, for the y axis's labels.
 const LEFT: f64 = 64.0;
+/// Room right of the plot.
 const RIGHT: f64 = 16.0;
+/// Room above the plot.
 const TOP: f64 = 16.0;
+/// Room below the plot, for the x axis's labels and title.
 const BOTTOM: f64 = 40.0;
 /// Room between the plot's edges and its first and last quantum, so no mark sits on an axis.
 const X_PAD: f64 = 14.0;
@@ -36,14 +42,6 @@ struct Chart {
     figure: String,
     title: String,
     cycles: bool,
-}
-
-/// Escapes `text` for HTML text and attribute values.
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
 }
 
 /// A round step near `range / Y_TICKS`: 1, 2 or 5 times a power of ten.
@@ -209,7 +207,7 @@ fn svg(chart: &Chart, lines: &[LineRows], quanta: &[u32], tsc_hz: Option<u64>) -
     let mut out = String::new();
     let _ = write!(
         out,
-        r##"<svg viewBox="0 0 {WIDTH} {HEIGHT}" width="{WIDTH}" height="{HEIGHT}" role="img" aria-label="{}">"##,
+        r##"<svg class="sweep-chart" viewBox="0 0 {WIDTH} {HEIGHT}" width="{WIDTH}" height="{HEIGHT}" role="img" aria-label="{}">"##,
         escape(&chart.title)
     );
     // Gridlines and the y axis's labels.
