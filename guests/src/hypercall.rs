@@ -7,7 +7,8 @@
 use core::fmt;
 
 use carousel_protocol::hypercall::{
-    Error, CHECK, CONSOLE_WRITE, CONSOLE_WRITE_MAX, EXIT, METRIC, SET_TIMER, TSC_KHZ, VERSION,
+    Error, BALLOON_DEFLATE, BALLOON_INFLATE, BALLOON_STATS, BALLOON_TARGET, CHECK, CONSOLE_WRITE,
+    CONSOLE_WRITE_MAX, EXIT, METRIC, SET_TIMER, TSC_KHZ, VERSION,
 };
 
 use crate::arch;
@@ -45,6 +46,7 @@ pub fn decode_result(eax: u32) -> Result<u32, HypercallError> {
         Error::UnknownCall,
         Error::InvalidArgument,
         Error::BadAddress,
+        Error::NoMemory,
     ]
     .into_iter()
     .find(|error| error.as_eax() == eax)
@@ -63,6 +65,43 @@ pub fn hypercall(number: u32, a: u32, b: u32, c: u32, d: u32) -> u32 {
 fn guest_physical(bytes: &[u8]) -> u32 {
     // The identity map covers only the first 4 GiB, so every guest pointer fits in 32 bits.
     u32::try_from(bytes.as_ptr() as usize).expect("guest addresses lie below 4 GiB")
+}
+
+/// The balloon size the hypervisor wants, in pages.
+pub fn balloon_target() -> Result<u32, HypercallError> {
+    decode_result(hypercall(BALLOON_TARGET, 0, 0, 0, 0))
+}
+
+/// Gives back the listed guest pages (page numbers).
+pub fn balloon_inflate(pages: &[u32]) -> Result<u32, HypercallError> {
+    decode_result(hypercall(
+        BALLOON_INFLATE,
+        list_address(pages),
+        pages.len() as u32,
+        0,
+        0,
+    ))
+}
+
+/// Takes back the listed ballooned pages.
+pub fn balloon_deflate(pages: &[u32]) -> Result<u32, HypercallError> {
+    decode_result(hypercall(
+        BALLOON_DEFLATE,
+        list_address(pages),
+        pages.len() as u32,
+        0,
+        0,
+    ))
+}
+
+/// Balloon facts: 0 = pages ballooned, 1 = RAM pages, 2 = pages the host could back now.
+pub fn balloon_stats(which: u32) -> Result<u32, HypercallError> {
+    decode_result(hypercall(BALLOON_STATS, which, 0, 0, 0))
+}
+
+/// The guest-physical address of a page list.
+fn list_address(pages: &[u32]) -> u32 {
+    u32::try_from(pages.as_ptr() as usize).expect("guest addresses lie below 4 GiB")
 }
 
 /// Writes `bytes` to the VM's console through the hypervisor, in pieces of at most

@@ -16,9 +16,9 @@ use carousel_kernel::mmio::{self, Gpr, Registers};
 use carousel_kernel::paging::{self, PagingMode, WalkError};
 use carousel_kernel::{GuestRam, PAGE_SIZE};
 
-use crate::memory::GuestMemory;
+use crate::memory::{self, GuestMemory};
 use crate::platform::{Mmio, Platform};
-use crate::vm::{self, RunState, Vm};
+use crate::vm::{self, BalloonFailure, RunState, Vm};
 use crate::{arch, export};
 
 /// What the run loop does after an exit.
@@ -117,6 +117,29 @@ pub fn handle(vm: &mut Vm, raw: &RawExit) -> Result<Next, VmFail> {
                     },
                 ),
             },
+            // A write to a merged page: it gets its own copy, and the write is retried.
+            None if vm.memory.is_shared(gpa.as_u64() / PAGE_SIZE) => {
+                match crate::merge::copy_on_write(&mut vm.memory, gpa.as_u64() / PAGE_SIZE) {
+                    Ok(()) => {
+                        vm.sync_ept()?;
+                        Next::Resume
+                    }
+                    Err(_) => stop(
+                        vm,
+                        StopReason::OutOfMemory {
+                            gpa: gpa.as_u64(),
+                            rip,
+                        },
+                    ),
+                }
+            }
+            None if vm.balloon.contains(gpa.as_u64() / PAGE_SIZE) => stop(
+                vm,
+                StopReason::BalloonedPageTouched {
+                    gpa: gpa.as_u64(),
+                    rip,
+                },
+            ),
             None => stop(
                 vm,
                 StopReason::EptViolation {
@@ -350,6 +373,27 @@ fn vmcall(vm: &mut Vm) -> Option<StopReason> {
         hypercall::TSC_KHZ => {
             u32::try_from(vm.tsc_hz / 1000).map_err(|_| HypercallError::InvalidArgument)
         }
+        hypercall::BALLOON_TARGET => Ok(vm.balloon.target as u32),
+        hypercall::BALLOON_INFLATE | hypercall::BALLOON_DEFLATE => {
+            let done = if number == hypercall::BALLOON_INFLATE {
+                vm.balloon_inflate(u64::from(b), c)
+            } else {
+                vm.balloon_deflate(u64::from(b), c)
+            };
+            match done {
+                Ok(count) => Ok(count),
+                Err(BalloonFailure::Call(error)) => Err(error),
+                Err(BalloonFailure::Hypervisor(message)) => {
+                    return Some(StopReason::VmxError { message })
+                }
+            }
+        }
+        hypercall::BALLOON_STATS => match b {
+            0 => Ok(vm.balloon.count() as u32),
+            1 => Ok((vm.memory.size() / PAGE_SIZE) as u32),
+            2 => Ok(memory::guest_pages_available().min(u64::from(u32::MAX >> 1)) as u32),
+            _ => Err(HypercallError::InvalidArgument),
+        },
         _ => Err(HypercallError::UnknownCall),
     };
     vm.regs.rax = u64::from(result.unwrap_or_else(HypercallError::as_eax));

@@ -16,11 +16,13 @@
 
 extern crate alloc;
 
+pub mod balloon;
 pub mod bootinfo;
 pub mod exitstats;
 pub mod frames;
 pub mod input;
 pub mod loader;
+pub mod merging;
 pub mod mmio;
 pub mod paging;
 pub mod spaces;

@@ -16,6 +16,7 @@ mod console;
 mod exits;
 mod export;
 mod memory;
+mod merge;
 mod platform;
 mod run;
 mod serial;

@@ -6,6 +6,7 @@
 
 use alloc::vec::Vec;
 
+use carousel_kernel::balloon::Budget;
 use carousel_kernel::frames::FrameBitmap;
 use carousel_kernel::{range_in_ram, GuestRam, PAGE_SIZE};
 use carousel_vmx::addr::{GuestPhysAddr, HostPhysAddr};
@@ -138,10 +139,33 @@ pub struct OutOfMemory {
     pub free_bytes: u64,
 }
 
-/// A VM's RAM: guest-physical [0, size), one host frame per page.
+/// A VM's RAM: guest-physical [0, size), one host frame per page, except for the pages the
+/// guest gave back through its balloon (no frame: reads of them fail, writes are dropped).
 #[derive(Debug)]
 pub struct GuestMemory {
-    frames: Vec<HostPhysAddr>,
+    frames: Vec<Option<HostPhysAddr>>,
+    /// One bit per page: its frame is shared with identical pages (same-page merging) and
+    /// mapped read-only.
+    shared: Vec<u64>,
+    /// Pages whose frame or sharing changed since the EPT last saw them (the VM rewrites
+    /// their mappings before it runs again: [`crate::vm::Vm::sync_ept`]).
+    pub pending: Vec<u64>,
+}
+
+/// Guest pages the hypervisor backs over all VMs, against the run's budget.
+static BUDGET: Mutex<Budget> = Mutex::new(Budget {
+    limit: None,
+    backed: 0,
+});
+
+/// Sets the most guest pages backed at once over all VMs (the run configuration's budget).
+pub fn set_guest_page_budget(limit: Option<u64>) {
+    BUDGET.lock().limit = limit;
+}
+
+/// Guest pages that could be backed now: free frames, within the budget.
+pub fn guest_pages_available() -> u64 {
+    BUDGET.lock().available(free_bytes() / PAGE_SIZE)
 }
 
 impl GuestMemory {
@@ -163,15 +187,88 @@ impl GuestMemory {
                 }
             }
         }
-        Ok(Self { frames })
+        BUDGET.lock().backed += pages;
+        Ok(Self {
+            frames: frames.into_iter().map(Some).collect(),
+            shared: alloc::vec![0; pages.div_ceil(64) as usize],
+            pending: Vec::new(),
+        })
+    }
+
+    /// The frame backing `page` and whether it is shared.
+    pub fn frame(&self, page: u64) -> Option<(HostPhysAddr, bool)> {
+        let frame = (*self.frames.get(page as usize)?)?;
+        Some((frame, self.is_shared(page)))
+    }
+
+    /// Pages of RAM (backed or not).
+    pub fn size_pages(&self) -> u64 {
+        self.frames.len() as u64
+    }
+
+    /// True when `page` shares its frame (read-only) with identical pages.
+    pub fn is_shared(&self, page: u64) -> bool {
+        self.shared
+            .get((page / 64) as usize)
+            .is_some_and(|word| word & (1 << (page % 64)) != 0)
+    }
+
+    /// Pages sharing a frame now.
+    pub fn shared_pages(&self) -> u64 {
+        self.shared
+            .iter()
+            .map(|word| u64::from(word.count_ones()))
+            .sum()
+    }
+
+    /// Points `page` at `frame`, shared or private; the EPT follows at the next sync.
+    pub fn set_frame(&mut self, page: u64, frame: HostPhysAddr, shared: bool) {
+        let Some(slot) = self.frames.get_mut(page as usize) else {
+            return;
+        };
+        *slot = Some(frame);
+        let word = &mut self.shared[(page / 64) as usize];
+        if shared {
+            *word |= 1 << (page % 64);
+        } else {
+            *word &= !(1 << (page % 64));
+        }
+        self.pending.push(page);
+    }
+
+    /// Takes guest page `page`'s frame away (the page is being ballooned) and returns it to
+    /// the host; None if it had none.
+    pub fn unback(&mut self, page: u64) -> Option<HostPhysAddr> {
+        let shared = self.is_shared(page);
+        let frame = self.frames.get_mut(page as usize)?.take()?;
+        if shared {
+            self.shared[(page / 64) as usize] &= !(1 << (page % 64));
+            crate::merge::unmap_shared(frame);
+        } else {
+            free_frame(frame);
+            BUDGET.lock().backed -= 1;
+        }
+        Some(frame)
+    }
+
+    /// Gives guest page `page` a fresh zeroed frame (the page is being deflated) and returns
+    /// it; None if the page is backed already, out of range, or the host has no frame.
+    pub fn back(&mut self, page: u64) -> Option<HostPhysAddr> {
+        let slot = self.frames.get_mut(page as usize)?;
+        if slot.is_some() {
+            return None;
+        }
+        let frame = allocate_frame()?;
+        *slot = Some(frame);
+        BUDGET.lock().backed += 1;
+        Some(frame)
     }
 
     /// Host frames backing the pages, in guest-physical order.
     pub fn frames(&self) -> impl Iterator<Item = (GuestPhysAddr, HostPhysAddr)> + '_ {
-        self.frames
-            .iter()
-            .enumerate()
-            .map(|(page, &frame)| (GuestPhysAddr(page as u64 * PAGE_SIZE), frame))
+        self.frames.iter().enumerate().filter_map(|(page, &frame)| {
+            frame.map(|frame| (GuestPhysAddr(page as u64 * PAGE_SIZE), frame))
+        })
     }
 
     /// Copies guest RAM [gpa, gpa + out.len()) into `out`. False if any byte is outside RAM.
@@ -180,15 +277,19 @@ impl GuestMemory {
             return false;
         }
         for (page, offset, done, len) in page_chunks(gpa, out.len() as u64) {
-            let frame = frame_bytes(self.frames[page]);
-            out[done..done + len].copy_from_slice(&frame[offset..offset + len]);
+            let Some(frame) = self.frames[page] else {
+                return false;
+            };
+            out[done..done + len].copy_from_slice(&frame_bytes(frame)[offset..offset + len]);
         }
         true
     }
 
     /// Frees the frames.
-    pub fn release(self) {
-        self.frames.into_iter().for_each(free_frame);
+    pub fn release(mut self) {
+        for page in 0..self.frames.len() as u64 {
+            self.unback(page);
+        }
     }
 }
 
@@ -199,16 +300,40 @@ impl GuestRam for GuestMemory {
 
     fn write(&mut self, gpa: u64, bytes: &[u8]) {
         for (page, offset, done, len) in page_chunks(gpa, bytes.len() as u64) {
-            frame_bytes(self.frames[page])[offset..offset + len]
-                .copy_from_slice(&bytes[done..done + len]);
+            if !self.make_private(page as u64) {
+                continue;
+            }
+            if let Some(frame) = self.frames[page] {
+                frame_bytes(frame)[offset..offset + len].copy_from_slice(&bytes[done..done + len]);
+            }
         }
     }
 
     fn fill(&mut self, gpa: u64, len: u64, value: u8) {
         for (page, offset, _, len) in page_chunks(gpa, len) {
-            frame_bytes(self.frames[page])[offset..offset + len].fill(value);
+            if !self.make_private(page as u64) {
+                continue;
+            }
+            if let Some(frame) = self.frames[page] {
+                frame_bytes(frame)[offset..offset + len].fill(value);
+            }
         }
     }
+}
+
+impl GuestMemory {
+    /// Gives a shared page its own copy before the hypervisor writes into it (an emulated
+    /// string input, say); false when there is no frame for the copy (the write is dropped
+    /// rather than seen by the other pages sharing the frame).
+    fn make_private(&mut self, page: u64) -> bool {
+        !self.is_shared(page) || crate::merge::copy_on_write(self, page).is_ok()
+    }
+}
+
+/// Takes `count` pages for a copy or releases them, in the budget (same-page merging).
+pub fn budget_backed(change: i64) {
+    let mut budget = BUDGET.lock();
+    budget.backed = budget.backed.saturating_add_signed(change);
 }
 
 /// Splits [gpa, gpa + len) at page boundaries: (page index, offset in page, bytes done

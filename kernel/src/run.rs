@@ -25,11 +25,12 @@ use carousel_kernel::input::{InputRouter, Routed};
 use crate::exits::{self, Next};
 use crate::vm::{load_failed, RunState, Vm};
 use crate::vmm::Vmx;
-use crate::{arch, console, export};
+use crate::{arch, console, export, merge};
 
 /// Builds the VMs of `config` and runs them until every one has stopped.
 pub fn run(vmx: &Vmx, config: &RunConfig, modules: &[(String, &[u8])], tsc_hz: u64) {
     let quantum = tsc_hz.saturating_mul(u64::from(config.quantum_us)) / 1_000_000;
+    crate::memory::set_guest_page_budget(config.guest_page_budget);
     let weights: Vec<u32> = config.vms.iter().map(|vm| vm.weight).collect();
     let mut vms: Vec<Option<Vm>> = Vec::with_capacity(config.vms.len());
     for (id, vm_config) in config.vms.iter().enumerate() {
@@ -102,6 +103,8 @@ pub fn run(vmx: &Vmx, config: &RunConfig, modules: &[(String, &[u8])], tsc_hz: u
         interval: (tsc_hz.saturating_mul(u64::from(config.interval_us)) / 1_000_000).max(1),
         interval_start: now,
         next_interval: now,
+        merge_scan_pages: u64::from(config.merge_scan_pages),
+        merge_cursor: merge::Cursor::default(),
         memory_sample: (tsc_hz.saturating_mul(u64::from(config.memory_sample_us)) / 1_000_000),
         next_memory_sample: now,
         housekeeping_period: tsc_hz / 1000,
@@ -168,6 +171,9 @@ struct Machine {
     interval: Cycles,
     interval_start: Cycles,
     next_interval: Cycles,
+    /// Same-page merging: pages scanned per interval (0: off), and where the scan goes on.
+    merge_scan_pages: u64,
+    merge_cursor: merge::Cursor,
     /// Working-set sampling period (0: off) and when the next sample is due.
     memory_sample: Cycles,
     next_memory_sample: Cycles,
@@ -332,6 +338,9 @@ impl Machine {
     /// Sends each VM's exit statistics of the interval that ends at `now`.
     fn flush_exit_stats(&mut self, now: Cycles) {
         export::flush_events(now);
+        if self.merge_scan_pages > 0 {
+            self.merge_pages(now);
+        }
         let interval = now - self.interval_start;
         self.interval_start = now;
         for vm in self.vms.iter_mut().flatten() {
@@ -345,6 +354,37 @@ impl Machine {
                 });
             }
         }
+    }
+
+    /// Same-page merging's share of an interval: scans its pages, brings the changed EPT
+    /// entries in, and sends the figures with the cycles it took.
+    fn merge_pages(&mut self, now: Cycles) {
+        let started = arch::rdtsc();
+        let scanned = merge::scan(&mut self.vms, &mut self.merge_cursor, self.merge_scan_pages);
+        for id in 0..self.vms.len() {
+            let synced = self.vms[id].as_mut().map_or(Ok(()), Vm::sync_ept);
+            if let Err(error) = synced {
+                let reason = StopReason::VmxError {
+                    message: alloc::format!("INVEPT after same-page merging: {error}"),
+                };
+                self.finish(id as VmId, reason, now);
+            }
+        }
+        let (merges, cow_breaks, shared_frames, frames_saved) = merge::totals();
+        export::emit_or_drop(Record::Merging {
+            tsc: now,
+            scanned,
+            cycles: arch::rdtsc() - started,
+            merges,
+            cow_breaks,
+            shared_frames,
+            frames_saved,
+            merged_pages: self
+                .vms
+                .iter()
+                .map(|vm| vm.as_ref().map_or(0, |vm| vm.memory.shared_pages()))
+                .collect(),
+        });
     }
 
     /// Takes and sends a working-set sample of every VM that has not stopped (its time is root
@@ -510,7 +550,10 @@ impl Machine {
             }
             let next = raw.and_then(|raw| {
                 vm.reinject_interrupted_event()?;
-                exits::handle(vm, &raw)
+                let next = exits::handle(vm, &raw)?;
+                // The handler may have written into a merged page (its copy needs its mapping).
+                vm.sync_ept()?;
+                Ok(next)
             });
             if let (Some(threshold), Ok(Next::Resume)) = (self.idle_threshold, &next) {
                 if vm.looks_idle(threshold) {

@@ -1,16 +1,19 @@
 //! One virtual machine: its VMCS, EPT, RAM, devices and run state.
 
 use alloc::string::String;
+use alloc::vec::Vec;
 
 use carousel_devices::mptable::{
     self, bda_words, mp_tables, BASE_MEMORY_KIB, CONFIG_TABLE_GPA, EBDA_SEGMENT, LOCAL_APIC_ADDRESS,
 };
+use carousel_kernel::balloon::Balloon;
 use carousel_kernel::bootinfo::{self, MULTIBOOT1_BOOTLOADER_MAGIC};
 use carousel_kernel::loader;
 use carousel_kernel::workingset::WorkingSet;
 use carousel_kernel::{GuestRam, PAGE_SIZE};
 use carousel_protocol::config::VmConfig;
-use carousel_protocol::record::{Record, StopReason};
+use carousel_protocol::hypercall::{self, Error as HypercallError};
+use carousel_protocol::record::{PageState, Record, StopReason};
 use carousel_vmx::addr::{GuestPhysAddr, HostPhysAddr};
 use carousel_vmx::controls::{Negotiated, PrimaryProcessorBased};
 use carousel_vmx::ept::{Ept, EptPointer, FrameSource, Permissions};
@@ -64,6 +67,8 @@ pub struct Vm {
     eptp: EptPointer,
     /// Page history for working-set samples.
     working_set: WorkingSet,
+    /// The pages the guest gave back.
+    pub balloon: Balloon,
 }
 
 /// The EPT builder takes frames from the hypervisor's allocator.
@@ -78,6 +83,20 @@ impl FrameSource for HostFrames {
     }
     fn table(&self, frame: HostPhysAddr) -> &[u64; 512] {
         memory::frame_table(frame)
+    }
+}
+
+/// Why a balloon call failed: the guest's mistake (an error code for it), or the
+/// hypervisor's (the VM stops).
+#[derive(Debug)]
+pub enum BalloonFailure {
+    Call(HypercallError),
+    Hypervisor(String),
+}
+
+impl From<HypercallError> for BalloonFailure {
+    fn from(error: HypercallError) -> Self {
+        Self::Call(error)
     }
 }
 
@@ -162,11 +181,15 @@ impl Vm {
             eptp: ept.pointer(vmx.negotiated.ept_accessed_dirty),
             ept,
             working_set: WorkingSet::new(config.memory_bytes / PAGE_SIZE),
+            balloon: Balloon::new(config.memory_bytes / PAGE_SIZE, config.balloon_target_pages),
         };
         export::emit(Record::MemoryInfo {
             vm: id,
             ram_pages: config.memory_bytes / PAGE_SIZE,
             accessed_dirty: vmx.negotiated.ept_accessed_dirty,
+            initial_balloon: config
+                .initial_balloon_pages
+                .min(config.memory_bytes / PAGE_SIZE),
         });
         // SAFETY: the VMCS region is a fresh frame carrying the revision identifier; VMCLEAR
         // and VMPTRLD make it current, and every VMWRITE below describes state this VM owns
@@ -179,6 +202,17 @@ impl Vm {
             vmx.write_host_state().map_err(entry_setup_failed)?;
             write_guest_entry_state(u64::from(loaded.entry)).map_err(entry_setup_failed)?;
         }
+        // The initial balloon: the top pages, given back before the guest starts (the image
+        // and the boot information sit low).
+        let pages = config.memory_bytes / PAGE_SIZE;
+        let initial = config.initial_balloon_pages.min(pages);
+        let mut vm = vm;
+        let top: Vec<u32> = (pages - initial..pages).map(|page| page as u32).collect();
+        for chunk in top.chunks(hypercall::BALLOON_BATCH_MAX as usize) {
+            vm.inflate(chunk)
+                .map_err(|_| load_failed("cannot set up the initial balloon"))?;
+        }
+        vm.balloon.inflated_total = 0;
         Ok(vm)
     }
 
@@ -191,11 +225,27 @@ impl Vm {
         }
         let pages = self.memory.size() / PAGE_SIZE;
         let ept = &mut self.ept;
-        let sample = self.working_set.sample(|seen| {
+        let mut sample = self.working_set.sample(|seen| {
             ept.take_accessed_dirty(pages, &mut HostFrames, |page, accessed, dirty| {
                 seen(page, accessed, dirty)
             });
         });
+        for page in self.balloon.pages() {
+            if let Some(cell) = sample
+                .cells
+                .get_mut((page / sample.pages_per_cell) as usize)
+            {
+                *cell = PageState::Ballooned as u8;
+            }
+        }
+        for page in (0..pages).filter(|&page| self.memory.is_shared(page)) {
+            let cell = sample
+                .cells
+                .get_mut((page / sample.pages_per_cell) as usize);
+            if let Some(cell) = cell.filter(|cell| **cell != PageState::Ballooned as u8) {
+                *cell = PageState::Merged as u8;
+            }
+        }
         // SAFETY: the pointer is this VM's own EPT, as loaded into its VMCS.
         unsafe { vmx::invept_single_context(self.eptp)? };
         export::emit_or_drop(Record::WorkingSet {
@@ -212,6 +262,110 @@ impl Vm {
             cells: sample.cells,
         });
         Ok(())
+    }
+
+    /// Rewrites the EPT entries of the pages whose frame or sharing changed (same-page
+    /// merging, copy on write), then INVEPT: shared pages read-only, private ones writable.
+    pub fn sync_ept(&mut self) -> Result<(), VmFail> {
+        if self.memory.pending.is_empty() {
+            return Ok(());
+        }
+        let mut pending = core::mem::take(&mut self.memory.pending);
+        for &page in &pending {
+            if let Some((frame, shared)) = self.memory.frame(page) {
+                let permissions = if shared {
+                    Permissions::READ | Permissions::EXECUTE
+                } else {
+                    Permissions::READ_WRITE_EXECUTE
+                };
+                let gpa = GuestPhysAddr(page * PAGE_SIZE);
+                self.ept.remap_4k(gpa, frame, permissions, &mut HostFrames);
+            }
+        }
+        // Keep the vector's room for the next changes.
+        pending.clear();
+        self.memory.pending = pending;
+        // SAFETY: the pointer is this VM's own EPT, as loaded into its VMCS.
+        unsafe { vmx::invept_single_context(self.eptp) }
+    }
+
+    /// BALLOON_INFLATE: the guest gives back the pages listed at `gpa` (`count` of them).
+    pub fn balloon_inflate(&mut self, gpa: u64, count: u32) -> Result<u32, BalloonFailure> {
+        let list = self.page_list(gpa, count)?;
+        self.balloon.check_inflate(&list)?;
+        self.inflate(&list)?;
+        self.balloon_record(true, count);
+        Ok(count)
+    }
+
+    /// BALLOON_DEFLATE: the guest takes back the ballooned pages listed at `gpa`, each with a
+    /// zeroed frame, if the host can back them all now.
+    pub fn balloon_deflate(&mut self, gpa: u64, count: u32) -> Result<u32, BalloonFailure> {
+        let list = self.page_list(gpa, count)?;
+        self.balloon.check_deflate(&list)?;
+        if memory::guest_pages_available() < u64::from(count) {
+            return Err(HypercallError::NoMemory.into());
+        }
+        for &page in &list {
+            let page = u64::from(page);
+            let frame = self
+                .memory
+                .back(page)
+                .ok_or(BalloonFailure::Call(HypercallError::NoMemory))?;
+            self.ept
+                .map_4k(
+                    GuestPhysAddr(page * PAGE_SIZE),
+                    frame,
+                    Permissions::READ_WRITE_EXECUTE,
+                    &mut HostFrames,
+                )
+                .map_err(|error| BalloonFailure::Hypervisor(alloc::format!("{error}")))?;
+        }
+        self.balloon.deflated(&list);
+        self.balloon_record(false, count);
+        Ok(count)
+    }
+
+    /// Unmaps and frees the listed pages (checked already), then INVEPT: the CPU may hold
+    /// their translations.
+    fn inflate(&mut self, list: &[u32]) -> Result<(), BalloonFailure> {
+        for &page in list {
+            let page = u64::from(page);
+            self.ept
+                .unmap_4k(GuestPhysAddr(page * PAGE_SIZE), &mut HostFrames);
+            self.memory.unback(page);
+        }
+        // SAFETY: the pointer is this VM's own EPT, as loaded into its VMCS.
+        unsafe { vmx::invept_single_context(self.eptp) }
+            .map_err(|error| BalloonFailure::Hypervisor(alloc::format!("INVEPT: {error}")))?;
+        self.balloon.inflated(list);
+        Ok(())
+    }
+
+    /// The page list of a balloon call: `count` 32-bit page numbers at `gpa`.
+    fn page_list(&self, gpa: u64, count: u32) -> Result<Vec<u32>, BalloonFailure> {
+        if count == 0 || count > hypercall::BALLOON_BATCH_MAX {
+            return Err(HypercallError::InvalidArgument.into());
+        }
+        let mut bytes = alloc::vec![0u8; count as usize * 4];
+        if !self.memory.read(gpa, &mut bytes) {
+            return Err(HypercallError::BadAddress.into());
+        }
+        Ok(bytes
+            .chunks_exact(4)
+            .map(|word| u32::from_le_bytes([word[0], word[1], word[2], word[3]]))
+            .collect())
+    }
+
+    fn balloon_record(&self, inflate: bool, pages: u32) {
+        export::emit_or_drop(Record::Balloon {
+            tsc: arch::rdtsc(),
+            vm: self.id,
+            inflate,
+            pages,
+            ballooned: self.balloon.count(),
+            target: self.balloon.target,
+        });
     }
 
     /// The VPID tagging this VM's TLB entries.

@@ -42,6 +42,11 @@ pub struct RunConfig {
     pub commit: String,
     /// The scheduling policy.
     pub policy: SchedulerPolicy,
+    /// Same-page merging: pages scanned per metrics interval (0: off).
+    pub merge_scan_pages: u32,
+    /// Most guest pages the hypervisor backs at once over all VMs (None: what the machine
+    /// has). Balloon deflates beyond it fail with NoMemory until another VM gives pages back.
+    pub guest_page_budget: Option<u64>,
     /// The VMs, in lab-file order; a VM's id is its index here.
     pub vms: Vec<VmConfig>,
 }
@@ -93,6 +98,11 @@ pub struct VmConfig {
     pub args: String,
     /// Send the disk sectors the guest wrote back to the host at the end of the run.
     pub persist: bool,
+    /// Pages ballooned from the start (the top of RAM, left unbacked): the VM may grow into
+    /// them by deflating.
+    pub initial_balloon_pages: u64,
+    /// The balloon size the host asks for (BALLOON_TARGET), in pages.
+    pub balloon_target_pages: u64,
 }
 
 impl RunConfig {
@@ -109,6 +119,8 @@ impl RunConfig {
             memory_sample_us: DEFAULT_MEMORY_SAMPLE_US,
             commit: String::from("unknown"),
             policy: SchedulerPolicy::RoundRobin,
+            guest_page_budget: None,
+            merge_scan_pages: 0,
             vms,
         }
     }
@@ -178,6 +190,8 @@ mod tests {
             weight: 1,
             args: String::new(),
             persist: false,
+            initial_balloon_pages: 0,
+            balloon_target_pages: 0,
         }
     }
 
@@ -247,6 +261,8 @@ mod tests {
                     weight: 3,
                     args: args.clone(),
                     persist: true,
+                    initial_balloon_pages: 3,
+                    balloon_target_pages: 5,
                 })
                 .collect();
             let config = RunConfig::new(quantum, hz, 42, vms);

@@ -25,6 +25,24 @@ pub const SET_TIMER: u32 = 6;
 /// The TSC frequency the hypervisor uses, in kHz (so that any real frequency fits in EAX).
 pub const TSC_KHZ: u32 = 7;
 
+/// The balloon size the hypervisor wants this VM to have, in 4 KiB pages: the VM should give
+/// back (inflate) or take back (deflate) pages until its balloon holds this many.
+pub const BALLOON_TARGET: u32 = 8;
+/// Give pages back. EBX = guest-physical address of a list of 32-bit guest page numbers, ECX =
+/// their count (1 to [`BALLOON_BATCH_MAX`]). Every page must be in RAM, not ballooned already,
+/// and listed once; otherwise nothing happens and the call fails. Each page is unmapped: a
+/// later touch stops the VM. Returns the count.
+pub const BALLOON_INFLATE: u32 = 9;
+/// Take pages back: the same list, of ballooned pages. Each gets a zeroed frame. Fails with
+/// [`Error::NoMemory`] (and nothing happens) when the host cannot back them now: try later.
+/// Returns the count.
+pub const BALLOON_DEFLATE: u32 = 10;
+/// Balloon facts. EBX = 0: pages ballooned now; 1: the VM's RAM in pages; 2: pages the host
+/// could back right now (its free pool, within the run's budget).
+pub const BALLOON_STATS: u32 = 11;
+/// Most pages one inflate or deflate call may list.
+pub const BALLOON_BATCH_MAX: u32 = 1024;
+
 /// Largest single console write.
 pub const CONSOLE_WRITE_MAX: u32 = 4096;
 /// Longest check name.
@@ -46,6 +64,8 @@ pub enum Error {
     InvalidArgument = -2,
     /// An address range is not entirely inside the VM's RAM.
     BadAddress = -3,
+    /// The host has no memory for this now (balloon deflate): try later.
+    NoMemory = -4,
 }
 
 impl Error {
@@ -70,6 +90,7 @@ mod tests {
             Error::UnknownCall,
             Error::InvalidArgument,
             Error::BadAddress,
+            Error::NoMemory,
         ] {
             assert!((error.as_eax() as i32) < 0);
         }

@@ -51,6 +51,8 @@ pub enum Record {
         vm: u16,
         ram_pages: u64,
         accessed_dirty: bool,
+        /// Pages ballooned from the start (unbacked before the guest ran).
+        initial_balloon: u64,
     },
     /// One working-set sample of one VM (from the EPT accessed/dirty flags): pages accessed and
     /// written since the previous sample, and pages touched at all so far.
@@ -60,6 +62,29 @@ pub enum Record {
         accessed: u64,
         dirty: u64,
         ever: u64,
+    },
+    /// A VM's balloon changed: it gave back (inflate) or took back (deflate) `pages` pages;
+    /// `ballooned` is its balloon afterwards and `target` what the host asked for.
+    Balloon {
+        tsc: u64,
+        vm: u16,
+        inflate: bool,
+        pages: u32,
+        ballooned: u64,
+        target: u64,
+    },
+    /// Same-page merging over one metrics interval: pages scanned and the root cycles the scan
+    /// took (a root-mode category of its own), and the state at its end: merges and copies on
+    /// write so far, shared frames, frames saved, and each VM's pages sharing a frame.
+    Merging {
+        tsc: u64,
+        scanned: u64,
+        cycles: u64,
+        merges: u64,
+        cow_breaks: u64,
+        shared_frames: u64,
+        frames_saved: u64,
+        merged_pages: Vec<u64>,
     },
     /// A sample of one VM's guest-physical memory: `cells` holds one [`PageState`] byte per
     /// `pages_per_cell` 4 KiB pages, from guest-physical 0 up.
@@ -345,6 +370,10 @@ pub enum StopReason {
     Exited { status: u32 },
     /// The guest triple-faulted (shutdown).
     TripleFault { rip: u64 },
+    /// The guest wrote to a merged page and there was no frame for its own copy.
+    OutOfMemory { gpa: u64, rip: u64 },
+    /// The guest touched a page it had given back through the balloon.
+    BalloonedPageTouched { gpa: u64, rip: u64 },
     /// The guest touched guest-physical memory it does not have.
     EptViolation {
         gpa: u64,
@@ -386,6 +415,16 @@ impl core::fmt::Display for StopReason {
             Self::Exited { status: EXIT_FAILURE } => write!(f, "exited with failure (0x11)"),
             Self::Exited { status } => write!(f, "exited with status {status:#x}"),
             Self::TripleFault { rip } => write!(f, "triple fault at rip {rip:#x}"),
+            Self::OutOfMemory { gpa, rip } => write!(
+                f,
+                "wrote to merged page {gpa:#x} at rip {rip:#x} and the host had no frame for \
+                 its copy"
+            ),
+            Self::BalloonedPageTouched { gpa, rip } => write!(
+                f,
+                "touched guest-physical {gpa:#x}, a page it gave back through the balloon, at rip \
+                 {rip:#x}"
+            ),
             Self::EptViolation { gpa, rip, qualification } => write!(
                 f,
                 "touched guest-physical {gpa:#x} outside its memory at rip {rip:#x} \

@@ -302,6 +302,27 @@ impl Ept {
         entry.is_present().then(|| entry.address())
     }
 
+    /// Points the existing 4 KiB mapping of `gpa` at `hpa` with `permissions` (same-page
+    /// merging makes pages read-only and shared, copy on write makes them private again).
+    /// False when `gpa` is not mapped. The caller must INVEPT before the guest runs again.
+    pub fn remap_4k(
+        &mut self,
+        gpa: GuestPhysAddr,
+        hpa: HostPhysAddr,
+        permissions: Permissions,
+        frames: &mut impl FrameSource,
+    ) -> bool {
+        let Some(table) = self.page_table(gpa, frames) else {
+            return false;
+        };
+        let slot = &mut frames.table_mut(table)[index(gpa, 0)];
+        if !EptEntry(*slot).is_present() || !permissions.contains(Permissions::READ) {
+            return false;
+        }
+        *slot = EptEntry::page(hpa, permissions).bits();
+        true
+    }
+
     /// Translates `gpa` (any offset) the way the CPU would.
     pub fn translate(
         &self,
@@ -441,6 +462,28 @@ mod tests {
         )
         .unwrap();
         assert_eq!(frames.tables.len(), 4);
+    }
+
+    #[test]
+    fn remap_changes_frame_and_permissions_of_mapped_pages_only() {
+        let mut frames = FakeFrames::new(16);
+        let mut ept = Ept::new(&mut frames).unwrap();
+        let gpa = GuestPhysAddr(0x5000);
+        ept.map_4k(gpa, HostPhysAddr(0x9000), RWX, &mut frames)
+            .unwrap();
+        let read_execute = Permissions::READ | Permissions::EXECUTE;
+        assert!(ept.remap_4k(gpa, HostPhysAddr(0xA000), read_execute, &mut frames));
+        assert_eq!(
+            ept.translate(gpa, &frames),
+            Some((HostPhysAddr(0xA000), read_execute))
+        );
+        assert!(!ept.remap_4k(
+            GuestPhysAddr(0x6000),
+            HostPhysAddr(0xA000),
+            RWX,
+            &mut frames
+        ));
+        assert!(!ept.remap_4k(gpa, HostPhysAddr(0xA000), Permissions::WRITE, &mut frames));
     }
 
     #[test]

@@ -97,6 +97,27 @@ pub struct MemoryAccount {
     pub max_accessed: u64,
     /// Pages touched at all by the last sample.
     pub ever: u64,
+    /// Pages in the balloon now, the host's target, and pages given back and taken back
+    /// over the run (the initial balloon is not counted as given back).
+    pub ballooned: u64,
+    pub target: u64,
+    pub inflated: u64,
+    pub deflated: u64,
+    /// Pages sharing a frame with identical pages (same-page merging), at the last report.
+    pub merged: u64,
+}
+
+/// Same-page merging over the run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MergeTotals {
+    /// Pages scanned and the root cycles the scans took.
+    pub scanned: u64,
+    pub cycles: u64,
+    /// At the last report: merges and copies on write so far, shared frames, frames saved.
+    pub merges: u64,
+    pub cow_breaks: u64,
+    pub shared_frames: u64,
+    pub frames_saved: u64,
 }
 
 /// One VM's events, counted: slices begun, how they ended, wakes, exits, console bytes.
@@ -240,6 +261,8 @@ pub struct Accounting {
     pub has_events: bool,
     /// The trace level the Hello record announced.
     pub level: Option<TraceLevel>,
+    /// Same-page merging, if it ran.
+    pub merging: Option<MergeTotals>,
 }
 
 impl Accounting {
@@ -254,6 +277,7 @@ impl Accounting {
             partial: false,
             has_events: false,
             level: None,
+            merging: None,
         };
         let mut named = 0;
         for record in records {
@@ -328,6 +352,7 @@ impl Accounting {
                     vm,
                     ram_pages,
                     accessed_dirty,
+                    initial_balloon,
                 } => {
                     let memory = accounting
                         .vm_mut(*vm, weights)
@@ -335,6 +360,49 @@ impl Accounting {
                         .get_or_insert_default();
                     memory.ram_pages = *ram_pages;
                     memory.accessed_dirty = *accessed_dirty;
+                    memory.ballooned = *initial_balloon;
+                }
+                Record::Merging {
+                    scanned,
+                    cycles,
+                    merges,
+                    cow_breaks,
+                    shared_frames,
+                    frames_saved,
+                    merged_pages,
+                    ..
+                } => {
+                    let totals = accounting.merging.get_or_insert_default();
+                    totals.scanned += scanned;
+                    totals.cycles += cycles;
+                    totals.merges = *merges;
+                    totals.cow_breaks = *cow_breaks;
+                    totals.shared_frames = *shared_frames;
+                    totals.frames_saved = *frames_saved;
+                    for (id, &pages) in merged_pages.iter().enumerate() {
+                        let vm = accounting.vm_mut(id as u16, weights);
+                        vm.memory.get_or_insert_default().merged = pages;
+                    }
+                }
+                Record::Balloon {
+                    vm,
+                    inflate,
+                    pages,
+                    ballooned,
+                    target,
+                    ..
+                } => {
+                    let memory = accounting
+                        .vm_mut(*vm, weights)
+                        .memory
+                        .get_or_insert_default();
+                    memory.ballooned = *ballooned;
+                    memory.target = *target;
+                    if *inflate {
+                        memory.inflated += u64::from(*pages);
+                    } else {
+                        memory.deflated += u64::from(*pages);
+                    }
                 }
                 Record::WorkingSet {
                     vm,
@@ -565,9 +633,11 @@ impl Accounting {
         problems
     }
 
-    /// The memory table: per VM its RAM, pages touched at all, the working set (pages accessed
-    /// in the last sampling period, and the most in any), and pages written in the last one.
-    /// Empty when no VM's memory was described; a line saying why when the CPU has no EPT
+    /// The memory table: per VM its RAM, its balloon (pages ballooned now, given back and
+    /// taken back over the run), and from the working-set samples the pages touched at all,
+    /// the working set (pages accessed in the last sampling period, and the most in any) and
+    /// pages written in the last one. Empty when nothing happened to any VM's memory; sampled
+    /// columns read "-" without samples, and a line says so when the CPU has no EPT
     /// accessed/dirty flags (no figures are made up).
     pub fn memory_table(&self) -> String {
         let described: Vec<(&VmAccount, &MemoryAccount)> = self
@@ -575,40 +645,78 @@ impl Accounting {
             .iter()
             .filter_map(|vm| vm.memory.as_ref().map(|memory| (vm, memory)))
             .collect();
-        if described.is_empty() {
+        let ballooning = described
+            .iter()
+            .any(|(_, memory)| memory.ballooned > 0 || memory.inflated > 0 || memory.deflated > 0);
+        let sampled = described.iter().any(|(_, memory)| memory.samples > 0);
+        if !ballooning && !sampled && self.merging.is_none() {
             return String::new();
         }
-        if described.iter().all(|(_, memory)| !memory.accessed_dirty) {
-            return "memory: this CPU has no EPT accessed/dirty flags, so there are no \
-                    working-set figures\n"
-                .to_string();
-        }
-        let pages = group;
         let mut table = Table::new(&[
             ("VM", Align::Left),
             ("RAM pages", Align::Right),
+            ("BALLOONED", Align::Right),
+            ("GAVE", Align::Right),
+            ("TOOK", Align::Right),
+            ("MERGED", Align::Right),
             ("TOUCHED", Align::Right),
             ("WSS", Align::Right),
             ("WSS max", Align::Right),
             ("DIRTY", Align::Right),
             ("SAMPLES", Align::Right),
         ]);
-        for (vm, memory) in described {
+        for (vm, memory) in &described {
+            let sampled = |pages: u64| {
+                if memory.samples > 0 {
+                    group(pages)
+                } else {
+                    "-".to_string()
+                }
+            };
             table.push(vec![
                 vm.name.clone(),
-                pages(memory.ram_pages),
-                pages(memory.ever),
-                pages(memory.last_accessed),
-                pages(memory.max_accessed),
-                pages(memory.last_dirty),
+                group(memory.ram_pages),
+                group(memory.ballooned),
+                group(memory.inflated),
+                group(memory.deflated),
+                group(memory.merged),
+                sampled(memory.ever),
+                sampled(memory.last_accessed),
+                sampled(memory.max_accessed),
+                sampled(memory.last_dirty),
                 group(memory.samples),
             ]);
         }
-        format!(
-            "\nMEMORY (4 KiB pages, from EPT accessed/dirty samples; WSS = pages touched in the \
-             last period)\n{}",
+        let mut out = format!(
+            "\nMEMORY (4 KiB pages; GAVE/TOOK = ballooned out/back over the run; from EPT \
+             accessed/dirty samples, WSS = pages touched in the last period)\n{}",
             table.render()
-        )
+        );
+        if let Some(merging) = &self.merging {
+            let share = self
+                .share_of_elapsed(merging.cycles)
+                .map_or(String::new(), |share| {
+                    format!(" ({:.2}% of elapsed)", share * 100.0)
+                });
+            out.push_str(&format!(
+                "merging: {} pages scanned in {} root cycles{share}; {} merges, {} copies on \
+                 write; {} shared frames stand for {} more pages: {:.1} MiB saved\n",
+                group(merging.scanned),
+                group(merging.cycles),
+                group(merging.merges),
+                group(merging.cow_breaks),
+                group(merging.shared_frames),
+                group(merging.frames_saved),
+                merging.frames_saved as f64 / 256.0
+            ));
+        }
+        if described.iter().any(|(_, memory)| !memory.accessed_dirty) {
+            out.push_str(
+                "memory: this CPU has no EPT accessed/dirty flags, so there are no working-set \
+                 figures\n",
+            );
+        }
+        out
     }
 
     /// Where the events disagree with the summaries: slices begun and slices preempted per VM

@@ -57,6 +57,8 @@ pub const STEP_TIMEOUT_S_RANGE: RangeInclusive<i64> = 1..=86_400;
 pub const INTERVAL_US_RANGE: RangeInclusive<i64> = 100..=10_000_000;
 /// Allowed `run.memory_sample_ms` (0: no working-set samples).
 pub const MEMORY_SAMPLE_MS_RANGE: RangeInclusive<i64> = 0..=60_000;
+/// Allowed `run.merge_scan_pages` (0: no same-page merging).
+pub const MERGE_SCAN_PAGES_RANGE: RangeInclusive<i64> = 0..=1_000_000;
 /// `run.trace` values and the trace level each stands for.
 pub const TRACE_LEVELS: [(&str, TraceLevel); 4] = [
     ("off", TraceLevel::Off),
@@ -84,6 +86,8 @@ pub const BUILTIN_GUESTS: &[&str] = &[
     "devcheck",
     "diskio",
     "interactive",
+    "balloon",
+    "samepages",
 ];
 
 /// Bochs CPU models with the VMX features Carousel needs (BOCHS.md, "What this Bochs build
@@ -134,6 +138,12 @@ pub struct Lab {
     pub policy: SchedulerPolicy,
     /// `run.memory_sample_ms`: working-set sampling period, milliseconds of TSC time (0: off).
     pub memory_sample_ms: u32,
+    /// `run.guest_memory_budget_mib`: most guest RAM backed at once over all VMs; balloon
+    /// deflates beyond it wait until another VM gives pages back (None: no budget).
+    pub guest_memory_budget_mib: Option<u32>,
+    /// `run.merge_scan_pages`: same-page merging scans this many pages per metrics interval
+    /// (0: off).
+    pub merge_scan_pages: u32,
     /// The VMs, in file order (a VM's id is its index).
     pub vms: Vec<Vm>,
     /// `[sweep]`: what `carousel sweep` varies when its command line does not say (`carousel
@@ -167,6 +177,10 @@ pub struct Vm {
     pub args: String,
     /// `persist = true`: the sectors the guest writes go back into its disk image.
     pub persist: bool,
+    /// `balloon_mib`: RAM ballooned from the start (the top, unbacked), MiB.
+    pub balloon_mib: u32,
+    /// `balloon_target_mib`: the balloon size the host asks for, MiB.
+    pub balloon_target_mib: u32,
     /// `[[vm.script]]`: console input steps, in order (empty: none).
     pub script: Vec<Step>,
 }
@@ -349,6 +363,8 @@ struct RawRun {
     trace: Option<Spanned<String>>,
     policy: Option<Spanned<String>>,
     memory_sample_ms: Option<Spanned<i64>>,
+    guest_memory_budget_mib: Option<Spanned<i64>>,
+    merge_scan_pages: Option<Spanned<i64>>,
 }
 
 /// The `[sweep]` table as written.
@@ -382,6 +398,8 @@ struct RawVm {
     blank_disk_kib: Option<Spanned<i64>>,
     persist: Option<Spanned<bool>>,
     weight: Option<Spanned<i64>>,
+    balloon_mib: Option<Spanned<i64>>,
+    balloon_target_mib: Option<Spanned<i64>>,
     args: Option<Spanned<String>>,
     #[serde(default)]
     script: Vec<Spanned<RawStep>>,
@@ -679,6 +697,20 @@ impl Lab {
             MEMORY_SAMPLE_MS_RANGE,
             i64::from(DEFAULT_MEMORY_SAMPLE_US / 1000),
         )? as u32;
+        let guest_memory_budget_mib = match run.guest_memory_budget_mib.as_ref() {
+            None => None,
+            budget => {
+                Some(
+                    checker.int("run.guest_memory_budget_mib", budget, MEMORY_MIB_RANGE, 0)? as u32,
+                )
+            }
+        };
+        let merge_scan_pages = checker.int(
+            "run.merge_scan_pages",
+            run.merge_scan_pages.as_ref(),
+            MERGE_SCAN_PAGES_RANGE,
+            0,
+        )? as u32;
         let trace = match run.trace {
             None => TraceLevel::Switches,
             Some(value) => match TRACE_LEVELS
@@ -821,6 +853,19 @@ impl Lab {
                 WEIGHT_RANGE,
                 i64::from(DEFAULT_WEIGHT),
             )? as u32;
+            let balloon_range = 0..=i64::from(memory_mib);
+            let balloon_mib = checker.int(
+                &key("balloon_mib"),
+                raw_vm.balloon_mib.as_ref(),
+                balloon_range.clone(),
+                0,
+            )? as u32;
+            let balloon_target_mib = checker.int(
+                &key("balloon_target_mib"),
+                raw_vm.balloon_target_mib.as_ref(),
+                balloon_range,
+                i64::from(balloon_mib),
+            )? as u32;
 
             let args = raw_vm
                 .args
@@ -857,6 +902,8 @@ impl Lab {
                 weight,
                 args,
                 persist,
+                balloon_mib,
+                balloon_target_mib,
                 script,
             });
         }
@@ -883,6 +930,8 @@ impl Lab {
             trace,
             policy,
             memory_sample_ms,
+            guest_memory_budget_mib,
+            merge_scan_pages,
             vms,
             sweep,
         })
@@ -952,6 +1001,8 @@ impl Lab {
                 weight: vm.weight,
                 args: vm.args.clone(),
                 persist: self.persists(index, persist_all),
+                initial_balloon_pages: u64::from(vm.balloon_mib) << 8,
+                balloon_target_pages: u64::from(vm.balloon_target_mib) << 8,
             })
             .collect();
         let mut config = RunConfig::new(self.quantum_us, tsc_hz, self.hash, vms);
@@ -959,6 +1010,8 @@ impl Lab {
         config.interval_us = self.interval_us;
         config.trace = self.trace;
         config.memory_sample_us = self.memory_sample_ms.saturating_mul(1000);
+        config.merge_scan_pages = self.merge_scan_pages;
+        config.guest_page_budget = self.guest_memory_budget_mib.map(|mib| u64::from(mib) << 8);
         config.commit = crate::build::commit();
         config.policy = self.policy;
         config

@@ -200,6 +200,8 @@ pub fn decide(facts: &RunFacts<'_>) -> Outcome {
             Record::Events { .. }
             | Record::MemoryMap { .. }
             | Record::MemoryInfo { .. }
+            | Record::Balloon { .. }
+            | Record::Merging { .. }
             | Record::WorkingSet { .. }
             | Record::GuestMetric { .. }
             | Record::DiskIo { .. }

@@ -133,10 +133,12 @@ fn vm_of(record: &mut Record) -> Option<&mut u16> {
         Record::Hello { .. }
         | Record::RunSummary(_)
         | Record::RunEnd { .. }
-        | Record::Events { .. } => None,
+        | Record::Events { .. }
+        | Record::Merging { .. } => None,
         Record::Check { vm, .. }
         | Record::MemoryMap { vm, .. }
         | Record::MemoryInfo { vm, .. }
+        | Record::Balloon { vm, .. }
         | Record::WorkingSet { vm, .. }
         | Record::GuestMetric { vm, .. }
         | Record::DiskIo { vm, .. }

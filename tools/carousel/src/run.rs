@@ -354,6 +354,8 @@ impl Received {
             | Record::Events { .. }
             | Record::MemoryMap { .. }
             | Record::MemoryInfo { .. }
+            | Record::Balloon { .. }
+            | Record::Merging { .. }
             | Record::WorkingSet { .. }
             | Record::GuestMetric { .. }
             | Record::DiskIo { .. }

@@ -14,7 +14,7 @@ use carousel::disk::{blank_image, BLANK_MAGIC, SECTOR_BYTES};
 use carousel::lab::Lab;
 use carousel::run::{frames_only, record_stream_file};
 use carousel_protocol::config::fnv1a64;
-use carousel_protocol::record::{Event, Record, TraceLevel};
+use carousel_protocol::record::{Event, Record, StopReason, TraceLevel};
 use carousel_protocol::wire::{decode_all, Decoded};
 use serde_json::Value;
 
@@ -1269,4 +1269,157 @@ fn an_emitted_job_runs_alone_and_collect_compares_it() {
     assert!(row["overhead_pct"].is_number(), "{row:#}");
     assert!(row["wake_p99_cycles"].is_number(), "{row:#}");
     assert!(out.join("summary.html").is_file());
+}
+
+/// `ci/labs/balloon.toml`: the donor gives 8 MiB back and the grower takes 8 MiB back, but only
+/// as the donor's pages reach the host's pool (the run's budget leaves no room otherwise): at
+/// every moment the grower took back at most what the donor gave. Both drivers' checks pass (bad calls
+/// refused, pages taken back zeroed and usable), and the report's memory table shows it.
+#[test]
+#[ignore = "boots an emulator; run by ci/test"]
+fn balloon_moves_memory_from_one_vm_to_another() {
+    let measured = Measured::run("balloon.toml");
+    measured.assert_all_passed();
+    measured.assert_conservation();
+    let balloon_ops: Vec<(u64, u16, bool, u32)> = measured
+        .records
+        .iter()
+        .filter_map(|record| match *record {
+            Record::Balloon {
+                tsc,
+                vm,
+                inflate,
+                pages,
+                ..
+            } => Some((tsc, vm, inflate, pages)),
+            _ => None,
+        })
+        .collect();
+    let total = |vm: u16, inflate: bool| -> u32 {
+        balloon_ops
+            .iter()
+            .filter(|op| op.1 == vm && op.2 == inflate)
+            .map(|op| op.3)
+            .sum()
+    };
+    let (donor, grower) = (0u16, 1u16);
+    assert_eq!(total(donor, true), 2048, "{balloon_ops:?}");
+    assert_eq!(total(grower, false), 2048, "{balloon_ops:?}");
+    assert_eq!(
+        total(donor, false) + total(grower, true),
+        0,
+        "{balloon_ops:?}"
+    );
+    // The budget at work: at every moment the grower has taken back at most what the donor
+    // had given back by then.
+    let mut given = 0u32;
+    for &(_, _, inflate, pages) in &balloon_ops {
+        if inflate {
+            given += pages;
+        } else {
+            given = given.checked_sub(pages).unwrap_or_else(|| {
+                panic!("the grower grew before the donor gave back: {balloon_ops:?}")
+            });
+        }
+    }
+    // The grower had to wait: it slept (yielded) while the host had no room.
+    let grower_account = measured.vm("grower");
+    assert!(grower_account.summary.as_ref().unwrap().yields > 0);
+    let memory = |name: &str| measured.vm(name).memory.expect("memory facts");
+    assert_eq!(
+        (memory("donor").ballooned, memory("donor").inflated),
+        (2048, 2048)
+    );
+    assert_eq!(
+        (memory("grower").ballooned, memory("grower").deflated),
+        (0, 2048)
+    );
+    let table = measured.accounting.memory_table();
+    assert!(table.contains("BALLOONED"), "{table}");
+    for check in ["balloon-bad-calls-refused", "balloon-reached-target"] {
+        for vm in [donor, grower] {
+            assert!(
+                measured.records.iter().any(|record| matches!(record,
+                    Record::Check { vm: id, name, passed: true, .. } if *id == vm && name == check)),
+                "vm {vm}: check {check} did not pass\n{}",
+                measured.describe
+            );
+        }
+    }
+}
+
+/// A guest that touches a page it gave back is stopped for it, with the page named; the VM
+/// beside it runs on and passes.
+#[test]
+#[ignore = "boots an emulator; run by ci/test"]
+fn touching_a_ballooned_page_stops_only_that_vm() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let lab = dir.path().join("touch.toml");
+    std::fs::write(
+        &lab,
+        "[run]\nips = 1_000_000\ntsc_hz = 50_000_000\ntimeout_s = 60\n\n\
+         [[vm]]\nname = \"toucher\"\nkernel = \"balloon\"\nmemory_mib = 8\n\
+         balloon_target_mib = 1\nargs = \"touch=1\"\n\n\
+         [[vm]]\nname = \"spin\"\nkernel = \"spin\"\nmemory_mib = 4\nargs = \"ms=100\"\n",
+    )
+    .expect("the lab is written");
+    let run = run_file(&lab, &dir.path().join("run"), &[]);
+    let output = run.describe();
+    assert_eq!(run.code, Some(1), "{output}");
+    let records = records_of(&dir.path().join("run"), &output);
+    let stopped = |id: u16| {
+        records.iter().find_map(|record| match record {
+            Record::VmStopped { vm, reason, .. } if *vm == id => Some(reason.clone()),
+            _ => None,
+        })
+    };
+    match stopped(0) {
+        Some(StopReason::BalloonedPageTouched { gpa, .. }) => {
+            assert!((4 << 20..8 << 20).contains(&gpa), "{gpa:#x}\n{output}")
+        }
+        other => panic!("toucher: {other:?}\n{output}"),
+    }
+    assert!(
+        stopped(1).is_some_and(|reason| reason.is_success()),
+        "{output}"
+    );
+    assert!(
+        run.stdout
+            .contains("a page it gave back through the balloon"),
+        "{output}"
+    );
+}
+
+/// `ci/labs/merge.toml`: the 0x01 pages of three VMs come to share frames, every page still
+/// reads what its guest wrote, and the guests' writes into merged pages stay private (copy on
+/// write), as the guests check themselves.
+#[test]
+#[ignore = "boots an emulator; run by ci/test"]
+fn merging_shares_identical_pages_and_copies_on_write() {
+    let measured = Measured::run("merge.toml");
+    measured.assert_all_passed();
+    measured.assert_conservation();
+    let merging = measured.accounting.merging.expect("Merging records");
+    // Each VM's 1,024 pages of 0x01 need at most one frame for all three VMs.
+    assert!(
+        merging.frames_saved >= 2 * 1024,
+        "{merging:?}\n{}",
+        measured.describe
+    );
+    // Every 16th of them was written after the wait: 64 copies per VM at least.
+    assert!(merging.cow_breaks >= 3 * 64, "{merging:?}");
+    assert!(merging.cycles > 0 && merging.scanned > 0, "{merging:?}");
+    for vm in &measured.accounting.vms {
+        let memory = vm.memory.expect("memory facts");
+        assert!(memory.merged >= 1024 - 64, "{}: {memory:?}", vm.name);
+        for check in ["merged-pages-read-back", "cow-writes-private"] {
+            assert!(
+                measured.records.iter().any(|record| matches!(record,
+                    Record::Check { vm: id, name, passed: true, .. } if *id == vm.id && name == check)),
+                "vm {}: check {check} did not pass\n{}",
+                vm.name,
+                measured.describe
+            );
+        }
+    }
 }

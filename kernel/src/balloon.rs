@@ -1,0 +1,210 @@
+//! A VM's balloon: which of its pages it gave back, and the checks every inflate and deflate
+//! request passes before anything changes. A request is taken whole or not at all: a page out
+//! of range, listed twice, or in the wrong state refuses the whole list. The EPT and frame work
+//! that follows a valid request is the hypervisor's (`vm.rs`); this is the bookkeeping.
+
+use alloc::vec;
+use alloc::vec::Vec;
+
+use carousel_protocol::hypercall::{Error, BALLOON_BATCH_MAX};
+
+/// One VM's ballooned pages.
+#[derive(Debug, Clone)]
+pub struct Balloon {
+    pages: u64,
+    /// One bit per guest page: given back.
+    ballooned: Vec<u64>,
+    count: u64,
+    /// The balloon size the host asks for.
+    pub target: u64,
+    /// Pages given back and taken back over the run.
+    pub inflated_total: u64,
+    pub deflated_total: u64,
+}
+
+impl Balloon {
+    /// The balloon of a VM of `pages` pages, holding none of them.
+    pub fn new(pages: u64, target: u64) -> Self {
+        Self {
+            pages,
+            ballooned: vec![0; pages.div_ceil(64) as usize],
+            count: 0,
+            target: target.min(pages),
+            inflated_total: 0,
+            deflated_total: 0,
+        }
+    }
+
+    /// Pages ballooned now.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// True when guest page `page` was given back.
+    pub fn contains(&self, page: u64) -> bool {
+        page < self.pages && self.ballooned[(page / 64) as usize] & (1 << (page % 64)) != 0
+    }
+
+    /// Checks an inflate request: every page in RAM, listed once, not ballooned yet.
+    pub fn check_inflate(&self, list: &[u32]) -> Result<(), Error> {
+        self.check(list, false)
+    }
+
+    /// Checks a deflate request: every page in RAM, listed once, ballooned.
+    pub fn check_deflate(&self, list: &[u32]) -> Result<(), Error> {
+        self.check(list, true)
+    }
+
+    fn check(&self, list: &[u32], ballooned: bool) -> Result<(), Error> {
+        if list.is_empty() || list.len() > BALLOON_BATCH_MAX as usize {
+            return Err(Error::InvalidArgument);
+        }
+        let mut seen: Vec<u32> = list.to_vec();
+        seen.sort_unstable();
+        if seen.windows(2).any(|pair| pair[0] == pair[1]) {
+            return Err(Error::InvalidArgument);
+        }
+        for &page in list {
+            if u64::from(page) >= self.pages {
+                return Err(Error::BadAddress);
+            }
+            if self.contains(u64::from(page)) != ballooned {
+                return Err(Error::InvalidArgument);
+            }
+        }
+        Ok(())
+    }
+
+    /// Records pages as given back (after [`Self::check_inflate`] and the unmapping).
+    pub fn inflated(&mut self, list: &[u32]) {
+        for &page in list {
+            self.set(u64::from(page), true);
+        }
+        self.inflated_total += list.len() as u64;
+    }
+
+    /// Records pages as taken back (after [`Self::check_deflate`] and the mapping).
+    pub fn deflated(&mut self, list: &[u32]) {
+        for &page in list {
+            self.set(u64::from(page), false);
+        }
+        self.deflated_total += list.len() as u64;
+    }
+
+    fn set(&mut self, page: u64, on: bool) {
+        if page >= self.pages || self.contains(page) == on {
+            return;
+        }
+        let word = &mut self.ballooned[(page / 64) as usize];
+        if on {
+            *word |= 1 << (page % 64);
+            self.count += 1;
+        } else {
+            *word &= !(1 << (page % 64));
+            self.count -= 1;
+        }
+    }
+
+    /// The ballooned pages, in order.
+    pub fn pages(&self) -> impl Iterator<Item = u64> + '_ {
+        (0..self.pages).filter(|&page| self.contains(page))
+    }
+}
+
+/// The host's side: how many guest pages it backs over all VMs, against an optional budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    pub limit: Option<u64>,
+    pub backed: u64,
+}
+
+impl Budget {
+    /// Pages that may still be backed within the budget (`free` is what the frame allocator
+    /// has).
+    pub fn available(&self, free: u64) -> u64 {
+        match self.limit {
+            Some(limit) => limit.saturating_sub(self.backed).min(free),
+            None => free,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[test]
+    fn inflate_then_deflate() {
+        let mut balloon = Balloon::new(100, 10);
+        assert_eq!(balloon.check_inflate(&[5, 6, 99]), Ok(()));
+        balloon.inflated(&[5, 6, 99]);
+        assert_eq!(balloon.count(), 3);
+        assert!(balloon.contains(99) && !balloon.contains(7));
+        assert_eq!(balloon.pages().collect::<Vec<_>>(), vec![5, 6, 99]);
+        // Already ballooned: refused whole.
+        assert_eq!(balloon.check_inflate(&[7, 5]), Err(Error::InvalidArgument));
+        assert_eq!(balloon.check_deflate(&[5, 7]), Err(Error::InvalidArgument));
+        assert_eq!(balloon.check_deflate(&[6, 5]), Ok(()));
+        balloon.deflated(&[6, 5]);
+        assert_eq!(balloon.count(), 1);
+        assert_eq!((balloon.inflated_total, balloon.deflated_total), (3, 2));
+    }
+
+    #[test]
+    fn bad_lists_are_refused() {
+        let balloon = Balloon::new(100, 0);
+        assert_eq!(balloon.check_inflate(&[]), Err(Error::InvalidArgument));
+        assert_eq!(balloon.check_inflate(&[100]), Err(Error::BadAddress));
+        assert_eq!(balloon.check_inflate(&[u32::MAX]), Err(Error::BadAddress));
+        assert_eq!(
+            balloon.check_inflate(&[3, 4, 3]),
+            Err(Error::InvalidArgument)
+        );
+        let too_many: Vec<u32> = (0..=BALLOON_BATCH_MAX).collect();
+        assert_eq!(
+            Balloon::new(1 << 20, 0).check_inflate(&too_many),
+            Err(Error::InvalidArgument)
+        );
+    }
+
+    #[test]
+    fn targets_are_clamped_to_the_ram() {
+        assert_eq!(Balloon::new(10, 50).target, 10);
+    }
+
+    #[test]
+    fn the_budget_caps_what_may_be_backed() {
+        let budget = Budget {
+            limit: Some(100),
+            backed: 90,
+        };
+        assert_eq!(budget.available(1000), 10);
+        assert_eq!(budget.available(4), 4);
+        let unlimited = Budget {
+            limit: None,
+            backed: 90,
+        };
+        assert_eq!(unlimited.available(1000), 1000);
+    }
+
+    proptest! {
+        /// Whatever the requests, the count equals the pages marked, and a refused request
+        /// changes nothing.
+        #[test]
+        fn the_count_stays_true(requests in proptest::collection::vec((any::<bool>(), proptest::collection::vec(0u32..80, 0..8)), 0..40)) {
+            let mut balloon = Balloon::new(64, 0);
+            for (inflate, list) in requests {
+                let before = balloon.count();
+                let checked = if inflate { balloon.check_inflate(&list) } else { balloon.check_deflate(&list) };
+                match checked {
+                    Ok(()) if inflate => balloon.inflated(&list),
+                    Ok(()) => balloon.deflated(&list),
+                    Err(_) => prop_assert_eq!(balloon.count(), before),
+                }
+                prop_assert_eq!(balloon.count(), balloon.pages().count() as u64);
+            }
+        }
+    }
+}
