@@ -150,6 +150,8 @@ pub struct GuestMemory {
     /// Pages whose frame or sharing changed since the EPT last saw them (the VM rewrites
     /// their mappings before it runs again: [`crate::vm::Vm::sync_ept`]).
     pub pending: Vec<u64>,
+    /// Each page's contents hash at its last merging scan (empty until merging first looks).
+    hashes: Vec<u32>,
 }
 
 /// Guest pages the hypervisor backs over all VMs, against the run's budget.
@@ -161,6 +163,11 @@ static BUDGET: Mutex<Budget> = Mutex::new(Budget {
 /// Sets the most guest pages backed at once over all VMs (the run configuration's budget).
 pub fn set_guest_page_budget(limit: Option<u64>) {
     BUDGET.lock().limit = limit;
+}
+
+/// Guest frames in use over all VMs (a shared frame counts once).
+pub fn guest_pages_backed() -> u64 {
+    BUDGET.lock().backed
 }
 
 /// Guest pages that could be backed now: free frames, within the budget.
@@ -192,6 +199,7 @@ impl GuestMemory {
             frames: frames.into_iter().map(Some).collect(),
             shared: alloc::vec![0; pages.div_ceil(64) as usize],
             pending: Vec::new(),
+            hashes: Vec::new(),
         })
     }
 
@@ -199,6 +207,16 @@ impl GuestMemory {
     pub fn frame(&self, page: u64) -> Option<(HostPhysAddr, bool)> {
         let frame = (*self.frames.get(page as usize)?)?;
         Some((frame, self.is_shared(page)))
+    }
+
+    /// Records `page`'s contents hash at this merging scan; returns the previous one.
+    pub fn swap_hash(&mut self, page: u64, hash: u32) -> u32 {
+        if self.hashes.is_empty() {
+            self.hashes.resize(self.frames.len(), 0);
+        }
+        self.hashes
+            .get_mut(page as usize)
+            .map_or(0, |slot| core::mem::replace(slot, hash))
     }
 
     /// Pages of RAM (backed or not).

@@ -48,6 +48,12 @@ impl Host for AllVms<'_> {
             vm.memory.set_frame(page, HostPhysAddr(frame), shared);
         }
     }
+    fn swap_hash(&mut self, (vm, page): PageRef, hash: u32) -> u32 {
+        self.0
+            .get_mut(usize::from(vm))
+            .and_then(Option::as_mut)
+            .map_or(0, |vm| vm.memory.swap_hash(page, hash))
+    }
     fn copy(&mut self, frame: u64) -> Option<u64> {
         copy_frame(frame)
     }
@@ -68,6 +74,9 @@ impl Host for OneVm<'_> {
     }
     fn map(&mut self, (_, page): PageRef, frame: u64, shared: bool) {
         self.0.set_frame(page, HostPhysAddr(frame), shared);
+    }
+    fn swap_hash(&mut self, (_, page): PageRef, hash: u32) -> u32 {
+        self.0.swap_hash(page, hash)
     }
     fn copy(&mut self, frame: u64) -> Option<u64> {
         copy_frame(frame)
@@ -96,6 +105,9 @@ pub fn unmap_shared(frame: HostPhysAddr) {
             contents(frame)
         }
         fn map(&mut self, _: PageRef, _: u64, _: bool) {}
+        fn swap_hash(&mut self, _: PageRef, _: u32) -> u32 {
+            0
+        }
         fn copy(&mut self, frame: u64) -> Option<u64> {
             copy_frame(frame)
         }

@@ -1,7 +1,8 @@
 //! Same-page merging, the logic: pages of any VM with identical contents come to share one
 //! read-only frame, and a write to a shared page gets its own copy again (copy on write).
 //!
-//! Like Linux's KSM it keeps two kinds of entries by content hash: **shared** frames, already
+//! Like Linux's KSM it merges only pages whose contents did not change since their previous
+//! scan (a page being filled or written would be copied straight back), and keeps two kinds of entries by content hash: **shared** frames, already
 //! read-only and mapped by several pages, and one **candidate** per hash, a page seen once whose
 //! contents may still change (it stays writable). A scanned page that equals a shared frame
 //! joins it; one that equals the candidate makes the candidate shared (the candidate's owner is
@@ -26,6 +27,9 @@ pub trait Host {
     fn copy(&mut self, frame: u64) -> Option<u64>;
     /// Returns `frame` to the host.
     fn free(&mut self, frame: u64);
+    /// Records `hash` as `page`'s contents hash at this scan, returning the one recorded at
+    /// its previous scan (0 at the first).
+    fn swap_hash(&mut self, page: PageRef, hash: u32) -> u32;
 }
 
 /// What a scan of one page did.
@@ -35,6 +39,8 @@ pub enum Scanned {
     Merged,
     /// No page like it yet: it is the candidate for its contents.
     Candidate,
+    /// Its contents changed since its previous scan: left alone this time.
+    Changing,
     /// Not backed, or shared already.
     Skipped,
 }
@@ -103,6 +109,12 @@ impl Merger {
             return Scanned::Skipped;
         };
         let hash = page_hash(host.contents(frame));
+        // Only pages that kept their contents since their previous scan (0 stands for "never
+        // scanned", so a page whose hash folds to 0 waits one scan more: harmless).
+        let folded = (hash ^ (hash >> 32)) as u32;
+        if host.swap_hash(page, folded) != folded || folded == 0 {
+            return Scanned::Changing;
+        }
         // A shared frame with these contents: join it.
         let same = self.shared.get(&hash).and_then(|frames| {
             frames
@@ -194,6 +206,7 @@ mod tests {
     struct FakeHost {
         frames: Map<u64, Box<[u8; 4096]>>,
         pages: Map<PageRef, (u64, bool)>,
+        hashes: Map<PageRef, u32>,
         next: u64,
         out_of_memory: bool,
     }
@@ -242,6 +255,9 @@ mod tests {
             self.frames.insert(copy, contents);
             Some(copy)
         }
+        fn swap_hash(&mut self, page: PageRef, hash: u32) -> u32 {
+            self.hashes.insert(page, hash).unwrap_or(0)
+        }
         fn free(&mut self, frame: u64) {
             assert!(
                 self.frames.remove(&frame).is_some(),
@@ -262,6 +278,10 @@ mod tests {
         host.page((1, 0), 1);
         host.page((2, 5), 1);
         host.page((2, 6), 9);
+        // First scans only note each page's contents.
+        for page in [(0, 0), (1, 0), (2, 5), (2, 6)] {
+            assert_eq!(merger.scan(page, &mut host), Scanned::Changing);
+        }
         assert_eq!(merger.scan((0, 0), &mut host), Scanned::Candidate);
         assert_eq!(merger.scan((1, 0), &mut host), Scanned::Merged);
         assert_eq!(merger.scan((2, 5), &mut host), Scanned::Merged);
@@ -289,10 +309,15 @@ mod tests {
         let mut merger = Merger::new();
         host.page((0, 0), 1);
         host.page((1, 0), 1);
+        merger.scan((0, 0), &mut host);
+        merger.scan((1, 0), &mut host);
         assert_eq!(merger.scan((0, 0), &mut host), Scanned::Candidate);
         // The candidate is written after the scan (it was still writable).
         host.write(&mut merger, (0, 0), 2);
         assert_eq!(merger.scan((1, 0), &mut host), Scanned::Candidate);
+        // A page written between its scans is not merged at all.
+        host.write(&mut merger, (1, 0), 2);
+        assert_eq!(merger.scan((1, 0), &mut host), Scanned::Changing);
         assert_eq!(host.read((0, 0)), 2);
         assert_eq!(merger.merges, 0);
     }
@@ -307,6 +332,8 @@ mod tests {
         host.page((0, 0), 1);
         host.page((0, 1), 2);
         merger.scan((0, 0), &mut host);
+        merger.scan((0, 1), &mut host);
+        merger.scan((0, 0), &mut host);
         let hash = page_hash(host.contents(host.pages[&(0, 1)].0));
         merger.candidates.insert(hash, (0, 0));
         assert_eq!(merger.scan((0, 1), &mut host), Scanned::Candidate);
@@ -319,8 +346,10 @@ mod tests {
         let mut merger = Merger::new();
         host.page((0, 0), 1);
         host.page((1, 0), 1);
-        merger.scan((0, 0), &mut host);
-        merger.scan((1, 0), &mut host);
+        for _ in 0..2 {
+            merger.scan((0, 0), &mut host);
+            merger.scan((1, 0), &mut host);
+        }
         host.out_of_memory = true;
         assert_eq!(
             merger.copy_on_write((1, 0), &mut host),

@@ -341,6 +341,11 @@ impl Machine {
         if self.merge_scan_pages > 0 {
             self.merge_pages(now);
         }
+        export::emit_or_drop(Record::HostMemory {
+            tsc: now,
+            backed_pages: crate::memory::guest_pages_backed(),
+            free_pages: crate::memory::free_bytes() / carousel_kernel::PAGE_SIZE,
+        });
         let interval = now - self.interval_start;
         self.interval_start = now;
         for vm in self.vms.iter_mut().flatten() {

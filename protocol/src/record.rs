@@ -73,6 +73,13 @@ pub enum Record {
         ballooned: u64,
         target: u64,
     },
+    /// Host memory at the end of a metrics interval: guest pages backed by a frame (over all
+    /// VMs; a shared frame counts once) and frames free in the hypervisor's pool.
+    HostMemory {
+        tsc: u64,
+        backed_pages: u64,
+        free_pages: u64,
+    },
     /// Same-page merging over one metrics interval: pages scanned and the root cycles the scan
     /// took (a root-mode category of its own), and the state at its end: merges and copies on
     /// write so far, shared frames, frames saved, and each VM's pages sharing a frame.

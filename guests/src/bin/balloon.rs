@@ -10,6 +10,8 @@
 //! Arguments (`key=value`, all optional):
 //! - `wait_ms`: how long to keep trying to reach the target, ms of TSC time (default 2000).
 //! - `floor_mib`: lowest RAM the balloon may take (default 4).
+//! - `round_trip=1`: after reaching the target, give one page back and take it back 16 times
+//!   and report the fastest round trip (METRIC `balloon_round_trip_cycles`).
 //! - `touch=1`: after reaching the target, read a page given back; the hypervisor must stop
 //!   the VM for it (so the guest exits with failure if it is still running).
 #![no_std]
@@ -67,6 +69,7 @@ fn main(boot: &BootInfo) -> ! {
     let wait_ms = boot.number("wait_ms", 2000);
     let floor = boot.number("floor_mib", 4) << 20 >> 12;
     let touch = boot.number("touch", 0) == 1;
+    let round_trip = boot.number("round_trip", 0) == 1;
     let ram = u64::from(hypercall::balloon_stats(1).unwrap_or_else(|_| fail("no BALLOON_STATS")));
     if ram as usize > MAX_PAGES || floor >= ram {
         fail("RAM is outside what this driver handles");
@@ -148,6 +151,21 @@ fn main(boot: &BootInfo) -> ! {
     let _ = hypercall::check("balloon-reached-target", count == target);
     if deflated_any {
         let _ = hypercall::check("deflated-pages-usable", deflated_ok);
+    }
+    if round_trip {
+        let page = (floor..ram)
+            .rev()
+            .find(|&page| !ballooned(page))
+            .unwrap_or_else(|| fail("no page for the round trip")) as u32;
+        let mut fastest = u64::MAX;
+        for _ in 0..16 {
+            let start = arch::rdtsc();
+            hypercall::balloon_inflate(&[page]).unwrap_or_else(|error| fail_with("inflate", error));
+            hypercall::balloon_deflate(&[page]).unwrap_or_else(|error| fail_with("deflate", error));
+            fastest = fastest.min(arch::rdtsc() - start);
+        }
+        println!("balloon: one page out and back in {fastest} cycles at best");
+        let _ = hypercall::metric("balloon_round_trip_cycles", fastest);
     }
     if touch {
         match (0..ram).find(|&page| ballooned(page)) {

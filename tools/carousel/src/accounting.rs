@@ -263,6 +263,16 @@ pub struct Accounting {
     pub level: Option<TraceLevel>,
     /// Same-page merging, if it ran.
     pub merging: Option<MergeTotals>,
+    /// Guest frames in use (HostMemory records): the most, and the last.
+    pub host_pages: Option<HostPages>,
+}
+
+/// Guest frames in use over the run, in 4 KiB pages.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HostPages {
+    pub peak: u64,
+    pub last: u64,
+    pub free_last: u64,
 }
 
 impl Accounting {
@@ -278,6 +288,7 @@ impl Accounting {
             has_events: false,
             level: None,
             merging: None,
+            host_pages: None,
         };
         let mut named = 0;
         for record in records {
@@ -361,6 +372,16 @@ impl Accounting {
                     memory.ram_pages = *ram_pages;
                     memory.accessed_dirty = *accessed_dirty;
                     memory.ballooned = *initial_balloon;
+                }
+                Record::HostMemory {
+                    backed_pages,
+                    free_pages,
+                    ..
+                } => {
+                    let pages = accounting.host_pages.get_or_insert_default();
+                    pages.peak = pages.peak.max(*backed_pages);
+                    pages.last = *backed_pages;
+                    pages.free_last = *free_pages;
                 }
                 Record::Merging {
                     scanned,
@@ -692,6 +713,14 @@ impl Accounting {
              accessed/dirty samples, WSS = pages touched in the last period)\n{}",
             table.render()
         );
+        if let Some(pages) = &self.host_pages {
+            out.push_str(&format!(
+                "host memory for guests: {:.1} MiB at the end, {:.1} MiB at most; {:.1} MiB free\n",
+                pages.last as f64 / 256.0,
+                pages.peak as f64 / 256.0,
+                pages.free_last as f64 / 256.0
+            ));
+        }
         if let Some(merging) = &self.merging {
             let share = self
                 .share_of_elapsed(merging.cycles)

@@ -33,6 +33,7 @@ pub mod interactive;
 pub mod iso;
 pub mod lab;
 pub mod live;
+pub mod memory_bench;
 pub mod outcome;
 pub mod perfetto;
 pub mod report;

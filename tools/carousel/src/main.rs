@@ -131,6 +131,16 @@ enum Bench {
         #[arg(long, value_enum, default_value_t = BackendChoice::Bochs)]
         backend: BackendChoice,
     },
+    /// What same-page merging saves and costs (8 VMs filling their RAM as xv6 does, merging
+    /// off and on), and a balloon round trip.
+    Memory {
+        /// Print one JSON object instead of the lines.
+        #[arg(long)]
+        json: bool,
+        /// Emulator (as for `run`).
+        #[arg(long, value_enum, default_value_t = BackendChoice::Bochs)]
+        backend: BackendChoice,
+    },
     /// How fast a trace becomes a report: decodes and reports a synthetic ~100 MB trace and
     /// prints MB/s (goal: at least 100).
     Decode {
@@ -234,6 +244,15 @@ fn main() -> ExitCode {
                 return ExitCode::from(EXIT_SETUP as u8);
             }
             carousel::bench::sched_command(backend, json, &interrupted)
+        }
+        Command::Bench {
+            bench: Bench::Memory { json, backend },
+        } => {
+            let interrupted = Arc::new(AtomicBool::new(false));
+            if !catch_interrupt(&interrupted) {
+                return ExitCode::from(EXIT_SETUP as u8);
+            }
+            carousel::memory_bench::memory_command(backend, json, &interrupted)
         }
         Command::Bench {
             bench: Bench::Export { json, backend },

@@ -202,6 +202,7 @@ pub fn decide(facts: &RunFacts<'_>) -> Outcome {
             | Record::MemoryInfo { .. }
             | Record::Balloon { .. }
             | Record::Merging { .. }
+            | Record::HostMemory { .. }
             | Record::WorkingSet { .. }
             | Record::GuestMetric { .. }
             | Record::DiskIo { .. }

@@ -134,7 +134,8 @@ fn vm_of(record: &mut Record) -> Option<&mut u16> {
         | Record::RunSummary(_)
         | Record::RunEnd { .. }
         | Record::Events { .. }
-        | Record::Merging { .. } => None,
+        | Record::Merging { .. }
+        | Record::HostMemory { .. } => None,
         Record::Check { vm, .. }
         | Record::MemoryMap { vm, .. }
         | Record::MemoryInfo { vm, .. }

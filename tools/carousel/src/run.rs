@@ -356,6 +356,7 @@ impl Received {
             | Record::MemoryInfo { .. }
             | Record::Balloon { .. }
             | Record::Merging { .. }
+            | Record::HostMemory { .. }
             | Record::WorkingSet { .. }
             | Record::GuestMetric { .. }
             | Record::DiskIo { .. }
