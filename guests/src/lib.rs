@@ -9,14 +9,15 @@
 //! - [`multiboot`]: the loader's information, read into the [`BootInfo`] the guest's main gets.
 //! - [`serial`]: COM1 and the [`print!`] / [`println!`] macros.
 //! - [`hypercall`]: `VMCALL` wrappers for the hypercalls of [`carousel_protocol::hypercall`].
+//! - [`ide`]: a polled driver for the VM's disk (IDE drive 1), one sector at a time.
 //! - [`arch`]: the only instructions the runtime needs inline assembly for.
 //! - [`interrupts`]: a 64-bit IDT, a handler per vector, `STI` / `CLI` and the local APIC's EOI,
 //!   for guests that call [`interrupts::init`] (the others run with IF = 0 throughout).
 //! - [`mmio`]: 32-bit volatile access to device registers in the device window.
 //!
-//! What is not: a heap, more than one CPU, device drivers (a guest that drives a device does so
-//! itself, with [`arch`] and [`mmio`]). Each guest binary is `#![no_std]`, `#![no_main]`, and
-//! names its main with [`entry!`].
+//! What is not: a heap, more than one CPU, device drivers beyond [`ide`]'s polled one (a guest
+//! that drives a device otherwise does so itself, with [`arch`] and [`mmio`]). Each guest binary
+//! is `#![no_std]`, `#![no_main]`, and names its main with [`entry!`].
 //!
 //! Builds only for `x86_64-unknown-none`, linked by `link.ld` (see `build.rs`).
 #![no_std]
@@ -24,6 +25,7 @@
 pub mod arch;
 mod entry;
 pub mod hypercall;
+pub mod ide;
 pub mod interrupts;
 pub mod mmio;
 pub mod multiboot;

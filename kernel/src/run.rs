@@ -10,7 +10,7 @@
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use carousel_protocol::config::RunConfig;
+use carousel_protocol::config::{RunConfig, SchedulerPolicy};
 use carousel_protocol::record::{self, Event, Record, StopReason};
 use carousel_scheduler::{
     Accounting, Cycles, LatencyHistogram, Policy, RoundRobin, SliceEnd, VmId,
@@ -75,6 +75,7 @@ pub fn run(vmx: &Vmx, config: &RunConfig, modules: &[(String, &[u8])], tsc_hz: u
         }
     }
     let policy = match RoundRobin::new(quantum.max(1), &weights) {
+        Ok(policy) if config.policy == SchedulerPolicy::Boost => policy.with_wake_boost(),
         Ok(policy) => policy,
         Err(error) => {
             log::error!("scheduler: {error}");

@@ -45,6 +45,8 @@ pub struct RunConfig {
     /// `balloon_step_pages` (checked at each working-set sample). None: no rule.
     pub balloon_when_free_below_pct: Option<u32>,
     pub balloon_step_pages: u64,
+    /// The scheduling policy.
+    pub policy: SchedulerPolicy,
     /// Same-page merging: pages scanned per metrics interval (0: off).
     pub merge_scan_pages: u32,
     /// Most guest pages the hypervisor backs at once over all VMs (None: what the machine
@@ -52,6 +54,36 @@ pub struct RunConfig {
     pub guest_page_budget: Option<u64>,
     /// The VMs, in lab-file order; a VM's id is its index here.
     pub vms: Vec<VmConfig>,
+}
+
+/// Which scheduling policy the hypervisor runs (`carousel-scheduler`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SchedulerPolicy {
+    /// Weighted round robin: a woken VM goes to the tail of the run queue.
+    #[default]
+    RoundRobin,
+    /// Weighted round robin with the wake-up boost: a woken VM takes back the place in the run
+    /// queue it gave up when it blocked.
+    Boost,
+}
+
+impl SchedulerPolicy {
+    /// Every policy, in the order lab files and reports list them.
+    pub const ALL: [SchedulerPolicy; 2] = [SchedulerPolicy::RoundRobin, SchedulerPolicy::Boost];
+
+    /// The policy's name in lab files, on the command line and in reports (what the scheduler's
+    /// `Policy::name` says).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::RoundRobin => "round-robin",
+            Self::Boost => "boost",
+        }
+    }
+
+    /// The policy called `name`.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|policy| policy.name() == name)
+    }
 }
 
 /// One VM of a run.
@@ -91,6 +123,7 @@ impl RunConfig {
             trace: TraceLevel::Switches,
             memory_sample_us: DEFAULT_MEMORY_SAMPLE_US,
             commit: String::from("unknown"),
+            policy: SchedulerPolicy::RoundRobin,
             guest_page_budget: None,
             merge_scan_pages: 0,
             balloon_when_free_below_pct: None,
@@ -191,6 +224,22 @@ mod tests {
             RunConfig::from_bytes(&bytes[..bytes.len() - 3]),
             Err(ConfigError::Decode(_))
         ));
+    }
+
+    #[test]
+    fn policies_go_by_their_names() {
+        for policy in SchedulerPolicy::ALL {
+            assert_eq!(SchedulerPolicy::from_name(policy.name()), Some(policy));
+        }
+        assert_eq!(SchedulerPolicy::from_name("fifo"), None);
+        assert_eq!(SchedulerPolicy::default(), SchedulerPolicy::RoundRobin);
+        let mut config = RunConfig::new(1000, 0, 7, vec![vm("a")]);
+        config.policy = SchedulerPolicy::Boost;
+        let bytes = config.to_bytes().unwrap();
+        assert_eq!(
+            RunConfig::from_bytes(&bytes).unwrap().policy,
+            SchedulerPolicy::Boost
+        );
     }
 
     #[test]

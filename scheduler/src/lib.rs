@@ -2,7 +2,8 @@
 //!
 //! What is here (pure logic the kernel calls at each decision point, STYLE §7):
 //! - [`Policy`]: the seam between the run loop and a scheduling policy, and [`RoundRobin`], a FIFO
-//!   round robin whose slice is the quantum times a per-VM weight.
+//!   round robin whose slice is the quantum times a per-VM weight, with an optional wake-up boost
+//!   (a woken VM takes back its place in the queue instead of going to the tail).
 //! - [`Accounting`]: per-VM runstates (Running, Runnable, Blocked, Stopped, after Xen's xenalyze),
 //!   guest and root cycles, slice / preemption / yield / wake counts, wake-to-run latency and
 //!   quantum error, summarised by [`Accounting::summary`] into a [`Summary`] that checks the

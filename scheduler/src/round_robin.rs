@@ -1,14 +1,31 @@
-//! Weighted round robin: one FIFO run queue, a slice of `quantum × weight` cycles per turn.
+//! Weighted round robin: one FIFO run queue, a slice of `quantum × weight` cycles per turn, and an
+//! optional wake-up boost.
 //!
-//! A VM that used its slice, yielded or was woken goes to the tail; [`Policy::pick_next`] takes the
-//! head. With every VM CPU-bound each one gets `weight / Σ weights` of the guest time, and a VM
-//! that becomes runnable waits for at most the `n − 1` slices of the VMs ahead of it.
+//! A VM that used its slice or yielded goes to the tail; [`Policy::pick_next`] takes the head.
+//! With every VM CPU-bound each one gets `weight / Σ weights` of the guest time, and a VM that
+//! becomes runnable waits for at most the `n − 1` slices of the VMs ahead of it.
+//!
+//! Where a woken VM goes is the one thing the two modes do differently:
+//! - plain round robin ([`RoundRobin::new`], "round-robin"): to the tail, like a VM whose slice
+//!   ended;
+//! - with the wake-up boost ([`RoundRobin::with_wake_boost`], "boost"): back to the place it would
+//!   hold had it never slept, behind only the VMs that were already waiting when it blocked. A VM
+//!   that slept at least as long as the others took to get one turn each goes to the head. This
+//!   is the effect Xen's credit scheduler gets from BOOST (a waking vCPU runs before the ones
+//!   that used their time), bounded so that it cannot starve anyone: every VM still waits for at
+//!   most `n − 1` slices, since a VM can only get ahead of those that joined the queue after it
+//!   blocked, and each of them once. The boost does not preempt the running VM.
+//!
+//! Both keep the order with a ticket per place in the queue: a VM that joins the tail takes the
+//! next ticket; a VM that blocks takes one too, which is the place it gives up; the queue is
+//! always in ticket order. Plain round robin gives a woken VM a new ticket, the boost its old one.
 //!
 //! The run queue is a doubly-linked list threaded through a per-VM table allocated by
 //! [`RoundRobin::new`]: every call is O(1) and allocation-free, including removing a queued VM that
-//! [`finished`](Policy::finished). A VM is in the queue at most once, because only
-//! [`QueueState::Queued`] VMs are linked and every transition into `Queued` starts from another
-//! state.
+//! [`finished`](Policy::finished), except a boosted wake, which walks back from the tail past the
+//! VMs that joined the queue after the woken one blocked (at most `n − 1`). A VM is in the queue
+//! at most once, because only [`QueueState::Queued`] VMs are linked and every transition into
+//! `Queued` starts from another state.
 //!
 //! Calls that do not fit a VM's state are ignored and counted in
 //! [`RoundRobin::ignored_calls`]: an unknown id; `slice_expired`, `yielded` or `blocked` for a VM
@@ -83,6 +100,9 @@ struct Slot {
     next: VmId,
     /// The VM ahead of this one in the run queue, or [`NIL`]; meaningful only while queued.
     previous: VmId,
+    /// This VM's place in the queue order: while queued, where it stands; while blocked, the
+    /// place it gave up (see the module documentation).
+    ticket: u64,
 }
 
 /// Weighted FIFO round robin.
@@ -98,6 +118,10 @@ pub struct RoundRobin {
     queued: usize,
     /// Calls that did not fit a VM's state and were ignored.
     ignored: u64,
+    /// The ticket the next VM to join the tail (or to block) takes.
+    next_ticket: u64,
+    /// Woken VMs take back their place in the queue instead of going to the tail.
+    wake_boost: bool,
 }
 
 impl RoundRobin {
@@ -121,6 +145,8 @@ impl RoundRobin {
             tail: NIL,
             queued: 0,
             ignored: 0,
+            next_ticket: 0,
+            wake_boost: false,
         };
         for &weight in weights {
             policy.slots.push(Slot {
@@ -128,12 +154,25 @@ impl RoundRobin {
                 state: QueueState::Blocked,
                 next: NIL,
                 previous: NIL,
+                ticket: 0,
             });
         }
         for vm in 0..weights.len() {
             policy.enqueue(vm as VmId);
         }
         Ok(policy)
+    }
+
+    /// The same policy with the wake-up boost: a woken VM goes back to the place in the queue it
+    /// would hold had it never slept (see the module documentation).
+    pub fn with_wake_boost(mut self) -> Self {
+        self.wake_boost = true;
+        self
+    }
+
+    /// Whether woken VMs are boosted ([`RoundRobin::with_wake_boost`]).
+    pub fn wake_boost(&self) -> bool {
+        self.wake_boost
     }
 
     /// Number of VMs the policy was built for.
@@ -184,18 +223,53 @@ impl RoundRobin {
         }
     }
 
-    /// Links `vm` (known, not queued) at the tail and marks it queued.
+    /// A fresh ticket, behind every place handed out so far.
+    fn take_ticket(&mut self) -> u64 {
+        let ticket = self.next_ticket;
+        self.next_ticket += 1;
+        ticket
+    }
+
+    /// Links `vm` (known, not queued) at the tail with a fresh ticket and marks it queued.
     fn enqueue(&mut self, vm: VmId) {
+        let ticket = self.take_ticket();
+        self.slots[usize::from(vm)].ticket = ticket;
+        self.link_after(self.tail, vm);
+    }
+
+    /// Links `vm` (known, not queued) behind `after` ([`NIL`]: at the head) and marks it queued.
+    fn link_after(&mut self, after: VmId, vm: VmId) {
+        let next = match self.slots.get(usize::from(after)) {
+            Some(slot) => slot.next,
+            None => self.head,
+        };
         let index = usize::from(vm);
         self.slots[index].state = QueueState::Queued;
-        self.slots[index].next = NIL;
-        self.slots[index].previous = self.tail;
-        match self.slots.get_mut(usize::from(self.tail)) {
-            Some(tail) => tail.next = vm,
+        self.slots[index].next = next;
+        self.slots[index].previous = after;
+        match self.slots.get_mut(usize::from(after)) {
+            Some(slot) => slot.next = vm,
             None => self.head = vm,
         }
-        self.tail = vm;
+        match self.slots.get_mut(usize::from(next)) {
+            Some(slot) => slot.previous = vm,
+            None => self.tail = vm,
+        }
         self.queued += 1;
+    }
+
+    /// Links `vm` (known, not queued, its ticket set) in ticket order: behind the last queued VM
+    /// with a smaller ticket, walking from the tail.
+    fn link_in_ticket_order(&mut self, vm: VmId) {
+        let ticket = self.slots[usize::from(vm)].ticket;
+        let mut after = self.tail;
+        while let Some(slot) = self.slots.get(usize::from(after)) {
+            if slot.ticket < ticket {
+                break;
+            }
+            after = slot.previous;
+        }
+        self.link_after(after, vm);
     }
 
     /// Unlinks `vm` (known, queued) from wherever it is in the run queue.
@@ -238,14 +312,22 @@ impl Policy for RoundRobin {
     }
 
     fn blocked(&mut self, vm: VmId) {
-        if let Some(slot) = self.slot_in(vm, QueueState::Running) {
+        if self.slot_in(vm, QueueState::Running).is_some() {
+            // The place it would have taken at the tail, had it stayed runnable.
+            let ticket = self.take_ticket();
+            let slot = &mut self.slots[usize::from(vm)];
             slot.state = QueueState::Blocked;
+            slot.ticket = ticket;
         }
     }
 
     fn woken(&mut self, vm: VmId) {
         if self.slot_in(vm, QueueState::Blocked).is_some() {
-            self.enqueue(vm);
+            if self.wake_boost {
+                self.link_in_ticket_order(vm);
+            } else {
+                self.enqueue(vm);
+            }
         }
     }
 
@@ -267,7 +349,11 @@ impl Policy for RoundRobin {
     }
 
     fn name(&self) -> &'static str {
-        "round-robin"
+        if self.wake_boost {
+            "boost"
+        } else {
+            "round-robin"
+        }
     }
 }
 
@@ -365,6 +451,56 @@ mod tests {
     }
 
     #[test]
+    fn boosted_wake_takes_back_the_place_it_gave_up() {
+        let mut policy = RoundRobin::new(QUANTUM, &[1, 1, 1, 1])
+            .unwrap()
+            .with_wake_boost();
+        assert!(policy.wake_boost());
+        assert_eq!(policy.name(), "boost");
+        // 0 blocks while 1, 2, 3 wait: its place is behind them.
+        let (vm, _) = policy.pick_next().unwrap();
+        policy.blocked(vm);
+        // It wakes at once: it goes behind 1, 2 and 3 (as if it had stayed), but ahead of 1
+        // once 1 has had its turn.
+        let (vm, _) = policy.pick_next().unwrap();
+        assert_eq!(vm, 1);
+        policy.slice_expired(vm);
+        assert_eq!(queue(&policy), [2, 3, 1]);
+        policy.woken(0);
+        assert_eq!(queue(&policy), [2, 3, 0, 1]);
+        // A VM that slept through everyone's turn goes to the head.
+        let (vm, _) = policy.pick_next().unwrap();
+        assert_eq!(vm, 2);
+        policy.blocked(vm);
+        for _ in 0..3 {
+            let (vm, _) = policy.pick_next().unwrap();
+            policy.slice_expired(vm);
+        }
+        assert_eq!(queue(&policy), [3, 0, 1]);
+        policy.woken(2);
+        assert_eq!(queue(&policy), [2, 3, 0, 1]);
+        assert_eq!(policy.ignored_calls(), 0);
+    }
+
+    #[test]
+    fn plain_wake_goes_to_the_tail_where_boost_goes_ahead() {
+        let run = |policy: RoundRobin| {
+            let mut policy = policy;
+            let (sleeper, _) = policy.pick_next().unwrap();
+            policy.blocked(sleeper);
+            for _ in 0..3 {
+                let (vm, _) = policy.pick_next().unwrap();
+                policy.slice_expired(vm);
+            }
+            policy.woken(sleeper);
+            queue(&policy)
+        };
+        let plain = RoundRobin::new(QUANTUM, &[1, 1, 1, 1]).unwrap();
+        assert_eq!(run(plain.clone()), [1, 2, 3, 0]);
+        assert_eq!(run(plain.with_wake_boost()), [0, 1, 2, 3]);
+    }
+
+    #[test]
     fn blocked_vm_is_not_picked() {
         let mut policy = RoundRobin::new(QUANTUM, &[1, 2]).unwrap();
         let (vm, _) = policy.pick_next().unwrap();
@@ -442,10 +578,13 @@ mod tests {
         ]
     }
 
-    /// A naive model of the documented behaviour: a `VecDeque` and a state per VM.
+    /// A naive model of the documented behaviour: a `VecDeque`, a state and a ticket per VM.
     struct Model {
         queue: VecDeque<VmId>,
         states: Vec<QueueState>,
+        tickets: Vec<u64>,
+        next_ticket: u64,
+        boost: bool,
         ignored: u64,
     }
 
@@ -467,18 +606,31 @@ mod tests {
                 Call::SliceExpired(vm) | Call::Yielded(vm) => {
                     if expect(self, vm, QueueState::Running) {
                         self.states[usize::from(vm)] = QueueState::Queued;
+                        self.tickets[usize::from(vm)] = self.ticket();
                         self.queue.push_back(vm);
                     }
                 }
                 Call::Blocked(vm) => {
                     if expect(self, vm, QueueState::Running) {
                         self.states[usize::from(vm)] = QueueState::Blocked;
+                        self.tickets[usize::from(vm)] = self.ticket();
                     }
                 }
                 Call::Woken(vm) => {
                     if expect(self, vm, QueueState::Blocked) {
                         self.states[usize::from(vm)] = QueueState::Queued;
-                        self.queue.push_back(vm);
+                        if self.boost {
+                            let ticket = self.tickets[usize::from(vm)];
+                            let place = self
+                                .queue
+                                .iter()
+                                .position(|&queued| self.tickets[usize::from(queued)] > ticket)
+                                .unwrap_or(self.queue.len());
+                            self.queue.insert(place, vm);
+                        } else {
+                            self.tickets[usize::from(vm)] = self.ticket();
+                            self.queue.push_back(vm);
+                        }
                     }
                 }
                 Call::Finished(vm) => match self.states.get(usize::from(vm)) {
@@ -491,24 +643,36 @@ mod tests {
             }
             None
         }
+
+        fn ticket(&mut self) -> u64 {
+            self.next_ticket += 1;
+            self.next_ticket - 1
+        }
     }
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(300))]
 
         /// Any sequence of calls, sensible or not, never panics, keeps every VM in the queue at
-        /// most once, and matches the naive model call for call.
+        /// most once, and matches the naive model call for call, with and without the boost.
         #[test]
         fn random_calls_match_a_naive_model(
             (weights, calls) in (1usize..=16).prop_flat_map(|n| (
                 prop::collection::vec(1u32..=8, n),
                 prop::collection::vec(call(n as VmId), 0..200),
             )),
+            boost in any::<bool>(),
         ) {
             let mut policy = RoundRobin::new(QUANTUM, &weights).unwrap();
+            if boost {
+                policy = policy.with_wake_boost();
+            }
             let mut model = Model {
                 queue: (0..weights.len() as VmId).collect(),
                 states: vec![QueueState::Queued; weights.len()],
+                tickets: (0..weights.len() as u64).collect(),
+                next_ticket: weights.len() as u64,
+                boost,
                 ignored: 0,
             };
             for call in &calls {

@@ -56,6 +56,7 @@ use core::cell::UnsafeCell;
 use core::fmt;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
+use carousel_guests::ide;
 use carousel_guests::interrupts::{self, InterruptFrame, LOCAL_APIC_BASE};
 use carousel_guests::mmio::Registers;
 use carousel_guests::{arch, entry, hypercall, println, BootInfo};
@@ -254,46 +255,11 @@ const CGA_TEXT_PROBE: &[u8] = b"devcheck";
 
 // ----- IDE (xv6 ide.c) -----
 
-/// Data port (32-bit string I/O).
-const IDE_DATA: u16 = 0x1F0;
-/// Sector count.
-const IDE_SECTOR_COUNT: u16 = 0x1F2;
-/// LBA bits 7:0.
-const IDE_LBA_LOW: u16 = 0x1F3;
-/// LBA bits 15:8.
-const IDE_LBA_MID: u16 = 0x1F4;
-/// LBA bits 23:16.
-const IDE_LBA_HIGH: u16 = 0x1F5;
-/// Drive / head: LBA bits 27:24, drive bit, LBA mode.
-const IDE_DRIVE_HEAD: u16 = 0x1F6;
-/// Status (read) / command (write).
-const IDE_STATUS_COMMAND: u16 = 0x1F7;
-/// Device control (nIEN).
-const IDE_CONTROL: u16 = 0x3F6;
-/// Status: busy.
-const IDE_BSY: u8 = 0x80;
-/// Status: drive ready.
-const IDE_DRDY: u8 = 0x40;
-/// Status: drive fault.
-const IDE_DF: u8 = 0x20;
-/// Status: error.
-const IDE_ERR: u8 = 0x01;
-/// Drive / head: LBA mode, drive 0.
-const IDE_SELECT_DRIVE0: u8 = 0xE0;
-/// Drive / head: the drive-1 bit.
-const IDE_DRIVE1: u8 = 1 << 4;
-/// Command: READ SECTORS.
-const IDE_CMD_READ: u8 = 0x20;
-/// Command: WRITE SECTORS.
-const IDE_CMD_WRITE: u8 = 0x30;
+// The registers and their bits are the runtime's (`carousel_guests::ide`); the driver here is
+// devcheck's own, interrupt-driven as xv6's is.
+
 /// How many times xv6 polls status for drive 1.
 const IDE_PROBE_POLLS: u32 = 1000;
-/// Bytes in a sector.
-const SECTOR_SIZE: usize = 512;
-/// Doublewords in a sector (one `rep insl` / `rep outsl`).
-const SECTOR_DWORDS: usize = SECTOR_SIZE / 4;
-/// Largest LBA28 sector count.
-const LBA28_SECTORS: u64 = 1 << 28;
 /// The magic the disk image carries at `magic_lba`.
 const DISK_MAGIC: &[u8; 8] = b"CAROUSEL";
 
@@ -415,7 +381,7 @@ impl Config {
             let magic_lba = boot.number("magic_lba", 0);
             let scratch_count = boot.number("scratch_sectors", 8).max(1);
             assert!(
-                sectors <= LBA28_SECTORS,
+                sectors <= u64::from(ide::LBA28_SECTORS),
                 "disk_sectors={sectors} is beyond LBA28"
             );
             assert!(
@@ -1174,7 +1140,7 @@ static IDE: IdeState = IdeState {
 };
 
 /// The sector the IDE handler reads into.
-struct SectorBuffer(UnsafeCell<[u32; SECTOR_DWORDS]>);
+struct SectorBuffer(UnsafeCell<[u32; ide::SECTOR_DWORDS]>);
 
 // SAFETY: an ownership protocol instead of a lock: the handler writes the buffer only after it
 // swapped `IDE_READING` out of `IDE.request`, and publishes it by incrementing
@@ -1183,13 +1149,13 @@ struct SectorBuffer(UnsafeCell<[u32; SECTOR_DWORDS]>);
 // after it has copied the data out.
 unsafe impl Sync for SectorBuffer {}
 
-static SECTOR: SectorBuffer = SectorBuffer(UnsafeCell::new([0; SECTOR_DWORDS]));
+static SECTOR: SectorBuffer = SectorBuffer(UnsafeCell::new([0; ide::SECTOR_DWORDS]));
 
 /// Reads the IDE status register.
 fn ide_status() -> u8 {
     // SAFETY: reading the status register only clears the pending interrupt, which xv6's
     // `idewait` does just the same.
-    unsafe { arch::inb(IDE_STATUS_COMMAND) }
+    unsafe { arch::inb(ide::STATUS_COMMAND) }
 }
 
 /// xv6's `idewait`, bounded: until BSY is clear and DRDY set; with `check_error`, fails on DF or
@@ -1198,8 +1164,8 @@ fn ide_wait(check_error: bool) -> Result<u8, IdeError> {
     let deadline = Deadline::device();
     loop {
         let status = ide_status();
-        if status & (IDE_BSY | IDE_DRDY) == IDE_DRDY {
-            if check_error && status & (IDE_DF | IDE_ERR) != 0 {
+        if status & (ide::STATUS_BSY | ide::STATUS_DRDY) == ide::STATUS_DRDY {
+            if check_error && status & (ide::STATUS_DF | ide::STATUS_ERR) != 0 {
                 return Err(IdeError::DeviceError(status));
             }
             return Ok(status);
@@ -1219,7 +1185,7 @@ fn ide_interrupt(_frame: &InterruptFrame) {
             if waited.is_ok() {
                 // SAFETY: we swapped IDE_READING out, so the buffer is ours (see SectorBuffer);
                 // reading the data port is the transfer the drive waits for.
-                unsafe { arch::insl(IDE_DATA, &mut *SECTOR.0.get()) };
+                unsafe { arch::insl(ide::DATA, &mut *SECTOR.0.get()) };
             }
             let status = match waited {
                 Ok(status) => status,
@@ -1245,13 +1211,13 @@ fn check_ide_probe() -> bool {
     ioapic_enable(IDE_IRQ);
     let drive0 = ide_wait(false);
     // SAFETY: selecting a drive only changes which one the registers address.
-    unsafe { arch::outb(IDE_DRIVE_HEAD, IDE_SELECT_DRIVE0 | IDE_DRIVE1) };
+    unsafe { arch::outb(ide::DRIVE_HEAD, ide::SELECT_LBA | ide::DRIVE1) };
     let drive1 = (0..IDE_PROBE_POLLS).find_map(|_| match ide_status() {
         0 => None,
         status => Some(status),
     });
     // SAFETY: as above.
-    unsafe { arch::outb(IDE_DRIVE_HEAD, IDE_SELECT_DRIVE0) };
+    unsafe { arch::outb(ide::DRIVE_HEAD, ide::SELECT_LBA) };
     match drive0 {
         Ok(status) => println!("devcheck: IDE drive 0 ready (status {status:#x})"),
         Err(error) => println!("devcheck: ide-probe: drive 0 {error}"),
@@ -1266,30 +1232,30 @@ fn check_ide_probe() -> bool {
 /// xv6's `idestart` for one sector of drive 1, with interrupts disabled (xv6 holds `idelock`):
 /// `idewait(0)`, nIEN = 0, count 1, the LBA, the drive, then the command; for a write, the data
 /// at once with one `rep outsl`, without waiting for DRQ.
-fn ide_start(lba: u32, write: Option<&[u32; SECTOR_DWORDS]>) -> Result<(), IdeError> {
+fn ide_start(lba: u32, write: Option<&[u32; ide::SECTOR_DWORDS]>) -> Result<(), IdeError> {
     ide_wait(false)?;
     let [lba_low, lba_mid, lba_high, lba_top] = lba.to_le_bytes();
     // SAFETY: devcheck owns the IDE channel and has no other request in flight; these are the
     // register writes of one xv6 request.
     unsafe {
-        arch::outb(IDE_CONTROL, 0);
-        arch::outb(IDE_SECTOR_COUNT, 1);
-        arch::outb(IDE_LBA_LOW, lba_low);
-        arch::outb(IDE_LBA_MID, lba_mid);
-        arch::outb(IDE_LBA_HIGH, lba_high);
+        arch::outb(ide::CONTROL, 0);
+        arch::outb(ide::SECTOR_COUNT, 1);
+        arch::outb(ide::LBA_LOW, lba_low);
+        arch::outb(ide::LBA_MID, lba_mid);
+        arch::outb(ide::LBA_HIGH, lba_high);
         arch::outb(
-            IDE_DRIVE_HEAD,
-            IDE_SELECT_DRIVE0 | IDE_DRIVE1 | (lba_top & 0x0F),
+            ide::DRIVE_HEAD,
+            ide::SELECT_LBA | ide::DRIVE1 | (lba_top & 0x0F),
         );
         match write {
             Some(data) => {
                 IDE.request.store(IDE_WRITING, Ordering::Release);
-                arch::outb(IDE_STATUS_COMMAND, IDE_CMD_WRITE);
-                arch::outsl(IDE_DATA, data);
+                arch::outb(ide::STATUS_COMMAND, ide::COMMAND_WRITE);
+                arch::outsl(ide::DATA, data);
             }
             None => {
                 IDE.request.store(IDE_READING, Ordering::Release);
-                arch::outb(IDE_STATUS_COMMAND, IDE_CMD_READ);
+                arch::outb(ide::STATUS_COMMAND, ide::COMMAND_READ);
             }
         }
     }
@@ -1298,7 +1264,7 @@ fn ide_start(lba: u32, write: Option<&[u32; SECTOR_DWORDS]>) -> Result<(), IdeEr
 
 /// One request: started with interrupts disabled, then xv6's idle loop until the interrupt
 /// handler completes it (bounded).
-fn ide_request(lba: u32, write: Option<&[u32; SECTOR_DWORDS]>) -> Result<(), IdeError> {
+fn ide_request(lba: u32, write: Option<&[u32; ide::SECTOR_DWORDS]>) -> Result<(), IdeError> {
     interrupts::disable();
     let before = IDE.completions.load(Ordering::Acquire);
     let started = ide_start(lba, write);
@@ -1318,15 +1284,17 @@ fn ide_request(lba: u32, write: Option<&[u32; SECTOR_DWORDS]>) -> Result<(), Ide
 }
 
 /// Reads sector `lba` of drive 1.
-fn ide_read(lba: u32) -> Result<[u32; SECTOR_DWORDS], IdeError> {
+fn ide_read(lba: u32) -> Result<[u32; ide::SECTOR_DWORDS], IdeError> {
     ide_request(lba, None)?;
     if !IDE.read_ready.load(Ordering::Acquire) {
         let status = IDE.read_status.load(Ordering::Acquire);
-        return Err(if status & (IDE_BSY | IDE_DRDY) == IDE_DRDY {
-            IdeError::DeviceError(status)
-        } else {
-            IdeError::NotReady(status)
-        });
+        return Err(
+            if status & (ide::STATUS_BSY | ide::STATUS_DRDY) == ide::STATUS_DRDY {
+                IdeError::DeviceError(status)
+            } else {
+                IdeError::NotReady(status)
+            },
+        );
     }
     // SAFETY: the handler completed this read and published the buffer (see SectorBuffer); no
     // read is in flight, so nothing writes it now.
@@ -1334,12 +1302,12 @@ fn ide_read(lba: u32) -> Result<[u32; SECTOR_DWORDS], IdeError> {
 }
 
 /// Writes sector `lba` of drive 1.
-fn ide_write(lba: u32, data: &[u32; SECTOR_DWORDS]) -> Result<(), IdeError> {
+fn ide_write(lba: u32, data: &[u32; ide::SECTOR_DWORDS]) -> Result<(), IdeError> {
     ide_request(lba, Some(data))
 }
 
 /// The first bytes of a sector, in disk order.
-fn sector_prefix(sector: &[u32; SECTOR_DWORDS]) -> [u8; 8] {
+fn sector_prefix(sector: &[u32; ide::SECTOR_DWORDS]) -> [u8; 8] {
     let [low, high] = [sector[0].to_le_bytes(), sector[1].to_le_bytes()];
     core::array::from_fn(|index| {
         if index < 4 {
@@ -1393,7 +1361,7 @@ fn pattern_nonce(disk: DiskLayout) -> u32 {
 }
 
 /// The pattern for sector `lba`.
-fn pattern(nonce: u32, lba: u32) -> [u32; SECTOR_DWORDS] {
+fn pattern(nonce: u32, lba: u32) -> [u32; ide::SECTOR_DWORDS] {
     core::array::from_fn(|index| pattern_word(nonce, lba, index))
 }
 
@@ -1419,7 +1387,7 @@ fn check_ide_readback(disk: DiskLayout, nonce: u32) -> bool {
     scratch_sectors(disk).all(|lba| match ide_read(lba) {
         Ok(sector) => {
             let expected = pattern(nonce, lba);
-            let mismatch = (0..SECTOR_DWORDS).find(|&index| sector[index] != expected[index]);
+            let mismatch = (0..ide::SECTOR_DWORDS).find(|&index| sector[index] != expected[index]);
             if let Some(index) = mismatch {
                 println!(
                     "devcheck: ide-readback: sector {lba} word {index} is {:#x}, wrote {:#x}",

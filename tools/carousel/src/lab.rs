@@ -11,13 +11,14 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use carousel_protocol::config::{
-    fnv1a64, RunConfig, VmConfig, DEFAULT_INTERVAL_US, DEFAULT_MEMORY_SAMPLE_US,
+    fnv1a64, RunConfig, SchedulerPolicy, VmConfig, DEFAULT_INTERVAL_US, DEFAULT_MEMORY_SAMPLE_US,
 };
 use carousel_protocol::record::TraceLevel;
 use serde::Deserialize;
 use toml::Spanned;
 
 use crate::script::{self, Pattern, Step};
+use crate::sweep::axes::{self, WeightSet, Workload};
 
 /// Scheduler quantum when the lab file gives none, in microseconds.
 pub const DEFAULT_QUANTUM_US: u32 = 1000;
@@ -83,6 +84,8 @@ pub const BUILTIN_GUESTS: &[&str] = &[
     "spin",
     "sleepy",
     "devcheck",
+    "diskio",
+    "interactive",
     "balloon",
     "samepages",
 ];
@@ -131,6 +134,8 @@ pub struct Lab {
     /// `run.trace`: what the record stream carries beyond the aggregates. `full` (every exit
     /// an event) also sends the stream through the emulator's 0xE9 debug port.
     pub trace: TraceLevel,
+    /// `run.policy`: the scheduling policy.
+    pub policy: SchedulerPolicy,
     /// `run.memory_sample_ms`: working-set sampling period, milliseconds of TSC time (0: off).
     pub memory_sample_ms: u32,
     /// `run.guest_memory_budget_mib`: most guest RAM backed at once over all VMs; balloon
@@ -144,6 +149,24 @@ pub struct Lab {
     pub balloon_rule: Option<(u32, u32)>,
     /// The VMs, in file order (a VM's id is its index).
     pub vms: Vec<Vm>,
+    /// `[sweep]`: what `carousel sweep` varies when its command line does not say (`carousel
+    /// run` only checks it).
+    pub sweep: SweepTable,
+}
+
+/// A lab's `[sweep]` table, validated against its VMs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SweepTable {
+    /// `quantum`: the quanta, ascending.
+    pub quanta_us: Option<Vec<u32>>,
+    /// `policy`: the scheduling policies.
+    pub policies: Option<Vec<SchedulerPolicy>>,
+    /// `weights`: the weight sets.
+    pub weights: Option<Vec<WeightSet>>,
+    /// `repeat`: runs per configuration.
+    pub repeat: Option<u32>,
+    /// `[[sweep.workload]]`: named groups of the lab's VMs, each swept on its own.
+    pub workloads: Vec<Workload>,
 }
 
 /// One validated VM.
@@ -317,6 +340,8 @@ pub enum LabErrorKind {
     },
     #[error("`{key}` of vm {vm:?}: persist needs a disk (`disk` or `blank_disk_kib`)")]
     PersistWithoutDisk { key: String, vm: String },
+    #[error("`{key}`: {reason}")]
+    Sweep { key: String, reason: String },
     #[error("`{key}` (script step {step}) of vm {vm:?}: not a regular expression: {error}")]
     BadRegex {
         key: String,
@@ -339,11 +364,32 @@ struct RawRun {
     idle_threshold_us: Option<Spanned<i64>>,
     interval_us: Option<Spanned<i64>>,
     trace: Option<Spanned<String>>,
+    policy: Option<Spanned<String>>,
     memory_sample_ms: Option<Spanned<i64>>,
     guest_memory_budget_mib: Option<Spanned<i64>>,
     merge_scan_pages: Option<Spanned<i64>>,
     balloon_when_free_below_pct: Option<Spanned<i64>>,
     balloon_step_mib: Option<Spanned<i64>>,
+}
+
+/// The `[sweep]` table as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSweep {
+    quantum: Option<Spanned<Vec<String>>>,
+    policy: Option<Spanned<Vec<String>>>,
+    weights: Option<Spanned<Vec<String>>>,
+    repeat: Option<Spanned<i64>>,
+    #[serde(default)]
+    workload: Vec<Spanned<RawWorkload>>,
+}
+
+/// One `[[sweep.workload]]` table as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWorkload {
+    name: Spanned<String>,
+    vms: Spanned<Vec<String>>,
 }
 
 /// One `[[vm]]` table as written.
@@ -381,6 +427,8 @@ struct RawLab {
     run: Option<RawRun>,
     #[serde(default)]
     vm: Vec<Spanned<RawVm>>,
+    #[serde(default)]
+    sweep: Option<RawSweep>,
 }
 
 /// Validation context: the file, its text (for line numbers), its directory and the
@@ -700,6 +748,20 @@ impl Lab {
             },
         };
 
+        let policy = match run.policy {
+            None => SchedulerPolicy::default(),
+            Some(value) => SchedulerPolicy::from_name(value.get_ref()).ok_or_else(|| {
+                checker.error(
+                    Some(value.span()),
+                    LabErrorKind::BadChoice {
+                        key: "run.policy".to_string(),
+                        value: value.get_ref().clone(),
+                        choices: axes::policy_names(),
+                    },
+                )
+            })?,
+        };
+
         if !VM_COUNT_RANGE.contains(&raw.vm.len()) {
             let span = raw.vm.get(*VM_COUNT_RANGE.end()).map(Spanned::span);
             return Err(checker.error(
@@ -867,6 +929,10 @@ impl Lab {
         if guests + HYPERVISOR_MIB > MAX_TOTAL_MIB {
             return Err(checker.error(None, LabErrorKind::MemoryTotal { guests }));
         }
+        let sweep = match &raw.sweep {
+            None => SweepTable::default(),
+            Some(raw) => sweep_table(&checker, raw, &vms)?,
+        };
 
         Ok(Lab {
             path: path.to_path_buf(),
@@ -879,11 +945,13 @@ impl Lab {
             idle_threshold_us,
             interval_us,
             trace,
+            policy,
             memory_sample_ms,
             guest_memory_budget_mib,
             merge_scan_pages,
             balloon_rule,
             vms,
+            sweep,
         })
     }
 
@@ -905,6 +973,21 @@ impl Lab {
         self.vms
             .iter()
             .any(|vm| matches!(vm.kernel, Kernel::Builtin(_)))
+    }
+
+    /// The built-in guests the VMs run, sorted, each once.
+    pub fn builtin_guests(&self) -> Vec<&str> {
+        let mut guests: Vec<&str> = self
+            .vms
+            .iter()
+            .filter_map(|vm| match &vm.kernel {
+                Kernel::Builtin(name) => Some(name.as_str()),
+                Kernel::File(_) => None,
+            })
+            .collect();
+        guests.sort_unstable();
+        guests.dedup();
+        guests
     }
 
     /// True when some VM has a console script.
@@ -952,8 +1035,131 @@ impl Lab {
         }
         config.guest_page_budget = self.guest_memory_budget_mib.map(|mib| u64::from(mib) << 8);
         config.commit = crate::build::commit();
+        config.policy = self.policy;
         config
     }
+}
+
+/// The `[sweep]` table, validated: each list parses, each workload names VMs the lab has.
+fn sweep_table(checker: &Checker<'_>, raw: &RawSweep, vms: &[Vm]) -> Result<SweepTable, LabError> {
+    fn list<T>(
+        checker: &Checker<'_>,
+        key: &str,
+        value: Option<&Spanned<Vec<String>>>,
+        parse: impl Fn(&[String]) -> Result<T, String>,
+    ) -> Result<Option<T>, LabError> {
+        value
+            .map(|value| {
+                parse(value.get_ref()).map_err(|reason| {
+                    checker.error(
+                        Some(value.span()),
+                        LabErrorKind::Sweep {
+                            key: key.to_string(),
+                            reason,
+                        },
+                    )
+                })
+            })
+            .transpose()
+    }
+    let sweep_error = |span: std::ops::Range<usize>, key: String, reason: String| {
+        checker.error(Some(span), LabErrorKind::Sweep { key, reason })
+    };
+    let quanta_us = list(checker, "sweep.quantum", raw.quantum.as_ref(), |items| {
+        axes::parse_quanta(items)
+    })?;
+    let policies = list(checker, "sweep.policy", raw.policy.as_ref(), |items| {
+        axes::parse_policies(items)
+    })?;
+    let weights = list(checker, "sweep.weights", raw.weights.as_ref(), |items| {
+        axes::parse_weight_sets(items)
+    })?;
+    if let (Some(sets), Some(raw_weights)) = (&weights, &raw.weights) {
+        for set in sets {
+            let unknown = set.unknown_names_in(vms);
+            if !unknown.is_empty() {
+                return Err(sweep_error(
+                    raw_weights.span(),
+                    "sweep.weights".to_string(),
+                    format!(
+                        "weight set {} names VMs the lab does not have: {}",
+                        set.label(),
+                        unknown.join(", ")
+                    ),
+                ));
+            }
+        }
+    }
+    let repeat = match &raw.repeat {
+        None => None,
+        Some(_) => Some(checker.int(
+            "sweep.repeat",
+            raw.repeat.as_ref(),
+            i64::from(*axes::REPEAT_RANGE.start())..=i64::from(*axes::REPEAT_RANGE.end()),
+            1,
+        )? as u32),
+    };
+    let mut workloads: Vec<Workload> = Vec::with_capacity(raw.workload.len());
+    for (index, raw_workload) in raw.workload.iter().enumerate() {
+        let raw_workload = raw_workload.get_ref();
+        let key = |field: &str| format!("sweep.workload[{index}].{field}");
+        let name = raw_workload.name.get_ref().clone();
+        if let Some(reason) = name_problem(&name) {
+            let reason = reason.replace("a VM name", "a workload name");
+            return Err(sweep_error(
+                raw_workload.name.span(),
+                key("name"),
+                format!("{name:?}: {reason}"),
+            ));
+        }
+        if workloads.iter().any(|workload| workload.name == name) {
+            return Err(sweep_error(
+                raw_workload.name.span(),
+                key("name"),
+                format!("another workload is called {name:?}"),
+            ));
+        }
+        let mut members = Vec::with_capacity(raw_workload.vms.get_ref().len());
+        for vm_name in raw_workload.vms.get_ref() {
+            let Some(vm) = vms.iter().position(|vm| &vm.name == vm_name) else {
+                return Err(sweep_error(
+                    raw_workload.vms.span(),
+                    key("vms"),
+                    format!(
+                        "the lab has no VM {vm_name:?} (VMs: {})",
+                        vms.iter()
+                            .map(|vm| vm.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                ));
+            };
+            if members.contains(&vm) {
+                return Err(sweep_error(
+                    raw_workload.vms.span(),
+                    key("vms"),
+                    format!("VM {vm_name:?} is listed twice"),
+                ));
+            }
+            members.push(vm);
+        }
+        if members.is_empty() {
+            return Err(sweep_error(
+                raw_workload.vms.span(),
+                key("vms"),
+                "a workload needs at least one VM".to_string(),
+            ));
+        }
+        members.sort_unstable();
+        workloads.push(Workload { name, vms: members });
+    }
+    Ok(SweepTable {
+        quanta_us,
+        policies,
+        weights,
+        repeat,
+        workloads,
+    })
 }
 
 /// The `[[vm.script]]` steps of VM `index`, validated: each `expect` compiles, each timeout is
@@ -1472,6 +1678,111 @@ mod tests {
             lab.run_config(1, false).vms[2].disk_module.as_deref(),
             Some("vm2.disk")
         );
+    }
+
+    #[test]
+    fn policy() {
+        let dir = Dir::new();
+        assert_eq!(
+            dir.parse(HELLO).unwrap().policy,
+            SchedulerPolicy::RoundRobin
+        );
+        let lab = dir
+            .parse(&format!("[run]\npolicy = \"boost\"\n{HELLO}"))
+            .unwrap();
+        assert_eq!(lab.policy, SchedulerPolicy::Boost);
+        assert_eq!(lab.run_config(1, false).policy, SchedulerPolicy::Boost);
+        let error = dir.error(&format!("[run]\npolicy = \"cfs\"\n{HELLO}"));
+        assert!(
+            error.contains("`run.policy`") && error.contains("round-robin, boost"),
+            "{error}"
+        );
+        assert!(error.contains(":2: "), "{error}");
+    }
+
+    /// Two VMs, a and b, then `sweep`.
+    fn with_sweep(sweep: &str) -> String {
+        format!(
+            "[[vm]]\nname = \"a\"\nkernel = \"spin\"\nmemory_mib = 4\n\
+             [[vm]]\nname = \"b\"\nkernel = \"sleepy\"\nmemory_mib = 4\n{sweep}"
+        )
+    }
+
+    #[test]
+    fn sweep_table() {
+        let dir = Dir::new();
+        assert_eq!(dir.parse(HELLO).unwrap().sweep, SweepTable::default());
+        let lab = dir
+            .parse(&with_sweep(
+                "[sweep]\nquantum = [\"2ms\", \"500us\"]\npolicy = [\"boost\"]\n\
+                 weights = [\"lab\", \"b=4\"]\nrepeat = 3\n\
+                 [[sweep.workload]]\nname = \"both\"\nvms = [\"b\", \"a\"]\n\
+                 [[sweep.workload]]\nname = \"one\"\nvms = [\"a\"]\n",
+            ))
+            .unwrap();
+        let sweep = &lab.sweep;
+        assert_eq!(sweep.quanta_us.as_deref(), Some(&[500, 2_000][..]));
+        assert_eq!(
+            sweep.policies.as_deref(),
+            Some(&[SchedulerPolicy::Boost][..])
+        );
+        assert_eq!(sweep.weights.as_ref().map(Vec::len), Some(2));
+        assert_eq!(sweep.repeat, Some(3));
+        assert_eq!(sweep.workloads[0].name, "both");
+        assert_eq!(sweep.workloads[0].vms, [0, 1]);
+        assert_eq!(sweep.workloads[1].vms, [0]);
+    }
+
+    #[test]
+    fn bad_sweep_tables_are_named() {
+        let dir = Dir::new();
+        for (sweep, key, says) in [
+            (
+                "quantum = [\"1ms\", \"fast\"]",
+                "sweep.quantum",
+                "not a quantum",
+            ),
+            ("quantum = []", "sweep.quantum", "no quantum"),
+            (
+                "policy = [\"fifo\"]",
+                "sweep.policy",
+                "not a scheduling policy",
+            ),
+            ("weights = [\"c=2\"]", "sweep.weights", "does not have: c"),
+            ("weights = [\"0:1\"]", "sweep.weights", "not a weight"),
+            ("repeat = 0", "sweep.repeat", "1..=100"),
+            (
+                "[[sweep.workload]]\nname = \"w\"\nvms = [\"a\", \"z\"]",
+                "sweep.workload[0].vms",
+                "no VM \"z\"",
+            ),
+            (
+                "[[sweep.workload]]\nname = \"w\"\nvms = [\"a\", \"a\"]",
+                "sweep.workload[0].vms",
+                "listed twice",
+            ),
+            (
+                "[[sweep.workload]]\nname = \"w\"\nvms = []",
+                "sweep.workload[0].vms",
+                "at least one VM",
+            ),
+            (
+                "[[sweep.workload]]\nname = \"w w\"\nvms = [\"a\"]",
+                "sweep.workload[0].name",
+                "workload name",
+            ),
+            (
+                "[[sweep.workload]]\nname = \"w\"\nvms = [\"a\"]\n\
+                 [[sweep.workload]]\nname = \"w\"\nvms = [\"b\"]",
+                "sweep.workload[1].name",
+                "another workload",
+            ),
+            ("colour = \"blue\"", "colour", "unknown field"),
+        ] {
+            let error = dir.error(&with_sweep(&format!("[sweep]\n{sweep}\n")));
+            assert!(error.contains(key), "{sweep}: {error}");
+            assert!(error.contains(says), "{sweep}: {error}");
+        }
     }
 
     #[test]

@@ -6,8 +6,9 @@
 //! [`outcome`], [`accounting`]); the console's two directions ([`com1`]: the emulator's COM1
 //! socket, [`script`]: lab-file console scripts and the focus protocol, [`interactive`]: typed
 //! input); disk images ([`disk`]: blank images, persisting written sectors);
-//! [`bench`](mod@bench) (`carousel bench sched`: generated labs, run quietly) and [`doctor`],
-//! which checks the host. What is not: anything that runs inside the emulator; the wire format
+//! [`bench`](mod@bench) (`carousel bench sched`: generated labs, run quietly), [`sweep`]
+//! (`carousel sweep`: a lab across quanta, policies, weights and workloads, compared) and
+//! [`doctor`], which checks the host. What is not: anything that runs inside the emulator; the wire format
 //! itself lives in `carousel-protocol`.
 //!
 //! Exit codes of `carousel run`: 0 every VM passed (exited with success, or finished its console
@@ -38,4 +39,5 @@ pub mod perfetto;
 pub mod report;
 pub mod run;
 pub mod script;
+pub mod sweep;
 pub mod timeline;

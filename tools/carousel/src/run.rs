@@ -427,30 +427,45 @@ pub fn default_out_dir(root: &Path, lab: &Lab) -> PathBuf {
 /// empty or was made by this tool (it holds [`RUN_DIR_MARKER`]): `--out` never wipes a user's
 /// directory.
 pub fn prepare_out_dir(dir: &Path) -> Result<(), RunError> {
+    prepare_marked_dir(
+        dir,
+        RUN_DIR_MARKER,
+        "a carousel run directory",
+        "made by `carousel run`; cleared by the next run\n",
+    )
+}
+
+/// Makes `dir` an empty directory of the tool's, marked with the file `marker` (holding
+/// `note`). An existing directory is cleared only when it is empty or holds `marker`; otherwise
+/// the error says it is not `what`.
+pub fn prepare_marked_dir(
+    dir: &Path,
+    marker: &str,
+    what: &str,
+    note: &str,
+) -> Result<(), RunError> {
     if dir.exists() {
         let empty = fs::read_dir(dir)
             .map_err(io_error(format!("cannot read {}", dir.display())))?
             .next()
             .is_none();
-        if !empty && !dir.join(RUN_DIR_MARKER).is_file() {
+        if !empty && !dir.join(marker).is_file() {
             return Err(RunError::OutDir(format!(
-                "refusing to clear {}: it is not empty and not a carousel run directory \
-                 (no {RUN_DIR_MARKER}); pick another --out",
+                "refusing to clear {}: it is not empty and not {what} (no {marker}); pick \
+                 another --out",
                 dir.display()
             )));
         }
         fs::remove_dir_all(dir).map_err(io_error(format!("cannot clear {}", dir.display())))?;
     }
     fs::create_dir_all(dir).map_err(io_error(format!("cannot create {}", dir.display())))?;
-    fs::write(
-        dir.join(RUN_DIR_MARKER),
-        b"made by `carousel run`; cleared by the next run\n",
-    )
-    .map_err(io_error(format!("cannot write in {}", dir.display())))?;
+    fs::write(dir.join(marker), note)
+        .map_err(io_error(format!("cannot write in {}", dir.display())))?;
     Ok(())
 }
 
-fn absolute(path: &Path) -> PathBuf {
+/// `path` made absolute against the current directory.
+pub fn absolute(path: &Path) -> PathBuf {
     if path.is_absolute() {
         path.to_path_buf()
     } else {
@@ -568,12 +583,23 @@ pub fn execute(
     console: Console,
     interrupted: &AtomicBool,
 ) -> Result<Finished, RunError> {
+    let lab = Lab::load(&options.lab)?;
+    execute_lab(lab, options, console, interrupted)
+}
+
+/// [`execute`] for a lab already loaded (and perhaps changed: `carousel sweep` runs a lab's
+/// configurations this way); `options.lab` is not read again.
+pub fn execute_lab(
+    lab: Lab,
+    options: &RunOptions,
+    console: Console,
+    interrupted: &AtomicBool,
+) -> Result<Finished, RunError> {
     let say = |text: String| {
         if console == Console::Live {
             println!("{text}");
         }
     };
-    let lab = Lab::load(&options.lab)?;
     let timeout_s = options.timeout_s.unwrap_or(lab.timeout_s);
     let backend = backend::resolve(options.backend, backend::kvm_problem().is_none());
     if let Some(problem) = backend::unavailable(backend) {
@@ -600,16 +626,7 @@ pub fn execute(
     prepare_out_dir(&out)?;
 
     // Build.
-    let mut guests: Vec<&str> = lab
-        .vms
-        .iter()
-        .filter_map(|vm| match &vm.kernel {
-            Kernel::Builtin(name) => Some(name.as_str()),
-            Kernel::File(_) => None,
-        })
-        .collect();
-    guests.sort_unstable();
-    guests.dedup();
+    let guests = lab.builtin_guests();
     say(format!(
         "building the hypervisor{}…",
         if guests.is_empty() {

@@ -1,8 +1,9 @@
 //! Scenario tests: the built `carousel` binary runs the labs in `ci/labs` (and a few written on
 //! the spot) in an emulator and the tests check its console lines and exit status, for the
 //! scheduling labs what the hypervisor measured (the records in the run directory's `com2.bin`),
-//! and for the disk labs the images. The emulator ones are ignored by default (`ci/test` runs
-//! them with `--include-ignored`); the broken-lab tests run everywhere.
+//! and for the disk labs the images, and for `carousel sweep` the comparison it wrote. The
+//! emulator ones are ignored by default (`ci/test` runs them with `--include-ignored`); the
+//! broken-lab and broken-sweep tests run everywhere.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -15,6 +16,7 @@ use carousel::run::{frames_only, record_stream_file};
 use carousel_protocol::config::fnv1a64;
 use carousel_protocol::record::{Event, Record, StopReason, TraceLevel};
 use carousel_protocol::wire::{decode_all, Decoded};
+use serde_json::Value;
 
 #[path = "support/chromium.rs"]
 mod chromium;
@@ -934,6 +936,339 @@ fn checked_in_labs_are_valid() {
         }
     }
     assert!(examples >= 1, "xv6.example.toml is missing");
+}
+
+// ----- carousel sweep -----
+
+fn path(path: &Path) -> &str {
+    path.to_str().expect("a UTF-8 path")
+}
+
+fn json(path: &Path) -> Value {
+    let text = std::fs::read_to_string(path)
+        .unwrap_or_else(|error| panic!("cannot read {}: {error}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|error| panic!("{}: {error}", path.display()))
+}
+
+/// The rows of `summary` for `workload`, by ascending quantum.
+fn line<'a>(summary: &'a Value, workload: &str) -> Vec<&'a Value> {
+    let mut rows: Vec<&Value> = summary["rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .filter(|row| row["workload"] == workload)
+        .collect();
+    rows.sort_by_key(|row| row["quantum_us"].as_u64());
+    rows
+}
+
+fn figure(row: &Value, name: &str) -> f64 {
+    row[name]
+        .as_f64()
+        .unwrap_or_else(|| panic!("row without {name}: {row:#}"))
+}
+
+#[test]
+#[ignore = "boots an emulator; run by ci/test"]
+fn sweep_mini_moves_the_figures_as_expected() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let out = dir.path().join("sweep");
+    let lab = labs().join("sweep-mini.toml");
+    let ran = carousel(&["sweep", path(&lab), "--jobs", "2", "--out", path(&out)]);
+    let describe = ran.describe();
+    assert_eq!(ran.code, Some(0), "{describe}");
+
+    let summary = json(&out.join("summary.json"));
+    let rows = summary["rows"].as_array().expect("rows");
+    assert_eq!(rows.len(), 6, "3 quanta × 2 workloads\n{describe}");
+    let lab_text = std::fs::read(&lab).expect("the lab is readable");
+    let lab_hash = format!("{:#018x}", fnv1a64(&lab_text));
+    for workload in ["cpu", "mix"] {
+        let rows = line(&summary, workload);
+        let quanta: Vec<u64> = rows
+            .iter()
+            .filter_map(|row| row["quantum_us"].as_u64())
+            .collect();
+        assert_eq!(quanta, [500, 2_000, 8_000], "{workload}");
+        for row in &rows {
+            assert_eq!(row["runs"], 1, "{row:#}");
+            assert_eq!(row["policy"], "round-robin", "{row:#}");
+            assert_eq!(row["lab_hash"], lab_hash.as_str(), "{row:#}");
+            let commit = row["commit"].as_str().expect("a commit");
+            assert!(!commit.is_empty() && commit != "unknown", "{row:#}");
+            let jain = figure(row, "jain");
+            assert!(jain > 0.0 && jain <= 1.0, "{row:#}");
+            assert!(figure(row, "switches_per_s") > 0.0, "{row:#}");
+            assert!(
+                figure(row, "response_p99_cycles") >= figure(row, "response_p50_cycles"),
+                "{row:#}"
+            );
+            assert!(
+                row["throughput"]["aggregate"]["iterations/s"].as_f64() > Some(0.0),
+                "{row:#}"
+            );
+            assert_eq!(
+                row["throughput"]["vms"]["spin0"]["unit"], "iterations",
+                "{row:#}"
+            );
+        }
+        if workload == "mix" {
+            assert!(rows
+                .iter()
+                .all(|row| row["throughput"]["vms"]["disk"]["per_s"].as_f64() > Some(0.0)));
+        }
+        // What the sweep is for: longer slices cost less root time per second...
+        for pair in rows.windows(2) {
+            let (shorter, longer) = (pair[0], pair[1]);
+            assert!(
+                figure(longer, "overhead_pct") < figure(shorter, "overhead_pct"),
+                "{workload}: overhead must fall as the quantum grows\n{shorter:#}\n{longer:#}"
+            );
+            assert!(
+                figure(longer, "switches_per_s") < figure(shorter, "switches_per_s"),
+                "{workload}: fewer switches as the quantum grows\n{shorter:#}\n{longer:#}"
+            );
+            // ...and keep a waking interactive guest waiting longer.
+            assert!(
+                figure(longer, "wake_p99_cycles") > figure(shorter, "wake_p99_cycles"),
+                "{workload}: interactive wake latency must rise with the quantum\n{shorter:#}\n\
+                 {longer:#}"
+            );
+        }
+        let knees = rows.iter().filter(|row| row["knee"] == true).count();
+        assert_eq!(knees, 1, "one knee per line\n{describe}");
+    }
+
+    // Every run's directory holds its trace, its report and its result.
+    for run in summary["runs"].as_array().expect("runs") {
+        assert_eq!(run["status"], "ok", "{run:#}");
+        let dir = out.join("runs").join(run["id"].as_str().expect("an id"));
+        assert!(dir.join("trace.bin").is_file(), "{}", dir.display());
+        let report = json(&dir.join("report.json"));
+        assert!(report["elapsed_cycles"].as_u64() > Some(0), "{report:#}");
+        let result = json(&dir.join("result.json"));
+        assert_eq!(result["lab_hash"], lab_hash.as_str());
+        assert_eq!(result["exit_code"], 0);
+        assert!(
+            !dir.join("carousel.iso").exists(),
+            "the boot image is removed"
+        );
+    }
+    let csv = std::fs::read_to_string(out.join("summary.csv")).expect("summary.csv");
+    assert_eq!(csv.lines().count(), 7, "{csv}");
+    let text = std::fs::read_to_string(out.join("summary.txt")).expect("summary.txt");
+    assert!(
+        ran.stdout.contains(&text),
+        "the summary is printed\n{describe}"
+    );
+    let html = std::fs::read_to_string(out.join("summary.html")).expect("summary.html");
+    assert!(html.contains("<svg") && html.contains("class=\"knee\""));
+    assert!(!html.contains("<script") && !html.contains("http"));
+    // Chromium draws it: a chart of each figure per workload (overhead, switches, Jain, wake
+    // p99 and p50, response, timer lag, iterations; sectors for mix only).
+    let rendered = chromium::render(&out.join("summary.html"));
+    assert_eq!(
+        rendered.dom.matches("<svg class=\"sweep-chart\"").count(),
+        17,
+        "{}",
+        rendered.log
+    );
+    chromium::screenshot(
+        &out.join("summary.html"),
+        &chromium::repo_root().join("target/carousel/sweep-mini.png"),
+        (1400, 2100),
+    );
+
+    // --collect rebuilds the same comparison from the run directories.
+    let again = carousel(&["sweep", "--collect", path(&out)]);
+    assert_eq!(again.code, Some(0), "{}", again.describe());
+    assert_eq!(json(&out.join("summary.json"))["rows"], summary["rows"]);
+}
+
+#[test]
+#[ignore = "boots an emulator; run by ci/test"]
+fn a_failed_run_is_recorded_and_the_sweep_goes_on() {
+    // sleepy fails when a wake is later than 2 ms: it passes beside a spin at 500 us slices and
+    // fails at 8 ms ones.
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let lab = dir.path().join("bound.toml");
+    std::fs::write(
+        &lab,
+        "[run]\nips = 1_000_000\ntsc_hz = 50_000_000\ntimeout_s = 60\n\
+         [[vm]]\nname = \"spin0\"\nkernel = \"spin\"\nmemory_mib = 4\nargs = \"ms=150\"\n\
+         [[vm]]\nname = \"sleepy\"\nkernel = \"sleepy\"\nmemory_mib = 4\n\
+         args = \"period_us=3300 count=20 max_late_us=2000\"\n",
+    )
+    .expect("the lab is written");
+    let out = dir.path().join("sweep");
+    let ran = carousel(&[
+        "sweep",
+        path(&lab),
+        "--quantum",
+        "500us,8ms",
+        "--jobs",
+        "2",
+        "--out",
+        path(&out),
+    ]);
+    let describe = ran.describe();
+    assert_eq!(ran.code, Some(1), "{describe}");
+    let summary = json(&out.join("summary.json"));
+    let rows = line(&summary, "all");
+    assert_eq!(rows.len(), 2, "{describe}");
+    assert_eq!(rows[0]["runs"], 1, "{describe}");
+    assert_eq!(rows[0]["failed"], 0, "{describe}");
+    assert!(rows[0]["overhead_pct"].is_number(), "{describe}");
+    assert_eq!(rows[1]["runs"], 0, "{describe}");
+    assert_eq!(rows[1]["failed"], 1, "{describe}");
+    let failure = rows[1]["failures"][0].as_str().expect("a reason");
+    assert!(
+        failure.contains("sleepy") && failure.contains("failure"),
+        "{failure}"
+    );
+    let result = json(&out.join("runs/all.round-robin.w-lab.q8ms.r1/result.json"));
+    assert_eq!(result["status"], "failed");
+    assert_eq!(result["exit_code"], 1);
+    assert!(ran.stdout.contains("RUNS WITHOUT FIGURES"), "{describe}");
+}
+
+#[test]
+fn bad_sweeps_are_refused_before_anything_starts() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let out = dir.path().join("sweep");
+    let lab = labs().join("sweep-mini.toml");
+    for (args, says) in [
+        (
+            vec!["--quantum", "500us,fast"],
+            "--quantum: \"fast\" is not a quantum",
+        ),
+        (vec!["--quantum", "1ms,1000us"], "same quantum"),
+        (vec!["--quantum", "5"], "give a number and a unit"),
+        (
+            vec!["--policy", "cfs"],
+            "--policy: \"cfs\" is not a scheduling policy",
+        ),
+        (
+            vec!["--weights", "1:2"],
+            "has 2 weights, but the run has 3 VMs",
+        ),
+        (vec!["--workload", "io"], "no workload \"io\""),
+        (vec!["--repeat", "0"], "--repeat 0"),
+        (vec!["--jobs", "0"], "--jobs 0"),
+        (
+            vec!["--job"],
+            "--job runs one configuration: --quantum has 3 values",
+        ),
+    ] {
+        let mut all = vec!["sweep", path(&lab), "--out", path(&out)];
+        all.extend(args.iter().copied());
+        let ran = carousel(&all);
+        assert_eq!(ran.code, Some(2), "{args:?}\n{}", ran.describe());
+        assert!(ran.stderr.contains(says), "{args:?}\n{}", ran.describe());
+        assert!(!out.exists(), "{args:?}: the sweep directory was made");
+    }
+    let broken = dir.path().join("broken.toml");
+    std::fs::write(
+        &broken,
+        "[sweep]\nquantum = [\"1ms\"]\n[[vm]]\nname = \"a\"\n",
+    )
+    .expect("the lab is written");
+    let ran = carousel(&["sweep", path(&broken), "--out", path(&out)]);
+    assert_eq!(ran.code, Some(2), "{}", ran.describe());
+    assert!(ran.stderr.contains("broken.toml"), "{}", ran.describe());
+    let ran = carousel(&["sweep", "--collect", path(dir.path())]);
+    assert_eq!(ran.code, Some(2), "{}", ran.describe());
+    assert!(ran.stderr.contains("holds no sweep"), "{}", ran.describe());
+    // A directory with someone's files in it is never cleared.
+    std::fs::create_dir(&out).expect("a directory");
+    std::fs::write(out.join("thesis.tex"), "precious").expect("a file");
+    let ran = carousel(&["sweep", path(&lab), "--out", path(&out)]);
+    assert_eq!(ran.code, Some(2), "{}", ran.describe());
+    assert!(out.join("thesis.tex").is_file());
+}
+
+#[test]
+fn emit_jobs_writes_one_self_contained_command_per_configuration() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let out = dir.path().join("sweep");
+    let lab = labs().join("sweep-mini.toml");
+    let ran = carousel(&[
+        "sweep",
+        path(&lab),
+        "--policy",
+        "round-robin,boost",
+        "--out",
+        path(&out),
+        "--emit-jobs",
+    ]);
+    assert_eq!(ran.code, Some(0), "{}", ran.describe());
+    let lines: Vec<&str> = ran.stdout.lines().collect();
+    assert_eq!(lines.len(), 12, "3 quanta × 2 policies × 2 workloads");
+    let jobs = std::fs::read_to_string(out.join("jobs.txt")).expect("jobs.txt");
+    assert_eq!(jobs.lines().collect::<Vec<_>>(), lines);
+    for line in &lines {
+        assert!(line.contains(" sweep "), "{line}");
+        assert!(line.contains(" --job "), "{line}");
+        assert!(
+            line.contains(&format!(" --out {}", out.display())),
+            "{line}"
+        );
+        assert!(line.contains("sweep-mini.toml"), "{line}");
+    }
+    assert!(lines[0]
+        .contains("--quantum 500us --policy round-robin --weights lab --workload cpu --run 1"));
+    let plan = json(&out.join("sweep.json"));
+    assert_eq!(plan["runs"].as_array().map(Vec::len), Some(12));
+    assert_eq!(plan["quanta"], serde_json::json!(["500us", "2ms", "8ms"]));
+    // Nothing ran yet: collecting shows every configuration as never run.
+    let collected = carousel(&["sweep", "--collect", path(&out)]);
+    assert_eq!(collected.code, Some(1), "{}", collected.describe());
+    let summary = json(&out.join("summary.json"));
+    assert_eq!(summary["rows"].as_array().map(Vec::len), Some(12));
+    assert_eq!(summary["runs"][0]["status"], "not run");
+}
+
+#[test]
+#[ignore = "boots an emulator; run by ci/test"]
+fn an_emitted_job_runs_alone_and_collect_compares_it() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let out = dir.path().join("sweep");
+    let lab = labs().join("sweep-mini.toml");
+    let emitted = carousel(&[
+        "sweep",
+        path(&lab),
+        "--quantum",
+        "2ms",
+        "--workload",
+        "cpu",
+        "--out",
+        path(&out),
+        "--emit-jobs",
+    ]);
+    assert_eq!(emitted.code, Some(0), "{}", emitted.describe());
+    let command = emitted.stdout.trim();
+    assert_eq!(command.lines().count(), 1, "{}", emitted.describe());
+    let job = Command::new("sh")
+        .arg("-c")
+        .arg(command)
+        .output()
+        .expect("sh runs the job");
+    assert!(
+        job.status.success(),
+        "{command}\n{}{}",
+        String::from_utf8_lossy(&job.stdout),
+        String::from_utf8_lossy(&job.stderr)
+    );
+    let collected = carousel(&["sweep", "--collect", path(&out)]);
+    assert_eq!(collected.code, Some(0), "{}", collected.describe());
+    let summary = json(&out.join("summary.json"));
+    assert_eq!(summary["rows"].as_array().map(Vec::len), Some(1));
+    let row = &summary["rows"][0];
+    assert_eq!(row["quantum_us"], 2_000);
+    assert_eq!(row["workload"], "cpu");
+    assert!(row["overhead_pct"].is_number(), "{row:#}");
+    assert!(row["wake_p99_cycles"].is_number(), "{row:#}");
+    assert!(out.join("summary.html").is_file());
 }
 
 /// `ci/labs/balloon.toml`: the donor gives 8 MiB back and the grower takes 8 MiB back, but only

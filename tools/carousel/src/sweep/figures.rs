@@ -1,0 +1,508 @@
+//! The figures of one run of a sweep, from its record stream: what the hypervisor measured (root
+//! overhead, switches, fairness, wake-to-run latency, timer lag) and what the guests measured
+//! themselves (throughput from their progress counters, response times).
+//!
+//! Every figure is a number under a flat name ([`Figures`]), so that repeated runs average
+//! figure by figure and every output (table, CSV, JSON, chart) reads the same names. What is not
+//! here: deciding whether a run passed (the run's verdict does) and drawing anything.
+//!
+//! Classes of guests: a VM's class comes from its kernel ([`Class::of_kernel`]); wake latency is
+//! reported per class, and `wake_p50_cycles` / `wake_p99_cycles` are the interactive class's.
+
+use std::collections::BTreeMap;
+
+use carousel_protocol::record::Record;
+use serde::{Deserialize, Serialize};
+
+use crate::accounting::{Accounting, SLEEPY_WAKE_LATE, SPIN_ITERATIONS};
+
+/// `diskio`'s cumulative count of sectors moved.
+pub const DISKIO_SECTORS: &str = "sectors";
+/// `interactive`'s per-event response time, in cycles.
+pub const INTERACTIVE_RESPONSE: &str = "response_cycles";
+/// Guest metrics that count work done so far, and the unit of their rate: a VM's throughput is
+/// the counter's growth per second between its first and its last report.
+pub const PROGRESS_COUNTERS: [(&str, &str); 2] =
+    [(SPIN_ITERATIONS, "iterations"), (DISKIO_SECTORS, "sectors")];
+/// Guest metrics that report one response time (cycles) per event, as the guest saw it.
+pub const RESPONSE_METRICS: [&str; 2] = [INTERACTIVE_RESPONSE, SLEEPY_WAKE_LATE];
+
+/// Root-mode cycles over elapsed cycles, percent.
+pub const OVERHEAD_PCT: &str = "overhead_pct";
+/// Idle cycles over elapsed cycles, percent.
+pub const IDLE_PCT: &str = "idle_pct";
+/// Jain's index over every VM's guest cycles ÷ weight.
+pub const JAIN: &str = "jain";
+/// Jain's index over the guest cycles ÷ weight of the VMs that never blocked (at least two).
+pub const JAIN_CPU: &str = "jain_cpu";
+/// Slices begun per second of TSC time, over all VMs.
+pub const SWITCHES_PER_S: &str = "switches_per_s";
+/// The interactive class's wake-to-run latency, p50 (cycles).
+pub const WAKE_P50: &str = "wake_p50_cycles";
+/// The interactive class's wake-to-run latency, p99 (cycles).
+pub const WAKE_P99: &str = "wake_p99_cycles";
+/// The guests' own response times, p50 over every event of the run (cycles).
+pub const RESPONSE_P50: &str = "response_p50_cycles";
+/// The guests' own response times, p99 over every event of the run (cycles).
+pub const RESPONSE_P99: &str = "response_p99_cycles";
+/// LAPIC timer ticks: mean lag from deadline to delivery over every tick (cycles).
+pub const TIMER_LAG_MEAN: &str = "timer_lag_mean_cycles";
+/// LAPIC timer ticks: the largest lag (cycles).
+pub const TIMER_LAG_MAX: &str = "timer_lag_max_cycles";
+/// Run length, TSC cycles.
+pub const ELAPSED: &str = "elapsed_cycles";
+/// Prefix of a VM's throughput: `throughput.vm.NAME`.
+pub const THROUGHPUT_VM: &str = "throughput.vm.";
+/// Prefix of a unit's aggregate throughput: `throughput.total.UNIT`.
+pub const THROUGHPUT_TOTAL: &str = "throughput.total.";
+/// Prefix of a class's wake latency: `wake.CLASS.p50_cycles`, `wake.CLASS.p99_cycles`.
+pub const WAKE_CLASS: &str = "wake.";
+
+/// Percent in a whole.
+const PERCENT: f64 = 100.0;
+
+/// What kind of work a guest does, for latency per class.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Class {
+    /// CPU-bound (`spin`).
+    Cpu,
+    /// I/O-bound (`diskio`).
+    Io,
+    /// Waits for events and answers them (`interactive`, `sleepy`).
+    Interactive,
+    /// Anything else (`hello`, `devcheck`, a kernel file such as xv6).
+    Other,
+}
+
+impl Class {
+    /// The class of a VM running `kernel` (a built-in guest's name, or a file path).
+    pub fn of_kernel(kernel: &str) -> Self {
+        match kernel {
+            "spin" => Class::Cpu,
+            "diskio" => Class::Io,
+            "interactive" | "sleepy" => Class::Interactive,
+            _ => Class::Other,
+        }
+    }
+
+    /// The class's name in figure names and reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Class::Cpu => "cpu",
+            Class::Io => "io",
+            Class::Interactive => "interactive",
+            Class::Other => "other",
+        }
+    }
+}
+
+/// What a sweep records about each VM of a run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmInfo {
+    pub name: String,
+    /// The built-in guest's name, or the kernel file.
+    pub kernel: String,
+    pub class: Class,
+    pub weight: u32,
+}
+
+/// One run's figures by name, and the unit of each VM's throughput.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Figures {
+    pub values: BTreeMap<String, f64>,
+    /// `throughput.vm.NAME` → the counter's unit ("iterations", "sectors").
+    pub units: BTreeMap<String, String>,
+}
+
+impl Figures {
+    fn set(&mut self, name: &str, value: Option<f64>) {
+        if let Some(value) = value.filter(|value| value.is_finite()) {
+            self.values.insert(name.to_string(), value);
+        }
+    }
+
+    /// The figure called `name`, if the run has it.
+    pub fn get(&self, name: &str) -> Option<f64> {
+        self.values.get(name).copied()
+    }
+}
+
+/// The nearest-rank percentile `percent` (0 < percent ≤ 100) of `values`, which it sorts.
+pub fn percentile(values: &mut [u64], percent: u32) -> Option<u64> {
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_unstable();
+    let rank = (u64::from(percent) * values.len() as u64)
+        .div_ceil(100)
+        .max(1);
+    Some(values[rank as usize - 1])
+}
+
+/// A progress counter's reports: (TSC, value) in arrival order.
+fn rate_per_second(reports: &[(u64, u64)], tsc_hz: u64) -> Option<f64> {
+    let (first_tsc, first) = *reports.first()?;
+    let (last_tsc, last) = *reports.last()?;
+    let cycles = last_tsc
+        .checked_sub(first_tsc)
+        .filter(|&cycles| cycles > 0)?;
+    let work = last.checked_sub(first)?;
+    Some(work as f64 * tsc_hz as f64 / cycles as f64)
+}
+
+/// The figures of one run, from its records; `vms` are the run's VMs in id order (their
+/// classes and weights). An error when the hypervisor's summaries are missing.
+pub fn figures(records: &[Record], vms: &[VmInfo]) -> Result<Figures, String> {
+    let weights: Vec<u32> = vms.iter().map(|vm| vm.weight).collect();
+    let accounting = Accounting::from_records(records, &weights);
+    let run = accounting
+        .run
+        .as_ref()
+        .ok_or("the hypervisor sent no RunSummary")?;
+    let missing: Vec<&str> = accounting
+        .vms
+        .iter()
+        .filter(|vm| vm.summary.is_none())
+        .map(|vm| vm.name.as_str())
+        .collect();
+    if !missing.is_empty() {
+        return Err(format!("no VmSummary for {}", missing.join(", ")));
+    }
+    let class_of = |id: usize| vms.get(id).map_or(Class::Other, |vm| vm.class);
+    let mut figures = Figures::default();
+    figures.set(ELAPSED, Some(run.elapsed as f64));
+    figures.set(
+        OVERHEAD_PCT,
+        accounting
+            .share_of_elapsed(run.root)
+            .map(|share| share * PERCENT),
+    );
+    figures.set(
+        IDLE_PCT,
+        accounting
+            .share_of_elapsed(run.idle)
+            .map(|share| share * PERCENT),
+    );
+    figures.set(JAIN, accounting.jain_guest(|_| true));
+    let never_blocked = accounting
+        .vms
+        .iter()
+        .filter(|vm| Accounting::never_blocked(vm))
+        .count();
+    if never_blocked >= 2 {
+        figures.set(JAIN_CPU, accounting.jain_guest(Accounting::never_blocked));
+    }
+    let slices: u64 = accounting
+        .vms
+        .iter()
+        .filter_map(|vm| vm.summary.as_ref())
+        .map(|summary| summary.slices)
+        .sum();
+    if let (Some(tsc_hz), true) = (accounting.tsc_hz, run.elapsed > 0) {
+        figures.set(
+            SWITCHES_PER_S,
+            Some(slices as f64 * tsc_hz as f64 / run.elapsed as f64),
+        );
+    }
+
+    // Wake-to-run latency per class: the worst VM of the class.
+    let mut wake: BTreeMap<Class, (u64, u64)> = BTreeMap::new();
+    for (id, vm) in accounting.vms.iter().enumerate() {
+        let Some(summary) = vm.summary.as_ref().filter(|summary| summary.wakes > 0) else {
+            continue;
+        };
+        let entry = wake.entry(class_of(id)).or_default();
+        entry.0 = entry.0.max(summary.wake_p50);
+        entry.1 = entry.1.max(summary.wake_p99);
+    }
+    for (class, (p50, p99)) in &wake {
+        let prefix = format!("{WAKE_CLASS}{}.", class.name());
+        figures.set(&format!("{prefix}p50_cycles"), Some(*p50 as f64));
+        figures.set(&format!("{prefix}p99_cycles"), Some(*p99 as f64));
+    }
+    if let Some((p50, p99)) = wake.get(&Class::Interactive) {
+        figures.set(WAKE_P50, Some(*p50 as f64));
+        figures.set(WAKE_P99, Some(*p99 as f64));
+    }
+
+    // The guests' own view: response times, and throughput from progress counters.
+    let mut responses: Vec<u64> = Vec::new();
+    let mut progress: BTreeMap<(u16, &str), Vec<(u64, u64)>> = BTreeMap::new();
+    for record in records {
+        if let Record::GuestMetric {
+            tsc,
+            vm,
+            name,
+            value,
+        } = record
+        {
+            if RESPONSE_METRICS.contains(&name.as_str()) {
+                responses.push(*value);
+            } else if let Some((counter, _)) = PROGRESS_COUNTERS
+                .iter()
+                .find(|(counter, _)| counter == name)
+            {
+                progress
+                    .entry((*vm, counter))
+                    .or_default()
+                    .push((*tsc, *value));
+            }
+        }
+    }
+    figures.set(
+        RESPONSE_P50,
+        percentile(&mut responses, 50).map(|cycles| cycles as f64),
+    );
+    figures.set(
+        RESPONSE_P99,
+        percentile(&mut responses, 99).map(|cycles| cycles as f64),
+    );
+    if let Some(tsc_hz) = accounting.tsc_hz {
+        let mut totals: BTreeMap<&str, f64> = BTreeMap::new();
+        for ((vm, counter), reports) in &progress {
+            let Some(rate) = rate_per_second(reports, tsc_hz) else {
+                continue;
+            };
+            let unit = PROGRESS_COUNTERS
+                .iter()
+                .find(|(name, _)| name == counter)
+                .map_or(*counter, |(_, unit)| unit);
+            let name = accounting
+                .vms
+                .get(usize::from(*vm))
+                .map_or_else(|| format!("vm{vm}"), |vm| vm.name.clone());
+            let key = format!("{THROUGHPUT_VM}{name}");
+            figures.set(&key, Some(rate));
+            figures.units.insert(key, unit.to_string());
+            *totals.entry(unit).or_default() += rate;
+        }
+        for (unit, total) in totals {
+            figures.set(&format!("{THROUGHPUT_TOTAL}{unit}"), Some(total));
+        }
+    }
+
+    // LAPIC timer lag, over every VM that ran its timer.
+    let timers: Vec<_> = accounting.vms.iter().filter_map(|vm| vm.timer).collect();
+    let ticks: u64 = timers.iter().map(|timer| timer.ticks).sum();
+    if ticks > 0 {
+        let lag: u128 = timers.iter().map(|timer| u128::from(timer.lag_total)).sum();
+        figures.set(TIMER_LAG_MEAN, Some(lag as f64 / ticks as f64));
+        figures.set(
+            TIMER_LAG_MAX,
+            timers
+                .iter()
+                .map(|timer| timer.lag_max)
+                .max()
+                .map(|max| max as f64),
+        );
+    }
+    Ok(figures)
+}
+
+#[cfg(test)]
+mod tests {
+    use carousel_protocol::record::{RunSummary, TraceLevel, TscSource, VmSummary};
+
+    use super::*;
+
+    fn hello(names: &[&str]) -> Record {
+        Record::Hello {
+            version: 1,
+            lab_hash: 7,
+            tsc_hz: 1_000_000,
+            tsc_source: TscSource::LabFile,
+            preemption_timer_rate: 0,
+            cpu: "test".into(),
+            vms: names.iter().map(|name| name.to_string()).collect(),
+            commit: "abc".into(),
+            level: TraceLevel::Switches,
+        }
+    }
+
+    fn summary(vm: u16, guest: u64, blocked: u64, wakes: u64, p99: u64) -> Record {
+        Record::VmSummary(VmSummary {
+            vm,
+            running: guest,
+            runnable: 0,
+            blocked,
+            stopped: 0,
+            guest,
+            root: 0,
+            slices: 10,
+            preemptions: 5,
+            yields: 5,
+            wakes,
+            wake_p50: p99 / 2,
+            wake_p95: p99,
+            wake_p99: p99,
+            wake_max: p99,
+            quantum_error_median_ppm: 0,
+            quantum_error_max_ppm: 0,
+        })
+    }
+
+    fn metric(tsc: u64, vm: u16, name: &str, value: u64) -> Record {
+        Record::GuestMetric {
+            tsc,
+            vm,
+            name: name.into(),
+            value,
+        }
+    }
+
+    fn vm(name: &str, kernel: &str) -> VmInfo {
+        VmInfo {
+            name: name.into(),
+            kernel: kernel.into(),
+            class: Class::of_kernel(kernel),
+            weight: 1,
+        }
+    }
+
+    /// A spin, a second spin, a diskio and an interactive VM over 2,000,000 cycles at 1 MHz.
+    fn records() -> Vec<Record> {
+        vec![
+            hello(&["s0", "s1", "d", "i"]),
+            metric(100_000, 0, SPIN_ITERATIONS, 1_000),
+            metric(600_000, 0, SPIN_ITERATIONS, 6_000),
+            metric(100_000, 1, SPIN_ITERATIONS, 0),
+            metric(1_100_000, 1, SPIN_ITERATIONS, 5_000),
+            metric(200_000, 2, DISKIO_SECTORS, 10),
+            metric(300_000, 2, DISKIO_SECTORS, 30),
+            metric(5, 3, INTERACTIVE_RESPONSE, 400),
+            metric(6, 3, INTERACTIVE_RESPONSE, 100),
+            metric(7, 3, INTERACTIVE_RESPONSE, 300),
+            metric(8, 3, INTERACTIVE_RESPONSE, 200),
+            Record::TimerLag {
+                vm: 3,
+                ticks: 4,
+                coalesced: 0,
+                lag_total: 1_000,
+                lag_max: 600,
+            },
+            summary(0, 500_000, 0, 0, 0),
+            summary(1, 500_000, 0, 0, 0),
+            summary(2, 250_000, 10, 3, 9_000),
+            summary(3, 250_000, 10, 4, 4_000),
+            run_summary(2_000_000, 500_000, 500_000),
+        ]
+    }
+
+    fn run_summary(elapsed: u64, root: u64, idle: u64) -> Record {
+        Record::RunSummary(RunSummary {
+            policy: "round-robin".into(),
+            quantum_cycles: 1_000,
+            elapsed,
+            root,
+            idle,
+            switch_median: 1,
+            switch_max: 1,
+            switches: 20,
+            dropped_records: 0,
+        })
+    }
+
+    fn vms() -> Vec<VmInfo> {
+        vec![
+            vm("s0", "spin"),
+            vm("s1", "spin"),
+            vm("d", "diskio"),
+            vm("i", "interactive"),
+        ]
+    }
+
+    #[test]
+    fn every_figure_from_known_records() {
+        let figures = figures(&records(), &vms()).unwrap();
+        let get = |name: &str| figures.get(name).unwrap_or_else(|| panic!("no {name}"));
+        assert_eq!(get(OVERHEAD_PCT), 25.0);
+        assert_eq!(get(IDLE_PCT), 25.0);
+        assert_eq!(get(ELAPSED), 2_000_000.0);
+        // 40 slices in 2 s of TSC time.
+        assert_eq!(get(SWITCHES_PER_S), 20.0);
+        assert_eq!(get(JAIN_CPU), 1.0);
+        // (0.5+0.5+0.25+0.25)² / (4 · (0.25+0.25+0.0625+0.0625)) = 2.25 / 2.5.
+        assert!((get(JAIN) - 0.9).abs() < 1e-12);
+        assert_eq!(get(WAKE_P99), 4_000.0);
+        assert_eq!(get(WAKE_P50), 2_000.0);
+        assert_eq!(get("wake.io.p99_cycles"), 9_000.0);
+        assert!(figures.get("wake.cpu.p99_cycles").is_none());
+        // 5,000 iterations in 0.5 s; 5,000 in 1 s; 20 sectors in 0.1 s.
+        assert_eq!(get("throughput.vm.s0"), 10_000.0);
+        assert_eq!(get("throughput.vm.s1"), 5_000.0);
+        assert_eq!(get("throughput.vm.d"), 200.0);
+        assert_eq!(get("throughput.total.iterations"), 15_000.0);
+        assert_eq!(get("throughput.total.sectors"), 200.0);
+        assert_eq!(figures.units["throughput.vm.d"], "sectors");
+        assert_eq!(get(RESPONSE_P50), 200.0);
+        assert_eq!(get(RESPONSE_P99), 400.0);
+        assert_eq!(get(TIMER_LAG_MEAN), 250.0);
+        assert_eq!(get(TIMER_LAG_MAX), 600.0);
+    }
+
+    #[test]
+    fn weights_divide_guest_cycles_for_jain() {
+        let mut vms = vms();
+        vms[2].weight = 2;
+        vms[3].weight = 2;
+        let mut records = records();
+        records.retain(|record| !matches!(record, Record::VmSummary(_)));
+        for (id, guest) in [(0, 500_000), (1, 500_000), (2, 1_000_000), (3, 1_000_000)] {
+            records.insert(1, summary(id, guest, 0, 0, 0));
+        }
+        let figures = figures(&records, &vms).unwrap();
+        assert_eq!(figures.get(JAIN), Some(1.0));
+    }
+
+    #[test]
+    fn missing_summaries_are_an_error() {
+        let mut records = records();
+        records.retain(|record| !matches!(record, Record::RunSummary(_)));
+        assert!(figures(&records, &vms())
+            .unwrap_err()
+            .contains("RunSummary"));
+        let mut records = self::records();
+        records.retain(|record| !matches!(record, Record::VmSummary(s) if s.vm == 2));
+        let error = figures(&records, &vms()).unwrap_err();
+        assert!(error.contains("no VmSummary for d"), "{error}");
+    }
+
+    #[test]
+    fn one_report_gives_no_rate_and_one_cpu_vm_no_jain_cpu() {
+        let records = vec![
+            hello(&["s0", "i"]),
+            metric(100, 0, SPIN_ITERATIONS, 1_000),
+            summary(0, 500_000, 0, 0, 0),
+            summary(1, 500_000, 10, 2, 50),
+            run_summary(1_000_000, 0, 0),
+        ];
+        let vms = [vm("s0", "spin"), vm("i", "sleepy")];
+        let figures = figures(&records, &vms).unwrap();
+        assert!(figures.get("throughput.vm.s0").is_none());
+        assert!(figures.get(JAIN_CPU).is_none());
+        assert_eq!(figures.get(WAKE_P99), Some(50.0));
+        assert!(figures.get(RESPONSE_P99).is_none());
+        assert!(figures.get(TIMER_LAG_MEAN).is_none());
+    }
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let mut values: Vec<u64> = (1..=100).rev().collect();
+        assert_eq!(percentile(&mut values, 50), Some(50));
+        assert_eq!(percentile(&mut values, 99), Some(99));
+        assert_eq!(percentile(&mut values, 100), Some(100));
+        assert_eq!(percentile(&mut [7], 99), Some(7));
+        assert_eq!(percentile(&mut [1, 2], 50), Some(1));
+        assert_eq!(percentile(&mut [], 50), None);
+    }
+
+    #[test]
+    fn classes_follow_the_kernel() {
+        assert_eq!(Class::of_kernel("spin"), Class::Cpu);
+        assert_eq!(Class::of_kernel("diskio"), Class::Io);
+        assert_eq!(Class::of_kernel("interactive"), Class::Interactive);
+        assert_eq!(Class::of_kernel("sleepy"), Class::Interactive);
+        assert_eq!(Class::of_kernel("/home/me/xv6/kernel"), Class::Other);
+    }
+}

@@ -1,0 +1,1014 @@
+//! The comparison: every run's result gathered from a sweep directory, one row per
+//! configuration (repeats averaged, their spread kept), the knee of each line, and the text, CSV
+//! and JSON forms of it (the HTML is [`super::html`]'s).
+//!
+//! A sweep directory holds `sweep.json` (the plan, when the sweep made it) and `runs/ID/` per
+//! run, with `result.json` ([`RunResult`]) and, for a run that ended in order, `trace.bin`. The
+//! figures are computed from the traces here, so `--collect` on results made elsewhere (or by
+//! an older tool) gives the same comparison as the sweep that made them.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+
+use super::axes::{quantum_text, Config, Line, Point};
+use super::figures::{self, Figures, VmInfo};
+use crate::accounting::{group, Align, Table};
+use crate::report::read_trace;
+
+/// A run directory's record of the run.
+pub const RESULT_FILE: &str = "result.json";
+/// A run directory's record stream.
+pub const TRACE_FILE: &str = "trace.bin";
+/// A run directory's JSON report (`carousel report --format json`).
+pub const REPORT_FILE: &str = "report.json";
+/// The sweep directory's plan.
+pub const PLAN_FILE: &str = "sweep.json";
+/// The sweep directory's folder of run directories.
+pub const RUNS_DIR: &str = "runs";
+/// The knee is the smallest quantum whose overhead is at most this many percentage points above
+/// the largest quantum's.
+pub const KNEE_MARGIN_PCT: f64 = 1.0;
+
+/// How a run ended, for the sweep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Every VM passed and the summaries arrived.
+    Ok,
+    /// Something went wrong; the reason says what.
+    Failed,
+    /// Ctrl-C ended it.
+    Interrupted,
+}
+
+/// What a sweep writes into each run directory as `result.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunResult {
+    /// The run directory's name ([`Config::id`]).
+    pub id: String,
+    pub config: Config,
+    /// The lab file, as given.
+    pub lab: String,
+    /// FNV-1a 64 of the lab file's text, `0x…` (from the run's Hello record when it came).
+    pub lab_hash: String,
+    /// The Carousel commit the run came from (the Hello record's, else the tool's).
+    pub commit: String,
+    pub backend: String,
+    pub status: Status,
+    /// Why the run did not pass.
+    pub reason: Option<String>,
+    /// The exit code `carousel run` would have given.
+    pub exit_code: i32,
+    /// Wall-clock seconds the run took (emulator start-up included).
+    pub wall_s: f64,
+    /// The TSC frequency the hypervisor reported.
+    pub tsc_hz: Option<u64>,
+    /// The run's VMs, in id order.
+    pub vms: Vec<VmInfo>,
+}
+
+/// The plan a sweep writes as `sweep.json`: where the runs came from and which there are.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    pub lab: String,
+    pub lab_hash: String,
+    pub commit: String,
+    pub backend: String,
+    /// The axes as text, for the reader.
+    pub quanta: Vec<String>,
+    pub policies: Vec<String>,
+    pub weights: Vec<String>,
+    pub workloads: Vec<String>,
+    pub repeat: u32,
+    /// Every configuration, in the order the sweep runs them.
+    pub runs: Vec<Config>,
+}
+
+/// A figure over the runs of one configuration.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Stat {
+    pub mean: f64,
+    pub min: f64,
+    pub max: f64,
+    pub count: usize,
+}
+
+impl Stat {
+    fn of(values: &[f64]) -> Option<Stat> {
+        if values.is_empty() {
+            return None;
+        }
+        Some(Stat {
+            mean: values.iter().sum::<f64>() / values.len() as f64,
+            min: values.iter().copied().fold(f64::INFINITY, f64::min),
+            max: values.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+            count: values.len(),
+        })
+    }
+}
+
+/// One configuration's row: its runs' figures, averaged.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    pub point: Point,
+    /// Runs that gave figures.
+    pub runs: usize,
+    /// Runs that failed (or were interrupted, or never ran), with why.
+    pub failures: Vec<String>,
+    /// Figure name → mean, min, max over the runs that have it.
+    pub stats: BTreeMap<String, Stat>,
+    /// `throughput.vm.NAME` → unit.
+    pub units: BTreeMap<String, String>,
+    pub lab_hashes: Vec<String>,
+    pub commits: Vec<String>,
+    /// Whether this row is its line's knee.
+    pub knee: bool,
+}
+
+impl Row {
+    /// The mean of figure `name`, if some run had it.
+    pub fn mean(&self, name: &str) -> Option<f64> {
+        self.stats.get(name).map(|stat| stat.mean)
+    }
+}
+
+/// One run as the summary lists it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunLine {
+    pub id: String,
+    /// `None`: planned, never run (no `result.json`).
+    pub status: Option<Status>,
+    pub reason: Option<String>,
+}
+
+/// The whole comparison.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Summary {
+    pub plan: Option<Plan>,
+    /// The TSC frequency of the runs (the first that reported one).
+    pub tsc_hz: Option<u64>,
+    pub backend: Option<String>,
+    /// One per configuration, in plan order (by workload, weight set, policy, quantum), or in
+    /// the order the run directories sort without a plan.
+    pub rows: Vec<Row>,
+    /// Every run, planned or found.
+    pub runs: Vec<RunLine>,
+    /// Things the reader should know (unreadable results, differing commits).
+    pub warnings: Vec<String>,
+}
+
+/// One run as found on disk: its result, and its figures or why there are none.
+#[derive(Debug, Clone)]
+pub struct FoundRun {
+    pub result: RunResult,
+    pub figures: Result<Figures, String>,
+}
+
+/// Reads one run directory: its `result.json` and, for a run that passed, the figures of its
+/// trace.
+pub fn read_run(dir: &Path) -> Result<FoundRun, String> {
+    let path = dir.join(RESULT_FILE);
+    let text = std::fs::read_to_string(&path)
+        .map_err(|error| format!("cannot read {}: {error}", path.display()))?;
+    let result: RunResult = serde_json::from_str(&text)
+        .map_err(|error| format!("{} is not a run result: {error}", path.display()))?;
+    let figures = if result.status == Status::Ok {
+        let trace = dir.join(TRACE_FILE);
+        match std::fs::read(&trace) {
+            Ok(bytes) => {
+                let (records, problems) = read_trace(&bytes);
+                figures::figures(&records, &result.vms).map_err(|error| {
+                    if problems.is_empty() {
+                        error
+                    } else {
+                        format!("{error} (the trace is damaged: {})", problems.join("; "))
+                    }
+                })
+            }
+            Err(error) => Err(format!("cannot read {}: {error}", trace.display())),
+        }
+    } else {
+        Err(result
+            .reason
+            .clone()
+            .unwrap_or_else(|| "the run failed".to_string()))
+    };
+    Ok(FoundRun { result, figures })
+}
+
+/// A planned (or found) run, and what was found of it.
+type PlannedRun<'a> = (Config, Option<&'a FoundRun>);
+
+/// Gathers a sweep directory: the plan if there is one, every run directory with a result.
+pub fn collect(dir: &Path) -> Result<Summary, String> {
+    let plan_path = dir.join(PLAN_FILE);
+    let plan: Option<Plan> = match std::fs::read_to_string(&plan_path) {
+        Ok(text) => Some(
+            serde_json::from_str(&text)
+                .map_err(|error| format!("{} is not a sweep plan: {error}", plan_path.display()))?,
+        ),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => None,
+        Err(error) => return Err(format!("cannot read {}: {error}", plan_path.display())),
+    };
+    let runs_dir = dir.join(RUNS_DIR);
+    let mut found = Vec::new();
+    let mut warnings = Vec::new();
+    match std::fs::read_dir(&runs_dir) {
+        Ok(entries) => {
+            let mut dirs: Vec<_> = entries
+                .filter_map(Result::ok)
+                .map(|entry| entry.path())
+                .filter(|path| path.is_dir())
+                .collect();
+            dirs.sort();
+            for run_dir in dirs {
+                if !run_dir.join(RESULT_FILE).exists() {
+                    warnings.push(format!(
+                        "{} has no {RESULT_FILE} (a run still going, or one that was killed)",
+                        run_dir.display()
+                    ));
+                    continue;
+                }
+                match read_run(&run_dir) {
+                    Ok(run) => found.push(run),
+                    Err(error) => warnings.push(error),
+                }
+            }
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound && plan.is_some() => {}
+        Err(error) => {
+            return Err(format!(
+                "{} holds no sweep ({}: {error})",
+                dir.display(),
+                runs_dir.display()
+            ))
+        }
+    }
+    if plan.is_none() && found.is_empty() {
+        return Err(format!(
+            "{} holds no sweep: no {PLAN_FILE} and no run results in {}",
+            dir.display(),
+            runs_dir.display()
+        ));
+    }
+    let mut summary = summarize(plan, &found);
+    summary.warnings.splice(0..0, warnings);
+    Ok(summary)
+}
+
+/// The comparison of `found` runs; with a `plan`, runs it lists that are not among them show as
+/// never run, and runs it does not list are left out.
+pub fn summarize(plan: Option<Plan>, found: &[FoundRun]) -> Summary {
+    let mut summary = Summary {
+        tsc_hz: found.iter().find_map(|run| run.result.tsc_hz),
+        backend: plan
+            .as_ref()
+            .map(|plan| plan.backend.clone())
+            .or_else(|| found.first().map(|run| run.result.backend.clone())),
+        ..Summary::default()
+    };
+    let by_id: BTreeMap<&str, &FoundRun> = found
+        .iter()
+        .map(|run| (run.result.id.as_str(), run))
+        .collect();
+    // The runs that count, in plan order (or in the order found).
+    let mut counted: Vec<PlannedRun> = Vec::new();
+    match &plan {
+        Some(plan) => {
+            for config in &plan.runs {
+                counted.push((config.clone(), by_id.get(config.id().as_str()).copied()));
+            }
+            let extra = found
+                .iter()
+                .filter(|run| !plan.runs.iter().any(|config| config.id() == run.result.id))
+                .count();
+            if extra > 0 {
+                summary.warnings.push(format!(
+                    "{extra} run directories are not in the plan ({PLAN_FILE}); left out"
+                ));
+            }
+        }
+        None => {
+            for run in found {
+                counted.push((run.result.config.clone(), Some(run)));
+            }
+        }
+    }
+    // Rows in the order their first run comes (the plan's: workload, weights, policy, quantum).
+    let mut rows: Vec<(Point, Vec<PlannedRun>)> = Vec::new();
+    for (config, run) in counted {
+        summary.runs.push(RunLine {
+            id: config.id(),
+            status: run.map(|run| run.result.status),
+            reason: run.and_then(|run| match &run.figures {
+                Ok(_) => None,
+                Err(reason) => Some(reason.clone()),
+            }),
+        });
+        let point = config.point();
+        match rows.iter_mut().find(|(other, _)| *other == point) {
+            Some((_, runs)) => runs.push((config, run)),
+            None => rows.push((point, vec![(config, run)])),
+        }
+    }
+    for (point, runs) in rows {
+        let mut row = Row {
+            point,
+            runs: 0,
+            failures: Vec::new(),
+            stats: BTreeMap::new(),
+            units: BTreeMap::new(),
+            lab_hashes: Vec::new(),
+            commits: Vec::new(),
+            knee: false,
+        };
+        let mut values: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+        for (config, run) in &runs {
+            let Some(run) = run else {
+                row.failures.push(format!("{}: never ran", config.id()));
+                continue;
+            };
+            for (list, value) in [
+                (&mut row.lab_hashes, &run.result.lab_hash),
+                (&mut row.commits, &run.result.commit),
+            ] {
+                if !list.contains(value) {
+                    list.push(value.clone());
+                }
+            }
+            match &run.figures {
+                Ok(figures) => {
+                    row.runs += 1;
+                    for (name, value) in &figures.values {
+                        values.entry(name).or_default().push(*value);
+                    }
+                    row.units.extend(figures.units.clone());
+                }
+                Err(reason) => row.failures.push(format!("{}: {reason}", config.id())),
+            }
+        }
+        row.stats = values
+            .into_iter()
+            .filter_map(|(name, values)| Some((name.to_string(), Stat::of(&values)?)))
+            .collect();
+        summary.rows.push(row);
+    }
+    let commits: Vec<&String> = {
+        let mut commits: Vec<&String> = summary.rows.iter().flat_map(|row| &row.commits).collect();
+        commits.sort();
+        commits.dedup();
+        commits
+    };
+    if commits.len() > 1 {
+        summary.warnings.push(format!(
+            "the runs come from {} commits: {}",
+            commits.len(),
+            commits
+                .iter()
+                .map(|commit| commit.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    mark_knees(&mut summary.rows);
+    summary.plan = plan;
+    summary
+}
+
+/// Marks each line's knee: the smallest quantum whose overhead is within
+/// [`KNEE_MARGIN_PCT`] percentage points of the largest quantum's.
+fn mark_knees(rows: &mut [Row]) {
+    let mut lines: BTreeMap<Line, Vec<usize>> = BTreeMap::new();
+    for (index, row) in rows.iter().enumerate() {
+        if row.mean(figures::OVERHEAD_PCT).is_some() {
+            lines.entry(row.point.line()).or_default().push(index);
+        }
+    }
+    for indices in lines.values() {
+        let Some(&largest) = indices
+            .iter()
+            .max_by_key(|&&index| rows[index].point.quantum_us)
+        else {
+            continue;
+        };
+        let Some(limit) = rows[largest]
+            .mean(figures::OVERHEAD_PCT)
+            .map(|overhead| overhead + KNEE_MARGIN_PCT)
+        else {
+            continue;
+        };
+        let knee = indices
+            .iter()
+            .filter(|&&index| {
+                rows[index]
+                    .mean(figures::OVERHEAD_PCT)
+                    .is_some_and(|overhead| overhead <= limit)
+            })
+            .min_by_key(|&&index| rows[index].point.quantum_us);
+        if let Some(&knee) = knee {
+            rows[knee].knee = true;
+        }
+    }
+}
+
+impl Summary {
+    /// The knee of every line, in row order.
+    pub fn knees(&self) -> Vec<(Line, u32)> {
+        self.rows
+            .iter()
+            .filter(|row| row.knee)
+            .map(|row| (row.point.line(), row.point.quantum_us))
+            .collect()
+    }
+
+    /// Runs that gave figures, and runs that did not (failed, interrupted or never ran).
+    pub fn counts(&self) -> (usize, usize) {
+        let ok = self.rows.iter().map(|row| row.runs).sum();
+        let failed = self.rows.iter().map(|row| row.failures.len()).sum();
+        (ok, failed)
+    }
+
+    /// Every throughput unit any row has, sorted.
+    pub fn units(&self) -> Vec<String> {
+        self.names_after(figures::THROUGHPUT_TOTAL)
+    }
+
+    /// Every VM with a throughput in any row, sorted.
+    fn throughput_vms(&self) -> Vec<String> {
+        self.names_after(figures::THROUGHPUT_VM)
+    }
+
+    /// What follows `prefix` in the figure names of every row, sorted, each once.
+    fn names_after(&self, prefix: &str) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .rows
+            .iter()
+            .flat_map(|row| row.stats.keys())
+            .filter_map(|name| name.strip_prefix(prefix))
+            .map(str::to_string)
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    /// Cycles as microseconds at the runs' TSC frequency (or cycles when it is unknown).
+    fn time_text(&self, cycles: Option<f64>) -> String {
+        match (cycles, self.tsc_hz) {
+            (None, _) => "-".to_string(),
+            (Some(cycles), Some(hz)) => format!("{:.1}", cycles * 1e6 / hz as f64),
+            (Some(cycles), None) => format!("{cycles:.0}"),
+        }
+    }
+
+    /// The first lines of every form: the lab, its hash, the commit, the backend.
+    fn header(&self) -> String {
+        let (ok, failed) = self.counts();
+        let mut out = String::new();
+        match &self.plan {
+            Some(plan) => {
+                let _ = writeln!(
+                    out,
+                    "carousel sweep: {} (lab hash {}, commit {}), {}",
+                    plan.lab, plan.lab_hash, plan.commit, plan.backend
+                );
+            }
+            None => {
+                let _ = writeln!(out, "carousel sweep (collected, no plan)");
+            }
+        }
+        let _ = writeln!(
+            out,
+            "{} configurations, {ok} runs measured, {failed} not{}",
+            self.rows.len(),
+            self.tsc_hz
+                .map(|hz| format!("; TSC {} Hz (times in µs)", group(hz)))
+                .unwrap_or_default()
+        );
+        out
+    }
+
+    /// The text table (`summary.txt`).
+    pub fn text(&self) -> String {
+        let mut out = self.header();
+        out.push('\n');
+        let time_unit = if self.tsc_hz.is_some() { "µs" } else { "cyc" };
+        let wake = format!("WAKE p50/p99 {time_unit}");
+        let response = format!("RESPONSE p50/p99 {time_unit}");
+        let lag = format!("TIMER LAG max {time_unit}");
+        let units = self.units();
+        let unit_headers: Vec<String> = units.iter().map(|unit| format!("{unit}/s")).collect();
+        let mut columns: Vec<(&str, Align)> = vec![
+            ("WORKLOAD", Align::Left),
+            ("POLICY", Align::Left),
+            ("WEIGHTS", Align::Left),
+            ("QUANTUM", Align::Right),
+            ("RUNS", Align::Right),
+            ("OVERHEAD %", Align::Right),
+            ("SWITCHES/s", Align::Right),
+            ("JAIN", Align::Right),
+            (wake.as_str(), Align::Right),
+            (response.as_str(), Align::Right),
+            (lag.as_str(), Align::Right),
+        ];
+        columns.extend(
+            unit_headers
+                .iter()
+                .map(|unit| (unit.as_str(), Align::Right)),
+        );
+        let mut table = Table::new(&columns);
+        for row in &self.rows {
+            let stat = |name: &str| row.stats.get(name);
+            let number = |name: &str, decimals: usize| match stat(name) {
+                None => "-".to_string(),
+                Some(stat) if stat.count > 1 && stat.max > stat.min => format!(
+                    "{:.decimals$}±{:.decimals$}",
+                    stat.mean,
+                    (stat.max - stat.min) / 2.0
+                ),
+                Some(stat) => format!("{:.decimals$}", stat.mean),
+            };
+            let pair = |low: &str, high: &str| {
+                format!(
+                    "{}/{}",
+                    self.time_text(row.mean(low)),
+                    self.time_text(row.mean(high))
+                )
+            };
+            let mut cells = vec![
+                row.point.workload.clone(),
+                row.point.policy.clone(),
+                row.point.weights.clone(),
+                format!(
+                    "{}{}",
+                    quantum_text(row.point.quantum_us),
+                    if row.knee { " *" } else { "" }
+                ),
+                if row.failures.is_empty() {
+                    row.runs.to_string()
+                } else {
+                    format!("{} ({} failed)", row.runs, row.failures.len())
+                },
+                number(figures::OVERHEAD_PCT, 3),
+                number(figures::SWITCHES_PER_S, 0),
+                number(figures::JAIN, 4),
+                pair(figures::WAKE_P50, figures::WAKE_P99),
+                pair(figures::RESPONSE_P50, figures::RESPONSE_P99),
+                self.time_text(row.mean(figures::TIMER_LAG_MAX)),
+            ];
+            for unit in &units {
+                cells.push(number(&format!("{}{unit}", figures::THROUGHPUT_TOTAL), 0));
+            }
+            table.push(cells);
+        }
+        out.push_str(&table.render());
+        let _ = writeln!(
+            out,
+            "\n* knee: the smallest quantum whose overhead is within {KNEE_MARGIN_PCT} percentage \
+             point of the largest quantum's (per workload, policy and weights)"
+        );
+        let _ = writeln!(
+            out,
+            "WAKE: the hypervisor's wake-to-run latency of the interactive guests (worst VM); \
+             RESPONSE: the guests' own response times; throughput: the guests' progress \
+             counters, summed per unit"
+        );
+        let vms = self.throughput_vms();
+        if !vms.is_empty() {
+            out.push_str("\nTHROUGHPUT per VM (per second of TSC time)\n");
+            let mut columns: Vec<(&str, Align)> = vec![
+                ("WORKLOAD", Align::Left),
+                ("POLICY", Align::Left),
+                ("WEIGHTS", Align::Left),
+                ("QUANTUM", Align::Right),
+            ];
+            let headers: Vec<String> = vms
+                .iter()
+                .map(|vm| {
+                    let unit = self
+                        .rows
+                        .iter()
+                        .find_map(|row| row.units.get(&format!("{}{vm}", figures::THROUGHPUT_VM)))
+                        .cloned()
+                        .unwrap_or_default();
+                    format!("{vm} {unit}")
+                })
+                .collect();
+            columns.extend(headers.iter().map(|header| (header.as_str(), Align::Right)));
+            let mut table = Table::new(&columns);
+            for row in &self.rows {
+                let mut cells = vec![
+                    row.point.workload.clone(),
+                    row.point.policy.clone(),
+                    row.point.weights.clone(),
+                    quantum_text(row.point.quantum_us),
+                ];
+                for vm in &vms {
+                    cells.push(
+                        row.mean(&format!("{}{vm}", figures::THROUGHPUT_VM))
+                            .map_or("-".to_string(), |rate| format!("{rate:.0}")),
+                    );
+                }
+                table.push(cells);
+            }
+            out.push_str(&table.render());
+        }
+        let failures: Vec<&String> = self.rows.iter().flat_map(|row| &row.failures).collect();
+        if !failures.is_empty() {
+            out.push_str("\nRUNS WITHOUT FIGURES\n");
+            for failure in failures {
+                let _ = writeln!(out, "  {failure}");
+            }
+        }
+        for warning in &self.warnings {
+            let _ = writeln!(out, "warning: {warning}");
+        }
+        out
+    }
+
+    /// The CSV form (`summary.csv`): one line per configuration, the means.
+    pub fn csv(&self) -> String {
+        let fixed = [
+            figures::OVERHEAD_PCT,
+            figures::IDLE_PCT,
+            figures::JAIN,
+            figures::JAIN_CPU,
+            figures::SWITCHES_PER_S,
+            figures::WAKE_P50,
+            figures::WAKE_P99,
+            figures::RESPONSE_P50,
+            figures::RESPONSE_P99,
+            figures::TIMER_LAG_MEAN,
+            figures::TIMER_LAG_MAX,
+            figures::ELAPSED,
+        ];
+        let dynamic: Vec<String> = self
+            .units()
+            .iter()
+            .map(|unit| format!("{}{unit}", figures::THROUGHPUT_TOTAL))
+            .chain(
+                self.throughput_vms()
+                    .iter()
+                    .map(|vm| format!("{}{vm}", figures::THROUGHPUT_VM)),
+            )
+            .collect();
+        let mut out = String::from("workload,policy,weights,quantum_us,runs,failed,knee");
+        for name in fixed
+            .iter()
+            .copied()
+            .chain(dynamic.iter().map(String::as_str))
+        {
+            out.push(',');
+            out.push_str(&name.replace('.', "_").replace('/', "_per_"));
+        }
+        out.push('\n');
+        for row in &self.rows {
+            // Workload and VM names are [A-Za-z0-9_-]; weight labels add `:` and `=`; policy
+            // names are fixed: nothing needs quoting.
+            let _ = write!(
+                out,
+                "{},{},{},{},{},{},{}",
+                row.point.workload,
+                row.point.policy,
+                row.point.weights,
+                row.point.quantum_us,
+                row.runs,
+                row.failures.len(),
+                u8::from(row.knee)
+            );
+            for name in fixed
+                .iter()
+                .copied()
+                .chain(dynamic.iter().map(String::as_str))
+            {
+                out.push(',');
+                if let Some(value) = row.mean(name) {
+                    let _ = write!(out, "{value}");
+                }
+            }
+            out.push('\n');
+        }
+        out
+    }
+
+    /// The JSON form (`summary.json`): `rows`, one per configuration, plus the plan, the knees
+    /// and every run's status.
+    pub fn json(&self) -> Value {
+        let rows: Vec<Value> = self.rows.iter().map(row_json).collect();
+        let runs: Vec<Value> = self
+            .runs
+            .iter()
+            .map(|run| {
+                json!({
+                    "id": run.id,
+                    "status": match run.status {
+                        Some(status) => serde_json::to_value(status).unwrap_or(Value::Null),
+                        None => json!("not run"),
+                    },
+                    "reason": run.reason,
+                })
+            })
+            .collect();
+        let knees: Vec<Value> = self
+            .knees()
+            .into_iter()
+            .map(|(line, quantum_us)| {
+                json!({
+                    "workload": line.workload,
+                    "policy": line.policy,
+                    "weights": line.weights,
+                    "quantum_us": quantum_us,
+                })
+            })
+            .collect();
+        let (ok, failed) = self.counts();
+        json!({
+            "lab": self.plan.as_ref().map(|plan| &plan.lab),
+            "lab_hash": self.plan.as_ref().map(|plan| &plan.lab_hash),
+            "commit": self.plan.as_ref().map(|plan| &plan.commit),
+            "backend": self.backend,
+            "tsc_hz": self.tsc_hz,
+            "knee_margin_pct": KNEE_MARGIN_PCT,
+            "runs_measured": ok,
+            "runs_failed": failed,
+            "rows": rows,
+            "knees": knees,
+            "runs": runs,
+            "warnings": self.warnings,
+        })
+    }
+}
+
+/// One row as JSON: the figures the issue names at the top level, then the nested ones.
+fn row_json(row: &Row) -> Value {
+    let mean = |name: &str| row.mean(name);
+    let mut wake = Map::new();
+    for (name, stat) in &row.stats {
+        let Some(rest) = name.strip_prefix(figures::WAKE_CLASS) else {
+            continue;
+        };
+        if let Some((class, figure)) = rest.split_once('.') {
+            let entry = wake
+                .entry(class.to_string())
+                .or_insert_with(|| Value::Object(Map::new()));
+            if let Value::Object(entry) = entry {
+                entry.insert(figure.to_string(), json!(stat.mean));
+            }
+        }
+    }
+    let mut vms = Map::new();
+    let mut aggregate = Map::new();
+    for (name, stat) in &row.stats {
+        if let Some(vm) = name.strip_prefix(figures::THROUGHPUT_VM) {
+            vms.insert(
+                vm.to_string(),
+                json!({"per_s": stat.mean, "unit": row.units.get(name)}),
+            );
+        } else if let Some(unit) = name.strip_prefix(figures::THROUGHPUT_TOTAL) {
+            aggregate.insert(format!("{unit}/s"), json!(stat.mean));
+        }
+    }
+    let mut spread = Map::new();
+    if row.runs > 1 {
+        for (name, stat) in &row.stats {
+            spread.insert(name.clone(), json!({"min": stat.min, "max": stat.max}));
+        }
+    }
+    json!({
+        "workload": row.point.workload,
+        "policy": row.point.policy,
+        "weights": row.point.weights,
+        "quantum_us": row.point.quantum_us,
+        "runs": row.runs,
+        "failed": row.failures.len(),
+        "failures": row.failures,
+        "knee": row.knee,
+        "overhead_pct": mean(figures::OVERHEAD_PCT),
+        "idle_pct": mean(figures::IDLE_PCT),
+        "jain": mean(figures::JAIN),
+        "jain_cpu": mean(figures::JAIN_CPU),
+        "switches_per_s": mean(figures::SWITCHES_PER_S),
+        "wake_p50_cycles": mean(figures::WAKE_P50),
+        "wake_p99_cycles": mean(figures::WAKE_P99),
+        "wake": wake,
+        "response_p50_cycles": mean(figures::RESPONSE_P50),
+        "response_p99_cycles": mean(figures::RESPONSE_P99),
+        "timer_lag_mean_cycles": mean(figures::TIMER_LAG_MEAN),
+        "timer_lag_max_cycles": mean(figures::TIMER_LAG_MAX),
+        "elapsed_cycles": mean(figures::ELAPSED),
+        "throughput": {"vms": vms, "aggregate": aggregate},
+        "spread": spread,
+        "lab_hash": row.lab_hashes.join(","),
+        "commit": row.commits.join(","),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sweep::figures::Class;
+
+    fn config(workload: &str, policy: &str, quantum_us: u32, repeat: u32) -> Config {
+        Config {
+            workload: workload.into(),
+            weights: "lab".into(),
+            policy: policy.into(),
+            quantum_us,
+            repeat,
+        }
+    }
+
+    fn found(config: Config, figures: Result<&[(&str, f64)], &str>) -> FoundRun {
+        FoundRun {
+            result: RunResult {
+                id: config.id(),
+                config,
+                lab: "lab.toml".into(),
+                lab_hash: "0x7".into(),
+                commit: "abc".into(),
+                backend: "bochs".into(),
+                status: if figures.is_ok() {
+                    Status::Ok
+                } else {
+                    Status::Failed
+                },
+                reason: figures.err().map(str::to_string),
+                exit_code: 0,
+                wall_s: 1.0,
+                tsc_hz: Some(1_000_000),
+                vms: vec![VmInfo {
+                    name: "s".into(),
+                    kernel: "spin".into(),
+                    class: Class::Cpu,
+                    weight: 1,
+                }],
+            },
+            figures: figures
+                .map(|values| Figures {
+                    values: values
+                        .iter()
+                        .map(|(name, value)| (name.to_string(), *value))
+                        .collect(),
+                    units: [("throughput.vm.s".to_string(), "iterations".to_string())]
+                        .into_iter()
+                        .collect(),
+                })
+                .map_err(str::to_string),
+        }
+    }
+
+    fn overhead(value: f64) -> Vec<(&'static str, f64)> {
+        vec![
+            (figures::OVERHEAD_PCT, value),
+            (figures::WAKE_P99, value * 1_000.0),
+            ("throughput.vm.s", 100.0),
+            ("throughput.total.iterations", 100.0),
+        ]
+    }
+
+    #[test]
+    fn the_knee_is_the_smallest_quantum_within_a_point_of_the_largest() {
+        let runs: Vec<FoundRun> = [(500, 4.0), (1_000, 2.5), (2_000, 1.9), (5_000, 1.2)]
+            .into_iter()
+            .map(|(quantum, value)| {
+                found(config("w", "round-robin", quantum, 1), Ok(&overhead(value)))
+            })
+            .collect();
+        let summary = summarize(None, &runs);
+        assert_eq!(summary.rows.len(), 4);
+        let knees = summary.knees();
+        assert_eq!(knees.len(), 1);
+        assert_eq!(
+            knees[0].1, 2_000,
+            "1.9 is within 1 point of 1.2; 2.5 is not"
+        );
+        let json = summary.json();
+        assert_eq!(json["rows"][2]["knee"], true);
+        assert_eq!(json["knees"][0]["quantum_us"], 2_000);
+    }
+
+    #[test]
+    fn repeats_average_and_keep_their_spread_and_failures_are_listed() {
+        let runs = vec![
+            found(config("w", "boost", 1_000, 1), Ok(&overhead(2.0))),
+            found(config("w", "boost", 1_000, 2), Ok(&overhead(4.0))),
+            found(
+                config("w", "boost", 1_000, 3),
+                Err("vm s: exited with failure (0x11)"),
+            ),
+        ];
+        let summary = summarize(None, &runs);
+        assert_eq!(summary.rows.len(), 1);
+        let row = &summary.rows[0];
+        assert_eq!(row.runs, 2);
+        assert_eq!(row.failures.len(), 1);
+        assert!(row.failures[0].contains("exited with failure"));
+        let stat = row.stats[figures::OVERHEAD_PCT];
+        assert_eq!(
+            (stat.mean, stat.min, stat.max, stat.count),
+            (3.0, 2.0, 4.0, 2)
+        );
+        let json = summary.json();
+        let row = &json["rows"][0];
+        assert_eq!(row["overhead_pct"], 3.0);
+        assert_eq!(row["wake_p99_cycles"], 3_000.0);
+        assert_eq!(row["spread"]["overhead_pct"]["max"], 4.0);
+        assert_eq!(row["throughput"]["vms"]["s"]["unit"], "iterations");
+        assert_eq!(row["throughput"]["aggregate"]["iterations/s"], 100.0);
+        assert_eq!(row["lab_hash"], "0x7");
+        assert_eq!(row["commit"], "abc");
+        assert_eq!(json["runs"][2]["status"], "failed");
+        let text = summary.text();
+        assert!(text.contains("3.000±1.000"), "{text}");
+        assert!(text.contains("2 (1 failed)"), "{text}");
+        assert!(text.contains("RUNS WITHOUT FIGURES"), "{text}");
+        // 3,000 cycles at 1 MHz.
+        assert!(text.contains("3000.0"), "{text}");
+    }
+
+    #[test]
+    fn a_plan_shows_runs_that_never_ran() {
+        let configs = vec![
+            config("w", "round-robin", 500, 1),
+            config("w", "round-robin", 1_000, 1),
+        ];
+        let plan = Plan {
+            lab: "lab.toml".into(),
+            lab_hash: "0x7".into(),
+            commit: "abc".into(),
+            backend: "bochs".into(),
+            quanta: vec!["500us".into(), "1ms".into()],
+            policies: vec!["round-robin".into()],
+            weights: vec!["lab".into()],
+            workloads: vec!["w".into()],
+            repeat: 1,
+            runs: configs.clone(),
+        };
+        let runs = vec![found(configs[0].clone(), Ok(&overhead(1.0)))];
+        let summary = summarize(Some(plan), &runs);
+        assert_eq!(summary.rows.len(), 2);
+        assert_eq!(summary.rows[1].runs, 0);
+        assert_eq!(
+            summary.rows[1].failures,
+            vec!["w.round-robin.w-lab.q1ms.r1: never ran"]
+        );
+        assert_eq!(summary.json()["runs"][1]["status"], "not run");
+        assert!(summary
+            .text()
+            .starts_with("carousel sweep: lab.toml (lab hash 0x7, commit abc), bochs"));
+    }
+
+    #[test]
+    fn csv_has_a_line_per_configuration() {
+        let runs = vec![
+            found(config("w", "round-robin", 500, 1), Ok(&overhead(2.0))),
+            found(config("w", "round-robin", 1_000, 1), Ok(&overhead(1.5))),
+        ];
+        let csv = summarize(None, &runs).csv();
+        let lines: Vec<&str> = csv.lines().collect();
+        assert_eq!(lines.len(), 3);
+        assert!(lines[0]
+            .starts_with("workload,policy,weights,quantum_us,runs,failed,knee,overhead_pct,"));
+        assert!(
+            lines[0].ends_with(",throughput_total_iterations,throughput_vm_s"),
+            "{}",
+            lines[0]
+        );
+        assert!(
+            lines[1].starts_with("w,round-robin,lab,500,1,0,1,2,"),
+            "{}",
+            lines[1]
+        );
+        let columns = lines[0].split(',').count();
+        assert!(lines.iter().all(|line| line.split(',').count() == columns));
+    }
+
+    #[test]
+    fn collect_reads_result_files_and_refuses_an_empty_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let error = collect(dir.path()).unwrap_err();
+        assert!(error.contains("holds no sweep"), "{error}");
+        let run = found(config("w", "round-robin", 500, 1), Err("the emulator died"));
+        let run_dir = dir.path().join(RUNS_DIR).join(&run.result.id);
+        std::fs::create_dir_all(&run_dir).unwrap();
+        std::fs::write(
+            run_dir.join(RESULT_FILE),
+            serde_json::to_string(&run.result).unwrap(),
+        )
+        .unwrap();
+        std::fs::create_dir_all(dir.path().join(RUNS_DIR).join("half-done")).unwrap();
+        let summary = collect(dir.path()).unwrap();
+        assert_eq!(summary.rows.len(), 1);
+        assert_eq!(summary.rows[0].failures.len(), 1);
+        assert!(summary.rows[0].failures[0].contains("the emulator died"));
+        assert!(
+            summary.warnings[0].contains("half-done"),
+            "{:?}",
+            summary.warnings
+        );
+    }
+}
