@@ -158,6 +158,7 @@ extern "C" fn kernel_main(magic: u32, info_address: u32) -> ! {
         vms: config.vms.iter().map(|vm| vm.name.clone()).collect(),
         commit: config.commit.clone(),
         level: config.trace,
+        weights: config.vms.iter().map(|vm| vm.weight).collect(),
     });
     run::run(&vmx, &config, &modules, tsc_hz);
     log::info!("run ended");

@@ -39,6 +39,8 @@ pub enum Record {
         commit: String,
         /// What the stream carries beyond the aggregates (see [`TraceLevel`]).
         level: TraceLevel,
+        /// Each VM's scheduling weight, indexed by VM id (reports read fairness from them).
+        weights: Vec<u32>,
     },
     /// Scheduler (and, in full-rate traces, exit) events in time order, packed small: each
     /// event carries its time as the cycles since the previous event of the batch (the first:

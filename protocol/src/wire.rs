@@ -288,6 +288,7 @@ mod tests {
                 vms: vec!["a".to_string(), "b".to_string()],
                 commit: "v0-1-gabc".to_string(),
                 level: crate::record::TraceLevel::Switches,
+                weights: Vec::new(),
             },
         };
         assert_eq!(decode_all(&encode_vec(&hello)), vec![Decoded::Frame(hello)]);

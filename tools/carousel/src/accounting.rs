@@ -325,13 +325,24 @@ impl<'a> AccountingBuilder<'a> {
         let weights = self.weights;
         match record {
             Record::Hello {
-                tsc_hz, vms, level, ..
+                tsc_hz,
+                vms,
+                level,
+                weights: announced,
+                ..
             } => {
                 accounting.level = Some(*level);
                 accounting.tsc_hz = (*tsc_hz != 0).then_some(*tsc_hz);
                 self.named = vms.len();
                 for (id, name) in vms.iter().enumerate() {
-                    accounting.vm_mut(id as u16, weights).name = name.clone();
+                    let vm = accounting.vm_mut(id as u16, weights);
+                    vm.name = name.clone();
+                    // The lab's weights when the caller has them, else the hypervisor's.
+                    if weights.get(id).is_none() {
+                        if let Some(&weight) = announced.get(id) {
+                            vm.weight = weight.max(1);
+                        }
+                    }
                 }
             }
             Record::GuestMetric {
@@ -1314,6 +1325,26 @@ mod tests {
     use super::*;
 
     use crate::fixtures::hello;
+
+    #[test]
+    fn weights_come_from_the_hello_record_when_the_caller_has_none() {
+        let mut hello = hello(&["a", "b"], 1_000);
+        if let Record::Hello { weights, .. } = &mut hello {
+            *weights = vec![1, 3];
+        }
+        let records = [
+            hello,
+            Record::VmSummary(busy(0, 100, 0, 400)),
+            Record::VmSummary(busy(1, 300, 0, 400)),
+        ];
+        let from_trace = Accounting::from_records(&records, &[]);
+        assert_eq!(from_trace.vms[1].weight, 3);
+        assert!((from_trace.jain_guest(|_| true).unwrap() - 1.0).abs() < 1e-9);
+        // The lab's weights win when given.
+        let from_lab = Accounting::from_records(&records, &[1, 1]);
+        assert_eq!(from_lab.vms[1].weight, 1);
+        assert!(from_lab.jain_guest(|_| true).unwrap() < 0.9);
+    }
 
     /// A CPU-bound VM: running `guest + root` cycles, runnable the rest of `elapsed`.
     fn busy(vm: u16, guest: u64, root: u64, elapsed: u64) -> VmSummary {

@@ -567,6 +567,7 @@ mod tests {
             vms: (0..VM_COUNT).map(|i| format!("spin{i}")).collect(),
             commit: "test".into(),
             level: carousel_protocol::record::TraceLevel::Switches,
+            weights: Vec::new(),
         }];
         for vm in 0..VM_COUNT as u16 {
             records.push(Record::VmSummary(summary(vm, 100_000, i64::from(vm) * 100)));

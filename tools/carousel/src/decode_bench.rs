@@ -149,6 +149,7 @@ pub fn synthetic_trace(target: usize) -> (Vec<u8>, u64) {
         vms: (0..VMS).map(|vm| format!("vm{vm}")).collect(),
         commit: "test".into(),
         level: TraceLevel::Switches,
+        weights: Vec::new(),
     });
     let mut counts = [VmCounts::default(); VMS as usize];
     // VMs that ran in the current interval, with their exits, in the order they ran.

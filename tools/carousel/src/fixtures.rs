@@ -14,5 +14,6 @@ pub fn hello(names: &[&str], tsc_hz: u64) -> Record {
         vms: names.iter().map(|name| name.to_string()).collect(),
         commit: "test".into(),
         level: TraceLevel::Switches,
+        weights: Vec::new(),
     }
 }

@@ -141,6 +141,7 @@ mod tests {
             vms: vec!["a".into(), "b".into()],
             commit: String::new(),
             level: TraceLevel::Switches,
+            weights: Vec::new(),
         }
     }
 

@@ -91,7 +91,10 @@ pub fn only_vm(records: &[Record], name: &str) -> Option<Vec<Record>> {
         })
         .map(|mut record| {
             match &mut record {
-                Record::Hello { vms, .. } => *vms = vec![name.to_string()],
+                Record::Hello { vms, weights, .. } => {
+                    *vms = vec![name.to_string()];
+                    *weights = weights.get(usize::from(id)).copied().into_iter().collect();
+                }
                 Record::Events { tsc, events } => *events = events_of_vm(*tsc, events, id),
                 _ => {}
             }

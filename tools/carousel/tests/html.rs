@@ -89,6 +89,7 @@ fn synthetic_run(names: [&'static str; 4]) -> Vec<Record> {
         vms: behaviours.iter().map(|b| b.name.to_string()).collect(),
         commit: "synthetic".into(),
         level: TraceLevel::Switches,
+        weights: Vec::new(),
     }];
     let vms = behaviours.len();
     let mut state = vec![State::Runnable; vms];

@@ -317,6 +317,7 @@ mod tests {
             vms: names.iter().map(|name| name.to_string()).collect(),
             commit: "abc".into(),
             level: TraceLevel::Switches,
+            weights: Vec::new(),
         }
     }
 
