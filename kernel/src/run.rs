@@ -104,6 +104,7 @@ pub fn run(vmx: &Vmx, config: &RunConfig, modules: &[(String, &[u8])], tsc_hz: u
         interval: (tsc_hz.saturating_mul(u64::from(config.interval_us)) / 1_000_000).max(1),
         interval_start: now,
         next_interval: now,
+        host_memory: None,
         balloon_rule: config.balloon_when_free_below_pct.map(|pct| Rule {
             free_below_pct: pct,
             step_pages: config.balloon_step_pages,
@@ -180,6 +181,8 @@ struct Machine {
     interval: Cycles,
     interval_start: Cycles,
     next_interval: Cycles,
+    /// Guest pages backed and free pages, as last sent.
+    host_memory: Option<(u64, u64)>,
     /// The balloon rule, and the pages of the host's pool it measures against.
     balloon_rule: Option<Rule>,
     pool_pages: u64,
@@ -353,11 +356,20 @@ impl Machine {
         if self.merge_scan_pages > 0 {
             self.merge_pages(now);
         }
-        export::emit_or_drop(Record::HostMemory {
-            tsc: now,
-            backed_pages: crate::memory::guest_pages_backed(),
-            free_pages: crate::memory::free_bytes() / carousel_kernel::PAGE_SIZE,
-        });
+        // Host memory, when it changed (most intervals it does not: the record would only
+        // cost root time).
+        let host = (
+            crate::memory::guest_pages_backed(),
+            crate::memory::free_bytes() / carousel_kernel::PAGE_SIZE,
+        );
+        if self.host_memory != Some(host) {
+            self.host_memory = Some(host);
+            export::emit_or_drop(Record::HostMemory {
+                tsc: now,
+                backed_pages: host.0,
+                free_pages: host.1,
+            });
+        }
         let interval = now - self.interval_start;
         self.interval_start = now;
         for vm in self.vms.iter_mut().flatten() {
