@@ -853,6 +853,8 @@ impl Accounting {
             } else {
                 out.push_str("accounting: the hypervisor sent no summary records\n");
             }
+            // What the interval records say still stands (memory, merging, ballooning).
+            out.push_str(&self.memory_table());
             return out;
         };
         let micros = |cycles: u64| -> String {
