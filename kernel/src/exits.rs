@@ -117,6 +117,21 @@ pub fn handle(vm: &mut Vm, raw: &RawExit) -> Result<Next, VmFail> {
                     },
                 ),
             },
+            // The first touch of a lazily backed page: it gets its frame, and the access is
+            // retried.
+            None if vm.memory.is_lazy(gpa.as_u64() / PAGE_SIZE) => {
+                if vm.back_lazy(gpa.as_u64() / PAGE_SIZE) {
+                    Next::Resume
+                } else {
+                    stop(
+                        vm,
+                        StopReason::OutOfMemory {
+                            gpa: gpa.as_u64(),
+                            rip,
+                        },
+                    )
+                }
+            }
             // A write to a merged page: it gets its own copy, and the write is retried.
             None if vm.memory.is_shared(gpa.as_u64() / PAGE_SIZE) => {
                 match crate::merge::copy_on_write(&mut vm.memory, gpa.as_u64() / PAGE_SIZE) {

@@ -152,6 +152,9 @@ pub struct GuestMemory {
     pub pending: Vec<u64>,
     /// Each page's contents hash at its last merging scan (empty until merging first looks).
     hashes: Vec<u32>,
+    /// One bit per page: not backed yet, and reads as zeros (lazily backed RAM: the frame
+    /// comes at the first touch).
+    lazy: Vec<u64>,
 }
 
 /// Guest pages the hypervisor backs over all VMs, against the run's budget.
@@ -200,6 +203,7 @@ impl GuestMemory {
             shared: alloc::vec![0; pages.div_ceil(64) as usize],
             pending: Vec::new(),
             hashes: Vec::new(),
+            lazy: alloc::vec![0; pages.div_ceil(64) as usize],
         })
     }
 
@@ -274,8 +278,9 @@ impl GuestMemory {
         Some(frame)
     }
 
-    /// Gives guest page `page` a fresh zeroed frame (the page is being deflated) and returns
-    /// it; None if the page is backed already, out of range, or the host has no frame.
+    /// Gives guest page `page` a fresh zeroed frame (the page is being deflated, or touched
+    /// for the first time) and returns it; None if the page is backed already, out of range,
+    /// or the host has no frame.
     pub fn back(&mut self, page: u64) -> Option<HostPhysAddr> {
         let slot = self.frames.get_mut(page as usize)?;
         if slot.is_some() {
@@ -283,8 +288,39 @@ impl GuestMemory {
         }
         let frame = allocate_frame()?;
         *slot = Some(frame);
+        self.lazy[(page / 64) as usize] &= !(1 << (page % 64));
         BUDGET.lock().backed += 1;
         Some(frame)
+    }
+
+    /// Gives back the frames of pages that hold only zeros: they read as zeros and get a frame
+    /// at their first touch ([`Self::is_lazy`]). Returns the pages given back.
+    pub fn make_lazy(&mut self) -> Vec<u64> {
+        let mut lazy = Vec::new();
+        for page in 0..self.frames.len() as u64 {
+            let zero = self.frames[page as usize]
+                .is_some_and(|frame| frame_bytes(frame).iter().all(|&byte| byte == 0));
+            if zero && !self.is_shared(page) {
+                self.unback(page);
+                self.lazy[(page / 64) as usize] |= 1 << (page % 64);
+                lazy.push(page);
+            }
+        }
+        lazy
+    }
+
+    /// True when `page` has no frame yet and reads as zeros.
+    pub fn is_lazy(&self, page: u64) -> bool {
+        self.lazy
+            .get((page / 64) as usize)
+            .is_some_and(|word| word & (1 << (page % 64)) != 0)
+    }
+
+    /// Takes lazy page `page` out of the lazy set without backing it (it is being ballooned).
+    pub fn forget_lazy(&mut self, page: u64) {
+        if let Some(word) = self.lazy.get_mut((page / 64) as usize) {
+            *word &= !(1 << (page % 64));
+        }
     }
 
     /// Host frames backing the pages, in guest-physical order.
@@ -300,10 +336,13 @@ impl GuestMemory {
             return false;
         }
         for (page, offset, done, len) in page_chunks(gpa, out.len() as u64) {
-            let Some(frame) = self.frames[page] else {
-                return false;
-            };
-            out[done..done + len].copy_from_slice(&frame_bytes(frame)[offset..offset + len]);
+            match self.frames[page] {
+                Some(frame) => {
+                    out[done..done + len].copy_from_slice(&frame_bytes(frame)[offset..offset + len])
+                }
+                None if self.is_lazy(page as u64) => out[done..done + len].fill(0),
+                None => return false,
+            }
         }
         true
     }
@@ -349,6 +388,14 @@ impl GuestMemory {
     /// string input, say); false when there is no frame for the copy (the write is dropped
     /// rather than seen by the other pages sharing the frame).
     fn make_private(&mut self, page: u64) -> bool {
+        if self.is_lazy(page) {
+            // Its first touch: a frame now, mapped before the guest runs again.
+            if self.back(page).is_none() {
+                return false;
+            }
+            self.pending.push(page);
+            return true;
+        }
         !self.is_shared(page) || crate::merge::copy_on_write(self, page).is_ok()
     }
 }

@@ -126,6 +126,21 @@ pub fn run(vmx: &Vmx, config: &RunConfig, modules: &[(String, &[u8])], tsc_hz: u
     if let Some(us) = config.idle_threshold_us {
         log::info!("idle detection on: {us} us in the idle address space with nothing pending");
     }
+    // Staggered starts: VM i waits, blocked on its timer, until i × the stagger.
+    let stagger = tsc_hz.saturating_mul(u64::from(config.boot_stagger_us)) / 1_000_000;
+    for (index, vm) in machine.vms.iter_mut().enumerate().skip(1) {
+        if let Some(vm) = vm.as_mut().filter(|_| stagger > 0) {
+            vm.held = true;
+            vm.timer_deadline = Some(now + stagger * index as u64);
+            vm.state = RunState::Blocked {
+                rip: 0,
+                interrupts: false,
+            };
+        }
+    }
+    if stagger > 0 {
+        log::info!("staggered start: a VM every {} us", config.boot_stagger_us);
+    }
     for id in 0..machine.vms.len() {
         if machine.vms[id].is_none() {
             machine.policy.finished(id as VmId);
@@ -313,6 +328,7 @@ impl Machine {
             };
             if let Some(event) = vm.wake_event(now) {
                 vm.state = RunState::Runnable;
+                vm.held = false;
                 export::event(
                     now,
                     Event::Wake {
@@ -566,6 +582,13 @@ impl Machine {
         self.account_root(None, start);
         self.accounting.switch_in(id, start);
         export::event(start, Event::Run { dt: 0, vm: id });
+        if self.vms[usize::from(id)].as_ref().is_some_and(|vm| vm.held) {
+            // A VM whose start is staggered leaves the run queue, blocked until its start.
+            self.accounting.switch_out(id, start, SliceEnd::Blocked);
+            export::event(start, descheduled(id, SliceEnd::Blocked));
+            self.policy.blocked(id);
+            return;
+        }
         let rate = self.rate;
         let mut slice_left = cycles_to_preemption_ticks(slice, rate).max(1);
         let mut guest_in_slice: Cycles = 0;

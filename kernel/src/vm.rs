@@ -75,6 +75,8 @@ pub struct Vm {
     pub last_wss: u64,
     /// Working-set samples taken (the memory map goes out with every [`MAP_EVERY`]th).
     samples: u64,
+    /// Its start is staggered: it waits, blocked, for its timer deadline before it first runs.
+    pub held: bool,
 }
 
 /// A memory map (up to 1 KiB) goes out with every this many working-set samples; the counts go
@@ -195,6 +197,7 @@ impl Vm {
             balloon_driver: false,
             last_wss: 0,
             samples: 0,
+            held: false,
         };
         export::emit(Record::MemoryInfo {
             vm: id,
@@ -215,11 +218,19 @@ impl Vm {
             vmx.write_host_state().map_err(entry_setup_failed)?;
             write_guest_entry_state(u64::from(loaded.entry)).map_err(entry_setup_failed)?;
         }
+        // Lazily backed RAM: the pages still all zeros lose their frames and mappings until
+        // the guest touches them (nothing has run in this EPT yet: no INVEPT needed).
+        let mut vm = vm;
+        if config.lazy_memory {
+            for page in vm.memory.make_lazy() {
+                vm.ept
+                    .unmap_4k(GuestPhysAddr(page * PAGE_SIZE), &mut HostFrames);
+            }
+        }
         // The initial balloon: the top pages, given back before the guest starts (the image
         // and the boot information sit low).
         let pages = config.memory_bytes / PAGE_SIZE;
         let initial = config.initial_balloon_pages.min(pages);
-        let mut vm = vm;
         let top: Vec<u32> = (pages - initial..pages).map(|page| page as u32).collect();
         for chunk in top.chunks(hypercall::BALLOON_BATCH_MAX as usize) {
             vm.inflate(chunk)
@@ -282,6 +293,18 @@ impl Vm {
         Ok(())
     }
 
+    /// The guest touched lazy page `page` for the first time: it gets a zeroed frame, mapped
+    /// writable. False when the host has no frame.
+    pub fn back_lazy(&mut self, page: u64) -> bool {
+        let Some(frame) = self.memory.back(page) else {
+            return false;
+        };
+        let gpa = GuestPhysAddr(page * PAGE_SIZE);
+        self.ept
+            .map_4k(gpa, frame, Permissions::READ_WRITE_EXECUTE, &mut HostFrames)
+            .is_ok()
+    }
+
     /// Rewrites the EPT entries of the pages whose frame or sharing changed (same-page
     /// merging, copy on write), then INVEPT: shared pages read-only, private ones writable.
     pub fn sync_ept(&mut self) -> Result<(), VmFail> {
@@ -297,7 +320,10 @@ impl Vm {
                     Permissions::READ_WRITE_EXECUTE
                 };
                 let gpa = GuestPhysAddr(page * PAGE_SIZE);
-                self.ept.remap_4k(gpa, frame, permissions, &mut HostFrames);
+                // A page backed for the first time has no mapping yet.
+                if !self.ept.remap_4k(gpa, frame, permissions, &mut HostFrames) {
+                    let _ = self.ept.map_4k(gpa, frame, permissions, &mut HostFrames);
+                }
             }
         }
         // Keep the vector's room for the next changes.
@@ -352,6 +378,7 @@ impl Vm {
             self.ept
                 .unmap_4k(GuestPhysAddr(page * PAGE_SIZE), &mut HostFrames);
             self.memory.unback(page);
+            self.memory.forget_lazy(page);
         }
         // SAFETY: the pointer is this VM's own EPT, as loaded into its VMCS.
         unsafe { vmx::invept_single_context(self.eptp) }

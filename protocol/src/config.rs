@@ -47,6 +47,9 @@ pub struct RunConfig {
     pub balloon_step_pages: u64,
     /// The scheduling policy.
     pub policy: SchedulerPolicy,
+    /// Start VM `i` only `i × boot_stagger_us` microseconds into the run (0: all at once), so
+    /// that with lazy memory and merging the peak stays low while merging catches up.
+    pub boot_stagger_us: u32,
     /// Same-page merging: pages scanned per metrics interval (0: off).
     pub merge_scan_pages: u32,
     /// Most guest pages the hypervisor backs at once over all VMs (None: what the machine
@@ -108,6 +111,9 @@ pub struct VmConfig {
     pub initial_balloon_pages: u64,
     /// The balloon size the host asks for (BALLOON_TARGET), in pages.
     pub balloon_target_pages: u64,
+    /// Back the RAM lazily: pages that hold only zeros at the start get a frame at their first
+    /// touch (an EPT violation) instead of at VM creation.
+    pub lazy_memory: bool,
 }
 
 impl RunConfig {
@@ -126,6 +132,7 @@ impl RunConfig {
             policy: SchedulerPolicy::RoundRobin,
             guest_page_budget: None,
             merge_scan_pages: 0,
+            boot_stagger_us: 0,
             balloon_when_free_below_pct: None,
             balloon_step_pages: 0,
             vms,
@@ -199,6 +206,7 @@ mod tests {
             persist: false,
             initial_balloon_pages: 0,
             balloon_target_pages: 0,
+            lazy_memory: false,
         }
     }
 
@@ -270,6 +278,7 @@ mod tests {
                     persist: true,
                     initial_balloon_pages: 3,
                     balloon_target_pages: 5,
+                    lazy_memory: true,
                 })
                 .collect();
             let config = RunConfig::new(quantum, hz, 42, vms);

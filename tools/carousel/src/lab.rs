@@ -147,6 +147,10 @@ pub struct Lab {
     /// `run.balloon_when_free_below_pct` and `run.balloon_step_mib`: the balloon rule (see
     /// `RunConfig`); None without the first.
     pub balloon_rule: Option<(u32, u32)>,
+    /// `run.lazy_memory`: pages still all zeros at the start get a frame at their first touch.
+    pub lazy_memory: bool,
+    /// `run.boot_stagger_ms`: VM `i` starts `i ×` this many ms of TSC time into the run.
+    pub boot_stagger_ms: u32,
     /// The VMs, in file order (a VM's id is its index).
     pub vms: Vec<Vm>,
     /// `[sweep]`: what `carousel sweep` varies when its command line does not say (`carousel
@@ -370,6 +374,8 @@ struct RawRun {
     merge_scan_pages: Option<Spanned<i64>>,
     balloon_when_free_below_pct: Option<Spanned<i64>>,
     balloon_step_mib: Option<Spanned<i64>>,
+    lazy_memory: Option<Spanned<bool>>,
+    boot_stagger_ms: Option<Spanned<i64>>,
 }
 
 /// The `[sweep]` table as written.
@@ -728,6 +734,13 @@ impl Lab {
                 )? as u32,
             )),
         };
+        let lazy_memory = run.lazy_memory.as_ref().is_some_and(|on| *on.get_ref());
+        let boot_stagger_ms = checker.int(
+            "run.boot_stagger_ms",
+            run.boot_stagger_ms.as_ref(),
+            0..=60_000,
+            0,
+        )? as u32;
         let trace = match run.trace {
             None => TraceLevel::Switches,
             Some(value) => match TRACE_LEVELS
@@ -950,6 +963,8 @@ impl Lab {
             guest_memory_budget_mib,
             merge_scan_pages,
             balloon_rule,
+            lazy_memory,
+            boot_stagger_ms,
             vms,
             sweep,
         })
@@ -1020,6 +1035,7 @@ impl Lab {
                 args: vm.args.clone(),
                 persist: self.persists(index, persist_all),
                 initial_balloon_pages: u64::from(vm.balloon_mib) << 8,
+                lazy_memory: self.lazy_memory,
                 balloon_target_pages: u64::from(vm.balloon_target_mib) << 8,
             })
             .collect();
@@ -1029,6 +1045,7 @@ impl Lab {
         config.trace = self.trace;
         config.memory_sample_us = self.memory_sample_ms.saturating_mul(1000);
         config.merge_scan_pages = self.merge_scan_pages;
+        config.boot_stagger_us = self.boot_stagger_ms.saturating_mul(1000);
         if let Some((pct, step_mib)) = self.balloon_rule {
             config.balloon_when_free_below_pct = Some(pct);
             config.balloon_step_pages = u64::from(step_mib) << 8;

@@ -1457,3 +1457,43 @@ fn the_balloon_rule_asks_the_idle_vm_and_the_other_grows() {
     assert_eq!((grower.ballooned, grower.deflated), (0, 2048), "{grower:?}");
     assert!(donor.samples > 0 && donor.rule_requests == requests.len() as u64);
 }
+
+/// `ci/labs/lazy-stagger.toml`: with lazily backed RAM only touched pages get frames (the
+/// peak stays well below the VMs' RAM), VM i first runs no earlier than i × 100 ms, and the
+/// guests still read back every page and keep their writes private.
+#[test]
+#[ignore = "boots an emulator; run by ci/test"]
+fn lazy_memory_and_staggered_starts_keep_the_peak_low() {
+    let measured = Measured::run("lazy-stagger.toml");
+    measured.assert_all_passed();
+    measured.assert_conservation();
+    let pages = measured.accounting.host_pages.expect("HostMemory records");
+    let ram: u64 = 3 * 16 * 256;
+    assert!(pages.peak < ram / 2, "peak {} of {ram} pages", pages.peak);
+    // Each VM's real slices: its Run events that are not the held start's empty one.
+    let mut runs: Vec<Vec<u64>> = vec![Vec::new(); 3];
+    for record in &measured.records {
+        if let Record::Events { tsc, events } = record {
+            for (now, event) in carousel_protocol::record::timed_events(*tsc, events) {
+                if let Event::Run { vm, .. } = *event {
+                    runs[usize::from(vm)].push(now);
+                }
+            }
+        }
+    }
+    // VM 0's first slice begins a little after the run's start (the first housekeeping pass
+    // comes before it): allow 2 ms for that.
+    let start = runs[0][0];
+    let stagger = 100 * 50_000; // 100 ms at 50 MHz
+    let slack = 2 * 50_000;
+    for (vm, times) in runs.iter().enumerate().skip(1) {
+        // The first Run is the empty slice that takes the held VM out of the queue.
+        let first_real = times.get(1).copied().expect("a second Run event");
+        assert!(
+            first_real - start + slack >= vm as u64 * stagger,
+            "vm {vm} ran at {} cycles, before its start\n{}",
+            first_real - start,
+            measured.describe
+        );
+    }
+}
