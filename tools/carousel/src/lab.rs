@@ -938,8 +938,10 @@ impl Lab {
             });
         }
 
+        // Lazily backed RAM may promise more than the emulator has: only touched pages take
+        // frames (a VM that touches a page the host cannot back stops, out of memory).
         let guests: u64 = vms.iter().map(|vm| u64::from(vm.memory_mib)).sum();
-        if guests + HYPERVISOR_MIB > MAX_TOTAL_MIB {
+        if guests + HYPERVISOR_MIB > MAX_TOTAL_MIB && !lazy_memory {
             return Err(checker.error(None, LabErrorKind::MemoryTotal { guests }));
         }
         let sweep = match &raw.sweep {
@@ -979,8 +981,15 @@ impl Lab {
     }
 
     /// Guest RAM over all VMs, in MiB.
+    /// MiB of guest RAM the emulator must hold: all of it, or with lazily backed RAM at most
+    /// what the emulator can give.
     pub fn guest_memory_mib(&self) -> u64 {
-        self.vms.iter().map(|vm| u64::from(vm.memory_mib)).sum()
+        let total: u64 = self.vms.iter().map(|vm| u64::from(vm.memory_mib)).sum();
+        if self.lazy_memory {
+            total.min(MAX_TOTAL_MIB - HYPERVISOR_MIB)
+        } else {
+            total
+        }
     }
 
     /// True when some VM runs a built-in guest (the guests package must be built).
@@ -1272,6 +1281,26 @@ mod tests {
 
     fn with_vm(extra: &str) -> String {
         format!("{HELLO}{extra}\n")
+    }
+
+    #[test]
+    fn lazily_backed_labs_may_promise_more_ram_than_the_emulator_has() {
+        let dir = Dir::new();
+        let vms: String = (0..16)
+            .map(|i| format!("[[vm]]\nname = \"x{i}\"\nkernel = \"hello\"\nmemory_mib = 224\n"))
+            .collect();
+        let error = dir.error(&vms);
+        assert!(error.contains("3584"), "{error}");
+        let lab = dir
+            .parse(&format!(
+                "[run]\nlazy_memory = true\nboot_stagger_ms = 500\n{vms}"
+            ))
+            .expect("a lazy lab");
+        assert!(lab.vms.iter().all(|vm| vm.memory_mib == 224));
+        assert_eq!(lab.guest_memory_mib(), MAX_TOTAL_MIB - HYPERVISOR_MIB);
+        let config = lab.run_config(1, false);
+        assert!(config.vms.iter().all(|vm| vm.lazy_memory));
+        assert_eq!(config.boot_stagger_us, 500_000);
     }
 
     #[test]
