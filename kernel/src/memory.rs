@@ -17,7 +17,7 @@ use spin::Mutex;
 /// Frames the bitmap covers: the identity-mapped 4 GiB.
 const MAX_FRAMES: usize = (4u64 << 30) as usize / PAGE_SIZE as usize;
 /// The heap: hypervisor data structures (VM tables, buffers), not guest memory.
-const HEAP_BYTES: u64 = 32 << 20;
+const HEAP_BYTES: u64 = 48 << 20;
 
 #[global_allocator]
 static HEAP: LockedHeap = LockedHeap::empty();

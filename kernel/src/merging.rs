@@ -68,6 +68,11 @@ pub struct Merger {
     pub cow_breaks: u64,
 }
 
+/// Most candidates kept at once. Like KSM's unstable tree the candidates are a cache: when it
+/// is full it starts over, so the hypervisor's memory for merging never grows with what
+/// guests write (each shared frame, in turn, saves at least a frame).
+pub const MAX_CANDIDATES: usize = 1 << 16;
+
 /// A fast hash of a page, eight bytes at a time (the contents are compared before merging, so
 /// a collision only costs a comparison).
 pub fn page_hash(bytes: &[u8; 4096]) -> u64 {
@@ -147,14 +152,27 @@ impl Merger {
                     self.merges += 1;
                     return Scanned::Merged;
                 }
-                self.candidates.insert(hash, page);
+                self.remember(hash, page);
                 Scanned::Candidate
             }
             _ => {
-                self.candidates.insert(hash, page);
+                self.remember(hash, page);
                 Scanned::Candidate
             }
         }
+    }
+
+    /// Keeps `page` as the candidate for `hash`, starting the cache over when it is full.
+    fn remember(&mut self, hash: u64, page: PageRef) {
+        if self.candidates.len() >= MAX_CANDIDATES && !self.candidates.contains_key(&hash) {
+            self.candidates.clear();
+        }
+        self.candidates.insert(hash, page);
+    }
+
+    /// Candidates kept now.
+    pub fn candidates(&self) -> usize {
+        self.candidates.len()
     }
 
     /// A write to shared `page`: it gets a private, writable copy. A shared frame left with
@@ -338,6 +356,30 @@ mod tests {
         merger.candidates.insert(hash, (0, 0));
         assert_eq!(merger.scan((0, 1), &mut host), Scanned::Candidate);
         assert_eq!((host.read((0, 0)), host.read((0, 1))), (1, 2));
+    }
+
+    #[test]
+    fn the_candidates_never_outgrow_their_cap() {
+        let mut host = FakeHost::default();
+        let mut merger = Merger::new();
+        // Distinct pages, each scanned twice: every one becomes a candidate.
+        let pages = MAX_CANDIDATES as u64 + 10;
+        for page in 0..pages {
+            let frame = host.next;
+            host.next += 1;
+            let mut contents = Box::new([0u8; 4096]);
+            contents[..8].copy_from_slice(&page.to_le_bytes());
+            contents[8] = 1;
+            host.frames.insert(frame, contents);
+            host.pages.insert((0, page), (frame, false));
+        }
+        for _ in 0..2 {
+            for page in 0..pages {
+                merger.scan((0, page), &mut host);
+                assert!(merger.candidates() <= MAX_CANDIDATES);
+            }
+        }
+        assert_eq!(merger.merges, 0);
     }
 
     #[test]
