@@ -707,10 +707,11 @@ impl Page<'_> {
         out.push_str("</svg>\n");
     }
 
-    /// Each VM's latest memory sample as a grid of cells coloured by page state.
+    /// Each VM's memory over time: up to [`MEMORY_SNAPSHOTS`] samples (the first, the last and
+    /// evenly between), each a grid of cells coloured by page state.
     fn memory(&self, out: &mut String) {
         out.push_str("<section>\n<h2>Memory</h2>\n");
-        let mut latest: BTreeMap<u16, (u64, u32, &[u8], usize)> = BTreeMap::new();
+        let mut samples: BTreeMap<u16, Vec<MemorySample<'_>>> = BTreeMap::new();
         for record in self.records {
             if let Record::MemoryMap {
                 tsc,
@@ -719,51 +720,59 @@ impl Page<'_> {
                 cells,
             } = record
             {
-                let samples = latest.get(vm).map_or(0, |sample| sample.3) + 1;
-                latest.insert(*vm, (*tsc, *pages_per_cell, cells, samples));
+                samples
+                    .entry(*vm)
+                    .or_default()
+                    .push((*tsc, *pages_per_cell, cells));
             }
         }
-        if latest.is_empty() {
+        if samples.is_empty() {
             out.push_str("<p class=\"empty\">No memory samples in this trace.</p>\n</section>\n");
             return;
         }
         out.push_str("<div class=\"grids\">\n");
-        for (&vm, &(tsc, pages_per_cell, cells, samples)) in &latest {
-            let states: Vec<usize> = cells
-                .iter()
-                .map(|&byte| PageState::from_byte(byte) as usize)
-                .collect();
-            // Folded cells show the liveliest state among them.
-            const LIVELINESS: [usize; 6] = [0, 3, 5, 2, 1, 4];
-            let grid = Grid::fold(&states, PAGE_STATES.len(), |a, b| {
-                if LIVELINESS[a] >= LIVELINESS[b] {
-                    a
-                } else {
-                    b
-                }
-            });
-            let pages = u64::from(pages_per_cell) * grid.per_square as u64;
-            let caption = format!(
-                "{}: {} sample{}, the last at {}; a square is {} page{} ({})",
-                self.vm_name(usize::from(vm)),
-                samples,
-                if samples == 1 { "" } else { "s" },
-                self.time_of(tsc),
-                group(pages),
-                if pages == 1 { "" } else { "s" },
-                bytes_text(pages * 4096),
-            );
-            let counts = count_states(&states, PAGE_STATES.len());
-            out.push_str(&grid.render(
-                "memgrid",
-                usize::from(vm),
-                &caption,
-                &PAGE_STATES,
-                &counts,
-                ("cell", "cells"),
-            ));
+        for (&vm, list) in &samples {
+            for (shown, index) in snapshot_indices(list.len()).into_iter().enumerate() {
+                let (tsc, pages_per_cell, cells) = list[index];
+                let states: Vec<usize> = cells
+                    .iter()
+                    .map(|&byte| PageState::from_byte(byte) as usize)
+                    .collect();
+                // Folded cells show the liveliest state among them.
+                const LIVELINESS: [usize; 6] = [0, 3, 5, 2, 1, 4];
+                let grid = Grid::fold(&states, PAGE_STATES.len(), |a, b| {
+                    if LIVELINESS[a] >= LIVELINESS[b] {
+                        a
+                    } else {
+                        b
+                    }
+                });
+                let pages = u64::from(pages_per_cell) * grid.per_square as u64;
+                let caption = format!(
+                    "{}: sample {} of {}, at {}; a square is {} page{} ({})",
+                    self.vm_name(usize::from(vm)),
+                    index + 1,
+                    list.len(),
+                    self.time_of(tsc),
+                    group(pages),
+                    if pages == 1 { "" } else { "s" },
+                    bytes_text(pages * 4096),
+                );
+                let counts = count_states(&states, PAGE_STATES.len());
+                out.push_str(&grid.render(
+                    "memgrid",
+                    usize::from(vm) * MEMORY_SNAPSHOTS + shown,
+                    &caption,
+                    &PAGE_STATES,
+                    &counts,
+                    ("cell", "cells"),
+                ));
+            }
         }
-        out.push_str("</div>\n<p class=\"hint\">Each VM's latest memory sample.</p>\n</section>\n");
+        out.push_str(
+            "</div>\n<p class=\"hint\">Each VM's memory over the run: its first and last \
+             samples and evenly between.</p>\n</section>\n",
+        );
     }
 
     /// Each VM's disk as a grid of blocks, coloured by whether they were read or written.
@@ -1579,6 +1588,23 @@ const SCRIPT: &str = r#"
 })();
 "#;
 
+/// Memory samples shown per VM.
+const MEMORY_SNAPSHOTS: usize = 4;
+
+/// One memory map of a VM: its time, pages per cell and cells.
+type MemorySample<'a> = (u64, u32, &'a [u8]);
+
+/// Which of `count` samples to show: the first, the last and evenly between, at most
+/// [`MEMORY_SNAPSHOTS`], in order.
+fn snapshot_indices(count: usize) -> Vec<usize> {
+    if count <= MEMORY_SNAPSHOTS {
+        return (0..count).collect();
+    }
+    (0..MEMORY_SNAPSHOTS)
+        .map(|shown| shown * (count - 1) / (MEMORY_SNAPSHOTS - 1))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use carousel_protocol::record::{ExitStat, RunSummary, SliceEnd, VmSummary};
@@ -1746,6 +1772,14 @@ mod tests {
         };
         let html = page(&full_trace(), &source);
         assert!(html.contains("trace damage: records 3..5 never arrived"));
+    }
+
+    #[test]
+    fn memory_snapshots_span_the_run() {
+        assert_eq!(snapshot_indices(0), Vec::<usize>::new());
+        assert_eq!(snapshot_indices(3), vec![0, 1, 2]);
+        assert_eq!(snapshot_indices(10), vec![0, 3, 6, 9]);
+        assert_eq!(snapshot_indices(5), vec![0, 1, 2, 4]);
     }
 
     #[test]
