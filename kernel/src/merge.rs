@@ -139,6 +139,9 @@ pub fn scan(vms: &mut [Option<Vm>], cursor: &mut Cursor, budget: u64) -> u64 {
             cursor.vm = (cursor.vm + 1) % vms.len().max(1);
             cursor.page = 0;
             empty_rounds += 1;
+            if cursor.vm == 0 {
+                merger.new_pass();
+            }
             continue;
         }
         empty_rounds = 0;

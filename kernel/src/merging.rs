@@ -68,10 +68,11 @@ pub struct Merger {
     pub cow_breaks: u64,
 }
 
-/// Most candidates kept at once. Like KSM's unstable tree the candidates are a cache: when it
-/// is full it starts over, so the hypervisor's memory for merging never grows with what
-/// guests write (each shared frame, in turn, saves at least a frame).
-pub const MAX_CANDIDATES: usize = 1 << 16;
+/// Most candidates kept at once, so that the hypervisor's memory for merging never grows with
+/// what guests write (each shared frame, in turn, saves at least a frame). Like KSM's unstable
+/// tree the candidates last one pass over the VMs ([`Merger::new_pass`]); when the cache is full
+/// new pages wait for the next pass, and the ones kept can still find their twins.
+pub const MAX_CANDIDATES: usize = 1 << 18;
 
 /// A fast hash of a page, eight bytes at a time (the contents are compared before merging, so
 /// a collision only costs a comparison).
@@ -162,12 +163,17 @@ impl Merger {
         }
     }
 
-    /// Keeps `page` as the candidate for `hash`, starting the cache over when it is full.
+    /// Keeps `page` as the candidate for `hash`, unless the cache is full.
     fn remember(&mut self, hash: u64, page: PageRef) {
-        if self.candidates.len() >= MAX_CANDIDATES && !self.candidates.contains_key(&hash) {
-            self.candidates.clear();
+        if self.candidates.len() < MAX_CANDIDATES || self.candidates.contains_key(&hash) {
+            self.candidates.insert(hash, page);
         }
-        self.candidates.insert(hash, page);
+    }
+
+    /// A new pass over the VMs begins: the candidates of the last one are dropped (pages
+    /// still unchanged become candidates again as the pass reaches them).
+    pub fn new_pass(&mut self) {
+        self.candidates.clear();
     }
 
     /// Candidates kept now.
@@ -380,6 +386,16 @@ mod tests {
             }
         }
         assert_eq!(merger.merges, 0);
+        assert_eq!(merger.candidates(), MAX_CANDIDATES);
+        // The cache keeps its first pages: their twins still merge with them.
+        host.page((1, 0), 0);
+        let twin = host.pages[&(1, 0)].0;
+        host.frames.get_mut(&twin).unwrap()[..8].copy_from_slice(&0u64.to_le_bytes());
+        host.frames.get_mut(&twin).unwrap()[8] = 1;
+        merger.scan((1, 0), &mut host);
+        assert_eq!(merger.scan((1, 0), &mut host), Scanned::Merged);
+        merger.new_pass();
+        assert_eq!(merger.candidates(), 0);
     }
 
     #[test]
