@@ -11,7 +11,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 use carousel_protocol::config::{RunConfig, SchedulerPolicy};
-use carousel_protocol::record::{self, Event, Record, StopReason};
+use carousel_protocol::record::{self, Event, Record, StopReason, TraceLevel};
 use carousel_scheduler::{
     Accounting, Cycles, LatencyHistogram, Policy, RoundRobin, SliceEnd, VmId,
 };
@@ -104,6 +104,7 @@ pub fn run(vmx: &Vmx, config: &RunConfig, modules: &[(String, &[u8])], tsc_hz: u
         interval: (tsc_hz.saturating_mul(u64::from(config.interval_us)) / 1_000_000).max(1),
         interval_start: now,
         next_interval: now,
+        exit_events: config.trace == TraceLevel::Full,
         host_memory: None,
         balloon_rule: config.balloon_when_free_below_pct.map(|pct| Rule {
             free_below_pct: pct,
@@ -196,6 +197,8 @@ struct Machine {
     interval: Cycles,
     interval_start: Cycles,
     next_interval: Cycles,
+    /// Every VM exit goes out as an event (a full-rate trace).
+    exit_events: bool,
     /// Guest pages backed and free pages, as last sent.
     host_memory: Option<(u64, u64)>,
     /// The balloon rule, and the pages of the host's pool it measures against.
@@ -675,7 +678,9 @@ impl Machine {
                 }
             }
             let blocked = matches!(vm.state, RunState::Blocked { .. });
-            if let Some((reason, at)) = handling {
+            // Every exit is an event only in full-rate traces: elsewhere this hot path stays
+            // free of the exporter's lock.
+            if let Some((reason, at)) = handling.filter(|_| self.exit_events) {
                 let cycles = arch::rdtsc() - at;
                 let cycles = u32::try_from(cycles).unwrap_or(u32::MAX);
                 export::event(

@@ -254,6 +254,64 @@ fn bench_one(
     })
 }
 
+/// Runs a lab a bench generated (`text`, written as `target/carousel/bench/NAME.toml`) quietly
+/// in `target/carousel/bench/NAME`; the finished run, or why it did not pass.
+pub fn run_generated_lab(
+    name: &str,
+    text: &str,
+    backend: BackendChoice,
+    interrupted: &AtomicBool,
+) -> Result<run::Finished, String> {
+    let dir = crate::build::repo_root().join("target/carousel/bench");
+    std::fs::create_dir_all(&dir).map_err(|error| format!("{}: {error}", dir.display()))?;
+    let lab = dir.join(format!("{name}.toml"));
+    std::fs::write(&lab, text).map_err(|error| format!("{}: {error}", lab.display()))?;
+    let out = dir.join(name);
+    let options = RunOptions {
+        lab,
+        backend,
+        timeout_s: None,
+        out: Some(out.clone()),
+        persist: false,
+        trace: None,
+    };
+    let finished = run::execute(&options, Console::Quiet, interrupted)
+        .map_err(|error| format!("{name}: {error}"))?;
+    if finished.outcome.verdict != Verdict::Passed {
+        return Err(format!(
+            "{name}: the run did not pass; see {}",
+            out.display()
+        ));
+    }
+    Ok(finished)
+}
+
+/// Prints a bench's result (one JSON object, or its text) and returns the exit code.
+pub fn print_result<T: Serialize>(
+    bench: &str,
+    result: Result<T, String>,
+    json: bool,
+    text: impl FnOnce(&T) -> String,
+) -> i32 {
+    match result {
+        Ok(report) if json => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&report).expect("numbers and strings serialise")
+            );
+            0
+        }
+        Ok(report) => {
+            println!("{}", text(&report).trim_end());
+            0
+        }
+        Err(error) => {
+            eprintln!("carousel bench {bench}: {error}");
+            Verdict::HypervisorFailed.exit_code()
+        }
+    }
+}
+
 /// Runs the scheduling bench; progress and warnings go to stderr.
 pub fn bench_sched(
     backend: BackendChoice,

@@ -9,7 +9,6 @@
 //! `clock: sync=none` the figures repeat exactly from run to run.
 
 use std::fmt::Write;
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
@@ -18,8 +17,10 @@ use serde::Serialize;
 use crate::accounting::{group, Align, Table};
 use crate::backend::BackendChoice;
 use crate::lab::TRACE_LEVELS;
-use crate::outcome::Verdict;
-use crate::run::{self, Console, RunOptions};
+use carousel_protocol::record::Record;
+use carousel_protocol::wire::{decode_all, encode_vec, Decoded};
+
+use crate::run;
 
 /// Spin VMs per run.
 pub const VM_COUNT: u32 = 4;
@@ -47,6 +48,10 @@ pub struct LevelRun {
     pub overhead_pct: f64,
     /// Bytes of the record stream (COM2, or the debug port's frames for `full`).
     pub stream_bytes: u64,
+    /// Scheduler events in the stream, and the bytes of the frames that carry them per event
+    /// (sequence number, CRC and COBS included); 0 for levels without events.
+    pub events: u64,
+    pub bytes_per_event: f64,
 }
 
 /// The whole bench, as `--json` prints it.
@@ -88,44 +93,56 @@ pub fn iterations(console: &str) -> Option<u64> {
 }
 
 /// What one level's run gave: iterations and stream bytes, or why not.
-type LevelResult = Result<(u64, u64), String>;
+type LevelResult = Result<(u64, u64, EventSize), String>;
+
+/// Events in a stream and the bytes of their frames.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct EventSize {
+    pub events: u64,
+    pub bytes: u64,
+}
+
+impl EventSize {
+    /// Counts the events of a stream of whole frames, and the bytes of the frames carrying
+    /// them.
+    pub fn of(frames: &[u8]) -> Self {
+        let mut size = Self::default();
+        for item in decode_all(frames) {
+            if let Decoded::Frame(frame) = item {
+                if let Record::Events { events, .. } = &frame.record {
+                    size.events += events.len() as u64;
+                    size.bytes += encode_vec(&frame).len() as u64;
+                }
+            }
+        }
+        size
+    }
+
+    pub fn per_event(self) -> f64 {
+        if self.events == 0 {
+            0.0
+        } else {
+            self.bytes as f64 / self.events as f64
+        }
+    }
+}
 
 /// Runs one level; returns its iterations and stream bytes.
-fn run_level(
-    level: &str,
-    backend: BackendChoice,
-    labs: &Path,
-    interrupted: &AtomicBool,
-) -> LevelResult {
-    let lab = labs.join(format!("export-{level}.toml"));
-    std::fs::write(&lab, lab_text(level))
-        .map_err(|error| format!("cannot write {}: {error}", lab.display()))?;
-    let out = crate::build::repo_root()
-        .join("target/carousel/bench")
-        .join(format!("export-{level}"));
-    let options = RunOptions {
-        lab,
+fn run_level(level: &str, backend: BackendChoice, interrupted: &AtomicBool) -> LevelResult {
+    let finished = crate::bench::run_generated_lab(
+        &format!("export-{level}"),
+        &lab_text(level),
         backend,
-        timeout_s: None,
-        out: Some(out.clone()),
-        persist: false,
-        trace: None,
-    };
-    let finished = run::execute(&options, Console::Quiet, interrupted)
-        .map_err(|error| format!("level {level}: {error}"))?;
-    if finished.outcome.verdict != Verdict::Passed {
-        return Err(format!(
-            "level {level}: the run did not pass; see {}",
-            out.display()
-        ));
-    }
+        interrupted,
+    )?;
+    let out = &finished.out;
     let console = std::fs::read_to_string(out.join("com1.txt")).unwrap_or_default();
     let iterations =
         iterations(&console).ok_or_else(|| format!("level {level}: a spin VM printed no count"))?;
-    let stream = std::fs::read(out.join(run::record_stream_file(finished.backend, &finished.lab)))
-        .map(|bytes| run::frames_only(&bytes).len() as u64)
-        .unwrap_or(0);
-    Ok((iterations, stream))
+    let frames = std::fs::read(out.join(run::record_stream_file(finished.backend, &finished.lab)))
+        .map(|bytes| run::frames_only(&bytes))
+        .unwrap_or_default();
+    Ok((iterations, frames.len() as u64, EventSize::of(&frames)))
 }
 
 /// Runs every level, two at a time.
@@ -136,7 +153,6 @@ pub fn bench_export(
     let root = crate::build::repo_root();
     crate::build::build(&root, &crate::build::target_dir(&root), &["spin"])
         .map_err(|error| error.to_string())?;
-    let labs = tempfile::tempdir().map_err(|error| format!("no temporary directory: {error}"))?;
     let next = AtomicUsize::new(0);
     let results: Mutex<Vec<Option<LevelResult>>> =
         Mutex::new(TRACE_LEVELS.iter().map(|_| None).collect());
@@ -145,7 +161,7 @@ pub fn bench_export(
             scope.spawn(|| {
                 while let Some((level, _)) = TRACE_LEVELS.get(next.fetch_add(1, Ordering::SeqCst)) {
                     eprintln!("bench: trace level {level}…");
-                    let result = run_level(level, backend, labs.path(), interrupted);
+                    let result = run_level(level, backend, interrupted);
                     let index = TRACE_LEVELS.iter().position(|(name, _)| name == level);
                     let mut results = results.lock().unwrap_or_else(|poison| poison.into_inner());
                     if let Some(slot) = index.and_then(|index| results.get_mut(index)) {
@@ -160,21 +176,23 @@ pub fn bench_export(
         .unwrap_or_else(|poison| poison.into_inner());
     let mut measured = Vec::new();
     for ((level, _), result) in TRACE_LEVELS.iter().zip(results) {
-        let (iterations, stream_bytes) =
+        let (iterations, stream_bytes, events) =
             result.unwrap_or_else(|| Err(format!("level {level}: interrupted")))?;
-        measured.push((level.to_string(), iterations, stream_bytes));
+        measured.push((level.to_string(), iterations, stream_bytes, events));
     }
     let off = measured
         .iter()
         .find(|(level, ..)| level == "off")
-        .map_or(0, |(_, iterations, _)| *iterations);
+        .map_or(0, |(_, iterations, ..)| *iterations);
     let levels = measured
         .into_iter()
-        .map(|(level, iterations, stream_bytes)| LevelRun {
+        .map(|(level, iterations, stream_bytes, events)| LevelRun {
             overhead_pct: overhead_pct(iterations, off),
             level,
             iterations,
             stream_bytes,
+            events: events.events,
+            bytes_per_event: events.per_event(),
         })
         .collect();
     Ok(ExportBench {
@@ -209,6 +227,8 @@ impl ExportBench {
             ("ITERATIONS", Align::Right),
             ("OVERHEAD %", Align::Right),
             ("STREAM bytes", Align::Right),
+            ("EVENTS", Align::Right),
+            ("B/EVENT", Align::Right),
             ("", Align::Left),
         ]);
         for run in &self.levels {
@@ -222,6 +242,12 @@ impl ExportBench {
                 group(run.iterations),
                 format!("{:.3}", run.overhead_pct),
                 group(run.stream_bytes),
+                group(run.events),
+                if run.events > 0 {
+                    format!("{:.2}", run.bytes_per_event)
+                } else {
+                    "-".to_string()
+                },
                 goal.to_string(),
             ]);
         }
@@ -236,23 +262,12 @@ impl ExportBench {
 
 /// `carousel bench export`: runs the bench and prints its report; returns the exit code.
 pub fn export_command(backend: BackendChoice, json: bool, interrupted: &AtomicBool) -> i32 {
-    match bench_export(backend, interrupted) {
-        Ok(report) if json => {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&report).expect("numbers and strings serialise")
-            );
-            0
-        }
-        Ok(report) => {
-            println!("{}", report.table());
-            0
-        }
-        Err(error) => {
-            eprintln!("carousel bench export: {error}");
-            Verdict::HypervisorFailed.exit_code()
-        }
-    }
+    crate::bench::print_result(
+        "export",
+        bench_export(backend, interrupted),
+        json,
+        ExportBench::table,
+    )
 }
 
 #[cfg(test)]
@@ -273,6 +288,36 @@ mod tests {
     fn overhead_is_the_share_of_iterations_lost() {
         assert!((overhead_pct(990, 1000) - 1.0).abs() < 1e-9);
         assert_eq!(overhead_pct(5, 0), 0.0);
+    }
+
+    #[test]
+    fn event_size_counts_events_and_their_frames_only() {
+        use carousel_protocol::record::Event;
+        use carousel_protocol::wire::Frame;
+        let events = Frame {
+            seq: 1,
+            record: Record::Events {
+                tsc: 0,
+                events: vec![Event::Run { dt: 0, vm: 0 }, Event::Wake { dt: 300, vm: 1 }],
+            },
+        };
+        let other = Frame {
+            seq: 2,
+            record: Record::RunEnd { tsc: 9 },
+        };
+        let mut stream = encode_vec(&events);
+        let event_bytes = stream.len() as u64;
+        stream.extend(encode_vec(&other));
+        let size = EventSize::of(&stream);
+        assert_eq!(
+            size,
+            EventSize {
+                events: 2,
+                bytes: event_bytes
+            }
+        );
+        assert!((size.per_event() - event_bytes as f64 / 2.0).abs() < 1e-9);
+        assert_eq!(EventSize::default().per_event(), 0.0);
     }
 
     #[test]

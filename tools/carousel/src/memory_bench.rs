@@ -20,8 +20,6 @@ use serde::Serialize;
 
 use crate::accounting::{group, Accounting};
 use crate::backend::BackendChoice;
-use crate::outcome::Verdict;
-use crate::run::{self, Console, RunOptions};
 
 /// Merging VMs per run.
 pub const VMS: u32 = 8;
@@ -82,28 +80,8 @@ fn run_lab(
     backend: BackendChoice,
     interrupted: &AtomicBool,
 ) -> Result<Accounting, String> {
-    let dir = crate::build::repo_root().join("target/carousel/bench");
-    std::fs::create_dir_all(&dir).map_err(|error| format!("{}: {error}", dir.display()))?;
-    let lab = dir.join(format!("{name}.toml"));
-    std::fs::write(&lab, text).map_err(|error| format!("{}: {error}", lab.display()))?;
-    let out = dir.join(name);
-    let options = RunOptions {
-        lab,
-        backend,
-        timeout_s: None,
-        out: Some(out.clone()),
-        persist: false,
-        trace: None,
-    };
-    let finished = run::execute(&options, Console::Quiet, interrupted)
-        .map_err(|error| format!("{name}: {error}"))?;
-    if finished.outcome.verdict != Verdict::Passed {
-        return Err(format!(
-            "{name}: the run did not pass; see {}",
-            out.display()
-        ));
-    }
-    Ok(finished.accounting())
+    crate::bench::run_generated_lab(name, text, backend, interrupted)
+        .map(|finished| finished.accounting())
 }
 
 /// MiB of guest frames in use at the end of a run.
@@ -173,23 +151,12 @@ impl MemoryBench {
 
 /// `carousel bench memory`: runs the bench and prints its figures; returns the exit code.
 pub fn memory_command(backend: BackendChoice, json: bool, interrupted: &AtomicBool) -> i32 {
-    match bench_memory(backend, interrupted) {
-        Ok(report) if json => {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&report).expect("numbers serialise")
-            );
-            0
-        }
-        Ok(report) => {
-            print!("{}", report.text());
-            0
-        }
-        Err(error) => {
-            eprintln!("carousel bench memory: {error}");
-            Verdict::HypervisorFailed.exit_code()
-        }
-    }
+    crate::bench::print_result(
+        "memory",
+        bench_memory(backend, interrupted),
+        json,
+        MemoryBench::text,
+    )
 }
 
 #[cfg(test)]
