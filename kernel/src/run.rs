@@ -557,10 +557,16 @@ impl Machine {
         log::info!("the host ended the run");
         let now = arch::rdtsc();
         for id in 0..self.vms.len() {
-            if self
+            if let Some(vm) = self
                 .vm(id)
-                .is_some_and(|vm| !matches!(vm.state, RunState::Stopped(_)))
+                .filter(|vm| !matches!(vm.state, RunState::Stopped(_)))
             {
+                crate::println!(
+                    "{}vm {} at the end: {}",
+                    crate::console::PREFIX,
+                    vm.name,
+                    vm.state_line()
+                );
                 self.finish(id as VmId, StopReason::EndedByHost, now);
             }
         }

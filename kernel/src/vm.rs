@@ -558,6 +558,48 @@ impl Vm {
         Ok(())
     }
 
+    /// Where this VM stands, for the log at the end of a run: the guest's RIP, RFLAGS and
+    /// interrupt blocking, an event queued for the next entry, interrupt-window exiting, the
+    /// local APIC's requested and in-service vectors, and the disk's interrupt line and status.
+    /// A VM stuck waiting for an interrupt shows here why. Makes this VM's VMCS current.
+    pub fn state_line(&self) -> String {
+        let vectors = |set: carousel_devices::interrupts::VectorSet| {
+            (0..=255u8)
+                .filter(|&vector| set.contains(vector))
+                .collect::<Vec<u8>>()
+        };
+        let guest = self.make_current().and_then(|()| {
+            Ok((
+                vmx::vmread_natural(GUEST_RIP)?,
+                vmx::vmread_natural(GUEST_RFLAGS)?,
+                vmx::vmread32(GUEST_INTERRUPTIBILITY_STATE)?,
+                vmx::vmread32(VM_ENTRY_INTERRUPTION_INFORMATION)?,
+            ))
+        });
+        let guest = match guest {
+            Ok((rip, rflags, blocking, queued)) => alloc::format!(
+                "rip {rip:#x} rflags {rflags:#x} blocking {blocking:#x} queued {queued:#x}"
+            ),
+            Err(error) => alloc::format!("VMCS unreadable ({error})"),
+        };
+        let window =
+            self.primary_controls & PrimaryProcessorBased::INTERRUPT_WINDOW_EXITING.bits() != 0;
+        let lapic = &self.platform.lapic;
+        alloc::format!(
+            "{guest} window {window} irr {:?} isr {:?} ppr {:#x} ide line {} status {:#x} \
+             ioapic pin 14 {:#x}",
+            vectors(lapic.requested()),
+            vectors(lapic.in_service()),
+            lapic.processor_priority(),
+            self.platform.ide.irq_level(),
+            self.platform.ide.status(),
+            self.platform
+                .ioapic
+                .entry(carousel_devices::ide::PRIMARY_IRQ)
+                .map_or(0, |entry| entry.bits()),
+        )
+    }
+
     /// After a VM exit: an event whose delivery the exit interrupted (IDT-vectoring
     /// information valid) is delivered again at the next entry (SDM 28.2.4 "Information for
     /// VM Exits During Event Delivery").

@@ -227,32 +227,96 @@ pub fn bochsrc_path_problem(path: &Path) -> Option<String> {
 /// socket server (two-way: the consoles out, console input in); Bochs waits for the tool to
 /// connect before it runs.
 pub fn bochsrc(config: &BochsConfig<'_>) -> String {
-    let memory = match config.memory {
+    let out = config.out.display();
+    bochsrc_around(
+        "carousel run",
+        config.memory,
+        config.cpu_model,
+        config.ips,
+        config.out,
+        &format!(
+            "ata0-master: type=cdrom, path={iso}, status=inserted\n\
+             boot: cdrom\n\
+             com1: enabled=1, mode=socket-server, dev=localhost:{com1_port}\n\
+             com2: enabled=1, mode=file, dev={out}/com2.bin\n",
+            iso = config.iso.display(),
+            com1_port = config.com1_port,
+        ),
+    )
+}
+
+/// Bytes in one cylinder of the flat disk images a native boot uses (16 heads × 63 sectors).
+pub const CYLINDER_BYTES: u64 = 16 * 63 * 512;
+
+/// A flat disk image for Bochs, whole cylinders long (Bochs takes the geometry from the size).
+#[derive(Debug, Clone, Copy)]
+pub struct FlatDisk<'a> {
+    pub path: &'a Path,
+    pub cylinders: u64,
+}
+
+/// The bochsrc of a native boot, no hypervisor: `boot` on the primary master, `second` (the
+/// file system) on the primary slave, COM1 into `out/com1.txt`; the same BIOS, CPU and clock
+/// as a run. `carousel bench xv6` boots xv6 this way for its baseline.
+pub fn native_bochsrc(
+    megs: u64,
+    cpu_model: &str,
+    ips: u64,
+    out: &Path,
+    boot: FlatDisk<'_>,
+    second: FlatDisk<'_>,
+) -> String {
+    let disk = |slot: &str, disk: FlatDisk<'_>| {
+        format!(
+            "ata0-{slot}: type=disk, mode=flat, path={}, cylinders={}, heads=16, spt=63\n",
+            disk.path.display(),
+            disk.cylinders
+        )
+    };
+    bochsrc_around(
+        "carousel bench xv6",
+        EmulatorMemory::Megs(megs),
+        cpu_model,
+        ips,
+        out,
+        &format!(
+            "{}{}boot: disk\ncom1: enabled=1, mode=file, dev={}/com1.txt\n",
+            disk("master", boot),
+            disk("slave", second),
+            out.display()
+        ),
+    )
+}
+
+/// A bochsrc (BOCHS.md's starting config) written by `writer`, with the primary IDE channel
+/// on and `devices` (its drives, the boot device and the serial ports) in the middle.
+fn bochsrc_around(
+    writer: &str,
+    memory: EmulatorMemory,
+    cpu_model: &str,
+    ips: u64,
+    out: &Path,
+    devices: &str,
+) -> String {
+    let memory = match memory {
         EmulatorMemory::Megs(megs) => format!("megs: {megs}"),
         EmulatorMemory::Large { .. } => "memory: guest=4096, host=256".to_string(),
     };
-    let out = config.out.display();
+    let out = out.display();
     format!(
-        "# Written by `carousel run`; see BOCHS.md.\n\
+        "# Written by `{writer}`; see BOCHS.md.\n\
          {memory}\n\
          romimage: file={BOCHS_BIOS}\n\
          vgaromimage: file={VGA_BIOS}\n\
          display_library: term\n\
-         cpu: model={model}, count=1, ips={ips}, reset_on_triple_fault=0, ignore_bad_msrs=0\n\
+         cpu: model={cpu_model}, count=1, ips={ips}, reset_on_triple_fault=0, ignore_bad_msrs=0\n\
          ata0: enabled=1, ioaddr1=0x1f0, ioaddr2=0x3f0, irq=14\n\
-         ata0-master: type=cdrom, path={iso}, status=inserted\n\
-         boot: cdrom\n\
-         com1: enabled=1, mode=socket-server, dev=localhost:{com1_port}\n\
-         com2: enabled=1, mode=file, dev={out}/com2.bin\n\
+         {devices}\
          port_e9_hack: enabled=1\n\
          log: {out}/bochs.log\n\
          panic: action=fatal\n\
          error: action=report\n\
-         clock: sync=none, time0=local\n",
-        model = config.cpu_model,
-        ips = config.ips,
-        iso = config.iso.display(),
-        com1_port = config.com1_port,
+         clock: sync=none, time0=local\n"
     )
 }
 

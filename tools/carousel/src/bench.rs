@@ -222,6 +222,7 @@ fn bench_one(
         out: Some(out.clone()),
         persist: false,
         trace: None,
+        bochs_debugger: None,
     };
     let finished = run::execute(&options, Console::Quiet, interrupted)
         .map_err(|source| BenchError::Run { quantum_us, source })?;
@@ -255,11 +256,13 @@ fn bench_one(
 }
 
 /// Runs a lab a bench generated (`text`, written as `target/carousel/bench/NAME.toml`) quietly
-/// in `target/carousel/bench/NAME`; the finished run, or why it did not pass.
+/// in `target/carousel/bench/NAME`, Bochs' debugger reading `debugger` if given; the finished
+/// run, or why it did not pass.
 pub fn run_generated_lab(
     name: &str,
     text: &str,
     backend: BackendChoice,
+    debugger: Option<String>,
     interrupted: &AtomicBool,
 ) -> Result<run::Finished, String> {
     let dir = crate::build::repo_root().join("target/carousel/bench");
@@ -274,6 +277,7 @@ pub fn run_generated_lab(
         out: Some(out.clone()),
         persist: false,
         trace: None,
+        bochs_debugger: debugger,
     };
     let finished = run::execute(&options, Console::Quiet, interrupted)
         .map_err(|error| format!("{name}: {error}"))?;
@@ -312,6 +316,33 @@ pub fn print_result<T: Serialize>(
     }
 }
 
+/// Runs `run` on each of `jobs`, [`PARALLEL_RUNS`] at a time, taking them in order; the
+/// results in the jobs' places, `None` for jobs not started because of an interrupt.
+pub fn run_parallel<J: Sync, R: Send>(
+    jobs: &[J],
+    interrupted: &AtomicBool,
+    run: impl Fn(&J) -> R + Sync,
+) -> Vec<Option<R>> {
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<Option<R>>> = Mutex::new(jobs.iter().map(|_| None).collect());
+    std::thread::scope(|scope| {
+        for _ in 0..PARALLEL_RUNS {
+            scope.spawn(|| loop {
+                let index = next.fetch_add(1, Ordering::SeqCst);
+                let Some(job) = jobs.get(index) else { break };
+                if interrupted.load(Ordering::SeqCst) {
+                    break;
+                }
+                let result = run(job);
+                results.lock().unwrap_or_else(|poison| poison.into_inner())[index] = Some(result);
+            });
+        }
+    });
+    results
+        .into_inner()
+        .unwrap_or_else(|poison| poison.into_inner())
+}
+
 /// Runs the scheduling bench; progress and warnings go to stderr.
 pub fn bench_sched(
     backend: BackendChoice,
@@ -329,37 +360,26 @@ pub fn bench_sched(
     // Longest runs first, so that the two workers finish together.
     let mut order: Vec<usize> = (0..QUANTA_US.len()).collect();
     order.sort_by_key(|&index| std::cmp::Reverse(spin_ms(QUANTA_US[index])));
-    let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<Option<Result<Measurement, BenchError>>>> =
-        Mutex::new(QUANTA_US.iter().map(|_| None).collect());
-    std::thread::scope(|scope| {
-        for _ in 0..PARALLEL_RUNS {
-            scope.spawn(|| {
-                while let Some(&index) = order.get(next.fetch_add(1, Ordering::SeqCst)) {
-                    if interrupted.load(Ordering::SeqCst) {
-                        break;
-                    }
-                    let quantum_us = QUANTA_US[index];
-                    eprintln!(
-                        "bench: quantum {quantum_us} us: {VM_COUNT} spin VMs, {} ms each…",
-                        spin_ms(quantum_us)
-                    );
-                    let began = Instant::now();
-                    let result = bench_one(quantum_us, backend, labs.path(), &root, interrupted);
-                    eprintln!(
-                        "bench: quantum {quantum_us} us: {} in {:.1} s",
-                        if result.is_ok() { "done" } else { "FAILED" },
-                        began.elapsed().as_secs_f64()
-                    );
-                    let mut results = results.lock().unwrap_or_else(|poison| poison.into_inner());
-                    results[index] = Some(result);
-                }
-            });
-        }
+    let in_order = run_parallel(&order, interrupted, |&index| {
+        let quantum_us = QUANTA_US[index];
+        eprintln!(
+            "bench: quantum {quantum_us} us: {VM_COUNT} spin VMs, {} ms each…",
+            spin_ms(quantum_us)
+        );
+        let began = Instant::now();
+        let result = bench_one(quantum_us, backend, labs.path(), &root, interrupted);
+        eprintln!(
+            "bench: quantum {quantum_us} us: {} in {:.1} s",
+            if result.is_ok() { "done" } else { "FAILED" },
+            began.elapsed().as_secs_f64()
+        );
+        result
     });
-    let results = results
-        .into_inner()
-        .unwrap_or_else(|poison| poison.into_inner());
+    let mut results: Vec<Option<Result<Measurement, BenchError>>> =
+        QUANTA_US.iter().map(|_| None).collect();
+    for (index, result) in order.iter().zip(in_order) {
+        results[*index] = result;
+    }
     let mut runs = Vec::new();
     let mut tsc_hz = None;
     for (result, quantum_us) in results.into_iter().zip(QUANTA_US) {
@@ -477,6 +497,25 @@ mod tests {
     use carousel_protocol::record::{Record, RunSummary, TscSource, VmSummary};
 
     use super::*;
+
+    #[test]
+    fn parallel_runs_put_each_result_in_its_place() {
+        let jobs: Vec<u64> = (0..9).collect();
+        let ran = AtomicUsize::new(0);
+        let results = run_parallel(&jobs, &AtomicBool::new(false), |&job| {
+            ran.fetch_add(1, Ordering::SeqCst);
+            // Uneven lengths, so the two workers finish out of order.
+            std::thread::sleep(std::time::Duration::from_millis(job % 3 * 5));
+            job * job
+        });
+        assert_eq!(ran.load(Ordering::SeqCst), jobs.len());
+        let squares: Vec<Option<u64>> = jobs.iter().map(|job| Some(job * job)).collect();
+        assert_eq!(results, squares);
+
+        let stopped = AtomicBool::new(true);
+        let none = run_parallel(&jobs, &stopped, |&job| job);
+        assert!(none.iter().all(Option::is_none));
+    }
 
     fn report() -> BenchReport {
         BenchReport {

@@ -133,6 +133,7 @@ fn run_level(level: &str, backend: BackendChoice, interrupted: &AtomicBool) -> L
         &format!("export-{level}"),
         &lab_text(level),
         backend,
+        None,
         interrupted,
     )?;
     let out = &finished.out;

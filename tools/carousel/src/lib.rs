@@ -20,8 +20,10 @@
 pub mod accounting;
 pub mod backend;
 pub mod bench;
+pub mod breakpoints;
 pub mod build;
 pub mod com1;
+pub mod console_lines;
 pub mod decode_bench;
 pub mod disk;
 pub mod doctor;
@@ -41,3 +43,4 @@ pub mod run;
 pub mod script;
 pub mod sweep;
 pub mod timeline;
+pub mod xv6_bench;

@@ -148,6 +148,27 @@ enum Bench {
         #[arg(long)]
         json: bool,
     },
+    /// What Carousel costs a real xv6, in cycles (Bochs only; about 10 minutes): boot from
+    /// `main` to the shell's first console read under Carousel against the same xv6 booted
+    /// natively in the same Bochs (goal: at most 1.2×), and `usertests` beside three idle xv6
+    /// against alone, idle detection off and on (goal: at most 1.3× with it on).
+    ///
+    /// The native boot uses xv6.img, the boot disk xv6's Makefile builds next to the kernel.
+    Xv6 {
+        /// xv6's `kernel` (with its symbol table, as xv6's Makefile leaves it).
+        #[arg(long)]
+        kernel: PathBuf,
+        /// xv6's `fs.img` (never written: each run gets copies).
+        #[arg(long)]
+        disk: PathBuf,
+        /// The native boot disk; default: xv6.img next to the kernel.
+        #[arg(long)]
+        image: Option<PathBuf>,
+        /// Print one JSON object (boot_ratio, usertests_ratio_idle_off,
+        /// usertests_ratio_idle_on and the cycle counts) instead of the lines.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `--interval MS`: a finite number of milliseconds above 0.
@@ -197,6 +218,7 @@ fn main() -> ExitCode {
                 out,
                 persist,
                 trace,
+                bochs_debugger: None,
             };
             match carousel::run::run(&options, &interrupted) {
                 Ok(code) => code,
@@ -236,6 +258,22 @@ fn main() -> ExitCode {
         Command::Bench {
             bench: Bench::Decode { json },
         } => carousel::decode_bench::decode_command(json),
+        Command::Bench {
+            bench:
+                Bench::Xv6 {
+                    kernel,
+                    disk,
+                    image,
+                    json,
+                },
+        } => {
+            let interrupted = Arc::new(AtomicBool::new(false));
+            if !catch_interrupt(&interrupted) {
+                return ExitCode::from(EXIT_SETUP as u8);
+            }
+            let files = carousel::xv6_bench::Xv6Files::new(kernel, disk, image);
+            carousel::xv6_bench::xv6_command(&files, json, &interrupted)
+        }
         Command::Bench {
             bench: Bench::Sched { json, backend },
         } => {

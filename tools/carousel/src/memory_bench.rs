@@ -80,7 +80,7 @@ fn run_lab(
     backend: BackendChoice,
     interrupted: &AtomicBool,
 ) -> Result<Accounting, String> {
-    crate::bench::run_generated_lab(name, text, backend, interrupted)
+    crate::bench::run_generated_lab(name, text, backend, None, interrupted)
         .map(|finished| finished.accounting())
 }
 

@@ -39,6 +39,9 @@ pub const SCRIPT_GRACE: Duration = Duration::from_secs(1);
 /// How long the hypervisor gets to end the run in order once asked (it may be sending back
 /// persisted disk sectors) before the tool ends the emulator itself.
 pub const END_RUN_GRACE: Duration = Duration::from_secs(60);
+/// At the timeout the hypervisor is asked to end the run, so that the report still comes (and
+/// the log says where each VM stood); this long, before the tool ends the emulator itself.
+pub const TIMEOUT_GRACE: Duration = Duration::from_secs(15);
 /// File in a run directory that marks it as the tool's, so it may be cleared on the next run.
 pub const RUN_DIR_MARKER: &str = ".carousel-run";
 /// A COM1 "line" longer than this is passed on in pieces.
@@ -63,6 +66,9 @@ pub struct RunOptions {
     pub persist: bool,
     /// `--trace FILE`: keep the run's record stream there (for `carousel report`).
     pub trace: Option<PathBuf>,
+    /// Commands for Bochs' debugger in place of [`backend::CONT_RC`] (`carousel bench xv6`
+    /// stops at breakpoints to read the tick count). Bochs only.
+    pub bochs_debugger: Option<String>,
 }
 
 /// Why a run could not get as far as a verdict.
@@ -279,7 +285,7 @@ impl Received {
         if self.watch.observe(line, self.hello_seen) && self.fatal_at.is_none() {
             self.fatal_at = Some(Instant::now());
         }
-        if let Some((vm, text)) = vm_line(&self.names, line) {
+        if let Some((vm, text)) = crate::console_lines::split_vm_line(&self.names, line) {
             let events = self.scripts.line(vm, text, Instant::now());
             self.script_events.extend(events);
         }
@@ -677,7 +683,19 @@ pub fn execute_lab(
     }
 
     // Emulator.
-    let (mut emulator, link) = start_emulator(backend, &lab, memory, &out, &iso_path, interrupted)?;
+    let debugger = options
+        .bochs_debugger
+        .as_deref()
+        .unwrap_or(backend::CONT_RC);
+    let (mut emulator, link) = start_emulator(
+        backend,
+        &lab,
+        memory,
+        &out,
+        &iso_path,
+        debugger,
+        interrupted,
+    )?;
     say(format!(
         "running {} VM{} on {backend} (timeout {timeout_s} s); artifacts in {}",
         lab.vms.len(),
@@ -726,13 +744,15 @@ pub fn execute_lab(
 
 /// Starts the emulator with COM1 served on a free local port and connects to it, trying
 /// another port when the emulator finds its port taken. Without a connection (the emulator
-/// exited first) the run loop sees the exit and the failure hints say why.
+/// exited first) the run loop sees the exit and the failure hints say why. Bochs' debugger
+/// reads `debugger` (its commands) at start.
 fn start_emulator(
     backend: Backend,
     lab: &Lab,
     memory: EmulatorMemory,
     out: &Path,
     iso_path: &Path,
+    debugger: &str,
     interrupted: &AtomicBool,
 ) -> Result<(backend::Emulator, Option<Com1>), RunError> {
     let bochsrc = out.join("bochsrc");
@@ -751,7 +771,7 @@ fn start_emulator(
             });
             fs::write(&bochsrc, text)
                 .map_err(io_error(format!("cannot write {}", bochsrc.display())))?;
-            fs::write(&cont_rc, backend::CONT_RC)
+            fs::write(&cont_rc, debugger)
                 .map_err(io_error(format!("cannot write {}", cont_rc.display())))?;
         }
         let launch = backend::launch(backend, memory, iso_path, out, &bochsrc, &cont_rc, port);
@@ -773,14 +793,6 @@ fn start_emulator(
         }
     }
     unreachable!("the last attempt returns")
-}
-
-/// Splits a VM's console line `[name] text` into the VM's id and `text`.
-fn vm_line<'a>(names: &[String], line: &'a str) -> Option<(usize, &'a str)> {
-    let rest = line.strip_prefix('[')?;
-    let (name, text) = rest.split_once("] ")?;
-    let vm = names.iter().position(|candidate| candidate == name)?;
-    Some((vm, text))
 }
 
 /// Writes the sectors each persisting VM wrote back into its image (the lab's `disk` file, or
@@ -891,6 +903,7 @@ fn stream(
     let mut run_end_at: Option<Instant> = None;
     let mut scripts_done_at: Option<Instant> = None;
     let mut end_requested_at: Option<Instant> = None;
+    let mut timed_out_at: Option<Instant> = None;
     let ending = loop {
         received.com1(&com1.read_new());
         received.com2(&com2.read_new(), lab);
@@ -909,7 +922,15 @@ fn stream(
         if let Some(typed) = &typed {
             input.typed(typed);
         }
-        if received.run_end_seen {
+        if let Some(asked) = timed_out_at {
+            // The run is over either way; the hypervisor's own end only adds its records.
+            let ended = received.run_end_seen
+                && (emulator.try_exited().is_some()
+                    || now - *run_end_at.get_or_insert(now) >= EXIT_GRACE);
+            if ended || emulator.try_exited().is_some() || now - asked >= TIMEOUT_GRACE {
+                break Ending::TimedOut;
+            }
+        } else if received.run_end_seen {
             let since = *run_end_at.get_or_insert(now);
             if emulator.try_exited().is_some() || now - since >= EXIT_GRACE {
                 break Ending::RunEnd;
@@ -943,7 +964,11 @@ fn stream(
                 break Ending::ScriptsFinished;
             }
         } else if now - start >= timeout {
-            break Ending::TimedOut;
+            if input.live {
+                println!("[carousel] the timeout has come; ending the run");
+            }
+            input.end_run();
+            timed_out_at = Some(now);
         } else if interrupted.load(Ordering::SeqCst) {
             break Ending::Interrupted;
         }
@@ -1238,16 +1263,25 @@ mod tests {
     #[test]
     fn vm_lines_are_told_apart() {
         let names = vec!["a".to_string(), "xv6-1".to_string()];
-        assert_eq!(vm_line(&names, "[a] $ "), Some((0, "$ ")));
         assert_eq!(
-            vm_line(&names, "[xv6-1] init: starting sh"),
+            crate::console_lines::split_vm_line(&names, "[a] $ "),
+            Some((0, "$ "))
+        );
+        assert_eq!(
+            crate::console_lines::split_vm_line(&names, "[xv6-1] init: starting sh"),
             Some((1, "init: starting sh"))
         );
-        assert_eq!(vm_line(&names, "[xv6-1] "), Some((1, "")));
-        assert_eq!(vm_line(&names, "[carousel] vm a ready"), None);
-        assert_eq!(vm_line(&names, "[b] x"), None);
-        assert_eq!(vm_line(&names, "[a]x"), None);
-        assert_eq!(vm_line(&names, "a] x"), None);
+        assert_eq!(
+            crate::console_lines::split_vm_line(&names, "[xv6-1] "),
+            Some((1, ""))
+        );
+        assert_eq!(
+            crate::console_lines::split_vm_line(&names, "[carousel] vm a ready"),
+            None
+        );
+        assert_eq!(crate::console_lines::split_vm_line(&names, "[b] x"), None);
+        assert_eq!(crate::console_lines::split_vm_line(&names, "[a]x"), None);
+        assert_eq!(crate::console_lines::split_vm_line(&names, "a] x"), None);
     }
 
     /// A lab in `dir` with VM "a" (a `disk.img` there, persisting as `persist` says) and VM "b"

@@ -833,6 +833,43 @@ fn a_script_step_that_times_out_fails_the_vm() {
     assert!(start.elapsed().as_secs() < 60, "{describe}");
 }
 
+/// A run that reaches its timeout is ended by the hypervisor, not cut off: the verdict is
+/// "timed out", yet the accounting report comes and the log says where each VM stood.
+#[test]
+#[ignore = "boots an emulator; run by ci/test"]
+fn a_run_that_times_out_still_reports() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let lab = dir.path().join("long.toml");
+    std::fs::write(
+        &lab,
+        "[run]\ntimeout_s = 10\n\n[[vm]]\nname = \"long\"\nkernel = \"spin\"\nmemory_mib = 4\n\
+         args = \"ms=600000 report_ms=100000\"\n",
+    )
+    .expect("the lab file is written");
+    let run = run_file(&lab, &dir.path().join("run"), &[]);
+    let describe = run.describe();
+    assert_eq!(run.code, Some(4), "{describe}");
+    assert!(
+        run.stdout
+            .contains("[carousel] the timeout has come; ending the run"),
+        "{describe}"
+    );
+    let state = run
+        .stdout
+        .lines()
+        .find(|line| line.starts_with("[carousel] vm long at the end: rip 0x"))
+        .unwrap_or_else(|| panic!("no end state for the VM\n{describe}"));
+    assert!(
+        state.contains(" irr [") && state.contains(" isr ["),
+        "{state}"
+    );
+    assert!(run.stdout.contains("ACCOUNTING"), "{describe}");
+    assert!(
+        run.stdout.contains("result: timed out (exit code 4)"),
+        "{describe}"
+    );
+}
+
 /// A VM that exits while its script still waits fails, naming the step it waited at.
 #[test]
 #[ignore = "boots an emulator; run by ci/test"]
@@ -1496,4 +1533,74 @@ fn lazy_memory_and_staggered_starts_keep_the_peak_low() {
             measured.describe
         );
     }
+}
+
+/// Bochs' debugger stops in guest code under the hypervisor, which is how `carousel bench
+/// xv6` counts a boot: breakpoints on the hypervisor's `vmxon` (so that the guest's
+/// addresses are watched only once GRUB is gone), then on the `hello` guest's main and on its
+/// exit hypercall. The stops come in that order, the run still passes, and both guest stops
+/// lie inside the VM's time on the CPU as the hypervisor's own events tell it (the debugger's
+/// tick count is the TSC).
+#[test]
+#[ignore = "boots an emulator; run by ci/test"]
+fn debugger_breakpoints_stop_inside_the_guest() {
+    use carousel::breakpoints;
+
+    let root = carousel::build::repo_root();
+    let built = carousel::build::build(&root, &carousel::build::target_dir(&root), &["hello"])
+        .expect("the hypervisor and hello build");
+    let read = |path: &Path| std::fs::read(path).expect("a built ELF");
+    let hypervisor = read(&built.kernel);
+    let guest = read(&built.guest("hello"));
+    let vmxon =
+        breakpoints::symbol_address(&hypervisor, |name| name.contains("12instructions5vmxon"))
+            .expect("the hypervisor's vmxon");
+    let main = breakpoints::symbol_address(&guest, |name| name == "carousel_guest_main")
+        .expect("the guest's main");
+    let exit = breakpoints::symbol_address(&guest, |name| name.contains("9hypercall4exit"))
+        .expect("the guest's exit hypercall");
+    let lab = "[run]\nips = 1_000_000\ntimeout_s = 120\n\n[[vm]]\nname = \"hello\"\n\
+               kernel = \"hello\"\nmemory_mib = 8\n";
+    let finished = carousel::bench::run_generated_lab(
+        "debugger-hello",
+        lab,
+        carousel::backend::BackendChoice::Bochs,
+        Some(breakpoints::script(&[vmxon, main, exit], true)),
+        &std::sync::atomic::AtomicBool::new(false),
+    )
+    .expect("the run passes with the breakpoints set");
+    let output = std::fs::read_to_string(finished.out.join("bochs.out")).expect("bochs.out");
+    let hits = breakpoints::hits(&output);
+    let addresses: Vec<u64> = hits.iter().map(|hit| hit.address).collect();
+    assert_eq!(addresses, [vmxon, main, exit], "{output}");
+    assert!(
+        hits.windows(2).all(|pair| pair[0].tick < pair[1].tick),
+        "{hits:?}"
+    );
+    let mut first_run = None;
+    let mut stopped = None;
+    for record in &finished.records {
+        if let Record::Events { tsc, events } = record {
+            for (now, event) in carousel_protocol::record::timed_events(*tsc, events) {
+                match *event {
+                    Event::Run { vm: 0, .. } => {
+                        first_run.get_or_insert(now);
+                    }
+                    Event::Descheduled { vm: 0, .. } => stopped = Some(now),
+                    _ => {}
+                }
+            }
+        }
+    }
+    let (first_run, stopped) = (
+        first_run.expect("a Run event"),
+        stopped.expect("a Descheduled event"),
+    );
+    assert!(
+        hits[0].tick < first_run && first_run < hits[1].tick && hits[2].tick < stopped,
+        "vmxon at {}, the VM ran from {first_run}, main at {}, exit at {}, stopped at {stopped}",
+        hits[0].tick,
+        hits[1].tick,
+        hits[2].tick
+    );
 }

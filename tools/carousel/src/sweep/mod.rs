@@ -510,6 +510,7 @@ fn run_one(
         out: Some(dir.to_path_buf()),
         persist: false,
         trace: None,
+        bochs_debugger: None,
     };
     match run::execute_lab(lab, &run_options, Console::Quiet, interrupted) {
         Ok(finished) => {

@@ -1,0 +1,766 @@
+//! `carousel bench xv6 --kernel K --disk D`: what Carousel costs a real xv6, in cycles.
+//!
+//! - **Boot**: from xv6's `main` to its shell's first read of the console (the prompt `$ ` is
+//!   out by then), under Carousel (one VM) and booted natively in the same Bochs, from the
+//!   `xv6.img` that xv6's Makefile builds next to the kernel (its own boot block and this
+//!   kernel). Both counts come from Bochs' debugger ([`crate::breakpoints`]): breakpoints on
+//!   the kernel's `main` and `consoleread`, ticks at each; nothing in the guest is touched.
+//! - **usertests**: from its first line (`usertests starting`) to `ALL TESTS PASSED`, alone
+//!   in Carousel and beside three xv6 idle at their prompts, with idle detection off and on.
+//!   The lines are timed by the hypervisor's console events ([`crate::console_lines`]).
+//!
+//! In Bochs one cycle is one instruction (TSC and tick count alike), so every count here
+//! repeats from run to run. The runs go two at a time; the longest (usertests beside three
+//! spinning xv6) takes about ten minutes.
+
+use std::fmt::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::accounting::group;
+use crate::backend::{self, Backend, BackendChoice, FlatDisk, CYLINDER_BYTES};
+use crate::breakpoints;
+use crate::console_lines::{self, find_line};
+use crate::lab::DEFAULT_CPU_MODEL;
+
+/// Bochs instructions per emulated second (the PIT, RTC and UART pace).
+pub const IPS: u64 = 1_000_000;
+/// TSC frequency of the generated labs: one cycle per instruction counts as 1 GHz.
+pub const TSC_HZ: u64 = 1_000_000_000;
+/// The quantum of the usertests labs, microseconds.
+pub const QUANTUM_US: u32 = 10_000;
+/// RAM per xv6 VM, MiB (xv6's PHYSTOP).
+pub const XV6_MIB: u32 = 224;
+/// Emulated RAM of the native boot, MiB: xv6's 224 and room for the BIOS.
+pub const NATIVE_MEGS: u64 = 256;
+/// Idle xv6 beside the one running usertests.
+pub const IDLE_VMS: usize = 3;
+/// Wall-clock limit of the native boot, seconds (it takes about 5).
+pub const NATIVE_TIMEOUT_S: u64 = 300;
+/// The kernel symbol where boot is counted from.
+pub const BOOT_FROM: &str = "main";
+/// The kernel symbol where boot is counted to: the shell's first read of the console, just
+/// after it printed `$ `.
+pub const BOOT_TO: &str = "consoleread";
+/// The first line usertests prints.
+pub const USERTESTS_FIRST: &str = "usertests starting";
+/// The line usertests ends with when every test passed.
+pub const USERTESTS_PASSED: &str = "ALL TESTS PASSED";
+
+/// Goal: boot under Carousel against native.
+pub const GOAL_BOOT_RATIO: f64 = 1.2;
+/// Goal: usertests beside three idle xv6 against alone, idle detection on.
+pub const GOAL_USERTESTS_RATIO_IDLE_ON: f64 = 1.3;
+
+/// The xv6 build the bench runs.
+#[derive(Debug, Clone)]
+pub struct Xv6Files {
+    /// xv6's `kernel` (an ELF with its symbols).
+    pub kernel: PathBuf,
+    /// xv6's `fs.img`.
+    pub disk: PathBuf,
+    /// xv6's `xv6.img` (boot block + kernel) for the native boot.
+    pub image: PathBuf,
+}
+
+impl Xv6Files {
+    /// The files, `image` defaulting to `xv6.img` next to the kernel.
+    pub fn new(kernel: PathBuf, disk: PathBuf, image: Option<PathBuf>) -> Self {
+        let image = image.unwrap_or_else(|| kernel.with_file_name("xv6.img"));
+        Xv6Files {
+            kernel: crate::run::absolute(&kernel),
+            disk: crate::run::absolute(&disk),
+            image: crate::run::absolute(&image),
+        }
+    }
+}
+
+/// The kernel addresses the boot is counted between.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BootSymbols {
+    pub from: u64,
+    pub to: u64,
+}
+
+/// [`BOOT_FROM`] and [`BOOT_TO`] in the kernel ELF `bytes`.
+pub fn boot_symbols(bytes: &[u8]) -> Result<BootSymbols, String> {
+    let find = |wanted: &str| {
+        breakpoints::symbol_address(bytes, |name| name == wanted)
+            .map_err(|error| format!("{error} `{wanted}` (is it an xv6 kernel?)"))
+    };
+    Ok(BootSymbols {
+        from: find(BOOT_FROM)?,
+        to: find(BOOT_TO)?,
+    })
+}
+
+/// Checks that `image` is a boot disk for `kernel` the way xv6's Makefile makes one: a
+/// 512-byte boot sector, then the kernel ELF from sector 1.
+pub fn check_image(image: &[u8], kernel: &[u8]) -> Result<(), String> {
+    if image.len() < 512 || image[510..512] != [0x55, 0xAA] {
+        return Err("it has no boot sector (no 0x55 0xAA at byte 510)".to_string());
+    }
+    if image.get(512..512 + kernel.len()) != Some(kernel) {
+        return Err(
+            "it does not hold this kernel from sector 1 (rebuild it with `make xv6.img`, or \
+             pass the --image built with this kernel)"
+                .to_string(),
+        );
+    }
+    Ok(())
+}
+
+/// A TOML string holding `path`.
+fn toml_path(path: &Path) -> String {
+    toml::Value::String(path.display().to_string()).to_string()
+}
+
+/// The VMs of a usertests lab.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Company {
+    /// usertests alone.
+    Alone,
+    /// Beside [`IDLE_VMS`] xv6 at their prompts, with idle detection on or off.
+    Idle { detection: bool },
+}
+
+/// One xv6 VM of a generated lab, its script in `script`.
+fn xv6_vm(files: &Xv6Files, name: &str, script: &str) -> String {
+    format!(
+        "\n[[vm]]\nname = \"{name}\"\nkernel = {kernel}\ndisk = {disk}\nmemory_mib = {XV6_MIB}\n\
+         {script}",
+        kernel = toml_path(&files.kernel),
+        disk = toml_path(&files.disk),
+    )
+}
+
+/// A script step waiting for the shell's prompt (the hypervisor prints an unfinished line
+/// after 50 ms of quiet), then sending `send` if given.
+fn prompt_step(send: Option<&str>) -> String {
+    let send = send
+        .map(|text| format!("send = {}\n", toml::Value::String(text.to_string())))
+        .unwrap_or_default();
+    format!("[[vm.script]]\nexpect = '^\\$ $'\n{send}timeout_s = 600\n")
+}
+
+/// The `[run]` table of the generated labs.
+fn run_table(comment: &str, idle_detection: bool, timeout_s: u64) -> String {
+    format!(
+        "# Generated by `carousel bench xv6`: {comment}.\n\n[run]\nquantum_us = {QUANTUM_US}\n\
+         ips = {IPS}\ntsc_hz = {TSC_HZ}\ncpu_model = \"{DEFAULT_CPU_MODEL}\"\n\
+         timeout_s = {timeout_s}\nidle_detection = {idle_detection}\n"
+    )
+}
+
+/// The boot lab: one xv6 to its prompt.
+pub fn boot_lab(files: &Xv6Files) -> String {
+    run_table("one xv6 to its prompt", true, 600) + &xv6_vm(files, "xv6", &prompt_step(None))
+}
+
+/// The usertests lab for `company`.
+pub fn usertests_lab(files: &Xv6Files, company: Company) -> String {
+    let (comment, detection) = match company {
+        Company::Alone => ("usertests alone".to_string(), true),
+        Company::Idle { detection } => (
+            format!(
+                "usertests beside {IDLE_VMS} idle xv6, idle detection {}",
+                if detection { "on" } else { "off" }
+            ),
+            detection,
+        ),
+    };
+    let mut text = run_table(&comment, detection, 3_600);
+    text += &xv6_vm(
+        files,
+        "ut",
+        &format!(
+            "{}[[vm.script]]\nexpect = '{USERTESTS_PASSED}'\ntimeout_s = 3000\n",
+            prompt_step(Some("usertests\n"))
+        ),
+    );
+    if company != Company::Alone {
+        for index in 1..=IDLE_VMS {
+            text += &xv6_vm(files, &format!("idle{index}"), &prompt_step(None));
+        }
+    }
+    text
+}
+
+/// Cycles from one point to another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Span {
+    pub start: u64,
+    pub end: u64,
+}
+
+impl Span {
+    pub fn cycles(self) -> u64 {
+        self.end.saturating_sub(self.start)
+    }
+}
+
+/// The span between the boot symbols in a debugger's output.
+fn boot_span(output: &str, symbols: BootSymbols, where_: &Path) -> Result<Span, String> {
+    let hits = breakpoints::hits(output);
+    breakpoints::ticks_between(&hits, symbols.from, symbols.to)
+        .map(|(start, end)| Span { start, end })
+        .ok_or_else(|| {
+            format!(
+                "Bochs' debugger did not stop at both `{BOOT_FROM}` ({:#x}) and `{BOOT_TO}` \
+                 ({:#x}) ({} stops); see {}",
+                symbols.from,
+                symbols.to,
+                hits.len(),
+                where_.display()
+            )
+        })
+}
+
+/// Copies `from` to `to` padded with zeros to whole cylinders; the cylinders.
+fn flat_copy(from: &Path, to: &Path) -> Result<u64, String> {
+    std::fs::copy(from, to).map_err(|error| format!("cannot copy {}: {error}", from.display()))?;
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(to)
+        .map_err(|error| format!("{}: {error}", to.display()))?;
+    let len = file
+        .metadata()
+        .map_err(|error| format!("{}: {error}", to.display()))?
+        .len();
+    let cylinders = len.div_ceil(CYLINDER_BYTES).max(1);
+    file.set_len(cylinders * CYLINDER_BYTES)
+        .map_err(|error| format!("{}: {error}", to.display()))?;
+    Ok(cylinders)
+}
+
+/// Boots xv6 natively in Bochs from copies of `xv6.img` and `fs.img`, stopping at the shell's
+/// first console read.
+fn native_boot(
+    files: &Xv6Files,
+    symbols: BootSymbols,
+    interrupted: &AtomicBool,
+) -> Result<Span, String> {
+    let out = crate::build::repo_root().join("target/carousel/bench/xv6-native");
+    crate::run::prepare_out_dir(&out).map_err(|error| error.to_string())?;
+    let image = out.join("xv6.img");
+    let disk = out.join("fs.img");
+    let image_cylinders = flat_copy(&files.image, &image)?;
+    let disk_cylinders = flat_copy(&files.disk, &disk)?;
+    let bochsrc = out.join("bochsrc");
+    let text = backend::native_bochsrc(
+        NATIVE_MEGS,
+        DEFAULT_CPU_MODEL,
+        IPS,
+        &out,
+        FlatDisk {
+            path: &image,
+            cylinders: image_cylinders,
+        },
+        FlatDisk {
+            path: &disk,
+            cylinders: disk_cylinders,
+        },
+    );
+    let script = out.join("breakpoints.rc");
+    for (path, text) in [
+        (&bochsrc, text),
+        (
+            &script,
+            breakpoints::script(&[symbols.from, symbols.to], false),
+        ),
+    ] {
+        std::fs::write(path, text).map_err(|error| format!("{}: {error}", path.display()))?;
+    }
+    let launch = backend::launch(
+        Backend::Bochs,
+        backend::EmulatorMemory::Megs(NATIVE_MEGS),
+        &image,
+        &out,
+        &bochsrc,
+        &script,
+        0,
+    );
+    let output = out.join(launch.output);
+    let mut emulator = backend::Emulator::spawn(launch.program, &launch.args, &launch.env, &output)
+        .map_err(|error| format!("cannot start {}: {error}", launch.program))?;
+    let started = Instant::now();
+    while emulator.try_exited().is_none() {
+        if interrupted.load(Ordering::SeqCst) {
+            return Err("interrupted".to_string());
+        }
+        if started.elapsed() > Duration::from_secs(NATIVE_TIMEOUT_S) {
+            return Err(format!(
+                "native xv6 did not reach its shell in {NATIVE_TIMEOUT_S} s; see {}",
+                out.display()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let console = std::fs::read_to_string(out.join("com1.txt")).unwrap_or_default();
+    if !console.contains("init: starting sh") {
+        return Err(format!(
+            "native xv6 did not start its shell (COM1: {:?}); see {}",
+            console.lines().last().unwrap_or(""),
+            out.display()
+        ));
+    }
+    let output = std::fs::read_to_string(&output).unwrap_or_default();
+    boot_span(&output, symbols, &out)
+}
+
+/// Boots xv6 as the only VM under Carousel, with the debugger's breakpoints on.
+fn carousel_boot(
+    files: &Xv6Files,
+    symbols: BootSymbols,
+    interrupted: &AtomicBool,
+) -> Result<Span, String> {
+    let finished = crate::bench::run_generated_lab(
+        "xv6-boot",
+        &boot_lab(files),
+        BackendChoice::Bochs,
+        Some(breakpoints::script(&[symbols.from, symbols.to], true)),
+        interrupted,
+    )?;
+    let output = std::fs::read_to_string(finished.out.join(Backend::Bochs.e9_file()))
+        .map_err(|error| format!("xv6-boot: {error}"))?;
+    boot_span(&output, symbols, &finished.out)
+}
+
+/// Runs usertests in `company`; from its first line to its last.
+fn usertests(files: &Xv6Files, company: Company, interrupted: &AtomicBool) -> Result<Span, String> {
+    let name = match company {
+        Company::Alone => "xv6-usertests-alone",
+        Company::Idle { detection: true } => "xv6-usertests-idle-on",
+        Company::Idle { detection: false } => "xv6-usertests-idle-off",
+    };
+    let finished = crate::bench::run_generated_lab(
+        name,
+        &usertests_lab(files, company),
+        BackendChoice::Bochs,
+        None,
+        interrupted,
+    )?;
+    let com1 = std::fs::read_to_string(finished.out.join("com1.txt"))
+        .map_err(|error| format!("{name}: {error}"))?;
+    let names: Vec<String> = finished.lab.vms.iter().map(|vm| vm.name.clone()).collect();
+    let lines = console_lines::timed_lines(&com1, &names, &finished.records)
+        .map_err(|error| format!("{name}: {error}"))?;
+    usertests_span(&lines[0])
+        .map_err(|error| format!("{name}: {error}; see {}", finished.out.display()))
+}
+
+/// From usertests' first line to its `ALL TESTS PASSED`.
+pub fn usertests_span(lines: &[console_lines::TimedLine]) -> Result<Span, String> {
+    let (first, start) = find_line(lines, 0, USERTESTS_FIRST)
+        .ok_or_else(|| format!("no timed line says {USERTESTS_FIRST:?}"))?;
+    let (_, end) = find_line(lines, first, USERTESTS_PASSED)
+        .ok_or_else(|| format!("no timed line says {USERTESTS_PASSED:?} after it"))?;
+    Ok(Span { start, end })
+}
+
+/// The bench's figures, as `--json` prints them.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Xv6Bench {
+    /// Boot under Carousel / native (goal ≤ [`GOAL_BOOT_RATIO`]).
+    pub boot_ratio: f64,
+    /// usertests beside 3 idle xv6 / alone, idle detection off.
+    pub usertests_ratio_idle_off: f64,
+    /// The same with idle detection on (goal ≤ [`GOAL_USERTESTS_RATIO_IDLE_ON`]).
+    pub usertests_ratio_idle_on: f64,
+    /// Cycles from `main` to the shell's first console read, native.
+    pub boot_cycles_native: u64,
+    /// The same under Carousel.
+    pub boot_cycles_carousel: u64,
+    /// Cycles from power-on to the shell's first console read, native (BIOS and boot block
+    /// included).
+    pub power_on_to_prompt_cycles_native: u64,
+    /// The same under Carousel (BIOS, GRUB and the hypervisor's start included).
+    pub power_on_to_prompt_cycles_carousel: u64,
+    /// Cycles from usertests' first line to `ALL TESTS PASSED`, alone.
+    pub usertests_cycles_alone: u64,
+    /// The same beside 3 idle xv6, idle detection off.
+    pub usertests_cycles_idle_off: u64,
+    /// The same, idle detection on.
+    pub usertests_cycles_idle_on: u64,
+    pub tsc_hz: u64,
+    pub ips: u64,
+    pub quantum_us: u32,
+    pub cpu_model: String,
+}
+
+/// The runs, longest first (two go at a time).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Job {
+    UsertestsIdleOff,
+    UsertestsAlone,
+    UsertestsIdleOn,
+    CarouselBoot,
+    NativeBoot,
+}
+
+const JOBS: [Job; 5] = [
+    Job::UsertestsIdleOff,
+    Job::UsertestsAlone,
+    Job::UsertestsIdleOn,
+    Job::CarouselBoot,
+    Job::NativeBoot,
+];
+
+impl Job {
+    fn describe(self) -> &'static str {
+        match self {
+            Job::UsertestsIdleOff => "usertests beside 3 idle xv6, idle detection off",
+            Job::UsertestsAlone => "usertests alone",
+            Job::UsertestsIdleOn => "usertests beside 3 idle xv6, idle detection on",
+            Job::CarouselBoot => "boot under Carousel",
+            Job::NativeBoot => "boot natively",
+        }
+    }
+
+    fn run(
+        self,
+        files: &Xv6Files,
+        symbols: BootSymbols,
+        interrupted: &AtomicBool,
+    ) -> Result<Span, String> {
+        match self {
+            Job::UsertestsIdleOff => {
+                usertests(files, Company::Idle { detection: false }, interrupted)
+            }
+            Job::UsertestsAlone => usertests(files, Company::Alone, interrupted),
+            Job::UsertestsIdleOn => {
+                usertests(files, Company::Idle { detection: true }, interrupted)
+            }
+            Job::CarouselBoot => carousel_boot(files, symbols, interrupted),
+            Job::NativeBoot => native_boot(files, symbols, interrupted),
+        }
+    }
+}
+
+/// Checks the files and returns the kernel's boot symbols, before anything runs.
+pub fn check_files(files: &Xv6Files) -> Result<BootSymbols, String> {
+    let read = |path: &Path, what: &str| {
+        std::fs::read(path).map_err(|error| format!("{what} {}: {error}", path.display()))
+    };
+    let kernel = read(&files.kernel, "kernel")?;
+    let symbols = boot_symbols(&kernel)
+        .map_err(|error| format!("kernel {}: {error}", files.kernel.display()))?;
+    if !files.disk.is_file() {
+        return Err(format!("disk {}: no such file", files.disk.display()));
+    }
+    let image = read(
+        &files.image,
+        "the native boot disk (xv6's `make` builds xv6.img next to kernel; or pass --image)",
+    )?;
+    check_image(&image, &kernel)
+        .map_err(|error| format!("image {}: {error}", files.image.display()))?;
+    for path in [&files.kernel, &files.disk, &files.image] {
+        if let Some(problem) = backend::bochsrc_path_problem(path) {
+            return Err(problem);
+        }
+    }
+    Ok(symbols)
+}
+
+/// Runs the whole bench; progress goes to stderr.
+pub fn bench_xv6(files: &Xv6Files, interrupted: &AtomicBool) -> Result<Xv6Bench, String> {
+    if let Some(problem) = backend::unavailable(Backend::Bochs) {
+        return Err(format!("the bench counts instructions in Bochs: {problem}"));
+    }
+    let symbols = check_files(files)?;
+    let root = crate::build::repo_root();
+    eprintln!("bench: building the hypervisor…");
+    crate::build::build(&root, &crate::build::target_dir(&root), &[])
+        .map_err(|error| error.to_string())?;
+    let started = Instant::now();
+    let results = crate::bench::run_parallel(&JOBS, interrupted, |&job| {
+        eprintln!("bench: {}…", job.describe());
+        let began = Instant::now();
+        let result = job.run(files, symbols, interrupted);
+        eprintln!(
+            "bench: {}: {} in {:.0} s",
+            job.describe(),
+            match &result {
+                Ok(span) => format!("{} cycles", group(span.cycles())),
+                Err(_) => "FAILED".to_string(),
+            },
+            began.elapsed().as_secs_f64()
+        );
+        result
+    });
+    let mut spans = Vec::new();
+    for (job, result) in JOBS.iter().zip(results) {
+        match result {
+            Some(Ok(span)) => spans.push(span),
+            Some(Err(error)) => return Err(format!("{}: {error}", job.describe())),
+            None => return Err("interrupted".to_string()),
+        }
+    }
+    eprintln!("bench: 5 runs in {:.0} s", started.elapsed().as_secs_f64());
+    let [idle_off, alone, idle_on, boot, native] = spans[..] else {
+        unreachable!("one span per job")
+    };
+    Ok(figures(native, boot, alone, idle_off, idle_on))
+}
+
+/// The figures from the five spans.
+pub fn figures(native: Span, boot: Span, alone: Span, idle_off: Span, idle_on: Span) -> Xv6Bench {
+    let ratio = |a: Span, b: Span| a.cycles() as f64 / b.cycles().max(1) as f64;
+    Xv6Bench {
+        boot_ratio: ratio(boot, native),
+        usertests_ratio_idle_off: ratio(idle_off, alone),
+        usertests_ratio_idle_on: ratio(idle_on, alone),
+        boot_cycles_native: native.cycles(),
+        boot_cycles_carousel: boot.cycles(),
+        power_on_to_prompt_cycles_native: native.end,
+        power_on_to_prompt_cycles_carousel: boot.end,
+        usertests_cycles_alone: alone.cycles(),
+        usertests_cycles_idle_off: idle_off.cycles(),
+        usertests_cycles_idle_on: idle_on.cycles(),
+        tsc_hz: TSC_HZ,
+        ips: IPS,
+        quantum_us: QUANTUM_US,
+        cpu_model: DEFAULT_CPU_MODEL.to_string(),
+    }
+}
+
+impl Xv6Bench {
+    /// The figures as text, each ratio beside its goal.
+    pub fn text(&self) -> String {
+        let mark = |ok: bool| if ok { "ok" } else { "MISSED" };
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "carousel bench xv6: Bochs {}, ips {}, one cycle per instruction (TSC {} Hz), \
+             quantum {} µs",
+            self.cpu_model,
+            group(self.ips),
+            group(self.tsc_hz),
+            self.quantum_us
+        );
+        let _ = writeln!(
+            out,
+            "boot, main to the shell's first read:  native {} cycles, Carousel {} cycles = \
+             {:.3}× (goal ≤ {GOAL_BOOT_RATIO}: {})",
+            group(self.boot_cycles_native),
+            group(self.boot_cycles_carousel),
+            self.boot_ratio,
+            mark(self.boot_ratio <= GOAL_BOOT_RATIO)
+        );
+        let _ = writeln!(
+            out,
+            "  from power-on:                       native {} cycles, Carousel {} cycles \
+             (BIOS, GRUB and the hypervisor's start)",
+            group(self.power_on_to_prompt_cycles_native),
+            group(self.power_on_to_prompt_cycles_carousel)
+        );
+        let _ = writeln!(
+            out,
+            "usertests alone:                       {} cycles",
+            group(self.usertests_cycles_alone)
+        );
+        let _ = writeln!(
+            out,
+            "  beside 3 idle xv6, detection off:    {} cycles = {:.3}×",
+            group(self.usertests_cycles_idle_off),
+            self.usertests_ratio_idle_off
+        );
+        let _ = writeln!(
+            out,
+            "  beside 3 idle xv6, detection on:     {} cycles = {:.3}× (goal ≤ \
+             {GOAL_USERTESTS_RATIO_IDLE_ON}: {})",
+            group(self.usertests_cycles_idle_on),
+            self.usertests_ratio_idle_on,
+            mark(self.usertests_ratio_idle_on <= GOAL_USERTESTS_RATIO_IDLE_ON)
+        );
+        out
+    }
+}
+
+/// `carousel bench xv6`: runs it and prints the figures; the exit code.
+pub fn xv6_command(files: &Xv6Files, json: bool, interrupted: &AtomicBool) -> i32 {
+    crate::bench::print_result("xv6", bench_xv6(files, interrupted), json, Xv6Bench::text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::console_lines::TimedLine;
+
+    fn files(dir: &Path) -> Xv6Files {
+        Xv6Files::new(dir.join("kernel"), dir.join("fs.img"), None)
+    }
+
+    #[test]
+    fn generated_labs_are_valid() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let files = files(dir.path());
+        std::fs::write(&files.kernel, b"\x7fELF").expect("written");
+        std::fs::write(&files.disk, [0u8; 512]).expect("written");
+        assert_eq!(files.image, dir.path().join("xv6.img"));
+        let load = |name: &str, text: String| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).expect("written");
+            crate::lab::Lab::load(&path).expect("a valid lab")
+        };
+        let boot = load("boot.toml", boot_lab(&files));
+        assert_eq!(boot.vms.len(), 1);
+        let alone = load("alone.toml", usertests_lab(&files, Company::Alone));
+        assert_eq!(alone.vms.len(), 1);
+        assert_eq!(alone.vms[0].name, "ut");
+        for detection in [false, true] {
+            let lab = load(
+                "idle.toml",
+                usertests_lab(&files, Company::Idle { detection }),
+            );
+            assert_eq!(lab.vms.len(), 1 + IDLE_VMS);
+            assert_eq!(lab.idle_threshold_us.is_some(), detection);
+            assert_eq!(lab.vms[0].name, "ut");
+            assert_eq!(lab.quantum_us, QUANTUM_US);
+        }
+    }
+
+    #[test]
+    fn images_must_hold_the_kernel_after_a_boot_sector() {
+        let kernel = b"\x7fELF kernel bytes".to_vec();
+        let mut image = vec![0u8; 512];
+        image[510] = 0x55;
+        image[511] = 0xAA;
+        image.extend_from_slice(&kernel);
+        image.resize(4096, 0);
+        assert!(check_image(&image, &kernel).is_ok());
+        let mut other = kernel.clone();
+        other[5] ^= 1;
+        assert!(check_image(&image, &other)
+            .unwrap_err()
+            .contains("does not hold this kernel"));
+        image[511] = 0;
+        assert!(check_image(&image, &kernel)
+            .unwrap_err()
+            .contains("no boot sector"));
+        assert!(check_image(&[], &kernel).is_err());
+    }
+
+    /// A little-endian ELF32 (as xv6's kernel is) holding only a symbol table of `symbols`.
+    fn elf32_with_symbols(symbols: &[(&str, u32)]) -> Vec<u8> {
+        let mut strtab = vec![0u8];
+        let mut symtab = vec![0u8; 16];
+        for (name, value) in symbols {
+            let st_name = strtab.len() as u32;
+            strtab.extend_from_slice(name.as_bytes());
+            strtab.push(0);
+            symtab.extend_from_slice(&st_name.to_le_bytes());
+            symtab.extend_from_slice(&value.to_le_bytes());
+            symtab.extend_from_slice(&0u32.to_le_bytes());
+            // STB_GLOBAL, STT_FUNC; section 1.
+            symtab.extend_from_slice(&[0x12, 0, 1, 0]);
+        }
+        strtab.resize(strtab.len().next_multiple_of(4), 0);
+        let strtab_at = 52u32;
+        let symtab_at = strtab_at + strtab.len() as u32;
+        let sections_at = symtab_at + symtab.len() as u32;
+        let mut elf = vec![0x7f, b'E', b'L', b'F', 1, 1, 1];
+        elf.resize(16, 0);
+        for half in [2u16, 3] {
+            elf.extend_from_slice(&half.to_le_bytes());
+        }
+        for word in [1u32, 0x0010_000c, 0, sections_at, 0] {
+            elf.extend_from_slice(&word.to_le_bytes());
+        }
+        for half in [52u16, 32, 0, 40, 3, 0] {
+            elf.extend_from_slice(&half.to_le_bytes());
+        }
+        elf.extend_from_slice(&strtab);
+        elf.extend_from_slice(&symtab);
+        let section = |kind: u32, offset: u32, size: usize, link: u32, entsize: u32| {
+            [0, kind, 0, 0, offset, size as u32, link, 1, 4, entsize]
+        };
+        for header in [
+            [0u32; 10],
+            section(2, symtab_at, symtab.len(), 2, 16),
+            section(3, strtab_at, strtab.len(), 0, 0),
+        ] {
+            for word in header {
+                elf.extend_from_slice(&word.to_le_bytes());
+            }
+        }
+        elf
+    }
+
+    #[test]
+    fn finds_the_boot_symbols_in_an_elf32() {
+        let elf = elf32_with_symbols(&[
+            ("consoleinit", 0x8010_0100),
+            ("consoleread", 0x8010_0280),
+            ("main", 0x8010_30c0),
+        ]);
+        assert_eq!(
+            boot_symbols(&elf),
+            Ok(BootSymbols {
+                from: 0x8010_30c0,
+                to: 0x8010_0280
+            })
+        );
+        let error = boot_symbols(&elf32_with_symbols(&[("main", 0x10)])).unwrap_err();
+        assert!(error.contains("no symbol matches `consoleread`"), "{error}");
+        assert!(boot_symbols(b"not an elf")
+            .unwrap_err()
+            .contains("not an ELF file"));
+    }
+
+    #[test]
+    fn usertests_span_runs_from_its_first_line_to_passed() {
+        let line = |tsc: u64, text: &str| TimedLine {
+            tsc,
+            text: text.to_string(),
+        };
+        let lines = [
+            line(10, "ALL TESTS PASSED"),
+            line(20, "$ "),
+            line(30, "usertests starting"),
+            line(40, "test one ok"),
+            line(90, "ALL TESTS PASSED"),
+        ];
+        assert_eq!(usertests_span(&lines), Ok(Span { start: 30, end: 90 }));
+        assert!(usertests_span(&lines[..4]).is_err());
+        assert!(usertests_span(&lines[..2]).is_err());
+    }
+
+    #[test]
+    fn figures_are_ratios_of_the_spans() {
+        let span = |start, end| Span { start, end };
+        let bench = figures(
+            span(4, 104),
+            span(150, 260),
+            span(0, 1_000),
+            span(0, 3_800),
+            span(500, 1_570),
+        );
+        assert_eq!(bench.boot_cycles_native, 100);
+        assert_eq!(bench.boot_cycles_carousel, 110);
+        assert!((bench.boot_ratio - 1.1).abs() < 1e-9);
+        assert!((bench.usertests_ratio_idle_off - 3.8).abs() < 1e-9);
+        assert!((bench.usertests_ratio_idle_on - 1.07).abs() < 1e-9);
+        assert_eq!(bench.power_on_to_prompt_cycles_native, 104);
+        assert_eq!(bench.power_on_to_prompt_cycles_carousel, 260);
+        let json = serde_json::to_value(&bench).expect("serialises");
+        for key in [
+            "boot_ratio",
+            "usertests_ratio_idle_off",
+            "usertests_ratio_idle_on",
+            "boot_cycles_native",
+            "boot_cycles_carousel",
+            "usertests_cycles_alone",
+            "usertests_cycles_idle_off",
+            "usertests_cycles_idle_on",
+        ] {
+            assert!(json.get(key).is_some(), "{key}");
+        }
+        let text = bench.text();
+        assert!(text.contains("1.100× (goal ≤ 1.2: ok)"), "{text}");
+        assert!(text.contains("1.070× (goal ≤ 1.3: ok)"), "{text}");
+    }
+}
