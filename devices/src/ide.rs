@@ -402,7 +402,14 @@ impl IdeChannel {
             LBA_MID => self.lba_mid = value,
             LBA_HIGH => self.lba_high = value,
             DEVICE => self.device = value,
-            COMMAND => self.command(value, events),
+            COMMAND => {
+                // Writing the command register clears INTRQ before the command runs, so an
+                // interrupt the guest never acknowledged (xv6 does not read the status after
+                // a write completes) does not swallow the edge of this command's completion.
+                self.interrupt_pending = false;
+                self.update_interrupt_line(irq);
+                self.command(value, events);
+            }
             // Offsets past the command block decode nothing.
             _ => {}
         }
@@ -940,6 +947,23 @@ mod tests {
         assert_eq!(rig.irq.raises, 2);
         rig.ide.clear_dirty();
         assert!(!rig.ide.is_dirty(2) && rig.ide.dirty_sectors().next().is_none());
+    }
+
+    #[test]
+    fn a_command_after_an_unacknowledged_interrupt_raises_a_fresh_edge() {
+        let mut rig = Rig::with_disk(patterned_disk(8));
+        let block = vec![7u8; SECTOR_SIZE];
+        // A write completes; the guest never reads the status, so INTRQ stays asserted.
+        rig.write(DEVICE, 0xF0);
+        rig.write(SECTOR_COUNT, 1);
+        rig.write(LBA_LOW, 1);
+        rig.write(COMMAND, COMMAND_WRITE_SECTORS);
+        rig.outsl(&block);
+        assert_eq!((rig.irq.raises, rig.irq.level), (1, true));
+        // A read command goes straight in: its completion must be an edge of its own.
+        rig.write(LBA_LOW, 2);
+        rig.write(COMMAND, COMMAND_READ_SECTORS);
+        assert_eq!((rig.irq.raises, rig.irq.level), (2, true));
     }
 
     #[test]
