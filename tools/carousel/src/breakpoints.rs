@@ -38,8 +38,11 @@ pub fn symbol_address(bytes: &[u8], matches: impl Fn(&str) -> bool) -> Result<u6
             symbol.st_value != 0 && names.get(symbol.st_name as usize).is_ok_and(&matches)
         })
         .map(|symbol| symbol.st_value)
-        .ok_or_else(|| "no symbol matches".to_string())
+        .ok_or_else(|| NO_MATCH.to_string())
 }
+
+/// [`symbol_address`]'s error when the table has no symbol that matches.
+pub const NO_MATCH: &str = "no symbol matches";
 
 /// One stop at a breakpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -88,8 +88,13 @@ pub struct BootSymbols {
 /// [`BOOT_FROM`] and [`BOOT_TO`] in the kernel ELF `bytes`.
 pub fn boot_symbols(bytes: &[u8]) -> Result<BootSymbols, String> {
     let find = |wanted: &str| {
-        breakpoints::symbol_address(bytes, |name| name == wanted)
-            .map_err(|error| format!("{error} `{wanted}` (is it an xv6 kernel?)"))
+        breakpoints::symbol_address(bytes, |name| name == wanted).map_err(|error| {
+            if error == breakpoints::NO_MATCH {
+                format!("it has no symbol `{wanted}` (is it an xv6 kernel?)")
+            } else {
+                error
+            }
+        })
     };
     Ok(BootSymbols {
         from: find(BOOT_FROM)?,
@@ -442,10 +447,10 @@ impl Job {
 
 /// Checks the files and returns the kernel's boot symbols, before anything runs.
 pub fn check_files(files: &Xv6Files) -> Result<BootSymbols, String> {
-    let read = |path: &Path, what: &str| {
-        std::fs::read(path).map_err(|error| format!("{what} {}: {error}", path.display()))
+    let read = |path: &Path, what: &str, hint: &str| {
+        std::fs::read(path).map_err(|error| format!("{what} {}: {error}{hint}", path.display()))
     };
-    let kernel = read(&files.kernel, "kernel")?;
+    let kernel = read(&files.kernel, "kernel", "")?;
     let symbols = boot_symbols(&kernel)
         .map_err(|error| format!("kernel {}: {error}", files.kernel.display()))?;
     if !files.disk.is_file() {
@@ -453,7 +458,8 @@ pub fn check_files(files: &Xv6Files) -> Result<BootSymbols, String> {
     }
     let image = read(
         &files.image,
-        "the native boot disk (xv6's `make` builds xv6.img next to kernel; or pass --image)",
+        "native boot disk",
+        "; xv6's `make` builds xv6.img next to kernel, or pass --image",
     )?;
     check_image(&image, &kernel)
         .map_err(|error| format!("image {}: {error}", files.image.display()))?;
@@ -581,7 +587,12 @@ impl Xv6Bench {
 }
 
 /// `carousel bench xv6`: runs it and prints the figures; the exit code.
+/// Exit code 2 when the files are not a usable xv6 build (nothing ran).
 pub fn xv6_command(files: &Xv6Files, json: bool, interrupted: &AtomicBool) -> i32 {
+    if let Err(error) = check_files(files) {
+        eprintln!("carousel bench xv6: {error}");
+        return crate::run::EXIT_USAGE;
+    }
     crate::bench::print_result("xv6", bench_xv6(files, interrupted), json, Xv6Bench::text)
 }
 
@@ -705,7 +716,7 @@ mod tests {
             })
         );
         let error = boot_symbols(&elf32_with_symbols(&[("main", 0x10)])).unwrap_err();
-        assert!(error.contains("no symbol matches `consoleread`"), "{error}");
+        assert!(error.contains("no symbol `consoleread`"), "{error}");
         assert!(boot_symbols(b"not an elf")
             .unwrap_err()
             .contains("not an ELF file"));

@@ -1604,3 +1604,23 @@ fn debugger_breakpoints_stop_inside_the_guest() {
         hits[2].tick
     );
 }
+
+/// `carousel bench xv6` checks its files before it runs anything: each bad one gets a clear
+/// error and exit code 2.
+#[test]
+fn bench_xv6_refuses_bad_files() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = |name: &str| dir.path().join(name).to_str().expect("UTF-8").to_string();
+    std::fs::write(path("kernel"), b"not an elf").expect("written");
+    std::fs::write(path("fs.img"), [0u8; 512]).expect("written");
+    let bench = |kernel: &str, disk: &str| {
+        carousel(&["bench", "xv6", "--kernel", kernel, "--disk", disk, "--json"])
+    };
+    let run = bench(&path("kernel"), &path("fs.img"));
+    assert_eq!(run.code, Some(2), "{}", run.describe());
+    assert!(run.stderr.contains("not an ELF file"), "{}", run.describe());
+    assert!(run.stdout.is_empty(), "{}", run.describe());
+    let run = bench(&path("missing"), &path("fs.img"));
+    assert_eq!(run.code, Some(2), "{}", run.describe());
+    assert!(run.stderr.contains("missing"), "{}", run.describe());
+}
