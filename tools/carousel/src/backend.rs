@@ -617,6 +617,37 @@ mod tests {
     }
 
     #[test]
+    fn native_bochsrc_boots_the_first_disk_with_the_second_beside_it() {
+        let text = native_bochsrc(
+            256,
+            "corei7_skylake_x",
+            1_000_000,
+            Path::new("/r"),
+            FlatDisk {
+                path: Path::new("/r/xv6.img"),
+                cylinders: 10,
+            },
+            FlatDisk {
+                path: Path::new("/r/fs.img"),
+                cylinders: 1,
+            },
+        );
+        for line in [
+            "megs: 256",
+            "cpu: model=corei7_skylake_x, count=1, ips=1000000, reset_on_triple_fault=0, ignore_bad_msrs=0",
+            "ata0-master: type=disk, mode=flat, path=/r/xv6.img, cylinders=10, heads=16, spt=63",
+            "ata0-slave: type=disk, mode=flat, path=/r/fs.img, cylinders=1, heads=16, spt=63",
+            "boot: disk",
+            "com1: enabled=1, mode=file, dev=/r/com1.txt",
+            "log: /r/bochs.log",
+            "clock: sync=none, time0=local",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line}\n{text}");
+        }
+        assert!(!text.contains("cdrom") && !text.contains("com2"), "{text}");
+    }
+
+    #[test]
     fn auto_prefers_kvm() {
         assert_eq!(resolve(BackendChoice::Auto, true), Backend::QemuKvm);
         assert_eq!(resolve(BackendChoice::Auto, false), Backend::Bochs);

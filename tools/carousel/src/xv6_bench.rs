@@ -279,6 +279,8 @@ fn native_boot(
     ] {
         std::fs::write(path, text).map_err(|error| format!("{}: {error}", path.display()))?;
     }
+    // Bochs takes everything from the bochsrc and the script; the image and port arguments
+    // only matter to QEMU.
     let launch = backend::launch(
         Backend::Bochs,
         backend::EmulatorMemory::Megs(NATIVE_MEGS),
