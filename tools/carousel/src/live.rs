@@ -93,7 +93,9 @@ impl LiveSummary {
     pub fn line(&mut self) -> Option<String> {
         let (start, end) = self.window?;
         let span = end.saturating_sub(start);
-        if span == 0 || self.tsc_hz == 0 {
+        // Less than a millisecond of TSC time (records caught up in a burst) gives no rates
+        // worth printing: the window grows until the next line.
+        if span == 0 || self.tsc_hz == 0 || span < self.tsc_hz / 1_000 {
             return None;
         }
         // A slice still running counts up to the window's end, and goes on in the next one.
@@ -195,6 +197,28 @@ mod tests {
         let line = live.line().expect("a second line");
         assert!(line.contains("a 100%"), "{line}");
         assert!(line.contains("0 switches/s"), "{line}");
+    }
+
+    #[test]
+    fn a_window_under_a_millisecond_waits_for_more() {
+        let mut live = LiveSummary::new();
+        let mut hello = hello();
+        if let Record::Hello { tsc_hz, .. } = &mut hello {
+            *tsc_hz = 1_000_000;
+        }
+        live.record(&hello);
+        live.record(&Record::Events {
+            tsc: 0,
+            events: slice(0, 0, 3).to_vec(),
+        });
+        assert_eq!(live.line(), None, "3 cycles of a 1 MHz TSC");
+        live.record(&Record::Events {
+            tsc: 2_000,
+            events: slice(1, 0, 2_000).to_vec(),
+        });
+        let line = live.line().expect("4 ms make a line");
+        assert!(line.starts_with("[carousel] live 4 ms:"), "{line}");
+        assert!(line.contains("500 switches/s"), "{line}");
     }
 
     #[test]
