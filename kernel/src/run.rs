@@ -602,6 +602,9 @@ impl Machine {
         let mut slice_left = cycles_to_preemption_ticks(slice, rate).max(1);
         let mut guest_in_slice: Cycles = 0;
         let mut last_exit;
+        // Root cycles the last exit spent feeding the UARTs: stream work, not switching, left
+        // out of the switch cost like the periodic work between slices.
+        let mut last_drain;
         // The exit being handled: its reason and when it happened (its cost ends at the next
         // entry, or at the end of the slice).
         let mut handling: Option<(u16, Cycles)> = None;
@@ -699,8 +702,10 @@ impl Machine {
                     },
                 );
             }
+            let drain_start = arch::rdtsc();
             console::drain();
             export::drain();
+            last_drain = arch::rdtsc() - drain_start;
             self.wake_expired(arch::rdtsc());
             match next {
                 // Idle detection found the VM idle.
@@ -724,7 +729,7 @@ impl Machine {
             SliceEnd::Preempted => {
                 self.accounting.slice_quantum(id, slice, guest_in_slice);
                 self.policy.slice_expired(id);
-                self.switch_from = Some(last_exit);
+                self.switch_from = Some(last_exit + last_drain);
             }
             SliceEnd::Blocked => self.policy.blocked(id),
             SliceEnd::Yielded => self.policy.yielded(id),
