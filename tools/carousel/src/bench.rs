@@ -215,15 +215,7 @@ fn bench_one(
         source,
     })?;
     let out = out_dir(root, quantum_us);
-    let options = RunOptions {
-        lab,
-        backend,
-        timeout_s: None,
-        out: Some(out.clone()),
-        persist: false,
-        trace: None,
-        bochs_debugger: None,
-    };
+    let options = RunOptions::generated(lab, backend, out.clone());
     let finished = run::execute(&options, Console::Quiet, interrupted)
         .map_err(|source| BenchError::Run { quantum_us, source })?;
     // Keep the lab next to its artifacts, so the run can be repeated with `carousel run`.
@@ -271,13 +263,8 @@ pub fn run_generated_lab(
     std::fs::write(&lab, text).map_err(|error| format!("{}: {error}", lab.display()))?;
     let out = dir.join(name);
     let options = RunOptions {
-        lab,
-        backend,
-        timeout_s: None,
-        out: Some(out.clone()),
-        persist: false,
-        trace: None,
         bochs_debugger: debugger,
+        ..RunOptions::generated(lab, backend, out.clone())
     };
     let finished = run::execute(&options, Console::Quiet, interrupted)
         .map_err(|error| format!("{name}: {error}"))?;

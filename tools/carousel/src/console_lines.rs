@@ -132,6 +132,21 @@ mod tests {
     }
 
     #[test]
+    fn vm_lines_are_told_apart() {
+        let names = vec!["a".to_string(), "xv6-1".to_string()];
+        assert_eq!(split_vm_line(&names, "[a] $ "), Some((0, "$ ")));
+        assert_eq!(
+            split_vm_line(&names, "[xv6-1] init: starting sh"),
+            Some((1, "init: starting sh"))
+        );
+        assert_eq!(split_vm_line(&names, "[xv6-1] "), Some((1, "")));
+        assert_eq!(split_vm_line(&names, "[carousel] vm a ready"), None);
+        assert_eq!(split_vm_line(&names, "[b] x"), None);
+        assert_eq!(split_vm_line(&names, "[a]x"), None);
+        assert_eq!(split_vm_line(&names, "a] x"), None);
+    }
+
+    #[test]
     fn lines_after_the_last_event_are_left_out() {
         let com1 = "[a] one\n[a] two\n";
         let records = vec![Record::Events {

@@ -504,13 +504,8 @@ fn run_one(
         vms,
     };
     let run_options = RunOptions {
-        lab: lab.path.clone(),
-        backend: options.backend,
         timeout_s: options.timeout,
-        out: Some(dir.to_path_buf()),
-        persist: false,
-        trace: None,
-        bochs_debugger: None,
+        ..RunOptions::generated(lab.path.clone(), options.backend, dir.to_path_buf())
     };
     match run::execute_lab(lab, &run_options, Console::Quiet, interrupted) {
         Ok(finished) => {
