@@ -259,10 +259,13 @@ const CONSOLE_QUIET_DIVISOR: u64 = 20;
 impl Machine {
     fn run(&mut self) {
         loop {
-            // Periodic work (console input, prompts, metric export) is not part of a switch:
-            // the switch cost leaves it out (it is root time all the same).
+            // Periodic work (console input, prompts, metric export, feeding the serial lines)
+            // is not part of a switch: the switch cost leaves it out (it is root time all the
+            // same).
             let before = arch::rdtsc();
             self.housekeeping(before);
+            console::drain();
+            export::drain();
             // Wake-ups are due now, not at the next housekeeping (when every VM is blocked no
             // exit runs the check either).
             self.wake_expired(before);
@@ -602,9 +605,6 @@ impl Machine {
         let mut slice_left = cycles_to_preemption_ticks(slice, rate).max(1);
         let mut guest_in_slice: Cycles = 0;
         let mut last_exit;
-        // Root cycles the last exit spent feeding the UARTs: stream work, not switching, left
-        // out of the switch cost like the periodic work between slices.
-        let mut last_drain;
         // The exit being handled: its reason and when it happened (its cost ends at the next
         // entry, or at the end of the slice).
         let mut handling: Option<(u16, Cycles)> = None;
@@ -702,16 +702,18 @@ impl Machine {
                     },
                 );
             }
-            let drain_start = arch::rdtsc();
-            console::drain();
-            export::drain();
-            last_drain = arch::rdtsc() - drain_start;
-            self.wake_expired(arch::rdtsc());
             match next {
                 // Idle detection found the VM idle.
                 Ok(Next::Resume) if blocked => break SliceEnd::Blocked,
-                // Any other exit, or a timer exit for another VM's deadline: go on.
-                Ok(Next::Resume) if slice_left > 0 => continue,
+                // Any other exit, or a timer exit for another VM's deadline: go on, feeding
+                // the serial lines first. After the slice's last exit the run loop feeds them,
+                // among the work between slices that the switch cost leaves out.
+                Ok(Next::Resume) if slice_left > 0 => {
+                    console::drain();
+                    export::drain();
+                    self.wake_expired(arch::rdtsc());
+                    continue;
+                }
                 Ok(Next::Resume) => break SliceEnd::Preempted,
                 Ok(Next::Leave) if blocked => break SliceEnd::Blocked,
                 Ok(Next::Leave) => break SliceEnd::Stopped,
@@ -729,7 +731,7 @@ impl Machine {
             SliceEnd::Preempted => {
                 self.accounting.slice_quantum(id, slice, guest_in_slice);
                 self.policy.slice_expired(id);
-                self.switch_from = Some(last_exit + last_drain);
+                self.switch_from = Some(last_exit);
             }
             SliceEnd::Blocked => self.policy.blocked(id),
             SliceEnd::Yielded => self.policy.yielded(id),
