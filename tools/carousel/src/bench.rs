@@ -5,7 +5,7 @@
 //! through [`crate::run::execute`], [`PARALLEL_RUNS`] labs at a time, and reads four figures from
 //! the hypervisor's summaries: switch cost, quantum error, Jain's fairness index and root-mode
 //! overhead. What is not here: any measuring of its own (the hypervisor measures; see
-//! [`crate::accounting`]) and any run machinery (it is `carousel run`'s, quiet).
+//! [`carousel_trace::accounting`]) and any run machinery (it is `carousel run`'s, quiet).
 
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
@@ -15,11 +15,11 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::accounting::{group, Accounting, Align, Table};
 use crate::backend::BackendChoice;
 use crate::lab::DEFAULT_CPU_MODEL;
-use crate::outcome::Verdict;
 use crate::run::{self, Console, RunError, RunOptions};
+use carousel_trace::accounting::{group, Accounting, Align, Table};
+use carousel_trace::outcome::Verdict;
 
 /// The quanta measured, in microseconds.
 pub const QUANTA_US: [u32; 5] = [500, 1_000, 2_000, 5_000, 10_000];

@@ -13,7 +13,7 @@ use carousel_protocol::wire::encode_ref;
 use serde_json::json;
 
 use crate::lab::DEFAULT_QUANTUM_US;
-use crate::report;
+use carousel_trace::report;
 
 /// VMs in the synthetic trace.
 const VMS: u16 = 16;
@@ -301,7 +301,7 @@ mod tests {
     use carousel_protocol::wire::{decode_all, Decoded};
 
     use super::*;
-    use crate::accounting::Accounting;
+    use carousel_trace::accounting::Accounting;
 
     #[test]
     fn the_synthetic_trace_decodes_whole_and_reports_every_vm() {

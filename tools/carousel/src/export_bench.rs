@@ -14,11 +14,11 @@ use std::sync::Mutex;
 
 use serde::Serialize;
 
-use crate::accounting::{group, Align, Table};
 use crate::backend::BackendChoice;
 use crate::lab::TRACE_LEVELS;
 use carousel_protocol::record::Record;
 use carousel_protocol::wire::{decode_all, encode_vec, Decoded};
+use carousel_trace::accounting::{group, Align, Table};
 
 use crate::run;
 

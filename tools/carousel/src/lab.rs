@@ -14,6 +14,7 @@ use carousel_protocol::config::{
     fnv1a64, RunConfig, SchedulerPolicy, VmConfig, DEFAULT_INTERVAL_US, DEFAULT_MEMORY_SAMPLE_US,
 };
 use carousel_protocol::record::TraceLevel;
+pub use carousel_trace::TRACE_LEVELS;
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -59,13 +60,6 @@ pub const INTERVAL_US_RANGE: RangeInclusive<i64> = 100..=10_000_000;
 pub const MEMORY_SAMPLE_MS_RANGE: RangeInclusive<i64> = 0..=60_000;
 /// Allowed `run.merge_scan_pages` (0: no same-page merging).
 pub const MERGE_SCAN_PAGES_RANGE: RangeInclusive<i64> = 0..=1_000_000;
-/// `run.trace` values and the trace level each stands for.
-pub const TRACE_LEVELS: [(&str, TraceLevel); 4] = [
-    ("off", TraceLevel::Off),
-    ("aggregate", TraceLevel::Aggregate),
-    ("switches", TraceLevel::Switches),
-    ("full", TraceLevel::Full),
-];
 /// Allowed number of VMs in a lab.
 pub const VM_COUNT_RANGE: RangeInclusive<usize> = 1..=64;
 /// Longest VM name, in bytes.

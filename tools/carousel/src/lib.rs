@@ -17,30 +17,21 @@
 //! died without RunEnd); 4 the whole run timed out; 5 the host could not set the run up (build,
 //! ISO, emulator missing), or a `--persist` write-back failed; 130 interrupted by Ctrl-C.
 
-pub mod accounting;
 pub mod backend;
 pub mod bench;
 pub mod breakpoints;
 pub mod build;
 pub mod com1;
-pub mod console_lines;
+pub mod commands;
 pub mod decode_bench;
 pub mod disk;
 pub mod doctor;
 pub mod export_bench;
-#[cfg(test)]
-mod fixtures;
-pub mod html;
 pub mod interactive;
 pub mod iso;
 pub mod lab;
-pub mod live;
 pub mod memory_bench;
-pub mod outcome;
-pub mod perfetto;
-pub mod report;
 pub mod run;
 pub mod script;
 pub mod sweep;
-pub mod timeline;
 pub mod xv6_bench;

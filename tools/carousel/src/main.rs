@@ -57,8 +57,8 @@ enum Command {
     /// also a self-contained HTML page with --html. Damage is named; the rest still counts.
     Report {
         trace: PathBuf,
-        #[arg(long, value_enum, default_value_t = carousel::report::Format::Text)]
-        format: carousel::report::Format,
+        #[arg(long, value_enum, default_value_t = carousel::commands::report::Format::Text)]
+        format: carousel::commands::report::Format,
         /// Report only this VM (by its lab name).
         #[arg(long, value_name = "NAME")]
         vm: Option<String>,
@@ -242,19 +242,19 @@ fn main() -> ExitCode {
             interval,
             html,
         } => {
-            let options = carousel::report::ReportOptions {
+            let options = carousel::commands::report::ReportOptions {
                 format,
                 vm: vm.as_deref(),
                 interval_ms: interval,
                 html: html.as_deref(),
             };
-            carousel::report::report_command(&trace, &options)
+            carousel::commands::report::report_command(&trace, &options)
         }
         Command::Export {
             trace,
             perfetto,
             vm,
-        } => carousel::perfetto::export_command(&trace, &perfetto, vm.as_deref()),
+        } => carousel::commands::export::export_command(&trace, &perfetto, vm.as_deref()),
         Command::Bench {
             bench: Bench::Decode { json },
         } => carousel::decode_bench::decode_command(json),

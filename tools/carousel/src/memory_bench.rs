@@ -18,8 +18,8 @@ use std::sync::atomic::AtomicBool;
 
 use serde::Serialize;
 
-use crate::accounting::{group, Accounting};
 use crate::backend::BackendChoice;
+use carousel_trace::accounting::{group, Accounting};
 
 /// Merging VMs per run.
 pub const VMS: u32 = 8;

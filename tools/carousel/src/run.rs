@@ -14,16 +14,18 @@ use carousel_protocol::record::{Record, TraceLevel};
 use carousel_protocol::wire::{decode_all, encode_vec, Decoded, Decoder};
 use carousel_protocol::FORMAT_VERSION;
 
-use crate::accounting::Accounting;
 use crate::backend::{self, Backend, BackendChoice, EmulatorMemory};
 use crate::build::{self, BuildError};
 use crate::com1::{self, Com1, ConnectError};
 use crate::interactive::{self, Command};
 use crate::iso::{self, IsoError, VmFiles};
 use crate::lab::{Disk, Kernel, Lab, LabError};
-use crate::live::LiveSummary;
-use crate::outcome::{self, Ending, Outcome, RunFacts, Verdict, ERROR_PREFIX, PANIC_PREFIX};
 use crate::script::{Event, FocusWriter, Scripts};
+use carousel_trace::accounting::Accounting;
+use carousel_trace::live::LiveSummary;
+use carousel_trace::outcome::{
+    self, Ending, Outcome, RunFacts, Verdict, ERROR_PREFIX, PANIC_PREFIX,
+};
 
 /// How often the run loop looks at the COM files and the emulator.
 pub const POLL: Duration = Duration::from_millis(50);
@@ -301,7 +303,7 @@ impl Received {
         if self.watch.observe(line, self.hello_seen) && self.fatal_at.is_none() {
             self.fatal_at = Some(Instant::now());
         }
-        if let Some((vm, text)) = crate::console_lines::split_vm_line(&self.names, line) {
+        if let Some((vm, text)) = carousel_trace::console_lines::split_vm_line(&self.names, line) {
             let events = self.scripts.line(vm, text, Instant::now());
             self.script_events.extend(events);
         }

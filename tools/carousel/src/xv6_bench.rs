@@ -7,7 +7,7 @@
 //!   the kernel's `main` and `consoleread`, ticks at each; nothing in the guest is touched.
 //! - **usertests**: from its first line (`usertests starting`) to `ALL TESTS PASSED`, alone
 //!   in Carousel and beside three xv6 idle at their prompts, with idle detection off and on.
-//!   The lines are timed by the hypervisor's console events ([`crate::console_lines`]).
+//!   The lines are timed by the hypervisor's console events ([`carousel_trace::console_lines`]).
 //!
 //! In Bochs one cycle is one instruction (TSC and tick count alike), so every count here
 //! repeats from run to run. The runs go two at a time; the longest (usertests beside three
@@ -20,11 +20,11 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::accounting::group;
 use crate::backend::{self, Backend, BackendChoice, FlatDisk, CYLINDER_BYTES};
 use crate::breakpoints;
-use crate::console_lines::{self, find_line};
 use crate::lab::DEFAULT_CPU_MODEL;
+use carousel_trace::accounting::group;
+use carousel_trace::console_lines::{self, find_line};
 
 /// Bochs instructions per emulated second (the PIT, RTC and UART pace).
 pub const IPS: u64 = 1_000_000;
@@ -610,7 +610,7 @@ pub fn xv6_command(files: &Xv6Files, json: bool, interrupted: &AtomicBool) -> i3
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::console_lines::TimedLine;
+    use carousel_trace::console_lines::TimedLine;
 
     fn files(dir: &Path) -> Xv6Files {
         Xv6Files::new(dir.join("kernel"), dir.join("fs.img"), None)

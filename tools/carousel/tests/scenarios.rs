@@ -8,7 +8,6 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use carousel::accounting::{Accounting, SLEEPY_WAKE_LATE, SPIN_ITERATIONS};
 use carousel::backend::Backend;
 use carousel::disk::{blank_image, BLANK_MAGIC, SECTOR_BYTES};
 use carousel::lab::Lab;
@@ -16,6 +15,7 @@ use carousel::run::{frames_only, record_stream_file};
 use carousel_protocol::config::fnv1a64;
 use carousel_protocol::record::{Event, Record, StopReason, TraceLevel};
 use carousel_protocol::wire::{decode_all, Decoded};
+use carousel_trace::accounting::{Accounting, SLEEPY_WAKE_LATE, SPIN_ITERATIONS};
 use serde_json::Value;
 
 #[path = "support/chromium.rs"]
@@ -214,7 +214,7 @@ impl Measured {
         self.accounting.cpu_share(vm.id).expect("a guest share")
     }
 
-    fn vm(&self, name: &str) -> &carousel::accounting::VmAccount {
+    fn vm(&self, name: &str) -> &carousel_trace::accounting::VmAccount {
         self.accounting
             .vms
             .iter()

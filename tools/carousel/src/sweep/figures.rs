@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use carousel_protocol::record::Record;
 use serde::{Deserialize, Serialize};
 
-use crate::accounting::{Accounting, SLEEPY_WAKE_LATE, SPIN_ITERATIONS};
+use carousel_trace::accounting::{Accounting, SLEEPY_WAKE_LATE, SPIN_ITERATIONS};
 
 /// `diskio`'s cumulative count of sectors moved.
 pub const DISKIO_SECTORS: &str = "sectors";

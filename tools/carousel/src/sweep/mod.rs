@@ -34,8 +34,8 @@ use self::summary::{
 };
 use crate::backend::BackendChoice;
 use crate::lab::{Kernel, Lab};
-use crate::outcome::Verdict;
 use crate::run::{self, absolute, Console, RunError, RunOptions, EXIT_SETUP, EXIT_USAGE};
+use carousel_trace::outcome::Verdict;
 
 /// File that marks a directory as a sweep's, so that a new sweep may clear it.
 pub const SWEEP_DIR_MARKER: &str = ".carousel-sweep";
@@ -518,7 +518,7 @@ fn run_one(
             let accounting = finished.accounting();
             result.tsc_hz = accounting.tsc_hz;
             let _ = std::fs::copy(finished.out.join("com2.bin"), dir.join(TRACE_FILE));
-            let report = crate::report::json_report(&finished.records);
+            let report = carousel_trace::report::json_report(&finished.records);
             let _ = std::fs::write(dir.join(REPORT_FILE), format!("{report:#}\n"));
             let mut problems = finished.outcome.problems.clone();
             match finished.outcome.verdict {

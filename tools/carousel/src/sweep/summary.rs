@@ -16,8 +16,8 @@ use serde_json::{json, Map, Value};
 
 use super::axes::{quantum_text, Config, Line, Point};
 use super::figures::{self, Figures, VmInfo};
-use crate::accounting::{group, Align, Table};
-use crate::report::read_trace;
+use carousel_trace::accounting::{group, Align, Table};
+use carousel_trace::report::read_trace;
 
 /// A run directory's record of the run.
 pub const RESULT_FILE: &str = "result.json";

@@ -17,7 +17,6 @@
 //! the timeline ([`crate::timeline`]) and the records do not hold.
 
 use std::io::{self, Write};
-use std::path::Path;
 
 use carousel_protocol::record::{exit_reason_name, PageState, Record, SliceEnd};
 use serde::Serialize;
@@ -25,7 +24,6 @@ use serde_json::{json, Value};
 
 use crate::accounting::Accounting;
 use crate::html::PAGE_STATES;
-use crate::report::load_trace;
 use crate::timeline::Timeline;
 
 /// Process id of the CPU, and the thread id of its one track.
@@ -440,42 +438,6 @@ pub fn write_trace(records: &[Record], writer: &mut impl Write) -> io::Result<Wr
     let events = out.events;
     writer.write_all(b"\n]}\n")?;
     Ok(Written { events, notes })
-}
-
-/// `carousel export TRACE --perfetto FILE [--vm NAME]`; returns the exit code: 0, or 2 when the
-/// trace cannot be read or holds nothing, or FILE cannot be written.
-pub fn export_command(path: &Path, target: &Path, vm: Option<&str>) -> i32 {
-    let (records, _damage) = match load_trace(path, vm, "export") {
-        Ok(loaded) => loaded,
-        Err(code) => return code,
-    };
-    let written = std::fs::File::create(target).and_then(|file| {
-        let mut writer = io::BufWriter::new(file);
-        let written = write_trace(&records, &mut writer)?;
-        writer.flush()?;
-        Ok(written)
-    });
-    match written {
-        Ok(written) => {
-            for note in &written.notes {
-                eprintln!("note: {note}");
-            }
-            eprintln!(
-                "carousel export: wrote {} ({} trace events; open it in ui.perfetto.dev or \
-                 chrome://tracing)",
-                target.display(),
-                written.events
-            );
-            0
-        }
-        Err(error) => {
-            eprintln!(
-                "carousel export: cannot write {}: {error}",
-                target.display()
-            );
-            2
-        }
-    }
 }
 
 #[cfg(test)]

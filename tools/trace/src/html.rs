@@ -23,8 +23,8 @@ use std::fmt::Write;
 use carousel_protocol::record::{exit_reason_name, PageState, Record, TraceLevel};
 
 use crate::accounting::{format_micros, group, Accounting, Align, Table};
-use crate::lab::TRACE_LEVELS;
 use crate::timeline::{intervals, Interval, RunState, Timeline};
+use crate::TRACE_LEVELS;
 
 /// Where the records came from, for the page's header.
 #[derive(Debug, Clone, Copy)]
