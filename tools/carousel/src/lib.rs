@@ -2,14 +2,14 @@
 //! packs them into a GRUB ISO, runs it in an emulator, shows the consoles (COM1) and decodes the
 //! record stream (COM2), then says which VMs passed.
 //!
-//! What is here: one module per step ([`lab`], [`build`], [`iso`], [`backend`], [`run`],
-//! [`outcome`], [`accounting`]); the console's two directions ([`com1`]: the emulator's COM1
-//! socket, [`script`]: lab-file console scripts and the focus protocol, [`interactive`]: typed
-//! input); disk images ([`disk`]: blank images, persisting written sectors);
-//! [`bench`](mod@bench) (`carousel bench sched`: generated labs, run quietly), [`sweep`]
-//! (`carousel sweep`: a lab across quanta, policies, weights and workloads, compared) and
-//! [`doctor`], which checks the host. What is not: anything that runs inside the emulator; the wire format
-//! itself lives in `carousel-protocol`.
+//! What is here, one folder per concern: [`lab`] (the lab file, validated), [`image`] (building
+//! the hypervisor and guests, the GRUB ISO, disk images), [`emulator`] (backends, the emulator
+//! process, its COM1 socket, Bochs' debugger), [`session`] (one run: the loop that streams the
+//! consoles and the records, console scripts and input, persisted disks), [`commands`] (`run`,
+//! `report`, `export`, `doctor` and the five benchmarks under [`commands::bench`]) and [`sweep`]
+//! (`carousel sweep`); [`host`] says what this machine has and [`repo`] where the checkout is.
+//! What is not: decoding and reporting traces (that is `carousel-trace`), and anything that runs
+//! inside the emulator; the wire format itself lives in `carousel-protocol`.
 //!
 //! Exit codes of `carousel run`: 0 every VM passed (exited with success, or finished its console
 //! script); 1 a VM failed, never stopped, or its script failed; 2 the lab file or command line is
@@ -17,21 +17,11 @@
 //! died without RunEnd); 4 the whole run timed out; 5 the host could not set the run up (build,
 //! ISO, emulator missing), or a `--persist` write-back failed; 130 interrupted by Ctrl-C.
 
-pub mod backend;
-pub mod bench;
-pub mod breakpoints;
-pub mod build;
-pub mod com1;
 pub mod commands;
-pub mod decode_bench;
-pub mod disk;
-pub mod doctor;
-pub mod export_bench;
-pub mod interactive;
-pub mod iso;
+pub mod emulator;
+pub mod host;
+pub mod image;
 pub mod lab;
-pub mod memory_bench;
-pub mod run;
-pub mod script;
+pub mod repo;
+pub mod session;
 pub mod sweep;
-pub mod xv6_bench;

@@ -5,8 +5,8 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use carousel::backend::BackendChoice;
-use carousel::run::{RunOptions, EXIT_SETUP};
+use carousel::emulator::BackendChoice;
+use carousel::session::{RunOptions, EXIT_SETUP};
 use carousel::sweep::SweepArgs;
 use clap::{Parser, Subcommand};
 
@@ -29,7 +29,7 @@ enum Command {
     /// Exit codes: 0 all VMs passed, 1 a VM failed (or its script did), 2 bad lab file or
     /// arguments, 3 the hypervisor could not run, 4 timeout, 5 host setup failed (also: a
     /// --persist write-back failed), 130 Ctrl-C.
-    #[command(after_help = carousel::interactive::HELP)]
+    #[command(after_help = carousel::session::interactive::HELP)]
     Run {
         /// The lab file (TOML).
         lab: PathBuf,
@@ -195,7 +195,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let code = match cli.command {
         Command::Doctor => {
-            let (report, code) = carousel::doctor::doctor();
+            let (report, code) = carousel::commands::doctor::doctor();
             println!("{report}");
             code
         }
@@ -220,7 +220,7 @@ fn main() -> ExitCode {
                 trace,
                 bochs_debugger: None,
             };
-            match carousel::run::run(&options, &interrupted) {
+            match carousel::commands::run::run(&options, &interrupted) {
                 Ok(code) => code,
                 Err(error) => {
                     eprintln!("carousel: {error}");
@@ -257,7 +257,7 @@ fn main() -> ExitCode {
         } => carousel::commands::export::export_command(&trace, &perfetto, vm.as_deref()),
         Command::Bench {
             bench: Bench::Decode { json },
-        } => carousel::decode_bench::decode_command(json),
+        } => carousel::commands::bench::decode::decode_command(json),
         Command::Bench {
             bench:
                 Bench::Xv6 {
@@ -271,8 +271,8 @@ fn main() -> ExitCode {
             if !catch_interrupt(&interrupted) {
                 return ExitCode::from(EXIT_SETUP as u8);
             }
-            let files = carousel::xv6_bench::Xv6Files::new(kernel, disk, image);
-            carousel::xv6_bench::xv6_command(&files, json, &interrupted)
+            let files = carousel::commands::bench::xv6::Xv6Files::new(kernel, disk, image);
+            carousel::commands::bench::xv6::xv6_command(&files, json, &interrupted)
         }
         Command::Bench {
             bench: Bench::Sched { json, backend },
@@ -281,7 +281,7 @@ fn main() -> ExitCode {
             if !catch_interrupt(&interrupted) {
                 return ExitCode::from(EXIT_SETUP as u8);
             }
-            carousel::bench::sched_command(backend, json, &interrupted)
+            carousel::commands::bench::sched::sched_command(backend, json, &interrupted)
         }
         Command::Bench {
             bench: Bench::Memory { json, backend },
@@ -290,7 +290,7 @@ fn main() -> ExitCode {
             if !catch_interrupt(&interrupted) {
                 return ExitCode::from(EXIT_SETUP as u8);
             }
-            carousel::memory_bench::memory_command(backend, json, &interrupted)
+            carousel::commands::bench::memory::memory_command(backend, json, &interrupted)
         }
         Command::Bench {
             bench: Bench::Export { json, backend },
@@ -299,7 +299,7 @@ fn main() -> ExitCode {
             if !catch_interrupt(&interrupted) {
                 return ExitCode::from(EXIT_SETUP as u8);
             }
-            carousel::export_bench::export_command(backend, json, &interrupted)
+            carousel::commands::bench::export::export_command(backend, json, &interrupted)
         }
     };
     ExitCode::from(code.clamp(0, 255) as u8)

@@ -8,10 +8,10 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use carousel::backend::Backend;
-use carousel::disk::{blank_image, BLANK_MAGIC, SECTOR_BYTES};
+use carousel::emulator::Backend;
+use carousel::image::disk::{blank_image, BLANK_MAGIC, SECTOR_BYTES};
 use carousel::lab::Lab;
-use carousel::run::{frames_only, record_stream_file};
+use carousel::session::{frames_only, record_stream_file};
 use carousel_protocol::config::fnv1a64;
 use carousel_protocol::record::{Event, Record, StopReason, TraceLevel};
 use carousel_protocol::wire::{decode_all, Decoded};
@@ -1544,11 +1544,15 @@ fn lazy_memory_and_staggered_starts_keep_the_peak_low() {
 #[test]
 #[ignore = "boots an emulator; run by ci/test"]
 fn debugger_breakpoints_stop_inside_the_guest() {
-    use carousel::breakpoints;
+    use carousel::emulator::breakpoints;
 
-    let root = carousel::build::repo_root();
-    let built = carousel::build::build(&root, &carousel::build::target_dir(&root), &["hello"])
-        .expect("the hypervisor and hello build");
+    let root = carousel::repo::repo_root();
+    let built = carousel::image::build::build(
+        &root,
+        &carousel::image::build::target_dir(&root),
+        &["hello"],
+    )
+    .expect("the hypervisor and hello build");
     let read = |path: &Path| std::fs::read(path).expect("a built ELF");
     let hypervisor = read(&built.kernel);
     let guest = read(&built.guest("hello"));
@@ -1561,10 +1565,10 @@ fn debugger_breakpoints_stop_inside_the_guest() {
         .expect("the guest's exit hypercall");
     let lab = "[run]\nips = 1_000_000\ntimeout_s = 120\n\n[[vm]]\nname = \"hello\"\n\
                kernel = \"hello\"\nmemory_mib = 8\n";
-    let finished = carousel::bench::run_generated_lab(
+    let finished = carousel::commands::bench::run_generated_lab(
         "debugger-hello",
         lab,
-        carousel::backend::BackendChoice::Bochs,
+        carousel::emulator::BackendChoice::Bochs,
         Some(breakpoints::script(&[vmxon, main, exit], true)),
         &std::sync::atomic::AtomicBool::new(false),
     )

@@ -6,9 +6,10 @@
 
 use std::fmt::Write;
 
-use super::axes::{quantum_text, Line};
+use super::axes::Line;
 use super::figures;
 use super::summary::{Row, Summary, KNEE_MARGIN_PCT};
+use crate::lab::sweep::quantum_text;
 use carousel_trace::accounting::group;
 use carousel_trace::html::escape;
 

@@ -7,7 +7,7 @@
 //! `report.json`, `result.json`), and the comparison ([`summary`], [`html`]) from the figures of
 //! each trace ([`figures`]). For batch systems, `--emit-jobs` writes the plan and one command per
 //! configuration (`--job` runs one), and `--collect` builds the comparison from whatever results
-//! a directory holds. What is not here: running one lab (that is [`crate::run`], quietly).
+//! a directory holds. What is not here: running one lab (that is [`crate::session`], quietly).
 //!
 //! Exit codes: 0 every run measured; 1 some run failed (each one's reason is in the summary);
 //! 2 bad lab file or arguments (nothing started); 5 the build or the sweep directory failed;
@@ -27,14 +27,15 @@ use std::time::{Duration, Instant};
 use carousel_protocol::record::Record;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use self::axes::{Axes, Config, Workload, ALL_VMS, REPEAT_RANGE};
+use self::axes::{Axes, Config, ALL_VMS};
 use self::figures::{Class, VmInfo};
 use self::summary::{
     Plan, RunResult, Status, Summary, PLAN_FILE, REPORT_FILE, RESULT_FILE, RUNS_DIR, TRACE_FILE,
 };
-use crate::backend::BackendChoice;
+use crate::emulator::backend::BackendChoice;
+use crate::lab::sweep::{self as sweep_table, Workload, REPEAT_RANGE};
 use crate::lab::{Kernel, Lab};
-use crate::run::{self, absolute, Console, RunError, RunOptions, EXIT_SETUP, EXIT_USAGE};
+use crate::session::{absolute, Console, RunError, RunOptions, EXIT_SETUP, EXIT_USAGE};
 use carousel_trace::outcome::Verdict;
 
 /// File that marks a directory as a sweep's, so that a new sweep may clear it.
@@ -190,7 +191,7 @@ pub fn resolve_axes(lab: &Lab, options: &SweepArgs) -> Result<Axes, String> {
     let table = &lab.sweep;
     let quanta_us = match &options.quantum {
         Some(list) => {
-            axes::parse_quantum_list(list).map_err(|error| format!("--quantum: {error}"))?
+            sweep_table::parse_quantum_list(list).map_err(|error| format!("--quantum: {error}"))?
         }
         None => table
             .quanta_us
@@ -199,16 +200,16 @@ pub fn resolve_axes(lab: &Lab, options: &SweepArgs) -> Result<Axes, String> {
     };
     let policies = match &options.policy {
         Some(list) => {
-            axes::parse_policy_list(list).map_err(|error| format!("--policy: {error}"))?
+            sweep_table::parse_policy_list(list).map_err(|error| format!("--policy: {error}"))?
         }
         None => table.policies.clone().unwrap_or_else(|| vec![lab.policy]),
     };
     let weights = match &options.weights {
         Some(list) => {
-            let sets =
-                axes::parse_weight_list(list).map_err(|error| format!("--weights: {error}"))?;
+            let sets = sweep_table::parse_weight_list(list)
+                .map_err(|error| format!("--weights: {error}"))?;
             for set in &sets {
-                let unknown = set.unknown_names_in(&lab.vms);
+                let unknown = set.unknown_names_in(lab.vms.iter().map(|vm| vm.name.as_str()));
                 if !unknown.is_empty() {
                     return Err(format!(
                         "--weights: weight set {} names VMs the lab does not have: {} (VMs: {})",
@@ -223,7 +224,7 @@ pub fn resolve_axes(lab: &Lab, options: &SweepArgs) -> Result<Axes, String> {
         None => table
             .weights
             .clone()
-            .unwrap_or_else(|| vec![axes::WeightSet::Lab]),
+            .unwrap_or_else(|| vec![sweep_table::WeightSet::Lab]),
     };
     let defined: Vec<Workload> = if table.workloads.is_empty() {
         vec![Workload {
@@ -312,12 +313,11 @@ pub fn vm_infos(lab: &Lab) -> Vec<VmInfo> {
 /// Makes `dir` a fresh sweep directory: an existing one is cleared only when it is empty or a
 /// sweep's (it holds [`SWEEP_DIR_MARKER`]).
 pub fn prepare_sweep_dir(dir: &Path) -> Result<(), SweepError> {
-    run::prepare_marked_dir(dir, SWEEP_DIR_MARKER, "a sweep directory", SWEEP_DIR_NOTE).map_err(
-        |error| SweepError {
+    crate::session::prepare_marked_dir(dir, SWEEP_DIR_MARKER, "a sweep directory", SWEEP_DIR_NOTE)
+        .map_err(|error| SweepError {
             message: error.to_string(),
             exit_code: error.exit_code(),
-        },
-    )?;
+        })?;
     mark_sweep_dir(dir)
 }
 
@@ -362,7 +362,7 @@ pub fn job_command(
         lab.display().to_string(),
         "--job".into(),
         "--quantum".into(),
-        axes::quantum_text(config.quantum_us),
+        sweep_table::quantum_text(config.quantum_us),
         "--policy".into(),
         config.policy.clone(),
         "--weights".into(),
@@ -422,15 +422,19 @@ fn plan(prepared: &Prepared, options: &SweepArgs) -> Plan {
     Plan {
         lab: prepared.lab.path.display().to_string(),
         lab_hash: format!("{:#018x}", prepared.lab.hash),
-        commit: crate::build::commit(),
+        commit: crate::repo::commit(),
         backend: backend_name(options.backend),
         quanta: axes
             .quanta_us
             .iter()
-            .map(|&q| axes::quantum_text(q))
+            .map(|&q| sweep_table::quantum_text(q))
             .collect(),
         policies: axes.policies.iter().map(|p| p.name().to_string()).collect(),
-        weights: axes.weights.iter().map(axes::WeightSet::label).collect(),
+        weights: axes
+            .weights
+            .iter()
+            .map(sweep_table::WeightSet::label)
+            .collect(),
         workloads: axes.workloads.iter().map(|w| w.name.clone()).collect(),
         repeat: axes.repeat,
         runs: prepared
@@ -462,8 +466,8 @@ fn build_all(runs: &[(Config, Lab)]) -> Result<(), SweepError> {
         .collect();
     guests.sort_unstable();
     guests.dedup();
-    let root = crate::build::repo_root();
-    crate::build::build(&root, &crate::build::target_dir(&root), &guests)
+    let root = crate::repo::repo_root();
+    crate::image::build::build(&root, &crate::image::build::target_dir(&root), &guests)
         .map(|_| ())
         .map_err(|error| SweepError::setup(error.to_string()))
 }
@@ -494,7 +498,7 @@ fn run_one(
         config: config.clone(),
         lab: lab.path.display().to_string(),
         lab_hash: format!("{:#018x}", lab.hash),
-        commit: crate::build::commit(),
+        commit: crate::repo::commit(),
         backend: backend_name(options.backend),
         status: Status::Failed,
         reason: None,
@@ -507,7 +511,7 @@ fn run_one(
         timeout_s: options.timeout,
         ..RunOptions::generated(lab.path.clone(), options.backend, dir.to_path_buf())
     };
-    match run::execute_lab(lab, &run_options, Console::Quiet, interrupted) {
+    match crate::session::execute_lab(lab, &run_options, Console::Quiet, interrupted) {
         Ok(finished) => {
             result.exit_code = finished.outcome.exit_code();
             result.backend = finished.backend.to_string();

@@ -14,8 +14,9 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-use super::axes::{quantum_text, Config, Line, Point};
+use super::axes::{Config, Line, Point};
 use super::figures::{self, Figures, VmInfo};
+use crate::lab::sweep::quantum_text;
 use carousel_trace::accounting::{group, Align, Table};
 use carousel_trace::report::read_trace;
 

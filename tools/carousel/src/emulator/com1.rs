@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::backend::Emulator;
+use super::process::Emulator;
 
 /// How long the emulator may take to open its COM1 port.
 pub const CONNECT_LIMIT: Duration = Duration::from_secs(30);

@@ -3,7 +3,7 @@
 //!
 //! What is here: the key sequences ([`HELP`], [`parse`]) and the thread that reads stdin
 //! ([`spawn_reader`]). Sending the bytes, and the focus protocol, are
-//! [`crate::script::FocusWriter`]'s.
+//! [`super::script::FocusWriter`]'s.
 
 use std::io::{BufRead, IsTerminal};
 use std::sync::mpsc::{self, Receiver};

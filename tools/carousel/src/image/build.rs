@@ -11,8 +11,6 @@ pub const TARGET: &str = "x86_64-unknown-none";
 pub const KERNEL_PACKAGE: &str = "carousel-kernel";
 /// The package whose binaries are the built-in guests.
 pub const GUESTS_PACKAGE: &str = "carousel-guests";
-/// Overrides the repository root the tool builds in.
-pub const ROOT_ENV: &str = "CAROUSEL_ROOT";
 /// Overrides the cargo target directory of those builds (default `<root>/target`).
 pub const TARGET_DIR_ENV: &str = "CAROUSEL_TARGET_DIR";
 
@@ -34,35 +32,6 @@ pub enum BuildError {
         "cargo built {package} but {path} is missing (is there a binary target of that name?)"
     )]
     MissingArtifact { package: String, path: PathBuf },
-}
-
-/// The repository root: `$CAROUSEL_ROOT`, else where this tool's sources were (two levels
-/// above its manifest).
-pub fn repo_root() -> PathBuf {
-    match std::env::var_os(ROOT_ENV) {
-        Some(root) if !root.is_empty() => PathBuf::from(root),
-        _ => {
-            let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-            let root = manifest.join("../..");
-            root.canonicalize().unwrap_or(root)
-        }
-    }
-}
-
-/// The commit the repository is at (`git describe --always --dirty`), for traces and sweeps;
-/// "unknown" outside a git checkout.
-pub fn commit() -> String {
-    Command::new("git")
-        .arg("-C")
-        .arg(repo_root())
-        .args(["describe", "--always", "--dirty", "--abbrev=12"])
-        .output()
-        .ok()
-        .filter(|output| output.status.success())
-        .and_then(|output| String::from_utf8(output.stdout).ok())
-        .map(|text| text.trim().to_string())
-        .filter(|text| !text.is_empty())
-        .unwrap_or_else(|| "unknown".to_string())
 }
 
 /// The target directory of the kernel and guest builds: `$CAROUSEL_TARGET_DIR`, else
@@ -231,8 +200,8 @@ mod tests {
     #[test]
     fn default_root_is_the_workspace() {
         // Tests run without CAROUSEL_ROOT unless a developer set it on purpose.
-        if std::env::var_os(ROOT_ENV).is_none() {
-            let root = repo_root();
+        if std::env::var_os(crate::repo::ROOT_ENV).is_none() {
+            let root = crate::repo::repo_root();
             assert!(
                 root.join("protocol/Cargo.toml").is_file(),
                 "{}",

@@ -1,353 +1,27 @@
-//! Lab files: the TOML description of one run (scheduler settings, emulator settings, VMs),
-//! parsed strictly and validated before anything is built or started.
-//!
-//! What is here: the file format ([`Lab::parse`], [`Lab::load`]), every validation rule with an
-//! error that names the offending key, and the translation into the hypervisor's
-//! [`RunConfig`]. What is not: building images or running anything.
+//! Reading a lab file: the TOML as written, strictly (an unknown key is an error), then every
+//! rule checked with an error that names the offending key and its line.
 
-use std::fmt;
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use carousel_protocol::config::{
-    fnv1a64, RunConfig, SchedulerPolicy, VmConfig, DEFAULT_INTERVAL_US, DEFAULT_MEMORY_SAMPLE_US,
+    fnv1a64, SchedulerPolicy, DEFAULT_INTERVAL_US, DEFAULT_MEMORY_SAMPLE_US,
 };
 use carousel_protocol::record::TraceLevel;
-pub use carousel_trace::TRACE_LEVELS;
+use carousel_trace::TRACE_LEVELS;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::script::{self, Pattern, Step};
-use crate::sweep::axes::{self, WeightSet, Workload};
-
-/// Scheduler quantum when the lab file gives none, in microseconds.
-pub const DEFAULT_QUANTUM_US: u32 = 1000;
-/// Bochs instructions per emulated second when the lab file gives none.
-pub const DEFAULT_IPS: u64 = 1_000_000;
-/// Bochs CPU model when the lab file gives none (BOCHS.md: has every VMX feature Bochs offers).
-pub const DEFAULT_CPU_MODEL: &str = "corei7_skylake_x";
-/// Whole-run limit when the lab file gives none, in seconds.
-pub const DEFAULT_TIMEOUT_S: u64 = 120;
-/// Scheduling weight of a VM whose table gives none.
-pub const DEFAULT_WEIGHT: u32 = 1;
-/// Idle detection's threshold when the lab file turns it on without one, in microseconds.
-pub const DEFAULT_IDLE_THRESHOLD_US: u32 = 100;
-
-/// Allowed scheduler quanta, in microseconds.
-pub const QUANTUM_US_RANGE: RangeInclusive<i64> = 1..=1_000_000;
-/// Allowed instructions per emulated second.
-pub const IPS_RANGE: RangeInclusive<i64> = 1_000..=2_000_000_000;
-/// Allowed `run.tsc_hz` (1 kHz to 10 GHz).
-pub const TSC_HZ_RANGE: RangeInclusive<i64> = 1_000..=10_000_000_000;
-/// Allowed whole-run limits, in seconds (one day at most).
-pub const TIMEOUT_S_RANGE: RangeInclusive<i64> = 1..=86_400;
-/// Allowed guest RAM per VM, in MiB.
-pub const MEMORY_MIB_RANGE: RangeInclusive<i64> = 2..=3072;
-/// Allowed scheduling weights.
-pub const WEIGHT_RANGE: RangeInclusive<i64> = 1..=64;
-/// Allowed idle-detection thresholds, in microseconds.
-pub const IDLE_THRESHOLD_US_RANGE: RangeInclusive<i64> = 1..=100_000;
-/// Allowed sizes of a blank disk, in KiB (the image travels in the ISO and sits in the
-/// hypervisor's memory).
-pub const BLANK_DISK_KIB_RANGE: RangeInclusive<i64> = 1..=65_536;
-/// Allowed script step timeouts, in seconds.
-pub const STEP_TIMEOUT_S_RANGE: RangeInclusive<i64> = 1..=86_400;
-/// Allowed number of VMs in one lab.
-/// Allowed `run.interval_us` (metrics interval, microseconds of TSC time).
-pub const INTERVAL_US_RANGE: RangeInclusive<i64> = 100..=10_000_000;
-/// Allowed `run.memory_sample_ms` (0: no working-set samples).
-pub const MEMORY_SAMPLE_MS_RANGE: RangeInclusive<i64> = 0..=60_000;
-/// Allowed `run.merge_scan_pages` (0: no same-page merging).
-pub const MERGE_SCAN_PAGES_RANGE: RangeInclusive<i64> = 0..=1_000_000;
-/// Allowed number of VMs in a lab.
-pub const VM_COUNT_RANGE: RangeInclusive<usize> = 1..=64;
-/// Longest VM name, in bytes.
-pub const NAME_MAX: usize = 32;
-/// Longest guest command line, in bytes.
-pub const ARGS_MAX: usize = 1024;
-/// Memory the hypervisor itself keeps for its code, heap and VMX structures, in MiB.
-pub const HYPERVISOR_MIB: u64 = 64;
-/// Most emulated RAM a run may need (guests plus [`HYPERVISOR_MIB`]), in MiB: Bochs'
-/// `memory: guest=4096` leaves about 3 GiB of RAM below 4 GiB (BOCHS.md), minus headroom.
-pub const MAX_TOTAL_MIB: u64 = 2900;
-
-/// Carousel's built-in guests (binaries of the `carousel-guests` package), by name.
-pub const BUILTIN_GUESTS: &[&str] = &[
-    "hello",
-    "spin",
-    "sleepy",
-    "devcheck",
-    "diskio",
-    "interactive",
-    "balloon",
-    "samepages",
-];
-
-/// Bochs CPU models with the VMX features Carousel needs (BOCHS.md, "What this Bochs build
-/// offers").
-pub const CPU_MODELS: &[&str] = &[
-    "corei7_sandy_bridge_2600k",
-    "corei7_ivy_bridge_3770k",
-    "corei7_haswell_4770",
-    "broadwell_ult",
-    "corei7_skylake_x",
-    "corei3_cnl",
-    "corei7_icelake_u",
-    "tigerlake",
-    "corei5_arrandale_m520",
-];
+use super::definition::{Disk, Kernel, Lab, Vm};
+use super::env::{expand_env, process_env, EnvProblem};
+use super::error::{LabError, LabErrorKind};
+use super::limits::*;
+use super::script::{Pattern, Step, DEFAULT_STEP_TIMEOUT_S};
+use super::sweep::{self as sweep_table, SweepTable, Workload};
 
 /// The first four bytes of every ELF file.
 const ELF_MAGIC: [u8; 4] = *b"\x7fELF";
-
-/// A validated lab.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Lab {
-    /// The lab file.
-    pub path: PathBuf,
-    /// FNV-1a 64 of the lab file's text, carried into the run configuration and every trace.
-    pub hash: u64,
-    /// Scheduler quantum, microseconds.
-    pub quantum_us: u32,
-    /// Bochs instructions per emulated second.
-    pub ips: u64,
-    /// What Carousel counts as one second of TSC in Bochs (quanta, timers, reports). Bochs'
-    /// TSC counts instructions: the default, `ips`, makes TSC time equal emulated wall time; a
-    /// CPU's nominal clock (say 1_000_000_000) gives realistic instructions per quantum.
-    pub tsc_hz: Option<u64>,
-    /// Bochs CPU model, one of [`CPU_MODELS`].
-    pub cpu_model: String,
-    /// Whole-run limit, seconds.
-    pub timeout_s: u64,
-    /// `run.idle_detection`: a guest idle in its idle address space for this many
-    /// microseconds counts as blocked (None: off).
-    pub idle_threshold_us: Option<u32>,
-    /// `run.interval_us`: length of a metrics interval, microseconds of TSC time.
-    pub interval_us: u32,
-    /// `run.trace`: what the record stream carries beyond the aggregates. `full` (every exit
-    /// an event) also sends the stream through the emulator's 0xE9 debug port.
-    pub trace: TraceLevel,
-    /// `run.policy`: the scheduling policy.
-    pub policy: SchedulerPolicy,
-    /// `run.memory_sample_ms`: working-set sampling period, milliseconds of TSC time (0: off).
-    pub memory_sample_ms: u32,
-    /// `run.guest_memory_budget_mib`: most guest RAM backed at once over all VMs; balloon
-    /// deflates beyond it wait until another VM gives pages back (None: no budget).
-    pub guest_memory_budget_mib: Option<u32>,
-    /// `run.merge_scan_pages`: same-page merging scans this many pages per metrics interval
-    /// (0: off).
-    pub merge_scan_pages: u32,
-    /// `run.balloon_when_free_below_pct` and `run.balloon_step_mib`: the balloon rule (see
-    /// `RunConfig`); None without the first.
-    pub balloon_rule: Option<(u32, u32)>,
-    /// `run.lazy_memory`: pages still all zeros at the start get a frame at their first touch.
-    pub lazy_memory: bool,
-    /// `run.boot_stagger_ms`: VM `i` starts `i ×` this many ms of TSC time into the run.
-    pub boot_stagger_ms: u32,
-    /// The VMs, in file order (a VM's id is its index).
-    pub vms: Vec<Vm>,
-    /// `[sweep]`: what `carousel sweep` varies when its command line does not say (`carousel
-    /// run` only checks it).
-    pub sweep: SweepTable,
-}
-
-/// A lab's `[sweep]` table, validated against its VMs.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SweepTable {
-    /// `quantum`: the quanta, ascending.
-    pub quanta_us: Option<Vec<u32>>,
-    /// `policy`: the scheduling policies.
-    pub policies: Option<Vec<SchedulerPolicy>>,
-    /// `weights`: the weight sets.
-    pub weights: Option<Vec<WeightSet>>,
-    /// `repeat`: runs per configuration.
-    pub repeat: Option<u32>,
-    /// `[[sweep.workload]]`: named groups of the lab's VMs, each swept on its own.
-    pub workloads: Vec<Workload>,
-}
-
-/// One validated VM.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Vm {
-    pub name: String,
-    pub kernel: Kernel,
-    pub memory_mib: u32,
-    pub disk: Option<Disk>,
-    pub weight: u32,
-    pub args: String,
-    /// `persist = true`: the sectors the guest writes go back into its disk image.
-    pub persist: bool,
-    /// `balloon_mib`: RAM ballooned from the start (the top, unbacked), MiB.
-    pub balloon_mib: u32,
-    /// `balloon_target_mib`: the balloon size the host asks for, MiB.
-    pub balloon_target_mib: u32,
-    /// `[[vm.script]]`: console input steps, in order (empty: none).
-    pub script: Vec<Step>,
-}
-
-/// Where a VM's disk comes from. Either way the VM works on a copy inside the boot image.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Disk {
-    /// `disk`: an image file (absolute, or resolved against the lab file's directory).
-    File(PathBuf),
-    /// `blank_disk_kib`: a fresh image of this many KiB, written into the run directory
-    /// ([`crate::disk::blank_image`]).
-    Blank { kib: u32 },
-}
-
-impl Disk {
-    /// The image file a run uses for this disk: the lab's file, or the blank image in the
-    /// run directory `out` ([`blank_disk_path`]).
-    pub fn path(&self, out: &Path, vm: &str) -> PathBuf {
-        match self {
-            Disk::File(path) => path.clone(),
-            Disk::Blank { .. } => blank_disk_path(out, vm),
-        }
-    }
-}
-
-/// Where VM `vm`'s blank disk image lives in the run directory `out`.
-pub fn blank_disk_path(out: &Path, vm: &str) -> PathBuf {
-    out.join(format!("{vm}.disk"))
-}
-
-/// Where a VM's kernel comes from. A `kernel` value that names a built-in guest means the
-/// built-in; to use a file of that name, write it as a path (`./hello`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Kernel {
-    /// A binary of the `carousel-guests` package, built by the tool.
-    Builtin(String),
-    /// An ELF file (path resolved against the lab file's directory).
-    File(PathBuf),
-}
-
-/// Why a lab file was refused.
-#[derive(Debug)]
-pub struct LabError {
-    /// The lab file.
-    pub file: PathBuf,
-    /// 1-based line of the offending value, where known.
-    pub line: Option<usize>,
-    pub kind: LabErrorKind,
-}
-
-impl fmt::Display for LabError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.line {
-            Some(line) => write!(f, "{}:{line}: {}", self.file.display(), self.kind),
-            None => write!(f, "{}: {}", self.file.display(), self.kind),
-        }
-    }
-}
-
-impl std::error::Error for LabError {}
-
-/// The rule a lab broke. Every variant names the key it is about.
-#[derive(Debug, thiserror::Error)]
-pub enum LabErrorKind {
-    #[error("cannot read the lab file: {0}")]
-    Read(std::io::Error),
-    /// TOML syntax, an unknown key, a missing key or a value of the wrong type; toml's message
-    /// names the key and shows the line.
-    #[error("{0}")]
-    Toml(String),
-    #[error("`{key}` = {value} is outside the allowed range {}..={}", range.start(), range.end())]
-    OutOfRange {
-        key: String,
-        value: i64,
-        range: RangeInclusive<i64>,
-    },
-    #[error(
-        "`vm`: the lab has {count} [[vm]] tables; {}..={} are allowed",
-        VM_COUNT_RANGE.start(),
-        VM_COUNT_RANGE.end()
-    )]
-    VmCount { count: usize },
-    #[error("`{key}` = {value:?}: {reason}")]
-    BadName {
-        key: String,
-        value: String,
-        reason: &'static str,
-    },
-    #[error("`{key}` = {value:?}: another VM has this name (`{first_key}`)")]
-    DuplicateName {
-        key: String,
-        value: String,
-        first_key: String,
-    },
-    #[error("`{key}` = {value:?} is not a Bochs CPU model Carousel supports; one of: {}", CPU_MODELS.join(", "))]
-    CpuModel { key: String, value: String },
-    #[error("`{key}` = {value:?} is not one of: {}", choices.join(", "))]
-    BadChoice {
-        key: String,
-        value: String,
-        choices: Vec<&'static str>,
-    },
-    #[error("`{key}` of vm {vm:?}: {path} does not exist or is not a file")]
-    MissingFile {
-        key: String,
-        vm: String,
-        path: PathBuf,
-    },
-    #[error("`{key}` of vm {vm:?}: {path} is empty")]
-    EmptyFile {
-        key: String,
-        vm: String,
-        path: PathBuf,
-    },
-    #[error(
-        "`{key}` of vm {vm:?}: {path} is not an ELF file (no ELF magic); \
-         built-in guests are: {}",
-        BUILTIN_GUESTS.join(", ")
-    )]
-    NotElf {
-        key: String,
-        vm: String,
-        path: PathBuf,
-    },
-    #[error("`{key}` of vm {vm:?}: {reason}")]
-    BadArgs {
-        key: String,
-        vm: String,
-        reason: String,
-    },
-    #[error(
-        "`vm[*].memory_mib`: the VMs need {guests} MiB, plus {HYPERVISOR_MIB} MiB for the \
-         hypervisor is {} MiB; at most {MAX_TOTAL_MIB} MiB fit in the emulator",
-        guests + HYPERVISOR_MIB
-    )]
-    MemoryTotal { guests: u64 },
-    #[error("`{key}` of vm {vm:?}: environment variable {var} is not set (or empty)")]
-    MissingEnv {
-        key: String,
-        vm: String,
-        var: String,
-    },
-    #[error("`{key}` of vm {vm:?}: {reason}")]
-    BadPath {
-        key: String,
-        vm: String,
-        reason: String,
-    },
-    #[error("`{key}` and `{other}` of vm {vm:?}: give one of them, not both")]
-    Exclusive {
-        key: String,
-        other: String,
-        vm: String,
-    },
-    #[error("`{key}` of vm {vm:?}: persist needs a disk (`disk` or `blank_disk_kib`)")]
-    PersistWithoutDisk { key: String, vm: String },
-    #[error("`{key}`: {reason}")]
-    Sweep { key: String, reason: String },
-    #[error("`{key}` (script step {step}) of vm {vm:?}: not a regular expression: {error}")]
-    BadRegex {
-        key: String,
-        step: usize,
-        vm: String,
-        error: String,
-    },
-}
 
 /// The `[run]` table as written.
 #[derive(Debug, Default, Deserialize)]
@@ -496,54 +170,6 @@ impl Checker<'_> {
             self.error(Some(value.span()), kind)
         })
     }
-}
-
-/// Why `${VAR}` expansion failed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum EnvProblem {
-    /// The variable is not set, or empty.
-    Missing(String),
-    /// `${` without its `}`, or a name that is not one.
-    Syntax(String),
-}
-
-/// Replaces each `${NAME}` in `text` (NAME: letters, digits, `_`, not starting with a digit)
-/// with `env(NAME)`; any other `$` stays as it is.
-pub fn expand_env(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, EnvProblem> {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(start) = rest.find("${") {
-        out.push_str(&rest[..start]);
-        let after = &rest[start + 2..];
-        let Some(end) = after.find('}') else {
-            return Err(EnvProblem::Syntax(format!(
-                "`${{` without its `}}` in {text:?}"
-            )));
-        };
-        let name = &after[..end];
-        let valid = name
-            .chars()
-            .next()
-            .is_some_and(|first| first.is_ascii_alphabetic() || first == '_')
-            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-        if !valid {
-            return Err(EnvProblem::Syntax(format!(
-                "`${{{name}}}` in {text:?} is not an environment variable name"
-            )));
-        }
-        match env(name) {
-            Some(value) if !value.is_empty() => out.push_str(&value),
-            _ => return Err(EnvProblem::Missing(name.to_string())),
-        }
-        rest = &after[end + 1..];
-    }
-    out.push_str(rest);
-    Ok(out)
-}
-
-/// The process environment, as [`Lab::parse_with_env`] reads it.
-fn process_env(name: &str) -> Option<String> {
-    std::env::var(name).ok()
 }
 
 /// 1-based line number of byte `offset` in `text`.
@@ -763,7 +389,7 @@ impl Lab {
                     LabErrorKind::BadChoice {
                         key: "run.policy".to_string(),
                         value: value.get_ref().clone(),
-                        choices: axes::policy_names(),
+                        choices: sweep_table::policy_names(),
                     },
                 )
             })?,
@@ -965,99 +591,6 @@ impl Lab {
             sweep,
         })
     }
-
-    /// The lab file's name without extension: names the default run directory.
-    pub fn stem(&self) -> String {
-        self.path
-            .file_stem()
-            .map(|stem| stem.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "lab".to_string())
-    }
-
-    /// Guest RAM over all VMs, in MiB.
-    /// MiB of guest RAM the emulator must hold: all of it, or with lazily backed RAM at most
-    /// what the emulator can give.
-    pub fn guest_memory_mib(&self) -> u64 {
-        let total: u64 = self.vms.iter().map(|vm| u64::from(vm.memory_mib)).sum();
-        if self.lazy_memory {
-            total.min(MAX_TOTAL_MIB - HYPERVISOR_MIB)
-        } else {
-            total
-        }
-    }
-
-    /// True when some VM runs a built-in guest (the guests package must be built).
-    pub fn uses_builtin_guests(&self) -> bool {
-        self.vms
-            .iter()
-            .any(|vm| matches!(vm.kernel, Kernel::Builtin(_)))
-    }
-
-    /// The built-in guests the VMs run, sorted, each once.
-    pub fn builtin_guests(&self) -> Vec<&str> {
-        let mut guests: Vec<&str> = self
-            .vms
-            .iter()
-            .filter_map(|vm| match &vm.kernel {
-                Kernel::Builtin(name) => Some(name.as_str()),
-                Kernel::File(_) => None,
-            })
-            .collect();
-        guests.sort_unstable();
-        guests.dedup();
-        guests
-    }
-
-    /// True when some VM has a console script.
-    pub fn has_scripts(&self) -> bool {
-        self.vms.iter().any(|vm| !vm.script.is_empty())
-    }
-
-    /// Whether VM `vm`'s written sectors come back: its own `persist`, or `persist_all`
-    /// (`carousel run --persist`) for a VM with a disk.
-    pub fn persists(&self, vm: usize, persist_all: bool) -> bool {
-        self.vms
-            .get(vm)
-            .is_some_and(|vm| vm.persist || (persist_all && vm.disk.is_some()))
-    }
-
-    /// The run configuration the hypervisor receives, with the TSC frequency the backend
-    /// implies (Bochs: `ips`; elsewhere 0, calibrate at boot); `persist_all` is `carousel run
-    /// --persist`.
-    pub fn run_config(&self, tsc_hz: u64, persist_all: bool) -> RunConfig {
-        let vms = self
-            .vms
-            .iter()
-            .enumerate()
-            .map(|(index, vm)| VmConfig {
-                name: vm.name.clone(),
-                kernel_module: kernel_module(index),
-                disk_module: vm.disk.as_ref().map(|_| disk_module(index)),
-                memory_bytes: u64::from(vm.memory_mib) << 20,
-                weight: vm.weight,
-                args: vm.args.clone(),
-                persist: self.persists(index, persist_all),
-                initial_balloon_pages: u64::from(vm.balloon_mib) << 8,
-                lazy_memory: self.lazy_memory,
-                balloon_target_pages: u64::from(vm.balloon_target_mib) << 8,
-            })
-            .collect();
-        let mut config = RunConfig::new(self.quantum_us, tsc_hz, self.hash, vms);
-        config.idle_threshold_us = self.idle_threshold_us;
-        config.interval_us = self.interval_us;
-        config.trace = self.trace;
-        config.memory_sample_us = self.memory_sample_ms.saturating_mul(1000);
-        config.merge_scan_pages = self.merge_scan_pages;
-        config.boot_stagger_us = self.boot_stagger_ms.saturating_mul(1000);
-        if let Some((pct, step_mib)) = self.balloon_rule {
-            config.balloon_when_free_below_pct = Some(pct);
-            config.balloon_step_pages = u64::from(step_mib) << 8;
-        }
-        config.guest_page_budget = self.guest_memory_budget_mib.map(|mib| u64::from(mib) << 8);
-        config.commit = crate::build::commit();
-        config.policy = self.policy;
-        config
-    }
 }
 
 /// The `[sweep]` table, validated: each list parses, each workload names VMs the lab has.
@@ -1086,17 +619,17 @@ fn sweep_table(checker: &Checker<'_>, raw: &RawSweep, vms: &[Vm]) -> Result<Swee
         checker.error(Some(span), LabErrorKind::Sweep { key, reason })
     };
     let quanta_us = list(checker, "sweep.quantum", raw.quantum.as_ref(), |items| {
-        axes::parse_quanta(items)
+        sweep_table::parse_quanta(items)
     })?;
     let policies = list(checker, "sweep.policy", raw.policy.as_ref(), |items| {
-        axes::parse_policies(items)
+        sweep_table::parse_policies(items)
     })?;
     let weights = list(checker, "sweep.weights", raw.weights.as_ref(), |items| {
-        axes::parse_weight_sets(items)
+        sweep_table::parse_weight_sets(items)
     })?;
     if let (Some(sets), Some(raw_weights)) = (&weights, &raw.weights) {
         for set in sets {
-            let unknown = set.unknown_names_in(vms);
+            let unknown = set.unknown_names_in(vms.iter().map(|vm| vm.name.as_str()));
             if !unknown.is_empty() {
                 return Err(sweep_error(
                     raw_weights.span(),
@@ -1115,7 +648,8 @@ fn sweep_table(checker: &Checker<'_>, raw: &RawSweep, vms: &[Vm]) -> Result<Swee
         Some(_) => Some(checker.int(
             "sweep.repeat",
             raw.repeat.as_ref(),
-            i64::from(*axes::REPEAT_RANGE.start())..=i64::from(*axes::REPEAT_RANGE.end()),
+            i64::from(*sweep_table::REPEAT_RANGE.start())
+                ..=i64::from(*sweep_table::REPEAT_RANGE.end()),
             1,
         )? as u32),
     };
@@ -1210,7 +744,7 @@ fn script_steps(
                 &key("timeout_s"),
                 step.timeout_s.as_ref(),
                 STEP_TIMEOUT_S_RANGE,
-                script::DEFAULT_STEP_TIMEOUT_S as i64,
+                DEFAULT_STEP_TIMEOUT_S as i64,
             )? as u64;
             Ok(Step {
                 expect,
@@ -1221,21 +755,14 @@ fn script_steps(
         .collect()
 }
 
-/// Multiboot2 module command line of VM `index`'s kernel.
-pub fn kernel_module(index: usize) -> String {
-    format!("vm{index}.kernel")
-}
-
-/// Multiboot2 module command line of VM `index`'s disk image.
-pub fn disk_module(index: usize) -> String {
-    format!("vm{index}.disk")
-}
-
 #[cfg(test)]
 mod tests {
     use std::fs;
 
+    use carousel_protocol::config::RunConfig;
     use carousel_protocol::RUN_CONFIG_MODULE;
+
+    use crate::lab::kernel_module;
 
     use super::*;
 
@@ -1868,7 +1395,7 @@ mod tests {
         assert_eq!(script[1].send, None);
         assert_eq!(
             script[1].timeout,
-            Duration::from_secs(script::DEFAULT_STEP_TIMEOUT_S)
+            Duration::from_secs(DEFAULT_STEP_TIMEOUT_S)
         );
         assert!(!dir.parse(HELLO).unwrap().has_scripts());
     }

@@ -2,7 +2,7 @@
 //! and passes the run configuration, each VM's kernel and each VM's disk as modules.
 //!
 //! Disk images are copied into the staging directory, so the emulator never writes the user's
-//! file; only `persist` writes it, at the end of the run ([`crate::disk::persist`]).
+//! file; only `persist` writes it, at the end of the run ([`super::disk::persist`]).
 
 use std::fmt::Write;
 use std::fs;
@@ -35,9 +35,9 @@ pub enum IsoError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{GRUB_I386_PC} is missing: {}", crate::doctor::APT_GRUB)]
+    #[error("{GRUB_I386_PC} is missing: {}", crate::host::APT_GRUB)]
     NoBiosGrub,
-    #[error("cannot start {GRUB_MKRESCUE}: {source}; {}", crate::doctor::APT_GRUB)]
+    #[error("cannot start {GRUB_MKRESCUE}: {source}; {}", crate::host::APT_GRUB)]
     Spawn { source: std::io::Error },
     #[error("{GRUB_MKRESCUE} failed ({status}):\n{stderr}")]
     Failed {

@@ -2,21 +2,11 @@
 //! line that installs whatever is missing.
 
 use std::fmt::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-use crate::backend::{self, BackendChoice};
-
-/// Installs Bochs with its BIOS images and the headless display.
-pub const APT_BOCHS: &str = "apt-get install -y bochs bochsbios vgabios bochs-term";
-/// Installs what grub-mkrescue needs for a BIOS-bootable ISO.
-pub const APT_GRUB: &str = "apt-get install -y grub-pc-bin grub-common xorriso mtools";
-/// Installs QEMU.
-pub const APT_QEMU: &str = "apt-get install -y qemu-system-x86";
-/// Installs headless Chromium (the report page's browser test).
-pub const APT_CHROMIUM: &str = "apt-get install -y chromium";
-/// Installs the bare-metal Rust target.
-pub const RUSTUP_TARGET: &str = "rustup target add x86_64-unknown-none";
+use crate::emulator::backend::{self, BackendChoice};
+use crate::host::{find_program, APT_BOCHS, APT_CHROMIUM, APT_GRUB, APT_QEMU, RUSTUP_TARGET};
 
 /// Bochs' headless display plugin (Debian's bochs-term).
 pub const BOCHS_TERM_PLUGIN: &str = "/usr/lib/x86_64-linux-gnu/bochs/plugins/libbx_term_gui.so";
@@ -32,21 +22,6 @@ pub struct Item {
     pub fix: &'static str,
     /// Needed for building and running with Bochs (the CI backend); the rest is optional.
     pub needed: bool,
-}
-
-/// `name` on `PATH`, if there.
-pub fn find_program(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(name))
-        .find(|candidate| is_executable(candidate))
-}
-
-fn is_executable(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    path.metadata()
-        .map(|metadata| metadata.is_file() && metadata.permissions().mode() & 0o111 != 0)
-        .unwrap_or(false)
 }
 
 fn program(name: &str, fix: &'static str, needed: bool) -> Item {
@@ -87,7 +62,9 @@ fn rust_target(root: &Path) -> Item {
     let (present, detail) = match output {
         Ok(output) if output.status.success() => {
             let list = String::from_utf8_lossy(&output.stdout);
-            let present = list.lines().any(|line| line.trim() == crate::build::TARGET);
+            let present = list
+                .lines()
+                .any(|line| line.trim() == crate::image::build::TARGET);
             (
                 present,
                 if present {
@@ -107,7 +84,7 @@ fn rust_target(root: &Path) -> Item {
         Err(error) => (false, format!("cannot run rustup: {error}")),
     };
     Item {
-        name: format!("rust target {}", crate::build::TARGET),
+        name: format!("rust target {}", crate::image::build::TARGET),
         present,
         detail,
         fix: RUSTUP_TARGET,
@@ -124,8 +101,13 @@ pub fn examine(root: &Path) -> Vec<Item> {
         file("bochsbios", backend::BOCHS_BIOS, APT_BOCHS, true),
         file("vgabios", backend::VGA_BIOS, APT_BOCHS, true),
         file("bochs-term", BOCHS_TERM_PLUGIN, APT_BOCHS, true),
-        program(crate::iso::GRUB_MKRESCUE, APT_GRUB, true),
-        file("grub-pc-bin", crate::iso::GRUB_I386_PC, APT_GRUB, true),
+        program(crate::image::iso::GRUB_MKRESCUE, APT_GRUB, true),
+        file(
+            "grub-pc-bin",
+            crate::image::iso::GRUB_I386_PC,
+            APT_GRUB,
+            true,
+        ),
         program("xorriso", APT_GRUB, true),
         program("mformat", APT_GRUB, true),
         rust_target(root),
@@ -193,7 +175,7 @@ pub fn report(items: &[Item], auto_pick: backend::Backend) -> (String, i32) {
 
 /// Runs doctor on this host.
 pub fn doctor() -> (String, i32) {
-    let items = examine(&crate::build::repo_root());
+    let items = examine(&crate::repo::repo_root());
     let auto = backend::resolve(BackendChoice::Auto, backend::kvm_problem().is_none());
     report(&items, auto)
 }

@@ -2,22 +2,21 @@
 //!
 //! For each quantum in [`QUANTA_US`] the bench generates a lab of [`VM_COUNT`] `spin` VMs (TSC at
 //! [`TSC_HZ`], so a 1 ms quantum is a million instructions, as on a 1 GHz CPU), runs it quietly
-//! through [`crate::run::execute`], [`PARALLEL_RUNS`] labs at a time, and reads four figures from
+//! through [`crate::session::execute`], [`PARALLEL_RUNS`] labs at a time, and reads four figures from
 //! the hypervisor's summaries: switch cost, quantum error, Jain's fairness index and root-mode
 //! overhead. What is not here: any measuring of its own (the hypervisor measures; see
 //! [`carousel_trace::accounting`]) and any run machinery (it is `carousel run`'s, quiet).
 
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::backend::BackendChoice;
+use crate::emulator::backend::BackendChoice;
 use crate::lab::DEFAULT_CPU_MODEL;
-use crate::run::{self, Console, RunError, RunOptions};
+use crate::session::{self, Console, RunError, RunOptions};
 use carousel_trace::accounting::{group, Accounting, Align, Table};
 use carousel_trace::outcome::Verdict;
 
@@ -42,8 +41,6 @@ pub const MIN_SPIN_MS: u64 = 200;
 pub const REPORT_MS: u64 = 50;
 /// RAM per spin VM, MiB.
 pub const MEMORY_MIB: u32 = 4;
-/// Labs run side by side (Bochs uses one host core each).
-pub const PARALLEL_RUNS: usize = 2;
 /// Whole-run limit of each lab, seconds (the longest takes about 45 s).
 pub const TIMEOUT_S: u64 = 300;
 
@@ -131,7 +128,7 @@ pub enum BenchError {
         out: PathBuf,
     },
     #[error("{0}")]
-    Build(#[from] crate::build::BuildError),
+    Build(#[from] crate::image::build::BuildError),
     #[error("{what}: {source}")]
     Io {
         what: String,
@@ -147,7 +144,7 @@ impl BenchError {
             BenchError::Run { source, .. } => source.exit_code(),
             BenchError::Failed { verdict, .. } => verdict.exit_code(),
             BenchError::Unmeasured { .. } => Verdict::HypervisorFailed.exit_code(),
-            BenchError::Build(_) | BenchError::Io { .. } => run::EXIT_SETUP,
+            BenchError::Build(_) | BenchError::Io { .. } => session::EXIT_SETUP,
         }
     }
 }
@@ -216,7 +213,7 @@ fn bench_one(
     })?;
     let out = out_dir(root, quantum_us);
     let options = RunOptions::generated(lab, backend, out.clone());
-    let finished = run::execute(&options, Console::Quiet, interrupted)
+    let finished = session::execute(&options, Console::Quiet, interrupted)
         .map_err(|source| BenchError::Run { quantum_us, source })?;
     // Keep the lab next to its artifacts, so the run can be repeated with `carousel run`.
     let _ = std::fs::write(out.join("lab.toml"), &text);
@@ -247,107 +244,24 @@ fn bench_one(
     })
 }
 
-/// Runs a lab a bench generated (`text`, written as `target/carousel/bench/NAME.toml`) quietly
-/// in `target/carousel/bench/NAME`, Bochs' debugger reading `debugger` if given; the finished
-/// run, or why it did not pass.
-pub fn run_generated_lab(
-    name: &str,
-    text: &str,
-    backend: BackendChoice,
-    debugger: Option<String>,
-    interrupted: &AtomicBool,
-) -> Result<run::Finished, String> {
-    let dir = crate::build::repo_root().join("target/carousel/bench");
-    std::fs::create_dir_all(&dir).map_err(|error| format!("{}: {error}", dir.display()))?;
-    let lab = dir.join(format!("{name}.toml"));
-    std::fs::write(&lab, text).map_err(|error| format!("{}: {error}", lab.display()))?;
-    let out = dir.join(name);
-    let options = RunOptions {
-        bochs_debugger: debugger,
-        ..RunOptions::generated(lab, backend, out.clone())
-    };
-    let finished = run::execute(&options, Console::Quiet, interrupted)
-        .map_err(|error| format!("{name}: {error}"))?;
-    if finished.outcome.verdict != Verdict::Passed {
-        return Err(format!(
-            "{name}: the run did not pass; see {}",
-            out.display()
-        ));
-    }
-    Ok(finished)
-}
-
-/// Prints a bench's result (one JSON object, or its text) and returns the exit code.
-pub fn print_result<T: Serialize>(
-    bench: &str,
-    result: Result<T, String>,
-    json: bool,
-    text: impl FnOnce(&T) -> String,
-) -> i32 {
-    match result {
-        Ok(report) if json => {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&report).expect("numbers and strings serialise")
-            );
-            0
-        }
-        Ok(report) => {
-            println!("{}", text(&report).trim_end());
-            0
-        }
-        Err(error) => {
-            eprintln!("carousel bench {bench}: {error}");
-            Verdict::HypervisorFailed.exit_code()
-        }
-    }
-}
-
-/// Runs `run` on each of `jobs`, [`PARALLEL_RUNS`] at a time, taking them in order; the
-/// results in the jobs' places, `None` for jobs not started because of an interrupt.
-pub fn run_parallel<J: Sync, R: Send>(
-    jobs: &[J],
-    interrupted: &AtomicBool,
-    run: impl Fn(&J) -> R + Sync,
-) -> Vec<Option<R>> {
-    let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<Option<R>>> = Mutex::new(jobs.iter().map(|_| None).collect());
-    std::thread::scope(|scope| {
-        for _ in 0..PARALLEL_RUNS {
-            scope.spawn(|| loop {
-                let index = next.fetch_add(1, Ordering::SeqCst);
-                let Some(job) = jobs.get(index) else { break };
-                if interrupted.load(Ordering::SeqCst) {
-                    break;
-                }
-                let result = run(job);
-                results.lock().unwrap_or_else(|poison| poison.into_inner())[index] = Some(result);
-            });
-        }
-    });
-    results
-        .into_inner()
-        .unwrap_or_else(|poison| poison.into_inner())
-}
-
 /// Runs the scheduling bench; progress and warnings go to stderr.
 pub fn bench_sched(
     backend: BackendChoice,
     interrupted: &AtomicBool,
 ) -> Result<BenchReport, BenchError> {
-    let root = crate::build::repo_root();
+    let root = crate::repo::repo_root();
     let labs = tempfile::tempdir().map_err(|source| BenchError::Io {
         what: "cannot make a temporary directory for the bench's labs".to_string(),
         source,
     })?;
     // Build once up front, so that the parallel runs find everything fresh.
     eprintln!("bench: building the hypervisor and the spin guest…");
-    crate::build::build(&root, &crate::build::target_dir(&root), &["spin"])?;
+    crate::image::build::build(&root, &crate::image::build::target_dir(&root), &["spin"])?;
     let started = Instant::now();
     // Longest runs first, so that the two workers finish together.
     let mut order: Vec<usize> = (0..QUANTA_US.len()).collect();
     order.sort_by_key(|&index| std::cmp::Reverse(spin_ms(QUANTA_US[index])));
-    let in_order = run_parallel(&order, interrupted, |&index| {
+    let in_order = super::run_parallel(&order, interrupted, |&index| {
         let quantum_us = QUANTA_US[index];
         eprintln!(
             "bench: quantum {quantum_us} us: {VM_COUNT} spin VMs, {} ms each…",
@@ -484,25 +398,6 @@ mod tests {
     use carousel_protocol::record::{Record, RunSummary, TscSource, VmSummary};
 
     use super::*;
-
-    #[test]
-    fn parallel_runs_put_each_result_in_its_place() {
-        let jobs: Vec<u64> = (0..9).collect();
-        let ran = AtomicUsize::new(0);
-        let results = run_parallel(&jobs, &AtomicBool::new(false), |&job| {
-            ran.fetch_add(1, Ordering::SeqCst);
-            // Uneven lengths, so the two workers finish out of order.
-            std::thread::sleep(std::time::Duration::from_millis(job % 3 * 5));
-            job * job
-        });
-        assert_eq!(ran.load(Ordering::SeqCst), jobs.len());
-        let squares: Vec<Option<u64>> = jobs.iter().map(|job| Some(job * job)).collect();
-        assert_eq!(results, squares);
-
-        let stopped = AtomicBool::new(true);
-        let none = run_parallel(&jobs, &stopped, |&job| job);
-        assert!(none.iter().all(Option::is_none));
-    }
 
     fn report() -> BenchReport {
         BenchReport {

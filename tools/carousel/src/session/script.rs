@@ -15,11 +15,10 @@
 //! A step that times out fails the VM's script, which then takes no further lines.
 
 use std::collections::VecDeque;
-use std::fmt;
 use std::io::{self, Write};
 use std::time::{Duration, Instant};
 
-use regex::Regex;
+use crate::lab::script::Step;
 
 use carousel_trace::outcome::ScriptResult;
 
@@ -32,53 +31,6 @@ pub const FOCUS_BASE: u8 = 0x80;
 pub const END_RUN: u8 = 0x7F;
 /// Console lines of a VM kept to explain a failed step.
 pub const CONTEXT_LINES: usize = 5;
-/// A step's timeout when the lab file gives none, in seconds.
-pub const DEFAULT_STEP_TIMEOUT_S: u64 = 60;
-
-/// A compiled regular expression that compares by its source text (labs compare equal when
-/// they say the same thing).
-#[derive(Debug, Clone)]
-pub struct Pattern(Regex);
-
-impl Pattern {
-    /// Compiles `source` (syntax of the `regex` crate).
-    pub fn new(source: &str) -> Result<Self, regex::Error> {
-        Regex::new(source).map(Self)
-    }
-
-    pub fn is_match(&self, text: &str) -> bool {
-        self.0.is_match(text)
-    }
-
-    pub fn as_str(&self) -> &str {
-        self.0.as_str()
-    }
-}
-
-impl PartialEq for Pattern {
-    fn eq(&self, other: &Self) -> bool {
-        self.as_str() == other.as_str()
-    }
-}
-
-impl Eq for Pattern {}
-
-impl fmt::Display for Pattern {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "/{}/", self.as_str())
-    }
-}
-
-/// One step of a VM's script.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Step {
-    /// Matched against each console line of the VM, without its `[name] ` prefix.
-    pub expect: Pattern,
-    /// Typed into the VM once a line matched.
-    pub send: Option<String>,
-    /// From the previous step's match (or the run's start).
-    pub timeout: Duration,
-}
 
 /// Something a script did, for the caller to carry out (sends) or show.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -389,6 +341,7 @@ impl<W: Write> FocusWriter<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::lab::script::Pattern;
 
     fn step(expect: &str, send: Option<&str>, timeout_s: u64) -> Step {
         Step {

@@ -14,13 +14,13 @@ use std::sync::Mutex;
 
 use serde::Serialize;
 
-use crate::backend::BackendChoice;
+use crate::emulator::backend::BackendChoice;
 use crate::lab::TRACE_LEVELS;
 use carousel_protocol::record::Record;
 use carousel_protocol::wire::{decode_all, encode_vec, Decoded};
 use carousel_trace::accounting::{group, Align, Table};
 
-use crate::run;
+use crate::session as run;
 
 /// Spin VMs per run.
 pub const VM_COUNT: u32 = 4;
@@ -129,7 +129,7 @@ impl EventSize {
 
 /// Runs one level; returns its iterations and stream bytes.
 fn run_level(level: &str, backend: BackendChoice, interrupted: &AtomicBool) -> LevelResult {
-    let finished = crate::bench::run_generated_lab(
+    let finished = super::run_generated_lab(
         &format!("export-{level}"),
         &lab_text(level),
         backend,
@@ -151,8 +151,8 @@ pub fn bench_export(
     backend: BackendChoice,
     interrupted: &AtomicBool,
 ) -> Result<ExportBench, String> {
-    let root = crate::build::repo_root();
-    crate::build::build(&root, &crate::build::target_dir(&root), &["spin"])
+    let root = crate::repo::repo_root();
+    crate::image::build::build(&root, &crate::image::build::target_dir(&root), &["spin"])
         .map_err(|error| error.to_string())?;
     let next = AtomicUsize::new(0);
     let results: Mutex<Vec<Option<LevelResult>>> =
@@ -263,7 +263,7 @@ impl ExportBench {
 
 /// `carousel bench export`: runs the bench and prints its report; returns the exit code.
 pub fn export_command(backend: BackendChoice, json: bool, interrupted: &AtomicBool) -> i32 {
-    crate::bench::print_result(
+    super::print_result(
         "export",
         bench_export(backend, interrupted),
         json,

@@ -3,7 +3,7 @@
 //! - **Boot**: from xv6's `main` to its shell's first read of the console (the prompt `$ ` is
 //!   out by then), under Carousel (one VM) and booted natively in the same Bochs, from the
 //!   `xv6.img` that xv6's Makefile builds next to the kernel (its own boot block and this
-//!   kernel). Both counts come from Bochs' debugger ([`crate::breakpoints`]): breakpoints on
+//!   kernel). Both counts come from Bochs' debugger ([`crate::emulator::breakpoints`]): breakpoints on
 //!   the kernel's `main` and `consoleread`, ticks at each; nothing in the guest is touched.
 //! - **usertests**: from its first line (`usertests starting`) to `ALL TESTS PASSED`, alone
 //!   in Carousel and beside three xv6 idle at their prompts, with idle detection off and on.
@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::backend::{self, Backend, BackendChoice, FlatDisk, CYLINDER_BYTES};
-use crate::breakpoints;
+use crate::emulator::backend::{self, Backend, BackendChoice, FlatDisk, CYLINDER_BYTES};
+use crate::emulator::breakpoints;
 use crate::lab::DEFAULT_CPU_MODEL;
 use carousel_trace::accounting::group;
 use carousel_trace::console_lines::{self, find_line};
@@ -71,9 +71,9 @@ impl Xv6Files {
     pub fn new(kernel: PathBuf, disk: PathBuf, image: Option<PathBuf>) -> Self {
         let image = image.unwrap_or_else(|| kernel.with_file_name("xv6.img"));
         Xv6Files {
-            kernel: crate::run::absolute(&kernel),
-            disk: crate::run::absolute(&disk),
-            image: crate::run::absolute(&image),
+            kernel: crate::session::absolute(&kernel),
+            disk: crate::session::absolute(&disk),
+            image: crate::session::absolute(&image),
         }
     }
 }
@@ -248,8 +248,8 @@ fn native_boot(
     symbols: BootSymbols,
     interrupted: &AtomicBool,
 ) -> Result<Span, String> {
-    let out = crate::build::repo_root().join("target/carousel/bench/xv6-native");
-    crate::run::prepare_out_dir(&out).map_err(|error| error.to_string())?;
+    let out = crate::repo::repo_root().join("target/carousel/bench/xv6-native");
+    crate::session::prepare_out_dir(&out).map_err(|error| error.to_string())?;
     let image = out.join("xv6.img");
     let disk = out.join("fs.img");
     let image_cylinders = flat_copy(&files.image, &image)?;
@@ -291,8 +291,9 @@ fn native_boot(
         0,
     );
     let output = out.join(launch.output);
-    let mut emulator = backend::Emulator::spawn(launch.program, &launch.args, &launch.env, &output)
-        .map_err(|error| format!("cannot start {}: {error}", launch.program))?;
+    let mut emulator =
+        crate::emulator::Emulator::spawn(launch.program, &launch.args, &launch.env, &output)
+            .map_err(|error| format!("cannot start {}: {error}", launch.program))?;
     let started = Instant::now();
     while emulator.try_exited().is_none() {
         if interrupted.load(Ordering::SeqCst) {
@@ -324,7 +325,7 @@ fn carousel_boot(
     symbols: BootSymbols,
     interrupted: &AtomicBool,
 ) -> Result<Span, String> {
-    let finished = crate::bench::run_generated_lab(
+    let finished = super::run_generated_lab(
         "xv6-boot",
         &boot_lab(files),
         BackendChoice::Bochs,
@@ -343,7 +344,7 @@ fn usertests(files: &Xv6Files, company: Company, interrupted: &AtomicBool) -> Re
         Company::Idle { detection: true } => "xv6-usertests-idle-on",
         Company::Idle { detection: false } => "xv6-usertests-idle-off",
     };
-    let finished = crate::bench::run_generated_lab(
+    let finished = super::run_generated_lab(
         name,
         &usertests_lab(files, company),
         BackendChoice::Bochs,
@@ -480,12 +481,12 @@ pub fn bench_xv6(
     if let Some(problem) = backend::unavailable(Backend::Bochs) {
         return Err(format!("the bench counts instructions in Bochs: {problem}"));
     }
-    let root = crate::build::repo_root();
+    let root = crate::repo::repo_root();
     eprintln!("bench: building the hypervisor…");
-    crate::build::build(&root, &crate::build::target_dir(&root), &[])
+    crate::image::build::build(&root, &crate::image::build::target_dir(&root), &[])
         .map_err(|error| error.to_string())?;
     let started = Instant::now();
-    let results = crate::bench::run_parallel(&JOBS, interrupted, |&job| {
+    let results = super::run_parallel(&JOBS, interrupted, |&job| {
         eprintln!("bench: {}…", job.describe());
         let began = Instant::now();
         let result = job.run(files, symbols, interrupted);
@@ -596,10 +597,10 @@ pub fn xv6_command(files: &Xv6Files, json: bool, interrupted: &AtomicBool) -> i3
         Ok(symbols) => symbols,
         Err(error) => {
             eprintln!("carousel bench xv6: {error}");
-            return crate::run::EXIT_USAGE;
+            return crate::session::EXIT_USAGE;
         }
     };
-    crate::bench::print_result(
+    super::print_result(
         "xv6",
         bench_xv6(files, symbols, interrupted),
         json,

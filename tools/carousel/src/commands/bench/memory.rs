@@ -18,7 +18,7 @@ use std::sync::atomic::AtomicBool;
 
 use serde::Serialize;
 
-use crate::backend::BackendChoice;
+use crate::emulator::backend::BackendChoice;
 use carousel_trace::accounting::{group, Accounting};
 
 /// Merging VMs per run.
@@ -80,7 +80,7 @@ fn run_lab(
     backend: BackendChoice,
     interrupted: &AtomicBool,
 ) -> Result<Accounting, String> {
-    crate::bench::run_generated_lab(name, text, backend, None, interrupted)
+    super::run_generated_lab(name, text, backend, None, interrupted)
         .map(|finished| finished.accounting())
 }
 
@@ -151,7 +151,7 @@ impl MemoryBench {
 
 /// `carousel bench memory`: runs the bench and prints its figures; returns the exit code.
 pub fn memory_command(backend: BackendChoice, json: bool, interrupted: &AtomicBool) -> i32 {
-    crate::bench::print_result(
+    super::print_result(
         "memory",
         bench_memory(backend, interrupted),
         json,

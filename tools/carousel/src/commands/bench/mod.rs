@@ -1,0 +1,128 @@
+//! `carousel bench …`: the five benchmarks ([`sched`], [`export`], [`memory`], [`decode`],
+//! [`xv6`]) and what they share: running a generated lab quietly, several at a time, and
+//! printing a result as text or one JSON object.
+
+pub mod decode;
+pub mod export;
+pub mod memory;
+pub mod sched;
+pub mod xv6;
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use carousel_trace::outcome::Verdict;
+use serde::Serialize;
+
+use crate::emulator::BackendChoice;
+use crate::session::{self, Console, RunOptions};
+
+/// Labs run side by side (Bochs uses one host core each).
+pub const PARALLEL_RUNS: usize = 2;
+
+/// Runs a lab a bench generated (`text`, written as `target/carousel/bench/NAME.toml`) quietly
+/// in `target/carousel/bench/NAME`, Bochs' debugger reading `debugger` if given; the finished
+/// run, or why it did not pass.
+pub fn run_generated_lab(
+    name: &str,
+    text: &str,
+    backend: BackendChoice,
+    debugger: Option<String>,
+    interrupted: &AtomicBool,
+) -> Result<session::Finished, String> {
+    let dir = crate::repo::repo_root().join("target/carousel/bench");
+    std::fs::create_dir_all(&dir).map_err(|error| format!("{}: {error}", dir.display()))?;
+    let lab = dir.join(format!("{name}.toml"));
+    std::fs::write(&lab, text).map_err(|error| format!("{}: {error}", lab.display()))?;
+    let out = dir.join(name);
+    let options = RunOptions {
+        bochs_debugger: debugger,
+        ..RunOptions::generated(lab, backend, out.clone())
+    };
+    let finished = session::execute(&options, Console::Quiet, interrupted)
+        .map_err(|error| format!("{name}: {error}"))?;
+    if finished.outcome.verdict != Verdict::Passed {
+        return Err(format!(
+            "{name}: the run did not pass; see {}",
+            out.display()
+        ));
+    }
+    Ok(finished)
+}
+
+/// Prints a bench's result (one JSON object, or its text) and returns the exit code.
+pub fn print_result<T: Serialize>(
+    bench: &str,
+    result: Result<T, String>,
+    json: bool,
+    text: impl FnOnce(&T) -> String,
+) -> i32 {
+    match result {
+        Ok(report) if json => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&report).expect("numbers and strings serialise")
+            );
+            0
+        }
+        Ok(report) => {
+            println!("{}", text(&report).trim_end());
+            0
+        }
+        Err(error) => {
+            eprintln!("carousel bench {bench}: {error}");
+            Verdict::HypervisorFailed.exit_code()
+        }
+    }
+}
+
+/// Runs `run` on each of `jobs`, [`PARALLEL_RUNS`] at a time, taking them in order; the
+/// results in the jobs' places, `None` for jobs not started because of an interrupt.
+pub fn run_parallel<J: Sync, R: Send>(
+    jobs: &[J],
+    interrupted: &AtomicBool,
+    run: impl Fn(&J) -> R + Sync,
+) -> Vec<Option<R>> {
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<Option<R>>> = Mutex::new(jobs.iter().map(|_| None).collect());
+    std::thread::scope(|scope| {
+        for _ in 0..PARALLEL_RUNS {
+            scope.spawn(|| loop {
+                let index = next.fetch_add(1, Ordering::SeqCst);
+                let Some(job) = jobs.get(index) else { break };
+                if interrupted.load(Ordering::SeqCst) {
+                    break;
+                }
+                let result = run(job);
+                results.lock().unwrap_or_else(|poison| poison.into_inner())[index] = Some(result);
+            });
+        }
+    });
+    results
+        .into_inner()
+        .unwrap_or_else(|poison| poison.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parallel_runs_put_each_result_in_its_place() {
+        let jobs: Vec<u64> = (0..9).collect();
+        let ran = AtomicUsize::new(0);
+        let results = run_parallel(&jobs, &AtomicBool::new(false), |&job| {
+            ran.fetch_add(1, Ordering::SeqCst);
+            // Uneven lengths, so the two workers finish out of order.
+            std::thread::sleep(std::time::Duration::from_millis(job % 3 * 5));
+            job * job
+        });
+        assert_eq!(ran.load(Ordering::SeqCst), jobs.len());
+        let squares: Vec<Option<u64>> = jobs.iter().map(|job| Some(job * job)).collect();
+        assert_eq!(results, squares);
+
+        let stopped = AtomicBool::new(true);
+        let none = run_parallel(&jobs, &stopped, |&job| job);
+        assert!(none.iter().all(Option::is_none));
+    }
+}

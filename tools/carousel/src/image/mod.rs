@@ -1,0 +1,7 @@
+//! The boot image of a run: the hypervisor and guests built by cargo ([`build`]), the GRUB ISO
+//! that carries them, the run configuration and every VM's disk ([`iso`]), and the disk images
+//! on the host side, blank ones and persisted writes ([`disk`]).
+
+pub mod build;
+pub mod disk;
+pub mod iso;

@@ -1,0 +1,174 @@
+//! A validated lab: the run's settings and its VMs, as [`Lab::parse`](super::Lab::parse) leaves
+//! them (every value checked, every path resolved, every default filled in).
+
+use std::path::{Path, PathBuf};
+
+use carousel_protocol::config::SchedulerPolicy;
+use carousel_protocol::record::TraceLevel;
+
+use super::limits::{HYPERVISOR_MIB, MAX_TOTAL_MIB};
+use super::script::Step;
+use super::sweep::SweepTable;
+
+/// A validated lab.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lab {
+    /// The lab file.
+    pub path: PathBuf,
+    /// FNV-1a 64 of the lab file's text, carried into the run configuration and every trace.
+    pub hash: u64,
+    /// Scheduler quantum, microseconds.
+    pub quantum_us: u32,
+    /// Bochs instructions per emulated second.
+    pub ips: u64,
+    /// What Carousel counts as one second of TSC in Bochs (quanta, timers, reports). Bochs'
+    /// TSC counts instructions: the default, `ips`, makes TSC time equal emulated wall time; a
+    /// CPU's nominal clock (say 1_000_000_000) gives realistic instructions per quantum.
+    pub tsc_hz: Option<u64>,
+    /// Bochs CPU model, one of [`CPU_MODELS`].
+    pub cpu_model: String,
+    /// Whole-run limit, seconds.
+    pub timeout_s: u64,
+    /// `run.idle_detection`: a guest idle in its idle address space for this many
+    /// microseconds counts as blocked (None: off).
+    pub idle_threshold_us: Option<u32>,
+    /// `run.interval_us`: length of a metrics interval, microseconds of TSC time.
+    pub interval_us: u32,
+    /// `run.trace`: what the record stream carries beyond the aggregates. `full` (every exit
+    /// an event) also sends the stream through the emulator's 0xE9 debug port.
+    pub trace: TraceLevel,
+    /// `run.policy`: the scheduling policy.
+    pub policy: SchedulerPolicy,
+    /// `run.memory_sample_ms`: working-set sampling period, milliseconds of TSC time (0: off).
+    pub memory_sample_ms: u32,
+    /// `run.guest_memory_budget_mib`: most guest RAM backed at once over all VMs; balloon
+    /// deflates beyond it wait until another VM gives pages back (None: no budget).
+    pub guest_memory_budget_mib: Option<u32>,
+    /// `run.merge_scan_pages`: same-page merging scans this many pages per metrics interval
+    /// (0: off).
+    pub merge_scan_pages: u32,
+    /// `run.balloon_when_free_below_pct` and `run.balloon_step_mib`: the balloon rule (see
+    /// `RunConfig`); None without the first.
+    pub balloon_rule: Option<(u32, u32)>,
+    /// `run.lazy_memory`: pages still all zeros at the start get a frame at their first touch.
+    pub lazy_memory: bool,
+    /// `run.boot_stagger_ms`: VM `i` starts `i ×` this many ms of TSC time into the run.
+    pub boot_stagger_ms: u32,
+    /// The VMs, in file order (a VM's id is its index).
+    pub vms: Vec<Vm>,
+    /// `[sweep]`: what `carousel sweep` varies when its command line does not say (`carousel
+    /// run` only checks it).
+    pub sweep: SweepTable,
+}
+
+/// One validated VM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Vm {
+    pub name: String,
+    pub kernel: Kernel,
+    pub memory_mib: u32,
+    pub disk: Option<Disk>,
+    pub weight: u32,
+    pub args: String,
+    /// `persist = true`: the sectors the guest writes go back into its disk image.
+    pub persist: bool,
+    /// `balloon_mib`: RAM ballooned from the start (the top, unbacked), MiB.
+    pub balloon_mib: u32,
+    /// `balloon_target_mib`: the balloon size the host asks for, MiB.
+    pub balloon_target_mib: u32,
+    /// `[[vm.script]]`: console input steps, in order (empty: none).
+    pub script: Vec<Step>,
+}
+
+/// Where a VM's disk comes from. Either way the VM works on a copy inside the boot image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Disk {
+    /// `disk`: an image file (absolute, or resolved against the lab file's directory).
+    File(PathBuf),
+    /// `blank_disk_kib`: a fresh image of this many KiB, written into the run directory
+    /// (`crate::image::disk::blank_image`).
+    Blank { kib: u32 },
+}
+
+impl Disk {
+    /// The image file a run uses for this disk: the lab's file, or the blank image in the
+    /// run directory `out` ([`blank_disk_path`]).
+    pub fn path(&self, out: &Path, vm: &str) -> PathBuf {
+        match self {
+            Disk::File(path) => path.clone(),
+            Disk::Blank { .. } => blank_disk_path(out, vm),
+        }
+    }
+}
+
+/// Where VM `vm`'s blank disk image lives in the run directory `out`.
+pub fn blank_disk_path(out: &Path, vm: &str) -> PathBuf {
+    out.join(format!("{vm}.disk"))
+}
+
+/// Where a VM's kernel comes from. A `kernel` value that names a built-in guest means the
+/// built-in; to use a file of that name, write it as a path (`./hello`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Kernel {
+    /// A binary of the `carousel-guests` package, built by the tool.
+    Builtin(String),
+    /// An ELF file (path resolved against the lab file's directory).
+    File(PathBuf),
+}
+
+impl Lab {
+    /// The lab file's name without extension: names the default run directory.
+    pub fn stem(&self) -> String {
+        self.path
+            .file_stem()
+            .map(|stem| stem.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "lab".to_string())
+    }
+
+    /// Guest RAM over all VMs, in MiB.
+    /// MiB of guest RAM the emulator must hold: all of it, or with lazily backed RAM at most
+    /// what the emulator can give.
+    pub fn guest_memory_mib(&self) -> u64 {
+        let total: u64 = self.vms.iter().map(|vm| u64::from(vm.memory_mib)).sum();
+        if self.lazy_memory {
+            total.min(MAX_TOTAL_MIB - HYPERVISOR_MIB)
+        } else {
+            total
+        }
+    }
+
+    /// True when some VM runs a built-in guest (the guests package must be built).
+    pub fn uses_builtin_guests(&self) -> bool {
+        self.vms
+            .iter()
+            .any(|vm| matches!(vm.kernel, Kernel::Builtin(_)))
+    }
+
+    /// The built-in guests the VMs run, sorted, each once.
+    pub fn builtin_guests(&self) -> Vec<&str> {
+        let mut guests: Vec<&str> = self
+            .vms
+            .iter()
+            .filter_map(|vm| match &vm.kernel {
+                Kernel::Builtin(name) => Some(name.as_str()),
+                Kernel::File(_) => None,
+            })
+            .collect();
+        guests.sort_unstable();
+        guests.dedup();
+        guests
+    }
+
+    /// True when some VM has a console script.
+    pub fn has_scripts(&self) -> bool {
+        self.vms.iter().any(|vm| !vm.script.is_empty())
+    }
+
+    /// Whether VM `vm`'s written sectors come back: its own `persist`, or `persist_all`
+    /// (`carousel run --persist`) for a VM with a disk.
+    pub fn persists(&self, vm: usize, persist_all: bool) -> bool {
+        self.vms
+            .get(vm)
+            .is_some_and(|vm| vm.persist || (persist_all && vm.disk.is_some()))
+    }
+}

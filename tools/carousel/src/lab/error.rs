@@ -1,0 +1,134 @@
+//! Why a lab file was refused: the file, the line and the rule, which names the key.
+
+use std::fmt;
+use std::ops::RangeInclusive;
+use std::path::PathBuf;
+
+use super::limits::{BUILTIN_GUESTS, CPU_MODELS, HYPERVISOR_MIB, MAX_TOTAL_MIB, VM_COUNT_RANGE};
+
+/// Why a lab file was refused.
+#[derive(Debug)]
+pub struct LabError {
+    /// The lab file.
+    pub file: PathBuf,
+    /// 1-based line of the offending value, where known.
+    pub line: Option<usize>,
+    pub kind: LabErrorKind,
+}
+
+impl fmt::Display for LabError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "{}:{line}: {}", self.file.display(), self.kind),
+            None => write!(f, "{}: {}", self.file.display(), self.kind),
+        }
+    }
+}
+
+impl std::error::Error for LabError {}
+
+/// The rule a lab broke. Every variant names the key it is about.
+#[derive(Debug, thiserror::Error)]
+pub enum LabErrorKind {
+    #[error("cannot read the lab file: {0}")]
+    Read(std::io::Error),
+    /// TOML syntax, an unknown key, a missing key or a value of the wrong type; toml's message
+    /// names the key and shows the line.
+    #[error("{0}")]
+    Toml(String),
+    #[error("`{key}` = {value} is outside the allowed range {}..={}", range.start(), range.end())]
+    OutOfRange {
+        key: String,
+        value: i64,
+        range: RangeInclusive<i64>,
+    },
+    #[error(
+        "`vm`: the lab has {count} [[vm]] tables; {}..={} are allowed",
+        VM_COUNT_RANGE.start(),
+        VM_COUNT_RANGE.end()
+    )]
+    VmCount { count: usize },
+    #[error("`{key}` = {value:?}: {reason}")]
+    BadName {
+        key: String,
+        value: String,
+        reason: &'static str,
+    },
+    #[error("`{key}` = {value:?}: another VM has this name (`{first_key}`)")]
+    DuplicateName {
+        key: String,
+        value: String,
+        first_key: String,
+    },
+    #[error("`{key}` = {value:?} is not a Bochs CPU model Carousel supports; one of: {}", CPU_MODELS.join(", "))]
+    CpuModel { key: String, value: String },
+    #[error("`{key}` = {value:?} is not one of: {}", choices.join(", "))]
+    BadChoice {
+        key: String,
+        value: String,
+        choices: Vec<&'static str>,
+    },
+    #[error("`{key}` of vm {vm:?}: {path} does not exist or is not a file")]
+    MissingFile {
+        key: String,
+        vm: String,
+        path: PathBuf,
+    },
+    #[error("`{key}` of vm {vm:?}: {path} is empty")]
+    EmptyFile {
+        key: String,
+        vm: String,
+        path: PathBuf,
+    },
+    #[error(
+        "`{key}` of vm {vm:?}: {path} is not an ELF file (no ELF magic); \
+         built-in guests are: {}",
+        BUILTIN_GUESTS.join(", ")
+    )]
+    NotElf {
+        key: String,
+        vm: String,
+        path: PathBuf,
+    },
+    #[error("`{key}` of vm {vm:?}: {reason}")]
+    BadArgs {
+        key: String,
+        vm: String,
+        reason: String,
+    },
+    #[error(
+        "`vm[*].memory_mib`: the VMs need {guests} MiB, plus {HYPERVISOR_MIB} MiB for the \
+         hypervisor is {} MiB; at most {MAX_TOTAL_MIB} MiB fit in the emulator",
+        guests + HYPERVISOR_MIB
+    )]
+    MemoryTotal { guests: u64 },
+    #[error("`{key}` of vm {vm:?}: environment variable {var} is not set (or empty)")]
+    MissingEnv {
+        key: String,
+        vm: String,
+        var: String,
+    },
+    #[error("`{key}` of vm {vm:?}: {reason}")]
+    BadPath {
+        key: String,
+        vm: String,
+        reason: String,
+    },
+    #[error("`{key}` and `{other}` of vm {vm:?}: give one of them, not both")]
+    Exclusive {
+        key: String,
+        other: String,
+        vm: String,
+    },
+    #[error("`{key}` of vm {vm:?}: persist needs a disk (`disk` or `blank_disk_kib`)")]
+    PersistWithoutDisk { key: String, vm: String },
+    #[error("`{key}`: {reason}")]
+    Sweep { key: String, reason: String },
+    #[error("`{key}` (script step {step}) of vm {vm:?}: not a regular expression: {error}")]
+    BadRegex {
+        key: String,
+        step: usize,
+        vm: String,
+        error: String,
+    },
+}

@@ -1,0 +1,81 @@
+//! The limits and defaults of a lab file: every range a value must lie in, and what a key
+//! that is left out stands for. Nothing here depends on the rest of the tool.
+
+use std::ops::RangeInclusive;
+
+/// Scheduler quantum when the lab file gives none, in microseconds.
+pub const DEFAULT_QUANTUM_US: u32 = 1000;
+/// Bochs instructions per emulated second when the lab file gives none.
+pub const DEFAULT_IPS: u64 = 1_000_000;
+/// Bochs CPU model when the lab file gives none (BOCHS.md: has every VMX feature Bochs offers).
+pub const DEFAULT_CPU_MODEL: &str = "corei7_skylake_x";
+/// Whole-run limit when the lab file gives none, in seconds.
+pub const DEFAULT_TIMEOUT_S: u64 = 120;
+/// Scheduling weight of a VM whose table gives none.
+pub const DEFAULT_WEIGHT: u32 = 1;
+/// Idle detection's threshold when the lab file turns it on without one, in microseconds.
+pub const DEFAULT_IDLE_THRESHOLD_US: u32 = 100;
+
+/// Allowed scheduler quanta, in microseconds.
+pub const QUANTUM_US_RANGE: RangeInclusive<i64> = 1..=1_000_000;
+/// Allowed instructions per emulated second.
+pub const IPS_RANGE: RangeInclusive<i64> = 1_000..=2_000_000_000;
+/// Allowed `run.tsc_hz` (1 kHz to 10 GHz).
+pub const TSC_HZ_RANGE: RangeInclusive<i64> = 1_000..=10_000_000_000;
+/// Allowed whole-run limits, in seconds (one day at most).
+pub const TIMEOUT_S_RANGE: RangeInclusive<i64> = 1..=86_400;
+/// Allowed guest RAM per VM, in MiB.
+pub const MEMORY_MIB_RANGE: RangeInclusive<i64> = 2..=3072;
+/// Allowed scheduling weights.
+pub const WEIGHT_RANGE: RangeInclusive<i64> = 1..=64;
+/// Allowed idle-detection thresholds, in microseconds.
+pub const IDLE_THRESHOLD_US_RANGE: RangeInclusive<i64> = 1..=100_000;
+/// Allowed sizes of a blank disk, in KiB (the image travels in the ISO and sits in the
+/// hypervisor's memory).
+pub const BLANK_DISK_KIB_RANGE: RangeInclusive<i64> = 1..=65_536;
+/// Allowed script step timeouts, in seconds.
+pub const STEP_TIMEOUT_S_RANGE: RangeInclusive<i64> = 1..=86_400;
+/// Allowed number of VMs in one lab.
+/// Allowed `run.interval_us` (metrics interval, microseconds of TSC time).
+pub const INTERVAL_US_RANGE: RangeInclusive<i64> = 100..=10_000_000;
+/// Allowed `run.memory_sample_ms` (0: no working-set samples).
+pub const MEMORY_SAMPLE_MS_RANGE: RangeInclusive<i64> = 0..=60_000;
+/// Allowed `run.merge_scan_pages` (0: no same-page merging).
+pub const MERGE_SCAN_PAGES_RANGE: RangeInclusive<i64> = 0..=1_000_000;
+/// Allowed number of VMs in a lab.
+pub const VM_COUNT_RANGE: RangeInclusive<usize> = 1..=64;
+/// Longest VM name, in bytes.
+pub const NAME_MAX: usize = 32;
+/// Longest guest command line, in bytes.
+pub const ARGS_MAX: usize = 1024;
+/// Memory the hypervisor itself keeps for its code, heap and VMX structures, in MiB.
+pub const HYPERVISOR_MIB: u64 = 64;
+/// Most emulated RAM a run may need (guests plus [`HYPERVISOR_MIB`]), in MiB: Bochs'
+/// `memory: guest=4096` leaves about 3 GiB of RAM below 4 GiB (BOCHS.md), minus headroom.
+pub const MAX_TOTAL_MIB: u64 = 2900;
+
+/// Carousel's built-in guests (binaries of the `carousel-guests` package), by name.
+pub const BUILTIN_GUESTS: &[&str] = &[
+    "hello",
+    "spin",
+    "sleepy",
+    "devcheck",
+    "diskio",
+    "interactive",
+    "balloon",
+    "samepages",
+];
+
+/// Bochs CPU models with the VMX features Carousel needs (BOCHS.md, "What this Bochs build
+/// offers").
+pub const CPU_MODELS: &[&str] = &[
+    "corei7_sandy_bridge_2600k",
+    "corei7_ivy_bridge_3770k",
+    "corei7_haswell_4770",
+    "broadwell_ult",
+    "corei7_skylake_x",
+    "corei3_cnl",
+    "corei7_icelake_u",
+    "tigerlake",
+    "corei5_arrandale_m520",
+];

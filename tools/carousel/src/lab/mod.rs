@@ -1,0 +1,25 @@
+//! Lab files: the TOML description of one run (scheduler settings, emulator settings, VMs),
+//! parsed strictly and validated before anything is built or started.
+//!
+//! What is here: the validated lab ([`Lab`], [`definition`]), the file format and every
+//! validation rule with an error that names the offending key ([`parse`], [`error`]), the limits
+//! and defaults ([`limits`]), console script steps ([`script`]), the `[sweep]` table
+//! ([`sweep`]), `${VAR}` expansion ([`env`]) and the translation into the hypervisor's run
+//! configuration ([`config`]). What is not: building images or running anything.
+
+pub mod config;
+pub mod definition;
+pub mod env;
+pub mod error;
+pub mod limits;
+pub mod parse;
+pub mod script;
+pub mod sweep;
+
+pub use self::config::{disk_module, kernel_module};
+pub use self::definition::{blank_disk_path, Disk, Kernel, Lab, Vm};
+pub use self::env::{expand_env, EnvProblem};
+pub use self::error::{LabError, LabErrorKind};
+pub use self::limits::*;
+pub use self::sweep::SweepTable;
+pub use carousel_trace::TRACE_LEVELS;
