@@ -208,11 +208,12 @@ fn synthetic_run(names: [&'static str; 4]) -> Vec<Record> {
     let elapsed = end - start;
     records.push(Record::RunEnd { tsc: end });
     // Runstates from the events, as the hypervisor would have counted them.
-    let timeline = carousel_trace::timeline::Timeline::from_records(&records).expect("events");
+    let timeline =
+        carousel_trace::model::timeline::Timeline::from_records(&records).expect("events");
     for vm in 0..vms {
         let mut time = [0u64; 4];
         for span in &timeline.runstates[vm] {
-            let index = carousel_trace::timeline::RunState::ALL
+            let index = carousel_trace::model::timeline::RunState::ALL
                 .iter()
                 .position(|&state| state == span.state)
                 .unwrap();
@@ -350,7 +351,7 @@ fn memory_map(vm: usize, age: u64, tsc: u64) -> Record {
 /// `records` framed as a trace file in `dir`.
 fn write_trace(dir: &Path, name: &str, records: Vec<Record>) -> PathBuf {
     let path = dir.join(name);
-    std::fs::write(&path, carousel_trace::report::encode_trace(records))
+    std::fs::write(&path, carousel_trace::decode::encode_trace(records))
         .expect("the trace is written");
     path
 }
@@ -377,7 +378,7 @@ const CHARTS: [&str; 5] = ["donut", "share-chart", "gantt", "memgrid", "diskgrid
 #[test]
 fn the_synthetic_run_obeys_the_conservation_rule() {
     let records = synthetic_run(["web", "db", "cache", "backup"]);
-    let accounting = carousel_trace::accounting::Accounting::from_records(&records, &[]);
+    let accounting = carousel_trace::model::accounting::Accounting::from_records(&records, &[]);
     let conservation = accounting.conservation().expect("a RunSummary");
     assert!(conservation.holds(), "{conservation:?}");
     assert!(

@@ -11,11 +11,12 @@ use std::process::{Command, Output};
 use carousel::emulator::Backend;
 use carousel::image::disk::{blank_image, BLANK_MAGIC, SECTOR_BYTES};
 use carousel::lab::Lab;
-use carousel::session::{frames_only, record_stream_file};
+use carousel::session::record_stream_file;
 use carousel_protocol::config::fnv1a64;
 use carousel_protocol::record::{Event, Record, StopReason, TraceLevel};
 use carousel_protocol::wire::{decode_all, Decoded};
-use carousel_trace::accounting::{Accounting, SLEEPY_WAKE_LATE, SPIN_ITERATIONS};
+use carousel_trace::decode::frames_only;
+use carousel_trace::model::accounting::{Accounting, SLEEPY_WAKE_LATE, SPIN_ITERATIONS};
 use serde_json::Value;
 
 #[path = "support/chromium.rs"]
@@ -214,7 +215,7 @@ impl Measured {
         self.accounting.cpu_share(vm.id).expect("a guest share")
     }
 
-    fn vm(&self, name: &str) -> &carousel_trace::accounting::VmAccount {
+    fn vm(&self, name: &str) -> &carousel_trace::model::accounting::VmAccount {
         self.accounting
             .vms
             .iter()
@@ -1373,7 +1374,7 @@ fn balloon_moves_memory_from_one_vm_to_another() {
         (memory("grower").ballooned, memory("grower").deflated),
         (0, 2048)
     );
-    let table = measured.accounting.memory_table();
+    let table = carousel_trace::render::text::memory_table(&measured.accounting);
     assert!(table.contains("BALLOONED"), "{table}");
     for check in ["balloon-bad-calls-refused", "balloon-reached-target"] {
         for vm in [donor, grower] {

@@ -1,23 +1,23 @@
 //! `carousel export TRACE --perfetto FILE`: a trace as Chrome trace-event JSON for
-//! ui.perfetto.dev and chrome://tracing (the work is [`carousel_trace::perfetto`]'s).
+//! ui.perfetto.dev and chrome://tracing (the work is [`carousel_trace::render::perfetto`]'s).
 
 use std::io::{self, Write};
 use std::path::Path;
 
-use carousel_trace::perfetto::write_trace;
+use carousel_trace::render::perfetto;
 
 use super::report::load_trace;
 
 /// `carousel export TRACE --perfetto FILE [--vm NAME]`; returns the exit code: 0, or 2 when the
 /// trace cannot be read or holds nothing, or FILE cannot be written.
 pub fn export_command(path: &Path, target: &Path, vm: Option<&str>) -> i32 {
-    let (records, _damage) = match load_trace(path, vm, "export") {
-        Ok(loaded) => loaded,
+    let model = match load_trace(path, vm, "export") {
+        Ok(model) => model,
         Err(code) => return code,
     };
     let written = std::fs::File::create(target).and_then(|file| {
         let mut writer = io::BufWriter::new(file);
-        let written = write_trace(&records, &mut writer)?;
+        let written = perfetto::write(&model, &mut writer)?;
         writer.flush()?;
         Ok(written)
     });

@@ -1,16 +1,15 @@
 //! `carousel report TRACE`: the accounting of a finished run, read back from its record stream
 //! (the run directory's `com2.bin`, or the file `carousel run --trace FILE` wrote), as text, JSON
-//! or CSV; with `--interval MS`, per-interval rows; with `--html FILE`, also the report page. The
-//! work is `carousel_trace`'s; this is the command: files, messages and exit codes.
+//! or CSV; with `--interval MS`, per-interval rows (after xenalyze's `--interval` mode); with
+//! `--html FILE`, also the report page. A damaged trace is reported as far as it goes: every
+//! gap and corrupt frame is named and everything else still counts. The work is
+//! `carousel_trace`'s; this is the command: files, messages and exit codes.
 
 use std::path::Path;
 
-use carousel_protocol::record::Record;
-use carousel_trace::accounting::Accounting;
-use carousel_trace::report::{
-    csv_report, interval_csv, interval_json, interval_rows, interval_text, json_report, only_vm,
-    read_trace,
-};
+use carousel_trace::decode::{only_vm, read_trace};
+use carousel_trace::model::{Keep, Model, ModelBuilder};
+use carousel_trace::render::{csv, html, json, text};
 
 /// What `report` prints.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -22,15 +21,11 @@ pub enum Format {
     Csv,
 }
 
-/// The records of the trace file `path` (with `vm`, that VM's: [`only_vm`]) and the damage
-/// [`read_trace`] found, each line of which goes to stderr as a warning. When there is nothing
-/// to work with (the file cannot be read, holds no record, names no such VM) `carousel
-/// <command>` says why and the error is the exit code, 2.
-pub fn load_trace(
-    path: &Path,
-    vm: Option<&str>,
-    command: &str,
-) -> Result<(Vec<Record>, Vec<String>), i32> {
+/// The model of the trace file `path` (with `vm`, of that VM's records: [`only_vm`]), its
+/// damage included, each part of which goes to stderr as a warning. When there is nothing to
+/// work with (the file cannot be read, holds no record, names no such VM) `carousel <command>`
+/// says why and the error is the exit code, 2.
+pub fn load_trace(path: &Path, vm: Option<&str>, command: &str) -> Result<Model, i32> {
     let bytes = std::fs::read(path).map_err(|error| {
         eprintln!(
             "carousel {command}: cannot read {}: {error}",
@@ -38,24 +33,32 @@ pub fn load_trace(
         );
         2
     })?;
-    let (records, problems) = read_trace(&bytes);
-    for problem in &problems {
-        eprintln!("warning: {}: {problem}", path.display());
+    let (records, damage) = read_trace(&bytes);
+    for damage in &damage {
+        eprintln!("warning: {}: {damage}", path.display());
     }
     if records.is_empty() {
         eprintln!("carousel {command}: {} holds no record", path.display());
         return Err(2);
     }
-    let Some(name) = vm else {
-        return Ok((records, problems));
-    };
-    match only_vm(&records, name) {
-        Some(records) => Ok((records, problems)),
-        None => {
+    let records = match vm {
+        None => records,
+        Some(name) => only_vm(&records, name).ok_or_else(|| {
             eprintln!("carousel {command}: the trace names no VM {name:?}");
-            Err(2)
-        }
+            2
+        })?,
+    };
+    let mut model = ModelBuilder::new(Keep::Everything);
+    for record in &records {
+        model.add(record);
     }
+    for damage in damage {
+        model.add_damage(damage);
+    }
+    let mut model = model.finish();
+    // One VM's guest time cannot balance the whole run's elapsed time.
+    model.accounting.partial = vm.is_some();
+    Ok(model)
 }
 
 /// What `carousel report` was asked for beyond the trace.
@@ -75,11 +78,11 @@ pub struct ReportOptions<'a> {
 /// returns the exit code: 0, or 2 when the file cannot be read, holds no record at all, names
 /// no such VM, has no events for `--interval`, or the page cannot be written.
 pub fn report_command(path: &Path, options: &ReportOptions) -> i32 {
-    let (records, problems) = match load_trace(path, options.vm, "report") {
-        Ok(loaded) => loaded,
+    let model = match load_trace(path, options.vm, "report") {
+        Ok(model) => model,
         Err(code) => return code,
     };
-    let intervals = match options.interval_ms.map(|ms| interval_rows(&records, ms)) {
+    let intervals = match options.interval_ms.map(|ms| model.intervals(ms)) {
         None => None,
         Some(Ok(rows)) => Some(rows),
         Some(Err(error)) => {
@@ -88,12 +91,11 @@ pub fn report_command(path: &Path, options: &ReportOptions) -> i32 {
         }
     };
     if let Some(page) = options.html {
-        let source = carousel_trace::html::Source {
+        let source = html::Source {
             name: &path.display().to_string(),
-            damage: &problems,
             only_vm: options.vm,
         };
-        let html = carousel_trace::html::page(&records, &source);
+        let html = html::page(&model, &source);
         if let Err(error) = std::fs::write(page, &html) {
             eprintln!("carousel report: cannot write {}: {error}", page.display());
             return 2;
@@ -105,22 +107,17 @@ pub fn report_command(path: &Path, options: &ReportOptions) -> i32 {
         );
     }
     let text = match (options.format, &intervals) {
-        (Format::Text, None) => {
-            let mut accounting = Accounting::from_records(&records, &[]);
-            // One VM's guest time cannot balance the whole run's elapsed time.
-            accounting.partial = options.vm.is_some();
-            accounting.report()
-        }
-        (Format::Text, Some(rows)) => interval_text(&records, rows),
+        (Format::Text, None) => text::report(&model.accounting),
+        (Format::Text, Some(rows)) => text::intervals(&model, rows),
         (Format::Json, rows) => {
-            let mut report = json_report(&records);
+            let mut report = json::report(&model.accounting);
             if let Some(rows) = rows {
-                report["intervals"] = interval_json(&records, rows);
+                report["intervals"] = json::intervals(&model, rows);
             }
             format!("{report:#}\n")
         }
-        (Format::Csv, None) => csv_report(&records),
-        (Format::Csv, Some(rows)) => interval_csv(&records, rows),
+        (Format::Csv, None) => csv::vms(&model.accounting),
+        (Format::Csv, Some(rows)) => csv::intervals(&model, rows),
     };
     // A reader that stops early (`| head`) is not an error worth a panic.
     let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes());

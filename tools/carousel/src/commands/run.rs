@@ -6,12 +6,12 @@ use std::path::Path;
 use std::sync::atomic::AtomicBool;
 
 use carousel_protocol::record::TraceLevel;
-use carousel_trace::outcome::{self, Ending, Verdict};
+use carousel_trace::decode::frames_only;
+use carousel_trace::render::{outcome, text};
+use carousel_trace::verdict::{Ending, Verdict};
 
 use crate::emulator::Backend;
-use crate::session::{
-    execute, frames_only, record_stream_file, Console, RunError, RunOptions, EXIT_SETUP,
-};
+use crate::session::{execute, record_stream_file, Console, RunError, RunOptions, EXIT_SETUP};
 
 /// Runs a lab (`carousel run`): shows it live, then prints the outcome table, the accounting,
 /// what was persisted and the result line; returns the exit code of the verdict (or
@@ -24,7 +24,7 @@ pub fn run(options: &RunOptions, interrupted: &AtomicBool) -> Result<i32, RunErr
     let accounting = finished.accounting();
     if accounting.has_summaries() {
         println!();
-        print!("{}", accounting.report());
+        print!("{}", text::report(accounting));
         println!();
     } else if finished.ending == Ending::ScriptsFinished {
         println!();
@@ -35,7 +35,7 @@ pub fn run(options: &RunOptions, interrupted: &AtomicBool) -> Result<i32, RunErr
         println!();
     } else if outcome.verdict == Verdict::Passed {
         println!();
-        print!("{}", accounting.report());
+        print!("{}", text::report(accounting));
         println!();
     }
     if !finished.stream_warnings.is_empty() {

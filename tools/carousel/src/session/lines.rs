@@ -1,7 +1,7 @@
 //! COM1 as lines: the byte stream split into lines ([`LineSplitter`]), and the lines the run
 //! loop watches for ([`Com1Watch`]: the hypervisor's error before the run started, its panic).
 
-use carousel_trace::outcome::{ERROR_PREFIX, PANIC_PREFIX};
+use carousel_trace::verdict::{ERROR_PREFIX, PANIC_PREFIX};
 
 /// A COM1 "line" longer than this is passed on in pieces.
 pub const LINE_MAX: usize = 64 * 1024;

@@ -20,9 +20,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use carousel_protocol::record::{Record, TraceLevel};
-use carousel_protocol::wire::{decode_all, encode_vec, Decoded};
-use carousel_trace::accounting::Accounting;
-use carousel_trace::outcome::{self, Ending, Outcome, RunFacts, Verdict};
+use carousel_trace::model::accounting::Accounting;
+use carousel_trace::model::Model;
+use carousel_trace::verdict::{self, Ending, Outcome, RunFacts, Verdict};
 
 pub use self::stream::Console;
 use self::stream::RunFiles;
@@ -125,19 +125,6 @@ pub fn record_stream_file(backend: Backend, lab: &Lab) -> &'static str {
     }
 }
 
-/// The whole frames of a stream, re-encoded (byte for byte what was sent) without whatever
-/// else shares the stream: a debug-port file holds the emulator's own text too.
-pub fn frames_only(bytes: &[u8]) -> Vec<u8> {
-    decode_all(bytes)
-        .into_iter()
-        .filter_map(|item| match item {
-            Decoded::Frame(frame) => Some(encode_vec(&frame)),
-            Decoded::Corrupt { .. } | Decoded::Gap { .. } => None,
-        })
-        .flatten()
-        .collect()
-}
-
 /// The default run directory of `lab`.
 pub fn default_out_dir(root: &Path, lab: &Lab) -> PathBuf {
     root.join("target/carousel/runs").join(lab.stem())
@@ -204,6 +191,8 @@ pub struct Finished {
     pub out: PathBuf,
     /// Every record decoded from COM2, in arrival order.
     pub records: Vec<Record>,
+    /// The model of the run: everything the records say.
+    pub model: Model,
     /// How the run ended.
     pub ending: Ending,
     /// The verdict and one row per VM.
@@ -218,10 +207,10 @@ pub struct Finished {
 }
 
 impl Finished {
-    /// The accounting the records carry (the hypervisor's summaries and the guests' metrics).
-    pub fn accounting(&self) -> Accounting {
-        let weights: Vec<u32> = self.lab.vms.iter().map(|vm| vm.weight).collect();
-        Accounting::from_records(&self.records, &weights)
+    /// The accounting the records carry (the hypervisor's summaries and the guests' metrics),
+    /// with the lab's weights.
+    pub fn accounting(&self) -> &Accounting {
+        &self.model.accounting
     }
 }
 
@@ -361,13 +350,13 @@ pub fn execute_lab(
     );
 
     // Disks, then the verdict.
-    let (persisted, persist_failed) =
-        persist::persist_disks(&lab, &out, options.persist, &received);
+    let model = received.model.finish();
+    let (persisted, persist_failed) = persist::persist_disks(&lab, &out, options.persist, &model);
     let names: Vec<String> = lab.vms.iter().map(|vm| vm.name.clone()).collect();
     let scripts = received.scripts.results();
-    let decided = outcome::decide(&RunFacts {
+    let decided = verdict::decide(&RunFacts {
         vm_names: &names,
-        records: &received.records,
+        inputs: model.verdict.clone(),
         error_line: received.watch.error_line.as_deref(),
         panic_line: received.watch.panic_line.as_deref(),
         ending,
@@ -379,6 +368,7 @@ pub fn execute_lab(
         backend,
         out,
         records: received.records,
+        model,
         ending,
         outcome: decided,
         stream_warnings: received.warnings,

@@ -1,12 +1,10 @@
 //! Persisted disks: the sectors each persisting VM wrote, written back into its image once the
 //! run ended in order.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
-use carousel_protocol::record::Record;
+use carousel_trace::model::Model;
 
-use super::stream::Received;
 use crate::lab::Lab;
 
 /// Writes the sectors each persisting VM wrote back into its image (the lab's `disk` file, or
@@ -17,14 +15,9 @@ pub fn persist_disks(
     lab: &Lab,
     out: &Path,
     persist_all: bool,
-    received: &Received,
+    model: &Model,
 ) -> (Vec<String>, bool) {
-    let mut sectors: BTreeMap<u16, BTreeMap<u32, Vec<u8>>> = BTreeMap::new();
-    for record in &received.records {
-        if let Record::DiskSector { vm, lba, data } = record {
-            sectors.entry(*vm).or_default().insert(*lba, data.clone());
-        }
-    }
+    let mut sectors = model.written.clone();
     let mut lines = Vec::new();
     let mut failed = false;
     for (id, vm) in lab.vms.iter().enumerate() {
@@ -40,7 +33,7 @@ pub fn persist_disks(
         };
         let path = disk.path(out, &vm.name);
         let written = sectors.remove(&(id as u16)).unwrap_or_default();
-        if !received.run_end_seen {
+        if !model.verdict.run_end_seen() {
             lines.push(format!(
                 "vm {}: not persisted: the run did not end in order (no RunEnd record; the \
                  hypervisor sends written sectors only then); {} unchanged",
@@ -76,11 +69,12 @@ pub fn persist_disks(
 mod tests {
     use std::fs;
 
-    use super::*;
-    use crate::session::script::Scripts;
-    use crate::session::stream::Console;
+    use carousel_protocol::record::Record;
+    use carousel_trace::model::{Keep, ModelBuilder};
 
-    fn persist_case(dir: &Path, persist: bool, records: Vec<Record>) -> (Lab, Received) {
+    use super::*;
+
+    fn persist_case(dir: &Path, persist: bool, records: Vec<Record>) -> (Lab, Model) {
         fs::write(dir.join("disk.img"), crate::image::disk::blank_image(4)).unwrap();
         let text = format!(
             "[[vm]]\nname = \"a\"\nkernel = \"hello\"\nmemory_mib = 8\ndisk = \"disk.img\"\n\
@@ -89,16 +83,11 @@ mod tests {
              persist = true\n"
         );
         let lab = Lab::parse(&dir.join("lab.toml"), &text).unwrap();
-        let mut received = Received::new(
-            Console::Quiet,
-            vec!["a".to_string(), "b".to_string()],
-            Scripts::new(vec![Vec::new(), Vec::new()]),
-            false,
-        );
-        for record in records {
-            received.record(record, &lab);
+        let mut received = ModelBuilder::new(Keep::Totals);
+        for record in &records {
+            received.add(record);
         }
-        (lab, received)
+        (lab, received.finish())
     }
 
     fn sector(vm: u16, lba: u32, fill: u8) -> Record {

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use crate::lab::script::Step;
 
-use carousel_trace::outcome::ScriptResult;
+use carousel_trace::verdict::ScriptResult;
 
 /// Escape byte of the hypervisor's focus protocol (`kernel/src/input.rs`): followed by a VM id
 /// it focuses that VM; doubled it is one literal byte for the focused VM.

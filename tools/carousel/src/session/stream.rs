@@ -10,10 +10,12 @@ use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use carousel_protocol::record::{Record, TraceLevel};
-use carousel_protocol::wire::{Decoded, Decoder};
 use carousel_protocol::FORMAT_VERSION;
-use carousel_trace::live::LiveSummary;
-use carousel_trace::outcome::Ending;
+use carousel_trace::decode::{Damage, Item, Stream, StreamDecoder};
+use carousel_trace::model::console::split_vm_line;
+use carousel_trace::model::{Keep, ModelBuilder};
+use carousel_trace::render::live;
+use carousel_trace::verdict::Ending;
 
 use super::interactive::{self, Command};
 use super::lines::{Com1Watch, LineSplitter};
@@ -94,45 +96,44 @@ pub struct Received {
     pub(super) scripts: Scripts,
     /// What the scripts did since the run loop last looked.
     pub(super) script_events: Vec<Event>,
-    /// Which VMs have a VmStopped record.
-    pub(super) stopped: Vec<bool>,
     pub(super) lines: LineSplitter,
     pub(super) watch: Com1Watch,
-    pub(super) decoder: Decoder,
-    /// The records come through the emulator's debug port (a full-rate trace), whose file
-    /// also holds the emulator's own text: what is not a frame there is skipped silently.
-    pub(super) debug_port: bool,
-    /// The once-a-second summary of what the records say.
-    pub(super) live: LiveSummary,
+    /// None once the stream has ended.
+    pub(super) decoder: Option<StreamDecoder>,
+    /// Everything the records say so far (the live line's window among it).
+    pub(super) model: ModelBuilder,
+    /// Every record, in arrival order.
     pub(super) records: Vec<Record>,
-    pub(super) hello_seen: bool,
-    pub(super) run_end_seen: bool,
     pub(super) fatal_at: Option<Instant>,
     /// Problems with the COM2 stream and its Hello record, one sentence each.
     pub(super) warnings: Vec<String>,
 }
 
 impl Received {
+    /// Nothing received yet from a run of the VMs `names` (their lab weights `weights`); the
+    /// records come through the emulator's debug port when `debug_port` (a full-rate trace).
     pub(super) fn new(
         console: Console,
         names: Vec<String>,
+        weights: Vec<u32>,
         scripts: Scripts,
         debug_port: bool,
     ) -> Self {
+        let stream = if debug_port {
+            Stream::SharedPort
+        } else {
+            Stream::Frames
+        };
         Self {
-            debug_port,
-            live: LiveSummary::new(),
             console,
-            stopped: vec![false; names.len()],
             names,
             scripts,
             script_events: Vec::new(),
             lines: LineSplitter::default(),
             watch: Com1Watch::default(),
-            decoder: Decoder::default(),
+            decoder: Some(StreamDecoder::new(stream)),
+            model: ModelBuilder::with_weights(Keep::Live, weights),
             records: Vec::new(),
-            hello_seen: false,
-            run_end_seen: false,
             fatal_at: None,
             warnings: Vec::new(),
         }
@@ -155,10 +156,11 @@ impl Received {
         if self.console == Console::Live {
             println!("{line}");
         }
-        if self.watch.observe(line, self.hello_seen) && self.fatal_at.is_none() {
+        let hello_seen = self.model.hello().is_some();
+        if self.watch.observe(line, hello_seen) && self.fatal_at.is_none() {
             self.fatal_at = Some(Instant::now());
         }
-        if let Some((vm, text)) = carousel_trace::console_lines::split_vm_line(&self.names, line) {
+        if let Some((vm, text)) = split_vm_line(&self.names, line) {
             let events = self.scripts.line(vm, text, Instant::now());
             self.script_events.extend(events);
         }
@@ -167,99 +169,83 @@ impl Received {
     /// True when every VM has stopped or (having a script) finished or failed it, and some VM
     /// has a script: then nothing more is awaited.
     fn scripts_done(&self) -> bool {
+        let verdict = self.model.verdict();
         self.scripts.any()
-            && (0..self.names.len()).all(|vm| self.stopped[vm] || self.scripts.done(vm))
+            && (0..self.names.len()).all(|vm| verdict.stopped(vm as u16) || self.scripts.done(vm))
+    }
+
+    /// True once the RunEnd record arrived.
+    pub(super) fn run_end_seen(&self) -> bool {
+        self.model.verdict().run_end_seen()
     }
 
     fn com2(&mut self, bytes: &[u8], lab: &Lab) {
-        let mut decoded = Vec::new();
-        self.decoder.feed(bytes, &mut decoded);
-        for item in decoded {
-            match item {
-                Decoded::Frame(frame) => {
-                    self.live.record(&frame.record);
-                    self.record(frame.record, lab);
-                }
-                // The emulator's own text between frames on the debug port.
-                Decoded::Corrupt { .. } if self.debug_port => {}
-                Decoded::Corrupt { bytes } => {
-                    self.warn(format!("COM2: skipped a corrupt frame of {bytes} bytes"));
-                }
-                Decoded::Gap { from, to } => {
-                    self.live.gap(u64::from(to.wrapping_sub(from)));
-                    self.warn(format!(
+        let mut items = Vec::new();
+        if let Some(decoder) = &mut self.decoder {
+            decoder.feed(bytes, |item| items.push(item));
+        }
+        for item in items {
+            self.item(item, lab);
+        }
+    }
+
+    fn item(&mut self, item: Item, lab: &Lab) {
+        match item {
+            Item::Record(record) => self.record(record, lab),
+            Item::Damage(damage) => {
+                self.warn(match damage {
+                    Damage::Corrupt { bytes } => {
+                        format!("COM2: skipped a corrupt frame of {bytes} bytes")
+                    }
+                    Damage::Gap { from, to } => format!(
                         "COM2: records {from}..{to} ({} of them) never arrived",
-                        to.wrapping_sub(from)
-                    ));
-                }
+                        damage.lost_records()
+                    ),
+                    Damage::Truncated { bytes } => {
+                        format!("COM2: the stream ends inside a frame ({bytes} bytes)")
+                    }
+                });
+                self.model.add_damage(damage);
             }
         }
     }
 
     pub(super) fn record(&mut self, record: Record, lab: &Lab) {
-        match &record {
-            Record::Hello {
-                version,
-                lab_hash,
-                tsc_hz,
-                ..
-            } => {
-                self.hello_seen = true;
-                // The run starts: so do the scripts' clocks.
-                self.scripts.start(Instant::now());
-                if *version != FORMAT_VERSION {
-                    self.warn(format!(
-                        "the hypervisor speaks format version {version}, this tool \
-                         {FORMAT_VERSION}"
-                    ));
-                }
-                if *lab_hash != lab.hash {
-                    self.warn(format!(
-                        "the hypervisor reports lab hash {lab_hash:#x}, this lab is {:#x}",
-                        lab.hash
-                    ));
-                }
-                if *tsc_hz == 0 {
-                    self.warn("the hypervisor reports a TSC frequency of 0 Hz".to_string());
-                }
-            }
-            Record::RunEnd { .. } => self.run_end_seen = true,
-            Record::VmStopped { vm, .. } => {
-                if let Some(stopped) = self.stopped.get_mut(usize::from(*vm)) {
-                    *stopped = true;
-                }
-            }
-            Record::Check { .. }
-            | Record::Events { .. }
-            | Record::MemoryMap { .. }
-            | Record::MemoryInfo { .. }
-            | Record::Balloon { .. }
-            | Record::BalloonTarget { .. }
-            | Record::Merging { .. }
-            | Record::HostMemory { .. }
-            | Record::WorkingSet { .. }
-            | Record::GuestMetric { .. }
-            | Record::DiskIo { .. }
-            | Record::DiskSector { .. }
-            | Record::AddressSpaces { .. }
-            | Record::TimerLag { .. }
-            | Record::ExitInterval { .. }
-            | Record::VmSummary(_)
-            | Record::RunSummary(_) => {}
-        }
+        let hello_seen = self.model.hello().is_some();
+        self.model.add(&record);
         self.records.push(record);
+        if let (false, Some(hello)) = (hello_seen, self.model.hello()) {
+            let (version, lab_hash, tsc_hz) = (hello.version, hello.lab_hash, hello.tsc_hz);
+            // The run starts: so do the scripts' clocks.
+            self.scripts.start(Instant::now());
+            if version != FORMAT_VERSION {
+                self.warn(format!(
+                    "the hypervisor speaks format version {version}, this tool {FORMAT_VERSION}"
+                ));
+            }
+            if lab_hash != lab.hash {
+                self.warn(format!(
+                    "the hypervisor reports lab hash {lab_hash:#x}, this lab is {:#x}",
+                    lab.hash
+                ));
+            }
+            if tsc_hz == 0 {
+                self.warn("the hypervisor reports a TSC frequency of 0 Hz".to_string());
+            }
+        }
     }
 
     /// End of the streams: the unterminated last line and frame.
-    fn finish(&mut self) {
+    fn finish(&mut self, lab: &Lab) {
         if let Some(line) = self.lines.finish() {
             self.line(&line);
         }
-        let pending = self.decoder.pending_bytes();
-        if pending > 0 && !self.debug_port {
-            self.warn(format!(
-                "COM2: the stream ends inside a frame ({pending} bytes)"
-            ));
+        let mut items = Vec::new();
+        if let Some(decoder) = self.decoder.take() {
+            decoder.finish(|item| items.push(item));
+        }
+        for item in items {
+            self.item(item, lab);
         }
     }
 }
@@ -293,7 +279,8 @@ pub fn stream(
     let names: Vec<String> = lab.vms.iter().map(|vm| vm.name.clone()).collect();
     let scripts = Scripts::new(lab.vms.iter().map(|vm| vm.script.clone()).collect());
     let debug_port = lab.trace == TraceLevel::Full;
-    let mut received = Received::new(console, names.clone(), scripts, debug_port);
+    let weights = lab.vms.iter().map(|vm| vm.weight).collect();
+    let mut received = Received::new(console, names.clone(), weights, scripts, debug_port);
     let mut input = Input {
         writer: link
             .as_mut()
@@ -328,8 +315,8 @@ pub fn stream(
         let now = Instant::now();
         if now >= next_live {
             next_live = now + LIVE_PERIOD;
-            if let Some(line) = received.live.line().filter(|_| input.live) {
-                println!("{line}");
+            if let Some(figures) = received.model.live().take().filter(|_| input.live) {
+                println!("{}", live::line(&figures));
             }
         }
         let mut events = std::mem::take(&mut received.script_events);
@@ -342,11 +329,12 @@ pub fn stream(
         }
         if let Some(asked) = timed_out_at {
             // The run is over either way; the hypervisor's own end only adds its records.
-            let ended = received.run_end_seen && now - *run_end_at.get_or_insert(now) >= EXIT_GRACE;
+            let ended =
+                received.run_end_seen() && now - *run_end_at.get_or_insert(now) >= EXIT_GRACE;
             if ended || emulator.try_exited().is_some() || now - asked >= TIMEOUT_GRACE {
                 break Ending::TimedOut;
             }
-        } else if received.run_end_seen {
+        } else if received.run_end_seen() {
             let since = *run_end_at.get_or_insert(now);
             if emulator.try_exited().is_some() || now - since >= EXIT_GRACE {
                 break Ending::RunEnd;
@@ -398,8 +386,8 @@ pub fn stream(
     // What the emulator wrote before it died.
     received.com1(&com1.read_new());
     received.com2(&com2.read_new(), lab);
-    received.finish();
-    let ending = if ending == Ending::EmulatorExited && received.run_end_seen {
+    received.finish(lab);
+    let ending = if ending == Ending::EmulatorExited && received.run_end_seen() {
         Ending::RunEnd
     } else {
         ending
@@ -541,6 +529,7 @@ mod tests {
         let mut received = Received::new(
             Console::Quiet,
             vec!["a".to_string()],
+            Vec::new(),
             Scripts::new(vec![Vec::new()]),
             false,
         );
@@ -556,9 +545,9 @@ mod tests {
         bytes.extend_from_slice(b"trailing");
         received.com2(&bytes, &lab);
         received.com1(b"[a] hello\n");
-        received.finish();
+        received.finish(&lab);
         assert_eq!(received.records.len(), 2);
-        assert!(received.run_end_seen);
+        assert!(received.run_end_seen());
         assert_eq!(received.warnings.len(), 3, "{:?}", received.warnings);
         assert!(received.warnings[0].contains("corrupt frame"));
         assert!(received.warnings[1].contains("records 1..5 (4 of them)"));
@@ -585,6 +574,7 @@ mod tests {
         let mut received = Received::new(
             Console::Quiet,
             vec!["a".to_string(), "b".to_string()],
+            Vec::new(),
             Scripts::new(vec![vec![step], Vec::new()]),
             false,
         );

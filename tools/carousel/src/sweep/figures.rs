@@ -11,10 +11,9 @@
 
 use std::collections::BTreeMap;
 
-use carousel_protocol::record::Record;
 use serde::{Deserialize, Serialize};
 
-use carousel_trace::accounting::{Accounting, SLEEPY_WAKE_LATE, SPIN_ITERATIONS};
+use carousel_trace::model::accounting::{Accounting, SLEEPY_WAKE_LATE, SPIN_ITERATIONS};
 
 /// `diskio`'s cumulative count of sectors moved.
 pub const DISKIO_SECTORS: &str = "sectors";
@@ -151,11 +150,10 @@ fn rate_per_second(reports: &[(u64, u64)], tsc_hz: u64) -> Option<f64> {
     Some(work as f64 * tsc_hz as f64 / cycles as f64)
 }
 
-/// The figures of one run, from its records; `vms` are the run's VMs in id order (their
-/// classes and weights). An error when the hypervisor's summaries are missing.
-pub fn figures(records: &[Record], vms: &[VmInfo]) -> Result<Figures, String> {
-    let weights: Vec<u32> = vms.iter().map(|vm| vm.weight).collect();
-    let accounting = Accounting::from_records(records, &weights);
+/// The figures of one run, from its accounting (gathered with the VMs' weights); `vms` are the
+/// run's VMs in id order (their classes and weights). An error when the hypervisor's summaries
+/// are missing.
+pub fn figures(accounting: &Accounting, vms: &[VmInfo]) -> Result<Figures, String> {
     let run = accounting
         .run
         .as_ref()
@@ -229,24 +227,15 @@ pub fn figures(records: &[Record], vms: &[VmInfo]) -> Result<Figures, String> {
     // The guests' own view: response times, and throughput from progress counters.
     let mut responses: Vec<u64> = Vec::new();
     let mut progress: BTreeMap<(u16, &str), Vec<(u64, u64)>> = BTreeMap::new();
-    for record in records {
-        if let Record::GuestMetric {
-            tsc,
-            vm,
-            name,
-            value,
-        } = record
-        {
-            if RESPONSE_METRICS.contains(&name.as_str()) {
-                responses.push(*value);
+    for (vm, account) in accounting.vms.iter().enumerate() {
+        for metric in &account.metrics {
+            if RESPONSE_METRICS.contains(&metric.name.as_str()) {
+                responses.extend(metric.reports.iter().map(|&(_, value)| value));
             } else if let Some((counter, _)) = PROGRESS_COUNTERS
                 .iter()
-                .find(|(counter, _)| counter == name)
+                .find(|(counter, _)| *counter == metric.name)
             {
-                progress
-                    .entry((*vm, counter))
-                    .or_default()
-                    .push((*tsc, *value));
+                progress.insert((vm as u16, counter), metric.reports.clone());
             }
         }
     }
@@ -302,9 +291,15 @@ pub fn figures(records: &[Record], vms: &[VmInfo]) -> Result<Figures, String> {
 
 #[cfg(test)]
 mod tests {
-    use carousel_protocol::record::{RunSummary, TraceLevel, TscSource, VmSummary};
+    use carousel_protocol::record::{Record, RunSummary, TraceLevel, TscSource, VmSummary};
 
     use super::*;
+
+    /// The figures of `records`, gathered with the weights of `vms`.
+    fn figures(records: &[Record], vms: &[VmInfo]) -> Result<Figures, String> {
+        let weights: Vec<u32> = vms.iter().map(|vm| vm.weight).collect();
+        super::figures(&Accounting::from_records(records, &weights), vms)
+    }
 
     fn hello(names: &[&str]) -> Record {
         Record::Hello {

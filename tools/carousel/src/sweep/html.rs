@@ -2,7 +2,7 @@
 //! figure against the quantum (log scale), one line per policy and weight set, with each line's
 //! knee ringed; then the text table. Inline SVG and CSS only: no script, no network, no file
 //! beside it. Text from the lab and the runs is escaped with the report page's
-//! [`escape`](carousel_trace::html::escape).
+//! [`escape`](carousel_trace::render::html::escape).
 
 use std::fmt::Write;
 
@@ -10,8 +10,8 @@ use super::axes::Line;
 use super::figures;
 use super::summary::{Row, Summary, KNEE_MARGIN_PCT};
 use crate::lab::sweep::quantum_text;
-use carousel_trace::accounting::group;
-use carousel_trace::html::escape;
+use carousel_trace::format::group;
+use carousel_trace::render::html::escape;
 
 /// Chart width, in CSS pixels.
 const WIDTH: f64 = 400.0;

@@ -24,7 +24,6 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use carousel_protocol::record::Record;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use self::axes::{Axes, Config, ALL_VMS};
@@ -36,7 +35,7 @@ use crate::emulator::backend::BackendChoice;
 use crate::lab::sweep::{self as sweep_table, Workload, REPEAT_RANGE};
 use crate::lab::{Kernel, Lab};
 use crate::session::{absolute, Console, RunError, RunOptions, EXIT_SETUP, EXIT_USAGE};
-use carousel_trace::outcome::Verdict;
+use carousel_trace::verdict::Verdict;
 
 /// File that marks a directory as a sweep's, so that a new sweep may clear it.
 pub const SWEEP_DIR_MARKER: &str = ".carousel-sweep";
@@ -472,16 +471,6 @@ fn build_all(runs: &[(Config, Lab)]) -> Result<(), SweepError> {
         .map_err(|error| SweepError::setup(error.to_string()))
 }
 
-/// The hypervisor's Hello record: its lab hash and commit.
-fn hello_identity(records: &[Record]) -> Option<(u64, String)> {
-    records.iter().find_map(|record| match record {
-        Record::Hello {
-            lab_hash, commit, ..
-        } => Some((*lab_hash, commit.clone())),
-        _ => None,
-    })
-}
-
 /// Runs one configuration into `dir` and records it there (`result.json`, `trace.bin`,
 /// `report.json`); never fails: what went wrong is the result's reason.
 fn run_one(
@@ -515,14 +504,14 @@ fn run_one(
         Ok(finished) => {
             result.exit_code = finished.outcome.exit_code();
             result.backend = finished.backend.to_string();
-            if let Some((hash, commit)) = hello_identity(&finished.records) {
-                result.lab_hash = format!("{hash:#018x}");
-                result.commit = commit;
+            if let Some(hello) = &finished.model.hello {
+                result.lab_hash = format!("{:#018x}", hello.lab_hash);
+                result.commit = hello.commit.clone();
             }
             let accounting = finished.accounting();
             result.tsc_hz = accounting.tsc_hz;
             let _ = std::fs::copy(finished.out.join("com2.bin"), dir.join(TRACE_FILE));
-            let report = carousel_trace::report::json_report(&finished.records);
+            let report = carousel_trace::render::json::report(finished.accounting());
             let _ = std::fs::write(dir.join(REPORT_FILE), format!("{report:#}\n"));
             let mut problems = finished.outcome.problems.clone();
             match finished.outcome.verdict {

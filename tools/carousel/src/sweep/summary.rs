@@ -17,8 +17,10 @@ use serde_json::{json, Map, Value};
 use super::axes::{Config, Line, Point};
 use super::figures::{self, Figures, VmInfo};
 use crate::lab::sweep::quantum_text;
-use carousel_trace::accounting::{group, Align, Table};
-use carousel_trace::report::read_trace;
+use carousel_trace::decode::decode_trace;
+use carousel_trace::format::group;
+use carousel_trace::model::{Keep, ModelBuilder};
+use carousel_trace::render::table::{Align, Table};
 
 /// A run directory's record of the run.
 pub const RESULT_FILE: &str = "result.json";
@@ -181,12 +183,17 @@ pub fn read_run(dir: &Path) -> Result<FoundRun, String> {
         let trace = dir.join(TRACE_FILE);
         match std::fs::read(&trace) {
             Ok(bytes) => {
-                let (records, problems) = read_trace(&bytes);
-                figures::figures(&records, &result.vms).map_err(|error| {
-                    if problems.is_empty() {
+                let weights = result.vms.iter().map(|vm| vm.weight).collect();
+                let mut model = ModelBuilder::with_weights(Keep::Totals, weights);
+                decode_trace(&bytes, |item| model.add_item(item));
+                let model = model.finish();
+                figures::figures(&model.accounting, &result.vms).map_err(|error| {
+                    if model.damage.is_empty() {
                         error
                     } else {
-                        format!("{error} (the trace is damaged: {})", problems.join("; "))
+                        let damage: Vec<String> =
+                            model.damage.iter().map(ToString::to_string).collect();
+                        format!("{error} (the trace is damaged: {})", damage.join("; "))
                     }
                 })
             }

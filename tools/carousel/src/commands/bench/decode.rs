@@ -13,7 +13,8 @@ use carousel_protocol::wire::encode_ref;
 use serde_json::json;
 
 use crate::lab::DEFAULT_QUANTUM_US;
-use carousel_trace::report;
+use carousel_trace::model::{Keep, Model};
+use carousel_trace::render::json;
 
 /// VMs in the synthetic trace.
 const VMS: u16 = 16;
@@ -267,12 +268,12 @@ pub fn decode_command(json_output: bool) -> i32 {
     eprintln!("bench: encoding a synthetic trace of {} MiB…", TARGET >> 20);
     let (bytes, records) = synthetic_trace(TARGET);
     let start = Instant::now();
-    let traced = report::account_trace(&bytes);
+    let traced = Model::read(&bytes, Keep::Totals);
     let decode_seconds = start.elapsed().as_secs_f64();
-    let report = report::json_of(&traced.accounting);
+    let report = json::report(&traced.accounting);
     let seconds = start.elapsed().as_secs_f64();
     let mb_per_s = bytes.len() as f64 / 1e6 / seconds;
-    let ok = traced.problems.is_empty()
+    let ok = traced.damage.is_empty()
         && traced.frames == records
         && report["vms"]
             .as_array()
@@ -299,21 +300,26 @@ pub fn decode_command(json_output: bool) -> i32 {
 #[cfg(test)]
 mod tests {
     use carousel_protocol::wire::{decode_all, Decoded};
+    use carousel_trace::decode::read_trace;
+    use carousel_trace::model::accounting::Accounting;
 
     use super::*;
-    use carousel_trace::accounting::Accounting;
+
+    fn json_report(records: &[Record]) -> serde_json::Value {
+        json::report(&Accounting::from_records(records, &[]))
+    }
 
     #[test]
     fn the_synthetic_trace_decodes_whole_and_reports_every_vm() {
         let (bytes, records) = synthetic_trace(200_000);
         assert!(bytes.len() >= 200_000);
-        let (frames, problems) = report::read_trace(&bytes);
+        let (frames, problems) = read_trace(&bytes);
         assert!(
             problems.is_empty(),
             "no gap, no corrupt frame: {problems:?}"
         );
         assert_eq!(frames.len() as u64, records);
-        let report = report::json_report(&frames);
+        let report = json_report(&frames);
         assert_eq!(report["vms"].as_array().unwrap().len(), usize::from(VMS));
         assert_eq!(report["exits"].as_array().unwrap().len(), 5);
     }
@@ -321,7 +327,7 @@ mod tests {
     #[test]
     fn the_synthetic_events_agree_with_the_summaries() {
         let (bytes, _) = synthetic_trace(200_000);
-        let (records, _) = report::read_trace(&bytes);
+        let (records, _) = read_trace(&bytes);
         let accounting = Accounting::from_records(&records, &[]);
         assert!(accounting.has_events);
         assert_eq!(accounting.event_mismatches(), Vec::<String>::new());
@@ -362,13 +368,10 @@ mod tests {
         // The flipped frame and its gap; the two halves of the frame the garbage split, and
         // their gap; the lost frame's gap; the truncated tail.
         assert_eq!(problems, 7);
-        let traced = report::account_trace(&bytes);
-        assert_eq!(traced.problems, report::read_trace(&bytes).1);
-        assert_eq!(traced.problems.len(), problems);
+        let traced = Model::read(&bytes, Keep::Totals);
+        assert_eq!(traced.damage, read_trace(&bytes).1);
+        assert_eq!(traced.damage.len(), problems);
         assert_eq!(traced.frames, records.len() as u64);
-        assert_eq!(
-            report::json_of(&traced.accounting),
-            report::json_report(&records)
-        );
+        assert_eq!(json::report(&traced.accounting), json_report(&records));
     }
 }

@@ -16,9 +16,9 @@ use serde::Serialize;
 
 use crate::emulator::backend::BackendChoice;
 use crate::lab::TRACE_LEVELS;
-use carousel_protocol::record::Record;
-use carousel_protocol::wire::{decode_all, encode_vec, Decoded};
-use carousel_trace::accounting::{group, Align, Table};
+use carousel_trace::decode::{frames_only, EventFrames};
+use carousel_trace::format::group;
+use carousel_trace::render::table::{Align, Table};
 
 use crate::session as run;
 
@@ -93,39 +93,7 @@ pub fn iterations(console: &str) -> Option<u64> {
 }
 
 /// What one level's run gave: iterations and stream bytes, or why not.
-type LevelResult = Result<(u64, u64, EventSize), String>;
-
-/// Events in a stream and the bytes of their frames.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct EventSize {
-    pub events: u64,
-    pub bytes: u64,
-}
-
-impl EventSize {
-    /// Counts the events of a stream of whole frames, and the bytes of the frames carrying
-    /// them.
-    pub fn of(frames: &[u8]) -> Self {
-        let mut size = Self::default();
-        for item in decode_all(frames) {
-            if let Decoded::Frame(frame) = item {
-                if let Record::Events { events, .. } = &frame.record {
-                    size.events += events.len() as u64;
-                    size.bytes += encode_vec(&frame).len() as u64;
-                }
-            }
-        }
-        size
-    }
-
-    pub fn per_event(self) -> f64 {
-        if self.events == 0 {
-            0.0
-        } else {
-            self.bytes as f64 / self.events as f64
-        }
-    }
-}
+type LevelResult = Result<(u64, u64, EventFrames), String>;
 
 /// Runs one level; returns its iterations and stream bytes.
 fn run_level(level: &str, backend: BackendChoice, interrupted: &AtomicBool) -> LevelResult {
@@ -141,9 +109,9 @@ fn run_level(level: &str, backend: BackendChoice, interrupted: &AtomicBool) -> L
     let iterations =
         iterations(&console).ok_or_else(|| format!("level {level}: a spin VM printed no count"))?;
     let frames = std::fs::read(out.join(run::record_stream_file(finished.backend, &finished.lab)))
-        .map(|bytes| run::frames_only(&bytes))
+        .map(|bytes| frames_only(&bytes))
         .unwrap_or_default();
-    Ok((iterations, frames.len() as u64, EventSize::of(&frames)))
+    Ok((iterations, frames.len() as u64, EventFrames::of(&frames)))
 }
 
 /// Runs every level, two at a time.
@@ -289,36 +257,6 @@ mod tests {
     fn overhead_is_the_share_of_iterations_lost() {
         assert!((overhead_pct(990, 1000) - 1.0).abs() < 1e-9);
         assert_eq!(overhead_pct(5, 0), 0.0);
-    }
-
-    #[test]
-    fn event_size_counts_events_and_their_frames_only() {
-        use carousel_protocol::record::Event;
-        use carousel_protocol::wire::Frame;
-        let events = Frame {
-            seq: 1,
-            record: Record::Events {
-                tsc: 0,
-                events: vec![Event::Run { dt: 0, vm: 0 }, Event::Wake { dt: 300, vm: 1 }],
-            },
-        };
-        let other = Frame {
-            seq: 2,
-            record: Record::RunEnd { tsc: 9 },
-        };
-        let mut stream = encode_vec(&events);
-        let event_bytes = stream.len() as u64;
-        stream.extend(encode_vec(&other));
-        let size = EventSize::of(&stream);
-        assert_eq!(
-            size,
-            EventSize {
-                events: 2,
-                bytes: event_bytes
-            }
-        );
-        assert!((size.per_event() - event_bytes as f64 / 2.0).abs() < 1e-9);
-        assert_eq!(EventSize::default().per_event(), 0.0);
     }
 
     #[test]

@@ -19,7 +19,8 @@ use std::sync::atomic::AtomicBool;
 use serde::Serialize;
 
 use crate::emulator::backend::BackendChoice;
-use carousel_trace::accounting::{group, Accounting};
+use carousel_trace::format::group;
+use carousel_trace::model::accounting::Accounting;
 
 /// Merging VMs per run.
 pub const VMS: u32 = 8;
@@ -81,7 +82,7 @@ fn run_lab(
     interrupted: &AtomicBool,
 ) -> Result<Accounting, String> {
     super::run_generated_lab(name, text, backend, None, interrupted)
-        .map(|finished| finished.accounting())
+        .map(|finished| finished.model.accounting)
 }
 
 /// MiB of guest frames in use at the end of a run.

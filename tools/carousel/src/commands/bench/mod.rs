@@ -11,7 +11,7 @@ pub mod xv6;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-use carousel_trace::outcome::Verdict;
+use carousel_trace::verdict::Verdict;
 use serde::Serialize;
 
 use crate::emulator::BackendChoice;

@@ -17,8 +17,10 @@ use serde::Serialize;
 use crate::emulator::backend::BackendChoice;
 use crate::lab::DEFAULT_CPU_MODEL;
 use crate::session::{self, Console, RunError, RunOptions};
-use carousel_trace::accounting::{group, Accounting, Align, Table};
-use carousel_trace::outcome::Verdict;
+use carousel_trace::format::group;
+use carousel_trace::model::accounting::Accounting;
+use carousel_trace::render::table::{Align, Table};
+use carousel_trace::verdict::Verdict;
 
 /// The quanta measured, in microseconds.
 pub const QUANTA_US: [u32; 5] = [500, 1_000, 2_000, 5_000, 10_000];
@@ -226,7 +228,7 @@ fn bench_one(
         });
     }
     let accounting = finished.accounting();
-    let figures = measure(quantum_us, &accounting).map_err(|missing| BenchError::Unmeasured {
+    let figures = measure(quantum_us, accounting).map_err(|missing| BenchError::Unmeasured {
         quantum_us,
         missing,
         out: out.clone(),

@@ -23,8 +23,8 @@ use serde::Serialize;
 use crate::emulator::backend::{self, Backend, BackendChoice, FlatDisk, CYLINDER_BYTES};
 use crate::emulator::breakpoints;
 use crate::lab::DEFAULT_CPU_MODEL;
-use carousel_trace::accounting::group;
-use carousel_trace::console_lines::{self, find_line};
+use carousel_trace::format::group;
+use carousel_trace::model::console::{find_line, timed_lines, TimedLine};
 
 /// Bochs instructions per emulated second (the PIT, RTC and UART pace).
 pub const IPS: u64 = 1_000_000;
@@ -354,14 +354,14 @@ fn usertests(files: &Xv6Files, company: Company, interrupted: &AtomicBool) -> Re
     let com1 = std::fs::read_to_string(finished.out.join("com1.txt"))
         .map_err(|error| format!("{name}: {error}"))?;
     let names: Vec<String> = finished.lab.vms.iter().map(|vm| vm.name.clone()).collect();
-    let lines = console_lines::timed_lines(&com1, &names, &finished.records)
+    let lines = timed_lines(&com1, &names, &finished.model.console)
         .map_err(|error| format!("{name}: {error}"))?;
     usertests_span(&lines[0])
         .map_err(|error| format!("{name}: {error}; see {}", finished.out.display()))
 }
 
 /// From usertests' first line to its `ALL TESTS PASSED`.
-pub fn usertests_span(lines: &[console_lines::TimedLine]) -> Result<Span, String> {
+pub fn usertests_span(lines: &[TimedLine]) -> Result<Span, String> {
     let (first, start) = find_line(lines, 0, USERTESTS_FIRST)
         .ok_or_else(|| format!("no timed line says {USERTESTS_FIRST:?}"))?;
     let (_, end) = find_line(lines, first, USERTESTS_PASSED)
@@ -611,7 +611,7 @@ pub fn xv6_command(files: &Xv6Files, json: bool, interrupted: &AtomicBool) -> i3
 #[cfg(test)]
 mod tests {
     use super::*;
-    use carousel_trace::console_lines::TimedLine;
+    use carousel_trace::model::console::TimedLine;
 
     fn files(dir: &Path) -> Xv6Files {
         Xv6Files::new(dir.join("kernel"), dir.join("fs.img"), None)

@@ -8,6 +8,47 @@
 
 use carousel_protocol::record::{timed_events, Event, Record};
 
+/// What the record stream says about the consoles, in arrival order: when each console line
+/// was written, and the drop counter (after a drop the lines no longer pair up).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConsoleLog {
+    pub marks: Vec<ConsoleMark>,
+}
+
+/// One entry of a [`ConsoleLog`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConsoleMark {
+    /// VM `vm` wrote a console line at `tsc`.
+    Line { vm: u16, tsc: u64 },
+    /// `total` records had been dropped by then.
+    Dropped { total: u64 },
+}
+
+impl ConsoleLog {
+    /// Keeps the console events of the next record.
+    pub fn add(&mut self, record: &Record) {
+        let Record::Events { tsc, events } = record else {
+            return;
+        };
+        for (now, event) in timed_events(*tsc, events) {
+            match *event {
+                Event::Console { vm, .. } => self.marks.push(ConsoleMark::Line { vm, tsc: now }),
+                Event::Dropped { total, .. } => self.marks.push(ConsoleMark::Dropped { total }),
+                _ => {}
+            }
+        }
+    }
+
+    /// The console log of `records`.
+    pub fn of_records(records: &[Record]) -> Self {
+        let mut log = Self::default();
+        for record in records {
+            log.add(record);
+        }
+        log
+    }
+}
+
 /// One console line of a VM and when it was written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TimedLine {
@@ -18,33 +59,27 @@ pub struct TimedLine {
 }
 
 /// The lines of each VM (indexed like `names`) with their times, from a run's COM1 text and
-/// its records. Lines printed after the last console event (the end of a run) are left out.
-/// Fails when records were dropped or a VM has more console events than lines: then the two
-/// streams no longer pair up.
+/// its console log. Lines printed after the last console event (the end of a run) are left
+/// out. Fails when records were dropped or a VM has more console events than lines: then the
+/// two streams no longer pair up.
 pub fn timed_lines(
     com1: &str,
     names: &[String],
-    records: &[Record],
+    log: &ConsoleLog,
 ) -> Result<Vec<Vec<TimedLine>>, String> {
     let mut stamps: Vec<Vec<u64>> = vec![Vec::new(); names.len()];
-    for record in records {
-        let Record::Events { tsc, events } = record else {
-            continue;
-        };
-        for (now, event) in timed_events(*tsc, events) {
-            match *event {
-                Event::Console { vm, .. } => {
-                    let stamps = stamps.get_mut(usize::from(vm)).ok_or_else(|| {
-                        format!("a console event names VM {vm}, which the lab does not have")
-                    })?;
-                    stamps.push(now);
-                }
-                Event::Dropped { total, .. } => {
-                    return Err(format!(
-                        "{total} records were dropped, so console lines cannot be timed"
-                    ))
-                }
-                _ => {}
+    for mark in &log.marks {
+        match *mark {
+            ConsoleMark::Line { vm, tsc } => {
+                let stamps = stamps.get_mut(usize::from(vm)).ok_or_else(|| {
+                    format!("a console event names VM {vm}, which the lab does not have")
+                })?;
+                stamps.push(tsc);
+            }
+            ConsoleMark::Dropped { total } => {
+                return Err(format!(
+                    "{total} records were dropped, so console lines cannot be timed"
+                ))
             }
         }
     }
@@ -122,7 +157,8 @@ mod tests {
                 events: vec![console(0, 0), console(50, 1), console(7, 0)],
             },
         ];
-        let lines = timed_lines(com1, &names(), &records).expect("the streams pair up");
+        let lines = timed_lines(com1, &names(), &ConsoleLog::of_records(&records))
+            .expect("the streams pair up");
         let a: Vec<(u64, &str)> = lines[0].iter().map(|l| (l.tsc, l.text.as_str())).collect();
         let b: Vec<(u64, &str)> = lines[1].iter().map(|l| (l.tsc, l.text.as_str())).collect();
         assert_eq!(a, [(100, "one"), (1_000, "two"), (1_057, "$ ")]);
@@ -153,7 +189,8 @@ mod tests {
             tsc: 9,
             events: vec![console(0, 0)],
         }];
-        let lines = timed_lines(com1, &names(), &records).expect("a prefix pairs up");
+        let lines = timed_lines(com1, &names(), &ConsoleLog::of_records(&records))
+            .expect("a prefix pairs up");
         assert_eq!(lines[0].len(), 1);
         assert_eq!(lines[0][0].text, "one");
     }
@@ -164,7 +201,8 @@ mod tests {
             tsc: 0,
             events: vec![console(0, 0), console(1, 0)],
         }];
-        let error = timed_lines("[a] one\n", &names(), &more_events).unwrap_err();
+        let error =
+            timed_lines("[a] one\n", &names(), &ConsoleLog::of_records(&more_events)).unwrap_err();
         assert!(
             error.contains("2 console events but only 1 lines"),
             "{error}"
@@ -174,13 +212,14 @@ mod tests {
             tsc: 0,
             events: vec![console(0, 0), Event::Dropped { dt: 1, total: 3 }],
         }];
-        let error = timed_lines("[a] one\n", &names(), &dropped).unwrap_err();
+        let error =
+            timed_lines("[a] one\n", &names(), &ConsoleLog::of_records(&dropped)).unwrap_err();
         assert!(error.contains("3 records were dropped"), "{error}");
 
         let stranger = vec![Record::Events {
             tsc: 0,
             events: vec![console(0, 7)],
         }];
-        assert!(timed_lines("", &names(), &stranger).is_err());
+        assert!(timed_lines("", &names(), &ConsoleLog::of_records(&stranger)).is_err());
     }
 }

@@ -7,10 +7,13 @@
 //! failed; it need not stop at all (xv6 never does).
 //!
 //! Everything here is a pure function of its inputs ([`decide`]), so each rule has a unit test.
+//! The outcome as text is [`crate::render::outcome`]'s.
 
 use std::fmt;
 
-use carousel_protocol::record::{Record, StopReason};
+use carousel_protocol::record::StopReason;
+
+use crate::model::verdict::{Fact, VerdictInputs};
 
 /// COM1 prefix of the hypervisor's fatal-before-start messages (e.g. no VMX).
 pub const ERROR_PREFIX: &str = "[carousel] error: ";
@@ -54,8 +57,9 @@ pub enum ScriptResult {
 pub struct RunFacts<'a> {
     /// VM names from the lab file, indexed by VM id.
     pub vm_names: &'a [String],
-    /// Every record decoded from COM2, in arrival order.
-    pub records: &'a [Record],
+    /// What the records said about the VMs (hellos, checks, stops, the run's end), in arrival
+    /// order.
+    pub inputs: VerdictInputs,
     /// First COM1 line starting with [`ERROR_PREFIX`], if any.
     pub error_line: Option<&'a str>,
     /// First COM1 line starting with [`PANIC_PREFIX`], if any.
@@ -162,9 +166,9 @@ pub fn decide(facts: &RunFacts<'_>) -> Outcome {
     let mut stopped: Vec<Option<StopReason>> = vec![None; facts.vm_names.len()];
     let mut checks: Vec<Vec<CheckResult>> = vec![Vec::new(); facts.vm_names.len()];
 
-    for record in facts.records {
-        match record {
-            Record::Hello { vms, .. } => {
+    for fact in &facts.inputs.facts {
+        match fact {
+            Fact::Hello { vms } => {
                 if hello_seen {
                     warnings.push("a second Hello record arrived".to_string());
                 }
@@ -176,7 +180,7 @@ pub fn decide(facts: &RunFacts<'_>) -> Outcome {
                     ));
                 }
             }
-            Record::Check {
+            Fact::Check {
                 vm, name, passed, ..
             } => match checks.get_mut(usize::from(*vm)) {
                 Some(list) => list.push(CheckResult {
@@ -185,7 +189,7 @@ pub fn decide(facts: &RunFacts<'_>) -> Outcome {
                 }),
                 None => warnings.push(format!("a Check record names VM id {vm}, which no VM has")),
             },
-            Record::VmStopped { vm, reason, .. } => match stopped.get_mut(usize::from(*vm)) {
+            Fact::Stopped { vm, reason, .. } => match stopped.get_mut(usize::from(*vm)) {
                 Some(slot @ None) => *slot = Some(reason.clone()),
                 Some(Some(_)) => warnings.push(format!(
                     "VM {} stopped twice; the first reason stands",
@@ -195,24 +199,7 @@ pub fn decide(facts: &RunFacts<'_>) -> Outcome {
                     "a VmStopped record names VM id {vm}, which no VM has"
                 )),
             },
-            Record::RunEnd { .. } => run_end_seen = true,
-            // Accounting and events, not verdicts (see `crate::accounting`).
-            Record::Events { .. }
-            | Record::MemoryMap { .. }
-            | Record::MemoryInfo { .. }
-            | Record::Balloon { .. }
-            | Record::BalloonTarget { .. }
-            | Record::Merging { .. }
-            | Record::HostMemory { .. }
-            | Record::WorkingSet { .. }
-            | Record::GuestMetric { .. }
-            | Record::DiskIo { .. }
-            | Record::DiskSector { .. }
-            | Record::AddressSpaces { .. }
-            | Record::TimerLag { .. }
-            | Record::ExitInterval { .. }
-            | Record::VmSummary(_)
-            | Record::RunSummary(_) => {}
+            Fact::RunEnd { .. } => run_end_seen = true,
         }
     }
 
@@ -383,77 +370,13 @@ fn not_stopped_reason(facts: &RunFacts<'_>, hello_seen: bool) -> String {
     }
 }
 
-/// The summary: [`table`], then [`result_line`].
-pub fn summary(outcome: &Outcome) -> String {
-    format!("{}{}", table(outcome), result_line(outcome))
-}
-
-/// The outcome table: one row per VM, its checks beneath it, then the warnings and problems;
-/// every line ends with a newline.
-pub fn table(outcome: &Outcome) -> String {
-    use fmt::Write;
-    let width = outcome
-        .rows
-        .iter()
-        .map(|row| row.name.len())
-        .chain([2])
-        .max()
-        .unwrap_or(2);
-    let mut out = String::new();
-    let _ = writeln!(out, "{:<width$}  {:<11}  REASON", "VM", "OUTCOME");
-    for row in &outcome.rows {
-        let _ = writeln!(
-            out,
-            "{:<width$}  {:<11}  {}",
-            row.name,
-            row.state.to_string(),
-            row.reason
-        );
-        for check in &row.checks {
-            let _ = writeln!(
-                out,
-                "{:<width$}    check {} {}",
-                "",
-                check.name,
-                if check.passed { "passed" } else { "FAILED" }
-            );
-        }
-        if let Some(ScriptResult::Failed { last_lines, .. }) = &row.script {
-            let _ = writeln!(out, "{:<width$}    last console lines of {}:", "", row.name);
-            for line in last_lines {
-                let _ = writeln!(out, "{:<width$}    | {line}", "");
-            }
-        }
-    }
-    for warning in &outcome.warnings {
-        let _ = writeln!(out, "warning: {warning}");
-    }
-    for problem in &outcome.problems {
-        let _ = writeln!(out, "{problem}");
-    }
-    out
-}
-
-/// The last line of a run's report: `result: passed (exit code 0)`.
-pub fn result_line(outcome: &Outcome) -> String {
-    format!(
-        "result: {} (exit code {})",
-        match outcome.verdict {
-            Verdict::Passed => "passed",
-            Verdict::VmFailed => "VM failure",
-            Verdict::HypervisorFailed => "the hypervisor could not run",
-            Verdict::TimedOut => "timed out",
-            Verdict::Interrupted => "interrupted",
-        },
-        outcome.exit_code()
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use carousel_protocol::hypercall::{EXIT_FAILURE, EXIT_SUCCESS};
+    use carousel_protocol::record::Record;
 
     use super::*;
+    use crate::render::outcome::{result_line, summary, table};
 
     fn names(list: &[&str]) -> Vec<String> {
         list.iter().map(|name| name.to_string()).collect()
@@ -482,10 +405,10 @@ mod tests {
 
     const END: Record = Record::RunEnd { tsc: 9 };
 
-    fn facts<'a>(vms: &'a [String], records: &'a [Record], ending: Ending) -> RunFacts<'a> {
+    fn facts<'a>(vms: &'a [String], records: &[Record], ending: Ending) -> RunFacts<'a> {
         RunFacts {
             vm_names: vms,
-            records,
+            inputs: VerdictInputs::of_records(records),
             error_line: None,
             panic_line: None,
             ending,

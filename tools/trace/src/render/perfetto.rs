@@ -14,17 +14,16 @@
 //!
 //! Times (`ts`, `dur`) are microseconds since the trace's earliest time, to the nanosecond, at
 //! the Hello record's TSC frequency (at 1 GHz if it names none). What is not here: any figure
-//! the timeline ([`crate::timeline`]) and the records do not hold.
+//! the model (its timeline and samples) does not hold.
 
 use std::io::{self, Write};
 
-use carousel_protocol::record::{exit_reason_name, PageState, Record, SliceEnd};
+use carousel_protocol::record::{exit_reason_name, PageState, SliceEnd};
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::accounting::Accounting;
-use crate::html::PAGE_STATES;
-use crate::timeline::Timeline;
+use super::html::PAGE_STATES;
+use crate::model::Model;
 
 /// Process id of the CPU, and the thread id of its one track.
 const CPU_PID: u32 = 1;
@@ -172,28 +171,6 @@ fn vm_pid(vm: u16) -> u32 {
     VM_PID_BASE + u32::from(vm)
 }
 
-/// The earliest time any record of the trace names (the timeline's start if that is earlier).
-fn earliest(records: &[Record], timeline: Option<&Timeline>) -> u64 {
-    let mut earliest = timeline.map_or(u64::MAX, |timeline| timeline.start);
-    for record in records {
-        let tsc = match record {
-            Record::MemoryMap { tsc, .. }
-            | Record::DiskIo { tsc, .. }
-            | Record::VmStopped { tsc, .. }
-            | Record::Check { tsc, .. }
-            | Record::GuestMetric { tsc, .. } => *tsc,
-            Record::ExitInterval { tsc, interval, .. } => tsc.saturating_sub(*interval),
-            _ => continue,
-        };
-        earliest = earliest.min(tsc);
-    }
-    if earliest == u64::MAX {
-        0
-    } else {
-        earliest
-    }
-}
-
 fn slice_end_name(ended: Option<SliceEnd>) -> &'static str {
     match ended {
         Some(SliceEnd::Preempted) => "preempted",
@@ -204,12 +181,20 @@ fn slice_end_name(ended: Option<SliceEnd>) -> &'static str {
     }
 }
 
-/// Writes `records` as a Chrome trace-event JSON object to `writer`.
-pub fn write_trace(records: &[Record], writer: &mut impl Write) -> io::Result<Written> {
-    let accounting = Accounting::from_records(records, &[]);
-    let timeline = Timeline::from_records(records);
+/// Writes the model as a Chrome trace-event JSON object to `writer`.
+pub fn write(model: &Model, writer: &mut impl Write) -> io::Result<Written> {
+    let accounting = &model.accounting;
+    let timeline = &model.timeline;
+    // The earliest time the trace names (the timeline's start if that is earlier).
+    let earliest = timeline
+        .as_ref()
+        .map(|timeline| timeline.start)
+        .into_iter()
+        .chain(model.samples.earliest)
+        .min()
+        .unwrap_or(0);
     let clock = Clock {
-        origin: earliest(records, timeline.as_ref()),
+        origin: earliest,
         hz: accounting.tsc_hz.unwrap_or(DEFAULT_HZ),
     };
     let mut notes = Vec::new();
@@ -236,17 +221,8 @@ pub fn write_trace(records: &[Record], writer: &mut impl Write) -> io::Result<Wr
     };
 
     writer.write_all(b"{\"displayTimeUnit\":\"ns\",\"otherData\":")?;
-    let hello = records.iter().find_map(|record| match record {
-        Record::Hello {
-            version,
-            commit,
-            cpu,
-            tsc_hz,
-            ..
-        } => Some(
-            json!({"carousel_format": version, "commit": commit, "cpu": cpu, "tsc_hz": tsc_hz}),
-        ),
-        _ => None,
+    let hello = model.hello.as_ref().map(|hello| {
+        json!({"carousel_format": hello.version, "commit": hello.commit, "cpu": hello.cpu, "tsc_hz": hello.tsc_hz})
     });
     serde_json::to_writer(&mut *writer, &hello.unwrap_or(json!({})))?;
     writer.write_all(b",\"traceEvents\":[\n")?;
@@ -366,74 +342,61 @@ pub fn write_trace(records: &[Record], writer: &mut impl Write) -> io::Result<Wr
     }
 
     let mut disk = vec![(0u64, 0u64); vms];
-    for record in records {
-        match record {
-            Record::DiskIo {
-                tsc,
-                vm,
-                sectors,
-                write,
-                ..
-            } => {
-                let Some(totals) = disk.get_mut(usize::from(*vm)) else {
-                    continue;
-                };
-                if *write {
-                    totals.1 += u64::from(*sectors);
-                } else {
-                    totals.0 += u64::from(*sectors);
-                }
-                out.counter(
-                    "disk sectors",
-                    clock.micros(*tsc),
-                    vm_pid(*vm),
-                    json!({"read": totals.0, "written": totals.1}),
-                )?;
-            }
-            Record::MemoryMap { tsc, vm, cells, .. } => {
-                let mut counts = [0u64; PAGE_STATES.len()];
-                for &cell in cells {
-                    counts[PageState::from_byte(cell) as usize] += 1;
-                }
-                let args: serde_json::Map<String, Value> = PAGE_STATES
-                    .iter()
-                    .zip(counts)
-                    .map(|((name, _), count)| (name.to_string(), json!(count)))
-                    .collect();
-                out.counter(
-                    "memory cells",
-                    clock.micros(*tsc),
-                    vm_pid(*vm),
-                    Value::Object(args),
-                )?;
-            }
-            Record::ExitInterval { tsc, vm, exits, .. } => {
-                let count: u64 = exits.iter().map(|stat| stat.count).sum();
-                let cycles: u64 = exits.iter().map(|stat| stat.cycles).sum();
-                out.counter(
-                    "exits per interval",
-                    clock.micros(*tsc),
-                    vm_pid(*vm),
-                    json!({"exits": count}),
-                )?;
-                out.counter(
-                    "exit root cycles per interval",
-                    clock.micros(*tsc),
-                    vm_pid(*vm),
-                    json!({"cycles": cycles}),
-                )?;
-            }
-            Record::VmStopped { tsc, vm, reason } => {
-                out.instant(
-                    "stopped",
-                    clock.micros(*tsc),
-                    vm_pid(*vm),
-                    RUNSTATE_TID,
-                    json!({"reason": reason.to_string()}),
-                )?;
-            }
-            _ => {}
+    for transfer in &model.samples.disk_transfers {
+        let Some(totals) = disk.get_mut(usize::from(transfer.vm)) else {
+            continue;
+        };
+        if transfer.write {
+            totals.1 += u64::from(transfer.sectors);
+        } else {
+            totals.0 += u64::from(transfer.sectors);
         }
+        out.counter(
+            "disk sectors",
+            clock.micros(transfer.tsc),
+            vm_pid(transfer.vm),
+            json!({"read": totals.0, "written": totals.1}),
+        )?;
+    }
+    for map in &model.samples.memory_maps {
+        let mut counts = [0u64; PAGE_STATES.len()];
+        for &cell in &map.cells {
+            counts[PageState::from_byte(cell) as usize] += 1;
+        }
+        let args: serde_json::Map<String, Value> = PAGE_STATES
+            .iter()
+            .zip(counts)
+            .map(|((name, _), count)| (name.to_string(), json!(count)))
+            .collect();
+        out.counter(
+            "memory cells",
+            clock.micros(map.tsc),
+            vm_pid(map.vm),
+            Value::Object(args),
+        )?;
+    }
+    for sample in &model.samples.exit_intervals {
+        out.counter(
+            "exits per interval",
+            clock.micros(sample.tsc),
+            vm_pid(sample.vm),
+            json!({"exits": sample.exits}),
+        )?;
+        out.counter(
+            "exit root cycles per interval",
+            clock.micros(sample.tsc),
+            vm_pid(sample.vm),
+            json!({"cycles": sample.cycles}),
+        )?;
+    }
+    for (tsc, vm, reason) in model.verdict.stops() {
+        out.instant(
+            "stopped",
+            clock.micros(tsc),
+            vm_pid(vm),
+            RUNSTATE_TID,
+            json!({"reason": reason.to_string()}),
+        )?;
     }
     let events = out.events;
     writer.write_all(b"\n]}\n")?;
@@ -442,15 +405,15 @@ pub fn write_trace(records: &[Record], writer: &mut impl Write) -> io::Result<Wr
 
 #[cfg(test)]
 mod tests {
-    use carousel_protocol::record::{Event, ExitStat, StopReason};
+    use carousel_protocol::record::{Event, ExitStat, Record, StopReason};
 
     use super::*;
-    use crate::timeline::tests::{batch, hello, off, run, two_vms_with, wake};
+    use crate::model::timeline::tests::{batch, hello, off, run, two_vms_with, wake};
 
     /// The trace as JSON, and its events.
     fn export(records: &[Record]) -> (Value, Vec<Value>, Written) {
         let mut bytes = Vec::new();
-        let written = write_trace(records, &mut bytes).expect("writes to memory");
+        let written = write(&Model::of_records(records), &mut bytes).expect("writes to memory");
         let json: Value = serde_json::from_slice(&bytes).expect("valid JSON");
         let events = json["traceEvents"].as_array().expect("traceEvents").clone();
         assert_eq!(events.len() as u64, written.events);

@@ -8,9 +8,9 @@
 //! over time; a Gantt timeline of who ran when; a memory page grid and a disk block grid per VM;
 //! and the tables of the text report.
 //!
-//! What is not: any figure of its own. Everything comes from [`Accounting`] (the hypervisor's
-//! summaries and exit intervals), [`Timeline`] (the scheduler events) and the raw memory-map and
-//! disk records. Every string that comes from the trace is escaped ([`escape`]); none reaches
+//! What is not: any figure of its own. Everything comes from the [`Model`]: its [`Accounting`]
+//! (the hypervisor's summaries and exit intervals), its [`Timeline`] (the scheduler events) and
+//! its samples (memory maps, disk transfers). Every string that comes from the trace is escaped ([`escape`]); none reaches
 //! the script.
 //!
 //! Size: timelines with many slices are drawn with neighbouring slices narrower than a pixel
@@ -20,10 +20,15 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-use carousel_protocol::record::{exit_reason_name, PageState, Record, TraceLevel};
+use carousel_protocol::record::{exit_reason_name, PageState};
 
-use crate::accounting::{format_micros, group, Accounting, Align, Table};
-use crate::timeline::{intervals, Interval, RunState, Timeline};
+use super::table::{Align, Table};
+use super::text::{events_table, exit_table, time_table};
+use crate::format::{format_micros, group};
+use crate::model::accounting::{fraction, Accounting, VmAccount};
+use crate::model::samples::MemoryMap;
+use crate::model::timeline::{intervals, Interval, RunState, Timeline};
+use crate::model::Model;
 use crate::TRACE_LEVELS;
 
 /// Where the records came from, for the page's header.
@@ -31,8 +36,6 @@ use crate::TRACE_LEVELS;
 pub struct Source<'a> {
     /// The trace file as the user named it.
     pub name: &'a str,
-    /// What did not decode (from [`crate::report::read_trace`]).
-    pub damage: &'a [String],
     /// `--vm NAME`, when the page shows one VM.
     pub only_vm: Option<&'a str>,
 }
@@ -117,52 +120,21 @@ fn vm_colour(id: usize) -> String {
     }
 }
 
-/// The Hello record's facts, for the header.
-#[derive(Debug, Default)]
-struct Hello {
-    cpu: String,
-    commit: String,
-    tsc_hz: u64,
-    level: Option<TraceLevel>,
-    version: u16,
-}
-
-fn hello(records: &[Record]) -> Option<Hello> {
-    records.iter().find_map(|record| match record {
-        Record::Hello {
-            version,
-            tsc_hz,
-            cpu,
-            commit,
-            level,
-            ..
-        } => Some(Hello {
-            cpu: cpu.clone(),
-            commit: commit.clone(),
-            tsc_hz: *tsc_hz,
-            level: Some(*level),
-            version: *version,
-        }),
-        _ => None,
-    })
-}
-
 /// Everything the page's parts read.
 struct Page<'a> {
-    records: &'a [Record],
+    model: &'a Model,
     accounting: Accounting,
-    timeline: Option<Timeline>,
+    timeline: Option<&'a Timeline>,
 }
 
-/// The report page of `records` (the whole run's, or one VM's from
-/// [`crate::report::only_vm`]).
-pub fn page(records: &[Record], source: &Source) -> String {
-    let mut accounting = Accounting::from_records(records, &[]);
+/// The report page of a model (the whole run's, or one VM's from [`crate::decode::only_vm`]).
+pub fn page(model: &Model, source: &Source) -> String {
+    let mut accounting = model.accounting.clone();
     accounting.partial = source.only_vm.is_some();
     let page = Page {
-        records,
+        model,
         accounting,
-        timeline: Timeline::from_records(records),
+        timeline: model.timeline.as_ref(),
     };
     let mut out = String::with_capacity(256 * 1024);
     out.push_str("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n");
@@ -176,7 +148,7 @@ pub fn page(records: &[Record], source: &Source) -> String {
     let _ = writeln!(out, "<script>{ERROR_CAPTURE}</script>");
     out.push_str("</head>\n<body>\n");
     page.header(&mut out, source);
-    page.notes(&mut out, source);
+    page.notes(&mut out);
     page.cards(&mut out);
     page.donuts(&mut out);
     page.share_chart(&mut out);
@@ -203,7 +175,7 @@ impl Page<'_> {
 
     /// VM count: every VM any record or event names.
     fn vm_count(&self) -> usize {
-        let events = self.timeline.as_ref().map_or(0, |t| t.runstates.len());
+        let events = self.timeline.map_or(0, |t| t.runstates.len());
         self.accounting.vms.len().max(events)
     }
 
@@ -224,7 +196,7 @@ impl Page<'_> {
     }
 
     fn header(&self, out: &mut String, source: &Source) {
-        let hello = hello(self.records);
+        let hello = self.model.hello.as_ref();
         out.push_str("<header>\n<h1>Carousel report</h1>\n<p class=\"sub\">");
         let mut facts = vec![format!("trace <code>{}</code>", escape(source.name))];
         if let Some(vm) = source.only_vm {
@@ -235,9 +207,7 @@ impl Page<'_> {
                 facts.push(format!("commit {}", escape(&hello.commit)));
                 facts.push(format!("CPU {}", escape(&hello.cpu)));
                 facts.push(format!("TSC {} Hz", group(hello.tsc_hz)));
-                let level = TRACE_LEVELS
-                    .iter()
-                    .find(|(_, level)| Some(*level) == hello.level);
+                let level = TRACE_LEVELS.iter().find(|(_, level)| *level == hello.level);
                 if let Some((level, _)) = level {
                     facts.push(format!("trace level {level}"));
                 }
@@ -251,14 +221,15 @@ impl Page<'_> {
     }
 
     /// Damage, warnings and replay problems; or a line saying there are none.
-    fn notes(&self, out: &mut String, source: &Source) {
-        let mut notes: Vec<String> = source
+    fn notes(&self, out: &mut String) {
+        let mut notes: Vec<String> = self
+            .model
             .damage
             .iter()
             .map(|damage| format!("trace damage: {damage}"))
             .collect();
         notes.extend(self.accounting.problems());
-        if let Some(timeline) = &self.timeline {
+        if let Some(timeline) = self.timeline {
             notes.extend(
                 timeline
                     .problems
@@ -296,7 +267,7 @@ impl Page<'_> {
         let percent = |share: Option<f64>| {
             share.map_or("-".to_string(), |share| format!("{:.2} %", share * 100.0))
         };
-        let guest = crate::accounting::fraction(self.accounting.guest_total(), run.elapsed.into());
+        let guest = fraction(self.accounting.guest_total(), run.elapsed.into());
         let mut cards = vec![
             ("elapsed", self.short_duration(run.elapsed)),
             ("guest", percent(guest)),
@@ -350,7 +321,7 @@ impl Page<'_> {
             .collect();
         // The root time of `vms` by exit reason, plus what their exits do not explain of
         // `root` (switching, housekeeping).
-        let by_reason = |vms: &[&crate::accounting::VmAccount], root: Option<u64>| {
+        let by_reason = |vms: &[&VmAccount], root: Option<u64>| {
             let mut cycles = vec![0u128; coloured.len()];
             let mut other = 0u128;
             for vm in vms {
@@ -381,7 +352,7 @@ impl Page<'_> {
             }
             slices
         };
-        let all: Vec<&crate::accounting::VmAccount> = self.accounting.vms.iter().collect();
+        let all: Vec<&VmAccount> = self.accounting.vms.iter().collect();
         let run = self.accounting.run.as_ref();
         let inner = by_reason(&all, run.map(|run| run.root));
         let root: u128 = inner.iter().map(|slice| slice.cycles).sum();
@@ -458,7 +429,7 @@ impl Page<'_> {
     /// says in a whole section that the trace has no scheduler events.
     fn open_timeline_section(&self, out: &mut String, title: &str) -> Option<&Timeline> {
         let _ = writeln!(out, "<section>\n<h2>{title}</h2>");
-        let timeline = self.timeline.as_ref().filter(|t| t.length() > 0);
+        let timeline = self.timeline.filter(|t| t.length() > 0);
         if timeline.is_none() {
             out.push_str(
                 "<p class=\"empty\">No scheduler events in this trace (it was recorded at trace \
@@ -475,7 +446,7 @@ impl Page<'_> {
             return;
         };
         let length = nice_at_least(timeline.length().div_ceil(SHARE_INTERVALS));
-        let Some(rows) = intervals(timeline, self.records, length) else {
+        let Some(rows) = intervals(timeline, &self.model.samples.exit_intervals, length) else {
             out.push_str(
                 "<p class=\"empty\">The run is too short to cut into intervals.</p>\n</section>\n",
             );
@@ -711,20 +682,9 @@ impl Page<'_> {
     /// evenly between), each a grid of cells coloured by page state.
     fn memory(&self, out: &mut String) {
         out.push_str("<section>\n<h2>Memory</h2>\n");
-        let mut samples: BTreeMap<u16, Vec<MemorySample<'_>>> = BTreeMap::new();
-        for record in self.records {
-            if let Record::MemoryMap {
-                tsc,
-                vm,
-                pages_per_cell,
-                cells,
-            } = record
-            {
-                samples
-                    .entry(*vm)
-                    .or_default()
-                    .push((*tsc, *pages_per_cell, cells));
-            }
+        let mut samples: BTreeMap<u16, Vec<&MemoryMap>> = BTreeMap::new();
+        for map in &self.model.samples.memory_maps {
+            samples.entry(map.vm).or_default().push(map);
         }
         if samples.is_empty() {
             out.push_str("<p class=\"empty\">No memory samples in this trace.</p>\n</section>\n");
@@ -733,7 +693,12 @@ impl Page<'_> {
         out.push_str("<div class=\"grids\">\n");
         for (&vm, list) in &samples {
             for (shown, index) in snapshot_indices(list.len()).into_iter().enumerate() {
-                let (tsc, pages_per_cell, cells) = list[index];
+                let MemoryMap {
+                    tsc,
+                    pages_per_cell,
+                    cells,
+                    ..
+                } = list[index];
                 let states: Vec<usize> = cells
                     .iter()
                     .map(|&byte| PageState::from_byte(byte) as usize)
@@ -747,13 +712,13 @@ impl Page<'_> {
                         b
                     }
                 });
-                let pages = u64::from(pages_per_cell) * grid.per_square as u64;
+                let pages = u64::from(*pages_per_cell) * grid.per_square as u64;
                 let caption = format!(
                     "{}: sample {} of {}, at {}; a square is {} page{} ({})",
                     self.vm_name(usize::from(vm)),
                     index + 1,
                     list.len(),
-                    self.time_of(tsc),
+                    self.time_of(*tsc),
                     group(pages),
                     if pages == 1 { "" } else { "s" },
                     bytes_text(pages * 4096),
@@ -779,21 +744,12 @@ impl Page<'_> {
     fn disk(&self, out: &mut String) {
         out.push_str("<section>\n<h2>Disk</h2>\n");
         let mut transfers: BTreeMap<u16, Vec<(u64, u64, bool)>> = BTreeMap::new();
-        for record in self.records {
-            if let Record::DiskIo {
-                vm,
-                lba,
-                sectors,
-                write,
-                ..
-            } = record
-            {
-                transfers.entry(*vm).or_default().push((
-                    u64::from(*lba),
-                    u64::from(*sectors),
-                    *write,
-                ));
-            }
+        for transfer in &self.model.samples.disk_transfers {
+            transfers.entry(transfer.vm).or_default().push((
+                u64::from(transfer.lba),
+                u64::from(transfer.sectors),
+                transfer.write,
+            ));
         }
         if transfers.is_empty() {
             out.push_str("<p class=\"empty\">No disk transfers in this trace.</p>\n</section>\n");
@@ -852,7 +808,7 @@ impl Page<'_> {
 
     /// `tsc` as time since the timeline's start (or the raw TSC without events).
     fn time_of(&self, tsc: u64) -> String {
-        match &self.timeline {
+        match self.timeline {
             Some(timeline) => format!(
                 "{} into the run",
                 self.short_duration(tsc.saturating_sub(timeline.start))
@@ -871,11 +827,11 @@ impl Page<'_> {
             );
         } else {
             out.push_str("<h3>Runstates and CPU time (cycles; % of the elapsed time)</h3>\n");
-            out.push_str(&html_table(&self.accounting.time_table()));
+            out.push_str(&html_table(&time_table(&self.accounting)));
             out.push_str("<h3>Scheduling and guest metrics</h3>\n");
-            out.push_str(&html_table(&self.accounting.events_table()));
+            out.push_str(&html_table(&events_table(&self.accounting)));
         }
-        let exits = self.accounting.exit_table(None);
+        let exits = exit_table(&self.accounting, None);
         if !exits.rows().is_empty() {
             out.push_str(
                 "<h3>Exits, all VMs (cost = root-mode cycles from the exit to the next entry)</h3>\n",
@@ -887,7 +843,7 @@ impl Page<'_> {
                     "<details><summary>Exits of {}</summary>",
                     escape(&vm.name)
                 );
-                out.push_str(&html_table(&self.accounting.exit_table(Some(vm.id))));
+                out.push_str(&html_table(&exit_table(&self.accounting, Some(vm.id))));
                 out.push_str("</details>\n");
             }
         }
@@ -1591,9 +1547,6 @@ const SCRIPT: &str = r#"
 /// Memory samples shown per VM.
 const MEMORY_SNAPSHOTS: usize = 4;
 
-/// One memory map of a VM: its time, pages per cell and cells.
-type MemorySample<'a> = (u64, u32, &'a [u8]);
-
 /// Which of `count` samples to show: the first, the last and evenly between, at most
 /// [`MEMORY_SNAPSHOTS`], in order.
 fn snapshot_indices(count: usize) -> Vec<usize> {
@@ -1609,15 +1562,23 @@ fn snapshot_indices(count: usize) -> Vec<usize> {
 mod tests {
     use carousel_protocol::record::{ExitStat, RunSummary, SliceEnd, VmSummary};
 
+    use carousel_protocol::record::Record;
+
     use super::*;
-    use crate::timeline::tests::{batch, off, run, two_vms};
+    use crate::decode::Damage;
+    use crate::model::timeline::tests::{batch, off, run, two_vms};
+    use crate::model::{Keep, ModelBuilder};
 
     fn source() -> Source<'static> {
         Source {
             name: "test.trace",
-            damage: &[],
             only_vm: None,
         }
+    }
+
+    /// The page of `records`.
+    fn page(records: &[Record], source: &Source) -> String {
+        super::page(&Model::of_records(records), source)
     }
 
     /// A summary that agrees with the events of [`two_vms`] (VM 0 is preempted once and yields
@@ -1764,13 +1725,16 @@ mod tests {
 
     #[test]
     fn damage_is_named_on_the_page() {
-        let damage = vec!["records 3..5 never arrived".to_string()];
+        let mut model = ModelBuilder::new(Keep::Everything);
+        for record in full_trace() {
+            model.add(&record);
+        }
+        model.add_damage(Damage::Gap { from: 3, to: 5 });
         let source = Source {
             name: "x",
-            damage: &damage,
             only_vm: None,
         };
-        let html = page(&full_trace(), &source);
+        let html = super::page(&model.finish(), &source);
         assert!(html.contains("trace damage: records 3..5 never arrived"));
     }
 
@@ -1833,7 +1797,7 @@ mod tests {
         /// (valid JSON) without a panic.
         #[test]
         fn anything_makes_a_page_and_an_export(
-            mut records in crate::timeline::tests::any_records(),
+            mut records in crate::model::timeline::tests::any_records(),
             disk in proptest::collection::vec((0u32.., 0u16.., proptest::bool::ANY, 0u16..6), 0..8),
             cells in proptest::collection::vec(proptest::num::u8::ANY, 0..5_000),
             pages_per_cell in 0u32..8,
@@ -1845,7 +1809,7 @@ mod tests {
             let html = page(&records, &source());
             proptest::prop_assert!(html.ends_with("</html>\n"));
             let mut bytes = Vec::new();
-            crate::perfetto::write_trace(&records, &mut bytes).expect("writes to memory");
+            crate::render::perfetto::write(&Model::of_records(&records), &mut bytes).expect("writes to memory");
             proptest::prop_assert!(serde_json::from_slice::<serde_json::Value>(&bytes).is_ok());
         }
     }

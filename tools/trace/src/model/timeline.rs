@@ -8,7 +8,7 @@
 //! its times. The Perfetto export, the HTML page and the interval report all read timelines.
 //!
 //! What is not: the hypervisor's own accounting (its end-of-run summaries, in
-//! [`crate::accounting`]). A timeline only knows what the events said: events lost to a gap in
+//! [`super::accounting`]). A timeline only knows what the events said: events lost to a gap in
 //! the trace show up as [`Timeline::problems`], and the replay goes on from the next event.
 //!
 //! Rules of the replay: at the first event every VM is runnable. `Run` makes a VM running,
@@ -17,6 +17,8 @@
 //! trace has no `RunEnd`.
 
 use carousel_protocol::record::{timed_events, Event, Record, SliceEnd};
+
+use super::samples::ExitInterval;
 
 /// Microseconds in one second.
 const MICROS_PER_SECOND: f64 = 1_000_000.0;
@@ -256,85 +258,107 @@ fn push_span(spans: &mut Vec<Span>, state: RunState, start: u64, end: u64) {
     }
 }
 
+/// Gathers a [`Timeline`] a record at a time, as a trace decodes.
+#[derive(Debug, Default)]
+pub struct TimelineBuilder {
+    tsc_hz: Option<u64>,
+    named: usize,
+    run_end: Option<u64>,
+    replay: Option<Replay>,
+    now: u64,
+    exits: Vec<ExitEvent>,
+    consoles: Vec<Instant>,
+    dropped: Vec<Instant>,
+    backwards: u64,
+}
+
+impl TimelineBuilder {
+    /// Replays the next record of the trace (only Hello, Events and RunEnd matter).
+    pub fn add(&mut self, record: &Record) {
+        let (batch, events) = match record {
+            Record::Hello {
+                tsc_hz: hz, vms, ..
+            } => {
+                self.tsc_hz = (*hz != 0).then_some(*hz);
+                self.named = vms.len();
+                return;
+            }
+            Record::RunEnd { tsc } => {
+                self.run_end = Some(*tsc);
+                return;
+            }
+            Record::Events { tsc, events } => (*tsc, events),
+            _ => return,
+        };
+        for (at, event) in timed_events(batch, events) {
+            let named = self.named;
+            let now = &mut self.now;
+            let replay = self.replay.get_or_insert_with(|| {
+                *now = at;
+                Replay::new(at, named)
+            });
+            if at < *now {
+                self.backwards += 1;
+            } else {
+                *now = at;
+            }
+            let now = *now;
+            replay.event(now, event);
+            match *event {
+                Event::Exit {
+                    vm, reason, cycles, ..
+                } => self.exits.push(ExitEvent {
+                    vm,
+                    tsc: now,
+                    reason,
+                    cycles,
+                }),
+                Event::Console { vm, bytes, .. } => self.consoles.push(Instant {
+                    tsc: now,
+                    vm: Some(vm),
+                    value: u64::from(bytes),
+                }),
+                Event::Dropped { total, .. } => self.dropped.push(Instant {
+                    tsc: now,
+                    vm: None,
+                    value: total,
+                }),
+                Event::Run { .. } | Event::Descheduled { .. } | Event::Wake { .. } => {}
+            }
+        }
+    }
+
+    /// The timeline of the records added; `None` when they held no event at all (a trace at
+    /// level `aggregate`).
+    pub fn finish(self) -> Option<Timeline> {
+        let replay = self.replay?;
+        let start = replay.start;
+        let end = self.run_end.map_or(self.now, |end| end.max(self.now));
+        let (runstates, slices, mut misfits) = replay.finish(end);
+        misfits.backwards = self.backwards;
+        Some(Timeline {
+            start,
+            end,
+            tsc_hz: self.tsc_hz,
+            runstates,
+            slices,
+            exits: self.exits,
+            consoles: self.consoles,
+            dropped: self.dropped,
+            problems: misfits.describe(),
+        })
+    }
+}
+
 impl Timeline {
     /// The timeline of a trace's records; `None` when they hold no event at all (a trace at
     /// level `aggregate`).
     pub fn from_records(records: &[Record]) -> Option<Timeline> {
-        let mut tsc_hz = None;
-        let mut named = 0;
-        let mut run_end = None;
-        let mut replay: Option<Replay> = None;
-        let mut now = 0u64;
-        let mut exits = Vec::new();
-        let mut consoles = Vec::new();
-        let mut dropped = Vec::new();
-        let mut backwards = 0u64;
+        let mut builder = TimelineBuilder::default();
         for record in records {
-            let (batch, events) = match record {
-                Record::Hello {
-                    tsc_hz: hz, vms, ..
-                } => {
-                    tsc_hz = (*hz != 0).then_some(*hz);
-                    named = vms.len();
-                    continue;
-                }
-                Record::RunEnd { tsc } => {
-                    run_end = Some(*tsc);
-                    continue;
-                }
-                Record::Events { tsc, events } => (*tsc, events),
-                _ => continue,
-            };
-            for (at, event) in timed_events(batch, events) {
-                let replay = replay.get_or_insert_with(|| {
-                    now = at;
-                    Replay::new(at, named)
-                });
-                if at < now {
-                    backwards += 1;
-                } else {
-                    now = at;
-                }
-                replay.event(now, event);
-                match *event {
-                    Event::Exit {
-                        vm, reason, cycles, ..
-                    } => exits.push(ExitEvent {
-                        vm,
-                        tsc: now,
-                        reason,
-                        cycles,
-                    }),
-                    Event::Console { vm, bytes, .. } => consoles.push(Instant {
-                        tsc: now,
-                        vm: Some(vm),
-                        value: u64::from(bytes),
-                    }),
-                    Event::Dropped { total, .. } => dropped.push(Instant {
-                        tsc: now,
-                        vm: None,
-                        value: total,
-                    }),
-                    Event::Run { .. } | Event::Descheduled { .. } | Event::Wake { .. } => {}
-                }
-            }
+            builder.add(record);
         }
-        let replay = replay?;
-        let start = replay.start;
-        let end = run_end.map_or(now, |end| end.max(now));
-        let (runstates, slices, mut misfits) = replay.finish(end);
-        misfits.backwards = backwards;
-        Some(Timeline {
-            start,
-            end,
-            tsc_hz,
-            runstates,
-            slices,
-            exits,
-            consoles,
-            dropped,
-            problems: misfits.describe(),
-        })
+        builder.finish()
     }
 
     /// Cycles the timeline covers.
@@ -425,20 +449,21 @@ impl Interval {
 pub const MAX_INTERVALS: u64 = 1_000_000;
 
 /// The timeline cut into intervals of `length` cycles from its start (the last one may be
-/// shorter). Exits come from the trace's `ExitInterval` records: each counts in the interval
+/// shorter). Exits come from the trace's exit intervals: each counts in the interval
 /// that holds its own interval's midpoint (earlier ones in the first, later ones in the last).
 /// `None` when `length` is 0 or would make more than [`MAX_INTERVALS`].
-pub fn intervals(timeline: &Timeline, records: &[Record], length: u64) -> Option<Vec<Interval>> {
+pub fn intervals(
+    timeline: &Timeline,
+    exit_intervals: &[ExitInterval],
+    length: u64,
+) -> Option<Vec<Interval>> {
     if length == 0 || timeline.length() / length >= MAX_INTERVALS {
         return None;
     }
     let count = timeline.length().div_ceil(length).max(1);
-    let exit_vms = records
+    let exit_vms = exit_intervals
         .iter()
-        .filter_map(|record| match record {
-            Record::ExitInterval { vm, .. } => Some(usize::from(*vm) + 1),
-            _ => None,
-        })
+        .map(|sample| usize::from(sample.vm) + 1)
         .max()
         .unwrap_or(0);
     let vms = timeline.runstates.len().max(exit_vms);
@@ -471,21 +496,11 @@ pub fn intervals(timeline: &Timeline, records: &[Record], length: u64) -> Option
     for slice in &timeline.slices {
         rows[index_of(slice.start)].vms[usize::from(slice.vm)].switches += 1;
     }
-    for record in records {
-        if let Record::ExitInterval {
-            tsc,
-            vm,
-            interval,
-            exits,
-        } = record
-        {
-            let middle = tsc.saturating_sub(interval / 2);
-            let row = &mut rows[index_of(middle)].vms[usize::from(*vm)];
-            for stat in exits {
-                row.exits += stat.count;
-                row.exit_cycles = row.exit_cycles.saturating_add(stat.cycles);
-            }
-        }
+    for sample in exit_intervals {
+        let middle = sample.tsc.saturating_sub(sample.interval / 2);
+        let row = &mut rows[index_of(middle)].vms[usize::from(sample.vm)];
+        row.exits += sample.exits;
+        row.exit_cycles = row.exit_cycles.saturating_add(sample.cycles);
     }
     Some(rows)
 }
@@ -495,6 +510,15 @@ pub(crate) mod tests {
     use carousel_protocol::record::ExitStat;
 
     use super::*;
+
+    /// The exit intervals of `records`, as the model keeps them.
+    pub(crate) fn exit_intervals(records: &[Record]) -> Vec<ExitInterval> {
+        let mut samples = crate::model::samples::Samples::default();
+        for record in records {
+            samples.add(record);
+        }
+        samples.exit_intervals
+    }
 
     /// A Hello naming `names` at 1 MHz (a cycle is a microsecond).
     pub(crate) fn hello(names: &[&str]) -> Record {
@@ -657,7 +681,7 @@ pub(crate) mod tests {
             }],
         });
         let timeline = Timeline::from_records(&records).expect("events");
-        let rows = intervals(&timeline, &records, 500).expect("intervals");
+        let rows = intervals(&timeline, &exit_intervals(&records), 500).expect("intervals");
         assert_eq!(rows.len(), 3);
         assert_eq!((rows[0].start, rows[0].end), (100, 600));
         assert_eq!((rows[2].start, rows[2].end), (1100, 1200));
@@ -678,7 +702,7 @@ pub(crate) mod tests {
                 assert_eq!(total, row.length(), "{rows:?}");
             }
         }
-        assert!(intervals(&timeline, &records, 0).is_none());
+        assert!(intervals(&timeline, &exit_intervals(&records), 0).is_none());
     }
 
     /// An event of any kind from `(kind, vm, why)`.
@@ -759,7 +783,7 @@ pub(crate) mod tests {
                 proptest::prop_assert!(pair[0].end <= pair[1].start);
             }
             let length = (timeline.length() / 7).max(1);
-            let rows = intervals(&timeline, &records, length).expect("few intervals");
+            let rows = intervals(&timeline, &exit_intervals(&records), length).expect("few intervals");
             for row in &rows {
                 for vm in &row.vms {
                     let total = vm.running + vm.runnable + vm.blocked + vm.stopped;

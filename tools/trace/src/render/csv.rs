@@ -1,0 +1,109 @@
+//! The reports as CSV (RFC 4180 quoting, through the `csv` crate): one row per VM, or one row
+//! per interval and VM. Each row is a `Serialize` struct, so the header is its field names.
+
+use serde::Serialize;
+
+use super::rows::{interval_rows, vm_row};
+use crate::model::accounting::Accounting;
+use crate::model::timeline::Interval;
+use crate::model::Model;
+
+/// One VM over one interval: milliseconds to three decimals, shares to four.
+#[derive(Debug, Default, Serialize)]
+struct IntervalRow {
+    start_ms: String,
+    end_ms: String,
+    vm: String,
+    running_share: String,
+    runnable_share: String,
+    blocked_share: String,
+    stopped_share: String,
+    running_cycles: u64,
+    runnable_cycles: u64,
+    blocked_cycles: u64,
+    stopped_cycles: u64,
+    switches: u64,
+    exits: u64,
+    exit_cycles: u64,
+}
+
+/// `rows` as CSV with a header line (also when there is no row).
+pub fn write<T: Serialize + Default>(rows: impl IntoIterator<Item = T>) -> String {
+    let mut rows = rows.into_iter().peekable();
+    let mut writer = csv::Writer::from_writer(Vec::new());
+    if rows.peek().is_none() {
+        // The header comes with the first row: write one, keep only the header.
+        let mut header = csv::Writer::from_writer(Vec::new());
+        header
+            .serialize(T::default())
+            .expect("a row of numbers and strings");
+        let bytes = header.into_inner().expect("a Vec takes every byte");
+        let end = bytes
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(0, |at| at + 1);
+        return String::from_utf8_lossy(&bytes[..end]).into_owned();
+    }
+    for row in rows {
+        writer.serialize(row).expect("a row of numbers and strings");
+    }
+    let bytes = writer.into_inner().expect("a Vec takes every byte");
+    String::from_utf8(bytes).expect("rows of UTF-8 strings")
+}
+
+/// One CSV row per VM.
+pub fn vms(accounting: &Accounting) -> String {
+    write(accounting.vms.iter().map(vm_row))
+}
+
+/// The per-interval rows as CSV: one row per interval and VM.
+pub fn intervals(model: &Model, rows: &[Interval]) -> String {
+    let rows = interval_rows(model, rows);
+    write(rows.iter().flat_map(|row| {
+        row.vms.iter().map(|vm| IntervalRow {
+            start_ms: format!("{:.3}", row.start_ms),
+            end_ms: format!("{:.3}", row.end_ms),
+            vm: vm.name.clone(),
+            running_share: format!("{:.4}", vm.running_share),
+            runnable_share: format!("{:.4}", vm.runnable_share),
+            blocked_share: format!("{:.4}", vm.blocked_share),
+            stopped_share: format!("{:.4}", vm.stopped_share),
+            running_cycles: vm.running_cycles,
+            runnable_cycles: vm.runnable_cycles,
+            blocked_cycles: vm.blocked_cycles,
+            stopped_cycles: vm.stopped_cycles,
+            switches: vm.switches,
+            exits: vm.exits,
+            exit_cycles: vm.exit_cycles,
+        })
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::report_trace;
+
+    #[test]
+    fn csv_has_a_row_per_vm() {
+        let csv = vms(&Accounting::from_records(&report_trace(), &[]));
+        let lines: Vec<&str> = csv.lines().collect();
+        assert_eq!(
+            lines[0],
+            "vm,running_cycles,runnable_cycles,blocked_cycles,guest_cycles,root_cycles,slices,\
+             preemptions,yields,wakes,wake_p50,wake_p95,wake_p99,wake_max"
+        );
+        assert_eq!(lines[1], "a,110,5,0,100,10,3,2,1,1,7,8,9,9");
+        assert_eq!(lines.len(), 3);
+    }
+
+    #[test]
+    fn without_rows_there_is_the_header() {
+        assert_eq!(
+            write(Vec::<IntervalRow>::new()),
+            "start_ms,end_ms,vm,running_share,runnable_share,blocked_share,stopped_share,\
+             running_cycles,runnable_cycles,blocked_cycles,stopped_cycles,switches,exits,\
+             exit_cycles\n"
+        );
+    }
+}
