@@ -1,8 +1,8 @@
 //! `summary.html`: the comparison as one self-contained page. Per workload, a chart of each
 //! figure against the quantum (log scale), one line per policy and weight set, with each line's
 //! knee ringed; then the text table. Inline SVG and CSS only: no script, no network, no file
-//! beside it. Text from the lab and the runs is escaped with the report page's
-//! [`escape`](carousel_trace::render::html::escape).
+//! beside it. Colours, axis steps and escaping are the report page's
+//! ([`carousel_trace::render::chart`]).
 
 use std::fmt::Write;
 
@@ -11,7 +11,7 @@ use super::figures;
 use super::summary::{Row, Summary, KNEE_MARGIN_PCT};
 use crate::lab::sweep::quantum_text;
 use carousel_trace::format::group;
-use carousel_trace::render::html::escape;
+use carousel_trace::render::chart::{escape, series_colour, tick_label, value_range};
 
 /// Chart width, in CSS pixels.
 const WIDTH: f64 = 400.0;
@@ -29,11 +29,6 @@ const BOTTOM: f64 = 40.0;
 const X_PAD: f64 = 14.0;
 /// Gridlines per axis, roughly.
 const Y_TICKS: f64 = 4.0;
-/// Line colours (Okabe–Ito, readable by colour-blind readers), in order of the lines.
-const COLOURS: [&str; 8] = [
-    "#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000",
-];
-
 /// A chart line and its rows, by ascending quantum.
 type LineRows<'a> = (Line, Vec<&'a Row>);
 
@@ -43,51 +38,6 @@ struct Chart {
     figure: String,
     title: String,
     cycles: bool,
-}
-
-/// A round step near `range / Y_TICKS`: 1, 2 or 5 times a power of ten.
-fn nice_step(range: f64) -> f64 {
-    let raw = (range / Y_TICKS).max(f64::MIN_POSITIVE);
-    let power = 10f64.powf(raw.log10().floor());
-    let fraction = raw / power;
-    let nice = if fraction <= 1.0 {
-        1.0
-    } else if fraction <= 2.0 {
-        2.0
-    } else if fraction <= 5.0 {
-        5.0
-    } else {
-        10.0
-    };
-    nice * power
-}
-
-/// `value` in few characters: 950, 1.2k, 3.4M, 0.9975.
-fn short(value: f64) -> String {
-    let magnitude = value.abs();
-    if magnitude >= 1e9 {
-        format!("{:.1}G", value / 1e9)
-    } else if magnitude >= 1e6 {
-        format!("{:.1}M", value / 1e6)
-    } else if magnitude >= 1e4 {
-        format!("{:.0}k", value / 1e3)
-    } else if magnitude >= 100.0 || value == value.trunc() {
-        format!("{value:.0}")
-    } else if magnitude >= 1.0 {
-        format!("{value:.2}")
-    } else {
-        format!("{value:.4}")
-    }
-}
-
-/// A gridline's label: as many decimals as the step between gridlines needs.
-fn tick_label(value: f64, step: f64) -> String {
-    if step >= 1.0 {
-        short(value)
-    } else {
-        let decimals = (-step.log10()).ceil().max(0.0) as usize;
-        format!("{value:.decimals$}")
-    }
 }
 
 /// The charts a workload's rows can fill.
@@ -176,20 +126,7 @@ fn svg(chart: &Chart, lines: &[LineRows], quanta: &[u32], tsc_hz: Option<u64>) -
     ) else {
         return String::new();
     };
-    // From 0 unless the values sit far above it (Jain's index near 1).
-    let low = if low >= 0.0 && low < high * 0.5 {
-        0.0
-    } else {
-        low
-    };
-    let span = if high > low {
-        high - low
-    } else {
-        high.abs().max(1.0)
-    };
-    let step = nice_step(span);
-    let y_low = (low / step).floor() * step;
-    let y_high = ((high / step).ceil() * step).max(y_low + step);
+    let (y_low, y_high, step) = value_range(low, high, Y_TICKS);
     let plot_width = WIDTH - LEFT - RIGHT;
     let plot_height = HEIGHT - TOP - BOTTOM;
     let y = |v: f64| TOP + plot_height * (1.0 - (v - y_low) / (y_high - y_low));
@@ -249,7 +186,7 @@ fn svg(chart: &Chart, lines: &[LineRows], quanta: &[u32], tsc_hz: Option<u64>) -
         HEIGHT - 4.0
     );
     for (index, (_, rows)) in lines.iter().enumerate() {
-        let colour = COLOURS[index % COLOURS.len()];
+        let colour = series_colour(index);
         let points: Vec<(f64, f64, f64, f64, bool)> = rows
             .iter()
             .filter_map(|row| {
@@ -377,7 +314,7 @@ pre {{ background: #f7f7f7; padding: 12px; overflow-x: auto; font-size: 12px; }}
             let _ = write!(
                 out,
                 "<span><i class=\"swatch\" style=\"background:{}\"></i>{}{}</span>",
-                COLOURS[index % COLOURS.len()],
+                series_colour(index),
                 escape(&line.label()),
                 escape(&knee)
             );
@@ -468,23 +405,5 @@ mod tests {
         assert!(page.contains("boost (knee 2ms)"));
         assert!(page.contains(">8ms</text>"));
         assert!(page.contains("Interactive wake-to-run latency p99, µs"));
-    }
-
-    #[test]
-    fn steps_and_numbers_are_round() {
-        assert_eq!(nice_step(10.0), 5.0);
-        assert_eq!(nice_step(3.0), 1.0);
-        assert_eq!(nice_step(0.04), 0.01);
-        assert_eq!(nice_step(7_000.0), 2_000.0);
-        assert_eq!(short(950.0), "950");
-        assert_eq!(short(12_345.0), "12k");
-        assert_eq!(short(3_400_000.0), "3.4M");
-        assert_eq!(short(0.99751), "0.9975");
-        assert_eq!(short(2.5), "2.50");
-        assert_eq!(short(0.0), "0");
-        assert_eq!(tick_label(0.5, 0.5), "0.5");
-        assert_eq!(tick_label(0.69, 0.01), "0.69");
-        assert_eq!(tick_label(1.0, 0.5), "1.0");
-        assert_eq!(tick_label(20_000.0, 5_000.0), "20k");
     }
 }

@@ -12,7 +12,7 @@ use std::fmt::Write;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Map, Value};
+use serde_json::Value;
 
 use super::axes::{Config, Line, Point};
 use super::figures::{self, Figures, VmInfo};
@@ -664,155 +664,259 @@ impl Summary {
                     .map(|vm| format!("{}{vm}", figures::THROUGHPUT_VM)),
             )
             .collect();
-        let mut out = String::from("workload,policy,weights,quantum_us,runs,failed,knee");
-        for name in fixed
+        let names: Vec<&str> = fixed
             .iter()
             .copied()
             .chain(dynamic.iter().map(String::as_str))
-        {
-            out.push(',');
-            out.push_str(&name.replace('.', "_").replace('/', "_per_"));
-        }
-        out.push('\n');
-        for row in &self.rows {
-            // Workload and VM names are [A-Za-z0-9_-]; weight labels add `:` and `=`; policy
-            // names are fixed: nothing needs quoting.
-            let _ = write!(
-                out,
-                "{},{},{},{},{},{},{}",
-                row.point.workload,
-                row.point.policy,
-                row.point.weights,
-                row.point.quantum_us,
-                row.runs,
-                row.failures.len(),
-                u8::from(row.knee)
-            );
-            for name in fixed
+            .collect();
+        let mut header: Vec<String> = [
+            "workload",
+            "policy",
+            "weights",
+            "quantum_us",
+            "runs",
+            "failed",
+            "knee",
+        ]
+        .map(String::from)
+        .to_vec();
+        header.extend(
+            names
                 .iter()
-                .copied()
-                .chain(dynamic.iter().map(String::as_str))
-            {
-                out.push(',');
-                if let Some(value) = row.mean(name) {
-                    let _ = write!(out, "{value}");
-                }
-            }
-            out.push('\n');
+                .map(|name| name.replace('.', "_").replace('/', "_per_")),
+        );
+        let mut lines = vec![header];
+        for row in &self.rows {
+            let mut cells = vec![
+                row.point.workload.clone(),
+                row.point.policy.clone(),
+                row.point.weights.clone(),
+                row.point.quantum_us.to_string(),
+                row.runs.to_string(),
+                row.failures.len().to_string(),
+                u8::from(row.knee).to_string(),
+            ];
+            cells.extend(names.iter().map(|name| {
+                row.mean(name)
+                    .map_or(String::new(), |value| value.to_string())
+            }));
+            lines.push(cells);
         }
-        out
+        write_csv(lines)
     }
 
     /// The JSON form (`summary.json`): `rows`, one per configuration, plus the plan, the knees
     /// and every run's status.
     pub fn json(&self) -> Value {
-        let rows: Vec<Value> = self.rows.iter().map(row_json).collect();
-        let runs: Vec<Value> = self
-            .runs
-            .iter()
-            .map(|run| {
-                json!({
-                    "id": run.id,
-                    "status": match run.status {
-                        Some(status) => serde_json::to_value(status).unwrap_or(Value::Null),
-                        None => json!("not run"),
-                    },
-                    "reason": run.reason,
-                })
-            })
-            .collect();
-        let knees: Vec<Value> = self
-            .knees()
-            .into_iter()
-            .map(|(line, quantum_us)| {
-                json!({
-                    "workload": line.workload,
-                    "policy": line.policy,
-                    "weights": line.weights,
-                    "quantum_us": quantum_us,
-                })
-            })
-            .collect();
         let (ok, failed) = self.counts();
-        json!({
-            "lab": self.plan.as_ref().map(|plan| &plan.lab),
-            "lab_hash": self.plan.as_ref().map(|plan| &plan.lab_hash),
-            "commit": self.plan.as_ref().map(|plan| &plan.commit),
-            "backend": self.backend,
-            "tsc_hz": self.tsc_hz,
-            "knee_margin_pct": KNEE_MARGIN_PCT,
-            "runs_measured": ok,
-            "runs_failed": failed,
-            "rows": rows,
-            "knees": knees,
-            "runs": runs,
-            "warnings": self.warnings,
-        })
+        let summary = SummaryJson {
+            lab: self.plan.as_ref().map(|plan| plan.lab.clone()),
+            lab_hash: self.plan.as_ref().map(|plan| plan.lab_hash.clone()),
+            commit: self.plan.as_ref().map(|plan| plan.commit.clone()),
+            backend: self.backend.clone(),
+            tsc_hz: self.tsc_hz,
+            knee_margin_pct: KNEE_MARGIN_PCT,
+            runs_measured: ok,
+            runs_failed: failed,
+            rows: self.rows.iter().map(RowJson::of).collect(),
+            knees: self
+                .knees()
+                .into_iter()
+                .map(|(line, quantum_us)| KneeJson {
+                    workload: line.workload,
+                    policy: line.policy,
+                    weights: line.weights,
+                    quantum_us,
+                })
+                .collect(),
+            runs: self
+                .runs
+                .iter()
+                .map(|run| RunJson {
+                    id: run.id.clone(),
+                    status: match run.status {
+                        Some(status) => RunStatus::Ran(status),
+                        None => RunStatus::NotRun("not run"),
+                    },
+                    reason: run.reason.clone(),
+                })
+                .collect(),
+            warnings: self.warnings.clone(),
+        };
+        serde_json::to_value(&summary).expect("a summary of numbers and strings")
     }
 }
 
-/// One row as JSON: the figures the issue names at the top level, then the nested ones.
-fn row_json(row: &Row) -> Value {
-    let mean = |name: &str| row.mean(name);
-    let mut wake = Map::new();
-    for (name, stat) in &row.stats {
-        let Some(rest) = name.strip_prefix(figures::WAKE_CLASS) else {
-            continue;
-        };
-        if let Some((class, figure)) = rest.split_once('.') {
-            let entry = wake
-                .entry(class.to_string())
-                .or_insert_with(|| Value::Object(Map::new()));
-            if let Value::Object(entry) = entry {
-                entry.insert(figure.to_string(), json!(stat.mean));
+/// `lines` (the header first) as CSV.
+fn write_csv(lines: Vec<Vec<String>>) -> String {
+    let mut writer = csv::Writer::from_writer(Vec::new());
+    for line in lines {
+        writer
+            .write_record(&line)
+            .expect("a Vec takes every record");
+    }
+    String::from_utf8(writer.into_inner().expect("a Vec takes every byte"))
+        .expect("records of UTF-8 strings")
+}
+
+/// `summary.json`.
+#[derive(Debug, Serialize)]
+struct SummaryJson {
+    lab: Option<String>,
+    lab_hash: Option<String>,
+    commit: Option<String>,
+    backend: Option<String>,
+    tsc_hz: Option<u64>,
+    knee_margin_pct: f64,
+    runs_measured: usize,
+    runs_failed: usize,
+    rows: Vec<RowJson>,
+    knees: Vec<KneeJson>,
+    runs: Vec<RunJson>,
+    warnings: Vec<String>,
+}
+
+/// One line's knee.
+#[derive(Debug, Serialize)]
+struct KneeJson {
+    workload: String,
+    policy: String,
+    weights: String,
+    quantum_us: u32,
+}
+
+/// One run and how it ended.
+#[derive(Debug, Serialize)]
+struct RunJson {
+    id: String,
+    status: RunStatus,
+    reason: Option<String>,
+}
+
+/// A run's status, or `"not run"`.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+enum RunStatus {
+    Ran(Status),
+    NotRun(&'static str),
+}
+
+/// One row: the figures the issue names at the top level, then the nested ones.
+#[derive(Debug, Serialize)]
+struct RowJson {
+    workload: String,
+    policy: String,
+    weights: String,
+    quantum_us: u32,
+    runs: usize,
+    failed: usize,
+    failures: Vec<String>,
+    knee: bool,
+    overhead_pct: Option<f64>,
+    idle_pct: Option<f64>,
+    jain: Option<f64>,
+    jain_cpu: Option<f64>,
+    switches_per_s: Option<f64>,
+    wake_p50_cycles: Option<f64>,
+    wake_p99_cycles: Option<f64>,
+    /// Wake latency per class: class → figure → mean.
+    wake: BTreeMap<String, BTreeMap<String, f64>>,
+    response_p50_cycles: Option<f64>,
+    response_p99_cycles: Option<f64>,
+    timer_lag_mean_cycles: Option<f64>,
+    timer_lag_max_cycles: Option<f64>,
+    elapsed_cycles: Option<f64>,
+    throughput: ThroughputJson,
+    /// Per figure, with repeats: min and max over the runs.
+    spread: BTreeMap<String, SpreadJson>,
+    lab_hash: String,
+    commit: String,
+}
+
+/// Throughput per VM (with the counter's unit) and per unit over all VMs.
+#[derive(Debug, Serialize)]
+struct ThroughputJson {
+    vms: BTreeMap<String, VmThroughputJson>,
+    aggregate: BTreeMap<String, f64>,
+}
+
+#[derive(Debug, Serialize)]
+struct VmThroughputJson {
+    per_s: f64,
+    unit: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct SpreadJson {
+    min: f64,
+    max: f64,
+}
+
+impl RowJson {
+    fn of(row: &Row) -> Self {
+        let mean = |name: &str| row.mean(name);
+        let mut wake: BTreeMap<String, BTreeMap<String, f64>> = BTreeMap::new();
+        let mut vms = BTreeMap::new();
+        let mut aggregate = BTreeMap::new();
+        let mut spread = BTreeMap::new();
+        for (name, stat) in &row.stats {
+            if let Some((class, figure)) = name
+                .strip_prefix(figures::WAKE_CLASS)
+                .and_then(|rest| rest.split_once('.'))
+            {
+                wake.entry(class.to_string())
+                    .or_default()
+                    .insert(figure.to_string(), stat.mean);
+            }
+            if let Some(vm) = name.strip_prefix(figures::THROUGHPUT_VM) {
+                vms.insert(
+                    vm.to_string(),
+                    VmThroughputJson {
+                        per_s: stat.mean,
+                        unit: row.units.get(name).cloned(),
+                    },
+                );
+            } else if let Some(unit) = name.strip_prefix(figures::THROUGHPUT_TOTAL) {
+                aggregate.insert(format!("{unit}/s"), stat.mean);
+            }
+            if row.runs > 1 {
+                spread.insert(
+                    name.clone(),
+                    SpreadJson {
+                        min: stat.min,
+                        max: stat.max,
+                    },
+                );
             }
         }
-    }
-    let mut vms = Map::new();
-    let mut aggregate = Map::new();
-    for (name, stat) in &row.stats {
-        if let Some(vm) = name.strip_prefix(figures::THROUGHPUT_VM) {
-            vms.insert(
-                vm.to_string(),
-                json!({"per_s": stat.mean, "unit": row.units.get(name)}),
-            );
-        } else if let Some(unit) = name.strip_prefix(figures::THROUGHPUT_TOTAL) {
-            aggregate.insert(format!("{unit}/s"), json!(stat.mean));
+        RowJson {
+            workload: row.point.workload.clone(),
+            policy: row.point.policy.clone(),
+            weights: row.point.weights.clone(),
+            quantum_us: row.point.quantum_us,
+            runs: row.runs,
+            failed: row.failures.len(),
+            failures: row.failures.clone(),
+            knee: row.knee,
+            overhead_pct: mean(figures::OVERHEAD_PCT),
+            idle_pct: mean(figures::IDLE_PCT),
+            jain: mean(figures::JAIN),
+            jain_cpu: mean(figures::JAIN_CPU),
+            switches_per_s: mean(figures::SWITCHES_PER_S),
+            wake_p50_cycles: mean(figures::WAKE_P50),
+            wake_p99_cycles: mean(figures::WAKE_P99),
+            wake,
+            response_p50_cycles: mean(figures::RESPONSE_P50),
+            response_p99_cycles: mean(figures::RESPONSE_P99),
+            timer_lag_mean_cycles: mean(figures::TIMER_LAG_MEAN),
+            timer_lag_max_cycles: mean(figures::TIMER_LAG_MAX),
+            elapsed_cycles: mean(figures::ELAPSED),
+            throughput: ThroughputJson { vms, aggregate },
+            spread,
+            lab_hash: row.lab_hashes.join(","),
+            commit: row.commits.join(","),
         }
     }
-    let mut spread = Map::new();
-    if row.runs > 1 {
-        for (name, stat) in &row.stats {
-            spread.insert(name.clone(), json!({"min": stat.min, "max": stat.max}));
-        }
-    }
-    json!({
-        "workload": row.point.workload,
-        "policy": row.point.policy,
-        "weights": row.point.weights,
-        "quantum_us": row.point.quantum_us,
-        "runs": row.runs,
-        "failed": row.failures.len(),
-        "failures": row.failures,
-        "knee": row.knee,
-        "overhead_pct": mean(figures::OVERHEAD_PCT),
-        "idle_pct": mean(figures::IDLE_PCT),
-        "jain": mean(figures::JAIN),
-        "jain_cpu": mean(figures::JAIN_CPU),
-        "switches_per_s": mean(figures::SWITCHES_PER_S),
-        "wake_p50_cycles": mean(figures::WAKE_P50),
-        "wake_p99_cycles": mean(figures::WAKE_P99),
-        "wake": wake,
-        "response_p50_cycles": mean(figures::RESPONSE_P50),
-        "response_p99_cycles": mean(figures::RESPONSE_P99),
-        "timer_lag_mean_cycles": mean(figures::TIMER_LAG_MEAN),
-        "timer_lag_max_cycles": mean(figures::TIMER_LAG_MAX),
-        "elapsed_cycles": mean(figures::ELAPSED),
-        "throughput": {"vms": vms, "aggregate": aggregate},
-        "spread": spread,
-        "lab_hash": row.lab_hashes.join(","),
-        "commit": row.commits.join(","),
-    })
 }
 
 #[cfg(test)]

@@ -22,6 +22,7 @@ use std::fmt::Write;
 
 use carousel_protocol::record::{exit_reason_name, PageState};
 
+use super::chart::{escape, nice_count, series_colour, short_seconds, TimeAxis};
 use super::table::{Align, Table};
 use super::text::{events_table, exit_table, time_table};
 use crate::format::{format_micros, group};
@@ -59,11 +60,6 @@ const CLOSE_UP_SLICES: usize = 48;
 /// Exit reasons with a colour of their own in the donuts; the rest are "other exits".
 const DONUT_REASONS: usize = 8;
 
-/// Colours of the first VMs (Tableau 10); later VMs get hues around the wheel.
-const VM_COLOURS: [&str; 10] = [
-    "#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7",
-    "#9c755f", "#bab0ac",
-];
 /// Colours of the exit reasons in the donuts, costliest first.
 const REASON_COLOURS: [&str; DONUT_REASONS] = [
     "#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#edc948", "#b07aa1", "#ff9da7", "#9c755f",
@@ -93,32 +89,6 @@ const DISK_STATES: [(&str, &str); 4] = [
     ("written", "#e15759"),
     ("read and written", "#b07aa1"),
 ];
-
-/// Text with the five HTML-special characters escaped: safe in element content and in quoted
-/// attribute values.
-pub fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// VM `id`'s colour.
-fn vm_colour(id: usize) -> String {
-    match VM_COLOURS.get(id) {
-        Some(colour) => colour.to_string(),
-        // The golden angle spreads any number of hues apart.
-        None => format!("hsl({:.0},55%,48%)", (id as f64 * 137.508) % 360.0),
-    }
-}
 
 /// Everything the page's parts read.
 struct Page<'a> {
@@ -166,6 +136,11 @@ pub fn page(model: &Model, source: &Source) -> String {
 }
 
 impl Page<'_> {
+    /// A time axis over `[start, end)` across the plot.
+    fn axis(&self, start: u64, end: u64) -> TimeAxis {
+        TimeAxis::new(start, end, self.accounting.tsc_hz, LABEL_WIDTH, PLOT_WIDTH)
+    }
+
     fn vm_name(&self, id: usize) -> String {
         self.accounting
             .vms
@@ -391,7 +366,7 @@ impl Page<'_> {
             let _ = writeln!(
                 out,
                 "<figcaption><span class=\"swatch\" style=\"background:{}\"></span>{}<br><span class=\"muted\">root {}</span></figcaption></figure>",
-                vm_colour(id),
+                series_colour(id),
                 escape(&vm.name),
                 escape(&self.duration(u64::try_from(root).unwrap_or(u64::MAX)))
             );
@@ -445,7 +420,7 @@ impl Page<'_> {
         let Some(timeline) = self.open_timeline_section(out, "CPU share over time") else {
             return;
         };
-        let length = nice_at_least(timeline.length().div_ceil(SHARE_INTERVALS));
+        let length = nice_count(timeline.length().div_ceil(SHARE_INTERVALS));
         let Some(rows) = intervals(timeline, &self.model.samples.exit_intervals, length) else {
             out.push_str(
                 "<p class=\"empty\">The run is too short to cut into intervals.</p>\n</section>\n",
@@ -454,7 +429,7 @@ impl Page<'_> {
         };
         let height = 220.0;
         let top = 10.0;
-        let axis = Axis::new(timeline.start, timeline.end, self.accounting.tsc_hz);
+        let axis = self.axis(timeline.start, timeline.end);
         let _ = writeln!(
             out,
             "<svg class=\"share-chart\" viewBox=\"0 0 {} {}\" role=\"img\" aria-label=\"CPU share over time\">",
@@ -491,7 +466,7 @@ impl Page<'_> {
             let _ = writeln!(
                 out,
                 "<polygon data-vm=\"{vm}\" fill=\"{}\" points=\"{} {}\"><title>{}: {:.1} % of the CPU on average</title></polygon>",
-                vm_colour(vm),
+                series_colour(vm),
                 upper.join(" "),
                 lower.join(" "),
                 escape(&self.vm_name(vm)),
@@ -516,7 +491,7 @@ impl Page<'_> {
             let _ = write!(
                 out,
                 "<li data-vm=\"{vm}\"><span class=\"swatch\" style=\"background:{}\"></span>{}</li>",
-                vm_colour(vm),
+                series_colour(vm),
                 escape(&self.vm_name(vm))
             );
         }
@@ -530,7 +505,7 @@ impl Page<'_> {
         let Some(timeline) = self.open_timeline_section(out, "Who ran when") else {
             return;
         };
-        let whole = Axis::new(timeline.start, timeline.end, self.accounting.tsc_hz);
+        let whole = self.axis(timeline.start, timeline.end);
         self.gantt_chart(out, timeline, &whole);
         out.push_str(
             "<ul class=\"vm-legend states\"><li><span class=\"swatch\" style=\"background:#4e79a7\"></span>running</li>\
@@ -558,8 +533,7 @@ impl Page<'_> {
                 escape(&whole.label(from)),
                 escape(&whole.label(to))
             );
-            let close_up =
-                Axis::new(from, to, self.accounting.tsc_hz).counting_from(timeline.start);
+            let close_up = self.axis(from, to).counting_from(timeline.start);
             self.gantt_chart(out, timeline, &close_up);
         }
         out.push_str("</section>\n");
@@ -567,7 +541,7 @@ impl Page<'_> {
 
     /// One Gantt chart of the time `axis` spans: a row for the CPU, then a row per VM with its
     /// runstates.
-    fn gantt_chart(&self, out: &mut String, timeline: &Timeline, axis: &Axis) {
+    fn gantt_chart(&self, out: &mut String, timeline: &Timeline, axis: &TimeAxis) {
         let vms = timeline.runstates.len();
         let pixel = axis.pixel();
         let height = GANTT_ROW * (vms + 1) as f64;
@@ -602,7 +576,7 @@ impl Page<'_> {
                     escape(&axis.label(bar.start)),
                     escape(&self.duration(bar.end - bar.start))
                 );
-                let fill = vm_colour(bar.key);
+                let fill = series_colour(bar.key);
                 bar_rect(out, axis, &bar, (top, GANTT_BAR), &fill, 1.0, &title);
                 continue;
             };
@@ -611,7 +585,7 @@ impl Page<'_> {
             out.push_str("<g>");
             for (vm, &share) in shares.iter().enumerate().filter(|(_, &s)| s > 0.0) {
                 let height = GANTT_BAR * share.min(1.0);
-                bar_rect(out, axis, &bar, (y, height), &vm_colour(vm), 1.0, "");
+                bar_rect(out, axis, &bar, (y, height), &series_colour(vm), 1.0, "");
                 y += height;
                 parts.push(format!(
                     "{} {:.0} %",
@@ -652,7 +626,7 @@ impl Page<'_> {
                             shares[1] * 100.0,
                             shares[2] * 100.0
                         );
-                        (vm_colour(vm), 0.15 + 0.85 * shares[0])
+                        (series_colour(vm), 0.15 + 0.85 * shares[0])
                     }
                     None => {
                         let state = RunState::ALL[bar.key];
@@ -663,8 +637,8 @@ impl Page<'_> {
                             escape(&self.duration(bar.end - bar.start))
                         );
                         match state {
-                            RunState::Running => (vm_colour(vm), 1.0),
-                            RunState::Runnable => (vm_colour(vm), 0.22),
+                            RunState::Running => (series_colour(vm), 1.0),
+                            RunState::Runnable => (series_colour(vm), 0.22),
                             RunState::Blocked => (BLOCKED_COLOUR.to_string(), 0.55),
                             RunState::Stopped => continue,
                         }
@@ -925,128 +899,6 @@ fn mean_share(rows: &[Interval], vm: usize) -> f64 {
     running as f64 / total.max(1) as f64
 }
 
-/// The smallest of 1, 2 or 5 × 10^k that is at least `value` (and at least 1).
-fn nice_at_least(value: u64) -> u64 {
-    let mut scale = 1u64;
-    loop {
-        for step in [1, 2, 5] {
-            let nice = step * scale;
-            if nice >= value {
-                return nice;
-            }
-        }
-        match scale.checked_mul(10) {
-            Some(next) => scale = next,
-            None => return value,
-        }
-    }
-}
-
-/// The time axis of a timeline's charts: `[start, end)` across the plot.
-struct Axis {
-    start: u64,
-    length: u64,
-    /// Where labels count from: the run's start, also in a close-up.
-    origin: u64,
-    tsc_hz: Option<u64>,
-}
-
-impl Axis {
-    fn new(start: u64, end: u64, tsc_hz: Option<u64>) -> Self {
-        Axis {
-            start,
-            length: end.saturating_sub(start).max(1),
-            origin: start,
-            tsc_hz,
-        }
-    }
-
-    /// The x coordinate of `tsc`.
-    fn x(&self, tsc: u64) -> f64 {
-        LABEL_WIDTH + tsc.saturating_sub(self.start) as f64 * PLOT_WIDTH / self.length as f64
-    }
-
-    /// The same axis, its labels counting from `origin`.
-    fn counting_from(self, origin: u64) -> Self {
-        Axis { origin, ..self }
-    }
-
-    /// Cycles one unit of the plot stands for.
-    fn pixel(&self) -> u64 {
-        self.length.div_ceil(PLOT_WIDTH as u64).max(1)
-    }
-
-    /// `(key, start, end)` clipped to the axis; `None` when it lies outside.
-    fn clip(&self, key: usize, start: u64, end: u64) -> Option<(usize, u64, u64)> {
-        let (from, to) = (self.start, self.start + self.length);
-        (end > from && start < to).then(|| (key, start.max(from), end.min(to)))
-    }
-
-    /// `tsc` as time since the start, short.
-    fn label(&self, tsc: u64) -> String {
-        let cycles = tsc.saturating_sub(self.origin);
-        match self.tsc_hz {
-            Some(hz) => short_seconds(cycles as f64 / hz as f64),
-            None => format!("{} cyc", group(cycles)),
-        }
-    }
-
-    /// Ticks and labels along the bottom edge at `y`.
-    /// Ticks and labels along the bottom edge at `y`: about eight, at round times since the
-    /// origin (1, 2 or 5 × 10^k nanoseconds, or cycles without a TSC frequency).
-    fn render(&self, out: &mut String, y: f64) {
-        let _ = writeln!(
-            out,
-            "<line class=\"axis\" x1=\"{LABEL_WIDTH}\" x2=\"{}\" y1=\"{y:.1}\" y2=\"{y:.1}\"/>",
-            LABEL_WIDTH + PLOT_WIDTH
-        );
-        // Cycles per tick unit (a nanosecond, or a cycle).
-        let unit = self.tsc_hz.map_or(1.0, |hz| hz as f64 / 1e9);
-        let units = (self.length as f64 / unit).ceil() as u64;
-        let step = nice_at_least(units.div_ceil(8)) as f64 * unit;
-        let offset = self.start.saturating_sub(self.origin) as f64;
-        let mut tick = (offset / step).ceil() * step;
-        while tick <= offset + self.length as f64 {
-            let tsc = self.origin + tick.round() as u64;
-            let x = self.x(tsc);
-            let _ = writeln!(
-                out,
-                "<line class=\"axis\" x1=\"{x:.1}\" x2=\"{x:.1}\" y1=\"{y:.1}\" y2=\"{:.1}\"/><text class=\"tick\" x=\"{x:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>",
-                y + 5.0,
-                y + 18.0,
-                escape(&self.label(tsc))
-            );
-            tick += step;
-        }
-    }
-}
-
-/// Significant digits [`short_seconds`] keeps.
-const SHORT_DIGITS: i32 = 6;
-
-/// Seconds with a unit that keeps them short (at most [`SHORT_DIGITS`] significant digits, no
-/// trailing zeros): `0`, `250 µs`, `12.5 ms`, `435.872 ms`, `1.0002 s`.
-fn short_seconds(seconds: f64) -> String {
-    let (value, unit) = if seconds == 0.0 {
-        return "0".to_string();
-    } else if seconds < 1e-3 {
-        (seconds * 1e6, "µs")
-    } else if seconds < 1.0 {
-        (seconds * 1e3, "ms")
-    } else {
-        (seconds, "s")
-    };
-    let integer_digits = (value.abs().log10().floor() as i32 + 1).max(1);
-    let decimals = (SHORT_DIGITS - integer_digits).clamp(0, SHORT_DIGITS) as usize;
-    let text = format!("{value:.decimals$}");
-    let text = if text.contains('.') {
-        text.trim_end_matches('0').trim_end_matches('.')
-    } else {
-        &text
-    };
-    format!("{text} {unit}")
-}
-
 /// A byte count with a binary unit.
 fn bytes_text(bytes: u64) -> String {
     if bytes >= 1 << 20 {
@@ -1263,7 +1115,7 @@ pub fn merge_bars(
 /// empty (it is escaped already).
 fn bar_rect(
     out: &mut String,
-    axis: &Axis,
+    axis: &TimeAxis,
     bar: &Bar,
     (y, height): (f64, f64),
     colour: &str,
@@ -1660,15 +1512,6 @@ mod tests {
     }
 
     #[test]
-    fn escape_covers_the_special_characters() {
-        assert_eq!(
-            escape(r#"<b a="1">'&'</b>"#),
-            "&lt;b a=&quot;1&quot;&gt;&#39;&amp;&#39;&lt;/b&gt;"
-        );
-        assert_eq!(escape("spin0"), "spin0");
-    }
-
-    #[test]
     fn the_page_has_every_part() {
         let html = page(&full_trace(), &source());
         for part in [
@@ -1812,19 +1655,5 @@ mod tests {
             crate::render::perfetto::write(&Model::of_records(&records), &mut bytes).expect("writes to memory");
             proptest::prop_assert!(serde_json::from_slice::<serde_json::Value>(&bytes).is_ok());
         }
-    }
-
-    #[test]
-    fn nice_numbers() {
-        assert_eq!(nice_at_least(0), 1);
-        assert_eq!(nice_at_least(3), 5);
-        assert_eq!(nice_at_least(1_001), 2_000);
-        assert_eq!(nice_at_least(50_000), 50_000);
-        assert_eq!(short_seconds(0.0125), "12.5 ms");
-        assert_eq!(short_seconds(2.0), "2 s");
-        assert_eq!(short_seconds(0.000_25), "250 µs");
-        assert_eq!(short_seconds(0.435_871_78), "435.872 ms");
-        assert_eq!(short_seconds(1.000_2), "1.0002 s");
-        assert_eq!(short_seconds(120.0), "120 s");
     }
 }

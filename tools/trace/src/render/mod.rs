@@ -3,6 +3,7 @@
 //! HTML report page ([`html`]), the Perfetto export ([`perfetto`]), the live line ([`live`]) and
 //! the outcome of a run ([`outcome`]).
 
+pub mod chart;
 pub mod csv;
 pub mod html;
 pub mod json;

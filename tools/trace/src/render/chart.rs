@@ -1,0 +1,274 @@
+//! What both HTML pages draw with (the report page, [`super::html`], and `carousel sweep`'s
+//! comparison): the colours of series, round axis steps, time and value axes, short numbers
+//! for tick labels, and HTML escaping. Charts are inline SVG written as text; every string that
+//! goes into one passes through [`escape`].
+
+use std::fmt::Write;
+
+use crate::format::group;
+
+/// Colours of the first series (Tableau 10); later ones get hues around the wheel
+/// ([`series_colour`]).
+pub const SERIES: [&str; 10] = [
+    "#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7",
+    "#9c755f", "#bab0ac",
+];
+/// The colour of series `index` (VM `index` on the report page, line `index` of a sweep
+/// chart): the palette's, then hues around the wheel.
+pub fn series_colour(index: usize) -> String {
+    match SERIES.get(index) {
+        Some(colour) => colour.to_string(),
+        // The golden angle spreads any number of hues apart.
+        None => format!("hsl({:.0},55%,48%)", (index as f64 * 137.508) % 360.0),
+    }
+}
+
+/// Text with the five HTML-special characters escaped: safe in element content and in quoted
+/// attribute values.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The smallest of 1, 2 or 5 × 10^k that is at least `value` (`value` > 0): round steps for
+/// axes and intervals.
+pub fn nice_at_least(value: f64) -> f64 {
+    let power = 10f64.powi(value.log10().floor() as i32);
+    let fraction = value / power;
+    let nice = if fraction <= 1.0 {
+        1.0
+    } else if fraction <= 2.0 {
+        2.0
+    } else if fraction <= 5.0 {
+        5.0
+    } else {
+        10.0
+    };
+    nice * power
+}
+
+/// [`nice_at_least`] for counts: the smallest of 1, 2 or 5 × 10^k that is at least `value`
+/// (and at least 1).
+pub fn nice_count(value: u64) -> u64 {
+    nice_at_least(value.max(1) as f64).round() as u64
+}
+
+/// A round step that cuts `range` into about `ticks` parts.
+pub fn step(range: f64, ticks: f64) -> f64 {
+    nice_at_least((range / ticks).max(f64::MIN_POSITIVE))
+}
+
+/// `value` in few characters: 950, 1.2k, 3.4M, 0.9975.
+pub fn short_number(value: f64) -> String {
+    let magnitude = value.abs();
+    if magnitude >= 1e9 {
+        format!("{:.1}G", value / 1e9)
+    } else if magnitude >= 1e6 {
+        format!("{:.1}M", value / 1e6)
+    } else if magnitude >= 1e4 {
+        format!("{:.0}k", value / 1e3)
+    } else if magnitude >= 100.0 || value == value.trunc() {
+        format!("{value:.0}")
+    } else if magnitude >= 1.0 {
+        format!("{value:.2}")
+    } else {
+        format!("{value:.4}")
+    }
+}
+
+/// A gridline's label: as many decimals as the step between gridlines needs.
+pub fn tick_label(value: f64, step: f64) -> String {
+    if step >= 1.0 {
+        short_number(value)
+    } else {
+        let decimals = (-step.log10()).ceil().max(0.0) as usize;
+        format!("{value:.decimals$}")
+    }
+}
+
+/// A value axis over `[low, high]`: from 0 unless the values sit far above it (as Jain's index
+/// does near 1), cut at a round step into about `ticks` parts. `(bottom, top, step)`.
+pub fn value_range(low: f64, high: f64, ticks: f64) -> (f64, f64, f64) {
+    let low = if low >= 0.0 && low < high * 0.5 {
+        0.0
+    } else {
+        low
+    };
+    let span = if high > low {
+        high - low
+    } else {
+        high.abs().max(1.0)
+    };
+    let step = step(span, ticks);
+    let bottom = (low / step).floor() * step;
+    let top = ((high / step).ceil() * step).max(bottom + step);
+    (bottom, top, step)
+}
+
+/// The time axis of a timeline's charts: `[start, end)` across the plot.
+#[derive(Debug, Clone, Copy)]
+pub struct TimeAxis {
+    start: u64,
+    length: u64,
+    /// Where labels count from: the run's start, also in a close-up.
+    origin: u64,
+    tsc_hz: Option<u64>,
+    /// Where the plot starts and how wide it is, in SVG units.
+    left: f64,
+    width: f64,
+}
+
+impl TimeAxis {
+    /// `[start, end)` across a plot `width` units wide from `left`; labels in time at
+    /// `tsc_hz`, or in cycles without it.
+    pub fn new(start: u64, end: u64, tsc_hz: Option<u64>, left: f64, width: f64) -> Self {
+        TimeAxis {
+            start,
+            length: end.saturating_sub(start).max(1),
+            origin: start,
+            tsc_hz,
+            left,
+            width,
+        }
+    }
+
+    /// The x coordinate of `tsc`.
+    pub fn x(&self, tsc: u64) -> f64 {
+        self.left + tsc.saturating_sub(self.start) as f64 * self.width / self.length as f64
+    }
+
+    /// The same axis, its labels counting from `origin`.
+    pub fn counting_from(self, origin: u64) -> Self {
+        TimeAxis { origin, ..self }
+    }
+
+    /// Cycles one unit of the plot stands for.
+    pub fn pixel(&self) -> u64 {
+        self.length.div_ceil(self.width as u64).max(1)
+    }
+
+    /// `(key, start, end)` clipped to the axis; `None` when it lies outside.
+    pub fn clip(&self, key: usize, start: u64, end: u64) -> Option<(usize, u64, u64)> {
+        let (from, to) = (self.start, self.start + self.length);
+        (end > from && start < to).then(|| (key, start.max(from), end.min(to)))
+    }
+
+    /// `tsc` as time since the start, short.
+    pub fn label(&self, tsc: u64) -> String {
+        let cycles = tsc.saturating_sub(self.origin);
+        match self.tsc_hz {
+            Some(hz) => short_seconds(cycles as f64 / hz as f64),
+            None => format!("{} cyc", group(cycles)),
+        }
+    }
+
+    /// Ticks and labels along the bottom edge at `y`: about eight, at round times since the
+    /// origin (1, 2 or 5 × 10^k nanoseconds, or cycles without a TSC frequency).
+    pub fn render(&self, out: &mut String, y: f64) {
+        let _ = writeln!(
+            out,
+            "<line class=\"axis\" x1=\"{}\" x2=\"{}\" y1=\"{y:.1}\" y2=\"{y:.1}\"/>",
+            self.left,
+            self.left + self.width
+        );
+        // Cycles per tick unit (a nanosecond, or a cycle).
+        let unit = self.tsc_hz.map_or(1.0, |hz| hz as f64 / 1e9);
+        let units = (self.length as f64 / unit).ceil() as u64;
+        let step = nice_count(units.div_ceil(8)) as f64 * unit;
+        let offset = self.start.saturating_sub(self.origin) as f64;
+        let mut tick = (offset / step).ceil() * step;
+        while tick <= offset + self.length as f64 {
+            let tsc = self.origin + tick.round() as u64;
+            let x = self.x(tsc);
+            let _ = writeln!(
+                out,
+                "<line class=\"axis\" x1=\"{x:.1}\" x2=\"{x:.1}\" y1=\"{y:.1}\" y2=\"{:.1}\"/><text class=\"tick\" x=\"{x:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>",
+                y + 5.0,
+                y + 18.0,
+                escape(&self.label(tsc))
+            );
+            tick += step;
+        }
+    }
+}
+
+/// Significant digits [`short_seconds`] keeps.
+const SHORT_DIGITS: i32 = 6;
+
+/// Seconds with a unit that keeps them short (at most [`SHORT_DIGITS`] significant digits, no
+/// trailing zeros): `0`, `250 µs`, `12.5 ms`, `435.872 ms`, `1.0002 s`.
+pub fn short_seconds(seconds: f64) -> String {
+    let (value, unit) = if seconds == 0.0 {
+        return "0".to_string();
+    } else if seconds < 1e-3 {
+        (seconds * 1e6, "µs")
+    } else if seconds < 1.0 {
+        (seconds * 1e3, "ms")
+    } else {
+        (seconds, "s")
+    };
+    let integer_digits = (value.abs().log10().floor() as i32 + 1).max(1);
+    let decimals = (SHORT_DIGITS - integer_digits).clamp(0, SHORT_DIGITS) as usize;
+    let text = format!("{value:.decimals$}");
+    let text = if text.contains('.') {
+        text.trim_end_matches('0').trim_end_matches('.')
+    } else {
+        &text
+    };
+    format!("{text} {unit}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escape_covers_the_special_characters() {
+        assert_eq!(
+            escape(r#"<b a="1">'&'</b>"#),
+            "&lt;b a=&quot;1&quot;&gt;&#39;&amp;&#39;&lt;/b&gt;"
+        );
+        assert_eq!(escape("spin0"), "spin0");
+    }
+    #[test]
+    fn nice_numbers() {
+        assert_eq!(nice_count(0), 1);
+        assert_eq!(nice_count(3), 5);
+        assert_eq!(nice_count(1_001), 2_000);
+        assert_eq!(nice_count(50_000), 50_000);
+        assert_eq!(short_seconds(0.0125), "12.5 ms");
+        assert_eq!(short_seconds(2.0), "2 s");
+        assert_eq!(short_seconds(0.000_25), "250 µs");
+        assert_eq!(short_seconds(0.435_871_78), "435.872 ms");
+        assert_eq!(short_seconds(1.000_2), "1.0002 s");
+        assert_eq!(short_seconds(120.0), "120 s");
+    }
+
+    #[test]
+    fn steps_and_numbers_are_round() {
+        assert_eq!(step(10.0, 4.0), 5.0);
+        assert_eq!(step(3.0, 4.0), 1.0);
+        assert_eq!(step(0.04, 4.0), 0.01);
+        assert_eq!(step(7_000.0, 4.0), 2_000.0);
+        assert_eq!(short_number(950.0), "950");
+        assert_eq!(short_number(12_345.0), "12k");
+        assert_eq!(short_number(3_400_000.0), "3.4M");
+        assert_eq!(short_number(0.99751), "0.9975");
+        assert_eq!(short_number(2.5), "2.50");
+        assert_eq!(short_number(0.0), "0");
+        assert_eq!(tick_label(0.5, 0.5), "0.5");
+        assert_eq!(tick_label(0.69, 0.01), "0.69");
+        assert_eq!(tick_label(1.0, 0.5), "1.0");
+        assert_eq!(tick_label(20_000.0, 5_000.0), "20k");
+    }
+}
