@@ -1566,9 +1566,11 @@ fn debugger_breakpoints_stop_inside_the_guest() {
         .expect("the guest's exit hypercall");
     let lab = "[run]\nips = 1_000_000\ntimeout_s = 120\n\n[[vm]]\nname = \"hello\"\n\
                kernel = \"hello\"\nmemory_mib = 8\n";
+    let lab = Lab::parse(Path::new("debugger-hello.toml"), lab).expect("a valid lab");
     let finished = carousel::commands::bench::run_generated_lab(
         "debugger-hello",
         lab,
+        "Written by the debugger scenario test.",
         carousel::emulator::BackendChoice::Bochs,
         Some(breakpoints::script(&[vmxon, main, exit], true)),
         &std::sync::atomic::AtomicBool::new(false),

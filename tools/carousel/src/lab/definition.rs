@@ -3,10 +3,13 @@
 
 use std::path::{Path, PathBuf};
 
-use carousel_protocol::config::SchedulerPolicy;
+use carousel_protocol::config::{SchedulerPolicy, DEFAULT_INTERVAL_US, DEFAULT_MEMORY_SAMPLE_US};
 use carousel_protocol::record::TraceLevel;
 
-use super::limits::{HYPERVISOR_MIB, MAX_TOTAL_MIB};
+use super::limits::{
+    DEFAULT_CPU_MODEL, DEFAULT_IPS, DEFAULT_QUANTUM_US, DEFAULT_TIMEOUT_S, DEFAULT_WEIGHT,
+    HYPERVISOR_MIB, MAX_TOTAL_MIB,
+};
 use super::script::Step;
 use super::sweep::SweepTable;
 
@@ -80,6 +83,25 @@ pub struct Vm {
     pub script: Vec<Step>,
 }
 
+impl Vm {
+    /// VM `name` running `kernel` in `memory_mib` MiB, with every other setting as a `[[vm]]`
+    /// table that leaves it out has it.
+    pub fn new(name: &str, kernel: Kernel, memory_mib: u32) -> Self {
+        Vm {
+            name: name.to_string(),
+            kernel,
+            memory_mib,
+            disk: None,
+            weight: DEFAULT_WEIGHT,
+            args: String::new(),
+            persist: false,
+            balloon_mib: 0,
+            balloon_target_mib: 0,
+            script: Vec::new(),
+        }
+    }
+}
+
 /// Where a VM's disk comes from. Either way the VM works on a copy inside the boot image.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Disk {
@@ -117,6 +139,32 @@ pub enum Kernel {
 }
 
 impl Lab {
+    /// A lab of `vms` at `path` with every other setting as a lab file that leaves it out
+    /// has it (its hash is 0 until [`Lab::save`] writes it).
+    pub fn new(path: PathBuf, vms: Vec<Vm>) -> Self {
+        Lab {
+            path,
+            hash: 0,
+            quantum_us: DEFAULT_QUANTUM_US,
+            ips: DEFAULT_IPS,
+            tsc_hz: None,
+            cpu_model: DEFAULT_CPU_MODEL.to_string(),
+            timeout_s: DEFAULT_TIMEOUT_S,
+            idle_threshold_us: None,
+            interval_us: DEFAULT_INTERVAL_US,
+            trace: TraceLevel::Switches,
+            policy: SchedulerPolicy::default(),
+            memory_sample_ms: DEFAULT_MEMORY_SAMPLE_US / 1000,
+            guest_memory_budget_mib: None,
+            merge_scan_pages: 0,
+            balloon_rule: None,
+            lazy_memory: false,
+            boot_stagger_ms: 0,
+            vms,
+            sweep: SweepTable::default(),
+        }
+    }
+
     /// The lab file's name without extension: names the default run directory.
     pub fn stem(&self) -> String {
         self.path

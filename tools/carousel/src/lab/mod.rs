@@ -5,7 +5,7 @@
 //! validation rule with an error that names the offending key ([`parse`], [`error`]), the limits
 //! and defaults ([`limits`]), console script steps ([`script`]), the `[sweep]` table
 //! ([`sweep`]), `${VAR}` expansion ([`env`]) and the translation into the hypervisor's run
-//! configuration ([`config`]). What is not: building images or running anything.
+//! configuration ([`config`]); writing a lab the tool generates ([`write`]). What is not: building images or running anything.
 
 pub mod config;
 pub mod definition;
@@ -15,6 +15,7 @@ pub mod limits;
 pub mod parse;
 pub mod script;
 pub mod sweep;
+pub mod write;
 
 pub use self::config::{disk_module, kernel_module};
 pub use self::definition::{blank_disk_path, Disk, Kernel, Lab, Vm};

@@ -10,7 +10,7 @@ use carousel_protocol::config::{
 };
 use carousel_protocol::record::TraceLevel;
 use carousel_trace::TRACE_LEVELS;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 use super::definition::{Disk, Kernel, Lab, Vm};
@@ -24,85 +24,117 @@ use super::sweep::{self as sweep_table, SweepTable, Workload};
 const ELF_MAGIC: [u8; 4] = *b"\x7fELF";
 
 /// The `[run]` table as written.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-struct RawRun {
-    quantum_us: Option<Spanned<i64>>,
-    ips: Option<Spanned<i64>>,
-    tsc_hz: Option<Spanned<i64>>,
-    cpu_model: Option<Spanned<String>>,
-    timeout_s: Option<Spanned<i64>>,
-    idle_detection: Option<Spanned<bool>>,
-    idle_threshold_us: Option<Spanned<i64>>,
-    interval_us: Option<Spanned<i64>>,
-    trace: Option<Spanned<String>>,
-    policy: Option<Spanned<String>>,
-    memory_sample_ms: Option<Spanned<i64>>,
-    guest_memory_budget_mib: Option<Spanned<i64>>,
-    merge_scan_pages: Option<Spanned<i64>>,
-    balloon_when_free_below_pct: Option<Spanned<i64>>,
-    balloon_step_mib: Option<Spanned<i64>>,
-    lazy_memory: Option<Spanned<bool>>,
-    boot_stagger_ms: Option<Spanned<i64>>,
+pub(super) struct RawRun {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) quantum_us: Option<Spanned<i64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) ips: Option<Spanned<i64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) tsc_hz: Option<Spanned<i64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) cpu_model: Option<Spanned<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) timeout_s: Option<Spanned<i64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) idle_detection: Option<Spanned<bool>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) idle_threshold_us: Option<Spanned<i64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) interval_us: Option<Spanned<i64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) trace: Option<Spanned<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) policy: Option<Spanned<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) memory_sample_ms: Option<Spanned<i64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) guest_memory_budget_mib: Option<Spanned<i64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) merge_scan_pages: Option<Spanned<i64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) balloon_when_free_below_pct: Option<Spanned<i64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) balloon_step_mib: Option<Spanned<i64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) lazy_memory: Option<Spanned<bool>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) boot_stagger_ms: Option<Spanned<i64>>,
 }
 
 /// The `[sweep]` table as written.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-struct RawSweep {
-    quantum: Option<Spanned<Vec<String>>>,
-    policy: Option<Spanned<Vec<String>>>,
-    weights: Option<Spanned<Vec<String>>>,
-    repeat: Option<Spanned<i64>>,
-    #[serde(default)]
-    workload: Vec<Spanned<RawWorkload>>,
+pub(super) struct RawSweep {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) quantum: Option<Spanned<Vec<String>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) policy: Option<Spanned<Vec<String>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) weights: Option<Spanned<Vec<String>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) repeat: Option<Spanned<i64>>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(super) workload: Vec<Spanned<RawWorkload>>,
 }
 
 /// One `[[sweep.workload]]` table as written.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-struct RawWorkload {
-    name: Spanned<String>,
-    vms: Spanned<Vec<String>>,
+pub(super) struct RawWorkload {
+    pub(super) name: Spanned<String>,
+    pub(super) vms: Spanned<Vec<String>>,
 }
 
 /// One `[[vm]]` table as written.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-struct RawVm {
-    name: Spanned<String>,
-    kernel: Spanned<String>,
-    memory_mib: Spanned<i64>,
-    disk: Option<Spanned<String>>,
-    blank_disk_kib: Option<Spanned<i64>>,
-    persist: Option<Spanned<bool>>,
-    weight: Option<Spanned<i64>>,
-    balloon_mib: Option<Spanned<i64>>,
-    balloon_target_mib: Option<Spanned<i64>>,
-    args: Option<Spanned<String>>,
-    #[serde(default)]
-    script: Vec<Spanned<RawStep>>,
+pub(super) struct RawVm {
+    pub(super) name: Spanned<String>,
+    pub(super) kernel: Spanned<String>,
+    pub(super) memory_mib: Spanned<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) disk: Option<Spanned<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) blank_disk_kib: Option<Spanned<i64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) persist: Option<Spanned<bool>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) weight: Option<Spanned<i64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) balloon_mib: Option<Spanned<i64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) balloon_target_mib: Option<Spanned<i64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) args: Option<Spanned<String>>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(super) script: Vec<Spanned<RawStep>>,
 }
 
 /// One `[[vm.script]]` table as written.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-struct RawStep {
-    expect: Spanned<String>,
-    send: Option<Spanned<String>>,
-    timeout_s: Option<Spanned<i64>>,
+pub(super) struct RawStep {
+    pub(super) expect: Spanned<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) send: Option<Spanned<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) timeout_s: Option<Spanned<i64>>,
 }
 
 /// The whole file as written.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-struct RawLab {
+pub(super) struct RawLab {
     #[serde(default)]
-    run: Option<RawRun>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) run: Option<RawRun>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(super) vm: Vec<Spanned<RawVm>>,
     #[serde(default)]
-    vm: Vec<Spanned<RawVm>>,
-    #[serde(default)]
-    sweep: Option<RawSweep>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) sweep: Option<RawSweep>,
 }
 
 /// Validation context: the file, its text (for line numbers), its directory and the

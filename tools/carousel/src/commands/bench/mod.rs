@@ -15,31 +15,56 @@ use carousel_trace::verdict::Verdict;
 use serde::Serialize;
 
 use crate::emulator::BackendChoice;
+use crate::lab::{Kernel, Lab, Vm};
 use crate::session::{self, Console, RunOptions};
 
 /// Labs run side by side (Bochs uses one host core each).
 pub const PARALLEL_RUNS: usize = 2;
 
-/// Runs a lab a bench generated (`text`, written as `target/carousel/bench/NAME.toml`) quietly
-/// in `target/carousel/bench/NAME`, Bochs' debugger reading `debugger` if given; the finished
-/// run, or why it did not pass.
+/// `count` VMs `NAME0`, `NAME1`, … running the built-in guest `guest` in `memory_mib` MiB
+/// each, with the command line `args(index)`.
+pub fn guest_vms(
+    name: &str,
+    guest: &str,
+    count: u32,
+    memory_mib: u32,
+    args: impl Fn(u32) -> String,
+) -> Vec<Vm> {
+    (0..count)
+        .map(|index| {
+            let mut vm = Vm::new(
+                &format!("{name}{index}"),
+                Kernel::Builtin(guest.to_string()),
+                memory_mib,
+            );
+            vm.args = args(index);
+            vm
+        })
+        .collect()
+}
+
+/// Runs a lab a bench generated (written, `comment` in its first line, as
+/// `target/carousel/bench/NAME.toml`) quietly in `target/carousel/bench/NAME`, Bochs' debugger
+/// reading `debugger` if given; the finished run, or why it did not pass.
 pub fn run_generated_lab(
     name: &str,
-    text: &str,
+    mut lab: Lab,
+    comment: &str,
     backend: BackendChoice,
     debugger: Option<String>,
     interrupted: &AtomicBool,
 ) -> Result<session::Finished, String> {
     let dir = crate::repo::repo_root().join("target/carousel/bench");
     std::fs::create_dir_all(&dir).map_err(|error| format!("{}: {error}", dir.display()))?;
-    let lab = dir.join(format!("{name}.toml"));
-    std::fs::write(&lab, text).map_err(|error| format!("{}: {error}", lab.display()))?;
+    lab.path = dir.join(format!("{name}.toml"));
+    lab.save(comment)
+        .map_err(|error| format!("{}: {error}", lab.path.display()))?;
     let out = dir.join(name);
     let options = RunOptions {
         bochs_debugger: debugger,
-        ..RunOptions::generated(lab, backend, out.clone())
+        ..RunOptions::generated(lab.path.clone(), backend, out.clone())
     };
-    let finished = session::execute(&options, Console::Quiet, interrupted)
+    let finished = session::execute_lab(lab, &options, Console::Quiet, interrupted)
         .map_err(|error| format!("{name}: {error}"))?;
     if finished.outcome.verdict != Verdict::Passed {
         return Err(format!(
