@@ -7,6 +7,7 @@ use std::sync::atomic::AtomicBool;
 
 use carousel_protocol::record::TraceLevel;
 use carousel_trace::decode::frames_only;
+use carousel_trace::escape;
 use carousel_trace::render::{outcome, text};
 use carousel_trace::verdict::{Ending, Verdict};
 
@@ -111,7 +112,8 @@ fn failure_hints(backend: Backend, out: &Path) -> Vec<String> {
     hints
 }
 
-/// `line` without control characters (terminal escapes in emulator output), at most 300 chars.
+/// `line` with its control characters (terminal escapes in emulator output) written
+/// visibly, at most 300 chars.
 fn printable(line: &str) -> String {
-    line.chars().filter(|c| !c.is_control()).take(300).collect()
+    escape::capped(&escape::visible(line), 300)
 }

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use carousel_protocol::record::{Record, TraceLevel};
 use carousel_protocol::FORMAT_VERSION;
 use carousel_trace::decode::{Damage, Item, Stream, StreamDecoder};
+use carousel_trace::escape;
 use carousel_trace::model::console::split_vm_line;
 use carousel_trace::model::{Keep, ModelBuilder};
 use carousel_trace::render::live;
@@ -154,7 +155,7 @@ impl Received {
 
     fn line(&mut self, line: &str) {
         if self.console == Console::Live {
-            println!("{line}");
+            println!("{}", escape::console_line(line));
         }
         let hello_seen = self.model.hello().is_some();
         if self.watch.observe(line, hello_seen) && self.fatal_at.is_none() {
@@ -467,7 +468,7 @@ impl<W: Write> Input<W> {
                     self.names[*vm]
                 ));
                 for line in last_lines {
-                    self.say(format!("[carousel]   | {line}"));
+                    self.say(format!("[carousel]   | {}", escape::console_line(line)));
                 }
             }
         }

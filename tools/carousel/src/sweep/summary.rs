@@ -18,6 +18,7 @@ use super::axes::{Config, Line, Point};
 use super::figures::{self, Figures, VmInfo};
 use crate::lab::sweep::quantum_text;
 use carousel_trace::decode::decode_trace;
+use carousel_trace::escape;
 use carousel_trace::format::group;
 use carousel_trace::model::{Keep, ModelBuilder};
 use carousel_trace::render::table::{Align, Table};
@@ -629,11 +630,11 @@ impl Summary {
         if !failures.is_empty() {
             out.push_str("\nRUNS WITHOUT FIGURES\n");
             for failure in failures {
-                let _ = writeln!(out, "  {failure}");
+                let _ = writeln!(out, "  {}", escape::message(failure));
             }
         }
         for warning in &self.warnings {
-            let _ = writeln!(out, "warning: {warning}");
+            let _ = writeln!(out, "warning: {}", escape::message(warning));
         }
         out
     }

@@ -18,6 +18,7 @@ use carousel_protocol::record::{
     AddressSpace, Event, ExitStat, Record, RunSummary, SliceEnd, TraceLevel, VmSummary,
 };
 
+use crate::escape;
 use crate::format::{group, plural};
 
 /// Parts per million in one percent.
@@ -351,7 +352,7 @@ impl AccountingBuilder {
                 self.named = vms.len();
                 for (id, name) in vms.iter().enumerate() {
                     let vm = accounting.vm_mut(id as u16, weights);
-                    vm.name = name.clone();
+                    vm.name = escape::name(name);
                     // The lab's weights when the caller has them, else the hypervisor's.
                     if weights.get(id).is_none() {
                         if let Some(&weight) = announced.get(id) {
@@ -367,7 +368,7 @@ impl AccountingBuilder {
                 value,
             } => accounting
                 .vm_mut(*vm, weights)
-                .report_metric(*tsc, name, *value),
+                .report_metric(*tsc, &escape::name(name), *value),
             Record::VmSummary(summary) => {
                 let vm = accounting.vm_mut(summary.vm, weights);
                 if vm.summary.is_some() {
@@ -384,7 +385,10 @@ impl AccountingBuilder {
                         .warnings
                         .push("a second RunSummary arrived; the last one counts".to_string());
                 }
-                accounting.run = Some(summary.clone());
+                accounting.run = Some(RunSummary {
+                    policy: escape::name(&summary.policy),
+                    ..summary.clone()
+                });
             }
             Record::TimerLag {
                 vm,

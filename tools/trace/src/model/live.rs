@@ -6,6 +6,8 @@
 
 use carousel_protocol::record::{timed_events, Event, Record};
 
+use crate::escape;
+
 /// One window's figures.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LiveFigures {
@@ -53,7 +55,7 @@ impl LiveWindow {
         match record {
             Record::Hello { tsc_hz, vms, .. } => {
                 self.tsc_hz = *tsc_hz;
-                self.names = vms.clone();
+                self.names = vms.iter().map(|name| escape::name(name)).collect();
                 self.running = vec![0; vms.len()];
             }
             Record::Events { tsc, events } => {

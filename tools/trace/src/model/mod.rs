@@ -29,6 +29,7 @@ use self::samples::Samples;
 use self::timeline::{intervals, Interval, Timeline, TimelineBuilder, MAX_INTERVALS};
 use self::verdict::VerdictInputs;
 use crate::decode::{decode_trace, Damage, Item};
+use crate::escape;
 
 /// What the Hello record said about the run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -156,9 +157,9 @@ impl ModelBuilder {
                     tsc_hz: *tsc_hz,
                     tsc_source: *tsc_source,
                     preemption_timer_rate: *preemption_timer_rate,
-                    cpu: cpu.clone(),
-                    vms: vms.clone(),
-                    commit: commit.clone(),
+                    cpu: escape::message(cpu),
+                    vms: vms.iter().map(|name| escape::name(name)).collect(),
+                    commit: escape::name(commit),
                     level: *level,
                     weights: weights.clone(),
                 });

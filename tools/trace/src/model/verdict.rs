@@ -4,6 +4,8 @@
 
 use carousel_protocol::record::{Record, StopReason};
 
+use crate::escape;
+
 /// One fact a verdict needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Fact {
@@ -26,6 +28,24 @@ pub enum Fact {
     RunEnd { tsc: u64 },
 }
 
+/// `reason` with the messages it carries (which may quote the guest) made safe to show.
+fn shown(reason: &StopReason) -> StopReason {
+    match reason {
+        StopReason::LoadFailed { message } => StopReason::LoadFailed {
+            message: escape::message(message),
+        },
+        StopReason::BadMmio { gpa, rip, message } => StopReason::BadMmio {
+            gpa: *gpa,
+            rip: *rip,
+            message: escape::message(message),
+        },
+        StopReason::VmxError { message } => StopReason::VmxError {
+            message: escape::message(message),
+        },
+        other => other.clone(),
+    }
+}
+
 /// The facts of a run, in arrival order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct VerdictInputs {
@@ -36,7 +56,9 @@ impl VerdictInputs {
     /// Keeps what the next record says about the verdict.
     pub fn add(&mut self, record: &Record) {
         let fact = match record {
-            Record::Hello { vms, .. } => Fact::Hello { vms: vms.clone() },
+            Record::Hello { vms, .. } => Fact::Hello {
+                vms: vms.iter().map(|name| escape::name(name)).collect(),
+            },
             Record::Check {
                 tsc,
                 vm,
@@ -45,13 +67,13 @@ impl VerdictInputs {
             } => Fact::Check {
                 tsc: *tsc,
                 vm: *vm,
-                name: name.clone(),
+                name: escape::name(name),
                 passed: *passed,
             },
             Record::VmStopped { tsc, vm, reason } => Fact::Stopped {
                 tsc: *tsc,
                 vm: *vm,
-                reason: reason.clone(),
+                reason: shown(reason),
             },
             Record::RunEnd { tsc } => Fact::RunEnd { tsc: *tsc },
             _ => return,

@@ -23,22 +23,7 @@ pub fn series_colour(index: usize) -> String {
     }
 }
 
-/// Text with the five HTML-special characters escaped: safe in element content and in quoted
-/// attribute values.
-pub fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
+pub use crate::escape::html as escape;
 
 /// The smallest of 1, 2 or 5 × 10^k that is at least `value` (`value` > 0): round steps for
 /// axes and intervals.

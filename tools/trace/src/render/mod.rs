@@ -13,3 +13,227 @@ pub mod perfetto;
 pub mod rows;
 pub mod table;
 pub mod text;
+
+/// Every renderer against guest strings made to attack a terminal or a report: control
+/// sequences, forged lines of the tool's own, names of 10 kB.
+#[cfg(test)]
+mod tests {
+    use carousel_protocol::record::{
+        Event, ExitStat, Record, RunSummary, SliceEnd, StopReason, VmSummary,
+    };
+
+    use crate::escape::{unsafe_char, NAME_MAX};
+    use crate::fixtures::{busy, hello};
+    use crate::model::verdict::VerdictInputs;
+    use crate::model::{Keep, Model, ModelBuilder};
+    use crate::verdict::{decide, Ending, RunFacts, ScriptResult};
+
+    /// Clears the screen, then forges a panic line of the hypervisor's.
+    const FORGED: &str = "ok\x1b[2J\r\n[carousel] PANIC at kernel/src/main.rs:1: forged\x1b[0m";
+
+    /// A run whose every guest-supplied string is `text`.
+    fn records(text: &str) -> Vec<Record> {
+        let mut hello = hello(&[text, "b"], 1_000);
+        if let Record::Hello { cpu, commit, .. } = &mut hello {
+            *cpu = text.to_string();
+            *commit = text.to_string();
+        }
+        let events = vec![
+            Event::Run { dt: 0, vm: 0 },
+            Event::Console {
+                dt: 10,
+                vm: 0,
+                bytes: 3,
+            },
+            Event::Descheduled {
+                dt: 500,
+                vm: 0,
+                why: SliceEnd::Preempted,
+            },
+            Event::Run { dt: 10, vm: 1 },
+            Event::Descheduled {
+                dt: 480,
+                vm: 1,
+                why: SliceEnd::Stopped,
+            },
+        ];
+        vec![
+            hello,
+            Record::Events { tsc: 0, events },
+            Record::Check {
+                tsc: 5,
+                vm: 0,
+                name: text.to_string(),
+                passed: false,
+            },
+            Record::GuestMetric {
+                tsc: 6,
+                vm: 0,
+                name: text.to_string(),
+                value: 7,
+            },
+            Record::ExitInterval {
+                tsc: 900,
+                vm: 0,
+                interval: 900,
+                exits: vec![ExitStat {
+                    reason: 30,
+                    count: 1,
+                    cycles: 40,
+                    min: 40,
+                    max: 40,
+                    log2: vec![],
+                }],
+            },
+            Record::MemoryMap {
+                tsc: 100,
+                vm: 0,
+                pages_per_cell: 1,
+                cells: vec![1, 2, 3],
+            },
+            Record::DiskIo {
+                tsc: 200,
+                vm: 0,
+                lba: 0,
+                sectors: 1,
+                write: true,
+            },
+            Record::VmStopped {
+                tsc: 990,
+                vm: 0,
+                reason: StopReason::BadMmio {
+                    gpa: 1,
+                    rip: 2,
+                    message: text.to_string(),
+                },
+            },
+            Record::VmStopped {
+                tsc: 1_000,
+                vm: 1,
+                reason: StopReason::LoadFailed {
+                    message: text.to_string(),
+                },
+            },
+            Record::VmSummary(busy(0, 500, 0, 1_000)),
+            Record::VmSummary(VmSummary {
+                vm: 1,
+                ..busy(1, 480, 0, 1_000)
+            }),
+            Record::RunSummary(RunSummary {
+                policy: text.to_string(),
+                quantum_cycles: 500,
+                elapsed: 1_000,
+                root: 20,
+                idle: 0,
+                switch_median: 10,
+                switch_max: 10,
+                switches: 1,
+                dropped_records: 0,
+            }),
+            Record::RunEnd { tsc: 1_000 },
+        ]
+    }
+
+    /// Every renderer's output for `records`, by name; console lines `text` in the outcome.
+    fn outputs(records: &[Record], text: &str) -> Vec<(&'static str, String)> {
+        let model = Model::of_records(records);
+        let rows = model.intervals(250.0).expect("events at 1 kHz");
+        let mut live = ModelBuilder::new(Keep::Live);
+        for record in records {
+            live.add(record);
+        }
+        let live = super::live::line(&live.live().take().expect("a window of a second"));
+        let mut perfetto = Vec::new();
+        super::perfetto::write(&model, &mut perfetto).expect("writes to memory");
+        let names = ["a".to_string(), "b".to_string()];
+        let scripts = [
+            Some(ScriptResult::Failed {
+                reason: text.to_string(),
+                last_lines: vec![text.to_string()],
+            }),
+            None,
+        ];
+        let outcome = decide(&RunFacts {
+            vm_names: &names,
+            inputs: VerdictInputs::of_records(records),
+            error_line: None,
+            panic_line: None,
+            ending: Ending::RunEnd,
+            timeout_s: 1,
+            scripts: &scripts,
+        });
+        let source = super::html::Source {
+            name: "hostile.trace",
+            only_vm: None,
+        };
+        vec![
+            ("text", super::text::report(&model.accounting)),
+            ("text intervals", super::text::intervals(&model, &rows)),
+            ("csv", super::csv::vms(&model.accounting)),
+            ("csv intervals", super::csv::intervals(&model, &rows)),
+            (
+                "json",
+                format!("{:#}", super::json::report(&model.accounting)),
+            ),
+            (
+                "json intervals",
+                format!("{:#}", super::json::intervals(&model, &rows)),
+            ),
+            ("html", super::html::page(&model, &source)),
+            ("perfetto", String::from_utf8(perfetto).expect("UTF-8 JSON")),
+            ("live", live),
+            ("outcome", super::outcome::summary(&outcome)),
+        ]
+    }
+
+    /// The characters an output may hold that [`unsafe_char`] names: newlines, and the tabs a
+    /// guest's console line keeps.
+    fn raw_controls(output: &str) -> Vec<char> {
+        output
+            .chars()
+            .filter(|&c| unsafe_char(c) && c != '\n' && c != '\t')
+            .collect()
+    }
+
+    #[test]
+    fn guest_strings_are_escaped_and_capped_in_every_output() {
+        for (text, shows) in [
+            (FORGED.to_string(), "\\x1b[2J"),
+            ("x".repeat(10_240), "chars]"),
+        ] {
+            for (renderer, output) in outputs(&records(&text), &text) {
+                assert!(raw_controls(&output).is_empty(), "{renderer}: {output}");
+                assert!(
+                    !output
+                        .lines()
+                        .any(|line| line.trim_start().starts_with("[carousel] PANIC")),
+                    "{renderer}: a forged line\n{output}"
+                );
+                assert!(
+                    !output.contains(&"x".repeat(crate::escape::CONSOLE_LINE_MAX + 1)),
+                    "{renderer}: not capped"
+                );
+                if !matches!(renderer, "live" | "csv intervals" | "text intervals") {
+                    assert!(output.contains(shows), "{renderer}: no {shows}\n{output}");
+                }
+            }
+        }
+        // A name stays a name's length.
+        let model = Model::of_records(&records(&"x".repeat(10_240)));
+        assert!(model.accounting.vms[0].name.chars().count() <= NAME_MAX);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        /// Whatever a guest writes, no renderer passes on a control character but newlines
+        /// (and the tabs of console lines).
+        #[test]
+        fn no_renderer_passes_on_control_characters(
+            text in "[\\x00-\\x1f\\x7f\\u{80}-\\u{9f}\\u{202a}-\\u{202e}\\u{2028}a-z\\[\\] ]{0,40}|\\PC{0,40}",
+        ) {
+            for (renderer, output) in outputs(&records(&text), &text) {
+                proptest::prop_assert!(raw_controls(&output).is_empty(), "{}: {:?}", renderer, raw_controls(&output));
+            }
+        }
+    }
+}

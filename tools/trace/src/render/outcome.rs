@@ -4,6 +4,7 @@
 
 use std::fmt;
 
+use crate::escape;
 use crate::verdict::{Outcome, ScriptResult, Verdict};
 
 /// The summary: [`table`], then [`result_line`].
@@ -30,29 +31,29 @@ pub fn table(outcome: &Outcome) -> String {
             "{:<width$}  {:<11}  {}",
             row.name,
             row.state.to_string(),
-            row.reason
+            escape::message(&row.reason)
         );
         for check in &row.checks {
             let _ = writeln!(
                 out,
                 "{:<width$}    check {} {}",
                 "",
-                check.name,
+                escape::name(&check.name),
                 if check.passed { "passed" } else { "FAILED" }
             );
         }
         if let Some(ScriptResult::Failed { last_lines, .. }) = &row.script {
             let _ = writeln!(out, "{:<width$}    last console lines of {}:", "", row.name);
             for line in last_lines {
-                let _ = writeln!(out, "{:<width$}    | {line}", "");
+                let _ = writeln!(out, "{:<width$}    | {}", "", escape::console_line(line));
             }
         }
     }
     for warning in &outcome.warnings {
-        let _ = writeln!(out, "warning: {warning}");
+        let _ = writeln!(out, "warning: {}", escape::message(warning));
     }
     for problem in &outcome.problems {
-        let _ = writeln!(out, "{problem}");
+        let _ = writeln!(out, "{}", escape::message(problem));
     }
     out
 }

@@ -1,5 +1,7 @@
 //! A text table: columns two spaces apart, each as wide as its widest cell.
 
+use crate::escape;
+
 /// Column alignment in a [`Table`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Align {
@@ -25,7 +27,18 @@ impl Table {
         }
     }
 
+    /// Adds a row; a control character in a cell is written visibly ([`escape::visible`]).
     pub fn push(&mut self, row: Vec<String>) {
+        let row = row
+            .into_iter()
+            .map(|cell| {
+                if cell.chars().any(escape::unsafe_char) {
+                    escape::visible(&cell)
+                } else {
+                    cell
+                }
+            })
+            .collect();
         self.rows.push(row);
     }
 
