@@ -6,7 +6,7 @@
 //! ([`model`]: accounting, timeline, samples, console times, the verdict's facts, the live
 //! window); the verdict of a run ([`verdict`]); and the reports, which read only the model
 //! ([`render`]: text tables, CSV, JSON, the HTML page, the Perfetto export, the live line, the
-//! outcome table), with numbers written the same way everywhere ([`format`]) and every string a
+//! outcome table), with numbers written the same way everywhere ([`format`](mod@format)) and every string a
 //! guest supplied shown safely ([`escape`]). What is not:
 //! running anything (no processes, no terminal, no command line); the `carousel` tool does that
 //! and hands the records here. The wire format itself is `carousel-protocol`'s.

@@ -28,7 +28,7 @@ pub struct Lab {
     /// TSC counts instructions: the default, `ips`, makes TSC time equal emulated wall time; a
     /// CPU's nominal clock (say 1_000_000_000) gives realistic instructions per quantum.
     pub tsc_hz: Option<u64>,
-    /// Bochs CPU model, one of [`CPU_MODELS`].
+    /// Bochs CPU model, one of [`CPU_MODELS`](super::limits::CPU_MODELS).
     pub cpu_model: String,
     /// Whole-run limit, seconds.
     pub timeout_s: u64,

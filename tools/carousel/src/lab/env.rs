@@ -43,7 +43,7 @@ pub fn expand_env(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<St
     Ok(out)
 }
 
-/// The process environment, as [`Lab::parse_with_env`] reads it.
+/// The process environment, as [`Lab::parse_with_env`](super::Lab::parse_with_env) reads it.
 pub fn process_env(name: &str) -> Option<String> {
     std::env::var(name).ok()
 }

@@ -4,8 +4,9 @@
 //! What is here: the validated lab ([`Lab`], [`definition`]), the file format and every
 //! validation rule with an error that names the offending key ([`parse`], [`error`]), the limits
 //! and defaults ([`limits`]), console script steps ([`script`]), the `[sweep]` table
-//! ([`sweep`]), `${VAR}` expansion ([`env`]) and the translation into the hypervisor's run
-//! configuration ([`config`]); writing a lab the tool generates ([`write`]). What is not: building images or running anything.
+//! ([`sweep`]), `${VAR}` expansion ([`env`](mod@env)), the translation into the hypervisor's
+//! run configuration ([`config`]) and writing the labs the tool generates
+//! ([`write`](mod@write)). What is not: building images or running anything.
 
 pub mod config;
 pub mod definition;

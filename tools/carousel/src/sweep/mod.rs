@@ -143,7 +143,7 @@ impl SweepArgs {
     }
 }
 
-/// How to use `carousel sweep` beyond one machine, and what a lab's [sweep] table holds.
+/// How to use `carousel sweep` beyond one machine, and what a lab's `[sweep]` table holds.
 pub const HELP: &str = "\
 A lab's [sweep] table gives the axes the command line leaves out:
   [sweep]

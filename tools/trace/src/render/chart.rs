@@ -190,7 +190,7 @@ impl TimeAxis {
 /// Significant digits [`short_seconds`] keeps.
 const SHORT_DIGITS: i32 = 6;
 
-/// Seconds with a unit that keeps them short (at most [`SHORT_DIGITS`] significant digits, no
+/// Seconds with a unit that keeps them short (at most six significant digits, no
 /// trailing zeros): `0`, `250 µs`, `12.5 ms`, `435.872 ms`, `1.0002 s`.
 pub fn short_seconds(seconds: f64) -> String {
     let (value, unit) = if seconds == 0.0 {

@@ -1,7 +1,7 @@
 //! `carousel export TRACE --perfetto FILE`: a trace as Chrome trace-event JSON, the format
 //! ui.perfetto.dev and chrome://tracing load (the JSON object form, `{"traceEvents": [...]}`).
 //!
-//! What is here: [`write_trace`] streams one event per line:
+//! What is here: [`write`](fn@write) streams one event per line:
 //! - process and thread names and sort order (`ph` "M");
 //! - the process "CPU" with one track, `pCPU 0`: a complete event (`ph` "X") per slice, named
 //!   after the VM that ran; and a counter of dropped records;
@@ -78,7 +78,7 @@ impl Clock {
     }
 }
 
-/// What [`write_trace`] wrote.
+/// What [`write`](fn@write) wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Written {
     /// Trace events written.

@@ -2,10 +2,10 @@
 //!
 //! For each quantum in [`QUANTA_US`] the bench generates a lab of [`VM_COUNT`] `spin` VMs (TSC at
 //! [`TSC_HZ`], so a 1 ms quantum is a million instructions, as on a 1 GHz CPU), runs it quietly
-//! through [`crate::session::execute`], [`PARALLEL_RUNS`] labs at a time, and reads four figures from
+//! through [`crate::session::execute`], [`PARALLEL_RUNS`](super::PARALLEL_RUNS) labs at a time, and reads four figures from
 //! the hypervisor's summaries: switch cost, quantum error, Jain's fairness index and root-mode
 //! overhead. What is not here: any measuring of its own (the hypervisor measures; see
-//! [`carousel_trace::accounting`]) and any run machinery (it is `carousel run`'s, quiet).
+//! [`carousel_trace::model::accounting`]) and any run machinery (it is `carousel run`'s, quiet).
 
 use std::fmt::Write;
 use std::path::{Path, PathBuf};

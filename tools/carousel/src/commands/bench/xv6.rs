@@ -7,7 +7,7 @@
 //!   the kernel's `main` and `consoleread`, ticks at each; nothing in the guest is touched.
 //! - **usertests**: from its first line (`usertests starting`) to `ALL TESTS PASSED`, alone
 //!   in Carousel and beside three xv6 idle at their prompts, with idle detection off and on.
-//!   The lines are timed by the hypervisor's console events ([`carousel_trace::console_lines`]).
+//!   The lines are timed by the hypervisor's console events ([`carousel_trace::model::console`]).
 //!
 //! In Bochs one cycle is one instruction (TSC and tick count alike), so every count here
 //! repeats from run to run. The runs go two at a time; the longest (usertests beside three
