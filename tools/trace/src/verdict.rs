@@ -1,6 +1,6 @@
-//! The verdict of a run: from the records that arrived on COM2, the few COM1 lines that matter,
-//! each VM's console script and how the run ended, decide per VM whether it passed and which
-//! exit code the tool returns.
+//! The verdict of a run: from the model's facts (what the records on COM2 said), the few COM1
+//! lines that matter, each VM's console script and how the run ended, decide per VM whether it
+//! passed and which exit code the tool returns.
 //!
 //! A VM without a script passes by its EXIT hypercall with success (and no failed check). A VM
 //! with a script passes when every step matched, unless it stopped with a failure or a check

@@ -24,7 +24,6 @@ use carousel_trace::model::accounting::Accounting;
 use carousel_trace::model::Model;
 use carousel_trace::verdict::{self, Ending, Outcome, RunFacts, Verdict};
 
-pub use self::stream::Console;
 use self::stream::RunFiles;
 use crate::emulator::backend::{self, Backend, BackendChoice, EmulatorMemory};
 use crate::emulator::com1::{self, Com1, ConnectError};
@@ -32,6 +31,8 @@ use crate::emulator::Emulator;
 use crate::image::build::{self, BuildError};
 use crate::image::iso::{self, IsoError, VmFiles};
 use crate::lab::{Disk, Kernel, Lab, LabError};
+
+pub use self::stream::Console;
 
 /// File in a run directory that marks it as the tool's, so it may be cleared on the next run.
 pub const RUN_DIR_MARKER: &str = ".carousel-run";

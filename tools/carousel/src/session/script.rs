@@ -6,7 +6,7 @@
 //! hypervisor's COM1 for one VM, switching focus in band as the hypervisor's input router
 //! expects ([`FocusWriter`]). Everything is driven by the caller (lines, instants), so it is
 //! tested without an emulator. What is not here: reading COM1, or deciding the run's verdict
-//! (`carousel_trace::outcome` takes each script's [`ScriptResult`]).
+//! (`carousel_trace::verdict` takes each script's [`ScriptResult`]).
 //!
 //! Rules: a VM's steps run in order; each console line of that VM (without its `[name] `
 //! prefix) can satisfy at most one step; a step's timeout counts from the previous step's match,
@@ -18,9 +18,9 @@ use std::collections::VecDeque;
 use std::io::{self, Write};
 use std::time::{Duration, Instant};
 
-use crate::lab::script::Step;
-
 use carousel_trace::verdict::ScriptResult;
+
+use crate::lab::script::Step;
 
 /// Escape byte of the hypervisor's focus protocol (`kernel/src/input.rs`): followed by a VM id
 /// it focuses that VM; doubled it is one literal byte for the focused VM.

@@ -11,9 +11,8 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
-
 use carousel_trace::model::accounting::{Accounting, SLEEPY_WAKE_LATE, SPIN_ITERATIONS};
+use serde::{Deserialize, Serialize};
 
 /// `diskio`'s cumulative count of sectors moved.
 pub const DISKIO_SECTORS: &str = "sectors";

@@ -6,12 +6,13 @@
 
 use std::fmt::Write;
 
+use carousel_trace::format::group;
+use carousel_trace::render::chart::{escape, series_colour, tick_label, value_range};
+
 use super::axes::Line;
 use super::figures;
 use super::summary::{Row, Summary, KNEE_MARGIN_PCT};
 use crate::lab::sweep::quantum_text;
-use carousel_trace::format::group;
-use carousel_trace::render::chart::{escape, series_colour, tick_label, value_range};
 
 /// Chart width, in CSS pixels.
 const WIDTH: f64 = 400.0;

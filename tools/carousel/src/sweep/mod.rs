@@ -24,6 +24,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use carousel_trace::verdict::Verdict;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use self::axes::{Axes, Config, ALL_VMS};
@@ -35,7 +36,6 @@ use crate::emulator::backend::BackendChoice;
 use crate::lab::sweep::{self as sweep_table, Workload, REPEAT_RANGE};
 use crate::lab::{Kernel, Lab};
 use crate::session::{absolute, Console, RunError, RunOptions, EXIT_SETUP, EXIT_USAGE};
-use carousel_trace::verdict::Verdict;
 
 /// File that marks a directory as a sweep's, so that a new sweep may clear it.
 pub const SWEEP_DIR_MARKER: &str = ".carousel-sweep";

@@ -11,17 +11,17 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::path::Path;
 
+use carousel_trace::decode::decode_trace;
+use carousel_trace::escape;
+use carousel_trace::format::group;
+use carousel_trace::model::{Keep, ModelBuilder};
+use carousel_trace::render::table::{Align, Table};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::axes::{Config, Line, Point};
 use super::figures::{self, Figures, VmInfo};
 use crate::lab::sweep::quantum_text;
-use carousel_trace::decode::decode_trace;
-use carousel_trace::escape;
-use carousel_trace::format::group;
-use carousel_trace::model::{Keep, ModelBuilder};
-use carousel_trace::render::table::{Align, Table};
 
 /// A run directory's record of the run.
 pub const RESULT_FILE: &str = "result.json";

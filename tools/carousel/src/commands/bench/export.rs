@@ -21,7 +21,6 @@ use serde::Serialize;
 
 use crate::emulator::backend::BackendChoice;
 use crate::lab::{Lab, TRACE_LEVELS};
-
 use crate::session as run;
 
 /// Spin VMs per run.

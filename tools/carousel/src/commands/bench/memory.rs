@@ -16,12 +16,12 @@
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 
+use carousel_trace::format::group;
+use carousel_trace::model::accounting::Accounting;
 use serde::Serialize;
 
 use crate::emulator::backend::BackendChoice;
 use crate::lab::{Kernel, Lab, Vm};
-use carousel_trace::format::group;
-use carousel_trace::model::accounting::Accounting;
 
 /// Merging VMs per run.
 pub const VMS: u32 = 8;

@@ -12,15 +12,15 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
+use carousel_trace::format::group;
+use carousel_trace::model::accounting::Accounting;
+use carousel_trace::render::table::{Align, Table};
+use carousel_trace::verdict::Verdict;
 use serde::Serialize;
 
 use crate::emulator::backend::BackendChoice;
 use crate::lab::{Lab, DEFAULT_CPU_MODEL};
 use crate::session::{self, Console, RunError, RunOptions};
-use carousel_trace::format::group;
-use carousel_trace::model::accounting::Accounting;
-use carousel_trace::render::table::{Align, Table};
-use carousel_trace::verdict::Verdict;
 
 /// The quanta measured, in microseconds.
 pub const QUANTA_US: [u32; 5] = [500, 1_000, 2_000, 5_000, 10_000];

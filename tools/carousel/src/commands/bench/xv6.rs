@@ -18,14 +18,14 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use carousel_trace::format::group;
+use carousel_trace::model::console::{find_line, timed_lines, TimedLine};
 use serde::Serialize;
 
 use crate::emulator::backend::{self, Backend, BackendChoice, FlatDisk, CYLINDER_BYTES};
 use crate::emulator::breakpoints;
 use crate::lab::script::{Pattern, Step};
 use crate::lab::{Disk, Kernel, Lab, Vm, DEFAULT_CPU_MODEL, DEFAULT_IDLE_THRESHOLD_US};
-use carousel_trace::format::group;
-use carousel_trace::model::console::{find_line, timed_lines, TimedLine};
 
 /// Bochs instructions per emulated second (the PIT, RTC and UART pace).
 pub const IPS: u64 = 1_000_000;
