@@ -158,6 +158,7 @@ extern "C" fn kernel_main(magic: u32, info_address: u32) -> ! {
         commit: config.commit.clone(),
         level: config.trace,
         weights: config.vms.iter().map(|vm| vm.weight).collect(),
+        quantum_clock: config.quantum_clock,
     });
     let facts = CpuFacts {
         cr4_allowed: vmx.negotiated.cr4_fixed1 & !vmm::CR4_VMXE,

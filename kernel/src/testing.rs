@@ -385,3 +385,175 @@ impl Host for FakeHost {
         }
     }
 }
+
+/// A whole run on the fakes: the real run loop over fake vCPUs, frames and host.
+pub struct FakeRun {
+    pub machine: crate::machine::Machine<FakeVcpu, FakeFrames, FakeHost>,
+    pub clock: Clock,
+}
+
+impl core::fmt::Debug for FakeRun {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("FakeRun").finish_non_exhaustive()
+    }
+}
+
+/// The image every fake VM loads: a multiboot ELF32 with one page of code at 1 MiB (the fake
+/// vCPU never runs it; the loader and the balloon's image check see it).
+pub fn guest_image() -> Vec<u8> {
+    use crate::loader::tests::{build_elf, Seg};
+    build_elf(
+        false,
+        0x10_0000,
+        &[Seg {
+            paddr: 0x10_0000,
+            data: alloc::vec![0xF4; 64],
+            memsz: 0x1000,
+        }],
+        true,
+    )
+}
+
+/// A VM of `memory_mib` MiB (at least 2) called `name`.
+pub fn vm_config(name: &str, memory_mib: u64) -> carousel_protocol::config::VmConfig {
+    carousel_protocol::config::VmConfig {
+        name: String::from(name),
+        kernel_module: String::from("guest"),
+        disk_module: None,
+        memory_bytes: memory_mib.max(2) << 20,
+        args: String::new(),
+        weight: 1,
+        persist: false,
+        balloon_target_pages: 0,
+        initial_balloon_pages: 0,
+        lazy_memory: false,
+    }
+}
+
+impl FakeRun {
+    /// The run of `config`, VM `i` running `programs[i]`, on a host whose clock readings cost
+    /// `cost_per_reading` cycles each.
+    pub fn new(
+        config: &carousel_protocol::config::RunConfig,
+        programs: Vec<Program>,
+        cost_per_reading: u64,
+    ) -> Self {
+        let clock: Clock = Rc::new(Cell::new(1_000));
+        let mut host = FakeHost::new(clock.clone());
+        host.cost_per_reading = cost_per_reading;
+        host.console
+            .set_vms(config.vms.iter().map(|vm| vm.name.as_str()));
+        host.exporter.set_vms(config.vms.len());
+        host.exporter.set_level(config.trace);
+        let pages: u64 = config
+            .vms
+            .iter()
+            .map(|vm| vm.memory_bytes / PAGE_SIZE)
+            .sum();
+        let mut pool = crate::memory::HostMemory::new(FakeFrames::new(pages + 4096), None);
+        let image = guest_image();
+        let cpu = crate::vm::CpuFacts {
+            cr4_allowed: 0x3F_FFFF,
+            xcr0_supported: 0x7,
+            accessed_dirty: true,
+        };
+        let mut programs = programs.into_iter();
+        let vms = crate::machine::build_vms(
+            config,
+            |name| (name == "guest").then_some(image.as_slice()),
+            &mut pool,
+            &mut host,
+            cpu,
+            config.tsc_hz,
+            |setup, _| {
+                let program = programs
+                    .next()
+                    .unwrap_or_else(|| Box::new(|_, timer| (Exit::Timer, timer)));
+                let mut vcpu = FakeVcpu::new(clock.clone(), program);
+                vcpu.state.registers = setup.registers.clone();
+                vcpu.state.set(Reg::Rip, setup.entry);
+                Ok(vcpu)
+            },
+        );
+        let machine = crate::machine::Machine::new(config, vms, pool, host, config.tsc_hz)
+            .expect("the fake machine starts");
+        Self { machine, clock }
+    }
+
+    /// Runs until every VM has stopped; the records it sent.
+    pub fn run(&mut self) -> Vec<carousel_protocol::record::Record> {
+        self.machine.run();
+        self.machine.host.flush_serial();
+        self.machine.host.records()
+    }
+}
+
+/// Each VM's summary in `records`, by VM id.
+pub fn summaries(
+    records: &[carousel_protocol::record::Record],
+) -> BTreeMap<u16, carousel_protocol::record::VmSummary> {
+    records
+        .iter()
+        .filter_map(|record| match record {
+            carousel_protocol::record::Record::VmSummary(summary) => {
+                Some((summary.vm, summary.clone()))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// Each VM's stop reason in `records`, by VM id.
+pub fn stops(
+    records: &[carousel_protocol::record::Record],
+) -> BTreeMap<u16, carousel_protocol::record::StopReason> {
+    records
+        .iter()
+        .filter_map(|record| match record {
+            carousel_protocol::record::Record::VmStopped { vm, reason, .. } => {
+                Some((*vm, reason.clone()))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// A program that runs `total` guest cycles, returning `exit` (with `setup` applied to its state
+/// first) every `every` cycles (never, when `every` is 0), then ends with the EXIT hypercall
+/// (success).
+pub fn program(
+    total: u64,
+    every: u64,
+    exit: Exit,
+    mut setup: impl FnMut(&mut FakeState) + 'static,
+) -> Program {
+    let mut ran = 0u64;
+    let mut since_exit = 0u64;
+    Box::new(move |state, timer| {
+        if ran >= total {
+            state.registers.rax = u64::from(carousel_protocol::hypercall::EXIT);
+            state.registers.rbx = u64::from(carousel_protocol::hypercall::EXIT_SUCCESS);
+            return (Exit::Hypercall { length: 3 }, 0);
+        }
+        let to_exit = if every == 0 {
+            u64::MAX
+        } else {
+            every - since_exit
+        };
+        let run = timer.min(to_exit).min(total - ran);
+        ran += run;
+        if run == to_exit {
+            since_exit = 0;
+            setup(state);
+            (exit, run)
+        } else {
+            since_exit += run;
+            (Exit::Timer, run)
+        }
+    })
+}
+
+/// A CPU-bound program of `total` guest cycles.
+pub fn spin(total: u64) -> Program {
+    program(total, 0, Exit::Timer, |_| {})
+}

@@ -32,6 +32,12 @@ pub enum Blocked {
     Halted { rip: u64, interrupts: bool },
     /// Its start is staggered: it waits for its timer deadline before it first runs.
     Held,
+    /// Its share of COM1 is full: it waits (since this instant) for its console lines to leave.
+    /// The instruction that wanted to write (an OUT, a console hypercall) runs again then.
+    Console { since: u64 },
+    /// Its record quota on COM2 is full: it waits (since this instant) for its records to
+    /// leave. The hypercall runs again then.
+    Records { since: u64 },
 }
 
 /// Where a VM stands in the run.
@@ -101,11 +107,18 @@ pub struct Vm<V> {
     samples: u64,
     /// Guest pages holding the image it was loaded from (never ballooned).
     pub image_pages: core::ops::Range<u64>,
+    /// Cycles spent blocked on console room and on record room.
+    pub blocked_console: u64,
+    pub blocked_records: u64,
 }
 
 /// A memory map (up to 1 KiB) goes out with every this many working-set samples; the counts go
 /// out with each. COM2 is narrow.
 const MAP_EVERY: u64 = 8;
+
+/// The most bytes one record a guest asks for takes on the wire (a CHECK with the longest name,
+/// a balloon record): a VM waits for this much room in its quota.
+pub const GUEST_RECORD_MAX: usize = 160;
 
 /// Why a balloon call failed: the guest's mistake (an error code for it), or the
 /// hypervisor's (the VM stops).
@@ -276,6 +289,8 @@ impl<V: Vcpu> Vm<V> {
             last_wss: 0,
             samples: 0,
             image_pages: built.image_pages,
+            blocked_console: 0,
+            blocked_records: 0,
         };
         host.exporter().emit(&Record::MemoryInfo {
             vm: id,
@@ -511,8 +526,9 @@ impl<V: Vcpu> Vm<V> {
         match self.state {
             RunState::Blocked(Blocked::Held) => self.timer_deadline,
             RunState::Blocked(Blocked::Halted { interrupts, .. }) => {
+                // Only a timer expiry that can raise an interrupt wakes it.
                 let lapic = if interrupts {
-                    self.platform.next_deadline()
+                    self.platform.lapic.deliverable_deadline()
                 } else {
                     None
                 };
@@ -549,11 +565,33 @@ impl<V: Vcpu> Vm<V> {
         self.waits_for_interrupt() && self.platform.lapic.pending_vector().is_some()
     }
 
+    /// True when this VM waits for room on a serial line.
+    pub fn waits_for_serial(&self) -> bool {
+        matches!(
+            self.state,
+            RunState::Blocked(Blocked::Console { .. } | Blocked::Records { .. })
+        )
+    }
+
     /// If this blocked VM has something to wake for by `now`, the instant of that event.
-    pub fn wake_event(&mut self, now: u64) -> Option<u64> {
+    pub fn wake_event(&mut self, now: u64, host: &mut impl Host) -> Option<u64> {
         let interrupts = match self.state {
             RunState::Blocked(Blocked::Held) => false,
             RunState::Blocked(Blocked::Halted { interrupts, .. }) => interrupts,
+            RunState::Blocked(Blocked::Console { since }) => {
+                if !host.console_has_room(self.id) {
+                    return None;
+                }
+                self.blocked_console += now.saturating_sub(since);
+                return Some(now);
+            }
+            RunState::Blocked(Blocked::Records { since }) => {
+                if !host.exporter().guest_room(self.id, GUEST_RECORD_MAX) {
+                    return None;
+                }
+                self.blocked_records += now.saturating_sub(since);
+                return Some(now);
+            }
             _ => return None,
         };
         if let Some(deadline) = self.timer_deadline.filter(|&deadline| deadline <= now) {

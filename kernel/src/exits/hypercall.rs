@@ -10,9 +10,13 @@ use carousel_protocol::record::{Record, StopReason};
 use super::Context;
 use crate::host::Host;
 use crate::memory::Frames;
-use crate::vcpu::{Vcpu, VcpuError};
+use crate::vcpu::{Event, Reg, Vcpu, VcpuError};
 use crate::vm::{self, BalloonFailure};
 use crate::PAGE_SIZE;
+
+/// The furthest ahead SET_TIMER may arm the VM's timer, in seconds of TSC time (a longer sleep
+/// arms the timer again when it fires).
+pub const SET_TIMER_MAX_AHEAD_S: u64 = 60;
 
 /// How a hypercall ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,6 +25,8 @@ pub enum Outcome {
     Done,
     /// It raised an exception in the guest instead (RIP stays).
     Fault,
+    /// It must wait for room on a serial line, and runs again then (RIP stays).
+    Wait(super::Wait),
     /// It ends the VM.
     Stop(StopReason),
 }
@@ -29,6 +35,12 @@ pub enum Outcome {
 pub fn hypercall<V: Vcpu, F: Frames, H: Host>(
     cx: &mut Context<'_, V, F, H>,
 ) -> Result<Outcome, VcpuError> {
+    if cx.vm.vcpu.read(Reg::Cpl)? != 0 {
+        // Hypercalls are the guest kernel's: from a user process VMCALL is an invalid opcode
+        // (so a process cannot, say, end its VM as passed or balloon its kernel's pages).
+        cx.vm.vcpu.inject(Event::INVALID_OPCODE)?;
+        return Ok(Outcome::Fault);
+    }
     let regs = cx.vm.vcpu.registers();
     let (number, b, c, d, si) = (
         regs.rax as u32,
@@ -38,15 +50,30 @@ pub fn hypercall<V: Vcpu, F: Frames, H: Host>(
         regs.rsi as u32,
     );
     let result: Result<u32, HypercallError> = match number {
-        hypercall::CONSOLE_WRITE => console_write(cx, u64::from(b), c),
+        hypercall::CONSOLE_WRITE => match console_write(cx, u64::from(b), c) {
+            Ok(0) if c > 0 => return Ok(Outcome::Wait(super::Wait::Console)),
+            other => other,
+        },
         hypercall::EXIT => return Ok(Outcome::Stop(StopReason::Exited { status: b })),
         hypercall::VERSION => Ok(u32::from(carousel_protocol::FORMAT_VERSION)),
-        hypercall::CHECK => check(cx, u64::from(b), c, d),
+        hypercall::CHECK => match check(cx, u64::from(b), c, d) {
+            Err(Refused::Quota) => return Ok(Outcome::Wait(super::Wait::Records)),
+            Err(Refused::Call(error)) => Err(error),
+            Ok(value) => Ok(value),
+        },
         hypercall::METRIC => metric(cx, u64::from(b), c, (u64::from(si) << 32) | u64::from(d)),
         hypercall::SET_TIMER => {
             let deadline = (u64::from(c) << 32) | u64::from(b);
-            cx.vm.timer_deadline = (deadline != 0).then_some(deadline);
-            Ok(0)
+            let now = cx.host.now();
+            let limit = now.saturating_add(cx.vm.tsc_hz.saturating_mul(SET_TIMER_MAX_AHEAD_S));
+            if deadline > limit {
+                // Further than a VM may sleep in one go: refused, so that a VM cannot hold the
+                // run with a timer nothing will ever reach.
+                Err(HypercallError::InvalidArgument)
+            } else {
+                cx.vm.timer_deadline = (deadline != 0).then_some(deadline);
+                Ok(0)
+            }
         }
         hypercall::TSC_KHZ => {
             u32::try_from(cx.vm.tsc_hz / 1000).map_err(|_| HypercallError::InvalidArgument)
@@ -54,6 +81,15 @@ pub fn hypercall<V: Vcpu, F: Frames, H: Host>(
         hypercall::BALLOON_TARGET => {
             cx.vm.balloon_driver = true;
             Ok(cx.vm.balloon.target as u32)
+        }
+        hypercall::BALLOON_INFLATE | hypercall::BALLOON_DEFLATE
+            if !cx
+                .host
+                .exporter()
+                .guest_room(cx.vm.id, crate::vm::GUEST_RECORD_MAX) =>
+        {
+            // Its record must not be lost: the call waits for room before it changes anything.
+            return Ok(Outcome::Wait(super::Wait::Records));
         }
         hypercall::BALLOON_INFLATE | hypercall::BALLOON_DEFLATE => {
             let inflate = number == hypercall::BALLOON_INFLATE;
@@ -107,16 +143,37 @@ fn console_write<V: Vcpu, F: Frames, H: Host>(
         host: cx.host,
         vm: cx.vm.id,
     };
+    let mut written = 0u32;
     for offset in (0..u64::from(len)).step_by(buffer.len()) {
         let chunk = &mut buffer[..(u64::from(len) - offset).min(128) as usize];
         if !cx.vm.memory.read(&cx.pool.frames, gpa + offset, chunk) {
             return Err(HypercallError::BadAddress);
         }
         for &byte in chunk.iter() {
+            // A byte may end a line: without room for one, the write stops here (the guest
+            // writes the rest again; with nothing written, the call waits for room).
+            if !out.host.console_has_room(out.vm) {
+                return Ok(written);
+            }
             cx.vm.platform.console.transmit(byte, &mut out);
+            written += 1;
         }
     }
-    Ok(len)
+    Ok(written)
+}
+
+/// Why a record a guest asked for did not go out.
+enum Refused {
+    /// The call's arguments are wrong.
+    Call(HypercallError),
+    /// The VM's record quota is full.
+    Quota,
+}
+
+impl From<HypercallError> for Refused {
+    fn from(error: HypercallError) -> Self {
+        Self::Call(error)
+    }
 }
 
 /// Reads a name argument (CHECK, METRIC) from guest RAM.
@@ -141,18 +198,23 @@ fn check<V: Vcpu, F: Frames, H: Host>(
     gpa: u64,
     len: u32,
     passed: u32,
-) -> Result<u32, HypercallError> {
+) -> Result<u32, Refused> {
     if passed > 1 {
-        return Err(HypercallError::InvalidArgument);
+        return Err(HypercallError::InvalidArgument.into());
     }
     let name = read_name(cx, gpa, len)?;
     let tsc = cx.host.now();
-    cx.host.exporter().emit(&Record::Check {
+    let record = Record::Check {
         tsc,
         vm: cx.vm.id,
         name,
         passed: passed == 1,
-    });
+    };
+    // A check is never lost: beyond the VM's quota it waits.
+    cx.host
+        .exporter()
+        .emit_guest(cx.vm.id, &record)
+        .map_err(|_| Refused::Quota)?;
     Ok(0)
 }
 
@@ -164,23 +226,33 @@ fn metric<V: Vcpu, F: Frames, H: Host>(
 ) -> Result<u32, HypercallError> {
     let name = read_name(cx, gpa, len)?;
     let tsc = cx.host.now();
-    cx.host.exporter().emit_or_drop(&Record::GuestMetric {
+    let record = Record::GuestMetric {
         tsc,
         vm: cx.vm.id,
         name,
         value,
-    });
+    };
+    // A measurement beyond the VM's quota is dropped and counted against that VM.
+    let exporter = cx.host.exporter();
+    if exporter.emit_guest(cx.vm.id, &record).is_err() {
+        exporter.count_guest_drop(cx.vm.id);
+    }
     Ok(0)
 }
 
+/// The record of a balloon call that happened (room for it was checked before the call).
 fn balloon_record<V: Vcpu, F, H: Host>(cx: &mut Context<'_, V, F, H>, inflate: bool, pages: u32) {
     let tsc = cx.host.now();
-    cx.host.exporter().emit(&Record::Balloon {
+    let record = Record::Balloon {
         tsc,
         vm: cx.vm.id,
         inflate,
         pages,
         ballooned: cx.vm.balloon.count(),
         target: cx.vm.balloon.target,
-    });
+    };
+    let exporter = cx.host.exporter();
+    if exporter.emit_guest(cx.vm.id, &record).is_err() {
+        exporter.count_guest_drop(cx.vm.id);
+    }
 }

@@ -20,6 +20,9 @@ pub enum Progress {
     /// A `rep` string instruction with work left: leave RIP on it, the CPU executes it again
     /// with the updated count.
     Again,
+    /// The instruction must wait (RIP stays on it; whatever part of a string instruction was
+    /// done is reflected in its registers).
+    Wait(super::Wait),
     /// The guest did something that stops it.
     Stop(StopReason),
 }
@@ -42,6 +45,10 @@ pub fn port_io<V: Vcpu, F: Frames, H: Host>(
         return string_io(cx, io);
     }
     let mask = size_mask(io.size);
+    if !io.input && io.port == COM1_DATA && !cx.host.console_has_room(cx.vm.id) {
+        // The byte may end a line, and the VM's share of COM1 has no room for one.
+        return Ok(Progress::Wait(super::Wait::Console));
+    }
     if io.input {
         let value = u64::from(cx.vm.platform.port_in(io.port, io.size));
         let regs = cx.vm.vcpu.registers();
@@ -59,6 +66,9 @@ pub fn port_io<V: Vcpu, F: Frames, H: Host>(
 
 /// Most bytes one string I/O exit moves; a longer `rep` resumes where it stopped.
 pub const STRING_IO_CHUNK: usize = 4096;
+
+/// COM1's data register (THR when written).
+const COM1_DATA: u16 = 0x3F8;
 
 /// The guest's paging state, for following its linear addresses.
 #[derive(Debug, Clone, Copy)]
@@ -159,6 +169,7 @@ fn string_io<V: Vcpu, F: Frames, H: Host>(
         if let Err(error) = paging::read_linear(paging.mode, paging.cr3, io.linear, buffer, &view) {
             return Ok(bad(&alloc::format!("{error}")));
         }
+        let mut sent = bytes;
         if Platform::is_ide_data(port) {
             cx.vm.platform.ide_write_block(buffer);
         } else {
@@ -166,13 +177,29 @@ fn string_io<V: Vcpu, F: Frames, H: Host>(
                 host: cx.host,
                 vm: cx.vm.id,
             };
-            for element in buffer.chunks(size) {
+            for (index, element) in buffer.chunks(size).enumerate() {
+                if port == COM1_DATA && !out.host.console_has_room(out.vm) {
+                    sent = index * size;
+                    break;
+                }
                 let mut value = [0u8; 4];
                 value[..size].copy_from_slice(element);
                 cx.vm
                     .platform
                     .port_out(port, io.size, u32::from_le_bytes(value), &mut out);
             }
+        }
+        if sent < bytes {
+            // COM1 had no room for the rest: what was sent is done, the instruction waits.
+            let done = (sent / size) as u64;
+            let regs = cx.vm.vcpu.registers();
+            regs.rsi =
+                (regs.rsi & !address_mask) | (regs.rsi.wrapping_add(sent as u64) & address_mask);
+            if io.rep {
+                let left = (regs.rcx & address_mask) - done;
+                regs.rcx = (regs.rcx & !address_mask) | left;
+            }
+            return Ok(Progress::Wait(super::Wait::Console));
         }
         let regs = cx.vm.vcpu.registers();
         regs.rsi =

@@ -27,6 +27,16 @@ use crate::platform::PlatformOutput;
 use crate::vcpu::{Event as Inject, GuestRegisters, Reg, Vcpu, VcpuError};
 use crate::vm::{Blocked, RunState, Vm};
 
+/// What a guest's instruction must wait for before it can complete: guest-driven work that
+/// has to wait blocks its VM, never the machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    /// Room in the VM's share of COM1.
+    Console,
+    /// Room in the VM's record quota on COM2.
+    Records,
+}
+
 /// What the run loop does after an exit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Next {
@@ -45,6 +55,17 @@ pub struct Context<'a, V, F, H> {
 }
 
 impl<V: Vcpu, F: Frames, H: Host> Context<'_, V, F, H> {
+    /// Blocks the VM until `wait` is over; the instruction that exited runs again then (RIP
+    /// stays on it).
+    fn block(&mut self, wait: Wait) -> Next {
+        let since = self.host.now();
+        self.vm.state = RunState::Blocked(match wait {
+            Wait::Console => Blocked::Console { since },
+            Wait::Records => Blocked::Records { since },
+        });
+        Next::Leave
+    }
+
     /// Stops the VM for `reason`.
     fn stop(&mut self, reason: StopReason) -> Next {
         self.vm.stop(reason, self.host);
@@ -77,11 +98,13 @@ pub fn handle<V: Vcpu, F: Frames, H: Host>(
         Exit::Io { io, length } => match io::port_io(cx, &io)? {
             io::Progress::Done => skip(cx, length)?,
             io::Progress::Again => Next::Resume,
+            io::Progress::Wait(wait) => cx.block(wait),
             io::Progress::Stop(reason) => cx.stop(reason),
         },
         Exit::Hypercall { length } => match hypercall::hypercall(cx)? {
             hypercall::Outcome::Done => skip(cx, length)?,
             hypercall::Outcome::Fault => Next::Resume,
+            hypercall::Outcome::Wait(wait) => cx.block(wait),
             hypercall::Outcome::Stop(reason) => cx.stop(reason),
         },
         Exit::Hlt { length } => {

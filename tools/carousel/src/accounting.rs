@@ -250,6 +250,8 @@ impl Conservation {
 pub struct Accounting {
     /// TSC frequency from the Hello record (`None` if it was missing or 0).
     pub tsc_hz: Option<u64>,
+    /// What a quantum measured (from the Hello record).
+    pub quantum_clock: Option<carousel_protocol::config::QuantumClock>,
     /// One per VM, indexed by VM id.
     pub vms: Vec<VmAccount>,
     /// The hypervisor's whole-run summary, if it arrived.
@@ -305,6 +307,7 @@ impl<'a> AccountingBuilder<'a> {
         Self {
             accounting: Accounting {
                 tsc_hz: None,
+                quantum_clock: None,
                 vms: Vec::new(),
                 run: None,
                 warnings: Vec::new(),
@@ -329,9 +332,11 @@ impl<'a> AccountingBuilder<'a> {
                 vms,
                 level,
                 weights: announced,
+                quantum_clock,
                 ..
             } => {
                 accounting.level = Some(*level);
+                accounting.quantum_clock = Some(*quantum_clock);
                 accounting.tsc_hz = (*tsc_hz != 0).then_some(*tsc_hz);
                 self.named = vms.len();
                 for (id, name) in vms.iter().enumerate() {
@@ -869,10 +874,11 @@ impl Accounting {
         };
         let _ = writeln!(
             out,
-            "ACCOUNTING  policy {}, quantum {} cycles{}, TSC {} Hz",
+            "ACCOUNTING  policy {}, quantum {} cycles{} of {} time, TSC {} Hz",
             run.policy,
             group(run.quantum_cycles),
             micros(run.quantum_cycles),
+            self.quantum_clock.map_or("unknown", |clock| clock.name()),
             self.tsc_hz.map_or("unknown".to_string(), group)
         );
         let _ = writeln!(
@@ -1368,6 +1374,9 @@ mod tests {
             wake_max: 0,
             quantum_error_median_ppm: 100,
             quantum_error_max_ppm: 2_000,
+            blocked_console: 0,
+            blocked_records: 0,
+            guest_records_dropped: 0,
         }
     }
 
@@ -1737,7 +1746,7 @@ mod tests {
     #[test]
     fn report_is_aligned_and_names_units() {
         let report = Accounting::from_records(&two_vm_records(), &[1, 3]).report();
-        assert!(report.starts_with("ACCOUNTING  policy round-robin, quantum 50,000 cycles = 50.000 ms, TSC 1,000,000 Hz\n"), "{report}");
+        assert!(report.starts_with("ACCOUNTING  policy round-robin, quantum 50,000 cycles = 50.000 ms of wall time, TSC 1,000,000 Hz\n"), "{report}");
         assert!(
             report.contains(
                 "run: elapsed 500 cycles = 500.0 µs; guest 80.00%, root 10.00%, idle 10.00% of it"

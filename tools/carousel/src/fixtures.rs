@@ -15,5 +15,6 @@ pub fn hello(names: &[&str], tsc_hz: u64) -> Record {
         commit: "test".into(),
         level: TraceLevel::Switches,
         weights: Vec::new(),
+        quantum_clock: carousel_protocol::config::QuantumClock::Wall,
     }
 }

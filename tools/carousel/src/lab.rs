@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use carousel_protocol::config::{
-    fnv1a64, RunConfig, SchedulerPolicy, VmConfig, DEFAULT_INTERVAL_US, DEFAULT_MEMORY_SAMPLE_US,
+    fnv1a64, QuantumClock, RunConfig, SchedulerPolicy, VmConfig, DEFAULT_INTERVAL_US,
+    DEFAULT_MEMORY_SAMPLE_US,
 };
 use carousel_protocol::record::TraceLevel;
 use serde::Deserialize;
@@ -136,6 +137,9 @@ pub struct Lab {
     pub trace: TraceLevel,
     /// `run.policy`: the scheduling policy.
     pub policy: SchedulerPolicy,
+    /// `run.quantum_clock`: `"wall"` (the default: a slice is TSC time, root work on the VM's
+    /// exits included) or `"guest"` (guest-mode time only).
+    pub quantum_clock: QuantumClock,
     /// `run.memory_sample_ms`: working-set sampling period, milliseconds of TSC time (0: off).
     pub memory_sample_ms: u32,
     /// `run.guest_memory_budget_mib`: most guest RAM backed at once over all VMs; balloon
@@ -369,6 +373,7 @@ struct RawRun {
     interval_us: Option<Spanned<i64>>,
     trace: Option<Spanned<String>>,
     policy: Option<Spanned<String>>,
+    quantum_clock: Option<Spanned<String>>,
     memory_sample_ms: Option<Spanned<i64>>,
     guest_memory_budget_mib: Option<Spanned<i64>>,
     merge_scan_pages: Option<Spanned<i64>>,
@@ -775,6 +780,20 @@ impl Lab {
             })?,
         };
 
+        let quantum_clock = match run.quantum_clock {
+            None => QuantumClock::default(),
+            Some(value) => QuantumClock::from_name(value.get_ref()).ok_or_else(|| {
+                checker.error(
+                    Some(value.span()),
+                    LabErrorKind::BadChoice {
+                        key: "run.quantum_clock".to_string(),
+                        value: value.get_ref().clone(),
+                        choices: QuantumClock::ALL.iter().map(|clock| clock.name()).collect(),
+                    },
+                )
+            })?,
+        };
+
         if !VM_COUNT_RANGE.contains(&raw.vm.len()) {
             let span = raw.vm.get(*VM_COUNT_RANGE.end()).map(Spanned::span);
             return Err(checker.error(
@@ -961,6 +980,7 @@ impl Lab {
             interval_us,
             trace,
             policy,
+            quantum_clock,
             memory_sample_ms,
             guest_memory_budget_mib,
             merge_scan_pages,
@@ -1062,6 +1082,7 @@ impl Lab {
         config.guest_page_budget = self.guest_memory_budget_mib.map(|mib| u64::from(mib) << 8);
         config.commit = crate::build::commit();
         config.policy = self.policy;
+        config.quantum_clock = self.quantum_clock;
         config
     }
 }

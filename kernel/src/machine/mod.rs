@@ -14,7 +14,7 @@ use alloc::vec::Vec;
 use carousel_protocol::config::{RunConfig, SchedulerPolicy, VmConfig};
 use carousel_protocol::record::{self, Event, Record, StopReason, TraceLevel};
 use carousel_scheduler::{
-    Accounting, Cycles, LatencyHistogram, Policy, RoundRobin, SliceEnd, VmId,
+    Accounting, Cycles, LatencyHistogram, Policy, QuantumClock, RoundRobin, Slice, SliceEnd, VmId,
 };
 
 use crate::balloon::{Candidate, Rule};
@@ -125,6 +125,23 @@ fn build_one<'m, V: Vcpu, F: Frames, H: Host>(
     Vm::new(built, vcpu, &blueprint, pool, host)
 }
 
+/// The exit being handled: its reason, when it happened (its cost ends at the next entry, or at
+/// the end of the slice), and whether it was the hypervisor's business rather than the VM's.
+#[derive(Debug, Clone, Copy)]
+struct Handling {
+    reason: u16,
+    at: Cycles,
+    foreign: bool,
+}
+
+/// A slice being run.
+#[derive(Debug)]
+struct SliceRun {
+    slice: Slice,
+    handling: Option<Handling>,
+    last_exit: Cycles,
+}
+
 /// The state of one run.
 pub struct Machine<V, F, H> {
     pub vms: Vec<Option<Vm<V>>>,
@@ -133,6 +150,7 @@ pub struct Machine<V, F, H> {
     policy: RoundRobin,
     accounting: Accounting,
     quantum: Cycles,
+    quantum_clock: QuantumClock,
     tsc_hz: u64,
     start: Cycles,
     /// Cycles up to this instant have been accounted.
@@ -194,10 +212,11 @@ impl<V: Vcpu, F: Frames, H: Host> Machine<V, F, H> {
             Err(error) => return Err(StartError(alloc::format!("scheduler: {error}"))),
         };
         log::info!(
-            "scheduler: {}, quantum {} us = {} cycles",
+            "scheduler: {}, quantum {} us = {} cycles of {} time",
             policy.name(),
             config.quantum_us,
             quantum,
+            config.quantum_clock.name(),
         );
         let now = host.now();
         let pool_pages = config
@@ -210,6 +229,10 @@ impl<V: Vcpu, F: Frames, H: Host> Machine<V, F, H> {
             host,
             policy,
             quantum,
+            quantum_clock: match config.quantum_clock {
+                carousel_protocol::config::QuantumClock::Wall => QuantumClock::Wall,
+                carousel_protocol::config::QuantumClock::Guest => QuantumClock::Guest,
+            },
             tsc_hz,
             start: now,
             mark: now,
@@ -341,8 +364,14 @@ impl<V: Vcpu, F: Frames, H: Host> Machine<V, F, H> {
             }
             match self.earliest_deadline() {
                 Some(deadline) => self.idle_until(deadline),
-                // Only console input can wake a VM halted with interrupts enabled: wait for it.
-                None if self.vms.iter().flatten().any(Vm::waits_for_interrupt) => {
+                // Only console input can wake a VM halted with interrupts enabled, and only the
+                // serial lines draining one waiting for room on them: wait for either.
+                None if self
+                    .vms
+                    .iter()
+                    .flatten()
+                    .any(|vm| vm.waits_for_interrupt() || vm.waits_for_serial()) =>
+                {
                     self.idle_until(Cycles::MAX)
                 }
                 None => {
@@ -356,7 +385,7 @@ impl<V: Vcpu, F: Frames, H: Host> Machine<V, F, H> {
                             any = true;
                             let rip = match blocked {
                                 Blocked::Halted { rip, .. } => rip,
-                                Blocked::Held => 0,
+                                _ => 0,
                             };
                             self.finish(id as VmId, StopReason::HaltedForever { rip }, now);
                         }
@@ -399,7 +428,7 @@ impl<V: Vcpu, F: Frames, H: Host> Machine<V, F, H> {
             let Some(vm) = self.vms[id].as_mut() else {
                 continue;
             };
-            if let Some(event) = vm.wake_event(now) {
+            if let Some(event) = vm.wake_event(now, &mut self.host) {
                 vm.state = RunState::Runnable;
                 self.host.exporter().event(
                     now,
@@ -630,7 +659,15 @@ impl<V: Vcpu, F: Frames, H: Host> Machine<V, F, H> {
             self.host.feed_serial();
             self.route_input();
             let all_stopped = self.vms.iter().flatten().all(Vm::is_stopped);
-            if all_stopped || self.vms.iter().flatten().any(Vm::interrupt_waiting) {
+            let serial_room = self.vms.iter().flatten().any(Vm::waits_for_serial) && {
+                let now = self.host.now();
+                self.wake_expired(now);
+                self.vms
+                    .iter()
+                    .flatten()
+                    .any(|vm| vm.state == RunState::Runnable)
+            };
+            if all_stopped || serial_room || self.vms.iter().flatten().any(Vm::interrupt_waiting) {
                 break;
             }
             self.host.wait(deadline);
@@ -683,20 +720,21 @@ impl<V: Vcpu, F: Frames, H: Host> Machine<V, F, H> {
         }
     }
 
-    /// Runs VM `id` for at most `slice` cycles of guest time: until the slice is used up, the
-    /// VM blocks, or it stops. Other VMs' timer deadlines interrupt the slice (the timer is
-    /// armed for the nearer of the two) so that they are woken on time; the slice then goes on.
-    fn run_slice(&mut self, id: VmId, slice: Cycles) {
+    /// Runs VM `id` for one slice of `length` cycles on the run's quantum clock: until the
+    /// slice is over, the VM blocks, or it stops. Other VMs' wake-up deadlines and this VM's
+    /// own interrupts interrupt the slice (the timer is armed for the nearest) so that they
+    /// happen on time; the slice then goes on.
+    fn run_slice(&mut self, id: VmId, length: Cycles) {
         let start = self.host.now();
         self.account_root(None, start);
         self.accounting.switch_in(id, start);
         self.host
             .exporter()
             .event(start, Event::Run { dt: 0, vm: id });
-        if self.vms[usize::from(id)]
-            .as_ref()
-            .is_some_and(|vm| vm.state == RunState::Blocked(Blocked::Held))
-        {
+        let Some(vm) = self.vms[usize::from(id)].as_ref() else {
+            return;
+        };
+        if vm.state == RunState::Blocked(Blocked::Held) {
             // A VM whose start is staggered leaves the run queue, blocked until its start.
             self.accounting.switch_out(id, start, SliceEnd::Blocked);
             self.host
@@ -705,133 +743,164 @@ impl<V: Vcpu, F: Frames, H: Host> Machine<V, F, H> {
             self.policy.blocked(id);
             return;
         }
-        let mut slice_left = slice.max(1);
-        let mut guest_in_slice: Cycles = 0;
-        let mut last_exit;
-        // The exit being handled: its reason and when it happened (its cost ends at the next
-        // entry, or at the end of the slice).
-        let mut handling: Option<(u16, Cycles)> = None;
-        if self.vms[usize::from(id)].is_none() {
-            return;
-        }
         if let Err(error) = self.switch_to(id) {
             return self.vcpu_failed(id, error);
         }
+        let mut run = SliceRun {
+            slice: Slice::new(self.quantum_clock, start, length),
+            handling: None,
+            last_exit: start,
+        };
         let end = loop {
-            let now = self.host.now();
-            // Wake other VMs on time, and give this one its own LAPIC ticks on time.
-            let own = self.vms[usize::from(id)]
-                .as_ref()
-                .and_then(|vm| vm.platform.next_deadline());
-            let until_deadline = self
-                .earliest_deadline()
-                .into_iter()
-                .chain(own)
-                .min()
-                .map_or(u64::MAX, |deadline| deadline.saturating_sub(now));
-            let until_idle = match (self.idle_threshold, self.vm(usize::from(id))) {
-                (Some(threshold), Some(vm)) => vm
-                    .spaces
-                    .idle_for()
-                    .map_or(u64::MAX, |spent| threshold.saturating_sub(spent)),
-                _ => u64::MAX,
-            };
-            let armed = slice_left.min(until_deadline).min(until_idle).max(1);
-            let Some(vm) = self.vms[usize::from(id)].as_mut() else {
-                return;
-            };
-            if let Err(error) = vm.inject_pending_interrupt(now) {
-                return self.vcpu_failed(id, error);
-            }
-            let entry = self.host.now();
-            if let Some((reason, at)) = handling.take() {
-                vm.exit_stats.record(reason, entry - at);
-            }
-            self.accounting
-                .root(Some(id), entry.saturating_sub(self.mark));
-            if let Some(from) = self.switch_from.take() {
-                self.switch_costs.record(entry - from);
-            }
-            let entered = vm.vcpu.enter(armed);
-            let exit = self.host.now();
-            self.mark = exit;
-            last_exit = exit;
-            let entered = match entered {
-                Ok(entered) => entered,
-                Err(error) => return self.vcpu_failed(id, error),
-            };
-            self.accounting.guest(id, exit - entry);
-            vm.spaces.charge(exit - entry);
-            guest_in_slice += exit - entry;
-            // The timer counts only in guest mode: what it counted is what the slice used.
-            slice_left = slice_left.saturating_sub(entered.timer_used.min(armed));
-            handling = Some((entered.reason, exit));
-            let mut cx = Context {
-                vm,
-                pool: &mut self.pool,
-                host: &mut self.host,
-            };
-            let next = exits::handle(&mut cx, &entered.exit).and_then(|next| {
-                // The handler may have written into a merged page (its copy needs its
-                // mapping).
-                cx.vm.sync_ept(cx.pool)?;
-                Ok(next)
-            });
-            if let (Some(threshold), Ok(Next::Resume)) = (self.idle_threshold, &next) {
-                if vm.looks_idle(threshold) {
-                    let rip = vm.vcpu.read(Reg::Rip).unwrap_or(0);
-                    vm.state = RunState::Blocked(Blocked::Halted {
-                        rip,
-                        interrupts: true,
-                    });
-                }
-            }
-            let blocked = matches!(vm.state, RunState::Blocked(_));
-            // Every exit is an event only in full-rate traces: elsewhere this hot path stays
-            // free of the exporter's work.
-            if let Some((reason, at)) = handling.filter(|_| self.exit_events) {
-                let cycles = self.host.now() - at;
-                let cycles = u32::try_from(cycles).unwrap_or(u32::MAX);
-                self.host.exporter().event(
-                    at,
-                    Event::Exit {
-                        dt: 0,
-                        vm: id,
-                        reason,
-                        cycles,
-                    },
-                );
-            }
-            match next {
-                // Idle detection found the VM idle.
-                Ok(Next::Resume) if blocked => break SliceEnd::Blocked,
-                // Any other exit, or a timer exit for another VM's deadline: go on, feeding the
-                // serial lines first. After the slice's last exit the run loop feeds them,
-                // among the work between slices that the switch cost leaves out.
-                Ok(Next::Resume) if slice_left > 0 => {
-                    self.host.feed_serial();
-                    let now = self.host.now();
-                    self.wake_expired(now);
-                    continue;
-                }
-                Ok(Next::Resume) => break SliceEnd::Preempted,
-                Ok(Next::Leave) if blocked => break SliceEnd::Blocked,
-                Ok(Next::Leave) => break SliceEnd::Stopped,
+            match self.step(id, &mut run) {
+                Ok(None) => continue,
+                Ok(Some(end)) => break end,
                 Err(error) => return self.vcpu_failed(id, error),
             }
         };
+        self.end_slice(id, &run, end);
+    }
+
+    /// The nearest instant the hypervisor must act while VM `id` runs: another VM's wake-up,
+    /// an interrupt this VM's LAPIC timer can deliver now (RFLAGS.IF set, the vector not already
+    /// waiting: a deadline that changes nothing must not shorten the slice), or the moment idle
+    /// detection would call it idle.
+    fn deadline_for(&mut self, id: VmId, now: Cycles) -> Result<Option<Cycles>, VcpuError> {
+        /// RFLAGS.IF.
+        const RFLAGS_IF: u64 = 1 << 9;
+        let others = self.earliest_deadline();
+        let threshold = self.idle_threshold;
+        let Some(vm) = self.vms[usize::from(id)].as_mut() else {
+            return Ok(others);
+        };
+        let own = match vm.platform.lapic.deliverable_deadline() {
+            Some(deadline) if vm.vcpu.read(Reg::Rflags)? & RFLAGS_IF != 0 => Some(deadline),
+            _ => None,
+        };
+        let idle = threshold.and_then(|threshold| {
+            vm.spaces
+                .idle_for()
+                .map(|spent| now.saturating_add(threshold.saturating_sub(spent)))
+        });
+        Ok([others, own, idle].into_iter().flatten().min())
+    }
+
+    /// One entry into VM `id` and the handling of its exit. Returns how the slice ended, or
+    /// None when it goes on.
+    fn step(&mut self, id: VmId, run: &mut SliceRun) -> Result<Option<SliceEnd>, VcpuError> {
         let now = self.host.now();
-        if let (Some((reason, at)), Some(vm)) = (handling, self.vms[usize::from(id)].as_mut()) {
-            vm.exit_stats.record(reason, now - at);
+        let deadline = self.deadline_for(id, now)?;
+        let Some(timer) = run.slice.timer(now, deadline) else {
+            return Ok(Some(SliceEnd::Preempted));
+        };
+        let Some(vm) = self.vms[usize::from(id)].as_mut() else {
+            return Ok(Some(SliceEnd::Stopped));
+        };
+        vm.inject_pending_interrupt(now)?;
+        let entry = self.host.now();
+        if let Some(handling) = run.handling.take() {
+            vm.exit_stats.record(handling.reason, entry - handling.at);
+            if handling.foreign {
+                // A timer exit for another VM's deadline, or a host interrupt: the hypervisor's
+                // own work, not this VM's.
+                run.slice.exclude(entry - handling.at);
+            }
+        }
+        self.accounting
+            .root(Some(id), entry.saturating_sub(self.mark));
+        if let Some(from) = self.switch_from.take() {
+            self.switch_costs.record(entry - from);
+        }
+        let entered = vm.vcpu.enter(timer);
+        let exit = self.host.now();
+        self.mark = exit;
+        run.last_exit = exit;
+        let entered = entered?;
+        self.accounting.guest(id, exit - entry);
+        vm.spaces.charge(exit - entry);
+        run.slice.guest_ran(entered.timer_used.min(timer));
+        let foreign = match entered.exit {
+            Exit::Timer => run.slice.left(exit).is_some(),
+            Exit::HostInterrupt => true,
+            _ => false,
+        };
+        run.handling = Some(Handling {
+            reason: entered.reason,
+            at: exit,
+            foreign,
+        });
+        let mut cx = Context {
+            vm,
+            pool: &mut self.pool,
+            host: &mut self.host,
+        };
+        let next = exits::handle(&mut cx, &entered.exit)?;
+        // The handler may have written into a merged page (its copy needs its mapping).
+        cx.vm.sync_ept(cx.pool)?;
+        if let (Some(threshold), Next::Resume) = (self.idle_threshold, next) {
+            if vm.looks_idle(threshold) {
+                let rip = vm.vcpu.read(Reg::Rip)?;
+                vm.state = RunState::Blocked(Blocked::Halted {
+                    rip,
+                    interrupts: true,
+                });
+            }
+        }
+        let blocked = matches!(vm.state, RunState::Blocked(_));
+        // Every exit is an event only in full-rate traces: elsewhere this hot path stays free of
+        // the exporter's work.
+        if self.exit_events {
+            let cycles = u32::try_from(self.host.now() - exit).unwrap_or(u32::MAX);
+            self.host.exporter().event(
+                exit,
+                Event::Exit {
+                    dt: 0,
+                    vm: id,
+                    reason: entered.reason,
+                    cycles,
+                },
+            );
+        }
+        Ok(match next {
+            // Idle detection found the VM idle.
+            Next::Resume if blocked => Some(SliceEnd::Blocked),
+            Next::Resume => {
+                // Feed the serial lines and wake whoever is due: the hypervisor's own work,
+                // which the slice does not pay for. After the slice's last exit the run loop
+                // does this among the work between slices that the switch cost leaves out.
+                let before = self.host.now();
+                if run.slice.left(before).is_none() {
+                    return Ok(Some(SliceEnd::Preempted));
+                }
+                self.host.feed_serial();
+                self.wake_expired(before);
+                let after = self.host.now();
+                run.slice.exclude(after - before);
+                None
+            }
+            Next::Leave if blocked => Some(SliceEnd::Blocked),
+            Next::Leave => Some(SliceEnd::Stopped),
+        })
+    }
+
+    /// The slice of VM `id` ended for `end`: the last exit's cost, the accounting and the
+    /// policy.
+    fn end_slice(&mut self, id: VmId, run: &SliceRun, end: SliceEnd) {
+        let now = self.host.now();
+        if let (Some(handling), Some(vm)) = (run.handling, self.vms[usize::from(id)].as_mut()) {
+            vm.exit_stats.record(handling.reason, now - handling.at);
         }
         self.account_root(Some(id), now);
         self.accounting.switch_out(id, now, end);
         self.host.exporter().event(now, descheduled(id, end));
         match end {
             SliceEnd::Preempted => {
-                self.accounting.slice_quantum(id, slice, guest_in_slice);
+                // The quantum error on the slice's own clock: wall time to the last exit (less
+                // the hypervisor's own work), or guest time.
+                let used = run.slice.used(run.last_exit);
+                self.accounting.slice_quantum(id, run.slice.length(), used);
                 self.policy.slice_expired(id);
-                self.switch_from = Some(last_exit);
+                self.switch_from = Some(run.last_exit);
             }
             SliceEnd::Blocked => self.policy.blocked(id),
             SliceEnd::Yielded => self.policy.yielded(id),
@@ -887,6 +956,9 @@ impl<V: Vcpu, F: Frames, H: Host> Machine<V, F, H> {
         );
         for (id, vm) in summary.vms.iter().enumerate() {
             let name = self.vm(id).map_or("?", |vm| vm.name.as_str());
+            let (blocked_console, blocked_records) = self
+                .vm(id)
+                .map_or((0, 0), |vm| (vm.blocked_console, vm.blocked_records));
             let wake = vm.wake_latency.unwrap_or_default();
             let quantum_error = vm.quantum_error.unwrap_or_default();
             log::info!(
@@ -902,6 +974,7 @@ impl<V: Vcpu, F: Frames, H: Host> Machine<V, F, H> {
                 wake.p99,
                 wake.max
             );
+            let guest_records_dropped = self.host.exporter().guest_dropped(id as u16);
             self.host
                 .exporter()
                 .emit(&Record::VmSummary(record::VmSummary {
@@ -922,6 +995,9 @@ impl<V: Vcpu, F: Frames, H: Host> Machine<V, F, H> {
                     wake_max: wake.max,
                     quantum_error_median_ppm: quantum_error.median_ppm,
                     quantum_error_max_ppm: quantum_error.max_abs_ppm as i64,
+                    blocked_console,
+                    blocked_records,
+                    guest_records_dropped,
                 }));
         }
         let dropped = self.host.exporter().dropped();
@@ -974,3 +1050,6 @@ pub fn handle_exit<V: Vcpu, F: Frames, H: Host>(
     cx.vm.sync_ept(cx.pool)?;
     Ok(next)
 }
+
+#[cfg(test)]
+mod tests;
