@@ -93,6 +93,11 @@ pub const VERSION_VALUE: u32 = 0x0005_0014;
 /// at divide-by-1 ticks at 100 Hz.
 pub const DEFAULT_APIC_TIMER_HZ: u64 = 1_000_000_000;
 
+/// The shortest period the timer keeps in periodic mode, in microseconds: a shorter one is
+/// stretched to it (as KVM's `min_timer_period_us` does), so a guest cannot make its timer
+/// demand the hypervisor's attention more often than this.
+pub const MIN_PERIODIC_US: u64 = 200;
+
 /// LVT and ICR: vector, bits 7:0.
 pub const VECTOR_MASK: u32 = 0xFF;
 /// LVT and ICR: delivery status, bit 12 (read-only; always 0 here: nothing stays "send pending").
@@ -502,9 +507,14 @@ impl Lapic {
                 // count.
                 self.process_timer(now);
                 self.initial_count = value;
+                let first = if self.periodic() {
+                    self.reload_count()
+                } else {
+                    value
+                };
                 self.countdown = (value != 0).then_some(Countdown {
                     epoch: now,
-                    epoch_count: value,
+                    epoch_count: first,
                     processed: 0,
                 });
             }
@@ -546,6 +556,18 @@ impl Lapic {
         self.countdown
             .filter(|_| self.lvt_timer & LVT_MASKED == 0)
             .map(|countdown| self.deadline(&countdown, countdown.processed + 1))
+    }
+
+    /// The timer's next expiry, if that expiry can raise an interrupt the vCPU does not already
+    /// have waiting: the timer runs, its LVT entry is unmasked, the APIC is enabled, and its
+    /// vector is not pending in the IRR (another expiry would only fold into it). The hypervisor
+    /// need not stop anything for a deadline that changes nothing.
+    pub fn deliverable_deadline(&self) -> Option<u64> {
+        let vector = self.timer_vector()?;
+        if !self.apic_enabled() || self.irr.contains(vector) {
+            return None;
+        }
+        self.next_deadline()
     }
 
     /// Processes every timer expiry up to `now`: the timer vector becomes pending in the IRR
@@ -701,6 +723,16 @@ impl Lapic {
         self.lvt_timer & LVT_TIMER_PERIODIC != 0
     }
 
+    /// The count a periodic timer reloads with: the initial count, stretched to at least
+    /// [`MIN_PERIODIC_US`] of timer time (and at least 1).
+    fn reload_count(&self) -> u32 {
+        let floor_ticks = u128::from(self.clock.apic_hz()) * u128::from(MIN_PERIODIC_US)
+            / 1_000_000
+            / u128::from(self.divisor());
+        let floor = u32::try_from(floor_ticks).unwrap_or(u32::MAX);
+        self.initial_count.max(floor).max(1)
+    }
+
     /// The divisor the divide configuration selects (11.5.4, Figure 11-10 "Divide Configuration
     /// Register"): bits 3 and 1:0 form a code; 000 divides by 2, each step doubles, 111 is 1.
     fn divisor(&self) -> u32 {
@@ -726,7 +758,7 @@ impl Lapic {
             return 0;
         };
         if self.periodic() {
-            let reloads = after_first / u128::from(self.initial_count.max(1));
+            let reloads = after_first / u128::from(self.reload_count());
             u64::try_from(reloads + 1).unwrap_or(u64::MAX)
         } else {
             1
@@ -736,7 +768,7 @@ impl Lapic {
     /// The TSC time of expiry number `expiry` (from 1) since the countdown's epoch, saturating.
     fn deadline(&self, countdown: &Countdown, expiry: u64) -> u64 {
         let counts = u128::from(countdown.epoch_count)
-            + u128::from(expiry.saturating_sub(1)) * u128::from(self.initial_count);
+            + u128::from(expiry.saturating_sub(1)) * u128::from(self.reload_count());
         let ticks = counts * u128::from(self.divisor());
         countdown
             .epoch
@@ -753,7 +785,7 @@ impl Lapic {
         if decrements < epoch_count {
             (epoch_count - decrements) as u32
         } else if self.periodic() && self.initial_count != 0 {
-            let initial = u128::from(self.initial_count);
+            let initial = u128::from(self.reload_count());
             (initial - (decrements - epoch_count) % initial) as u32
         } else {
             0
@@ -856,6 +888,14 @@ pub(crate) mod tests {
             .count();
         assert_eq!(spins, 0, "the ICR spin must end at once");
         lapicw(lapic, TPR, 0, now);
+    }
+
+    /// APIC 0, software-enabled (spurious vector 63), divide by 1.
+    fn enabled() -> Lapic {
+        let mut lapic = Lapic::new(0, clock());
+        lapic.write(SVR, 0x13F, T0);
+        lapic.write(TIMER_DIVIDE_CONFIGURATION, 0xB, T0);
+        lapic
     }
 
     /// APIC 0 after xv6's lapicinit at [`T0`].
@@ -1038,6 +1078,37 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_tiny_period_is_stretched_to_the_floor() {
+        let mut lapic = enabled();
+        lapic.write(TIMER_DIVIDE_CONFIGURATION, 0xB, T0);
+        lapic.write(LVT_TIMER, LVT_TIMER_PERIODIC | 32, T0);
+        lapic.write(TIMER_INITIAL_COUNT, 1, T0);
+        let floor = MIN_PERIODIC_US * TSC_HZ / 1_000_000;
+        assert_eq!(lapic.next_deadline(), Some(T0 + floor));
+        lapic.advance(T0 + floor);
+        assert_eq!(lapic.next_deadline(), Some(T0 + 2 * floor));
+        // A second of this timer raises at most 5,000 interrupts, however small the count.
+        let fire = lapic.advance(T0 + TSC_HZ);
+        assert!(fire.expirations <= 5_000, "{fire:?}");
+    }
+
+    #[test]
+    fn a_pending_or_masked_timer_has_no_deliverable_deadline() {
+        let mut lapic = enabled();
+        lapic.write(LVT_TIMER, LVT_TIMER_PERIODIC | 32, T0);
+        lapic.write(TIMER_INITIAL_COUNT, 10_000_000, T0);
+        assert_eq!(lapic.deliverable_deadline(), Some(T0 + PERIOD));
+        lapic.advance(T0 + PERIOD);
+        // Vector 32 waits in the IRR: the next expiry changes nothing.
+        assert_eq!(lapic.pending_vector(), Some(32));
+        assert_eq!(lapic.deliverable_deadline(), None);
+        lapic.acknowledge(32).unwrap();
+        assert_eq!(lapic.deliverable_deadline(), Some(T0 + 2 * PERIOD));
+        lapic.write(LVT_TIMER, LVT_MASKED | LVT_TIMER_PERIODIC | 32, T0 + PERIOD);
+        assert_eq!(lapic.deliverable_deadline(), None);
+    }
+
+    #[test]
     fn initial_count_zero_stops_the_timer() {
         let mut lapic = xv6_lapic();
         lapic.write(TIMER_INITIAL_COUNT, 0, T0 + 5);
@@ -1063,8 +1134,9 @@ pub(crate) mod tests {
             let mut lapic = xv6_lapic();
             lapic.write(TIMER_DIVIDE_CONFIGURATION, value | 0x4, T0);
             assert_eq!(lapic.read(TIMER_DIVIDE_CONFIGURATION, T0), value);
-            lapic.write(TIMER_INITIAL_COUNT, 1_000, T0);
-            let period = 1_000 * divisor * TSC_HZ / DEFAULT_APIC_TIMER_HZ;
+            // A count above the periodic floor at every divisor (1 ms at divide-by-1).
+            lapic.write(TIMER_INITIAL_COUNT, 1_000_000, T0);
+            let period = 1_000_000 * divisor * TSC_HZ / DEFAULT_APIC_TIMER_HZ;
             assert_eq!(lapic.next_deadline(), Some(T0 + period), "TDCR {value:#x}");
             lapic.advance(T0 + period);
             assert_eq!(lapic.next_deadline(), Some(T0 + 2 * period));

@@ -109,14 +109,21 @@ fn list_address(pages: &[u32]) -> u32 {
 pub fn console_write(bytes: &[u8]) -> Result<u32, HypercallError> {
     let mut written = 0;
     for piece in bytes.chunks(CONSOLE_WRITE_MAX as usize) {
-        let length = piece.len() as u32;
-        written += decode_result(hypercall(
-            CONSOLE_WRITE,
-            guest_physical(piece),
-            length,
-            0,
-            0,
-        ))?;
+        // The hypervisor may take fewer bytes than asked (its console share is full): write
+        // the rest again.
+        let mut rest = piece;
+        while !rest.is_empty() {
+            let taken = decode_result(hypercall(
+                CONSOLE_WRITE,
+                guest_physical(rest),
+                rest.len() as u32,
+                0,
+                0,
+            ))?;
+            let taken = (taken as usize).min(rest.len());
+            written += taken as u32;
+            rest = &rest[taken..];
+        }
     }
     Ok(written)
 }

@@ -1,145 +1,205 @@
-//! The binary record stream on COM2 (or the debug port) (see `carousel_protocol::wire`).
+//! The binary record stream (see `carousel_protocol::wire`): records are encoded into frames and
+//! queued in a bounded ring that the host side drains into COM2 without waiting
+//! ([`Exporter::drain`]), or, in a full-rate trace, into the emulator's debug port, which has no
+//! baud limit ([`Exporter::drain_debug`]).
 //!
-//! Records go into a bounded ring and leave through the UART without blocking the scheduler:
-//! [`drain`] sends what the UART can take right now and returns. High-rate records (exit
-//! statistics, disk I/O, guest metrics) go through [`emit_or_drop`]: when the ring is full they
-//! are dropped and counted; the sequence number is used all the same, so the host sees the loss
-//! as a gap, and the count travels in the run summary. Loss is never silent. The few records
-//! verdicts depend on (Hello, checks, VM stops, summaries, RunEnd) go through [`emit`], which
-//! waits for room instead.
+//! Three ways in, by what may happen when the ring is full:
+//! - [`Exporter::emit`]: records verdicts depend on (Hello, VM stops, summaries, RunEnd). Never
+//!   dropped: the ring grows past its bound for them (they are few, and bounded by the run's
+//!   shape, not by what a guest does).
+//! - [`Exporter::emit_or_drop`]: high-rate records of the hypervisor's own (exit statistics,
+//!   memory samples, event batches). Dropped and counted when the ring is full; the sequence
+//!   number is used all the same, so the host sees a gap, and the count travels in the run
+//!   summary. Loss is never silent.
+//! - [`Exporter::emit_guest`]: records a guest asks for (checks, metrics, balloon operations).
+//!   Each VM has a quota of ring bytes in flight; a record beyond it is refused, and the caller
+//!   blocks or drops it against that VM. One VM's flood never takes another's room.
 //!
-//! Scheduler events are gathered into batches ([`event`]) sent as one record each. In a
-//! full-rate trace (every VM exit an event) the whole stream goes to the emulator's debug port
-//! 0xE9 instead, which has no baud limit and never drops; on real hardware that port goes
-//! nowhere, so full-rate traces need an emulator.
+//! Scheduler events are gathered into batches ([`Exporter::event`]) sent as one record each.
 
+use alloc::collections::VecDeque;
 use alloc::vec::Vec;
 
 use carousel_protocol::record::{Event, Record, TraceLevel};
 use carousel_protocol::wire;
-use spin::Mutex;
 
-use crate::arch;
-use crate::serial::TxRing;
-
-/// Base port of COM2.
-pub const COM2: u16 = 0x2F8;
-/// The emulators' debug port (Bochs `port_e9_hack`, QEMU `-debugcon`): full-rate traces go
-/// here, a frame at a time with no baud limit.
-pub const DEBUG_PORT: u16 = 0xE9;
+/// Bytes the ring holds before high-rate records are dropped: several emulated seconds of a
+/// 115200-baud line.
+pub const RING_BYTES: usize = 64 << 10;
+/// Ring bytes one VM's own records may hold at once.
+pub const GUEST_QUOTA_BYTES: usize = 2 << 10;
 /// Largest encoded frame: a Hello record with 64 VM names fits easily.
 const FRAME_BUFFER: usize = 4096;
-
 /// Events a batch holds before it is sent (a batch also goes out at each metrics interval).
 const EVENTS_PER_BATCH: usize = 32;
 
-struct Exporter {
-    tx: TxRing,
+/// A guest record did not fit in its VM's quota.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuotaFull;
+
+/// Who queued a span of the ring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Span {
+    bytes: usize,
+    /// The VM whose quota the bytes count against.
+    vm: Option<u16>,
+}
+
+/// The record exporter.
+#[derive(Debug)]
+pub struct Exporter {
     /// What beyond the aggregates goes out.
     level: TraceLevel,
-    /// The batch of events being gathered: the TSC its first event counts from, the TSC of
-    /// its last event, and the events.
+    /// Frames waiting for COM2, and who queued them.
+    ring: VecDeque<u8>,
+    spans: VecDeque<Span>,
+    /// Each VM's bytes in the ring.
+    guest_bytes: Vec<usize>,
+    /// Each VM's records refused for its quota (and dropped by the caller).
+    guest_dropped: Vec<u64>,
+    /// Frames for the debug port (full-rate traces), drained whole.
+    debug: Vec<u8>,
+    /// The batch of events being gathered: the TSC its first event counts from, the TSC of its
+    /// last event, and the events.
     batch_start: u64,
     last_event: u64,
     events: Vec<Event>,
     /// The drop count last announced by an [`Event::Dropped`].
     dropped_announced: u64,
-    /// Where a frame is encoded before it enters the ring, and the working space of the
-    /// encoding (both kept, so no per-record zeroing).
+    /// Where a frame is encoded, and the working space of the encoding (kept, so no
+    /// per-record zeroing).
     scratch: Vec<u8>,
     plain: Vec<u8>,
     next_seq: u32,
     dropped: u64,
 }
 
-static EXPORTER: Mutex<Exporter> = Mutex::new(Exporter {
-    tx: TxRing::new(),
-    level: TraceLevel::Aggregate,
-    batch_start: 0,
-    last_event: 0,
-    events: Vec::new(),
-    dropped_announced: 0,
-    scratch: Vec::new(),
-    plain: Vec::new(),
-    next_seq: 0,
-    dropped: 0,
-});
-
-/// Initialises COM2 and the ring (the heap must be up). Without COM2 every record is dropped.
-pub fn init() {
-    let mut exporter = EXPORTER.lock();
-    exporter.tx.reserve();
-    exporter.events.reserve_exact(EVENTS_PER_BATCH);
-    exporter.scratch.resize(FRAME_BUFFER, 0);
-    exporter.plain.resize(FRAME_BUFFER, 0);
-    // SAFETY: COM2 is a standard port owned by the hypervisor; nothing else drives it.
-    unsafe { exporter.tx.open(COM2) };
-}
-
-/// Queues a record the run's verdict depends on, waiting for room in the ring if need be.
-pub fn emit(record: Record) {
-    queue(record, true);
-}
-
-/// Queues a high-rate record; drops (and counts) it when the ring is full.
-pub fn emit_or_drop(record: Record) {
-    queue(record, false);
-}
-
-/// Sets what goes out beyond the aggregates (from the run configuration), before the first
-/// record. A full-rate trace leaves through the debug port instead of COM2.
-pub fn set_level(level: TraceLevel) {
-    EXPORTER.lock().level = level;
-}
-
-/// Adds a scheduler event that happened at `now` (its `dt` is filled in here) to the batch,
-/// sending the batch when it is full. Exit events go out only in full-rate traces, the others
-/// unless the trace is aggregate-only.
-pub fn event(now: u64, event: Event) {
-    let mut guard = EXPORTER.lock();
-    let exporter = &mut *guard;
-    let wanted = match exporter.level {
-        TraceLevel::Off | TraceLevel::Aggregate => false,
-        TraceLevel::Switches => !matches!(event, Event::Exit { .. }),
-        TraceLevel::Full => true,
-    };
-    if !wanted {
-        return;
+impl Default for Exporter {
+    fn default() -> Self {
+        Self::new()
     }
-    if exporter.events.is_empty() {
-        exporter.batch_start = now;
-        exporter.last_event = now;
-    }
-    let dt = now.saturating_sub(exporter.last_event);
-    exporter.last_event = exporter.last_event.max(now);
-    exporter.events.push(event.with_dt(dt));
-    if exporter.events.len() >= EVENTS_PER_BATCH {
-        exporter.send_events();
-    }
-}
-
-/// Sends the events gathered so far (each metrics interval, and before the end-of-run
-/// records), announcing new drops first.
-pub fn flush_events(now: u64) {
-    let dropped = dropped();
-    let announce = {
-        let exporter = EXPORTER.lock();
-        exporter.level >= TraceLevel::Switches && dropped > exporter.dropped_announced
-    };
-    if announce {
-        event(
-            now,
-            Event::Dropped {
-                dt: 0,
-                total: dropped,
-            },
-        );
-        EXPORTER.lock().dropped_announced = dropped;
-    }
-    EXPORTER.lock().send_events();
 }
 
 impl Exporter {
+    /// An exporter that has not allocated yet (fit for a `static`); [`Self::reserve`] allocates.
+    pub const fn new() -> Self {
+        Self {
+            level: TraceLevel::Aggregate,
+            ring: VecDeque::new(),
+            spans: VecDeque::new(),
+            guest_bytes: Vec::new(),
+            guest_dropped: Vec::new(),
+            debug: Vec::new(),
+            batch_start: 0,
+            last_event: 0,
+            events: Vec::new(),
+            dropped_announced: 0,
+            scratch: Vec::new(),
+            plain: Vec::new(),
+            next_seq: 0,
+            dropped: 0,
+        }
+    }
+
+    /// Allocates the ring and the encoding buffers (the heap must be up).
+    pub fn reserve(&mut self) {
+        self.ring.reserve_exact(RING_BYTES);
+        self.events.reserve_exact(EVENTS_PER_BATCH);
+        self.scratch.resize(FRAME_BUFFER, 0);
+        self.plain.resize(FRAME_BUFFER, 0);
+    }
+
+    /// Sets what goes out beyond the aggregates (from the run configuration), before the first
+    /// record. A full-rate trace leaves through the debug port instead of COM2.
+    pub fn set_level(&mut self, level: TraceLevel) {
+        self.level = level;
+    }
+
+    /// The trace level.
+    pub fn level(&self) -> TraceLevel {
+        self.level
+    }
+
+    /// Sets the number of VMs whose quotas are kept.
+    pub fn set_vms(&mut self, count: usize) {
+        self.guest_bytes = alloc::vec![0; count];
+        self.guest_dropped = alloc::vec![0; count];
+    }
+
+    /// Queues a record the run's verdict depends on. Never dropped.
+    pub fn emit(&mut self, record: &Record) {
+        let _always_queued = self.queue(record, Class::Always);
+    }
+
+    /// Queues a high-rate record; drops (and counts) it when the ring is full.
+    pub fn emit_or_drop(&mut self, record: &Record) {
+        let _queued_or_dropped = self.queue(record, Class::Droppable);
+    }
+
+    /// Queues a record VM `vm` asked for, within its quota. A record beyond the quota is
+    /// refused (nothing is queued and no sequence number is used); the caller blocks the VM or
+    /// drops the record with [`Self::count_guest_drop`].
+    pub fn emit_guest(&mut self, vm: u16, record: &Record) -> Result<(), QuotaFull> {
+        self.queue(record, Class::Guest(vm))
+    }
+
+    /// Counts a guest record dropped for its quota.
+    pub fn count_guest_drop(&mut self, vm: u16) {
+        if let Some(count) = self.guest_dropped.get_mut(usize::from(vm)) {
+            *count += 1;
+        }
+    }
+
+    /// Records of VM `vm` dropped for its quota.
+    pub fn guest_dropped(&self, vm: u16) -> u64 {
+        self.guest_dropped
+            .get(usize::from(vm))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// True when VM `vm` has room in its quota for a record of at most `bytes` encoded bytes.
+    pub fn guest_room(&self, vm: u16, bytes: usize) -> bool {
+        self.guest_bytes
+            .get(usize::from(vm))
+            .is_some_and(|&used| used + bytes <= GUEST_QUOTA_BYTES)
+    }
+
+    /// Adds a scheduler event that happened at `now` (its `dt` is filled in here) to the batch,
+    /// sending the batch when it is full. Exit events go out only in full-rate traces, the others
+    /// unless the trace is aggregate-only.
+    pub fn event(&mut self, now: u64, event: Event) {
+        let wanted = match self.level {
+            TraceLevel::Off | TraceLevel::Aggregate => false,
+            TraceLevel::Switches => !matches!(event, Event::Exit { .. }),
+            TraceLevel::Full => true,
+        };
+        if !wanted {
+            return;
+        }
+        if self.events.is_empty() {
+            self.batch_start = now;
+            self.last_event = now;
+        }
+        let dt = now.saturating_sub(self.last_event);
+        self.last_event = self.last_event.max(now);
+        self.events.push(event.with_dt(dt));
+        if self.events.len() >= EVENTS_PER_BATCH {
+            self.send_events();
+        }
+    }
+
+    /// Sends the events gathered so far (each metrics interval, and before the end-of-run
+    /// records), announcing new drops first.
+    pub fn flush_events(&mut self, now: u64) {
+        if self.level >= TraceLevel::Switches && self.dropped > self.dropped_announced {
+            let total = self.dropped;
+            self.event(now, Event::Dropped { dt: 0, total });
+            self.dropped_announced = total;
+        }
+        self.send_events();
+    }
+
     /// Sends the batch as one `Events` record (dropped and counted when the ring is full),
     /// keeping the vector for the next batch.
     fn send_events(&mut self) {
@@ -150,79 +210,216 @@ impl Exporter {
             tsc: self.batch_start,
             events: core::mem::take(&mut self.events),
         };
-        self.queue(&record, false);
+        let _queued_or_dropped = self.queue(&record, Class::Droppable);
         if let Record::Events { mut events, .. } = record {
             events.clear();
             self.events = events;
         }
     }
 
-    fn queue(&mut self, record: &Record, wait: bool) {
-        if self.level == TraceLevel::Off && !wait {
+    fn queue(&mut self, record: &Record, class: Class) -> Result<(), QuotaFull> {
+        if self.level == TraceLevel::Off && class == Class::Droppable {
             // Export is off: only the records verdicts need go out.
-            return;
+            return Ok(());
         }
-        let seq = self.next_seq;
-        self.next_seq = seq.wrapping_add(1);
-        let Ok(bytes) = wire::encode_ref(seq, record, &mut self.plain, &mut self.scratch) else {
+        if self.scratch.len() < FRAME_BUFFER {
+            self.reserve();
+        }
+        // Encode before taking a sequence number: a refused guest record uses none.
+        let Ok(bytes) = wire::encode_ref(self.next_seq, record, &mut self.plain, &mut self.scratch)
+        else {
+            self.next_seq = self.next_seq.wrapping_add(1);
             self.dropped += 1;
-            return;
+            return Ok(());
         };
         let length = bytes.len();
-        if self.level == TraceLevel::Full {
-            // The debug port takes a byte per OUT at once. A zero first: the emulator's own
-            // text on the same stream (Bochs' stdout) never runs into a frame.
-            // SAFETY: port 0xE9 is the emulator's debug port; writing to it has no other effect.
-            unsafe {
-                arch::outb(DEBUG_PORT, 0);
-                for &byte in &self.scratch[..length] {
-                    arch::outb(DEBUG_PORT, byte);
+        let vm = match class {
+            Class::Guest(vm) => {
+                if !self.guest_room(vm, length) {
+                    return Err(QuotaFull);
                 }
+                Some(vm)
             }
-            return;
+            _ => None,
+        };
+        self.next_seq = self.next_seq.wrapping_add(1);
+        if self.level == TraceLevel::Full {
+            // The debug port takes everything at once. A zero first: the emulator's own text on
+            // the same stream (Bochs' stdout) never runs into a frame.
+            self.debug.push(0);
+            self.debug.extend_from_slice(&self.scratch[..length]);
+            return Ok(());
         }
-        if !self.tx.has_port() {
+        if class == Class::Droppable && self.ring.len() + length > RING_BYTES {
             self.dropped += 1;
-            return;
+            return Ok(());
         }
-        if wait {
-            self.tx.wait_for_room(length);
+        self.ring.extend(&self.scratch[..length]);
+        if let Some(vm) = vm {
+            if let Some(used) = self.guest_bytes.get_mut(usize::from(vm)) {
+                *used += length;
+            }
         }
-        if self.tx.room() >= length {
-            self.tx.push(&self.scratch[..length]);
-        } else {
-            self.dropped += 1;
+        match self.spans.back_mut() {
+            Some(last) if last.vm == vm => last.bytes += length,
+            _ => self.spans.push_back(Span { bytes: length, vm }),
         }
-        self.tx.send_available();
+        Ok(())
+    }
+
+    /// Hands queued bytes to `send` (which returns how many it took, 0 when the line is busy)
+    /// until it takes no more or the ring is empty.
+    pub fn drain(&mut self, mut send: impl FnMut(&[u8]) -> usize) {
+        while !self.ring.is_empty() {
+            let sent = send(self.ring.as_slices().0);
+            if sent == 0 {
+                break;
+            }
+            self.ring.drain(..sent);
+            self.release(sent);
+        }
+    }
+
+    /// Frees `sent` bytes of the spans at the front of the ring.
+    fn release(&mut self, mut sent: usize) {
+        while sent > 0 {
+            let Some(span) = self.spans.front_mut() else {
+                return;
+            };
+            let taken = span.bytes.min(sent);
+            span.bytes -= taken;
+            sent -= taken;
+            if let Some(used) = span
+                .vm
+                .and_then(|vm| self.guest_bytes.get_mut(usize::from(vm)))
+            {
+                *used -= taken;
+            }
+            if span.bytes == 0 {
+                self.spans.pop_front();
+            }
+        }
+    }
+
+    /// Hands every debug-port byte to `send` (the debug port never refuses).
+    pub fn drain_debug(&mut self, send: impl FnOnce(&[u8])) {
+        if !self.debug.is_empty() {
+            send(&self.debug);
+            self.debug.clear();
+        }
+    }
+
+    /// True when records wait for COM2 or the debug port.
+    pub fn pending(&self) -> bool {
+        !self.ring.is_empty() || !self.debug.is_empty()
+    }
+
+    /// Bytes waiting for COM2.
+    pub fn queued_bytes(&self) -> usize {
+        self.ring.len()
+    }
+
+    /// Records dropped so far because the ring was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+
+    /// Drops everything queued (no line to send it on).
+    pub fn discard(&mut self) {
+        let queued = self.ring.len();
+        self.ring.clear();
+        self.release(queued);
     }
 }
 
-fn queue(record: Record, wait: bool) {
-    EXPORTER.lock().queue(&record, wait);
+/// What may happen to a record when there is no room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Class {
+    Always,
+    Droppable,
+    Guest(u16),
 }
 
-/// Sends what the UART can take now; returns at once when it is busy.
-pub fn drain() {
-    let mut exporter = EXPORTER.lock();
-    if !exporter.tx.is_empty() {
-        exporter.tx.send_available();
+#[cfg(test)]
+mod tests {
+    use carousel_protocol::wire::{decode_all, Decoded};
+
+    use super::*;
+
+    fn metric(vm: u16) -> Record {
+        Record::GuestMetric {
+            tsc: 1,
+            vm,
+            name: alloc::string::String::from("flood"),
+            value: 7,
+        }
     }
-}
 
-/// True when records wait in the ring.
-pub fn pending() -> bool {
-    !EXPORTER.lock().tx.is_empty()
-}
+    fn records(bytes: &[u8]) -> Vec<Record> {
+        decode_all(bytes)
+            .into_iter()
+            .filter_map(|item| match item {
+                Decoded::Frame(frame) => Some(frame.record),
+                // Dropped records leave gaps in the sequence numbers.
+                Decoded::Gap { .. } => None,
+                other => panic!("damaged stream: {other:?}"),
+            })
+            .collect()
+    }
 
-/// Records dropped so far because the ring was full (or COM2 is missing).
-pub fn dropped() -> u64 {
-    EXPORTER.lock().dropped
-}
+    #[test]
+    fn one_vms_flood_never_takes_anothers_quota() {
+        let mut exporter = Exporter::new();
+        exporter.set_vms(2);
+        let mut refused = 0;
+        for _ in 0..10_000 {
+            if exporter.emit_guest(0, &metric(0)).is_err() {
+                refused += 1;
+            }
+        }
+        assert!(refused > 9_000, "the quota held only {refused} back");
+        assert!(exporter.emit_guest(1, &metric(1)).is_ok());
+        let mut sent = Vec::new();
+        exporter.drain(|bytes| {
+            sent.extend_from_slice(bytes);
+            bytes.len()
+        });
+        // Every queued record arrives, without gaps (refused ones took no sequence number).
+        let got = records(&sent);
+        assert!(got.contains(&metric(1)));
+        assert_eq!(exporter.queued_bytes(), 0);
+        // Draining freed the quota.
+        assert!(exporter.emit_guest(0, &metric(0)).is_ok());
+    }
 
-/// Sends everything left, waiting for the UART (end of the run only).
-pub fn flush() {
-    while pending() {
-        drain();
-        core::hint::spin_loop();
+    #[test]
+    fn a_partial_drain_frees_the_quota_of_what_left() {
+        let mut exporter = Exporter::new();
+        exporter.set_vms(1);
+        while exporter.emit_guest(0, &metric(0)).is_ok() {}
+        assert!(!exporter.guest_room(0, 16));
+        let mut budget = 64;
+        exporter.drain(|bytes| {
+            let take = bytes.len().min(budget);
+            budget -= take;
+            take
+        });
+        assert!(exporter.guest_room(0, 16));
+    }
+
+    #[test]
+    fn verdict_records_are_never_dropped() {
+        let mut exporter = Exporter::new();
+        for _ in 0..20_000 {
+            exporter.emit_or_drop(&metric(0));
+        }
+        assert!(exporter.dropped() > 0);
+        exporter.emit(&Record::RunEnd { tsc: 5 });
+        let mut sent = Vec::new();
+        exporter.drain(|bytes| {
+            sent.extend_from_slice(bytes);
+            bytes.len()
+        });
+        assert_eq!(records(&sent).last(), Some(&Record::RunEnd { tsc: 5 }));
     }
 }

@@ -1,16 +1,23 @@
-//! The pure half of the Carousel hypervisor: logic that needs no privileged instruction, kept
-//! here so it is tested on the host.
+//! The Carousel hypervisor's logic, host-tested: everything that decides what a guest's actions
+//! do, kept apart from the privileged instructions so that it builds and runs in `cargo test`.
 //!
-//! - [`loader`]: places a multiboot guest kernel (ELF32 or ELF64) into guest RAM.
-//! - [`bootinfo`]: the multiboot information a guest finds in EBX at entry.
-//! - [`exitstats`]: what each kind of VM exit cost, per interval.
-//! - [`frames`]: the physical-frame bitmap behind the hypervisor's frame allocator.
-//! - [`paging`]: walks a guest's page tables to read memory at a guest linear address.
-//! - [`mmio`]: decodes the instruction behind an MMIO exit and completes its load or store.
-//! - [`input`]: routing console input from the host to the focused VM.
-//! - [`spaces`]: guest time by address space (CR3), and the idle one.
+//! The seams to the hardware are three traits the binary implements (`src/hw/`) and the tests
+//! fake ([`testing`]): [`vcpu::Vcpu`] (one virtual CPU), [`memory::Frames`] (the host's
+//! physical frames) and [`host::Host`] (clock, serial lines, CPUID).
 //!
-//! Everything that touches hardware is in the binary (`main.rs` and its modules).
+//! - [`machine`]: the run loop: slices, blocking and waking, housekeeping, the end-of-run
+//!   records.
+//! - [`vm`]: one VM: its vCPU, memory, EPT, devices and run state.
+//! - [`exit`]: the vendor-neutral exit enum, decoded from the hardware's exit information.
+//! - [`exits`]: what each exit does (port I/O, hypercalls, control registers, EPT faults).
+//! - [`platform`]: a VM's device models and the port/MMIO routing to them.
+//! - [`memory`]: guest RAM over host frames, the guest-page budget, merging glue.
+//! - [`console`] and [`export`]: what goes out on COM1 (text) and COM2 (records).
+//! - [`loader`], [`bootinfo`]: placing a multiboot guest in its RAM.
+//! - [`paging`], [`mmio`]: walking the guest's page tables; decoding MMIO instructions.
+//! - [`balloon`], [`merging`], [`workingset`], [`spaces`], [`exitstats`], [`input`], [`frames`]:
+//!   the bookkeeping behind ballooning, same-page merging, working sets, address spaces, exit
+//!   statistics, console input routing and the frame bitmap.
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 
@@ -18,15 +25,28 @@ extern crate alloc;
 
 pub mod balloon;
 pub mod bootinfo;
+pub mod console;
+pub mod exit;
+pub mod exits;
 pub mod exitstats;
+pub mod export;
 pub mod frames;
+pub mod host;
 pub mod input;
 pub mod loader;
+pub mod machine;
+pub mod memory;
 pub mod merging;
 pub mod mmio;
 pub mod paging;
+pub mod platform;
 pub mod spaces;
+pub mod vcpu;
+pub mod vm;
 pub mod workingset;
+
+#[cfg(test)]
+pub mod testing;
 
 /// Size of a page and of a physical frame.
 pub const PAGE_SIZE: u64 = 4096;
@@ -44,24 +64,4 @@ pub trait GuestRam {
 /// True when [start, start + len) lies inside guest RAM of `size` bytes.
 pub fn range_in_ram(start: u64, len: u64, size: u64) -> bool {
     start.checked_add(len).is_some_and(|end| end <= size)
-}
-
-#[cfg(test)]
-pub(crate) mod testing {
-    use alloc::vec::Vec;
-
-    /// Guest RAM backed by a vector, for loader tests.
-    pub struct VecRam(pub Vec<u8>);
-
-    impl crate::GuestRam for VecRam {
-        fn size(&self) -> u64 {
-            self.0.len() as u64
-        }
-        fn write(&mut self, gpa: u64, bytes: &[u8]) {
-            self.0[gpa as usize..gpa as usize + bytes.len()].copy_from_slice(bytes);
-        }
-        fn fill(&mut self, gpa: u64, len: u64, value: u8) {
-            self.0[gpa as usize..(gpa + len) as usize].fill(value);
-        }
-    }
 }

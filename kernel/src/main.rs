@@ -1,35 +1,33 @@
 //! The Carousel hypervisor: GRUB loads it with multiboot2, it switches to long mode, reads the
-//! run configuration and guest images from the GRUB modules, turns VMX on and runs the VMs
-//! until none is left.
+//! run configuration and guest images from the GRUB modules, turns VMX on and runs the VMs until
+//! none is left.
 //!
-//! What is here: boot ([`boot`]), machine access ([`arch`]), memory ([`memory`]), COM1 text
-//! ([`console`]), COM2 records ([`export`]), VMX bring-up ([`vmm`]), one VM ([`vm`]), exit
-//! handling ([`exits`]) and the run loop ([`run`]).
+//! The binary is the hardware half ([`hw`]): boot, the frame allocator, the serial lines, VMX
+//! and the VMX vCPU. What the VMs do, and what the hypervisor decides about it, is the library
+//! `carousel_kernel` (host-tested): this file wires the two together.
 #![no_std]
 #![no_main]
 
 extern crate alloc;
 
-mod arch;
-mod boot;
-mod console;
-mod exits;
-mod export;
-mod memory;
-mod merge;
-mod platform;
-mod run;
-mod serial;
-mod vm;
-mod vmm;
+mod hw;
 
 use alloc::string::String;
 use alloc::vec::Vec;
 
+use carousel_kernel::console::PREFIX;
+use carousel_kernel::host::Host;
+use carousel_kernel::machine::{self, Machine};
+use carousel_kernel::memory::{Frames, HostMemory};
+use carousel_kernel::vm::CpuFacts;
 use carousel_protocol::config::RunConfig;
 use carousel_protocol::record::Record;
 use carousel_protocol::RUN_CONFIG_MODULE;
 use multiboot2::{BootInformation, BootInformationHeader};
+
+use hw::host::{self as host, HwHost};
+use hw::vcpu::VmxVcpu;
+use hw::{arch, physical, vmm};
 
 /// EAX value from a multiboot2 loader (Multiboot2 1.6, 3.3).
 const MULTIBOOT2_BOOTLOADER_MAGIC: u32 = 0x36D7_6289;
@@ -51,11 +49,11 @@ pub enum ExitCode {
 pub fn exit_emulator(code: ExitCode) -> ! {
     // The last bytes (the RunEnd record above all) must leave the UARTs first: an emulator
     // powered off mid-transmission loses them.
-    console::flush();
-    arch::drain_uart(console::COM1);
-    arch::drain_uart(export::COM2);
-    // SAFETY: these ports are the emulators' power-off devices; the run is over, so nothing
-    // the hypervisor does afterwards matters.
+    host::flush_console();
+    arch::drain_uart(host::COM1);
+    arch::drain_uart(host::COM2);
+    // SAFETY: these ports are the emulators' power-off devices; the run is over, so nothing the
+    // hypervisor does afterwards matters.
     unsafe {
         arch::outb(0xF4, code as u8);
         for &byte in b"Shutdown" {
@@ -74,7 +72,7 @@ fn fail(code: ExitCode, message: core::fmt::Arguments<'_>) -> ! {
 
 #[unsafe(no_mangle)]
 extern "C" fn kernel_main(magic: u32, info_address: u32) -> ! {
-    console::init();
+    host::init_console();
     let host_tables = arch::init_tables();
     arch::mask_legacy_pic();
     log::info!("Carousel hypervisor {} starting", env!("CARGO_PKG_VERSION"));
@@ -94,15 +92,13 @@ extern "C" fn kernel_main(magic: u32, info_address: u32) -> ! {
                 format_args!("bad multiboot2 information: {error:?}"),
             ),
         };
-    let report = match memory::init(&boot_info) {
-        Ok(report) => report,
+    let (mut frames, report) = match physical::init(&boot_info) {
+        Ok(initialised) => initialised,
         Err(message) => fail(
             ExitCode::HypervisorFailed,
             format_args!("memory: {message}"),
         ),
     };
-    export::init();
-    console::start_buffering();
     log::info!(
         "memory: {} MiB available, {} MiB free for guests",
         report.available_bytes >> 20,
@@ -130,9 +126,12 @@ extern "C" fn kernel_main(magic: u32, info_address: u32) -> ! {
         Ok(config) => config,
         Err(error) => fail(ExitCode::HypervisorFailed, format_args!("{error}")),
     };
+    host::start_buffering(config.vms.iter().map(|vm| vm.name.as_str()));
+    let mut hw_host = HwHost::new();
+    hw_host.exporter().set_vms(config.vms.len());
     let cpu = vmm::cpu_name();
     log::info!("cpu: {cpu}");
-    let vmx = match vmm::Vmx::enable(host_tables) {
+    let vmx = match vmm::Vmx::enable(host_tables, &mut frames) {
         Ok(vmx) => vmx,
         Err(error) => fail(
             ExitCode::Unsupported,
@@ -147,8 +146,8 @@ extern "C" fn kernel_main(magic: u32, info_address: u32) -> ! {
         tsc_hz,
         tsc_source
     );
-    export::set_level(config.trace);
-    export::emit(Record::Hello {
+    hw_host.exporter().set_level(config.trace);
+    hw_host.exporter().emit(&Record::Hello {
         version: carousel_protocol::FORMAT_VERSION,
         lab_hash: config.lab_hash,
         tsc_hz,
@@ -159,17 +158,53 @@ extern "C" fn kernel_main(magic: u32, info_address: u32) -> ! {
         commit: config.commit.clone(),
         level: config.trace,
         weights: config.vms.iter().map(|vm| vm.weight).collect(),
+        quantum_clock: config.quantum_clock,
     });
-    run::run(&vmx, &config, &modules, tsc_hz);
+    let facts = CpuFacts {
+        cr4_allowed: vmx.negotiated.cr4_fixed1 & !vmm::CR4_VMXE,
+        xcr0_supported: 0,
+        accessed_dirty: vmx.negotiated.ept_accessed_dirty,
+    };
+    let mut pool = HostMemory::new(frames, config.guest_page_budget);
+    let module = |name: &str| {
+        modules
+            .iter()
+            .find(|(cmdline, _)| cmdline == name)
+            .map(|(_, bytes)| *bytes)
+    };
+    let revision = vmx.negotiated.vmcs_revision;
+    let vms = machine::build_vms(
+        &config,
+        module,
+        &mut pool,
+        &mut hw_host,
+        facts,
+        tsc_hz,
+        |setup, pool| {
+            let region = pool
+                .allocate()
+                .ok_or_else(|| carousel_kernel::vm::load_failed("no frame for the VMCS"))?;
+            pool.frames.bytes_mut(region)[..4].copy_from_slice(&revision.to_le_bytes());
+            VmxVcpu::create(&vmx, setup, region).map_err(|error| {
+                carousel_kernel::vm::load_failed(format_args!("VMCS setup failed: {error}"))
+            })
+        },
+    );
+    let mut machine = match Machine::new(&config, vms, pool, hw_host, tsc_hz) {
+        Ok(machine) => machine,
+        Err(error) => fail(ExitCode::HypervisorFailed, format_args!("{}", error.0)),
+    };
+    machine.run();
     log::info!("run ended");
-    export::emit(Record::RunEnd { tsc: arch::rdtsc() });
-    export::flush();
+    let now = machine.host.now();
+    machine.host.exporter().emit(&Record::RunEnd { tsc: now });
+    machine.host.flush_serial();
     exit_emulator(ExitCode::RunEnded)
 }
 
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
-    console::take_over_for_panic();
-    console::write_fmt(format_args!("{}PANIC: {info}\n", console::PREFIX));
+    host::take_over_for_panic();
+    host::write_fmt(format_args!("{PREFIX}PANIC: {info}\n"));
     exit_emulator(ExitCode::HypervisorFailed)
 }

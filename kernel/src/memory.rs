@@ -1,135 +1,51 @@
-//! Physical memory: the frame allocator (built from the multiboot2 memory map), the heap, and
-//! guest RAM backed by frames.
+//! Guest memory: each VM's RAM as host frames, and the host's pool those frames come from.
 //!
-//! The boot code identity-maps the first 4 GiB, so a host-physical address below 4 GiB is also
-//! the hypervisor's virtual address for it; frames above 4 GiB are not used.
+//! - [`Frames`]: the host's physical frames, as the hypervisor binary owns them (or a fake in
+//!   tests). Every access to a frame's contents goes through it, so the borrow checker keeps
+//!   two writers of one frame apart.
+//! - [`GuestMemory`]: one VM's RAM, guest-physical [0, size): a frame per page (4 bytes a page),
+//!   with three page states beside "backed and private": **shared** (same-page merging: a
+//!   read-only frame several pages map), **lazy** (not backed yet, reads as zeros, gets a frame at
+//!   its first touch) and unbacked (ballooned out).
+//! - [`HostMemory`]: the frames, the run's guest-page budget and the merging state together: the
+//!   operations that move frames between VMs and the pool.
+//!
+//! Every frame a guest sees is zeroed first, so nothing one VM leaves in memory reaches another.
 
 use alloc::vec::Vec;
 
-use carousel_kernel::balloon::Budget;
-use carousel_kernel::frames::FrameBitmap;
-use carousel_kernel::{range_in_ram, GuestRam, PAGE_SIZE};
-use carousel_vmx::addr::{GuestPhysAddr, HostPhysAddr};
-use linked_list_allocator::LockedHeap;
-use multiboot2::{BootInformation, MemoryAreaType};
-use spin::Mutex;
+use carousel_vmx::addr::HostPhysAddr;
+use carousel_vmx::ept::FrameSource;
 
-/// Frames the bitmap covers: the identity-mapped 4 GiB.
-const MAX_FRAMES: usize = (4u64 << 30) as usize / PAGE_SIZE as usize;
-/// The heap: hypervisor data structures (VM tables, buffers), not guest memory.
-const HEAP_BYTES: u64 = 48 << 20;
+use crate::balloon::Budget;
+use crate::merging::{self, CowError, Merger, PageRef};
+use crate::{range_in_ram, PAGE_SIZE};
 
-#[global_allocator]
-static HEAP: LockedHeap = LockedHeap::empty();
+/// One page's contents seen as page-table entries (the EPT's view).
+pub type Table = [u64; 512];
 
-static mut FRAME_WORDS: [u64; MAX_FRAMES / 64] = [0; MAX_FRAMES / 64];
-static FRAMES: Mutex<Option<FrameBitmap<'static>>> = Mutex::new(None);
+/// The host's physical frames.
+pub trait Frames {
+    /// A zeroed frame, or None when none is left.
+    fn allocate_zeroed(&mut self) -> Option<HostPhysAddr>;
+    /// Returns a frame [`Self::allocate_zeroed`] gave out.
+    fn free(&mut self, frame: HostPhysAddr);
+    /// Frames left to give out.
+    fn free_frames(&self) -> u64;
+    /// The contents of a frame this store gave out, as 512 entries.
+    fn table(&self, frame: HostPhysAddr) -> &Table;
+    /// The same, writable.
+    fn table_mut(&mut self, frame: HostPhysAddr) -> &mut Table;
 
-unsafe extern "C" {
-    static __image_start: u8;
-    static __image_end: u8;
-}
-
-/// Where memory stands after [`init`].
-#[derive(Debug, Clone, Copy)]
-pub struct MemoryReport {
-    pub available_bytes: u64,
-    pub free_after_heap_bytes: u64,
-}
-
-/// Builds the frame allocator and the heap. Called once, before any allocation.
-pub fn init(boot_info: &BootInformation<'_>) -> Result<MemoryReport, &'static str> {
-    // SAFETY: called once at boot, before anything else can reach FRAME_WORDS.
-    let words = unsafe { &mut *core::ptr::addr_of_mut!(FRAME_WORDS) };
-    let mut bitmap = FrameBitmap::new_all_used(words);
-    let areas = boot_info
-        .memory_map_tag()
-        .ok_or("GRUB gave no memory map")?;
-    for area in areas.memory_areas() {
-        if area.typ() == MemoryAreaType::Available {
-            let first = area.start_address().div_ceil(PAGE_SIZE);
-            let end = area.end_address() / PAGE_SIZE;
-            bitmap.release_range(first, end.saturating_sub(first));
-        }
+    /// The contents of a frame, as bytes.
+    fn bytes(&self, frame: HostPhysAddr) -> &[u8; PAGE_SIZE as usize] {
+        bytemuck::cast_ref(self.table(frame))
     }
-    let available_bytes = bitmap.free_frames() * PAGE_SIZE;
-    let mut reserve = |start: u64, end: u64| {
-        let first = start / PAGE_SIZE;
-        bitmap.reserve_range(first, end.div_ceil(PAGE_SIZE) - first);
-    };
-    // Real-mode area and BIOS data: never handed out.
-    reserve(0, 0x10_0000);
-    // The linker script defines both symbols; only their addresses are taken.
-    let (image_start, image_end) = (
-        &raw const __image_start as u64,
-        &raw const __image_end as u64,
-    );
-    reserve(image_start, image_end);
-    reserve(
-        boot_info.start_address() as u64,
-        boot_info.end_address() as u64,
-    );
-    for module in boot_info.module_tags() {
-        reserve(
-            u64::from(module.start_address()),
-            u64::from(module.end_address()),
-        );
+
+    /// The contents of a frame, as bytes, writable.
+    fn bytes_mut(&mut self, frame: HostPhysAddr) -> &mut [u8; PAGE_SIZE as usize] {
+        bytemuck::cast_mut(self.table_mut(frame))
     }
-    let heap_frames = HEAP_BYTES / PAGE_SIZE;
-    let heap_start = bitmap
-        .allocate_contiguous(heap_frames)
-        .ok_or("no room for the heap")?;
-    let free_after_heap_bytes = bitmap.free_frames() * PAGE_SIZE;
-    *FRAMES.lock() = Some(bitmap);
-    // SAFETY: the frames were just taken from the allocator for the heap alone; they are
-    // identity-mapped and nothing else refers to them.
-    unsafe {
-        HEAP.lock()
-            .init((heap_start * PAGE_SIZE) as *mut u8, HEAP_BYTES as usize)
-    };
-    Ok(MemoryReport {
-        available_bytes,
-        free_after_heap_bytes,
-    })
-}
-
-/// Takes one zeroed frame.
-pub fn allocate_frame() -> Option<HostPhysAddr> {
-    let frame = FRAMES.lock().as_mut()?.allocate()?;
-    let address = HostPhysAddr(frame * PAGE_SIZE);
-    frame_bytes(address).fill(0);
-    Some(address)
-}
-
-/// Returns a frame taken with [`allocate_frame`].
-pub fn free_frame(address: HostPhysAddr) {
-    if let Some(bitmap) = FRAMES.lock().as_mut() {
-        bitmap.free(address.0 / PAGE_SIZE);
-    }
-}
-
-/// Free memory now, in bytes.
-pub fn free_bytes() -> u64 {
-    FRAMES
-        .lock()
-        .as_ref()
-        .map_or(0, |bitmap| bitmap.free_frames() * PAGE_SIZE)
-}
-
-/// The bytes of a frame the allocator handed out.
-pub fn frame_bytes(address: HostPhysAddr) -> &'static mut [u8; PAGE_SIZE as usize] {
-    debug_assert!(address.0.is_multiple_of(PAGE_SIZE) && address.0 < (4 << 30));
-    // SAFETY: the address is a 4 KiB-aligned frame below 4 GiB (identity-mapped), owned by the
-    // caller through the allocator; the hypervisor runs on one CPU without preemption, so no
-    // two live references to the same frame are used at once.
-    unsafe { &mut *(address.0 as *mut [u8; PAGE_SIZE as usize]) }
-}
-
-/// The same frame seen as 512 page-table entries.
-pub fn frame_table(address: HostPhysAddr) -> &'static mut [u64; 512] {
-    debug_assert!(address.0.is_multiple_of(PAGE_SIZE) && address.0 < (4 << 30));
-    // SAFETY: as for frame_bytes; u64 has the frame's alignment.
-    unsafe { &mut *(address.0 as *mut [u64; 512]) }
 }
 
 /// Why guest RAM could not be set up.
@@ -139,276 +55,65 @@ pub struct OutOfMemory {
     pub free_bytes: u64,
 }
 
-/// A VM's RAM: guest-physical [0, size), one host frame per page, except for the pages the
-/// guest gave back through its balloon (no frame: reads of them fail, writes are dropped).
+/// A frame number (address / 4 KiB) in 32 bits, 0 for "no frame" (frame 0, the real-mode IVT,
+/// is never handed out).
+fn frame_number(frame: HostPhysAddr) -> u32 {
+    (frame.as_u64() / PAGE_SIZE) as u32
+}
+
+fn frame_at(number: u32) -> Option<HostPhysAddr> {
+    (number != 0).then(|| HostPhysAddr(u64::from(number) * PAGE_SIZE))
+}
+
+/// A bit per page.
+#[derive(Debug, Clone, Default)]
+struct PageBits(Vec<u64>);
+
+impl PageBits {
+    fn new(pages: u64) -> Self {
+        Self(alloc::vec![0; pages.div_ceil(64) as usize])
+    }
+
+    fn get(&self, page: u64) -> bool {
+        self.0
+            .get((page / 64) as usize)
+            .is_some_and(|word| word & (1 << (page % 64)) != 0)
+    }
+
+    fn set(&mut self, page: u64, value: bool) {
+        if let Some(word) = self.0.get_mut((page / 64) as usize) {
+            if value {
+                *word |= 1 << (page % 64);
+            } else {
+                *word &= !(1 << (page % 64));
+            }
+        }
+    }
+
+    fn count(&self) -> u64 {
+        self.0.iter().map(|word| u64::from(word.count_ones())).sum()
+    }
+}
+
+/// A VM's RAM.
 #[derive(Debug)]
 pub struct GuestMemory {
-    frames: Vec<Option<HostPhysAddr>>,
-    /// One bit per page: its frame is shared with identical pages (same-page merging) and
-    /// mapped read-only.
-    shared: Vec<u64>,
-    /// Pages whose frame or sharing changed since the EPT last saw them (the VM rewrites
-    /// their mappings before it runs again: [`crate::vm::Vm::sync_ept`]).
+    /// Each page's frame number (0: none).
+    frames: Vec<u32>,
+    /// The frame is shared with identical pages and mapped read-only.
+    shared: PageBits,
+    /// Not backed yet; reads as zeros.
+    lazy: PageBits,
+    /// Pages whose frame or sharing changed since the EPT last saw them (the VM rewrites their
+    /// mappings before it runs again).
     pub pending: Vec<u64>,
     /// Each page's contents hash at its last merging scan (empty until merging first looks).
     hashes: Vec<u32>,
-    /// One bit per page: not backed yet, and reads as zeros (lazily backed RAM: the frame
-    /// comes at the first touch).
-    lazy: Vec<u64>,
 }
 
-/// Guest pages the hypervisor backs over all VMs, against the run's budget.
-static BUDGET: Mutex<Budget> = Mutex::new(Budget {
-    limit: None,
-    backed: 0,
-});
-
-/// Sets the most guest pages backed at once over all VMs (the run configuration's budget).
-pub fn set_guest_page_budget(limit: Option<u64>) {
-    BUDGET.lock().limit = limit;
-}
-
-/// Guest frames in use over all VMs (a shared frame counts once).
-pub fn guest_pages_backed() -> u64 {
-    BUDGET.lock().backed
-}
-
-/// Guest pages that could be backed now: free frames, within the budget.
-pub fn guest_pages_available() -> u64 {
-    BUDGET.lock().available(free_bytes() / PAGE_SIZE)
-}
-
-impl GuestMemory {
-    /// Takes zeroed frames for `size` bytes (a multiple of the page size). Nothing one VM
-    /// leaves in memory can reach another: every frame is zeroed before a guest sees it.
-    pub fn new(size: u64) -> Result<Self, OutOfMemory> {
-        let pages = size / PAGE_SIZE;
-        let mut frames = Vec::with_capacity(pages as usize);
-        for _ in 0..pages {
-            match allocate_frame() {
-                Some(frame) => frames.push(frame),
-                None => {
-                    let taken = frames.len() as u64 * PAGE_SIZE;
-                    frames.into_iter().for_each(free_frame);
-                    return Err(OutOfMemory {
-                        wanted_bytes: size,
-                        free_bytes: free_bytes() + taken,
-                    });
-                }
-            }
-        }
-        BUDGET.lock().backed += pages;
-        Ok(Self {
-            frames: frames.into_iter().map(Some).collect(),
-            shared: alloc::vec![0; pages.div_ceil(64) as usize],
-            pending: Vec::new(),
-            hashes: Vec::new(),
-            lazy: alloc::vec![0; pages.div_ceil(64) as usize],
-        })
-    }
-
-    /// The frame backing `page` and whether it is shared.
-    pub fn frame(&self, page: u64) -> Option<(HostPhysAddr, bool)> {
-        let frame = (*self.frames.get(page as usize)?)?;
-        Some((frame, self.is_shared(page)))
-    }
-
-    /// Records `page`'s contents hash at this merging scan; returns the previous one.
-    pub fn swap_hash(&mut self, page: u64, hash: u32) -> u32 {
-        if self.hashes.is_empty() {
-            self.hashes.resize(self.frames.len(), 0);
-        }
-        self.hashes
-            .get_mut(page as usize)
-            .map_or(0, |slot| core::mem::replace(slot, hash))
-    }
-
-    /// Pages backed by a frame (shared ones included).
-    pub fn backed_pages(&self) -> u64 {
-        self.frames.iter().filter(|frame| frame.is_some()).count() as u64
-    }
-
-    /// Pages of RAM (backed or not).
-    pub fn size_pages(&self) -> u64 {
-        self.frames.len() as u64
-    }
-
-    /// True when `page` shares its frame (read-only) with identical pages.
-    pub fn is_shared(&self, page: u64) -> bool {
-        self.shared
-            .get((page / 64) as usize)
-            .is_some_and(|word| word & (1 << (page % 64)) != 0)
-    }
-
-    /// Pages sharing a frame now.
-    pub fn shared_pages(&self) -> u64 {
-        self.shared
-            .iter()
-            .map(|word| u64::from(word.count_ones()))
-            .sum()
-    }
-
-    /// Points `page` at `frame`, shared or private; the EPT follows at the next sync.
-    pub fn set_frame(&mut self, page: u64, frame: HostPhysAddr, shared: bool) {
-        let Some(slot) = self.frames.get_mut(page as usize) else {
-            return;
-        };
-        *slot = Some(frame);
-        let word = &mut self.shared[(page / 64) as usize];
-        if shared {
-            *word |= 1 << (page % 64);
-        } else {
-            *word &= !(1 << (page % 64));
-        }
-        self.pending.push(page);
-    }
-
-    /// Takes guest page `page`'s frame away (the page is being ballooned) and returns it to
-    /// the host; None if it had none.
-    pub fn unback(&mut self, page: u64) -> Option<HostPhysAddr> {
-        let shared = self.is_shared(page);
-        let frame = self.frames.get_mut(page as usize)?.take()?;
-        if shared {
-            self.shared[(page / 64) as usize] &= !(1 << (page % 64));
-            crate::merge::unmap_shared(frame);
-        } else {
-            free_frame(frame);
-            BUDGET.lock().backed -= 1;
-        }
-        Some(frame)
-    }
-
-    /// Gives guest page `page` a fresh zeroed frame (the page is being deflated, or touched
-    /// for the first time) and returns it; None if the page is backed already, out of range,
-    /// or the host has no frame.
-    pub fn back(&mut self, page: u64) -> Option<HostPhysAddr> {
-        let slot = self.frames.get_mut(page as usize)?;
-        if slot.is_some() {
-            return None;
-        }
-        let frame = allocate_frame()?;
-        *slot = Some(frame);
-        self.lazy[(page / 64) as usize] &= !(1 << (page % 64));
-        BUDGET.lock().backed += 1;
-        Some(frame)
-    }
-
-    /// Gives back the frames of pages that hold only zeros: they read as zeros and get a frame
-    /// at their first touch ([`Self::is_lazy`]). Returns the pages given back.
-    pub fn make_lazy(&mut self) -> Vec<u64> {
-        let mut lazy = Vec::new();
-        for page in 0..self.frames.len() as u64 {
-            let zero = self.frames[page as usize]
-                .is_some_and(|frame| frame_bytes(frame).iter().all(|&byte| byte == 0));
-            if zero && !self.is_shared(page) {
-                self.unback(page);
-                self.lazy[(page / 64) as usize] |= 1 << (page % 64);
-                lazy.push(page);
-            }
-        }
-        lazy
-    }
-
-    /// True when `page` has no frame yet and reads as zeros.
-    pub fn is_lazy(&self, page: u64) -> bool {
-        self.lazy
-            .get((page / 64) as usize)
-            .is_some_and(|word| word & (1 << (page % 64)) != 0)
-    }
-
-    /// Takes lazy page `page` out of the lazy set without backing it (it is being ballooned).
-    pub fn forget_lazy(&mut self, page: u64) {
-        if let Some(word) = self.lazy.get_mut((page / 64) as usize) {
-            *word &= !(1 << (page % 64));
-        }
-    }
-
-    /// Host frames backing the pages, in guest-physical order.
-    pub fn frames(&self) -> impl Iterator<Item = (GuestPhysAddr, HostPhysAddr)> + '_ {
-        self.frames.iter().enumerate().filter_map(|(page, &frame)| {
-            frame.map(|frame| (GuestPhysAddr(page as u64 * PAGE_SIZE), frame))
-        })
-    }
-
-    /// Copies guest RAM [gpa, gpa + out.len()) into `out`. False if any byte is outside RAM.
-    pub fn read(&self, gpa: u64, out: &mut [u8]) -> bool {
-        if !range_in_ram(gpa, out.len() as u64, self.size()) {
-            return false;
-        }
-        for (page, offset, done, len) in page_chunks(gpa, out.len() as u64) {
-            match self.frames[page] {
-                Some(frame) => {
-                    out[done..done + len].copy_from_slice(&frame_bytes(frame)[offset..offset + len])
-                }
-                None if self.is_lazy(page as u64) => out[done..done + len].fill(0),
-                None => return false,
-            }
-        }
-        true
-    }
-
-    /// Frees the frames.
-    pub fn release(mut self) {
-        for page in 0..self.frames.len() as u64 {
-            self.unback(page);
-        }
-    }
-}
-
-impl GuestRam for GuestMemory {
-    fn size(&self) -> u64 {
-        self.frames.len() as u64 * PAGE_SIZE
-    }
-
-    fn write(&mut self, gpa: u64, bytes: &[u8]) {
-        for (page, offset, done, len) in page_chunks(gpa, bytes.len() as u64) {
-            if !self.make_private(page as u64) {
-                continue;
-            }
-            if let Some(frame) = self.frames[page] {
-                frame_bytes(frame)[offset..offset + len].copy_from_slice(&bytes[done..done + len]);
-            }
-        }
-    }
-
-    fn fill(&mut self, gpa: u64, len: u64, value: u8) {
-        for (page, offset, _, len) in page_chunks(gpa, len) {
-            if !self.make_private(page as u64) {
-                continue;
-            }
-            if let Some(frame) = self.frames[page] {
-                frame_bytes(frame)[offset..offset + len].fill(value);
-            }
-        }
-    }
-}
-
-impl GuestMemory {
-    /// Gives a shared page its own copy before the hypervisor writes into it (an emulated
-    /// string input, say); false when there is no frame for the copy (the write is dropped
-    /// rather than seen by the other pages sharing the frame).
-    fn make_private(&mut self, page: u64) -> bool {
-        if self.is_lazy(page) {
-            // Its first touch: a frame now, mapped before the guest runs again.
-            if self.back(page).is_none() {
-                return false;
-            }
-            self.pending.push(page);
-            return true;
-        }
-        !self.is_shared(page) || crate::merge::copy_on_write(self, page).is_ok()
-    }
-}
-
-/// Takes `count` pages for a copy or releases them, in the budget (same-page merging).
-pub fn budget_backed(change: i64) {
-    let mut budget = BUDGET.lock();
-    budget.backed = budget.backed.saturating_add_signed(change);
-}
-
-/// Splits [gpa, gpa + len) at page boundaries: (page index, offset in page, bytes done
-/// before this chunk, chunk length).
-fn page_chunks(gpa: u64, len: u64) -> impl Iterator<Item = (usize, usize, usize, usize)> {
+/// Splits [gpa, gpa + len) at page boundaries: (page, offset in page, bytes before this chunk,
+/// chunk length).
+pub fn page_chunks(gpa: u64, len: u64) -> impl Iterator<Item = (u64, usize, usize, usize)> {
     let mut done = 0u64;
     core::iter::from_fn(move || {
         if done >= len {
@@ -418,7 +123,7 @@ fn page_chunks(gpa: u64, len: u64) -> impl Iterator<Item = (usize, usize, usize,
         let offset = at % PAGE_SIZE;
         let chunk = (PAGE_SIZE - offset).min(len - done);
         let item = (
-            (at / PAGE_SIZE) as usize,
+            at / PAGE_SIZE,
             offset as usize,
             done as usize,
             chunk as usize,
@@ -428,8 +133,661 @@ fn page_chunks(gpa: u64, len: u64) -> impl Iterator<Item = (usize, usize, usize,
     })
 }
 
-impl carousel_kernel::paging::GuestPhysRead for GuestMemory {
+impl GuestMemory {
+    /// Bytes of RAM.
+    pub fn size(&self) -> u64 {
+        self.frames.len() as u64 * PAGE_SIZE
+    }
+
+    /// Pages of RAM (backed or not).
+    pub fn size_pages(&self) -> u64 {
+        self.frames.len() as u64
+    }
+
+    /// The frame backing `page` and whether it is shared.
+    pub fn frame(&self, page: u64) -> Option<(HostPhysAddr, bool)> {
+        let frame = frame_at(*self.frames.get(page as usize)?)?;
+        Some((frame, self.shared.get(page)))
+    }
+
+    /// Pages backed by a frame (shared ones included).
+    pub fn backed_pages(&self) -> u64 {
+        self.frames.iter().filter(|&&frame| frame != 0).count() as u64
+    }
+
+    /// True when `page` shares its frame (read-only) with identical pages.
+    pub fn is_shared(&self, page: u64) -> bool {
+        self.shared.get(page)
+    }
+
+    /// Pages sharing a frame now.
+    pub fn shared_pages(&self) -> u64 {
+        self.shared.count()
+    }
+
+    /// True when `page` has no frame yet and reads as zeros.
+    pub fn is_lazy(&self, page: u64) -> bool {
+        self.lazy.get(page)
+    }
+
+    /// Host frames backing the pages, in guest-physical order (guest page, frame).
+    pub fn frames(&self) -> impl Iterator<Item = (u64, HostPhysAddr)> + '_ {
+        self.frames
+            .iter()
+            .enumerate()
+            .filter_map(|(page, &frame)| frame_at(frame).map(|frame| (page as u64, frame)))
+    }
+
+    /// Records `page`'s contents hash at this merging scan; returns the previous one.
+    fn swap_hash(&mut self, page: u64, hash: u32) -> u32 {
+        if self.hashes.is_empty() {
+            self.hashes.resize(self.frames.len(), 0);
+        }
+        self.hashes
+            .get_mut(page as usize)
+            .map_or(0, |slot| core::mem::replace(slot, hash))
+    }
+
+    /// Points `page` at `frame`, shared or private; the EPT follows at the next sync.
+    fn set_frame(&mut self, page: u64, frame: HostPhysAddr, shared: bool) {
+        let Some(slot) = self.frames.get_mut(page as usize) else {
+            return;
+        };
+        *slot = frame_number(frame);
+        self.shared.set(page, shared);
+        self.pending.push(page);
+    }
+
+    /// Copies guest RAM [gpa, gpa + out.len()) into `out`. False if any byte is outside RAM or
+    /// on a page without a frame (ballooned out).
+    pub fn read(&self, frames: &impl Frames, gpa: u64, out: &mut [u8]) -> bool {
+        if !range_in_ram(gpa, out.len() as u64, self.size()) {
+            return false;
+        }
+        for (page, offset, done, len) in page_chunks(gpa, out.len() as u64) {
+            match frame_at(self.frames[page as usize]) {
+                Some(frame) => out[done..done + len]
+                    .copy_from_slice(&frames.bytes(frame)[offset..offset + len]),
+                None if self.is_lazy(page) => out[done..done + len].fill(0),
+                None => return false,
+            }
+        }
+        true
+    }
+
+    /// The guest page holding `gpa` reads back: backed, or lazy (zeros).
+    pub fn readable(&self, page: u64) -> bool {
+        self.frames
+            .get(page as usize)
+            .is_some_and(|&frame| frame != 0)
+            || self.is_lazy(page)
+    }
+}
+
+/// The host's frames, the guest-page budget and same-page merging.
+#[derive(Debug)]
+pub struct HostMemory<F> {
+    pub frames: F,
+    budget: Budget,
+    merger: Merger,
+}
+
+/// A frame source for the EPT builder over the host's frames.
+impl<F: Frames> FrameSource for HostMemory<F> {
+    fn allocate_zeroed(&mut self) -> Option<HostPhysAddr> {
+        self.frames.allocate_zeroed()
+    }
+    fn table_mut(&mut self, frame: HostPhysAddr) -> &mut [u64; 512] {
+        self.frames.table_mut(frame)
+    }
+    fn table(&self, frame: HostPhysAddr) -> &[u64; 512] {
+        self.frames.table(frame)
+    }
+}
+
+/// The figures of a `Merging` record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MergeTotals {
+    pub merges: u64,
+    pub cow_breaks: u64,
+    pub shared_frames: u64,
+    pub frames_saved: u64,
+}
+
+/// Where the merging scan goes on from: VM index and page.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ScanCursor {
+    vm: usize,
+    page: u64,
+}
+
+impl<F: Frames> HostMemory<F> {
+    /// The pool over `frames`, with at most `limit` guest pages backed at once (None: the
+    /// frames are the limit).
+    pub fn new(frames: F, limit: Option<u64>) -> Self {
+        Self {
+            frames,
+            budget: Budget { limit, backed: 0 },
+            merger: Merger::new(),
+        }
+    }
+
+    /// Guest frames in use over all VMs (a shared frame counts once).
+    pub fn guest_pages_backed(&self) -> u64 {
+        self.budget.backed
+    }
+
+    /// Guest pages that could be backed now: free frames, within the budget.
+    pub fn guest_pages_available(&self) -> u64 {
+        self.budget.available(self.frames.free_frames())
+    }
+
+    /// Free host frames now.
+    pub fn free_frames(&self) -> u64 {
+        self.frames.free_frames()
+    }
+
+    /// A zeroed frame for the hypervisor's own use (a table, a VMCS), outside the budget.
+    pub fn allocate(&mut self) -> Option<HostPhysAddr> {
+        self.frames.allocate_zeroed()
+    }
+
+    /// A zeroed frame for guest RAM, within the budget.
+    fn allocate_guest(&mut self) -> Option<HostPhysAddr> {
+        if self.guest_pages_available() == 0 {
+            return None;
+        }
+        let frame = self.frames.allocate_zeroed()?;
+        self.budget.backed += 1;
+        Some(frame)
+    }
+
+    fn free_guest(&mut self, frame: HostPhysAddr) {
+        self.frames.free(frame);
+        self.budget.backed = self.budget.backed.saturating_sub(1);
+    }
+
+    /// RAM of `size` bytes (whole pages), every page backed by a zeroed frame. The frames do
+    /// not count against the budget's limit (a lab is checked against it before the run), but
+    /// they count as backed.
+    pub fn guest_memory(&mut self, size: u64) -> Result<GuestMemory, OutOfMemory> {
+        let pages = size / PAGE_SIZE;
+        let mut frames = Vec::with_capacity(pages as usize);
+        for _ in 0..pages {
+            match self.frames.allocate_zeroed() {
+                Some(frame) => frames.push(frame_number(frame)),
+                None => {
+                    let taken = frames.len() as u64 * PAGE_SIZE;
+                    for frame in frames.into_iter().filter_map(frame_at) {
+                        self.frames.free(frame);
+                    }
+                    return Err(OutOfMemory {
+                        wanted_bytes: size,
+                        free_bytes: self.frames.free_frames() * PAGE_SIZE + taken,
+                    });
+                }
+            }
+        }
+        self.budget.backed += pages;
+        Ok(GuestMemory {
+            frames,
+            shared: PageBits::new(pages),
+            lazy: PageBits::new(pages),
+            pending: Vec::new(),
+            hashes: Vec::new(),
+        })
+    }
+
+    /// Copies `bytes` into guest RAM at `gpa`. A shared page gets its own copy first and a
+    /// lazy one its frame (both mapped before the guest runs again); returns false when the
+    /// range is outside RAM, touches a ballooned-out page, or no frame is left for a copy (then
+    /// nothing past that page is written).
+    pub fn write(&mut self, memory: &mut GuestMemory, gpa: u64, bytes: &[u8]) -> bool {
+        if !range_in_ram(gpa, bytes.len() as u64, memory.size()) {
+            return false;
+        }
+        for (page, offset, done, len) in page_chunks(gpa, bytes.len() as u64) {
+            let Some(frame) = self.make_private(memory, page) else {
+                return false;
+            };
+            self.frames.bytes_mut(frame)[offset..offset + len]
+                .copy_from_slice(&bytes[done..done + len]);
+        }
+        true
+    }
+
+    /// Sets [gpa, gpa + len) of guest RAM to `value` (as [`Self::write`]).
+    pub fn fill(&mut self, memory: &mut GuestMemory, gpa: u64, len: u64, value: u8) -> bool {
+        if !range_in_ram(gpa, len, memory.size()) {
+            return false;
+        }
+        for (page, offset, _, len) in page_chunks(gpa, len) {
+            let Some(frame) = self.make_private(memory, page) else {
+                return false;
+            };
+            self.frames.bytes_mut(frame)[offset..offset + len].fill(value);
+        }
+        true
+    }
+
+    /// The private, backed frame of `page`, making it so first (a copy of a shared frame, a
+    /// fresh frame for a lazy page). None for a ballooned page or when no frame is left.
+    fn make_private(&mut self, memory: &mut GuestMemory, page: u64) -> Option<HostPhysAddr> {
+        if memory.is_lazy(page) {
+            return self.back(memory, page);
+        }
+        match memory.frame(page)? {
+            (frame, false) => Some(frame),
+            (_, true) => self.copy_on_write(memory, page).ok(),
+        }
+    }
+
+    /// Gives `page` a fresh zeroed frame (it is deflated, or touched for the first time) and
+    /// returns it; None if it is backed already, out of range, or no frame is left.
+    pub fn back(&mut self, memory: &mut GuestMemory, page: u64) -> Option<HostPhysAddr> {
+        if memory
+            .frames
+            .get(page as usize)
+            .is_none_or(|&frame| frame != 0)
+        {
+            return None;
+        }
+        let frame = self.allocate_guest()?;
+        memory.frames[page as usize] = frame_number(frame);
+        memory.lazy.set(page, false);
+        memory.pending.push(page);
+        Some(frame)
+    }
+
+    /// Takes `page`'s frame away (it is ballooned out) and returns it to the host (a shared
+    /// frame loses one mapping); the page is then neither backed nor lazy. Returns whether it
+    /// had a frame.
+    pub fn unback(&mut self, memory: &mut GuestMemory, page: u64) -> bool {
+        memory.lazy.set(page, false);
+        let Some((frame, shared)) = memory.frame(page) else {
+            return false;
+        };
+        memory.frames[page as usize] = 0;
+        memory.shared.set(page, false);
+        if shared {
+            let mut merger = core::mem::take(&mut self.merger);
+            merger.unmap(frame.as_u64(), &mut PoolOnly(self));
+            self.merger = merger;
+        } else {
+            self.free_guest(frame);
+        }
+        true
+    }
+
+    /// Gives back the frames of pages that hold only zeros: they read as zeros and get a frame
+    /// at their first touch. Returns the pages made lazy (their EPT entries must go).
+    pub fn make_lazy(&mut self, memory: &mut GuestMemory) -> Vec<u64> {
+        let mut lazy = Vec::new();
+        for page in 0..memory.size_pages() {
+            let zero = memory.frame(page).is_some_and(|(frame, shared)| {
+                !shared && self.frames.bytes(frame).iter().all(|&byte| byte == 0)
+            });
+            if zero {
+                self.unback(memory, page);
+                memory.lazy.set(page, true);
+                lazy.push(page);
+            }
+        }
+        lazy
+    }
+
+    /// Returns every frame of a VM's RAM.
+    pub fn release(&mut self, mut memory: GuestMemory) {
+        for page in 0..memory.size_pages() {
+            self.unback(&mut memory, page);
+        }
+    }
+
+    /// Gives shared `page` a private, writable copy (a write reached it).
+    pub fn copy_on_write(
+        &mut self,
+        memory: &mut GuestMemory,
+        page: u64,
+    ) -> Result<HostPhysAddr, CowError> {
+        let mut merger = core::mem::take(&mut self.merger);
+        let copied = merger.copy_on_write((0, page), &mut OneVm { pool: self, memory });
+        self.merger = merger;
+        copied.map(HostPhysAddr)
+    }
+
+    /// Same-page merging: scans up to `budget` pages from `cursor` on, round the VMs (a
+    /// candidate of one VM may merge with a page of another); returns the pages looked at.
+    pub fn merge_scan(
+        &mut self,
+        memories: &mut [Option<&mut GuestMemory>],
+        cursor: &mut ScanCursor,
+        budget: u64,
+    ) -> u64 {
+        let mut merger = core::mem::take(&mut self.merger);
+        let mut scanned = 0;
+        let mut empty_rounds = 0;
+        let count = memories.len();
+        while scanned < budget && empty_rounds <= count {
+            let pages = memories
+                .get(cursor.vm)
+                .and_then(Option::as_ref)
+                .map_or(0, |memory| memory.size_pages());
+            if cursor.page >= pages {
+                cursor.vm = (cursor.vm + 1) % count.max(1);
+                cursor.page = 0;
+                empty_rounds += 1;
+                if cursor.vm == 0 {
+                    merger.new_pass();
+                }
+                continue;
+            }
+            empty_rounds = 0;
+            merger.scan(
+                (cursor.vm as u16, cursor.page),
+                &mut AllVms {
+                    pool: self,
+                    memories,
+                },
+            );
+            cursor.page += 1;
+            scanned += 1;
+        }
+        self.merger = merger;
+        scanned
+    }
+
+    /// The merging figures so far.
+    pub fn merge_totals(&self) -> MergeTotals {
+        MergeTotals {
+            merges: self.merger.merges,
+            cow_breaks: self.merger.cow_breaks,
+            shared_frames: self.merger.shared_frames(),
+            frames_saved: self.merger.frames_saved(),
+        }
+    }
+
+    /// A copy of `frame` in a new guest frame (within the budget).
+    fn copy_frame(&mut self, frame: u64) -> Option<u64> {
+        let copy = self.allocate_guest()?;
+        let contents = *self.frames.bytes(HostPhysAddr(frame));
+        *self.frames.bytes_mut(copy) = contents;
+        Some(copy.as_u64())
+    }
+}
+
+/// Merging over the pool alone (a shared frame loses a mapping).
+struct PoolOnly<'a, F>(&'a mut HostMemory<F>);
+
+impl<F: Frames> merging::Host for PoolOnly<'_, F> {
+    fn frame_of(&self, _: PageRef) -> Option<(u64, bool)> {
+        None
+    }
+    fn contents(&self, frame: u64) -> &[u8; 4096] {
+        self.0.frames.bytes(HostPhysAddr(frame))
+    }
+    fn map(&mut self, _: PageRef, _: u64, _: bool) {}
+    fn copy(&mut self, frame: u64) -> Option<u64> {
+        self.0.copy_frame(frame)
+    }
+    fn free(&mut self, frame: u64) {
+        self.0.free_guest(HostPhysAddr(frame));
+    }
+    fn swap_hash(&mut self, _: PageRef, _: u32) -> u32 {
+        0
+    }
+}
+
+/// Merging over one VM's memory (its copies on write).
+struct OneVm<'a, F> {
+    pool: &'a mut HostMemory<F>,
+    memory: &'a mut GuestMemory,
+}
+
+impl<F: Frames> merging::Host for OneVm<'_, F> {
+    fn frame_of(&self, (_, page): PageRef) -> Option<(u64, bool)> {
+        self.memory
+            .frame(page)
+            .map(|(frame, shared)| (frame.as_u64(), shared))
+    }
+    fn contents(&self, frame: u64) -> &[u8; 4096] {
+        self.pool.frames.bytes(HostPhysAddr(frame))
+    }
+    fn map(&mut self, (_, page): PageRef, frame: u64, shared: bool) {
+        self.memory.set_frame(page, HostPhysAddr(frame), shared);
+    }
+    fn copy(&mut self, frame: u64) -> Option<u64> {
+        self.pool.copy_frame(frame)
+    }
+    fn free(&mut self, frame: u64) {
+        self.pool.free_guest(HostPhysAddr(frame));
+    }
+    fn swap_hash(&mut self, (_, page): PageRef, hash: u32) -> u32 {
+        self.memory.swap_hash(page, hash)
+    }
+}
+
+/// Merging over every VM's memory (a scan).
+struct AllVms<'a, 'm, F> {
+    pool: &'a mut HostMemory<F>,
+    memories: &'a mut [Option<&'m mut GuestMemory>],
+}
+
+impl<F: Frames> merging::Host for AllVms<'_, '_, F> {
+    fn frame_of(&self, (vm, page): PageRef) -> Option<(u64, bool)> {
+        let memory = self.memories.get(usize::from(vm))?.as_ref()?;
+        memory
+            .frame(page)
+            .map(|(frame, shared)| (frame.as_u64(), shared))
+    }
+    fn contents(&self, frame: u64) -> &[u8; 4096] {
+        self.pool.frames.bytes(HostPhysAddr(frame))
+    }
+    fn map(&mut self, (vm, page): PageRef, frame: u64, shared: bool) {
+        if let Some(memory) = self
+            .memories
+            .get_mut(usize::from(vm))
+            .and_then(Option::as_mut)
+        {
+            memory.set_frame(page, HostPhysAddr(frame), shared);
+        }
+    }
+    fn copy(&mut self, frame: u64) -> Option<u64> {
+        self.pool.copy_frame(frame)
+    }
+    fn free(&mut self, frame: u64) {
+        self.pool.free_guest(HostPhysAddr(frame));
+    }
+    fn swap_hash(&mut self, (vm, page): PageRef, hash: u32) -> u32 {
+        self.memories
+            .get_mut(usize::from(vm))
+            .and_then(Option::as_mut)
+            .map_or(0, |memory| memory.swap_hash(page, hash))
+    }
+}
+
+/// Guest RAM through the host's frames, for the page-table walker and the loaders.
+#[derive(Debug)]
+pub struct RamView<'a, F> {
+    pub memory: &'a GuestMemory,
+    pub frames: &'a F,
+}
+
+impl<F: Frames> crate::paging::GuestPhysRead for RamView<'_, F> {
     fn read_physical(&self, gpa: u64, out: &mut [u8]) -> bool {
-        self.read(gpa, out)
+        self.memory.read(self.frames, gpa, out)
+    }
+}
+
+/// Guest RAM, writable, for the loaders.
+#[derive(Debug)]
+pub struct RamWriter<'a, F> {
+    pub memory: &'a mut GuestMemory,
+    pub pool: &'a mut HostMemory<F>,
+}
+
+impl<F: Frames> crate::GuestRam for RamWriter<'_, F> {
+    fn size(&self) -> u64 {
+        self.memory.size()
+    }
+    fn write(&mut self, gpa: u64, bytes: &[u8]) {
+        self.pool.write(self.memory, gpa, bytes);
+    }
+    fn fill(&mut self, gpa: u64, len: u64, value: u8) {
+        self.pool.fill(self.memory, gpa, len, value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::testing::FakeFrames;
+
+    fn pool(frames: u64) -> HostMemory<FakeFrames> {
+        HostMemory::new(FakeFrames::new(frames), None)
+    }
+
+    #[test]
+    fn a_page_costs_four_bytes_of_table() {
+        // The per-page table is a 32-bit frame number (issue: at most 8 bytes a page).
+        assert_eq!(core::mem::size_of::<u32>(), 4);
+        let mut pool = pool(16);
+        let memory = pool.guest_memory(8 * PAGE_SIZE).unwrap();
+        assert_eq!(memory.frames.capacity() * 4, 32);
+    }
+
+    #[test]
+    fn writes_and_reads_cross_pages() {
+        let mut pool = pool(16);
+        let mut memory = pool.guest_memory(4 * PAGE_SIZE).unwrap();
+        assert!(pool.write(&mut memory, PAGE_SIZE - 2, b"abcd"));
+        let mut out = [0u8; 4];
+        assert!(memory.read(&pool.frames, PAGE_SIZE - 2, &mut out));
+        assert_eq!(&out, b"abcd");
+        assert!(!pool.write(&mut memory, 4 * PAGE_SIZE - 1, b"xy"));
+        assert!(!memory.read(&pool.frames, u64::MAX - 1, &mut out));
+    }
+
+    #[test]
+    fn a_ballooned_page_neither_reads_nor_takes_writes() {
+        let mut pool = pool(16);
+        let mut memory = pool.guest_memory(4 * PAGE_SIZE).unwrap();
+        assert_eq!(pool.guest_pages_backed(), 4);
+        assert!(pool.unback(&mut memory, 2));
+        assert_eq!(pool.guest_pages_backed(), 3);
+        let mut out = [0u8; 8];
+        assert!(!memory.read(&pool.frames, 2 * PAGE_SIZE + 8, &mut out));
+        assert!(!pool.write(&mut memory, 2 * PAGE_SIZE, b"x"));
+        assert!(!memory.readable(2) && memory.readable(1));
+    }
+
+    #[test]
+    fn lazy_pages_read_zeros_and_get_a_frame_when_written() {
+        let mut pool = pool(16);
+        let mut memory = pool.guest_memory(4 * PAGE_SIZE).unwrap();
+        pool.write(&mut memory, 0, b"kernel");
+        let lazy = pool.make_lazy(&mut memory);
+        assert_eq!(lazy, [1, 2, 3]);
+        assert_eq!(memory.backed_pages(), 1);
+        let mut out = [0xFFu8; 4];
+        assert!(memory.read(&pool.frames, 3 * PAGE_SIZE, &mut out));
+        assert_eq!(out, [0; 4]);
+        memory.pending.clear();
+        assert!(pool.write(&mut memory, 3 * PAGE_SIZE, b"hi"));
+        assert!(!memory.is_lazy(3));
+        assert_eq!(memory.pending, [3]);
+        assert_eq!(memory.backed_pages(), 2);
+    }
+
+    #[test]
+    fn the_budget_bounds_new_frames() {
+        let mut pool = HostMemory::new(FakeFrames::new(64), Some(5));
+        let mut memory = pool.guest_memory(4 * PAGE_SIZE).unwrap();
+        pool.make_lazy(&mut memory);
+        assert_eq!(pool.guest_pages_backed(), 0);
+        for page in 0..4 {
+            assert!(pool.back(&mut memory, page).is_some());
+        }
+        let mut other = pool.guest_memory(PAGE_SIZE).unwrap();
+        pool.make_lazy(&mut other);
+        assert!(pool.back(&mut other, 0).is_some());
+        assert_eq!(pool.guest_pages_available(), 0);
+        assert!(pool.unback(&mut memory, 0));
+        assert_eq!(pool.guest_pages_available(), 1);
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Write { vm: usize, page: u64, byte: u8 },
+        Scan(u64),
+        Balloon { vm: usize, page: u64 },
+        Back { vm: usize, page: u64 },
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (0..2usize, 0..8u64, 0..3u8).prop_map(|(vm, page, byte)| Op::Write { vm, page, byte }),
+            2 => (1..20u64).prop_map(Op::Scan),
+            1 => (0..2usize, 0..8u64).prop_map(|(vm, page)| Op::Balloon { vm, page }),
+            1 => (0..2usize, 0..8u64).prop_map(|(vm, page)| Op::Back { vm, page }),
+        ]
+    }
+
+    proptest! {
+        /// Through any mix of writes, merging scans, copies on write, ballooning and backing,
+        /// every page reads its own last write (or zeros once given back and taken back), and
+        /// the frames in use are the pages backed less the frames sharing saves.
+        #[test]
+        fn every_page_reads_its_last_write(ops in proptest::collection::vec(op(), 1..120)) {
+            let mut pool = pool(64);
+            let mut memories = [
+                pool.guest_memory(8 * PAGE_SIZE).unwrap(),
+                pool.guest_memory(8 * PAGE_SIZE).unwrap(),
+            ];
+            let mut expected = [[Some(0u8); 8]; 2];
+            let mut cursor = ScanCursor::default();
+            for op in ops {
+                match op {
+                    Op::Write { vm, page, byte } => {
+                        let written = pool.fill(&mut memories[vm], page * PAGE_SIZE, PAGE_SIZE, byte);
+                        prop_assert_eq!(written, expected[vm][page as usize].is_some());
+                        if written {
+                            expected[vm][page as usize] = Some(byte);
+                        }
+                    }
+                    Op::Scan(budget) => {
+                        let [a, b] = &mut memories;
+                        pool.merge_scan(&mut [Some(a), Some(b)], &mut cursor, budget);
+                    }
+                    Op::Balloon { vm, page } => {
+                        pool.unback(&mut memories[vm], page);
+                        expected[vm][page as usize] = None;
+                    }
+                    Op::Back { vm, page } => {
+                        if pool.back(&mut memories[vm], page).is_some() {
+                            expected[vm][page as usize] = Some(0);
+                        }
+                    }
+                }
+                for (vm, memory) in memories.iter().enumerate() {
+                    for page in 0..8u64 {
+                        let mut out = [0u8; PAGE_SIZE as usize];
+                        let read = memory.read(&pool.frames, page * PAGE_SIZE, &mut out);
+                        match expected[vm][page as usize] {
+                            Some(byte) => {
+                                prop_assert!(read);
+                                prop_assert!(out.iter().all(|&b| b == byte));
+                            }
+                            None => prop_assert!(!read),
+                        }
+                    }
+                }
+                let backed: u64 = memories.iter().map(GuestMemory::backed_pages).sum();
+                let totals = pool.merge_totals();
+                prop_assert_eq!(pool.guest_pages_backed(), backed - totals.frames_saved);
+                prop_assert_eq!(pool.frames.in_use(), pool.guest_pages_backed());
+            }
+        }
     }
 }

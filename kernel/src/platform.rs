@@ -7,19 +7,14 @@
 //! CMOS, the i8042, the CRTC cursor registers, the local APIC at 0xFEE00000 and the I/O APIC at
 //! 0xFEC00000. Ports nobody claims read as all ones and ignore writes.
 
-use alloc::string::String;
 use alloc::vec::Vec;
 
 use carousel_devices::ide::{self, IdeChannel};
 use carousel_devices::mptable::{IO_APIC_ADDRESS, LOCAL_APIC_ADDRESS};
 use carousel_devices::{
-    deliver_irq, Cmos, CrtcCursor, DataWidth, DateTime, DiskIo, DiskIoKind, DiskIoSink,
-    InterruptLine, IoApic, Lapic, LineBuffer, Pic8259Masks, PicChip, PortBus, SerialSink,
-    TimerClock, Uart16550, I8042,
+    deliver_irq, Cmos, CrtcCursor, DataWidth, DateTime, DiskIo, DiskIoSink, InterruptLine, IoApic,
+    Lapic, LineBuffer, Pic8259Masks, PicChip, PortBus, SerialSink, TimerClock, Uart16550, I8042,
 };
-use carousel_protocol::record::{Event, Record};
-
-use crate::{arch, console, export};
 
 /// IRQ of COM1 at the I/O APIC.
 const COM1_IRQ: u8 = 4;
@@ -81,77 +76,88 @@ impl InterruptLine for Edge {
     }
 }
 
-/// Where a VM's console bytes go: assembled into lines, printed on COM1 with the VM's name.
-/// A line the guest leaves unfinished (a shell prompt) goes out once the guest has been quiet
-/// for a while ([`Console::flush_idle`]).
+/// Where a platform's output goes: console lines and disk transfers, to the host's serial
+/// lines and records (the run loop's adapter), or to a vector in tests.
+pub trait PlatformOutput {
+    /// A console line of this VM: `ended` when the guest ended it with a newline, false for an
+    /// unfinished line sent after a quiet spell (a prompt).
+    fn console_line(&mut self, line: &[u8], ended: bool);
+    /// A disk transfer the IDE model accepted.
+    fn disk_io(&mut self, io: DiskIo);
+    /// The TSC now.
+    fn now(&mut self) -> u64;
+}
+
+/// A VM's console: bytes assembled into lines. A line the guest leaves unfinished (a shell
+/// prompt) goes out once the guest has been quiet for a while ([`Console::flush_idle`]).
 #[derive(Debug)]
 pub struct Console {
     pub line: LineBuffer,
-    pub name: String,
-    /// The VM's id, for console events.
-    pub vm: u16,
     /// TSC of the last byte of an unfinished line, if one waits.
     partial_since: Option<u64>,
 }
 
 impl Console {
-    /// Prints the unfinished line if no byte came for `quiet` cycles up to `now`.
-    pub fn flush_idle(&mut self, now: u64, quiet: u64) {
+    fn new() -> Self {
+        Self {
+            line: LineBuffer::new(),
+            partial_since: None,
+        }
+    }
+
+    /// Sends the unfinished line if no byte came for `quiet` cycles up to `now`.
+    pub fn flush_idle(&mut self, now: u64, quiet: u64, out: &mut dyn PlatformOutput) {
         if self
             .partial_since
             .is_some_and(|since| now.saturating_sub(since) >= quiet)
         {
-            self.flush();
+            self.flush(out);
         }
     }
 
-    /// Prints the unfinished line, if any.
-    pub fn flush(&mut self) {
+    /// Sends the unfinished line, if any.
+    pub fn flush(&mut self, out: &mut dyn PlatformOutput) {
         self.partial_since = None;
         if let Some(line) = self.line.flush() {
-            console::vm_line(&self.name, line);
-            export::event(arch::rdtsc(), console_event(self.vm, line.len()));
+            out.console_line(line, false);
         }
     }
-}
 
-/// The event of `bytes` console bytes of VM `vm`.
-fn console_event(vm: u16, bytes: usize) -> Event {
-    Event::Console {
-        dt: 0,
-        vm,
-        bytes: u32::try_from(bytes).unwrap_or(u32::MAX),
+    /// True when an unfinished line waits.
+    pub fn has_partial(&self) -> bool {
+        self.partial_since.is_some()
     }
-}
 
-impl SerialSink for Console {
-    fn transmit(&mut self, byte: u8) {
+    /// One byte the guest transmitted.
+    pub fn transmit(&mut self, byte: u8, out: &mut dyn PlatformOutput) {
         match self.line.push(byte) {
             Some(line) => {
-                console::vm_line(&self.name, line);
-                // The line and its end.
-                export::event(arch::rdtsc(), console_event(self.vm, line.len() + 1));
+                out.console_line(line, true);
                 self.partial_since = None;
             }
-            None => self.partial_since = Some(arch::rdtsc()),
+            None => self.partial_since = Some(out.now()),
         }
     }
 }
 
-/// Disk transfers go out as records.
-struct DiskRecords {
-    vm: u16,
+/// The UART's transmitter, wired to the console.
+struct Transmitter<'a> {
+    console: &'a mut Console,
+    out: &'a mut dyn PlatformOutput,
 }
 
-impl DiskIoSink for DiskRecords {
+impl SerialSink for Transmitter<'_> {
+    fn transmit(&mut self, byte: u8) {
+        self.console.transmit(byte, self.out);
+    }
+}
+
+/// Disk transfers, to the output.
+struct DiskRecords<'a>(&'a mut dyn PlatformOutput);
+
+impl DiskIoSink for DiskRecords<'_> {
     fn record(&mut self, io: DiskIo) {
-        export::emit_or_drop(Record::DiskIo {
-            tsc: arch::rdtsc(),
-            vm: self.vm,
-            lba: io.lba,
-            sectors: io.sectors,
-            write: io.kind == DiskIoKind::Write,
-        });
+        self.0.disk_io(io);
     }
 }
 
@@ -167,7 +173,6 @@ pub struct TimerLag {
 /// One VM's devices.
 #[derive(Debug)]
 pub struct Platform {
-    vm: u16,
     pub com1: Uart16550,
     pub console: Console,
     pub ide: IdeChannel,
@@ -201,12 +206,7 @@ impl core::fmt::Display for PlatformError {
 
 impl Platform {
     /// The devices of VM `vm`, with `disk` as the IDE slave when given.
-    pub fn new(
-        vm: u16,
-        name: &str,
-        disk: Option<Vec<u8>>,
-        tsc_hz: u64,
-    ) -> Result<Self, PlatformError> {
+    pub fn new(disk: Option<Vec<u8>>, tsc_hz: u64) -> Result<Self, PlatformError> {
         let ide = match disk {
             Some(bytes) => IdeChannel::new(bytes).map_err(PlatformError::Disk)?,
             None => IdeChannel::without_disk(),
@@ -230,14 +230,8 @@ impl Platform {
             ports.insert(range, device).map_err(PlatformError::Bus)?;
         }
         Ok(Self {
-            vm,
             com1: Uart16550::new(),
-            console: Console {
-                line: LineBuffer::new(),
-                name: String::from(name),
-                vm,
-                partial_since: None,
-            },
+            console: Console::new(),
             ide,
             lapic: Lapic::new(0, clock),
             ioapic: IoApic::new(IOAPIC_ID),
@@ -284,13 +278,17 @@ impl Platform {
     }
 
     /// OUT of `value` to `port` (`size` 1, 2 or 4 bytes).
-    pub fn port_out(&mut self, port: u16, size: u8, value: u32) {
+    pub fn port_out(&mut self, port: u16, size: u8, value: u32, out: &mut dyn PlatformOutput) {
         let mut edge = Edge::default();
         let byte = value as u8;
         let irq = match self.ports.lookup(port) {
             Some((Port::Com1, offset)) => {
+                let mut transmitter = Transmitter {
+                    console: &mut self.console,
+                    out,
+                };
                 self.com1
-                    .write(offset as u8, byte, &mut self.console, &mut edge);
+                    .write(offset as u8, byte, &mut transmitter, &mut edge);
                 COM1_IRQ
             }
             Some((Port::IdeCommand, 0)) => {
@@ -300,12 +298,8 @@ impl Platform {
                 ide::PRIMARY_IRQ
             }
             Some((Port::IdeCommand, offset)) => {
-                self.ide.write(
-                    offset as u8,
-                    byte,
-                    &mut edge,
-                    &mut DiskRecords { vm: self.vm },
-                );
+                self.ide
+                    .write(offset as u8, byte, &mut edge, &mut DiskRecords(out));
                 ide::PRIMARY_IRQ
             }
             Some((Port::IdeControl, _)) => {

@@ -47,6 +47,9 @@ pub struct RunConfig {
     pub balloon_step_pages: u64,
     /// The scheduling policy.
     pub policy: SchedulerPolicy,
+    /// What a quantum measures: wall time (root work on a VM's exits charged to its slice) or
+    /// guest time.
+    pub quantum_clock: QuantumClock,
     /// Start VM `i` only `i × boot_stagger_us` microseconds into the run (0: all at once), so
     /// that with lazy memory and merging the peak stays low while merging catches up.
     pub boot_stagger_us: u32,
@@ -86,6 +89,36 @@ impl SchedulerPolicy {
     /// The policy called `name`.
     pub fn from_name(name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|policy| policy.name() == name)
+    }
+}
+
+/// What a quantum measures.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum QuantumClock {
+    /// A slice is its length of TSC time from its VM entry; the root-mode cycles of the VM's
+    /// own exits count against it.
+    #[default]
+    Wall,
+    /// A slice is its length of guest-mode time; root time comes on top (the behaviour before
+    /// format version 3).
+    Guest,
+}
+
+impl QuantumClock {
+    /// Both clocks, in the order lab files and reports list them.
+    pub const ALL: [QuantumClock; 2] = [QuantumClock::Wall, QuantumClock::Guest];
+
+    /// The clock's name in lab files and reports.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Wall => "wall",
+            Self::Guest => "guest",
+        }
+    }
+
+    /// The clock called `name`.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|clock| clock.name() == name)
     }
 }
 
@@ -130,6 +163,7 @@ impl RunConfig {
             memory_sample_us: DEFAULT_MEMORY_SAMPLE_US,
             commit: String::from("unknown"),
             policy: SchedulerPolicy::RoundRobin,
+            quantum_clock: QuantumClock::Wall,
             guest_page_budget: None,
             merge_scan_pages: 0,
             boot_stagger_us: 0,

@@ -4,7 +4,11 @@
 //! checks that every byte lies in the calling VM's RAM before it touches any.
 
 /// Write bytes to the VM's console. EBX = guest-physical address, ECX = length (at most
-/// [`CONSOLE_WRITE_MAX`]). Returns the number of bytes written.
+/// [`CONSOLE_WRITE_MAX`]). Returns the number of bytes written, which may be fewer than ECX
+/// when the VM's share of the console line is full (write the rest again); a call that can
+/// write nothing waits for room.
+///
+/// Every hypercall is for the guest's kernel: VMCALL at CPL > 0 raises #UD.
 pub const CONSOLE_WRITE: u32 = 1;
 /// Stop this VM with a status. EBX = status ([`EXIT_SUCCESS`], [`EXIT_FAILURE`] or any other
 /// value, reported as given). Does not return.
@@ -12,15 +16,18 @@ pub const EXIT: u32 = 2;
 /// Ask for the hypervisor's identity. Returns [`crate::FORMAT_VERSION`].
 pub const VERSION: u32 = 3;
 /// Report a named check result. EBX = guest-physical address of the name, ECX = its length
-/// (at most [`CHECK_NAME_MAX`]), EDX = 1 for passed, 0 for failed. Returns 0.
+/// (at most [`CHECK_NAME_MAX`]), EDX = 1 for passed, 0 for failed. Returns 0. A check is never
+/// lost: when the VM's record quota is full the call waits for room.
 pub const CHECK: u32 = 4;
 
 /// Report a named measurement. EBX = guest-physical address of the name, ECX = its length
 /// (at most [`CHECK_NAME_MAX`]), EDX = value bits 31:0, ESI = value bits 63:32. Returns 0.
 /// Guests report their own view (throughput, latency) this way; reports list the values.
+/// Beyond the VM's record quota a measurement is dropped, and counted against the VM.
 pub const METRIC: u32 = 5;
 /// Arm this VM's one-shot timer. EBX = TSC deadline bits 31:0, ECX = bits 63:32 (0 disarms).
-/// When the TSC reaches the deadline, a VM halted in HLT resumes after its HLT. Returns 0.
+/// When the TSC reaches the deadline, a VM halted in HLT resumes after its HLT. Returns 0, or
+/// [`Error::InvalidArgument`] for a deadline more than 60 s of TSC time ahead.
 pub const SET_TIMER: u32 = 6;
 /// The TSC frequency the hypervisor uses, in kHz (so that any real frequency fits in EAX).
 pub const TSC_KHZ: u32 = 7;

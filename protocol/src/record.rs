@@ -41,6 +41,8 @@ pub enum Record {
         level: TraceLevel,
         /// Each VM's scheduling weight, indexed by VM id (reports read fairness from them).
         weights: Vec<u32>,
+        /// What a quantum measured in this run.
+        quantum_clock: crate::config::QuantumClock,
     },
     /// Scheduler (and, in full-rate traces, exit) events in time order, packed small: each
     /// event carries its time as the cycles since the previous event of the batch (the first:
@@ -359,6 +361,14 @@ pub struct VmSummary {
     /// per million: signed median and largest magnitude.
     pub quantum_error_median_ppm: i64,
     pub quantum_error_max_ppm: i64,
+    /// Of `blocked`: cycles the VM waited for room on COM1 (its console share was full) and
+    /// for room in its record quota on COM2. Guest-driven work that must wait blocks the VM,
+    /// never the machine.
+    pub blocked_console: u64,
+    pub blocked_records: u64,
+    /// Records the VM asked for (METRIC) dropped because its quota on COM2 was full; other VMs'
+    /// records never drop for it.
+    pub guest_records_dropped: u64,
 }
 
 /// The whole run's accounting.
@@ -417,6 +427,9 @@ pub enum StopReason {
     EndedByHost,
     /// A VMX instruction failed for this VM (the hypervisor's view of the error).
     VmxError { message: String },
+    /// The guest did something no hardware would let it go on from, that is not a VMX failure
+    /// (a string I/O buffer outside its RAM, a page walk through a device page).
+    GuestFault { rip: u64, message: String },
 }
 
 impl StopReason {
@@ -465,6 +478,7 @@ impl core::fmt::Display for StopReason {
                 write!(f, "halted at rip {rip:#x} with nothing left to wake it")
             }
             Self::VmxError { message } => write!(f, "VMX instruction failed: {message}"),
+            Self::GuestFault { rip, message } => write!(f, "guest fault at rip {rip:#x}: {message}"),
             Self::EndedByHost => write!(f, "ended by the host"),
         }
     }

@@ -289,6 +289,7 @@ mod tests {
                 commit: "v0-1-gabc".to_string(),
                 level: crate::record::TraceLevel::Switches,
                 weights: Vec::new(),
+                quantum_clock: crate::config::QuantumClock::Wall,
             },
         };
         assert_eq!(decode_all(&encode_vec(&hello)), vec![Decoded::Frame(hello)]);
@@ -437,6 +438,8 @@ mod tests {
                 preemptions: values[8], yields: values[9], wakes: values[10], wake_p50: values[11],
                 wake_p95: values[12], wake_p99: values[13], wake_max: values[14],
                 quantum_error_median_ppm: ppm, quantum_error_max_ppm: -ppm.wrapping_add(1),
+                blocked_console: values[15], blocked_records: values[14] ^ values[15],
+                guest_records_dropped: values[13] ^ 1,
             };
             let run = crate::record::RunSummary {
                 policy: "round-robin".to_string(), quantum_cycles: values[0], elapsed: values[1],

@@ -9,6 +9,8 @@
 //!   quantum error, summarised by [`Accounting::summary`] into a [`Summary`] that checks the
 //!   conservation rule "guest + root + idle = elapsed" and computes Jain's fairness index.
 //! - [`LatencyHistogram`]: an allocation-free (after construction) log-linear histogram.
+//! - [`Slice`]: one slice on the run's [`QuantumClock`] (wall time with the VM's root work
+//!   charged to it, or guest time), and the invariant that bounds its overrun.
 //!
 //! What is not: the clock, the VMX-preemption timer and the conversion from cycles to timer ticks
 //! (the kernel and `carousel-vmx` own those), and anything that knows why a VM blocked or woke. The
@@ -51,6 +53,7 @@ extern crate alloc;
 pub mod accounting;
 pub mod histogram;
 pub mod round_robin;
+pub mod slice;
 
 #[cfg(test)]
 mod simulation;
@@ -61,6 +64,7 @@ pub use accounting::{
 };
 pub use histogram::LatencyHistogram;
 pub use round_robin::{ConfigError, QueueState, RoundRobin};
+pub use slice::{QuantumClock, Slice};
 
 /// A duration or an instant in TSC cycles.
 pub type Cycles = u64;

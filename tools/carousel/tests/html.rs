@@ -90,6 +90,7 @@ fn synthetic_run(names: [&'static str; 4]) -> Vec<Record> {
         commit: "synthetic".into(),
         level: TraceLevel::Switches,
         weights: Vec::new(),
+        quantum_clock: carousel_protocol::config::QuantumClock::Wall,
     }];
     let vms = behaviours.len();
     let mut state = vec![State::Runnable; vms];
@@ -237,6 +238,9 @@ fn synthetic_run(names: [&'static str; 4]) -> Vec<Record> {
             wake_max: 2_000_000,
             quantum_error_median_ppm: 120,
             quantum_error_max_ppm: 2_400,
+            blocked_console: 0,
+            blocked_records: 0,
+            guest_records_dropped: 0,
         }));
         records.push(Record::TimerLag {
             vm: vm as u16,

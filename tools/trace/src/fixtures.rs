@@ -17,6 +17,7 @@ pub fn hello(names: &[&str], tsc_hz: u64) -> Record {
         commit: "test".into(),
         level: TraceLevel::Switches,
         weights: Vec::new(),
+        quantum_clock: carousel_protocol::config::QuantumClock::Wall,
     }
 }
 
@@ -40,6 +41,9 @@ pub(crate) fn busy(vm: u16, guest: u64, root: u64, elapsed: u64) -> VmSummary {
         wake_max: 0,
         quantum_error_median_ppm: 100,
         quantum_error_max_ppm: 2_000,
+        blocked_console: 0,
+        blocked_records: 0,
+        guest_records_dropped: 0,
     }
 }
 
@@ -100,6 +104,9 @@ pub(crate) fn report_summary(vm: u16, guest: u64) -> VmSummary {
         wake_max: 9,
         quantum_error_median_ppm: 0,
         quantum_error_max_ppm: 0,
+        blocked_console: 0,
+        blocked_records: 0,
+        guest_records_dropped: 0,
     }
 }
 

@@ -611,6 +611,9 @@ mod tests {
             wake_max: 0,
             quantum_error_median_ppm: 0,
             quantum_error_max_ppm: 0,
+            blocked_console: 0,
+            blocked_records: 0,
+            guest_records_dropped: 0,
         };
         let run = RunSummary {
             policy: "round-robin".to_string(),

@@ -41,6 +41,7 @@ impl Lab {
         config.guest_page_budget = self.guest_memory_budget_mib.map(|mib| u64::from(mib) << 8);
         config.commit = crate::repo::commit();
         config.policy = self.policy;
+        config.quantum_clock = self.quantum_clock;
         config
     }
 }

@@ -3,7 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
-use carousel_protocol::config::{SchedulerPolicy, DEFAULT_INTERVAL_US, DEFAULT_MEMORY_SAMPLE_US};
+use carousel_protocol::config::{
+    QuantumClock, SchedulerPolicy, DEFAULT_INTERVAL_US, DEFAULT_MEMORY_SAMPLE_US,
+};
 use carousel_protocol::record::TraceLevel;
 
 use super::limits::{
@@ -42,6 +44,9 @@ pub struct Lab {
     pub trace: TraceLevel,
     /// `run.policy`: the scheduling policy.
     pub policy: SchedulerPolicy,
+    /// `run.quantum_clock`: `"wall"` (the default: a slice is TSC time, root work on the VM's
+    /// exits included) or `"guest"` (guest-mode time only).
+    pub quantum_clock: QuantumClock,
     /// `run.memory_sample_ms`: working-set sampling period, milliseconds of TSC time (0: off).
     pub memory_sample_ms: u32,
     /// `run.guest_memory_budget_mib`: most guest RAM backed at once over all VMs; balloon
@@ -154,6 +159,7 @@ impl Lab {
             interval_us: DEFAULT_INTERVAL_US,
             trace: TraceLevel::Switches,
             policy: SchedulerPolicy::default(),
+            quantum_clock: QuantumClock::default(),
             memory_sample_ms: DEFAULT_MEMORY_SAMPLE_US / 1000,
             guest_memory_budget_mib: None,
             merge_scan_pages: 0,

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use carousel_protocol::config::{
-    fnv1a64, SchedulerPolicy, DEFAULT_INTERVAL_US, DEFAULT_MEMORY_SAMPLE_US,
+    fnv1a64, QuantumClock, SchedulerPolicy, DEFAULT_INTERVAL_US, DEFAULT_MEMORY_SAMPLE_US,
 };
 use carousel_protocol::record::TraceLevel;
 use carousel_trace::TRACE_LEVELS;
@@ -47,6 +47,7 @@ pub(super) struct RawRun {
     pub(super) trace: Option<Spanned<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) policy: Option<Spanned<String>>,
+    pub(super) quantum_clock: Option<Spanned<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) memory_sample_ms: Option<Spanned<i64>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -427,6 +428,20 @@ impl Lab {
             })?,
         };
 
+        let quantum_clock = match run.quantum_clock {
+            None => QuantumClock::default(),
+            Some(value) => QuantumClock::from_name(value.get_ref()).ok_or_else(|| {
+                checker.error(
+                    Some(value.span()),
+                    LabErrorKind::BadChoice {
+                        key: "run.quantum_clock".to_string(),
+                        value: value.get_ref().clone(),
+                        choices: QuantumClock::ALL.iter().map(|clock| clock.name()).collect(),
+                    },
+                )
+            })?,
+        };
+
         if !VM_COUNT_RANGE.contains(&raw.vm.len()) {
             let span = raw.vm.get(*VM_COUNT_RANGE.end()).map(Spanned::span);
             return Err(checker.error(
@@ -613,6 +628,7 @@ impl Lab {
             interval_us,
             trace,
             policy,
+            quantum_clock,
             memory_sample_ms,
             guest_memory_budget_mib,
             merge_scan_pages,

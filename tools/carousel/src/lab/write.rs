@@ -47,6 +47,7 @@ impl Lab {
                 .find(|(_, level)| *level == self.trace)
                 .map(|(name, _)| spanned(name.to_string())),
             policy: Some(spanned(self.policy.name().to_string())),
+            quantum_clock: Some(spanned(self.quantum_clock.name().to_string())),
             memory_sample_ms: int(self.memory_sample_ms),
             guest_memory_budget_mib: self.guest_memory_budget_mib.and_then(int),
             merge_scan_pages: int(self.merge_scan_pages),

@@ -312,6 +312,7 @@ mod tests {
             commit: "abc".into(),
             level: TraceLevel::Switches,
             weights: Vec::new(),
+            quantum_clock: carousel_protocol::config::QuantumClock::Wall,
         }
     }
 
@@ -334,6 +335,9 @@ mod tests {
             wake_max: p99,
             quantum_error_median_ppm: 0,
             quantum_error_max_ppm: 0,
+            blocked_console: 0,
+            blocked_records: 0,
+            guest_records_dropped: 0,
         })
     }
 

@@ -266,6 +266,8 @@ impl Conservation {
 pub struct Accounting {
     /// TSC frequency from the Hello record (`None` if it was missing or 0).
     pub tsc_hz: Option<u64>,
+    /// What a quantum measured (from the Hello record).
+    pub quantum_clock: Option<carousel_protocol::config::QuantumClock>,
     /// One per VM, indexed by VM id.
     pub vms: Vec<VmAccount>,
     /// The hypervisor's whole-run summary, if it arrived.
@@ -321,6 +323,7 @@ impl AccountingBuilder {
         Self {
             accounting: Accounting {
                 tsc_hz: None,
+                quantum_clock: None,
                 vms: Vec::new(),
                 run: None,
                 warnings: Vec::new(),
@@ -345,9 +348,11 @@ impl AccountingBuilder {
                 vms,
                 level,
                 weights: announced,
+                quantum_clock,
                 ..
             } => {
                 accounting.level = Some(*level);
+                accounting.quantum_clock = Some(*quantum_clock);
                 accounting.tsc_hz = (*tsc_hz != 0).then_some(*tsc_hz);
                 self.named = vms.len();
                 for (id, name) in vms.iter().enumerate() {

@@ -47,6 +47,8 @@ pub struct Hello {
     pub commit: String,
     pub level: TraceLevel,
     pub weights: Vec<u32>,
+    /// What a quantum measured.
+    pub quantum_clock: carousel_protocol::config::QuantumClock,
 }
 
 /// How much of the run the model keeps.
@@ -150,6 +152,7 @@ impl ModelBuilder {
                 commit,
                 level,
                 weights,
+                quantum_clock,
             } if self.hello.is_none() => {
                 self.hello = Some(Hello {
                     version: *version,
@@ -162,6 +165,7 @@ impl ModelBuilder {
                     commit: escape::name(commit),
                     level: *level,
                     weights: weights.clone(),
+                    quantum_clock: *quantum_clock,
                 });
             }
             Record::DiskSector { vm, lba, data } => {

@@ -45,6 +45,7 @@ mod tests {
             commit: String::new(),
             level: TraceLevel::Switches,
             weights: Vec::new(),
+            quantum_clock: carousel_protocol::config::QuantumClock::Wall,
         }
     }
 

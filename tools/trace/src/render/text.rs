@@ -43,10 +43,13 @@ pub fn report(accounting: &Accounting) -> String {
     };
     let _ = writeln!(
         out,
-        "ACCOUNTING  policy {}, quantum {} cycles{}, TSC {} Hz",
+        "ACCOUNTING  policy {}, quantum {} cycles{} of {} time, TSC {} Hz",
         run.policy,
         group(run.quantum_cycles),
         micros(run.quantum_cycles),
+        accounting
+            .quantum_clock
+            .map_or("unknown", |clock| clock.name()),
         accounting.tsc_hz.map_or("unknown".to_string(), group)
     );
     let _ = writeln!(
@@ -731,7 +734,7 @@ mod tests {
     #[test]
     fn report_is_aligned_and_names_units() {
         let report = super::report(&Accounting::from_records(&two_vm_records(), &[1, 3]));
-        assert!(report.starts_with("ACCOUNTING  policy round-robin, quantum 50,000 cycles = 50.000 ms, TSC 1,000,000 Hz\n"), "{report}");
+        assert!(report.starts_with("ACCOUNTING  policy round-robin, quantum 50,000 cycles = 50.000 ms of wall time, TSC 1,000,000 Hz\n"), "{report}");
         assert!(
             report.contains(
                 "run: elapsed 500 cycles = 500.0 µs; guest 80.00%, root 10.00%, idle 10.00% of it"

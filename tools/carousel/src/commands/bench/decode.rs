@@ -151,6 +151,7 @@ pub fn synthetic_trace(target: usize) -> (Vec<u8>, u64) {
         commit: "test".into(),
         level: TraceLevel::Switches,
         weights: Vec::new(),
+        quantum_clock: carousel_protocol::config::QuantumClock::Wall,
     });
     let mut counts = [VmCounts::default(); VMS as usize];
     // VMs that ran in the current interval, with their exits, in the order they ran.
@@ -245,6 +246,9 @@ pub fn synthetic_trace(target: usize) -> (Vec<u8>, u64) {
             wake_max: 15 * QUANTUM,
             quantum_error_median_ppm: 10,
             quantum_error_max_ppm: 100,
+            blocked_console: 0,
+            blocked_records: 0,
+            guest_records_dropped: 0,
         }));
     }
     writer.push(&Record::RunSummary(RunSummary {

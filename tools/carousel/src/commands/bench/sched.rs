@@ -530,6 +530,9 @@ mod tests {
             wake_max: 0,
             quantum_error_median_ppm: error_ppm,
             quantum_error_max_ppm: error_ppm.abs(),
+            blocked_console: 0,
+            blocked_records: 0,
+            guest_records_dropped: 0,
         }
     }
 
@@ -546,6 +549,7 @@ mod tests {
             commit: "test".into(),
             level: carousel_protocol::record::TraceLevel::Switches,
             weights: Vec::new(),
+            quantum_clock: carousel_protocol::config::QuantumClock::Wall,
         }];
         for vm in 0..VM_COUNT as u16 {
             records.push(Record::VmSummary(summary(vm, 100_000, i64::from(vm) * 100)));

@@ -6,6 +6,7 @@
 use alloc::string::String;
 use core::fmt;
 
+use carousel_kernel::memory::Frames;
 use carousel_protocol::record::TscSource;
 use carousel_vmx::addr::HostPhysAddr;
 use carousel_vmx::controls::{self, Capabilities, MissingFeature, Negotiated, Wanted};
@@ -14,8 +15,9 @@ use carousel_vmx::fail::VmFail;
 use carousel_vmx::fields::*;
 use carousel_vmx::instructions as vmx;
 
-use crate::arch::{self, selector, HostTables, IA32_EFER, IA32_FEATURE_CONTROL};
-use crate::memory;
+use super::arch::{self, selector, HostTables, IA32_EFER, IA32_FEATURE_CONTROL};
+use super::physical::HwFrames;
+use super::vcpu::{entry_cr0, CurrentVmcs, ENTRY_RFLAGS};
 
 /// CR0.NE: VMX operation requires it (IA32_VMX_CR0_FIXED0); the guest does not see it.
 pub const CR0_NE: u64 = 1 << 5;
@@ -61,9 +63,9 @@ pub struct Vmx {
     host: HostTables,
 }
 
-fn filled_frame(value: u8) -> Result<HostPhysAddr, VmxError> {
-    let frame = memory::allocate_frame().ok_or(VmxError::OutOfMemory)?;
-    memory::frame_bytes(frame).fill(value);
+fn filled_frame(frames: &mut HwFrames, value: u8) -> Result<HostPhysAddr, VmxError> {
+    let frame = frames.allocate_zeroed().ok_or(VmxError::OutOfMemory)?;
+    frames.bytes_mut(frame).fill(value);
     Ok(frame)
 }
 
@@ -72,7 +74,7 @@ impl Vmx {
     ///
     /// See: 24.7 "Enabling and Entering VMX Operation" and 24.8 "Restrictions on VMX
     /// Operation" (the CR0/CR4 fixed bits).
-    pub fn enable(host: HostTables) -> Result<Self, VmxError> {
+    pub fn enable(host: HostTables, frames: &mut HwFrames) -> Result<Self, VmxError> {
         controls::check_cpuid(arch::cpuid(1, 0)[2])?;
         // SAFETY: IA32_FEATURE_CONTROL exists on every CPU that reports VMX in CPUID.
         let feature_control = unsafe { arch::rdmsr(IA32_FEATURE_CONTROL) };
@@ -98,8 +100,8 @@ impl Vmx {
             arch::write_cr0(negotiated.fixed_cr0(arch::cr0()));
             arch::write_cr4(negotiated.fixed_cr4(arch::cr4()));
         }
-        let vmxon_region = filled_frame(0)?;
-        memory::frame_bytes(vmxon_region)[..4]
+        let vmxon_region = filled_frame(frames, 0)?;
+        frames.bytes_mut(vmxon_region)[..4]
             .copy_from_slice(&negotiated.vmcs_revision.to_le_bytes());
         // SAFETY: CR0/CR4 satisfy the fixed bits, IA32_FEATURE_CONTROL allows VMXON, and the
         // region is a zeroed 4 KiB frame starting with the revision identifier (24.11.5 "VMXON
@@ -108,9 +110,9 @@ impl Vmx {
         Ok(Self {
             negotiated,
             // Every port and every MSR exits: all bitmap bits set (25.6.4, 25.6.9).
-            io_bitmap_a: filled_frame(0xFF)?,
-            io_bitmap_b: filled_frame(0xFF)?,
-            msr_bitmap: filled_frame(0xFF)?,
+            io_bitmap_a: filled_frame(frames, 0xFF)?,
+            io_bitmap_b: filled_frame(frames, 0xFF)?,
+            msr_bitmap: filled_frame(frames, 0xFF)?,
             host,
         })
     }
@@ -118,42 +120,47 @@ impl Vmx {
     /// Writes the execution, exit and entry controls of the current VMCS.
     ///
     /// # Safety
-    /// A VMCS of this VMX operation must be current.
-    pub unsafe fn write_controls(&self, ept: EptPointer, vpid: u16) -> Result<(), VmFail> {
+    /// The bitmaps and the EPT must stay allocated for as long as the VMCS is used.
+    pub unsafe fn write_controls(
+        &self,
+        vmcs: &mut CurrentVmcs<'_>,
+        ept: EptPointer,
+        vpid: u16,
+    ) -> Result<(), VmFail> {
         let n = &self.negotiated;
         let low32 = |value: u64| value & 0xFFFF_FFFF;
         // The guest owns every CR0/CR4 bit but those VMX fixes (25.6.6 "Guest/Host Masks and
         // Read Shadows for CR0 and CR4"): writes to those exit and are checked.
         let cr0_mask = (n.cr0_fixed0 & !CR0_PE_PG) | low32(!n.cr0_fixed1);
         let cr4_mask = n.cr4_fixed0 | low32(!n.cr4_fixed1);
-        // SAFETY: the caller made a VMCS current; these are its control fields, with values
+        // SAFETY: the token makes this VMCS current; these are its control fields, with values
         // negotiated against this CPU's capability MSRs.
         unsafe {
-            vmx::vmwrite32(PIN_BASED_VM_EXECUTION_CONTROLS, n.pin.bits())?;
-            vmx::vmwrite32(
+            vmcs.write32(PIN_BASED_VM_EXECUTION_CONTROLS, n.pin.bits())?;
+            vmcs.write32(
                 PRIMARY_PROCESSOR_BASED_VM_EXECUTION_CONTROLS,
                 n.primary.bits(),
             )?;
-            vmx::vmwrite32(
+            vmcs.write32(
                 SECONDARY_PROCESSOR_BASED_VM_EXECUTION_CONTROLS,
                 n.secondary.bits(),
             )?;
-            vmx::vmwrite32(VM_EXIT_CONTROLS, n.exit.bits())?;
-            vmx::vmwrite32(VM_ENTRY_CONTROLS, n.entry.bits())?;
-            vmx::vmwrite32(EXCEPTION_BITMAP, 0)?;
-            vmx::vmwrite32(PAGE_FAULT_ERROR_CODE_MASK, 0)?;
-            vmx::vmwrite32(PAGE_FAULT_ERROR_CODE_MATCH, 0)?;
-            vmx::vmwrite32(CR3_TARGET_COUNT, 0)?;
-            vmx::vmwrite32(VM_EXIT_MSR_STORE_COUNT, 0)?;
-            vmx::vmwrite32(VM_EXIT_MSR_LOAD_COUNT, 0)?;
-            vmx::vmwrite32(VM_ENTRY_MSR_LOAD_COUNT, 0)?;
-            vmx::vmwrite64(IO_BITMAP_A, self.io_bitmap_a.as_u64())?;
-            vmx::vmwrite64(IO_BITMAP_B, self.io_bitmap_b.as_u64())?;
-            vmx::vmwrite64(MSR_BITMAP, self.msr_bitmap.as_u64())?;
-            vmx::vmwrite64(EPT_POINTER, ept.bits())?;
-            vmx::vmwrite16(VIRTUAL_PROCESSOR_ID, vpid)?;
-            vmx::vmwrite_natural(CR0_GUEST_HOST_MASK, cr0_mask)?;
-            vmx::vmwrite_natural(CR4_GUEST_HOST_MASK, cr4_mask)?;
+            vmcs.write32(VM_EXIT_CONTROLS, n.exit.bits())?;
+            vmcs.write32(VM_ENTRY_CONTROLS, n.entry.bits())?;
+            vmcs.write32(EXCEPTION_BITMAP, 0)?;
+            vmcs.write32(PAGE_FAULT_ERROR_CODE_MASK, 0)?;
+            vmcs.write32(PAGE_FAULT_ERROR_CODE_MATCH, 0)?;
+            vmcs.write32(CR3_TARGET_COUNT, 0)?;
+            vmcs.write32(VM_EXIT_MSR_STORE_COUNT, 0)?;
+            vmcs.write32(VM_EXIT_MSR_LOAD_COUNT, 0)?;
+            vmcs.write32(VM_ENTRY_MSR_LOAD_COUNT, 0)?;
+            vmcs.write64(IO_BITMAP_A, self.io_bitmap_a.as_u64())?;
+            vmcs.write64(IO_BITMAP_B, self.io_bitmap_b.as_u64())?;
+            vmcs.write64(MSR_BITMAP, self.msr_bitmap.as_u64())?;
+            vmcs.write64(EPT_POINTER, ept.bits())?;
+            vmcs.write16(VIRTUAL_PROCESSOR_ID, vpid)?;
+            vmcs.write_natural(CR0_GUEST_HOST_MASK, cr0_mask)?;
+            vmcs.write_natural(CR4_GUEST_HOST_MASK, cr4_mask)?;
         }
         Ok(())
     }
@@ -162,30 +169,30 @@ impl Vmx {
     /// Area"). HOST_RSP and HOST_RIP are written by `enter` itself.
     ///
     /// # Safety
-    /// A VMCS of this VMX operation must be current.
-    pub unsafe fn write_host_state(&self) -> Result<(), VmFail> {
-        // SAFETY: the caller made a VMCS current; the values are the hypervisor's own state,
+    /// The host tables must stay as they are for as long as the VMCS is used.
+    pub unsafe fn write_host_state(&self, vmcs: &mut CurrentVmcs<'_>) -> Result<(), VmFail> {
+        // SAFETY: the token makes this VMCS current; the values are the hypervisor's own state,
         // which does not change after boot.
         unsafe {
-            vmx::vmwrite_natural(HOST_CR0, arch::cr0())?;
-            vmx::vmwrite_natural(HOST_CR3, arch::cr3())?;
-            vmx::vmwrite_natural(HOST_CR4, arch::cr4())?;
-            vmx::vmwrite16(HOST_CS_SELECTOR, selector::CODE)?;
+            vmcs.write_natural(HOST_CR0, arch::cr0())?;
+            vmcs.write_natural(HOST_CR3, arch::cr3())?;
+            vmcs.write_natural(HOST_CR4, arch::cr4())?;
+            vmcs.write16(HOST_CS_SELECTOR, selector::CODE)?;
             for field in [HOST_SS_SELECTOR, HOST_DS_SELECTOR, HOST_ES_SELECTOR] {
-                vmx::vmwrite16(field, selector::DATA)?;
+                vmcs.write16(field, selector::DATA)?;
             }
-            vmx::vmwrite16(HOST_FS_SELECTOR, 0)?;
-            vmx::vmwrite16(HOST_GS_SELECTOR, 0)?;
-            vmx::vmwrite16(HOST_TR_SELECTOR, selector::TSS)?;
-            vmx::vmwrite_natural(HOST_FS_BASE, 0)?;
-            vmx::vmwrite_natural(HOST_GS_BASE, 0)?;
-            vmx::vmwrite_natural(HOST_TR_BASE, self.host.tss_base)?;
-            vmx::vmwrite_natural(HOST_GDTR_BASE, self.host.gdt_base)?;
-            vmx::vmwrite_natural(HOST_IDTR_BASE, self.host.idt_base)?;
-            vmx::vmwrite32(HOST_IA32_SYSENTER_CS, 0)?;
-            vmx::vmwrite_natural(HOST_IA32_SYSENTER_ESP, 0)?;
-            vmx::vmwrite_natural(HOST_IA32_SYSENTER_EIP, 0)?;
-            vmx::vmwrite64(HOST_IA32_EFER, arch::rdmsr(IA32_EFER))?;
+            vmcs.write16(HOST_FS_SELECTOR, 0)?;
+            vmcs.write16(HOST_GS_SELECTOR, 0)?;
+            vmcs.write16(HOST_TR_SELECTOR, selector::TSS)?;
+            vmcs.write_natural(HOST_FS_BASE, 0)?;
+            vmcs.write_natural(HOST_GS_BASE, 0)?;
+            vmcs.write_natural(HOST_TR_BASE, self.host.tss_base)?;
+            vmcs.write_natural(HOST_GDTR_BASE, self.host.gdt_base)?;
+            vmcs.write_natural(HOST_IDTR_BASE, self.host.idt_base)?;
+            vmcs.write32(HOST_IA32_SYSENTER_CS, 0)?;
+            vmcs.write_natural(HOST_IA32_SYSENTER_ESP, 0)?;
+            vmcs.write_natural(HOST_IA32_SYSENTER_EIP, 0)?;
+            vmcs.write64(HOST_IA32_EFER, arch::rdmsr(IA32_EFER))?;
         }
         Ok(())
     }
@@ -235,4 +242,86 @@ fn calibrate_against_pit() -> u64 {
         arch::outb(0x61, gate);
         cycles * 100
     }
+}
+
+/// Access rights (SDM 25.4.1 "Guest Register State", Table 25-2): flat 32-bit code, execute/read,
+/// accessed, present, DPL 0, 4 KiB granularity.
+const CODE32_ACCESS: u32 = 0xC09B;
+/// Flat 32-bit data, read/write, accessed, present, DPL 0.
+const DATA32_ACCESS: u32 = 0xC093;
+/// Busy 32-bit TSS, present: TR must be usable at VM entry (SDM 27.3.1.2).
+const TSS32_BUSY_ACCESS: u32 = 0x008B;
+/// Segment-unusable bit.
+const UNUSABLE: u32 = 1 << 16;
+
+/// Guest state of a multiboot entry (Multiboot 0.6.96, 3.2 "Machine state"; xv6 also needs
+/// CS = 0x08 and DS/ES/SS = 0x10, XV6-CONTRACT 1.3).
+///
+/// # Safety
+/// `vmcs` is a new VM's VMCS: these are its guest-state fields only.
+pub unsafe fn write_guest_entry_state(
+    vmcs: &mut CurrentVmcs<'_>,
+    entry: u64,
+) -> Result<(), VmFail> {
+    let (cr0, cr0_shadow) = entry_cr0();
+    // SAFETY: the token makes this VMCS current; these are guest-state fields only, with the
+    // values a multiboot kernel expects.
+    unsafe {
+        vmcs.write16(GUEST_CS_SELECTOR, 0x08)?;
+        vmcs.write32(GUEST_CS_ACCESS_RIGHTS, CODE32_ACCESS)?;
+        for (selector, access) in [
+            (GUEST_DS_SELECTOR, GUEST_DS_ACCESS_RIGHTS),
+            (GUEST_ES_SELECTOR, GUEST_ES_ACCESS_RIGHTS),
+            (GUEST_SS_SELECTOR, GUEST_SS_ACCESS_RIGHTS),
+            (GUEST_FS_SELECTOR, GUEST_FS_ACCESS_RIGHTS),
+            (GUEST_GS_SELECTOR, GUEST_GS_ACCESS_RIGHTS),
+        ] {
+            vmcs.write16(selector, 0x10)?;
+            vmcs.write32(access, DATA32_ACCESS)?;
+        }
+        for (base, limit) in [
+            (GUEST_CS_BASE, GUEST_CS_LIMIT),
+            (GUEST_DS_BASE, GUEST_DS_LIMIT),
+            (GUEST_ES_BASE, GUEST_ES_LIMIT),
+            (GUEST_SS_BASE, GUEST_SS_LIMIT),
+            (GUEST_FS_BASE, GUEST_FS_LIMIT),
+            (GUEST_GS_BASE, GUEST_GS_LIMIT),
+        ] {
+            vmcs.write_natural(base, 0)?;
+            vmcs.write32(limit, 0xFFFF_FFFF)?;
+        }
+        vmcs.write16(GUEST_LDTR_SELECTOR, 0)?;
+        vmcs.write_natural(GUEST_LDTR_BASE, 0)?;
+        vmcs.write32(GUEST_LDTR_LIMIT, 0)?;
+        vmcs.write32(GUEST_LDTR_ACCESS_RIGHTS, UNUSABLE)?;
+        vmcs.write16(GUEST_TR_SELECTOR, 0)?;
+        vmcs.write_natural(GUEST_TR_BASE, 0)?;
+        vmcs.write32(GUEST_TR_LIMIT, 0x67)?;
+        vmcs.write32(GUEST_TR_ACCESS_RIGHTS, TSS32_BUSY_ACCESS)?;
+        vmcs.write_natural(GUEST_GDTR_BASE, 0)?;
+        vmcs.write32(GUEST_GDTR_LIMIT, 0xFFFF)?;
+        vmcs.write_natural(GUEST_IDTR_BASE, 0)?;
+        vmcs.write32(GUEST_IDTR_LIMIT, 0xFFFF)?;
+
+        vmcs.write_natural(GUEST_CR0, cr0)?;
+        vmcs.write_natural(CR0_READ_SHADOW, cr0_shadow)?;
+        vmcs.write_natural(GUEST_CR3, 0)?;
+        vmcs.write_natural(GUEST_CR4, CR4_VMXE)?;
+        vmcs.write_natural(CR4_READ_SHADOW, 0)?;
+        vmcs.write_natural(GUEST_DR7, 0x400)?;
+        vmcs.write_natural(GUEST_RSP, 0)?;
+        vmcs.write_natural(GUEST_RIP, entry)?;
+        vmcs.write_natural(GUEST_RFLAGS, ENTRY_RFLAGS)?;
+        vmcs.write64(GUEST_IA32_EFER, 0)?;
+        vmcs.write64(GUEST_IA32_DEBUGCTL, 0)?;
+        vmcs.write32(GUEST_IA32_SYSENTER_CS, 0)?;
+        vmcs.write_natural(GUEST_IA32_SYSENTER_ESP, 0)?;
+        vmcs.write_natural(GUEST_IA32_SYSENTER_EIP, 0)?;
+        vmcs.write_natural(GUEST_PENDING_DEBUG_EXCEPTIONS, 0)?;
+        vmcs.write32(GUEST_INTERRUPTIBILITY_STATE, 0)?;
+        vmcs.write32(GUEST_ACTIVITY_STATE, 0)?;
+        vmcs.write64(VMCS_LINK_POINTER, u64::MAX)?;
+        vmcs.write32(VM_ENTRY_INTERRUPTION_INFORMATION, 0)?;
+    }
+    Ok(())
 }

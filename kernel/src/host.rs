@@ -1,0 +1,28 @@
+//! What the run loop needs from the machine beside the vCPUs and the frames: the clock, the
+//! serial lines and the host CPU's CPUID. The hypervisor binary implements [`Host`] over the real
+//! TSC and UARTs; the host tests over a fake clock and vectors (`testing::FakeHost`).
+
+use crate::export::Exporter;
+
+/// The machine, as the run loop sees it.
+pub trait Host {
+    /// The TSC now.
+    fn now(&mut self) -> u64;
+    /// The record stream (COM2 or the debug port).
+    fn exporter(&mut self) -> &mut Exporter;
+    /// True when VM `vm` has room on COM1 for one more console line.
+    fn console_has_room(&mut self, vm: u16) -> bool;
+    /// Queues one console line of VM `vm` (the caller checked the room).
+    fn console_line(&mut self, vm: u16, line: &[u8]);
+    /// Gives the serial lines what they take now, without waiting.
+    fn feed_serial(&mut self);
+    /// Waits until everything queued for the serial lines has left (the end of a run only).
+    fn flush_serial(&mut self);
+    /// A byte of console input from the host tool, if one waits.
+    fn poll_input(&mut self) -> Option<u8>;
+    /// Nothing is runnable until `deadline` (or until input or a host interrupt): the real
+    /// machine spins once and returns, a fake clock moves on.
+    fn wait(&mut self, deadline: u64);
+    /// CPUID of the host CPU.
+    fn cpuid(&mut self, leaf: u32, subleaf: u32) -> [u32; 4];
+}

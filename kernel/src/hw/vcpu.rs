@@ -1,0 +1,431 @@
+//! The VMX backend of the vCPU seam: [`VmxVcpu`] implements `carousel_kernel::vcpu::Vcpu` over a
+//! VMCS. Every VMREAD and VMWRITE goes through a [`CurrentVmcs`] token, which only
+//! [`Vmcs::current`] makes, after loading that VMCS if another was current.
+//!
+//! Reference: Intel SDM 325462-083US (March 2024), volume 3C: 25 "Virtual Machine Control
+//! Structures", 27.6 "Event Injection", 28.2 "Recording VM-Exit Information".
+
+use alloc::string::String;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use carousel_kernel::exit::Exit;
+use carousel_kernel::vcpu::{Entered, Event, GuestRegisters, Reg, Vcpu, VcpuError};
+use carousel_kernel::vm::VcpuSetup;
+use carousel_vmx::addr::HostPhysAddr;
+use carousel_vmx::controls::{cycles_to_preemption_ticks, Negotiated, PrimaryProcessorBased};
+use carousel_vmx::ept::EptPointer;
+use carousel_vmx::exit::{InterruptionInfo, InterruptionType};
+use carousel_vmx::fail::VmFail;
+use carousel_vmx::fields::*;
+use carousel_vmx::instructions as vmx;
+
+use super::vmm::{self, Vmx, CR0_NE};
+
+/// The VMCS the CPU holds as current (its address; 0 when none).
+static CURRENT: AtomicU64 = AtomicU64::new(0);
+
+/// A VMCS region, owned by one vCPU.
+#[derive(Debug)]
+pub struct Vmcs {
+    region: HostPhysAddr,
+}
+
+/// Proof that a VMCS is the CPU's current one, for as long as it lives: VMREAD and VMWRITE
+/// reach that VMCS.
+#[derive(Debug)]
+pub struct CurrentVmcs<'a> {
+    _vmcs: &'a mut Vmcs,
+}
+
+impl Vmcs {
+    /// Makes this VMCS current (VMPTRLD, unless it already is) and returns the token.
+    pub fn current(&mut self) -> Result<CurrentVmcs<'_>, VmFail> {
+        let address = self.region.as_u64();
+        if CURRENT.load(Ordering::Relaxed) != address {
+            // SAFETY: the region was set up by VMCLEAR in `VmxVcpu::create` (revision written)
+            // and is used on this CPU only.
+            unsafe { vmx::vmptrld(self.region)? };
+            CURRENT.store(address, Ordering::Relaxed);
+        }
+        Ok(CurrentVmcs { _vmcs: self })
+    }
+}
+
+impl CurrentVmcs<'_> {
+    pub fn read32(&self, field: Field32) -> Result<u32, VmFail> {
+        vmx::vmread32(field)
+    }
+    pub fn read64(&self, field: Field64) -> Result<u64, VmFail> {
+        vmx::vmread64(field)
+    }
+    pub fn natural(&self, field: FieldNatural) -> Result<u64, VmFail> {
+        vmx::vmread_natural(field)
+    }
+
+    /// # Safety
+    /// As for `carousel_vmx::instructions::vmwrite64`: the value keeps the host sound.
+    pub unsafe fn write16(&mut self, field: Field16, value: u16) -> Result<(), VmFail> {
+        // SAFETY: this VMCS is current (the token); the caller vouches for the value.
+        unsafe { vmx::vmwrite16(field, value) }
+    }
+    /// # Safety
+    /// As for [`Self::write16`].
+    pub unsafe fn write32(&mut self, field: Field32, value: u32) -> Result<(), VmFail> {
+        // SAFETY: this VMCS is current (the token); the caller vouches for the value.
+        unsafe { vmx::vmwrite32(field, value) }
+    }
+    /// # Safety
+    /// As for [`Self::write32`].
+    pub unsafe fn write64(&mut self, field: Field64, value: u64) -> Result<(), VmFail> {
+        // SAFETY: this VMCS is current (the token); the caller vouches for the value.
+        unsafe { vmx::vmwrite64(field, value) }
+    }
+    /// # Safety
+    /// As for [`Self::write32`].
+    pub unsafe fn write_natural(&mut self, field: FieldNatural, value: u64) -> Result<(), VmFail> {
+        // SAFETY: this VMCS is current (the token); the caller vouches for the value.
+        unsafe { vmx::vmwrite_natural(field, value) }
+    }
+}
+
+/// One VM's vCPU under VMX.
+#[derive(Debug)]
+pub struct VmxVcpu {
+    vmcs: Vmcs,
+    launched: bool,
+    regs: GuestRegisters,
+    /// Primary processor-based controls as last written (interrupt-window exiting toggles).
+    primary_controls: u32,
+    negotiated: Negotiated,
+    vpid: u16,
+    eptp: EptPointer,
+    /// The guest's XCR0.
+    xcr0: u64,
+}
+
+fn failed(what: &str) -> impl Fn(VmFail) -> VcpuError + '_ {
+    move |error| VcpuError::new(what, error)
+}
+
+/// CR0.PE | CR0.ET: protected mode, paging off (the multiboot machine state).
+const GUEST_CR0_AT_ENTRY: u64 = 0x11;
+/// RFLAGS bit 1 is always set; IF = 0.
+const RFLAGS_RESERVED: u64 = 0x2;
+
+impl VmxVcpu {
+    /// Makes the VMCS of a VM: controls, host state, and the guest state a multiboot kernel
+    /// expects at entry. `region` is a zeroed frame the VMCS lives in.
+    pub fn create(vmx: &Vmx, setup: &VcpuSetup, region: HostPhysAddr) -> Result<Self, VmFail> {
+        let mut vcpu = Self {
+            vmcs: Vmcs { region },
+            launched: false,
+            regs: setup.registers.clone(),
+            primary_controls: vmx.negotiated.primary.bits(),
+            negotiated: vmx.negotiated,
+            vpid: setup.tag,
+            eptp: setup.eptp,
+            xcr0: 1,
+        };
+        // SAFETY: the region is a fresh frame carrying the revision identifier (written by the
+        // caller); VMCLEAR initialises it (25.11.3 "Initializing a VMCS").
+        unsafe { vmx::vmclear(region)? };
+        CURRENT.store(0, Ordering::Relaxed);
+        let mut vmcs = vcpu.vmcs.current()?;
+        // SAFETY: the VMCS is current (the token); every field written describes state this VM
+        // owns (its EPT, its entry point) or the hypervisor's own host state.
+        unsafe {
+            vmx.write_controls(&mut vmcs, setup.eptp, setup.tag)?;
+            vmx.write_host_state(&mut vmcs)?;
+            vmm::write_guest_entry_state(&mut vmcs, setup.entry)?;
+        }
+        Ok(vcpu)
+    }
+
+    fn vmcs(&mut self) -> Result<CurrentVmcs<'_>, VcpuError> {
+        self.vmcs.current().map_err(failed("VMPTRLD"))
+    }
+
+    /// The guest-visible value of CR0 or CR4: owned bits from the register, the others from
+    /// the read shadow (25.6.6 "Guest/Host Masks and Read Shadows for CR0 and CR4").
+    fn visible(
+        &mut self,
+        register: FieldNatural,
+        mask: FieldNatural,
+        shadow: FieldNatural,
+    ) -> Result<u64, VcpuError> {
+        let vmcs = self.vmcs()?;
+        let read = |field| vmcs.natural(field).map_err(failed("VMREAD"));
+        let (value, mask, shadow) = (read(register)?, read(mask)?, read(shadow)?);
+        Ok((value & !mask) | (shadow & mask))
+    }
+}
+
+impl Vcpu for VmxVcpu {
+    fn registers(&mut self) -> &mut GuestRegisters {
+        &mut self.regs
+    }
+
+    fn read(&mut self, reg: Reg) -> Result<u64, VcpuError> {
+        /// Segment access rights: DPL (6:5), L (13), D/B (14).
+        const AR_DPL_SHIFT: u32 = 5;
+        const AR_LONG: u32 = 1 << 13;
+        const AR_DEFAULT_32: u32 = 1 << 14;
+        /// EFER.LMA.
+        const EFER_LMA: u64 = 1 << 10;
+        match reg {
+            Reg::Cr0 => return self.visible(GUEST_CR0, CR0_GUEST_HOST_MASK, CR0_READ_SHADOW),
+            Reg::Cr4 => return self.visible(GUEST_CR4, CR4_GUEST_HOST_MASK, CR4_READ_SHADOW),
+            Reg::Xcr0 => return Ok(self.xcr0),
+            _ => {}
+        }
+        let vmcs = self.vmcs()?;
+        let value = match reg {
+            Reg::Rip => vmcs.natural(GUEST_RIP),
+            Reg::Rsp => vmcs.natural(GUEST_RSP),
+            Reg::Rflags => vmcs.natural(GUEST_RFLAGS),
+            Reg::Cr3 => vmcs.natural(GUEST_CR3),
+            Reg::Efer => vmcs.read64(GUEST_IA32_EFER),
+            Reg::CsBase => vmcs.natural(GUEST_CS_BASE),
+            Reg::CodeBits => {
+                let access = vmcs.read32(GUEST_CS_ACCESS_RIGHTS);
+                let efer = vmcs.read64(GUEST_IA32_EFER);
+                access.and_then(|access| {
+                    efer.map(|efer| {
+                        if efer & EFER_LMA != 0 && access & AR_LONG != 0 {
+                            64
+                        } else if access & AR_DEFAULT_32 != 0 {
+                            32
+                        } else {
+                            16
+                        }
+                    })
+                })
+            }
+            Reg::Cpl => vmcs
+                .read32(GUEST_SS_ACCESS_RIGHTS)
+                .map(|access| u64::from((access >> AR_DPL_SHIFT) & 3)),
+            Reg::InterruptShadow => vmcs
+                .read32(GUEST_INTERRUPTIBILITY_STATE)
+                .map(|state| u64::from(state & 0b11 != 0)),
+            Reg::Cr0 | Reg::Cr4 | Reg::Xcr0 => unreachable!("handled above"),
+        };
+        value.map_err(failed("VMREAD"))
+    }
+
+    fn write(&mut self, reg: Reg, value: u64) -> Result<(), VcpuError> {
+        let negotiated = self.negotiated;
+        if reg == Reg::Xcr0 {
+            self.xcr0 = value;
+            return Ok(());
+        }
+        let mut vmcs = self.vmcs()?;
+        // SAFETY: (every arm) the VMCS is current (the token); these are guest-state fields or
+        // CR read shadows, which decide only what the guest sees and runs with. CR0 and CR4 get
+        // the bits VMX operation fixes, so VM entry keeps working.
+        let written = unsafe {
+            match reg {
+                Reg::Rip => vmcs.write_natural(GUEST_RIP, value),
+                Reg::Rsp => vmcs.write_natural(GUEST_RSP, value),
+                Reg::Rflags => vmcs.write_natural(GUEST_RFLAGS, value),
+                Reg::Cr3 => vmcs.write_natural(GUEST_CR3, value),
+                Reg::Efer => vmcs.write64(GUEST_IA32_EFER, value),
+                Reg::CsBase => vmcs.write_natural(GUEST_CS_BASE, value),
+                Reg::Cr0 => vmcs
+                    .write_natural(CR0_READ_SHADOW, value)
+                    .and_then(|()| vmcs.write_natural(GUEST_CR0, negotiated.fixed_cr0(value))),
+                Reg::Cr4 => vmcs
+                    .write_natural(CR4_READ_SHADOW, value)
+                    .and_then(|()| vmcs.write_natural(GUEST_CR4, negotiated.fixed_cr4(value))),
+                Reg::InterruptShadow => {
+                    vmcs.read32(GUEST_INTERRUPTIBILITY_STATE).and_then(|state| {
+                        let state = if value == 0 {
+                            state & !0b11
+                        } else {
+                            state | 0b01
+                        };
+                        vmcs.write32(GUEST_INTERRUPTIBILITY_STATE, state)
+                    })
+                }
+                Reg::CodeBits | Reg::Cpl | Reg::Xcr0 => {
+                    return Err(VcpuError(String::from("read-only register written")))
+                }
+            }
+        };
+        written.map_err(failed("VMWRITE"))
+    }
+
+    fn inject(&mut self, event: Event) -> Result<(), VcpuError> {
+        let (info, code) = match event {
+            Event::Interrupt(vector) => (
+                InterruptionInfo {
+                    vector,
+                    kind: InterruptionType::ExternalInterrupt,
+                    error_code_valid: false,
+                },
+                None,
+            ),
+            Event::Exception { vector, error_code } => (
+                InterruptionInfo {
+                    vector,
+                    kind: InterruptionType::HardwareException,
+                    error_code_valid: error_code.is_some(),
+                },
+                error_code,
+            ),
+        };
+        let mut vmcs = self.vmcs()?;
+        // SAFETY: the VMCS is current (the token); an external interrupt of a vector the guest
+        // programmed, or an architectural exception, is a valid event to inject (27.6.1).
+        unsafe {
+            if let Some(code) = code {
+                vmcs.write32(VM_ENTRY_EXCEPTION_ERROR_CODE, code)
+                    .map_err(failed("VMWRITE"))?;
+            }
+            vmcs.write32(VM_ENTRY_INTERRUPTION_INFORMATION, info.to_raw())
+                .map_err(failed("VMWRITE"))
+        }
+    }
+
+    fn event_queued(&mut self) -> Result<bool, VcpuError> {
+        let vmcs = self.vmcs()?;
+        let info = vmcs
+            .read32(VM_ENTRY_INTERRUPTION_INFORMATION)
+            .map_err(failed("VMREAD"))?;
+        Ok(InterruptionInfo::from_raw(info).is_some())
+    }
+
+    fn set_interrupt_window(&mut self, open: bool) -> Result<(), VcpuError> {
+        let bit = PrimaryProcessorBased::INTERRUPT_WINDOW_EXITING.bits();
+        let wanted = if open {
+            self.primary_controls | bit
+        } else {
+            self.primary_controls & !bit
+        };
+        if wanted != self.primary_controls {
+            let mut vmcs = self.vmcs()?;
+            // SAFETY: the VMCS is current (the token); only the interrupt-window bit changes,
+            // which the capability MSRs allow (negotiated at VMX start).
+            unsafe { vmcs.write32(PRIMARY_PROCESSOR_BASED_VM_EXECUTION_CONTROLS, wanted) }
+                .map_err(failed("VMWRITE"))?;
+            self.primary_controls = wanted;
+        }
+        Ok(())
+    }
+
+    fn flush_linear(&mut self) -> Result<(), VcpuError> {
+        // SAFETY: flushing this VM's VPID only drops cached translations.
+        unsafe { vmx::invvpid_single_context(self.vpid) }.map_err(failed("INVVPID"))
+    }
+
+    fn flush_physical(&mut self) -> Result<(), VcpuError> {
+        // SAFETY: the pointer is this VM's own EPT, as loaded into its VMCS; INVEPT only drops
+        // cached translations.
+        unsafe { vmx::invept_single_context(self.eptp) }.map_err(failed("INVEPT"))
+    }
+
+    fn enter(&mut self, timer: u64) -> Result<Entered, VcpuError> {
+        let rate = self.negotiated.preemption_timer_rate;
+        let ticks = cycles_to_preemption_ticks(timer, rate).max(1);
+        {
+            let mut vmcs = self.vmcs()?;
+            // SAFETY: the VMCS is current (the token); the value is a count.
+            unsafe { vmcs.write32(VMX_PREEMPTION_TIMER_VALUE, ticks) }
+                .map_err(failed("VMWRITE"))?;
+        }
+        // SAFETY: this VM's VMCS is current (just used) and holds a complete host and guest
+        // state; `regs` is this VM's register file.
+        unsafe { vmx::enter(&mut self.regs, self.launched) }.map_err(failed("VM entry"))?;
+        self.launched = true;
+        // The timer counts only in guest mode; its saved value is what is left of `ticks`.
+        let left = self
+            .vmcs()?
+            .read32(VMX_PREEMPTION_TIMER_VALUE)
+            .map_err(failed("VMREAD"))?;
+        let raw = vmx::read_exit().map_err(failed("VMREAD exit information"))?;
+        self.reinject_interrupted_event()?;
+        Ok(Entered {
+            exit: Exit::from_vmx(&raw),
+            reason: (raw.reason & 0xFFFF) as u16,
+            timer_used: u64::from(ticks.saturating_sub(left)) << rate,
+        })
+    }
+
+    fn switch_in(&mut self) -> Result<(), VcpuError> {
+        self.vmcs().map(drop)
+    }
+
+    fn switch_out(&mut self) -> Result<(), VcpuError> {
+        Ok(())
+    }
+
+    fn describe(&mut self) -> String {
+        let primary = self.primary_controls;
+        let state = self.vmcs().and_then(|vmcs| {
+            let read = |result: Result<u64, VmFail>| result.map_err(failed("VMREAD"));
+            Ok((
+                read(vmcs.natural(GUEST_RIP))?,
+                read(vmcs.natural(GUEST_RFLAGS))?,
+                read(vmcs.read32(GUEST_INTERRUPTIBILITY_STATE).map(u64::from))?,
+                read(
+                    vmcs.read32(VM_ENTRY_INTERRUPTION_INFORMATION)
+                        .map(u64::from),
+                )?,
+            ))
+        });
+        let window = primary & PrimaryProcessorBased::INTERRUPT_WINDOW_EXITING.bits() != 0;
+        match state {
+            Ok((rip, rflags, blocking, queued)) => alloc::format!(
+                "rip {rip:#x} rflags {rflags:#x} blocking {blocking:#x} queued {queued:#x} \
+                 window {window}"
+            ),
+            Err(error) => alloc::format!("VMCS unreadable ({error})"),
+        }
+    }
+}
+
+impl VmxVcpu {
+    /// After a VM exit: an event whose delivery the exit interrupted (IDT-vectoring information
+    /// valid) is delivered again at the next entry (28.2.4 "Information for VM Exits During
+    /// Event Delivery").
+    fn reinject_interrupted_event(&mut self) -> Result<(), VcpuError> {
+        const VALID: u32 = 1 << 31;
+        const ERROR_CODE_VALID: u32 = 1 << 11;
+        /// Bit 12 (NMI unblocking) is reserved in the entry field.
+        const NMI_UNBLOCKING: u32 = 1 << 12;
+        let mut vmcs = self.vmcs()?;
+        let vectoring = vmcs
+            .read32(IDT_VECTORING_INFORMATION)
+            .map_err(failed("VMREAD"))?;
+        if vectoring & VALID == 0 {
+            return Ok(());
+        }
+        let code = vmcs
+            .read32(IDT_VECTORING_ERROR_CODE)
+            .map_err(failed("VMREAD"))?;
+        let length = vmcs
+            .read32(VM_EXIT_INSTRUCTION_LENGTH)
+            .map_err(failed("VMREAD"))?;
+        // SAFETY: the VMCS is current (the token); the event is the one the CPU was delivering.
+        unsafe {
+            if vectoring & ERROR_CODE_VALID != 0 {
+                vmcs.write32(VM_ENTRY_EXCEPTION_ERROR_CODE, code)
+                    .map_err(failed("VMWRITE"))?;
+            }
+            vmcs.write32(VM_ENTRY_INSTRUCTION_LENGTH, length)
+                .map_err(failed("VMWRITE"))?;
+            vmcs.write32(
+                VM_ENTRY_INTERRUPTION_INFORMATION,
+                vectoring & !NMI_UNBLOCKING,
+            )
+            .map_err(failed("VMWRITE"))
+        }
+    }
+}
+
+/// The guest's CR0 at entry, with the bit VMX forces.
+pub const fn entry_cr0() -> (u64, u64) {
+    (GUEST_CR0_AT_ENTRY | CR0_NE, GUEST_CR0_AT_ENTRY)
+}
+
+/// RFLAGS at entry.
+pub const ENTRY_RFLAGS: u64 = RFLAGS_RESERVED;

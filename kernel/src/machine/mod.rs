@@ -1,0 +1,1055 @@
+//! The run loop: mechanism only. The scheduler crate's policy decides who runs and for how long;
+//! this loop arms the slice timer, enters the VM, measures, handles exits, wakes VMs whose
+//! timers expired, and waits when nobody can run. It runs the same on the real machine and on
+//! the host tests' fakes.
+//!
+//! Time accounting (all TSC cycles): every cycle from the start of the run belongs to exactly
+//! one of guest mode (VM entry to VM exit, per VM), root mode (per VM while handling its exits,
+//! unattributed while switching) or idle (no VM runnable). `mark` is the instant up to which
+//! cycles have been handed out, so the three always add up to the elapsed time.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use carousel_protocol::config::{RunConfig, SchedulerPolicy, VmConfig};
+use carousel_protocol::record::{self, Event, Record, StopReason, TraceLevel};
+use carousel_scheduler::{
+    Accounting, Cycles, LatencyHistogram, Policy, QuantumClock, RoundRobin, Slice, SliceEnd, VmId,
+};
+
+use crate::balloon::{Candidate, Rule};
+use crate::exit::Exit;
+use crate::exits::{self, Context, Next};
+use crate::host::Host;
+use crate::input::{InputRouter, Routed};
+use crate::memory::{Frames, GuestMemory, HostMemory, ScanCursor};
+use crate::vcpu::{Reg, Vcpu, VcpuError};
+use crate::vm::{self, Blocked, Built, CpuFacts, RunState, VcpuSetup, Vm};
+
+/// An unfinished console line (a prompt) is printed after 1/20 s without output.
+const CONSOLE_QUIET_DIVISOR: u64 = 20;
+/// Address spaces reported per VM at the end.
+const ADDRESS_SPACES_REPORTED: usize = 16;
+
+/// Microseconds of TSC time in cycles, at `tsc_hz`.
+pub fn us_to_cycles(us: u64, tsc_hz: u64) -> Cycles {
+    (u128::from(tsc_hz) * u128::from(us) / 1_000_000).min(u128::from(u64::MAX)) as u64
+}
+
+/// Builds the VMs of `config`: `module` finds a GRUB module by name, `make_vcpu` makes the
+/// hardware vCPU of a VM. A VM that cannot be built is reported stopped and left out.
+#[allow(clippy::too_many_arguments)]
+pub fn build_vms<'m, V: Vcpu, F: Frames, H: Host>(
+    config: &RunConfig,
+    module: impl Fn(&str) -> Option<&'m [u8]>,
+    pool: &mut HostMemory<F>,
+    host: &mut H,
+    cpu: CpuFacts,
+    tsc_hz: u64,
+    mut make_vcpu: impl FnMut(&VcpuSetup, &mut HostMemory<F>) -> Result<V, StopReason>,
+) -> Vec<Option<Vm<V>>> {
+    let lapic_page = vm::lapic_constant_page(pool);
+    let mut vms = Vec::with_capacity(config.vms.len());
+    for (id, vm_config) in config.vms.iter().enumerate() {
+        let id = id as VmId;
+        let built = build_one(
+            vm_config,
+            id,
+            &module,
+            pool,
+            host,
+            cpu,
+            tsc_hz,
+            lapic_page,
+            &mut make_vcpu,
+        );
+        match built {
+            Ok(vm) => {
+                log::info!(
+                    "vm {} ready: {} MiB, weight {}",
+                    vm.name,
+                    vm_config.memory_bytes >> 20,
+                    vm_config.weight
+                );
+                vms.push(Some(vm));
+            }
+            Err(reason) => {
+                log::error!("vm {} not started: {reason}", vm_config.name);
+                let tsc = host.now();
+                host.exporter().emit(&Record::VmStopped {
+                    tsc,
+                    vm: id,
+                    reason,
+                });
+                vms.push(None);
+            }
+        }
+    }
+    vms
+}
+
+#[allow(clippy::too_many_arguments)]
+fn build_one<'m, V: Vcpu, F: Frames, H: Host>(
+    vm_config: &VmConfig,
+    id: VmId,
+    module: &impl Fn(&str) -> Option<&'m [u8]>,
+    pool: &mut HostMemory<F>,
+    host: &mut H,
+    cpu: CpuFacts,
+    tsc_hz: u64,
+    lapic_page: Option<carousel_vmx::addr::HostPhysAddr>,
+    make_vcpu: &mut impl FnMut(&VcpuSetup, &mut HostMemory<F>) -> Result<V, StopReason>,
+) -> Result<Vm<V>, StopReason> {
+    let image = module(&vm_config.kernel_module).ok_or_else(|| {
+        vm::load_failed(format_args!(
+            "module `{}` is missing",
+            vm_config.kernel_module
+        ))
+    })?;
+    let disk = match &vm_config.disk_module {
+        Some(name) => Some(
+            module(name)
+                .ok_or_else(|| vm::load_failed(format_args!("module `{name}` is missing")))?,
+        ),
+        None => None,
+    };
+    let lapic_page = lapic_page.ok_or_else(|| vm::load_failed("no frame for the LAPIC page"))?;
+    let blueprint = vm::Blueprint {
+        id,
+        config: vm_config,
+        cpu,
+        tsc_hz,
+    };
+    let built: Built = vm::build(pool, &blueprint, image, disk, lapic_page)?;
+    let vcpu = make_vcpu(built.setup(), pool)?;
+    Vm::new(built, vcpu, &blueprint, pool, host)
+}
+
+/// The exit being handled: its reason, when it happened (its cost ends at the next entry, or at
+/// the end of the slice), and whether it was the hypervisor's business rather than the VM's.
+#[derive(Debug, Clone, Copy)]
+struct Handling {
+    reason: u16,
+    at: Cycles,
+    foreign: bool,
+}
+
+/// A slice being run.
+#[derive(Debug)]
+struct SliceRun {
+    slice: Slice,
+    handling: Option<Handling>,
+    last_exit: Cycles,
+}
+
+/// The state of one run.
+pub struct Machine<V, F, H> {
+    pub vms: Vec<Option<Vm<V>>>,
+    pub pool: HostMemory<F>,
+    pub host: H,
+    policy: RoundRobin,
+    accounting: Accounting,
+    quantum: Cycles,
+    quantum_clock: QuantumClock,
+    tsc_hz: u64,
+    start: Cycles,
+    /// Cycles up to this instant have been accounted.
+    mark: Cycles,
+    /// The VM exit that ended the last slice by preemption: the switch cost runs from there to
+    /// the next VM entry.
+    switch_from: Option<Cycles>,
+    switch_costs: LatencyHistogram,
+    /// The VM whose vCPU the hardware holds now.
+    current: Option<VmId>,
+    /// Console input from the host, to the focused VM.
+    input: InputRouter,
+    /// A VM's unfinished console line goes out after this many quiet cycles.
+    console_quiet: Cycles,
+    /// Metrics interval (exit statistics), its start, and when the next one ends.
+    interval: Cycles,
+    interval_start: Cycles,
+    next_interval: Cycles,
+    /// Every VM exit goes out as an event (a full-rate trace).
+    exit_events: bool,
+    /// Guest pages backed and free pages, as last sent.
+    host_memory: Option<(u64, u64)>,
+    /// The balloon rule, and the pages of the host's pool it measures against.
+    balloon_rule: Option<Rule>,
+    pool_pages: u64,
+    /// Same-page merging: pages scanned per interval (0: off), and where the scan goes on.
+    merge_scan_pages: u64,
+    merge_cursor: ScanCursor,
+    /// Working-set sampling period (0: off) and when the next sample is due.
+    memory_sample: Cycles,
+    next_memory_sample: Cycles,
+    /// Housekeeping runs at most once per period (a millisecond of TSC time).
+    housekeeping_period: Cycles,
+    next_housekeeping: Cycles,
+    /// Idle detection: guest cycles in the idle address space that make a VM idle.
+    idle_threshold: Option<Cycles>,
+    /// Which VMs persist their disks.
+    persist: Vec<bool>,
+}
+
+/// Why a run could not start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StartError(pub String);
+
+impl<V: Vcpu, F: Frames, H: Host> Machine<V, F, H> {
+    /// The machine of a run over `vms` (built by [`build_vms`]).
+    pub fn new(
+        config: &RunConfig,
+        vms: Vec<Option<Vm<V>>>,
+        pool: HostMemory<F>,
+        mut host: H,
+        tsc_hz: u64,
+    ) -> Result<Self, StartError> {
+        let quantum = us_to_cycles(u64::from(config.quantum_us), tsc_hz);
+        let weights: Vec<u32> = config.vms.iter().map(|vm| vm.weight).collect();
+        let policy = match RoundRobin::new(quantum.max(1), &weights) {
+            Ok(policy) if config.policy == SchedulerPolicy::Boost => policy.with_wake_boost(),
+            Ok(policy) => policy,
+            Err(error) => return Err(StartError(alloc::format!("scheduler: {error}"))),
+        };
+        log::info!(
+            "scheduler: {}, quantum {} us = {} cycles of {} time",
+            policy.name(),
+            config.quantum_us,
+            quantum,
+            config.quantum_clock.name(),
+        );
+        let now = host.now();
+        let pool_pages = config
+            .guest_page_budget
+            .unwrap_or(pool.guest_pages_backed() + pool.free_frames());
+        let mut machine = Self {
+            accounting: Accounting::new(vms.len(), now),
+            vms,
+            pool,
+            host,
+            policy,
+            quantum,
+            quantum_clock: match config.quantum_clock {
+                carousel_protocol::config::QuantumClock::Wall => QuantumClock::Wall,
+                carousel_protocol::config::QuantumClock::Guest => QuantumClock::Guest,
+            },
+            tsc_hz,
+            start: now,
+            mark: now,
+            switch_from: None,
+            switch_costs: LatencyHistogram::new(),
+            current: None,
+            input: InputRouter::new(config.vms.len() as u16),
+            console_quiet: tsc_hz / CONSOLE_QUIET_DIVISOR,
+            interval: us_to_cycles(u64::from(config.interval_us), tsc_hz).max(1),
+            interval_start: now,
+            next_interval: now,
+            exit_events: config.trace == TraceLevel::Full,
+            host_memory: None,
+            balloon_rule: config.balloon_when_free_below_pct.map(|pct| Rule {
+                free_below_pct: pct,
+                step_pages: config.balloon_step_pages,
+            }),
+            pool_pages,
+            merge_scan_pages: u64::from(config.merge_scan_pages),
+            merge_cursor: ScanCursor::default(),
+            memory_sample: us_to_cycles(u64::from(config.memory_sample_us), tsc_hz),
+            next_memory_sample: now,
+            housekeeping_period: tsc_hz / 1000,
+            next_housekeeping: 0,
+            idle_threshold: config
+                .idle_threshold_us
+                .map(|us| us_to_cycles(u64::from(us), tsc_hz).max(1)),
+            persist: config.vms.iter().map(|vm| vm.persist).collect(),
+        };
+        if let Some(us) = config.idle_threshold_us {
+            log::info!("idle detection on: {us} us in the idle address space with nothing pending");
+        }
+        // Staggered starts: VM i waits, blocked on its timer, until i × the stagger.
+        let stagger = us_to_cycles(u64::from(config.boot_stagger_us), tsc_hz);
+        for (index, vm) in machine.vms.iter_mut().enumerate().skip(1) {
+            if let Some(vm) = vm.as_mut().filter(|_| stagger > 0) {
+                vm.timer_deadline = Some(now + stagger * index as u64);
+                vm.state = RunState::Blocked(Blocked::Held);
+            }
+        }
+        if stagger > 0 {
+            log::info!("staggered start: a VM every {} us", config.boot_stagger_us);
+        }
+        for id in 0..machine.vms.len() {
+            if machine.vms[id].is_none() {
+                machine.policy.finished(id as VmId);
+                machine.accounting.stopped(id as VmId, now);
+            }
+        }
+        Ok(machine)
+    }
+
+    /// Runs the VMs until every one has stopped, then sends the end-of-run records.
+    pub fn run(&mut self) {
+        self.run_loop();
+        let now = self.host.now();
+        self.flush_exit_stats(now);
+        self.report();
+        for id in 0..self.vms.len() {
+            let persist = self.persist.get(id).copied().unwrap_or(false);
+            let Some(vm) = self.vms[id].as_ref() else {
+                continue;
+            };
+            let lag = vm.platform.timer_lag;
+            let (vm_id, spaces) = (vm.id, vm.spaces.top(ADDRESS_SPACES_REPORTED));
+            if lag.ticks > 0 {
+                self.host.exporter().emit(&Record::TimerLag {
+                    vm: vm_id,
+                    ticks: lag.ticks,
+                    coalesced: lag.coalesced,
+                    lag_total: lag.total_cycles,
+                    lag_max: lag.max_cycles,
+                });
+            }
+            self.host
+                .exporter()
+                .emit(&Record::AddressSpaces { vm: vm_id, spaces });
+            if persist {
+                self.persist_disk(id);
+            }
+        }
+        for vm in core::mem::take(&mut self.vms).into_iter().flatten() {
+            self.pool.release(vm.memory);
+        }
+    }
+
+    /// Sends every disk sector VM `id` wrote back to the host (lab `persist = true`), waiting
+    /// for the line as needed: the run is over, and nothing the guest wrote may be lost.
+    fn persist_disk(&mut self, id: usize) {
+        let Some(vm) = self.vms[id].as_ref() else {
+            return;
+        };
+        let mut sent = 0u64;
+        for lba in vm.platform.ide.dirty_sectors() {
+            let Some(data) = vm.platform.ide.sector(lba) else {
+                continue;
+            };
+            let record = Record::DiskSector {
+                vm: vm.id,
+                lba,
+                data: data.to_vec(),
+            };
+            self.host.flush_serial();
+            self.host.exporter().emit(&record);
+            sent += 1;
+        }
+        self.host.flush_serial();
+        log::info!("vm {}: {sent} written disk sectors sent back", vm.name);
+    }
+
+    fn run_loop(&mut self) {
+        loop {
+            // Periodic work (console input, prompts, metric export, feeding the serial lines)
+            // is not part of a switch: the switch cost leaves it out (it is root time all the
+            // same).
+            let before = self.host.now();
+            self.housekeeping(before);
+            self.host.feed_serial();
+            // Wake-ups are due now, not at the next housekeeping (when every VM is blocked no
+            // exit runs the check either).
+            self.wake_expired(before);
+            let after = self.host.now();
+            if let Some(from) = self.switch_from.as_mut() {
+                *from += after - before;
+            }
+            if let Some((id, slice)) = self.policy.pick_next() {
+                self.run_slice(id, slice);
+                continue;
+            }
+            match self.earliest_deadline() {
+                Some(deadline) => self.idle_until(deadline),
+                // Only console input can wake a VM halted with interrupts enabled, and only the
+                // serial lines draining one waiting for room on them: wait for either.
+                None if self
+                    .vms
+                    .iter()
+                    .flatten()
+                    .any(|vm| vm.waits_for_interrupt() || vm.waits_for_serial()) =>
+                {
+                    self.idle_until(Cycles::MAX)
+                }
+                None => {
+                    // Nothing runnable and nothing that can wake a blocked VM.
+                    let now = self.host.now();
+                    let mut any = false;
+                    for id in 0..self.vms.len() {
+                        if let Some(RunState::Blocked(blocked)) =
+                            self.vm(id).map(|vm| vm.state.clone())
+                        {
+                            any = true;
+                            let rip = match blocked {
+                                Blocked::Halted { rip, .. } => rip,
+                                _ => 0,
+                            };
+                            self.finish(id as VmId, StopReason::HaltedForever { rip }, now);
+                        }
+                    }
+                    if !any {
+                        break;
+                    }
+                }
+            }
+        }
+        let now = self.host.now();
+        self.accounting.root(None, now - self.mark);
+        self.mark = now;
+    }
+
+    fn vm(&self, id: usize) -> Option<&Vm<V>> {
+        self.vms.get(id).and_then(Option::as_ref)
+    }
+
+    /// Hands out [mark, now) as root time for `vm` (None: no VM's).
+    fn account_root(&mut self, vm: Option<VmId>, now: Cycles) {
+        self.accounting.root(vm, now.saturating_sub(self.mark));
+        self.mark = now;
+    }
+
+    /// The earliest instant a blocked VM may wake: its SET_TIMER deadline, or its LAPIC timer
+    /// when it halted with interrupts enabled.
+    fn earliest_deadline(&self) -> Option<Cycles> {
+        self.vms
+            .iter()
+            .flatten()
+            .filter_map(Vm::wake_deadline)
+            .min()
+    }
+
+    /// Wakes every blocked VM whose timer expired or that has an interrupt to take by `now`.
+    /// Runs after every exit, so it stays small.
+    fn wake_expired(&mut self, now: Cycles) {
+        for id in 0..self.vms.len() {
+            let Some(vm) = self.vms[id].as_mut() else {
+                continue;
+            };
+            if let Some(event) = vm.wake_event(now, &mut self.host) {
+                vm.state = RunState::Runnable;
+                self.host.exporter().event(
+                    now,
+                    Event::Wake {
+                        dt: 0,
+                        vm: id as VmId,
+                    },
+                );
+                self.policy.woken(id as VmId);
+                // Latency counts from the event (a deadline), not from when it was noticed.
+                self.accounting.woken(id as VmId, event);
+            }
+        }
+    }
+
+    /// Between slices, at most once a millisecond of TSC time: console input from the host,
+    /// prompts left unfinished by quiet guests, and the wake-ups these cause. Input waits at
+    /// most a slice this way, and the switch path stays short.
+    fn housekeeping(&mut self, now: Cycles) {
+        if now < self.next_housekeeping {
+            return;
+        }
+        self.next_housekeeping = now + self.housekeeping_period;
+        if now >= self.next_interval {
+            self.flush_exit_stats(now);
+            self.next_interval = now + self.interval;
+        }
+        if self.memory_sample > 0 && now >= self.next_memory_sample {
+            self.sample_memory(now);
+            self.next_memory_sample = now + self.memory_sample;
+        }
+        self.route_input();
+        let quiet = self.console_quiet;
+        for vm in self.vms.iter_mut().flatten() {
+            let mut out = exits::Output {
+                host: &mut self.host,
+                vm: vm.id,
+            };
+            vm.platform.console.flush_idle(now, quiet, &mut out);
+        }
+        self.wake_expired(now);
+    }
+
+    /// Sends each VM's exit statistics of the interval that ends at `now`.
+    fn flush_exit_stats(&mut self, now: Cycles) {
+        self.host.exporter().flush_events(now);
+        if self.merge_scan_pages > 0 {
+            self.merge_pages(now);
+        }
+        // Host memory, when it changed (most intervals it does not: the record would only cost
+        // root time).
+        let host_memory = (self.pool.guest_pages_backed(), self.pool.free_frames());
+        if self.host_memory != Some(host_memory) {
+            self.host_memory = Some(host_memory);
+            self.host.exporter().emit_or_drop(&Record::HostMemory {
+                tsc: now,
+                backed_pages: host_memory.0,
+                free_pages: host_memory.1,
+            });
+        }
+        let interval = now - self.interval_start;
+        self.interval_start = now;
+        for vm in self.vms.iter_mut().flatten() {
+            if !vm.exit_stats.is_empty() {
+                let exits = vm.exit_stats.take();
+                self.host.exporter().emit_or_drop(&Record::ExitInterval {
+                    tsc: now,
+                    vm: vm.id,
+                    interval,
+                    exits,
+                });
+            }
+        }
+    }
+
+    /// The balloon rule, after a working-set sample: when the host's pool runs low, the VM with
+    /// a balloon driver and the most memory outside its working set is asked for more.
+    fn apply_balloon_rule(&mut self, now: Cycles) {
+        let Some(rule) = self.balloon_rule else {
+            return;
+        };
+        // One request at a time: while a VM's balloon is short of its target, the pool is about
+        // to grow.
+        let pending = self.vms.iter().flatten().any(|vm| {
+            vm.balloon_driver && !vm.is_stopped() && vm.balloon.count() < vm.balloon.target
+        });
+        if pending {
+            return;
+        }
+        // VMs waiting to grow (balloon above target) are not asked to shrink.
+        let candidates: Vec<Candidate> = self
+            .vms
+            .iter()
+            .flatten()
+            .filter(|vm| vm.balloon_driver && !vm.is_stopped())
+            .filter(|vm| vm.balloon.count() <= vm.balloon.target)
+            .map(|vm| {
+                let ram = vm.memory.size_pages();
+                Candidate {
+                    vm: vm.id,
+                    idle_pages: vm.memory.backed_pages().saturating_sub(vm.last_wss),
+                    target: vm.balloon.target,
+                    max_target: ram - ram / 4,
+                }
+            })
+            .collect();
+        let available = self.pool.guest_pages_available();
+        let Some((id, target)) = rule.decide(available, self.pool_pages, &candidates) else {
+            return;
+        };
+        let idle = candidates
+            .iter()
+            .find(|candidate| candidate.vm == id)
+            .map_or(0, |candidate| candidate.idle_pages);
+        if let Some(vm) = self.vms.get_mut(usize::from(id)).and_then(Option::as_mut) {
+            vm.balloon.target = target;
+            log::info!(
+                "balloon rule: vm {} asked for a balloon of {target} pages",
+                vm.name
+            );
+        }
+        let pool = self.pool_pages;
+        self.host.exporter().emit(&Record::BalloonTarget {
+            tsc: now,
+            vm: id,
+            target,
+            idle,
+            available,
+            pool,
+        });
+    }
+
+    /// Same-page merging's share of an interval: scans its pages, brings the changed EPT
+    /// entries in, and sends the figures with the cycles it took.
+    fn merge_pages(&mut self, now: Cycles) {
+        let started = self.host.now();
+        let mut memories: Vec<Option<&mut GuestMemory>> = self
+            .vms
+            .iter_mut()
+            .map(|vm| vm.as_mut().map(|vm| &mut vm.memory))
+            .collect();
+        let scanned =
+            self.pool
+                .merge_scan(&mut memories, &mut self.merge_cursor, self.merge_scan_pages);
+        drop(memories);
+        for id in 0..self.vms.len() {
+            if let Err(error) = self.sync_vm(id) {
+                let reason = StopReason::VmxError {
+                    message: alloc::format!("EPT flush after same-page merging: {error}"),
+                };
+                self.finish(id as VmId, reason, now);
+            }
+        }
+        let totals = self.pool.merge_totals();
+        let merged_pages = self
+            .vms
+            .iter()
+            .map(|vm| vm.as_ref().map_or(0, |vm| vm.memory.shared_pages()))
+            .collect();
+        let cycles = self.host.now() - started;
+        self.host.exporter().emit_or_drop(&Record::Merging {
+            tsc: now,
+            scanned,
+            cycles,
+            merges: totals.merges,
+            cow_breaks: totals.cow_breaks,
+            shared_frames: totals.shared_frames,
+            frames_saved: totals.frames_saved,
+            merged_pages,
+        });
+    }
+
+    /// Brings VM `id`'s EPT up to date with its memory (its vCPU made current first).
+    fn sync_vm(&mut self, id: usize) -> Result<(), VcpuError> {
+        let Some(vm) = self.vms[id].as_mut() else {
+            return Ok(());
+        };
+        if vm.memory.pending.is_empty() || vm.is_stopped() {
+            return Ok(());
+        }
+        self.current = Some(id as VmId);
+        vm.vcpu.switch_in()?;
+        vm.sync_ept(&mut self.pool)
+    }
+
+    /// Takes and sends a working-set sample of every VM that has not stopped (its time is root
+    /// time for no VM). A VM whose flush fails leaves the run.
+    fn sample_memory(&mut self, now: Cycles) {
+        for id in 0..self.vms.len() {
+            let Some(vm) = self.vms[id].as_mut() else {
+                continue;
+            };
+            if vm.is_stopped() {
+                continue;
+            }
+            self.current = Some(id as VmId);
+            if let Err(error) = vm.sample_memory(now, &mut self.pool, &mut self.host) {
+                let reason = StopReason::VmxError {
+                    message: alloc::format!("EPT flush after the working-set walk: {error}"),
+                };
+                self.finish(id as VmId, reason, now);
+            }
+        }
+        self.apply_balloon_rule(now);
+    }
+
+    /// Sends console input waiting on the host line to the focused VM.
+    fn route_input(&mut self) {
+        while let Some(byte) = self.host.poll_input() {
+            match self.input.route(byte) {
+                Routed::Deliver { vm, byte } => {
+                    if let Some(vm) = self.vms.get_mut(usize::from(vm)).and_then(Option::as_mut) {
+                        vm.platform.push_console_input(&[byte]);
+                    }
+                }
+                Routed::EndRun => self.end_run(),
+                Routed::Focused { .. } | Routed::Nothing => {}
+            }
+        }
+    }
+
+    /// Waits with no VM runnable until `deadline` or until console input gives a halted VM an
+    /// interrupt, sending output meanwhile.
+    fn idle_until(&mut self, deadline: Cycles) {
+        let now = self.host.now();
+        self.account_root(None, now);
+        while self.host.now() < deadline {
+            self.host.feed_serial();
+            self.route_input();
+            let all_stopped = self.vms.iter().flatten().all(Vm::is_stopped);
+            let serial_room = self.vms.iter().flatten().any(Vm::waits_for_serial) && {
+                let now = self.host.now();
+                self.wake_expired(now);
+                self.vms
+                    .iter()
+                    .flatten()
+                    .any(|vm| vm.state == RunState::Runnable)
+            };
+            if all_stopped || serial_room || self.vms.iter().flatten().any(Vm::interrupt_waiting) {
+                break;
+            }
+            self.host.wait(deadline);
+        }
+        let now = self.host.now();
+        self.accounting.idle(now - self.mark);
+        self.mark = now;
+    }
+
+    /// The host ended the run: every VM still in it stops (no VM holds the CPU here).
+    fn end_run(&mut self) {
+        log::info!("the host ended the run");
+        let now = self.host.now();
+        for id in 0..self.vms.len() {
+            let Some(vm) = self.vms[id].as_mut().filter(|vm| !vm.is_stopped()) else {
+                continue;
+            };
+            self.current = Some(id as VmId);
+            let line = match vm.vcpu.switch_in() {
+                Ok(()) => vm.state_line(),
+                Err(error) => alloc::format!("vCPU unreadable ({error})"),
+            };
+            log::info!("vm {} at the end: {line}", vm.name);
+            self.finish(id as VmId, StopReason::EndedByHost, now);
+        }
+    }
+
+    /// Takes a VM out of the run: its own record and message, the policy and the accounting.
+    fn finish(&mut self, id: VmId, reason: StopReason, now: Cycles) {
+        if let Some(vm) = self.vms[usize::from(id)].as_mut() {
+            vm.stop(reason, &mut self.host);
+        }
+        self.policy.finished(id);
+        self.accounting.stopped(id, now);
+    }
+
+    /// Makes VM `id`'s vCPU the hardware's current one, saving the previous one's state.
+    fn switch_to(&mut self, id: VmId) -> Result<(), VcpuError> {
+        if self.current != Some(id) {
+            if let Some(previous) = self.current.take() {
+                if let Some(vm) = self.vms[usize::from(previous)].as_mut() {
+                    vm.vcpu.switch_out()?;
+                }
+            }
+        }
+        self.current = Some(id);
+        match self.vms[usize::from(id)].as_mut() {
+            Some(vm) => vm.vcpu.switch_in(),
+            None => Ok(()),
+        }
+    }
+
+    /// Runs VM `id` for one slice of `length` cycles on the run's quantum clock: until the
+    /// slice is over, the VM blocks, or it stops. Other VMs' wake-up deadlines and this VM's
+    /// own interrupts interrupt the slice (the timer is armed for the nearest) so that they
+    /// happen on time; the slice then goes on.
+    fn run_slice(&mut self, id: VmId, length: Cycles) {
+        let start = self.host.now();
+        self.account_root(None, start);
+        self.accounting.switch_in(id, start);
+        self.host
+            .exporter()
+            .event(start, Event::Run { dt: 0, vm: id });
+        let Some(vm) = self.vms[usize::from(id)].as_ref() else {
+            return;
+        };
+        if vm.state == RunState::Blocked(Blocked::Held) {
+            // A VM whose start is staggered leaves the run queue, blocked until its start.
+            self.accounting.switch_out(id, start, SliceEnd::Blocked);
+            self.host
+                .exporter()
+                .event(start, descheduled(id, SliceEnd::Blocked));
+            self.policy.blocked(id);
+            return;
+        }
+        if let Err(error) = self.switch_to(id) {
+            return self.vcpu_failed(id, error);
+        }
+        let mut run = SliceRun {
+            slice: Slice::new(self.quantum_clock, start, length),
+            handling: None,
+            last_exit: start,
+        };
+        let end = loop {
+            match self.step(id, &mut run) {
+                Ok(None) => continue,
+                Ok(Some(end)) => break end,
+                Err(error) => return self.vcpu_failed(id, error),
+            }
+        };
+        self.end_slice(id, &run, end);
+    }
+
+    /// The nearest instant the hypervisor must act while VM `id` runs: another VM's wake-up,
+    /// an interrupt this VM's LAPIC timer can deliver now (RFLAGS.IF set, the vector not already
+    /// waiting: a deadline that changes nothing must not shorten the slice), or the moment idle
+    /// detection would call it idle.
+    fn deadline_for(&mut self, id: VmId, now: Cycles) -> Result<Option<Cycles>, VcpuError> {
+        /// RFLAGS.IF.
+        const RFLAGS_IF: u64 = 1 << 9;
+        let others = self.earliest_deadline();
+        let threshold = self.idle_threshold;
+        let Some(vm) = self.vms[usize::from(id)].as_mut() else {
+            return Ok(others);
+        };
+        let own = match vm.platform.lapic.deliverable_deadline() {
+            Some(deadline) if vm.vcpu.read(Reg::Rflags)? & RFLAGS_IF != 0 => Some(deadline),
+            _ => None,
+        };
+        let idle = threshold.and_then(|threshold| {
+            vm.spaces
+                .idle_for()
+                .map(|spent| now.saturating_add(threshold.saturating_sub(spent)))
+        });
+        Ok([others, own, idle].into_iter().flatten().min())
+    }
+
+    /// One entry into VM `id` and the handling of its exit. Returns how the slice ended, or
+    /// None when it goes on.
+    fn step(&mut self, id: VmId, run: &mut SliceRun) -> Result<Option<SliceEnd>, VcpuError> {
+        let now = self.host.now();
+        let deadline = self.deadline_for(id, now)?;
+        let Some(timer) = run.slice.timer(now, deadline) else {
+            return Ok(Some(SliceEnd::Preempted));
+        };
+        let Some(vm) = self.vms[usize::from(id)].as_mut() else {
+            return Ok(Some(SliceEnd::Stopped));
+        };
+        vm.inject_pending_interrupt(now)?;
+        let entry = self.host.now();
+        if let Some(handling) = run.handling.take() {
+            vm.exit_stats.record(handling.reason, entry - handling.at);
+            if handling.foreign {
+                // A timer exit for another VM's deadline, or a host interrupt: the hypervisor's
+                // own work, not this VM's.
+                run.slice.exclude(entry - handling.at);
+            }
+        }
+        self.accounting
+            .root(Some(id), entry.saturating_sub(self.mark));
+        if let Some(from) = self.switch_from.take() {
+            self.switch_costs.record(entry - from);
+        }
+        let entered = vm.vcpu.enter(timer);
+        let exit = self.host.now();
+        self.mark = exit;
+        run.last_exit = exit;
+        let entered = entered?;
+        self.accounting.guest(id, exit - entry);
+        vm.spaces.charge(exit - entry);
+        run.slice.guest_ran(entered.timer_used.min(timer));
+        let foreign = match entered.exit {
+            Exit::Timer => run.slice.left(exit).is_some(),
+            Exit::HostInterrupt => true,
+            _ => false,
+        };
+        run.handling = Some(Handling {
+            reason: entered.reason,
+            at: exit,
+            foreign,
+        });
+        let mut cx = Context {
+            vm,
+            pool: &mut self.pool,
+            host: &mut self.host,
+        };
+        let next = exits::handle(&mut cx, &entered.exit)?;
+        // The handler may have written into a merged page (its copy needs its mapping).
+        cx.vm.sync_ept(cx.pool)?;
+        if let (Some(threshold), Next::Resume) = (self.idle_threshold, next) {
+            if vm.looks_idle(threshold) {
+                let rip = vm.vcpu.read(Reg::Rip)?;
+                vm.state = RunState::Blocked(Blocked::Halted {
+                    rip,
+                    interrupts: true,
+                });
+            }
+        }
+        let blocked = matches!(vm.state, RunState::Blocked(_));
+        // Every exit is an event only in full-rate traces: elsewhere this hot path stays free of
+        // the exporter's work.
+        if self.exit_events {
+            let cycles = u32::try_from(self.host.now() - exit).unwrap_or(u32::MAX);
+            self.host.exporter().event(
+                exit,
+                Event::Exit {
+                    dt: 0,
+                    vm: id,
+                    reason: entered.reason,
+                    cycles,
+                },
+            );
+        }
+        Ok(match next {
+            // Idle detection found the VM idle.
+            Next::Resume if blocked => Some(SliceEnd::Blocked),
+            Next::Resume => {
+                // Feed the serial lines and wake whoever is due: the hypervisor's own work,
+                // which the slice does not pay for. After the slice's last exit the run loop
+                // does this among the work between slices that the switch cost leaves out.
+                let before = self.host.now();
+                if run.slice.left(before).is_none() {
+                    return Ok(Some(SliceEnd::Preempted));
+                }
+                self.host.feed_serial();
+                self.wake_expired(before);
+                let after = self.host.now();
+                run.slice.exclude(after - before);
+                None
+            }
+            Next::Leave if blocked => Some(SliceEnd::Blocked),
+            Next::Leave => Some(SliceEnd::Stopped),
+        })
+    }
+
+    /// The slice of VM `id` ended for `end`: the last exit's cost, the accounting and the
+    /// policy.
+    fn end_slice(&mut self, id: VmId, run: &SliceRun, end: SliceEnd) {
+        let now = self.host.now();
+        if let (Some(handling), Some(vm)) = (run.handling, self.vms[usize::from(id)].as_mut()) {
+            vm.exit_stats.record(handling.reason, now - handling.at);
+        }
+        self.account_root(Some(id), now);
+        self.accounting.switch_out(id, now, end);
+        self.host.exporter().event(now, descheduled(id, end));
+        match end {
+            SliceEnd::Preempted => {
+                // The quantum error on the slice's own clock: wall time to the last exit (less
+                // the hypervisor's own work), or guest time.
+                let used = run.slice.used(run.last_exit);
+                self.accounting.slice_quantum(id, run.slice.length(), used);
+                self.policy.slice_expired(id);
+                self.switch_from = Some(run.last_exit);
+            }
+            SliceEnd::Blocked => self.policy.blocked(id),
+            SliceEnd::Yielded => self.policy.yielded(id),
+            SliceEnd::Stopped => self.policy.finished(id),
+        }
+    }
+
+    /// A vCPU operation failed while VM `id` held the CPU: it leaves the run.
+    fn vcpu_failed(&mut self, id: VmId, error: VcpuError) {
+        let now = self.host.now();
+        self.account_root(Some(id), now);
+        self.accounting.switch_out(id, now, SliceEnd::Stopped);
+        self.host
+            .exporter()
+            .event(now, descheduled(id, SliceEnd::Stopped));
+        if let Some(vm) = self.vms[usize::from(id)].as_mut() {
+            vm.stop(
+                StopReason::VmxError {
+                    message: alloc::format!("{error}"),
+                },
+                &mut self.host,
+            );
+        }
+        self.policy.finished(id);
+    }
+
+    /// The end-of-run accounting: a table on COM1 and summary records on COM2.
+    fn report(&mut self) {
+        let now = self.mark;
+        self.host.exporter().flush_events(now);
+        let summary = self.accounting.summary(now);
+        let elapsed = now - self.start;
+        log::info!(
+            "accounting (TSC cycles, {} Hz): elapsed {elapsed}, root {}, idle {}, conservation \
+             error {}",
+            self.tsc_hz,
+            summary.root_total(),
+            summary.idle,
+            summary.conservation_error()
+        );
+        log::info!(
+            "{:<12} {:>12} {:>12} {:>12} {:>12} {:>7} {:>7} {:>7} {:>10} {:>10}",
+            "vm",
+            "guest",
+            "root",
+            "runnable",
+            "blocked",
+            "slices",
+            "preempt",
+            "yields",
+            "wake p99",
+            "wake max"
+        );
+        for (id, vm) in summary.vms.iter().enumerate() {
+            let name = self.vm(id).map_or("?", |vm| vm.name.as_str());
+            let (blocked_console, blocked_records) = self
+                .vm(id)
+                .map_or((0, 0), |vm| (vm.blocked_console, vm.blocked_records));
+            let wake = vm.wake_latency.unwrap_or_default();
+            let quantum_error = vm.quantum_error.unwrap_or_default();
+            log::info!(
+                "{:<12} {:>12} {:>12} {:>12} {:>12} {:>7} {:>7} {:>7} {:>10} {:>10}",
+                name,
+                vm.guest,
+                vm.root,
+                vm.runstates.runnable,
+                vm.runstates.blocked,
+                vm.slices,
+                vm.preemptions,
+                vm.yields,
+                wake.p99,
+                wake.max
+            );
+            let guest_records_dropped = self.host.exporter().guest_dropped(id as u16);
+            self.host
+                .exporter()
+                .emit(&Record::VmSummary(record::VmSummary {
+                    vm: id as u16,
+                    running: vm.runstates.running,
+                    runnable: vm.runstates.runnable,
+                    blocked: vm.runstates.blocked,
+                    stopped: vm.runstates.stopped,
+                    guest: vm.guest,
+                    root: vm.root,
+                    slices: vm.slices,
+                    preemptions: vm.preemptions,
+                    yields: vm.yields,
+                    wakes: vm.wakes,
+                    wake_p50: wake.p50,
+                    wake_p95: wake.p95,
+                    wake_p99: wake.p99,
+                    wake_max: wake.max,
+                    quantum_error_median_ppm: quantum_error.median_ppm,
+                    quantum_error_max_ppm: quantum_error.max_abs_ppm as i64,
+                    blocked_console,
+                    blocked_records,
+                    guest_records_dropped,
+                }));
+        }
+        let dropped = self.host.exporter().dropped();
+        self.host
+            .exporter()
+            .emit(&Record::RunSummary(record::RunSummary {
+                policy: String::from(self.policy.name()),
+                quantum_cycles: self.quantum,
+                elapsed,
+                root: summary.root_total(),
+                idle: summary.idle,
+                switch_median: self.switch_costs.percentile(500).unwrap_or(0),
+                switch_max: self.switch_costs.max().unwrap_or(0),
+                switches: self.switch_costs.count(),
+                dropped_records: dropped,
+            }));
+    }
+}
+
+/// The event of VM `vm`'s slice ending for `why`.
+fn descheduled(vm: VmId, why: SliceEnd) -> Event {
+    let why = match why {
+        SliceEnd::Preempted => record::SliceEnd::Preempted,
+        SliceEnd::Yielded => record::SliceEnd::Yielded,
+        SliceEnd::Blocked => record::SliceEnd::Blocked,
+        SliceEnd::Stopped => record::SliceEnd::Stopped,
+    };
+    Event::Descheduled { dt: 0, vm, why }
+}
+
+impl<V, F, H> core::fmt::Debug for Machine<V, F, H> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Machine")
+            .field("vms", &self.vms.len())
+            .field("start", &self.start)
+            .field("mark", &self.mark)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The exit handler's entry for one exit, outside a run (tests drive single exits this way).
+pub fn handle_exit<V: Vcpu, F: Frames, H: Host>(
+    vm: &mut Vm<V>,
+    pool: &mut HostMemory<F>,
+    host: &mut H,
+    exit: &Exit,
+) -> Result<Next, VcpuError> {
+    let mut cx = Context { vm, pool, host };
+    let next = exits::handle(&mut cx, exit)?;
+    cx.vm.sync_ept(cx.pool)?;
+    Ok(next)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,276 @@
+//! The run loop on the fakes: the real `Machine` over fake vCPUs whose guests are programs of
+//! exits, a fake clock, and a host whose clock readings cost root-mode cycles.
+
+use alloc::vec;
+
+use carousel_protocol::config::{QuantumClock, RunConfig};
+use carousel_protocol::record::StopReason;
+
+use crate::exit::Exit;
+use crate::testing::{program, spin, stops, summaries, vm_config, FakeRun};
+
+/// A TSC of 1 GHz (a 1 ms quantum is 1,000,000 cycles).
+const TSC_HZ: u64 = 1_000_000_000;
+
+fn config(quantum_us: u32, names: &[&str]) -> RunConfig {
+    RunConfig::new(
+        quantum_us,
+        TSC_HZ,
+        0,
+        names.iter().map(|name| vm_config(name, 2)).collect(),
+    )
+}
+
+/// Of VM `vm`'s life in the run (running or runnable), the share it spent running.
+fn share_of_life(records: &[carousel_protocol::record::Record], vm: u16) -> f64 {
+    let summary = &summaries(records)[&vm];
+    summary.running as f64 / (summary.running + summary.runnable) as f64
+}
+
+/// An exit-heavy VM (a CPUID every 1,000 guest cycles, each handled in a few thousand root
+/// cycles) beside a CPU-bound one: on the wall clock the spin gets half the CPU while both run;
+/// on the guest clock the flood's root time comes on top of its slices and the spin gets far
+/// less (issue: "an exit-heavy guest beside a spin").
+#[test]
+fn root_work_counts_against_the_slice_that_caused_it() {
+    let shares = |clock: QuantumClock| {
+        let mut config = config(100, &["flood", "spin"]);
+        config.quantum_clock = clock;
+        // The flood outlasts the spin: the spin's share over its own life is the measure.
+        let flood = program(60_000_000, 1_000, Exit::Cpuid { length: 2 }, |_| {});
+        let mut run = FakeRun::new(&config, vec![flood, spin(20_000_000)], 400);
+        share_of_life(&run.run(), 1)
+    };
+    let wall = shares(QuantumClock::Wall);
+    let guest = shares(QuantumClock::Guest);
+    assert!(
+        (0.45..=0.55).contains(&wall),
+        "wall clock: spin share {wall}"
+    );
+    assert!(guest < 0.35, "guest clock: spin share {guest}");
+}
+
+/// A periodic LAPIC timer of count 1 at divide 1, with interrupts off, beside a spin: the
+/// timer's deadline cannot be delivered (IF = 0), so it must not shorten the slices (it once
+/// livelocked the machine: one-tick slices, the neighbour at 2 %).
+#[test]
+fn an_undeliverable_tiny_timer_does_not_shorten_slices() {
+    use carousel_devices::lapic::{
+        LVT_TIMER, LVT_TIMER_PERIODIC, SVR, TIMER_DIVIDE_CONFIGURATION, TIMER_INITIAL_COUNT,
+    };
+    let config = config(1_000, &["timer", "spin"]);
+    let mut run = FakeRun::new(&config, vec![spin(20_000_000), spin(20_000_000)], 100);
+    let now = run.clock.get();
+    let lapic = &mut run.machine.vms[0].as_mut().unwrap().platform.lapic;
+    lapic.write(SVR, 0x13F, now);
+    lapic.write(TIMER_DIVIDE_CONFIGURATION, 0xB, now);
+    lapic.write(LVT_TIMER, LVT_TIMER_PERIODIC | 32, now);
+    lapic.write(TIMER_INITIAL_COUNT, 1, now);
+    let records = run.run();
+    let shares = [share_of_life(&records, 0), share_of_life(&records, 1)];
+    for share in shares {
+        assert!((0.45..=0.55).contains(&share), "shares {shares:?}");
+    }
+    // 20 M guest cycles each in slices of 1 ms: about 20 slices, each ended by its timer.
+    // The tiny timer (stretched to 200 µs) raised its vector once; later expiries cannot be
+    // delivered and must not cut the slice: no more timer exits than slices.
+    let summary = &summaries(&records)[&0];
+    let timer_exits: u64 = records
+        .iter()
+        .filter_map(|record| match record {
+            carousel_protocol::record::Record::ExitInterval { vm: 0, exits, .. } => Some(
+                exits
+                    .iter()
+                    .filter(|stat| stat.reason == 52)
+                    .map(|stat| stat.count)
+                    .sum::<u64>(),
+            ),
+            _ => None,
+        })
+        .sum();
+    assert!(summary.slices <= 25, "{} slices", summary.slices);
+    assert!(
+        timer_exits <= summary.slices + 1,
+        "{timer_exits} timer exits in {} slices",
+        summary.slices
+    );
+}
+
+/// VMCALL from ring 3 raises #UD and does nothing: a user process can neither end its VM as
+/// passed nor reach any other hypercall.
+#[test]
+fn a_hypercall_from_ring_3_is_an_invalid_opcode() {
+    use crate::vcpu::{Event, Reg};
+    let config = config(100, &["user"]);
+    let mut calls = 0;
+    let user = alloc::boxed::Box::new(move |state: &mut crate::testing::FakeState, timer| {
+        calls += 1;
+        match calls {
+            // From CPL 3: EXIT with success.
+            1 => {
+                state.set(Reg::Cpl, 3);
+                state.registers.rax = u64::from(carousel_protocol::hypercall::EXIT);
+                state.registers.rbx = u64::from(carousel_protocol::hypercall::EXIT_SUCCESS);
+                (Exit::Hypercall { length: 3 }, 10)
+            }
+            // Back in the kernel, with the #UD delivered: exit with failure.
+            2 => {
+                assert_eq!(state.delivered, [Event::INVALID_OPCODE]);
+                state.set(Reg::Cpl, 0);
+                state.registers.rax = u64::from(carousel_protocol::hypercall::EXIT);
+                state.registers.rbx = u64::from(carousel_protocol::hypercall::EXIT_FAILURE);
+                (Exit::Hypercall { length: 3 }, 10)
+            }
+            _ => (Exit::Timer, timer),
+        }
+    });
+    let mut run = FakeRun::new(&config, vec![user], 10);
+    let records = run.run();
+    assert_eq!(
+        stops(&records)[&0],
+        StopReason::Exited {
+            status: carousel_protocol::hypercall::EXIT_FAILURE
+        }
+    );
+}
+
+/// SET_TIMER beyond the limit is refused, so a VM cannot hold the run with a timer it will
+/// never reach; a halt with nothing to wake it then ends that VM.
+#[test]
+fn a_timer_far_in_the_future_is_refused() {
+    use carousel_protocol::hypercall::{Error, SET_TIMER};
+    let config = config(100, &["sleeper"]);
+    let mut calls = 0;
+    let sleeper = alloc::boxed::Box::new(move |state: &mut crate::testing::FakeState, timer| {
+        calls += 1;
+        match calls {
+            1 => {
+                state.registers.rax = u64::from(SET_TIMER);
+                state.registers.rbx = u64::from(u32::MAX);
+                state.registers.rcx = u64::from(u32::MAX >> 1);
+                (Exit::Hypercall { length: 3 }, 10)
+            }
+            2 => {
+                assert_eq!(
+                    state.registers.rax,
+                    u64::from(Error::InvalidArgument.as_eax())
+                );
+                (Exit::Hlt { length: 1 }, 10)
+            }
+            _ => (Exit::Timer, timer),
+        }
+    });
+    let mut run = FakeRun::new(&config, vec![sleeper], 10);
+    let records = run.run();
+    assert!(
+        matches!(stops(&records)[&0], StopReason::HaltedForever { .. }),
+        "{:?}",
+        stops(&records)
+    );
+}
+
+/// Writes `bytes` into VM `vm`'s RAM at `gpa` before the run.
+fn poke(run: &mut FakeRun, vm: usize, gpa: u64, bytes: &[u8]) {
+    let machine = &mut run.machine;
+    let memory = &mut machine.vms[vm].as_mut().unwrap().memory;
+    assert!(machine.pool.write(memory, gpa, bytes));
+}
+
+/// A guest that makes the hypercall `number` with EBX..EDX = `args` `times` times, then exits
+/// with success.
+fn caller(number: u32, args: [u32; 3], times: u32) -> crate::testing::Program {
+    let mut made = 0;
+    alloc::boxed::Box::new(move |state: &mut crate::testing::FakeState, _| {
+        if made == times {
+            state.registers.rax = u64::from(carousel_protocol::hypercall::EXIT);
+            state.registers.rbx = u64::from(carousel_protocol::hypercall::EXIT_SUCCESS);
+        } else {
+            // A result other than a count means the call was refused.
+            assert!((state.registers.rax as i32) >= 0 || made == 0);
+            state.registers.rax = u64::from(number);
+            state.registers.rbx = u64::from(args[0]);
+            state.registers.rcx = u64::from(args[1]);
+            state.registers.rdx = u64::from(args[2]);
+        }
+        // A call whose RIP stayed (it waited) comes back the same: count only the ones the
+        // guest moved past (the fake guest does not look at RIP, so count every exit).
+        made += 1;
+        (Exit::Hypercall { length: 3 }, 100)
+    })
+}
+
+/// A VM that floods its console, on a COM1 that drains slowly, beside a spin: the flood waits
+/// (blocked on console) instead of the machine, the spin keeps its share, and every line of the
+/// flood arrives.
+#[test]
+fn a_console_flood_blocks_its_vm_and_loses_nothing() {
+    use carousel_protocol::hypercall::CONSOLE_WRITE;
+    let config = config(100, &["chatty", "spin"]);
+    let line: alloc::vec::Vec<u8> = (0..99u8).map(|i| b'a' + i % 26).chain([b'\n']).collect();
+    let text: alloc::vec::Vec<u8> = line.iter().copied().cycle().take(4000).collect();
+    let mut run = FakeRun::new(
+        &config,
+        vec![
+            caller(CONSOLE_WRITE, [0x15_0000, 4000, 0], 2_000),
+            spin(20_000_000),
+        ],
+        50,
+    );
+    poke(&mut run, 0, 0x15_0000, &text);
+    run.machine.host.com1_per_feed = Some(64);
+    let records = run.run();
+    let summary = &summaries(&records)[&0];
+    assert!(summary.blocked_console > 0, "{summary:?}");
+    let com1 = run.machine.host.com1_text();
+    let lines = com1
+        .lines()
+        .filter(|text| text.starts_with("[chatty] abc"))
+        .count();
+    // Each call wrote what fitted; the guest's next call started over from the buffer, so
+    // count whole lines: at least one per call that wrote anything, and none cut or merged.
+    assert!(lines > 100, "{lines} lines arrived");
+    for text in com1.lines().filter(|text| text.starts_with("[chatty] ")) {
+        assert_eq!(text.len(), "[chatty] ".len() + 99, "{text:?}");
+    }
+    let spin = share_of_life(&records, 1);
+    assert!(spin >= 0.45, "spin share {spin}");
+}
+
+/// A VM that floods CHECK and METRIC beside one that sends a few checks, on a COM2 that drains
+/// slowly: the flood's checks wait (blocked on records) and its metrics beyond its quota drop,
+/// counted against it; none of the other VM's records is lost.
+#[test]
+fn a_record_flood_never_drops_another_vms_records() {
+    use carousel_protocol::hypercall::{CHECK, METRIC};
+    use carousel_protocol::record::Record;
+    let config = config(100, &["flood", "metrics", "quiet"]);
+    let mut run = FakeRun::new(
+        &config,
+        vec![
+            caller(CHECK, [0x15_0000, 5, 1], 3_000),
+            caller(METRIC, [0x15_0000, 5, 7], 3_000),
+            caller(CHECK, [0x15_0000, 5, 1], 20),
+        ],
+        50,
+    );
+    for vm in 0..3 {
+        poke(&mut run, vm, 0x15_0000, b"check");
+    }
+    run.machine.host.com2_per_feed = Some(4);
+    let records = run.run();
+    let summaries = summaries(&records);
+    let checks = |vm: u16| {
+        records
+            .iter()
+            .filter(|record| matches!(record, Record::Check { vm: id, .. } if *id == vm))
+            .count()
+    };
+    assert!(summaries[&0].blocked_records > 0, "{:?}", summaries[&0]);
+    assert_eq!(checks(2), 20);
+    assert!(summaries[&1].guest_records_dropped > 0);
+    assert_eq!(summaries[&2].guest_records_dropped, 0);
+    assert_eq!(
+        summaries[&0].guest_records_dropped, 0,
+        "checks are never dropped"
+    );
+}

@@ -1,0 +1,135 @@
+//! The vCPU seam: what the exit handlers and the run loop need from one virtual CPU, whatever
+//! the hardware behind it. The VMX backend in the binary (`vmx_vcpu.rs`) implements [`Vcpu`] over
+//! a VMCS; the host tests implement it with a fake (`testing::FakeVcpu`), as cloud-hypervisor's
+//! mock VMM does for its instruction emulator.
+//!
+//! Everything a guest can influence is decided above this trait, in code the host tests reach:
+//! the trait only moves values between the handlers and the hardware.
+
+use core::fmt;
+
+pub use carousel_vmx::instructions::GuestRegisters;
+
+use crate::exit::Exit;
+
+/// A piece of guest state the handlers read or write, named architecturally (the backend knows
+/// where it lives: a VMCS field, a read shadow, the register file).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reg {
+    /// RIP.
+    Rip,
+    /// RSP (the register file leaves it to the hardware's guest-state area).
+    Rsp,
+    /// RFLAGS.
+    Rflags,
+    /// CR0 as the guest sees it (the backend adds the bits the hardware forces on writes).
+    Cr0,
+    /// CR3: the guest's page-table root. Writing it does not flush translations.
+    Cr3,
+    /// CR4 as the guest sees it (the backend adds the bits the hardware forces on writes).
+    Cr4,
+    /// IA32_EFER as the guest sees it (LMA included).
+    Efer,
+    /// XCR0, the guest's extended-feature mask (XSETBV).
+    Xcr0,
+    /// The base of CS (instruction fetches are CS-relative).
+    CsBase,
+    /// The default operand size of the code being run: 16, 32 or 64. Read only.
+    CodeBits,
+    /// The current privilege level, 0 to 3. Read only.
+    Cpl,
+    /// Blocking by STI or MOV SS (1) or none (0); writing 0 ends it.
+    InterruptShadow,
+}
+
+/// An event for the next entry to deliver through the guest's IDT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// An external interrupt with this vector (from the virtual LAPIC).
+    Interrupt(u8),
+    /// A hardware exception with this vector and, for those that push one, an error code.
+    Exception { vector: u8, error_code: Option<u32> },
+}
+
+/// Architectural exception vectors the handlers inject.
+pub mod vector {
+    /// #UD: invalid opcode.
+    pub const INVALID_OPCODE: u8 = 6;
+    /// #GP: general protection.
+    pub const GENERAL_PROTECTION: u8 = 13;
+}
+
+impl Event {
+    /// #GP(0).
+    pub const GENERAL_PROTECTION: Self = Self::Exception {
+        vector: vector::GENERAL_PROTECTION,
+        error_code: Some(0),
+    };
+    /// #UD.
+    pub const INVALID_OPCODE: Self = Self::Exception {
+        vector: vector::INVALID_OPCODE,
+        error_code: None,
+    };
+}
+
+/// A hardware operation on the vCPU failed: a hypervisor fault, never the guest's doing. The VM
+/// it happened to stops with this message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VcpuError(pub alloc::string::String);
+
+impl fmt::Display for VcpuError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl VcpuError {
+    /// The error of a failed hardware operation, with what was being done.
+    pub fn new(what: &str, error: impl fmt::Display) -> Self {
+        Self(alloc::format!("{what}: {error}"))
+    }
+}
+
+/// How one stay in the guest ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Entered {
+    /// Why the guest stopped.
+    pub exit: Exit,
+    /// The exit reason's number for the per-reason statistics (VMX basic exit reasons; another
+    /// backend maps its own codes onto these).
+    pub reason: u16,
+    /// Cycles of the slice timer the guest used (the timer counts guest time only).
+    pub timer_used: u64,
+}
+
+/// One virtual CPU.
+pub trait Vcpu {
+    /// The general-purpose registers (RSP apart: [`Reg::Rsp`]).
+    fn registers(&mut self) -> &mut GuestRegisters;
+    /// Reads guest state.
+    fn read(&mut self, reg: Reg) -> Result<u64, VcpuError>;
+    /// Writes guest state. Read-only registers ([`Reg::CodeBits`], [`Reg::Cpl`]) are an error.
+    fn write(&mut self, reg: Reg, value: u64) -> Result<(), VcpuError>;
+    /// Queues an event for the next entry, replacing any queued one.
+    fn inject(&mut self, event: Event) -> Result<(), VcpuError>;
+    /// True when an event is queued for the next entry (the hardware's or an injected one).
+    fn event_queued(&mut self) -> Result<bool, VcpuError>;
+    /// Asks for an exit as soon as the guest can take an interrupt (or stops asking).
+    fn set_interrupt_window(&mut self, open: bool) -> Result<(), VcpuError>;
+    /// Drops the guest's cached linear translations (a MOV to CR3 does this natively).
+    fn flush_linear(&mut self) -> Result<(), VcpuError>;
+    /// Drops cached guest-physical translations after a change to the VM's EPT.
+    fn flush_physical(&mut self) -> Result<(), VcpuError>;
+    /// Runs the guest until its next exit, with the slice timer armed for `timer` cycles of
+    /// guest time. Before returning, an event whose delivery the exit interrupted is queued
+    /// again for the next entry.
+    fn enter(&mut self, timer: u64) -> Result<Entered, VcpuError>;
+    /// The vCPU is about to run after another VM's: make it the hardware's current one and
+    /// bring in the state the hardware does not switch by itself.
+    fn switch_in(&mut self) -> Result<(), VcpuError>;
+    /// Another VM's vCPU is about to run: save the state the hardware does not switch by
+    /// itself.
+    fn switch_out(&mut self) -> Result<(), VcpuError>;
+    /// A line of the vCPU's state for the log at the end of a run (RIP, flags, blocking...).
+    fn describe(&mut self) -> alloc::string::String;
+}
