@@ -884,6 +884,8 @@ cases!("regs" {
     regs_fpu_sse_state_stays_with_the_second_vm => "regs-fpu-2": Expect::Pass,
     regs_debug_registers_stay_with_the_first_vm => "regs-dr-1": Expect::Pass,
     regs_debug_registers_stay_with_the_second_vm => "regs-dr-2": Expect::Pass,
+    regs_xcr0_and_avx_state_stay_with_the_first_vm => "regs-xsave-1": Expect::Pass,
+    regs_xcr0_and_avx_state_stay_with_the_second_vm => "regs-xsave-2": Expect::Pass,
     regs_kernel_gs_base_stays_with_the_first_vm => "regs-kgsb-1": Expect::Pass,
     regs_kernel_gs_base_stays_with_the_second_vm => "regs-kgsb-2": Expect::Pass,
     regs_cr8_stays_with_the_first_vm => "regs-cr8-1": Expect::Pass,

@@ -528,7 +528,7 @@ fn efer_nxe(report: &mut Report) {
 
 // ----- XSAVE -----
 
-fn xgetbv(register: u32) -> Result<u64, Fault> {
+pub fn xgetbv(register: u32) -> Result<u64, Fault> {
     let (low, high): (u32, u32);
     // SAFETY: XGETBV only reads an XCR (#UD without CR4.OSXSAVE, #GP for an XCR that does not
     // exist: both caught).
@@ -540,7 +540,7 @@ fn xgetbv(register: u32) -> Result<u64, Fault> {
 }
 
 /// XSETBV; returns the fault and the instruction's address.
-fn xsetbv_probe(register: u32, value: u64) -> (Option<Fault>, u64) {
+pub fn xsetbv_probe(register: u32, value: u64) -> (Option<Fault>, u64) {
     let at: u64;
     // SAFETY: XCR0 values that keep x87 (bit 0) enable state components the guest does not use;
     // others raise #GP (caught).

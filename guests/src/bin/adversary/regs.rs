@@ -10,7 +10,10 @@
 //! Classes:
 //! - `fpu`: x87 control word and stack, MXCSR, XMM0–15 (after CR0.EM = 0, CR0.MP = 1, CR4.OSFXSR,
 //!   CR4.OSXMMEXCPT), compared through FXSAVE images.
-//! - `dr`: DR0–DR3 and DR6 (DR7 stays 0x400, so no breakpoint is armed).
+//! - `dr`: DR0–DR3, DR6 and DR7 (DR7 arms a write breakpoint on one of DR0–DR3, whose address
+//!   is a pattern word outside RAM that nothing writes).
+//! - `xsave`: XCR0 (it must start at 1, x87 only) and, where CPUID offers AVX, the upper halves
+//!   of YMM0–15, compared through XSAVE images (after CR4.OSXSAVE and XSETBV).
 //! - `kgsb`: IA32_KERNEL_GS_BASE. Written with WRMSR where the hypervisor allows it (hardware
 //!   does in long mode: `kgsb-wrmsr`), and read and written through SWAPGS and
 //!   RDGSBASE/WRGSBASE (CR4.FSGSBASE), which never exit.
@@ -66,6 +69,7 @@ pub fn run(boot: &BootInfo, report: &mut Report) {
     match boot.arg("class").unwrap_or("") {
         "fpu" => fpu(seed, ms, report),
         "dr" => debug_registers(seed, ms, report),
+        "xsave" => xsave_state(seed, ms, report),
         "kgsb" => kernel_gs_base(seed, ms, report),
         "cr8" => cr8(seed, ms, report),
         "msr" => msrs(seed, ms, report),
@@ -220,9 +224,9 @@ fn fpu(seed: u64, ms: u64, report: &mut Report) {
 
 // ----- Debug registers -----
 
-/// DR0, DR1, DR2, DR3, DR6.
-fn read_debug_registers() -> [u64; 5] {
-    let (dr0, dr1, dr2, dr3, dr6): (u64, u64, u64, u64, u64);
+/// DR0, DR1, DR2, DR3, DR6, DR7.
+fn read_debug_registers() -> [u64; 6] {
+    let (dr0, dr1, dr2, dr3, dr6, dr7): (u64, u64, u64, u64, u64, u64);
     // SAFETY: reading debug registers has no side effect (CR4.DE does not matter for DR0-3 and
     // DR6).
     unsafe {
@@ -232,15 +236,26 @@ fn read_debug_registers() -> [u64; 5] {
             "mov {2}, dr2",
             "mov {3}, dr3",
             "mov {4}, dr6",
+            "mov {5}, dr7",
             out(reg) dr0,
             out(reg) dr1,
             out(reg) dr2,
             out(reg) dr3,
             out(reg) dr6,
+            out(reg) dr7,
             options(nomem, nostack, preserves_flags),
         );
     }
-    [dr0, dr1, dr2, dr3, dr6]
+    [dr0, dr1, dr2, dr3, dr6, dr7]
+}
+
+/// DR7 of `seed`: breakpoint `seed mod 4` enabled (local), on writes of 4 bytes; bit 10 is
+/// always 1.
+fn dr7(seed: u64) -> u64 {
+    let slot = seed.wrapping_sub(1) % 4;
+    /// R/W = 01 (data writes), LEN = 11 (4 bytes).
+    const WRITE_4_BYTES: u64 = 0b1101;
+    0x400 | 1 << (2 * slot) | WRITE_4_BYTES << (16 + 4 * slot)
 }
 
 /// DR6 of `seed`: its reserved bits as the processor sets them, and breakpoint condition bit
@@ -253,10 +268,13 @@ fn debug_registers(seed: u64, ms: u64, report: &mut Report) {
     let start = read_debug_registers();
     let addresses_foreign = start[..4].iter().any(|&value| foreign(value, seed));
     let conditions = start[4] & 0xF;
+    let enables = start[5] & 0xFF;
     report.check_detail(
         "dr-start-clean",
-        !addresses_foreign && (conditions == 0 || conditions == dr6(seed) & 0xF),
-        format_args!("(DR0-3, DR6 {start:x?})"),
+        !addresses_foreign
+            && (conditions == 0 || conditions == dr6(seed) & 0xF)
+            && (enables == 0 || enables == dr7(seed) & 0xFF),
+        format_args!("(DR0-3, DR6, DR7 {start:x?})"),
     );
     let wanted = [
         word(seed, 0),
@@ -264,9 +282,10 @@ fn debug_registers(seed: u64, ms: u64, report: &mut Report) {
         word(seed, 2),
         word(seed, 3),
         dr6(seed),
+        dr7(seed),
     ];
-    // SAFETY: DR7 stays as it is (no breakpoint enabled), so the addresses in DR0-3 arm
-    // nothing; DR6 only reports conditions.
+    // SAFETY: DR7 arms one write breakpoint, at an address outside RAM that nothing writes;
+    // DR6 only reports conditions.
     unsafe {
         asm!(
             "mov dr0, {0}",
@@ -274,11 +293,13 @@ fn debug_registers(seed: u64, ms: u64, report: &mut Report) {
             "mov dr2, {2}",
             "mov dr3, {3}",
             "mov dr6, {4}",
+            "mov dr7, {5}",
             in(reg) wanted[0],
             in(reg) wanted[1],
             in(reg) wanted[2],
             in(reg) wanted[3],
             in(reg) wanted[4],
+            in(reg) wanted[5],
             options(nomem, nostack, preserves_flags),
         );
     }
@@ -292,6 +313,121 @@ fn debug_registers(seed: u64, ms: u64, report: &mut Report) {
         "dr-kept",
         difference.is_none(),
         format_args!("({comparisons} comparisons; changed to {difference:x?})"),
+    );
+}
+
+// ----- XCR0 and AVX state -----
+
+/// An XSAVE area (standard format), 64-byte aligned.
+#[repr(C, align(64))]
+struct XsaveArea([u8; 4096]);
+
+/// CR4.OSXSAVE.
+const CR4_OSXSAVE: u64 = 1 << 18;
+/// XCR0 bits: x87, SSE, AVX.
+const XCR0_X87_SSE: u64 = 0b11;
+const XCR0_AVX: u64 = 0b100;
+
+fn xsave(area: &mut XsaveArea, mask: u64) {
+    // SAFETY: XSAVE writes the components in `mask` (enabled in XCR0) into the 4-KiB area at a
+    // 64-byte-aligned address.
+    unsafe {
+        asm!("xsave [{a}]", a = in(reg) area.0.as_mut_ptr(), in("eax") mask as u32,
+             in("edx") (mask >> 32) as u32, options(nostack));
+    }
+}
+
+fn xsave_state(seed: u64, ms: u64, report: &mut Report) {
+    let features = arch::cpuid(1, 0).ecx;
+    if features & (1 << 26) == 0 {
+        say!("CPUID offers no XSAVE: nothing to compare");
+        return;
+    }
+    let avx = features & (1 << 28) != 0;
+    // SAFETY: CR4.OSXSAVE only enables XGETBV, XSETBV and XSAVE.
+    unsafe { arch::write_cr4(arch::read_cr4() | CR4_OSXSAVE) };
+    let start = crate::legal::xgetbv(0);
+    report.check_detail(
+        "xcr0-start-clean",
+        start == Ok(1),
+        format_args!("({start:x?}; it should be 1, x87 only)"),
+    );
+    let xcr0 = if avx {
+        XCR0_X87_SSE | XCR0_AVX
+    } else {
+        XCR0_X87_SSE
+    };
+    let (fault, _) = crate::legal::xsetbv_probe(0, xcr0);
+    report.expect_no_fault("xsetbv-accepted", fault);
+    if fault.is_some() {
+        return;
+    }
+    // The AVX component's place in the standard format: CPUID.(0xD, 2).EBX, EAX bytes.
+    let component = arch::cpuid(0xD, 2);
+    let (offset, size) = (component.ebx as usize, component.eax as usize);
+    let mut area = XsaveArea([0; 4096]);
+    if avx && offset + size <= area.0.len() {
+        xsave(&mut area, xcr0);
+        let alien = (0..size / 8).find(|&i| {
+            let mut bytes = [0; 8];
+            bytes.copy_from_slice(&area.0[offset + 8 * i..offset + 8 * i + 8]);
+            foreign(u64::from_le_bytes(bytes), seed)
+        });
+        report.check_detail(
+            "ymm-start-clean",
+            alien.is_none(),
+            format_args!("(first foreign word of the upper halves: {alien:?})"),
+        );
+        let mut pattern = [0u64; 64];
+        for (index, slot) in pattern.iter_mut().enumerate() {
+            *slot = word(seed, 200 + index as u64);
+        }
+        // SAFETY: loads YMM0-15 from `pattern` (512 bytes); the guest's code uses no vector
+        // registers.
+        unsafe {
+            asm!(
+                "vmovdqu ymm0, ymmword ptr [{p}]",
+                "vmovdqu ymm1, ymmword ptr [{p} + 32]",
+                "vmovdqu ymm2, ymmword ptr [{p} + 64]",
+                "vmovdqu ymm3, ymmword ptr [{p} + 96]",
+                "vmovdqu ymm4, ymmword ptr [{p} + 128]",
+                "vmovdqu ymm5, ymmword ptr [{p} + 160]",
+                "vmovdqu ymm6, ymmword ptr [{p} + 192]",
+                "vmovdqu ymm7, ymmword ptr [{p} + 224]",
+                "vmovdqu ymm8, ymmword ptr [{p} + 256]",
+                "vmovdqu ymm9, ymmword ptr [{p} + 288]",
+                "vmovdqu ymm10, ymmword ptr [{p} + 320]",
+                "vmovdqu ymm11, ymmword ptr [{p} + 352]",
+                "vmovdqu ymm12, ymmword ptr [{p} + 384]",
+                "vmovdqu ymm13, ymmword ptr [{p} + 416]",
+                "vmovdqu ymm14, ymmword ptr [{p} + 448]",
+                "vmovdqu ymm15, ymmword ptr [{p} + 480]",
+                p = in(reg) pattern.as_ptr(),
+                options(nostack, readonly),
+            );
+        }
+    } else {
+        say!("no AVX: comparing XCR0 only");
+    }
+    let mut golden = XsaveArea([0; 4096]);
+    xsave(&mut golden, xcr0);
+    let mut now = XsaveArea([0; 4096]);
+    let compared = if avx { offset..offset + size } else { 0..0 };
+    let (difference, comparisons) = spin_comparing(ms, || {
+        let register = crate::legal::xgetbv(0);
+        if register != Ok(xcr0) {
+            return Some((usize::MAX, register.unwrap_or(0)));
+        }
+        xsave(&mut now, xcr0);
+        compared
+            .clone()
+            .find(|&at| now.0[at] != golden.0[at])
+            .map(|at| (at, u64::from(now.0[at])))
+    });
+    report.check_detail(
+        "xsave-state-kept",
+        difference.is_none(),
+        format_args!("({comparisons} comparisons; first difference (offset, now) {difference:x?})"),
     );
 }
 
