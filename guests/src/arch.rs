@@ -1,7 +1,9 @@
 //! The guest runtime's one room for privileged and special instructions: port I/O (byte and
-//! string), `CPUID`, `VMCALL`, `RDTSC`, `HLT`, `STI` / `CLI`, `LIDT`, CR2 and the deliberate
-//! triple fault. (The boot path in `entry` and the interrupt stubs in [`crate::interrupts`] are
-//! the only other assembly.) Everything else in the runtime calls these typed functions.
+//! string), `CPUID`, `VMCALL`, `RDTSC`, `HLT`, `STI` / `CLI`, `LIDT` / `LGDT` / `LTR`, the
+//! control registers, `RDMSR` / `WRMSR`, `INVLPG` and the deliberate triple fault. (The boot path
+//! in `entry`, the interrupt stubs in [`crate::interrupts`], the ring switch in [`crate::ring3`]
+//! and the instructions [`crate::probe!`] executes on purpose are the only other assembly.)
+//! Everything else in the runtime calls these typed functions.
 
 use core::arch::asm;
 pub use core::arch::x86_64::CpuidResult;
@@ -234,4 +236,141 @@ pub fn triple_fault() -> ! {
             options(noreturn, nostack),
         );
     }
+}
+
+/// CR0.
+pub fn read_cr0() -> u64 {
+    let value: u64;
+    // SAFETY: reading CR0 has no side effect.
+    unsafe { asm!("mov {}, cr0", out(reg) value, options(nomem, nostack, preserves_flags)) };
+    value
+}
+
+/// Writes CR0.
+///
+/// # Safety
+///
+/// The new value must keep the guest running: paging, protection and the caching and FPU bits
+/// the code after it relies on. (A value the processor refuses raises #GP: see
+/// [`crate::probe!`] for writes that are meant to fail.)
+pub unsafe fn write_cr0(value: u64) {
+    // SAFETY: the caller vouches for the value; the asm is not `nomem`, so memory accesses are
+    // not moved across a change of caching or paging.
+    unsafe { asm!("mov cr0, {}", in(reg) value, options(nostack, preserves_flags)) }
+}
+
+/// CR3: the page-table root (and PCID when CR4.PCIDE = 1).
+pub fn read_cr3() -> u64 {
+    let value: u64;
+    // SAFETY: reading CR3 has no side effect.
+    unsafe { asm!("mov {}, cr3", out(reg) value, options(nomem, nostack, preserves_flags)) };
+    value
+}
+
+/// Writes CR3 (and so flushes the non-global TLB entries).
+///
+/// # Safety
+///
+/// `value` must point at page tables that map the code, stack and data the guest goes on using.
+pub unsafe fn write_cr3(value: u64) {
+    // SAFETY: the caller vouches for the tables; not `nomem`, as for `write_cr0`.
+    unsafe { asm!("mov cr3, {}", in(reg) value, options(nostack, preserves_flags)) }
+}
+
+/// CR4.
+pub fn read_cr4() -> u64 {
+    let value: u64;
+    // SAFETY: reading CR4 has no side effect.
+    unsafe { asm!("mov {}, cr4", out(reg) value, options(nomem, nostack, preserves_flags)) };
+    value
+}
+
+/// Writes CR4.
+///
+/// # Safety
+///
+/// As for [`write_cr0`]: the value must keep paging (PAE in long mode) and everything the
+/// following code relies on.
+pub unsafe fn write_cr4(value: u64) {
+    // SAFETY: the caller vouches for the value; not `nomem`, as for `write_cr0`.
+    unsafe { asm!("mov cr4, {}", in(reg) value, options(nostack, preserves_flags)) }
+}
+
+/// CR8: the task-priority class (TPR bits 7:4), 64-bit mode only.
+pub fn read_cr8() -> u64 {
+    let value: u64;
+    // SAFETY: reading CR8 has no side effect.
+    unsafe { asm!("mov {}, cr8", out(reg) value, options(nomem, nostack, preserves_flags)) };
+    value
+}
+
+/// Writes CR8.
+///
+/// # Safety
+///
+/// Raising the task priority holds back interrupts of lower priority classes; the caller must
+/// not wait for one of those.
+pub unsafe fn write_cr8(value: u64) {
+    // SAFETY: the caller vouches for the interrupts it holds back.
+    unsafe { asm!("mov cr8, {}", in(reg) value, options(nomem, nostack, preserves_flags)) }
+}
+
+/// Reads a model-specific register.
+///
+/// # Safety
+///
+/// The MSR must exist (RDMSR of another raises #GP, which ends the guest unless it is caught).
+pub unsafe fn rdmsr(msr: u32) -> u64 {
+    let (low, high): (u32, u32);
+    // SAFETY: the caller vouches that the MSR exists; RDMSR only reads it.
+    unsafe {
+        asm!("rdmsr", in("ecx") msr, out("eax") low, out("edx") high,
+             options(nomem, nostack, preserves_flags));
+    }
+    (u64::from(high) << 32) | u64::from(low)
+}
+
+/// Writes a model-specific register.
+///
+/// # Safety
+///
+/// The MSR must exist and accept `value`, and the change must not break code that relies on
+/// the MSR.
+pub unsafe fn wrmsr(msr: u32, value: u64) {
+    // SAFETY: the caller vouches for the MSR and the value.
+    unsafe {
+        asm!("wrmsr", in("ecx") msr, in("eax") value as u32, in("edx") (value >> 32) as u32,
+             options(nostack, preserves_flags));
+    }
+}
+
+/// Drops the TLB entries for the page that holds linear `address` (`INVLPG`). Safe: a flush
+/// only makes the processor walk the page tables again.
+pub fn invlpg(address: u64) {
+    // SAFETY: INVLPG only invalidates cached translations. Not `nomem`: accesses after it must
+    // see the page tables as they are now.
+    unsafe { asm!("invlpg [{}]", in(reg) address, options(nostack, preserves_flags)) }
+}
+
+/// Loads the GDTR (`LGDT`).
+///
+/// # Safety
+///
+/// `pointer` must describe a GDT that stays in memory and whose descriptors at the selectors in
+/// use (CS 0x08, SS/DS 0x10, and the TR selector if one is loaded later) are the ones the running
+/// code needs.
+pub unsafe fn load_global_descriptor_table(pointer: &DescriptorTablePointer) {
+    // SAFETY: LGDT reads the 10-byte image; the caller vouches for the table.
+    unsafe { asm!("lgdt [{}]", in(reg) pointer, options(readonly, nostack, preserves_flags)) }
+}
+
+/// Loads the task register (`LTR`).
+///
+/// # Safety
+///
+/// `selector` must name an available 64-bit TSS descriptor of the loaded GDT, for a TSS that
+/// stays in memory.
+pub unsafe fn load_task_register(selector: u16) {
+    // SAFETY: the caller vouches for the descriptor; LTR marks it busy in the GDT.
+    unsafe { asm!("ltr {:x}", in(reg) selector, options(nostack, preserves_flags)) }
 }

@@ -11,6 +11,12 @@
 //! - any other vector without a handler: counted as unexpected ([`unexpected`]), then EOI, so
 //!   that one stray vector cannot block every vector of equal or lower priority.
 //!
+//! An exception (0–31) that arrives while a recovery address is armed ([`RECOVERY`], which
+//! [`crate::probe!`] arms around the one instruction it probes) goes neither to a handler nor to
+//! the default: the runtime records it ([`take_fault`]) and resumes at the recovery address,
+//! with RFLAGS.TF cleared. That is how a test guest executes an instruction the processor may
+//! refuse and reports what happened.
+//!
 //! Guests that never call [`init`] never enable interrupts and see no change.
 //!
 //! Frame layout and alignment follow Intel SDM Vol. 3A (order no. 325462) 7.14 "Exception and
@@ -19,7 +25,7 @@
 
 use core::arch::global_asm;
 use core::cell::UnsafeCell;
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use carousel_protocol::hypercall::EXIT_FAILURE;
 
@@ -59,6 +65,10 @@ const STUB_SIZE: usize = 16;
 const PAGE_FAULT: u64 = 14;
 /// IDT gate type and attributes: present, DPL 0, 64-bit interrupt gate (IF cleared on entry).
 const INTERRUPT_GATE: u64 = 0x8E;
+/// The same gate with DPL 3: `INT n` from ring 3 may use it.
+const USER_INTERRUPT_GATE: u64 = 0xEE;
+/// RFLAGS.TF: single-step.
+const RFLAGS_TF: u64 = 1 << 8;
 
 /// What the entry stub and the common code push: the interrupted code's scratch registers, the
 /// vector and error code (0 when the processor pushes none), then the processor's frame.
@@ -126,9 +136,15 @@ struct GateDescriptor {
 impl GateDescriptor {
     /// A ring-0 interrupt gate to `address` in the runtime's code segment, on the current stack.
     fn interrupt_gate(address: u64) -> Self {
+        Self::gate(address, INTERRUPT_GATE)
+    }
+
+    /// An interrupt gate to `address` in the runtime's code segment with type and attributes
+    /// `attributes`.
+    fn gate(address: u64, attributes: u64) -> Self {
         let low = (address & 0xFFFF)
             | (u64::from(crate::entry::CODE_SELECTOR) << 16)
-            | (INTERRUPT_GATE << 40)
+            | (attributes << 40)
             | ((address >> 16) & 0xFFFF) << 48;
         Self {
             low,
@@ -141,8 +157,9 @@ impl GateDescriptor {
 #[repr(C, align(16))]
 struct InterruptDescriptorTable(UnsafeCell<[GateDescriptor; VECTORS]>);
 
-// SAFETY: only `init` writes the table, once (guarded by `INSTALLED`) and before LIDT, with
-// interrupts disabled on the guest's only CPU; afterwards only the processor reads it.
+// SAFETY: only `init` (once, guarded by `INSTALLED`, before LIDT) and `set_user_gate` write
+// the table, both with interrupts disabled on the guest's only CPU; otherwise only the processor
+// reads it.
 unsafe impl Sync for InterruptDescriptorTable {}
 
 static IDT: InterruptDescriptorTable = InterruptDescriptorTable(UnsafeCell::new(
@@ -156,6 +173,62 @@ static HANDLERS: [AtomicUsize; VECTORS] = [const { AtomicUsize::new(0) }; VECTOR
 static UNEXPECTED_COUNT: AtomicU32 = AtomicU32::new(0);
 /// The last such vector, plus one (0: none yet).
 static UNEXPECTED_LAST: AtomicU32 = AtomicU32::new(0);
+
+/// Where an exception resumes, or 0 for none: armed by [`crate::probe!`] (from its own asm, so
+/// ring-3 code can arm it too) and disarmed by the exception that uses it.
+#[doc(hidden)]
+pub static RECOVERY: AtomicU64 = AtomicU64::new(0);
+/// The last exception taken through [`RECOVERY`]: its vector plus one (0: none since the last
+/// [`take_fault`]), error code, RIP, CS, RFLAGS and CR2 (page faults only).
+static FAULT_VECTOR: AtomicU64 = AtomicU64::new(0);
+static FAULT_ERROR_CODE: AtomicU64 = AtomicU64::new(0);
+static FAULT_RIP: AtomicU64 = AtomicU64::new(0);
+static FAULT_CS: AtomicU64 = AtomicU64::new(0);
+static FAULT_RFLAGS: AtomicU64 = AtomicU64::new(0);
+static FAULT_CR2: AtomicU64 = AtomicU64::new(0);
+
+/// An exception the runtime caught at a recovery address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fault {
+    /// The vector (6 #UD, 13 #GP, 14 #PF, ...).
+    pub vector: u8,
+    /// The error code (0 for exceptions without one).
+    pub error_code: u64,
+    /// The RIP the processor pushed: the faulting instruction (faults) or the next one (traps).
+    pub rip: u64,
+    /// The CS it pushed; its low two bits are the privilege level the exception came from.
+    pub cs: u64,
+    /// The RFLAGS it pushed.
+    pub rflags: u64,
+    /// CR2 for a page fault, else 0.
+    pub cr2: u64,
+}
+
+impl Fault {
+    /// The privilege level the exception interrupted.
+    pub fn cpl(&self) -> u8 {
+        (self.cs & 3) as u8
+    }
+}
+
+/// Forgets any recorded fault (the probe calls this before its instruction).
+#[doc(hidden)]
+pub fn clear_fault() {
+    FAULT_VECTOR.store(0, Ordering::Release);
+}
+
+/// The exception caught at the recovery address since the last [`clear_fault`], if one was.
+pub fn take_fault() -> Option<Fault> {
+    let vector = FAULT_VECTOR.swap(0, Ordering::AcqRel);
+    (vector != 0).then(|| Fault {
+        vector: (vector - 1) as u8,
+        error_code: FAULT_ERROR_CODE.load(Ordering::Acquire),
+        rip: FAULT_RIP.load(Ordering::Acquire),
+        cs: FAULT_CS.load(Ordering::Acquire),
+        rflags: FAULT_RFLAGS.load(Ordering::Acquire),
+        cr2: FAULT_CR2.load(Ordering::Acquire),
+    })
+}
 
 /// The local APIC's registers (EOI and the ID read after it).
 const LOCAL_APIC: Registers = Registers::new(LOCAL_APIC_BASE);
@@ -252,6 +325,26 @@ pub fn init() {
     INSTALLED.store(true, Ordering::Release);
 }
 
+/// Points `vector`'s gate at `address` with DPL 3, so that `INT vector` from ring 3 reaches it
+/// (the processor's own exceptions ignore a gate's DPL). The code at `address` gets the
+/// processor's frame, not the runtime's dispatch.
+///
+/// # Safety
+///
+/// [`init`] must have run, interrupts must be disabled, and `address` must be code that handles
+/// an interrupt entry from any ring (see [`crate::ring3`]).
+pub unsafe fn set_user_gate(vector: u8, address: u64) {
+    assert_installed();
+    assert!(
+        !arch::interrupts_enabled(),
+        "set_user_gate with interrupts enabled"
+    );
+    // SAFETY: IF = 0 on the only CPU, so no interrupt uses the table while one gate changes;
+    // the caller vouches for the code at `address`.
+    let table = unsafe { &mut *IDT.0.get() };
+    table[usize::from(vector)] = GateDescriptor::gate(address, USER_INTERRUPT_GATE);
+}
+
 /// Makes `handler` run for `vector` from now on, replacing any earlier one.
 pub fn set_handler(vector: u8, handler: Handler) {
     HANDLERS[usize::from(vector)].store(handler as usize, Ordering::Release);
@@ -307,9 +400,29 @@ fn assert_installed() {
     );
 }
 
-/// Called by the common entry code with the frame it built.
-extern "C" fn dispatch(frame: &InterruptFrame) {
+/// Called by the common entry code with the frame it built (which IRETQ then reads back, so
+/// the recovery path can move RIP).
+extern "C" fn dispatch(frame: &mut InterruptFrame) {
     let vector = frame.vector as usize;
+    if vector < usize::from(FIRST_EXTERNAL_VECTOR) {
+        let recovery = RECOVERY.swap(0, Ordering::AcqRel);
+        if recovery != 0 {
+            let cr2 = if frame.vector == PAGE_FAULT {
+                arch::read_cr2()
+            } else {
+                0
+            };
+            FAULT_ERROR_CODE.store(frame.error_code, Ordering::Release);
+            FAULT_RIP.store(frame.rip, Ordering::Release);
+            FAULT_CS.store(frame.cs, Ordering::Release);
+            FAULT_RFLAGS.store(frame.rflags, Ordering::Release);
+            FAULT_CR2.store(cr2, Ordering::Release);
+            FAULT_VECTOR.store(frame.vector + 1, Ordering::Release);
+            frame.rip = recovery;
+            frame.rflags &= !RFLAGS_TF;
+            return;
+        }
+    }
     let raw = HANDLERS[vector].load(Ordering::Acquire);
     if raw != 0 {
         // SAFETY: `set_handler` is the only writer of `HANDLERS`, and it stores `Handler`s cast

@@ -14,6 +14,10 @@
 //! - [`interrupts`]: a 64-bit IDT, a handler per vector, `STI` / `CLI` and the local APIC's EOI,
 //!   for guests that call [`interrupts::init`] (the others run with IF = 0 throughout).
 //! - [`mmio`]: 32-bit volatile access to device registers in the device window.
+//! - [`probe!`]: runs an instruction that may fault and returns the exception it raised
+//!   ([`interrupts::Fault`]), for guests that test what the processor refuses.
+//! - [`paging`]: changes to the identity map at run time (user bit, a scratch window).
+//! - [`ring3`]: a GDT and TSS with user segments, and running code at CPL 3.
 //!
 //! What is not: a heap, more than one CPU, device drivers beyond [`ide`]'s polled one (a guest
 //! that drives a device otherwise does so itself, with [`arch`] and [`mmio`]). Each guest binary
@@ -29,6 +33,9 @@ pub mod ide;
 pub mod interrupts;
 pub mod mmio;
 pub mod multiboot;
+pub mod paging;
+pub mod probe;
+pub mod ring3;
 pub mod serial;
 
 use core::panic::PanicInfo;
