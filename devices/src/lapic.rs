@@ -359,6 +359,14 @@ pub struct Lapic {
     countdown: Option<Countdown>,
     /// Expiries processed during register writes, reported by the next [`Lapic::advance`].
     unreported: TimerFire,
+    /// Counts every change a register read could see (writes, interrupts raised, accepted or
+    /// ended): a copy of the registers is current while this has not moved.
+    generation: u64,
+    /// An NMI sent to this APIC waits for delivery.
+    nmi_pending: bool,
+    /// The TSC time of the count's next expiry, kept with the count (None: stopped): the
+    /// hypervisor asks for it on every exit, and computing it takes 128-bit arithmetic.
+    due: Option<u64>,
     /// Interrupt Request Register.
     irr: VectorSet,
     /// In-Service Register.
@@ -401,6 +409,9 @@ impl Lapic {
             },
             irr: VectorSet::new(),
             isr: VectorSet::new(),
+            generation: 0,
+            nmi_pending: false,
+            due: None,
             counters: LapicCounters {
                 unsupported_accesses: 0,
                 illegal_vectors: 0,
@@ -447,6 +458,14 @@ impl Lapic {
     /// The guest writes `value` to the 32-bit register at `offset` in the APIC page at TSC time
     /// `now`. Writes to read-only registers are ignored.
     pub fn write(&mut self, offset: u64, value: u32, now: u64) {
+        self.generation += 1;
+        self.write_register(offset, value, now);
+        self.due = self
+            .countdown
+            .map(|countdown| self.deadline(&countdown, countdown.processed + 1));
+    }
+
+    fn write_register(&mut self, offset: u64, value: u32, now: u64) {
         match offset {
             // Read-only here (the ID is fixed by the MP table the guest reads).
             ID | VERSION | APR | PPR | RRD => {}
@@ -481,7 +500,7 @@ impl Lapic {
             }
             ICR_LOW => {
                 self.command_low = value & ICR_LOW_WRITABLE;
-                self.counters.ignored_ipis += 1;
+                self.send_ipi(value);
             }
             ICR_HIGH => self.command_high = value & HIGH_BYTE,
             LVT_TIMER => {
@@ -553,9 +572,7 @@ impl Lapic {
     /// hypervisor must next call [`Self::advance`] for this vCPU. `None` when the timer can raise
     /// nothing (stopped, or masked: a masked expiry needs no wake-up).
     pub fn next_deadline(&self) -> Option<u64> {
-        self.countdown
-            .filter(|_| self.lvt_timer & LVT_MASKED == 0)
-            .map(|countdown| self.deadline(&countdown, countdown.processed + 1))
+        self.due.filter(|_| self.lvt_timer & LVT_MASKED == 0)
     }
 
     /// The timer's next expiry, if that expiry can raise an interrupt the vCPU does not already
@@ -574,6 +591,10 @@ impl Lapic {
     /// (once, however many expiries passed), and in periodic mode the count re-arms for the
     /// first deadline after `now`. Call before [`Self::pending_vector`] on every VM entry.
     pub fn advance(&mut self, now: u64) -> TimerFire {
+        if self.unreported.expirations == 0 && self.due.is_none_or(|due| now < due) {
+            // Nothing expired since the last call: the common case, on every VM entry.
+            return TimerFire::default();
+        }
         let mut fire = core::mem::take(&mut self.unreported);
         fire.merge(self.expire(now));
         fire.lag_cycles = fire
@@ -595,8 +616,106 @@ impl Lapic {
             self.counters.dropped_while_disabled += 1;
             return Err(RaiseError::ApicDisabled(vector));
         }
+        self.generation += 1;
         Ok(self.irr.insert(vector))
     }
+
+    /// An ICR low write sends an IPI (11.6.1 "Interrupt Command Register"). With one vCPU only
+    /// IPIs that reach this APIC do anything: a fixed or lowest-priority interrupt raises its
+    /// vector, an NMI becomes pending ([`Self::take_nmi`]). INIT and start-up IPIs, and IPIs for
+    /// other APICs, are ignored (and counted): xv6's INIT level de-assert must be a no-op.
+    fn send_ipi(&mut self, command: u32) {
+        /// Delivery mode, bits 10:8.
+        const FIXED: u32 = 0b000;
+        const LOWEST_PRIORITY: u32 = 0b001;
+        const NMI: u32 = 0b100;
+        /// Destination shorthand, bits 19:18.
+        const SELF: u32 = 0b01;
+        const ALL_INCLUDING_SELF: u32 = 0b10;
+        let mode = (command >> 8) & 0b111;
+        let shorthand = (command >> 18) & 0b11;
+        let destination = (self.command_high >> 24) as u8;
+        let to_me = match shorthand {
+            SELF | ALL_INCLUDING_SELF => true,
+            0b00 => destination == self.apic_id || destination == 0xFF,
+            _ => false,
+        };
+        match mode {
+            FIXED | LOWEST_PRIORITY if to_me => {
+                let _ = self.raise((command & VECTOR_MASK) as u8);
+            }
+            NMI if to_me => {
+                self.nmi_pending = true;
+                self.generation += 1;
+            }
+            _ => self.counters.ignored_ipis += 1,
+        }
+    }
+
+    /// Takes the NMI a self-IPI left pending, if any.
+    pub fn take_nmi(&mut self) -> bool {
+        core::mem::take(&mut self.nmi_pending)
+    }
+
+    /// True when an NMI waits to be delivered.
+    pub fn nmi_pending(&self) -> bool {
+        self.nmi_pending
+    }
+
+    /// The change counter: it moves whenever a register read could return something new
+    /// (except the timer's current count, which moves with time).
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Offsets of the registers a read returns something for (the rest read 0): what a copy of
+    /// the register page holds.
+    pub const READABLE: [u64; 44] = [
+        ID,
+        VERSION,
+        TPR,
+        APR,
+        PPR,
+        LDR,
+        DFR,
+        SVR,
+        ISR,
+        ISR + 0x10,
+        ISR + 0x20,
+        ISR + 0x30,
+        ISR + 0x40,
+        ISR + 0x50,
+        ISR + 0x60,
+        ISR + 0x70,
+        TMR,
+        TMR + 0x10,
+        TMR + 0x20,
+        TMR + 0x30,
+        TMR + 0x40,
+        TMR + 0x50,
+        TMR + 0x60,
+        TMR + 0x70,
+        IRR,
+        IRR + 0x10,
+        IRR + 0x20,
+        IRR + 0x30,
+        IRR + 0x40,
+        IRR + 0x50,
+        IRR + 0x60,
+        IRR + 0x70,
+        ESR,
+        ICR_LOW,
+        ICR_HIGH,
+        LVT_TIMER,
+        LVT_THERMAL_SENSOR,
+        LVT_PERFORMANCE_MONITORING,
+        LVT_LINT0,
+        LVT_LINT1,
+        LVT_ERROR,
+        TIMER_INITIAL_COUNT,
+        TIMER_CURRENT_COUNT,
+        TIMER_DIVIDE_CONFIGURATION,
+    ];
 
     /// The vector to inject next, if any: the highest vector in the IRR, provided its priority
     /// class (bits 7:4) is above the processor priority class, i.e. above both the TPR's class
@@ -619,6 +738,7 @@ impl Lapic {
         }
         self.irr.remove(vector);
         self.isr.insert(vector);
+        self.generation += 1;
         Ok(())
     }
 
@@ -829,6 +949,9 @@ impl Lapic {
         countdown.processed = due;
         // One-shot: the count stays at 0 until the next initial-count write.
         self.countdown = self.periodic().then_some(countdown);
+        self.due = self
+            .countdown
+            .map(|countdown| self.deadline(&countdown, countdown.processed + 1));
         match self.timer_vector().map(|vector| self.raise(vector)) {
             Some(Ok(true)) => {
                 fire.raised = true;
@@ -1283,17 +1406,39 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn ipis_are_ignored_and_never_busy() {
+    fn ipis_to_other_apics_are_ignored_and_never_busy() {
         let mut lapic = xv6_lapic();
         lapic.write(ICR_HIGH, 0x0100_00FF, T0);
         assert_eq!(lapic.read(ICR_HIGH, T0), 0x0100_0000);
-        // lapicstartap's INIT assert, INIT de-assert, SIPI, and a fixed self-IPI.
-        for command in [0xC500, 0x8500, 0x607, 0x4_0040] {
+        // lapicstartap's INIT assert, INIT de-assert and SIPI to APIC 1, and a fixed IPI there.
+        for command in [0xC500, 0x8500, 0x607, 0x0040] {
             lapic.write(ICR_LOW, command | DELIVERY_STATUS, T0);
             assert_eq!(lapic.read(ICR_LOW, T0), command);
         }
         assert_eq!(lapic.pending_vector(), None);
-        assert_eq!(lapic.counters().ignored_ipis, 5);
+        assert_eq!(
+            lapic.counters().ignored_ipis,
+            5,
+            "xv6's de-assert and these four"
+        );
+        assert!(!lapic.take_nmi());
+    }
+
+    #[test]
+    fn self_ipis_arrive() {
+        let mut lapic = xv6_lapic();
+        // A fixed self-IPI (shorthand "self"), vector 0x40.
+        lapic.write(ICR_LOW, 0x4_0040, T0);
+        assert_eq!(lapic.pending_vector(), Some(0x40));
+        // An NMI to APIC 0 by its ID.
+        lapic.write(ICR_HIGH, 0, T0);
+        lapic.write(ICR_LOW, 0b100 << 8, T0);
+        assert!(lapic.nmi_pending());
+        assert!(lapic.take_nmi());
+        assert!(!lapic.take_nmi());
+        // INIT to itself stays a no-op.
+        lapic.write(ICR_LOW, 0x4_0500, T0);
+        assert!(!lapic.nmi_pending());
     }
 
     #[test]

@@ -43,6 +43,8 @@ pub struct ConsoleMux {
     current: Option<Source>,
     /// Where the round robin goes on.
     next: usize,
+    /// Bytes waiting in the VMs' queues, all told (draining an idle mux is one comparison).
+    vm_bytes: usize,
 }
 
 impl Default for ConsoleMux {
@@ -60,6 +62,7 @@ impl ConsoleMux {
             names: Vec::new(),
             current: None,
             next: 0,
+            vm_bytes: 0,
         }
     }
 
@@ -98,20 +101,23 @@ impl ConsoleMux {
         escape_into(&mut text, line);
         text.push('\n');
         match self.vms.get_mut(usize::from(vm)) {
-            Some(queue) => queue.extend(text.as_bytes()),
+            Some(queue) => {
+                queue.extend(text.as_bytes());
+                self.vm_bytes += text.len();
+            }
             None => self.log.extend(text.as_bytes()),
         }
     }
 
     /// True when text waits.
     pub fn pending(&self) -> bool {
-        !self.log.is_empty() || self.vms.iter().any(|queue| !queue.is_empty())
+        !self.log.is_empty() || self.vm_bytes > 0
     }
 
     /// Hands waiting text to `send` (which returns how many bytes it took, 0 when the UART is
     /// busy), a whole line from each source in turn.
     pub fn drain(&mut self, mut send: impl FnMut(&[u8]) -> usize) {
-        loop {
+        while self.pending() {
             let Some(source) = self.current.or_else(|| self.pick()) else {
                 return;
             };
@@ -129,6 +135,9 @@ impl ConsoleMux {
             let sent = send(&front[..end]);
             let ended = sent == end && front.get(end - 1) == Some(&b'\n');
             queue.drain(..sent);
+            if matches!(source, Source::Vm(_)) {
+                self.vm_bytes -= sent;
+            }
             if ended || queue.is_empty() {
                 self.current = None;
             }

@@ -36,6 +36,9 @@ const EMPTY: Slot = Slot {
 #[derive(Debug, Clone)]
 pub struct ExitStats {
     slots: Vec<Slot>,
+    /// One bit per reason recorded since the last take: the interval's flush looks at these
+    /// slots only (it runs between slices, where every cycle delays the next VM).
+    used: u128,
 }
 
 impl Default for ExitStats {
@@ -48,12 +51,15 @@ impl ExitStats {
     pub fn new() -> Self {
         Self {
             slots: alloc::vec![EMPTY; REASONS],
+            used: 0,
         }
     }
 
     /// An exit for `reason` took `cycles` of root-mode time.
     pub fn record(&mut self, reason: u16, cycles: u64) {
-        let slot = &mut self.slots[usize::from(reason).min(REASONS - 1)];
+        let index = usize::from(reason).min(REASONS - 1);
+        self.used |= 1 << index;
+        let slot = &mut self.slots[index];
         slot.count += 1;
         slot.cycles = slot.cycles.saturating_add(cycles);
         slot.min = slot.min.min(cycles);
@@ -64,19 +70,18 @@ impl ExitStats {
 
     /// True when no exit was recorded since the last [`Self::take`].
     pub fn is_empty(&self) -> bool {
-        self.slots.iter().all(|slot| slot.count == 0)
+        self.used == 0
     }
 
     /// The figures of every reason that occurred, and a fresh start (only the slots used are
     /// cleared: this runs between slices, where every cycle is switch cost).
     pub fn take(&mut self) -> Vec<ExitStat> {
-        let mut stats = Vec::new();
-        for (reason, slot) in self
-            .slots
-            .iter_mut()
-            .enumerate()
-            .filter(|(_, slot)| slot.count > 0)
-        {
+        let mut stats = Vec::with_capacity(self.used.count_ones() as usize);
+        let mut used = core::mem::take(&mut self.used);
+        while used != 0 {
+            let reason = used.trailing_zeros() as usize;
+            used &= used - 1;
+            let slot = &mut self.slots[reason];
             stats.push(ExitStat {
                 reason: reason as u16,
                 count: slot.count,

@@ -18,6 +18,8 @@
 //! Scheduler events are gathered into batches ([`Exporter::event`]) sent as one record each.
 
 use alloc::collections::VecDeque;
+
+use crate::ring::ByteRing;
 use alloc::vec::Vec;
 
 use carousel_protocol::record::{Event, Record, TraceLevel};
@@ -51,7 +53,7 @@ pub struct Exporter {
     /// What beyond the aggregates goes out.
     level: TraceLevel,
     /// Frames waiting for COM2, and who queued them.
-    ring: VecDeque<u8>,
+    ring: ByteRing,
     spans: VecDeque<Span>,
     /// Each VM's bytes in the ring.
     guest_bytes: Vec<usize>,
@@ -85,7 +87,7 @@ impl Exporter {
     pub const fn new() -> Self {
         Self {
             level: TraceLevel::Aggregate,
-            ring: VecDeque::new(),
+            ring: ByteRing::new(),
             spans: VecDeque::new(),
             guest_bytes: Vec::new(),
             guest_dropped: Vec::new(),
@@ -103,7 +105,7 @@ impl Exporter {
 
     /// Allocates the ring and the encoding buffers (the heap must be up).
     pub fn reserve(&mut self) {
-        self.ring.reserve_exact(RING_BYTES);
+        self.ring.reserve(RING_BYTES);
         self.events.reserve_exact(EVENTS_PER_BATCH);
         self.scratch.resize(FRAME_BUFFER, 0);
         self.plain.resize(FRAME_BUFFER, 0);
@@ -254,7 +256,7 @@ impl Exporter {
             self.dropped += 1;
             return Ok(());
         }
-        self.ring.extend(&self.scratch[..length]);
+        self.ring.push(&self.scratch[..length]);
         if let Some(vm) = vm {
             if let Some(used) = self.guest_bytes.get_mut(usize::from(vm)) {
                 *used += length;
@@ -271,11 +273,11 @@ impl Exporter {
     /// until it takes no more or the ring is empty.
     pub fn drain(&mut self, mut send: impl FnMut(&[u8]) -> usize) {
         while !self.ring.is_empty() {
-            let sent = send(self.ring.as_slices().0);
+            let sent = send(self.ring.front());
             if sent == 0 {
                 break;
             }
-            self.ring.drain(..sent);
+            self.ring.consume(sent);
             self.release(sent);
         }
     }

@@ -40,6 +40,7 @@ pub mod merging;
 pub mod mmio;
 pub mod paging;
 pub mod platform;
+pub mod ring;
 pub mod spaces;
 pub mod vcpu;
 pub mod vm;

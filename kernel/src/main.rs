@@ -19,7 +19,6 @@ use carousel_kernel::console::PREFIX;
 use carousel_kernel::host::Host;
 use carousel_kernel::machine::{self, Machine};
 use carousel_kernel::memory::{Frames, HostMemory};
-use carousel_kernel::vm::CpuFacts;
 use carousel_protocol::config::RunConfig;
 use carousel_protocol::record::Record;
 use carousel_protocol::RUN_CONFIG_MODULE;
@@ -50,8 +49,11 @@ pub fn exit_emulator(code: ExitCode) -> ! {
     // The last bytes (the RunEnd record above all) must leave the UARTs first: an emulator
     // powered off mid-transmission loses them.
     host::flush_console();
-    arch::drain_uart(host::COM1);
-    arch::drain_uart(host::COM2);
+    // SAFETY: COM1 and COM2 are the hypervisor's own UARTs.
+    unsafe {
+        arch::drain_uart(host::COM1);
+        arch::drain_uart(host::COM2);
+    }
     // SAFETY: these ports are the emulators' power-off devices; the run is over, so nothing the
     // hypervisor does afterwards matters.
     unsafe {
@@ -160,11 +162,7 @@ extern "C" fn kernel_main(magic: u32, info_address: u32) -> ! {
         weights: config.vms.iter().map(|vm| vm.weight).collect(),
         quantum_clock: config.quantum_clock,
     });
-    let facts = CpuFacts {
-        cr4_allowed: vmx.negotiated.cr4_fixed1 & !vmm::CR4_VMXE,
-        xcr0_supported: 0,
-        accessed_dirty: vmx.negotiated.ept_accessed_dirty,
-    };
+    let facts = vmm::cpu_facts(&vmx);
     let mut pool = HostMemory::new(frames, config.guest_page_budget);
     let module = |name: &str| {
         modules

@@ -219,6 +219,20 @@ pub enum MmioOp {
     },
     /// Writes `value` to memory.
     Store { value: StoreSource },
+    /// `xchg [mem], reg`: memory gets the register, the register what memory held.
+    Exchange { register: RegisterOperand },
+    /// `cmpxchg [mem], reg`: if memory equals the accumulator (AL/AX/EAX/RAX), memory gets the
+    /// register (ZF = 1); else the accumulator gets memory (ZF = 0). Flags as `cmp acc, mem`.
+    CompareExchange { register: RegisterOperand },
+    /// `stos`: memory at ES:rDI gets the accumulator, rDI moves by the size; `rep` repeats
+    /// rCX times.
+    StringStore { rep: bool, address_bits: u8 },
+    /// `movs`: memory at ES:rDI gets memory at DS:rSI (either may be the device), both move by
+    /// the size; `rep` repeats rCX times.
+    StringMove { rep: bool, address_bits: u8 },
+    /// A cache-control or prefetch hint (`clflush`, `clflushopt`, `clwb`, `prefetch*`): no
+    /// effect on a device register.
+    Hint,
 }
 
 /// A decoded MMIO access.
@@ -236,6 +250,56 @@ impl MmioInstruction {
     pub fn is_store(&self) -> bool {
         matches!(self.op, MmioOp::Store { .. })
     }
+}
+
+/// The accumulator of `size` bytes: AL, AX, EAX or RAX.
+pub fn accumulator(size: u8) -> RegisterOperand {
+    RegisterOperand {
+        gpr: Gpr::Rax,
+        part: match size {
+            1 => RegisterPart::Low8,
+            2 => RegisterPart::Low16,
+            4 => RegisterPart::Low32,
+            _ => RegisterPart::All64,
+        },
+    }
+}
+
+/// The arithmetic flags of `left - right` on `size` bytes (CF, PF, AF, ZF, SF, OF), as CMP
+/// leaves them: the bits of RFLAGS to replace, and their new values.
+pub fn compare_flags(left: u64, right: u64, size: u8) -> (u64, u64) {
+    /// RFLAGS bits: CF (0), PF (2), AF (4), ZF (6), SF (7), OF (11).
+    const CF: u64 = 1;
+    const PF: u64 = 1 << 2;
+    const AF: u64 = 1 << 4;
+    const ZF: u64 = 1 << 6;
+    const SF: u64 = 1 << 7;
+    const OF: u64 = 1 << 11;
+    let mask = size_mask(size);
+    let bits = u32::from(size) * 8;
+    let (left, right) = (left & mask, right & mask);
+    let result = left.wrapping_sub(right) & mask;
+    let sign = |value: u64| (value >> (bits - 1)) & 1;
+    let mut flags = 0;
+    if left < right {
+        flags |= CF;
+    }
+    if (result as u8).count_ones().is_multiple_of(2) {
+        flags |= PF;
+    }
+    if (left ^ right ^ result) & 0x10 != 0 {
+        flags |= AF;
+    }
+    if result == 0 {
+        flags |= ZF;
+    }
+    if sign(result) == 1 {
+        flags |= SF;
+    }
+    if sign(left) != sign(right) && sign(result) != sign(left) {
+        flags |= OF;
+    }
+    (CF | PF | AF | ZF | SF | OF, flags)
 }
 
 /// Why the bytes at RIP are not an MMIO access this module can describe.
@@ -296,6 +360,16 @@ enum Form {
     StoreRegister,
     /// Memory operand 0 ← immediate operand 1.
     StoreImmediate,
+    /// Memory operand 0 ⇄ register operand 1.
+    Exchange,
+    /// Memory operand 0, register operand 1, the accumulator.
+    CompareExchange,
+    /// ES:rDI ← the accumulator.
+    StringStore,
+    /// ES:rDI ← DS:rSI.
+    StringMove,
+    /// A hint on memory operand 0.
+    Hint,
 }
 
 /// Form and access size of a supported instruction, `None` for anything else.
@@ -324,6 +398,32 @@ fn form(code: Code) -> Option<(Form, u8)> {
         // discouraged"; it moves without widening.
         Code::Movsxd_r16_rm16 => (Load(Sign), 2),
         Code::Movsxd_r32_rm32 | Code::Movsxd_r64_rm32 => (Load(Sign), 4),
+        Code::Xchg_rm8_r8 => (Form::Exchange, 1),
+        Code::Xchg_rm16_r16 => (Form::Exchange, 2),
+        Code::Xchg_rm32_r32 => (Form::Exchange, 4),
+        Code::Xchg_rm64_r64 => (Form::Exchange, 8),
+        Code::Cmpxchg_rm8_r8 => (Form::CompareExchange, 1),
+        Code::Cmpxchg_rm16_r16 => (Form::CompareExchange, 2),
+        Code::Cmpxchg_rm32_r32 => (Form::CompareExchange, 4),
+        Code::Cmpxchg_rm64_r64 => (Form::CompareExchange, 8),
+        Code::Stosb_m8_AL => (Form::StringStore, 1),
+        Code::Stosw_m16_AX => (Form::StringStore, 2),
+        Code::Stosd_m32_EAX => (Form::StringStore, 4),
+        Code::Stosq_m64_RAX => (Form::StringStore, 8),
+        Code::Movsb_m8_m8 => (Form::StringMove, 1),
+        Code::Movsw_m16_m16 => (Form::StringMove, 2),
+        Code::Movsd_m32_m32 => (Form::StringMove, 4),
+        Code::Movsq_m64_m64 => (Form::StringMove, 8),
+        Code::Clflush_m8
+        | Code::Clflushopt_m8
+        | Code::Clwb_m8
+        | Code::Prefetch_m8
+        | Code::Prefetchw_m8
+        | Code::Prefetchwt1_m8
+        | Code::Prefetchnta_m8
+        | Code::Prefetcht0_m8
+        | Code::Prefetcht1_m8
+        | Code::Prefetcht2_m8 => (Form::Hint, 1),
         _ => return None,
     })
 }
@@ -348,23 +448,47 @@ pub fn decode(bytes: &[u8], bitness: u32) -> Result<MmioInstruction, DecodeError
     }
     let mnemonic = instruction.mnemonic();
     let unsupported = DecodeError::Unsupported { mnemonic };
-    // iced-x86 already refuses LOCK on a MOV (#UD); REP/REPNE on a MOV are ignored by the
-    // processor, but nothing emits them, so refuse them rather than guess.
-    if instruction.has_lock_prefix()
-        || instruction.has_rep_prefix()
-        || instruction.has_repne_prefix()
-    {
+    let (form, size) = form(instruction.code()).ok_or(unsupported)?;
+    // iced-x86 already refuses LOCK where the processor raises #UD (a MOV, a string op); REP
+    // and REPNE are ignored by the processor except on string instructions, but nothing emits
+    // them, so refuse them rather than guess.
+    let string = matches!(form, Form::StringStore | Form::StringMove);
+    if (instruction.has_rep_prefix() || instruction.has_repne_prefix()) && !string {
         return Err(unsupported);
     }
-    let (form, size) = form(instruction.code()).ok_or(unsupported)?;
+    if string {
+        // The destination operand says the address size: ES:RDI, ES:EDI or ES:DI.
+        let address_bits = match instruction.op_kind(0) {
+            OpKind::MemoryESRDI => 64,
+            OpKind::MemoryESEDI => 32,
+            _ => 16,
+        };
+        let rep = instruction.has_rep_prefix() || instruction.has_repne_prefix();
+        return Ok(MmioInstruction {
+            length: instruction.len() as u8,
+            size,
+            op: match form {
+                Form::StringStore => MmioOp::StringStore { rep, address_bits },
+                _ => MmioOp::StringMove { rep, address_bits },
+            },
+        });
+    }
     let (memory, other) = match form {
         Form::Load(_) => (1, 0),
-        Form::StoreRegister | Form::StoreImmediate => (0, 1),
+        _ => (0, 1),
     };
     if instruction.op_kind(memory) != OpKind::Memory {
         return Err(DecodeError::NoMemoryOperand { mnemonic });
     }
     let op = match form {
+        Form::Exchange => MmioOp::Exchange {
+            register: register_operand(&instruction, other).ok_or(unsupported)?,
+        },
+        Form::CompareExchange => MmioOp::CompareExchange {
+            register: register_operand(&instruction, other).ok_or(unsupported)?,
+        },
+        Form::Hint => MmioOp::Hint,
+        Form::StringStore | Form::StringMove => unreachable!("returned above"),
         Form::Load(extension) => MmioOp::Load {
             destination: register_operand(&instruction, other).ok_or(unsupported)?,
             extension,
@@ -411,16 +535,16 @@ pub fn complete_load(instr: &MmioInstruction, value: u64, regs: &mut impl Regist
     destination.write(regs, value);
 }
 
-/// The `instr.size` bytes a store writes (in the low bits), `None` for a load.
+/// The `instr.size` bytes a store writes (in the low bits), `None` for anything else.
 pub fn store_value(instr: &MmioInstruction, regs: &impl Registers) -> Option<u64> {
     match instr.op {
         MmioOp::Store { value } => Some(value.value(instr.size, regs)),
-        MmioOp::Load { .. } => None,
+        _ => None,
     }
 }
 
-/// Mask of the low `size` bytes.
-fn size_mask(size: u8) -> u64 {
+/// Mask of the low `size` bytes (port I/O and MMIO accesses alike).
+pub fn size_mask(size: u8) -> u64 {
     match size {
         0 => 0,
         1..=7 => (1 << (u32::from(size) * 8)) - 1,
@@ -432,6 +556,56 @@ fn size_mask(size: u8) -> u64 {
 fn sign_extend(value: u64, size: u8) -> u64 {
     let unused = 64 - u32::from(size.clamp(1, 8)) * 8;
     (((value << unused) as i64) >> unused) as u64
+}
+
+#[cfg(test)]
+mod more_forms {
+    use super::*;
+
+    #[test]
+    fn exchange_compare_exchange_strings_and_hints_decode() {
+        // xchg [eax], ecx; lock cmpxchg [ebx], edx; rep stosd; movsb; clflush [eax].
+        let xchg = decode(&[0x87, 0x08], 32).unwrap();
+        assert!(matches!(xchg.op, MmioOp::Exchange { register } if register.gpr == Gpr::Rcx));
+        let cmpxchg = decode(&[0xF0, 0x0F, 0xB1, 0x13], 32).unwrap();
+        assert_eq!(cmpxchg.length, 4);
+        assert!(
+            matches!(cmpxchg.op, MmioOp::CompareExchange { register } if register.gpr == Gpr::Rdx)
+        );
+        let stos = decode(&[0xF3, 0xAB], 32).unwrap();
+        assert_eq!(
+            stos.op,
+            MmioOp::StringStore {
+                rep: true,
+                address_bits: 32
+            }
+        );
+        assert_eq!(stos.size, 4);
+        let movs = decode(&[0x67, 0xA4], 32).unwrap();
+        assert_eq!(
+            movs.op,
+            MmioOp::StringMove {
+                rep: false,
+                address_bits: 16
+            }
+        );
+        let clflush = decode(&[0x0F, 0xAE, 0x38], 32).unwrap();
+        assert_eq!(clflush.op, MmioOp::Hint);
+        // A REP on a plain MOV is still refused.
+        assert!(decode(&[0xF3, 0x89, 0x08], 32).is_err());
+    }
+
+    #[test]
+    fn compare_flags_are_those_of_cmp() {
+        // 5 - 5: ZF and PF.
+        assert_eq!(compare_flags(5, 5, 4).1, 1 << 6 | 1 << 2);
+        // 1 - 2 on a byte: CF, SF, AF (0xFF has even parity: PF).
+        let (_, flags) = compare_flags(1, 2, 1);
+        assert_eq!(flags & 1, 1);
+        assert_ne!(flags & 1 << 7, 0);
+        // 0x80 - 1 on a byte: signed overflow.
+        assert_ne!(compare_flags(0x80, 1, 1).1 & 1 << 11, 0);
+    }
 }
 
 #[cfg(test)]
@@ -832,15 +1006,12 @@ mod tests {
 
     #[test]
     fn unsupported_instructions_are_named() {
-        let cases: [(&[u8], u32, Mnemonic, &str); 7] = [
+        // (rep movsd and xchg [eax], ecx are emulated now: see `more_forms`.)
+        let cases: [(&[u8], u32, Mnemonic, &str); 5] = [
             // or dword [eax], 1
             (&[0x83, 0x08, 0x01], 32, Mnemonic::Or, "or"),
-            // rep movsd
-            (&[0xF3, 0xA5], 32, Mnemonic::Movsd, "movsd"),
             // lock or dword [esp], 0 (xv6's barrier)
             (&[0xF0, 0x83, 0x0C, 0x24, 0x00], 32, Mnemonic::Or, "or"),
-            // xchg [eax], ecx
-            (&[0x87, 0x08], 32, Mnemonic::Xchg, "xchg"),
             // add eax, [ebx]
             (&[0x03, 0x03], 32, Mnemonic::Add, "add"),
             // mov [eax], es: a segment register to memory
@@ -1083,6 +1254,13 @@ mod tests {
                     let stored = store_value(&instr, &regs).unwrap();
                     prop_assert_eq!(stored & !size_mask(instr.size), 0);
                 }
+                MmioOp::Exchange { register } | MmioOp::CompareExchange { register } => {
+                    prop_assert_eq!(register.part.bytes(), instr.size);
+                }
+                MmioOp::StringStore { address_bits, .. } | MmioOp::StringMove { address_bits, .. } => {
+                    prop_assert!([16, 32, 64].contains(&address_bits));
+                }
+                MmioOp::Hint => prop_assert_eq!(store_value(&instr, &regs), None),
             }
         }
 

@@ -48,6 +48,14 @@ pub enum Mmio {
 }
 
 impl Mmio {
+    /// The device's name, for stop reasons.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::LocalApic { .. } => "local APIC",
+            Self::IoApic { .. } => "I/O APIC",
+        }
+    }
+
     /// The device behind guest-physical `gpa`, if any.
     pub fn at(gpa: u64) -> Option<Self> {
         let lapic = u64::from(LOCAL_APIC_ADDRESS);
@@ -274,7 +282,7 @@ impl Platform {
         if edge.0 {
             self.raise(irq);
         }
-        value & size_mask(size)
+        value & crate::mmio::size_mask(size) as u32
     }
 
     /// OUT of `value` to `port` (`size` 1, 2 or 4 bytes).
@@ -392,17 +400,18 @@ impl Platform {
         }
     }
 
+    /// True when console input could raise an interrupt in this VM: its I/O APIC routes the
+    /// COM1 or keyboard line (the pin is unmasked) and its local APIC is on. A VM halted with
+    /// interrupts on and nothing else to wake it waits for input only then.
+    pub fn input_can_interrupt(&self) -> bool {
+        self.lapic.apic_enabled()
+            && [COM1_IRQ, KBD_IRQ]
+                .iter()
+                .any(|&irq| self.ioapic.entry(irq).is_some_and(|entry| !entry.masked()))
+    }
+
     /// The next instant this VM's devices need attention (its LAPIC timer).
     pub fn next_deadline(&self) -> Option<u64> {
         self.lapic.next_deadline()
-    }
-}
-
-/// The low `size` bytes.
-fn size_mask(size: u8) -> u32 {
-    match size {
-        1 => 0xFF,
-        2 => 0xFFFF,
-        _ => u32::MAX,
     }
 }

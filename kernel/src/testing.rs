@@ -111,7 +111,7 @@ pub type Program = Box<dyn FnMut(&mut FakeState, u64) -> (Exit, u64)>;
 #[derive(Debug, Default, Clone)]
 pub struct FakeState {
     pub registers: GuestRegisters,
-    pub regs: BTreeMap<RegKey, u64>,
+    pub regs: BTreeMap<Reg, u64>,
     /// The event queued for the next entry.
     pub queued: Option<Event>,
     /// Every event delivered at an entry, in order.
@@ -124,16 +124,9 @@ pub struct FakeState {
     pub switched_out: u64,
 }
 
-/// [`Reg`] as a map key.
-pub type RegKey = u8;
-
-fn key(reg: Reg) -> RegKey {
-    reg as u8
-}
-
 impl FakeState {
     pub fn get(&self, reg: Reg) -> u64 {
-        self.regs.get(&key(reg)).copied().unwrap_or(match reg {
+        self.regs.get(&reg).copied().unwrap_or(match reg {
             Reg::CodeBits => 32,
             Reg::Rflags => 0x2,
             _ => 0,
@@ -141,7 +134,7 @@ impl FakeState {
     }
 
     pub fn set(&mut self, reg: Reg, value: u64) {
-        self.regs.insert(key(reg), value);
+        self.regs.insert(reg, value);
     }
 }
 
@@ -202,7 +195,7 @@ impl Vcpu for FakeVcpu {
     }
 
     fn write(&mut self, reg: Reg, value: u64) -> Result<(), VcpuError> {
-        if matches!(reg, Reg::CodeBits | Reg::Cpl) {
+        if matches!(reg, Reg::CodeBits | Reg::Cpl | Reg::NmiBlocked) {
             return Err(VcpuError(String::from("read-only register")));
         }
         self.state.set(reg, value);
@@ -456,6 +449,7 @@ impl FakeRun {
             cr4_allowed: 0x3F_FFFF,
             xcr0_supported: 0x7,
             accessed_dirty: true,
+            physical_address_bits: 39,
         };
         let mut programs = programs.into_iter();
         let vms = crate::machine::build_vms(

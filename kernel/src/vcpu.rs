@@ -12,9 +12,54 @@ pub use carousel_vmx::instructions::GuestRegisters;
 
 use crate::exit::Exit;
 
+/// A model-specific register the guest owns (the backend keeps each VM's own value and gives
+/// the hardware that VM's value while it runs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Msr {
+    /// IA32_KERNEL_GS_BASE (SWAPGS exchanges it with GS.base).
+    KernelGsBase,
+    /// IA32_STAR, IA32_LSTAR, IA32_CSTAR, IA32_FMASK: SYSCALL's targets and flag mask.
+    Star,
+    Lstar,
+    Cstar,
+    Sfmask,
+    /// IA32_SYSENTER_CS, IA32_SYSENTER_ESP, IA32_SYSENTER_EIP.
+    SysenterCs,
+    SysenterEsp,
+    SysenterEip,
+    /// IA32_FS_BASE and IA32_GS_BASE (the segments' bases).
+    FsBase,
+    GsBase,
+}
+
+impl Msr {
+    /// The MSR with architectural number `number`, if the guest owns it.
+    pub fn from_number(number: u32) -> Option<Self> {
+        Some(match number {
+            0xC000_0102 => Self::KernelGsBase,
+            0xC000_0081 => Self::Star,
+            0xC000_0082 => Self::Lstar,
+            0xC000_0083 => Self::Cstar,
+            0xC000_0084 => Self::Sfmask,
+            0x174 => Self::SysenterCs,
+            0x175 => Self::SysenterEsp,
+            0x176 => Self::SysenterEip,
+            0xC000_0100 => Self::FsBase,
+            0xC000_0101 => Self::GsBase,
+            _ => return None,
+        })
+    }
+
+    /// True for MSRs that hold a linear address, which must be canonical (WRMSR of a
+    /// non-canonical one raises #GP).
+    pub fn is_address(self) -> bool {
+        !matches!(self, Self::Star | Self::Sfmask | Self::SysenterCs)
+    }
+}
+
 /// A piece of guest state the handlers read or write, named architecturally (the backend knows
 /// where it lives: a VMCS field, a read shadow, the register file).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Reg {
     /// RIP.
     Rip,
@@ -40,6 +85,10 @@ pub enum Reg {
     Cpl,
     /// Blocking by STI or MOV SS (1) or none (0); writing 0 ends it.
     InterruptShadow,
+    /// NMIs are blocked (an NMI handler runs until its IRET): 1, else 0. Read only.
+    NmiBlocked,
+    /// A model-specific register the guest owns.
+    Msr(Msr),
 }
 
 /// An event for the next entry to deliver through the guest's IDT.
@@ -49,6 +98,8 @@ pub enum Event {
     Interrupt(u8),
     /// A hardware exception with this vector and, for those that push one, an error code.
     Exception { vector: u8, error_code: Option<u32> },
+    /// A non-maskable interrupt (vector 2).
+    Nmi,
 }
 
 /// Architectural exception vectors the handlers inject.

@@ -60,6 +60,8 @@ pub struct CpuFacts {
     pub xcr0_supported: u64,
     /// The EPT records accessed and dirty flags.
     pub accessed_dirty: bool,
+    /// MAXPHYADDR (CPUID.80000008H:EAX[7:0]).
+    pub physical_address_bits: u8,
 }
 
 /// What building a vCPU needs from the VM.
@@ -110,6 +112,10 @@ pub struct Vm<V> {
     /// Cycles spent blocked on console room and on record room.
     pub blocked_console: u64,
     pub blocked_records: u64,
+    /// The frame the guest reads its local APIC from (mapped read-only: reads never exit,
+    /// writes exit and reach the model), and the model's change counter it was last filled at.
+    pub lapic_page: HostPhysAddr,
+    lapic_filled: Option<u64>,
 }
 
 /// A memory map (up to 1 KiB) goes out with every this many working-set samples; the counts go
@@ -149,6 +155,7 @@ pub struct Built {
     platform: Platform,
     setup: VcpuSetup,
     image_pages: core::ops::Range<u64>,
+    lapic_page: HostPhysAddr,
 }
 
 impl Built {
@@ -175,7 +182,6 @@ pub fn build<F: Frames>(
     blueprint: &Blueprint<'_>,
     image: &[u8],
     disk: Option<&[u8]>,
-    lapic_page: HostPhysAddr,
 ) -> Result<Built, StopReason> {
     let Blueprint {
         id,
@@ -206,6 +212,9 @@ pub fn build<F: Frames>(
         let info = bootinfo::write(&mut ram, &config.args, image_start, loaded.end)
             .map_err(load_failed)?;
         write_low_memory_tables(&mut ram).map_err(load_failed)?;
+        let lapic_page = pool
+            .allocate()
+            .ok_or_else(|| load_failed("no frame for the local APIC page"))?;
         let mut ept = Ept::new(pool).map_err(load_failed)?;
         let frames: Vec<(u64, HostPhysAddr)> = memory.frames().collect();
         for (page, hpa) in frames {
@@ -236,15 +245,16 @@ pub fn build<F: Frames>(
             },
         };
         let image_pages = image_start / PAGE_SIZE..loaded.end.div_ceil(PAGE_SIZE);
-        Ok((ept, platform, setup, image_pages))
+        Ok((ept, platform, setup, image_pages, lapic_page))
     })();
     match built {
-        Ok((ept, platform, setup, image_pages)) => Ok(Built {
+        Ok((ept, platform, setup, image_pages, lapic_page)) => Ok(Built {
             memory,
             ept,
             platform,
             setup,
             image_pages,
+            lapic_page,
         }),
         Err(reason) => {
             pool.release(memory);
@@ -291,6 +301,8 @@ impl<V: Vcpu> Vm<V> {
             image_pages: built.image_pages,
             blocked_console: 0,
             blocked_records: 0,
+            lapic_page: built.lapic_page,
+            lapic_filled: None,
         };
         host.exporter().emit(&Record::MemoryInfo {
             vm: id,
@@ -313,6 +325,22 @@ impl<V: Vcpu> Vm<V> {
         }
         vm.balloon.inflated_total = 0;
         Ok(vm)
+    }
+
+    /// Brings the page the guest reads its local APIC from up to date with the model, if the
+    /// model changed since (the timer's current count is as of `now`).
+    pub fn refresh_lapic_page<F: Frames>(&mut self, pool: &mut HostMemory<F>, now: u64) {
+        let lapic = &mut self.platform.lapic;
+        let generation = lapic.generation();
+        if self.lapic_filled == Some(generation) {
+            return;
+        }
+        let page = pool.frames.bytes_mut(self.lapic_page);
+        for offset in carousel_devices::Lapic::READABLE {
+            let value = lapic.read(offset, now).to_le_bytes();
+            page[offset as usize..offset as usize + 4].copy_from_slice(&value);
+        }
+        self.lapic_filled = Some(lapic.generation());
     }
 
     /// True when the VM has left the run.
@@ -373,7 +401,6 @@ impl<V: Vcpu> Vm<V> {
                 *cell = PageState::Merged as u8;
             }
         }
-        self.vcpu.switch_in()?;
         self.vcpu.flush_physical()?;
         self.last_wss = sample.accessed;
         host.exporter().emit_or_drop(&Record::WorkingSet {
@@ -548,8 +575,8 @@ impl<V: Vcpu> Vm<V> {
             && self.platform.lapic.pending_vector().is_none()
     }
 
-    /// True when this VM halted with interrupts enabled (an interrupt, even console input,
-    /// wakes it).
+    /// True when this VM halted with interrupts enabled and console input could still wake it
+    /// (an interrupt source is routed).
     pub fn waits_for_interrupt(&self) -> bool {
         matches!(
             self.state,
@@ -557,12 +584,33 @@ impl<V: Vcpu> Vm<V> {
                 interrupts: true,
                 ..
             })
-        )
+        ) && self.platform.input_can_interrupt()
+    }
+
+    /// True when nothing can ever wake this blocked VM: no timer deadline, no interrupt it could
+    /// take, no serial line to wait for.
+    pub fn can_never_wake(&self) -> bool {
+        matches!(self.state, RunState::Blocked(_))
+            && self.wake_deadline().is_none()
+            && !self.waits_for_interrupt()
+            && !self.waits_for_serial()
+            && !self.interrupt_waiting_now()
+    }
+
+    /// True when this VM halted with interrupts enabled and has an interrupt pending already.
+    fn interrupt_waiting_now(&self) -> bool {
+        matches!(
+            self.state,
+            RunState::Blocked(Blocked::Halted {
+                interrupts: true,
+                ..
+            })
+        ) && self.platform.lapic.pending_vector().is_some()
     }
 
     /// True when this VM halted with interrupts enabled and now has one to take.
     pub fn interrupt_waiting(&self) -> bool {
-        self.waits_for_interrupt() && self.platform.lapic.pending_vector().is_some()
+        self.interrupt_waiting_now()
     }
 
     /// True when this VM waits for room on a serial line.
@@ -619,6 +667,19 @@ impl<V: Vcpu> Vm<V> {
         /// RFLAGS.IF.
         const RFLAGS_IF: u64 = 1 << 9;
         self.platform.advance_timer(now);
+        // An NMI goes first, once the guest is out of its NMI handler and no event or shadow is
+        // in the way (it stays pending until then).
+        if self.platform.lapic.nmi_pending()
+            && !self.vcpu.event_queued()?
+            && self.vcpu.read(Reg::NmiBlocked)? == 0
+            && self.vcpu.read(Reg::InterruptShadow)? == 0
+        {
+            self.platform.lapic.take_nmi();
+            self.vcpu.inject(Event::Nmi)?;
+            return self
+                .vcpu
+                .set_interrupt_window(self.platform.lapic.pending_vector().is_some());
+        }
         let Some(vector) = self.platform.lapic.pending_vector() else {
             return self.vcpu.set_interrupt_window(false);
         };
@@ -678,15 +739,4 @@ fn write_low_memory_tables(ram: &mut impl GuestRam) -> Result<(), mptable::MpTab
     );
     ram.write(u64::from(CONFIG_TABLE_GPA), &tables.config_table);
     Ok(())
-}
-
-/// Fills the frame every VM's local APIC page maps read-only: ID 0, the version, and an ICR low
-/// word with delivery status clear, the only registers xv6 reads (XV6-CONTRACT §3). Reads never
-/// exit; writes exit as EPT violations and reach the LAPIC model.
-pub fn lapic_constant_page<F: Frames>(pool: &mut HostMemory<F>) -> Option<HostPhysAddr> {
-    let frame = pool.allocate()?;
-    let bytes = pool.frames.bytes_mut(frame);
-    let version = carousel_devices::lapic::VERSION_VALUE.to_le_bytes();
-    bytes[carousel_devices::lapic::VERSION as usize..][..4].copy_from_slice(&version);
-    Some(frame)
 }

@@ -544,10 +544,14 @@ impl Capabilities {
         )?;
 
         type Primary = PrimaryProcessorBased;
+        // CR8 exits so that a 64-bit guest's task priority lives in its own virtual LAPIC,
+        // never in the real one.
         let mut primary = Primary::HLT_EXITING
             | Primary::USE_IO_BITMAPS
             | Primary::USE_MSR_BITMAPS
-            | Primary::ACTIVATE_SECONDARY_CONTROLS;
+            | Primary::ACTIVATE_SECONDARY_CONTROLS
+            | Primary::CR8_LOAD_EXITING
+            | Primary::CR8_STORE_EXITING;
         primary.set(Primary::CR3_LOAD_EXITING, wanted.cr3_load_exiting);
         let primary = negotiate_control(
             primary.bits(),
@@ -586,7 +590,10 @@ impl Capabilities {
             ],
         )?;
 
+        // The guest's DR7 and IA32_DEBUGCTL are saved at every exit and loaded at every entry
+        // (they are guest state, not the host's).
         let mut exit = ExitControls::HOST_ADDRESS_SPACE_SIZE
+            | ExitControls::SAVE_DEBUG_CONTROLS
             | ExitControls::SAVE_IA32_EFER
             | ExitControls::LOAD_IA32_EFER
             | ExitControls::SAVE_VMX_PREEMPTION_TIMER_VALUE;
@@ -623,7 +630,7 @@ impl Capabilities {
         )?;
 
         let entry = negotiate_control(
-            EntryControls::LOAD_IA32_EFER.bits(),
+            (EntryControls::LOAD_IA32_EFER | EntryControls::LOAD_DEBUG_CONTROLS).bits(),
             self.entry,
             msr_for(msr::IA32_VMX_ENTRY_CTLS, msr::IA32_VMX_TRUE_ENTRY_CTLS),
             &[(

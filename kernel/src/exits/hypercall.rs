@@ -18,6 +18,10 @@ use crate::PAGE_SIZE;
 /// arms the timer again when it fires).
 pub const SET_TIMER_MAX_AHEAD_S: u64 = 60;
 
+/// The most bytes one CONSOLE_WRITE takes (it returns how many it took; the guest writes the
+/// rest again).
+pub const CONSOLE_WRITE_CHUNK: u32 = 256;
+
 /// How a hypercall ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -144,6 +148,9 @@ fn console_write<V: Vcpu, F: Frames, H: Host>(
         vm: cx.vm.id,
     };
     let mut written = 0u32;
+    // At most a chunk per call, so that one exit's handling stays short: the guest writes the
+    // rest with its next call.
+    let len = len.min(CONSOLE_WRITE_CHUNK);
     for offset in (0..u64::from(len)).step_by(buffer.len()) {
         let chunk = &mut buffer[..(u64::from(len) - offset).min(128) as usize];
         if !cx.vm.memory.read(&cx.pool.frames, gpa + offset, chunk) {

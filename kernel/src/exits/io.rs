@@ -23,17 +23,10 @@ pub enum Progress {
     /// The instruction must wait (RIP stays on it; whatever part of a string instruction was
     /// done is reflected in its registers).
     Wait(super::Wait),
+    /// It raised an exception in the guest (RIP stays).
+    Fault,
     /// The guest did something that stops it.
     Stop(StopReason),
-}
-
-/// The low `size` bytes of a register.
-pub fn size_mask(size: u8) -> u64 {
-    match size {
-        1 => 0xFF,
-        2 => 0xFFFF,
-        _ => 0xFFFF_FFFF,
-    }
 }
 
 /// One IN or OUT (string forms included), through the VM's platform.
@@ -44,7 +37,7 @@ pub fn port_io<V: Vcpu, F: Frames, H: Host>(
     if io.string {
         return string_io(cx, io);
     }
-    let mask = size_mask(io.size);
+    let mask = crate::mmio::size_mask(io.size);
     if !io.input && io.port == COM1_DATA && !cx.host.console_has_room(cx.vm.id) {
         // The byte may end a line, and the VM's share of COM1 has no room for one.
         return Ok(Progress::Wait(super::Wait::Console));
@@ -115,9 +108,15 @@ pub fn write_linear<F: Frames>(
     Ok(())
 }
 
-/// INS/OUTS, with or without REP, served a chunk per exit: xv6's `rep insl` of 128 dwords
-/// from the IDE data port is one block transfer (XV6-CONTRACT §8). The buffer is the guest's
-/// linear address from the exit information, translated through its page tables.
+/// Most elements one string I/O exit moves to or from a port other than the IDE data port (each
+/// goes through the device model one by one): a longer `rep` resumes where it stopped, so one
+/// exit's handling stays short.
+pub const DEVICE_STRING_CHUNK: usize = 64;
+
+/// INS/OUTS, with or without REP, a bounded chunk per exit: xv6's `rep insl` of 128 dwords from
+/// the IDE data port is one block transfer (XV6-CONTRACT §8). The buffer is the guest's linear
+/// address from the exit information, translated through its page tables; with RFLAGS.DF set
+/// the elements run downwards from it, as the processor moves them.
 fn string_io<V: Vcpu, F: Frames, H: Host>(
     cx: &mut Context<'_, V, F, H>,
     io: &Io,
@@ -125,15 +124,9 @@ fn string_io<V: Vcpu, F: Frames, H: Host>(
     /// RFLAGS.DF: string instructions run backwards.
     const RFLAGS_DF: u64 = 1 << 10;
     let port = io.port;
-    let bad = |message: &str| {
-        Progress::Stop(StopReason::VmxError {
-            message: alloc::format!("string I/O on port {port:#x}: {message}"),
-        })
-    };
+    let rip = cx.vm.vcpu.read(Reg::Rip)?;
     let paging = GuestPaging::read(&mut cx.vm.vcpu)?;
-    if cx.vm.vcpu.read(Reg::Rflags)? & RFLAGS_DF != 0 {
-        return Ok(bad("backwards (RFLAGS.DF = 1) is not supported"));
-    }
+    let backwards = cx.vm.vcpu.read(Reg::Rflags)? & RFLAGS_DF != 0;
     let address_mask = match io.address_bits {
         16 => 0xFFFF,
         32 => 0xFFFF_FFFF,
@@ -145,10 +138,23 @@ fn string_io<V: Vcpu, F: Frames, H: Host>(
     } else {
         1
     };
-    let elements = count.min(STRING_IO_CHUNK / size);
+    let most = if Platform::is_ide_data(port) {
+        STRING_IO_CHUNK / size
+    } else {
+        DEVICE_STRING_CHUNK
+    };
+    let elements = count.min(most);
     let bytes = elements * size;
+    // The elements occupy [lowest, lowest + bytes) in linear memory; backwards, the first one
+    // is the highest.
+    let lowest = if backwards && elements > 0 {
+        io.linear.wrapping_sub(((elements - 1) * size) as u64)
+    } else {
+        io.linear
+    };
     let mut buffer = [0u8; STRING_IO_CHUNK];
     let buffer = &mut buffer[..bytes];
+    let mut done = bytes;
     if io.input {
         if Platform::is_ide_data(port) {
             cx.vm.platform.ide_read_block(buffer);
@@ -158,18 +164,20 @@ fn string_io<V: Vcpu, F: Frames, H: Host>(
                 element.copy_from_slice(&value[..size]);
             }
         }
-        if let Err(error) = write_linear(paging, &mut cx.vm.memory, cx.pool, io.linear, buffer) {
-            return Ok(bad(&alloc::format!("{error}")));
+        if backwards {
+            reverse_elements(buffer, size);
         }
-        let regs = cx.vm.vcpu.registers();
-        regs.rdi =
-            (regs.rdi & !address_mask) | (regs.rdi.wrapping_add(bytes as u64) & address_mask);
+        if let Err(error) = write_linear(paging, &mut cx.vm.memory, cx.pool, lowest, buffer) {
+            return failed(cx, error, true, rip);
+        }
     } else {
         let view = cx.vm.ram(cx.pool);
-        if let Err(error) = paging::read_linear(paging.mode, paging.cr3, io.linear, buffer, &view) {
-            return Ok(bad(&alloc::format!("{error}")));
+        if let Err(error) = paging::read_linear(paging.mode, paging.cr3, lowest, buffer, &view) {
+            return failed(cx, error, false, rip);
         }
-        let mut sent = bytes;
+        if backwards {
+            reverse_elements(buffer, size);
+        }
         if Platform::is_ide_data(port) {
             cx.vm.platform.ide_write_block(buffer);
         } else {
@@ -179,7 +187,7 @@ fn string_io<V: Vcpu, F: Frames, H: Host>(
             };
             for (index, element) in buffer.chunks(size).enumerate() {
                 if port == COM1_DATA && !out.host.console_has_room(out.vm) {
-                    sent = index * size;
+                    done = index * size;
                     break;
                 }
                 let mut value = [0u8; 4];
@@ -189,31 +197,59 @@ fn string_io<V: Vcpu, F: Frames, H: Host>(
                     .port_out(port, io.size, u32::from_le_bytes(value), &mut out);
             }
         }
-        if sent < bytes {
+    }
+    let moved = (done / size) as u64;
+    let distance = if backwards {
+        (done as u64).wrapping_neg()
+    } else {
+        done as u64
+    };
+    let regs = cx.vm.vcpu.registers();
+    let index = if io.input {
+        &mut regs.rdi
+    } else {
+        &mut regs.rsi
+    };
+    *index = (*index & !address_mask) | (index.wrapping_add(distance) & address_mask);
+    if io.rep {
+        let left = (regs.rcx & address_mask) - moved;
+        regs.rcx = (regs.rcx & !address_mask) | left;
+        if done < bytes {
             // COM1 had no room for the rest: what was sent is done, the instruction waits.
-            let done = (sent / size) as u64;
-            let regs = cx.vm.vcpu.registers();
-            regs.rsi =
-                (regs.rsi & !address_mask) | (regs.rsi.wrapping_add(sent as u64) & address_mask);
-            if io.rep {
-                let left = (regs.rcx & address_mask) - done;
-                regs.rcx = (regs.rcx & !address_mask) | left;
-            }
             return Ok(Progress::Wait(super::Wait::Console));
         }
-        let regs = cx.vm.vcpu.registers();
-        regs.rsi =
-            (regs.rsi & !address_mask) | (regs.rsi.wrapping_add(bytes as u64) & address_mask);
-    }
-    if io.rep {
-        let regs = cx.vm.vcpu.registers();
-        let left = (regs.rcx & address_mask) - elements as u64;
-        regs.rcx = (regs.rcx & !address_mask) | left;
         if left > 0 {
             // Not done: leave RIP on the instruction, which resumes with the registers as they
             // now stand.
             return Ok(Progress::Again);
         }
+    } else if done < bytes {
+        return Ok(Progress::Wait(super::Wait::Console));
     }
     Ok(Progress::Done)
+}
+
+/// Reverses the order of the `size`-byte elements of `buffer`.
+fn reverse_elements(buffer: &mut [u8], size: usize) {
+    let count = buffer.len() / size;
+    for index in 0..count / 2 {
+        let (low, high) = (index * size, (count - 1 - index) * size);
+        for byte in 0..size {
+            buffer.swap(low + byte, high + byte);
+        }
+    }
+}
+
+/// A string instruction's memory operand could not be reached: #PF or #GP in the guest (RIP
+/// stays), or a stop for memory outside RAM or given back.
+fn failed<V: Vcpu, F, H>(
+    cx: &mut Context<'_, V, F, H>,
+    error: WalkError,
+    write: bool,
+    rip: u64,
+) -> Result<Progress, VcpuError> {
+    Ok(match super::fault::walk_failure(cx, error, write, rip)? {
+        Some(reason) => Progress::Stop(reason),
+        None => Progress::Fault,
+    })
 }

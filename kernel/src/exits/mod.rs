@@ -97,7 +97,7 @@ pub fn handle<V: Vcpu, F: Frames, H: Host>(
         }
         Exit::Io { io, length } => match io::port_io(cx, &io)? {
             io::Progress::Done => skip(cx, length)?,
-            io::Progress::Again => Next::Resume,
+            io::Progress::Again | io::Progress::Fault => Next::Resume,
             io::Progress::Wait(wait) => cx.block(wait),
             io::Progress::Stop(reason) => cx.stop(reason),
         },
@@ -117,6 +117,7 @@ pub fn handle<V: Vcpu, F: Frames, H: Host>(
             cr::Outcome::Fault => Next::Resume,
             cr::Outcome::Stop(reason) => cx.stop(reason),
         },
+        Exit::CrRead { cr, gpr, length } if cr::read(cx, cr, gpr)? => skip(cx, length)?,
         Exit::CrRead { .. } | Exit::Clts { .. } | Exit::Lmsw { .. } => {
             let rip = cx.rip()?;
             let cr = match *exit {
@@ -128,6 +129,21 @@ pub fn handle<V: Vcpu, F: Frames, H: Host>(
                 rip,
                 qualification: u64::from(cr),
             })
+        }
+        Exit::Xsetbv { length } => {
+            if cr::xsetbv(cx)? {
+                skip(cx, length)?
+            } else {
+                Next::Resume
+            }
+        }
+        // INVD would throw away what the caches hold; the hypervisor does as WBINVD does, and
+        // both need nothing of a VM whose memory is ordinary RAM.
+        Exit::Invd { length } | Exit::Wbinvd { length } => skip(cx, length)?,
+        // VMX is not offered (CPUID hides it): its instructions are invalid opcodes.
+        Exit::VirtualizationInstruction { .. } => {
+            cx.vm.vcpu.inject(Inject::INVALID_OPCODE)?;
+            Next::Resume
         }
         Exit::Msr { write, length } => {
             if cr::msr(cx, write)? {
@@ -143,20 +159,12 @@ pub fn handle<V: Vcpu, F: Frames, H: Host>(
             cx.stop(StopReason::TripleFault { rip })
         }
         Exit::EntryFailed { reason, detail } => cx.stop(StopReason::EntryFailed { reason, detail }),
-        Exit::Xsetbv { .. }
-        | Exit::Invd { .. }
-        | Exit::Wbinvd { .. }
-        | Exit::VirtualizationInstruction { .. }
-        | Exit::Misconfigured { .. }
-        | Exit::Other { .. } => {
+        Exit::Misconfigured { .. } | Exit::Other { .. } => {
             let rip = cx.rip()?;
             let (reason, detail) = match *exit {
                 Exit::Other { reason, detail } => (reason, detail),
                 Exit::Misconfigured { gpa } => (REASON_EPT_MISCONFIGURATION, gpa),
-                Exit::Xsetbv { .. } => (REASON_XSETBV, 0),
-                Exit::Invd { .. } => (REASON_INVD, 0),
-                Exit::Wbinvd { .. } => (REASON_WBINVD, 0),
-                _ => (REASON_VMX_INSTRUCTION, 0),
+                _ => (0, 0),
             };
             cx.stop(StopReason::UnhandledExit {
                 reason,
@@ -171,10 +179,6 @@ pub fn handle<V: Vcpu, F: Frames, H: Host>(
 /// Basic exit-reason numbers for stop reasons (SDM Appendix C).
 const REASON_CONTROL_REGISTER: u16 = 28;
 const REASON_EPT_MISCONFIGURATION: u16 = 49;
-const REASON_XSETBV: u16 = 55;
-const REASON_INVD: u16 = 13;
-const REASON_WBINVD: u16 = 54;
-const REASON_VMX_INSTRUCTION: u16 = 27;
 
 /// Moves RIP past the instruction that exited and ends any blocking by STI or MOV SS, which
 /// covered only that instruction (an `sti; hlt` pair would otherwise keep interrupts blocked

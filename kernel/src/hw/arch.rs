@@ -18,7 +18,10 @@ pub fn mask_legacy_pic() {
 }
 
 /// Waits (boundedly) until the 16550 at `base` has sent everything: LSR.TEMT set.
-pub fn drain_uart(base: u16) {
+///
+/// # Safety
+/// `base` must be a UART the hypervisor owns (reading its LSR changes nothing else).
+pub unsafe fn drain_uart(base: u16) {
     /// Line status register offset, and its "transmitter empty" bit.
     const LSR: u16 = 5;
     const LSR_TEMT: u8 = 1 << 6;
@@ -26,7 +29,8 @@ pub fn drain_uart(base: u16) {
     /// (reading 0xFF) ends at once.
     const MAX_POLLS: u32 = 50_000_000;
     for _ in 0..MAX_POLLS {
-        if inb(base + LSR) & LSR_TEMT != 0 {
+        // SAFETY: the caller owns the UART; its LSR only reports status.
+        if unsafe { inb(base + LSR) } & LSR_TEMT != 0 {
             return;
         }
         core::hint::spin_loop();
@@ -34,9 +38,12 @@ pub fn drain_uart(base: u16) {
 }
 
 /// Reads a byte from an I/O port.
-pub fn inb(port: u16) -> u8 {
-    // SAFETY: reading the ports the hypervisor uses (its own UARTs) has no side effect on
-    // memory; the hypervisor is the only code running on this CPU.
+///
+/// # Safety
+/// The port must belong to a device the hypervisor owns: a read can change a device's state
+/// (a UART's receive buffer, a PIT latch).
+pub unsafe fn inb(port: u16) -> u8 {
+    // SAFETY: forwarded to the caller.
     unsafe { x86::io::inb(port) }
 }
 
@@ -111,6 +118,121 @@ pub unsafe fn write_cr0(value: u64) {
 pub unsafe fn write_cr4(value: u64) {
     // SAFETY: forwarded to the caller.
     unsafe { asm!("mov cr4, {}", in(reg) value, options(nostack, preserves_flags)) }
+}
+
+/// The 512-byte FXSAVE image of the x87, MMX and SSE state (MXCSR included).
+#[derive(Debug, Clone)]
+#[repr(C, align(16))]
+pub struct FxState(pub [u8; 512]);
+
+impl FxState {
+    /// The state after reset: FCW 0x0040, MXCSR 0x1F80 (SDM vol. 3A, 10.1.1 "Processor State
+    /// After Reset"), every register zero.
+    pub fn reset() -> Self {
+        let mut bytes = [0u8; 512];
+        bytes[0..2].copy_from_slice(&0x0040u16.to_le_bytes());
+        bytes[24..28].copy_from_slice(&0x1F80u32.to_le_bytes());
+        Self(bytes)
+    }
+}
+
+/// An XSAVE area (standard format) for the components above SSE, 64-byte aligned.
+#[derive(Debug, Clone)]
+#[repr(C, align(64))]
+pub struct XState(pub [u8; XSTATE_BYTES]);
+
+/// Bytes an [`XState`] holds: enough for every component Bochs' CPU models offer (AVX-512's
+/// standard-format area ends at 2,688 bytes).
+pub const XSTATE_BYTES: usize = 4096;
+
+/// Saves the x87/MMX/SSE state into `area` (FXSAVE64).
+///
+/// # Safety
+/// CR4.OSFXSR is set (the hypervisor sets it at start).
+pub unsafe fn fxsave(area: &mut FxState) {
+    // SAFETY: the area is 512 bytes, 16-byte aligned, and exclusively borrowed.
+    unsafe { asm!("fxsave64 [{}]", in(reg) area.0.as_mut_ptr(), options(nostack)) }
+}
+
+/// Loads the x87/MMX/SSE state from `area` (FXRSTOR64).
+///
+/// # Safety
+/// CR4.OSFXSR is set, and `area` holds an image FXSAVE made or [`FxState::reset`] (a reserved
+/// MXCSR bit would raise #GP).
+pub unsafe fn fxrstor(area: &FxState) {
+    // SAFETY: the area is 512 bytes and 16-byte aligned.
+    unsafe { asm!("fxrstor64 [{}]", in(reg) area.0.as_ptr(), options(nostack)) }
+}
+
+/// Saves the components of `mask` that XCR0 enables into `area` (XSAVE64).
+///
+/// # Safety
+/// CR4.OSXSAVE is set, and the area is large enough for every component of `mask`.
+pub unsafe fn xsave(area: &mut XState, mask: u64) {
+    // SAFETY: the area is 64-byte aligned and exclusively borrowed; EDX:EAX carry the mask.
+    unsafe {
+        asm!("xsave64 [{}]", in(reg) area.0.as_mut_ptr(), in("eax") mask as u32,
+            in("edx") (mask >> 32) as u32, options(nostack))
+    }
+}
+
+/// Loads the components of `mask` from `area` (XRSTOR64): those whose bit is clear in the
+/// area's XSTATE_BV come back in their initial state.
+///
+/// # Safety
+/// CR4.OSXSAVE is set, and `area` holds an image XSAVE made or zeros (a valid header).
+pub unsafe fn xrstor(area: &XState, mask: u64) {
+    // SAFETY: the area is 64-byte aligned; EDX:EAX carry the mask.
+    unsafe {
+        asm!("xrstor64 [{}]", in(reg) area.0.as_ptr(), in("eax") mask as u32,
+            in("edx") (mask >> 32) as u32, options(nostack))
+    }
+}
+
+/// Loads XCR0.
+///
+/// # Safety
+/// CR4.OSXSAVE is set and `value` passes the processor's checks (x87 set, supported bits).
+pub unsafe fn xsetbv(value: u64) {
+    // SAFETY: ECX = 0 selects XCR0; the caller vouches for the value.
+    unsafe {
+        asm!("xsetbv", in("ecx") 0, in("eax") value as u32, in("edx") (value >> 32) as u32,
+            options(nomem, nostack))
+    }
+}
+
+/// The debug registers that VMX does not switch: DR0-DR3 and DR6.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DebugRegisters(pub [u64; 5]);
+
+impl DebugRegisters {
+    /// Reads DR0-DR3 and DR6.
+    pub fn read() -> Self {
+        let (mut dr0, mut dr1, mut dr2, mut dr3, mut dr6): (u64, u64, u64, u64, u64);
+        // SAFETY: reading debug registers at CPL 0 has no side effect.
+        unsafe {
+            asm!("mov {}, dr0", "mov {}, dr1", "mov {}, dr2", "mov {}, dr3", "mov {}, dr6",
+                out(reg) dr0, out(reg) dr1, out(reg) dr2, out(reg) dr3, out(reg) dr6,
+                options(nomem, nostack));
+        }
+        Self([dr0, dr1, dr2, dr3, dr6])
+    }
+
+    /// Loads DR0-DR3 and DR6.
+    ///
+    /// # Safety
+    /// DR7 must not arm a breakpoint on the hypervisor's own addresses: the host runs with DR7
+    /// 0x400 (VM exits load it), so these addresses arm nothing while it runs.
+    pub unsafe fn write(&self) {
+        let [dr0, dr1, dr2, dr3, dr6] = self.0;
+        // SAFETY: with DR7 disabling every breakpoint (the caller's contract), the addresses
+        // take effect only in the guest, which owns them.
+        unsafe {
+            asm!("mov dr0, {}", "mov dr1, {}", "mov dr2, {}", "mov dr3, {}", "mov dr6, {}",
+                in(reg) dr0, in(reg) dr1, in(reg) dr2, in(reg) dr3, in(reg) dr6,
+                options(nomem, nostack));
+        }
+    }
 }
 
 /// Reads the time-stamp counter.

@@ -8,8 +8,10 @@
 use alloc::string::String;
 use core::sync::atomic::{AtomicU64, Ordering};
 
+use alloc::boxed::Box;
+
 use carousel_kernel::exit::Exit;
-use carousel_kernel::vcpu::{Entered, Event, GuestRegisters, Reg, Vcpu, VcpuError};
+use carousel_kernel::vcpu::{Entered, Event, GuestRegisters, Msr, Reg, Vcpu, VcpuError};
 use carousel_kernel::vm::VcpuSetup;
 use carousel_vmx::addr::HostPhysAddr;
 use carousel_vmx::controls::{cycles_to_preemption_ticks, Negotiated, PrimaryProcessorBased};
@@ -19,6 +21,7 @@ use carousel_vmx::fail::VmFail;
 use carousel_vmx::fields::*;
 use carousel_vmx::instructions as vmx;
 
+use super::arch::{self, DebugRegisters, FxState, XState};
 use super::vmm::{self, Vmx, CR0_NE};
 
 /// The VMCS the CPU holds as current (its address; 0 when none).
@@ -101,7 +104,31 @@ pub struct VmxVcpu {
     eptp: EptPointer,
     /// The guest's XCR0.
     xcr0: u64,
+    /// The state VMX does not switch, while another VM runs: x87/SSE, the XSAVE components
+    /// above SSE, DR0-DR3 and DR6, and the MSRs a guest owns that have no VMCS field.
+    fx: Box<FxState>,
+    xs: Box<XState>,
+    debug: DebugRegisters,
+    msrs: [u64; SWITCHED_MSRS.len()],
+    /// The host has XSAVE (CR4.OSXSAVE set): XCR0 and the XSAVE area are switched.
+    xsave: bool,
 }
+
+/// The guest-owned MSRs VMX does not switch, with their numbers: the vCPU keeps each VM's
+/// value and loads it while that VM runs.
+const SWITCHED_MSRS: [(Msr, u32); 5] = [
+    (Msr::KernelGsBase, 0xC000_0102),
+    (Msr::Star, 0xC000_0081),
+    (Msr::Lstar, 0xC000_0082),
+    (Msr::Cstar, 0xC000_0083),
+    (Msr::Sfmask, 0xC000_0084),
+];
+
+/// An XSAVE area of zeros: XRSTOR from it puts components in their initial state.
+static INITIAL_XSTATE: XState = XState([0; arch::XSTATE_BYTES]);
+
+/// XCR0 components x87 and SSE, which FXSAVE and FXRSTOR switch.
+const XCR0_LEGACY: u64 = 0b11;
 
 fn failed(what: &str) -> impl Fn(VmFail) -> VcpuError + '_ {
     move |error| VcpuError::new(what, error)
@@ -125,6 +152,11 @@ impl VmxVcpu {
             vpid: setup.tag,
             eptp: setup.eptp,
             xcr0: 1,
+            fx: Box::new(FxState::reset()),
+            xs: Box::new(XState([0; arch::XSTATE_BYTES])),
+            debug: DebugRegisters::default(),
+            msrs: [0; SWITCHED_MSRS.len()],
+            xsave: vmx.xsave,
         };
         // SAFETY: the region is a fresh frame carrying the revision identifier (written by the
         // caller); VMCLEAR initialises it (25.11.3 "Initializing a VMCS").
@@ -176,6 +208,14 @@ impl Vcpu for VmxVcpu {
             Reg::Cr0 => return self.visible(GUEST_CR0, CR0_GUEST_HOST_MASK, CR0_READ_SHADOW),
             Reg::Cr4 => return self.visible(GUEST_CR4, CR4_GUEST_HOST_MASK, CR4_READ_SHADOW),
             Reg::Xcr0 => return Ok(self.xcr0),
+            Reg::Msr(msr) => {
+                if let Some(index) = SWITCHED_MSRS.iter().position(|&(m, _)| m == msr) {
+                    // The vCPU runs (its values are in the hardware): SWAPGS may have changed
+                    // KERNEL_GS_BASE without an exit.
+                    // SAFETY: these MSRs exist on every CPU with long mode (VMX requires it).
+                    return Ok(unsafe { arch::rdmsr(SWITCHED_MSRS[index].1) });
+                }
+            }
             _ => {}
         }
         let vmcs = self.vmcs()?;
@@ -207,16 +247,39 @@ impl Vcpu for VmxVcpu {
             Reg::InterruptShadow => vmcs
                 .read32(GUEST_INTERRUPTIBILITY_STATE)
                 .map(|state| u64::from(state & 0b11 != 0)),
-            Reg::Cr0 | Reg::Cr4 | Reg::Xcr0 => unreachable!("handled above"),
+            // Interruptibility bit 3: blocking by NMI.
+            Reg::NmiBlocked => vmcs
+                .read32(GUEST_INTERRUPTIBILITY_STATE)
+                .map(|state| u64::from(state & 0b1000 != 0)),
+            Reg::Msr(Msr::SysenterCs) => vmcs.read32(GUEST_IA32_SYSENTER_CS).map(u64::from),
+            Reg::Msr(Msr::SysenterEsp) => vmcs.natural(GUEST_IA32_SYSENTER_ESP),
+            Reg::Msr(Msr::SysenterEip) => vmcs.natural(GUEST_IA32_SYSENTER_EIP),
+            Reg::Msr(Msr::FsBase) => vmcs.natural(GUEST_FS_BASE),
+            Reg::Msr(Msr::GsBase) => vmcs.natural(GUEST_GS_BASE),
+            Reg::Msr(_) | Reg::Cr0 | Reg::Cr4 | Reg::Xcr0 => unreachable!("handled above"),
         };
         value.map_err(failed("VMREAD"))
     }
 
     fn write(&mut self, reg: Reg, value: u64) -> Result<(), VcpuError> {
         let negotiated = self.negotiated;
-        if reg == Reg::Xcr0 {
-            self.xcr0 = value;
-            return Ok(());
+        match reg {
+            Reg::Xcr0 => {
+                self.load_xcr0(value);
+                return Ok(());
+            }
+            Reg::Msr(msr) => {
+                if let Some(&(_, number)) = SWITCHED_MSRS.iter().find(|&&(m, _)| m == msr) {
+                    // SAFETY: the vCPU runs, so its values are the hardware's; these MSRs only
+                    // steer the guest's own SYSCALL/SWAPGS (the hypervisor uses neither).
+                    unsafe { arch::wrmsr(number, value) };
+                    return Ok(());
+                }
+            }
+            Reg::Cr0 => {
+                self.enter_or_leave_long_mode(value)?;
+            }
+            _ => {}
         }
         let mut vmcs = self.vmcs()?;
         // SAFETY: (every arm) the VMCS is current (the token); these are guest-state fields or
@@ -246,7 +309,12 @@ impl Vcpu for VmxVcpu {
                         vmcs.write32(GUEST_INTERRUPTIBILITY_STATE, state)
                     })
                 }
-                Reg::CodeBits | Reg::Cpl | Reg::Xcr0 => {
+                Reg::Msr(Msr::SysenterCs) => vmcs.write32(GUEST_IA32_SYSENTER_CS, value as u32),
+                Reg::Msr(Msr::SysenterEsp) => vmcs.write_natural(GUEST_IA32_SYSENTER_ESP, value),
+                Reg::Msr(Msr::SysenterEip) => vmcs.write_natural(GUEST_IA32_SYSENTER_EIP, value),
+                Reg::Msr(Msr::FsBase) => vmcs.write_natural(GUEST_FS_BASE, value),
+                Reg::Msr(Msr::GsBase) => vmcs.write_natural(GUEST_GS_BASE, value),
+                Reg::CodeBits | Reg::Cpl | Reg::NmiBlocked | Reg::Xcr0 | Reg::Msr(_) => {
                     return Err(VcpuError(String::from("read-only register written")))
                 }
             }
@@ -260,6 +328,14 @@ impl Vcpu for VmxVcpu {
                 InterruptionInfo {
                     vector,
                     kind: InterruptionType::ExternalInterrupt,
+                    error_code_valid: false,
+                },
+                None,
+            ),
+            Event::Nmi => (
+                InterruptionInfo {
+                    vector: 2,
+                    kind: InterruptionType::Nmi,
                     error_code_valid: false,
                 },
                 None,
@@ -351,10 +427,39 @@ impl Vcpu for VmxVcpu {
     }
 
     fn switch_in(&mut self) -> Result<(), VcpuError> {
-        self.vmcs().map(drop)
+        self.vmcs()?;
+        // SAFETY: the host set CR4.OSFXSR (and OSXSAVE when `xsave`) at start; the images are
+        // this VM's own, saved by `switch_out` or set to the reset state. DR7 is the host's
+        // 0x400 here (VM exits load it), so DR0-DR3 arm nothing in the hypervisor. The MSRs
+        // only steer the guest's SYSCALL and SWAPGS.
+        unsafe {
+            if self.xsave {
+                arch::xsetbv(self.xcr0);
+            }
+            arch::fxrstor(&self.fx);
+            if self.xsave && self.xcr0 & !XCR0_LEGACY != 0 {
+                arch::xrstor(&self.xs, self.xcr0 & !XCR0_LEGACY);
+            }
+            self.debug.write();
+            for (&(_, number), &value) in SWITCHED_MSRS.iter().zip(&self.msrs) {
+                arch::wrmsr(number, value);
+            }
+        }
+        Ok(())
     }
 
     fn switch_out(&mut self) -> Result<(), VcpuError> {
+        // SAFETY: as for `switch_in`; the areas are this VM's, large enough for its components.
+        unsafe {
+            arch::fxsave(&mut self.fx);
+            if self.xsave && self.xcr0 & !XCR0_LEGACY != 0 {
+                arch::xsave(&mut self.xs, self.xcr0 & !XCR0_LEGACY);
+            }
+            self.debug = DebugRegisters::read();
+            for (&(_, number), value) in SWITCHED_MSRS.iter().zip(&mut self.msrs) {
+                *value = arch::rdmsr(number);
+            }
+        }
         Ok(())
     }
 
@@ -384,6 +489,55 @@ impl Vcpu for VmxVcpu {
 }
 
 impl VmxVcpu {
+    /// XSETBV on the vCPU's behalf (it runs: its XCR0 is the hardware's). Components it turns
+    /// on start in their initial state, never with what another VM left in the registers.
+    fn load_xcr0(&mut self, value: u64) {
+        let added = value & !self.xcr0 & !XCR0_LEGACY;
+        self.xcr0 = value;
+        if !self.xsave {
+            return;
+        }
+        // SAFETY: the host set CR4.OSXSAVE; the value passed the architectural checks
+        // (`check_xcr0`); the initial area is all zeros (XSTATE_BV = 0: initial state).
+        unsafe {
+            arch::xsetbv(value);
+            if added != 0 {
+                arch::xrstor(&INITIAL_XSTATE, added);
+            }
+        }
+    }
+
+    /// A guest CR0 write that turns paging on with EFER.LME set enters IA-32e mode, one that
+    /// turns it off leaves it: EFER.LMA and the "IA-32e mode guest" entry control follow (the
+    /// processor does this itself for writes that do not exit; SDM 9.8.5 "Initializing IA-32e
+    /// Mode", 27.3.2.1 "Loading Guest Control Registers...").
+    fn enter_or_leave_long_mode(&mut self, cr0: u64) -> Result<(), VcpuError> {
+        const PG: u64 = 1 << 31;
+        const LME: u64 = 1 << 8;
+        const LMA: u64 = 1 << 10;
+        let entry = self.negotiated.entry.bits();
+        let long_mode = carousel_vmx::controls::EntryControls::IA32E_MODE_GUEST.bits();
+        let mut vmcs = self.vmcs()?;
+        let efer = vmcs.read64(GUEST_IA32_EFER).map_err(failed("VMREAD"))?;
+        let lma = efer & LME != 0 && cr0 & PG != 0;
+        if lma == (efer & LMA != 0) {
+            return Ok(());
+        }
+        let (efer, entry) = if lma {
+            (efer | LMA, entry | long_mode)
+        } else {
+            (efer & !LMA, entry & !long_mode)
+        };
+        // SAFETY: the VMCS is current (the token); EFER.LMA and the IA-32e entry control agree
+        // with the guest's CR0 and EFER.LME, as VM entry requires (27.3.1.1).
+        unsafe {
+            vmcs.write64(GUEST_IA32_EFER, efer)
+                .map_err(failed("VMWRITE"))?;
+            vmcs.write32(VM_ENTRY_CONTROLS, entry)
+                .map_err(failed("VMWRITE"))
+        }
+    }
+
     /// After a VM exit: an event whose delivery the exit interrupted (IDT-vectoring information
     /// valid) is delivered again at the next entry (28.2.4 "Information for VM Exits During
     /// Event Delivery").

@@ -23,6 +23,52 @@ use super::vcpu::{entry_cr0, CurrentVmcs, ENTRY_RFLAGS};
 pub const CR0_NE: u64 = 1 << 5;
 /// CR4.VMXE: VMX operation requires it (IA32_VMX_CR4_FIXED0); the guest does not see it.
 pub const CR4_VMXE: u64 = 1 << 13;
+/// CR4.OSFXSR and CR4.OSXMMEXCPT: FXSAVE/FXRSTOR and SSE are enabled.
+const CR4_OSFXSR: u64 = 1 << 9;
+const CR4_OSXMMEXCPT: u64 = 1 << 10;
+/// CR4.OSXSAVE: XSAVE and XSETBV are enabled.
+const CR4_OSXSAVE: u64 = 1 << 18;
+/// CPUID.1:ECX bit 26: XSAVE.
+const CPUID_ECX_XSAVE: u32 = 1 << 26;
+
+/// What the exit handlers need to know of this CPU: the CR4 bits a guest may set, the XCR0
+/// components its vCPUs can switch, EPT A/D flags, MAXPHYADDR.
+pub fn cpu_facts(vmx: &Vmx) -> carousel_kernel::vm::CpuFacts {
+    let xcr0_supported = if vmx.xsave {
+        let [eax, _, _, edx] = arch::cpuid(0xD, 0);
+        let supported = u64::from(eax) | u64::from(edx) << 32;
+        // Only components whose place in the standard format fits the vCPU's area.
+        (0..64u32)
+            .filter(|&bit| supported & 1 << bit != 0)
+            .filter(|&bit| {
+                bit < 2 || {
+                    let [size, offset, _, _] = arch::cpuid(0xD, bit);
+                    (offset as usize) + (size as usize) <= super::arch::XSTATE_BYTES
+                }
+            })
+            .fold(0, |mask, bit| mask | 1 << bit)
+    } else {
+        0
+    };
+    // SMX is not offered (CPUID hides it), nor VMX.
+    const CR4_SMXE: u64 = 1 << 14;
+    let mut cr4_allowed = vmx.negotiated.cr4_fixed1 & !CR4_VMXE & !CR4_SMXE;
+    if !vmx.xsave {
+        cr4_allowed &= !CR4_OSXSAVE;
+    }
+    let physical_address_bits = (arch::cpuid(0x8000_0008, 0)[0] & 0xFF) as u8;
+    carousel_kernel::vm::CpuFacts {
+        cr4_allowed,
+        xcr0_supported,
+        accessed_dirty: vmx.negotiated.ept_accessed_dirty,
+        physical_address_bits: if physical_address_bits == 0 {
+            36
+        } else {
+            physical_address_bits
+        },
+    }
+}
+
 /// CR0.PE and CR0.PG: free for the guest under "unrestricted guest".
 const CR0_PE_PG: u64 = (1 << 0) | (1 << 31);
 
@@ -57,6 +103,9 @@ impl From<MissingFeature> for VmxError {
 #[derive(Debug)]
 pub struct Vmx {
     pub negotiated: Negotiated,
+    /// The CPU has XSAVE and the host turned it on (CR4.OSXSAVE): vCPUs switch XCR0 and the
+    /// XSAVE components.
+    pub xsave: bool,
     io_bitmap_a: HostPhysAddr,
     io_bitmap_b: HostPhysAddr,
     msr_bitmap: HostPhysAddr,
@@ -94,11 +143,19 @@ impl Vmx {
             cr3_load_exiting: true,
         };
         let negotiated = capabilities.negotiate(&wanted)?;
-        // SAFETY: the fixed bits only add CR0.NE and CR4.VMXE on a running long-mode system;
-        // paging, protection and the mappings stay as they are.
+        // The guests' x87/SSE and XSAVE state is switched with FXSAVE/XSAVE, which need
+        // CR4.OSFXSR and CR4.OSXSAVE (the hypervisor itself uses neither: it is soft-float).
+        let xsave = arch::cpuid(1, 0)[2] & CPUID_ECX_XSAVE != 0;
+        let mut cr4 = arch::cr4() | CR4_OSFXSR | CR4_OSXMMEXCPT;
+        if xsave {
+            cr4 |= CR4_OSXSAVE;
+        }
+        // SAFETY: the fixed bits only add CR0.NE and CR4.VMXE on a running long-mode system, and
+        // the FXSAVE/XSAVE enables change nothing the hypervisor's code relies on; paging,
+        // protection and the mappings stay as they are.
         unsafe {
             arch::write_cr0(negotiated.fixed_cr0(arch::cr0()));
-            arch::write_cr4(negotiated.fixed_cr4(arch::cr4()));
+            arch::write_cr4(negotiated.fixed_cr4(cr4));
         }
         let vmxon_region = filled_frame(frames, 0)?;
         frames.bytes_mut(vmxon_region)[..4]
@@ -109,6 +166,7 @@ impl Vmx {
         unsafe { vmx::vmxon(vmxon_region) }.map_err(VmxError::VmxonFailed)?;
         Ok(Self {
             negotiated,
+            xsave,
             // Every port and every MSR exits: all bitmap bits set (25.6.4, 25.6.9).
             io_bitmap_a: filled_frame(frames, 0xFF)?,
             io_bitmap_b: filled_frame(frames, 0xFF)?,

@@ -48,7 +48,6 @@ pub fn build_vms<'m, V: Vcpu, F: Frames, H: Host>(
     tsc_hz: u64,
     mut make_vcpu: impl FnMut(&VcpuSetup, &mut HostMemory<F>) -> Result<V, StopReason>,
 ) -> Vec<Option<Vm<V>>> {
-    let lapic_page = vm::lapic_constant_page(pool);
     let mut vms = Vec::with_capacity(config.vms.len());
     for (id, vm_config) in config.vms.iter().enumerate() {
         let id = id as VmId;
@@ -60,7 +59,6 @@ pub fn build_vms<'m, V: Vcpu, F: Frames, H: Host>(
             host,
             cpu,
             tsc_hz,
-            lapic_page,
             &mut make_vcpu,
         );
         match built {
@@ -97,7 +95,6 @@ fn build_one<'m, V: Vcpu, F: Frames, H: Host>(
     host: &mut H,
     cpu: CpuFacts,
     tsc_hz: u64,
-    lapic_page: Option<carousel_vmx::addr::HostPhysAddr>,
     make_vcpu: &mut impl FnMut(&VcpuSetup, &mut HostMemory<F>) -> Result<V, StopReason>,
 ) -> Result<Vm<V>, StopReason> {
     let image = module(&vm_config.kernel_module).ok_or_else(|| {
@@ -113,14 +110,13 @@ fn build_one<'m, V: Vcpu, F: Frames, H: Host>(
         ),
         None => None,
     };
-    let lapic_page = lapic_page.ok_or_else(|| vm::load_failed("no frame for the LAPIC page"))?;
     let blueprint = vm::Blueprint {
         id,
         config: vm_config,
         cpu,
         tsc_hz,
     };
-    let built: Built = vm::build(pool, &blueprint, image, disk, lapic_page)?;
+    let built: Built = vm::build(pool, &blueprint, image, disk)?;
     let vcpu = make_vcpu(built.setup(), pool)?;
     Vm::new(built, vcpu, &blueprint, pool, host)
 }
@@ -138,6 +134,8 @@ struct Handling {
 #[derive(Debug)]
 struct SliceRun {
     slice: Slice,
+    /// The slice the policy granted (the armed one is shorter by the last slice's overrun).
+    granted: Cycles,
     handling: Option<Handling>,
     last_exit: Cycles,
 }
@@ -189,6 +187,15 @@ pub struct Machine<V, F, H> {
     idle_threshold: Option<Cycles>,
     /// Which VMs persist their disks.
     persist: Vec<bool>,
+    /// The earliest wake-up deadline of a blocked VM, as last computed (None: not known, look
+    /// again), and whether a blocked VM waits for something other than time (room on a serial
+    /// line, an interrupt to take).
+    wake_at: Option<Option<Cycles>>,
+    waits_beyond_timers: bool,
+    /// Each VM's last wall-clock slice ran past its end by this much (the handling of its last
+    /// exit): its next slice is that much shorter, so that over time it gets its share and no
+    /// more.
+    overrun: Vec<Cycles>,
 }
 
 /// Why a run could not start.
@@ -261,6 +268,9 @@ impl<V: Vcpu, F: Frames, H: Host> Machine<V, F, H> {
                 .idle_threshold_us
                 .map(|us| us_to_cycles(u64::from(us), tsc_hz).max(1)),
             persist: config.vms.iter().map(|vm| vm.persist).collect(),
+            overrun: alloc::vec![0; config.vms.len()],
+            wake_at: None,
+            waits_beyond_timers: false,
         };
         if let Some(us) = config.idle_threshold_us {
             log::info!("idle detection on: {us} us in the idle address space with nothing pending");
@@ -316,6 +326,7 @@ impl<V: Vcpu, F: Frames, H: Host> Machine<V, F, H> {
         }
         for vm in core::mem::take(&mut self.vms).into_iter().flatten() {
             self.pool.release(vm.memory);
+            self.pool.frames.free(vm.lapic_page);
         }
     }
 
@@ -362,6 +373,21 @@ impl<V: Vcpu, F: Frames, H: Host> Machine<V, F, H> {
                 self.run_slice(id, slice);
                 continue;
             }
+            // Nothing runnable. A VM nothing can ever wake stops now, so that it cannot hold the
+            // run; the others are waited for.
+            let now = self.host.now();
+            for id in 0..self.vms.len() {
+                let never = self
+                    .vm(id)
+                    .filter(|vm| vm.can_never_wake())
+                    .map(|vm| match vm.state {
+                        RunState::Blocked(Blocked::Halted { rip, .. }) => rip,
+                        _ => 0,
+                    });
+                if let Some(rip) = never {
+                    self.finish(id as VmId, StopReason::HaltedForever { rip }, now);
+                }
+            }
             match self.earliest_deadline() {
                 Some(deadline) => self.idle_until(deadline),
                 // Only console input can wake a VM halted with interrupts enabled, and only the
@@ -374,26 +400,8 @@ impl<V: Vcpu, F: Frames, H: Host> Machine<V, F, H> {
                 {
                     self.idle_until(Cycles::MAX)
                 }
-                None => {
-                    // Nothing runnable and nothing that can wake a blocked VM.
-                    let now = self.host.now();
-                    let mut any = false;
-                    for id in 0..self.vms.len() {
-                        if let Some(RunState::Blocked(blocked)) =
-                            self.vm(id).map(|vm| vm.state.clone())
-                        {
-                            any = true;
-                            let rip = match blocked {
-                                Blocked::Halted { rip, .. } => rip,
-                                _ => 0,
-                            };
-                            self.finish(id as VmId, StopReason::HaltedForever { rip }, now);
-                        }
-                    }
-                    if !any {
-                        break;
-                    }
-                }
+                None if self.vms.iter().flatten().any(Vm::interrupt_waiting) => {}
+                None => break,
             }
         }
         let now = self.host.now();
@@ -413,17 +421,37 @@ impl<V: Vcpu, F: Frames, H: Host> Machine<V, F, H> {
 
     /// The earliest instant a blocked VM may wake: its SET_TIMER deadline, or its LAPIC timer
     /// when it halted with interrupts enabled.
-    fn earliest_deadline(&self) -> Option<Cycles> {
-        self.vms
+    fn earliest_deadline(&mut self) -> Option<Cycles> {
+        if let Some(known) = self.wake_at {
+            return known;
+        }
+        let earliest = self
+            .vms
             .iter()
             .flatten()
             .filter_map(Vm::wake_deadline)
-            .min()
+            .min();
+        self.wake_at = Some(earliest);
+        earliest
+    }
+
+    /// Something may have changed when a blocked VM wakes (a VM blocked, input arrived): the
+    /// next [`Self::earliest_deadline`] and [`Self::wake_expired`] look at every VM again.
+    fn wakes_changed(&mut self) {
+        self.wake_at = None;
     }
 
     /// Wakes every blocked VM whose timer expired or that has an interrupt to take by `now`.
-    /// Runs after every exit, so it stays small.
+    /// Runs after every exit, so it returns at once while no wake-up can be due: before the
+    /// earliest deadline, with no VM waiting for input or for room on a serial line.
     fn wake_expired(&mut self, now: Cycles) {
+        if let Some(known) = self.wake_at {
+            if !self.waits_beyond_timers && known.is_none_or(|at| now < at) {
+                return;
+            }
+        }
+        self.wakes_changed();
+        let mut waits_beyond_timers = false;
         for id in 0..self.vms.len() {
             let Some(vm) = self.vms[id].as_mut() else {
                 continue;
@@ -440,8 +468,11 @@ impl<V: Vcpu, F: Frames, H: Host> Machine<V, F, H> {
                 self.policy.woken(id as VmId);
                 // Latency counts from the event (a deadline), not from when it was noticed.
                 self.accounting.woken(id as VmId, event);
+            } else if vm.waits_for_serial() || vm.interrupt_waiting() {
+                waits_beyond_timers = true;
             }
         }
+        self.waits_beyond_timers = waits_beyond_timers;
     }
 
     /// Between slices, at most once a millisecond of TSC time: console input from the host,
@@ -601,7 +632,7 @@ impl<V: Vcpu, F: Frames, H: Host> Machine<V, F, H> {
         });
     }
 
-    /// Brings VM `id`'s EPT up to date with its memory (its vCPU made current first).
+    /// Brings VM `id`'s EPT up to date with its memory.
     fn sync_vm(&mut self, id: usize) -> Result<(), VcpuError> {
         let Some(vm) = self.vms[id].as_mut() else {
             return Ok(());
@@ -609,8 +640,6 @@ impl<V: Vcpu, F: Frames, H: Host> Machine<V, F, H> {
         if vm.memory.pending.is_empty() || vm.is_stopped() {
             return Ok(());
         }
-        self.current = Some(id as VmId);
-        vm.vcpu.switch_in()?;
         vm.sync_ept(&mut self.pool)
     }
 
@@ -624,7 +653,6 @@ impl<V: Vcpu, F: Frames, H: Host> Machine<V, F, H> {
             if vm.is_stopped() {
                 continue;
             }
-            self.current = Some(id as VmId);
             if let Err(error) = vm.sample_memory(now, &mut self.pool, &mut self.host) {
                 let reason = StopReason::VmxError {
                     message: alloc::format!("EPT flush after the working-set walk: {error}"),
@@ -643,6 +671,7 @@ impl<V: Vcpu, F: Frames, H: Host> Machine<V, F, H> {
                     if let Some(vm) = self.vms.get_mut(usize::from(vm)).and_then(Option::as_mut) {
                         vm.platform.push_console_input(&[byte]);
                     }
+                    self.wakes_changed();
                 }
                 Routed::EndRun => self.end_run(),
                 Routed::Focused { .. } | Routed::Nothing => {}
@@ -685,11 +714,7 @@ impl<V: Vcpu, F: Frames, H: Host> Machine<V, F, H> {
             let Some(vm) = self.vms[id].as_mut().filter(|vm| !vm.is_stopped()) else {
                 continue;
             };
-            self.current = Some(id as VmId);
-            let line = match vm.vcpu.switch_in() {
-                Ok(()) => vm.state_line(),
-                Err(error) => alloc::format!("vCPU unreadable ({error})"),
-            };
+            let line = vm.state_line();
             log::info!("vm {} at the end: {line}", vm.name);
             self.finish(id as VmId, StopReason::EndedByHost, now);
         }
@@ -704,13 +729,15 @@ impl<V: Vcpu, F: Frames, H: Host> Machine<V, F, H> {
         self.accounting.stopped(id, now);
     }
 
-    /// Makes VM `id`'s vCPU the hardware's current one, saving the previous one's state.
+    /// Gives the hardware VM `id`'s vCPU state, saving the previous VM's first (nothing to do
+    /// when `id` ran last: its state is still there).
     fn switch_to(&mut self, id: VmId) -> Result<(), VcpuError> {
-        if self.current != Some(id) {
-            if let Some(previous) = self.current.take() {
-                if let Some(vm) = self.vms[usize::from(previous)].as_mut() {
-                    vm.vcpu.switch_out()?;
-                }
+        if self.current == Some(id) {
+            return Ok(());
+        }
+        if let Some(previous) = self.current.take() {
+            if let Some(vm) = self.vms[usize::from(previous)].as_mut() {
+                vm.vcpu.switch_out()?;
             }
         }
         self.current = Some(id);
@@ -746,8 +773,14 @@ impl<V: Vcpu, F: Frames, H: Host> Machine<V, F, H> {
         if let Err(error) = self.switch_to(id) {
             return self.vcpu_failed(id, error);
         }
+        let debt = self.overrun.get(usize::from(id)).copied().unwrap_or(0);
         let mut run = SliceRun {
-            slice: Slice::new(self.quantum_clock, start, length),
+            slice: Slice::new(
+                self.quantum_clock,
+                start,
+                length.saturating_sub(debt).max(length / 2).max(1),
+            ),
+            granted: length,
             handling: None,
             last_exit: start,
         };
@@ -797,6 +830,7 @@ impl<V: Vcpu, F: Frames, H: Host> Machine<V, F, H> {
             return Ok(Some(SliceEnd::Stopped));
         };
         vm.inject_pending_interrupt(now)?;
+        vm.refresh_lapic_page(&mut self.pool, now);
         let entry = self.host.now();
         if let Some(handling) = run.handling.take() {
             vm.exit_stats.record(handling.reason, entry - handling.at);
@@ -865,17 +899,16 @@ impl<V: Vcpu, F: Frames, H: Host> Machine<V, F, H> {
             // Idle detection found the VM idle.
             Next::Resume if blocked => Some(SliceEnd::Blocked),
             Next::Resume => {
-                // Feed the serial lines and wake whoever is due: the hypervisor's own work,
-                // which the slice does not pay for. After the slice's last exit the run loop
-                // does this among the work between slices that the switch cost leaves out.
-                let before = self.host.now();
-                if run.slice.left(before).is_none() {
+                // Feed the serial lines and wake whoever is due. This follows from the exit, so
+                // the slice pays for it (only exits for other VMs' deadlines and host interrupts
+                // are excluded). After the slice's last exit the run loop does it among the work
+                // between slices that the switch cost leaves out.
+                let now = self.host.now();
+                if run.slice.left(now).is_none() {
                     return Ok(Some(SliceEnd::Preempted));
                 }
                 self.host.feed_serial();
-                self.wake_expired(before);
-                let after = self.host.now();
-                run.slice.exclude(after - before);
+                self.wake_expired(now);
                 None
             }
             Next::Leave if blocked => Some(SliceEnd::Blocked),
@@ -896,15 +929,29 @@ impl<V: Vcpu, F: Frames, H: Host> Machine<V, F, H> {
         match end {
             SliceEnd::Preempted => {
                 // The quantum error on the slice's own clock: wall time to the last exit (less
-                // the hypervisor's own work), or guest time.
+                // the hypervisor's own work), or guest time, against the slice granted.
                 let used = run.slice.used(run.last_exit);
-                self.accounting.slice_quantum(id, run.slice.length(), used);
+                self.accounting.slice_quantum(id, run.granted, used);
+                if self.quantum_clock == QuantumClock::Wall {
+                    if let Some(overrun) = self.overrun.get_mut(usize::from(id)) {
+                        *overrun = used.saturating_sub(run.slice.length()).min(run.granted / 2);
+                    }
+                }
                 self.policy.slice_expired(id);
                 self.switch_from = Some(run.last_exit);
             }
-            SliceEnd::Blocked => self.policy.blocked(id),
-            SliceEnd::Yielded => self.policy.yielded(id),
-            SliceEnd::Stopped => self.policy.finished(id),
+            SliceEnd::Blocked | SliceEnd::Yielded | SliceEnd::Stopped => {
+                // It gave the CPU up before its slice ended: nothing carries over.
+                if let Some(overrun) = self.overrun.get_mut(usize::from(id)) {
+                    *overrun = 0;
+                }
+                self.wakes_changed();
+                match end {
+                    SliceEnd::Blocked => self.policy.blocked(id),
+                    SliceEnd::Yielded => self.policy.yielded(id),
+                    _ => self.policy.finished(id),
+                }
+            }
         }
     }
 

@@ -211,7 +211,7 @@ fn a_console_flood_blocks_its_vm_and_loses_nothing() {
     let mut run = FakeRun::new(
         &config,
         vec![
-            caller(CONSOLE_WRITE, [0x15_0000, 4000, 0], 2_000),
+            caller(CONSOLE_WRITE, [0x15_0000, 200, 0], 20_000),
             spin(20_000_000),
         ],
         50,

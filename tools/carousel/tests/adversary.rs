@@ -504,15 +504,28 @@ fn assert_no_control_bytes(lab_name: &'static str) {
 }
 
 /// The share of the CPU `victim` got over its own lifetime, and the fair one (module doc).
+///
+/// Both count only the time some VM held the CPU: the hypervisor's own work between slices
+/// (switching, the metrics interval, feeding its serial lines) is nobody's share, and is bounded
+/// on its own ([`Share::hypervisor`], at most [`HYPERVISOR_MAX`]); an attacker cannot make it
+/// grow (what a VM's exits cost is charged to that VM's slice).
 #[derive(Debug, Clone, Copy)]
 struct Share {
-    /// Cycles it held the CPU over its lifetime, as a fraction of it.
+    /// Cycles it held the CPU, as a fraction of the cycles any VM held it in its lifetime.
     actual: f64,
     /// What processor sharing among the VMs running or runnable would have given it.
     fair: f64,
+    /// Of its lifetime, the share no VM held the CPU.
+    hypervisor: f64,
     /// Its lifetime, cycles.
     window: u64,
 }
+
+/// The most of a victim's lifetime the hypervisor may spend between slices. The labs count time
+/// at 50 MHz (a 1 ms slice is 50,000 instructions), so the hypervisor's own work weighs far more
+/// than at a real CPU's rate: measured, 5-6 % in the labs of a few VMs, 15 % in `legal` with its
+/// 64 VMs (the metrics interval's record per VM, a look at every VM when one blocks).
+const HYPERVISOR_MAX: f64 = 0.20;
 
 /// A VM's runstate, as the events tell it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -546,10 +559,10 @@ fn share(run: &LabRun, victim: &str) -> Share {
         });
     let mut states = vec![State::Runnable; run.names().len()];
     let mut last = start;
-    let (mut actual, mut fair) = (0u64, 0f64);
+    let (mut actual, mut fair, mut held) = (0u64, 0f64, 0u64);
     for &(at, event) in &events {
         let (from, to) = (last.max(start), at.min(end));
-        if to > from {
+        if to > from && states.contains(&State::Running) {
             let competing = states
                 .iter()
                 .filter(|state| matches!(state, State::Running | State::Runnable))
@@ -558,6 +571,7 @@ fn share(run: &LabRun, victim: &str) -> Share {
             if states[id] == State::Running {
                 actual += to - from;
             }
+            held += to - from;
             fair += (to - from) as f64 / competing as f64;
         }
         last = last.max(at);
@@ -579,9 +593,11 @@ fn share(run: &LabRun, victim: &str) -> Share {
         }
     }
     let window = end - start;
+    let held = held.max(1);
     Share {
-        actual: actual as f64 / window as f64,
-        fair: fair / window as f64,
+        actual: actual as f64 / held as f64,
+        fair: fair / held as f64,
+        hypervisor: 1.0 - held as f64 / window as f64,
         window,
     }
 }
@@ -590,6 +606,14 @@ fn share(run: &LabRun, victim: &str) -> Share {
 fn assert_fair_share(lab_name: &'static str, victim: &str, tolerance: f64) {
     let run = lab(lab_name);
     let share = share(&run, victim);
+    assert!(
+        share.hypervisor <= HYPERVISOR_MAX,
+        "the hypervisor held the CPU {:.1} % of {victim}'s lifetime ({} cycles), more than {:.0} %\n{}",
+        share.hypervisor * 100.0,
+        share.window,
+        HYPERVISOR_MAX * 100.0,
+        run.tail()
+    );
     assert!(
         (share.actual - share.fair).abs() <= tolerance,
         "{victim} held the CPU {:.1} % of its lifetime ({} cycles); its fair share was {:.1} % \
@@ -1090,6 +1114,13 @@ fn assert_flood(lab_name: &'static str) {
     let run = lab(lab_name);
     let share = share(&run, "spin");
     assert!(
+        share.hypervisor <= HYPERVISOR_MAX,
+        "the hypervisor held the CPU {:.1} % of the spin's lifetime, more than {:.0} %\n{}",
+        share.hypervisor * 100.0,
+        HYPERVISOR_MAX * 100.0,
+        run.tail()
+    );
+    assert!(
         share.actual >= 0.45,
         "the spin held the CPU {:.1} % of its lifetime ({} cycles; fair {:.1} %), goal ≥ 45 %\n{}",
         share.actual * 100.0,
@@ -1180,7 +1211,8 @@ fn chatty_all_256_kib_arrive_intact() {
 }
 
 /// Sleepy's latest wake is within the other VMs' slices plus the longest single exit the run
-/// measured.
+/// measured, plus the switches between them (each as long as the run's median switch, but one as
+/// long as its longest: the switch that carries the metrics interval's records).
 #[test]
 #[ignore = "boots an emulator; run by ci/test"]
 fn chatty_leaves_sleepy_its_wake_latency() {
@@ -1204,11 +1236,12 @@ fn chatty_leaves_sleepy_its_wake_latency() {
         .max()
         .unwrap_or(0);
     let wake = run.summary("sleepy").expect("sleepy's summary").wake_max;
-    let bound = others + longest_exit;
+    let switches = (weights.len() as u64 - 2) * summary.switch_median + summary.switch_max;
+    let bound = others + longest_exit + switches;
     assert!(
         wake <= bound,
         "sleepy's latest wake {wake} cycles > {others} (the other VMs' slices) + {longest_exit} \
-         (the longest exit) = {bound}\n{}",
+         (the longest exit) + {switches} (the switches) = {bound}\n{}",
         run.tail()
     );
 }

@@ -272,7 +272,8 @@ fn string_io_backwards(report: &mut Report) {
     report.expect_no_fault("outsw-backwards-runs", fault);
     report.check(
         "outsw-backwards-moves-rsi-down",
-        rsi == words.as_ptr() as u64,
+        // One word backwards: from words[2] to words[1].
+        rsi == words.as_ptr().wrapping_add(1) as u64,
     );
 }
 
