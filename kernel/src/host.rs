@@ -16,6 +16,10 @@ pub trait Host {
     fn console_line(&mut self, vm: u16, line: &[u8]);
     /// Gives the serial lines what they take now, without waiting.
     fn feed_serial(&mut self);
+    /// When a serial line next wants bytes (its FIFO will have drained), if bytes wait: the
+    /// run loop takes an exit then, charged to no slice, so that the lines keep up while the
+    /// guests run without exiting.
+    fn next_feed(&mut self) -> Option<u64>;
     /// Waits until everything queued for the serial lines has left (the end of a run only).
     fn flush_serial(&mut self);
     /// A byte of console input from the host tool, if one waits.

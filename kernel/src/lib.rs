@@ -12,7 +12,8 @@
 //! - [`exits`]: what each exit does (port I/O, hypercalls, control registers, EPT faults).
 //! - [`platform`]: a VM's device models and the port/MMIO routing to them.
 //! - [`memory`]: guest RAM over host frames, the guest-page budget, merging glue.
-//! - [`console`] and [`export`]: what goes out on COM1 (text) and COM2 (records).
+//! - [`console`] and [`export`]: what goes out on COM1 (text) and COM2 (records); [`feed`]:
+//!   when the serial lines next want bytes.
 //! - [`loader`], [`bootinfo`]: placing a multiboot guest in its RAM.
 //! - [`paging`], [`mmio`]: walking the guest's page tables; decoding MMIO instructions.
 //! - [`balloon`], [`merging`], [`workingset`], [`spaces`], [`exitstats`], [`input`], [`frames`]:
@@ -30,6 +31,7 @@ pub mod exit;
 pub mod exits;
 pub mod exitstats;
 pub mod export;
+pub mod feed;
 pub mod frames;
 pub mod host;
 pub mod input;

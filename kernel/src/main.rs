@@ -148,6 +148,7 @@ extern "C" fn kernel_main(magic: u32, info_address: u32) -> ! {
         tsc_hz,
         tsc_source
     );
+    hw_host.set_tsc_hz(tsc_hz);
     hw_host.exporter().set_level(config.trace);
     hw_host.exporter().emit(&Record::Hello {
         version: carousel_protocol::FORMAT_VERSION,

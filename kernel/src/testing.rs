@@ -278,6 +278,12 @@ pub struct FakeHost {
     /// Bytes COM2 and COM1 take per feed (None: all).
     pub com2_per_feed: Option<usize>,
     pub com1_per_feed: Option<usize>,
+    /// With bytes waiting, the lines want feeding this many cycles after each feed (None: the
+    /// host never asks for an exit).
+    pub feed_interval: Option<u64>,
+    /// When the lines were last fed, and the most bytes left waiting for COM2 after a feed.
+    pub last_feed: u64,
+    pub max_backlog: usize,
     pub input: VecDeque<u8>,
 }
 
@@ -292,6 +298,9 @@ impl FakeHost {
             com1: Vec::new(),
             com2_per_feed: None,
             com1_per_feed: None,
+            feed_interval: None,
+            last_feed: 0,
+            max_backlog: 0,
             input: VecDeque::new(),
         }
     }
@@ -351,6 +360,15 @@ impl Host for FakeHost {
             com1.extend_from_slice(&bytes[..take]);
             take
         });
+        self.last_feed = self.clock.get();
+        self.max_backlog = self.max_backlog.max(self.exporter.queued_bytes());
+    }
+
+    fn next_feed(&mut self) -> Option<u64> {
+        let waiting = self.exporter.queued_bytes() > 0 || self.console.pending();
+        self.feed_interval
+            .filter(|_| waiting)
+            .map(|interval| self.last_feed + interval)
     }
 
     fn flush_serial(&mut self) {

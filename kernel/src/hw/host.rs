@@ -8,11 +8,12 @@ use core::fmt::{self, Write};
 
 use carousel_kernel::console::{ConsoleMux, PREFIX};
 use carousel_kernel::export::Exporter;
+use carousel_kernel::feed::{FeedClock, LineStatus};
 use carousel_kernel::host::Host;
 use spin::Mutex;
 
 use super::arch;
-use super::serial::Serial;
+use super::serial::{Serial, BAUD};
 
 /// Base port of COM1.
 pub const COM1: u16 = 0x3F8;
@@ -133,6 +134,9 @@ impl log::Log for Logger {
 pub struct HwHost {
     exporter: Exporter,
     com2: Serial,
+    /// When COM1 and COM2 next want bytes.
+    com1_clock: FeedClock,
+    com2_clock: FeedClock,
 }
 
 impl HwHost {
@@ -142,8 +146,36 @@ impl HwHost {
         exporter.reserve();
         // SAFETY: COM2 is a standard port owned by the hypervisor; nothing else drives it.
         let com2 = unsafe { Serial::open(COM2) };
-        Self { exporter, com2 }
+        Self {
+            exporter,
+            com2,
+            com1_clock: FeedClock::for_uart(u64::from(BAUD), 1_000_000_000),
+            com2_clock: FeedClock::for_uart(u64::from(BAUD), 1_000_000_000),
+        }
     }
+
+    /// The TSC rate the run uses: the feed clocks' first guess follows from it.
+    pub fn set_tsc_hz(&mut self, tsc_hz: u64) {
+        self.com1_clock = FeedClock::for_uart(u64::from(BAUD), tsc_hz);
+        self.com2_clock = FeedClock::for_uart(u64::from(BAUD), tsc_hz);
+    }
+}
+
+/// Feeds one line if bytes wait for it, and tells its clock what the UART was doing.
+fn feed_line(
+    clock: &mut FeedClock,
+    now: u64,
+    serial: &mut Serial,
+    waiting: bool,
+    feed: impl FnOnce(&mut Serial) -> bool,
+) {
+    if !waiting {
+        clock.fed(now, LineStatus::Draining, false);
+        return;
+    }
+    let status = serial.status();
+    let still_waiting = feed(serial);
+    clock.fed(now, status, still_waiting);
 }
 
 impl Host for HwHost {
@@ -166,18 +198,38 @@ impl Host for HwHost {
     }
 
     fn feed_serial(&mut self) {
-        COM1_LINE.lock().feed();
+        let now = arch::rdtsc();
+        {
+            let mut com1 = COM1_LINE.lock();
+            let Com1 { serial, mux, .. } = &mut *com1;
+            let waiting = mux.pending();
+            feed_line(&mut self.com1_clock, now, serial, waiting, |serial| {
+                mux.drain(|bytes| serial.send(bytes));
+                mux.pending()
+            });
+        }
         if !self.com2.is_present() {
             self.exporter.discard();
         }
-        let com2 = &mut self.com2;
-        self.exporter.drain(|bytes| com2.send(bytes));
+        let exporter = &mut self.exporter;
+        let waiting = exporter.queued_bytes() > 0;
+        feed_line(&mut self.com2_clock, now, &mut self.com2, waiting, |com2| {
+            exporter.drain(|bytes| com2.send(bytes));
+            exporter.queued_bytes() > 0
+        });
         self.exporter.drain_debug(|bytes| {
             for &byte in bytes {
                 // SAFETY: port 0xE9 is the emulator's debug port; writing it has no other effect.
                 unsafe { arch::outb(DEBUG_PORT, byte) };
             }
         });
+    }
+
+    fn next_feed(&mut self) -> Option<u64> {
+        match (self.com1_clock.next(), self.com2_clock.next()) {
+            (Some(com1), Some(com2)) => Some(com1.min(com2)),
+            (com1, com2) => com1.or(com2),
+        }
     }
 
     fn flush_serial(&mut self) {

@@ -795,16 +795,19 @@ impl<V: Vcpu, F: Frames, H: Host> Machine<V, F, H> {
     }
 
     /// The nearest instant the hypervisor must act while VM `id` runs: another VM's wake-up,
-    /// an interrupt this VM's LAPIC timer can deliver now (RFLAGS.IF set, the vector not already
+    /// the serial lines' next feed, an interrupt this VM's LAPIC timer can deliver now (RFLAGS.IF set, the vector not already
     /// waiting: a deadline that changes nothing must not shorten the slice), or the moment idle
     /// detection would call it idle.
     fn deadline_for(&mut self, id: VmId, now: Cycles) -> Result<Option<Cycles>, VcpuError> {
         /// RFLAGS.IF.
         const RFLAGS_IF: u64 = 1 << 9;
         let others = self.earliest_deadline();
+        // The serial lines' next feed: an exit of the hypervisor's own, so that they keep up
+        // with guests that never exit.
+        let feed = self.host.next_feed();
         let threshold = self.idle_threshold;
         let Some(vm) = self.vms[usize::from(id)].as_mut() else {
-            return Ok(others);
+            return Ok([others, feed].into_iter().flatten().min());
         };
         let own = match vm.platform.lapic.deliverable_deadline() {
             Some(deadline) if vm.vcpu.read(Reg::Rflags)? & RFLAGS_IF != 0 => Some(deadline),
@@ -815,7 +818,7 @@ impl<V: Vcpu, F: Frames, H: Host> Machine<V, F, H> {
                 .idle_for()
                 .map(|spent| now.saturating_add(threshold.saturating_sub(spent)))
         });
-        Ok([others, own, idle].into_iter().flatten().min())
+        Ok([others, feed, own, idle].into_iter().flatten().min())
     }
 
     /// One entry into VM `id` and the handling of its exit. Returns how the slice ended, or

@@ -274,3 +274,36 @@ fn a_record_flood_never_drops_another_vms_records() {
         "checks are never dropped"
     );
 }
+
+/// Two VMs that never exit, on a COM2 that takes 16 bytes a feed: fed only between slices the
+/// line falls ever further behind; with the host's feed deadlines it keeps up while they run,
+/// and the feeding exits are charged to no slice.
+#[test]
+fn the_serial_lines_keep_up_with_guests_that_never_exit() {
+    let run_with = |feed_interval: Option<u64>| {
+        let mut config = config(10_000, &["a", "b"]);
+        config.interval_us = 100;
+        let mut run = FakeRun::new(&config, vec![spin(400_000_000), spin(400_000_000)], 10);
+        run.machine.host.com2_per_feed = Some(16);
+        run.machine.host.feed_interval = feed_interval;
+        let records = run.run();
+        (run.machine.host.max_backlog, records)
+    };
+    let (starved, _) = run_with(None);
+    let (fed, records) = run_with(Some(20_000));
+    assert!(
+        starved > 2_000,
+        "without feed deadlines the backlog reached {starved} bytes"
+    );
+    assert!(
+        fed < 600,
+        "with feed deadlines the backlog reached {fed} bytes"
+    );
+    // The slices are still 10 ms of wall time each, none cut short by a feed.
+    for vm in 0..2 {
+        let summary = &summaries(&records)[&vm];
+        assert!(summary.slices <= 41, "{summary:?}");
+        let share = share_of_life(&records, vm);
+        assert!((0.45..=0.55).contains(&share), "vm {vm}: share {share}");
+    }
+}

@@ -24,8 +24,8 @@ use carousel_guests::interrupts::{self, Fault, InterruptFrame, LOCAL_APIC_BASE};
 use carousel_guests::{arch, hypercall, probe, BootInfo};
 use carousel_protocol::hypercall::EXIT_FAILURE;
 
-use crate::timers::{LAPIC_SVR, LOCAL_APIC, SVR_ENABLE};
 use crate::{deadline_ms, say, Report, EXIT_SURVIVED, NMI};
+use carousel_guests::lapic::{LOCAL_APIC, SVR as LAPIC_SVR, SVR_ENABLE};
 
 /// Local APIC registers.
 const LAPIC_ID: usize = 0x20;

@@ -15,26 +15,13 @@
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use carousel_guests::interrupts::{self, InterruptFrame, LOCAL_APIC_BASE};
-use carousel_guests::mmio::Registers;
+use carousel_guests::interrupts::{self, InterruptFrame};
 use carousel_guests::{arch, hypercall, BootInfo};
 
 use crate::{deadline_ms, say, Report};
 
-/// The local APIC.
-pub const LOCAL_APIC: Registers = Registers::new(LOCAL_APIC_BASE);
-/// Spurious-interrupt vector register, and its software-enable bit.
-pub const LAPIC_SVR: usize = 0xF0;
-pub const SVR_ENABLE: u32 = 0x100;
-/// LVT timer, initial count, divide configuration.
-const LAPIC_LVT_TIMER: usize = 0x320;
-const LAPIC_INITIAL_COUNT: usize = 0x380;
-const LAPIC_DIVIDE: usize = 0x3E0;
-/// LVT: masked; timer mode periodic.
-const LVT_MASKED: u32 = 1 << 16;
-const LVT_PERIODIC: u32 = 1 << 17;
-/// Divide configuration: divide by 1.
-const DIVIDE_BY_1: u32 = 0xB;
+use carousel_guests::lapic::{self, LVT_MASKED, LVT_PERIODIC};
+pub use carousel_guests::lapic::{LOCAL_APIC, SVR as LAPIC_SVR, SVR_ENABLE};
 /// The timer's vector.
 const TIMER_VECTOR: u8 = 0x40;
 
@@ -55,12 +42,7 @@ pub fn lapic_tiny(boot: &BootInfo, report: &mut Report) {
     interrupts::set_handler(TIMER_VECTOR, tick);
     // SAFETY: this guest's own local APIC, which nothing else in it uses; the timer's vector has
     // a handler.
-    unsafe {
-        LOCAL_APIC.write(LAPIC_SVR, SVR_ENABLE | 0xFF);
-        LOCAL_APIC.write(LAPIC_DIVIDE, DIVIDE_BY_1);
-        LOCAL_APIC.write(LAPIC_LVT_TIMER, lvt);
-        LOCAL_APIC.write(LAPIC_INITIAL_COUNT, 1);
-    }
+    unsafe { lapic::start_timer(lvt, 1) };
     if mode == "if1" {
         interrupts::enable();
     }
@@ -73,8 +55,7 @@ pub fn lapic_tiny(boot: &BootInfo, report: &mut Report) {
         }
     }
     interrupts::disable();
-    // SAFETY: stops the timer this case started.
-    unsafe { LOCAL_APIC.write(LAPIC_INITIAL_COUNT, 0) };
+    lapic::stop_timer();
     let ticks = TICKS.load(Ordering::Acquire);
     say!("{iterations} iterations, {ticks} ticks taken");
     let _ = hypercall::metric("lapic_ticks", ticks);
