@@ -4,7 +4,10 @@
 //! [`TSC_HZ`], so a 1 ms quantum is a million instructions, as on a 1 GHz CPU), runs it quietly
 //! through [`crate::session::execute`], [`PARALLEL_RUNS`](super::PARALLEL_RUNS) labs at a time, and reads four figures from
 //! the hypervisor's summaries: switch cost, quantum error, Jain's fairness index and root-mode
-//! overhead. What is not here: any measuring of its own (the hypervisor measures; see
+//! overhead. Quanta are wall time (the default `run.quantum_clock`), and so is the quantum
+//! error. One more run puts an exit-heavy neighbour among the spins (an `adversary` flooding
+//! CPUID at the goal quantum): the spins must keep their fairness and the quantum its length.
+//! What is not here: any measuring of its own (the hypervisor measures; see
 //! [`carousel_trace::model::accounting`]) and any run machinery (it is `carousel run`'s, quiet).
 
 use std::fmt::Write;
@@ -54,6 +57,11 @@ pub const GOAL_QUANTUM_ERROR_PCT: f64 = 1.0;
 pub const GOAL_QUANTUM_ERROR_AT_US: u32 = 1_000;
 /// Goal: Jain's index over the VMs' guest cycles.
 pub const GOAL_JAIN: f64 = 0.999;
+/// The exit-heavy neighbour's run: its quantum, and the neighbour's name and arguments (the
+/// spins' run time is appended).
+pub const NEIGHBOUR_QUANTUM_US: u32 = GOAL_QUANTUM_ERROR_AT_US;
+pub const NEIGHBOUR_NAME: &str = "flood";
+pub const NEIGHBOUR_ARGS: &str = "case=flood kind=cpuid";
 
 /// How long each spin VM spins at `quantum_us`: [`ROTATIONS`] rotations of [`VM_COUNT`] slices,
 /// at least [`MIN_SPIN_MS`].
@@ -78,6 +86,22 @@ pub fn lab(quantum_us: u32, path: PathBuf) -> Lab {
     lab
 }
 
+/// The lab with an exit-heavy neighbour: [`VM_COUNT`]` - 1` spins and one `adversary` (at
+/// `adversary`, its binary) flooding CPUID for as long as they spin.
+pub fn neighbour_lab(path: PathBuf, adversary: PathBuf) -> Lab {
+    let mut lab = lab(NEIGHBOUR_QUANTUM_US, path);
+    let ms = spin_ms(NEIGHBOUR_QUANTUM_US);
+    if let Some(vm) = lab.vms.last_mut() {
+        *vm = crate::lab::Vm::new(
+            NEIGHBOUR_NAME,
+            crate::lab::Kernel::File(adversary),
+            MEMORY_MIB,
+        );
+        vm.args = format!("{NEIGHBOUR_ARGS} ms={ms}");
+    }
+    lab
+}
+
 /// The figures of one quantum.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct BenchRun {
@@ -92,10 +116,39 @@ pub struct BenchRun {
     pub root_overhead_pct: f64,
 }
 
+/// One of the bench's runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Variant {
+    /// [`VM_COUNT`] spins at a quantum.
+    Spins(u32),
+    /// The spins beside an exit-heavy neighbour.
+    Neighbour,
+}
+
+impl Variant {
+    fn quantum_us(self) -> u32 {
+        match self {
+            Variant::Spins(quantum_us) => quantum_us,
+            Variant::Neighbour => NEIGHBOUR_QUANTUM_US,
+        }
+    }
+
+    fn name(self) -> String {
+        match self {
+            Variant::Spins(quantum_us) => format!("sched-q{quantum_us}"),
+            Variant::Neighbour => format!("sched-q{NEIGHBOUR_QUANTUM_US}-{NEIGHBOUR_NAME}"),
+        }
+    }
+}
+
 /// The whole bench, as `--json` prints it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct BenchReport {
     pub runs: Vec<BenchRun>,
+    /// The spins beside an exit-heavy neighbour: Jain's index over the spins only.
+    pub exit_heavy_neighbour: BenchRun,
+    /// The clock quanta and quantum errors are measured on.
+    pub quantum_clock: String,
     /// The TSC frequency the hypervisor reported (Hello).
     pub tsc_hz: u64,
     pub ips: u64,
@@ -143,8 +196,12 @@ impl BenchError {
     }
 }
 
-/// The figures of one run, from its accounting.
-pub fn measure(quantum_us: u32, accounting: &Accounting) -> Result<BenchRun, String> {
+/// The figures of one run, from its accounting; Jain's index over the VMs `fair` picks.
+pub fn measure(
+    quantum_us: u32,
+    accounting: &Accounting,
+    fair: impl Fn(&carousel_trace::model::accounting::VmAccount) -> bool,
+) -> Result<BenchRun, String> {
     let run = accounting
         .run
         .as_ref()
@@ -166,7 +223,7 @@ pub fn measure(quantum_us: u32, accounting: &Accounting) -> Result<BenchRun, Str
             .median_quantum_error_percent()
             .ok_or("no VM was preempted")?,
         jain: accounting
-            .jain_guest(|_| true)
+            .jain_guest(fair)
             .ok_or("no VM got any guest cycles")?,
         root_overhead_pct: accounting
             .share_of_elapsed(run.root)
@@ -175,10 +232,9 @@ pub fn measure(quantum_us: u32, accounting: &Accounting) -> Result<BenchRun, Str
     })
 }
 
-/// Where the bench keeps the run directory of `quantum_us`.
-pub fn out_dir(root: &Path, quantum_us: u32) -> PathBuf {
-    root.join("target/carousel/bench")
-        .join(format!("sched-q{quantum_us}"))
+/// Where the bench keeps the run directory named `name`.
+pub fn out_dir(root: &Path, name: &str) -> PathBuf {
+    root.join("target/carousel/bench").join(name)
 }
 
 /// What one quantum's run gave.
@@ -191,24 +247,37 @@ struct Measurement {
     warnings: Vec<String>,
 }
 
-/// One quantum: generate its lab, run it quietly, measure.
+/// One run: generate its lab, run it quietly, measure.
 fn bench_one(
-    quantum_us: u32,
+    variant: Variant,
     backend: BackendChoice,
     labs: &Path,
     root: &Path,
+    guests: &Path,
     interrupted: &AtomicBool,
 ) -> Result<Measurement, BenchError> {
-    let mut lab = lab(quantum_us, labs.join(format!("sched-q{quantum_us}.toml")));
+    let quantum_us = variant.quantum_us();
+    let path = labs.join(format!("{}.toml", variant.name()));
+    let (mut lab, comment) = match variant {
+        Variant::Spins(_) => (
+            lab(quantum_us, path),
+            format!("{VM_COUNT} spin VMs, quantum {quantum_us} us"),
+        ),
+        Variant::Neighbour => (
+            neighbour_lab(path, guests.join("adversary")),
+            format!(
+                "{} spin VMs and an adversary ({NEIGHBOUR_ARGS}), quantum {quantum_us} us",
+                VM_COUNT - 1
+            ),
+        ),
+    };
     let text = lab
-        .save(&format!(
-            "Generated by `carousel bench sched`: {VM_COUNT} spin VMs, quantum {quantum_us} us."
-        ))
+        .save(&format!("Generated by `carousel bench sched`: {comment}."))
         .map_err(|source| BenchError::Io {
             what: format!("cannot write {}", lab.path.display()),
             source,
         })?;
-    let out = out_dir(root, quantum_us);
+    let out = out_dir(root, &variant.name());
     let options = RunOptions::generated(lab.path.clone(), backend, out.clone());
     let finished = session::execute_lab(lab, &options, Console::Quiet, interrupted)
         .map_err(|source| BenchError::Run { quantum_us, source })?;
@@ -223,11 +292,13 @@ fn bench_one(
         });
     }
     let accounting = finished.accounting();
-    let figures = measure(quantum_us, accounting).map_err(|missing| BenchError::Unmeasured {
-        quantum_us,
-        missing,
-        out: out.clone(),
-    })?;
+    let fair = |vm: &carousel_trace::model::accounting::VmAccount| vm.name != NEIGHBOUR_NAME;
+    let figures =
+        measure(quantum_us, accounting, fair).map_err(|missing| BenchError::Unmeasured {
+            quantum_us,
+            missing,
+            out: out.clone(),
+        })?;
     let mut warnings: Vec<String> = finished.stream_warnings.clone();
     warnings.extend(accounting.problems());
     let warnings = warnings
@@ -252,42 +323,64 @@ pub fn bench_sched(
         source,
     })?;
     // Build once up front, so that the parallel runs find everything fresh.
-    eprintln!("bench: building the hypervisor and the spin guest…");
-    crate::image::build::build(&root, &crate::image::build::target_dir(&root), &["spin"])?;
+    eprintln!("bench: building the hypervisor, the spin guest and the adversary…");
+    let built = crate::image::build::build(
+        &root,
+        &crate::image::build::target_dir(&root),
+        &["spin", "adversary"],
+    )?;
     let started = Instant::now();
+    let variants: Vec<Variant> = QUANTA_US
+        .iter()
+        .map(|&quantum_us| Variant::Spins(quantum_us))
+        .chain([Variant::Neighbour])
+        .collect();
     // Longest runs first, so that the two workers finish together.
-    let mut order: Vec<usize> = (0..QUANTA_US.len()).collect();
-    order.sort_by_key(|&index| std::cmp::Reverse(spin_ms(QUANTA_US[index])));
+    let mut order: Vec<usize> = (0..variants.len()).collect();
+    order.sort_by_key(|&index| std::cmp::Reverse(spin_ms(variants[index].quantum_us())));
     let in_order = super::run_parallel(&order, interrupted, |&index| {
-        let quantum_us = QUANTA_US[index];
+        let variant = variants[index];
+        let name = variant.name();
         eprintln!(
-            "bench: quantum {quantum_us} us: {VM_COUNT} spin VMs, {} ms each…",
-            spin_ms(quantum_us)
+            "bench: {name}: {VM_COUNT} VMs, {} ms each…",
+            spin_ms(variant.quantum_us())
         );
         let began = Instant::now();
-        let result = bench_one(quantum_us, backend, labs.path(), &root, interrupted);
+        let result = bench_one(
+            variant,
+            backend,
+            labs.path(),
+            &root,
+            &built.guests_dir,
+            interrupted,
+        );
         eprintln!(
-            "bench: quantum {quantum_us} us: {} in {:.1} s",
+            "bench: {name}: {} in {:.1} s",
             if result.is_ok() { "done" } else { "FAILED" },
             began.elapsed().as_secs_f64()
         );
         result
     });
     let mut results: Vec<Option<Result<Measurement, BenchError>>> =
-        QUANTA_US.iter().map(|_| None).collect();
+        variants.iter().map(|_| None).collect();
     for (index, result) in order.iter().zip(in_order) {
         results[*index] = result;
     }
     let mut runs = Vec::new();
+    let mut neighbour = None;
     let mut tsc_hz = None;
-    for (result, quantum_us) in results.into_iter().zip(QUANTA_US) {
+    for (result, variant) in results.into_iter().zip(&variants) {
+        let quantum_us = variant.quantum_us();
         match result {
             Some(Ok(measurement)) => {
                 for warning in &measurement.warnings {
                     eprintln!("warning: {warning}");
                 }
                 tsc_hz.get_or_insert(measurement.tsc_hz);
-                runs.push(measurement.figures);
+                match variant {
+                    Variant::Spins(_) => runs.push(measurement.figures),
+                    Variant::Neighbour => neighbour = Some(measurement.figures),
+                }
             }
             Some(Err(error)) => return Err(error),
             None => {
@@ -300,11 +393,17 @@ pub fn bench_sched(
     }
     eprintln!(
         "bench: {} runs in {:.1} s",
-        runs.len(),
+        variants.len(),
         started.elapsed().as_secs_f64()
     );
+    let exit_heavy_neighbour = neighbour.ok_or(BenchError::Run {
+        quantum_us: NEIGHBOUR_QUANTUM_US,
+        source: RunError::Interrupted,
+    })?;
     Ok(BenchReport {
         runs,
+        exit_heavy_neighbour,
+        quantum_clock: "wall".to_string(),
         tsc_hz: tsc_hz.unwrap_or(TSC_HZ),
         ips: IPS,
         cpu_model: DEFAULT_CPU_MODEL.to_string(),
@@ -322,14 +421,16 @@ impl BenchReport {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "carousel bench sched: {VM_COUNT} spin VMs per run, TSC {} Hz, ips {}, {}",
+            "carousel bench sched: {VM_COUNT} spin VMs per run, TSC {} Hz, ips {}, {}; quanta \
+             and quantum errors on the {} clock",
             group(self.tsc_hz),
             group(self.ips),
-            self.cpu_model
+            self.cpu_model,
+            self.quantum_clock
         );
         let mark = |ok: bool| if ok { "ok" } else { "MISSED" };
         let mut table = Table::new(&[
-            ("QUANTUM µs", Align::Right),
+            ("QUANTUM µs", Align::Left),
             ("SWITCH cyc", Align::Right),
             ("", Align::Left),
             ("QUANTUM ERROR %", Align::Right),
@@ -338,13 +439,13 @@ impl BenchReport {
             ("", Align::Left),
             ("ROOT %", Align::Right),
         ]);
-        for run in &self.runs {
-            table.push(vec![
-                group(run.quantum_us),
+        let row = |label: String, run: &BenchRun, goal_error: bool| {
+            vec![
+                label,
                 group(run.switch_cycles),
                 mark(run.switch_cycles <= GOAL_SWITCH_CYCLES).to_string(),
                 format!("{:+.3}", run.quantum_error_pct),
-                if run.quantum_us == GOAL_QUANTUM_ERROR_AT_US {
+                if goal_error {
                     mark(run.quantum_error_pct.abs() <= GOAL_QUANTUM_ERROR_PCT).to_string()
                 } else {
                     String::new()
@@ -352,15 +453,33 @@ impl BenchReport {
                 format!("{:.5}", run.jain),
                 mark(run.jain >= GOAL_JAIN).to_string(),
                 format!("{:.3}", run.root_overhead_pct),
-            ]);
+            ]
+        };
+        for run in &self.runs {
+            table.push(row(
+                group(run.quantum_us),
+                run,
+                run.quantum_us == GOAL_QUANTUM_ERROR_AT_US,
+            ));
         }
+        table.push(row(
+            format!(
+                "{} + {NEIGHBOUR_NAME}",
+                group(self.exit_heavy_neighbour.quantum_us)
+            ),
+            &self.exit_heavy_neighbour,
+            true,
+        ));
         out.push_str(&table.render());
         let _ = write!(
             out,
             "goals: switch <= {} cycles; |quantum error| <= {GOAL_QUANTUM_ERROR_PCT}% at {} us; \
-             Jain >= {GOAL_JAIN}",
+             Jain >= {GOAL_JAIN}\n\
+             '+ {NEIGHBOUR_NAME}': {} spins beside an adversary ({NEIGHBOUR_ARGS}); Jain over the \
+             spins",
             group(GOAL_SWITCH_CYCLES),
-            group(GOAL_QUANTUM_ERROR_AT_US)
+            group(GOAL_QUANTUM_ERROR_AT_US),
+            VM_COUNT - 1
         );
         out
     }
@@ -414,6 +533,14 @@ mod tests {
                     root_overhead_pct: 0.25,
                 },
             ],
+            exit_heavy_neighbour: BenchRun {
+                quantum_us: 1_000,
+                switch_cycles: 1_300,
+                quantum_error_pct: 0.5,
+                jain: 0.9995,
+                root_overhead_pct: 4.0,
+            },
+            quantum_clock: "wall".to_string(),
             tsc_hz: TSC_HZ,
             ips: IPS,
             cpu_model: DEFAULT_CPU_MODEL.to_string(),
@@ -426,7 +553,19 @@ mod tests {
         let object = value.as_object().unwrap();
         let mut keys: Vec<&str> = object.keys().map(String::as_str).collect();
         keys.sort_unstable();
-        assert_eq!(keys, ["cpu_model", "ips", "runs", "tsc_hz"]);
+        assert_eq!(
+            keys,
+            [
+                "cpu_model",
+                "exit_heavy_neighbour",
+                "ips",
+                "quantum_clock",
+                "runs",
+                "tsc_hz"
+            ]
+        );
+        assert_eq!(object["quantum_clock"], "wall");
+        assert_eq!(object["exit_heavy_neighbour"]["jain"], 0.9995);
         assert_eq!(object["tsc_hz"], 1_000_000_000u64);
         assert_eq!(object["ips"], 1_000_000u64);
         assert_eq!(object["cpu_model"], "corei7_skylake_x");
@@ -463,6 +602,7 @@ mod tests {
         let table = report().table();
         let lines: Vec<&str> = table.lines().collect();
         assert!(lines[0].contains("8 spin VMs") && lines[0].contains("TSC 1,000,000,000 Hz"));
+        assert!(lines[0].contains("on the wall clock"), "{table}");
         assert!(lines[1].starts_with("QUANTUM µs"), "{table}");
         let first: Vec<&str> = lines[2].split_whitespace().collect();
         assert_eq!(
@@ -474,8 +614,13 @@ mod tests {
             second,
             ["1,000", "1,600", "MISSED", "-1.500", "MISSED", "0.99800", "MISSED", "0.250"]
         );
+        let neighbour: Vec<&str> = lines[4].split_whitespace().collect();
+        assert_eq!(
+            neighbour,
+            ["1,000", "+", "flood", "1,300", "ok", "+0.500", "ok", "0.99950", "ok", "4.000"]
+        );
         assert!(
-            lines[4].starts_with("goals: switch <= 1,500 cycles"),
+            lines[5].starts_with("goals: switch <= 1,500 cycles"),
             "{table}"
         );
     }
@@ -490,6 +635,31 @@ mod tests {
         }
         assert_eq!(spin_ms(10_000), 1_600);
         assert_eq!(spin_ms(500), MIN_SPIN_MS);
+    }
+
+    #[test]
+    fn the_neighbour_lab_is_valid() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let adversary = dir.path().join("adversary");
+        // The lab checks only that the kernel is an ELF file: its magic.
+        std::fs::write(&adversary, b"\x7fELF\x02\x01\x01\0\0\0\0\0\0\0\0\0").expect("written");
+        let generated = neighbour_lab(PathBuf::from("sched.toml"), adversary.clone());
+        let text = generated.to_toml("sched");
+        let lab = crate::lab::Lab::parse(Path::new("sched.toml"), &text).unwrap();
+        assert_eq!(lab.vms, generated.vms);
+        assert_eq!(lab.vms.len(), VM_COUNT as usize);
+        assert_eq!(lab.quantum_us, NEIGHBOUR_QUANTUM_US);
+        let flood = lab.vms.last().unwrap();
+        assert_eq!(flood.name, NEIGHBOUR_NAME);
+        assert_eq!(flood.kernel, crate::lab::Kernel::File(adversary));
+        assert!(flood.args.starts_with(NEIGHBOUR_ARGS), "{}", flood.args);
+        assert_eq!(
+            lab.vms
+                .iter()
+                .filter(|vm| vm.name.starts_with("spin"))
+                .count(),
+            VM_COUNT as usize - 1
+        );
     }
 
     #[test]
@@ -566,18 +736,23 @@ mod tests {
             dropped_records: 0,
         }));
         let accounting = Accounting::from_records(&records, &[]);
-        let figures = measure(1_000, &accounting).unwrap();
+        let figures = measure(1_000, &accounting, |_| true).unwrap();
         assert_eq!(figures.quantum_us, 1_000);
         assert_eq!(figures.switch_cycles, 1_100);
         // Medians 0, 100, ..., 700 ppm: the median of the eight is 350 ppm = 0.035 %.
         assert!((figures.quantum_error_pct - 0.035).abs() < 1e-12);
         assert_eq!(figures.jain, 1.0);
+        // Jain's index over the VMs the filter keeps: spin0 alone is perfectly fair.
+        let alone = measure(1_000, &accounting, |vm| vm.name == "spin0").unwrap();
+        assert_eq!(alone.jain, 1.0);
         assert!((figures.root_overhead_pct - 2.0).abs() < 1e-12);
 
         // A missing VM summary is an error, not a figure.
         records.remove(3);
         let accounting = Accounting::from_records(&records, &[]);
-        assert!(measure(1_000, &accounting).unwrap_err().contains("7 of 8"));
-        assert!(measure(1_000, &Accounting::from_records(&[], &[])).is_err());
+        assert!(measure(1_000, &accounting, |_| true)
+            .unwrap_err()
+            .contains("7 of 8"));
+        assert!(measure(1_000, &Accounting::from_records(&[], &[]), |_| true).is_err());
     }
 }
