@@ -4,7 +4,9 @@ use std::fmt;
 use std::ops::RangeInclusive;
 use std::path::PathBuf;
 
-use super::limits::{BUILTIN_GUESTS, CPU_MODELS, HYPERVISOR_MIB, MAX_TOTAL_MIB, VM_COUNT_RANGE};
+use super::limits::{
+    BUILTIN_GUESTS, CPU_MODELS, DISK_TOTAL_MIB, HYPERVISOR_MIB, MAX_TOTAL_MIB, VM_COUNT_RANGE,
+};
 
 /// Why a lab file was refused.
 #[derive(Debug)]
@@ -102,6 +104,18 @@ pub enum LabErrorKind {
         guests + HYPERVISOR_MIB
     )]
     MemoryTotal { guests: u64 },
+    #[error(
+        "`{key}` of vm {vm:?}: the disks add up to {} KiB with this one ({} KiB); at most \
+         {DISK_TOTAL_MIB} MiB of disk fit in the hypervisor's memory, all VMs together",
+        total.div_ceil(1024),
+        bytes.div_ceil(1024)
+    )]
+    DiskTotal {
+        key: String,
+        vm: String,
+        bytes: u64,
+        total: u64,
+    },
     #[error("`{key}` of vm {vm:?}: environment variable {var} is not set (or empty)")]
     MissingEnv {
         key: String,

@@ -31,8 +31,11 @@ pub const WEIGHT_RANGE: RangeInclusive<i64> = 1..=64;
 /// Allowed idle-detection thresholds, in microseconds.
 pub const IDLE_THRESHOLD_US_RANGE: RangeInclusive<i64> = 1..=100_000;
 /// Allowed sizes of a blank disk, in KiB (the image travels in the ISO and sits in the
-/// hypervisor's memory).
-pub const BLANK_DISK_KIB_RANGE: RangeInclusive<i64> = 1..=65_536;
+/// hypervisor's memory): at most [`DISK_TOTAL_MIB`].
+pub const BLANK_DISK_KIB_RANGE: RangeInclusive<i64> = 1..=DISK_TOTAL_MIB as i64 * 1024;
+/// Most disk the VMs of one lab may have, all disks together, in MiB: the hypervisor holds
+/// every VM's disk in its 48 MiB heap, beside its own structures.
+pub const DISK_TOTAL_MIB: u64 = 32;
 /// Allowed script step timeouts, in seconds.
 pub const STEP_TIMEOUT_S_RANGE: RangeInclusive<i64> = 1..=86_400;
 /// Allowed number of VMs in one lab.
