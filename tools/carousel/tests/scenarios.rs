@@ -510,6 +510,28 @@ fn demo_passes_and_weights_show() {
     };
     let ratio = report("spin-b") as f64 / report("spin-a") as f64;
     assert!((1.8..=2.2).contains(&ratio), "spin-b / spin-a = {ratio}");
+    // sleepy waits at most for the other VMs' slices (quantum × their weights: 1 + 2 + 1 ms)
+    // plus 0.2 ms (issue 13: hello once held the CPU for 22 ms while printing).
+    let tsc_hz = measured.accounting.tsc_hz.expect("the Hello's TSC rate");
+    let others: u64 = measured
+        .lab
+        .vms
+        .iter()
+        .filter(|vm| vm.name != "sleepy")
+        .map(|vm| u64::from(vm.weight))
+        .sum();
+    let bound = (u64::from(measured.lab.quantum_us) * others + 200) * tsc_hz / 1_000_000;
+    let sleepy = measured
+        .vm("sleepy")
+        .summary
+        .as_ref()
+        .expect("sleepy's summary");
+    assert!(
+        sleepy.wake_max <= bound,
+        "sleepy's latest wake {} cycles, bound {bound} (the other slices + 0.2 ms)\n{}",
+        sleepy.wake_max,
+        measured.describe
+    );
 }
 
 /// A full-rate trace (`run.trace = "full"`) arrives through the debug port with every VM exit
