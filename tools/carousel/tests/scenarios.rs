@@ -717,6 +717,34 @@ fn sectors(image: &[u8]) -> Vec<&[u8]> {
     image.chunks(SECTOR_BYTES).collect()
 }
 
+/// The largest disks a lab may have boot and work (`ci/labs/disk-max.toml`: 32 MiB over two
+/// VMs), and one KiB more is refused before anything boots, with exit 2 naming the key.
+#[test]
+#[ignore = "boots an emulator; run by ci/test"]
+fn the_most_disk_a_lab_accepts_boots() {
+    let run = run_lab("disk-max.toml", "bochs");
+    let describe = run.describe();
+    assert_eq!(run.code, Some(0), "{describe}");
+    for vm in ["d0", "d1"] {
+        assert!(
+            run.stdout.contains(&format!("[{vm}] diskio: done")),
+            "{vm}\n{describe}"
+        );
+    }
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let over = dir.path().join("over.toml");
+    let text = std::fs::read_to_string(labs().join("disk-max.toml")).expect("the lab");
+    let text = text.replacen("blank_disk_kib = 16384", "blank_disk_kib = 16385", 1);
+    std::fs::write(&over, text).expect("written");
+    let refused = carousel(&["run", over.to_str().expect("a UTF-8 path")]);
+    assert_eq!(refused.code, Some(2), "{}", refused.describe());
+    assert!(
+        refused.stderr.contains("`vm[1].blank_disk_kib`") && refused.stderr.contains("32 MiB"),
+        "{}",
+        refused.describe()
+    );
+}
+
 /// Four devcheck VMs pass every check of the xv6 hardware contract, each typing "ping" into its
 /// console through its script (the check `uart-rx`); dev0's written sectors come back into its
 /// blank disk in the run directory.
