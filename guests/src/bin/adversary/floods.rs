@@ -10,9 +10,9 @@
 
 use core::arch::asm;
 
+use carousel_guests::lapic::{LOCAL_APIC, SVR as LAPIC_SVR, SVR_ENABLE};
 use carousel_guests::{arch, hypercall, println, BootInfo};
 
-use crate::timers::{LAPIC_SVR, LOCAL_APIC, SVR_ENABLE};
 use crate::{check_name, deadline_ms, ram_end, say, Report, FREE_RAM, PAGE};
 
 /// ICR low and high.

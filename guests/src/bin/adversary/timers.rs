@@ -16,12 +16,11 @@
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use carousel_guests::interrupts::{self, InterruptFrame};
+use carousel_guests::lapic::{self, LVT_MASKED, LVT_PERIODIC};
 use carousel_guests::{arch, hypercall, BootInfo};
 
 use crate::{deadline_ms, say, Report};
 
-use carousel_guests::lapic::{self, LVT_MASKED, LVT_PERIODIC};
-pub use carousel_guests::lapic::{LOCAL_APIC, SVR as LAPIC_SVR, SVR_ENABLE};
 /// The timer's vector.
 const TIMER_VECTOR: u8 = 0x40;
 
