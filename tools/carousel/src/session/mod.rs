@@ -275,7 +275,14 @@ pub fn execute_lab(
             " and the guests"
         }
     ));
-    let built = build::build(&root, &build::target_dir(&root), &guests)?;
+    let built =
+        build::build_unless_interrupted(&root, &build::target_dir(&root), &guests, interrupted)
+            .map_err(|error| match error {
+                BuildError::Interrupted => RunError::Interrupted,
+                error => RunError::Build(error),
+            })?;
+    // Until the emulator runs Ctrl-C ends the run at once: cargo and grub-mkrescue are killed
+    // as the flag is set, and each step looks at it.
     if interrupted.load(Ordering::SeqCst) {
         return Err(RunError::Interrupted);
     }
@@ -310,7 +317,10 @@ pub fn execute_lab(
     let staging = out.join("iso-root");
     let iso_path = out.join("carousel.iso");
     iso::stage(&staging, &built.kernel, &run_config, &vm_files)?;
-    let took = iso::mkrescue(&staging, &iso_path)?;
+    let took = iso::mkrescue(&staging, &iso_path, interrupted).map_err(|error| match error {
+        IsoError::Interrupted => RunError::Interrupted,
+        error => RunError::Iso(error),
+    })?;
     say(format!("iso built in {:.1} s", took.as_secs_f64()));
     if interrupted.load(Ordering::SeqCst) {
         return Err(RunError::Interrupted);
