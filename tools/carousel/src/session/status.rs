@@ -195,6 +195,13 @@ mod tests {
     }
 
     #[test]
+    fn quiet_is_off_wherever_stdout_goes() {
+        assert_eq!(Mode::for_stdout(false), Mode::Off);
+        // The test harness's stdout is a pipe or a terminal; either way the figures show.
+        assert_ne!(Mode::for_stdout(true), Mode::Off);
+    }
+
+    #[test]
     fn off_shows_nothing() {
         let mut status = StatusLine::new(Vec::new(), Mode::Off, screen);
         status.show("figures");
