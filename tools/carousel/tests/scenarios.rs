@@ -1665,6 +1665,7 @@ struct Interrupted {
 fn interrupt_run(text: &str, when: impl Fn(&str) -> bool, gaps: &[Duration]) -> Interrupted {
     use std::io::{BufRead, BufReader, Read};
     use std::process::Stdio;
+    use std::sync::mpsc::RecvTimeoutError;
     use std::time::Instant;
 
     let out = tempfile::tempdir().expect("a temporary directory");
@@ -1710,13 +1711,16 @@ fn interrupt_run(text: &str, when: impl Fn(&str) -> bool, gaps: &[Duration]) -> 
         );
     }
     let signalled = signalled.unwrap_or_else(|| panic!("the awaited line never came:\n{stdout}"));
-    // The rest of stdout, then the exit; the watchdog kills a run that does not end.
+    // The rest of stdout, then the exit; the watchdog kills a run that does not end (before
+    // it is reaped, so the pid is still this child's).
     let pid = child.id();
+    let (ended, watched) = std::sync::mpsc::channel::<()>();
     let watchdog = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_secs(30));
-        let _ = Command::new("kill")
-            .args(["-KILL", &pid.to_string()])
-            .status();
+        if let Err(RecvTimeoutError::Timeout) = watched.recv_timeout(Duration::from_secs(30)) {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
     });
     for line in lines {
         stdout.push_str(&line.expect("stdout is text"));
@@ -1724,7 +1728,8 @@ fn interrupt_run(text: &str, when: impl Fn(&str) -> bool, gaps: &[Duration]) -> 
     }
     let status = child.wait().expect("carousel is reaped");
     let took = signalled.elapsed();
-    drop(watchdog);
+    drop(ended);
+    watchdog.join().expect("the watchdog");
     Interrupted {
         run: Run {
             code: status.code(),
