@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use carousel::emulator::BackendChoice;
@@ -24,7 +24,8 @@ enum Command {
     ///
     /// A VM passes when it exits with success (EXIT hypercall) or, if the lab gives it a
     /// console script ([[vm.script]]), when every step matched. The run ends when every VM has
-    /// stopped or finished its script.
+    /// stopped or finished its script. Ctrl-C ends it within a second (the hypervisor is asked
+    /// to end the run first, so the accounting still comes); a second Ctrl-C at once.
     ///
     /// Exit codes: 0 all VMs passed, 1 a VM failed (or its script did), 2 bad lab file or
     /// arguments, 3 the hypervisor could not run, 4 timeout, 5 host setup failed (also: a
@@ -51,6 +52,10 @@ enum Command {
         /// Keep the run's record stream in FILE (for `carousel report`).
         #[arg(long, value_name = "FILE")]
         trace: Option<PathBuf>,
+        /// No live figures (on a terminal a status line on the bottom row, in a pipe a line
+        /// each second).
+        #[arg(long)]
+        quiet: bool,
     },
     /// The accounting of a finished run from its record stream (a `--trace` file, or a run
     /// directory's com2.bin): text, one JSON object or CSV; per-interval rows with --interval;
@@ -181,8 +186,7 @@ fn positive_millis(text: &str) -> Result<f64, String> {
 
 /// Routes Ctrl-C into `flag`; false (after saying why) when that is impossible.
 fn catch_interrupt(flag: &Arc<AtomicBool>) -> bool {
-    let flag = Arc::clone(flag);
-    match ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst)) {
+    match carousel::session::interrupt::catch(flag) {
         Ok(()) => true,
         Err(error) => {
             eprintln!("carousel: cannot catch Ctrl-C: {error}");
@@ -206,6 +210,7 @@ fn main() -> ExitCode {
             out,
             persist,
             trace,
+            quiet,
         } => {
             let interrupted = Arc::new(AtomicBool::new(false));
             if !catch_interrupt(&interrupted) {
@@ -220,7 +225,7 @@ fn main() -> ExitCode {
                 trace,
                 bochs_debugger: None,
             };
-            match carousel::commands::run::run(&options, &interrupted) {
+            match carousel::commands::run::run(&options, quiet, &interrupted) {
                 Ok(code) => code,
                 Err(error) => {
                     eprintln!("carousel: {error}");

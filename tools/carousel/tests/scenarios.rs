@@ -1697,3 +1697,214 @@ fn bench_xv6_refuses_bad_files() {
     assert_eq!(run.code, Some(2), "{}", run.describe());
     assert!(run.stderr.contains("missing"), "{}", run.describe());
 }
+
+use std::time::Duration;
+
+/// What an interrupted `carousel run` printed, and how long it took to end once signalled.
+struct Interrupted {
+    run: Run,
+    /// From the first SIGINT to the process's exit.
+    took: std::time::Duration,
+    /// The run directory (alive as long as this).
+    out: tempfile::TempDir,
+}
+
+/// Runs the lab `text` on Bochs, reading its stdout as it comes; at the first line `when`
+/// accepts, sends the `carousel` process a SIGINT, and one more after each of `gaps`, then
+/// waits for it to end (at most 30 s: it is killed after that and the test fails).
+fn interrupt_run(text: &str, when: impl Fn(&str) -> bool, gaps: &[Duration]) -> Interrupted {
+    use std::io::{BufRead, BufReader, Read};
+    use std::process::Stdio;
+    use std::sync::mpsc::RecvTimeoutError;
+    use std::time::Instant;
+
+    let out = tempfile::tempdir().expect("a temporary directory");
+    let lab = out.path().join("lab.toml");
+    std::fs::write(&lab, text).expect("the lab file is written");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_carousel"))
+        .args(["run", path(&lab), "--backend", "bochs", "--out"])
+        .arg(out.path().join("run"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the carousel binary starts");
+    let mut stderr = child.stderr.take().expect("stderr is piped");
+    let stderr = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    let mut stdout = String::new();
+    let mut signalled = None;
+    let started = Instant::now();
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout is piped")).lines();
+    for line in lines.by_ref() {
+        let line = line.expect("stdout is text");
+        stdout.push_str(&line);
+        stdout.push('\n');
+        if when(&line) {
+            signalled = Some(Instant::now());
+            for gap in [Duration::ZERO].iter().chain(gaps) {
+                std::thread::sleep(*gap);
+                let sent = Command::new("kill")
+                    .args(["-INT", &child.id().to_string()])
+                    .status()
+                    .expect("kill runs");
+                assert!(sent.success(), "SIGINT sent");
+            }
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "the awaited line never came:\n{stdout}"
+        );
+    }
+    let signalled = signalled.unwrap_or_else(|| panic!("the awaited line never came:\n{stdout}"));
+    // The rest of stdout, then the exit; the watchdog kills a run that does not end (before
+    // it is reaped, so the pid is still this child's).
+    let pid = child.id();
+    let (ended, watched) = std::sync::mpsc::channel::<()>();
+    let watchdog = std::thread::spawn(move || {
+        if let Err(RecvTimeoutError::Timeout) = watched.recv_timeout(Duration::from_secs(30)) {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
+    });
+    for line in lines {
+        stdout.push_str(&line.expect("stdout is text"));
+        stdout.push('\n');
+    }
+    let status = child.wait().expect("carousel is reaped");
+    let took = signalled.elapsed();
+    drop(ended);
+    watchdog.join().expect("the watchdog");
+    Interrupted {
+        run: Run {
+            code: status.code(),
+            stdout,
+            stderr: stderr.join().expect("the stderr reader"),
+        },
+        took,
+        out,
+    }
+}
+
+impl Interrupted {
+    /// Checks what every interrupted run must do: exit with 130 within `limit` of the signal,
+    /// print the outcome table, the result line and each of `texts`, and leave no emulator.
+    fn assert_ended(&self, limit: Duration, texts: &[&str]) {
+        let run = &self.run;
+        let describe = format!("took {:?}\n{}", self.took, run.describe());
+        assert_eq!(run.code, Some(130), "{describe}");
+        assert!(self.took < limit, "{describe}");
+        assert!(has_outcome_table(&run.stdout), "{describe}");
+        for text in ["result: interrupted (exit code 130)"].iter().chain(texts) {
+            assert!(run.stdout.contains(text), "{text}\n{describe}");
+        }
+        let left = processes_naming(self.out.path());
+        assert!(left.is_empty(), "left behind: {left:?}\n{describe}");
+    }
+}
+
+/// Whether `stdout` has the outcome table's header.
+fn has_outcome_table(stdout: &str) -> bool {
+    stdout.lines().any(|line| {
+        line.starts_with("VM ") && line.contains(" OUTCOME ") && line.ends_with("REASON")
+    })
+}
+
+/// Processes whose command line names `dir` (an emulator of that run, left behind).
+fn processes_naming(dir: &Path) -> Vec<String> {
+    let needle = dir.to_string_lossy().into_owned();
+    std::fs::read_dir("/proc")
+        .expect("/proc is there")
+        .flatten()
+        .filter(|entry| entry.file_name().to_string_lossy().parse::<u32>().is_ok())
+        .filter_map(|entry| std::fs::read(entry.path().join("cmdline")).ok())
+        .map(|bytes| String::from_utf8_lossy(&bytes).replace('\0', " "))
+        .filter(|cmdline| cmdline.contains(&needle))
+        .collect()
+}
+
+/// Two spins that would run for ten minutes.
+const NEVER_ENDING: &str = "[run]\nquantum_us = 1000\nips = 1_000_000\ntsc_hz = 50_000_000\n\
+    timeout_s = 600\n\n[[vm]]\nname = \"long\"\nkernel = \"spin\"\nmemory_mib = 4\n\
+    args = \"ms=600000 report_ms=100\"\n\n[[vm]]\nname = \"long2\"\nkernel = \"spin\"\n\
+    memory_mib = 4\nargs = \"ms=600000 report_ms=100\"\n";
+
+/// Ctrl-C while the guests run: the hypervisor is asked to end the run, so the outcome table
+/// and the whole accounting report still come, within a second or so; exit code 130, and no
+/// emulator is left behind.
+#[test]
+#[ignore = "boots an emulator; run by ci/test"]
+fn ctrl_c_ends_a_running_lab_with_its_report() {
+    let seen = std::cell::Cell::new(0);
+    let interrupted = interrupt_run(
+        NEVER_ENDING,
+        |line| {
+            // Both guests have started and the live line shows they run.
+            if line.starts_with("[long2] spin: ") || line.starts_with("[carousel] live ") {
+                seen.set(seen.get() + 1);
+            }
+            seen.get() >= 2 && line.starts_with("[carousel] live ")
+        },
+        &[],
+    );
+    interrupted.assert_ended(
+        Duration::from_secs(3),
+        &[
+            "[carousel] interrupted (Ctrl-C): ending the run",
+            "ACCOUNTING  policy round-robin",
+            "conservation: ",
+        ],
+    );
+}
+
+/// Two Ctrl-C while the emulator boots (nobody answers the first): the second ends the run at
+/// once, not at the first's grace (600 ms); the report is what the records say, nothing here.
+#[test]
+#[ignore = "boots an emulator; run by ci/test"]
+fn a_second_ctrl_c_ends_at_once() {
+    let interrupted = interrupt_run(
+        NEVER_ENDING,
+        |line| line.starts_with("running 2 VMs"),
+        &[Duration::from_millis(100)],
+    );
+    interrupted.assert_ended(
+        Duration::from_millis(550),
+        &[
+            "long   not stopped  still running when interrupted",
+            "accounting: the hypervisor sent no summary records",
+            "what the records say up to the interrupt",
+        ],
+    );
+}
+
+/// Ctrl-C while the emulator boots (BIOS and GRUB take seconds; no Hello yet): nobody answers
+/// the request, so the tool ends the emulator at the interrupt's grace.
+#[test]
+#[ignore = "boots an emulator; run by ci/test"]
+fn ctrl_c_while_booting_ends_at_the_interrupt_grace() {
+    let interrupted = interrupt_run(NEVER_ENDING, |line| line.starts_with("running 2 VMs"), &[]);
+    interrupted.assert_ended(Duration::from_secs(2), &[]);
+}
+
+/// Ctrl-C in the grace after every script finished (the VM itself would spin for minutes): the
+/// run ends within a second with 130 and the report, instead of at the grace's end.
+#[test]
+#[ignore = "boots an emulator; run by ci/test"]
+fn ctrl_c_after_the_scripts_finished_ends_with_the_report() {
+    let lab = "[run]\nquantum_us = 1000\nips = 1_000_000\ntsc_hz = 50_000_000\ntimeout_s = 600\n\n\
+        [[vm]]\nname = \"slow\"\nkernel = \"spin\"\nmemory_mib = 4\n\
+        args = \"ms=600000 report_ms=100000\"\n\n[[vm.script]]\nexpect = '^spin: '\n";
+    let interrupted = interrupt_run(lab, |line| line == "[carousel] script slow finished", &[]);
+    interrupted.assert_ended(
+        Duration::from_secs(3),
+        &[
+            "[carousel] interrupted (Ctrl-C)",
+            "ACCOUNTING  policy round-robin",
+        ],
+    );
+}

@@ -4,6 +4,9 @@
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::AtomicBool;
+
+use super::child::{self, Stopped};
 
 /// The bare-metal target the kernel and the guests build for.
 pub const TARGET: &str = "x86_64-unknown-none";
@@ -28,6 +31,8 @@ pub enum BuildError {
         status: std::process::ExitStatus,
         output: String,
     },
+    #[error("interrupted (Ctrl-C) while building")]
+    Interrupted,
     #[error(
         "cargo built {package} but {path} is missing (is there a binary target of that name?)"
     )]
@@ -64,20 +69,29 @@ fn cargo_program() -> OsString {
     std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into())
 }
 
-/// Builds `package` in `root`, quietly unless it fails.
-pub fn cargo_build(root: &Path, target_dir: &Path, package: &str) -> Result<(), BuildError> {
+/// Builds `package` in `root`, quietly unless it fails; stops (killing cargo) when
+/// `interrupted` is set.
+pub fn cargo_build(
+    root: &Path,
+    target_dir: &Path,
+    package: &str,
+    interrupted: &AtomicBool,
+) -> Result<(), BuildError> {
     let program = cargo_program();
     let args = cargo_args(package, target_dir);
-    let output = Command::new(&program)
+    let mut command = Command::new(&program);
+    command
         .args(&args)
         .current_dir(root)
         // The tool's own target directory (e.g. from `cargo run`) must not redirect the build.
-        .env_remove("CARGO_TARGET_DIR")
-        .output()
-        .map_err(|source| BuildError::Spawn {
+        .env_remove("CARGO_TARGET_DIR");
+    let output = child::run(&mut command, interrupted).map_err(|stopped| match stopped {
+        Stopped::Interrupted => BuildError::Interrupted,
+        Stopped::Spawn(source) => BuildError::Spawn {
             program: program.to_string_lossy().into_owned(),
             source,
-        })?;
+        },
+    })?;
     if output.status.success() {
         return Ok(());
     }
@@ -135,7 +149,17 @@ impl Built {
 /// Builds the hypervisor, and the guests package when `guests` is set; checks the named
 /// binaries exist afterwards.
 pub fn build(root: &Path, target_dir: &Path, guests: &[&str]) -> Result<Built, BuildError> {
-    cargo_build(root, target_dir, KERNEL_PACKAGE)?;
+    build_unless_interrupted(root, target_dir, guests, &AtomicBool::new(false))
+}
+
+/// [`build`], stopped (cargo killed) when `interrupted` is set: [`BuildError::Interrupted`].
+pub fn build_unless_interrupted(
+    root: &Path,
+    target_dir: &Path,
+    guests: &[&str],
+    interrupted: &AtomicBool,
+) -> Result<Built, BuildError> {
+    cargo_build(root, target_dir, KERNEL_PACKAGE, interrupted)?;
     let kernel = artifact(target_dir, KERNEL_PACKAGE);
     if !kernel.is_file() {
         return Err(BuildError::MissingArtifact {
@@ -144,7 +168,7 @@ pub fn build(root: &Path, target_dir: &Path, guests: &[&str]) -> Result<Built, B
         });
     }
     if !guests.is_empty() {
-        cargo_build(root, target_dir, GUESTS_PACKAGE)?;
+        cargo_build(root, target_dir, GUESTS_PACKAGE, interrupted)?;
         for guest in guests {
             let path = artifact(target_dir, guest);
             if !path.is_file() {

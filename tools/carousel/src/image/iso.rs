@@ -8,10 +8,12 @@ use std::fmt::Write;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use carousel_protocol::RUN_CONFIG_MODULE;
 
+use super::child::{self, Stopped};
 use crate::lab::{disk_module, kernel_module};
 
 /// Where GRUB's BIOS modules live (Debian's grub-pc-bin); without them grub-mkrescue makes an
@@ -39,6 +41,8 @@ pub enum IsoError {
     NoBiosGrub,
     #[error("cannot start {GRUB_MKRESCUE}: {source}; {}", crate::host::APT_GRUB)]
     Spawn { source: std::io::Error },
+    #[error("interrupted (Ctrl-C) while making the ISO")]
+    Interrupted,
     #[error("{GRUB_MKRESCUE} failed ({status}):\n{stderr}")]
     Failed {
         status: std::process::ExitStatus,
@@ -94,18 +98,23 @@ pub fn stage(
     Ok(())
 }
 
-/// Runs grub-mkrescue on `staging`, writing `iso`; returns how long it took.
-pub fn mkrescue(staging: &Path, iso: &Path) -> Result<Duration, IsoError> {
+/// Runs grub-mkrescue on `staging`, writing `iso`; returns how long it took. Stops (killing
+/// it) when `interrupted` is set.
+pub fn mkrescue(
+    staging: &Path,
+    iso: &Path,
+    interrupted: &AtomicBool,
+) -> Result<Duration, IsoError> {
     if !Path::new(GRUB_I386_PC).is_dir() {
         return Err(IsoError::NoBiosGrub);
     }
     let start = Instant::now();
-    let output = Command::new(GRUB_MKRESCUE)
-        .arg("-o")
-        .arg(iso)
-        .arg(staging)
-        .output()
-        .map_err(|source| IsoError::Spawn { source })?;
+    let mut command = Command::new(GRUB_MKRESCUE);
+    command.arg("-o").arg(iso).arg(staging);
+    let output = child::run(&mut command, interrupted).map_err(|stopped| match stopped {
+        Stopped::Interrupted => IsoError::Interrupted,
+        Stopped::Spawn(source) => IsoError::Spawn { source },
+    })?;
     if !output.status.success() {
         return Err(IsoError::Failed {
             status: output.status,

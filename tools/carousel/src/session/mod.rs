@@ -5,25 +5,31 @@
 //!
 //! What is here: the run's options and errors, its directory, and [`execute`]: validate, build,
 //! make the ISO, start the emulator, run the loop ([`stream`]), write back persisted disks
-//! ([`persist`]) and decide the outcome. The loop's pieces: COM1 lines ([`lines`]), console
-//! scripts and the focus protocol ([`script`]), typed input ([`interactive`]).
+//! ([`persist`]) and decide the outcome. The run's phases, from building to its end, are a
+//! state machine ([`phase`]); Ctrl-C reaches it through [`interrupt`]. The loop's pieces: COM1
+//! lines ([`lines`]), console scripts and the focus protocol ([`script`]), typed input
+//! ([`interactive`]), the live figures' status line ([`status`]).
 
 pub mod interactive;
+pub mod interrupt;
 pub mod lines;
 pub mod persist;
+pub mod phase;
 pub mod script;
+pub mod status;
 pub mod stream;
 
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use carousel_protocol::record::{Record, TraceLevel};
 use carousel_trace::model::accounting::Accounting;
 use carousel_trace::model::Model;
 use carousel_trace::verdict::{self, Ending, Outcome, RunFacts, Verdict};
 
+use self::phase::Phase;
 use self::stream::RunFiles;
 use crate::emulator::backend::{self, Backend, BackendChoice, EmulatorMemory};
 use crate::emulator::com1::{self, Com1, ConnectError};
@@ -236,7 +242,7 @@ pub fn execute_lab(
     interrupted: &AtomicBool,
 ) -> Result<Finished, RunError> {
     let say = |text: String| {
-        if console == Console::Live {
+        if console.prints() {
             println!("{text}");
         }
     };
@@ -275,7 +281,14 @@ pub fn execute_lab(
             " and the guests"
         }
     ));
-    let built = build::build(&root, &build::target_dir(&root), &guests)?;
+    let built =
+        build::build_unless_interrupted(&root, &build::target_dir(&root), &guests, interrupted)
+            .map_err(|error| match error {
+                BuildError::Interrupted => RunError::Interrupted,
+                error => RunError::Build(error),
+            })?;
+    // Until the emulator runs ([`Phase::Building`]) Ctrl-C ends the run at once: cargo and
+    // grub-mkrescue are killed as the flag is set, and each step looks at it.
     if interrupted.load(Ordering::SeqCst) {
         return Err(RunError::Interrupted);
     }
@@ -310,7 +323,10 @@ pub fn execute_lab(
     let staging = out.join("iso-root");
     let iso_path = out.join("carousel.iso");
     iso::stage(&staging, &built.kernel, &run_config, &vm_files)?;
-    let took = iso::mkrescue(&staging, &iso_path)?;
+    let took = iso::mkrescue(&staging, &iso_path, interrupted).map_err(|error| match error {
+        IsoError::Interrupted => RunError::Interrupted,
+        error => RunError::Iso(error),
+    })?;
     say(format!("iso built in {:.1} s", took.as_secs_f64()));
     if interrupted.load(Ordering::SeqCst) {
         return Err(RunError::Interrupted);
@@ -330,6 +346,12 @@ pub fn execute_lab(
         debugger,
         interrupted,
     )?;
+    let (phase, _) = Phase::Building.next(
+        phase::Event::EmulatorStarted {
+            timeout: Duration::from_secs(timeout_s),
+        },
+        Instant::now(),
+    );
     say(format!(
         "running {} VM{} on {backend} (timeout {timeout_s} s); artifacts in {}",
         lab.vms.len(),
@@ -345,7 +367,7 @@ pub fn execute_lab(
         },
         &mut emulator,
         link,
-        Duration::from_secs(timeout_s),
+        phase,
         interrupted,
         console,
     );

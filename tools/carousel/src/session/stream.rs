@@ -5,7 +5,7 @@
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
@@ -20,28 +20,15 @@ use carousel_trace::verdict::Ending;
 
 use super::interactive::{self, Command};
 use super::lines::{Com1Watch, LineSplitter};
+use super::phase::{self, Action, Phase, Why};
 use super::script::{Event, FocusWriter, Scripts};
+use super::status::{self, StatusLine};
 use crate::emulator::com1::Com1;
 use crate::emulator::Emulator;
 use crate::lab::Lab;
 
 /// How often the run loop looks at the COM files and the emulator.
 pub const POLL: Duration = Duration::from_millis(50);
-/// How long the emulator may take to exit by itself after the RunEnd record.
-pub const EXIT_GRACE: Duration = Duration::from_secs(1);
-/// How long the hypervisor may keep writing after a fatal COM1 line (an error before Hello, or
-/// a panic) before the tool ends the run.
-pub const FATAL_GRACE: Duration = Duration::from_secs(2);
-/// Once every VM has stopped or finished its script, how long the tool waits for the run to
-/// end by itself (the VMs still running may stop, their last records arrive) before it ends
-/// the emulator.
-pub const SCRIPT_GRACE: Duration = Duration::from_secs(1);
-/// How long the hypervisor gets to end the run in order once asked (it may be sending back
-/// persisted disk sectors) before the tool ends the emulator itself.
-pub const END_RUN_GRACE: Duration = Duration::from_secs(60);
-/// At the timeout the hypervisor is asked to end the run, so that the report still comes (and
-/// the log says where each VM stood); this long, before the tool ends the emulator itself.
-pub const TIMEOUT_GRACE: Duration = Duration::from_secs(15);
 
 /// Reads what a file gained since the last call (the emulator appends to it).
 #[derive(Debug)]
@@ -80,11 +67,21 @@ impl Tail {
 /// How much of a run reaches the terminal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Console {
-    /// Progress, every COM1 line and every stream warning as they happen (`carousel run`).
+    /// Progress, every COM1 line and every stream warning as they happen, and the live figures
+    /// ([`status`]: a status line on a terminal, a line each second in a pipe) (`carousel run`).
     Live,
+    /// [`Console::Live`] without the live figures (`carousel run --quiet`).
+    LiveQuiet,
     /// Nothing: the caller gets the records, the outcome and the warnings (`carousel bench`).
     /// COM1 is still in the run directory's `com1.txt`.
     Quiet,
+}
+
+impl Console {
+    /// True unless [`Console::Quiet`]: progress and consoles are printed.
+    pub fn prints(self) -> bool {
+        self != Console::Quiet
+    }
 }
 
 /// Everything received from the hypervisor during a run.
@@ -141,7 +138,7 @@ impl Received {
     }
 
     fn warn(&mut self, warning: String) {
-        if self.console == Console::Live {
+        if self.console.prints() {
             eprintln!("warning: {warning}");
         }
         self.warnings.push(warning);
@@ -154,7 +151,7 @@ impl Received {
     }
 
     fn line(&mut self, line: &str) {
-        if self.console == Console::Live {
+        if self.console.prints() {
             println!("{}", escape::console_line(line));
         }
         let hello_seen = self.model.hello().is_some();
@@ -264,19 +261,21 @@ pub struct RunFiles {
 }
 
 /// The run loop: stream both COM files until the run ends, type scripted and typed console
-/// input; the emulator is dead on return.
+/// input; the emulator is dead on return. `phase` is where the run stands (the emulator has
+/// just started); each poll turns what arrived into [`phase::Event`]s and the phase says when
+/// to ask the hypervisor to end the run and when the run is over. `interrupted` is Ctrl-C's flag
+/// ([`super::interrupt::presses`] counts the presses).
 pub fn stream(
     lab: &Lab,
     files: &RunFiles,
     emulator: &mut Emulator,
     mut link: Option<Com1>,
-    timeout: Duration,
+    mut phase: Phase,
     interrupted: &AtomicBool,
     console: Console,
 ) -> (Ending, Received) {
     let mut com1 = Tail::new(files.com1.clone());
     let mut com2 = Tail::new(files.records.clone());
-    let start = Instant::now();
     let names: Vec<String> = lab.vms.iter().map(|vm| vm.name.clone()).collect();
     let scripts = Scripts::new(lab.vms.iter().map(|vm| vm.script.clone()).collect());
     let debug_port = lab.trace == TraceLevel::Full;
@@ -288,9 +287,9 @@ pub fn stream(
             .map(|link| FocusWriter::new(link.writer(), names.len())),
         names,
         user_focus: 0,
-        live: console == Console::Live,
+        live: console.prints(),
     };
-    let typed = if console == Console::Live {
+    let typed = if console.prints() {
         interactive::spawn_reader()
     } else {
         None
@@ -305,19 +304,21 @@ pub fn stream(
             println!("[carousel] no COM1 connection: typed lines go nowhere");
         }
     }
-    let mut next_live = start + LIVE_PERIOD;
-    let mut run_end_at: Option<Instant> = None;
-    let mut scripts_done_at: Option<Instant> = None;
-    let mut end_requested_at: Option<Instant> = None;
-    let mut timed_out_at: Option<Instant> = None;
+    let mut status = StatusLine::new(
+        std::io::stdout(),
+        status::Mode::for_stdout(console == Console::Live),
+        status::stdout_size,
+    );
+    let mut next_live = Instant::now() + LIVE_PERIOD;
+    let mut presses_seen = 0;
     let ending = loop {
         received.com1(&com1.read_new());
         received.com2(&com2.read_new(), lab);
         let now = Instant::now();
         if now >= next_live {
             next_live = now + LIVE_PERIOD;
-            if let Some(figures) = received.model.live().take().filter(|_| input.live) {
-                println!("{}", live::line(&figures));
+            if let Some(figures) = received.model.live().take() {
+                status.show(&live::line(&figures));
             }
         }
         let mut events = std::mem::take(&mut received.script_events);
@@ -328,58 +329,20 @@ pub fn stream(
         if let Some(typed) = &typed {
             input.typed(typed);
         }
-        if let Some(asked) = timed_out_at {
-            // The run is over either way; the hypervisor's own end only adds its records.
-            let ended =
-                received.run_end_seen() && now - *run_end_at.get_or_insert(now) >= EXIT_GRACE;
-            if ended || emulator.try_exited().is_some() || now - asked >= TIMEOUT_GRACE {
-                break Ending::TimedOut;
-            }
-        } else if received.run_end_seen() {
-            let since = *run_end_at.get_or_insert(now);
-            if emulator.try_exited().is_some() || now - since >= EXIT_GRACE {
-                break Ending::RunEnd;
-            }
-        } else if emulator.try_exited().is_some() {
-            break Ending::EmulatorExited;
-        } else if received.fatal_at.is_some_and(|at| now - at >= FATAL_GRACE) {
-            break Ending::FatalLine;
-        } else if received.scripts_done()
-            && now - *scripts_done_at.get_or_insert(now) >= SCRIPT_GRACE
-        {
-            // Ask the hypervisor to end the run in order (summaries, persisted sectors,
-            // RunEnd); end the emulator ourselves only if it does not within the grace.
-            let asked = *end_requested_at.get_or_insert_with(|| {
-                if input.live {
-                    let failed = (0..lab.vms.len())
-                        .filter(|&vm| received.scripts.failed_step(vm).is_some())
-                        .count();
-                    if failed == 0 {
-                        println!("[carousel] all scripts finished; ending the run");
-                    } else {
-                        println!(
-                            "[carousel] all scripts finished ({failed} failed); ending the run"
-                        );
-                    }
-                }
-                input.end_run();
-                now
-            });
-            if now - asked >= END_RUN_GRACE {
-                break Ending::ScriptsFinished;
-            }
-        } else if now - start >= timeout {
-            if input.live {
-                println!("[carousel] the timeout has come; ending the run");
-            }
-            input.end_run();
-            timed_out_at = Some(now);
-        } else if interrupted.load(Ordering::SeqCst) {
-            break Ending::Interrupted;
+        let presses = super::interrupt::presses(interrupted);
+        for event in received.phase_events(emulator, presses.saturating_sub(presses_seen)) {
+            let (next, action) = phase.next(event, now);
+            phase = next;
+            input.act(action, &received, lab.vms.len());
+        }
+        presses_seen = presses;
+        if let Some(ending) = phase.ended() {
+            break ending;
         }
         std::thread::sleep(POLL);
     };
     emulator.kill();
+    status.clear();
     drop(input);
     if let Some(link) = link {
         link.finish();
@@ -394,6 +357,33 @@ pub fn stream(
         ending
     };
     (ending, received)
+}
+
+impl Received {
+    /// What this poll saw, as the run's phase takes it (levels: a phase ignores what changes
+    /// nothing), ending with the clock's [`phase::Event::Tick`]; `new_presses` Ctrl-C presses
+    /// came since the last poll.
+    fn phase_events(&self, emulator: &mut Emulator, new_presses: u32) -> Vec<phase::Event> {
+        let mut events = Vec::new();
+        if self.model.hello().is_some() {
+            events.push(phase::Event::Hello);
+        }
+        if self.run_end_seen() {
+            events.push(phase::Event::RunEnd);
+        }
+        if emulator.try_exited().is_some() {
+            events.push(phase::Event::EmulatorExited);
+        }
+        if self.fatal_at.is_some() {
+            events.push(phase::Event::FatalLine);
+        }
+        if self.scripts_done() {
+            events.push(phase::Event::ScriptsDone);
+        }
+        events.extend((0..new_presses).map(|_| phase::Event::Interrupt));
+        events.push(phase::Event::Tick);
+        events
+    }
 }
 
 /// Console input during a run: the scripts' sends and the user's typed lines, both through
@@ -427,6 +417,42 @@ impl<W: Write> Input<W> {
                 "[carousel] cannot send to {}: {error}",
                 self.names[vm]
             ));
+        }
+    }
+
+    /// Carries out what the run's phase asked for: the in-band request to end the run, and what
+    /// the user is told.
+    fn act(&mut self, action: Action, received: &Received, vm_count: usize) {
+        match action {
+            Action::Nothing => {}
+            Action::Ask(why) => {
+                self.say(match why {
+                    Why::Scripts => {
+                        let failed = (0..vm_count)
+                            .filter(|&vm| received.scripts.failed_step(vm).is_some())
+                            .count();
+                        if failed == 0 {
+                            "[carousel] all scripts finished; ending the run".to_string()
+                        } else {
+                            format!(
+                                "[carousel] all scripts finished ({failed} failed); ending the run"
+                            )
+                        }
+                    }
+                    Why::Timeout => "[carousel] the timeout has come; ending the run".to_string(),
+                    Why::Interrupt => format!(
+                        "[carousel] interrupted (Ctrl-C): ending the run within {} ms \
+                         (Ctrl-C again ends it at once)",
+                        phase::INTERRUPT_GRACE.as_millis()
+                    ),
+                });
+                self.end_run();
+            }
+            Action::Hurry => self.say(format!(
+                "[carousel] interrupted (Ctrl-C): the run ends within {} ms (Ctrl-C again \
+                 ends it at once)",
+                phase::INTERRUPT_GRACE.as_millis()
+            )),
         }
     }
 

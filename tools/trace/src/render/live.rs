@@ -132,6 +132,24 @@ mod tests {
     }
 
     #[test]
+    fn guest_names_reach_the_line_escaped() {
+        // The status line is drawn with cursor movements: a name must not carry its own.
+        let mut live = LiveWindow::new();
+        let mut hello = hello();
+        if let Record::Hello { vms, .. } = &mut hello {
+            vms[0] = "a\x1b[2J\r\u{202e}".into();
+        }
+        live.record(&hello);
+        live.record(&Record::Events {
+            tsc: 0,
+            events: slice(0, 0, 10).to_vec(),
+        });
+        let line = take_line(&mut live).expect("a line");
+        assert!(!line.chars().any(crate::escape::unsafe_char), "{line:?}");
+        assert!(line.contains("a\\x1b[2J"), "{line:?}");
+    }
+
+    #[test]
     fn losses_add_up_from_gaps_and_drop_counters() {
         let mut live = LiveWindow::new();
         live.record(&hello());
