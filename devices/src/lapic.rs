@@ -269,11 +269,12 @@ pub struct TimerFire {
 }
 
 impl TimerFire {
-    /// Folds `later` (found after `self`) into `self`.
+    /// Folds `later` (found after `self`) into `self`. The counts saturate, as each count does
+    /// (`Lapic::expirations_by`).
     fn merge(&mut self, later: Self) {
-        self.expirations += later.expirations;
-        self.coalesced += later.coalesced;
-        self.dropped += later.dropped;
+        self.expirations = self.expirations.saturating_add(later.expirations);
+        self.coalesced = self.coalesced.saturating_add(later.coalesced);
+        self.dropped = self.dropped.saturating_add(later.dropped);
         self.raised |= later.raised;
         self.first_deadline = match (self.first_deadline, later.first_deadline) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -1282,6 +1283,26 @@ pub(crate) mod tests {
             .to_string(),
             "vector 32 acknowledged, but vector 46 is the one pending"
         );
+    }
+
+    /// Found by the `devices` fuzz target: expiry counts saturate at `u64::MAX` (a timer
+    /// clock far faster than the TSC, and a long time between calls), and folding two such
+    /// counts into one report overflowed.
+    #[test]
+    fn huge_expiry_counts_saturate_when_merged() {
+        let clock = TimerClock::new(u64::MAX, 1).unwrap();
+        let mut lapic = Lapic::new(0, clock);
+        lapic.write(SVR, 0x13F, 0);
+        lapic.write(TIMER_DIVIDE_CONFIGURATION, 0xB, 0);
+        lapic.write(LVT_TIMER, LVT_TIMER_PERIODIC | 32, 0);
+        lapic.write(TIMER_INITIAL_COUNT, 1, 0);
+        // Each write processes the expiries up to its `now` and keeps them for `advance`.
+        lapic.write(TIMER_INITIAL_COUNT, 1, u64::MAX / 2);
+        lapic.write(TIMER_INITIAL_COUNT, 1, u64::MAX);
+        let fire = lapic.advance(u64::MAX);
+        assert_eq!(fire.expirations, u64::MAX);
+        assert!(fire.raised);
+        assert!(fire.coalesced + fire.dropped <= fire.expirations);
     }
 
     /// One step of the guest or the hypervisor.
