@@ -546,7 +546,7 @@ impl Lapic {
     pub fn next_deadline(&self) -> Option<u64> {
         self.countdown
             .filter(|_| self.lvt_timer & LVT_MASKED == 0)
-            .map(|countdown| self.deadline(&countdown, countdown.processed + 1))
+            .map(|countdown| self.deadline(&countdown, countdown.processed.saturating_add(1)))
     }
 
     /// Processes every timer expiry up to `now`: the timer vector becomes pending in the IRR
@@ -1285,24 +1285,40 @@ pub(crate) mod tests {
         );
     }
 
+    /// A periodic timer of count 1, divide by 1, started at TSC 0, on a timer clock 2^64 times
+    /// faster than the TSC: its expiry counts saturate at once.
+    fn racing_timer() -> Lapic {
+        let mut lapic = Lapic::new(0, TimerClock::new(u64::MAX, 1).unwrap());
+        lapic.write(SVR, 0x13F, 0);
+        lapic.write(TIMER_DIVIDE_CONFIGURATION, 0xB, 0);
+        lapic.write(LVT_TIMER, LVT_TIMER_PERIODIC | 32, 0);
+        lapic.write(TIMER_INITIAL_COUNT, 1, 0);
+        lapic
+    }
+
     /// Found by the `devices` fuzz target: expiry counts saturate at `u64::MAX` (a timer
     /// clock far faster than the TSC, and a long time between calls), and folding two such
     /// counts into one report overflowed.
     #[test]
     fn huge_expiry_counts_saturate_when_merged() {
-        let clock = TimerClock::new(u64::MAX, 1).unwrap();
-        let mut lapic = Lapic::new(0, clock);
-        lapic.write(SVR, 0x13F, 0);
-        lapic.write(TIMER_DIVIDE_CONFIGURATION, 0xB, 0);
-        lapic.write(LVT_TIMER, LVT_TIMER_PERIODIC | 32, 0);
-        lapic.write(TIMER_INITIAL_COUNT, 1, 0);
+        let mut lapic = racing_timer();
         // Each write processes the expiries up to its `now` and keeps them for `advance`.
         lapic.write(TIMER_INITIAL_COUNT, 1, u64::MAX / 2);
         lapic.write(TIMER_INITIAL_COUNT, 1, u64::MAX);
         let fire = lapic.advance(u64::MAX);
         assert_eq!(fire.expirations, u64::MAX);
         assert!(fire.raised);
-        assert!(fire.coalesced + fire.dropped <= fire.expirations);
+        assert!(fire.coalesced.saturating_add(fire.dropped) <= fire.expirations);
+    }
+
+    /// Found by the `devices` fuzz target: after an expiry count saturated, asking for the
+    /// next deadline (the one after the last expiry processed) overflowed. It is not exact
+    /// past 2^64 expiries of one count, but it is there.
+    #[test]
+    fn a_deadline_after_a_saturated_count() {
+        let mut lapic = racing_timer();
+        assert_eq!(lapic.advance(u64::MAX).expirations, u64::MAX);
+        assert!(lapic.next_deadline().is_some());
     }
 
     /// One step of the guest or the hypervisor.
