@@ -16,8 +16,9 @@
 //!   APIC pins routed to this APIC) are ever pending or in service, never one below 16; at most
 //!   one vector per priority class is in service; the vector offered beats the processor
 //!   priority and acknowledging it succeeds; ICR delivery status reads 0; the current count never
-//!   exceeds the initial count; after `advance(now)` the next deadline is after `now`; the I/O
-//!   APIC's read-only and reserved entry bits stay 0.
+//!   exceeds the initial count; after `advance(now)` the next deadline is after `now` (until
+//!   2^64 expiries have passed, where the counts saturate); the I/O APIC's read-only and
+//!   reserved entry bits stay 0.
 //! - Legacy: the PIC masks, CMOS RAM and CRTC registers read back what was written; the clock
 //!   registers hold valid BCD (or binary) values; the i8042 delivers each scancode once, in order,
 //!   with OBF and IRQ 1 up exactly while one waits.
@@ -667,8 +668,8 @@ fn interrupts(u: &mut Unstructured) -> Result<()> {
     let mut lapic = Lapic::new(apic_id, clock);
     let mut ioapic = IoApic::new(u.arbitrary()?);
     let mut select: u8 = 0;
-    // An expiry count reached u64::MAX (a timer clock far faster than the TSC).
-    let mut saturated = false;
+    // Timer expiries reported so far (saturating: a timer clock far faster than the TSC).
+    let mut expirations = 0u64;
     let mut now: u64 = if u.arbitrary()? { 0 } else { u.arbitrary()? };
     // Every vector the guest's programming ever allowed.
     let mut programmed = VectorSet::new();
@@ -752,15 +753,16 @@ fn interrupts(u: &mut Unstructured) -> Result<()> {
                 );
                 if fire.expirations < u64::MAX {
                     assert_eq!(fire.raised, fire.expirations > unraised, "{fire:?}");
-                } else {
-                    // Past 2^64 expiries of one count the model no longer knows the next one.
-                    saturated = true;
                 }
+                // Past 2^64 expiries of one count the model no longer knows the next one: that
+                // takes more than 2^64 expiries reported in all.
+                expirations = expirations.saturating_add(fire.expirations);
+                let saturated = expirations == u64::MAX;
                 let deadline = lapic.next_deadline();
                 assert!(
                     saturated
                         || deadline.is_none_or(|deadline| deadline > now || deadline == u64::MAX),
-                    "next deadline {deadline:?} at {now}"
+                    "next deadline {deadline:?} at {now}: {lapic:?}"
                 );
             }
             9 => {
