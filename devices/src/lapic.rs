@@ -274,11 +274,12 @@ pub struct TimerFire {
 }
 
 impl TimerFire {
-    /// Folds `later` (found after `self`) into `self`.
+    /// Folds `later` (found after `self`) into `self`. The counts saturate, as each count does
+    /// (`Lapic::expirations_by`).
     fn merge(&mut self, later: Self) {
-        self.expirations += later.expirations;
-        self.coalesced += later.coalesced;
-        self.dropped += later.dropped;
+        self.expirations = self.expirations.saturating_add(later.expirations);
+        self.coalesced = self.coalesced.saturating_add(later.coalesced);
+        self.dropped = self.dropped.saturating_add(later.dropped);
         self.raised |= later.raised;
         self.first_deadline = match (self.first_deadline, later.first_deadline) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -462,7 +463,7 @@ impl Lapic {
         self.write_register(offset, value, now);
         self.due = self
             .countdown
-            .map(|countdown| self.deadline(&countdown, countdown.processed + 1));
+            .map(|countdown| self.deadline(&countdown, countdown.processed.saturating_add(1)));
     }
 
     fn write_register(&mut self, offset: u64, value: u32, now: u64) {
@@ -943,7 +944,7 @@ impl Lapic {
         }
         let mut fire = TimerFire {
             expirations: due - countdown.processed,
-            first_deadline: Some(self.deadline(&countdown, countdown.processed + 1)),
+            first_deadline: Some(self.deadline(&countdown, countdown.processed.saturating_add(1))),
             ..TimerFire::default()
         };
         countdown.processed = due;
@@ -951,7 +952,7 @@ impl Lapic {
         self.countdown = self.periodic().then_some(countdown);
         self.due = self
             .countdown
-            .map(|countdown| self.deadline(&countdown, countdown.processed + 1));
+            .map(|countdown| self.deadline(&countdown, countdown.processed.saturating_add(1)));
         match self.timer_vector().map(|vector| self.raise(vector)) {
             Some(Ok(true)) => {
                 fire.raised = true;
@@ -1499,6 +1500,42 @@ pub(crate) mod tests {
             .to_string(),
             "vector 32 acknowledged, but vector 46 is the one pending"
         );
+    }
+
+    /// A periodic timer of count 1, divide by 1, started at TSC 0, on a timer clock 2^64 times
+    /// faster than the TSC: its expiry counts saturate at once.
+    fn racing_timer() -> Lapic {
+        let mut lapic = Lapic::new(0, TimerClock::new(u64::MAX, 1).unwrap());
+        lapic.write(SVR, 0x13F, 0);
+        lapic.write(TIMER_DIVIDE_CONFIGURATION, 0xB, 0);
+        lapic.write(LVT_TIMER, LVT_TIMER_PERIODIC | 32, 0);
+        lapic.write(TIMER_INITIAL_COUNT, 1, 0);
+        lapic
+    }
+
+    /// Found by the `devices` fuzz target: expiry counts saturate at `u64::MAX` (a timer
+    /// clock far faster than the TSC, and a long time between calls), and folding two such
+    /// counts into one report overflowed.
+    #[test]
+    fn huge_expiry_counts_saturate_when_merged() {
+        let mut lapic = racing_timer();
+        // Each write processes the expiries up to its `now` and keeps them for `advance`.
+        lapic.write(TIMER_INITIAL_COUNT, 1, u64::MAX / 2);
+        lapic.write(TIMER_INITIAL_COUNT, 1, u64::MAX);
+        let fire = lapic.advance(u64::MAX);
+        assert_eq!(fire.expirations, u64::MAX);
+        assert!(fire.raised);
+        assert!(fire.coalesced.saturating_add(fire.dropped) <= fire.expirations);
+    }
+
+    /// Found by the `devices` fuzz target: after an expiry count saturated, asking for the
+    /// next deadline (the one after the last expiry processed) overflowed. It is not exact
+    /// past 2^64 expiries of one count, but it is there.
+    #[test]
+    fn a_deadline_after_a_saturated_count() {
+        let mut lapic = racing_timer();
+        assert_eq!(lapic.advance(u64::MAX).expirations, u64::MAX);
+        assert!(lapic.next_deadline().is_some());
     }
 
     /// One step of the guest or the hypervisor.
