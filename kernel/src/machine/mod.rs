@@ -795,12 +795,10 @@ impl<V: Vcpu, F: Frames, H: Host> Machine<V, F, H> {
     }
 
     /// The nearest instant the hypervisor must act while VM `id` runs: another VM's wake-up,
-    /// the serial lines' next feed, an interrupt this VM's LAPIC timer can deliver now (RFLAGS.IF set, the vector not already
-    /// waiting: a deadline that changes nothing must not shorten the slice), or the moment idle
-    /// detection would call it idle.
+    /// the serial lines' next feed, this VM's next LAPIC tick that raises something (the vector
+    /// not already waiting: a deadline that changes nothing must not shorten the slice), or the
+    /// moment idle detection would call it idle.
     fn deadline_for(&mut self, id: VmId, now: Cycles) -> Result<Option<Cycles>, VcpuError> {
-        /// RFLAGS.IF.
-        const RFLAGS_IF: u64 = 1 << 9;
         let others = self.earliest_deadline();
         // The serial lines' next feed: an exit of the hypervisor's own, so that they keep up
         // with guests that never exit.
@@ -809,10 +807,11 @@ impl<V: Vcpu, F: Frames, H: Host> Machine<V, F, H> {
         let Some(vm) = self.vms[usize::from(id)].as_mut() else {
             return Ok([others, feed].into_iter().flatten().min());
         };
-        let own = match vm.platform.lapic.deliverable_deadline() {
-            Some(deadline) if vm.vcpu.read(Reg::Rflags)? & RFLAGS_IF != 0 => Some(deadline),
-            _ => None,
-        };
+        // The VM's own tick, whether or not it has interrupts on now: at the deadline the vector
+        // becomes pending, and if IF = 0 the interrupt window delivers it the moment the guest
+        // enables interrupts (xv6 holds spinlocks with IF = 0; waiting for its next slice would
+        // cost a rotation). Once it is pending, later expiries fold into it and stop nobody.
+        let own = vm.platform.lapic.deliverable_deadline();
         let idle = threshold.and_then(|threshold| {
             vm.spaces
                 .idle_for()
