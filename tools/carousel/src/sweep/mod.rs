@@ -494,6 +494,7 @@ fn run_one(
         exit_code: 0,
         wall_s: 0.0,
         tsc_hz: None,
+        quantum_clock: None,
         vms,
     };
     let run_options = RunOptions {
@@ -507,6 +508,7 @@ fn run_one(
             if let Some(hello) = &finished.model.hello {
                 result.lab_hash = format!("{:#018x}", hello.lab_hash);
                 result.commit = hello.commit.clone();
+                result.quantum_clock = Some(hello.quantum_clock.name().to_string());
             }
             let accounting = finished.accounting();
             result.tsc_hz = accounting.tsc_hz;

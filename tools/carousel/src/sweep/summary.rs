@@ -71,6 +71,9 @@ pub struct RunResult {
     pub wall_s: f64,
     /// The TSC frequency the hypervisor reported.
     pub tsc_hz: Option<u64>,
+    /// The clock the run's quanta were measured on (`wall` or `guest`, from its Hello record).
+    #[serde(default)]
+    pub quantum_clock: Option<String>,
     /// The run's VMs, in id order.
     pub vms: Vec<VmInfo>,
 }
@@ -155,6 +158,8 @@ pub struct Summary {
     pub plan: Option<Plan>,
     /// The TSC frequency of the runs (the first that reported one).
     pub tsc_hz: Option<u64>,
+    /// The clocks the runs' quanta were measured on, each named once.
+    pub quantum_clocks: Vec<String>,
     pub backend: Option<String>,
     /// One per configuration, in plan order (by workload, weight set, policy, quantum), or in
     /// the order the run directories sort without a plan.
@@ -272,8 +277,18 @@ pub fn collect(dir: &Path) -> Result<Summary, String> {
 /// The comparison of `found` runs; with a `plan`, runs it lists that are not among them show as
 /// never run, and runs it does not list are left out.
 pub fn summarize(plan: Option<Plan>, found: &[FoundRun]) -> Summary {
+    let mut quantum_clocks: Vec<String> = Vec::new();
+    for clock in found
+        .iter()
+        .filter_map(|run| run.result.quantum_clock.as_ref())
+    {
+        if !quantum_clocks.contains(clock) {
+            quantum_clocks.push(clock.clone());
+        }
+    }
     let mut summary = Summary {
         tsc_hz: found.iter().find_map(|run| run.result.tsc_hz),
+        quantum_clocks,
         backend: plan
             .as_ref()
             .map(|plan| plan.backend.clone())
@@ -492,11 +507,19 @@ impl Summary {
         }
         let _ = writeln!(
             out,
-            "{} configurations, {ok} runs measured, {failed} not{}",
+            "{} configurations, {ok} runs measured, {failed} not{}{}",
             self.rows.len(),
             self.tsc_hz
                 .map(|hz| format!("; TSC {} Hz (times in µs)", group(hz)))
-                .unwrap_or_default()
+                .unwrap_or_default(),
+            match self.quantum_clocks.as_slice() {
+                [] => String::new(),
+                [clock] => format!("; quanta on the {clock} clock"),
+                clocks => format!(
+                    "; quanta on the {} clocks (runs differ)",
+                    clocks.join(" and ")
+                ),
+            }
         );
         out
     }
@@ -716,6 +739,7 @@ impl Summary {
             commit: self.plan.as_ref().map(|plan| plan.commit.clone()),
             backend: self.backend.clone(),
             tsc_hz: self.tsc_hz,
+            quantum_clocks: self.quantum_clocks.clone(),
             knee_margin_pct: KNEE_MARGIN_PCT,
             runs_measured: ok,
             runs_failed: failed,
@@ -768,6 +792,7 @@ struct SummaryJson {
     commit: Option<String>,
     backend: Option<String>,
     tsc_hz: Option<u64>,
+    quantum_clocks: Vec<String>,
     knee_margin_pct: f64,
     runs_measured: usize,
     runs_failed: usize,
@@ -953,6 +978,7 @@ mod tests {
                 exit_code: 0,
                 wall_s: 1.0,
                 tsc_hz: Some(1_000_000),
+                quantum_clock: Some("wall".into()),
                 vms: vec![VmInfo {
                     name: "s".into(),
                     kernel: "spin".into(),
@@ -1035,7 +1061,9 @@ mod tests {
         assert_eq!(row["lab_hash"], "0x7");
         assert_eq!(row["commit"], "abc");
         assert_eq!(json["runs"][2]["status"], "failed");
+        assert_eq!(json["quantum_clocks"][0], "wall");
         let text = summary.text();
+        assert!(text.contains("quanta on the wall clock"), "{text}");
         assert!(text.contains("3.000±1.000"), "{text}");
         assert!(text.contains("2 (1 failed)"), "{text}");
         assert!(text.contains("RUNS WITHOUT FIGURES"), "{text}");

@@ -20,6 +20,8 @@ struct Report {
     idle_cycles: Option<u64>,
     dropped: Option<u64>,
     tsc_hz: Option<u64>,
+    /// The clock the quanta were measured on (`wall` or `guest`).
+    quantum_clock: Option<&'static str>,
     vms: Vec<VmJson>,
     exits: Vec<ExitJson>,
     disk: Vec<DiskJson>,
@@ -123,6 +125,7 @@ pub fn report(accounting: &Accounting) -> Value {
         idle_cycles: run.map(|r| r.idle),
         dropped: run.map(|r| r.dropped_records),
         tsc_hz: accounting.tsc_hz,
+        quantum_clock: accounting.quantum_clock.map(|clock| clock.name()),
         vms,
         exits,
         disk,
@@ -153,6 +156,14 @@ mod tests {
         assert_eq!(report["root_cycles"], 30);
         assert_eq!(report["idle_cycles"], 5);
         assert_eq!(report["dropped"], 0);
+        assert_eq!(report["quantum_clock"], "wall");
+        // Without a Hello the clock is unknown.
+        let records: Vec<_> = report_trace()
+            .into_iter()
+            .filter(|record| !matches!(record, carousel_protocol::record::Record::Hello { .. }))
+            .collect();
+        let unnamed = super::report(&Accounting::from_records(&records, &[]));
+        assert_eq!(unnamed["quantum_clock"], Value::Null);
         assert_eq!(report["vms"][0]["name"], "a");
         assert_eq!(report["vms"][1]["running_cycles"], 60);
         assert_eq!(report["vms"][0]["wake_latency"]["p99"], 9);
