@@ -232,6 +232,15 @@ pub fn decide(facts: &RunFacts<'_>) -> Outcome {
                     ),
                     false,
                 ),
+                // Ctrl-C: the tool asked the hypervisor to end the run, and it stopped the VMs
+                // still running. They did not fail; the run was cut short.
+                (Some(StopReason::EndedByHost), _) if facts.ending == Ending::Interrupted => (
+                    VmState::NotStopped,
+                    "still running when interrupted (the hypervisor ended it on the tool's \
+                     request)"
+                        .to_string(),
+                    false,
+                ),
                 (Some(stop), _) if !stop.is_success() => (VmState::Failed, stop.to_string(), true),
                 (_, Some(ScriptResult::Failed { reason, .. })) => {
                     (VmState::Failed, reason.clone(), true)
@@ -571,6 +580,33 @@ mod tests {
         let outcome = decide(&facts(&vms, &records, Ending::Interrupted));
         assert_eq!(outcome.exit_code(), 130);
         assert_eq!(outcome.rows[0].reason, "still running when interrupted");
+    }
+
+    /// Ctrl-C answered in band: the hypervisor stopped the running VMs as "ended by the host".
+    /// They were cut short, not failed; a VM that had already stopped keeps its own reason.
+    #[test]
+    fn an_answered_interrupt_is_not_a_failure() {
+        let vms = names(&["a", "b"]);
+        let records = [
+            hello(&["a", "b"]),
+            exited(1, EXIT_SUCCESS),
+            stopped(0, StopReason::EndedByHost),
+            END,
+        ];
+        let outcome = decide(&facts(&vms, &records, Ending::Interrupted));
+        assert_eq!(outcome.exit_code(), 130);
+        assert_eq!(outcome.rows[0].state, VmState::NotStopped);
+        assert!(
+            outcome.rows[0]
+                .reason
+                .starts_with("still running when interrupted"),
+            "{:?}",
+            outcome.rows[0]
+        );
+        assert_eq!(outcome.rows[1].state, VmState::Passed);
+        // Without Ctrl-C, "ended by the host" stays what it says.
+        let outcome = decide(&facts(&vms, &records, Ending::RunEnd));
+        assert_eq!(outcome.rows[0].state, VmState::Failed);
     }
 
     #[test]
