@@ -60,7 +60,7 @@ pub struct CpuFacts {
     pub xcr0_supported: u64,
     /// The EPT records accessed and dirty flags.
     pub accessed_dirty: bool,
-    /// MAXPHYADDR (CPUID.80000008H:EAX[7:0]).
+    /// MAXPHYADDR (`CPUID.80000008H:EAX[7:0]`).
     pub physical_address_bits: u8,
 }
 
