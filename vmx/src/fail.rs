@@ -1,7 +1,7 @@
 //! How a VMX instruction fails.
 //!
-//! Reference: Intel SDM, Order Number 325462-083US, March 2024: 31.2 "Conventions" (VMsucceed,
-//! VMfailInvalid, VMfailValid) and 31.4 "VM Instruction Error Numbers".
+//! Reference: Intel SDM, Order Number 325462-083US, March 2024: 32.2 "Conventions" (VMsucceed,
+//! VMfailInvalid, VMfailValid) and 32.4 "VM Instruction Error Numbers".
 
 use core::fmt;
 
@@ -27,7 +27,7 @@ impl fmt::Display for VmFail {
 
 macro_rules! instruction_errors {
     ($($number:literal => $name:ident, $text:literal;)*) => {
-        /// The VM-instruction error field, named as in SDM 31.4 "VM Instruction Error Numbers".
+        /// The VM-instruction error field, named as in SDM 32.4 "VM Instruction Error Numbers".
         #[derive(Clone, Copy, PartialEq, Eq, Debug)]
         pub enum VmInstructionError {
             $(#[doc = $text] $name,)*

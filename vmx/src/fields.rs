@@ -1,7 +1,7 @@
 //! VMCS field encodings, typed by field width.
 //!
 //! Reference: Intel SDM, Order Number 325462-083US, March 2024: Appendix B "Field Encoding in
-//! VMCS", and 25.11.2 "VMREAD, VMWRITE, and Encodings of VMCS Fields". Names are the SDM's field
+//! VMCS", and 26.11.2 "VMREAD, VMWRITE, and Encodings of VMCS Fields". Names are the SDM's field
 //! names in upper snake case. 64-bit fields are listed by their "full" encoding (bit 0 = 0):
 //! Carousel runs in 64-bit mode, where one VMREAD/VMWRITE moves all 64 bits.
 //!
@@ -404,7 +404,7 @@ mod tests {
         }
     }
 
-    /// 25.11.2: bit 0 is the access type (0 = full), bit 12 and bits 31:15 are reserved.
+    /// 26.11.2: bit 0 is the access type (0 = full), bit 12 and bits 31:15 are reserved.
     #[test]
     fn encodings_are_full_access_and_reserved_bits_are_clear() {
         for (name, encoding, _) in all() {

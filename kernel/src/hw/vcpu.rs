@@ -2,8 +2,9 @@
 //! VMCS. Every VMREAD and VMWRITE goes through a [`CurrentVmcs`] token, which only
 //! [`Vmcs::current`] makes, after loading that VMCS if another was current.
 //!
-//! Reference: Intel SDM 325462-083US (March 2024), volume 3C: 25 "Virtual Machine Control
-//! Structures", 27.6 "Event Injection", 28.2 "Recording VM-Exit Information".
+//! Reference: Intel SDM 325462-083US (March 2024), volume 3C: 26 "Virtual Machine Control
+//! Structures", 28.6 "Event Injection", 29.2 "Recording VM-Exit Information and Updating VM-Entry
+//! Control Fields".
 
 use alloc::string::String;
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -159,7 +160,7 @@ impl VmxVcpu {
             xsave: vmx.xsave,
         };
         // SAFETY: the region is a fresh frame carrying the revision identifier (written by the
-        // caller); VMCLEAR initialises it (25.11.3 "Initializing a VMCS").
+        // caller); VMCLEAR initialises it (26.11.3 "Initializing a VMCS").
         unsafe { vmx::vmclear(region)? };
         CURRENT.store(0, Ordering::Relaxed);
         let mut vmcs = vcpu.vmcs.current()?;
@@ -178,7 +179,7 @@ impl VmxVcpu {
     }
 
     /// The guest-visible value of CR0 or CR4: owned bits from the register, the others from
-    /// the read shadow (25.6.6 "Guest/Host Masks and Read Shadows for CR0 and CR4").
+    /// the read shadow (26.6.6 "Guest/Host Masks and Read Shadows for CR0 and CR4").
     fn visible(
         &mut self,
         register: FieldNatural,
@@ -244,6 +245,8 @@ impl Vcpu for VmxVcpu {
             Reg::Cpl => vmcs
                 .read32(GUEST_SS_ACCESS_RIGHTS)
                 .map(|access| u64::from((access >> AR_DPL_SHIFT) & 3)),
+            // Interruptibility state (26.4.2 "Guest Non-Register State", table "Format of
+            // Interruptibility State"): bit 0 blocking by STI, bit 1 blocking by MOV SS.
             Reg::InterruptShadow => vmcs
                 .read32(GUEST_INTERRUPTIBILITY_STATE)
                 .map(|state| u64::from(state & 0b11 != 0)),
@@ -351,7 +354,8 @@ impl Vcpu for VmxVcpu {
         };
         let mut vmcs = self.vmcs()?;
         // SAFETY: the VMCS is current (the token); an external interrupt of a vector the guest
-        // programmed, or an architectural exception, is a valid event to inject (27.6.1).
+        // programmed, or an architectural exception, is a valid event to inject (28.6.1
+        // "Vectored-Event Injection").
         unsafe {
             if let Some(code) = code {
                 vmcs.write32(VM_ENTRY_EXCEPTION_ERROR_CODE, code)
@@ -509,8 +513,9 @@ impl VmxVcpu {
 
     /// A guest CR0 write that turns paging on with EFER.LME set enters IA-32e mode, one that
     /// turns it off leaves it: EFER.LMA and the "IA-32e mode guest" entry control follow (the
-    /// processor does this itself for writes that do not exit; SDM 9.8.5 "Initializing IA-32e
-    /// Mode", 27.3.2.1 "Loading Guest Control Registers...").
+    /// processor does this itself for writes that do not exit; SDM vol. 3A 10.8.5 "Initializing
+    /// IA-32e Mode", vol. 3C 28.3.2.1 "Loading Guest Control Registers, Debug Registers, and
+    /// MSRs").
     fn enter_or_leave_long_mode(&mut self, cr0: u64) -> Result<(), VcpuError> {
         const PG: u64 = 1 << 31;
         const LME: u64 = 1 << 8;
@@ -529,7 +534,10 @@ impl VmxVcpu {
             (efer & !LMA, entry & !long_mode)
         };
         // SAFETY: the VMCS is current (the token); EFER.LMA and the IA-32e entry control agree
-        // with the guest's CR0 and EFER.LME, as VM entry requires (27.3.1.1).
+        // with the guest's CR0 and EFER.LME, as VM entry requires (28.3.1.1 "Checks on Guest
+        // Control Registers, Debug Registers, and MSRs", paraphrased: with "load IA32_EFER" set,
+        // EFER.LMA must equal the "IA-32e mode guest" control, and must equal EFER.LME when
+        // CR0.PG is 1).
         unsafe {
             vmcs.write64(GUEST_IA32_EFER, efer)
                 .map_err(failed("VMWRITE"))?;
@@ -539,7 +547,7 @@ impl VmxVcpu {
     }
 
     /// After a VM exit: an event whose delivery the exit interrupted (IDT-vectoring information
-    /// valid) is delivered again at the next entry (28.2.4 "Information for VM Exits During
+    /// valid) is delivered again at the next entry (29.2.4 "Information for VM Exits During
     /// Event Delivery").
     fn reinject_interrupted_event(&mut self) -> Result<(), VcpuError> {
         const VALID: u32 = 1 << 31;
