@@ -459,7 +459,10 @@ impl<V: Vcpu> Vm<V> {
                     if !self.ept.remap_4k(gpa, frame, permissions, pool) {
                         self.ept
                             .map_4k(gpa, frame, permissions, pool)
-                            .map_err(|error| VcpuError::new("EPT mapping", error))?;
+                            .map_err(|error| VcpuError::EptMapping {
+                                gpa: gpa.as_u64(),
+                                error,
+                            })?;
                     }
                 }
                 None => {

@@ -192,8 +192,9 @@ pub enum InterruptionType {
     OtherEvent,
 }
 
-/// The VM-exit interruption-information field (26.9.2) and, in the same layout, the VM-entry
-/// interruption-information field used to inject an event (26.8.3).
+/// The VM-exit interruption-information field (26.9.2) and, in the same layout, the
+/// IDT-vectoring information field (26.9.3) and the VM-entry interruption-information field used
+/// to inject an event (26.8.3).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct InterruptionInfo {
     /// Bits 7:0.

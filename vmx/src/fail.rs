@@ -5,6 +5,8 @@
 
 use core::fmt;
 
+use crate::fields;
+
 /// A VMX instruction that did not succeed.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum VmFail {
@@ -21,6 +23,87 @@ impl fmt::Display for VmFail {
         match self {
             Self::Invalid => f.write_str("VMfailInvalid (no current VMCS or bad pointer)"),
             Self::Valid(error) => write!(f, "VMfailValid: {error}"),
+        }
+    }
+}
+
+/// The VMX instructions Carousel executes, to say which one failed.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum VmxInstruction {
+    Vmxon,
+    Vmclear,
+    Vmptrld,
+    Vmread,
+    Vmwrite,
+    Vmlaunch,
+    Vmresume,
+    Invept,
+    Invvpid,
+}
+
+impl VmxInstruction {
+    /// The mnemonic, as the SDM writes it.
+    pub const fn mnemonic(self) -> &'static str {
+        match self {
+            Self::Vmxon => "VMXON",
+            Self::Vmclear => "VMCLEAR",
+            Self::Vmptrld => "VMPTRLD",
+            Self::Vmread => "VMREAD",
+            Self::Vmwrite => "VMWRITE",
+            Self::Vmlaunch => "VMLAUNCH",
+            Self::Vmresume => "VMRESUME",
+            Self::Invept => "INVEPT",
+            Self::Invvpid => "INVVPID",
+        }
+    }
+}
+
+impl fmt::Display for VmxInstruction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.mnemonic())
+    }
+}
+
+/// A VMX instruction that failed, how, and the VMCS field it named (VMREAD and VMWRITE).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct VmxFailure {
+    pub instruction: VmxInstruction,
+    /// The encoding of the field a VMREAD or VMWRITE named; `None` for the other instructions.
+    pub field: Option<u32>,
+    pub fail: VmFail,
+}
+
+impl VmxFailure {
+    /// A failure of an instruction that names no field.
+    pub const fn new(instruction: VmxInstruction, fail: VmFail) -> Self {
+        Self {
+            instruction,
+            field: None,
+            fail,
+        }
+    }
+
+    /// A failed VMREAD or VMWRITE of the field with `encoding`.
+    pub const fn on_field(instruction: VmxInstruction, encoding: u32, fail: VmFail) -> Self {
+        Self {
+            instruction,
+            field: Some(encoding),
+            fail,
+        }
+    }
+}
+
+impl fmt::Display for VmxFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Self {
+            instruction,
+            field,
+            fail,
+        } = self;
+        match field.map(|encoding| (encoding, fields::name(encoding))) {
+            None => write!(f, "{instruction}: {fail}"),
+            Some((_, Some(name))) => write!(f, "{instruction} {name}: {fail}"),
+            Some((encoding, None)) => write!(f, "{instruction} field {encoding:#06x}: {fail}"),
         }
     }
 }
@@ -115,6 +198,31 @@ mod tests {
         assert_eq!(
             VmInstructionError::from_raw(14),
             VmInstructionError::Unknown(14)
+        );
+    }
+
+    #[test]
+    fn a_failure_names_the_instruction_and_the_field() {
+        let invalid = VmFail::Invalid;
+        assert_eq!(
+            VmxFailure::new(VmxInstruction::Vmptrld, invalid).to_string(),
+            "VMPTRLD: VMfailInvalid (no current VMCS or bad pointer)"
+        );
+        let unsupported = VmFail::Valid(VmInstructionError::from_raw(12));
+        assert_eq!(
+            VmxFailure::on_field(
+                VmxInstruction::Vmread,
+                fields::GUEST_RIP.encoding(),
+                unsupported
+            )
+            .to_string(),
+            "VMREAD GUEST_RIP: VMfailValid: VM-instruction error 12: VMREAD/VMWRITE from/to \
+             unsupported VMCS component"
+        );
+        assert_eq!(
+            VmxFailure::on_field(VmxInstruction::Vmwrite, 0x6c, unsupported).to_string(),
+            "VMWRITE field 0x006c: VMfailValid: VM-instruction error 12: VMREAD/VMWRITE from/to \
+             unsupported VMCS component"
         );
     }
 

@@ -38,14 +38,34 @@ field_types! {
     FieldNatural = 3;
 }
 
-/// Declares the fields of one width, and for tests the list of all of them.
+/// Declares the fields of one width, and the list of all of them with their names.
 macro_rules! fields {
     ($ty:ident, $all:ident; $($(#[$doc:meta])* $name:ident = $encoding:literal;)*) => {
         $($(#[$doc])* pub const $name: $ty = $ty($encoding);)*
 
-        #[cfg(test)]
         const $all: &[(&str, $ty)] = &[$((stringify!($name), $name)),*];
     };
+}
+
+/// The name of the field with `encoding` (as listed here, in the SDM's words), or `None` for an
+/// encoding this module does not list.
+pub fn name(encoding: u32) -> Option<&'static str> {
+    fn find<F: Copy>(
+        all: &[(&'static str, F)],
+        encoding: u32,
+        of: impl Fn(F) -> u32,
+    ) -> Option<&'static str> {
+        all.iter()
+            .find(|&&(_, field)| of(field) == encoding)
+            .map(|&(name, _)| name)
+    }
+    // Bits 14:13 give the width, and so the list.
+    match (encoding >> 13) & 3 {
+        Field16::WIDTH => find(ALL_16, encoding, Field16::encoding),
+        Field64::WIDTH => find(ALL_64, encoding, Field64::encoding),
+        Field32::WIDTH => find(ALL_32, encoding, Field32::encoding),
+        _ => find(ALL_NATURAL, encoding, FieldNatural::encoding),
+    }
 }
 
 fields! { Field16, ALL_16;
@@ -411,6 +431,16 @@ mod tests {
             assert_eq!(encoding & 1, 0, "{name}");
             assert_eq!(encoding & !0x6fff, 0, "{name}");
         }
+    }
+
+    #[test]
+    fn every_field_is_found_by_its_encoding() {
+        for (field, encoding, _) in all() {
+            assert_eq!(name(encoding), Some(field));
+        }
+        assert_eq!(name(GUEST_CR0.encoding()), Some("GUEST_CR0"));
+        // Bit 0 set: the "high" access of a 64-bit field, which Carousel never uses.
+        assert_eq!(name(EPT_POINTER.encoding() | 1), None);
     }
 
     #[test]

@@ -17,7 +17,7 @@ use core::mem::offset_of;
 use crate::addr::HostPhysAddr;
 use crate::ept::EptPointer;
 use crate::exit::RawExit;
-use crate::fail::{VmFail, VmInstructionError};
+use crate::fail::{VmFail, VmInstructionError, VmxFailure, VmxInstruction};
 use crate::fields::{self, Field16, Field32, Field64, FieldNatural};
 
 /// The outcome of a VMX instruction from the CF and ZF it left (32.2 "Conventions").
@@ -91,17 +91,22 @@ pub fn vmread_natural(field: FieldNatural) -> Result<u64, VmFail> {
     vmread(field.encoding())
 }
 
-/// Reads the exit-information fields [`crate::exit::decode`] needs, right after a VM exit.
-pub fn read_exit() -> Result<RawExit, VmFail> {
+/// Reads the exit-information fields [`crate::exit::decode`] needs, right after a VM exit; a
+/// failure names the field that could not be read.
+pub fn read_exit() -> Result<RawExit, VmxFailure> {
+    let read = |encoding: u32| {
+        vmread(encoding)
+            .map_err(|fail| VmxFailure::on_field(VmxInstruction::Vmread, encoding, fail))
+    };
     Ok(RawExit {
-        reason: vmread32(fields::VM_EXIT_REASON)?,
-        qualification: vmread_natural(fields::EXIT_QUALIFICATION)?,
-        guest_physical: vmread64(fields::GUEST_PHYSICAL_ADDRESS)?,
-        guest_linear: vmread_natural(fields::GUEST_LINEAR_ADDRESS)?,
-        instruction_length: vmread32(fields::VM_EXIT_INSTRUCTION_LENGTH)?,
-        instruction_info: vmread32(fields::VM_EXIT_INSTRUCTION_INFORMATION)?,
-        interruption_info: vmread32(fields::VM_EXIT_INTERRUPTION_INFORMATION)?,
-        interruption_error_code: vmread32(fields::VM_EXIT_INTERRUPTION_ERROR_CODE)?,
+        reason: read(fields::VM_EXIT_REASON.encoding())? as u32,
+        qualification: read(fields::EXIT_QUALIFICATION.encoding())?,
+        guest_physical: read(fields::GUEST_PHYSICAL_ADDRESS.encoding())?,
+        guest_linear: read(fields::GUEST_LINEAR_ADDRESS.encoding())?,
+        instruction_length: read(fields::VM_EXIT_INSTRUCTION_LENGTH.encoding())? as u32,
+        instruction_info: read(fields::VM_EXIT_INSTRUCTION_INFORMATION.encoding())? as u32,
+        interruption_info: read(fields::VM_EXIT_INTERRUPTION_INFORMATION.encoding())? as u32,
+        interruption_error_code: read(fields::VM_EXIT_INTERRUPTION_ERROR_CODE.encoding())? as u32,
     })
 }
 

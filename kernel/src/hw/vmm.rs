@@ -11,7 +11,7 @@ use carousel_protocol::record::TscSource;
 use carousel_vmx::addr::HostPhysAddr;
 use carousel_vmx::controls::{self, Capabilities, MissingFeature, Negotiated, Wanted};
 use carousel_vmx::ept::EptPointer;
-use carousel_vmx::fail::VmFail;
+use carousel_vmx::fail::{VmFail, VmxFailure};
 use carousel_vmx::fields::*;
 use carousel_vmx::instructions as vmx;
 
@@ -188,7 +188,7 @@ impl Vmx {
         vmcs: &mut CurrentVmcs<'_>,
         ept: EptPointer,
         vpid: u16,
-    ) -> Result<(), VmFail> {
+    ) -> Result<(), VmxFailure> {
         let n = &self.negotiated;
         let low32 = |value: u64| value & 0xFFFF_FFFF;
         // The guest owns every CR0/CR4 bit but those VMX fixes (26.6.6 "Guest/Host Masks and
@@ -232,7 +232,7 @@ impl Vmx {
     ///
     /// # Safety
     /// The host tables must stay as they are for as long as the VMCS is used.
-    pub unsafe fn write_host_state(&self, vmcs: &mut CurrentVmcs<'_>) -> Result<(), VmFail> {
+    pub unsafe fn write_host_state(&self, vmcs: &mut CurrentVmcs<'_>) -> Result<(), VmxFailure> {
         // SAFETY: the token makes this VMCS current; the values are the hypervisor's own state,
         // which does not change after boot.
         unsafe {
@@ -326,7 +326,7 @@ const UNUSABLE: u32 = 1 << 16;
 pub unsafe fn write_guest_entry_state(
     vmcs: &mut CurrentVmcs<'_>,
     entry: u64,
-) -> Result<(), VmFail> {
+) -> Result<(), VmxFailure> {
     let (cr0, cr0_shadow) = entry_cr0();
     // SAFETY: the token makes this VMCS current; these are guest-state fields only, with the
     // values a multiboot kernel expects.
