@@ -196,7 +196,7 @@ impl Vcpu for FakeVcpu {
 
     fn write(&mut self, reg: Reg, value: u64) -> Result<(), VcpuError> {
         if matches!(reg, Reg::CodeBits | Reg::Cpl | Reg::NmiBlocked) {
-            return Err(VcpuError(String::from("read-only register")));
+            return Err(VcpuError::ReadOnlyRegister(reg));
         }
         self.state.set(reg, value);
         Ok(())

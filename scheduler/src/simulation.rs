@@ -8,8 +8,9 @@
 //! runnable the clock jumps to the earliest wake deadline and the gap is idle. Every cycle the
 //! clock advances is reported exactly once, so conservation must hold exactly.
 //!
-//! The preemption timer counts in units of `2^timer_rate` cycles (SDM 26.5.1), so a slice of `s`
-//! cycles gives the guest `s` rounded up to that unit: the quantum error the accounting sees.
+//! The preemption timer counts in units of `2^timer_rate` cycles (SDM 325462-083US 27.5.1
+//! "VMX-Preemption Timer"), so a slice of `s` cycles gives the guest `s` rounded up to that unit:
+//! the quantum error the accounting sees.
 
 use alloc::vec;
 use alloc::vec::Vec;

@@ -10,11 +10,13 @@
 
 use alloc::string::String;
 use alloc::vec::Vec;
+use core::fmt;
 
 use carousel_protocol::config::{RunConfig, SchedulerPolicy, VmConfig};
 use carousel_protocol::record::{self, Event, Record, StopReason, TraceLevel};
 use carousel_scheduler::{
-    Accounting, Cycles, LatencyHistogram, Policy, QuantumClock, RoundRobin, Slice, SliceEnd, VmId,
+    Accounting, ConfigError, Cycles, LatencyHistogram, Policy, QuantumClock, RoundRobin, Slice,
+    SliceEnd, VmId,
 };
 
 use crate::balloon::{Candidate, Rule};
@@ -199,8 +201,19 @@ pub struct Machine<V, F, H> {
 }
 
 /// Why a run could not start.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StartError(pub String);
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartError {
+    /// The scheduler refused the run's quantum or weights.
+    Scheduler(ConfigError),
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Scheduler(error) => write!(f, "scheduler: {error}"),
+        }
+    }
+}
 
 impl<V: Vcpu, F: Frames, H: Host> Machine<V, F, H> {
     /// The machine of a run over `vms` (built by [`build_vms`]).
@@ -216,7 +229,7 @@ impl<V: Vcpu, F: Frames, H: Host> Machine<V, F, H> {
         let policy = match RoundRobin::new(quantum.max(1), &weights) {
             Ok(policy) if config.policy == SchedulerPolicy::Boost => policy.with_wake_boost(),
             Ok(policy) => policy,
-            Err(error) => return Err(StartError(alloc::format!("scheduler: {error}"))),
+            Err(error) => return Err(StartError::Scheduler(error)),
         };
         log::info!(
             "scheduler: {}, quantum {} us = {} cycles of {} time",
