@@ -388,13 +388,16 @@ impl Platform {
     }
 
     /// Runs the local APIC timer up to `now` (it runs on host time, descheduled or not) and
-    /// records the injection lag of any tick it raised.
+    /// records the injection lag of any tick it raised: from the deadline of the expiry that
+    /// made the vector pending to now. Expiries that fold into a vector still pending (the
+    /// guest has not taken the last tick: interrupts off, or it waited for the CPU) are counted
+    /// as coalesced, not as ticks of their own: their delay is the pending tick's.
     pub fn advance_timer(&mut self, now: u64) {
         let fire = self.lapic.advance(now);
-        if fire.expirations > 0 {
-            let lag = &mut self.timer_lag;
+        let lag = &mut self.timer_lag;
+        lag.coalesced += fire.coalesced;
+        if fire.raised {
             lag.ticks += 1;
-            lag.coalesced += fire.coalesced;
             lag.total_cycles += fire.lag_cycles;
             lag.max_cycles = lag.max_cycles.max(fire.lag_cycles);
         }
