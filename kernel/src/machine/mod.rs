@@ -1102,4 +1102,6 @@ pub fn handle_exit<V: Vcpu, F: Frames, H: Host>(
 }
 
 #[cfg(test)]
+mod properties;
+#[cfg(test)]
 mod tests;
