@@ -1128,4 +1128,6 @@ pub fn handle_exit<V: Vcpu, F: Frames, H: Host>(
 }
 
 #[cfg(test)]
+mod properties;
+#[cfg(test)]
 mod tests;
