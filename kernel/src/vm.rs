@@ -88,10 +88,11 @@ pub struct Vm<V> {
     pub platform: Platform,
     /// What this VM's exits cost in the current metrics interval.
     pub exit_stats: ExitStats,
-    /// The metrics interval (its end and length) whose exit statistics wait to be sent at the
-    /// start of this VM's next slice, charged to it. They cannot change meanwhile: a VM's exits
-    /// are only counted while it holds the CPU.
+    /// The exit statistics of a metrics interval that ended, waiting to be sent, with the
+    /// interval's end and length; the run loop sends them a few at a time between slices.
     pub interval_due: Option<(u64, u64)>,
+    /// Those statistics (the vector is reused from one interval to the next).
+    pub exits_due: Vec<carousel_protocol::record::ExitStat>,
     /// Guest time by address space, and the idle one.
     pub spaces: AddressSpaces,
     pub cpu: CpuFacts,
@@ -308,6 +309,7 @@ impl<V: Vcpu> Vm<V> {
             platform: built.platform,
             exit_stats: ExitStats::new(),
             interval_due: None,
+            exits_due: Vec::new(),
             spaces: AddressSpaces::new(),
             cpu,
             timer_deadline: None,
