@@ -31,6 +31,9 @@ pub enum Delta {
     },
     /// The TSC of time 0 in every later delta.
     Origin { tsc: u64 },
+    /// The first scheduler event: where the timeline (and `carousel report --interval`'s
+    /// intervals) start.
+    Start { tsc: i64 },
     /// A slice of the CPU that ended: `why` is `None` when it was cut (the run ended, events
     /// lost).
     Slice {
@@ -112,6 +115,7 @@ pub struct Feed {
     /// Each VM's wake that has not yet got the CPU.
     woken: Vec<Option<u64>>,
     reasons: BTreeSet<u16>,
+    started: bool,
     out: Vec<Delta>,
 }
 
@@ -263,6 +267,11 @@ impl Feed {
     }
 
     fn event(&mut self, now: u64, event: &Event) {
+        if !self.started {
+            self.started = true;
+            let tsc = self.at(now);
+            self.out.push(Delta::Start { tsc });
+        }
         match *event {
             Event::Wake { vm, .. } => {
                 let index = usize::from(vm);

@@ -42,6 +42,7 @@ pub fn delta(delta: &Delta) -> Value {
             weights,
         } => json!(["h", vms, tsc_hz, weights]),
         Delta::Origin { tsc } => json!(["O", tsc]),
+        Delta::Start { tsc } => json!(["b", tsc]),
         Delta::Slice {
             vm,
             start,
@@ -115,6 +116,11 @@ pub fn skipped_deltas(deltas: u64) -> Value {
 /// records had reached), for the timelines' markers.
 pub fn marker(tsc: Option<i64>, text: &str) -> Value {
     json!(["M", tsc, text])
+}
+
+/// A batch of deltas left the tool at `millis` (wall clock, ms since the Unix epoch).
+pub fn published(millis: u64) -> Value {
+    json!(["T", millis])
 }
 
 /// The run's state as the tool sees it: `live` while it runs, then how it ended.
