@@ -56,6 +56,12 @@ enum Command {
         /// each second).
         #[arg(long)]
         quiet: bool,
+        /// Serve the live page while the run goes: every VM's console (type into it) and the
+        /// contention charts. ADDR is IP:PORT, IP or PORT; default 127.0.0.1 with a free port.
+        /// The URL printed carries the access token. Another address than loopback lets anyone
+        /// who can reach it (and has the token) type into the VMs.
+        #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:0", value_parser = web_addr)]
+        web: Option<std::net::SocketAddr>,
     },
     /// The accounting of a finished run from its record stream (a `--trace` file, or a run
     /// directory's com2.bin): text, one JSON object or CSV; per-interval rows with --interval;
@@ -76,6 +82,19 @@ enum Command {
         /// disk grids, the tables) to FILE.
         #[arg(long, value_name = "FILE")]
         html: Option<PathBuf>,
+    },
+    /// The live page over a finished trace: every chart and console, with a time slider that
+    /// scrubs them all to any moment. Consoles come from com1.txt beside the trace (a run
+    /// directory's com2.bin) or --com1 FILE. Serves until Ctrl-C; prints the URL (with its
+    /// access token).
+    View {
+        trace: PathBuf,
+        /// Where to serve: IP:PORT, IP or PORT; default 127.0.0.1 with a free port.
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0", value_parser = web_addr)]
+        web: std::net::SocketAddr,
+        /// The run's COM1 text (default: com1.txt beside the trace).
+        #[arg(long, value_name = "FILE")]
+        com1: Option<PathBuf>,
     },
     /// Convert a trace for other tools: `--perfetto FILE` writes Chrome trace-event JSON that
     /// ui.perfetto.dev and chrome://tracing load (a CPU track, a runstate track per VM, exits of
@@ -177,6 +196,10 @@ enum Bench {
 }
 
 /// `--interval MS`: a finite number of milliseconds above 0.
+fn web_addr(text: &str) -> Result<std::net::SocketAddr, String> {
+    carousel::web::parse_addr(text)
+}
+
 fn positive_millis(text: &str) -> Result<f64, String> {
     match text.parse::<f64>() {
         Ok(ms) if ms.is_finite() && ms > 0.0 => Ok(ms),
@@ -211,6 +234,7 @@ fn main() -> ExitCode {
             persist,
             trace,
             quiet,
+            web,
         } => {
             let interrupted = Arc::new(AtomicBool::new(false));
             if !catch_interrupt(&interrupted) {
@@ -224,6 +248,7 @@ fn main() -> ExitCode {
                 persist,
                 trace,
                 bochs_debugger: None,
+                web,
             };
             match carousel::commands::run::run(&options, quiet, &interrupted) {
                 Ok(code) => code,
@@ -254,6 +279,18 @@ fn main() -> ExitCode {
                 html: html.as_deref(),
             };
             carousel::commands::report::report_command(&trace, &options)
+        }
+        Command::View { trace, web, com1 } => {
+            let interrupted = Arc::new(AtomicBool::new(false));
+            if !catch_interrupt(&interrupted) {
+                return ExitCode::from(EXIT_SETUP as u8);
+            }
+            let options = carousel::commands::view::ViewOptions {
+                trace,
+                com1,
+                addr: web,
+            };
+            carousel::commands::view::view_command(&options, &interrupted)
         }
         Command::Export {
             trace,
