@@ -89,10 +89,10 @@ pub enum Exit {
 }
 
 impl Exit {
-    /// Decodes the VMX exit-information fields (SDM 28.2 "Recording VM-Exit Information and
+    /// Decodes the VMX exit-information fields (SDM 29.2 "Recording VM-Exit Information and
     /// Updating VM-Entry Control Fields").
     pub fn from_vmx(raw: &RawExit) -> Self {
-        // The length is at most 15 for instruction exits (SDM 28.2.5 "Information for VM Exits
+        // The length is at most 15 for instruction exits (SDM 29.2.5 "Information for VM Exits
         // Due to Instruction Execution"); anything larger is clamped so it cannot skip far.
         let length = raw.instruction_length.min(15) as u8;
         match vmx::decode(raw) {
@@ -110,7 +110,7 @@ impl Exit {
                     string: io.string,
                     rep: io.rep,
                     // VM-exit instruction information bits 9:7: the address size (SDM
-                    // 28.2.5, "Format of the VM-Exit Instruction-Information Field as Used
+                    // 29.2.5, "Format of the VM-Exit Instruction-Information Field as Used
                     // for INS and OUTS").
                     address_bits: match (raw.instruction_info >> 7) & 7 {
                         0 => 16,
@@ -153,7 +153,7 @@ impl Exit {
                 write: qualification.write,
                 fetch: qualification.fetch,
                 // Bit 8 clear with bit 7 set: the access was to a paging-structure entry
-                // (SDM 28.2.1, "Exit Qualification for EPT Violations").
+                // (SDM 29.2.1, "Exit Qualification for EPT Violations").
                 paging_structure: qualification.guest_linear_valid
                     && !qualification.translated_access,
                 detail: raw.qualification,

@@ -2,8 +2,8 @@
 //! do, kept apart from the privileged instructions so that it builds and runs in `cargo test`.
 //!
 //! The seams to the hardware are three traits the binary implements (`src/hw/`) and the tests
-//! fake ([`testing`]): [`vcpu::Vcpu`] (one virtual CPU), [`memory::Frames`] (the host's
-//! physical frames) and [`host::Host`] (clock, serial lines, CPUID).
+//! fake (`testing`, built for tests only): [`vcpu::Vcpu`] (one virtual CPU), [`memory::Frames`]
+//! (the host's physical frames) and [`host::Host`] (clock, serial lines, CPUID).
 //!
 //! - [`machine`]: the run loop: slices, blocking and waking, housekeeping, the end-of-run
 //!   records.

@@ -96,10 +96,7 @@ extern "C" fn kernel_main(magic: u32, info_address: u32) -> ! {
         };
     let (mut frames, report) = match physical::init(&boot_info) {
         Ok(initialised) => initialised,
-        Err(message) => fail(
-            ExitCode::HypervisorFailed,
-            format_args!("memory: {message}"),
-        ),
+        Err(error) => fail(ExitCode::HypervisorFailed, format_args!("memory: {error}")),
     };
     log::info!(
         "memory: {} MiB available, {} MiB free for guests",
@@ -191,7 +188,7 @@ extern "C" fn kernel_main(magic: u32, info_address: u32) -> ! {
     );
     let mut machine = match Machine::new(&config, vms, pool, hw_host, tsc_hz) {
         Ok(machine) => machine,
-        Err(error) => fail(ExitCode::HypervisorFailed, format_args!("{}", error.0)),
+        Err(error) => fail(ExitCode::HypervisorFailed, format_args!("{error}")),
     };
     machine.run();
     log::info!("run ended");

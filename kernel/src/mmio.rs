@@ -2,7 +2,7 @@
 //! hypervisor decodes the instruction at the guest's RIP, performs the access on the device
 //! model, completes a load into the destination register and advances RIP by the length.
 //!
-//! The VM-exit instruction-length field is not valid for EPT violations (SDM 27.2.5
+//! The VM-exit instruction-length field is not valid for EPT violations (SDM 29.2.5
 //! "Information for VM Exits Due to Instruction Execution" lists the exits that set it), so
 //! the length comes from the decode. The address comes from the exit's guest-physical address,
 //! so the memory operand's ModRM/SIB/displacement are decoded for their length only.

@@ -209,7 +209,7 @@ fn walk_pae(cr3: u64, linear: u64, mem: &impl GuestPhysRead) -> Result<u64, Walk
 
 /// 4-level paging: SDM 4.5 "4-Level Paging and 5-Level Paging", Figures 4-8 to 4-10.
 fn walk_4_level(cr3: u64, linear: u64, mem: &impl GuestPhysRead) -> Result<u64, WalkError> {
-    // Bits 63:47 must be copies of bit 47 (SDM 3.3.7.1 "Canonical Addressing").
+    // Bits 63:47 must be copies of bit 47 (SDM vol. 1, 3.3.7.1 "Canonical Addressing").
     let top = (linear as i64) >> 47;
     if top != 0 && top != -1 {
         return Err(WalkError::NonCanonical { linear });

@@ -8,6 +8,8 @@
 
 use core::fmt;
 
+use carousel_vmx::ept::EptError;
+use carousel_vmx::fail::VmxFailure;
 pub use carousel_vmx::instructions::GuestRegisters;
 
 use crate::exit::Exit;
@@ -124,20 +126,32 @@ impl Event {
 }
 
 /// A hardware operation on the vCPU failed: a hypervisor fault, never the guest's doing. The VM
-/// it happened to stops with this message.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VcpuError(pub alloc::string::String);
+/// it happened to stops, reporting this error's text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VcpuError {
+    /// A VMX instruction failed: which one, on which VMCS field, and the VM-instruction error.
+    Vmx(VmxFailure),
+    /// The VM's EPT could not map the guest page at `gpa`.
+    EptMapping { gpa: u64, error: EptError },
+    /// A write to a register the vCPU only reads ([`Reg::CodeBits`], [`Reg::Cpl`], ...).
+    ReadOnlyRegister(Reg),
+}
 
 impl fmt::Display for VcpuError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        match self {
+            Self::Vmx(failure) => write!(f, "{failure}"),
+            Self::EptMapping { gpa, error } => {
+                write!(f, "EPT mapping of guest page {gpa:#x}: {error}")
+            }
+            Self::ReadOnlyRegister(reg) => write!(f, "read-only register {reg:?} written"),
+        }
     }
 }
 
-impl VcpuError {
-    /// The error of a failed hardware operation, with what was being done.
-    pub fn new(what: &str, error: impl fmt::Display) -> Self {
-        Self(alloc::format!("{what}: {error}"))
+impl From<VmxFailure> for VcpuError {
+    fn from(failure: VmxFailure) -> Self {
+        Self::Vmx(failure)
     }
 }
 
@@ -183,4 +197,47 @@ pub trait Vcpu {
     fn switch_out(&mut self) -> Result<(), VcpuError>;
     /// A line of the vCPU's state for the log at the end of a run (RIP, flags, blocking...).
     fn describe(&mut self) -> alloc::string::String;
+}
+
+#[cfg(test)]
+mod tests {
+    use alloc::string::ToString;
+
+    use carousel_vmx::fail::{VmFail, VmInstructionError, VmxInstruction};
+    use carousel_vmx::fields;
+
+    use super::*;
+
+    #[test]
+    fn errors_keep_their_facts_and_say_them() {
+        let entry = VcpuError::from(VmxFailure::new(
+            VmxInstruction::Vmlaunch,
+            VmFail::Valid(VmInstructionError::from_raw(7)),
+        ));
+        assert_eq!(
+            entry.to_string(),
+            "VMLAUNCH: VMfailValid: VM-instruction error 7: VM entry with invalid control field(s)"
+        );
+        let write = VcpuError::from(VmxFailure::on_field(
+            VmxInstruction::Vmwrite,
+            fields::GUEST_CR0.encoding(),
+            VmFail::Invalid,
+        ));
+        assert_eq!(
+            write.to_string(),
+            "VMWRITE GUEST_CR0: VMfailInvalid (no current VMCS or bad pointer)"
+        );
+        let mapping = VcpuError::EptMapping {
+            gpa: 0x20_0000,
+            error: EptError::OutOfFrames,
+        };
+        assert_eq!(
+            mapping.to_string(),
+            "EPT mapping of guest page 0x200000: out of frames for EPT tables"
+        );
+        assert_eq!(
+            VcpuError::ReadOnlyRegister(Reg::Cpl).to_string(),
+            "read-only register Cpl written"
+        );
+    }
 }

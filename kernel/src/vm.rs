@@ -60,7 +60,7 @@ pub struct CpuFacts {
     pub xcr0_supported: u64,
     /// The EPT records accessed and dirty flags.
     pub accessed_dirty: bool,
-    /// MAXPHYADDR (CPUID.80000008H:EAX[7:0]).
+    /// MAXPHYADDR (`CPUID.80000008H:EAX[7:0]`).
     pub physical_address_bits: u8,
 }
 
@@ -459,7 +459,10 @@ impl<V: Vcpu> Vm<V> {
                     if !self.ept.remap_4k(gpa, frame, permissions, pool) {
                         self.ept
                             .map_4k(gpa, frame, permissions, pool)
-                            .map_err(|error| VcpuError::new("EPT mapping", error))?;
+                            .map_err(|error| VcpuError::EptMapping {
+                                gpa: gpa.as_u64(),
+                                error,
+                            })?;
                     }
                 }
                 None => {
@@ -677,7 +680,10 @@ impl<V: Vcpu> Vm<V> {
 
     /// Before VM entry: runs the LAPIC timer up to `now`, then injects the highest pending
     /// vector if the guest can take it, or asks for an exit when it can (interrupt-window
-    /// exiting). See: SDM 27.6 "Event Injection", 26.7.5 "Interrupt-Window Exiting".
+    /// exiting). See: SDM 28.6 "Event Injection", 28.7.5 "Interrupt-Window Exiting and
+    /// Virtual-Interrupt Delivery" (paraphrased: with "interrupt-window exiting" set, a VM exit
+    /// occurs before any instruction at which RFLAGS.IF is 1 and neither STI nor MOV SS blocks
+    /// interrupts).
     pub fn inject_pending_interrupt(&mut self, now: u64) -> Result<(), VcpuError> {
         /// RFLAGS.IF.
         const RFLAGS_IF: u64 = 1 << 9;

@@ -1,9 +1,9 @@
 //! VM-execution, VM-exit and VM-entry controls, and their negotiation against the VMX
 //! capability MSRs.
 //!
-//! Reference: Intel SDM, Order Number 325462-083US, March 2024: 24.7 "Enabling and Entering VMX
-//! Operation", 24.8 "Restrictions on VMX Operation", 25.6 "VM-Execution Control Fields", 25.7
-//! "VM-Exit Control Fields", 25.8 "VM-Entry Control Fields", 26.5.1 "VMX-Preemption Timer", and
+//! Reference: Intel SDM, Order Number 325462-083US, March 2024: 25.7 "Enabling and Entering VMX
+//! Operation", 25.8 "Restrictions on VMX Operation", 26.6 "VM-Execution Control Fields", 26.7
+//! "VM-Exit Control Fields", 26.8 "VM-Entry Control Fields", 27.5.1 "VMX-Preemption Timer", and
 //! Appendix A "VMX Capability Reporting Facility".
 //!
 //! Everything here is pure: [`Capabilities`] is plain data the kernel fills with RDMSR (through
@@ -53,7 +53,7 @@ pub mod msr {
 }
 
 bitflags! {
-    /// Pin-based VM-execution controls (25.6.1).
+    /// Pin-based VM-execution controls (26.6.1).
     #[derive(Clone, Copy, PartialEq, Eq, Debug)]
     pub struct PinBased: u32 {
         /// External interrupts cause VM exits.
@@ -68,7 +68,7 @@ bitflags! {
         const PROCESS_POSTED_INTERRUPTS = 1 << 7;
     }
 
-    /// Primary processor-based VM-execution controls (25.6.2).
+    /// Primary processor-based VM-execution controls (26.6.2).
     #[derive(Clone, Copy, PartialEq, Eq, Debug)]
     pub struct PrimaryProcessorBased: u32 {
         /// Exit at the start of any instruction when RFLAGS.IF = 1 and nothing blocks interrupts.
@@ -117,7 +117,7 @@ bitflags! {
         const ACTIVATE_SECONDARY_CONTROLS = 1 << 31;
     }
 
-    /// Secondary processor-based VM-execution controls (25.6.2).
+    /// Secondary processor-based VM-execution controls (26.6.2).
     #[derive(Clone, Copy, PartialEq, Eq, Debug)]
     pub struct SecondaryProcessorBased: u32 {
         /// Accesses to the APIC-access page are treated specially.
@@ -166,7 +166,7 @@ bitflags! {
         const USE_TSC_SCALING = 1 << 25;
     }
 
-    /// Primary VM-exit controls (25.7.1).
+    /// Primary VM-exit controls (26.7.1).
     #[derive(Clone, Copy, PartialEq, Eq, Debug)]
     pub struct ExitControls: u32 {
         /// DR7 and IA32_DEBUGCTL are saved on exit.
@@ -193,7 +193,7 @@ bitflags! {
         const CONCEAL_VMX_FROM_PT = 1 << 24;
     }
 
-    /// VM-entry controls (25.8.1).
+    /// VM-entry controls (26.8.1).
     #[derive(Clone, Copy, PartialEq, Eq, Debug)]
     pub struct EntryControls: u32 {
         /// DR7 and IA32_DEBUGCTL are loaded on entry.
@@ -341,7 +341,7 @@ impl fmt::Display for MissingFeature {
     }
 }
 
-/// Checks CPUID.1:ECX for VMX (24.6 "Discovering Support for VMX").
+/// Checks CPUID.1:ECX for VMX (25.6 "Discovering Support for VMX").
 pub fn check_cpuid(cpuid_1_ecx: u32) -> Result<(), MissingFeature> {
     match cpuid_1_ecx & (1 << 5) {
         0 => Err(MissingFeature::VmxNotInCpuid),
@@ -351,7 +351,7 @@ pub fn check_cpuid(cpuid_1_ecx: u32) -> Result<(), MissingFeature> {
 
 /// Decides what to do with IA32_FEATURE_CONTROL before VMXON.
 ///
-/// See: 24.7 "Enabling and Entering VMX Operation": "If the lock bit is clear, VMXON causes a
+/// See: 25.7 "Enabling and Entering VMX Operation": "If the lock bit is clear, VMXON causes a
 /// general-protection exception"; with the lock bit set, "enable VMX outside SMX" (bit 2) must be
 /// set. Returns `Ok(None)` when the MSR is already usable, `Ok(Some(value))` with the value to
 /// write (lock + enable) when firmware left it unlocked.
@@ -679,10 +679,11 @@ const CR0_PG: u64 = 1 << 31;
 impl Negotiated {
     /// Forces the VMX-fixed CR0 bits onto `cr0`, except PE and PG.
     ///
-    /// See: 27.3.1.1 "Checks on Guest Control Registers, Debug Registers, and MSRs": "If bit 31
-    /// in the primary processor-based VM-execution controls is 1 and the 'unrestricted guest'
-    /// VM-execution control is 1, bits 0 and 31 of the CR0 field are not checked". Carousel
-    /// always has unrestricted guest; for the host's own CR0, PE and PG are already 1.
+    /// See: 28.3.1.1 "Checks on Guest Control Registers, Debug Registers, and MSRs": the CR0
+    /// field "must not set any bit to a value not supported in VMX operation", except that "Bit 0
+    /// (corresponding to CR0.PE) and bit 31 (PG) are not checked if the 'unrestricted guest'
+    /// VM-execution control is 1". Carousel always has unrestricted guest; for the host's own
+    /// CR0, PE and PG are already 1.
     pub fn fixed_cr0(&self, cr0: u64) -> u64 {
         (cr0 | (self.cr0_fixed0 & !(CR0_PE | CR0_PG))) & self.cr0_fixed1
     }
@@ -695,7 +696,7 @@ impl Negotiated {
 
 /// Converts TSC cycles to VMX-preemption-timer ticks, rounding down and saturating.
 ///
-/// See: 26.5.1 "VMX-Preemption Timer": "the VMX-preemption timer counts down by 1 every time bit
+/// See: 27.5.1 "VMX-Preemption Timer": "the VMX-preemption timer counts down by 1 every time bit
 /// X in the TSC changes due to a TSC increment. The value of X is in the range 0-31 and can be
 /// determined by consulting the VMX capability MSR IA32_VMX_MISC". Only `rate` bits 4:0 count.
 pub fn cycles_to_preemption_ticks(cycles: u64, rate: u8) -> u32 {

@@ -1,8 +1,8 @@
 //! Extended page tables: entries, the EPT pointer, and a 4-level table builder.
 //!
-//! Reference: Intel SDM, Order Number 325462-083US, March 2024: 25.6.11 "Extended-Page-Table
-//! Pointer (EPTP)", 29.3.2 "EPT Translation Mechanism", 29.3.3.1 "EPT Misconfigurations" and
-//! 29.3.7 "EPT and Memory Typing".
+//! Reference: Intel SDM, Order Number 325462-083US, March 2024: 26.6.11 "Extended-Page-Table
+//! Pointer (EPTP)", 30.3.2 "EPT Translation Mechanism", 30.3.3.1 "EPT Misconfigurations" and
+//! 30.3.7 "EPT and Memory Typing".
 //!
 //! The builder never touches memory itself: tables live in frames a [`FrameSource`] hands out
 //! and exposes, so the kernel backs it with real frames and the tests with a `Vec`. It maps
@@ -32,7 +32,7 @@ bitflags! {
 
 /// Bits 51:12 of an entry or pointer: a host-physical frame address.
 const ADDRESS_MASK: u64 = 0x000f_ffff_ffff_f000;
-/// Memory type 6, write-back (29.3.7.1 "Memory Type Used for Accessing EPT Paging Structures").
+/// Memory type 6, write-back (30.3.7.1 "Memory Type Used for Accessing EPT Paging Structures").
 const MEMORY_TYPE_WRITE_BACK: u64 = 6;
 /// Bits 5:3 of a leaf entry: the EPT memory type.
 const MEMORY_TYPE_SHIFT: u32 = 3;
@@ -51,7 +51,7 @@ const ENTRIES: usize = 512;
 /// Bytes of a 4 KiB page.
 const PAGE_BYTES: u64 = 4096;
 
-/// One 64-bit EPT paging-structure entry (29.3.2, "Format of an EPT ... Entry" tables).
+/// One 64-bit EPT paging-structure entry (30.3.2, "Format of an EPT ... Entry" tables).
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
 pub struct EptEntry(u64);
 
@@ -121,7 +121,7 @@ impl EptEntry {
     }
 }
 
-/// The EPT pointer written to `EPT_POINTER` (25.6.11).
+/// The EPT pointer written to `EPT_POINTER` (26.6.11).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct EptPointer(u64);
 
@@ -185,7 +185,7 @@ pub enum EptError {
     AlreadyMapped(GuestPhysAddr),
     /// The frame source is exhausted.
     OutOfFrames,
-    /// Permissions without read. Write-without-read is an EPT misconfiguration (29.3.3.1 "EPT
+    /// Permissions without read. Write-without-read is an EPT misconfiguration (30.3.3.1 "EPT
     /// Misconfigurations"), execute-only needs a CPU feature, and no access is no mapping.
     InvalidPermissions(Permissions),
 }

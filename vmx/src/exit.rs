@@ -1,9 +1,9 @@
 //! VM-exit decoding: the raw exit-information fields become one complete [`VmExit`].
 //!
-//! Reference: Intel SDM, Order Number 325462-083US, March 2024: 25.9 "VM-Exit Information
-//! Fields" (25.9.1 "Basic VM-Exit Information", 25.9.2 "Information for VM Exits Due to Vectored
-//! Events", 25.9.4 "Information for VM Exits Due to Instruction Execution"), 25.8.3 "VM-Entry
-//! Controls for Event Injection", 28.2.1 "Basic VM-Exit Information" (the exit-qualification
+//! Reference: Intel SDM, Order Number 325462-083US, March 2024: 26.9 "VM-Exit Information
+//! Fields" (26.9.1 "Basic VM-Exit Information", 26.9.2 "Information for VM Exits Due to Vectored
+//! Events", 26.9.4 "Information for VM Exits Due to Instruction Execution"), 26.8.3 "VM-Entry
+//! Controls for Event Injection", 29.2.1 "Basic VM-Exit Information" (the exit-qualification
 //! tables) and Appendix C "VMX Basic Exit Reasons".
 //!
 //! [`decode`] is the boundary: the kernel fills a [`RawExit`] by VMREAD, and from then on the
@@ -145,7 +145,7 @@ impl fmt::Display for BasicExitReason {
     }
 }
 
-/// The 32-bit exit-reason field (25.9.1, table "Format of Exit Reason").
+/// The 32-bit exit-reason field (26.9.1, table "Format of Exit Reason").
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct ExitReason {
     /// Bits 15:0.
@@ -192,8 +192,9 @@ pub enum InterruptionType {
     OtherEvent,
 }
 
-/// The VM-exit interruption-information field (25.9.2) and, in the same layout, the VM-entry
-/// interruption-information field used to inject an event (25.8.3).
+/// The VM-exit interruption-information field (26.9.2) and, in the same layout, the
+/// IDT-vectoring information field (26.9.3) and the VM-entry interruption-information field used
+/// to inject an event (26.8.3).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct InterruptionInfo {
     /// Bits 7:0.
@@ -255,7 +256,7 @@ pub enum Direction {
     Out,
 }
 
-/// Exit qualification for I/O instructions (28.2.1, table "Exit Qualification for I/O
+/// Exit qualification for I/O instructions (29.2.1, table "Exit Qualification for I/O
 /// Instructions").
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct IoQualification {
@@ -297,7 +298,7 @@ impl IoQualification {
     }
 }
 
-/// Exit qualification for EPT violations (28.2.1, table "Exit Qualification for EPT
+/// Exit qualification for EPT violations (29.2.1, table "Exit Qualification for EPT
 /// Violations").
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct EptViolationQualification {
@@ -364,7 +365,7 @@ pub enum CrAccess {
     },
 }
 
-/// Exit qualification for control-register accesses (28.2.1, table "Exit Qualification for
+/// Exit qualification for control-register accesses (29.2.1, table "Exit Qualification for
 /// Control-Register Accesses").
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct CrAccessQualification {

@@ -1,9 +1,11 @@
 //! How a VMX instruction fails.
 //!
-//! Reference: Intel SDM, Order Number 325462-083US, March 2024: 31.2 "Conventions" (VMsucceed,
-//! VMfailInvalid, VMfailValid) and 31.4 "VM Instruction Error Numbers".
+//! Reference: Intel SDM, Order Number 325462-083US, March 2024: 32.2 "Conventions" (VMsucceed,
+//! VMfailInvalid, VMfailValid) and 32.4 "VM Instruction Error Numbers".
 
 use core::fmt;
+
+use crate::fields;
 
 /// A VMX instruction that did not succeed.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -25,9 +27,90 @@ impl fmt::Display for VmFail {
     }
 }
 
+/// The VMX instructions Carousel executes, to say which one failed.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum VmxInstruction {
+    Vmxon,
+    Vmclear,
+    Vmptrld,
+    Vmread,
+    Vmwrite,
+    Vmlaunch,
+    Vmresume,
+    Invept,
+    Invvpid,
+}
+
+impl VmxInstruction {
+    /// The mnemonic, as the SDM writes it.
+    pub const fn mnemonic(self) -> &'static str {
+        match self {
+            Self::Vmxon => "VMXON",
+            Self::Vmclear => "VMCLEAR",
+            Self::Vmptrld => "VMPTRLD",
+            Self::Vmread => "VMREAD",
+            Self::Vmwrite => "VMWRITE",
+            Self::Vmlaunch => "VMLAUNCH",
+            Self::Vmresume => "VMRESUME",
+            Self::Invept => "INVEPT",
+            Self::Invvpid => "INVVPID",
+        }
+    }
+}
+
+impl fmt::Display for VmxInstruction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.mnemonic())
+    }
+}
+
+/// A VMX instruction that failed, how, and the VMCS field it named (VMREAD and VMWRITE).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct VmxFailure {
+    pub instruction: VmxInstruction,
+    /// The encoding of the field a VMREAD or VMWRITE named; `None` for the other instructions.
+    pub field: Option<u32>,
+    pub fail: VmFail,
+}
+
+impl VmxFailure {
+    /// A failure of an instruction that names no field.
+    pub const fn new(instruction: VmxInstruction, fail: VmFail) -> Self {
+        Self {
+            instruction,
+            field: None,
+            fail,
+        }
+    }
+
+    /// A failed VMREAD or VMWRITE of the field with `encoding`.
+    pub const fn on_field(instruction: VmxInstruction, encoding: u32, fail: VmFail) -> Self {
+        Self {
+            instruction,
+            field: Some(encoding),
+            fail,
+        }
+    }
+}
+
+impl fmt::Display for VmxFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Self {
+            instruction,
+            field,
+            fail,
+        } = self;
+        match field.map(|encoding| (encoding, fields::name(encoding))) {
+            None => write!(f, "{instruction}: {fail}"),
+            Some((_, Some(name))) => write!(f, "{instruction} {name}: {fail}"),
+            Some((encoding, None)) => write!(f, "{instruction} field {encoding:#06x}: {fail}"),
+        }
+    }
+}
+
 macro_rules! instruction_errors {
     ($($number:literal => $name:ident, $text:literal;)*) => {
-        /// The VM-instruction error field, named as in SDM 31.4 "VM Instruction Error Numbers".
+        /// The VM-instruction error field, named as in SDM 32.4 "VM Instruction Error Numbers".
         #[derive(Clone, Copy, PartialEq, Eq, Debug)]
         pub enum VmInstructionError {
             $(#[doc = $text] $name,)*
@@ -115,6 +198,31 @@ mod tests {
         assert_eq!(
             VmInstructionError::from_raw(14),
             VmInstructionError::Unknown(14)
+        );
+    }
+
+    #[test]
+    fn a_failure_names_the_instruction_and_the_field() {
+        let invalid = VmFail::Invalid;
+        assert_eq!(
+            VmxFailure::new(VmxInstruction::Vmptrld, invalid).to_string(),
+            "VMPTRLD: VMfailInvalid (no current VMCS or bad pointer)"
+        );
+        let unsupported = VmFail::Valid(VmInstructionError::from_raw(12));
+        assert_eq!(
+            VmxFailure::on_field(
+                VmxInstruction::Vmread,
+                fields::GUEST_RIP.encoding(),
+                unsupported
+            )
+            .to_string(),
+            "VMREAD GUEST_RIP: VMfailValid: VM-instruction error 12: VMREAD/VMWRITE from/to \
+             unsupported VMCS component"
+        );
+        assert_eq!(
+            VmxFailure::on_field(VmxInstruction::Vmwrite, 0x6c, unsupported).to_string(),
+            "VMWRITE field 0x006c: VMfailValid: VM-instruction error 12: VMREAD/VMWRITE from/to \
+             unsupported VMCS component"
         );
     }
 

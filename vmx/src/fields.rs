@@ -1,7 +1,7 @@
 //! VMCS field encodings, typed by field width.
 //!
 //! Reference: Intel SDM, Order Number 325462-083US, March 2024: Appendix B "Field Encoding in
-//! VMCS", and 25.11.2 "VMREAD, VMWRITE, and Encodings of VMCS Fields". Names are the SDM's field
+//! VMCS", and 26.11.2 "VMREAD, VMWRITE, and Encodings of VMCS Fields". Names are the SDM's field
 //! names in upper snake case. 64-bit fields are listed by their "full" encoding (bit 0 = 0):
 //! Carousel runs in 64-bit mode, where one VMREAD/VMWRITE moves all 64 bits.
 //!
@@ -38,14 +38,34 @@ field_types! {
     FieldNatural = 3;
 }
 
-/// Declares the fields of one width, and for tests the list of all of them.
+/// Declares the fields of one width, and the list of all of them with their names.
 macro_rules! fields {
     ($ty:ident, $all:ident; $($(#[$doc:meta])* $name:ident = $encoding:literal;)*) => {
         $($(#[$doc])* pub const $name: $ty = $ty($encoding);)*
 
-        #[cfg(test)]
         const $all: &[(&str, $ty)] = &[$((stringify!($name), $name)),*];
     };
+}
+
+/// The name of the field with `encoding` (as listed here, in the SDM's words), or `None` for an
+/// encoding this module does not list.
+pub fn name(encoding: u32) -> Option<&'static str> {
+    fn find<F: Copy>(
+        all: &[(&'static str, F)],
+        encoding: u32,
+        of: impl Fn(F) -> u32,
+    ) -> Option<&'static str> {
+        all.iter()
+            .find(|&&(_, field)| of(field) == encoding)
+            .map(|&(name, _)| name)
+    }
+    // Bits 14:13 give the width, and so the list.
+    match (encoding >> 13) & 3 {
+        Field16::WIDTH => find(ALL_16, encoding, Field16::encoding),
+        Field64::WIDTH => find(ALL_64, encoding, Field64::encoding),
+        Field32::WIDTH => find(ALL_32, encoding, Field32::encoding),
+        _ => find(ALL_NATURAL, encoding, FieldNatural::encoding),
+    }
 }
 
 fields! { Field16, ALL_16;
@@ -404,13 +424,23 @@ mod tests {
         }
     }
 
-    /// 25.11.2: bit 0 is the access type (0 = full), bit 12 and bits 31:15 are reserved.
+    /// 26.11.2: bit 0 is the access type (0 = full), bit 12 and bits 31:15 are reserved.
     #[test]
     fn encodings_are_full_access_and_reserved_bits_are_clear() {
         for (name, encoding, _) in all() {
             assert_eq!(encoding & 1, 0, "{name}");
             assert_eq!(encoding & !0x6fff, 0, "{name}");
         }
+    }
+
+    #[test]
+    fn every_field_is_found_by_its_encoding() {
+        for (field, encoding, _) in all() {
+            assert_eq!(name(encoding), Some(field));
+        }
+        assert_eq!(name(GUEST_CR0.encoding()), Some("GUEST_CR0"));
+        // Bit 0 set: the "high" access of a 64-bit field, which Carousel never uses.
+        assert_eq!(name(EPT_POINTER.encoding() | 1), None);
     }
 
     #[test]

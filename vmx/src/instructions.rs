@@ -1,7 +1,7 @@
 //! The VMX instructions and the VM entry/exit path: the only VMX assembly in Carousel.
 //!
-//! Reference: Intel SDM, Order Number 325462-083US, March 2024: 31.2 "Conventions", 31.3 "VMX
-//! Instructions", 25.11.5 "VMXON Region", 27 "VM Entries" and 28.5 "Loading Host State".
+//! Reference: Intel SDM, Order Number 325462-083US, March 2024: 32.2 "Conventions", 32.3 "VMX
+//! Instructions", 26.11.5 "VMXON Region", 28 "VM Entries" and 29.5 "Loading Host State".
 //!
 //! Every instruction reports through RFLAGS: CF = 1 is VMfailInvalid, ZF = 1 is VMfailValid (the
 //! error number is then in the current VMCS). The flags are captured with SETC / SETZ inside the
@@ -17,10 +17,10 @@ use core::mem::offset_of;
 use crate::addr::HostPhysAddr;
 use crate::ept::EptPointer;
 use crate::exit::RawExit;
-use crate::fail::{VmFail, VmInstructionError};
+use crate::fail::{VmFail, VmInstructionError, VmxFailure, VmxInstruction};
 use crate::fields::{self, Field16, Field32, Field64, FieldNatural};
 
-/// The outcome of a VMX instruction from the CF and ZF it left (31.2 "Conventions").
+/// The outcome of a VMX instruction from the CF and ZF it left (32.2 "Conventions").
 fn outcome(cf: u8, zf: u8) -> Result<(), VmFail> {
     if cf != 0 {
         Err(VmFail::Invalid)
@@ -56,7 +56,7 @@ fn vmread_flags(encoding: u32) -> (u64, u8, u8) {
 
 /// The current VMCS's VM-instruction error, after a VMfailValid.
 fn current_instruction_error() -> VmInstructionError {
-    // 31.2: VMfailValid is used "only if there is a current VMCS", and VM_INSTRUCTION_ERROR
+    // 32.2: VMfailValid is used "only if there is a current VMCS", and VM_INSTRUCTION_ERROR
     // exists in every VMCS, so this read cannot fail.
     let (value, cf, zf) = vmread_flags(fields::VM_INSTRUCTION_ERROR.encoding());
     assert!(
@@ -91,17 +91,22 @@ pub fn vmread_natural(field: FieldNatural) -> Result<u64, VmFail> {
     vmread(field.encoding())
 }
 
-/// Reads the exit-information fields [`crate::exit::decode`] needs, right after a VM exit.
-pub fn read_exit() -> Result<RawExit, VmFail> {
+/// Reads the exit-information fields [`crate::exit::decode`] needs, right after a VM exit; a
+/// failure names the field that could not be read.
+pub fn read_exit() -> Result<RawExit, VmxFailure> {
+    let read = |encoding: u32| {
+        vmread(encoding)
+            .map_err(|fail| VmxFailure::on_field(VmxInstruction::Vmread, encoding, fail))
+    };
     Ok(RawExit {
-        reason: vmread32(fields::VM_EXIT_REASON)?,
-        qualification: vmread_natural(fields::EXIT_QUALIFICATION)?,
-        guest_physical: vmread64(fields::GUEST_PHYSICAL_ADDRESS)?,
-        guest_linear: vmread_natural(fields::GUEST_LINEAR_ADDRESS)?,
-        instruction_length: vmread32(fields::VM_EXIT_INSTRUCTION_LENGTH)?,
-        instruction_info: vmread32(fields::VM_EXIT_INSTRUCTION_INFORMATION)?,
-        interruption_info: vmread32(fields::VM_EXIT_INTERRUPTION_INFORMATION)?,
-        interruption_error_code: vmread32(fields::VM_EXIT_INTERRUPTION_ERROR_CODE)?,
+        reason: read(fields::VM_EXIT_REASON.encoding())? as u32,
+        qualification: read(fields::EXIT_QUALIFICATION.encoding())?,
+        guest_physical: read(fields::GUEST_PHYSICAL_ADDRESS.encoding())?,
+        guest_linear: read(fields::GUEST_LINEAR_ADDRESS.encoding())?,
+        instruction_length: read(fields::VM_EXIT_INSTRUCTION_LENGTH.encoding())? as u32,
+        instruction_info: read(fields::VM_EXIT_INSTRUCTION_INFORMATION.encoding())? as u32,
+        interruption_info: read(fields::VM_EXIT_INTERRUPTION_INFORMATION.encoding())? as u32,
+        interruption_error_code: read(fields::VM_EXIT_INTERRUPTION_ERROR_CODE.encoding())? as u32,
     })
 }
 
@@ -173,7 +178,7 @@ pub unsafe fn vmwrite_natural(field: FieldNatural, value: u64) -> Result<(), VmF
 /// Enters VMX operation with `region` as the VMXON region.
 ///
 /// # Safety
-/// See: 24.7 "Enabling and Entering VMX Operation" and 25.11.5 "VMXON Region". CR4.VMXE is set,
+/// See: 25.7 "Enabling and Entering VMX Operation" and 26.11.5 "VMXON Region". CR4.VMXE is set,
 /// CR0 and CR4 satisfy the VMX-fixed bits, IA32_FEATURE_CONTROL allows VMX outside SMX, and
 /// `region` is a 4 KiB-aligned frame whose first 4 bytes hold the VMCS revision identifier.
 /// "Software should not access or modify the VMXON region of a logical processor between
@@ -297,14 +302,14 @@ unsafe fn invept(kind: u64, first: u64) -> Result<(), VmFail> {
 }
 
 /// INVEPT, single-context: drops cached translations derived from `eptp`, as needed after
-/// removing or narrowing a mapping (29.4.3.1 "Operations that Invalidate Cached Mappings").
+/// removing or narrowing a mapping (30.4.3.1 "Operations that Invalidate Cached Mappings").
 ///
 /// # Safety
 /// The CPU is in VMX root operation. Discarding cached translations cannot break memory safety
 /// by itself; the function is `unsafe` because it changes processor state, like every VMX
 /// instruction here.
 pub unsafe fn invept_single_context(eptp: EptPointer) -> Result<(), VmFail> {
-    // SAFETY: forwarded contract; type 1 is single-context (31.3 "INVEPT").
+    // SAFETY: forwarded contract; type 1 is single-context (32.3 "INVEPT").
     unsafe { invept(1, eptp.bits()) }
 }
 
@@ -323,7 +328,7 @@ pub unsafe fn invept_all() -> Result<(), VmFail> {
 /// # Safety
 /// As for [`invept_single_context`].
 pub unsafe fn invvpid_single_context(vpid: u16) -> Result<(), VmFail> {
-    // 31.3 "INVVPID": descriptor bits 15:0 are the VPID, 63:16 reserved, 127:64 the linear
+    // 32.3 "INVVPID": descriptor bits 15:0 are the VPID, 63:16 reserved, 127:64 the linear
     // address (ignored by the single-context type, 1).
     let descriptor: [u64; 2] = [u64::from(vpid), 0];
     let cf: u8;
@@ -389,8 +394,9 @@ pub struct GuestRegisters {
 // Returns 0 after a VM exit, or 1 | CF << 1 | ZF << 2 when VMWRITE / VMLAUNCH / VMRESUME failed.
 // It saves the SysV callee-saved registers and the regs pointer on the stack, points HOST_RSP
 // at that pointer and HOST_RIP at .Lcarousel_vm_exit, loads the guest registers and enters.
-// A VM exit arrives at .Lcarousel_vm_exit with RSP = HOST_RSP, RFLAGS = 0x2 (28.5.3 "Loading
-// Host RIP, RSP, RFLAGS, and SSP") and every general-purpose register still holding the guest's
+// A VM exit arrives at .Lcarousel_vm_exit with RSP = HOST_RSP, RFLAGS = 0x2 (29.5.3 "Loading
+// Host RIP, RSP, RFLAGS, and SSP": "RFLAGS is cleared, except bit 1, which is always set") and
+// every general-purpose register still holding the guest's
 // value, so the regs pointer is fetched from the stack after one push frees a register.
 global_asm!(
     ".pushsection .text.carousel_vmx_enter, \"ax\", @progbits",
@@ -515,7 +521,7 @@ unsafe extern "sysv64" {
 /// - A VMCS is current, and its host-state fields (other than RSP / RIP) describe this very
 ///   execution context: HOST_CR3, the selectors, GDTR / IDTR / TR / FS / GS bases, IA32_EFER and
 ///   HOST_CR0 / CR4 are the ones the calling code runs with, so that it continues correctly
-///   after the exit (28.5 "Loading Host State").
+///   after the exit (29.5 "Loading Host State").
 /// - The guest cannot reach host memory: EPT maps only frames owned by this VM, and the I/O and
 ///   MSR bitmaps trap everything the host depends on.
 /// - Interrupts are disabled. The host relies on nothing VMX does not restore: x87 / SSE state,

@@ -1,8 +1,14 @@
 //! Carousel's VMX mechanism: the one place that speaks Intel VMX.
 //!
 //! Reference: Intel 64 and IA-32 Architectures Software Developer's Manual, Order Number
-//! 325462-083US, March 2024 (the "SDM"), volume 3C. Section numbers below are that revision's;
-//! titles are the stable key when numbers drift.
+//! 325462-083US, March 2024 (the "SDM"), volume 3C. Every section number in this crate and in
+//! the kernel's VMX code is that revision's, where the VMX chapters are 25 "Introduction to
+//! Virtual Machine Extensions", 26 "Virtual Machine Control Structures", 27 "VMX Non-Root
+//! Operation", 28 "VM Entries", 29 "VM Exits", 30 "VMX Support for Address Translation", 31
+//! "APIC Virtualization and Virtual Interrupts" and 32 "VMX Instruction Reference", with
+//! Appendix A "VMX Capability Reporting Facility", B "Field Encoding in VMCS" and C "VMX Basic
+//! Exit Reasons". Revisions up to 325462-078 (December 2022) number the same chapters one lower
+//! (24 for the VMCS in 325462-067): titles are the stable key when numbers drift.
 //!
 //! What is here:
 //! - [`addr`]: guest-physical and host-physical address newtypes.

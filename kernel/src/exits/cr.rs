@@ -4,7 +4,7 @@
 //! Every write is checked the way the processor checks it, and what the processor answers with
 //! #GP gets #GP here, with RIP on the instruction (SDM 325462-083US vol. 3A: 2.5 "Control
 //! Registers", 4.1.1 "Four Paging Modes", 4.10.4.1 "Operations that Invalidate TLBs and
-//! Paging-Structure Caches", 9.8.5 "Initializing IA-32e Mode"; vol. 1: 13.3 "Enabling the
+//! Paging-Structure Caches", 10.8.5 "Initializing IA-32e Mode"; vol. 1: 13.3 "Enabling the
 //! XSAVE Feature Set and XSAVE-Enabled Features"; vol. 2 "MOV—Move to/from Control Registers",
 //! "WRMSR", "XSETBV"). The checks themselves are pure functions over the values: [`check_cr0`],
 //! [`check_cr3`], [`check_cr4`], [`check_efer`] and [`check_xcr0`].
@@ -204,7 +204,7 @@ fn general_protection<V: Vcpu, F, H>(cx: &mut Context<'_, V, F, H>) -> Result<Ou
 /// MOV to CR`cr` from general-purpose register `gpr`.
 ///
 /// - CR0/CR4: the guest sees its own value; the backend gives the hardware the bits VMX fixes
-///   (SDM 25.6.6 "Guest/Host Masks and Read Shadows for CR0 and CR4").
+///   (SDM 26.6.6 "Guest/Host Masks and Read Shadows for CR0 and CR4").
 /// - CR3: the new root; the guest's cached translations go (unless PCIDE's bit 63 says not),
 ///   and the address-space clock moves on.
 /// - CR8: the task priority, kept in the VM's local APIC (TPR = CR8 << 4).

@@ -5,7 +5,7 @@
 //! page (it gets its copy), a page the guest gave back (the VM stops), anything else (outside
 //! its RAM: the VM stops).
 
-use alloc::string::String;
+use core::fmt;
 
 use carousel_protocol::record::StopReason;
 
@@ -14,7 +14,7 @@ use super::{Context, EmulatedRegisters, Next};
 use crate::exit::Fault;
 use crate::host::Host;
 use crate::memory::Frames;
-use crate::mmio::{self, MmioInstruction, MmioOp};
+use crate::mmio::{self, DecodeError, MmioInstruction, MmioOp};
 use crate::paging::{self, PagingMode, WalkError};
 use crate::platform::Mmio;
 use crate::vcpu::{Event, Reg, Vcpu, VcpuError};
@@ -33,7 +33,7 @@ pub fn fault<V: Vcpu, F: Frames, H: Host>(
     let gpa = fault.gpa;
     let page = gpa / PAGE_SIZE;
     let rip = cx.rip()?;
-    if let Some(device) = Mmio::at(gpa) {
+    if let Some(device) = cx.vm.platform.mmio_at(gpa) {
         if fault.paging_structure {
             return Ok(cx.stop(StopReason::GuestFault {
                 rip,
@@ -53,7 +53,11 @@ pub fn fault<V: Vcpu, F: Frames, H: Host>(
             }
             Ok(Emulated::Again) | Ok(Emulated::Faulted) => Next::Resume,
             Ok(Emulated::Stop(reason)) => cx.stop(reason),
-            Err(message) => cx.stop(StopReason::BadMmio { gpa, rip, message }),
+            Err(error) => cx.stop(StopReason::BadMmio {
+                gpa,
+                rip,
+                message: alloc::format!("{error}"),
+            }),
         });
     }
     if cx.vm.memory.is_lazy(page) {
@@ -97,6 +101,24 @@ enum Emulated {
     Faulted,
     /// The access reached memory no hardware would let it go on from.
     Stop(StopReason),
+}
+
+/// Why an access to a device page cannot be emulated (the VM stops with this text).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Unemulated {
+    /// The instruction bytes at RIP cannot be read through the guest's page tables.
+    Fetch(WalkError),
+    /// The bytes are not an instruction the emulator performs.
+    Decode(DecodeError),
+}
+
+impl fmt::Display for Unemulated {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Fetch(error) => write!(f, "{error}"),
+            Self::Decode(error) => write!(f, "{error}"),
+        }
+    }
 }
 
 /// What a failed walk of the guest's own page tables means for the instruction at `rip`: a
@@ -144,7 +166,7 @@ fn emulate<V: Vcpu, F: Frames, H: Host>(
     device: Mmio,
     fault: &Fault,
     rip: u64,
-) -> Result<Result<Emulated, String>, VcpuError> {
+) -> Result<Result<Emulated, Unemulated>, VcpuError> {
     let paging = GuestPaging::read(&mut cx.vm.vcpu)?;
     let cs_base = cx.vm.vcpu.read(Reg::CsBase)?;
     let bitness = match cx.vm.vcpu.read(Reg::CodeBits)? {
@@ -161,11 +183,11 @@ fn emulate<V: Vcpu, F: Frames, H: Host>(
         &cx.vm.ram(cx.pool),
     ) {
         Ok(fetched) => fetched,
-        Err(error) => return Ok(Err(alloc::format!("{error}"))),
+        Err(error) => return Ok(Err(Unemulated::Fetch(error))),
     };
     let instruction = match mmio::decode(&bytes[..fetched], bitness) {
         Ok(instruction) => instruction,
-        Err(error) => return Ok(Err(alloc::format!("{error}"))),
+        Err(error) => return Ok(Err(Unemulated::Decode(error))),
     };
     let now = cx.host.now();
     let rsp = cx.vm.vcpu.read(Reg::Rsp)?;
@@ -183,8 +205,8 @@ fn emulate<V: Vcpu, F: Frames, H: Host>(
             mmio::complete_load(&instruction, value, &mut regs);
             Emulated::Done(instruction.length)
         }
-        MmioOp::Store { .. } => {
-            let value = mmio::store_value(&instruction, &regs).unwrap_or(0);
+        MmioOp::Store { value } => {
+            let value = value.value(size, &regs);
             platform.mmio_write(device, size, value, now);
             Emulated::Done(instruction.length)
         }

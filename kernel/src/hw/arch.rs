@@ -261,12 +261,12 @@ pub mod selector {
     pub const CODE: u16 = 0x08;
     /// Data and stack.
     pub const DATA: u16 = 0x10;
-    /// The TSS (VM exits need a non-null TR: SDM 27.2.3 "Checks on Host Segment and
-    /// Descriptor-Table Registers").
+    /// The TSS (VM exits need a non-null TR: SDM vol. 3C 28.2.3 "Checks on Host Segment and
+    /// Descriptor-Table Registers": "The selector fields for CS and TR cannot be 0000H").
     pub const TSS: u16 = 0x18;
 }
 
-/// 64-bit TSS (SDM 8.7 "Task Management in 64-bit Mode"): unused but for being present.
+/// 64-bit TSS (SDM vol. 3A 8.7 "Task Management in 64-bit Mode"): unused but for being present.
 #[repr(C, packed(4))]
 struct TaskStateSegment {
     reserved0: u32,
@@ -310,7 +310,8 @@ pub struct HostTables {
 pub fn init_tables() -> HostTables {
     let tss_base = addr_of!(TSS) as u64;
     let limit = (core::mem::size_of::<TaskStateSegment>() - 1) as u64;
-    // 64-bit available TSS descriptor (type 9, present): SDM 8.2.3 "TSS Descriptor in 64-bit mode".
+    // 64-bit available TSS descriptor (type 9, present): SDM vol. 3A 8.2.3 "TSS Descriptor in
+    // 64-bit mode".
     let low = (limit & 0xFFFF)
         | ((tss_base & 0xFF_FFFF) << 16)
         | (0x89 << 40)
@@ -385,7 +386,7 @@ unsafe fn fill_idt() {
         )
     };
     for (gate, &handler) in idt.iter_mut().zip(stubs.iter()) {
-        // Present, DPL 0, 64-bit interrupt gate (type 14): SDM 6.14.1 "64-Bit Mode IDT".
+        // Present, DPL 0, 64-bit interrupt gate (type 14): SDM vol. 3A 6.14.1 "64-Bit Mode IDT".
         gate[0] = (handler & 0xFFFF)
             | (u64::from(selector::CODE) << 16)
             | (0x8E << 40)
@@ -420,7 +421,7 @@ extern "C" fn host_exception(frame: &ExceptionFrame) -> ! {
 }
 
 // Vectors 8, 10-14, 17, 21, 29 and 30 push an error code; the others get a 0 pushed so every
-// frame has the same layout (SDM 6.13 "Error Code").
+// frame has the same layout (SDM vol. 3A 6.13 "Error Code").
 global_asm!(
     r#"
     .section .text.exceptions, "ax"

@@ -5,7 +5,7 @@
 //! the physical address of the multiboot2 information (Multiboot2 1.6, 3.3 "I386 machine
 //! state"). We identity-map the first 4 GiB with 2 MiB pages, enable PAE and IA32_EFER.LME,
 //! turn on paging, and far-return into 64-bit code, which calls `kernel_main(magic, info)`.
-//! See: Intel SDM 325462-083US, 10.8.5 "Initializing IA-32e Mode".
+//! See: Intel SDM 325462-083US, vol. 3A, 10.8.5 "Initializing IA-32e Mode".
 
 core::arch::global_asm!(
     r#"

@@ -4,6 +4,8 @@
 //! The boot code identity-maps the first 4 GiB, so a host-physical address below 4 GiB is also
 //! the hypervisor's virtual address for it; frames above 4 GiB are not used.
 
+use core::fmt;
+
 use carousel_kernel::frames::FrameBitmap;
 use carousel_kernel::memory::{Frames, Table};
 use carousel_kernel::PAGE_SIZE;
@@ -39,14 +41,37 @@ pub struct HwFrames {
     handed_out: &'static mut [u64],
 }
 
+/// Why the frame allocator and the heap could not be set up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemoryInitError {
+    /// [`init`] ran before; its statics are taken.
+    InitialisedTwice,
+    /// The multiboot2 information has no memory-map tag.
+    NoMemoryMap,
+    /// No run of free frames is large enough for the heap, of `bytes`.
+    NoRoomForHeap { bytes: u64 },
+}
+
+impl fmt::Display for MemoryInitError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::InitialisedTwice => f.write_str("memory initialised twice"),
+            Self::NoMemoryMap => f.write_str("GRUB gave no memory map"),
+            Self::NoRoomForHeap { bytes } => {
+                write!(f, "no room for the heap ({} MiB contiguous)", bytes >> 20)
+            }
+        }
+    }
+}
+
 /// Builds the frame allocator and the heap. Called once, before any allocation; a second call
-/// returns None.
-pub fn init(boot_info: &BootInformation<'_>) -> Result<(HwFrames, MemoryReport), &'static str> {
+/// fails.
+pub fn init(boot_info: &BootInformation<'_>) -> Result<(HwFrames, MemoryReport), MemoryInitError> {
     static mut FRAME_WORDS: [u64; MAX_FRAMES / 64] = [0; MAX_FRAMES / 64];
     static mut HANDED_OUT: [u64; MAX_FRAMES / 64] = [0; MAX_FRAMES / 64];
     static TAKEN: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
     if TAKEN.swap(true, core::sync::atomic::Ordering::SeqCst) {
-        return Err("memory initialised twice");
+        return Err(MemoryInitError::InitialisedTwice);
     }
     // SAFETY: the flag above lets this run once; nothing else names these statics, so the two
     // references are the only ones ever made.
@@ -59,7 +84,7 @@ pub fn init(boot_info: &BootInformation<'_>) -> Result<(HwFrames, MemoryReport),
     let mut bitmap = FrameBitmap::new_all_used(words);
     let areas = boot_info
         .memory_map_tag()
-        .ok_or("GRUB gave no memory map")?;
+        .ok_or(MemoryInitError::NoMemoryMap)?;
     for area in areas.memory_areas() {
         if area.typ() == MemoryAreaType::Available {
             let first = area.start_address().div_ceil(PAGE_SIZE);
@@ -93,7 +118,7 @@ pub fn init(boot_info: &BootInformation<'_>) -> Result<(HwFrames, MemoryReport),
     let heap_frames = HEAP_BYTES / PAGE_SIZE;
     let heap_start = bitmap
         .allocate_contiguous(heap_frames)
-        .ok_or("no room for the heap")?;
+        .ok_or(MemoryInitError::NoRoomForHeap { bytes: HEAP_BYTES })?;
     let free_after_heap_bytes = bitmap.free_frames() * PAGE_SIZE;
     // SAFETY: the frames were just taken from the allocator for the heap alone; they are
     // identity-mapped and nothing else refers to them.

@@ -2,8 +2,9 @@
 //! VMCS. Every VMREAD and VMWRITE goes through a [`CurrentVmcs`] token, which only
 //! [`Vmcs::current`] makes, after loading that VMCS if another was current.
 //!
-//! Reference: Intel SDM 325462-083US (March 2024), volume 3C: 25 "Virtual Machine Control
-//! Structures", 27.6 "Event Injection", 28.2 "Recording VM-Exit Information".
+//! Reference: Intel SDM 325462-083US (March 2024), volume 3C: 26 "Virtual Machine Control
+//! Structures", 28.6 "Event Injection", 29.2 "Recording VM-Exit Information and Updating VM-Entry
+//! Control Fields".
 
 use alloc::string::String;
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -17,7 +18,7 @@ use carousel_vmx::addr::HostPhysAddr;
 use carousel_vmx::controls::{cycles_to_preemption_ticks, Negotiated, PrimaryProcessorBased};
 use carousel_vmx::ept::EptPointer;
 use carousel_vmx::exit::{InterruptionInfo, InterruptionType};
-use carousel_vmx::fail::VmFail;
+use carousel_vmx::fail::{VmFail, VmxFailure, VmxInstruction};
 use carousel_vmx::fields::*;
 use carousel_vmx::instructions as vmx;
 
@@ -42,52 +43,67 @@ pub struct CurrentVmcs<'a> {
 
 impl Vmcs {
     /// Makes this VMCS current (VMPTRLD, unless it already is) and returns the token.
-    pub fn current(&mut self) -> Result<CurrentVmcs<'_>, VmFail> {
+    pub fn current(&mut self) -> Result<CurrentVmcs<'_>, VmxFailure> {
         let address = self.region.as_u64();
         if CURRENT.load(Ordering::Relaxed) != address {
             // SAFETY: the region was set up by VMCLEAR in `VmxVcpu::create` (revision written)
             // and is used on this CPU only.
-            unsafe { vmx::vmptrld(self.region)? };
+            unsafe { vmx::vmptrld(self.region) }
+                .map_err(|fail| VmxFailure::new(VmxInstruction::Vmptrld, fail))?;
             CURRENT.store(address, Ordering::Relaxed);
         }
         Ok(CurrentVmcs { _vmcs: self })
     }
 }
 
+/// A failed VMREAD of the field with `encoding`.
+fn read_failed(encoding: u32) -> impl Fn(VmFail) -> VmxFailure {
+    move |fail| VmxFailure::on_field(VmxInstruction::Vmread, encoding, fail)
+}
+
+/// A failed VMWRITE of the field with `encoding`.
+fn write_failed(encoding: u32) -> impl Fn(VmFail) -> VmxFailure {
+    move |fail| VmxFailure::on_field(VmxInstruction::Vmwrite, encoding, fail)
+}
+
 impl CurrentVmcs<'_> {
-    pub fn read32(&self, field: Field32) -> Result<u32, VmFail> {
-        vmx::vmread32(field)
+    pub fn read32(&self, field: Field32) -> Result<u32, VmxFailure> {
+        vmx::vmread32(field).map_err(read_failed(field.encoding()))
     }
-    pub fn read64(&self, field: Field64) -> Result<u64, VmFail> {
-        vmx::vmread64(field)
+    pub fn read64(&self, field: Field64) -> Result<u64, VmxFailure> {
+        vmx::vmread64(field).map_err(read_failed(field.encoding()))
     }
-    pub fn natural(&self, field: FieldNatural) -> Result<u64, VmFail> {
-        vmx::vmread_natural(field)
+    pub fn natural(&self, field: FieldNatural) -> Result<u64, VmxFailure> {
+        vmx::vmread_natural(field).map_err(read_failed(field.encoding()))
     }
 
     /// # Safety
     /// As for `carousel_vmx::instructions::vmwrite64`: the value keeps the host sound.
-    pub unsafe fn write16(&mut self, field: Field16, value: u16) -> Result<(), VmFail> {
+    pub unsafe fn write16(&mut self, field: Field16, value: u16) -> Result<(), VmxFailure> {
         // SAFETY: this VMCS is current (the token); the caller vouches for the value.
-        unsafe { vmx::vmwrite16(field, value) }
+        unsafe { vmx::vmwrite16(field, value) }.map_err(write_failed(field.encoding()))
     }
     /// # Safety
     /// As for [`Self::write16`].
-    pub unsafe fn write32(&mut self, field: Field32, value: u32) -> Result<(), VmFail> {
+    pub unsafe fn write32(&mut self, field: Field32, value: u32) -> Result<(), VmxFailure> {
         // SAFETY: this VMCS is current (the token); the caller vouches for the value.
-        unsafe { vmx::vmwrite32(field, value) }
+        unsafe { vmx::vmwrite32(field, value) }.map_err(write_failed(field.encoding()))
     }
     /// # Safety
     /// As for [`Self::write32`].
-    pub unsafe fn write64(&mut self, field: Field64, value: u64) -> Result<(), VmFail> {
+    pub unsafe fn write64(&mut self, field: Field64, value: u64) -> Result<(), VmxFailure> {
         // SAFETY: this VMCS is current (the token); the caller vouches for the value.
-        unsafe { vmx::vmwrite64(field, value) }
+        unsafe { vmx::vmwrite64(field, value) }.map_err(write_failed(field.encoding()))
     }
     /// # Safety
     /// As for [`Self::write32`].
-    pub unsafe fn write_natural(&mut self, field: FieldNatural, value: u64) -> Result<(), VmFail> {
+    pub unsafe fn write_natural(
+        &mut self,
+        field: FieldNatural,
+        value: u64,
+    ) -> Result<(), VmxFailure> {
         // SAFETY: this VMCS is current (the token); the caller vouches for the value.
-        unsafe { vmx::vmwrite_natural(field, value) }
+        unsafe { vmx::vmwrite_natural(field, value) }.map_err(write_failed(field.encoding()))
     }
 }
 
@@ -130,10 +146,6 @@ static INITIAL_XSTATE: XState = XState([0; arch::XSTATE_BYTES]);
 /// XCR0 components x87 and SSE, which FXSAVE and FXRSTOR switch.
 const XCR0_LEGACY: u64 = 0b11;
 
-fn failed(what: &str) -> impl Fn(VmFail) -> VcpuError + '_ {
-    move |error| VcpuError::new(what, error)
-}
-
 /// CR0.PE | CR0.ET: protected mode, paging off (the multiboot machine state).
 const GUEST_CR0_AT_ENTRY: u64 = 0x11;
 /// RFLAGS bit 1 is always set; IF = 0.
@@ -142,7 +154,7 @@ const RFLAGS_RESERVED: u64 = 0x2;
 impl VmxVcpu {
     /// Makes the VMCS of a VM: controls, host state, and the guest state a multiboot kernel
     /// expects at entry. `region` is a zeroed frame the VMCS lives in.
-    pub fn create(vmx: &Vmx, setup: &VcpuSetup, region: HostPhysAddr) -> Result<Self, VmFail> {
+    pub fn create(vmx: &Vmx, setup: &VcpuSetup, region: HostPhysAddr) -> Result<Self, VmxFailure> {
         let mut vcpu = Self {
             vmcs: Vmcs { region },
             launched: false,
@@ -159,8 +171,9 @@ impl VmxVcpu {
             xsave: vmx.xsave,
         };
         // SAFETY: the region is a fresh frame carrying the revision identifier (written by the
-        // caller); VMCLEAR initialises it (25.11.3 "Initializing a VMCS").
-        unsafe { vmx::vmclear(region)? };
+        // caller); VMCLEAR initialises it (26.11.3 "Initializing a VMCS").
+        unsafe { vmx::vmclear(region) }
+            .map_err(|fail| VmxFailure::new(VmxInstruction::Vmclear, fail))?;
         CURRENT.store(0, Ordering::Relaxed);
         let mut vmcs = vcpu.vmcs.current()?;
         // SAFETY: the VMCS is current (the token); every field written describes state this VM
@@ -174,11 +187,11 @@ impl VmxVcpu {
     }
 
     fn vmcs(&mut self) -> Result<CurrentVmcs<'_>, VcpuError> {
-        self.vmcs.current().map_err(failed("VMPTRLD"))
+        self.vmcs.current().map_err(VcpuError::from)
     }
 
     /// The guest-visible value of CR0 or CR4: owned bits from the register, the others from
-    /// the read shadow (25.6.6 "Guest/Host Masks and Read Shadows for CR0 and CR4").
+    /// the read shadow (26.6.6 "Guest/Host Masks and Read Shadows for CR0 and CR4").
     fn visible(
         &mut self,
         register: FieldNatural,
@@ -186,7 +199,7 @@ impl VmxVcpu {
         shadow: FieldNatural,
     ) -> Result<u64, VcpuError> {
         let vmcs = self.vmcs()?;
-        let read = |field| vmcs.natural(field).map_err(failed("VMREAD"));
+        let read = |field| vmcs.natural(field);
         let (value, mask, shadow) = (read(register)?, read(mask)?, read(shadow)?);
         Ok((value & !mask) | (shadow & mask))
     }
@@ -244,6 +257,8 @@ impl Vcpu for VmxVcpu {
             Reg::Cpl => vmcs
                 .read32(GUEST_SS_ACCESS_RIGHTS)
                 .map(|access| u64::from((access >> AR_DPL_SHIFT) & 3)),
+            // Interruptibility state (26.4.2 "Guest Non-Register State", table "Format of
+            // Interruptibility State"): bit 0 blocking by STI, bit 1 blocking by MOV SS.
             Reg::InterruptShadow => vmcs
                 .read32(GUEST_INTERRUPTIBILITY_STATE)
                 .map(|state| u64::from(state & 0b11 != 0)),
@@ -258,7 +273,7 @@ impl Vcpu for VmxVcpu {
             Reg::Msr(Msr::GsBase) => vmcs.natural(GUEST_GS_BASE),
             Reg::Msr(_) | Reg::Cr0 | Reg::Cr4 | Reg::Xcr0 => unreachable!("handled above"),
         };
-        value.map_err(failed("VMREAD"))
+        value.map_err(VcpuError::from)
     }
 
     fn write(&mut self, reg: Reg, value: u64) -> Result<(), VcpuError> {
@@ -315,11 +330,11 @@ impl Vcpu for VmxVcpu {
                 Reg::Msr(Msr::FsBase) => vmcs.write_natural(GUEST_FS_BASE, value),
                 Reg::Msr(Msr::GsBase) => vmcs.write_natural(GUEST_GS_BASE, value),
                 Reg::CodeBits | Reg::Cpl | Reg::NmiBlocked | Reg::Xcr0 | Reg::Msr(_) => {
-                    return Err(VcpuError(String::from("read-only register written")))
+                    return Err(VcpuError::ReadOnlyRegister(reg))
                 }
             }
         };
-        written.map_err(failed("VMWRITE"))
+        written.map_err(VcpuError::from)
     }
 
     fn inject(&mut self, event: Event) -> Result<(), VcpuError> {
@@ -351,22 +366,20 @@ impl Vcpu for VmxVcpu {
         };
         let mut vmcs = self.vmcs()?;
         // SAFETY: the VMCS is current (the token); an external interrupt of a vector the guest
-        // programmed, or an architectural exception, is a valid event to inject (27.6.1).
+        // programmed, or an architectural exception, is a valid event to inject (28.6.1
+        // "Vectored-Event Injection").
         unsafe {
             if let Some(code) = code {
-                vmcs.write32(VM_ENTRY_EXCEPTION_ERROR_CODE, code)
-                    .map_err(failed("VMWRITE"))?;
+                vmcs.write32(VM_ENTRY_EXCEPTION_ERROR_CODE, code)?;
             }
             vmcs.write32(VM_ENTRY_INTERRUPTION_INFORMATION, info.to_raw())
-                .map_err(failed("VMWRITE"))
+                .map_err(VcpuError::from)
         }
     }
 
     fn event_queued(&mut self) -> Result<bool, VcpuError> {
         let vmcs = self.vmcs()?;
-        let info = vmcs
-            .read32(VM_ENTRY_INTERRUPTION_INFORMATION)
-            .map_err(failed("VMREAD"))?;
+        let info = vmcs.read32(VM_ENTRY_INTERRUPTION_INFORMATION)?;
         Ok(InterruptionInfo::from_raw(info).is_some())
     }
 
@@ -381,8 +394,7 @@ impl Vcpu for VmxVcpu {
             let mut vmcs = self.vmcs()?;
             // SAFETY: the VMCS is current (the token); only the interrupt-window bit changes,
             // which the capability MSRs allow (negotiated at VMX start).
-            unsafe { vmcs.write32(PRIMARY_PROCESSOR_BASED_VM_EXECUTION_CONTROLS, wanted) }
-                .map_err(failed("VMWRITE"))?;
+            unsafe { vmcs.write32(PRIMARY_PROCESSOR_BASED_VM_EXECUTION_CONTROLS, wanted) }?;
             self.primary_controls = wanted;
         }
         Ok(())
@@ -390,13 +402,15 @@ impl Vcpu for VmxVcpu {
 
     fn flush_linear(&mut self) -> Result<(), VcpuError> {
         // SAFETY: flushing this VM's VPID only drops cached translations.
-        unsafe { vmx::invvpid_single_context(self.vpid) }.map_err(failed("INVVPID"))
+        unsafe { vmx::invvpid_single_context(self.vpid) }
+            .map_err(|fail| VmxFailure::new(VmxInstruction::Invvpid, fail).into())
     }
 
     fn flush_physical(&mut self) -> Result<(), VcpuError> {
         // SAFETY: the pointer is this VM's own EPT, as loaded into its VMCS; INVEPT only drops
         // cached translations.
-        unsafe { vmx::invept_single_context(self.eptp) }.map_err(failed("INVEPT"))
+        unsafe { vmx::invept_single_context(self.eptp) }
+            .map_err(|fail| VmxFailure::new(VmxInstruction::Invept, fail).into())
     }
 
     fn enter(&mut self, timer: u64) -> Result<Entered, VcpuError> {
@@ -405,19 +419,22 @@ impl Vcpu for VmxVcpu {
         {
             let mut vmcs = self.vmcs()?;
             // SAFETY: the VMCS is current (the token); the value is a count.
-            unsafe { vmcs.write32(VMX_PREEMPTION_TIMER_VALUE, ticks) }
-                .map_err(failed("VMWRITE"))?;
+            unsafe { vmcs.write32(VMX_PREEMPTION_TIMER_VALUE, ticks) }?;
         }
         // SAFETY: this VM's VMCS is current (just used) and holds a complete host and guest
         // state; `regs` is this VM's register file.
-        unsafe { vmx::enter(&mut self.regs, self.launched) }.map_err(failed("VM entry"))?;
+        unsafe { vmx::enter(&mut self.regs, self.launched) }.map_err(|fail| {
+            let instruction = if self.launched {
+                VmxInstruction::Vmresume
+            } else {
+                VmxInstruction::Vmlaunch
+            };
+            VmxFailure::new(instruction, fail)
+        })?;
         self.launched = true;
         // The timer counts only in guest mode; its saved value is what is left of `ticks`.
-        let left = self
-            .vmcs()?
-            .read32(VMX_PREEMPTION_TIMER_VALUE)
-            .map_err(failed("VMREAD"))?;
-        let raw = vmx::read_exit().map_err(failed("VMREAD exit information"))?;
+        let left = self.vmcs()?.read32(VMX_PREEMPTION_TIMER_VALUE)?;
+        let raw = vmx::read_exit()?;
         self.reinject_interrupted_event()?;
         Ok(Entered {
             exit: Exit::from_vmx(&raw),
@@ -466,15 +483,11 @@ impl Vcpu for VmxVcpu {
     fn describe(&mut self) -> String {
         let primary = self.primary_controls;
         let state = self.vmcs().and_then(|vmcs| {
-            let read = |result: Result<u64, VmFail>| result.map_err(failed("VMREAD"));
             Ok((
-                read(vmcs.natural(GUEST_RIP))?,
-                read(vmcs.natural(GUEST_RFLAGS))?,
-                read(vmcs.read32(GUEST_INTERRUPTIBILITY_STATE).map(u64::from))?,
-                read(
-                    vmcs.read32(VM_ENTRY_INTERRUPTION_INFORMATION)
-                        .map(u64::from),
-                )?,
+                vmcs.natural(GUEST_RIP)?,
+                vmcs.natural(GUEST_RFLAGS)?,
+                vmcs.read32(GUEST_INTERRUPTIBILITY_STATE)?,
+                vmcs.read32(VM_ENTRY_INTERRUPTION_INFORMATION)?,
             ))
         });
         let window = primary & PrimaryProcessorBased::INTERRUPT_WINDOW_EXITING.bits() != 0;
@@ -509,8 +522,9 @@ impl VmxVcpu {
 
     /// A guest CR0 write that turns paging on with EFER.LME set enters IA-32e mode, one that
     /// turns it off leaves it: EFER.LMA and the "IA-32e mode guest" entry control follow (the
-    /// processor does this itself for writes that do not exit; SDM 9.8.5 "Initializing IA-32e
-    /// Mode", 27.3.2.1 "Loading Guest Control Registers...").
+    /// processor does this itself for writes that do not exit; SDM vol. 3A 10.8.5 "Initializing
+    /// IA-32e Mode", vol. 3C 28.3.2.1 "Loading Guest Control Registers, Debug Registers, and
+    /// MSRs").
     fn enter_or_leave_long_mode(&mut self, cr0: u64) -> Result<(), VcpuError> {
         const PG: u64 = 1 << 31;
         const LME: u64 = 1 << 8;
@@ -518,7 +532,7 @@ impl VmxVcpu {
         let entry = self.negotiated.entry.bits();
         let long_mode = carousel_vmx::controls::EntryControls::IA32E_MODE_GUEST.bits();
         let mut vmcs = self.vmcs()?;
-        let efer = vmcs.read64(GUEST_IA32_EFER).map_err(failed("VMREAD"))?;
+        let efer = vmcs.read64(GUEST_IA32_EFER)?;
         let lma = efer & LME != 0 && cr0 & PG != 0;
         if lma == (efer & LMA != 0) {
             return Ok(());
@@ -529,50 +543,42 @@ impl VmxVcpu {
             (efer & !LMA, entry & !long_mode)
         };
         // SAFETY: the VMCS is current (the token); EFER.LMA and the IA-32e entry control agree
-        // with the guest's CR0 and EFER.LME, as VM entry requires (27.3.1.1).
+        // with the guest's CR0 and EFER.LME, as VM entry requires (28.3.1.1 "Checks on Guest
+        // Control Registers, Debug Registers, and MSRs", paraphrased: with "load IA32_EFER" set,
+        // EFER.LMA must equal the "IA-32e mode guest" control, and must equal EFER.LME when
+        // CR0.PG is 1).
         unsafe {
-            vmcs.write64(GUEST_IA32_EFER, efer)
-                .map_err(failed("VMWRITE"))?;
+            vmcs.write64(GUEST_IA32_EFER, efer)?;
             vmcs.write32(VM_ENTRY_CONTROLS, entry)
-                .map_err(failed("VMWRITE"))
+                .map_err(VcpuError::from)
         }
     }
 
     /// After a VM exit: an event whose delivery the exit interrupted (IDT-vectoring information
-    /// valid) is delivered again at the next entry (28.2.4 "Information for VM Exits During
-    /// Event Delivery").
+    /// valid) is delivered again at the next entry (29.2.4 "Information for VM Exits During
+    /// Event Delivery"). The IDT-vectoring field has the layout of the entry field (26.9.3
+    /// "Information for VM Exits That Occur During Event Delivery") except bit 12, which is
+    /// undefined there and reserved in the entry field (28.2.1.3 "VM-Entry Control Fields",
+    /// paraphrased: bits 30:12 of the VM-entry interruption-information field must be 0), so
+    /// the event goes through [`InterruptionInfo`], which carries neither. The reserved type 1
+    /// is never reported, and `from_raw` refuses it.
     fn reinject_interrupted_event(&mut self) -> Result<(), VcpuError> {
-        const VALID: u32 = 1 << 31;
-        const ERROR_CODE_VALID: u32 = 1 << 11;
-        /// Bit 12 (NMI unblocking) is reserved in the entry field.
-        const NMI_UNBLOCKING: u32 = 1 << 12;
         let mut vmcs = self.vmcs()?;
-        let vectoring = vmcs
-            .read32(IDT_VECTORING_INFORMATION)
-            .map_err(failed("VMREAD"))?;
-        if vectoring & VALID == 0 {
+        let Some(event) = InterruptionInfo::from_raw(vmcs.read32(IDT_VECTORING_INFORMATION)?)
+        else {
             return Ok(());
-        }
-        let code = vmcs
-            .read32(IDT_VECTORING_ERROR_CODE)
-            .map_err(failed("VMREAD"))?;
-        let length = vmcs
-            .read32(VM_EXIT_INSTRUCTION_LENGTH)
-            .map_err(failed("VMREAD"))?;
+        };
+        let code = vmcs.read32(IDT_VECTORING_ERROR_CODE)?;
+        let length = vmcs.read32(VM_EXIT_INSTRUCTION_LENGTH)?;
         // SAFETY: the VMCS is current (the token); the event is the one the CPU was delivering.
         unsafe {
-            if vectoring & ERROR_CODE_VALID != 0 {
-                vmcs.write32(VM_ENTRY_EXCEPTION_ERROR_CODE, code)
-                    .map_err(failed("VMWRITE"))?;
+            if event.error_code_valid {
+                vmcs.write32(VM_ENTRY_EXCEPTION_ERROR_CODE, code)?;
             }
-            vmcs.write32(VM_ENTRY_INSTRUCTION_LENGTH, length)
-                .map_err(failed("VMWRITE"))?;
-            vmcs.write32(
-                VM_ENTRY_INTERRUPTION_INFORMATION,
-                vectoring & !NMI_UNBLOCKING,
-            )
-            .map_err(failed("VMWRITE"))
+            vmcs.write32(VM_ENTRY_INSTRUCTION_LENGTH, length)?;
+            vmcs.write32(VM_ENTRY_INTERRUPTION_INFORMATION, event.to_raw())?;
         }
+        Ok(())
     }
 }
 

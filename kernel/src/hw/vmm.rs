@@ -1,7 +1,7 @@
 //! Turning VMX on: capability checks (with a clear message for whatever is missing), VMXON,
 //! and the VMCS parts every VM shares: controls, bitmaps and host state.
 //!
-//! Reference: Intel SDM 325462-083US (March 2024), volume 3C, chapters 24-28.
+//! Reference: Intel SDM 325462-083US (March 2024), volume 3C, chapters 25-29.
 
 use alloc::string::String;
 use core::fmt;
@@ -11,7 +11,7 @@ use carousel_protocol::record::TscSource;
 use carousel_vmx::addr::HostPhysAddr;
 use carousel_vmx::controls::{self, Capabilities, MissingFeature, Negotiated, Wanted};
 use carousel_vmx::ept::EptPointer;
-use carousel_vmx::fail::VmFail;
+use carousel_vmx::fail::{VmFail, VmxFailure};
 use carousel_vmx::fields::*;
 use carousel_vmx::instructions as vmx;
 
@@ -121,8 +121,10 @@ fn filled_frame(frames: &mut HwFrames, value: u8) -> Result<HostPhysAddr, VmxErr
 impl Vmx {
     /// Checks the CPU, enables VMX and executes VMXON.
     ///
-    /// See: 24.7 "Enabling and Entering VMX Operation" and 24.8 "Restrictions on VMX
-    /// Operation" (the CR0/CR4 fixed bits).
+    /// See: 25.7 "Enabling and Entering VMX Operation" and 25.8 "Restrictions on VMX
+    /// Operation" (the CR0/CR4 fixed bits; paraphrased: a bit that is 1 in IA32_VMX_CR0_FIXED0
+    /// must be 1 in CR0 in VMX operation, and a bit that is 0 in IA32_VMX_CR0_FIXED1 must be 0;
+    /// likewise for CR4).
     pub fn enable(host: HostTables, frames: &mut HwFrames) -> Result<Self, VmxError> {
         controls::check_cpuid(arch::cpuid(1, 0)[2])?;
         // SAFETY: IA32_FEATURE_CONTROL exists on every CPU that reports VMX in CPUID.
@@ -161,13 +163,15 @@ impl Vmx {
         frames.bytes_mut(vmxon_region)[..4]
             .copy_from_slice(&negotiated.vmcs_revision.to_le_bytes());
         // SAFETY: CR0/CR4 satisfy the fixed bits, IA32_FEATURE_CONTROL allows VMXON, and the
-        // region is a zeroed 4 KiB frame starting with the revision identifier (24.11.5 "VMXON
-        // Region"); the frame is never freed.
+        // region is a zeroed 4 KiB frame starting with the revision identifier (26.11.5 "VMXON
+        // Region": "Before executing VMXON, software should write the VMCS revision identifier
+        // ... to the VMXON region"); the frame is never freed.
         unsafe { vmx::vmxon(vmxon_region) }.map_err(VmxError::VmxonFailed)?;
         Ok(Self {
             negotiated,
             xsave,
-            // Every port and every MSR exits: all bitmap bits set (25.6.4, 25.6.9).
+            // Every port and every MSR exits: all bitmap bits set (26.6.4 "I/O-Bitmap
+            // Addresses", 26.6.9 "MSR-Bitmap Address").
             io_bitmap_a: filled_frame(frames, 0xFF)?,
             io_bitmap_b: filled_frame(frames, 0xFF)?,
             msr_bitmap: filled_frame(frames, 0xFF)?,
@@ -184,10 +188,10 @@ impl Vmx {
         vmcs: &mut CurrentVmcs<'_>,
         ept: EptPointer,
         vpid: u16,
-    ) -> Result<(), VmFail> {
+    ) -> Result<(), VmxFailure> {
         let n = &self.negotiated;
         let low32 = |value: u64| value & 0xFFFF_FFFF;
-        // The guest owns every CR0/CR4 bit but those VMX fixes (25.6.6 "Guest/Host Masks and
+        // The guest owns every CR0/CR4 bit but those VMX fixes (26.6.6 "Guest/Host Masks and
         // Read Shadows for CR0 and CR4"): writes to those exit and are checked.
         let cr0_mask = (n.cr0_fixed0 & !CR0_PE_PG) | low32(!n.cr0_fixed1);
         let cr4_mask = n.cr4_fixed0 | low32(!n.cr4_fixed1);
@@ -223,12 +227,12 @@ impl Vmx {
         Ok(())
     }
 
-    /// Writes the host-state area of the current VMCS: where a VM exit lands (25.5 "Host-State
+    /// Writes the host-state area of the current VMCS: where a VM exit lands (26.5 "Host-State
     /// Area"). HOST_RSP and HOST_RIP are written by `enter` itself.
     ///
     /// # Safety
     /// The host tables must stay as they are for as long as the VMCS is used.
-    pub unsafe fn write_host_state(&self, vmcs: &mut CurrentVmcs<'_>) -> Result<(), VmFail> {
+    pub unsafe fn write_host_state(&self, vmcs: &mut CurrentVmcs<'_>) -> Result<(), VmxFailure> {
         // SAFETY: the token makes this VMCS current; the values are the hypervisor's own state,
         // which does not change after boot.
         unsafe {
@@ -302,12 +306,14 @@ fn calibrate_against_pit() -> u64 {
     }
 }
 
-/// Access rights (SDM 25.4.1 "Guest Register State", Table 25-2): flat 32-bit code, execute/read,
+/// Access rights (SDM 26.4.1 "Guest Register State", Table 26-2): flat 32-bit code, execute/read,
 /// accessed, present, DPL 0, 4 KiB granularity.
 const CODE32_ACCESS: u32 = 0xC09B;
 /// Flat 32-bit data, read/write, accessed, present, DPL 0.
 const DATA32_ACCESS: u32 = 0xC093;
-/// Busy 32-bit TSS, present: TR must be usable at VM entry (SDM 27.3.1.2).
+/// Busy 32-bit TSS, present: TR must be usable at VM entry (SDM 28.3.1.2 "Checks on Guest
+/// Segment Registers", paraphrased: TR must not be unusable, and outside IA-32e mode its type
+/// must be 3 (16-bit busy TSS) or 11 (32-bit busy TSS)).
 const TSS32_BUSY_ACCESS: u32 = 0x008B;
 /// Segment-unusable bit.
 const UNUSABLE: u32 = 1 << 16;
@@ -320,7 +326,7 @@ const UNUSABLE: u32 = 1 << 16;
 pub unsafe fn write_guest_entry_state(
     vmcs: &mut CurrentVmcs<'_>,
     entry: u64,
-) -> Result<(), VmFail> {
+) -> Result<(), VmxFailure> {
     let (cr0, cr0_shadow) = entry_cr0();
     // SAFETY: the token makes this VMCS current; these are guest-state fields only, with the
     // values a multiboot kernel expects.
@@ -378,6 +384,8 @@ pub unsafe fn write_guest_entry_state(
         vmcs.write_natural(GUEST_PENDING_DEBUG_EXCEPTIONS, 0)?;
         vmcs.write32(GUEST_INTERRUPTIBILITY_STATE, 0)?;
         vmcs.write32(GUEST_ACTIVITY_STATE, 0)?;
+        // No shadow VMCS: 28.3.1.5 "Checks on Guest Non-Register State" checks the VMCS link
+        // pointer only if it is not FFFFFFFF_FFFFFFFFH (paraphrased).
         vmcs.write64(VMCS_LINK_POINTER, u64::MAX)?;
         vmcs.write32(VM_ENTRY_INTERRUPTION_INFORMATION, 0)?;
     }
