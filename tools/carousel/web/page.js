@@ -26,6 +26,8 @@
     const node = svg ? document.createElementNS(SVG, tag) : document.createElement(tag);
     for (const [key, value] of Object.entries(attributes || {})) {
       if (key === 'text') node.textContent = value;
+      // Through the CSSOM: the page's policy refuses style attributes.
+      else if (key === 'style') node.style.cssText = String(value);
       else node.setAttribute(key, String(value));
     }
     if (parent) parent.appendChild(node);
@@ -133,14 +135,16 @@
   // bucket is over, the newest WINDOW of them on screen.
   const share = Object.assign(figure('share'), {
     svg: $('share').querySelector('svg'),
-    column: 4, window: 250, buckets: new Map(), drawn: 0, reach: null, markers: [],
+    column: 4, window: 250, buckets: new Map(), drawn: 0, reach: null, markers: [], slices: [],
     reset() {
       this.records = 0; this.buckets.clear(); this.drawn = 0; this.reach = null;
+      this.slices = run.vms.map(() => 0);
       this.svg.textContent = '';
     },
     length() { return run.hz ? Math.round(run.hz / 10) : 1e8; },
     add(vm, start, end) {
       this.count();
+      if (vm < this.slices.length) this.slices[vm] += 1;
       if (run.start === null) return;
       const length = this.length();
       const from = Math.max(0, Math.floor((start - run.start) / length));
@@ -159,6 +163,7 @@
       const length = this.length();
       const node = this.node;
       node.dataset.bucketCycles = String(length);
+      node.dataset.slices = JSON.stringify(this.slices);
       if (run.start !== null && this.reach !== null) {
         const complete = Math.max(0, Math.floor((Math.min(this.reach, run.now) - run.start) / length));
         for (let k = this.drawn; k < complete; k += 1) {
@@ -512,7 +517,8 @@
   function itemTime(item) {
     switch (item[0]) {
       case 's': case 'r': return item[item[0] === 's' ? 2 : 3];
-      case 'x': case 'm': case 'd': case 'w': case 'q': case 'c': case 'o': return item[2];
+      case 'x': case 'm': case 'd': case 'w': case 'q': case 'c': return item[2];
+      case 'o': return item[3];
       case 'l': case 'e': case 'M': return item[1];
       case 't': return run.end;
       default: return null;
@@ -638,7 +644,7 @@
       if (run.mode === 'view') {
         timed.push(item);
         const time = itemTime(item);
-        if (time !== null && time !== undefined) run.end = Math.max(run.end || 0, time);
+        if (Number.isFinite(time)) run.end = Math.max(run.end || 0, time);
       } else {
         apply(item);
       }

@@ -32,8 +32,8 @@ pub struct ViewOptions {
 /// The hub of a finished trace: its feed, its console lines (timed where the console events
 /// allow) and a status line. The second value is the hub's status text.
 pub fn load(trace: &Path, com1: Option<&Path>) -> Result<(Arc<Hub>, String), String> {
-    let bytes =
-        std::fs::read(trace).map_err(|error| format!("cannot read {}: {error}", trace.display()))?;
+    let bytes = std::fs::read(trace)
+        .map_err(|error| format!("cannot read {}: {error}", trace.display()))?;
     let (records, damage) = read_trace(&bytes);
     if records.is_empty() {
         return Err(format!("{} holds no record", trace.display()));
@@ -105,13 +105,7 @@ pub fn load(trace: &Path, com1: Option<&Path>) -> Result<(Arc<Hub>, String), Str
 /// Puts the console lines of a run's COM1 `text` into `hub`, each VM line at the time of its
 /// console event (since `origin`); lines that cannot be timed go untimed (the page shows them
 /// whatever the cursor), the hypervisor's own lines too. Returns how many VM lines there were.
-fn console_lines(
-    hub: &Hub,
-    text: &str,
-    names: &[String],
-    log: &ConsoleLog,
-    origin: u64,
-) -> usize {
+fn console_lines(hub: &Hub, text: &str, names: &[String], log: &ConsoleLog, origin: u64) -> usize {
     match timed_lines(text, names, log) {
         Ok(per_vm) => {
             for (vm, lines) in per_vm.iter().enumerate() {

@@ -276,7 +276,7 @@ pub fn execute_lab(
 
     // The web page, from the start: it can be opened while the hypervisor builds.
     let web = match options.web {
-        Some(addr) => Some(start_web(addr, &lab, console)?),
+        Some(addr) => Some(start_web(addr, &lab)?),
         None => None,
     };
 
@@ -450,7 +450,7 @@ impl Web {
 }
 
 /// Starts the live page's server on `addr` and says where it is.
-fn start_web(addr: std::net::SocketAddr, lab: &Lab, console: Console) -> Result<Web, RunError> {
+fn start_web(addr: std::net::SocketAddr, lab: &Lab) -> Result<Web, RunError> {
     let names: Vec<String> = lab
         .vms
         .iter()
@@ -467,7 +467,6 @@ fn start_web(addr: std::net::SocketAddr, lab: &Lab, console: Console) -> Result<
         eprintln!("{warning}");
     }
     // The URL is printed even with a quiet console: without it the page cannot be opened.
-    let _ = console;
     println!("[carousel] web page: {}", server.url());
     hub.status("building", false);
     Ok(Web {

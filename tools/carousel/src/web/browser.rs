@@ -55,7 +55,8 @@ pub struct Browser {
 impl Browser {
     /// Starts Chromium with a window of `width` × `height` and opens `url` in it.
     pub fn open(url: &str, (width, height): (u32, u32)) -> Result<Browser, String> {
-        let profile = tempfile::tempdir().map_err(|error| format!("a profile directory: {error}"))?;
+        let profile =
+            tempfile::tempdir().map_err(|error| format!("a profile directory: {error}"))?;
         let mut child = Command::new(chromium()?)
             .args([
                 "--headless",
@@ -80,35 +81,15 @@ impl Browser {
             .stderr(Stdio::piped())
             .spawn()
             .map_err(|error| format!("chromium does not start: {error}"))?;
-        let stderr = child.stderr.take().ok_or("no stderr")?;
-        let (found, listening) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(at) = line.find("ws://") {
-                    let _ = found.send(line[at..].trim().to_string());
-                }
-            }
-        });
-        let browser_url = match listening.recv_timeout(START_LIMIT) {
-            Ok(url) => url,
-            Err(_) => {
+        let connected = connect(&mut child);
+        let socket = match connected {
+            Ok(socket) => socket,
+            Err(error) => {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err("chromium did not open its DevTools socket".to_string());
+                return Err(error);
             }
         };
-        let port = browser_url
-            .trim_start_matches("ws://")
-            .split(['/', ':'])
-            .nth(1)
-            .ok_or("no DevTools port")?
-            .to_string();
-        let page = page_socket(&port)?;
-        let (socket, _) = tungstenite::connect(page.as_str())
-            .map_err(|error| format!("DevTools socket {page}: {error}"))?;
-        if let MaybeTlsStream::Plain(stream) = socket.get_ref() {
-            let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
-        }
         let mut browser = Browser {
             child,
             _profile: profile,
@@ -134,9 +115,9 @@ impl Browser {
                     .or(params["exceptionDetails"]["text"].as_str())
                     .unwrap_or("?")
             )),
-            Some("Runtime.consoleAPICalled") if params["type"] == "error" => {
-                self.errors.push(format!("console.error: {}", params["args"]))
-            }
+            Some("Runtime.consoleAPICalled") if params["type"] == "error" => self
+                .errors
+                .push(format!("console.error: {}", params["args"])),
             Some("Log.entryAdded") if params["entry"]["level"] == "error" => self
                 .errors
                 .push(format!("log: {}", params["entry"]["text"])),
@@ -285,6 +266,35 @@ impl Drop for Browser {
     }
 }
 
+/// Finds the DevTools socket Chromium `child` opened and connects to its first page.
+fn connect(child: &mut Child) -> Result<WebSocket<MaybeTlsStream<TcpStream>>, String> {
+    let stderr = child.stderr.take().ok_or("no stderr")?;
+    let (found, listening) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(at) = line.find("ws://") {
+                let _ = found.send(line[at..].trim().to_string());
+            }
+        }
+    });
+    let browser_url = listening
+        .recv_timeout(START_LIMIT)
+        .map_err(|_| "chromium did not open its DevTools socket".to_string())?;
+    let port = browser_url
+        .trim_start_matches("ws://")
+        .split(['/', ':'])
+        .nth(1)
+        .ok_or("no DevTools port")?
+        .to_string();
+    let page = page_socket(&port)?;
+    let (socket, _) = tungstenite::connect(page.as_str())
+        .map_err(|error| format!("DevTools socket {page}: {error}"))?;
+    if let MaybeTlsStream::Plain(stream) = socket.get_ref() {
+        let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
+    }
+    Ok(socket)
+}
+
 /// The DevTools WebSocket URL of Chromium's first page, from `/json/list` on `port`.
 fn page_socket(port: &str) -> Result<String, String> {
     let until = Instant::now() + START_LIMIT;
@@ -307,14 +317,38 @@ fn page_socket(port: &str) -> Result<String, String> {
     }
 }
 
-/// The body of `GET path` from `host` (HTTP/1.0, so the server closes the connection).
+/// The body of `GET path` from `host`: read up to its `Content-Length` (Chromium's DevTools
+/// server keeps the connection open).
 pub fn http_get(host: &str, path: &str) -> std::io::Result<String> {
     let mut stream = TcpStream::connect(host)?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n")?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    Ok(response
-        .split_once("\r\n\r\n")
-        .map_or(String::new(), |(_, body)| body.to_string()))
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n")?;
+    let mut reader = BufReader::new(stream);
+    let mut length = None;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 {
+            break;
+        }
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':') {
+            if name.eq_ignore_ascii_case("content-length") {
+                length = value.trim().parse::<usize>().ok();
+            }
+        }
+    }
+    let mut body = Vec::new();
+    match length {
+        Some(length) => {
+            body.resize(length, 0);
+            reader.read_exact(&mut body)?;
+        }
+        None => {
+            reader.read_to_end(&mut body)?;
+        }
+    }
+    Ok(String::from_utf8_lossy(&body).into_owned())
 }

@@ -341,7 +341,15 @@ impl Hub {
                 items.push(web::skipped_console(vm, skipped).to_string().into());
             }
         }
-        if cursor.status != state.status_version {
+        // The status last, once the page has all the rest: "done" means it has everything.
+        let rest_taken = cursor.sticky >= state.sticky.end()
+            && cursor.charts >= state.charts.end()
+            && state
+                .consoles
+                .iter()
+                .zip(&cursor.consoles)
+                .all(|(console, &next)| next >= console.end());
+        if rest_taken && cursor.status != state.status_version {
             if let Some(status) = &state.status {
                 items.push(status.clone());
             }
@@ -466,12 +474,17 @@ mod tests {
         for tsc in 0..40 {
             hub.publish(&[Delta::RunEnd { tsc }]);
         }
+        hub.status("done", true);
         let mut cursor = Cursor::default();
         let mut seen = 0;
         let mut messages = 0;
         while let Some(message) = hub.take(&mut cursor) {
             messages += 1;
-            seen += items(&message).iter().filter(|item| item[0] == "e").count();
+            let items = items(&message);
+            seen += items.iter().filter(|item| item[0] == "e").count();
+            // The status comes in the last message, after every delta.
+            let done = items.iter().any(|item| item[0] == "S");
+            assert_eq!(done, seen == 40, "status after {seen} deltas");
         }
         assert_eq!(seen, 40);
         assert!(messages > 3, "{messages} messages");

@@ -389,4 +389,3 @@ pub fn write_trace(dir: &Path, name: &str, records: Vec<Record>) -> PathBuf {
         .expect("the trace is written");
     path
 }
-
