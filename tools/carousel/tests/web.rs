@@ -585,7 +585,9 @@ fn a_devcheck_lab_is_driven_from_the_page() {
 fn the_view_page_scrubs_a_trace() {
     let dir = tempfile::tempdir().unwrap();
     let records = synthetic::synthetic_run(["a", "b", "c", "d"]);
-    std::fs::write(dir.path().join("com1.txt"), synthetic::com1_text(&records)).unwrap();
+    // A line that would be markup if the page took it as HTML.
+    let com1 = synthetic::com1_text(&records) + "<img src=x onerror=window.pwned=1>\n";
+    std::fs::write(dir.path().join("com1.txt"), com1).unwrap();
     let trace = synthetic::write_trace(dir.path(), "com2.bin", records);
     let mut child = Command::new(env!("CARGO_BIN_EXE_carousel"))
         .args(["view", trace.to_str().unwrap()])
@@ -634,6 +636,17 @@ fn the_view_page_scrubs_a_trace() {
     assert!(
         half_lines > 0 && half_lines < all_lines,
         "{half_lines} of {all_lines} lines"
+    );
+    let hostile = browser
+        .eval(
+            "[document.querySelector('.pane.hypervisor .log').textContent.includes('<img src=x'), \
+             document.querySelectorAll('#consoles img').length, typeof window.pwned]",
+        )
+        .unwrap();
+    assert_eq!(
+        hostile,
+        serde_json::json!([true, 0, "undefined"]),
+        "text, not markup"
     );
     let page_errors = number(
         &mut browser,

@@ -189,11 +189,13 @@ impl Feed {
                 if self.maps.len() <= index {
                     self.maps.resize(index + 1, Vec::new());
                 }
+                // A map of another size starts a fresh grid, all untouched (0), on the page.
                 let previous = &self.maps[index];
+                let fresh = previous.len() != cells.len();
                 let changed = cells
                     .iter()
                     .enumerate()
-                    .filter(|&(cell, state)| previous.get(cell) != Some(state))
+                    .filter(|&(cell, &state)| state != if fresh { 0 } else { previous[cell] })
                     .map(|(cell, &state)| (cell as u16, state))
                     .collect();
                 self.maps[index] = cells.clone();
@@ -447,7 +449,8 @@ mod tests {
             .collect();
         assert_eq!(
             changed,
-            vec![(vec![(0, 0), (1, 1), (2, 2)], 3), (vec![(1, 3)], 3)]
+            // The first map: only the cells that are not untouched (0).
+            vec![(vec![(1, 1), (2, 2)], 3), (vec![(1, 3)], 3)]
         );
     }
 
