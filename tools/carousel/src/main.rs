@@ -172,6 +172,14 @@ enum Bench {
         #[arg(long)]
         json: bool,
     },
+    /// What the live page sustains: a synthetic 16-VM trace fed through the run's feed and hub
+    /// to one headless Chromium; records per second (goal: twice the run's rate) and bytes sent
+    /// per record (goal: at most twice the trace's own).
+    Web {
+        /// Print one JSON object instead of the lines.
+        #[arg(long)]
+        json: bool,
+    },
     /// What Carousel costs a real xv6, in cycles (Bochs only; about 10 minutes): boot from
     /// `main` to the shell's first console read under Carousel against the same xv6 booted
     /// natively in the same Bochs (goal: at most 1.2×), and `usertests` beside three idle xv6
@@ -300,6 +308,9 @@ fn main() -> ExitCode {
         Command::Bench {
             bench: Bench::Decode { json },
         } => carousel::commands::bench::decode::decode_command(json),
+        Command::Bench {
+            bench: Bench::Web { json },
+        } => carousel::commands::bench::web::web_command(json),
         Command::Bench {
             bench:
                 Bench::Xv6 {

@@ -657,3 +657,33 @@ fn the_view_page_scrubs_a_trace() {
     drop(guard);
     let _ = child.wait();
 }
+
+/// `carousel bench web --json`: the page draws every slice of the synthetic run, skips nothing,
+/// and the figures add up (records a second from records and seconds, bytes a record from the
+/// bytes sent).
+#[test]
+#[ignore = "drives the page in headless Chromium for about 15 s"]
+fn the_web_bench_measures_a_page_that_keeps_up() {
+    let output = Command::new(env!("CARGO_BIN_EXE_carousel"))
+        .args(["bench", "web", "--json"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let bench: Value = serde_json::from_str(&stdout).expect("one JSON object");
+    let records = bench["records"].as_f64().unwrap();
+    let seconds = bench["seconds"].as_f64().unwrap();
+    assert!(records > 10_000.0 && seconds > 0.0);
+    assert_eq!(bench["skipped"], 0);
+    let rate = bench["records_per_s"].as_f64().unwrap();
+    assert!((rate - records / seconds).abs() < 1.0);
+    let per_record = bench["bytes_per_record"].as_f64().unwrap();
+    let sent = bench["bytes_sent"].as_f64().unwrap();
+    assert!(per_record > 10.0 && (per_record - sent / records).abs() < 0.01);
+    assert!(bench["console_lines"].as_u64().unwrap() > 1_000);
+}

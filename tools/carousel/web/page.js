@@ -94,20 +94,32 @@
   function paneOf(vm) {
     return vm === null || vm === undefined ? panes[panes.length - 1] : panes[vm];
   }
+  // Lines wait in a fragment until the next draw, which adds them at once: one layout a draw,
+  // not one a line.
   function addLine(pane, text, klass) {
     if (!pane) return;
-    const stick = pane.log.scrollTop + pane.log.clientHeight >= pane.log.scrollHeight - 4;
-    make('div', klass ? { class: klass, text } : { text }, pane.log);
-    while (pane.log.childElementCount > LINES_KEPT) pane.log.firstElementChild.remove();
-    if (!klass) {
-      pane.lines += 1;
+    if (!pane.pending) pane.pending = document.createDocumentFragment();
+    make('div', klass ? { class: klass, text } : { text }, pane.pending);
+    if (pane.pending.childElementCount > LINES_KEPT) pane.pending.firstElementChild.remove();
+    if (!klass) pane.lines += 1;
+  }
+  function flushPanes() {
+    for (const pane of panes) {
+      if (!pane.pending) continue;
+      const log = pane.log;
+      const stick = log.scrollTop + log.clientHeight >= log.scrollHeight - 4;
+      log.appendChild(pane.pending);
+      pane.pending = null;
+      let extra = log.childElementCount - LINES_KEPT;
+      while (extra > 0) { log.firstElementChild.remove(); extra -= 1; }
       pane.node.dataset.lines = String(pane.lines);
+      if (stick) log.scrollTop = log.scrollHeight;
     }
-    if (stick) pane.log.scrollTop = pane.log.scrollHeight;
   }
   function clearPanes() {
     for (const pane of panes) {
       pane.log.textContent = '';
+      pane.pending = null;
       pane.lines = 0;
       pane.node.dataset.lines = '0';
       pane.checks = [0, 0];
@@ -632,6 +644,7 @@
     if (pending === null) pending = setTimeout(() => { pending = null; draw(); }, 100);
   }
   function draw() {
+    flushPanes();
     for (const chart of charts) chart.flush();
     document.body.dataset.at = String(run.now);
     document.body.dataset.rendered = 'yes';

@@ -21,7 +21,7 @@ use tungstenite::{Message, WebSocket};
 /// Names the Chromium binary goes by (Debian's package installs `chromium`).
 pub const BINARIES: [&str; 3] = ["chromium", "chromium-browser", "google-chrome"];
 /// How long Chromium may take to start and open its DevTools socket.
-const START_LIMIT: Duration = Duration::from_secs(30);
+const START_LIMIT: Duration = Duration::from_secs(90);
 /// How long one DevTools call may take.
 const CALL_LIMIT: Duration = Duration::from_secs(30);
 

@@ -151,6 +151,17 @@ impl Server {
     pub fn page_count(&self) -> usize {
         self.app.page_count()
     }
+
+    /// Bytes of messages sent to pages so far.
+    pub fn bytes_sent(&self) -> u64 {
+        self.app.bytes_sent()
+    }
+
+    /// True when every connected page has everything published so far.
+    pub fn pages_caught_up(&self) -> bool {
+        let version = *self.app.hub.subscribe().borrow();
+        self.app.pages_have(version)
+    }
 }
 
 impl Drop for Server {

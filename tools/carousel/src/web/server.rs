@@ -70,6 +70,8 @@ pub struct App {
     /// Pages connected, by number: the hub version each has taken everything up to.
     pages: Mutex<HashMap<u64, u64>>,
     next_page: AtomicU64,
+    /// Bytes of messages sent to pages, in all (`carousel bench web`).
+    sent: AtomicU64,
 }
 
 impl App {
@@ -80,6 +82,7 @@ impl App {
             hosts,
             pages: Mutex::new(HashMap::new()),
             next_page: AtomicU64::new(0),
+            sent: AtomicU64::new(0),
         }
     }
 
@@ -94,6 +97,11 @@ impl App {
     /// Pages connected now.
     pub fn page_count(&self) -> usize {
         self.pages.lock().map(|pages| pages.len()).unwrap_or(0)
+    }
+
+    /// Bytes of messages sent to pages so far.
+    pub fn bytes_sent(&self) -> u64 {
+        self.sent.load(Ordering::Relaxed)
     }
 
     fn set_page(&self, page: u64, version: Option<u64>) {
@@ -321,6 +329,7 @@ async fn serve_page(app: Arc<App>, mut socket: WebSocket) {
     'page: loop {
         let version = *watch.borrow_and_update();
         while let Some(message) = app.hub.take(&mut cursor) {
+            app.sent.fetch_add(message.len() as u64, Ordering::Relaxed);
             if socket.send(Message::Text(message.into())).await.is_err() {
                 break 'page;
             }
