@@ -501,7 +501,7 @@ impl<W: Write> Input<W> {
                 }
                 Control::EndRun => {}
                 Control::Set { knob, .. } => self.say(format!(
-                    "[carousel] in-run knob {}: not built yet (the control channel takes it;                      the hypervisor cannot change it during a run)",
+                    "[carousel] in-run knob {}: not built yet (the control channel takes it; the hypervisor cannot change it during a run)",
                     escape::name(&knob)
                 )),
             }
@@ -649,6 +649,57 @@ mod tests {
     use std::path::Path;
 
     use super::*;
+
+    /// What the page types goes to its VM as `~N` input would (focus, then the text), the
+    /// user's next typed line goes back to the user's VM, and an end request counts once.
+    #[test]
+    fn the_page_types_through_the_same_routing_and_ends_the_run_once() {
+        use crate::web::hub::{Hub, Limits, Mode};
+        let names = vec!["a".to_string(), "b".to_string()];
+        let (hub, _page_controls) = Hub::new(Mode::Live, &names, Limits::LIVE);
+        let mut input = Input {
+            writer: Some(FocusWriter::new(Vec::new(), 2)),
+            names: names.clone(),
+            user_focus: 0,
+            live: false,
+            hub: Some(hub.clone()),
+            page_asked_end: false,
+        };
+        let (send, controls) = std::sync::mpsc::channel();
+        send.send(Control::Input {
+            vm: 1,
+            text: "ping\n".to_string(),
+        })
+        .unwrap();
+        send.send(Control::Input {
+            vm: 7,
+            text: "x".to_string(),
+        })
+        .unwrap();
+        send.send(Control::EndRun).unwrap();
+        send.send(Control::EndRun).unwrap();
+        assert_eq!(input.page(&controls), 1, "one end request");
+        let (typed_send, typed) = std::sync::mpsc::channel();
+        typed_send.send("ls".to_string()).unwrap();
+        input.typed(&typed);
+        // The same bytes as `~1`, "ping", then the user's line after `~0`.
+        let mut expected = FocusWriter::new(Vec::new(), 2);
+        expected.send(1, b"ping\n").unwrap();
+        expected.send(0, b"ls\n").unwrap();
+        assert_eq!(input.writer.as_ref().unwrap().get_ref(), expected.get_ref());
+        // The page hears of the VM it does not have, and sees the end as a marker.
+        let mut cursor = crate::web::hub::Cursor::default();
+        let mut seen = String::new();
+        while let Some(message) = hub.take(&mut cursor) {
+            seen.push_str(&message);
+        }
+        assert!(seen.contains("VM 7, which the lab does not have"), "{seen}");
+        assert!(
+            seen.contains("[\"M\",null,\"end of the run asked for from the page\"]"),
+            "{seen}"
+        );
+        assert_eq!(input.page(&controls), 0);
+    }
 
     #[test]
     fn quiet_runs_keep_stream_warnings_for_the_caller() {
