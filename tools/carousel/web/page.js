@@ -546,6 +546,7 @@
     $('mode').textContent = run.mode === 'view' ? 'trace' : 'live';
     const columns = Math.min(4, Math.max(1, Math.ceil(Math.sqrt(run.vms.length))));
     $('consoles').style.setProperty('--columns', String(columns));
+    $('consoles').style.setProperty('--rows', String(Math.max(1, Math.ceil(run.vms.length / columns))));
     run.vms.forEach((name, vm) => panes.push(makePane(vm, name)));
     panes.push(makePane(null, 'carousel'));
     if (run.mode === 'view') {
