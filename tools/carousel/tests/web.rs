@@ -643,6 +643,42 @@ fn the_view_page_scrubs_a_trace() {
         half_lines > 0 && half_lines < all_lines,
         "{half_lines} of {all_lines} lines"
     );
+    // One second after the first event: each VM's running time is that of the first ten
+    // 100 ms intervals of `carousel report --interval 100`.
+    browser
+        .eval(
+            "(() => { const s = document.getElementById('slider'); \
+             s.value = String(Number(s.min) + 1e9); \
+             s.dispatchEvent(new Event('input')); return true; })()",
+        )
+        .unwrap();
+    browser.pump(Duration::from_millis(300));
+    let intervals = Command::new(env!("CARGO_BIN_EXE_carousel"))
+        .args(["report", "--interval", "100", "--format", "json"])
+        .arg(&trace)
+        .output()
+        .unwrap();
+    let intervals: Value = serde_json::from_slice(&intervals.stdout).expect("JSON intervals");
+    let expected: Vec<u64> = (0..4)
+        .map(|vm| {
+            intervals["intervals"].as_array().unwrap()[..10]
+                .iter()
+                .map(|interval| interval["vms"][vm]["running_cycles"].as_u64().unwrap())
+                .sum()
+        })
+        .collect();
+    let running: Vec<u64> = serde_json::from_str(
+        browser
+            .eval("document.getElementById('share').dataset.running")
+            .unwrap()
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        running, expected,
+        "running cycles in the first second, page and --interval"
+    );
     let hostile = browser
         .eval(
             "[document.querySelector('.pane.hypervisor .log').textContent.includes('<img src=x'), \

@@ -147,16 +147,17 @@
   // bucket is over, the newest WINDOW of them on screen.
   const share = Object.assign(figure('share'), {
     svg: $('share').querySelector('svg'),
-    column: 4, window: 250, buckets: new Map(), drawn: 0, reach: null, markers: [], slices: [],
+    column: 4, window: 250, buckets: new Map(), drawn: 0, reach: null, markers: [], slices: [], running: [],
     reset() {
       this.records = 0; this.buckets.clear(); this.drawn = 0; this.reach = null;
       this.slices = run.vms.map(() => 0);
+      this.running = run.vms.map(() => 0);
       this.svg.textContent = '';
     },
     length() { return run.hz ? Math.round(run.hz / 10) : 1e8; },
     add(vm, start, end) {
       this.count();
-      if (vm < this.slices.length) this.slices[vm] += 1;
+      if (vm < this.slices.length) { this.slices[vm] += 1; this.running[vm] += Math.max(0, end - start); }
       if (run.start === null) return;
       const length = this.length();
       const from = Math.max(0, Math.floor((start - run.start) / length));
@@ -176,6 +177,7 @@
       const node = this.node;
       node.dataset.bucketCycles = String(length);
       node.dataset.slices = JSON.stringify(this.slices);
+      node.dataset.running = JSON.stringify(this.running);
       if (run.start !== null && this.reach !== null) {
         const complete = Math.max(0, Math.floor((Math.min(this.reach, run.now) - run.start) / length));
         for (let k = this.drawn; k < complete; k += 1) {
