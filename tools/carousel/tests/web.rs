@@ -223,6 +223,27 @@ fn sockets_need_the_token_and_the_page_origin() {
 }
 
 #[test]
+fn pages_at_once_are_bounded() {
+    let (server, _hub, _controls) = serve();
+    let own = format!("http://{}", server.addr());
+    let mut pages: Vec<_> = (0..carousel::web::server::PAGES_MAX)
+        .map(|_| {
+            let mut page = socket(&server, server.token(), Some(&own)).expect("a socket");
+            let _setup = read_items(&mut page);
+            page
+        })
+        .collect();
+    assert_eq!(socket(&server, server.token(), Some(&own)).err(), Some(503));
+    // One closes: another may come.
+    pages.pop().unwrap().close(None).unwrap();
+    let until = Instant::now() + Duration::from_secs(5);
+    while server.page_count() >= carousel::web::server::PAGES_MAX && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(socket(&server, server.token(), Some(&own)).is_ok());
+}
+
+#[test]
 fn input_is_rate_limited() {
     let (server, _hub, controls) = serve();
     let own = format!("http://{}", server.addr());

@@ -59,6 +59,8 @@ pub const CONTROL_BURST: u32 = 40;
 pub const CONTROL_RATE: u32 = 10;
 /// Longest text one input message may carry.
 pub const INPUT_MAX: usize = 1_024;
+/// Pages connected at once (each holds a cursor and builds its own messages): more are refused.
+pub const PAGES_MAX: usize = 8;
 
 /// What the handlers share.
 #[derive(Debug)]
@@ -257,6 +259,13 @@ async fn socket(
 ) -> Response {
     if let Err(refused) = guard(&app, &headers, &access) {
         return refused.into_response();
+    }
+    if app.page_count() >= PAGES_MAX {
+        return refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many pages open: close one",
+        )
+        .into_response();
     }
     upgrade
         .max_message_size(64 << 10)
