@@ -800,3 +800,41 @@ fn sixteen_panes_fit_one_screen_and_a_click_enlarges_one() {
     drop(guard);
     let _ = child.wait();
 }
+
+/// A page that comes late to a console longer than the backlog sees the newest lines and a
+/// notice of how many it skipped.
+#[test]
+#[ignore = "drives the page in headless Chromium"]
+fn a_page_behind_the_backlog_is_told_it_skipped_ahead() {
+    let names = ["a".to_string(), "b".to_string()];
+    let limits = Limits {
+        console_lines: 5,
+        ..Limits::LIVE
+    };
+    let (hub, _controls) = Hub::new(Mode::Live, &names, limits);
+    for line in 0..50 {
+        hub.console(Some(1), &format!("line {line}"), None);
+    }
+    let server = Server::start(carousel::web::DEFAULT_ADDR, hub.clone()).expect("it binds");
+    let mut browser = Browser::open(&server.url(), (1280, 800)).expect("Chromium opens the page");
+    let log = "document.querySelector('.pane[data-vm=\"1\"] .log')";
+    browser
+        .wait_for(
+            &format!("{log}.textContent.includes('line 49')"),
+            Duration::from_secs(30),
+        )
+        .expect("the newest line");
+    let seen = browser
+        .eval(&format!(
+            "Array.from({log}.children).map(line => line.textContent)"
+        ))
+        .unwrap();
+    let seen: Vec<String> = serde_json::from_value(seen).unwrap();
+    assert_eq!(seen.len(), 6, "{seen:?}");
+    assert!(
+        seen.iter().any(|line| line.contains("45 lines skipped")),
+        "{seen:?}"
+    );
+    assert_eq!(seen.last().map(String::as_str), Some("line 49"));
+    assert!(browser.errors.is_empty(), "{:?}", browser.errors);
+}

@@ -121,10 +121,14 @@ impl Bounded {
         self.first + self.items.len() as u64
     }
 
-    /// Items from number `*next` on, while `budget` lasts; `*next` moves past them. Returns how
-    /// many were skipped because they are no longer kept.
-    fn take(&self, next: &mut u64, out: &mut Vec<Arc<str>>, budget: &mut usize) -> u64 {
-        let skipped = self.first.saturating_sub(*next);
+    /// How many items from number `next` on are no longer kept.
+    fn skipped(&self, next: u64) -> u64 {
+        self.first.saturating_sub(next)
+    }
+
+    /// Items from number `*next` on (or the oldest kept), while `budget` lasts; `*next` moves
+    /// past them.
+    fn take(&self, next: &mut u64, out: &mut Vec<Arc<str>>, budget: &mut usize) {
         *next = (*next).max(self.first);
         while *next < self.end() && *budget > 0 {
             let item = &self.items[(*next - self.first) as usize];
@@ -132,7 +136,6 @@ impl Bounded {
             out.push(item.clone());
             *next += 1;
         }
-        skipped
     }
 }
 
@@ -329,17 +332,20 @@ impl Hub {
         state
             .sticky
             .take(&mut cursor.sticky, &mut items, &mut budget);
-        let skipped = state
-            .charts
-            .take(&mut cursor.charts, &mut items, &mut budget);
+        // A notice of what was skipped comes before the items kept after it.
+        let skipped = state.charts.skipped(cursor.charts);
         if skipped > 0 {
             items.push(web::skipped_deltas(skipped).to_string().into());
         }
+        state
+            .charts
+            .take(&mut cursor.charts, &mut items, &mut budget);
         for (vm, console) in state.consoles.iter().enumerate() {
-            let skipped = console.take(&mut cursor.consoles[vm], &mut items, &mut budget);
+            let skipped = console.skipped(cursor.consoles[vm]);
             if skipped > 0 {
                 items.push(web::skipped_console(vm, skipped).to_string().into());
             }
+            console.take(&mut cursor.consoles[vm], &mut items, &mut budget);
         }
         // The status last, once the page has all the rest: "done" means it has everything.
         let rest_taken = cursor.sticky >= state.sticky.end()
