@@ -326,6 +326,22 @@ fn an_address_beyond_loopback_is_warned_about() {
     }
 }
 
+#[test]
+fn view_refuses_what_is_not_a_trace_with_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let garbage = dir.path().join("garbage.bin");
+    std::fs::write(&garbage, b"not a trace at all").unwrap();
+    for trace in [dir.path().join("missing.bin"), garbage] {
+        let output = Command::new(env!("CARGO_BIN_EXE_carousel"))
+            .args(["view", trace.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(2), "{}", trace.display());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.starts_with("carousel view: "), "{stderr}");
+    }
+}
+
 /// The URL a `carousel` process prints on `stdout` (the rest is read on a thread).
 fn url_of(stdout: impl Read + Send + 'static) -> String {
     let mut lines = BufReader::new(stdout).lines();
