@@ -6,3 +6,4 @@ pub mod doctor;
 pub mod export;
 pub mod report;
 pub mod run;
+pub mod view;

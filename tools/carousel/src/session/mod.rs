@@ -65,6 +65,8 @@ pub struct RunOptions {
     /// Commands for Bochs' debugger in place of [`backend::CONT_RC`] (`carousel bench xv6`
     /// stops at breakpoints to read the tick count). Bochs only.
     pub bochs_debugger: Option<String>,
+    /// `--web [ADDR]`: serve the live page on ADDR while the run goes.
+    pub web: Option<std::net::SocketAddr>,
 }
 
 impl RunOptions {
@@ -79,6 +81,7 @@ impl RunOptions {
             persist: false,
             trace: None,
             bochs_debugger: None,
+            web: None,
         }
     }
 }
@@ -271,6 +274,12 @@ pub fn execute_lab(
     }
     prepare_out_dir(&out)?;
 
+    // The web page, from the start: it can be opened while the hypervisor builds.
+    let web = match options.web {
+        Some(addr) => Some(start_web(addr, &lab)?),
+        None => None,
+    };
+
     // Build.
     let guests = lab.builtin_guests();
     say(format!(
@@ -370,6 +379,7 @@ pub fn execute_lab(
         phase,
         interrupted,
         console,
+        web.as_ref().map(|web| web.link()),
     );
 
     // Disks, then the verdict.
@@ -386,6 +396,9 @@ pub fn execute_lab(
         timeout_s,
         scripts: &scripts,
     });
+    if let Some(web) = web {
+        web.finish(&decided);
+    }
     Ok(Finished {
         lab,
         backend,
@@ -397,6 +410,69 @@ pub fn execute_lab(
         stream_warnings: received.warnings,
         persisted,
         persist_failed,
+    })
+}
+
+/// The live page of a run: its server and what the session feeds it.
+#[derive(Debug)]
+struct Web {
+    server: crate::web::Server,
+    hub: std::sync::Arc<crate::web::hub::Hub>,
+    controls: std::sync::Mutex<Option<std::sync::mpsc::Receiver<crate::web::hub::Control>>>,
+}
+
+/// How long the page may take to receive the end of the run before the tool exits.
+const WEB_LINGER: Duration = Duration::from_secs(2);
+
+impl Web {
+    /// What the run loop feeds and reads (once).
+    fn link(&self) -> stream::WebLink {
+        stream::WebLink {
+            hub: self.hub.clone(),
+            controls: self
+                .controls
+                .lock()
+                .ok()
+                .and_then(|mut controls| controls.take()),
+        }
+    }
+
+    /// Tells the page how the run ended, and gives it a moment to get it all.
+    fn finish(self, outcome: &Outcome) {
+        for line in carousel_trace::render::outcome::table(outcome).lines() {
+            self.hub
+                .console(None, &carousel_trace::escape::console_line(line), None);
+        }
+        self.hub
+            .status(&carousel_trace::render::outcome::result_line(outcome), true);
+        self.server.linger(WEB_LINGER);
+    }
+}
+
+/// Starts the live page's server on `addr` and says where it is.
+fn start_web(addr: std::net::SocketAddr, lab: &Lab) -> Result<Web, RunError> {
+    let names: Vec<String> = lab
+        .vms
+        .iter()
+        .map(|vm| carousel_trace::escape::name(&vm.name))
+        .collect();
+    let (hub, controls) = crate::web::hub::Hub::new(
+        crate::web::hub::Mode::Live,
+        &names,
+        crate::web::hub::Limits::LIVE,
+    );
+    let server = crate::web::Server::start(addr, hub.clone())
+        .map_err(io_error(format!("cannot serve the web page on {addr}")))?;
+    if let Some(warning) = crate::web::exposure_warning(server.addr()) {
+        eprintln!("{warning}");
+    }
+    // The URL is printed even with a quiet console: without it the page cannot be opened.
+    println!("[carousel] web page: {}", server.url());
+    hub.status("building", false);
+    Ok(Web {
+        server,
+        hub,
+        controls: std::sync::Mutex::new(Some(controls)),
     })
 }
 

@@ -13,6 +13,7 @@
 
 pub mod accounting;
 pub mod console;
+pub mod feed;
 pub mod live;
 pub mod samples;
 pub mod timeline;
