@@ -4,5 +4,6 @@
 pub mod bench;
 pub mod doctor;
 pub mod export;
+pub mod persist;
 pub mod report;
 pub mod run;

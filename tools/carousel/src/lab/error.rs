@@ -5,7 +5,7 @@ use std::ops::RangeInclusive;
 use std::path::PathBuf;
 
 use super::limits::{
-    BUILTIN_GUESTS, CPU_MODELS, DISK_TOTAL_MIB, HYPERVISOR_MIB, MAX_TOTAL_MIB, VM_COUNT_RANGE,
+    BUILTIN_GUESTS, CPU_MODELS, DRIVE_MAX_GIB, HYPERVISOR_MIB, MAX_TOTAL_MIB, VM_COUNT_RANGE,
 };
 
 /// Why a lab file was refused.
@@ -105,17 +105,46 @@ pub enum LabErrorKind {
     )]
     MemoryTotal { guests: u64 },
     #[error(
-        "`{key}` of vm {vm:?}: the disks add up to {} KiB with this one ({} KiB); at most \
-         {DISK_TOTAL_MIB} MiB of disk fit in the hypervisor's memory, all VMs together",
-        total.div_ceil(1024),
-        bytes.div_ceil(1024)
+        "`{key}` of vm {vm:?} ({file}): with `disk_backend = \"memory\"` the disks travel in \
+         the emulator's memory beside the VMs' RAM; with this one ({} KiB) they add up to {} MiB \
+         and the RAM to {guests} MiB, more than the {MAX_TOTAL_MIB} MiB the emulator holds with \
+         the hypervisor's {HYPERVISOR_MIB} (use the default `disk_backend = \"drive\"`)",
+        bytes.div_ceil(1024),
+        total.div_ceil(1 << 20)
     )]
-    DiskTotal {
+    DiskMemory {
         key: String,
         vm: String,
+        file: String,
+        bytes: u64,
+        total: u64,
+        guests: u64,
+    },
+    #[error(
+        "`{key}` of vm {vm:?} ({file}): the shared drive cannot hold it: with this disk ({} MiB) \
+         the VMs' disks need {} MiB of drive, at most {DRIVE_MAX_GIB} GiB",
+        bytes.div_ceil(1 << 20),
+        total.div_ceil(1 << 20)
+    )]
+    DriveTotal {
+        key: String,
+        vm: String,
+        file: String,
         bytes: u64,
         total: u64,
     },
+    #[error("`{key}` of vm {vm:?}: {path}: {reason}")]
+    BadImage {
+        key: String,
+        vm: String,
+        path: PathBuf,
+        reason: String,
+    },
+    #[error(
+        "`{key}` of vm {vm:?}: persist needs `run.disk_backend = \"drive\"` (a disk served from \
+         memory is gone when the emulator ends)"
+    )]
+    PersistFromMemory { key: String, vm: String },
     #[error("`{key}` of vm {vm:?}: environment variable {var} is not set (or empty)")]
     MissingEnv {
         key: String,

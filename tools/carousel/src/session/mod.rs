@@ -1,11 +1,11 @@
 //! `carousel run`: validate the lab, build, make the ISO, start the emulator, stream COM1 to the
 //! terminal and decode COM2 as they grow, type the scripted and the user's console input, end
-//! the run, write back persisted disk sectors, and decide the outcome.
+//! the run, persist disks, and decide the outcome.
 
 //!
 //! What is here: the run's options and errors, its directory, and [`execute`]: validate, build,
-//! make the ISO, start the emulator, run the loop ([`stream`]), write back persisted disks
-//! ([`persist`]) and decide the outcome. The run's phases, from building to its end, are a
+//! make the shared drive and the ISO, start the emulator, run the loop ([`stream`]), persist
+//! disks from the drive however the run ended ([`persist`]) and decide the outcome. The run's phases, from building to its end, are a
 //! state machine ([`phase`]); Ctrl-C reaches it through [`interrupt`]. The loop's pieces: COM1
 //! lines ([`lines`]), console scripts and the focus protocol ([`script`]), typed input
 //! ([`interactive`]), the live figures' status line ([`status`]).
@@ -35,6 +35,7 @@ use crate::emulator::backend::{self, Backend, BackendChoice, EmulatorMemory};
 use crate::emulator::com1::{self, Com1, ConnectError};
 use crate::emulator::Emulator;
 use crate::image::build::{self, BuildError};
+use crate::image::drive;
 use crate::image::iso::{self, IsoError, VmFiles};
 use crate::lab::{Disk, Kernel, Lab, LabError};
 
@@ -293,18 +294,26 @@ pub fn execute_lab(
         return Err(RunError::Interrupted);
     }
 
-    // Blank disks, in the run directory (persisted sectors land there too).
-    for vm in &lab.vms {
-        if let Some(Disk::Blank { kib }) = vm.disk {
-            let path = crate::lab::blank_disk_path(&out, &vm.name);
-            fs::write(&path, crate::image::disk::blank_image(kib))
-                .map_err(io_error(format!("cannot write {}", path.display())))?;
+    // The shared drive (every VM's disk an extent of it), or, with `disk_backend = "memory"`,
+    // blank disks as files to travel in the ISO.
+    let drive = lab.drive_manifest(&out, drive::fresh_run_id(), options.persist);
+    if let Some((manifest, sources)) = &drive {
+        drive::build(&out.join(drive::DRIVE_FILE), manifest, sources)
+            .map_err(|error| RunError::Unavailable(format!("the shared drive: {error}")))?;
+    } else {
+        for vm in &lab.vms {
+            if let Some(Disk::Blank { kib }) = vm.disk {
+                let path = crate::lab::blank_disk_path(&out, &vm.name);
+                fs::write(&path, crate::image::disk::blank_image(kib))
+                    .map_err(io_error(format!("cannot write {}", path.display())))?;
+            }
         }
     }
+    let manifest = drive.as_ref().map(|(manifest, _)| manifest);
 
     // Boot image.
     let run_config = lab
-        .run_config(backend.tsc_hz(&lab), options.persist)
+        .run_config(backend.tsc_hz(&lab), manifest)
         .to_bytes()
         .map_err(|error| {
             RunError::Unavailable(format!("cannot encode the run configuration: {error}"))
@@ -317,7 +326,11 @@ pub fn execute_lab(
                 Kernel::Builtin(name) => built.guest(name),
                 Kernel::File(path) => path.clone(),
             },
-            disk: vm.disk.as_ref().map(|disk| disk.path(&out, &vm.name)),
+            disk: vm
+                .disk
+                .as_ref()
+                .filter(|_| manifest.is_none())
+                .map(|disk| disk.path(&out, &vm.name)),
         })
         .collect();
     let staging = out.join("iso-root");
@@ -337,12 +350,14 @@ pub fn execute_lab(
         .bochs_debugger
         .as_deref()
         .unwrap_or(backend::CONT_RC);
+    let drive_path = manifest.map(|_| out.join(drive::DRIVE_FILE));
     let (mut emulator, link) = start_emulator(
         backend,
         &lab,
         memory,
         &out,
         &iso_path,
+        drive_path.as_deref(),
         debugger,
         interrupted,
     )?;
@@ -372,9 +387,9 @@ pub fn execute_lab(
         console,
     );
 
-    // Disks, then the verdict.
+    // Disks (the emulator is gone: nothing writes the drive any more), then the verdict.
     let model = received.model.finish();
-    let (persisted, persist_failed) = persist::persist_disks(&lab, &out, options.persist, &model);
+    let (persisted, persist_failed) = persist::persist_disks(&out, manifest);
     let names: Vec<String> = lab.vms.iter().map(|vm| vm.name.clone()).collect();
     let scripts = received.scripts.results();
     let decided = verdict::decide(&RunFacts {
@@ -410,6 +425,7 @@ fn start_emulator(
     memory: EmulatorMemory,
     out: &Path,
     iso_path: &Path,
+    drive: Option<&Path>,
     debugger: &str,
     interrupted: &AtomicBool,
 ) -> Result<(Emulator, Option<Com1>), RunError> {
@@ -425,6 +441,7 @@ fn start_emulator(
                 ips: lab.ips,
                 out,
                 iso: iso_path,
+                drive,
                 com1_port: port,
             });
             fs::write(&bochsrc, text)
@@ -432,7 +449,9 @@ fn start_emulator(
             fs::write(&cont_rc, debugger)
                 .map_err(io_error(format!("cannot write {}", cont_rc.display())))?;
         }
-        let launch = backend::launch(backend, memory, iso_path, out, &bochsrc, &cont_rc, port);
+        let launch = backend::launch(
+            backend, memory, iso_path, drive, out, &bochsrc, &cont_rc, port,
+        );
         let output = out.join(launch.output);
         let mut emulator = Emulator::spawn(launch.program, &launch.args, &launch.env, &output)
             .map_err(io_error(format!("cannot start {}", launch.program)))?;

@@ -292,6 +292,7 @@ fn native_boot(
         Backend::Bochs,
         backend::EmulatorMemory::Megs(NATIVE_MEGS),
         &image,
+        None,
         &out,
         &bochsrc,
         &script,
