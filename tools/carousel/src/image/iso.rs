@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 use carousel_protocol::RUN_CONFIG_MODULE;
 
 use super::child::{self, Stopped};
-use crate::lab::{disk_module, kernel_module};
 
 /// Where GRUB's BIOS modules live (Debian's grub-pc-bin); without them grub-mkrescue makes an
 /// image no BIOS boots.
@@ -122,6 +121,16 @@ pub fn mkrescue(
         });
     }
     Ok(start.elapsed())
+}
+
+/// Multiboot2 module command line of VM `index`'s kernel.
+pub fn kernel_module(index: usize) -> String {
+    format!("vm{index}.kernel")
+}
+
+/// Multiboot2 module command line of VM `index`'s disk image (`disk_backend = "memory"`).
+pub fn disk_module(index: usize) -> String {
+    format!("vm{index}.disk")
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ use std::path::Path;
 
 use super::definition::{Disk, DiskBackend, Lab};
 use crate::image::drive::{Extent, Manifest, ManifestVm, Source};
+pub use crate::image::iso::{disk_module, kernel_module};
 
 impl Lab {
     /// The run configuration the hypervisor receives, with the TSC frequency the backend
@@ -116,14 +117,4 @@ impl Lab {
             sources,
         ))
     }
-}
-
-/// Multiboot2 module command line of VM `index`'s kernel.
-pub fn kernel_module(index: usize) -> String {
-    format!("vm{index}.kernel")
-}
-
-/// Multiboot2 module command line of VM `index`'s disk image.
-pub fn disk_module(index: usize) -> String {
-    format!("vm{index}.disk")
 }
