@@ -927,6 +927,38 @@ fn without_persist_the_disk_is_unchanged() {
     );
 }
 
+/// `disk_backend = "memory"`: the disk travels in the ISO as a module and is served in place;
+/// devcheck reads its magic and writes and reads back its last sectors all the same, and no
+/// shared drive is made.
+#[test]
+#[ignore = "boots an emulator; run by ci/test"]
+fn a_disk_in_memory_is_served_in_place() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    std::fs::write(dir.path().join("disk.img"), blank_image(32)).expect("the image");
+    let before = std::fs::read(dir.path().join("disk.img")).expect("the image");
+    let lab = dir.path().join("memory.toml");
+    std::fs::write(
+        &lab,
+        "[run]\ntsc_hz = 50_000_000\ntimeout_s = 120\ndisk_backend = \"memory\"\n\n\
+         [[vm]]\nname = \"disk\"\nkernel = \"devcheck\"\nmemory_mib = 8\n\
+         disk = \"disk.img\"\nargs = \"disk_sectors=64\"\n",
+    )
+    .expect("the lab");
+    let out = dir.path().join("run");
+    let run = run_file(&lab, &out, &[]);
+    let describe = run.describe();
+    assert_eq!(run.code, Some(0), "{describe}");
+    assert!(
+        run.stdout.contains("[disk] devcheck: ide-readback: ok"),
+        "{describe}"
+    );
+    assert!(!out.join("drive.img").exists());
+    assert_eq!(
+        std::fs::read(dir.path().join("disk.img")).expect("the image"),
+        before
+    );
+}
+
 /// The ids of the processes whose command line names `needle` (the emulator of one run
 /// directory, found by its bochsrc's path).
 fn pids_naming(needle: &str) -> Vec<u32> {

@@ -390,14 +390,20 @@ pub struct Launch {
     pub output: &'static str,
 }
 
-/// The launch of `backend`; for Bochs, `bochsrc` (which names the COM1 port and the drive) and
+/// What the emulator boots from (the ISO) and the run's shared drive, if any.
+#[derive(Debug, Clone, Copy)]
+pub struct Media<'a> {
+    pub iso: &'a Path,
+    pub drive: Option<&'a Path>,
+}
+
+/// The launch of `backend` with `media`; for Bochs, `bochsrc` (which names the COM1 port and the drive) and
 /// `cont_rc` are the files written next to it; QEMU gets `com1_port` and `drive` on its
 /// command line.
 pub fn launch(
     backend: Backend,
     memory: EmulatorMemory,
-    iso: &Path,
-    drive: Option<&Path>,
+    media: Media<'_>,
     out: &Path,
     bochsrc: &Path,
     cont_rc: &Path,
@@ -422,8 +428,8 @@ pub fn launch(
             args: qemu_args(
                 backend == Backend::QemuKvm,
                 memory,
-                iso,
-                drive,
+                media.iso,
+                media.drive,
                 out,
                 com1_port,
             ),
@@ -588,8 +594,10 @@ mod tests {
         let launch = launch(
             Backend::Bochs,
             EmulatorMemory::Megs(256),
-            Path::new("/r/carousel.iso"),
-            None,
+            Media {
+                iso: Path::new("/r/carousel.iso"),
+                drive: None,
+            },
             Path::new("/r"),
             Path::new("/r/bochsrc"),
             Path::new("/r/cont.rc"),

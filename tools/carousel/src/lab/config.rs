@@ -74,6 +74,15 @@ impl Lab {
         }
     }
 
+    /// MiB of emulator RAM the disks take with `disk_backend = "memory"` (0 on the drive).
+    pub fn memory_disk_mib(&self) -> u64 {
+        if self.disk_backend != DiskBackend::Memory {
+            return 0;
+        }
+        let bytes: u64 = (0..self.vms.len()).filter_map(|i| self.disk_bytes(i)).sum();
+        bytes.div_ceil(1 << 20)
+    }
+
     /// The shared drive of a run in `out` (drive backend, some VM with a disk): each VM's
     /// extent, the image it persists into and whether it does (`persist_all`: `carousel run
     /// --persist`), and what fills each extent.

@@ -8,6 +8,19 @@ use super::limits::{
     BUILTIN_GUESTS, CPU_MODELS, DRIVE_MAX_GIB, HYPERVISOR_MIB, MAX_TOTAL_MIB, VM_COUNT_RANGE,
 };
 
+/// The sizes behind a disk that does not fit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskSizes {
+    /// The disk's file (or "a blank disk of N KiB").
+    pub file: String,
+    /// The disk that went over, bytes.
+    pub bytes: u64,
+    /// All disks up to it (drive: their extents with the header), bytes.
+    pub total: u64,
+    /// The VMs' RAM, MiB (memory backend).
+    pub guests_mib: u64,
+}
+
 /// Why a lab file was refused.
 #[derive(Debug)]
 pub struct LabError {
@@ -105,39 +118,37 @@ pub enum LabErrorKind {
     )]
     MemoryTotal { guests: u64 },
     #[error(
-        "`{key}` of vm {vm:?} ({file}): with `disk_backend = \"memory\"` the disks travel in \
+        "`{key}` of vm {vm:?} ({}): with `disk_backend = \"memory\"` the disks travel in \
          the emulator's memory beside the VMs' RAM; with this one ({} KiB) they add up to {} MiB \
-         and the RAM to {guests} MiB, more than the {MAX_TOTAL_MIB} MiB the emulator holds with \
+         and the RAM to {} MiB, more than the {MAX_TOTAL_MIB} MiB the emulator holds with \
          the hypervisor's {HYPERVISOR_MIB} (use the default `disk_backend = \"drive\"`)",
-        bytes.div_ceil(1024),
-        total.div_ceil(1 << 20)
+        sizes.file,
+        sizes.bytes.div_ceil(1024),
+        sizes.total.div_ceil(1 << 20),
+        sizes.guests_mib
     )]
     DiskMemory {
         key: String,
         vm: String,
-        file: String,
-        bytes: u64,
-        total: u64,
-        guests: u64,
+        sizes: Box<DiskSizes>,
     },
     #[error(
-        "`{key}` of vm {vm:?} ({file}): the shared drive cannot hold it: with this disk ({} MiB) \
+        "`{key}` of vm {vm:?} ({}): the shared drive cannot hold it: with this disk ({} MiB) \
          the VMs' disks need {} MiB of drive, at most {DRIVE_MAX_GIB} GiB",
-        bytes.div_ceil(1 << 20),
-        total.div_ceil(1 << 20)
+        sizes.file,
+        sizes.bytes.div_ceil(1 << 20),
+        sizes.total.div_ceil(1 << 20)
     )]
     DriveTotal {
         key: String,
         vm: String,
-        file: String,
-        bytes: u64,
-        total: u64,
+        sizes: Box<DiskSizes>,
     },
-    #[error("`{key}` of vm {vm:?}: {path}: {reason}")]
+    /// `reason` names the file.
+    #[error("`{key}` of vm {vm:?}: {reason}")]
     BadImage {
         key: String,
         vm: String,
-        path: PathBuf,
         reason: String,
     },
     #[error(

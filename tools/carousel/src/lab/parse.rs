@@ -15,7 +15,7 @@ use toml::Spanned;
 
 use super::definition::{Disk, DiskBackend, Kernel, Lab, Vm};
 use super::env::{expand_env, process_env, EnvProblem};
-use super::error::{LabError, LabErrorKind};
+use super::error::{DiskSizes, LabError, LabErrorKind};
 use super::limits::*;
 use super::script::{Pattern, Step, DEFAULT_STEP_TIMEOUT_S};
 use super::sweep::{self as sweep_table, SweepTable, Workload};
@@ -272,8 +272,7 @@ fn check_image(
             LabErrorKind::BadImage {
                 key: key.to_string(),
                 vm: vm.to_string(),
-                path: path.to_path_buf(),
-                reason,
+                reason: format!("{}: {reason}", path.display()),
             },
         )
     };
@@ -709,9 +708,12 @@ impl Lab {
                     LabErrorKind::DriveTotal {
                         key: format!("vm[{index}].{key}"),
                         vm: vm.name.clone(),
-                        file,
-                        bytes,
-                        total: drive_sectors * crate::image::disk::SECTOR_BYTES as u64,
+                        sizes: Box::new(DiskSizes {
+                            file: file.clone(),
+                            bytes,
+                            total: drive_sectors * crate::image::disk::SECTOR_BYTES as u64,
+                            guests_mib: guests,
+                        }),
                     }
                 }
                 DiskBackend::Memory
@@ -720,10 +722,12 @@ impl Lab {
                     LabErrorKind::DiskMemory {
                         key: format!("vm[{index}].{key}"),
                         vm: vm.name.clone(),
-                        file,
-                        bytes,
-                        total: disk_total,
-                        guests,
+                        sizes: Box::new(DiskSizes {
+                            file: file.clone(),
+                            bytes,
+                            total: disk_total,
+                            guests_mib: guests,
+                        }),
                     }
                 }
                 _ => continue,

@@ -252,10 +252,11 @@ pub fn execute_lab(
     if let Some(problem) = backend::unavailable(backend) {
         return Err(RunError::Unavailable(problem));
     }
-    let memory = EmulatorMemory::for_guests(lab.guest_memory_mib()).ok_or_else(|| {
+    // With `disk_backend = "memory"` the disks sit in the emulator's RAM beside the VMs'.
+    let needed_mib = lab.guest_memory_mib() + lab.memory_disk_mib();
+    let memory = EmulatorMemory::for_guests(needed_mib).ok_or_else(|| {
         RunError::Unavailable(format!(
-            "the VMs' {} MiB do not fit in the emulator",
-            lab.guest_memory_mib()
+            "the VMs' {needed_mib} MiB (RAM and disks in memory) do not fit in the emulator"
         ))
     })?;
     let root = crate::repo::repo_root();
@@ -356,8 +357,10 @@ pub fn execute_lab(
         &lab,
         memory,
         &out,
-        &iso_path,
-        drive_path.as_deref(),
+        backend::Media {
+            iso: &iso_path,
+            drive: drive_path.as_deref(),
+        },
         debugger,
         interrupted,
     )?;
@@ -424,8 +427,7 @@ fn start_emulator(
     lab: &Lab,
     memory: EmulatorMemory,
     out: &Path,
-    iso_path: &Path,
-    drive: Option<&Path>,
+    media: backend::Media<'_>,
     debugger: &str,
     interrupted: &AtomicBool,
 ) -> Result<(Emulator, Option<Com1>), RunError> {
@@ -440,8 +442,8 @@ fn start_emulator(
                 cpu_model: &lab.cpu_model,
                 ips: lab.ips,
                 out,
-                iso: iso_path,
-                drive,
+                iso: media.iso,
+                drive: media.drive,
                 com1_port: port,
             });
             fs::write(&bochsrc, text)
@@ -449,9 +451,7 @@ fn start_emulator(
             fs::write(&cont_rc, debugger)
                 .map_err(io_error(format!("cannot write {}", cont_rc.display())))?;
         }
-        let launch = backend::launch(
-            backend, memory, iso_path, drive, out, &bochsrc, &cont_rc, port,
-        );
+        let launch = backend::launch(backend, memory, media, out, &bochsrc, &cont_rc, port);
         let output = out.join(launch.output);
         let mut emulator = Emulator::spawn(launch.program, &launch.args, &launch.env, &output)
             .map_err(io_error(format!("cannot start {}", launch.program)))?;
