@@ -1207,10 +1207,12 @@ fn checked_in_labs_are_valid() {
     // `carousel run` on an unknown backend value is a usage error (2) before the lab is read,
     // so validate the labs through the library instead. `*.example.toml` labs name files
     // outside the repository through environment variables (xv6): every variable stands for
-    // an ELF-looking placeholder here.
+    // an ELF-looking placeholder here, one sector long so that it also passes as a disk image.
     let dir = tempfile::tempdir().expect("a temporary directory");
     let placeholder = dir.path().join("placeholder.elf");
-    std::fs::write(&placeholder, b"\x7fELF placeholder").expect("the placeholder is written");
+    let mut bytes = b"\x7fELF placeholder".to_vec();
+    bytes.resize(SECTOR_BYTES, 0);
+    std::fs::write(&placeholder, bytes).expect("the placeholder is written");
     let placeholder = placeholder.display().to_string();
     let env = |_: &str| Some(placeholder.clone());
     let mut examples = 0;

@@ -1,8 +1,10 @@
 //! The boot image: a GRUB 2 rescue ISO whose menu entry loads the hypervisor with multiboot2
-//! and passes the run configuration, each VM's kernel and each VM's disk as modules.
+//! and passes the run configuration and each VM's kernel as modules; with `disk_backend =
+//! "memory"` each VM's disk too (otherwise the disks are on the run's shared drive,
+//! [`super::drive`]).
 //!
 //! Disk images are copied into the staging directory, so the emulator never writes the user's
-//! file; only `persist` writes it, at the end of the run ([`super::disk::persist`]).
+//! file; only `persist` writes it ([`super::drive::persist_extent`]).
 
 use std::fmt::Write;
 use std::fs;
