@@ -80,7 +80,7 @@ pub struct Vm {
     pub disk: Option<Disk>,
     pub weight: u32,
     pub args: String,
-    /// `persist = true`: the sectors the guest writes go back into its disk image.
+    /// `persist = true`: the VM's disk is copied back into its image when the run ends.
     pub persist: bool,
     /// `balloon_mib`: RAM ballooned from the start (the top, unbacked), MiB.
     pub balloon_mib: u32,
@@ -254,7 +254,7 @@ impl Lab {
         self.vms.iter().any(|vm| !vm.script.is_empty())
     }
 
-    /// Whether VM `vm`'s written sectors come back: its own `persist`, or `persist_all`
+    /// Whether VM `vm`'s disk is copied back into its image: its own `persist`, or `persist_all`
     /// (`carousel run --persist`) for a VM with a disk.
     pub fn persists(&self, vm: usize, persist_all: bool) -> bool {
         self.vms

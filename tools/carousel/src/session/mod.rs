@@ -208,7 +208,7 @@ pub struct Finished {
     /// Problems with the COM2 stream (corrupt frames, gaps, a truncated frame) and with its
     /// Hello record, one sentence each.
     pub stream_warnings: Vec<String>,
-    /// What became of each persisting VM's written sectors, one sentence each.
+    /// What became of each persisting VM's disk, one sentence each.
     pub persisted: Vec<String>,
     /// True when a write-back was due and failed (the image is unchanged).
     pub persist_failed: bool,
