@@ -582,7 +582,10 @@ fn ide(u: &mut Unstructured) -> Result<()> {
         .zip(image.chunks(SECTOR_SIZE))
         .enumerate()
     {
-        assert!(now == then || model.written.contains(&(lba as u32)), "sector {lba}");
+        assert!(
+            now == then || model.written.contains(&(lba as u32)),
+            "sector {lba}"
+        );
     }
     assert_eq!(device.disk_sectors(), model.sectors() as u64);
     Ok(())
