@@ -15,6 +15,7 @@ use carousel_vmx::ept::{Ept, EptPointer, Permissions};
 
 use crate::balloon::Balloon;
 use crate::bootinfo::{self, MULTIBOOT1_BOOTLOADER_MAGIC};
+use crate::disk::Backing;
 use crate::exitstats::ExitStats;
 use crate::host::Host;
 use crate::memory::{Frames, GuestMemory, HostMemory, RamView, RamWriter};
@@ -145,20 +146,6 @@ impl From<HypercallError> for BalloonFailure {
     }
 }
 
-/// The VM's own copy of its disk image, in the hypervisor's heap; a load failure (never an
-/// allocation panic) when the heap cannot hold it.
-fn copy_disk(image: &[u8]) -> Result<Vec<u8>, StopReason> {
-    let mut copy = Vec::new();
-    copy.try_reserve_exact(image.len()).map_err(|_| {
-        load_failed(format_args!(
-            "no room in the hypervisor's heap for its {} KiB disk",
-            image.len().div_ceil(1024)
-        ))
-    })?;
-    copy.extend_from_slice(image);
-    Ok(copy)
-}
-
 /// Why a VM could not be built; the VM is then reported as stopped with this message.
 pub fn load_failed(message: impl core::fmt::Display) -> StopReason {
     StopReason::LoadFailed {
@@ -200,7 +187,7 @@ pub fn build<F: Frames>(
     pool: &mut HostMemory<F>,
     blueprint: &Blueprint<'_>,
     image: &[u8],
-    disk: Option<&[u8]>,
+    disk: Backing,
 ) -> Result<Built, StopReason> {
     let Blueprint {
         id,
@@ -252,8 +239,7 @@ pub fn build<F: Frames>(
             pool,
         )
         .map_err(load_failed)?;
-        let platform =
-            Platform::new(disk.map(copy_disk).transpose()?, tsc_hz).map_err(load_failed)?;
+        let platform = Platform::new(disk, tsc_hz).map_err(load_failed)?;
         let setup = VcpuSetup {
             eptp: ept.pointer(cpu.accessed_dirty),
             tag: id + 1,

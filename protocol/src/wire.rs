@@ -417,7 +417,8 @@ mod tests {
     proptest! {
         #[test]
         fn encoding_equals_postcards_flavors(seq in any::<u32>(), lba in any::<u32>(), data in proptest::collection::vec(any::<u8>(), 0..700)) {
-            let frame = Frame { seq, record: Record::DiskSector { vm: 3, lba, data } };
+            let record = Record::MemoryMap { tsc: u64::from(lba), vm: 3, pages_per_cell: lba, cells: data };
+            let frame = Frame { seq, record };
             let ours = encode_vec(&frame);
             let theirs = encode_with_flavors(&frame);
             prop_assert_eq!(decode_all(&ours), vec![Decoded::Frame(frame.clone())]);

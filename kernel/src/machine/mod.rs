@@ -12,7 +12,8 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
 
-use carousel_protocol::config::{RunConfig, SchedulerPolicy, VmConfig};
+use carousel_devices::DiskImageError;
+use carousel_protocol::config::{DiskSource, RunConfig, SchedulerPolicy, VmConfig};
 use carousel_protocol::record::{self, Event, Record, StopReason, TraceLevel};
 use carousel_scheduler::{
     Accounting, ConfigError, Cycles, LatencyHistogram, Policy, QuantumClock, RoundRobin, Slice,
@@ -20,6 +21,7 @@ use carousel_scheduler::{
 };
 
 use crate::balloon::{Candidate, Rule};
+use crate::disk::{Backing, Extent};
 use crate::exit::Exit;
 use crate::exits::{self, Context, Next};
 use crate::host::Host;
@@ -43,12 +45,15 @@ pub fn us_to_cycles(us: u64, tsc_hz: u64) -> Cycles {
     (u128::from(tsc_hz) * u128::from(us) / 1_000_000).min(u128::from(u64::MAX)) as u64
 }
 
-/// Builds the VMs of `config`: `module` finds a GRUB module by name, `make_vcpu` makes the
-/// hardware vCPU of a VM. A VM that cannot be built is reported stopped and left out.
+/// Builds the VMs of `config`: `module` finds a GRUB module by name, `disk_module` hands out a
+/// disk module's bytes to serve in place (once: a second call for the same name finds none),
+/// `make_vcpu` makes the hardware vCPU of a VM. A VM that cannot be built is reported stopped
+/// and left out.
 #[allow(clippy::too_many_arguments)]
 pub fn build_vms<'m, V: Vcpu, F: Frames, H: Host>(
     config: &RunConfig,
     module: impl Fn(&str) -> Option<&'m [u8]>,
+    mut disk_module: impl FnMut(&str) -> Option<&'static mut [u8]>,
     pool: &mut HostMemory<F>,
     host: &mut H,
     cpu: CpuFacts,
@@ -62,6 +67,7 @@ pub fn build_vms<'m, V: Vcpu, F: Frames, H: Host>(
             vm_config,
             id,
             &module,
+            &mut disk_module,
             pool,
             host,
             cpu,
@@ -98,6 +104,7 @@ fn build_one<'m, V: Vcpu, F: Frames, H: Host>(
     vm_config: &VmConfig,
     id: VmId,
     module: &impl Fn(&str) -> Option<&'m [u8]>,
+    disk_module: &mut impl FnMut(&str) -> Option<&'static mut [u8]>,
     pool: &mut HostMemory<F>,
     host: &mut H,
     cpu: CpuFacts,
@@ -110,12 +117,22 @@ fn build_one<'m, V: Vcpu, F: Frames, H: Host>(
             vm_config.kernel_module
         ))
     })?;
-    let disk = match &vm_config.disk_module {
-        Some(name) => Some(
-            module(name)
-                .ok_or_else(|| vm::load_failed(format_args!("module `{name}` is missing")))?,
-        ),
-        None => None,
+    let disk = match &vm_config.disk {
+        None => Backing::None,
+        Some(DiskSource::Module { name }) => {
+            let bytes = disk_module(name)
+                .ok_or_else(|| vm::load_failed(format_args!("module `{name}` is missing")))?;
+            DiskImageError::check(bytes.len() as u64)
+                .map_err(|error| vm::load_failed(format_args!("module `{name}`: {error}")))?;
+            Backing::Memory(bytes)
+        }
+        Some(DiskSource::Drive { start, sectors }) => {
+            let (start, sectors) = (*start, *sectors);
+            let drive_sectors = host.drive().map(|drive| drive.sectors()).ok_or_else(|| {
+                vm::load_failed("its disk is on the shared drive, and there is none")
+            })?;
+            Backing::Extent(Extent::new(start, sectors, drive_sectors).map_err(vm::load_failed)?)
+        }
     };
     let blueprint = vm::Blueprint {
         id,
@@ -177,8 +194,6 @@ pub struct Machine<V, F, H> {
     memory: MemoryKeeping,
     /// Idle detection: guest cycles in the idle address space that make a VM idle.
     idle_threshold: Option<Cycles>,
-    /// Which VMs persist their disks.
-    persist: Vec<bool>,
     /// When a blocked VM may next wake, as last computed.
     wakes: WakeCache,
     /// Each VM's last wall-clock slice ran past its end by this much (the handling of its last
@@ -297,7 +312,6 @@ impl<V: Vcpu, F: Frames, H: Host> Machine<V, F, H> {
             idle_threshold: config
                 .idle_threshold_us
                 .map(|us| us_to_cycles(u64::from(us), tsc_hz).max(1)),
-            persist: config.vms.iter().map(|vm| vm.persist).collect(),
             overrun: alloc::vec![0; config.vms.len()],
             wakes: WakeCache::default(),
         };
@@ -331,7 +345,6 @@ impl<V: Vcpu, F: Frames, H: Host> Machine<V, F, H> {
         self.flush_exit_stats(now, Flush::Now);
         self.report();
         for id in 0..self.vms.len() {
-            let persist = self.persist.get(id).copied().unwrap_or(false);
             let Some(vm) = self.vms[id].as_ref() else {
                 continue;
             };
@@ -349,38 +362,11 @@ impl<V: Vcpu, F: Frames, H: Host> Machine<V, F, H> {
             self.host
                 .exporter()
                 .emit(&Record::AddressSpaces { vm: vm_id, spaces });
-            if persist {
-                self.persist_disk(id);
-            }
         }
         for vm in core::mem::take(&mut self.vms).into_iter().flatten() {
             self.pool.release(vm.memory);
             self.pool.frames.free(vm.lapic_page);
         }
-    }
-
-    /// Sends every disk sector VM `id` wrote back to the host (lab `persist = true`), waiting
-    /// for the line as needed: the run is over, and nothing the guest wrote may be lost.
-    fn persist_disk(&mut self, id: usize) {
-        let Some(vm) = self.vms[id].as_ref() else {
-            return;
-        };
-        let mut sent = 0u64;
-        for lba in vm.platform.ide.dirty_sectors() {
-            let Some(data) = vm.platform.ide.sector(lba) else {
-                continue;
-            };
-            let record = Record::DiskSector {
-                vm: vm.id,
-                lba,
-                data: data.to_vec(),
-            };
-            self.host.flush_serial();
-            self.host.exporter().emit(&record);
-            sent += 1;
-        }
-        self.host.flush_serial();
-        log::info!("vm {}: {sent} written disk sectors sent back", vm.name);
     }
 
     fn run_loop(&mut self) {

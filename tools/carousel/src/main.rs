@@ -45,8 +45,9 @@ enum Command {
         /// Run directory (recreated each run); default <repo>/target/carousel/runs/<lab stem>.
         #[arg(long)]
         out: Option<PathBuf>,
-        /// Write the sectors each VM with a disk wrote back into its image at the end of the
-        /// run (as `persist = true` on every such VM): the lab's `disk` file itself, in place.
+        /// Copy each VM's disk back into its image at the end of the run, however it ends (as
+        /// `persist = true` on every VM with a disk): the lab's `disk` file itself, replaced
+        /// atomically.
         #[arg(long)]
         persist: bool,
         /// Keep the run's record stream in FILE (for `carousel report`).
@@ -125,6 +126,15 @@ enum Command {
     Bench {
         #[command(subcommand)]
         bench: Bench,
+    },
+    /// Copy each persisting VM's disk from a run directory's shared drive back into its image
+    /// (what `carousel run` does at every end; for a run whose tool was killed).
+    ///
+    /// Exit codes: 0 done, 2 not a run directory with a shared drive, 5 a copy failed (that
+    /// image is unchanged).
+    Persist {
+        /// The run directory (it holds drive.img and disks.json).
+        run_dir: PathBuf,
     },
     /// Check this host for the emulators and tools Carousel needs.
     Doctor,
@@ -266,6 +276,7 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Persist { run_dir } => carousel::commands::persist::persist_command(&run_dir),
         Command::Sweep(args) => {
             let interrupted = Arc::new(AtomicBool::new(false));
             if !catch_interrupt(&interrupted) {

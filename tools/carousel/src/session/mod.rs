@@ -1,11 +1,11 @@
 //! `carousel run`: validate the lab, build, make the ISO, start the emulator, stream COM1 to the
 //! terminal and decode COM2 as they grow, type the scripted and the user's console input, end
-//! the run, write back persisted disk sectors, and decide the outcome.
+//! the run, persist disks, and decide the outcome.
 
 //!
 //! What is here: the run's options and errors, its directory, and [`execute`]: validate, build,
-//! make the ISO, start the emulator, run the loop ([`stream`]), write back persisted disks
-//! ([`persist`]) and decide the outcome. The run's phases, from building to its end, are a
+//! make the shared drive and the ISO, start the emulator, run the loop ([`stream`]), persist
+//! disks from the drive however the run ended ([`persist`]) and decide the outcome. The run's phases, from building to its end, are a
 //! state machine ([`phase`]); Ctrl-C reaches it through [`interrupt`]. The loop's pieces: COM1
 //! lines ([`lines`]), console scripts and the focus protocol ([`script`]), typed input
 //! ([`interactive`]), the live figures' status line ([`status`]).
@@ -35,6 +35,7 @@ use crate::emulator::backend::{self, Backend, BackendChoice, EmulatorMemory};
 use crate::emulator::com1::{self, Com1, ConnectError};
 use crate::emulator::Emulator;
 use crate::image::build::{self, BuildError};
+use crate::image::drive;
 use crate::image::iso::{self, IsoError, VmFiles};
 use crate::lab::{Disk, Kernel, Lab, LabError};
 
@@ -210,7 +211,7 @@ pub struct Finished {
     /// Problems with the COM2 stream (corrupt frames, gaps, a truncated frame) and with its
     /// Hello record, one sentence each.
     pub stream_warnings: Vec<String>,
-    /// What became of each persisting VM's written sectors, one sentence each.
+    /// What became of each persisting VM's disk, one sentence each.
     pub persisted: Vec<String>,
     /// True when a write-back was due and failed (the image is unchanged).
     pub persist_failed: bool,
@@ -254,10 +255,11 @@ pub fn execute_lab(
     if let Some(problem) = backend::unavailable(backend) {
         return Err(RunError::Unavailable(problem));
     }
-    let memory = EmulatorMemory::for_guests(lab.guest_memory_mib()).ok_or_else(|| {
+    // With `disk_backend = "memory"` the disks sit in the emulator's RAM beside the VMs'.
+    let needed_mib = lab.guest_memory_mib() + lab.memory_disk_mib();
+    let memory = EmulatorMemory::for_guests(needed_mib).ok_or_else(|| {
         RunError::Unavailable(format!(
-            "the VMs' {} MiB do not fit in the emulator",
-            lab.guest_memory_mib()
+            "the VMs' {needed_mib} MiB (RAM and disks in memory) do not fit in the emulator"
         ))
     })?;
     let root = crate::repo::repo_root();
@@ -302,18 +304,26 @@ pub fn execute_lab(
         return Err(RunError::Interrupted);
     }
 
-    // Blank disks, in the run directory (persisted sectors land there too).
-    for vm in &lab.vms {
-        if let Some(Disk::Blank { kib }) = vm.disk {
-            let path = crate::lab::blank_disk_path(&out, &vm.name);
-            fs::write(&path, crate::image::disk::blank_image(kib))
-                .map_err(io_error(format!("cannot write {}", path.display())))?;
+    // The shared drive (every VM's disk an extent of it), or, with `disk_backend = "memory"`,
+    // blank disks as files to travel in the ISO.
+    let drive = lab.drive_manifest(&out, drive::fresh_run_id(), options.persist);
+    if let Some((manifest, sources)) = &drive {
+        drive::build(&out.join(drive::DRIVE_FILE), manifest, sources)
+            .map_err(|error| RunError::Unavailable(format!("the shared drive: {error}")))?;
+    } else {
+        for vm in &lab.vms {
+            if let Some(Disk::Blank { kib }) = vm.disk {
+                let path = crate::lab::blank_disk_path(&out, &vm.name);
+                fs::write(&path, crate::image::disk::blank_image(kib))
+                    .map_err(io_error(format!("cannot write {}", path.display())))?;
+            }
         }
     }
+    let manifest = drive.as_ref().map(|(manifest, _)| manifest);
 
     // Boot image.
     let run_config = lab
-        .run_config(backend.tsc_hz(&lab), options.persist)
+        .run_config(backend.tsc_hz(&lab), manifest)
         .to_bytes()
         .map_err(|error| {
             RunError::Unavailable(format!("cannot encode the run configuration: {error}"))
@@ -326,7 +336,11 @@ pub fn execute_lab(
                 Kernel::Builtin(name) => built.guest(name),
                 Kernel::File(path) => path.clone(),
             },
-            disk: vm.disk.as_ref().map(|disk| disk.path(&out, &vm.name)),
+            disk: vm
+                .disk
+                .as_ref()
+                .filter(|_| manifest.is_none())
+                .map(|disk| disk.path(&out, &vm.name)),
         })
         .collect();
     let staging = out.join("iso-root");
@@ -346,12 +360,16 @@ pub fn execute_lab(
         .bochs_debugger
         .as_deref()
         .unwrap_or(backend::CONT_RC);
+    let drive_path = manifest.map(|_| out.join(drive::DRIVE_FILE));
     let (mut emulator, link) = start_emulator(
         backend,
         &lab,
         memory,
         &out,
-        &iso_path,
+        backend::Media {
+            iso: &iso_path,
+            drive: drive_path.as_deref(),
+        },
         debugger,
         interrupted,
     )?;
@@ -382,9 +400,9 @@ pub fn execute_lab(
         web.as_ref().map(|web| web.link()),
     );
 
-    // Disks, then the verdict.
+    // Disks (the emulator is gone: nothing writes the drive any more), then the verdict.
     let model = received.model.finish();
-    let (persisted, persist_failed) = persist::persist_disks(&lab, &out, options.persist, &model);
+    let (persisted, persist_failed) = persist::persist_disks(&out, manifest);
     let names: Vec<String> = lab.vms.iter().map(|vm| vm.name.clone()).collect();
     let scripts = received.scripts.results();
     let decided = verdict::decide(&RunFacts {
@@ -485,7 +503,7 @@ fn start_emulator(
     lab: &Lab,
     memory: EmulatorMemory,
     out: &Path,
-    iso_path: &Path,
+    media: backend::Media<'_>,
     debugger: &str,
     interrupted: &AtomicBool,
 ) -> Result<(Emulator, Option<Com1>), RunError> {
@@ -500,7 +518,8 @@ fn start_emulator(
                 cpu_model: &lab.cpu_model,
                 ips: lab.ips,
                 out,
-                iso: iso_path,
+                iso: media.iso,
+                drive: media.drive,
                 com1_port: port,
             });
             fs::write(&bochsrc, text)
@@ -508,7 +527,7 @@ fn start_emulator(
             fs::write(&cont_rc, debugger)
                 .map_err(io_error(format!("cannot write {}", cont_rc.display())))?;
         }
-        let launch = backend::launch(backend, memory, iso_path, out, &bochsrc, &cont_rc, port);
+        let launch = backend::launch(backend, memory, media, out, &bochsrc, &cont_rc, port);
         let output = out.join(launch.output);
         let mut emulator = Emulator::spawn(launch.program, &launch.args, &launch.env, &output)
             .map_err(io_error(format!("cannot start {}", launch.program)))?;
