@@ -34,6 +34,8 @@ pub const GUEST_QUOTA_BYTES: usize = 2 << 10;
 const FRAME_BUFFER: usize = 4096;
 /// Events a batch holds before it is sent (a batch also goes out at each metrics interval).
 const EVENTS_PER_BATCH: usize = 32;
+/// Events a batch may hold while sends are held back ([`Exporter::hold`]).
+const EVENTS_HELD: usize = 4 * EVENTS_PER_BATCH;
 
 /// A guest record did not fit in its VM's quota.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,6 +68,8 @@ pub struct Exporter {
     batch_start: u64,
     last_event: u64,
     events: Vec<Event>,
+    /// Full batches wait (see [`Exporter::hold`]).
+    held: bool,
     /// The drop count last announced by an [`Event::Dropped`].
     dropped_announced: u64,
     /// Where a frame is encoded, and the working space of the encoding (kept, so no
@@ -95,6 +99,7 @@ impl Exporter {
             batch_start: 0,
             last_event: 0,
             events: Vec::new(),
+            held: false,
             dropped_announced: 0,
             scratch: Vec::new(),
             plain: Vec::new(),
@@ -186,9 +191,26 @@ impl Exporter {
         let dt = now.saturating_sub(self.last_event);
         self.last_event = self.last_event.max(now);
         self.events.push(event.with_dt(dt));
-        if self.events.len() >= EVENTS_PER_BATCH {
+        let full = if self.held {
+            EVENTS_HELD
+        } else {
+            EVENTS_PER_BATCH
+        };
+        if self.events.len() >= full {
             self.send_events();
         }
+    }
+
+    /// Holds back (or lets go) the sending of event batches that are merely full: while a
+    /// woken VM waits for the CPU, encoding them would lengthen the wait being measured. A
+    /// held batch goes out at [`EVENTS_HELD`] events.
+    pub fn hold(&mut self, held: bool) {
+        self.held = held;
+    }
+
+    /// True when a batch of events waits that a flush would send.
+    pub fn events_waiting(&self) -> bool {
+        !self.events.is_empty()
     }
 
     /// Sends the events gathered so far (each metrics interval, and before the end-of-run
@@ -392,6 +414,48 @@ mod tests {
         assert_eq!(exporter.queued_bytes(), 0);
         // Draining freed the quota.
         assert!(exporter.emit_guest(0, &metric(0)).is_ok());
+    }
+
+    #[test]
+    fn held_batches_wait_until_let_go_or_much_fuller() {
+        let mut exporter = Exporter::new();
+        exporter.set_level(TraceLevel::Switches);
+        let run = |vm| Event::Run { dt: 0, vm };
+        exporter.hold(true);
+        for at in 0..EVENTS_PER_BATCH as u64 {
+            exporter.event(at, run(0));
+        }
+        // Full, but held: nothing is encoded yet.
+        assert_eq!(exporter.queued_bytes(), 0);
+        assert!(exporter.events_waiting());
+        for at in EVENTS_PER_BATCH as u64..EVENTS_HELD as u64 {
+            exporter.event(at, run(1));
+        }
+        // At the held limit the batch goes anyway.
+        assert!(exporter.queued_bytes() > 0);
+        assert!(!exporter.events_waiting());
+        exporter.hold(false);
+        let before = exporter.queued_bytes();
+        for at in 0..EVENTS_PER_BATCH as u64 {
+            exporter.event(1_000 + at, run(0));
+        }
+        assert!(
+            exporter.queued_bytes() > before,
+            "let go, a full batch is sent"
+        );
+        let mut sent = Vec::new();
+        exporter.drain(|bytes| {
+            sent.extend_from_slice(bytes);
+            bytes.len()
+        });
+        let events: usize = records(&sent)
+            .iter()
+            .map(|record| match record {
+                Record::Events { events, .. } => events.len(),
+                _ => 0,
+            })
+            .sum();
+        assert_eq!(events, EVENTS_HELD + EVENTS_PER_BATCH);
     }
 
     #[test]

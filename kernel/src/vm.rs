@@ -94,6 +94,8 @@ pub struct Vm<V> {
     pub interval_due: Option<(u64, u64)>,
     /// Those statistics (the vector is reused from one interval to the next).
     pub exits_due: Vec<carousel_protocol::record::ExitStat>,
+    /// Since when [`Self::exit_stats`] count (the end of the interval last taken out).
+    pub stats_since: Option<u64>,
     /// Guest time by address space, and the idle one.
     pub spaces: AddressSpaces,
     pub cpu: CpuFacts,
@@ -296,6 +298,7 @@ impl<V: Vcpu> Vm<V> {
             exit_stats: ExitStats::new(),
             interval_due: None,
             exits_due: Vec::new(),
+            stats_since: None,
             spaces: AddressSpaces::new(),
             cpu,
             timer_deadline: None,

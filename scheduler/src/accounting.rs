@@ -407,6 +407,12 @@ impl Accounting {
         }
     }
 
+    /// True while a VM that woke waits for the CPU: work that can wait should, or it lengthens
+    /// the wake latency being measured.
+    pub fn wake_waiting(&self) -> bool {
+        self.vms.iter().any(|account| account.woken_at.is_some())
+    }
+
     /// A slice starts: `vm` goes from Runnable to Running. If it was woken since it last ran, the
     /// wake-to-run latency is recorded.
     pub fn switch_in(&mut self, vm: VmId, now: Cycles) {

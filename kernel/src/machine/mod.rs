@@ -200,6 +200,8 @@ pub struct Machine<V, F, H> {
     /// exit): its next slice is that much shorter, so that over time it gets its share and no
     /// more.
     overrun: Vec<Cycles>,
+    /// The interval's event batch waits to be flushed (held while a woken VM waits).
+    events_due: bool,
 }
 
 /// The memory policies' state.
@@ -313,6 +315,7 @@ impl<V: Vcpu, F: Frames, H: Host> Machine<V, F, H> {
                 .idle_threshold_us
                 .map(|us| us_to_cycles(u64::from(us), tsc_hz).max(1)),
             overrun: alloc::vec![0; config.vms.len()],
+            events_due: false,
             wakes: WakeCache::default(),
         };
         if let Some(us) = config.idle_threshold_us {
@@ -488,6 +491,8 @@ impl<V: Vcpu, F: Frames, H: Host> Machine<V, F, H> {
             }
         }
         self.wakes.beyond_timers = waits_beyond_timers;
+        let waiting = self.accounting.wake_waiting();
+        self.host.exporter().hold(waiting);
     }
 
     /// Between slices, at most once a millisecond of TSC time: console input from the host,
@@ -499,7 +504,14 @@ impl<V: Vcpu, F: Frames, H: Host> Machine<V, F, H> {
         };
         if due.interval {
             self.flush_exit_stats(now, Flush::Paced);
-        } else {
+        }
+        if !self.accounting.wake_waiting() {
+            // Measurement records wait while a woken VM waits for the CPU: its wake latency
+            // would include them.
+            if self.events_due {
+                self.events_due = false;
+                self.host.exporter().flush_events(now);
+            }
             self.send_due_intervals();
         }
         if due.memory_sample {
@@ -525,7 +537,11 @@ impl<V: Vcpu, F: Frames, H: Host> Machine<V, F, H> {
     /// against the 4.2 ms its test allows); charged to each VM's own slice instead, they took a
     /// larger part of a light VM's share than of a heavy one's.
     fn flush_exit_stats(&mut self, now: Cycles, when: Flush) {
-        self.host.exporter().flush_events(now);
+        if when == Flush::Now {
+            self.host.exporter().flush_events(now);
+        } else {
+            self.events_due = true;
+        }
         if self.memory.merge_scan_pages > 0 {
             self.merge_pages(now);
         }
@@ -542,16 +558,22 @@ impl<V: Vcpu, F: Frames, H: Host> Machine<V, F, H> {
         }
         let interval = self.periodic.close_interval(now);
         for vm in self.vms.iter_mut().flatten() {
-            if vm.interval_due.is_some() && (when == Flush::Now || !vm.exit_stats.is_empty()) {
-                // The last interval's figures are still waiting (more VMs than passes could
-                // keep up with): they go first.
+            let since = vm.stats_since.unwrap_or(now.saturating_sub(interval));
+            if vm.interval_due.is_some() {
+                if when == Flush::Paced {
+                    // Its last figures have not gone yet: these go on counting, and its next
+                    // record covers both intervals.
+                    continue;
+                }
                 send_exit_interval(vm, &mut self.host);
             }
             if vm.exit_stats.is_empty() {
+                vm.stats_since = Some(now);
                 continue;
             }
             vm.exit_stats.take_into(&mut vm.exits_due);
-            vm.interval_due = Some((now, interval));
+            vm.interval_due = Some((now, now.saturating_sub(since)));
+            vm.stats_since = Some(now);
             if when == Flush::Now {
                 send_exit_interval(vm, &mut self.host);
             }
@@ -800,6 +822,8 @@ impl<V: Vcpu, F: Frames, H: Host> Machine<V, F, H> {
         let start = self.host.now();
         self.account_root(None, start);
         self.accounting.switch_in(id, start);
+        let waiting = self.accounting.wake_waiting();
+        self.host.exporter().hold(waiting);
         self.host
             .exporter()
             .event(start, Event::Run { dt: 0, vm: id });
