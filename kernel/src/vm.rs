@@ -11,7 +11,7 @@ use carousel_protocol::config::VmConfig;
 use carousel_protocol::hypercall::{self, Error as HypercallError};
 use carousel_protocol::record::{PageState, Record, StopReason};
 use carousel_vmx::addr::{GuestPhysAddr, HostPhysAddr};
-use carousel_vmx::ept::{Ept, EptPointer, Permissions};
+use carousel_vmx::ept::{EptPointer, Permissions, Tables, EPT};
 
 use crate::balloon::Balloon;
 use crate::bootinfo::{self, MULTIBOOT1_BOOTLOADER_MAGIC};
@@ -96,7 +96,7 @@ pub struct Vm<V> {
     /// The TSC frequency the run uses (the TSC_KHZ hypercall answers with it).
     pub tsc_hz: u64,
     /// The VM's EPT (its frames come from the host's pool).
-    pub ept: Ept,
+    pub ept: Tables,
     /// Page history for working-set samples.
     working_set: WorkingSet,
     /// The pages the guest gave back.
@@ -165,7 +165,7 @@ pub fn load_failed(message: impl core::fmt::Display) -> StopReason {
 #[derive(Debug)]
 pub struct Built {
     memory: GuestMemory,
-    ept: Ept,
+    ept: Tables,
     platform: Platform,
     setup: VcpuSetup,
     image_pages: core::ops::Range<u64>,
@@ -229,7 +229,7 @@ pub fn build<F: Frames>(
         let lapic_page = pool
             .allocate()
             .ok_or_else(|| load_failed("no frame for the local APIC page"))?;
-        let mut ept = Ept::new(pool).map_err(load_failed)?;
+        let mut ept = Tables::new(pool, &EPT).map_err(load_failed)?;
         let frames: Vec<(u64, HostPhysAddr)> = memory.frames().collect();
         for (page, hpa) in frames {
             ept.map_4k(
