@@ -13,7 +13,8 @@ use carousel_devices::ide::{self, IdeChannel};
 use carousel_devices::mptable::{IO_APIC_ADDRESS, LOCAL_APIC_ADDRESS};
 use carousel_devices::{
     deliver_irq, Cmos, CrtcCursor, DataWidth, DateTime, DiskIo, DiskIoSink, InterruptLine, IoApic,
-    Lapic, LineBuffer, Pic8259Masks, PicChip, PortBus, SerialSink, TimerClock, Uart16550, I8042,
+    Lapic, LineBuffer, MmioBus, Pic8259Masks, PicChip, PortBus, SerialSink, TimerClock, Uart16550,
+    I8042,
 };
 
 /// IRQ of COM1 at the I/O APIC.
@@ -40,11 +41,18 @@ enum Port {
     Crtc,
 }
 
-/// Which APIC an MMIO access reached.
+/// Which APIC an MMIO access reached, and where in its page.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mmio {
     LocalApic { offset: u64 },
     IoApic { offset: u64 },
+}
+
+/// A device on the MMIO bus (the offset comes from the bus).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MmioDevice {
+    LocalApic,
+    IoApic,
 }
 
 impl Mmio {
@@ -53,23 +61,6 @@ impl Mmio {
         match self {
             Self::LocalApic { .. } => "local APIC",
             Self::IoApic { .. } => "I/O APIC",
-        }
-    }
-
-    /// The device behind guest-physical `gpa`, if any.
-    pub fn at(gpa: u64) -> Option<Self> {
-        let lapic = u64::from(LOCAL_APIC_ADDRESS);
-        let ioapic = u64::from(IO_APIC_ADDRESS);
-        if (lapic..lapic + APIC_PAGE).contains(&gpa) {
-            Some(Self::LocalApic {
-                offset: gpa - lapic,
-            })
-        } else if (ioapic..ioapic + APIC_PAGE).contains(&gpa) {
-            Some(Self::IoApic {
-                offset: gpa - ioapic,
-            })
-        } else {
-            None
         }
     }
 }
@@ -191,6 +182,7 @@ pub struct Platform {
     kbd: I8042,
     crtc: CrtcCursor,
     ports: PortBus<Port>,
+    mmio: MmioBus<MmioDevice>,
     pub timer_lag: TimerLag,
 }
 
@@ -200,6 +192,7 @@ pub enum PlatformError {
     Disk(carousel_devices::DiskImageError),
     Clock(carousel_devices::TimerClockError),
     Bus(carousel_devices::BusError<u16>),
+    MmioBus(carousel_devices::BusError<u64>),
 }
 
 impl core::fmt::Display for PlatformError {
@@ -208,6 +201,7 @@ impl core::fmt::Display for PlatformError {
             Self::Disk(error) => write!(f, "disk image: {error:?}"),
             Self::Clock(error) => write!(f, "APIC timer clock: {error:?}"),
             Self::Bus(error) => write!(f, "port map: {error}"),
+            Self::MmioBus(error) => write!(f, "MMIO map: {error}"),
         }
     }
 }
@@ -237,6 +231,15 @@ impl Platform {
         ] {
             ports.insert(range, device).map_err(PlatformError::Bus)?;
         }
+        let mut mmio = MmioBus::new();
+        for (base, device) in [
+            (LOCAL_APIC_ADDRESS, MmioDevice::LocalApic),
+            (IO_APIC_ADDRESS, MmioDevice::IoApic),
+        ] {
+            let base = u64::from(base);
+            mmio.insert(base..base + APIC_PAGE, device)
+                .map_err(PlatformError::MmioBus)?;
+        }
         Ok(Self {
             com1: Uart16550::new(),
             console: Console::new(),
@@ -248,6 +251,7 @@ impl Platform {
             kbd: I8042::new(),
             crtc: CrtcCursor::new(),
             ports,
+            mmio,
             timer_lag: TimerLag::default(),
         })
     }
@@ -362,6 +366,14 @@ impl Platform {
         done
     }
 
+    /// The device behind guest-physical `gpa`, if any.
+    pub fn mmio_at(&self, gpa: u64) -> Option<Mmio> {
+        self.mmio.lookup(gpa).map(|(device, offset)| match device {
+            MmioDevice::LocalApic => Mmio::LocalApic { offset },
+            MmioDevice::IoApic => Mmio::IoApic { offset },
+        })
+    }
+
     /// An MMIO read of `size` bytes.
     pub fn mmio_read(&mut self, device: Mmio, size: u8, now: u64) -> u64 {
         match device {
@@ -388,13 +400,16 @@ impl Platform {
     }
 
     /// Runs the local APIC timer up to `now` (it runs on host time, descheduled or not) and
-    /// records the injection lag of any tick it raised.
+    /// records the injection lag of any tick it raised: from the deadline of the expiry that
+    /// made the vector pending to now. Expiries that fold into a vector still pending (the
+    /// guest has not taken the last tick: interrupts off, or it waited for the CPU) are counted
+    /// as coalesced, not as ticks of their own: their delay is the pending tick's.
     pub fn advance_timer(&mut self, now: u64) {
         let fire = self.lapic.advance(now);
-        if fire.expirations > 0 {
-            let lag = &mut self.timer_lag;
+        let lag = &mut self.timer_lag;
+        lag.coalesced += fire.coalesced;
+        if fire.raised {
             lag.ticks += 1;
-            lag.coalesced += fire.coalesced;
             lag.total_cycles += fire.lag_cycles;
             lag.max_cycles = lag.max_cycles.max(fire.lag_cycles);
         }
@@ -413,5 +428,36 @@ impl Platform {
     /// The next instant this VM's devices need attention (its LAPIC timer).
     pub fn next_deadline(&self) -> Option<u64> {
         self.lapic.next_deadline()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_mmio_bus_finds_each_apic_page_and_nothing_beside_them() {
+        let platform = Platform::new(None, 1_000_000_000).expect("a platform");
+        let lapic = u64::from(LOCAL_APIC_ADDRESS);
+        let ioapic = u64::from(IO_APIC_ADDRESS);
+        assert_eq!(
+            platform.mmio_at(lapic + 0xB0),
+            Some(Mmio::LocalApic { offset: 0xB0 })
+        );
+        assert_eq!(
+            platform.mmio_at(lapic + APIC_PAGE - 1),
+            Some(Mmio::LocalApic {
+                offset: APIC_PAGE - 1
+            })
+        );
+        assert_eq!(platform.mmio_at(lapic + APIC_PAGE), None);
+        assert_eq!(platform.mmio_at(lapic - 1), None);
+        assert_eq!(
+            platform.mmio_at(ioapic + 0x10),
+            Some(Mmio::IoApic { offset: 0x10 })
+        );
+        assert_eq!(platform.mmio_at(ioapic + APIC_PAGE), None);
+        assert_eq!(platform.mmio_at(0), None);
+        assert_eq!(platform.mmio_at(u64::MAX), None);
     }
 }

@@ -10,6 +10,7 @@ use alloc::vec::Vec;
 use core::cell::Cell;
 
 use carousel_vmx::addr::HostPhysAddr;
+use carousel_vmx::controls::cycles_to_preemption_ticks;
 
 use crate::console::ConsoleMux;
 use crate::exit::Exit;
@@ -102,9 +103,12 @@ impl Frames for FakeFrames {
 /// A clock shared by the fake host and its vCPUs.
 pub type Clock = Rc<Cell<u64>>;
 
-/// What a fake guest does when entered: given its vCPU's state and the timer, it returns the
-/// exit that ends this stay and the guest cycles it ran (at most the timer when the exit is
-/// [`Exit::Timer`]).
+/// The TSC at which a [`FakeRun`]'s clock starts.
+pub const CLOCK_START: u64 = 1_000;
+
+/// What a fake guest does when entered: given its vCPU's state and the cycles until the
+/// preemption timer fires, it returns the exit that ends this stay and the guest cycles it ran
+/// (at most the timer's when the exit is [`Exit::Timer`]).
 pub type Program = Box<dyn FnMut(&mut FakeState, u64) -> (Exit, u64)>;
 
 /// The architectural state of a fake vCPU.
@@ -122,6 +126,8 @@ pub struct FakeState {
     pub entries: u64,
     pub switched_in: u64,
     pub switched_out: u64,
+    /// The TSC at this entry: what the guest's first RDTSC would read.
+    pub tsc: u64,
 }
 
 impl FakeState {
@@ -141,6 +147,9 @@ impl FakeState {
 /// A vCPU whose guest is a [`Program`].
 pub struct FakeVcpu {
     pub state: FakeState,
+    /// The preemption timer counts down once every `2^timer_rate` TSC cycles (IA32_VMX_MISC[4:0]:
+    /// Bochs 0, nested KVM 5).
+    pub timer_rate: u8,
     program: Program,
     clock: Clock,
 }
@@ -160,6 +169,7 @@ impl FakeVcpu {
         state.set(Reg::Cr0, 0x11);
         Self {
             state,
+            timer_rate: 0,
             program,
             clock,
         }
@@ -226,13 +236,24 @@ impl Vcpu for FakeVcpu {
         Ok(())
     }
 
+    /// The timer is armed as the hardware vCPU arms it: `timer` cycles rounded down to whole
+    /// ticks, at least one. It fires when bit `timer_rate` of the TSC has changed that many
+    /// times (SDM 26.5.1 "VMX-Preemption Timer"), so the guest runs up to two ticks less than
+    /// `timer` (the rounding and the TSC's phase), or up to a tick more when `timer` is shorter
+    /// than a tick; what it used is counted in whole ticks, as the hardware's saved value says.
     fn enter(&mut self, timer: u64) -> Result<Entered, VcpuError> {
         self.state.entries += 1;
         if let Some(event) = self.state.queued.take() {
             self.state.delivered.push(event);
         }
-        let (exit, cycles) = (self.program)(&mut self.state, timer);
-        self.clock.set(self.clock.get() + cycles);
+        let rate = self.timer_rate;
+        let ticks = u64::from(cycles_to_preemption_ticks(timer, rate).max(1));
+        let entry = self.clock.get();
+        let fires = ((entry >> rate) + ticks) << rate;
+        self.state.tsc = entry;
+        let (exit, cycles) = (self.program)(&mut self.state, fires - entry);
+        self.clock.set(entry + cycles);
+        let counted = (((entry + cycles) >> rate) - (entry >> rate)).min(ticks);
         let reason = match exit {
             Exit::Timer => 52,
             Exit::Io { .. } => 30,
@@ -245,7 +266,7 @@ impl Vcpu for FakeVcpu {
         Ok(Entered {
             exit,
             reason,
-            timer_used: cycles.min(timer),
+            timer_used: counted << rate,
         })
     }
 
@@ -449,7 +470,7 @@ impl FakeRun {
         programs: Vec<Program>,
         cost_per_reading: u64,
     ) -> Self {
-        let clock: Clock = Rc::new(Cell::new(1_000));
+        let clock: Clock = Rc::new(Cell::new(CLOCK_START));
         let mut host = FakeHost::new(clock.clone());
         host.cost_per_reading = cost_per_reading;
         host.console
@@ -490,6 +511,13 @@ impl FakeRun {
         let machine = crate::machine::Machine::new(config, vms, pool, host, config.tsc_hz)
             .expect("the fake machine starts");
         Self { machine, clock }
+    }
+
+    /// Every vCPU's preemption timer counts once per `2^rate` TSC cycles.
+    pub fn set_timer_rate(&mut self, rate: u8) {
+        for vm in self.machine.vms.iter_mut().flatten() {
+            vm.vcpu.timer_rate = rate;
+        }
     }
 
     /// Runs until every VM has stopped; the records it sent.
@@ -543,9 +571,7 @@ pub fn program(
     let mut since_exit = 0u64;
     Box::new(move |state, timer| {
         if ran >= total {
-            state.registers.rax = u64::from(carousel_protocol::hypercall::EXIT);
-            state.registers.rbx = u64::from(carousel_protocol::hypercall::EXIT_SUCCESS);
-            return (Exit::Hypercall { length: 3 }, 0);
+            return exit_success(state);
         }
         let to_exit = if every == 0 {
             u64::MAX
@@ -568,4 +594,69 @@ pub fn program(
 /// A CPU-bound program of `total` guest cycles.
 pub fn spin(total: u64) -> Program {
     program(total, 0, Exit::Timer, |_| {})
+}
+
+/// The EXIT hypercall with success, made at once: what a guest does when it is done.
+fn exit_success(state: &mut FakeState) -> (Exit, u64) {
+    state.registers.rax = u64::from(carousel_protocol::hypercall::EXIT);
+    state.registers.rbx = u64::from(carousel_protocol::hypercall::EXIT_SUCCESS);
+    (Exit::Hypercall { length: 3 }, 0)
+}
+
+/// `guest` until its first entry at or after TSC `deadline`, where it ends with the EXIT
+/// hypercall (success), as `spin ms=N` ends: VMs that all run until the same instant share the
+/// CPU over the same stretch of time.
+pub fn until(deadline: u64, mut guest: Program) -> Program {
+    Box::new(move |state, timer| {
+        if state.tsc >= deadline {
+            exit_success(state)
+        } else {
+            guest(state, timer)
+        }
+    })
+}
+
+/// A guest that takes turns at running and sleeping, `rounds` turns in all, then ends with the
+/// EXIT hypercall (success). Turn `i` takes phase `phases[i % phases.len()]`, `(run, sleep)`:
+/// it runs `run` guest cycles (with a CPUID exit every `exit_every` of them; never when 0), then
+/// arms its timer `sleep` cycles ahead of that instant with SET_TIMER and halts, as the `sleepy`
+/// guest does. A sleep of 0 arms a deadline that is already due: the HLT goes straight on.
+pub fn bursts(phases: Vec<(u64, u64)>, rounds: u64, exit_every: u64) -> Program {
+    assert!(!phases.is_empty(), "a bursty guest needs a phase");
+    let mut turn = 0u64;
+    let mut left = phases[0].0;
+    let mut since_exit = 0u64;
+    let mut halt_next = false;
+    Box::new(move |state, timer| {
+        if halt_next {
+            halt_next = false;
+            return (Exit::Hlt { length: 1 }, 0);
+        }
+        if turn == rounds {
+            return exit_success(state);
+        }
+        let to_exit = if exit_every == 0 {
+            u64::MAX
+        } else {
+            exit_every - since_exit
+        };
+        let run = timer.min(to_exit).min(left);
+        left -= run;
+        since_exit = if run == to_exit { 0 } else { since_exit + run };
+        if left == 0 {
+            let sleep = phases[turn as usize % phases.len()].1;
+            let deadline = state.tsc + run + sleep;
+            state.registers.rax = u64::from(carousel_protocol::hypercall::SET_TIMER);
+            state.registers.rbx = deadline & 0xFFFF_FFFF;
+            state.registers.rcx = deadline >> 32;
+            turn += 1;
+            left = phases[turn as usize % phases.len()].0;
+            halt_next = true;
+            (Exit::Hypercall { length: 3 }, run)
+        } else if run == to_exit {
+            (Exit::Cpuid { length: 2 }, run)
+        } else {
+            (Exit::Timer, run)
+        }
+    })
 }

@@ -147,9 +147,10 @@ pub enum Record {
         interval: u64,
         exits: Vec<ExitStat>,
     },
-    /// LAPIC timer ticks of one VM, end of run: how many were delivered, how many more were
-    /// folded into them (expired while the VM waited for the CPU), and the lag from each
-    /// tick's deadline to the VM seeing it.
+    /// LAPIC timer ticks of one VM, end of run: how many the timer raised, how many more
+    /// expiries were folded into a tick still pending (the guest had not taken it: it waited
+    /// for the CPU, or ran with interrupts off), and the lag from each raised tick's deadline to
+    /// the hypervisor making it pending.
     TimerLag {
         vm: u16,
         ticks: u64,

@@ -15,6 +15,10 @@
 //! What is not: the clock, the VMX-preemption timer and the conversion from cycles to timer ticks
 //! (the kernel and `carousel-vmx` own those), and anything that knows why a VM blocked or woke. The
 //! kernel reads the TSC and tells this crate what happened; the crate never reads time itself.
+//! So the scheduling rules over a whole run (no VM overtaken twice, bounded waits, shares by
+//! weight, conservation) are property-tested where they are kept, on the kernel's run loop
+//! (`kernel/src/machine/properties.rs`); the tests here hold the policy and the accounting to
+//! their own contracts.
 //!
 //! Cost: the kernel calls in on every VM exit and every switch, so those calls are O(1), never
 //! allocate and never panic, whatever a guest makes the kernel report. All memory is allocated at
@@ -54,9 +58,6 @@ pub mod accounting;
 pub mod histogram;
 pub mod round_robin;
 pub mod slice;
-
-#[cfg(test)]
-mod simulation;
 
 pub use accounting::{
     jain_index, Accounting, LatencyStats, QuantumErrorStats, Runstate, RunstateTimes, SliceEnd,

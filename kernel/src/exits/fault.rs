@@ -33,7 +33,7 @@ pub fn fault<V: Vcpu, F: Frames, H: Host>(
     let gpa = fault.gpa;
     let page = gpa / PAGE_SIZE;
     let rip = cx.rip()?;
-    if let Some(device) = Mmio::at(gpa) {
+    if let Some(device) = cx.vm.platform.mmio_at(gpa) {
         if fault.paging_structure {
             return Ok(cx.stop(StopReason::GuestFault {
                 rip,

@@ -28,8 +28,13 @@ use crate::memory::{Frames, GuestMemory, HostMemory, ScanCursor};
 use crate::vcpu::{Reg, Vcpu, VcpuError};
 use crate::vm::{self, Blocked, Built, CpuFacts, RunState, VcpuSetup, Vm};
 
+mod periodic;
+use periodic::Periodic;
+
 /// An unfinished console line (a prompt) is printed after 1/20 s without output.
 const CONSOLE_QUIET_DIVISOR: u64 = 20;
+/// Housekeeping between slices runs at most this often a second of TSC time.
+const HOUSEKEEPING_PER_SECOND: u64 = 1_000;
 /// Address spaces reported per VM at the end.
 const ADDRESS_SPACES_REPORTED: usize = 16;
 
@@ -155,49 +160,61 @@ pub struct Machine<V, F, H> {
     start: Cycles,
     /// Cycles up to this instant have been accounted.
     mark: Cycles,
-    /// The VM exit that ended the last slice by preemption: the switch cost runs from there to
-    /// the next VM entry.
-    switch_from: Option<Cycles>,
-    switch_costs: LatencyHistogram,
+    /// The cost of each switch between VMs.
+    switches: Switches,
     /// The VM whose vCPU the hardware holds now.
     current: Option<VmId>,
     /// Console input from the host, to the focused VM.
     input: InputRouter,
     /// A VM's unfinished console line goes out after this many quiet cycles.
     console_quiet: Cycles,
-    /// Metrics interval (exit statistics), its start, and when the next one ends.
-    interval: Cycles,
-    interval_start: Cycles,
-    next_interval: Cycles,
+    /// When housekeeping, metrics intervals and working-set samples are due.
+    periodic: Periodic,
     /// Every VM exit goes out as an event (a full-rate trace).
     exit_events: bool,
+    /// The memory policies' state: the balloon rule, same-page merging's scan, the host
+    /// memory last reported.
+    memory: MemoryKeeping,
+    /// Idle detection: guest cycles in the idle address space that make a VM idle.
+    idle_threshold: Option<Cycles>,
+    /// Which VMs persist their disks.
+    persist: Vec<bool>,
+    /// When a blocked VM may next wake, as last computed.
+    wakes: WakeCache,
+    /// Each VM's last wall-clock slice ran past its end by this much (the handling of its last
+    /// exit): its next slice is that much shorter, so that over time it gets its share and no
+    /// more.
+    overrun: Vec<Cycles>,
+}
+
+/// The memory policies' state.
+#[derive(Debug)]
+struct MemoryKeeping {
     /// Guest pages backed and free pages, as last sent.
-    host_memory: Option<(u64, u64)>,
+    reported: Option<(u64, u64)>,
     /// The balloon rule, and the pages of the host's pool it measures against.
     balloon_rule: Option<Rule>,
     pool_pages: u64,
     /// Same-page merging: pages scanned per interval (0: off), and where the scan goes on.
     merge_scan_pages: u64,
     merge_cursor: ScanCursor,
-    /// Working-set sampling period (0: off) and when the next sample is due.
-    memory_sample: Cycles,
-    next_memory_sample: Cycles,
-    /// Housekeeping runs at most once per period (a millisecond of TSC time).
-    housekeeping_period: Cycles,
-    next_housekeeping: Cycles,
-    /// Idle detection: guest cycles in the idle address space that make a VM idle.
-    idle_threshold: Option<Cycles>,
-    /// Which VMs persist their disks.
-    persist: Vec<bool>,
-    /// The earliest wake-up deadline of a blocked VM, as last computed (None: not known, look
-    /// again), and whether a blocked VM waits for something other than time (room on a serial
-    /// line, an interrupt to take).
-    wake_at: Option<Option<Cycles>>,
-    waits_beyond_timers: bool,
-    /// Each VM's last wall-clock slice ran past its end by this much (the handling of its last
-    /// exit): its next slice is that much shorter, so that over time it gets its share and no
-    /// more.
-    overrun: Vec<Cycles>,
+}
+
+/// When a blocked VM may next wake: the earliest wake-up deadline, as last computed (None: not
+/// known, look again), and whether a blocked VM waits for something other than time (room on a
+/// serial line, an interrupt to take).
+#[derive(Debug, Default)]
+struct WakeCache {
+    at: Option<Option<Cycles>>,
+    beyond_timers: bool,
+}
+
+/// Switch costs: from the VM exit that ended the last slice by preemption to the next VM
+/// entry.
+#[derive(Debug, Default)]
+struct Switches {
+    from: Option<Cycles>,
+    costs: LatencyHistogram,
 }
 
 /// Why a run could not start.
@@ -256,34 +273,33 @@ impl<V: Vcpu, F: Frames, H: Host> Machine<V, F, H> {
             tsc_hz,
             start: now,
             mark: now,
-            switch_from: None,
-            switch_costs: LatencyHistogram::new(),
+            switches: Switches::default(),
             current: None,
             input: InputRouter::new(config.vms.len() as u16),
             console_quiet: tsc_hz / CONSOLE_QUIET_DIVISOR,
-            interval: us_to_cycles(u64::from(config.interval_us), tsc_hz).max(1),
-            interval_start: now,
-            next_interval: now,
+            periodic: Periodic::new(
+                now,
+                tsc_hz / HOUSEKEEPING_PER_SECOND,
+                us_to_cycles(u64::from(config.interval_us), tsc_hz),
+                us_to_cycles(u64::from(config.memory_sample_us), tsc_hz),
+            ),
             exit_events: config.trace == TraceLevel::Full,
-            host_memory: None,
-            balloon_rule: config.balloon_when_free_below_pct.map(|pct| Rule {
-                free_below_pct: pct,
-                step_pages: config.balloon_step_pages,
-            }),
-            pool_pages,
-            merge_scan_pages: u64::from(config.merge_scan_pages),
-            merge_cursor: ScanCursor::default(),
-            memory_sample: us_to_cycles(u64::from(config.memory_sample_us), tsc_hz),
-            next_memory_sample: now,
-            housekeeping_period: tsc_hz / 1000,
-            next_housekeeping: 0,
+            memory: MemoryKeeping {
+                reported: None,
+                balloon_rule: config.balloon_when_free_below_pct.map(|pct| Rule {
+                    free_below_pct: pct,
+                    step_pages: config.balloon_step_pages,
+                }),
+                pool_pages,
+                merge_scan_pages: u64::from(config.merge_scan_pages),
+                merge_cursor: ScanCursor::default(),
+            },
             idle_threshold: config
                 .idle_threshold_us
                 .map(|us| us_to_cycles(u64::from(us), tsc_hz).max(1)),
             persist: config.vms.iter().map(|vm| vm.persist).collect(),
             overrun: alloc::vec![0; config.vms.len()],
-            wake_at: None,
-            waits_beyond_timers: false,
+            wakes: WakeCache::default(),
         };
         if let Some(us) = config.idle_threshold_us {
             log::info!("idle detection on: {us} us in the idle address space with nothing pending");
@@ -379,7 +395,7 @@ impl<V: Vcpu, F: Frames, H: Host> Machine<V, F, H> {
             // exit runs the check either).
             self.wake_expired(before);
             let after = self.host.now();
-            if let Some(from) = self.switch_from.as_mut() {
+            if let Some(from) = self.switches.from.as_mut() {
                 *from += after - before;
             }
             if let Some((id, slice)) = self.policy.pick_next() {
@@ -435,7 +451,7 @@ impl<V: Vcpu, F: Frames, H: Host> Machine<V, F, H> {
     /// The earliest instant a blocked VM may wake: its SET_TIMER deadline, or its LAPIC timer
     /// when it halted with interrupts enabled.
     fn earliest_deadline(&mut self) -> Option<Cycles> {
-        if let Some(known) = self.wake_at {
+        if let Some(known) = self.wakes.at {
             return known;
         }
         let earliest = self
@@ -444,22 +460,22 @@ impl<V: Vcpu, F: Frames, H: Host> Machine<V, F, H> {
             .flatten()
             .filter_map(Vm::wake_deadline)
             .min();
-        self.wake_at = Some(earliest);
+        self.wakes.at = Some(earliest);
         earliest
     }
 
     /// Something may have changed when a blocked VM wakes (a VM blocked, input arrived): the
     /// next [`Self::earliest_deadline`] and [`Self::wake_expired`] look at every VM again.
     fn wakes_changed(&mut self) {
-        self.wake_at = None;
+        self.wakes.at = None;
     }
 
     /// Wakes every blocked VM whose timer expired or that has an interrupt to take by `now`.
     /// Runs after every exit, so it returns at once while no wake-up can be due: before the
     /// earliest deadline, with no VM waiting for input or for room on a serial line.
     fn wake_expired(&mut self, now: Cycles) {
-        if let Some(known) = self.wake_at {
-            if !self.waits_beyond_timers && known.is_none_or(|at| now < at) {
+        if let Some(known) = self.wakes.at {
+            if !self.wakes.beyond_timers && known.is_none_or(|at| now < at) {
                 return;
             }
         }
@@ -485,24 +501,21 @@ impl<V: Vcpu, F: Frames, H: Host> Machine<V, F, H> {
                 waits_beyond_timers = true;
             }
         }
-        self.waits_beyond_timers = waits_beyond_timers;
+        self.wakes.beyond_timers = waits_beyond_timers;
     }
 
     /// Between slices, at most once a millisecond of TSC time: console input from the host,
     /// prompts left unfinished by quiet guests, and the wake-ups these cause. Input waits at
     /// most a slice this way, and the switch path stays short.
     fn housekeeping(&mut self, now: Cycles) {
-        if now < self.next_housekeeping {
+        let Some(due) = self.periodic.pass(now) else {
             return;
-        }
-        self.next_housekeeping = now + self.housekeeping_period;
-        if now >= self.next_interval {
+        };
+        if due.interval {
             self.flush_exit_stats(now);
-            self.next_interval = now + self.interval;
         }
-        if self.memory_sample > 0 && now >= self.next_memory_sample {
+        if due.memory_sample {
             self.sample_memory(now);
-            self.next_memory_sample = now + self.memory_sample;
         }
         self.route_input();
         let quiet = self.console_quiet;
@@ -519,22 +532,21 @@ impl<V: Vcpu, F: Frames, H: Host> Machine<V, F, H> {
     /// Sends each VM's exit statistics of the interval that ends at `now`.
     fn flush_exit_stats(&mut self, now: Cycles) {
         self.host.exporter().flush_events(now);
-        if self.merge_scan_pages > 0 {
+        if self.memory.merge_scan_pages > 0 {
             self.merge_pages(now);
         }
         // Host memory, when it changed (most intervals it does not: the record would only cost
         // root time).
         let host_memory = (self.pool.guest_pages_backed(), self.pool.free_frames());
-        if self.host_memory != Some(host_memory) {
-            self.host_memory = Some(host_memory);
+        if self.memory.reported != Some(host_memory) {
+            self.memory.reported = Some(host_memory);
             self.host.exporter().emit_or_drop(&Record::HostMemory {
                 tsc: now,
                 backed_pages: host_memory.0,
                 free_pages: host_memory.1,
             });
         }
-        let interval = now - self.interval_start;
-        self.interval_start = now;
+        let interval = self.periodic.close_interval(now);
         for vm in self.vms.iter_mut().flatten() {
             if !vm.exit_stats.is_empty() {
                 let exits = vm.exit_stats.take();
@@ -551,7 +563,7 @@ impl<V: Vcpu, F: Frames, H: Host> Machine<V, F, H> {
     /// The balloon rule, after a working-set sample: when the host's pool runs low, the VM with
     /// a balloon driver and the most memory outside its working set is asked for more.
     fn apply_balloon_rule(&mut self, now: Cycles) {
-        let Some(rule) = self.balloon_rule else {
+        let Some(rule) = self.memory.balloon_rule else {
             return;
         };
         // One request at a time: while a VM's balloon is short of its target, the pool is about
@@ -580,7 +592,7 @@ impl<V: Vcpu, F: Frames, H: Host> Machine<V, F, H> {
             })
             .collect();
         let available = self.pool.guest_pages_available();
-        let Some((id, target)) = rule.decide(available, self.pool_pages, &candidates) else {
+        let Some((id, target)) = rule.decide(available, self.memory.pool_pages, &candidates) else {
             return;
         };
         let idle = candidates
@@ -594,7 +606,7 @@ impl<V: Vcpu, F: Frames, H: Host> Machine<V, F, H> {
                 vm.name
             );
         }
-        let pool = self.pool_pages;
+        let pool = self.memory.pool_pages;
         self.host.exporter().emit(&Record::BalloonTarget {
             tsc: now,
             vm: id,
@@ -614,9 +626,11 @@ impl<V: Vcpu, F: Frames, H: Host> Machine<V, F, H> {
             .iter_mut()
             .map(|vm| vm.as_mut().map(|vm| &mut vm.memory))
             .collect();
-        let scanned =
-            self.pool
-                .merge_scan(&mut memories, &mut self.merge_cursor, self.merge_scan_pages);
+        let scanned = self.pool.merge_scan(
+            &mut memories,
+            &mut self.memory.merge_cursor,
+            self.memory.merge_scan_pages,
+        );
         drop(memories);
         for id in 0..self.vms.len() {
             if let Err(error) = self.sync_vm(id) {
@@ -857,8 +871,8 @@ impl<V: Vcpu, F: Frames, H: Host> Machine<V, F, H> {
         }
         self.accounting
             .root(Some(id), entry.saturating_sub(self.mark));
-        if let Some(from) = self.switch_from.take() {
-            self.switch_costs.record(entry - from);
+        if let Some(from) = self.switches.from.take() {
+            self.switches.costs.record(entry - from);
         }
         let entered = vm.vcpu.enter(timer);
         let exit = self.host.now();
@@ -953,7 +967,7 @@ impl<V: Vcpu, F: Frames, H: Host> Machine<V, F, H> {
                     }
                 }
                 self.policy.slice_expired(id);
-                self.switch_from = Some(run.last_exit);
+                self.switches.from = Some(run.last_exit);
             }
             SliceEnd::Blocked | SliceEnd::Yielded | SliceEnd::Stopped => {
                 // It gave the CPU up before its slice ended: nothing carries over.
@@ -1071,9 +1085,9 @@ impl<V: Vcpu, F: Frames, H: Host> Machine<V, F, H> {
                 elapsed,
                 root: summary.root_total(),
                 idle: summary.idle,
-                switch_median: self.switch_costs.percentile(500).unwrap_or(0),
-                switch_max: self.switch_costs.max().unwrap_or(0),
-                switches: self.switch_costs.count(),
+                switch_median: self.switches.costs.percentile(500).unwrap_or(0),
+                switch_max: self.switches.costs.max().unwrap_or(0),
+                switches: self.switches.costs.count(),
                 dropped_records: dropped,
             }));
     }
@@ -1113,5 +1127,7 @@ pub fn handle_exit<V: Vcpu, F: Frames, H: Host>(
     Ok(next)
 }
 
+#[cfg(test)]
+mod properties;
 #[cfg(test)]
 mod tests;

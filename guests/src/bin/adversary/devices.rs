@@ -4,7 +4,7 @@
 //!   on the local APIC's task-priority register (0x80, read-write bits 7:0): XCHG, LOCK
 //!   CMPXCHG, `rep stosd`, `movsd` from RAM to the register and from the version register to
 //!   RAM. All work on hardware. `cr8-tpr`: CR8 and the TPR are one register (SDM Vol. 3A 11.8.6
-//!   "Task Priority in IA-32e Mode": "CR8 ... bits 3:0 ... TPR[7:4]").
+//!   "Task Priority in IA-32e Mode": "CR8 ... bits 3:0 ... TPR\[7:4\]").
 //! - `case=icr kind=nmi|init|sipi`: IPIs to itself through the ICR. An NMI must arrive (vector 2,
 //!   whatever IF says); a SIPI outside wait-for-SIPI is ignored; an INIT would reset the vCPU:
 //!   the guest exits with [`EXIT_SURVIVED`] if it is still running afterwards.

@@ -171,7 +171,7 @@ enum Register {
 }
 use Register::{Eax, Ebx, Ecx, Edx};
 
-/// CPUID.(leaf, subleaf):register[bit].
+/// CPUID.(leaf, subleaf):register\[bit\].
 fn cpuid_bit(leaf: u32, subleaf: u32, register: Register, bit: u32) -> bool {
     let result = arch::cpuid(leaf, subleaf);
     let value = match register {

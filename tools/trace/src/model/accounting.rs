@@ -195,7 +195,7 @@ impl ExitTotals {
     }
 }
 
-/// A VM's LAPIC timer ticks: delivered, folded in while waiting, and deadline-to-delivery lag.
+/// A VM's LAPIC timer ticks: delivered, folded into a tick still pending, and deadline-to-delivery lag.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TimerLag {
     pub ticks: u64,

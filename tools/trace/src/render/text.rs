@@ -124,7 +124,7 @@ pub fn report(accounting: &Accounting) -> String {
             let mean = timer.lag_total / timer.ticks.max(1);
             let _ = writeln!(
                 out,
-                "timer {}: {} ticks delivered, {} more folded in while waiting; lag from deadline mean {} / max {}",
+                "timer {}: {} ticks delivered, {} more folded into a tick still pending; lag from deadline mean {} / max {}",
                 vm.name,
                 group(u128::from(timer.ticks)),
                 group(u128::from(timer.coalesced)),
@@ -582,7 +582,7 @@ mod tests {
         );
         let report = super::report(&Accounting::from_records(&records, &[1, 1]));
         assert!(
-            report.contains("timer a: 10 ticks delivered, 3 more folded in while waiting; lag from deadline mean 2000.0 µs / max 5000.0 µs"),
+            report.contains("timer a: 10 ticks delivered, 3 more folded into a tick still pending; lag from deadline mean 2000.0 µs / max 5000.0 µs"),
             "{report}"
         );
         assert!(
