@@ -62,13 +62,38 @@ pub struct CpuFacts {
     pub accessed_dirty: bool,
     /// MAXPHYADDR (`CPUID.80000008H:EAX[7:0]`).
     pub physical_address_bits: u8,
+    /// The format of the VM's second-level page tables.
+    pub nested: NestedPaging,
+}
+
+/// Which second-level translation the hardware does: its page tables' entry format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NestedPaging {
+    /// Intel's EPT.
+    Ept,
+    /// AMD's nested paging, with the NX bit for pages that are not executable when the host
+    /// runs with EFER.NXE.
+    Npt { no_execute: bool },
+}
+
+impl NestedPaging {
+    /// The entry format of the tables.
+    pub fn format(self) -> &'static dyn carousel_vmx::ept::EntryFormat {
+        match self {
+            Self::Ept => &EPT,
+            Self::Npt { no_execute: true } => &carousel_svm::npt::NPT,
+            Self::Npt { no_execute: false } => &carousel_svm::npt::NPT_WITHOUT_NX,
+        }
+    }
 }
 
 /// What building a vCPU needs from the VM.
 #[derive(Debug, Clone)]
 pub struct VcpuSetup {
-    /// The VM's EPT.
+    /// The VM's EPT pointer (VMX).
     pub eptp: EptPointer,
+    /// The root of the VM's second-level tables (the nested CR3 of SVM).
+    pub root: HostPhysAddr,
     /// Its tag for cached translations (VPID or ASID), never 0.
     pub tag: u16,
     /// The guest's first instruction.
@@ -229,7 +254,7 @@ pub fn build<F: Frames>(
         let lapic_page = pool
             .allocate()
             .ok_or_else(|| load_failed("no frame for the local APIC page"))?;
-        let mut ept = Tables::new(pool, &EPT).map_err(load_failed)?;
+        let mut ept = Tables::new(pool, cpu.nested.format()).map_err(load_failed)?;
         let frames: Vec<(u64, HostPhysAddr)> = memory.frames().collect();
         for (page, hpa) in frames {
             ept.map_4k(
@@ -251,6 +276,7 @@ pub fn build<F: Frames>(
             Platform::new(disk.map(copy_disk).transpose()?, tsc_hz).map_err(load_failed)?;
         let setup = VcpuSetup {
             eptp: ept.pointer(cpu.accessed_dirty),
+            root: ept.root(),
             tag: id + 1,
             entry: u64::from(loaded.entry),
             registers: GuestRegisters {

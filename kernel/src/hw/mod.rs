@@ -6,11 +6,13 @@
 //! - [`serial`]: the hypervisor's UARTs; [`host`]: the clock, COM1, COM2 and CPUID behind
 //!   `carousel_kernel::host::Host`.
 //! - [`vmm`]: turning VMX on, the VMCS controls and host state; [`vcpu`]: the VMX vCPU.
+//! - [`svm`]: turning SVM on, the host LAPIC timer, the SVM vCPU.
 
 pub mod arch;
 pub mod boot;
 pub mod host;
 pub mod physical;
 pub mod serial;
+pub mod svm;
 pub mod vcpu;
 pub mod vmm;

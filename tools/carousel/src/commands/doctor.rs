@@ -176,7 +176,7 @@ pub fn report(items: &[Item], auto_pick: backend::Backend) -> (String, i32) {
 /// Runs doctor on this host.
 pub fn doctor() -> (String, i32) {
     let items = examine(&crate::repo::repo_root());
-    let auto = backend::resolve(BackendChoice::Auto, backend::kvm_problem().is_none());
+    let auto = backend::resolve_here(BackendChoice::Auto);
     report(&items, auto)
 }
 
