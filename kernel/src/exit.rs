@@ -80,6 +80,9 @@ pub enum Exit {
     /// A virtualization instruction the guest may not use (VMXON, VMREAD, INVEPT, ...): the
     /// hardware answers with #UD where VMX is not offered.
     VirtualizationInstruction { length: u8 },
+    /// A control-register access SVM intercepted without decoding it (no decode assists under
+    /// QEMU): MOV to or from CR`cr`, CLTS or LMSW; the handler decodes the instruction.
+    ControlRegister { cr: u8, write: bool },
     /// The guest raised #UD (intercepted under SVM, where VMCALL, the guests' hypercall, is an
     /// invalid opcode): the handler looks at the instruction.
     InvalidOpcode,
@@ -252,6 +255,14 @@ impl Exit {
             SvmExit::SvmInstruction | SvmExit::Rdtscp => {
                 (Self::VirtualizationInstruction { length: 3 }, R::Vmcall)
             }
+            SvmExit::CrWrite { cr, .. } => (
+                Self::ControlRegister { cr, write: true },
+                R::ControlRegisterAccesses,
+            ),
+            SvmExit::CrRead { cr, .. } => (
+                Self::ControlRegister { cr, write: false },
+                R::ControlRegisterAccesses,
+            ),
             SvmExit::Npf(fault) => (
                 Self::Fault(Fault {
                     gpa: fault.gpa,
@@ -313,8 +324,6 @@ pub const SVM_REASON: u16 = 0x8000;
 fn svm_code(exit: &SvmExit) -> u64 {
     use carousel_svm::exit::code;
     match *exit {
-        SvmExit::CrRead { cr, .. } => code::CR0_READ + u64::from(cr),
-        SvmExit::CrWrite { cr, .. } => code::CR0_WRITE + u64::from(cr),
         SvmExit::Exception { vector, .. } => code::EXCEPTION_0 + u64::from(vector),
         SvmExit::Iret => code::IRET,
         SvmExit::TaskSwitch => code::TASK_SWITCH,
@@ -366,6 +375,12 @@ mod tests {
             panic!("not I/O");
         };
         assert_eq!(length, 15);
+    }
+
+    #[test]
+    fn svm_control_register_exits_are_left_to_decode() {
+        assert_eq!(svm(0x14, 0, 0), Exit::ControlRegister { cr: 4, write: true });
+        assert_eq!(svm(0x08, 0, 0), Exit::ControlRegister { cr: 8, write: false });
     }
 
     #[test]

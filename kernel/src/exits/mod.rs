@@ -119,6 +119,28 @@ pub fn handle<V: Vcpu, F: Frames, H: Host>(
             hypercall::Outcome::Wait(wait) => cx.block(wait),
             hypercall::Outcome::Stop(reason) => cx.stop(reason),
         },
+        Exit::ControlRegister { cr, write } => match decode_cr(cx)? {
+            Some((instruction, length)) => {
+                let decoded = match instruction {
+                    cr::CrInstruction::Write { cr, gpr } => Exit::CrWrite { cr, gpr, length },
+                    cr::CrInstruction::Read { cr, gpr } => Exit::CrRead { cr, gpr, length },
+                    cr::CrInstruction::Clts => Exit::Clts { length },
+                    cr::CrInstruction::Lmsw { gpr } => Exit::Lmsw {
+                        source: gpr_value(&mut cx.vm.vcpu, gpr)? as u16,
+                        length,
+                    },
+                };
+                handle(cx, &decoded)?
+            }
+            None => {
+                let rip = cx.rip()?;
+                cx.stop(StopReason::UnhandledExit {
+                    reason: REASON_CONTROL_REGISTER,
+                    rip,
+                    qualification: u64::from(cr) | u64::from(write) << 4,
+                })
+            }
+        },
         // Under SVM the guests' VMCALL (0F 01 C1) is an invalid opcode: it is the hypercall
         // there too. Anything else is the guest's own #UD.
         Exit::InvalidOpcode => {
@@ -196,6 +218,23 @@ pub fn handle<V: Vcpu, F: Frames, H: Host>(
         }
     };
     Ok(next)
+}
+
+/// The control-register instruction at CS:RIP, decoded (None when it cannot be read or is not
+/// one).
+fn decode_cr<V: Vcpu, F: Frames, H: Host>(
+    cx: &mut Context<'_, V, F, H>,
+) -> Result<Option<(cr::CrInstruction, u8)>, VcpuError> {
+    let paging = io::GuestPaging::read(&mut cx.vm.vcpu)?;
+    let linear = cx.vm.vcpu.read(Reg::CsBase)?.wrapping_add(cx.rip()?);
+    let code_bits = cx.vm.vcpu.read(Reg::CodeBits)? as u8;
+    let mut bytes = [0u8; 15];
+    let view = cx.vm.ram(cx.pool);
+    let fetched =
+        crate::paging::read_linear_prefix(paging.mode, paging.cr3, linear, &mut bytes, &view);
+    Ok(fetched
+        .ok()
+        .and_then(|fetched| cr::decode_cr_instruction(&bytes[..fetched], code_bits)))
 }
 
 /// VMCALL's encoding.

@@ -30,8 +30,8 @@ use carousel_svm::exit::{decode, RawExit};
 use carousel_svm::features::{self, MissingSvm, SvmFeatures};
 use carousel_svm::instructions as svm;
 use carousel_svm::vmcb::{
-    attributes, interrupt_control, interrupt_state, Intercepts, Intercepts2, Segment, TlbControl,
-    Vmcb, NESTED_PAGING, PAT_POWER_ON,
+    attributes, cr_intercepts, interrupt_control, interrupt_state, Intercepts, Intercepts2,
+    Segment, TlbControl, Vmcb, NESTED_PAGING, PAT_POWER_ON,
 };
 use carousel_svm::{asid, EFER_SVME, MSR_VM_CR, MSR_VM_HSAVE_PA};
 
@@ -112,8 +112,22 @@ impl Svm {
         let physical_address_bits = (arch::cpuid(0x8000_0008, 0)[0] & 0xFF) as u8;
         // CR4 bits of a 64-bit-capable AMD CPU without XSAVE, PKE or CET (the guest writes CR4
         // without an exit under SVM; this is what the handlers check against otherwise).
+        // CR4 bits this CPU has (what VMRUN accepts), less XSAVE (the SVM vCPU switches no
+        // XCR0) and the protection keys and CET (not offered).
+        let [_, _, ecx1, _] = arch::cpuid(1, 0);
+        let [_, ebx7, _, _] = if arch::cpuid(0, 0)[0] >= 7 {
+            arch::cpuid(7, 0)
+        } else {
+            [0; 4]
+        };
+        let has = |present: bool, bit: u64| if present { 1u64 << bit } else { 0 };
+        let cr4_allowed = 0x0000_07FF
+            | has(ecx1 & 1 << 17 != 0, 17)
+            | has(ebx7 & 1 != 0, 16)
+            | has(ebx7 & 1 << 7 != 0, 20)
+            | has(ebx7 & 1 << 20 != 0, 21);
         CpuFacts {
-            cr4_allowed: 0x0000_07FF | 1 << 16 | 1 << 17 | 1 << 20 | 1 << 21,
+            cr4_allowed,
             xcr0_supported: 0,
             accessed_dirty: true,
             physical_address_bits: if physical_address_bits == 0 {
@@ -218,7 +232,19 @@ pub struct SvmVcpu {
     flush: bool,
     fx: Box<FxState>,
     debug: DebugRegisters,
+    /// The handler moved RIP past an instruction it emulated while RFLAGS.TF was set: the #DB
+    /// trap the instruction would have raised is owed.
+    single_step: bool,
 }
+
+/// RFLAGS.TF.
+const RFLAGS_TF: u64 = 1 << 8;
+/// DR6.BS: the #DB came from single-stepping.
+const DR6_BS: u64 = 1 << 14;
+/// EFER.LME.
+const EFER_LME: u64 = 1 << 8;
+/// CR0.PG.
+const CR0_PG: u64 = 1 << 31;
 
 /// Which VM last ran under each ASID (ASIDs are shared when there are fewer than VMs).
 static mut OWNERS: asid::Owners = asid::Owners::new();
@@ -243,6 +269,9 @@ impl SvmVcpu {
             | Intercepts::SHUTDOWN)
             .bits();
         control.intercepts2 = Intercepts2::all().bits() & !Intercepts2::ICEBP.bits();
+        // MOV to CR0, CR3 and CR4 are checked (and CR3 loads counted) as under VMX; CR8 is the
+        // emulated LAPIC's TPR.
+        control.intercept_cr = cr_intercepts(&[8], &[0, 3, 4, 8]);
         // #UD: the guests' VMCALL (an invalid opcode on AMD) is their hypercall.
         control.intercept_exceptions = 1 << 6;
         control.iopm_base_pa = addr_of!(IOPM) as u64;
@@ -292,6 +321,7 @@ impl SvmVcpu {
             flush: true,
             fx: Box::new(FxState::reset()),
             debug: DebugRegisters::default(),
+            single_step: false,
         }
     }
 
@@ -349,10 +379,24 @@ impl Vcpu for SvmVcpu {
     fn write(&mut self, reg: Reg, value: u64) -> Result<(), VcpuError> {
         let save = &mut self.vmcb.save;
         match reg {
-            Reg::Rip => save.rip = value,
+            Reg::Rip => {
+                save.rip = value;
+                self.single_step = save.rflags & RFLAGS_TF != 0;
+            }
             Reg::Rsp => save.rsp = value,
             Reg::Rflags => save.rflags = value | 0x2,
-            Reg::Cr0 => save.cr0 = value,
+            Reg::Cr0 => {
+                // An emulated MOV to CR0 enters or leaves long mode as the CPU would: EFER.LMA
+                // follows PG while LME is set.
+                save.cr0 = value;
+                if save.efer & EFER_LME != 0 {
+                    if value & CR0_PG != 0 {
+                        save.efer |= EFER_LMA;
+                    } else {
+                        save.efer &= !EFER_LMA;
+                    }
+                }
+            }
             Reg::Cr3 => save.cr3 = value,
             Reg::Cr4 => save.cr4 = value,
             Reg::Efer => save.efer = value | EFER_SVME,
@@ -433,6 +477,13 @@ impl Vcpu for SvmVcpu {
     }
 
     fn enter(&mut self, timer: u64) -> Result<Entered, VcpuError> {
+        if core::mem::take(&mut self.single_step) && !self.event_queued()? {
+            self.vmcb.save.dr6 |= DR6_BS;
+            self.inject(Event::Exception {
+                vector: 1,
+                error_code: None,
+            })?;
+        }
         let asid = self.vmcb.control.guest_asid;
         // SAFETY: one CPU, and the run loop is the only caller: no other reference exists.
         let stale = unsafe { (*core::ptr::addr_of_mut!(OWNERS)).switch_in(asid, self.vm) };
@@ -451,6 +502,7 @@ impl Vcpu for SvmVcpu {
         // page is the hypervisor's; interrupts are off and the IDT has the timer's vector.
         unsafe { svm::run(&mut self.regs, vmcb, addr_of!(HOST_VMCB) as u64) };
         let used = arch::rdtsc() - start;
+        arch::disable_breakpoints();
         let expired = self.timer.disarm();
         // Take a timer interrupt that arrived (its handler acknowledges it).
         arch::take_interrupts();
