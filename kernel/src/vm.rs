@@ -612,11 +612,17 @@ impl<V: Vcpu> Vm<V> {
     /// Idle detection: the VM has spent `threshold` guest cycles in its idle address space
     /// (without loading another) and has no interrupt to take. A guest that never halts (xv6)
     /// is then treated as halted with interrupts enabled: it runs again at its next interrupt.
+    ///
+    /// Never while an interrupt handler runs (a vector in service): xv6 takes the IDE interrupt
+    /// in its scheduler's address space, and a VM blocked there would wait for an interrupt
+    /// its own unfinished handler keeps from being delivered (a slow `insl` under QEMU's TCG
+    /// took longer than the threshold, and four xv6 stalled at their first disk read).
     pub fn looks_idle(&self, threshold: u64) -> bool {
         self.spaces
             .idle_for()
             .is_some_and(|spent| spent >= threshold)
             && self.platform.lapic.pending_vector().is_none()
+            && self.platform.lapic.in_service().is_empty()
     }
 
     /// True when this VM halted with interrupts enabled and console input could still wake it

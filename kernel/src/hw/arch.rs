@@ -235,18 +235,6 @@ impl DebugRegisters {
     }
 }
 
-/// Disables every hardware breakpoint in the hypervisor: DR7 = 0x400 unless it already is (the
-/// SVM backend's exits leave the guest's DR7 under QEMU; VMX exits load 0x400 themselves).
-pub fn disable_breakpoints() {
-    let dr7: u64;
-    // SAFETY: reading DR7 at CPL 0 has no side effect.
-    unsafe { asm!("mov {}, dr7", out(reg) dr7, options(nomem, nostack)) };
-    if dr7 != 0x400 {
-        // SAFETY: 0x400 (bit 10 is reserved as 1) arms no breakpoint.
-        unsafe { asm!("mov dr7, {}", in(reg) 0x400u64, options(nomem, nostack)) };
-    }
-}
-
 /// Reads the time-stamp counter.
 pub fn rdtsc() -> u64 {
     // SAFETY: RDTSC only reads a counter.

@@ -502,7 +502,6 @@ impl Vcpu for SvmVcpu {
         // page is the hypervisor's; interrupts are off and the IDT has the timer's vector.
         unsafe { svm::run(&mut self.regs, vmcb, addr_of!(HOST_VMCB) as u64) };
         let used = arch::rdtsc() - start;
-        arch::disable_breakpoints();
         let expired = self.timer.disarm();
         // Take a timer interrupt that arrived (its handler acknowledges it).
         arch::take_interrupts();

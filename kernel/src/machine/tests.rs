@@ -430,3 +430,29 @@ fn ticks_folded_into_a_pending_vector_add_no_lag() {
     assert!(coalesced > 10, "{coalesced} coalesced");
     assert!(lag_max < 100_000, "lag max {lag_max} cycles");
 }
+
+/// Idle detection never blocks a VM inside an interrupt handler: with a vector in service the
+/// VM does not look idle, however long it has been in its idle address space.
+#[test]
+fn a_vm_in_an_interrupt_handler_never_looks_idle() {
+    let config = config(100, &["xv6"]);
+    let mut run = FakeRun::new(&config, vec![spin(1_000)], 10);
+    let vm = run.machine.vms[0].as_mut().expect("the VM");
+    // The address space entered from three others is the idle one (xv6's kpgdir).
+    for process in [0x1000, 0x2000, 0x3000] {
+        vm.spaces.load(process);
+        vm.spaces.load(0x9000);
+    }
+    vm.spaces.charge(500);
+    assert!(vm.looks_idle(100), "idle for 500 cycles: idle");
+    // The LAPIC software-enabled, vector 0x2E raised and taken: its handler runs.
+    vm.platform.lapic.write(0xF0, 0x1FF, 0);
+    vm.platform.lapic.raise(0x2E).expect("raised");
+    assert!(!vm.looks_idle(100), "pending: not idle");
+    vm.platform.lapic.acknowledge(0x2E).expect("acknowledged");
+    assert!(vm.platform.lapic.pending_vector().is_none());
+    assert!(!vm.looks_idle(100), "in service: not idle");
+    // EOI: idle again.
+    vm.platform.lapic.write(0xB0, 0, 0);
+    assert!(vm.looks_idle(100));
+}
