@@ -379,8 +379,17 @@ mod tests {
 
     #[test]
     fn svm_control_register_exits_are_left_to_decode() {
-        assert_eq!(svm(0x14, 0, 0), Exit::ControlRegister { cr: 4, write: true });
-        assert_eq!(svm(0x08, 0, 0), Exit::ControlRegister { cr: 8, write: false });
+        assert_eq!(
+            svm(0x14, 0, 0),
+            Exit::ControlRegister { cr: 4, write: true }
+        );
+        assert_eq!(
+            svm(0x08, 0, 0),
+            Exit::ControlRegister {
+                cr: 8,
+                write: false
+            }
+        );
     }
 
     #[test]
