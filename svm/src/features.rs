@@ -1,7 +1,7 @@
 //! What the CPU's SVM offers (CPUID 8000_0001H and 8000_000AH), and whether Carousel can run on
 //! it.
 //!
-//! Reference: APM 15.4 "Enabling SVM" (CPUID Fn8000_0001_ECX[SVM], VM_CR.SVMDIS), CPUID
+//! Reference: APM 15.4 "Enabling SVM" (CPUID Fn8000_0001_ECX bit 2 (SVM), VM_CR.SVMDIS), CPUID
 //! Fn8000_000A "SVM Revision and Feature Identification" (AMD's CPUID specification, publication
 //! 25481).
 
@@ -27,7 +27,7 @@ pub mod edx {
 /// The CPU's SVM, as far as Carousel cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SvmFeatures {
-    /// SVM revision (8000_000AH:EAX[7:0]).
+    /// SVM revision (8000_000AH:EAX bits 7:0).
     pub revision: u8,
     /// Number of ASIDs, the host's ASID 0 included (8000_000AH:EBX).
     pub asids: u32,
@@ -57,11 +57,11 @@ impl SvmFeatures {
 /// Why SVM cannot run Carousel here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MissingSvm {
-    /// CPUID 8000_0001H:ECX[SVM] is clear.
+    /// CPUID 8000_0001H:ECX bit 2 (SVM) is clear.
     NotInCpuid,
     /// Firmware set VM_CR.SVMDIS.
     DisabledByFirmware,
-    /// No nested paging (CPUID 8000_000AH:EDX[NP]).
+    /// No nested paging (CPUID 8000_000AH:EDX bit 0 (NP)).
     NoNestedPaging,
     /// Fewer than two ASIDs: none for a guest.
     NoAsids,

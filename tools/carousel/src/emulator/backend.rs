@@ -186,7 +186,7 @@ pub fn auto_reason() -> String {
     match (kvm_problem(), qemu) {
         (None, true) => "KVM with nested VMX is available".to_string(),
         (Some(problem), true) => format!(
-            "no KVM ({problem}); QEMU's software emulation runs Carousel on AMD SVM              (--backend bochs for repeatable, instruction-counted figures)"
+            "no KVM ({problem}); QEMU's software emulation runs Carousel on AMD SVM (--backend bochs for repeatable, instruction-counted figures)"
         ),
         (_, false) => format!("`{QEMU}` is not installed"),
     }
