@@ -23,26 +23,35 @@ pub fn script(addresses: &[u64], then_run: bool) -> String {
     script
 }
 
+/// Why no address came out of a kernel's symbol table.
+#[derive(Debug, thiserror::Error)]
+pub enum SymbolError {
+    #[error("not an ELF file ({0})")]
+    NotElf(elf::ParseError),
+    #[error("its symbol table is damaged ({0})")]
+    Damaged(elf::ParseError),
+    #[error("it has no symbol table (was it stripped?)")]
+    Stripped,
+    #[error("no symbol matches")]
+    NoMatch,
+}
+
 /// The address of the first symbol (of non-zero value) of the ELF `bytes` whose name
 /// `matches`: where to break.
-pub fn symbol_address(bytes: &[u8], matches: impl Fn(&str) -> bool) -> Result<u64, String> {
-    let file = ElfBytes::<AnyEndian>::minimal_parse(bytes)
-        .map_err(|error| format!("not an ELF file ({error})"))?;
+pub fn symbol_address(bytes: &[u8], matches: impl Fn(&str) -> bool) -> Result<u64, SymbolError> {
+    let file = ElfBytes::<AnyEndian>::minimal_parse(bytes).map_err(SymbolError::NotElf)?;
     let (symbols, names) = file
         .symbol_table()
-        .map_err(|error| format!("its symbol table is damaged ({error})"))?
-        .ok_or("it has no symbol table (was it stripped?)")?;
+        .map_err(SymbolError::Damaged)?
+        .ok_or(SymbolError::Stripped)?;
     symbols
         .iter()
         .find(|symbol| {
             symbol.st_value != 0 && names.get(symbol.st_name as usize).is_ok_and(&matches)
         })
         .map(|symbol| symbol.st_value)
-        .ok_or_else(|| NO_MATCH.to_string())
+        .ok_or(SymbolError::NoMatch)
 }
-
-/// [`symbol_address`]'s error when the table has no symbol that matches.
-pub const NO_MATCH: &str = "no symbol matches";
 
 /// One stop at a breakpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -3,6 +3,7 @@
 //! printing a result as text or one JSON object.
 
 pub mod decode;
+pub mod error;
 pub mod export;
 pub mod memory;
 pub mod sched;
@@ -13,6 +14,8 @@ use std::sync::Mutex;
 
 use carousel_trace::verdict::Verdict;
 use serde::Serialize;
+
+pub use error::{BenchError, InputProblem, Missing};
 
 use crate::emulator::BackendChoice;
 use crate::lab::{Kernel, Lab, Vm};
@@ -53,24 +56,30 @@ pub fn run_generated_lab(
     backend: BackendChoice,
     debugger: Option<String>,
     interrupted: &AtomicBool,
-) -> Result<session::Finished, String> {
+) -> Result<session::Finished, BenchError> {
     let dir = crate::repo::repo_root().join("target/carousel/bench");
-    std::fs::create_dir_all(&dir).map_err(|error| format!("{}: {error}", dir.display()))?;
+    std::fs::create_dir_all(&dir).map_err(BenchError::file(&dir))?;
     lab.path = dir.join(format!("{name}.toml"));
-    lab.save(comment)
-        .map_err(|error| format!("{}: {error}", lab.path.display()))?;
+    lab.save(comment).map_err(BenchError::file(&lab.path))?;
     let out = dir.join(name);
     let options = RunOptions {
         bochs_debugger: debugger,
         ..RunOptions::generated(lab.path.clone(), backend, out.clone())
     };
-    let finished = session::execute_lab(lab, &options, Console::Quiet, interrupted)
-        .map_err(|error| format!("{name}: {error}"))?;
+    let finished =
+        session::execute_lab(lab, &options, Console::Quiet, interrupted).map_err(|source| {
+            BenchError::Run {
+                run: name.to_string(),
+                source: Box::new(source),
+            }
+        })?;
     if finished.outcome.verdict != Verdict::Passed {
-        return Err(format!(
-            "{name}: the run did not pass; see {}",
-            out.display()
-        ));
+        return Err(BenchError::Failed {
+            run: name.to_string(),
+            verdict: finished.outcome.verdict,
+            problems: finished.outcome.problems.clone(),
+            out,
+        });
     }
     Ok(finished)
 }
@@ -78,7 +87,7 @@ pub fn run_generated_lab(
 /// Prints a bench's result (one JSON object, or its text) and returns the exit code.
 pub fn print_result<T: Serialize>(
     bench: &str,
-    result: Result<T, String>,
+    result: Result<T, BenchError>,
     json: bool,
     text: impl FnOnce(&T) -> String,
 ) -> i32 {
@@ -96,7 +105,7 @@ pub fn print_result<T: Serialize>(
         }
         Err(error) => {
             eprintln!("carousel bench {bench}: {error}");
-            Verdict::HypervisorFailed.exit_code()
+            error.exit_code()
         }
     }
 }

@@ -22,10 +22,12 @@ use carousel_trace::format::group;
 use carousel_trace::model::console::{find_line, timed_lines, TimedLine};
 use serde::Serialize;
 
+use super::{BenchError, InputProblem, Missing};
 use crate::emulator::backend::{self, Backend, BackendChoice, FlatDisk, CYLINDER_BYTES};
-use crate::emulator::breakpoints;
+use crate::emulator::breakpoints::{self, SymbolError};
 use crate::lab::script::{Pattern, Step};
 use crate::lab::{Disk, Kernel, Lab, Vm, DEFAULT_CPU_MODEL, DEFAULT_IDLE_THRESHOLD_US};
+use crate::session::RunError;
 
 /// Bochs instructions per emulated second (the PIT, RTC and UART pace).
 pub const IPS: u64 = 1_000_000;
@@ -41,6 +43,10 @@ pub const NATIVE_MEGS: u64 = 256;
 pub const IDLE_VMS: usize = 3;
 /// Wall-clock limit of the native boot, seconds (it takes about 5).
 pub const NATIVE_TIMEOUT_S: u64 = 300;
+/// The native run's directory under `target/carousel/bench`.
+const NATIVE_RUN: &str = "xv6-native";
+/// The Carousel boot run's name.
+const BOOT_RUN: &str = "xv6-boot";
 /// The kernel symbol where boot is counted from.
 pub const BOOT_FROM: &str = "main";
 /// The kernel symbol where boot is counted to: the shell's first read of the console, just
@@ -87,14 +93,11 @@ pub struct BootSymbols {
 }
 
 /// [`BOOT_FROM`] and [`BOOT_TO`] in the kernel ELF `bytes`.
-pub fn boot_symbols(bytes: &[u8]) -> Result<BootSymbols, String> {
-    let find = |wanted: &str| {
-        breakpoints::symbol_address(bytes, |name| name == wanted).map_err(|error| {
-            if error == breakpoints::NO_MATCH {
-                format!("it has no symbol `{wanted}` (is it an xv6 kernel?)")
-            } else {
-                error
-            }
+pub fn boot_symbols(bytes: &[u8]) -> Result<BootSymbols, InputProblem> {
+    let find = |wanted: &'static str| {
+        breakpoints::symbol_address(bytes, |name| name == wanted).map_err(|error| match error {
+            SymbolError::NoMatch => InputProblem::NotXv6(wanted),
+            error => InputProblem::Symbol(error),
         })
     };
     Ok(BootSymbols {
@@ -105,16 +108,12 @@ pub fn boot_symbols(bytes: &[u8]) -> Result<BootSymbols, String> {
 
 /// Checks that `image` is a boot disk for `kernel` the way xv6's Makefile makes one: a
 /// 512-byte boot sector, then the kernel ELF from sector 1.
-pub fn check_image(image: &[u8], kernel: &[u8]) -> Result<(), String> {
+pub fn check_image(image: &[u8], kernel: &[u8]) -> Result<(), InputProblem> {
     if image.len() < 512 || image[510..512] != [0x55, 0xAA] {
-        return Err("it has no boot sector (no 0x55 0xAA at byte 510)".to_string());
+        return Err(InputProblem::NoBootSector);
     }
     if image.get(512..512 + kernel.len()) != Some(kernel) {
-        return Err(
-            "it does not hold this kernel from sector 1 (rebuild it with `make xv6.img`, or \
-             pass the --image built with this kernel)"
-                .to_string(),
-        );
+        return Err(InputProblem::OtherKernel);
     }
     Ok(())
 }
@@ -215,36 +214,39 @@ impl Span {
 }
 
 /// The span between the boot symbols in a debugger's output.
-fn boot_span(output: &str, symbols: BootSymbols, where_: &Path) -> Result<Span, String> {
+fn boot_span(
+    output: &str,
+    symbols: BootSymbols,
+    run: &str,
+    out: &Path,
+) -> Result<Span, BenchError> {
     let hits = breakpoints::hits(output);
     breakpoints::ticks_between(&hits, symbols.from, symbols.to)
         .map(|(start, end)| Span { start, end })
-        .ok_or_else(|| {
-            format!(
-                "Bochs' debugger did not stop at both `{BOOT_FROM}` ({:#x}) and `{BOOT_TO}` \
-                 ({:#x}) ({} stops); see {}",
-                symbols.from,
-                symbols.to,
-                hits.len(),
-                where_.display()
-            )
+        .ok_or_else(|| BenchError::Unmeasured {
+            run: run.to_string(),
+            missing: Missing::Breakpoints {
+                from_name: BOOT_FROM,
+                from: symbols.from,
+                to_name: BOOT_TO,
+                to: symbols.to,
+                stops: hits.len(),
+            },
+            out: out.to_path_buf(),
         })
 }
 
 /// Copies `from` to `to` padded with zeros to whole cylinders; the cylinders.
-fn flat_copy(from: &Path, to: &Path) -> Result<u64, String> {
-    std::fs::copy(from, to).map_err(|error| format!("cannot copy {}: {error}", from.display()))?;
+fn flat_copy(from: &Path, to: &Path) -> Result<u64, BenchError> {
+    std::fs::copy(from, to).map_err(BenchError::file(from))?;
     let file = std::fs::OpenOptions::new()
         .write(true)
         .open(to)
-        .map_err(|error| format!("{}: {error}", to.display()))?;
-    let len = file
-        .metadata()
-        .map_err(|error| format!("{}: {error}", to.display()))?
-        .len();
+        .map_err(BenchError::file(to))?;
+    let len = file.metadata().map_err(BenchError::file(to))?.len();
     let cylinders = len.div_ceil(CYLINDER_BYTES).max(1);
     file.set_len(cylinders * CYLINDER_BYTES)
-        .map_err(|error| format!("{}: {error}", to.display()))?;
+        .map_err(BenchError::file(to))?;
     Ok(cylinders)
 }
 
@@ -254,9 +256,12 @@ fn native_boot(
     files: &Xv6Files,
     symbols: BootSymbols,
     interrupted: &AtomicBool,
-) -> Result<Span, String> {
-    let out = crate::repo::repo_root().join("target/carousel/bench/xv6-native");
-    crate::session::prepare_out_dir(&out).map_err(|error| error.to_string())?;
+) -> Result<Span, BenchError> {
+    let out = crate::repo::repo_root().join(format!("target/carousel/bench/{NATIVE_RUN}"));
+    crate::session::prepare_out_dir(&out).map_err(|source| BenchError::Run {
+        run: NATIVE_RUN.to_string(),
+        source: Box::new(source),
+    })?;
     let image = out.join("xv6.img");
     let disk = out.join("fs.img");
     let image_cylinders = flat_copy(&files.image, &image)?;
@@ -284,7 +289,7 @@ fn native_boot(
             breakpoints::script(&[symbols.from, symbols.to], false),
         ),
     ] {
-        std::fs::write(path, text).map_err(|error| format!("{}: {error}", path.display()))?;
+        std::fs::write(path, text).map_err(BenchError::file(path))?;
     }
     // Bochs takes everything from the bochsrc and the script; the image and port arguments
     // only matter to QEMU.
@@ -300,30 +305,37 @@ fn native_boot(
     let output = out.join(launch.output);
     let mut emulator =
         crate::emulator::Emulator::spawn(launch.program, &launch.args, &launch.env, &output)
-            .map_err(|error| format!("cannot start {}: {error}", launch.program))?;
+            .map_err(|source| BenchError::Spawn {
+                program: launch.program.to_string(),
+                source,
+            })?;
     let started = Instant::now();
     while emulator.try_exited().is_none() {
         if interrupted.load(Ordering::SeqCst) {
-            return Err("interrupted".to_string());
+            return Err(BenchError::Interrupted {
+                run: NATIVE_RUN.to_string(),
+            });
         }
         if started.elapsed() > Duration::from_secs(NATIVE_TIMEOUT_S) {
-            return Err(format!(
-                "native xv6 did not reach its shell in {NATIVE_TIMEOUT_S} s; see {}",
-                out.display()
-            ));
+            return Err(BenchError::Native {
+                problem: format!("native xv6 did not reach its shell in {NATIVE_TIMEOUT_S} s"),
+                out,
+            });
         }
         std::thread::sleep(Duration::from_millis(50));
     }
     let console = std::fs::read_to_string(out.join("com1.txt")).unwrap_or_default();
     if !console.contains("init: starting sh") {
-        return Err(format!(
-            "native xv6 did not start its shell (COM1: {:?}); see {}",
-            console.lines().last().unwrap_or(""),
-            out.display()
-        ));
+        return Err(BenchError::Native {
+            problem: format!(
+                "native xv6 did not start its shell (COM1: {:?})",
+                console.lines().last().unwrap_or("")
+            ),
+            out,
+        });
     }
     let output = std::fs::read_to_string(&output).unwrap_or_default();
-    boot_span(&output, symbols, &out)
+    boot_span(&output, symbols, NATIVE_RUN, &out)
 }
 
 /// Boots xv6 as the only VM under Carousel, with the debugger's breakpoints on.
@@ -331,23 +343,27 @@ fn carousel_boot(
     files: &Xv6Files,
     symbols: BootSymbols,
     interrupted: &AtomicBool,
-) -> Result<Span, String> {
+) -> Result<Span, BenchError> {
     let (lab, comment) = boot_lab(files);
     let finished = super::run_generated_lab(
-        "xv6-boot",
+        BOOT_RUN,
         lab,
         &comment,
         BackendChoice::Bochs,
         Some(breakpoints::script(&[symbols.from, symbols.to], true)),
         interrupted,
     )?;
-    let output = std::fs::read_to_string(finished.out.join(Backend::Bochs.e9_file()))
-        .map_err(|error| format!("xv6-boot: {error}"))?;
-    boot_span(&output, symbols, &finished.out)
+    let e9 = finished.out.join(Backend::Bochs.e9_file());
+    let output = std::fs::read_to_string(&e9).map_err(BenchError::file(e9))?;
+    boot_span(&output, symbols, BOOT_RUN, &finished.out)
 }
 
 /// Runs usertests in `company`; from its first line to its last.
-fn usertests(files: &Xv6Files, company: Company, interrupted: &AtomicBool) -> Result<Span, String> {
+fn usertests(
+    files: &Xv6Files,
+    company: Company,
+    interrupted: &AtomicBool,
+) -> Result<Span, BenchError> {
     let name = match company {
         Company::Alone => "xv6-usertests-alone",
         Company::Idle { detection: true } => "xv6-usertests-idle-on",
@@ -356,21 +372,25 @@ fn usertests(files: &Xv6Files, company: Company, interrupted: &AtomicBool) -> Re
     let (lab, comment) = usertests_lab(files, company);
     let finished =
         super::run_generated_lab(name, lab, &comment, BackendChoice::Bochs, None, interrupted)?;
-    let com1 = std::fs::read_to_string(finished.out.join("com1.txt"))
-        .map_err(|error| format!("{name}: {error}"))?;
+    let com1_file = finished.out.join("com1.txt");
+    let com1 = std::fs::read_to_string(&com1_file).map_err(BenchError::file(com1_file))?;
+    let unmeasured = |missing| BenchError::Unmeasured {
+        run: name.to_string(),
+        missing,
+        out: finished.out.clone(),
+    };
     let names: Vec<String> = finished.lab.vms.iter().map(|vm| vm.name.clone()).collect();
     let lines = timed_lines(&com1, &names, &finished.model.console)
-        .map_err(|error| format!("{name}: {error}"))?;
-    usertests_span(&lines[0])
-        .map_err(|error| format!("{name}: {error}; see {}", finished.out.display()))
+        .map_err(|problem| unmeasured(Missing::Timing(problem)))?;
+    usertests_span(&lines[0]).map_err(unmeasured)
 }
 
 /// From usertests' first line to its `ALL TESTS PASSED`.
-pub fn usertests_span(lines: &[TimedLine]) -> Result<Span, String> {
-    let (first, start) = find_line(lines, 0, USERTESTS_FIRST)
-        .ok_or_else(|| format!("no timed line says {USERTESTS_FIRST:?}"))?;
-    let (_, end) = find_line(lines, first, USERTESTS_PASSED)
-        .ok_or_else(|| format!("no timed line says {USERTESTS_PASSED:?} after it"))?;
+pub fn usertests_span(lines: &[TimedLine]) -> Result<Span, Missing> {
+    let (first, start) =
+        find_line(lines, 0, USERTESTS_FIRST).ok_or(Missing::Line(USERTESTS_FIRST))?;
+    let (_, end) =
+        find_line(lines, first, USERTESTS_PASSED).ok_or(Missing::Line(USERTESTS_PASSED))?;
     Ok(Span { start, end })
 }
 
@@ -438,7 +458,7 @@ impl Job {
         files: &Xv6Files,
         symbols: BootSymbols,
         interrupted: &AtomicBool,
-    ) -> Result<Span, String> {
+    ) -> Result<Span, BenchError> {
         match self {
             Job::UsertestsIdleOff => {
                 usertests(files, Company::Idle { detection: false }, interrupted)
@@ -454,25 +474,28 @@ impl Job {
 }
 
 /// Checks the files and returns the kernel's boot symbols, before anything runs.
-pub fn check_files(files: &Xv6Files) -> Result<BootSymbols, String> {
-    let read = |path: &Path, what: &str, hint: &str| {
-        std::fs::read(path).map_err(|error| format!("{what} {}: {error}{hint}", path.display()))
+pub fn check_files(files: &Xv6Files) -> Result<BootSymbols, BenchError> {
+    let input = |what: &'static str, path: &Path| {
+        let path = path.to_path_buf();
+        move |problem| BenchError::Input {
+            what,
+            path,
+            problem,
+        }
     };
-    let kernel = read(&files.kernel, "kernel", "")?;
-    let symbols = boot_symbols(&kernel)
-        .map_err(|error| format!("kernel {}: {error}", files.kernel.display()))?;
+    let read = |what: &'static str, path: &Path| {
+        std::fs::read(path).map_err(|error| input(what, path)(InputProblem::Read(error)))
+    };
+    let kernel = read("kernel", &files.kernel)?;
+    let symbols = boot_symbols(&kernel).map_err(input("kernel", &files.kernel))?;
     if !files.disk.is_file() {
-        return Err(format!("disk {}: no such file", files.disk.display()));
+        return Err(input("disk", &files.disk)(InputProblem::Missing));
     }
-    let image = read(
-        &files.image,
-        "native boot disk",
-        "; xv6's `make` builds xv6.img next to kernel, or pass --image",
-    )?;
+    let image = std::fs::read(&files.image)
+        .map_err(|error| input("native boot disk", &files.image)(InputProblem::NoImage(error)))?;
     // No path check for bochsrc: the files travel as copies (the ISO, the native run's
     // directory), never by their own paths.
-    check_image(&image, &kernel)
-        .map_err(|error| format!("image {}: {error}", files.image.display()))?;
+    check_image(&image, &kernel).map_err(input("native boot disk", &files.image))?;
     Ok(symbols)
 }
 
@@ -482,14 +505,16 @@ pub fn bench_xv6(
     files: &Xv6Files,
     symbols: BootSymbols,
     interrupted: &AtomicBool,
-) -> Result<Xv6Bench, String> {
+) -> Result<Xv6Bench, BenchError> {
     if let Some(problem) = backend::unavailable(Backend::Bochs) {
-        return Err(format!("the bench counts instructions in Bochs: {problem}"));
+        return Err(BenchError::Run {
+            run: "the bench counts instructions in Bochs".to_string(),
+            source: Box::new(RunError::Unavailable(problem)),
+        });
     }
     let root = crate::repo::repo_root();
     eprintln!("bench: building the hypervisor…");
-    crate::image::build::build(&root, &crate::image::build::target_dir(&root), &[])
-        .map_err(|error| error.to_string())?;
+    crate::image::build::build(&root, &crate::image::build::target_dir(&root), &[])?;
     let started = Instant::now();
     let results = super::run_parallel(&JOBS, interrupted, |&job| {
         eprintln!("bench: {}…", job.describe());
@@ -510,8 +535,12 @@ pub fn bench_xv6(
     for (job, result) in JOBS.iter().zip(results) {
         match result {
             Some(Ok(span)) => spans.push(span),
-            Some(Err(error)) => return Err(format!("{}: {error}", job.describe())),
-            None => return Err("interrupted".to_string()),
+            Some(Err(error)) => return Err(error),
+            None => {
+                return Err(BenchError::Interrupted {
+                    run: job.describe().to_string(),
+                })
+            }
         }
     }
     eprintln!("bench: 5 runs in {:.0} s", started.elapsed().as_secs_f64());
@@ -602,7 +631,7 @@ pub fn xv6_command(files: &Xv6Files, json: bool, interrupted: &AtomicBool) -> i3
         Ok(symbols) => symbols,
         Err(error) => {
             eprintln!("carousel bench xv6: {error}");
-            return crate::session::EXIT_USAGE;
+            return error.exit_code();
         }
     };
     super::print_result(
@@ -662,13 +691,15 @@ mod tests {
         assert!(check_image(&image, &kernel).is_ok());
         let mut other = kernel.clone();
         other[5] ^= 1;
-        assert!(check_image(&image, &other)
-            .unwrap_err()
-            .contains("does not hold this kernel"));
+        assert!(matches!(
+            check_image(&image, &other),
+            Err(InputProblem::OtherKernel)
+        ));
         image[511] = 0;
-        assert!(check_image(&image, &kernel)
-            .unwrap_err()
-            .contains("no boot sector"));
+        assert!(matches!(
+            check_image(&image, &kernel),
+            Err(InputProblem::NoBootSector)
+        ));
         assert!(check_image(&[], &kernel).is_err());
     }
 
@@ -726,17 +757,21 @@ mod tests {
             ("main", 0x8010_30c0),
         ]);
         assert_eq!(
-            boot_symbols(&elf),
-            Ok(BootSymbols {
+            boot_symbols(&elf).ok(),
+            Some(BootSymbols {
                 from: 0x8010_30c0,
                 to: 0x8010_0280
             })
         );
         let error = boot_symbols(&elf32_with_symbols(&[("main", 0x10)])).unwrap_err();
-        assert!(error.contains("no symbol `consoleread`"), "{error}");
-        assert!(boot_symbols(b"not an elf")
-            .unwrap_err()
-            .contains("not an ELF file"));
+        assert!(
+            matches!(error, InputProblem::NotXv6("consoleread")),
+            "{error}"
+        );
+        assert!(matches!(
+            boot_symbols(b"not an elf"),
+            Err(InputProblem::Symbol(SymbolError::NotElf(_)))
+        ));
     }
 
     #[test]
@@ -753,8 +788,14 @@ mod tests {
             line(90, "ALL TESTS PASSED"),
         ];
         assert_eq!(usertests_span(&lines), Ok(Span { start: 30, end: 90 }));
-        assert!(usertests_span(&lines[..4]).is_err());
-        assert!(usertests_span(&lines[..2]).is_err());
+        assert_eq!(
+            usertests_span(&lines[..4]),
+            Err(Missing::Line(USERTESTS_PASSED))
+        );
+        assert_eq!(
+            usertests_span(&lines[..2]),
+            Err(Missing::Line(USERTESTS_FIRST))
+        );
     }
 
     #[test]
