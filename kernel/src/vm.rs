@@ -113,6 +113,10 @@ pub struct Vm<V> {
     pub platform: Platform,
     /// What this VM's exits cost in the current metrics interval.
     pub exit_stats: ExitStats,
+    /// The metrics interval (its end and length) whose exit statistics wait to be sent at the
+    /// start of this VM's next slice, charged to it. They cannot change meanwhile: a VM's exits
+    /// are only counted while it holds the CPU.
+    pub interval_due: Option<(u64, u64)>,
     /// Guest time by address space, and the idle one.
     pub spaces: AddressSpaces,
     pub cpu: CpuFacts,
@@ -329,6 +333,7 @@ impl<V: Vcpu> Vm<V> {
             memory: built.memory,
             platform: built.platform,
             exit_stats: ExitStats::new(),
+            interval_due: None,
             spaces: AddressSpaces::new(),
             cpu,
             timer_deadline: None,

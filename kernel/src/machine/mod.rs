@@ -328,7 +328,7 @@ impl<V: Vcpu, F: Frames, H: Host> Machine<V, F, H> {
     pub fn run(&mut self) {
         self.run_loop();
         let now = self.host.now();
-        self.flush_exit_stats(now);
+        self.flush_exit_stats(now, Flush::Now);
         self.report();
         for id in 0..self.vms.len() {
             let persist = self.persist.get(id).copied().unwrap_or(false);
@@ -512,7 +512,7 @@ impl<V: Vcpu, F: Frames, H: Host> Machine<V, F, H> {
             return;
         };
         if due.interval {
-            self.flush_exit_stats(now);
+            self.flush_exit_stats(now, Flush::AtNextSlice);
         }
         if due.memory_sample {
             self.sample_memory(now);
@@ -529,8 +529,12 @@ impl<V: Vcpu, F: Frames, H: Host> Machine<V, F, H> {
         self.wake_expired(now);
     }
 
-    /// Sends each VM's exit statistics of the interval that ends at `now`.
-    fn flush_exit_stats(&mut self, now: Cycles) {
+    /// Closes the metrics interval that ends at `now`: sends the scheduler events and host
+    /// memory, and each VM's exit statistics, either now (the end of the run) or at the start
+    /// of the VM's next slice. Encoding them costs thousands of cycles a VM; between slices
+    /// that would be charged to nobody and lengthen every waiting VM's wait, so each VM pays
+    /// for its own statistics out of its own slice instead.
+    fn flush_exit_stats(&mut self, now: Cycles, when: Flush) {
         self.host.exporter().flush_events(now);
         if self.memory.merge_scan_pages > 0 {
             self.merge_pages(now);
@@ -548,18 +552,17 @@ impl<V: Vcpu, F: Frames, H: Host> Machine<V, F, H> {
         }
         let interval = self.periodic.close_interval(now);
         for vm in self.vms.iter_mut().flatten() {
-            if !vm.exit_stats.is_empty() {
-                let exits = vm.exit_stats.take();
-                self.host.exporter().emit_or_drop(&Record::ExitInterval {
-                    tsc: now,
-                    vm: vm.id,
-                    interval,
-                    exits,
-                });
+            if vm.exit_stats.is_empty() {
+                continue;
+            }
+            // A VM that has not run since an earlier interval ended still holds that
+            // interval's statistics: they keep its time.
+            let due = *vm.interval_due.get_or_insert((now, interval));
+            if when == Flush::Now {
+                send_exit_interval(vm, &mut self.host, due);
             }
         }
     }
-
     /// The balloon rule, after a working-set sample: when the host's pool runs low, the VM with
     /// a balloon driver and the most memory outside its working set is asked for more.
     fn apply_balloon_rule(&mut self, now: Cycles) {
@@ -799,6 +802,17 @@ impl<V: Vcpu, F: Frames, H: Host> Machine<V, F, H> {
         }
         if let Err(error) = self.switch_to(id) {
             return self.vcpu_failed(id, error);
+        }
+        if let Some(vm) = self.vms[usize::from(id)].as_mut() {
+            if let Some(due) = vm.interval_due {
+                // Inside the slice: the VM pays for its own statistics. Not switch cost.
+                let before = self.host.now();
+                send_exit_interval(vm, &mut self.host, due);
+                let sent = self.host.now() - before;
+                if let Some(from) = self.switches.from.as_mut() {
+                    *from += sent;
+                }
+            }
         }
         let debt = self.overrun.get(usize::from(id)).copied().unwrap_or(0);
         let mut run = SliceRun {
@@ -1131,3 +1145,28 @@ pub fn handle_exit<V: Vcpu, F: Frames, H: Host>(
 mod properties;
 #[cfg(test)]
 mod tests;
+
+/// When [`Machine::flush_exit_stats`] sends the VMs' exit statistics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flush {
+    /// Now: the run is over.
+    Now,
+    /// At the start of each VM's next slice.
+    AtNextSlice,
+}
+
+/// Sends `vm`'s exit statistics as the record of the interval `due` (its end and length).
+fn send_exit_interval<V: Vcpu, H: Host>(vm: &mut Vm<V>, host: &mut H, due: (Cycles, Cycles)) {
+    vm.interval_due = None;
+    if vm.exit_stats.is_empty() {
+        return;
+    }
+    let (tsc, interval) = due;
+    let exits = vm.exit_stats.take();
+    host.exporter().emit_or_drop(&Record::ExitInterval {
+        tsc,
+        vm: vm.id,
+        interval,
+        exits,
+    });
+}

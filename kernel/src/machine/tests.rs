@@ -456,3 +456,51 @@ fn a_vm_in_an_interrupt_handler_never_looks_idle() {
     vm.platform.lapic.write(0xB0, 0, 0);
     assert!(vm.looks_idle(100));
 }
+
+/// Each VM's exit statistics are sent at the start of its next slice (charged to it), not
+/// between slices; deferred so, none is lost or counted twice: the timer exits in the exit
+/// intervals of each spin add up to its slices, every record keeps the end of the interval it
+/// belongs to, and a VM that stopped early has its last interval sent at the end of the run.
+#[test]
+fn exit_statistics_are_sent_once_each_with_their_interval() {
+    let mut config = config(100, &["short", "long", "other"]);
+    config.interval_us = 250;
+    let mut run = FakeRun::new(
+        &config,
+        vec![spin(1_000_000), spin(8_000_000), spin(8_000_000)],
+        100,
+    );
+    let records = run.run();
+    let summaries = summaries(&records);
+    for vm in 0..3u16 {
+        let mut ends = alloc::vec::Vec::new();
+        let timer_exits: u64 = records
+            .iter()
+            .filter_map(|record| match record {
+                carousel_protocol::record::Record::ExitInterval {
+                    vm: of, tsc, exits, ..
+                } if *of == vm => {
+                    ends.push(*tsc);
+                    Some(
+                        exits
+                            .iter()
+                            .filter(|stat| stat.reason == 52)
+                            .map(|stat| stat.count)
+                            .sum::<u64>(),
+                    )
+                }
+                _ => None,
+            })
+            .sum();
+        let slices = summaries[&vm].slices;
+        // Every slice but possibly the last ends on its timer.
+        assert!(
+            timer_exits + 1 >= slices && timer_exits <= slices,
+            "vm {vm}: {timer_exits} timer exits in {slices} slices"
+        );
+        let mut sorted = ends.clone();
+        sorted.dedup();
+        assert_eq!(sorted, ends, "vm {vm}: one record per interval, in order");
+        assert!(ends.len() >= 2, "vm {vm}: {} intervals", ends.len());
+    }
+}
