@@ -56,8 +56,8 @@ impl EntryFormat for NptFormat {
         entry
     }
 
-    fn is_present(&self, raw: u64) -> bool {
-        raw & PRESENT != 0
+    fn present_mask(&self) -> u64 {
+        PRESENT
     }
 
     fn permissions(&self, raw: u64) -> Permissions {

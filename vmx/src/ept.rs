@@ -234,8 +234,13 @@ pub trait EntryFormat: fmt::Debug + Sync {
     fn table(&self, next: HostPhysAddr) -> u64;
     /// A leaf entry mapping the 4 KiB frame `frame` with `permissions` (READ included).
     fn page(&self, frame: HostPhysAddr, permissions: Permissions) -> u64;
+    /// The bits of which any one set makes an entry present (it maps something or points at a
+    /// table).
+    fn present_mask(&self) -> u64;
     /// The entry maps something or points at a table.
-    fn is_present(&self, raw: u64) -> bool;
+    fn is_present(&self, raw: u64) -> bool {
+        raw & self.present_mask() != 0
+    }
     /// What a present leaf entry allows.
     fn permissions(&self, raw: u64) -> Permissions;
     /// The frame or next table an entry holds.
@@ -260,8 +265,8 @@ impl EntryFormat for EptFormat {
     fn page(&self, frame: HostPhysAddr, permissions: Permissions) -> u64 {
         EptEntry::page(frame, permissions).bits()
     }
-    fn is_present(&self, raw: u64) -> bool {
-        EptEntry(raw).is_present()
+    fn present_mask(&self) -> u64 {
+        Permissions::all().bits()
     }
     fn permissions(&self, raw: u64) -> Permissions {
         EptEntry(raw).permissions()
@@ -277,6 +282,9 @@ impl EntryFormat for EptFormat {
 pub struct Tables {
     pml4: HostPhysAddr,
     format: &'static dyn EntryFormat,
+    /// The format's present bits, kept here so that the walks need no call through `format`
+    /// (the accessed/dirty scan visits every page of a VM).
+    present: u64,
 }
 
 impl Tables {
@@ -288,6 +296,7 @@ impl Tables {
         Ok(Self {
             pml4: allocate(frames)?,
             format,
+            present: format.present_mask(),
         })
     }
 
@@ -419,7 +428,7 @@ impl Tables {
             };
             let count = (pages - first).min(per_table) as usize;
             for (offset, slot) in frames.table_mut(table)[..count].iter_mut().enumerate() {
-                if self.format.is_present(*slot) {
+                if *slot & self.present != 0 {
                     seen(
                         first + offset as u64,
                         *slot & accessed != 0,
@@ -438,9 +447,7 @@ impl Tables {
         }
         (1..=3).rev().try_fold(self.pml4, |table, level| {
             let entry = frames.table(table)[index(gpa, level)];
-            self.format
-                .is_present(entry)
-                .then(|| self.format.address(entry))
+            (entry & self.present != 0).then_some(HostPhysAddr(entry & ADDRESS_MASK))
         })
     }
 }
