@@ -320,7 +320,7 @@ fn demo_passes_on_qemu_svm() {
         measured.describe
     );
     let id = |name: &str| measured.vm(name).id;
-    let iterations = |vm: u16| {
+    let iterations = |vm: u16| -> Vec<u64> {
         measured
             .records
             .iter()
@@ -330,11 +330,28 @@ fn demo_passes_on_qemu_svm() {
                 } if *v == vm && name == SPIN_ITERATIONS => Some(*value),
                 _ => None,
             })
-            .nth(3)
-            .unwrap_or_else(|| panic!("no 200 ms report\n{}", measured.describe))
+            .collect()
     };
-    let ratio = iterations(id("spin-b")) as f64 / iterations(id("spin-a")) as f64;
-    assert!((1.5..=2.5).contains(&ratio), "spin-b / spin-a = {ratio}");
+    // The ratio at each report both spins made while they competed (the last ones are after
+    // spin-b ended), and its median: a host stall of QEMU shows in one report, not in all.
+    let (a, b) = (iterations(id("spin-a")), iterations(id("spin-b")));
+    let mut ratios: Vec<f64> = a
+        .iter()
+        .zip(&b)
+        .take(6)
+        .map(|(a, b)| *b as f64 / (*a).max(1) as f64)
+        .collect();
+    assert!(
+        ratios.len() >= 5,
+        "reports {a:?} and {b:?}\n{}",
+        measured.describe
+    );
+    ratios.sort_by(f64::total_cmp);
+    let ratio = ratios[ratios.len() / 2];
+    assert!(
+        (1.5..=2.5).contains(&ratio),
+        "spin-b / spin-a = {ratio} (median of {ratios:?})"
+    );
     // Every spin was preempted many times: the host LAPIC one-shot with the INTR intercept
     // takes the CPU from a guest with IF = 0.
     for name in ["spin-a", "spin-b"] {
