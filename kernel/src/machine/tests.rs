@@ -504,3 +504,89 @@ fn exit_statistics_are_sent_once_each_with_their_interval() {
         assert!(ends.len() >= 2, "vm {vm}: {} intervals", ends.len());
     }
 }
+
+/// Under SVM the guests' VMCALL arrives as #UD: the handler reads the instruction at CS:RIP and,
+/// when it is VMCALL (`0F 01 C1`), makes the hypercall and moves RIP past its 3 bytes; any
+/// other invalid opcode is the guest's own #UD, delivered with RIP left on it.
+#[test]
+fn an_invalid_opcode_at_vmcall_is_the_hypercall_and_any_other_is_delivered() {
+    use crate::vcpu::{Event, Reg};
+    let config = config(100, &["svm"]);
+    let mut calls = 0;
+    let guest = alloc::boxed::Box::new(move |state: &mut crate::testing::FakeState, timer| {
+        calls += 1;
+        match calls {
+            // UD2 (`0F 0B`) at 0x2000: not VMCALL.
+            1 => {
+                state.set(Reg::Rip, 0x2000);
+                (Exit::InvalidOpcode, 10)
+            }
+            // The #UD was delivered and RIP stayed; now VMCALL at 0x3000: EXIT with success.
+            2 => {
+                assert_eq!(state.delivered, [Event::INVALID_OPCODE]);
+                assert_eq!(state.get(Reg::Rip), 0x2000);
+                state.set(Reg::Rip, 0x3000);
+                state.registers.rax = u64::from(carousel_protocol::hypercall::EXIT);
+                state.registers.rbx = u64::from(carousel_protocol::hypercall::EXIT_SUCCESS);
+                (Exit::InvalidOpcode, 10)
+            }
+            _ => (Exit::Timer, timer),
+        }
+    });
+    let mut run = FakeRun::new(&config, vec![guest], 10);
+    poke(&mut run, 0, 0x2000, &[0x0F, 0x0B]);
+    poke(&mut run, 0, 0x3000, &crate::exits::VMCALL);
+    let records = run.run();
+    assert_eq!(
+        stops(&records)[&0],
+        StopReason::Exited {
+            status: carousel_protocol::hypercall::EXIT_SUCCESS
+        }
+    );
+}
+
+/// Under SVM a MOV to CR4 arrives undecoded: the handler decodes `0F 22 /r` at CS:RIP, so a
+/// guest setting a CR4 bit the CPU lacks (bit 30, reserved) gets #GP with RIP on the
+/// instruction, as the hardware would give it, and its next instruction is reached only by a
+/// MOV CR4 the checks allow.
+#[test]
+fn an_undecoded_cr4_write_is_decoded_and_checked() {
+    use crate::vcpu::{Event, Reg};
+    let config = config(100, &["svm"]);
+    let mut calls = 0;
+    let guest = alloc::boxed::Box::new(move |state: &mut crate::testing::FakeState, timer| {
+        calls += 1;
+        match calls {
+            // `mov cr4, eax` at 0x2000 with EAX = bit 30.
+            1 => {
+                state.set(Reg::Rip, 0x2000);
+                state.registers.rax = 1 << 30;
+                (Exit::ControlRegister { cr: 4, write: true }, 10)
+            }
+            // #GP, RIP stayed; then EAX = PSE: allowed, RIP moves 3 bytes, CR4 is written.
+            2 => {
+                assert_eq!(state.delivered, [Event::GENERAL_PROTECTION]);
+                assert_eq!(state.get(Reg::Rip), 0x2000);
+                state.registers.rax = 1 << 4;
+                (Exit::ControlRegister { cr: 4, write: true }, 10)
+            }
+            3 => {
+                assert_eq!(state.get(Reg::Rip), 0x2003);
+                assert_eq!(state.get(Reg::Cr4) & (1 << 4), 1 << 4);
+                state.registers.rax = u64::from(carousel_protocol::hypercall::EXIT);
+                state.registers.rbx = u64::from(carousel_protocol::hypercall::EXIT_SUCCESS);
+                (Exit::Hypercall { length: 3 }, 10)
+            }
+            _ => (Exit::Timer, timer),
+        }
+    });
+    let mut run = FakeRun::new(&config, vec![guest], 10);
+    poke(&mut run, 0, 0x2000, &[0x0F, 0x22, 0xE0]);
+    let records = run.run();
+    assert_eq!(
+        stops(&records)[&0],
+        StopReason::Exited {
+            status: carousel_protocol::hypercall::EXIT_SUCCESS
+        }
+    );
+}
