@@ -172,6 +172,23 @@ fn a_timer_far_in_the_future_is_refused() {
     );
 }
 
+/// Runs one VM of `program` with `bytes` poked into its RAM (address, bytes) first; how it
+/// stopped.
+fn stop_of_one(program: crate::testing::Program, bytes: &[(u64, &[u8])]) -> StopReason {
+    let config = config(100, &["one"]);
+    let mut run = FakeRun::new(&config, vec![program], 10);
+    for &(gpa, data) in bytes {
+        poke(&mut run, 0, gpa, data);
+    }
+    let records = run.run();
+    stops(&records)[&0].clone()
+}
+
+/// The stop of a guest that exited with success.
+const PASSED: StopReason = StopReason::Exited {
+    status: carousel_protocol::hypercall::EXIT_SUCCESS,
+};
+
 /// Writes `bytes` into VM `vm`'s RAM at `gpa` before the run.
 fn poke(run: &mut FakeRun, vm: usize, gpa: u64, bytes: &[u8]) {
     let machine = &mut run.machine;
@@ -511,7 +528,6 @@ fn exit_statistics_are_sent_once_each_with_their_interval() {
 #[test]
 fn an_invalid_opcode_at_vmcall_is_the_hypercall_and_any_other_is_delivered() {
     use crate::vcpu::{Event, Reg};
-    let config = config(100, &["svm"]);
     let mut calls = 0;
     let guest = alloc::boxed::Box::new(move |state: &mut crate::testing::FakeState, timer| {
         calls += 1;
@@ -533,16 +549,8 @@ fn an_invalid_opcode_at_vmcall_is_the_hypercall_and_any_other_is_delivered() {
             _ => (Exit::Timer, timer),
         }
     });
-    let mut run = FakeRun::new(&config, vec![guest], 10);
-    poke(&mut run, 0, 0x2000, &[0x0F, 0x0B]);
-    poke(&mut run, 0, 0x3000, &crate::exits::VMCALL);
-    let records = run.run();
-    assert_eq!(
-        stops(&records)[&0],
-        StopReason::Exited {
-            status: carousel_protocol::hypercall::EXIT_SUCCESS
-        }
-    );
+    let bytes: [(u64, &[u8]); 2] = [(0x2000, &[0x0F, 0x0B]), (0x3000, &crate::exits::VMCALL)];
+    assert_eq!(stop_of_one(guest, &bytes), PASSED);
 }
 
 /// Under SVM a MOV to CR4 arrives undecoded: the handler decodes `0F 22 /r` at CS:RIP, so a
@@ -552,7 +560,6 @@ fn an_invalid_opcode_at_vmcall_is_the_hypercall_and_any_other_is_delivered() {
 #[test]
 fn an_undecoded_cr4_write_is_decoded_and_checked() {
     use crate::vcpu::{Event, Reg};
-    let config = config(100, &["svm"]);
     let mut calls = 0;
     let guest = alloc::boxed::Box::new(move |state: &mut crate::testing::FakeState, timer| {
         calls += 1;
@@ -580,13 +587,5 @@ fn an_undecoded_cr4_write_is_decoded_and_checked() {
             _ => (Exit::Timer, timer),
         }
     });
-    let mut run = FakeRun::new(&config, vec![guest], 10);
-    poke(&mut run, 0, 0x2000, &[0x0F, 0x22, 0xE0]);
-    let records = run.run();
-    assert_eq!(
-        stops(&records)[&0],
-        StopReason::Exited {
-            status: carousel_protocol::hypercall::EXIT_SUCCESS
-        }
-    );
+    assert_eq!(stop_of_one(guest, &[(0x2000, &[0x0F, 0x22, 0xE0])]), PASSED);
 }
