@@ -1,5 +1,7 @@
 //! The primary IDE channel in ATA PIO mode: a master with no media and a slave holding the VM's
-//! disk, after the ATA/ATAPI-6 command block and control block register descriptions.
+//! disk, after the ATA/ATAPI-6 command block and control block register descriptions. The
+//! disk's sectors live behind a [`SectorStore`] the caller passes in (the hypervisor's extent of
+//! its shared drive, or a byte slice): the model holds one sector at a time.
 //!
 //! The command block sits at ports 0x1F0-0x1F7 (offsets [`DATA`]..=[`COMMAND`] here); the control
 //! block register (device control on write, alternate status on read) at port 0x3F6 is reached
@@ -9,11 +11,16 @@
 //! - Drive 0 (master) is present but has no media: its status is always DRDY | DSC (0x50), because
 //!   xv6's `idewait` polls with drive 0 selected until DRDY shows (XV6-CONTRACT §8). Every command
 //!   sent to it is aborted (ERR | DRDY, error ABRT).
-//! - Drive 1 (slave) is the disk, a byte image the model owns. Without one, drive 1 does not
+//! - Drive 1 (slave) is the disk, of a size fixed when the channel is made; its sectors are read
+//!   from and written to the [`SectorStore`] each access passes. Without one, drive 1 does not
 //!   answer: its status reads 0, which is how xv6's probe tells "no disk 1".
 //! - The disk is infinitely fast: BSY never shows. READ SECTORS and READ MULTIPLE have the data
-//!   ready (DRQ) as soon as the command is written; WRITE SECTORS and WRITE MULTIPLE show DRQ at
-//!   once too, since xv6 starts `rep outsl` without polling.
+//!   ready (DRQ) as soon as the command is written (the first sector is fetched from the store
+//!   then, each next one when the last byte of the one before has been read); WRITE SECTORS and
+//!   WRITE MULTIPLE show DRQ at once too, since xv6 starts `rep outsl` without polling, and each
+//!   sector goes to the store as its last byte arrives, before any completion interrupt.
+//! - A store that fails (a sector beyond the extent it serves, a drive error) ends the command
+//!   with ERR | DRDY and error IDNF (out of range) or ABRT (device error); no data moves.
 //! - Only 28-bit LBA addressing is decoded. A command in CHS mode, an unknown command, or a
 //!   transfer reaching past the end of the disk is aborted with ERR | DRDY (0x51) and error ABRT or
 //!   IDNF; nothing moves. xv6 never sends one (it panics on a block number past FSSIZE first), and
@@ -31,11 +38,8 @@
 //!   0 is selected and the task file holds the ATA signature.
 //! - The task-file registers read back what was last written; they do not track the transfer.
 //!
-//! The model counts the sectors moved, reports each accepted transfer through [`DiskIoSink`], and
-//! remembers which sectors were written ([`IdeChannel::dirty_sectors`]) so only those need to go
-//! back to the host.
+//! The model counts the sectors moved and reports each accepted transfer through [`DiskIoSink`].
 
-use alloc::vec;
 use alloc::vec::Vec;
 use core::fmt;
 
@@ -218,38 +222,100 @@ impl fmt::Display for DiskImageError {
 
 impl core::error::Error for DiskImageError {}
 
+impl DiskImageError {
+    /// The sectors of a `len`-byte image, if it can be a disk: a whole number of sectors that
+    /// LBA28 addresses.
+    pub fn check(len: u64) -> Result<u64, Self> {
+        if !len.is_multiple_of(SECTOR_SIZE as u64) {
+            return Err(Self::NotSectorMultiple { len: len as usize });
+        }
+        let sectors = len / SECTOR_SIZE as u64;
+        if sectors > LBA28_SECTORS {
+            return Err(Self::TooLarge { sectors });
+        }
+        Ok(sectors)
+    }
+}
+
+/// Why a [`SectorStore`] could not move a sector.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoreError {
+    /// The sector lies beyond what the store serves.
+    OutOfRange,
+    /// The device behind the store failed.
+    Device,
+}
+
+impl StoreError {
+    /// The ATA error register value a command ends with when the store fails this way.
+    pub const fn ata_error(self) -> u8 {
+        match self {
+            Self::OutOfRange => ERROR_IDNF,
+            Self::Device => ERROR_ABRT,
+        }
+    }
+}
+
+/// Where drive 1's sectors live. Every access is bounds-checked by the store itself, whatever
+/// the model believes the disk's size to be.
+pub trait SectorStore {
+    /// Reads sector `lba` into `buffer`.
+    fn read_sector(&mut self, lba: u32, buffer: &mut [u8; SECTOR_SIZE]) -> Result<(), StoreError>;
+    /// Writes `data` to sector `lba`; when this returns `Ok` the sector is stored.
+    fn write_sector(&mut self, lba: u32, data: &[u8; SECTOR_SIZE]) -> Result<(), StoreError>;
+}
+
+/// A byte image as a store (tests, and disks served from memory).
+impl SectorStore for [u8] {
+    fn read_sector(&mut self, lba: u32, buffer: &mut [u8; SECTOR_SIZE]) -> Result<(), StoreError> {
+        let start = lba as usize * SECTOR_SIZE;
+        let sector = self
+            .get(start..start + SECTOR_SIZE)
+            .ok_or(StoreError::OutOfRange)?;
+        buffer.copy_from_slice(sector);
+        Ok(())
+    }
+
+    fn write_sector(&mut self, lba: u32, data: &[u8; SECTOR_SIZE]) -> Result<(), StoreError> {
+        let start = lba as usize * SECTOR_SIZE;
+        self.get_mut(start..start + SECTOR_SIZE)
+            .ok_or(StoreError::OutOfRange)?
+            .copy_from_slice(data);
+        Ok(())
+    }
+}
+
+impl SectorStore for Vec<u8> {
+    fn read_sector(&mut self, lba: u32, buffer: &mut [u8; SECTOR_SIZE]) -> Result<(), StoreError> {
+        self.as_mut_slice().read_sector(lba, buffer)
+    }
+
+    fn write_sector(&mut self, lba: u32, data: &[u8; SECTOR_SIZE]) -> Result<(), StoreError> {
+        self.as_mut_slice().write_sector(lba, data)
+    }
+}
+
+/// A store with nothing in it: every access is out of range (a channel without drive 1).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoStore;
+
+impl SectorStore for NoStore {
+    fn read_sector(&mut self, _: u32, _: &mut [u8; SECTOR_SIZE]) -> Result<(), StoreError> {
+        Err(StoreError::OutOfRange)
+    }
+
+    fn write_sector(&mut self, _: u32, _: &[u8; SECTOR_SIZE]) -> Result<(), StoreError> {
+        Err(StoreError::OutOfRange)
+    }
+}
+
 /// Drive 1's disk.
 #[derive(Debug)]
 struct Disk {
-    /// The image; a whole number of sectors, at most [`LBA28_SECTORS`].
-    bytes: Vec<u8>,
-    /// One bit per sector, set once the sector has been written.
-    dirty: Vec<u64>,
+    /// Its size; at most [`LBA28_SECTORS`].
+    sectors: u64,
     /// The error register; non-zero shows as ERR in status.
     error: u8,
-}
-
-impl Disk {
-    fn sectors(&self) -> u64 {
-        (self.bytes.len() / SECTOR_SIZE) as u64
-    }
-
-    fn is_dirty(&self, lba: u32) -> bool {
-        let lba = lba as usize;
-        self.dirty
-            .get(lba / 64)
-            .is_some_and(|word| word & (1 << (lba % 64)) != 0)
-    }
-
-    fn mark_dirty(&mut self, lba: u32) {
-        let lba = lba as usize;
-        self.dirty[lba / 64] |= 1 << (lba % 64);
-    }
-
-    fn sector_range(lba: u32) -> core::ops::Range<usize> {
-        let start = lba as usize * SECTOR_SIZE;
-        start..start + SECTOR_SIZE
-    }
 }
 
 /// The data phase of the command in progress; always drive 1's.
@@ -302,8 +368,9 @@ pub struct IdeChannel {
     disk: Option<Disk>,
     /// The data phase in progress.
     transfer: Option<Transfer>,
-    /// The bytes of the sector a write is filling; the first `transfer.position` are valid.
-    write_buffer: [u8; SECTOR_SIZE],
+    /// The sector moving now: a read's, fetched from the store; a write's, of which the first
+    /// `transfer.position` bytes are valid.
+    buffer: [u8; SECTOR_SIZE],
     /// INTRQ is pending (before nIEN).
     interrupt_pending: bool,
     /// The level last reported through [`InterruptLine::set_level`].
@@ -318,22 +385,14 @@ pub struct IdeChannel {
 }
 
 impl IdeChannel {
-    /// A channel whose drive 1 holds `disk`, which must be a whole number of sectors that LBA28
-    /// can address.
-    pub fn new(disk: Vec<u8>) -> Result<Self, DiskImageError> {
-        if !disk.len().is_multiple_of(SECTOR_SIZE) {
-            return Err(DiskImageError::NotSectorMultiple { len: disk.len() });
-        }
-        let sectors = (disk.len() / SECTOR_SIZE) as u64;
+    /// A channel whose drive 1 is a disk of `sectors` sectors, at most what LBA28 addresses;
+    /// its data lives in the [`SectorStore`] each access passes.
+    pub fn new(sectors: u64) -> Result<Self, DiskImageError> {
         if sectors > LBA28_SECTORS {
             return Err(DiskImageError::TooLarge { sectors });
         }
         let mut channel = Self::without_disk();
-        channel.disk = Some(Disk {
-            dirty: vec![0; disk.len().div_ceil(SECTOR_SIZE * 64)],
-            bytes: disk,
-            error: 0,
-        });
+        channel.disk = Some(Disk { sectors, error: 0 });
         Ok(channel)
     }
 
@@ -350,7 +409,7 @@ impl IdeChannel {
             master_error: 0,
             disk: None,
             transfer: None,
-            write_buffer: [0; SECTOR_SIZE],
+            buffer: [0; SECTOR_SIZE],
             interrupt_pending: false,
             line: LineLevel::LOW,
             sectors_read: 0,
@@ -361,9 +420,14 @@ impl IdeChannel {
 
     /// The guest reads the command block register at `offset` from [`PRIMARY_COMMAND_BLOCK`].
     /// [`DATA`] reads one byte of data; use [`Self::read_data`] for wider accesses.
-    pub fn read(&mut self, offset: u8, irq: &mut impl InterruptLine) -> u8 {
+    pub fn read(
+        &mut self,
+        offset: u8,
+        irq: &mut impl InterruptLine,
+        store: &mut dyn SectorStore,
+    ) -> u8 {
         let value = match offset {
-            DATA => self.read_data(DataWidth::Byte, irq) as u8,
+            DATA => self.read_data(DataWidth::Byte, irq, store) as u8,
             ERROR => match self.selected() {
                 Selected::Master => self.master_error,
                 Selected::Disk => self.disk.as_ref().map_or(0, |disk| disk.error),
@@ -393,9 +457,10 @@ impl IdeChannel {
         value: u8,
         irq: &mut impl InterruptLine,
         events: &mut impl DiskIoSink,
+        store: &mut dyn SectorStore,
     ) {
         match offset {
-            DATA => self.write_data(DataWidth::Byte, value.into(), irq),
+            DATA => self.write_data(DataWidth::Byte, value.into(), irq, store),
             FEATURES => self.features = value,
             SECTOR_COUNT => self.sector_count = value,
             LBA_LOW => self.lba_low = value,
@@ -408,7 +473,7 @@ impl IdeChannel {
                 // a write completes) does not swallow the edge of this command's completion.
                 self.interrupt_pending = false;
                 self.update_interrupt_line(irq);
-                self.command(value, events);
+                self.command(value, events, store);
             }
             // Offsets past the command block decode nothing.
             _ => {}
@@ -418,36 +483,49 @@ impl IdeChannel {
 
     /// The guest reads the data register with a `width`-wide access. Bytes come little endian;
     /// with no read in its data phase the register reads 0.
-    pub fn read_data(&mut self, width: DataWidth, irq: &mut impl InterruptLine) -> u32 {
+    pub fn read_data(
+        &mut self,
+        width: DataWidth,
+        irq: &mut impl InterruptLine,
+        store: &mut dyn SectorStore,
+    ) -> u32 {
         let mut bytes = [0; 4];
-        self.read_data_block(&mut bytes[..width.bytes()], irq);
+        self.read_data_block(&mut bytes[..width.bytes()], irq, store);
         u32::from_le_bytes(bytes)
     }
 
     /// The guest writes the low `width` bytes of `value` to the data register, little endian.
     /// Ignored unless a write is in its data phase.
-    pub fn write_data(&mut self, width: DataWidth, value: u32, irq: &mut impl InterruptLine) {
-        self.write_data_block(&value.to_le_bytes()[..width.bytes()], irq);
+    pub fn write_data(
+        &mut self,
+        width: DataWidth,
+        value: u32,
+        irq: &mut impl InterruptLine,
+        store: &mut dyn SectorStore,
+    ) {
+        self.write_data_block(&value.to_le_bytes()[..width.bytes()], irq, store);
     }
 
     /// A string input from the data register (`rep insw` / `rep insl`) in one step: fills
     /// `buffer` from the data phase and returns how many bytes came from the disk. The transfer
     /// may cross sectors; bytes past its end read 0, as single accesses would.
-    pub fn read_data_block(&mut self, buffer: &mut [u8], irq: &mut impl InterruptLine) -> usize {
+    pub fn read_data_block(
+        &mut self,
+        buffer: &mut [u8],
+        irq: &mut impl InterruptLine,
+        store: &mut dyn SectorStore,
+    ) -> usize {
         let mut filled = 0;
         while filled < buffer.len() {
             let Some(mut transfer) = self.active_transfer(DiskIoKind::Read) else {
                 break;
             };
-            let Some(disk) = self.disk.as_ref() else {
-                break;
-            };
-            let start = transfer.lba as usize * SECTOR_SIZE + transfer.position;
-            let count = (SECTOR_SIZE - transfer.position).min(buffer.len() - filled);
-            buffer[filled..filled + count].copy_from_slice(&disk.bytes[start..start + count]);
+            let start = transfer.position;
+            let count = (SECTOR_SIZE - start).min(buffer.len() - filled);
+            buffer[filled..filled + count].copy_from_slice(&self.buffer[start..start + count]);
             filled += count;
             transfer.position += count;
-            self.advance(transfer);
+            self.advance(transfer, store);
         }
         buffer[filled..].fill(0);
         self.update_interrupt_line(irq);
@@ -457,18 +535,23 @@ impl IdeChannel {
     /// A string output to the data register (`rep outsw` / `rep outsl`) in one step: feeds `data`
     /// to the data phase and returns how many bytes it took. Each sector lands on the disk once
     /// its last byte arrives; bytes past the end of the transfer are dropped.
-    pub fn write_data_block(&mut self, data: &[u8], irq: &mut impl InterruptLine) -> usize {
+    pub fn write_data_block(
+        &mut self,
+        data: &[u8],
+        irq: &mut impl InterruptLine,
+        store: &mut dyn SectorStore,
+    ) -> usize {
         let mut taken = 0;
         while taken < data.len() {
             let Some(mut transfer) = self.active_transfer(DiskIoKind::Write) else {
                 break;
             };
             let count = (SECTOR_SIZE - transfer.position).min(data.len() - taken);
-            self.write_buffer[transfer.position..transfer.position + count]
+            self.buffer[transfer.position..transfer.position + count]
                 .copy_from_slice(&data[taken..taken + count]);
             taken += count;
             transfer.position += count;
-            self.advance(transfer);
+            self.advance(transfer, store);
         }
         self.update_interrupt_line(irq);
         taken
@@ -531,39 +614,9 @@ impl IdeChannel {
         self.disk.is_some()
     }
 
-    /// The disk's current contents; empty without a disk.
-    pub fn disk(&self) -> &[u8] {
-        self.disk.as_ref().map_or(&[], |disk| &disk.bytes)
-    }
-
-    /// One sector of the disk; `None` past its end.
-    pub fn sector(&self, lba: u32) -> Option<&[u8]> {
-        let disk = self.disk.as_ref()?;
-        (u64::from(lba) < disk.sectors()).then(|| &disk.bytes[Disk::sector_range(lba)])
-    }
-
-    /// Whether sector `lba` has been written since the disk was attached (or
-    /// [`Self::clear_dirty`]).
-    pub fn is_dirty(&self, lba: u32) -> bool {
-        self.disk.as_ref().is_some_and(|disk| disk.is_dirty(lba))
-    }
-
-    /// The sectors written since the disk was attached (or [`Self::clear_dirty`]), in increasing
-    /// order.
-    pub fn dirty_sectors(&self) -> impl Iterator<Item = u32> + '_ {
-        let dirty = self.disk.as_ref().map_or(&[][..], |disk| &disk.dirty[..]);
-        dirty.iter().enumerate().flat_map(|(index, &word)| {
-            (0..64u32)
-                .filter(move |bit| word & (1 << bit) != 0)
-                .map(move |bit| index as u32 * 64 + bit)
-        })
-    }
-
-    /// Forgets which sectors were written, say after they were sent back to the host.
-    pub fn clear_dirty(&mut self) {
-        if let Some(disk) = self.disk.as_mut() {
-            disk.dirty.fill(0);
-        }
+    /// The disk's size in sectors; 0 without a disk.
+    pub fn disk_sectors(&self) -> u64 {
+        self.disk.as_ref().map_or(0, |disk| disk.sectors)
     }
 
     fn selected(&self) -> Selected {
@@ -580,7 +633,7 @@ impl IdeChannel {
             .filter(|transfer| transfer.kind == kind && self.selected() == Selected::Disk)
     }
 
-    fn command(&mut self, command: u8, events: &mut impl DiskIoSink) {
+    fn command(&mut self, command: u8, events: &mut impl DiskIoSink, store: &mut dyn SectorStore) {
         let selected = self.selected();
         if selected == Selected::Absent {
             return;
@@ -598,10 +651,10 @@ impl IdeChannel {
                     disk.error = 0;
                 }
                 match command {
-                    COMMAND_READ_SECTORS => self.start(DiskIoKind::Read, false, events),
-                    COMMAND_READ_MULTIPLE => self.start(DiskIoKind::Read, true, events),
-                    COMMAND_WRITE_SECTORS => self.start(DiskIoKind::Write, false, events),
-                    COMMAND_WRITE_MULTIPLE => self.start(DiskIoKind::Write, true, events),
+                    COMMAND_READ_SECTORS => self.start(DiskIoKind::Read, false, events, store),
+                    COMMAND_READ_MULTIPLE => self.start(DiskIoKind::Read, true, events, store),
+                    COMMAND_WRITE_SECTORS => self.start(DiskIoKind::Write, false, events, store),
+                    COMMAND_WRITE_MULTIPLE => self.start(DiskIoKind::Write, true, events, store),
                     _ => self.abort(ERROR_ABRT),
                 }
             }
@@ -609,7 +662,13 @@ impl IdeChannel {
     }
 
     /// Starts a data phase on drive 1 from the task file.
-    fn start(&mut self, kind: DiskIoKind, multiple: bool, events: &mut impl DiskIoSink) {
+    fn start(
+        &mut self,
+        kind: DiskIoKind,
+        multiple: bool,
+        events: &mut impl DiskIoSink,
+        store: &mut dyn SectorStore,
+    ) {
         if self.device & DEVICE_LBA == 0 {
             return self.abort(ERROR_ABRT);
         }
@@ -623,9 +682,14 @@ impl IdeChannel {
             0 => 256,
             count => u32::from(count),
         };
-        let disk_sectors = self.disk.as_ref().map_or(0, Disk::sectors);
+        let disk_sectors = self.disk.as_ref().map_or(0, |disk| disk.sectors);
         if u64::from(lba) + u64::from(sectors) > disk_sectors {
             return self.abort(ERROR_IDNF);
+        }
+        if kind == DiskIoKind::Read {
+            if let Err(error) = store.read_sector(lba, &mut self.buffer) {
+                return self.abort(error.ata_error());
+            }
         }
         events.record(DiskIo {
             kind,
@@ -659,8 +723,10 @@ impl IdeChannel {
         self.interrupt_pending = true;
     }
 
-    /// Stores `transfer` after bytes moved; finishes its sector when the last byte has.
-    fn advance(&mut self, mut transfer: Transfer) {
+    /// Stores `transfer` after bytes moved; finishes its sector when the last byte has: a
+    /// written sector goes to the store, a read's next sector comes from it. A store error ends
+    /// the command with ERR.
+    fn advance(&mut self, mut transfer: Transfer, store: &mut dyn SectorStore) {
         if transfer.position < SECTOR_SIZE {
             self.transfer = Some(transfer);
             return;
@@ -668,10 +734,9 @@ impl IdeChannel {
         match transfer.kind {
             DiskIoKind::Read => self.sectors_read += 1,
             DiskIoKind::Write => {
-                if let Some(disk) = self.disk.as_mut() {
-                    disk.bytes[Disk::sector_range(transfer.lba)]
-                        .copy_from_slice(&self.write_buffer);
-                    disk.mark_dirty(transfer.lba);
+                if let Err(error) = store.write_sector(transfer.lba, &self.buffer) {
+                    self.transfer = None;
+                    return self.abort(error.ata_error());
                 }
                 self.sectors_written += 1;
             }
@@ -687,6 +752,12 @@ impl IdeChannel {
                 self.interrupt_pending = true;
             }
         } else {
+            if transfer.kind == DiskIoKind::Read {
+                if let Err(error) = store.read_sector(transfer.lba, &mut self.buffer) {
+                    self.transfer = None;
+                    return self.abort(error.ata_error());
+                }
+            }
             self.transfer = Some(transfer);
             if transfer.done.is_multiple_of(transfer.block_sectors) {
                 self.interrupt_pending = true;
@@ -742,17 +813,21 @@ mod tests {
             .collect()
     }
 
-    /// A channel, its interrupt line and the transfers it reported.
+    /// A channel, its interrupt line, the transfers it reported and the store behind drive 1.
     #[derive(Debug)]
     struct Rig {
         ide: IdeChannel,
         irq: Irq,
         events: Vec<DiskIo>,
+        disk: Vec<u8>,
     }
 
     impl Rig {
         fn with_disk(disk: Vec<u8>) -> Self {
-            Self::of(IdeChannel::new(disk).unwrap())
+            let sectors = DiskImageError::check(disk.len() as u64).unwrap();
+            let mut rig = Self::of(IdeChannel::new(sectors).unwrap());
+            rig.disk = disk;
+            rig
         }
 
         fn of(ide: IdeChannel) -> Self {
@@ -760,16 +835,26 @@ mod tests {
                 ide,
                 irq: Irq::default(),
                 events: Vec::new(),
+                disk: Vec::new(),
             }
         }
 
         fn read(&mut self, offset: u8) -> u8 {
-            self.ide.read(offset, &mut self.irq)
+            self.ide.read(offset, &mut self.irq, &mut self.disk)
         }
 
         fn write(&mut self, offset: u8, value: u8) {
-            self.ide
-                .write(offset, value, &mut self.irq, &mut self.events);
+            self.ide.write(
+                offset,
+                value,
+                &mut self.irq,
+                &mut self.events,
+                &mut self.disk,
+            );
+        }
+
+        fn read_data(&mut self, width: DataWidth) -> u32 {
+            self.ide.read_data(width, &mut self.irq, &mut self.disk)
         }
 
         fn control(&mut self, value: u8) {
@@ -778,12 +863,15 @@ mod tests {
 
         fn insl(&mut self, dwords: usize) -> (usize, Vec<u8>) {
             let mut buffer = vec![0xAA; dwords * 4];
-            let filled = self.ide.read_data_block(&mut buffer, &mut self.irq);
+            let filled = self
+                .ide
+                .read_data_block(&mut buffer, &mut self.irq, &mut self.disk);
             (filled, buffer)
         }
 
         fn outsl(&mut self, data: &[u8]) -> usize {
-            self.ide.write_data_block(data, &mut self.irq)
+            self.ide
+                .write_data_block(data, &mut self.irq, &mut self.disk)
         }
 
         /// xv6's idewait: poll status until BSY is clear and DRDY set; the final status.
@@ -868,7 +956,7 @@ mod tests {
         rig.write(COMMAND, COMMAND_READ_SECTORS);
         assert_eq!(rig.read(STATUS), 0, "an absent drive takes no command");
         assert_eq!((rig.irq.raises, rig.events.len()), (0, 0));
-        assert!(rig.ide.disk().is_empty());
+        assert!(&rig.disk[..].is_empty());
     }
 
     #[test]
@@ -900,7 +988,6 @@ mod tests {
             "back to idle after 512 bytes"
         );
         assert_eq!((rig.ide.sectors_read(), rig.ide.sectors_written()), (1, 0));
-        assert_eq!(rig.ide.dirty_sectors().count(), 0);
     }
 
     #[test]
@@ -911,11 +998,11 @@ mod tests {
             rig.idestart(3, None);
             let mut data = Vec::new();
             while rig.ide.status() & STATUS_DRQ != 0 {
-                let value = rig.ide.read_data(width, &mut rig.irq);
+                let value = rig.read_data(width);
                 data.extend_from_slice(&value.to_le_bytes()[..width.bytes()]);
             }
             assert_eq!(data, sector_of(&disk, 3), "{width:?}");
-            assert_eq!(rig.ide.read_data(DataWidth::Dword, &mut rig.irq), 0);
+            assert_eq!(rig.read_data(DataWidth::Dword), 0);
         }
         assert_eq!(DataWidth::from_bytes(4), Some(DataWidth::Dword));
         assert_eq!(DataWidth::from_bytes(3), None);
@@ -927,7 +1014,7 @@ mod tests {
         assert!(rig.ideinit());
         let block: Vec<u8> = (0..SECTOR_SIZE).map(|i| (i * 3) as u8).collect();
         rig.idestart(2, Some(&block));
-        assert_eq!(sector_of(rig.ide.disk(), 2), &block[..]);
+        assert_eq!(sector_of(&rig.disk[..], 2), &block[..]);
         assert_eq!((rig.irq.raises, rig.irq.level), (1, true));
         assert_eq!(rig.ide.status(), STATUS_IDLE);
         assert_eq!(
@@ -938,15 +1025,11 @@ mod tests {
                 sectors: 1
             }]
         );
-        assert_eq!(rig.ide.dirty_sectors().collect::<Vec<_>>(), [2]);
-        assert_eq!(rig.ide.sector(2), Some(&block[..]));
         assert_eq!(rig.ide.sectors_written(), 1);
         // xv6's ideintr reads no status after a write; the next idestart's idewait does, and the
         // next completion is a fresh edge.
         rig.idestart(3, Some(&block));
         assert_eq!(rig.irq.raises, 2);
-        rig.ide.clear_dirty();
-        assert!(!rig.ide.is_dirty(2) && rig.ide.dirty_sectors().next().is_none());
     }
 
     #[test]
@@ -1113,7 +1196,7 @@ mod tests {
         assert_eq!(rig.read(STATUS), STATUS_IDLE | STATUS_DRQ);
         assert_eq!(rig.outsl(&data[SECTOR_SIZE..]), SECTOR_SIZE);
         assert_eq!((rig.irq.raises, rig.read(STATUS)), (2, STATUS_IDLE));
-        assert_eq!(&rig.ide.disk()[6 * SECTOR_SIZE..], &data[..]);
+        assert_eq!(&rig.disk[6 * SECTOR_SIZE..], &data[..]);
 
         rig.write(LBA_LOW, 0);
         rig.write(COMMAND, COMMAND_WRITE_MULTIPLE);
@@ -1121,8 +1204,7 @@ mod tests {
         padded.extend_from_slice(&[0xEE; 8]);
         assert_eq!(rig.outsl(&padded), 2 * SECTOR_SIZE, "extra bytes dropped");
         assert_eq!(rig.irq.raises, 3, "one interrupt for the one block");
-        assert_eq!(&rig.ide.disk()[..2 * SECTOR_SIZE], &data[..]);
-        assert_eq!(rig.ide.dirty_sectors().collect::<Vec<_>>(), [0, 1, 6, 7]);
+        assert_eq!(&rig.disk[..2 * SECTOR_SIZE], &data[..]);
         assert_eq!(rig.ide.sectors_written(), 4);
     }
 
@@ -1151,7 +1233,7 @@ mod tests {
         disk[lba * SECTOR_SIZE] = 0x5A;
         let mut rig = Rig::with_disk(disk);
         rig.idestart(lba as u32, None);
-        assert_eq!(rig.ide.read_data(DataWidth::Byte, &mut rig.irq), 0x5A);
+        assert_eq!(rig.read_data(DataWidth::Byte), 0x5A);
         rig.idestart(lba as u32 | 1 << 24, None);
         assert_eq!(
             rig.read(ERROR),
@@ -1168,8 +1250,7 @@ mod tests {
         rig.write(COMMAND, COMMAND_WRITE_SECTORS);
         assert_eq!(rig.outsl(&[0xFF; 100]), 100);
         rig.write(COMMAND, COMMAND_READ_SECTORS);
-        assert_eq!(rig.ide.disk(), &[0; 2 * SECTOR_SIZE]);
-        assert_eq!(rig.ide.dirty_sectors().count(), 0);
+        assert_eq!(&rig.disk[..], &[0; 2 * SECTOR_SIZE]);
         rig.control(CONTROL_SRST);
         assert_eq!(
             rig.ide.status() & STATUS_DRQ,
@@ -1179,6 +1260,37 @@ mod tests {
         assert_eq!(rig.read(DEVICE), 0, "drive 0 selected after reset");
         let signature = [SECTOR_COUNT, LBA_LOW, LBA_MID, LBA_HIGH].map(|offset| rig.read(offset));
         assert_eq!(signature, [1, 1, 0, 0]);
+    }
+
+    /// The store has the last word on where a sector may go: a store smaller than the disk the
+    /// model was made with (an extent that ends early) makes reads and writes past its end fail
+    /// with IDNF, no data phase for the read, nothing stored for the write.
+    #[test]
+    fn a_store_that_refuses_ends_the_command_with_an_error() {
+        let mut rig = Rig::of(IdeChannel::new(8).unwrap());
+        rig.disk = patterned_disk(4);
+        rig.idestart(5, None);
+        assert_eq!((rig.read(STATUS), rig.read(ERROR)), (0x51, ERROR_IDNF));
+        assert_eq!(rig.insl(128).0, 0, "no data phase");
+        rig.idestart(6, Some(&[0xEE; SECTOR_SIZE]));
+        assert_eq!((rig.read(STATUS), rig.read(ERROR)), (0x51, ERROR_IDNF));
+        assert_eq!(rig.disk, patterned_disk(4));
+        assert_eq!(rig.ide.sectors_written(), 0);
+        // A two-sector read whose second sector lies beyond the store: the first comes, then
+        // the error.
+        rig.write(SECTOR_COUNT, 2);
+        rig.write(LBA_LOW, 3);
+        rig.write(COMMAND, COMMAND_READ_SECTORS);
+        assert_eq!(rig.insl(128).1, sector_of(&patterned_disk(4), 3));
+        assert_eq!((rig.read(STATUS), rig.read(ERROR)), (0x51, ERROR_IDNF));
+        assert_eq!(rig.insl(128).0, 0);
+        assert_eq!(rig.ide.aborted_commands(), 3);
+        assert_eq!(StoreError::Device.ata_error(), ERROR_ABRT);
+        let mut none = NoStore;
+        assert_eq!(
+            none.read_sector(0, &mut [0; SECTOR_SIZE]),
+            Err(StoreError::OutOfRange)
+        );
     }
 
     #[test]
@@ -1212,17 +1324,24 @@ mod tests {
         assert_eq!(rig.ide.read_control(), STATUS_IDLE);
         rig.write(DATA, 0x12);
         assert_eq!(rig.read(DATA), 0, "no data phase");
-        assert_eq!(rig.ide.sector(8), None);
+        assert_eq!(rig.ide.disk_sectors(), 8);
         assert!(rig.ide.has_disk());
     }
 
     #[test]
     fn images_must_be_whole_sectors() {
         assert_eq!(
-            IdeChannel::new(vec![0; 1000]).unwrap_err(),
+            DiskImageError::check(1000).unwrap_err(),
             DiskImageError::NotSectorMultiple { len: 1000 }
         );
-        assert!(IdeChannel::new(Vec::new()).is_ok());
+        assert_eq!(DiskImageError::check(1024), Ok(2));
+        assert!(IdeChannel::new(0).is_ok());
+        assert_eq!(
+            IdeChannel::new(LBA28_SECTORS + 1).unwrap_err(),
+            DiskImageError::TooLarge {
+                sectors: LBA28_SECTORS + 1
+            }
+        );
         let message = alloc::string::ToString::to_string(&DiskImageError::TooLarge {
             sectors: LBA28_SECTORS + 1,
         });
@@ -1277,7 +1396,7 @@ mod tests {
         #![proptest_config(ProptestConfig::with_cases(512))]
 
         /// Random register traffic never panics; each drive's status stays what xv6 relies on;
-        /// the line only reports the model's level; only written sectors change, and are dirty.
+        /// the line only reports the model's level; no more sectors change than were written.
         #[test]
         fn random_traffic_keeps_the_invariants(
             with_disk in any::<bool>(),
@@ -1296,13 +1415,13 @@ mod tests {
                     }
                     Step::Write(offset, value) => rig.write(offset, value),
                     Step::ReadData(width) => {
-                        let value = rig.ide.read_data(width, &mut rig.irq);
+                        let value = rig.read_data(width);
                         prop_assert!(u64::from(value) < 1 << (8 * width.bytes()));
                     }
-                    Step::WriteData(width, value) => rig.ide.write_data(width, value, &mut rig.irq),
+                    Step::WriteData(width, value) => rig.ide.write_data(width, value, &mut rig.irq, &mut rig.disk),
                     Step::ReadBlock(len) => {
                         let mut buffer = vec![0xAA; len];
-                        let filled = rig.ide.read_data_block(&mut buffer, &mut rig.irq);
+                        let filled = rig.ide.read_data_block(&mut buffer, &mut rig.irq, &mut rig.disk);
                         prop_assert!(filled <= len);
                         prop_assert!(buffer[filled..].iter().all(|&byte| byte == 0));
                     }
@@ -1324,21 +1443,19 @@ mod tests {
                 }
                 prop_assert_eq!(rig.irq.level, ide.irq_level());
                 if with_disk {
-                    prop_assert_eq!(ide.disk().len(), original.len());
-                    prop_assert!(ide.dirty_sectors().count() as u64 <= ide.sectors_written());
+                    prop_assert_eq!(rig.disk.len(), original.len());
+                    let changed = (0..6)
+                        .filter(|&lba| sector_of(&rig.disk, lba) != sector_of(&original, lba))
+                        .count();
+                    prop_assert!(changed as u64 <= ide.sectors_written());
                 } else {
-                    prop_assert!(ide.disk().is_empty());
+                    prop_assert!(rig.disk.is_empty());
                     prop_assert_eq!(ide.sectors_read() + ide.sectors_written(), 0);
                 }
                 if let Some(transfer) = ide.transfer {
                     prop_assert!(transfer.position < SECTOR_SIZE && transfer.remaining >= 1);
                     prop_assert!(u64::from(transfer.lba + transfer.remaining) <= 6);
                 }
-            }
-            // Dirty bits only accumulate, so checking the clean sectors once at the end covers
-            // every step.
-            for lba in (0..6).filter(|&lba| with_disk && !rig.ide.is_dirty(lba)) {
-                prop_assert_eq!(rig.ide.sector(lba).unwrap(), sector_of(&original, lba as usize));
             }
         }
 
@@ -1357,8 +1474,8 @@ mod tests {
                         let data: Vec<u8> =
                             (0..SECTOR_SIZE).map(|i| seed.wrapping_add(i as u8)).collect();
                         rig.idestart(block, Some(&data));
-                        let range = Disk::sector_range(block);
-                        shadow[range].copy_from_slice(&data);
+                        let start = block as usize * SECTOR_SIZE;
+                        shadow[start..start + SECTOR_SIZE].copy_from_slice(&data);
                     }
                     None => {
                         rig.idestart(block, None);
@@ -1369,7 +1486,7 @@ mod tests {
                 prop_assert_eq!(rig.irq.raises, index + 1);
                 prop_assert_eq!(rig.ide.status(), STATUS_IDLE);
             }
-            prop_assert_eq!(rig.ide.disk(), &shadow[..]);
+            prop_assert_eq!(&rig.disk[..], &shadow[..]);
             prop_assert_eq!(rig.events.len(), requests.len());
             let writes = requests.iter().filter(|(_, write)| write.is_some()).count() as u64;
             prop_assert_eq!(rig.ide.sectors_written(), writes);

@@ -93,11 +93,14 @@ fuzz_target!(|data: &[u8]| {
     };
     check_lab(&lab, text);
     for (tsc_hz, persist_all) in [(lab.tsc_hz.unwrap_or(lab.ips), false), (0, true)] {
+        let drive = lab.drive_manifest(std::path::Path::new("/run"), 7, persist_all);
+        let manifest = drive.as_ref().map(|(manifest, _)| manifest);
         check_config(
             &lab,
-            &lab.run_config(tsc_hz, persist_all),
+            &lab.run_config(tsc_hz, manifest),
             tsc_hz,
             persist_all,
+            manifest,
         );
     }
 });
@@ -195,7 +198,13 @@ fn check_lab(lab: &Lab, text: &str) {
     );
 }
 
-fn check_config(lab: &Lab, config: &RunConfig, tsc_hz: u64, persist_all: bool) {
+fn check_config(
+    lab: &Lab,
+    config: &RunConfig,
+    tsc_hz: u64,
+    persist_all: bool,
+    manifest: Option<&carousel::image::drive::Manifest>,
+) {
     assert_eq!(config.version, FORMAT_VERSION);
     assert_eq!(config.tsc_hz, tsc_hz);
     assert_eq!(config.quantum_us, lab.quantum_us);
@@ -206,9 +215,21 @@ fn check_config(lab: &Lab, config: &RunConfig, tsc_hz: u64, persist_all: bool) {
         assert_eq!(sent.memory_bytes, u64::from(vm.memory_mib) << 20);
         assert_eq!(sent.weight, vm.weight);
         assert_eq!(sent.args, vm.args);
-        assert_eq!(sent.disk_module.is_some(), vm.disk.is_some());
-        assert_eq!(sent.persist, lab.persists(index, persist_all));
-        assert!(!sent.persist || vm.disk.is_some());
+        assert_eq!(sent.disk.is_some(), vm.disk.is_some());
+        if let Some(manifest) = manifest {
+            let entry = manifest.vms.iter().find(|entry| entry.name == vm.name);
+            assert_eq!(entry.is_some(), vm.disk.is_some());
+            if let Some(entry) = entry {
+                assert_eq!(entry.persist, lab.persists(index, persist_all));
+                // Every extent lies inside the drive, after the header, apart from the others.
+                assert!(entry.extent.start >= carousel::image::drive::HEADER_SECTORS);
+                assert!(entry.extent.start + entry.extent.sectors <= manifest.sectors);
+                for other in manifest.vms.iter().filter(|other| other.name != vm.name) {
+                    let (a, b) = (entry.extent, other.extent);
+                    assert!(a.start + a.sectors <= b.start || b.start + b.sectors <= a.start);
+                }
+            }
+        }
         let pages = sent.memory_bytes / 4096;
         assert!(sent.initial_balloon_pages <= pages && sent.balloon_target_pages <= pages);
     }

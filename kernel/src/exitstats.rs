@@ -76,29 +76,48 @@ impl ExitStats {
     /// The figures of every reason that occurred, and a fresh start (only the slots used are
     /// cleared: this runs between slices, where every cycle is switch cost).
     pub fn take(&mut self) -> Vec<ExitStat> {
-        let mut stats = Vec::with_capacity(self.used.count_ones() as usize);
+        let mut stats = Vec::new();
+        self.take_into(&mut stats);
+        stats
+    }
+
+    /// [`Self::take`] into `stats`, whose entries (and their histograms' vectors) are reused:
+    /// once the vectors have grown, a take allocates nothing.
+    pub fn take_into(&mut self, stats: &mut Vec<ExitStat>) {
         let mut used = core::mem::take(&mut self.used);
+        let mut filled = 0;
         while used != 0 {
             let reason = used.trailing_zeros() as usize;
             used &= used - 1;
             let slot = &mut self.slots[reason];
-            stats.push(ExitStat {
-                reason: reason as u16,
-                count: slot.count,
-                cycles: slot.cycles,
-                min: slot.min,
-                max: slot.max,
-                log2: slot
-                    .log2
+            if filled == stats.len() {
+                stats.push(ExitStat {
+                    reason: 0,
+                    count: 0,
+                    cycles: 0,
+                    min: 0,
+                    max: 0,
+                    log2: Vec::new(),
+                });
+            }
+            let stat = &mut stats[filled];
+            filled += 1;
+            stat.reason = reason as u16;
+            stat.count = slot.count;
+            stat.cycles = slot.cycles;
+            stat.min = slot.min;
+            stat.max = slot.max;
+            stat.log2.clear();
+            stat.log2.extend(
+                slot.log2
                     .iter()
                     .enumerate()
                     .filter(|(_, &count)| count > 0)
-                    .map(|(bucket, &count)| (bucket as u8, count))
-                    .collect(),
-            });
+                    .map(|(bucket, &count)| (bucket as u8, count)),
+            );
             *slot = EMPTY;
         }
-        stats
+        stats.truncate(filled);
     }
 }
 
@@ -107,6 +126,34 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+
+    #[test]
+    fn take_into_reuses_its_vector_and_gives_what_take_gives() {
+        let fill = |stats: &mut ExitStats, round: u64| {
+            for reason in [10u16, 30, 48] {
+                for cycles in [round, 900 + round, 70_000] {
+                    stats.record(reason, cycles);
+                }
+            }
+        };
+        let (mut a, mut b) = (ExitStats::new(), ExitStats::new());
+        let mut reused = Vec::new();
+        fill(&mut a, 1);
+        a.take_into(&mut reused);
+        let capacity = reused.capacity();
+        for round in 2..6 {
+            fill(&mut a, round);
+            fill(&mut b, round);
+            a.take_into(&mut reused);
+            assert_eq!(reused, b.take());
+            assert_eq!(reused.capacity(), capacity);
+        }
+        // Fewer reasons than last time: the extra entries go.
+        a.record(30, 5);
+        a.take_into(&mut reused);
+        assert_eq!(reused.len(), 1);
+        assert!(a.is_empty());
+    }
 
     #[test]
     fn counts_cycles_extremes_and_buckets_per_reason() {

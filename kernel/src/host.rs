@@ -2,6 +2,7 @@
 //! serial lines and the host CPU's CPUID. The hypervisor binary implements [`Host`] over the real
 //! TSC and UARTs; the host tests over a fake clock and vectors (`testing::FakeHost`).
 
+use crate::disk::Drive;
 use crate::export::Exporter;
 
 /// The machine, as the run loop sees it.
@@ -29,4 +30,6 @@ pub trait Host {
     fn wait(&mut self, deadline: u64);
     /// CPUID of the host CPU.
     fn cpuid(&mut self, leaf: u32, subleaf: u32) -> [u32; 4];
+    /// The shared drive holding the VMs' disks, if the machine has one.
+    fn drive(&mut self) -> Option<&mut dyn Drive>;
 }

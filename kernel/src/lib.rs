@@ -3,14 +3,16 @@
 //!
 //! The seams to the hardware are three traits the binary implements (`src/hw/`) and the tests
 //! fake (`testing`, built for tests only): [`vcpu::Vcpu`] (one virtual CPU), [`memory::Frames`]
-//! (the host's physical frames) and [`host::Host`] (clock, serial lines, CPUID).
+//! (the host's physical frames) and [`host::Host`] (clock, serial lines, CPUID, the shared
+//! drive behind [`disk::Drive`]).
 //!
 //! - [`machine`]: the run loop: slices, blocking and waking, housekeeping, the end-of-run
 //!   records.
 //! - [`vm`]: one VM: its vCPU, memory, EPT, devices and run state.
 //! - [`exit`]: the vendor-neutral exit enum, decoded from the hardware's exit information.
 //! - [`exits`]: what each exit does (port I/O, hypercalls, control registers, EPT faults).
-//! - [`platform`]: a VM's device models and the port/MMIO routing to them.
+//! - [`platform`]: a VM's device models and the port/MMIO routing to them; [`disk`]: where each
+//!   VM's disk sectors live (an extent of the shared drive, or memory) and the checks on them.
 //! - [`memory`]: guest RAM over host frames, the guest-page budget, merging glue.
 //! - [`console`] and [`export`]: what goes out on COM1 (text) and COM2 (records); [`feed`]:
 //!   when the serial lines next want bytes.
@@ -27,6 +29,7 @@ extern crate alloc;
 pub mod balloon;
 pub mod bootinfo;
 pub mod console;
+pub mod disk;
 pub mod exit;
 pub mod exits;
 pub mod exitstats;

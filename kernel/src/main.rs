@@ -19,7 +19,7 @@ use carousel_kernel::console::PREFIX;
 use carousel_kernel::host::Host;
 use carousel_kernel::machine::{self, Machine};
 use carousel_kernel::memory::{Frames, HostMemory};
-use carousel_protocol::config::RunConfig;
+use carousel_protocol::config::{DiskSource, RunConfig};
 use carousel_protocol::record::Record;
 use carousel_protocol::RUN_CONFIG_MODULE;
 use multiboot2::{BootInformation, BootInformationHeader};
@@ -104,24 +104,29 @@ extern "C" fn kernel_main(magic: u32, info_address: u32) -> ! {
         report.available_bytes >> 20,
         report.free_after_heap_bytes >> 20
     );
-    let modules: Vec<(String, &'static [u8])> = boot_info
+    // Where GRUB put each module: [start, start + length) below 4 GiB (identity mapped), which
+    // the frame allocator reserved, so it stays untouched for the whole run.
+    let placed: Vec<(String, usize, usize)> = boot_info
         .module_tags()
         .map(|module| {
-            let start = module.start_address() as usize;
-            let length = module.module_size() as usize;
-            // SAFETY: GRUB loaded the module at [start, start + length) below 4 GiB (identity
-            // mapped); the frame allocator reserved that range, so it stays unchanged for the
-            // whole run.
-            let bytes = unsafe { core::slice::from_raw_parts(start as *const u8, length) };
-            (String::from(module.cmdline().unwrap_or("")), bytes)
+            (
+                String::from(module.cmdline().unwrap_or("")),
+                module.start_address() as usize,
+                module.module_size() as usize,
+            )
         })
         .collect();
-    let Some((_, config_bytes)) = modules.iter().find(|(name, _)| name == RUN_CONFIG_MODULE) else {
+    let Some(&(_, config_start, config_length)) =
+        placed.iter().find(|(name, _, _)| name == RUN_CONFIG_MODULE)
+    else {
         fail(
             ExitCode::HypervisorFailed,
             format_args!("no `{RUN_CONFIG_MODULE}` module: boot through `carousel run`"),
         )
     };
+    // SAFETY: the module's placement (above); the configuration is only read.
+    let config_bytes =
+        unsafe { core::slice::from_raw_parts(config_start as *const u8, config_length) };
     let config = match RunConfig::from_bytes(config_bytes) {
         Ok(config) => config,
         Err(error) => fail(ExitCode::HypervisorFailed, format_args!("{error}")),
@@ -131,12 +136,45 @@ extern "C" fn kernel_main(magic: u32, info_address: u32) -> ! {
     hw_host.exporter().set_vms(config.vms.len());
     let cpu = vmm::cpu_name();
     log::info!("cpu: {cpu}");
-    let module = |name: &str| {
-        modules
+    // Disk modules (`disk_backend = "memory"`) are served in place and written: each is handed
+    // out once, as the only reference to its bytes; every other module is only read.
+    let is_disk = |name: &str| {
+        config
+            .vms
             .iter()
-            .find(|(cmdline, _)| cmdline == name)
-            .map(|(_, bytes)| *bytes)
+            .any(|vm| matches!(&vm.disk, Some(DiskSource::Module { name: disk }) if disk == name))
     };
+    let mut disks: Vec<Option<(String, usize, usize)>> = placed
+        .iter()
+        .filter(|(name, _, _)| is_disk(name))
+        .cloned()
+        .map(Some)
+        .collect();
+    let module = |name: &str| {
+        placed
+            .iter()
+            .find(|(cmdline, _, _)| cmdline == name && !is_disk(name))
+            // SAFETY: the module's placement (above); no module that is a disk (and so written)
+            // is ever read through this shared slice.
+            .map(|&(_, start, length)| unsafe {
+                core::slice::from_raw_parts(start as *const u8, length)
+            })
+    };
+    let disk_module = |name: &str| -> Option<&'static mut [u8]> {
+        let slot = disks
+            .iter_mut()
+            .find(|slot| slot.as_ref().is_some_and(|(cmdline, _, _)| cmdline == name))?;
+        let (_, start, length) = slot.take()?;
+        // SAFETY: the module's placement (above); the slot was taken, so this is the only
+        // reference to these bytes for the rest of the run.
+        Some(unsafe { core::slice::from_raw_parts_mut(start as *mut u8, length) })
+    };
+    if let Some(drive) = &config.drive {
+        match hw::ata::AtaDrive::probe(drive) {
+            Ok(found) => hw_host.set_drive(found),
+            Err(error) => log::error!("shared drive: {error}; VMs with disks there cannot start"),
+        }
+    }
     // VMX where CPUID offers it, else SVM; with neither, VMX's message says what is missing.
     const CPUID_ECX_VMX: u32 = 1 << 5;
     if arch::cpuid(1, 0)[2] & CPUID_ECX_VMX == 0 && svm::offered() {
@@ -159,9 +197,16 @@ extern "C" fn kernel_main(magic: u32, info_address: u32) -> ! {
         hello(&config, &mut hw_host, cpu, tsc_hz, tsc_source, 0);
         let facts = svm.cpu_facts();
         let pool = HostMemory::new(frames, config.guest_page_budget);
-        run(&config, module, pool, hw_host, facts, tsc_hz, |setup, _| {
-            Ok(SvmVcpu::create(&svm, setup))
-        })
+        run(
+            &config,
+            module,
+            disk_module,
+            pool,
+            hw_host,
+            facts,
+            tsc_hz,
+            |setup, _| Ok(SvmVcpu::create(&svm, setup)),
+        )
     }
     let vmx = match vmm::Vmx::enable(host_tables, &mut frames) {
         Ok(vmx) => vmx,
@@ -186,6 +231,7 @@ extern "C" fn kernel_main(magic: u32, info_address: u32) -> ! {
     run(
         &config,
         module,
+        disk_module,
         pool,
         hw_host,
         facts,
@@ -229,9 +275,11 @@ fn hello(
 }
 
 /// Builds the VMs with `make_vcpu`, runs them to the end and ends the emulator.
+#[allow(clippy::too_many_arguments)]
 fn run<'m, V: carousel_kernel::vcpu::Vcpu>(
     config: &RunConfig,
     module: impl Fn(&str) -> Option<&'m [u8]>,
+    disk_module: impl FnMut(&str) -> Option<&'static mut [u8]>,
     mut pool: HostMemory<physical::HwFrames>,
     mut hw_host: HwHost,
     facts: carousel_kernel::vm::CpuFacts,
@@ -244,6 +292,7 @@ fn run<'m, V: carousel_kernel::vcpu::Vcpu>(
     let vms = machine::build_vms(
         config,
         module,
+        disk_module,
         &mut pool,
         &mut hw_host,
         facts,

@@ -7,9 +7,9 @@
 //! CMOS, the i8042, the CRTC cursor registers, the local APIC at 0xFEE00000 and the I/O APIC at
 //! 0xFEC00000. Ports nobody claims read as all ones and ignore writes.
 
-use alloc::vec::Vec;
-
 use carousel_devices::ide::{self, IdeChannel};
+
+use crate::disk::{Backing, Drive, VmStore};
 use carousel_devices::mptable::{IO_APIC_ADDRESS, LOCAL_APIC_ADDRESS};
 use carousel_devices::{
     deliver_irq, Cmos, CrtcCursor, DataWidth, DateTime, DiskIo, DiskIoSink, InterruptLine, IoApic,
@@ -83,6 +83,8 @@ pub trait PlatformOutput {
     fn console_line(&mut self, line: &[u8], ended: bool);
     /// A disk transfer the IDE model accepted.
     fn disk_io(&mut self, io: DiskIo);
+    /// The shared drive, if the machine has one.
+    fn drive(&mut self) -> Option<&mut dyn Drive>;
     /// The TSC now.
     fn now(&mut self) -> u64;
 }
@@ -151,12 +153,13 @@ impl SerialSink for Transmitter<'_> {
     }
 }
 
-/// Disk transfers, to the output.
-struct DiskRecords<'a>(&'a mut dyn PlatformOutput);
+/// The transfer the IDE model accepted during one access, reported once the access is over.
+#[derive(Debug, Default)]
+struct Accepted(Option<DiskIo>);
 
-impl DiskIoSink for DiskRecords<'_> {
+impl DiskIoSink for Accepted {
     fn record(&mut self, io: DiskIo) {
-        self.0.disk_io(io);
+        self.0 = Some(io);
     }
 }
 
@@ -175,6 +178,8 @@ pub struct Platform {
     pub com1: Uart16550,
     pub console: Console,
     pub ide: IdeChannel,
+    /// Where drive 1's sectors live.
+    pub disk: Backing,
     pub lapic: Lapic,
     pub ioapic: IoApic,
     pic: Pic8259Masks,
@@ -207,11 +212,11 @@ impl core::fmt::Display for PlatformError {
 }
 
 impl Platform {
-    /// The devices of VM `vm`, with `disk` as the IDE slave when given.
-    pub fn new(disk: Option<Vec<u8>>, tsc_hz: u64) -> Result<Self, PlatformError> {
+    /// The devices of VM `vm`, with `disk` as the IDE slave unless it is [`Backing::None`].
+    pub fn new(disk: Backing, tsc_hz: u64) -> Result<Self, PlatformError> {
         let ide = match disk {
-            Some(bytes) => IdeChannel::new(bytes).map_err(PlatformError::Disk)?,
-            None => IdeChannel::without_disk(),
+            Backing::None => IdeChannel::without_disk(),
+            ref backing => IdeChannel::new(backing.sectors()).map_err(PlatformError::Disk)?,
         };
         let clock = TimerClock::new(APIC_TIMER_HZ, tsc_hz).map_err(PlatformError::Clock)?;
         let mut ports = PortBus::new();
@@ -244,6 +249,7 @@ impl Platform {
             com1: Uart16550::new(),
             console: Console::new(),
             ide,
+            disk,
             lapic: Lapic::new(0, clock),
             ioapic: IoApic::new(IOAPIC_ID),
             pic: Pic8259Masks::new(),
@@ -261,19 +267,26 @@ impl Platform {
         deliver_irq(irq, &mut self.ioapic, &mut self.lapic);
     }
 
-    /// IN from `port` (`size` 1, 2 or 4 bytes).
-    pub fn port_in(&mut self, port: u16, size: u8) -> u32 {
+    /// IN from `port` (`size` 1, 2 or 4 bytes); the disk's data comes through `drive`.
+    pub fn port_in(&mut self, port: u16, size: u8, drive: Option<&mut dyn Drive>) -> u32 {
         let mut edge = Edge::default();
+        let mut store = VmStore {
+            backing: &mut self.disk,
+            drive,
+        };
         let (value, irq) = match self.ports.lookup(port) {
             Some((Port::Com1, offset)) => {
                 (self.com1.read(offset as u8, &mut edge).into(), COM1_IRQ)
             }
             Some((Port::IdeCommand, 0)) => match DataWidth::from_bytes(size) {
-                Some(width) => (self.ide.read_data(width, &mut edge), ide::PRIMARY_IRQ),
+                Some(width) => (
+                    self.ide.read_data(width, &mut edge, &mut store),
+                    ide::PRIMARY_IRQ,
+                ),
                 None => (u32::MAX, ide::PRIMARY_IRQ),
             },
             Some((Port::IdeCommand, offset)) => (
-                self.ide.read(offset as u8, &mut edge).into(),
+                self.ide.read(offset as u8, &mut edge, &mut store).into(),
                 ide::PRIMARY_IRQ,
             ),
             Some((Port::IdeControl, _)) => (self.ide.read_control().into(), ide::PRIMARY_IRQ),
@@ -293,6 +306,7 @@ impl Platform {
     pub fn port_out(&mut self, port: u16, size: u8, value: u32, out: &mut dyn PlatformOutput) {
         let mut edge = Edge::default();
         let byte = value as u8;
+        let mut accepted = Accepted::default();
         let irq = match self.ports.lookup(port) {
             Some((Port::Com1, offset)) => {
                 let mut transmitter = Transmitter {
@@ -305,13 +319,21 @@ impl Platform {
             }
             Some((Port::IdeCommand, 0)) => {
                 if let Some(width) = DataWidth::from_bytes(size) {
-                    self.ide.write_data(width, value, &mut edge);
+                    let mut store = VmStore {
+                        backing: &mut self.disk,
+                        drive: out.drive(),
+                    };
+                    self.ide.write_data(width, value, &mut edge, &mut store);
                 }
                 ide::PRIMARY_IRQ
             }
             Some((Port::IdeCommand, offset)) => {
+                let mut store = VmStore {
+                    backing: &mut self.disk,
+                    drive: out.drive(),
+                };
                 self.ide
-                    .write(offset as u8, byte, &mut edge, &mut DiskRecords(out));
+                    .write(offset as u8, byte, &mut edge, &mut accepted, &mut store);
                 ide::PRIMARY_IRQ
             }
             Some((Port::IdeControl, _)) => {
@@ -336,6 +358,9 @@ impl Platform {
             }
             None => 0,
         };
+        if let Some(io) = accepted.0 {
+            out.disk_io(io);
+        }
         if edge.0 {
             self.raise(irq);
         }
@@ -347,9 +372,13 @@ impl Platform {
     }
 
     /// `rep insl/insw` from the IDE data port: fills `buffer`, returns the bytes supplied.
-    pub fn ide_read_block(&mut self, buffer: &mut [u8]) -> usize {
+    pub fn ide_read_block(&mut self, buffer: &mut [u8], drive: Option<&mut dyn Drive>) -> usize {
         let mut edge = Edge::default();
-        let done = self.ide.read_data_block(buffer, &mut edge);
+        let mut store = VmStore {
+            backing: &mut self.disk,
+            drive,
+        };
+        let done = self.ide.read_data_block(buffer, &mut edge, &mut store);
         if edge.0 {
             self.raise(ide::PRIMARY_IRQ);
         }
@@ -357,9 +386,13 @@ impl Platform {
     }
 
     /// `rep outsl/outsw` to the IDE data port: takes `data`, returns the bytes accepted.
-    pub fn ide_write_block(&mut self, data: &[u8]) -> usize {
+    pub fn ide_write_block(&mut self, data: &[u8], drive: Option<&mut dyn Drive>) -> usize {
         let mut edge = Edge::default();
-        let done = self.ide.write_data_block(data, &mut edge);
+        let mut store = VmStore {
+            backing: &mut self.disk,
+            drive,
+        };
+        let done = self.ide.write_data_block(data, &mut edge, &mut store);
         if edge.0 {
             self.raise(ide::PRIMARY_IRQ);
         }
@@ -437,7 +470,7 @@ mod tests {
 
     #[test]
     fn the_mmio_bus_finds_each_apic_page_and_nothing_beside_them() {
-        let platform = Platform::new(None, 1_000_000_000).expect("a platform");
+        let platform = Platform::new(Backing::None, 1_000_000_000).expect("a platform");
         let lapic = u64::from(LOCAL_APIC_ADDRESS);
         let ioapic = u64::from(IO_APIC_ADDRESS);
         assert_eq!(
@@ -459,5 +492,126 @@ mod tests {
         assert_eq!(platform.mmio_at(ioapic + APIC_PAGE), None);
         assert_eq!(platform.mmio_at(0), None);
         assert_eq!(platform.mmio_at(u64::MAX), None);
+    }
+}
+
+#[cfg(test)]
+mod disk_tests {
+    use alloc::vec::Vec;
+
+    use carousel_devices::ide::{
+        COMMAND, COMMAND_READ_SECTORS, COMMAND_WRITE_SECTORS, DEVICE, ERROR, ERROR_IDNF, LBA_HIGH,
+        LBA_LOW, LBA_MID, SECTOR_COUNT, SECTOR_SIZE, STATUS, STATUS_ERR,
+    };
+
+    use super::*;
+    use crate::disk::{Extent, FakeDrive};
+
+    /// The output of one VM's platform, over the shared fake drive.
+    struct Out<'a> {
+        drive: &'a mut FakeDrive,
+        accepted: Vec<DiskIo>,
+    }
+
+    impl PlatformOutput for Out<'_> {
+        fn console_line(&mut self, _: &[u8], _: bool) {}
+        fn disk_io(&mut self, io: DiskIo) {
+            self.accepted.push(io);
+        }
+        fn drive(&mut self) -> Option<&mut dyn Drive> {
+            Some(self.drive)
+        }
+        fn now(&mut self) -> u64 {
+            0
+        }
+    }
+
+    /// A VM whose disk is sectors [start, start + sectors) of the drive.
+    fn vm_on(start: u64, sectors: u64, drive: &FakeDrive) -> Platform {
+        let extent = Extent::new(start, sectors, drive.sectors()).unwrap();
+        Platform::new(Backing::Extent(extent), 1_000_000_000).unwrap()
+    }
+
+    /// xv6's idestart on drive 1 for `lba`, then for a write its `rep outsl`, for a read its
+    /// `rep insl`; the status after, and the data read.
+    fn request(
+        platform: &mut Platform,
+        drive: &mut FakeDrive,
+        lba: u32,
+        write: Option<&[u8]>,
+    ) -> (u8, Vec<u8>) {
+        let command = ide::PRIMARY_COMMAND_BLOCK;
+        let mut out = Out {
+            drive,
+            accepted: Vec::new(),
+        };
+        for (offset, value) in [
+            (SECTOR_COUNT, 1),
+            (LBA_LOW, lba as u8),
+            (LBA_MID, (lba >> 8) as u8),
+            (LBA_HIGH, (lba >> 16) as u8),
+            (DEVICE, 0xF0 | ((lba >> 24) as u8 & 0x0F)),
+        ] {
+            platform.port_out(command + u16::from(offset), 1, value.into(), &mut out);
+        }
+        let opcode = if write.is_some() {
+            COMMAND_WRITE_SECTORS
+        } else {
+            COMMAND_READ_SECTORS
+        };
+        platform.port_out(command + u16::from(COMMAND), 1, opcode.into(), &mut out);
+        let mut data = alloc::vec![0; SECTOR_SIZE];
+        match write {
+            Some(bytes) => {
+                platform.ide_write_block(bytes, Some(&mut *out.drive));
+            }
+            None => {
+                platform.ide_read_block(&mut data, Some(&mut *out.drive));
+            }
+        }
+        let status = platform.port_in(command + u16::from(STATUS), 1, Some(&mut *out.drive));
+        (status as u8, data)
+    }
+
+    /// Two VMs share one drive, each on its own extent: each sees only its own sectors, and a
+    /// request one sector past its extent is an IDNF error in that VM that never reaches the
+    /// drive, let alone the neighbour's sectors.
+    #[test]
+    fn each_vm_stays_inside_its_extent() {
+        let mut drive = FakeDrive::new(1 + 8 + 8);
+        let (mut a, mut b) = (vm_on(1, 8, &drive), vm_on(9, 8, &drive));
+        let (status, _) = request(&mut a, &mut drive, 7, Some(&[0xAA; SECTOR_SIZE]));
+        assert_eq!(status & STATUS_ERR, 0);
+        let (status, _) = request(&mut b, &mut drive, 0, Some(&[0xBB; SECTOR_SIZE]));
+        assert_eq!(status & STATUS_ERR, 0);
+        assert_eq!(drive.bytes[8 * SECTOR_SIZE], 0xAA, "a's last sector");
+        assert_eq!(drive.bytes[9 * SECTOR_SIZE], 0xBB, "b's first sector");
+        assert_eq!(request(&mut a, &mut drive, 7, None).1, [0xAA; SECTOR_SIZE]);
+        assert_eq!(request(&mut b, &mut drive, 0, None).1, [0xBB; SECTOR_SIZE]);
+
+        // One past a's end is b's first sector on the drive: refused, by the model and by the
+        // store.
+        drive.accesses.clear();
+        let before = drive.bytes.clone();
+        let (status, data) = request(&mut a, &mut drive, 8, None);
+        assert_ne!(status & STATUS_ERR, 0);
+        assert_eq!(data, [0; SECTOR_SIZE], "no data phase");
+        let command = ide::PRIMARY_COMMAND_BLOCK;
+        assert_eq!(
+            a.port_in(command + u16::from(ERROR), 1, None),
+            ERROR_IDNF.into()
+        );
+        let (status, _) = request(&mut a, &mut drive, 8, Some(&[0xEE; SECTOR_SIZE]));
+        assert_ne!(status & STATUS_ERR, 0);
+        let (status, _) = request(
+            &mut a,
+            &mut drive,
+            u32::MAX >> 4,
+            Some(&[0xEE; SECTOR_SIZE]),
+        );
+        assert_ne!(status & STATUS_ERR, 0);
+        assert!(drive.accesses.is_empty(), "{:?}", drive.accesses);
+        assert_eq!(drive.bytes, before);
+        assert_eq!(b.ide.aborted_commands(), 0);
     }
 }

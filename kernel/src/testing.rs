@@ -306,6 +306,8 @@ pub struct FakeHost {
     pub last_feed: u64,
     pub max_backlog: usize,
     pub input: VecDeque<u8>,
+    /// The shared drive, if the run has one.
+    pub drive: Option<crate::disk::FakeDrive>,
 }
 
 impl FakeHost {
@@ -323,6 +325,7 @@ impl FakeHost {
             last_feed: 0,
             max_backlog: 0,
             input: VecDeque::new(),
+            drive: None,
         }
     }
 
@@ -416,6 +419,12 @@ impl Host for FakeHost {
             _ => [0; 4],
         }
     }
+
+    fn drive(&mut self) -> Option<&mut dyn crate::disk::Drive> {
+        self.drive
+            .as_mut()
+            .map(|drive| drive as &mut dyn crate::disk::Drive)
+    }
 }
 
 /// A whole run on the fakes: the real run loop over fake vCPUs, frames and host.
@@ -451,11 +460,10 @@ pub fn vm_config(name: &str, memory_mib: u64) -> carousel_protocol::config::VmCo
     carousel_protocol::config::VmConfig {
         name: String::from(name),
         kernel_module: String::from("guest"),
-        disk_module: None,
+        disk: None,
         memory_bytes: memory_mib.max(2) << 20,
         args: String::new(),
         weight: 1,
-        persist: false,
         balloon_target_pages: 0,
         initial_balloon_pages: 0,
         lazy_memory: false,
@@ -477,6 +485,9 @@ impl FakeRun {
             .set_vms(config.vms.iter().map(|vm| vm.name.as_str()));
         host.exporter.set_vms(config.vms.len());
         host.exporter.set_level(config.trace);
+        host.drive = config
+            .drive
+            .map(|drive| crate::disk::FakeDrive::new(drive.sectors));
         let pages: u64 = config
             .vms
             .iter()
@@ -495,6 +506,7 @@ impl FakeRun {
         let vms = crate::machine::build_vms(
             config,
             |name| (name == "guest").then_some(image.as_slice()),
+            |_| None,
             &mut pool,
             &mut host,
             cpu,

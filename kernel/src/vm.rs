@@ -15,6 +15,7 @@ use carousel_vmx::ept::{EptPointer, Permissions, Tables, EPT};
 
 use crate::balloon::Balloon;
 use crate::bootinfo::{self, MULTIBOOT1_BOOTLOADER_MAGIC};
+use crate::disk::Backing;
 use crate::exitstats::ExitStats;
 use crate::host::Host;
 use crate::memory::{Frames, GuestMemory, HostMemory, RamView, RamWriter};
@@ -113,10 +114,11 @@ pub struct Vm<V> {
     pub platform: Platform,
     /// What this VM's exits cost in the current metrics interval.
     pub exit_stats: ExitStats,
-    /// The metrics interval (its end and length) whose exit statistics wait to be sent at the
-    /// start of this VM's next slice, charged to it. They cannot change meanwhile: a VM's exits
-    /// are only counted while it holds the CPU.
+    /// The exit statistics of a metrics interval that ended, waiting to be sent, with the
+    /// interval's end and length; the run loop sends them a few at a time between slices.
     pub interval_due: Option<(u64, u64)>,
+    /// Those statistics (the vector is reused from one interval to the next).
+    pub exits_due: Vec<carousel_protocol::record::ExitStat>,
     /// Guest time by address space, and the idle one.
     pub spaces: AddressSpaces,
     pub cpu: CpuFacts,
@@ -169,20 +171,6 @@ impl From<HypercallError> for BalloonFailure {
     }
 }
 
-/// The VM's own copy of its disk image, in the hypervisor's heap; a load failure (never an
-/// allocation panic) when the heap cannot hold it.
-fn copy_disk(image: &[u8]) -> Result<Vec<u8>, StopReason> {
-    let mut copy = Vec::new();
-    copy.try_reserve_exact(image.len()).map_err(|_| {
-        load_failed(format_args!(
-            "no room in the hypervisor's heap for its {} KiB disk",
-            image.len().div_ceil(1024)
-        ))
-    })?;
-    copy.extend_from_slice(image);
-    Ok(copy)
-}
-
 /// Why a VM could not be built; the VM is then reported as stopped with this message.
 pub fn load_failed(message: impl core::fmt::Display) -> StopReason {
     StopReason::LoadFailed {
@@ -224,7 +212,7 @@ pub fn build<F: Frames>(
     pool: &mut HostMemory<F>,
     blueprint: &Blueprint<'_>,
     image: &[u8],
-    disk: Option<&[u8]>,
+    disk: Backing,
 ) -> Result<Built, StopReason> {
     let Blueprint {
         id,
@@ -276,8 +264,7 @@ pub fn build<F: Frames>(
             pool,
         )
         .map_err(load_failed)?;
-        let platform =
-            Platform::new(disk.map(copy_disk).transpose()?, tsc_hz).map_err(load_failed)?;
+        let platform = Platform::new(disk, tsc_hz).map_err(load_failed)?;
         let setup = VcpuSetup {
             eptp: ept.pointer(cpu.accessed_dirty),
             root: ept.root(),
@@ -334,6 +321,7 @@ impl<V: Vcpu> Vm<V> {
             platform: built.platform,
             exit_stats: ExitStats::new(),
             interval_due: None,
+            exits_due: Vec::new(),
             spaces: AddressSpaces::new(),
             cpu,
             timer_deadline: None,

@@ -58,8 +58,35 @@ pub struct RunConfig {
     /// Most guest pages the hypervisor backs at once over all VMs (None: what the machine
     /// has). Balloon deflates beyond it fail with NoMemory until another VM gives pages back.
     pub guest_page_budget: Option<u64>,
+    /// The shared drive that holds the VMs' disks as extents, if any VM has one there.
+    pub drive: Option<DriveConfig>,
     /// The VMs, in lab-file order; a VM's id is its index here.
     pub vms: Vec<VmConfig>,
+}
+
+/// What sector 0 of the shared drive begins with: [`DRIVE_MAGIC`], then the run's
+/// [`DriveConfig::run_id`] (8 bytes, little endian). The hypervisor probes the ATA positions
+/// for the drive whose sector 0 says this.
+pub const DRIVE_MAGIC: &[u8; 16] = b"CAROUSEL-DRIVE\0\x01";
+
+/// The emulator's extra ATA drive, which holds every VM's disk as its own extent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DriveConfig {
+    /// Names this run's drive (after [`DRIVE_MAGIC`] in its sector 0), so that no other disk
+    /// the machine has is ever mistaken for it.
+    pub run_id: u64,
+    /// Its size in 512-byte sectors (the extents all lie inside).
+    pub sectors: u64,
+}
+
+/// Where a VM's disk lives.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DiskSource {
+    /// An extent of the shared drive: sectors [start, start + sectors) of it.
+    Drive { start: u64, sectors: u64 },
+    /// A GRUB module (this command line), served in place from the memory it was loaded into
+    /// (`disk_backend = "memory"`, for machines without a legacy ATA drive).
+    Module { name: String },
 }
 
 /// Which scheduling policy the hypervisor runs (`carousel-scheduler`).
@@ -129,16 +156,14 @@ pub struct VmConfig {
     pub name: String,
     /// Multiboot2 module command line of the guest kernel image.
     pub kernel_module: String,
-    /// Multiboot2 module command line of the guest's disk image, if it has one.
-    pub disk_module: Option<String>,
+    /// The guest's disk, if it has one.
+    pub disk: Option<DiskSource>,
     /// Guest-physical RAM size in bytes: guest-physical [0, memory_bytes) is RAM.
     pub memory_bytes: u64,
     /// Relative share of the CPU; scales the quantum.
     pub weight: u32,
     /// Command line handed to the guest through its multiboot information.
     pub args: String,
-    /// Send the disk sectors the guest wrote back to the host at the end of the run.
-    pub persist: bool,
     /// Pages ballooned from the start (the top of RAM, left unbacked): the VM may grow into
     /// them by deflating.
     pub initial_balloon_pages: u64,
@@ -169,6 +194,7 @@ impl RunConfig {
             boot_stagger_us: 0,
             balloon_when_free_below_pct: None,
             balloon_step_pages: 0,
+            drive: None,
             vms,
         }
     }
@@ -233,11 +259,10 @@ mod tests {
         VmConfig {
             name: name.to_string(),
             kernel_module: "vm0.kernel".to_string(),
-            disk_module: None,
+            disk: None,
             memory_bytes: 8 << 20,
             weight: 1,
             args: String::new(),
-            persist: false,
             initial_balloon_pages: 0,
             balloon_target_pages: 0,
             lazy_memory: false,
@@ -298,6 +323,7 @@ mod tests {
             names in proptest::collection::vec("[a-z0-9-]{1,12}", 0..17),
             memory in any::<u64>(),
             disk in proptest::option::of("[a-z.]{1,10}"),
+            extent in proptest::option::of((any::<u64>(), any::<u64>())),
             args in ".{0,40}",
         ) {
             let vms = names
@@ -305,17 +331,21 @@ mod tests {
                 .map(|name| VmConfig {
                     name: name.clone(),
                     kernel_module: name.clone() + ".kernel",
-                    disk_module: disk.clone(),
+                    disk: match (&disk, extent) {
+                        (_, Some((start, sectors))) => Some(DiskSource::Drive { start, sectors }),
+                        (Some(name), None) => Some(DiskSource::Module { name: name.clone() }),
+                        (None, None) => None,
+                    },
                     memory_bytes: memory,
                     weight: 3,
                     args: args.clone(),
-                    persist: true,
                     initial_balloon_pages: 3,
                     balloon_target_pages: 5,
                     lazy_memory: true,
                 })
                 .collect();
-            let config = RunConfig::new(quantum, hz, 42, vms);
+            let mut config = RunConfig::new(quantum, hz, 42, vms);
+            config.drive = extent.map(|(run_id, sectors)| DriveConfig { run_id, sectors });
             prop_assert_eq!(RunConfig::from_bytes(&config.to_bytes().unwrap()).unwrap(), config);
         }
     }

@@ -137,8 +137,6 @@ pub enum Record {
         sectors: u16,
         write: bool,
     },
-    /// One disk sector a VM wrote, sent back at the end of the run (lab `persist = true`).
-    DiskSector { vm: u16, lba: u32, data: Vec<u8> },
     /// One VM's exits during one interval, by basic exit reason (the interval ends at `tsc`
     /// and lasted `interval` cycles). Only reasons that occurred are listed.
     ExitInterval {

@@ -43,7 +43,7 @@ pub fn port_io<V: Vcpu, F: Frames, H: Host>(
         return Ok(Progress::Wait(super::Wait::Console));
     }
     if io.input {
-        let value = u64::from(cx.vm.platform.port_in(io.port, io.size));
+        let value = u64::from(cx.vm.platform.port_in(io.port, io.size, cx.host.drive()));
         let regs = cx.vm.vcpu.registers();
         regs.rax = (regs.rax & !mask) | (value & mask);
     } else {
@@ -244,10 +244,14 @@ fn string_io<V: Vcpu, F: Frames, H: Host>(
     let mut done = bytes;
     if io.input {
         if Platform::is_ide_data(port) {
-            cx.vm.platform.ide_read_block(buffer);
+            cx.vm.platform.ide_read_block(buffer, cx.host.drive());
         } else {
             for element in buffer.chunks_mut(size) {
-                let value = cx.vm.platform.port_in(port, io.size).to_le_bytes();
+                let value = cx
+                    .vm
+                    .platform
+                    .port_in(port, io.size, cx.host.drive())
+                    .to_le_bytes();
                 element.copy_from_slice(&value[..size]);
             }
         }
@@ -266,7 +270,7 @@ fn string_io<V: Vcpu, F: Frames, H: Host>(
             reverse_elements(buffer, size);
         }
         if Platform::is_ide_data(port) {
-            cx.vm.platform.ide_write_block(buffer);
+            cx.vm.platform.ide_write_block(buffer, cx.host.drive());
         } else {
             let mut out = super::Output {
                 host: cx.host,

@@ -330,6 +330,10 @@ impl<H: Host> PlatformOutput for Output<'_, H> {
     fn now(&mut self) -> u64 {
         self.host.now()
     }
+
+    fn drive(&mut self) -> Option<&mut dyn crate::disk::Drive> {
+        self.host.drive()
+    }
 }
 
 /// The guest's registers as the instruction emulator sees them (RSP read and written apart).

@@ -66,6 +66,15 @@ pub unsafe fn outw(port: u16, value: u16) {
     unsafe { x86::io::outw(port, value) }
 }
 
+/// Reads a 16-bit word from an I/O port.
+///
+/// # Safety
+/// As for [`inb`].
+pub unsafe fn inw(port: u16) -> u16 {
+    // SAFETY: forwarded to the caller.
+    unsafe { x86::io::inw(port) }
+}
+
 /// Reads an MSR.
 ///
 /// # Safety

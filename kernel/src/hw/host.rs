@@ -1,6 +1,6 @@
 //! The real machine behind `carousel_kernel::host::Host`: the TSC, COM1 (the hypervisor's log
 //! and the VMs' consoles, through `ConsoleMux`), COM2 and the debug port (the record stream,
-//! through the `Exporter`), and CPUID.
+//! through the `Exporter`), CPUID, and the shared drive (`super::ata`).
 //!
 //! COM1 is a `static`: the logger and the panic handler reach it from anywhere.
 
@@ -137,6 +137,8 @@ pub struct HwHost {
     /// When COM1 and COM2 next want bytes.
     com1_clock: FeedClock,
     com2_clock: FeedClock,
+    /// The shared drive, once found.
+    drive: Option<super::ata::AtaDrive>,
 }
 
 impl HwHost {
@@ -151,7 +153,13 @@ impl HwHost {
             com2,
             com1_clock: FeedClock::for_uart(u64::from(BAUD), 1_000_000_000),
             com2_clock: FeedClock::for_uart(u64::from(BAUD), 1_000_000_000),
+            drive: None,
         }
+    }
+
+    /// The shared drive the VMs' extents live on.
+    pub fn set_drive(&mut self, drive: super::ata::AtaDrive) {
+        self.drive = Some(drive);
     }
 
     /// The TSC rate the run uses: the feed clocks' first guess follows from it.
@@ -252,5 +260,11 @@ impl Host for HwHost {
 
     fn cpuid(&mut self, leaf: u32, subleaf: u32) -> [u32; 4] {
         arch::cpuid(leaf, subleaf)
+    }
+
+    fn drive(&mut self) -> Option<&mut dyn carousel_kernel::disk::Drive> {
+        self.drive
+            .as_mut()
+            .map(|drive| drive as &mut dyn carousel_kernel::disk::Drive)
     }
 }

@@ -5,10 +5,12 @@
 //! - [`physical`]: the frame allocator and the heap ([`physical::HwFrames`]).
 //! - [`serial`]: the hypervisor's UARTs; [`host`]: the clock, COM1, COM2 and CPUID behind
 //!   `carousel_kernel::host::Host`.
+//! - [`ata`]: the shared drive (the emulator's extra ATA disk holding the VMs' disks), PIO.
 //! - [`vmm`]: turning VMX on, the VMCS controls and host state; [`vcpu`]: the VMX vCPU.
 //! - [`svm`]: turning SVM on, the host LAPIC timer, the SVM vCPU.
 
 pub mod arch;
+pub mod ata;
 pub mod boot;
 pub mod host;
 pub mod physical;

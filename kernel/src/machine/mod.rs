@@ -12,7 +12,8 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
 
-use carousel_protocol::config::{RunConfig, SchedulerPolicy, VmConfig};
+use carousel_devices::DiskImageError;
+use carousel_protocol::config::{DiskSource, RunConfig, SchedulerPolicy, VmConfig};
 use carousel_protocol::record::{self, Event, Record, StopReason, TraceLevel};
 use carousel_scheduler::{
     Accounting, ConfigError, Cycles, LatencyHistogram, Policy, QuantumClock, RoundRobin, Slice,
@@ -20,6 +21,7 @@ use carousel_scheduler::{
 };
 
 use crate::balloon::{Candidate, Rule};
+use crate::disk::{Backing, Extent};
 use crate::exit::Exit;
 use crate::exits::{self, Context, Next};
 use crate::host::Host;
@@ -43,12 +45,15 @@ pub fn us_to_cycles(us: u64, tsc_hz: u64) -> Cycles {
     (u128::from(tsc_hz) * u128::from(us) / 1_000_000).min(u128::from(u64::MAX)) as u64
 }
 
-/// Builds the VMs of `config`: `module` finds a GRUB module by name, `make_vcpu` makes the
-/// hardware vCPU of a VM. A VM that cannot be built is reported stopped and left out.
+/// Builds the VMs of `config`: `module` finds a GRUB module by name, `disk_module` hands out a
+/// disk module's bytes to serve in place (once: a second call for the same name finds none),
+/// `make_vcpu` makes the hardware vCPU of a VM. A VM that cannot be built is reported stopped
+/// and left out.
 #[allow(clippy::too_many_arguments)]
 pub fn build_vms<'m, V: Vcpu, F: Frames, H: Host>(
     config: &RunConfig,
     module: impl Fn(&str) -> Option<&'m [u8]>,
+    mut disk_module: impl FnMut(&str) -> Option<&'static mut [u8]>,
     pool: &mut HostMemory<F>,
     host: &mut H,
     cpu: CpuFacts,
@@ -62,6 +67,7 @@ pub fn build_vms<'m, V: Vcpu, F: Frames, H: Host>(
             vm_config,
             id,
             &module,
+            &mut disk_module,
             pool,
             host,
             cpu,
@@ -98,6 +104,7 @@ fn build_one<'m, V: Vcpu, F: Frames, H: Host>(
     vm_config: &VmConfig,
     id: VmId,
     module: &impl Fn(&str) -> Option<&'m [u8]>,
+    disk_module: &mut impl FnMut(&str) -> Option<&'static mut [u8]>,
     pool: &mut HostMemory<F>,
     host: &mut H,
     cpu: CpuFacts,
@@ -110,12 +117,22 @@ fn build_one<'m, V: Vcpu, F: Frames, H: Host>(
             vm_config.kernel_module
         ))
     })?;
-    let disk = match &vm_config.disk_module {
-        Some(name) => Some(
-            module(name)
-                .ok_or_else(|| vm::load_failed(format_args!("module `{name}` is missing")))?,
-        ),
-        None => None,
+    let disk = match &vm_config.disk {
+        None => Backing::None,
+        Some(DiskSource::Module { name }) => {
+            let bytes = disk_module(name)
+                .ok_or_else(|| vm::load_failed(format_args!("module `{name}` is missing")))?;
+            DiskImageError::check(bytes.len() as u64)
+                .map_err(|error| vm::load_failed(format_args!("module `{name}`: {error}")))?;
+            Backing::Memory(bytes)
+        }
+        Some(DiskSource::Drive { start, sectors }) => {
+            let (start, sectors) = (*start, *sectors);
+            let drive_sectors = host.drive().map(|drive| drive.sectors()).ok_or_else(|| {
+                vm::load_failed("its disk is on the shared drive, and there is none")
+            })?;
+            Backing::Extent(Extent::new(start, sectors, drive_sectors).map_err(vm::load_failed)?)
+        }
     };
     let blueprint = vm::Blueprint {
         id,
@@ -177,8 +194,6 @@ pub struct Machine<V, F, H> {
     memory: MemoryKeeping,
     /// Idle detection: guest cycles in the idle address space that make a VM idle.
     idle_threshold: Option<Cycles>,
-    /// Which VMs persist their disks.
-    persist: Vec<bool>,
     /// When a blocked VM may next wake, as last computed.
     wakes: WakeCache,
     /// Each VM's last wall-clock slice ran past its end by this much (the handling of its last
@@ -297,7 +312,6 @@ impl<V: Vcpu, F: Frames, H: Host> Machine<V, F, H> {
             idle_threshold: config
                 .idle_threshold_us
                 .map(|us| us_to_cycles(u64::from(us), tsc_hz).max(1)),
-            persist: config.vms.iter().map(|vm| vm.persist).collect(),
             overrun: alloc::vec![0; config.vms.len()],
             wakes: WakeCache::default(),
         };
@@ -331,7 +345,6 @@ impl<V: Vcpu, F: Frames, H: Host> Machine<V, F, H> {
         self.flush_exit_stats(now, Flush::Now);
         self.report();
         for id in 0..self.vms.len() {
-            let persist = self.persist.get(id).copied().unwrap_or(false);
             let Some(vm) = self.vms[id].as_ref() else {
                 continue;
             };
@@ -349,38 +362,11 @@ impl<V: Vcpu, F: Frames, H: Host> Machine<V, F, H> {
             self.host
                 .exporter()
                 .emit(&Record::AddressSpaces { vm: vm_id, spaces });
-            if persist {
-                self.persist_disk(id);
-            }
         }
         for vm in core::mem::take(&mut self.vms).into_iter().flatten() {
             self.pool.release(vm.memory);
             self.pool.frames.free(vm.lapic_page);
         }
-    }
-
-    /// Sends every disk sector VM `id` wrote back to the host (lab `persist = true`), waiting
-    /// for the line as needed: the run is over, and nothing the guest wrote may be lost.
-    fn persist_disk(&mut self, id: usize) {
-        let Some(vm) = self.vms[id].as_ref() else {
-            return;
-        };
-        let mut sent = 0u64;
-        for lba in vm.platform.ide.dirty_sectors() {
-            let Some(data) = vm.platform.ide.sector(lba) else {
-                continue;
-            };
-            let record = Record::DiskSector {
-                vm: vm.id,
-                lba,
-                data: data.to_vec(),
-            };
-            self.host.flush_serial();
-            self.host.exporter().emit(&record);
-            sent += 1;
-        }
-        self.host.flush_serial();
-        log::info!("vm {}: {sent} written disk sectors sent back", vm.name);
     }
 
     fn run_loop(&mut self) {
@@ -512,7 +498,9 @@ impl<V: Vcpu, F: Frames, H: Host> Machine<V, F, H> {
             return;
         };
         if due.interval {
-            self.flush_exit_stats(now, Flush::AtNextSlice);
+            self.flush_exit_stats(now, Flush::Paced);
+        } else {
+            self.send_due_intervals();
         }
         if due.memory_sample {
             self.sample_memory(now);
@@ -530,10 +518,12 @@ impl<V: Vcpu, F: Frames, H: Host> Machine<V, F, H> {
     }
 
     /// Closes the metrics interval that ends at `now`: sends the scheduler events and host
-    /// memory, and each VM's exit statistics, either now (the end of the run) or at the start
-    /// of the VM's next slice. Encoding them costs thousands of cycles a VM; between slices
-    /// that would be charged to nobody and lengthen every waiting VM's wait, so each VM pays
-    /// for its own statistics out of its own slice instead.
+    /// memory, and takes each VM's exit statistics out, to be sent now (the end of the run) or
+    /// a few at a time by the next housekeeping passes ([`Self::send_due_intervals`]). Encoding
+    /// them costs thousands of cycles a VM in Bochs: sent all at once between two slices they
+    /// lengthened whoever waited across that gap (sleepy's latest wake in the demo, 4.36 ms
+    /// against the 4.2 ms its test allows); charged to each VM's own slice instead, they took a
+    /// larger part of a light VM's share than of a heavy one's.
     fn flush_exit_stats(&mut self, now: Cycles, when: Flush) {
         self.host.exporter().flush_events(now);
         if self.memory.merge_scan_pages > 0 {
@@ -552,14 +542,39 @@ impl<V: Vcpu, F: Frames, H: Host> Machine<V, F, H> {
         }
         let interval = self.periodic.close_interval(now);
         for vm in self.vms.iter_mut().flatten() {
+            if vm.interval_due.is_some() && (when == Flush::Now || !vm.exit_stats.is_empty()) {
+                // The last interval's figures are still waiting (more VMs than passes could
+                // keep up with): they go first.
+                send_exit_interval(vm, &mut self.host);
+            }
             if vm.exit_stats.is_empty() {
                 continue;
             }
-            // A VM that has not run since an earlier interval ended still holds that
-            // interval's statistics: they keep its time.
-            let due = *vm.interval_due.get_or_insert((now, interval));
+            vm.exit_stats.take_into(&mut vm.exits_due);
+            vm.interval_due = Some((now, interval));
             if when == Flush::Now {
-                send_exit_interval(vm, &mut self.host, due);
+                send_exit_interval(vm, &mut self.host);
+            }
+        }
+    }
+
+    /// Sends some of the exit statistics waiting since the last interval ended: one VM's per
+    /// pass, more when many VMs wait (all of them within [`INTERVAL_SEND_PASSES`] passes).
+    fn send_due_intervals(&mut self) {
+        let waiting = self
+            .vms
+            .iter()
+            .flatten()
+            .filter(|vm| vm.interval_due.is_some())
+            .count();
+        let mut quota = waiting.div_ceil(INTERVAL_SEND_PASSES);
+        for vm in self.vms.iter_mut().flatten() {
+            if quota == 0 {
+                break;
+            }
+            if vm.interval_due.is_some() {
+                send_exit_interval(vm, &mut self.host);
+                quota -= 1;
             }
         }
     }
@@ -802,17 +817,6 @@ impl<V: Vcpu, F: Frames, H: Host> Machine<V, F, H> {
         }
         if let Err(error) = self.switch_to(id) {
             return self.vcpu_failed(id, error);
-        }
-        if let Some(vm) = self.vms[usize::from(id)].as_mut() {
-            if let Some(due) = vm.interval_due {
-                // Inside the slice: the VM pays for its own statistics. Not switch cost.
-                let before = self.host.now();
-                send_exit_interval(vm, &mut self.host, due);
-                let sent = self.host.now() - before;
-                if let Some(from) = self.switches.from.as_mut() {
-                    *from += sent;
-                }
-            }
         }
         let debt = self.overrun.get(usize::from(id)).copied().unwrap_or(0);
         let mut run = SliceRun {
@@ -1151,22 +1155,29 @@ mod tests;
 enum Flush {
     /// Now: the run is over.
     Now,
-    /// At the start of each VM's next slice.
-    AtNextSlice,
+    /// A few at a time, over the next housekeeping passes.
+    Paced,
 }
 
-/// Sends `vm`'s exit statistics as the record of the interval `due` (its end and length).
-fn send_exit_interval<V: Vcpu, H: Host>(vm: &mut Vm<V>, host: &mut H, due: (Cycles, Cycles)) {
-    vm.interval_due = None;
-    if vm.exit_stats.is_empty() {
+/// The housekeeping passes (at most one a millisecond) over which the exit statistics of one
+/// interval are sent, within the default 10 ms interval. When intervals are shorter, what is
+/// still waiting at an interval's end is sent then, before the new figures are taken.
+const INTERVAL_SEND_PASSES: usize = 8;
+
+/// Sends the exit statistics waiting in `vm` as the record of their interval.
+fn send_exit_interval<V: Vcpu, H: Host>(vm: &mut Vm<V>, host: &mut H) {
+    let Some((tsc, interval)) = vm.interval_due.take() else {
         return;
-    }
-    let (tsc, interval) = due;
-    let exits = vm.exit_stats.take();
-    host.exporter().emit_or_drop(&Record::ExitInterval {
+    };
+    let record = Record::ExitInterval {
         tsc,
         vm: vm.id,
         interval,
-        exits,
-    });
+        exits: core::mem::take(&mut vm.exits_due),
+    };
+    host.exporter().emit_or_drop(&record);
+    // The vectors serve the next interval.
+    if let Record::ExitInterval { exits, .. } = record {
+        vm.exits_due = exits;
+    }
 }

@@ -25,3 +25,4 @@ pub mod lab;
 pub mod repo;
 pub mod session;
 pub mod sweep;
+pub mod web;

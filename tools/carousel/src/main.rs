@@ -45,8 +45,9 @@ enum Command {
         /// Run directory (recreated each run); default <repo>/target/carousel/runs/<lab stem>.
         #[arg(long)]
         out: Option<PathBuf>,
-        /// Write the sectors each VM with a disk wrote back into its image at the end of the
-        /// run (as `persist = true` on every such VM): the lab's `disk` file itself, in place.
+        /// Copy each VM's disk back into its image at the end of the run, however it ends (as
+        /// `persist = true` on every VM with a disk): the lab's `disk` file itself, replaced
+        /// atomically.
         #[arg(long)]
         persist: bool,
         /// Keep the run's record stream in FILE (for `carousel report`).
@@ -56,6 +57,12 @@ enum Command {
         /// each second).
         #[arg(long)]
         quiet: bool,
+        /// Serve the live page while the run goes: every VM's console (type into it) and the
+        /// contention charts. ADDR is IP:PORT, IP or PORT; default 127.0.0.1 with a free port.
+        /// The URL printed carries the access token. Another address than loopback lets anyone
+        /// who can reach it (and has the token) type into the VMs.
+        #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:0", value_parser = web_addr)]
+        web: Option<std::net::SocketAddr>,
     },
     /// The accounting of a finished run from its record stream (a `--trace` file, or a run
     /// directory's com2.bin): text, one JSON object or CSV; per-interval rows with --interval;
@@ -76,6 +83,19 @@ enum Command {
         /// disk grids, the tables) to FILE.
         #[arg(long, value_name = "FILE")]
         html: Option<PathBuf>,
+    },
+    /// The live page over a finished trace: every chart and console, with a time slider that
+    /// scrubs them all to any moment. Consoles come from com1.txt beside the trace (a run
+    /// directory's com2.bin) or --com1 FILE. Serves until Ctrl-C; prints the URL (with its
+    /// access token).
+    View {
+        trace: PathBuf,
+        /// Where to serve: IP:PORT, IP or PORT; default 127.0.0.1 with a free port.
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0", value_parser = web_addr)]
+        web: std::net::SocketAddr,
+        /// The run's COM1 text (default: com1.txt beside the trace).
+        #[arg(long, value_name = "FILE")]
+        com1: Option<PathBuf>,
     },
     /// Convert a trace for other tools: `--perfetto FILE` writes Chrome trace-event JSON that
     /// ui.perfetto.dev and chrome://tracing load (a CPU track, a runstate track per VM, exits of
@@ -106,6 +126,15 @@ enum Command {
     Bench {
         #[command(subcommand)]
         bench: Bench,
+    },
+    /// Copy each persisting VM's disk from a run directory's shared drive back into its image
+    /// (what `carousel run` does at every end; for a run whose tool was killed).
+    ///
+    /// Exit codes: 0 done, 2 not a run directory with a shared drive, 5 a copy failed (that
+    /// image is unchanged).
+    Persist {
+        /// The run directory (it holds drive.img and disks.json).
+        run_dir: PathBuf,
     },
     /// Check this host for the emulators and tools Carousel needs.
     Doctor,
@@ -153,6 +182,14 @@ enum Bench {
         #[arg(long)]
         json: bool,
     },
+    /// What the live page sustains: a synthetic 16-VM trace fed through the run's feed and hub
+    /// to one headless Chromium; records per second (goal: twice the run's rate) and bytes sent
+    /// per record (goal: at most twice the trace's own).
+    Web {
+        /// Print one JSON object instead of the lines.
+        #[arg(long)]
+        json: bool,
+    },
     /// What Carousel costs a real xv6, in cycles (Bochs only; about 10 minutes): boot from
     /// `main` to the shell's first console read under Carousel against the same xv6 booted
     /// natively in the same Bochs (goal: at most 1.2×), and `usertests` beside three idle xv6
@@ -177,6 +214,10 @@ enum Bench {
 }
 
 /// `--interval MS`: a finite number of milliseconds above 0.
+fn web_addr(text: &str) -> Result<std::net::SocketAddr, String> {
+    carousel::web::parse_addr(text)
+}
+
 fn positive_millis(text: &str) -> Result<f64, String> {
     match text.parse::<f64>() {
         Ok(ms) if ms.is_finite() && ms > 0.0 => Ok(ms),
@@ -211,6 +252,7 @@ fn main() -> ExitCode {
             persist,
             trace,
             quiet,
+            web,
         } => {
             let interrupted = Arc::new(AtomicBool::new(false));
             if !catch_interrupt(&interrupted) {
@@ -224,6 +266,7 @@ fn main() -> ExitCode {
                 persist,
                 trace,
                 bochs_debugger: None,
+                web,
             };
             match carousel::commands::run::run(&options, quiet, &interrupted) {
                 Ok(code) => code,
@@ -233,6 +276,7 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Persist { run_dir } => carousel::commands::persist::persist_command(&run_dir),
         Command::Sweep(args) => {
             let interrupted = Arc::new(AtomicBool::new(false));
             if !catch_interrupt(&interrupted) {
@@ -255,6 +299,18 @@ fn main() -> ExitCode {
             };
             carousel::commands::report::report_command(&trace, &options)
         }
+        Command::View { trace, web, com1 } => {
+            let interrupted = Arc::new(AtomicBool::new(false));
+            if !catch_interrupt(&interrupted) {
+                return ExitCode::from(EXIT_SETUP as u8);
+            }
+            let options = carousel::commands::view::ViewOptions {
+                trace,
+                com1,
+                addr: web,
+            };
+            carousel::commands::view::view_command(&options, &interrupted)
+        }
         Command::Export {
             trace,
             perfetto,
@@ -263,6 +319,9 @@ fn main() -> ExitCode {
         Command::Bench {
             bench: Bench::Decode { json },
         } => carousel::commands::bench::decode::decode_command(json),
+        Command::Bench {
+            bench: Bench::Web { json },
+        } => carousel::commands::bench::web::web_command(json),
         Command::Bench {
             bench:
                 Bench::Xv6 {

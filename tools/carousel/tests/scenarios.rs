@@ -814,37 +814,88 @@ fn sectors(image: &[u8]) -> Vec<&[u8]> {
     image.chunks(SECTOR_BYTES).collect()
 }
 
-/// The largest disks a lab may have boot and work (`ci/labs/disk-max.toml`: 32 MiB over two
-/// VMs), and one KiB more is refused before anything boots, with exit 2 naming the key.
+/// A GiB of blank disk boots and works: devcheck reads sector 0 and writes and reads back its
+/// last 8 sectors (`ci/labs/disk-1g.toml`); the drive image in the run directory stays sparse.
 #[test]
 #[ignore = "boots an emulator; run by ci/test"]
-fn the_most_disk_a_lab_accepts_boots() {
-    let run = run_lab("disk-max.toml", "bochs");
+fn a_one_gib_sparse_disk_boots() {
+    use std::os::unix::fs::MetadataExt;
+    let (run, out) = run_lab_kept("disk-1g.toml", "bochs");
     let describe = run.describe();
     assert_eq!(run.code, Some(0), "{describe}");
-    for vm in ["d0", "d1"] {
-        assert!(
-            run.stdout.contains(&format!("[{vm}] diskio: done")),
-            "{vm}\n{describe}"
-        );
-    }
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let over = dir.path().join("over.toml");
-    let text = std::fs::read_to_string(labs().join("disk-max.toml")).expect("the lab");
-    let text = text.replacen("blank_disk_kib = 16384", "blank_disk_kib = 16385", 1);
-    std::fs::write(&over, text).expect("written");
-    let refused = carousel(&["run", over.to_str().expect("a UTF-8 path")]);
-    assert_eq!(refused.code, Some(2), "{}", refused.describe());
     assert!(
-        refused.stderr.contains("`vm[1].blank_disk_kib`") && refused.stderr.contains("32 MiB"),
-        "{}",
-        refused.describe()
+        run.stdout.contains("[big] devcheck: ide-readback: ok"),
+        "{describe}"
     );
+    let drive = std::fs::metadata(out.path().join("drive.img")).expect("the drive");
+    assert!(drive.len() > 1 << 30, "{}", drive.len());
+    assert!(drive.blocks() * 512 < 16 << 20, "{} blocks", drive.blocks());
+    assert!(!out.path().join("big.disk").exists(), "not persisted");
+}
+
+/// What the drive cannot hold, or an image that cannot be a disk, is refused before anything
+/// builds or boots: exit 2, naming the key, the VM and the file.
+#[test]
+fn disks_the_drive_cannot_take_are_refused() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let vm = |name: &str, disk: &str| {
+        format!("[[vm]]\nname = \"{name}\"\nkernel = \"hello\"\nmemory_mib = 4\n{disk}\n")
+    };
+    let largest = "blank_disk_kib = 134217728";
+    let too_much: String = (0..5).map(|i| vm(&format!("v{i}"), largest)).collect();
+    std::fs::write(dir.path().join("odd.img"), [0u8; 1000]).expect("written");
+    std::fs::File::create(dir.path().join("huge.img"))
+        .and_then(|file| file.set_len((1 << 37) + 512))
+        .expect("a sparse file");
+    for (name, text, expected) in [
+        (
+            "drive.toml",
+            too_much,
+            vec![
+                "`vm[3].blank_disk_kib`",
+                "\"v3\"",
+                "shared drive cannot hold it",
+            ],
+        ),
+        (
+            "odd.toml",
+            vm("a", "disk = \"odd.img\""),
+            vec![
+                "`vm[0].disk`",
+                "odd.img",
+                "not a whole number of 512-byte sectors",
+            ],
+        ),
+        (
+            "huge.toml",
+            vm("a", "disk = \"huge.img\""),
+            vec!["`vm[0].disk`", "huge.img", "28-bit LBA"],
+        ),
+        (
+            "missing.toml",
+            vm("a", "disk = \"nowhere.img\""),
+            vec!["`vm[0].disk`", "nowhere.img"],
+        ),
+    ] {
+        let lab = dir.path().join(name);
+        std::fs::write(&lab, text).expect("written");
+        let run = carousel(&["run", lab.to_str().expect("a UTF-8 path")]);
+        assert_eq!(run.code, Some(2), "{name}\n{}", run.describe());
+        for part in expected {
+            assert!(
+                run.stderr.contains(part),
+                "{name}: {part}\n{}",
+                run.describe()
+            );
+        }
+    }
+    let run = carousel(&["persist", dir.path().to_str().expect("a UTF-8 path")]);
+    assert_eq!(run.code, Some(2), "not a run directory\n{}", run.describe());
 }
 
 /// Four devcheck VMs pass every check of the xv6 hardware contract, each typing "ping" into its
-/// console through its script (the check `uart-rx`); dev0's written sectors come back into its
-/// blank disk in the run directory.
+/// console through its script (the check `uart-rx`), each on a 64 MiB extent of the shared
+/// drive, writing its last sectors; dev0's disk comes back into the run directory.
 #[test]
 #[ignore = "boots an emulator; run by ci/test"]
 fn devcheck4_passes_every_check_on_every_vm() {
@@ -887,21 +938,30 @@ fn devcheck4_on(backend: &str) {
             assert!(run.stdout.lines().any(|l| l == line), "{line}\n{describe}");
         }
     }
-    // dev0 persists into its blank disk: the last 8 of 64 sectors changed, nothing else.
+    // dev0 persists into its blank disk: the last 8 of 131,072 sectors changed, nothing else.
     let disk0 = out.path().join("dev0.disk");
-    let persisted = format!("vm dev0: persisted 8 sectors to {}", disk0.display());
+    let persisted = format!(
+        "vm dev0: persisted its 65536 KiB disk to {}",
+        disk0.display()
+    );
     assert!(run.stdout.lines().any(|l| l == persisted), "{describe}");
-    let blank = blank_image(32);
+    let blank = blank_image(65536);
     let image = std::fs::read(&disk0).expect("dev0.disk");
     assert_eq!(image.len(), blank.len());
     assert_eq!(&image[..BLANK_MAGIC.len()], BLANK_MAGIC);
     for (lba, (new, old)) in sectors(&image).iter().zip(sectors(&blank)).enumerate() {
-        assert_eq!(new != &old, lba >= 56, "dev0.disk sector {lba}\n{describe}");
+        assert_eq!(
+            new != &old,
+            lba >= 131_064,
+            "dev0.disk sector {lba}\n{describe}"
+        );
     }
-    // The others do not persist.
+    // The others do not persist: their disks were never written outside the drive.
     for vm in 1..4 {
-        let image = std::fs::read(out.path().join(format!("dev{vm}.disk"))).expect("a disk");
-        assert_eq!(image, blank, "dev{vm}.disk changed");
+        assert!(
+            !out.path().join(format!("dev{vm}.disk")).exists(),
+            "dev{vm}"
+        );
     }
 }
 
@@ -938,7 +998,7 @@ fn persist_writes_back_exactly_the_written_sectors() {
     let run = run_file(&lab, &dir.path().join("run"), &[]);
     let describe = run.describe();
     assert_eq!(run.code, Some(0), "{describe}");
-    let persisted = format!("vm disk: persisted 8 sectors to {}", disk.display());
+    let persisted = format!("vm disk: persisted its 32 KiB disk to {}", disk.display());
     assert!(run.stdout.lines().any(|l| l == persisted), "{describe}");
     let after = std::fs::read(&disk).expect("the image");
     assert_eq!(after.len(), before.len());
@@ -976,6 +1036,138 @@ fn without_persist_the_disk_is_unchanged() {
         "the image changed\n{}",
         run.describe()
     );
+}
+
+/// `disk_backend = "memory"`: the disk travels in the ISO as a module and is served in place;
+/// devcheck reads its magic and writes and reads back its last sectors all the same, and no
+/// shared drive is made.
+#[test]
+#[ignore = "boots an emulator; run by ci/test"]
+fn a_disk_in_memory_is_served_in_place() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    std::fs::write(dir.path().join("disk.img"), blank_image(32)).expect("the image");
+    let before = std::fs::read(dir.path().join("disk.img")).expect("the image");
+    let lab = dir.path().join("memory.toml");
+    std::fs::write(
+        &lab,
+        "[run]\ntsc_hz = 50_000_000\ntimeout_s = 120\ndisk_backend = \"memory\"\n\n\
+         [[vm]]\nname = \"disk\"\nkernel = \"devcheck\"\nmemory_mib = 8\n\
+         disk = \"disk.img\"\nargs = \"disk_sectors=64\"\n",
+    )
+    .expect("the lab");
+    let out = dir.path().join("run");
+    let run = run_file(&lab, &out, &[]);
+    let describe = run.describe();
+    assert_eq!(run.code, Some(0), "{describe}");
+    assert!(
+        run.stdout.contains("[disk] devcheck: ide-readback: ok"),
+        "{describe}"
+    );
+    assert!(!out.join("drive.img").exists());
+    assert_eq!(
+        std::fs::read(dir.path().join("disk.img")).expect("the image"),
+        before
+    );
+}
+
+/// The ids of the processes whose command line names `needle` (the emulator of one run
+/// directory, found by its bochsrc's path).
+fn pids_naming(needle: &str) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .expect("/proc")
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|line| String::from_utf8_lossy(&line).contains(needle))
+        })
+        .collect()
+}
+
+/// Nothing a guest saw completed is lost when the emulator is killed mid-run: devcheck writes
+/// its last 8 sectors and reads them back, then waits for console input that never comes; the
+/// emulator is killed with SIGKILL from outside. The tool still copies the extent back, and the
+/// image's checksum is the drive extent's; `carousel persist RUN_DIR` later does the same again.
+#[test]
+#[ignore = "boots an emulator; run by ci/test"]
+fn persist_survives_a_killed_emulator() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    std::fs::write(dir.path().join("disk.img"), blank_image(32)).expect("the image");
+    let lab = dir.path().join("kill.toml");
+    std::fs::write(
+        &lab,
+        "[run]\ntsc_hz = 50_000_000\ntimeout_s = 200\n\n[[vm]]\nname = \"disk\"\n\
+         kernel = \"devcheck\"\nmemory_mib = 8\ndisk = \"disk.img\"\npersist = true\n\
+         args = \"disk_sectors=64 expect_input=never input_timeout_ms=50000\"\n",
+    )
+    .expect("the lab");
+    let out = dir.path().join("run");
+    let disk = dir.path().join("disk.img");
+    let before = std::fs::read(&disk).expect("the image");
+    let child = Command::new(env!("CARGO_BIN_EXE_carousel"))
+        .args([
+            "run",
+            lab.to_str().expect("UTF-8"),
+            "--backend",
+            "bochs",
+            "--quiet",
+        ])
+        .args(["--out", out.to_str().expect("UTF-8")])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("carousel starts");
+    let readback = "[disk] devcheck: ide-readback: ok";
+    let start = std::time::Instant::now();
+    while !std::fs::read_to_string(out.join("com1.txt")).is_ok_and(|text| text.contains(readback)) {
+        assert!(start.elapsed().as_secs() < 150, "devcheck never read back");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let bochsrc = out.join("bochsrc").display().to_string();
+    let emulators = pids_naming(&bochsrc)
+        .into_iter()
+        .filter(|pid| *pid != child.id())
+        .collect::<Vec<_>>();
+    assert_eq!(emulators.len(), 1, "{emulators:?}");
+    let killed = Command::new("kill")
+        .args(["-KILL", &emulators[0].to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(killed.success());
+    let output = child.wait_with_output().expect("carousel ends");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let describe = format!("{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert_ne!(output.status.code(), Some(0), "{describe}");
+    let canonical = disk.canonicalize().expect("the image");
+    let persisted = format!(
+        "vm disk: persisted its 32 KiB disk to {}",
+        canonical.display()
+    );
+    assert!(stdout.lines().any(|l| l == persisted), "{describe}");
+
+    // The image is the drive's extent, sector for sector, and differs from before exactly in
+    // devcheck's scratch sectors.
+    let after = std::fs::read(&disk).expect("the image");
+    let drive = std::fs::read(out.join("drive.img")).expect("the drive");
+    let manifest = carousel::image::drive::read_manifest(&out).expect("the manifest");
+    let extent = manifest.vms[0].extent;
+    let start = extent.start as usize * SECTOR_BYTES;
+    let extent_bytes = &drive[start..start + extent.sectors as usize * SECTOR_BYTES];
+    assert_eq!(fnv1a64(&after), fnv1a64(extent_bytes), "{describe}");
+    let changed: Vec<usize> = sectors(&after)
+        .iter()
+        .zip(sectors(&before))
+        .enumerate()
+        .filter(|(_, (new, old))| *new != old)
+        .map(|(lba, _)| lba)
+        .collect();
+    assert_eq!(changed, (56..64).collect::<Vec<_>>(), "{describe}");
+
+    // Had the tool been killed too, `carousel persist` does it from the run directory.
+    std::fs::write(&disk, &before).expect("the old image back");
+    let again = carousel(&["persist", out.to_str().expect("UTF-8")]);
+    assert_eq!(again.code, Some(0), "{}", again.describe());
+    assert!(again.stdout.contains(&persisted), "{}", again.describe());
+    assert_eq!(std::fs::read(&disk).expect("the image"), after);
 }
 
 /// A script step that never matches fails its VM once its timeout has passed, naming the step
@@ -1126,10 +1318,12 @@ fn checked_in_labs_are_valid() {
     // `carousel run` on an unknown backend value is a usage error (2) before the lab is read,
     // so validate the labs through the library instead. `*.example.toml` labs name files
     // outside the repository through environment variables (xv6): every variable stands for
-    // an ELF-looking placeholder here.
+    // an ELF-looking placeholder here, one sector long so that it also passes as a disk image.
     let dir = tempfile::tempdir().expect("a temporary directory");
     let placeholder = dir.path().join("placeholder.elf");
-    std::fs::write(&placeholder, b"\x7fELF placeholder").expect("the placeholder is written");
+    let mut bytes = b"\x7fELF placeholder".to_vec();
+    bytes.resize(SECTOR_BYTES, 0);
+    std::fs::write(&placeholder, bytes).expect("the placeholder is written");
     let placeholder = placeholder.display().to_string();
     let env = |_: &str| Some(placeholder.clone());
     let mut examples = 0;

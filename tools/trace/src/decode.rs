@@ -242,7 +242,6 @@ fn vm_of(record: &mut Record) -> Option<&mut u16> {
         | Record::WorkingSet { vm, .. }
         | Record::GuestMetric { vm, .. }
         | Record::DiskIo { vm, .. }
-        | Record::DiskSector { vm, .. }
         | Record::AddressSpaces { vm, .. }
         | Record::TimerLag { vm, .. }
         | Record::ExitInterval { vm, .. }

@@ -4,5 +4,7 @@
 pub mod bench;
 pub mod doctor;
 pub mod export;
+pub mod persist;
 pub mod report;
 pub mod run;
+pub mod view;

@@ -236,6 +236,8 @@ pub struct BochsConfig<'a> {
     /// The run directory (absolute): COM2, the log and port 0xE9 output go there.
     pub out: &'a Path,
     pub iso: &'a Path,
+    /// The run's shared drive (raw image), as the primary slave.
+    pub drive: Option<&'a Path>,
     /// The TCP port on localhost where Bochs serves COM1 (`super::com1`).
     pub com1_port: u16,
 }
@@ -267,10 +269,15 @@ pub fn bochsrc(config: &BochsConfig<'_>) -> String {
         config.out,
         &format!(
             "ata0-master: type=cdrom, path={iso}, status=inserted\n\
+             {drive}\
              boot: cdrom\n\
              com1: enabled=1, mode=socket-server, dev=localhost:{com1_port}\n\
              com2: enabled=1, mode=file, dev={out}/com2.bin\n",
             iso = config.iso.display(),
+            drive = config.drive.map_or(String::new(), |drive| format!(
+                "ata0-slave: type=disk, mode=flat, path={}\n",
+                drive.display()
+            )),
             com1_port = config.com1_port,
         ),
     )
@@ -361,6 +368,7 @@ pub fn qemu_args(
     backend: Backend,
     memory: EmulatorMemory,
     iso: &Path,
+    drive: Option<&Path>,
     out: &Path,
     com1_port: u16,
 ) -> Vec<String> {
@@ -393,6 +401,17 @@ pub fn qemu_args(
         "-debugcon".to_string(),
         file("e9.txt"),
     ]);
+    if let Some(drive) = drive {
+        // The primary slave, as in Bochs (-cdrom is the secondary master). A comma in the path
+        // is doubled, as QEMU's option syntax wants.
+        args.extend([
+            "-drive".to_string(),
+            format!(
+                "file={},if=ide,index=1,media=disk,format=raw",
+                drive.display().to_string().replace(',', ",,")
+            ),
+        ]);
+    }
     args
 }
 
@@ -406,12 +425,20 @@ pub struct Launch {
     pub output: &'static str,
 }
 
-/// The launch of `backend`; for Bochs, `bochsrc` (which names the COM1 port) and `cont_rc` are
-/// the files written next to it; QEMU gets `com1_port` on its command line.
+/// What the emulator boots from (the ISO) and the run's shared drive, if any.
+#[derive(Debug, Clone, Copy)]
+pub struct Media<'a> {
+    pub iso: &'a Path,
+    pub drive: Option<&'a Path>,
+}
+
+/// The launch of `backend` with `media`; for Bochs, `bochsrc` (which names the COM1 port and the drive) and
+/// `cont_rc` are the files written next to it; QEMU gets `com1_port` and `drive` on its
+/// command line.
 pub fn launch(
     backend: Backend,
     memory: EmulatorMemory,
-    iso: &Path,
+    media: Media<'_>,
     out: &Path,
     bochsrc: &Path,
     cont_rc: &Path,
@@ -433,7 +460,7 @@ pub fn launch(
         },
         Backend::QemuKvm | Backend::QemuSvm | Backend::QemuTcg => Launch {
             program: QEMU,
-            args: qemu_args(backend, memory, iso, out, com1_port),
+            args: qemu_args(backend, memory, media.iso, media.drive, out, com1_port),
             env: Vec::new(),
             output: "qemu.out",
         },
@@ -488,8 +515,35 @@ mod tests {
             ips: 1_000_000,
             out: Path::new("/tmp/run"),
             iso: Path::new("/tmp/run/carousel.iso"),
+            drive: None,
             com1_port: 40123,
         }
+    }
+
+    #[test]
+    fn the_shared_drive_is_the_primary_slave() {
+        let mut with_drive = config(EmulatorMemory::Megs(256));
+        with_drive.drive = Some(Path::new("/tmp/run/drive.img"));
+        let text = bochsrc(&with_drive);
+        assert!(
+            text.lines()
+                .any(|line| line == "ata0-slave: type=disk, mode=flat, path=/tmp/run/drive.img"),
+            "{text}"
+        );
+        assert!(!bochsrc(&config(EmulatorMemory::Megs(256))).contains("ata0-slave"));
+        let args = qemu_args(
+            true,
+            EmulatorMemory::Megs(256),
+            Path::new("/r/carousel.iso"),
+            Some(Path::new("/r,s/drive.img")),
+            Path::new("/r"),
+            1,
+        )
+        .join(" ");
+        assert!(
+            args.ends_with("-drive file=/r,,s/drive.img,if=ide,index=1,media=disk,format=raw"),
+            "{args}"
+        );
     }
 
     #[test]
@@ -542,7 +596,15 @@ mod tests {
     fn qemu_arguments() {
         let iso = Path::new("/r/carousel.iso");
         let out = Path::new("/r");
-        let kvm = qemu_args(Backend::QemuKvm, EmulatorMemory::Megs(256), iso, out, 40123).join(" ");
+        let kvm = qemu_args(
+            Backend::QemuKvm,
+            EmulatorMemory::Megs(256),
+            iso,
+            None,
+            out,
+            40123,
+        )
+        .join(" ");
         assert_eq!(
             kvm,
             "-enable-kvm -cpu host -m 256 -cdrom /r/carousel.iso -display none -no-reboot \
@@ -554,6 +616,7 @@ mod tests {
             Backend::QemuTcg,
             EmulatorMemory::Large { total: 2080 },
             iso,
+            None,
             out,
             1,
         )
@@ -563,7 +626,15 @@ mod tests {
             "{tcg}"
         );
         assert!(!tcg.contains("kvm"));
-        let svm = qemu_args(Backend::QemuSvm, EmulatorMemory::Megs(256), iso, out, 1).join(" ");
+        let svm = qemu_args(
+            Backend::QemuSvm,
+            EmulatorMemory::Megs(256),
+            iso,
+            None,
+            out,
+            1,
+        )
+        .join(" ");
         assert!(
             svm.starts_with("-accel tcg -cpu qemu64,+svm,+npt -m 256 "),
             "{svm}"
@@ -575,7 +646,10 @@ mod tests {
         let launch = launch(
             Backend::Bochs,
             EmulatorMemory::Megs(256),
-            Path::new("/r/carousel.iso"),
+            Media {
+                iso: Path::new("/r/carousel.iso"),
+                drive: None,
+            },
             Path::new("/r"),
             Path::new("/r/bochsrc"),
             Path::new("/r/cont.rc"),

@@ -1,8 +1,10 @@
 //! The boot image: a GRUB 2 rescue ISO whose menu entry loads the hypervisor with multiboot2
-//! and passes the run configuration, each VM's kernel and each VM's disk as modules.
+//! and passes the run configuration and each VM's kernel as modules; with `disk_backend =
+//! "memory"` each VM's disk too (otherwise the disks are on the run's shared drive,
+//! [`super::drive`]).
 //!
 //! Disk images are copied into the staging directory, so the emulator never writes the user's
-//! file; only `persist` writes it, at the end of the run ([`super::disk::persist`]).
+//! file; only `persist` writes it ([`super::drive::persist_extent`]).
 
 use std::fmt::Write;
 use std::fs;
@@ -14,7 +16,6 @@ use std::time::{Duration, Instant};
 use carousel_protocol::RUN_CONFIG_MODULE;
 
 use super::child::{self, Stopped};
-use crate::lab::{disk_module, kernel_module};
 
 /// Where GRUB's BIOS modules live (Debian's grub-pc-bin); without them grub-mkrescue makes an
 /// image no BIOS boots.
@@ -122,6 +123,16 @@ pub fn mkrescue(
         });
     }
     Ok(start.elapsed())
+}
+
+/// Multiboot2 module command line of VM `index`'s kernel.
+pub fn kernel_module(index: usize) -> String {
+    format!("vm{index}.kernel")
+}
+
+/// Multiboot2 module command line of VM `index`'s disk image (`disk_backend = "memory"`).
+pub fn disk_module(index: usize) -> String {
+    format!("vm{index}.disk")
 }
 
 #[cfg(test)]

@@ -1,9 +1,10 @@
 //! The boot image of a run: the hypervisor and guests built by cargo ([`build`]), the GRUB ISO
-//! that carries them, the run configuration and every VM's disk ([`iso`]), and the disk images
-//! on the host side, blank ones and persisted writes ([`disk`]). Cargo and grub-mkrescue run
+//! that carries them and the run configuration ([`iso`]), the run's shared drive holding every
+//! VM's disk and persisting it ([`drive`]), and blank images ([`disk`]). Cargo and grub-mkrescue run
 //! through [`child`], which kills them at Ctrl-C.
 
 pub mod build;
 pub mod child;
 pub mod disk;
+pub mod drive;
 pub mod iso;

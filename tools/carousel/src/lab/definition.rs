@@ -62,6 +62,8 @@ pub struct Lab {
     pub lazy_memory: bool,
     /// `run.boot_stagger_ms`: VM `i` starts `i ×` this many ms of TSC time into the run.
     pub boot_stagger_ms: u32,
+    /// `run.disk_backend`: where the VMs' disks live.
+    pub disk_backend: DiskBackend,
     /// The VMs, in file order (a VM's id is its index).
     pub vms: Vec<Vm>,
     /// `[sweep]`: what `carousel sweep` varies when its command line does not say (`carousel
@@ -78,7 +80,7 @@ pub struct Vm {
     pub disk: Option<Disk>,
     pub weight: u32,
     pub args: String,
-    /// `persist = true`: the sectors the guest writes go back into its disk image.
+    /// `persist = true`: the VM's disk is copied back into its image when the run ends.
     pub persist: bool,
     /// `balloon_mib`: RAM ballooned from the start (the top, unbacked), MiB.
     pub balloon_mib: u32,
@@ -107,13 +109,46 @@ impl Vm {
     }
 }
 
-/// Where a VM's disk comes from. Either way the VM works on a copy inside the boot image.
+/// Where the VMs' disks live during a run (`run.disk_backend`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum DiskBackend {
+    /// `"drive"`: every VM's disk is an extent of one extra ATA drive the emulator gets; the
+    /// hypervisor drives it (PIO) and the VMs' writes reach its image as they complete.
+    #[default]
+    Drive,
+    /// `"memory"`: each disk travels in the boot image as a GRUB module and is served in place
+    /// from the memory it was loaded into (machines without a legacy ATA drive). Nothing
+    /// written survives the run; `persist` is refused.
+    Memory,
+}
+
+impl DiskBackend {
+    /// Both backends, in the order lab files list them.
+    pub const ALL: [DiskBackend; 2] = [DiskBackend::Drive, DiskBackend::Memory];
+
+    /// The backend's name in lab files.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Drive => "drive",
+            Self::Memory => "memory",
+        }
+    }
+
+    /// The backend called `name`.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|backend| backend.name() == name)
+    }
+}
+
+/// Where a VM's disk comes from. Either way the VM works on a copy: an extent of the run's
+/// shared drive, or a module inside the boot image; only `persist` writes the image.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Disk {
     /// `disk`: an image file (absolute, or resolved against the lab file's directory).
     File(PathBuf),
-    /// `blank_disk_kib`: a fresh image of this many KiB, written into the run directory
-    /// (`crate::image::disk::blank_image`).
+    /// `blank_disk_kib`: a fresh disk of this many KiB ([`crate::image::disk::BLANK_MAGIC`] at
+    /// the start, zeros elsewhere), written to the run directory only when persisted (or, with
+    /// `disk_backend = "memory"`, to travel as a module).
     Blank { kib: u32 },
 }
 
@@ -166,6 +201,7 @@ impl Lab {
             balloon_rule: None,
             lazy_memory: false,
             boot_stagger_ms: 0,
+            disk_backend: DiskBackend::Drive,
             vms,
             sweep: SweepTable::default(),
         }
@@ -218,7 +254,7 @@ impl Lab {
         self.vms.iter().any(|vm| !vm.script.is_empty())
     }
 
-    /// Whether VM `vm`'s written sectors come back: its own `persist`, or `persist_all`
+    /// Whether VM `vm`'s disk is copied back into its image: its own `persist`, or `persist_all`
     /// (`carousel run --persist`) for a VM with a disk.
     pub fn persists(&self, vm: usize, persist_all: bool) -> bool {
         self.vms

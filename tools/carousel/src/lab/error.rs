@@ -5,8 +5,21 @@ use std::ops::RangeInclusive;
 use std::path::PathBuf;
 
 use super::limits::{
-    BUILTIN_GUESTS, CPU_MODELS, DISK_TOTAL_MIB, HYPERVISOR_MIB, MAX_TOTAL_MIB, VM_COUNT_RANGE,
+    BUILTIN_GUESTS, CPU_MODELS, DRIVE_MAX_GIB, HYPERVISOR_MIB, MAX_TOTAL_MIB, VM_COUNT_RANGE,
 };
+
+/// The sizes behind a disk that does not fit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskSizes {
+    /// The disk's file (or "a blank disk of N KiB").
+    pub file: String,
+    /// The disk that went over, bytes.
+    pub bytes: u64,
+    /// All disks up to it (drive: their extents with the header), bytes.
+    pub total: u64,
+    /// The VMs' RAM, MiB (memory backend).
+    pub guests_mib: u64,
+}
 
 /// Why a lab file was refused.
 #[derive(Debug)]
@@ -105,17 +118,44 @@ pub enum LabErrorKind {
     )]
     MemoryTotal { guests: u64 },
     #[error(
-        "`{key}` of vm {vm:?}: the disks add up to {} KiB with this one ({} KiB); at most \
-         {DISK_TOTAL_MIB} MiB of disk fit in the hypervisor's memory, all VMs together",
-        total.div_ceil(1024),
-        bytes.div_ceil(1024)
+        "`{key}` of vm {vm:?} ({}): with `disk_backend = \"memory\"` the disks travel in \
+         the emulator's memory beside the VMs' RAM; with this one ({} KiB) they add up to {} MiB \
+         and the RAM to {} MiB, more than the {MAX_TOTAL_MIB} MiB the emulator holds with \
+         the hypervisor's {HYPERVISOR_MIB} (use the default `disk_backend = \"drive\"`)",
+        sizes.file,
+        sizes.bytes.div_ceil(1024),
+        sizes.total.div_ceil(1 << 20),
+        sizes.guests_mib
     )]
-    DiskTotal {
+    DiskMemory {
         key: String,
         vm: String,
-        bytes: u64,
-        total: u64,
+        sizes: Box<DiskSizes>,
     },
+    #[error(
+        "`{key}` of vm {vm:?} ({}): the shared drive cannot hold it: with this disk ({} MiB) \
+         the VMs' disks need {} MiB of drive, at most {DRIVE_MAX_GIB} GiB",
+        sizes.file,
+        sizes.bytes.div_ceil(1 << 20),
+        sizes.total.div_ceil(1 << 20)
+    )]
+    DriveTotal {
+        key: String,
+        vm: String,
+        sizes: Box<DiskSizes>,
+    },
+    /// `reason` names the file.
+    #[error("`{key}` of vm {vm:?}: {reason}")]
+    BadImage {
+        key: String,
+        vm: String,
+        reason: String,
+    },
+    #[error(
+        "`{key}` of vm {vm:?}: persist needs `run.disk_backend = \"drive\"` (a disk served from \
+         memory is gone when the emulator ends)"
+    )]
+    PersistFromMemory { key: String, vm: String },
     #[error("`{key}` of vm {vm:?}: environment variable {var} is not set (or empty)")]
     MissingEnv {
         key: String,

@@ -13,9 +13,9 @@ use carousel_trace::TRACE_LEVELS;
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
-use super::definition::{Disk, Kernel, Lab, Vm};
+use super::definition::{Disk, DiskBackend, Kernel, Lab, Vm};
 use super::env::{expand_env, process_env, EnvProblem};
-use super::error::{LabError, LabErrorKind};
+use super::error::{DiskSizes, LabError, LabErrorKind};
 use super::limits::*;
 use super::script::{Pattern, Step, DEFAULT_STEP_TIMEOUT_S};
 use super::sweep::{self as sweep_table, SweepTable, Workload};
@@ -62,6 +62,8 @@ pub(super) struct RawRun {
     pub(super) lazy_memory: Option<Spanned<bool>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) boot_stagger_ms: Option<Spanned<i64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) disk_backend: Option<Spanned<String>>,
 }
 
 /// The `[sweep]` table as written.
@@ -255,6 +257,46 @@ fn check_file(
     Err(checker.error(Some(span), kind))
 }
 
+/// A disk image must be readable, a whole number of 512-byte sectors, and no larger than a
+/// guest's 28-bit LBA reaches.
+fn check_image(
+    checker: &Checker<'_>,
+    span: std::ops::Range<usize>,
+    key: &str,
+    vm: &str,
+    path: &Path,
+) -> Result<(), LabError> {
+    let bad = |reason: String| {
+        checker.error(
+            Some(span.clone()),
+            LabErrorKind::BadImage {
+                key: key.to_string(),
+                vm: vm.to_string(),
+                reason: format!("{}: {reason}", path.display()),
+            },
+        )
+    };
+    let file =
+        std::fs::File::open(path).map_err(|error| bad(format!("cannot read it: {error}")))?;
+    let len = file
+        .metadata()
+        .map_err(|error| bad(format!("cannot read its size: {error}")))?
+        .len();
+    if !len.is_multiple_of(crate::image::disk::SECTOR_BYTES as u64) {
+        return Err(bad(format!(
+            "{len} bytes is not a whole number of 512-byte sectors"
+        )));
+    }
+    if len > DISK_MAX_BYTES {
+        return Err(bad(format!(
+            "{} MiB is more than the {} GiB a guest's 28-bit LBA reaches",
+            len >> 20,
+            DISK_MAX_BYTES >> 30
+        )));
+    }
+    Ok(())
+}
+
 fn starts_with_elf_magic(path: &Path) -> bool {
     use std::io::Read;
     let mut magic = [0u8; 4];
@@ -442,6 +484,23 @@ impl Lab {
             })?,
         };
 
+        let disk_backend = match &run.disk_backend {
+            None => DiskBackend::default(),
+            Some(value) => DiskBackend::from_name(value.get_ref()).ok_or_else(|| {
+                checker.error(
+                    Some(value.span()),
+                    LabErrorKind::BadChoice {
+                        key: "run.disk_backend".to_string(),
+                        value: value.get_ref().clone(),
+                        choices: DiskBackend::ALL
+                            .iter()
+                            .map(|backend| backend.name())
+                            .collect(),
+                    },
+                )
+            })?,
+        };
+
         if !VM_COUNT_RANGE.contains(&raw.vm.len()) {
             let span = raw.vm.get(*VM_COUNT_RANGE.end()).map(Spanned::span);
             return Err(checker.error(
@@ -510,6 +569,7 @@ impl Lab {
                     let text = checker.expand(disk, &key("disk"), &name)?;
                     let file = checker.resolve(&text);
                     check_file(&checker, disk.span(), &key("disk"), &name, &file)?;
+                    check_image(&checker, disk.span(), &key("disk"), &name, &file)?;
                     Some(Disk::File(file))
                 }
                 (None, Some(kib)) => {
@@ -534,6 +594,15 @@ impl Lab {
                     return Err(checker.error(
                         Some(persist.span()),
                         LabErrorKind::PersistWithoutDisk {
+                            key: key("persist"),
+                            vm: name,
+                        },
+                    ))
+                }
+                Some(persist) if *persist.get_ref() && disk_backend == DiskBackend::Memory => {
+                    return Err(checker.error(
+                        Some(persist.span()),
+                        LabErrorKind::PersistFromMemory {
                             key: key("persist"),
                             vm: name,
                         },
@@ -605,8 +674,10 @@ impl Lab {
             });
         }
 
-        // Every disk sits in the hypervisor's heap: together they must fit.
+        // The disks must fit where they go: the shared drive, or the emulator's memory.
+        let guests: u64 = vms.iter().map(|vm| u64::from(vm.memory_mib)).sum();
         let mut disk_total = 0u64;
+        let mut drive_sectors = crate::image::drive::HEADER_SECTORS;
         for (index, (vm, raw_vm)) in vms.iter().zip(&raw.vm).enumerate() {
             let (bytes, key, span) = match (
                 &vm.disk,
@@ -624,22 +695,48 @@ impl Lab {
                 _ => continue,
             };
             disk_total += bytes;
-            if disk_total > DISK_TOTAL_MIB << 20 {
-                return Err(checker.error(
-                    Some(span),
-                    LabErrorKind::DiskTotal {
+            drive_sectors += crate::image::drive::extent_span(bytes);
+            let file = match &vm.disk {
+                Some(Disk::File(file)) => file.display().to_string(),
+                _ => format!("a blank disk of {} KiB", bytes / 1024),
+            };
+            let kind = match disk_backend {
+                DiskBackend::Drive
+                    if drive_sectors * crate::image::disk::SECTOR_BYTES as u64
+                        > DRIVE_MAX_GIB << 30 =>
+                {
+                    LabErrorKind::DriveTotal {
                         key: format!("vm[{index}].{key}"),
                         vm: vm.name.clone(),
-                        bytes,
-                        total: disk_total,
-                    },
-                ));
-            }
+                        sizes: Box::new(DiskSizes {
+                            file: file.clone(),
+                            bytes,
+                            total: drive_sectors * crate::image::disk::SECTOR_BYTES as u64,
+                            guests_mib: guests,
+                        }),
+                    }
+                }
+                DiskBackend::Memory
+                    if (disk_total >> 20) + guests + HYPERVISOR_MIB > MAX_TOTAL_MIB =>
+                {
+                    LabErrorKind::DiskMemory {
+                        key: format!("vm[{index}].{key}"),
+                        vm: vm.name.clone(),
+                        sizes: Box::new(DiskSizes {
+                            file: file.clone(),
+                            bytes,
+                            total: disk_total,
+                            guests_mib: guests,
+                        }),
+                    }
+                }
+                _ => continue,
+            };
+            return Err(checker.error(Some(span), kind));
         }
 
         // Lazily backed RAM may promise more than the emulator has: only touched pages take
         // frames (a VM that touches a page the host cannot back stops, out of memory).
-        let guests: u64 = vms.iter().map(|vm| u64::from(vm.memory_mib)).sum();
         if guests + HYPERVISOR_MIB > MAX_TOTAL_MIB && !lazy_memory {
             return Err(checker.error(None, LabErrorKind::MemoryTotal { guests }));
         }
@@ -667,6 +764,7 @@ impl Lab {
             balloon_rule,
             lazy_memory,
             boot_stagger_ms,
+            disk_backend,
             vms,
             sweep,
         })
@@ -839,7 +937,7 @@ fn script_steps(
 mod tests {
     use std::fs;
 
-    use carousel_protocol::config::RunConfig;
+    use carousel_protocol::config::{DiskSource, RunConfig};
     use carousel_protocol::RUN_CONFIG_MODULE;
 
     use crate::lab::kernel_module;
@@ -899,7 +997,7 @@ mod tests {
             .expect("a lazy lab");
         assert!(lab.vms.iter().all(|vm| vm.memory_mib == 224));
         assert_eq!(lab.guest_memory_mib(), MAX_TOTAL_MIB - HYPERVISOR_MIB);
-        let config = lab.run_config(1, false);
+        let config = lab.run_config(1, None);
         assert!(config.vms.iter().all(|vm| vm.lazy_memory));
         assert_eq!(config.boot_stagger_us, 500_000);
     }
@@ -1185,14 +1283,14 @@ mod tests {
         let text = "[[vm]]\nname = \"a\"\nkernel = \"hello\"\nmemory_mib = 8\n\
                     [[vm]]\nname = \"b\"\nkernel = \"hello\"\nmemory_mib = 4\ndisk = \"fs.img\"\nargs = \"fail\"\nweight = 2\n";
         let lab = dir.parse(text).unwrap();
-        let config = lab.run_config(1_000_000, false);
+        let config = lab.run_config(1_000_000, None);
         assert_eq!(config.tsc_hz, 1_000_000);
         assert_eq!(config.lab_hash, fnv1a64(text.as_bytes()));
         assert_eq!(config.quantum_us, 1000);
         assert_eq!(config.vms[0].kernel_module, "vm0.kernel");
-        assert_eq!(config.vms[0].disk_module, None);
+        assert_eq!(config.vms[0].disk, None);
         assert_eq!(config.vms[1].kernel_module, "vm1.kernel");
-        assert_eq!(config.vms[1].disk_module.as_deref(), Some("vm1.disk"));
+        assert_eq!(config.vms[1].disk, None, "no drive given");
         assert_eq!(config.vms[1].memory_bytes, 4 << 20);
         assert_eq!(config.vms[1].args, "fail");
         assert_eq!(config.vms[1].weight, 2);
@@ -1268,35 +1366,97 @@ mod tests {
         );
     }
 
-    /// Every VM's disk sits in the hypervisor's heap: the tool refuses disks that together
-    /// would not fit (once "PANIC: memory allocation … failed"), naming the VM whose disk goes
-    /// over, whether its disk is a file or blank.
+    /// The disks must fit where they go: on the shared drive (at most `DRIVE_MAX_GIB`), or with
+    /// `disk_backend = "memory"` in the emulator's memory beside the VMs' RAM. The error names
+    /// the VM whose disk goes over and its file; 64 VMs of 2 GiB each fit on the drive.
     #[test]
-    fn disks_together_fit_in_the_hypervisor() {
+    fn disks_must_fit_the_drive_or_the_memory() {
         let dir = Dir::new();
         let vm = |name: &str, disk: &str| {
-            format!("[[vm]]\nname = \"{name}\"\nkernel = \"hello\"\nmemory_mib = 4\n{disk}\n")
+            format!("[[vm]]\nname = \"{name}\"\nkernel = \"hello\"\nmemory_mib = 2\n{disk}\n")
         };
-        let half = "blank_disk_kib = 16384";
-        let two = format!("[run]\n{}{}", vm("a", half), vm("b", half));
-        assert!(dir.parse(&two).is_ok());
-        let three = format!("{two}{}", vm("c", "blank_disk_kib = 1"));
-        let error = dir.error(&three);
+        let two_gib = "blank_disk_kib = 2097152";
+        let many: String = (0..64).map(|i| vm(&format!("v{i}"), two_gib)).collect();
+        let lab = dir.parse(&many).unwrap();
+        assert_eq!(lab.vms.len(), 64);
+        let largest = "blank_disk_kib = 134217728";
+        let four: String = (0..4).map(|i| vm(&format!("v{i}"), largest)).collect();
+        let error = dir.error(&four);
         assert!(
-            error.contains("`vm[2].blank_disk_kib`")
-                && error.contains("\"c\"")
-                && error.contains("32769 KiB")
-                && error.contains("at most 32 MiB"),
+            error.contains("`vm[3].blank_disk_kib`")
+                && error.contains("\"v3\"")
+                && error.contains("a blank disk of 134217728 KiB")
+                && error.contains("at most 512 GiB"),
             "{error}"
         );
-        // A disk file counts by its size.
-        std::fs::write(dir.dir.path().join("big.img"), vec![0u8; 17 << 20]).expect("written");
-        let file = format!("[run]\n{}{}", vm("a", half), vm("b", "disk = \"big.img\""));
-        let error = dir.error(&file);
+        // In memory: 2 GiB of disk beside 2 × 2 MiB of RAM fits, one more GiB does not; a disk
+        // file counts by its size and is named.
+        let memory = "[run]\ndisk_backend = \"memory\"\n";
+        let fits = format!(
+            "{memory}{}{}",
+            vm("a", two_gib),
+            vm("b", "disk = \"fs.img\"")
+        );
+        assert_eq!(dir.parse(&fits).unwrap().disk_backend, DiskBackend::Memory);
+        let big = dir.dir.path().join("big.img");
+        fs::File::create(&big).unwrap().set_len(1 << 30).unwrap();
+        let over = format!(
+            "{memory}{}{}",
+            vm("a", two_gib),
+            vm("b", "disk = \"big.img\"")
+        );
+        let error = dir.error(&over);
         assert!(
-            error.contains("`vm[1].disk`") && error.contains("17408 KiB"),
+            error.contains("`vm[1].disk`")
+                && error.contains("\"b\"")
+                && error.contains(&big.display().to_string())
+                && error.contains("disk_backend"),
             "{error}"
         );
+        assert!(
+            dir.parse(&over.replace(memory, "")).is_ok(),
+            "fits on the drive"
+        );
+        let error = dir.error(&format!("[run]\ndisk_backend = \"tape\"\n{}", vm("a", "")));
+        assert!(error.contains("`run.disk_backend`"), "{error}");
+    }
+
+    /// Bad images are refused before anything starts, naming the key and the file: not whole
+    /// sectors, larger than a guest's LBA28 reaches, unreadable (a dangling link; a directory).
+    #[test]
+    fn bad_disk_images_are_refused() {
+        let dir = Dir::new();
+        let path = |name: &str| dir.dir.path().join(name);
+        fs::write(path("odd.img"), [0u8; 1000]).unwrap();
+        let error = dir.error(&with_vm("disk = \"odd.img\""));
+        assert!(
+            error.contains("`vm[0].disk`")
+                && error.contains("odd.img")
+                && error.contains("1000 bytes is not a whole number of 512-byte sectors"),
+            "{error}"
+        );
+        fs::File::create(path("huge.img"))
+            .unwrap()
+            .set_len(DISK_MAX_BYTES + 512)
+            .unwrap();
+        let error = dir.error(&with_vm("disk = \"huge.img\""));
+        assert!(
+            error.contains("huge.img") && error.contains("28-bit LBA"),
+            "{error}"
+        );
+        fs::File::create(path("largest.img"))
+            .unwrap()
+            .set_len(DISK_MAX_BYTES)
+            .unwrap();
+        assert!(dir.parse(&with_vm("disk = \"largest.img\"")).is_ok());
+        std::os::unix::fs::symlink(path("gone.img"), path("dangling.img")).unwrap();
+        let error = dir.error(&with_vm("disk = \"dangling.img\""));
+        assert!(
+            error.contains("`vm[0].disk`") && error.contains("dangling.img"),
+            "{error}"
+        );
+        let error = dir.error(&with_vm("disk = \"sub\""));
+        assert!(error.contains("`vm[0].disk`"), "{error}");
     }
 
     #[test]
@@ -1315,11 +1475,11 @@ mod tests {
                 .path(Path::new("/run"), "hello"),
             Path::new("/run/hello.disk")
         );
-        for value in ["0", "32769", "65536"] {
+        for value in ["0", "134217729"] {
             let error = dir.error(&with_vm(&format!("blank_disk_kib = {value}")));
-            assert_range_error(&error, "vm[0].blank_disk_kib", value, "1..=32768");
+            assert_range_error(&error, "vm[0].blank_disk_kib", value, "1..=134217728");
         }
-        assert!(dir.parse(&with_vm("blank_disk_kib = 32768")).is_ok());
+        assert!(dir.parse(&with_vm("blank_disk_kib = 65536")).is_ok());
         let error = dir.error(&with_vm("disk = \"fs.img\"\nblank_disk_kib = 4"));
         assert!(
             error.contains("`vm[0].blank_disk_kib`")
@@ -1336,26 +1496,63 @@ mod tests {
     }
 
     #[test]
-    fn persist_reaches_the_run_config() {
+    fn persist_reaches_the_manifest_and_the_extents_the_run_config() {
         let dir = Dir::new();
         let text = "[[vm]]\nname = \"a\"\nkernel = \"hello\"\nmemory_mib = 8\n\
                     [[vm]]\nname = \"b\"\nkernel = \"hello\"\nmemory_mib = 8\ndisk = \"fs.img\"\n\
                     [[vm]]\nname = \"c\"\nkernel = \"hello\"\nmemory_mib = 8\n\
                     blank_disk_kib = 4\npersist = true\n";
         let lab = dir.parse(text).unwrap();
+        let out = Path::new("/run");
         let persist = |all| -> Vec<bool> {
-            lab.run_config(1, all)
-                .vms
-                .iter()
-                .map(|vm| vm.persist)
-                .collect()
+            let (manifest, _) = lab.drive_manifest(out, 1, all).unwrap();
+            manifest.vms.iter().map(|vm| vm.persist).collect()
         };
-        assert_eq!(persist(false), [false, false, true]);
-        // --persist: every VM with a disk, none without.
-        assert_eq!(persist(true), [false, true, true]);
+        assert_eq!(persist(false), [false, true]);
+        // --persist: every VM with a disk (a has none).
+        assert_eq!(persist(true), [true, true]);
+        let (manifest, _) = lab.drive_manifest(out, 99, false).unwrap();
+        assert_eq!(manifest.vms[1].image, Path::new("/run/c.disk"));
+        let config = lab.run_config(1, Some(&manifest));
+        assert_eq!(config.vms[0].disk, None);
         assert_eq!(
-            lab.run_config(1, false).vms[2].disk_module.as_deref(),
-            Some("vm2.disk")
+            config.vms[1].disk,
+            Some(DiskSource::Drive {
+                start: 2048,
+                sectors: 1
+            })
+        );
+        assert_eq!(
+            config.vms[2].disk,
+            Some(DiskSource::Drive {
+                start: 4096,
+                sectors: 8
+            })
+        );
+        assert_eq!(
+            config.drive,
+            Some(carousel_protocol::config::DriveConfig {
+                run_id: 99,
+                sectors: manifest.sectors
+            })
+        );
+        // With the memory backend the disks are modules and persist is refused.
+        let memory = format!(
+            "[run]\ndisk_backend = \"memory\"\n{}",
+            text.replace("persist = true\n", "")
+        );
+        let lab = dir.parse(&memory).unwrap();
+        assert!(lab.drive_manifest(out, 1, true).is_none());
+        assert_eq!(
+            lab.run_config(1, None).vms[2].disk,
+            Some(DiskSource::Module {
+                name: "vm2.disk".to_string()
+            })
+        );
+        let error = dir.error(&format!("[run]\ndisk_backend = \"memory\"\n{text}"));
+        assert!(
+            error.contains("`vm[2].persist`") && error.contains("disk_backend"),
+            "{error}"
         );
     }
 
@@ -1370,7 +1567,7 @@ mod tests {
             .parse(&format!("[run]\npolicy = \"boost\"\n{HELLO}"))
             .unwrap();
         assert_eq!(lab.policy, SchedulerPolicy::Boost);
-        assert_eq!(lab.run_config(1, false).policy, SchedulerPolicy::Boost);
+        assert_eq!(lab.run_config(1, None).policy, SchedulerPolicy::Boost);
         let error = dir.error(&format!("[run]\npolicy = \"cfs\"\n{HELLO}"));
         assert!(
             error.contains("`run.policy`") && error.contains("round-robin, boost"),
@@ -1469,7 +1666,7 @@ mod tests {
         let dir = Dir::new();
         let config = |run: &str| {
             dir.parse(&format!("[run]\n{run}\n{HELLO}"))
-                .map(|lab| lab.run_config(1, false).idle_threshold_us)
+                .map(|lab| lab.run_config(1, None).idle_threshold_us)
         };
         assert_eq!(config("").unwrap(), None);
         assert_eq!(config("idle_detection = false").unwrap(), None);

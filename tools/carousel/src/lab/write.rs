@@ -55,6 +55,7 @@ impl Lab {
             balloon_step_mib: self.balloon_rule.and_then(|(_, mib)| int(mib)),
             lazy_memory: Some(spanned(self.lazy_memory)),
             boot_stagger_ms: int(self.boot_stagger_ms),
+            disk_backend: Some(spanned(self.disk_backend.name().to_string())),
         };
         let vm = self
             .vms

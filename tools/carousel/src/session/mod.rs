@@ -1,11 +1,11 @@
 //! `carousel run`: validate the lab, build, make the ISO, start the emulator, stream COM1 to the
 //! terminal and decode COM2 as they grow, type the scripted and the user's console input, end
-//! the run, write back persisted disk sectors, and decide the outcome.
+//! the run, persist disks, and decide the outcome.
 
 //!
 //! What is here: the run's options and errors, its directory, and [`execute`]: validate, build,
-//! make the ISO, start the emulator, run the loop ([`stream`]), write back persisted disks
-//! ([`persist`]) and decide the outcome. The run's phases, from building to its end, are a
+//! make the shared drive and the ISO, start the emulator, run the loop ([`stream`]), persist
+//! disks from the drive however the run ended ([`persist`]) and decide the outcome. The run's phases, from building to its end, are a
 //! state machine ([`phase`]); Ctrl-C reaches it through [`interrupt`]. The loop's pieces: COM1
 //! lines ([`lines`]), console scripts and the focus protocol ([`script`]), typed input
 //! ([`interactive`]), the live figures' status line ([`status`]).
@@ -35,6 +35,7 @@ use crate::emulator::backend::{self, Backend, BackendChoice, EmulatorMemory};
 use crate::emulator::com1::{self, Com1, ConnectError};
 use crate::emulator::Emulator;
 use crate::image::build::{self, BuildError};
+use crate::image::drive;
 use crate::image::iso::{self, IsoError, VmFiles};
 use crate::lab::{Disk, Kernel, Lab, LabError};
 
@@ -65,6 +66,8 @@ pub struct RunOptions {
     /// Commands for Bochs' debugger in place of [`backend::CONT_RC`] (`carousel bench xv6`
     /// stops at breakpoints to read the tick count). Bochs only.
     pub bochs_debugger: Option<String>,
+    /// `--web [ADDR]`: serve the live page on ADDR while the run goes.
+    pub web: Option<std::net::SocketAddr>,
 }
 
 impl RunOptions {
@@ -79,6 +82,7 @@ impl RunOptions {
             persist: false,
             trace: None,
             bochs_debugger: None,
+            web: None,
         }
     }
 }
@@ -207,7 +211,7 @@ pub struct Finished {
     /// Problems with the COM2 stream (corrupt frames, gaps, a truncated frame) and with its
     /// Hello record, one sentence each.
     pub stream_warnings: Vec<String>,
-    /// What became of each persisting VM's written sectors, one sentence each.
+    /// What became of each persisting VM's disk, one sentence each.
     pub persisted: Vec<String>,
     /// True when a write-back was due and failed (the image is unchanged).
     pub persist_failed: bool,
@@ -254,10 +258,11 @@ pub fn execute_lab(
     if let Some(problem) = backend::unavailable(backend) {
         return Err(RunError::Unavailable(problem));
     }
-    let memory = EmulatorMemory::for_guests(lab.guest_memory_mib()).ok_or_else(|| {
+    // With `disk_backend = "memory"` the disks sit in the emulator's RAM beside the VMs'.
+    let needed_mib = lab.guest_memory_mib() + lab.memory_disk_mib();
+    let memory = EmulatorMemory::for_guests(needed_mib).ok_or_else(|| {
         RunError::Unavailable(format!(
-            "the VMs' {} MiB do not fit in the emulator",
-            lab.guest_memory_mib()
+            "the VMs' {needed_mib} MiB (RAM and disks in memory) do not fit in the emulator"
         ))
     })?;
     let root = crate::repo::repo_root();
@@ -273,6 +278,12 @@ pub fn execute_lab(
         }
     }
     prepare_out_dir(&out)?;
+
+    // The web page, from the start: it can be opened while the hypervisor builds.
+    let web = match options.web {
+        Some(addr) => Some(start_web(addr, &lab)?),
+        None => None,
+    };
 
     // Build.
     let guests = lab.builtin_guests();
@@ -296,18 +307,26 @@ pub fn execute_lab(
         return Err(RunError::Interrupted);
     }
 
-    // Blank disks, in the run directory (persisted sectors land there too).
-    for vm in &lab.vms {
-        if let Some(Disk::Blank { kib }) = vm.disk {
-            let path = crate::lab::blank_disk_path(&out, &vm.name);
-            fs::write(&path, crate::image::disk::blank_image(kib))
-                .map_err(io_error(format!("cannot write {}", path.display())))?;
+    // The shared drive (every VM's disk an extent of it), or, with `disk_backend = "memory"`,
+    // blank disks as files to travel in the ISO.
+    let drive = lab.drive_manifest(&out, drive::fresh_run_id(), options.persist);
+    if let Some((manifest, sources)) = &drive {
+        drive::build(&out.join(drive::DRIVE_FILE), manifest, sources)
+            .map_err(|error| RunError::Unavailable(format!("the shared drive: {error}")))?;
+    } else {
+        for vm in &lab.vms {
+            if let Some(Disk::Blank { kib }) = vm.disk {
+                let path = crate::lab::blank_disk_path(&out, &vm.name);
+                fs::write(&path, crate::image::disk::blank_image(kib))
+                    .map_err(io_error(format!("cannot write {}", path.display())))?;
+            }
         }
     }
+    let manifest = drive.as_ref().map(|(manifest, _)| manifest);
 
     // Boot image.
     let run_config = lab
-        .run_config(backend.tsc_hz(&lab), options.persist)
+        .run_config(backend.tsc_hz(&lab), manifest)
         .to_bytes()
         .map_err(|error| {
             RunError::Unavailable(format!("cannot encode the run configuration: {error}"))
@@ -320,7 +339,11 @@ pub fn execute_lab(
                 Kernel::Builtin(name) => built.guest(name),
                 Kernel::File(path) => path.clone(),
             },
-            disk: vm.disk.as_ref().map(|disk| disk.path(&out, &vm.name)),
+            disk: vm
+                .disk
+                .as_ref()
+                .filter(|_| manifest.is_none())
+                .map(|disk| disk.path(&out, &vm.name)),
         })
         .collect();
     let staging = out.join("iso-root");
@@ -340,12 +363,16 @@ pub fn execute_lab(
         .bochs_debugger
         .as_deref()
         .unwrap_or(backend::CONT_RC);
+    let drive_path = manifest.map(|_| out.join(drive::DRIVE_FILE));
     let (mut emulator, link) = start_emulator(
         backend,
         &lab,
         memory,
         &out,
-        &iso_path,
+        backend::Media {
+            iso: &iso_path,
+            drive: drive_path.as_deref(),
+        },
         debugger,
         interrupted,
     )?;
@@ -373,11 +400,12 @@ pub fn execute_lab(
         phase,
         interrupted,
         console,
+        web.as_ref().map(|web| web.link()),
     );
 
-    // Disks, then the verdict.
+    // Disks (the emulator is gone: nothing writes the drive any more), then the verdict.
     let model = received.model.finish();
-    let (persisted, persist_failed) = persist::persist_disks(&lab, &out, options.persist, &model);
+    let (persisted, persist_failed) = persist::persist_disks(&out, manifest);
     let names: Vec<String> = lab.vms.iter().map(|vm| vm.name.clone()).collect();
     let scripts = received.scripts.results();
     let decided = verdict::decide(&RunFacts {
@@ -389,6 +417,9 @@ pub fn execute_lab(
         timeout_s,
         scripts: &scripts,
     });
+    if let Some(web) = web {
+        web.finish(&decided);
+    }
     Ok(Finished {
         lab,
         backend,
@@ -403,6 +434,69 @@ pub fn execute_lab(
     })
 }
 
+/// The live page of a run: its server and what the session feeds it.
+#[derive(Debug)]
+struct Web {
+    server: crate::web::Server,
+    hub: std::sync::Arc<crate::web::hub::Hub>,
+    controls: std::sync::Mutex<Option<std::sync::mpsc::Receiver<crate::web::hub::Control>>>,
+}
+
+/// How long the page may take to receive the end of the run before the tool exits.
+const WEB_LINGER: Duration = Duration::from_secs(2);
+
+impl Web {
+    /// What the run loop feeds and reads (once).
+    fn link(&self) -> stream::WebLink {
+        stream::WebLink {
+            hub: self.hub.clone(),
+            controls: self
+                .controls
+                .lock()
+                .ok()
+                .and_then(|mut controls| controls.take()),
+        }
+    }
+
+    /// Tells the page how the run ended, and gives it a moment to get it all.
+    fn finish(self, outcome: &Outcome) {
+        for line in carousel_trace::render::outcome::table(outcome).lines() {
+            self.hub
+                .console(None, &carousel_trace::escape::console_line(line), None);
+        }
+        self.hub
+            .status(&carousel_trace::render::outcome::result_line(outcome), true);
+        self.server.linger(WEB_LINGER);
+    }
+}
+
+/// Starts the live page's server on `addr` and says where it is.
+fn start_web(addr: std::net::SocketAddr, lab: &Lab) -> Result<Web, RunError> {
+    let names: Vec<String> = lab
+        .vms
+        .iter()
+        .map(|vm| carousel_trace::escape::name(&vm.name))
+        .collect();
+    let (hub, controls) = crate::web::hub::Hub::new(
+        crate::web::hub::Mode::Live,
+        &names,
+        crate::web::hub::Limits::LIVE,
+    );
+    let server = crate::web::Server::start(addr, hub.clone())
+        .map_err(io_error(format!("cannot serve the web page on {addr}")))?;
+    if let Some(warning) = crate::web::exposure_warning(server.addr()) {
+        eprintln!("{warning}");
+    }
+    // The URL is printed even with a quiet console: without it the page cannot be opened.
+    println!("[carousel] web page: {}", server.url());
+    hub.status("building", false);
+    Ok(Web {
+        server,
+        hub,
+        controls: std::sync::Mutex::new(Some(controls)),
+    })
+}
+
 /// Starts the emulator with COM1 served on a free local port and connects to it, trying
 /// another port when the emulator finds its port taken. Without a connection (the emulator
 /// exited first) the run loop sees the exit and the failure hints say why. Bochs' debugger
@@ -412,7 +506,7 @@ fn start_emulator(
     lab: &Lab,
     memory: EmulatorMemory,
     out: &Path,
-    iso_path: &Path,
+    media: backend::Media<'_>,
     debugger: &str,
     interrupted: &AtomicBool,
 ) -> Result<(Emulator, Option<Com1>), RunError> {
@@ -427,7 +521,8 @@ fn start_emulator(
                 cpu_model: &lab.cpu_model,
                 ips: lab.ips,
                 out,
-                iso: iso_path,
+                iso: media.iso,
+                drive: media.drive,
                 com1_port: port,
             });
             fs::write(&bochsrc, text)
@@ -435,7 +530,7 @@ fn start_emulator(
             fs::write(&cont_rc, debugger)
                 .map_err(io_error(format!("cannot write {}", cont_rc.display())))?;
         }
-        let launch = backend::launch(backend, memory, iso_path, out, &bochsrc, &cont_rc, port);
+        let launch = backend::launch(backend, memory, media, out, &bochsrc, &cont_rc, port);
         let output = out.join(launch.output);
         let mut emulator = Emulator::spawn(launch.program, &launch.args, &launch.env, &output)
             .map_err(io_error(format!("cannot start {}", launch.program)))?;

@@ -1,176 +1,74 @@
-//! Persisted disks: the sectors each persisting VM wrote, written back into its image once the
-//! run ended in order.
+//! Persisted disks: at the end of a run, however it ended (in order, timeout, Ctrl-C, the
+//! hypervisor's panic, the emulator dying or killed), each persisting VM's extent of the shared
+//! drive is copied back into its image ([`crate::image::drive::persist_run`]). The emulator is
+//! gone by then, so the drive holds every sector a guest saw completed.
 
 use std::path::Path;
 
-use carousel_trace::model::Model;
+use crate::image::drive::{self, Manifest};
 
-use crate::lab::Lab;
-
-/// Writes the sectors each persisting VM wrote back into its image (the lab's `disk` file, or
-/// the blank image in the run directory). Only after a RunEnd: the hypervisor sends the
-/// sectors just before it, so without it the set may be incomplete. Returns one sentence per
-/// persisting VM, and whether a write-back failed.
-pub fn persist_disks(
-    lab: &Lab,
-    out: &Path,
-    persist_all: bool,
-    model: &Model,
-) -> (Vec<String>, bool) {
-    let mut sectors = model.written.clone();
-    let mut lines = Vec::new();
-    let mut failed = false;
-    for (id, vm) in lab.vms.iter().enumerate() {
-        let Some(disk) = vm.disk.as_ref().filter(|_| lab.persists(id, persist_all)) else {
-            if sectors.contains_key(&(id as u16)) {
-                lines.push(format!(
-                    "warning: vm {}: DiskSector records arrived but the VM does not persist; \
-                     ignored",
-                    vm.name
-                ));
-            }
-            continue;
-        };
-        let path = disk.path(out, &vm.name);
-        let written = sectors.remove(&(id as u16)).unwrap_or_default();
-        if !model.verdict.run_end_seen() {
-            lines.push(format!(
-                "vm {}: not persisted: the run did not end in order (no RunEnd record; the \
-                 hypervisor sends written sectors only then); {} unchanged",
-                vm.name,
-                path.display()
-            ));
-        } else if written.is_empty() {
-            lines.push(format!(
-                "vm {}: wrote no sectors; {} unchanged",
-                vm.name,
-                path.display()
-            ));
-        } else {
-            match crate::image::disk::persist(&path, &written) {
-                Ok(target) => lines.push(format!(
-                    "vm {}: persisted {} sector{} to {}",
-                    vm.name,
-                    written.len(),
-                    if written.len() == 1 { "" } else { "s" },
-                    target.display()
-                )),
-                Err(error) => {
-                    failed = true;
-                    lines.push(format!("error: vm {}: not persisted: {error}", vm.name));
-                }
-            }
-        }
+/// Persists the persisting VMs of the run in `out` (none without a shared drive): one sentence
+/// per persisting VM, and whether a copy failed.
+pub fn persist_disks(out: &Path, manifest: Option<&Manifest>) -> (Vec<String>, bool) {
+    if manifest.is_none_or(|manifest| manifest.vms.iter().all(|vm| !vm.persist)) {
+        return (Vec::new(), false);
     }
-    (lines, failed)
+    match drive::persist_run(out) {
+        Ok(done) => done,
+        Err(error) => (vec![format!("error: disks not persisted: {error}")], true),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use std::fs;
 
-    use carousel_protocol::record::Record;
-    use carousel_trace::model::{Keep, ModelBuilder};
-
     use super::*;
-
-    fn persist_case(dir: &Path, persist: bool, records: Vec<Record>) -> (Lab, Model) {
-        fs::write(dir.join("disk.img"), crate::image::disk::blank_image(4)).unwrap();
-        let text = format!(
-            "[[vm]]\nname = \"a\"\nkernel = \"hello\"\nmemory_mib = 8\ndisk = \"disk.img\"\n\
-             persist = {persist}\n\
-             [[vm]]\nname = \"b\"\nkernel = \"hello\"\nmemory_mib = 8\nblank_disk_kib = 1\n\
-             persist = true\n"
-        );
-        let lab = Lab::parse(&dir.join("lab.toml"), &text).unwrap();
-        let mut received = ModelBuilder::new(Keep::Totals);
-        for record in &records {
-            received.add(record);
-        }
-        (lab, received.finish())
-    }
-
-    fn sector(vm: u16, lba: u32, fill: u8) -> Record {
-        Record::DiskSector {
-            vm,
-            lba,
-            data: vec![fill; crate::image::disk::SECTOR_BYTES],
-        }
-    }
+    use crate::lab::Lab;
 
     #[test]
-    fn persisted_sectors_land_in_the_lab_disk_only_after_run_end() {
+    fn persisting_vms_get_their_extent_back_and_the_others_are_left_alone() {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("out");
         fs::create_dir(&out).unwrap();
         let image = dir.path().join("disk.img");
+        fs::write(&image, vec![0x11; 4096]).unwrap();
+        let other = dir.path().join("other.img");
+        fs::write(&other, vec![0x22; 4096]).unwrap();
+        let text = "[[vm]]\nname = \"a\"\nkernel = \"hello\"\nmemory_mib = 8\ndisk = \"disk.img\"\n\
+                    persist = true\n\
+                    [[vm]]\nname = \"b\"\nkernel = \"hello\"\nmemory_mib = 8\nblank_disk_kib = 1\n\
+                    persist = true\n\
+                    [[vm]]\nname = \"c\"\nkernel = \"hello\"\nmemory_mib = 8\ndisk = \"other.img\"\n";
+        let lab = Lab::parse(&dir.path().join("lab.toml"), text).unwrap();
+        let (manifest, sources) = lab.drive_manifest(&out, 7, false).unwrap();
+        let drive_path = out.join(drive::DRIVE_FILE);
+        drive::build(&drive_path, &manifest, &sources).unwrap();
+        // The guests write: a its first sector, c its last.
+        let mut bytes = fs::read(&drive_path).unwrap();
+        let at = |vm: usize, lba: u64| ((manifest.vms[vm].extent.start + lba) * 512) as usize;
+        bytes[at(0, 0)..at(0, 1)].fill(0xAA);
+        bytes[at(2, 7)..at(2, 8)].fill(0xCC);
+        fs::write(&drive_path, bytes).unwrap();
 
-        // No RunEnd: nothing is written, and the lines say why.
-        let (lab, received) = persist_case(dir.path(), true, vec![sector(0, 7, 0xEE)]);
-        let (lines, failed) = persist_disks(&lab, &out, false, &received);
-        assert!(!failed);
-        assert_eq!(lines.len(), 2, "{lines:?}");
-        assert!(lines[0].contains("not persisted") && lines[0].contains("RunEnd"));
-        assert_eq!(
-            fs::read(&image).unwrap(),
-            crate::image::disk::blank_image(4)
-        );
-
-        // With RunEnd: a's sector 7 changes; b wrote nothing.
-        let records = vec![sector(0, 7, 0xEE), Record::RunEnd { tsc: 1 }];
-        let (lab, received) = persist_case(dir.path(), true, records);
-        let (lines, failed) = persist_disks(&lab, &out, false, &received);
+        let (lines, failed) = persist_disks(&out, Some(&manifest));
         assert!(!failed, "{lines:?}");
-        assert!(
-            lines[0].starts_with("vm a: persisted 1 sector to "),
-            "{lines:?}"
-        );
-        assert_eq!(
-            lines[1],
-            format!(
-                "vm b: wrote no sectors; {} unchanged",
-                out.join("b.disk").display()
-            )
-        );
-        let mut expected = crate::image::disk::blank_image(4);
-        expected[7 * 512..8 * 512].fill(0xEE);
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        let mut expected = vec![0x11; 4096];
+        expected[..512].fill(0xAA);
         assert_eq!(fs::read(&image).unwrap(), expected);
-    }
-
-    #[test]
-    fn without_persist_the_lab_disk_is_never_written() {
-        let dir = tempfile::tempdir().unwrap();
-        let out = dir.path().join("out");
-        fs::create_dir(&out).unwrap();
-        let records = vec![sector(0, 1, 0x11), Record::RunEnd { tsc: 1 }];
-        let (lab, received) = persist_case(dir.path(), false, records);
-        let (lines, failed) = persist_disks(&lab, &out, false, &received);
-        assert!(!failed);
-        assert!(lines[0].contains("does not persist"), "{lines:?}");
+        let blank = fs::read(out.join("b.disk")).unwrap();
+        assert_eq!(blank.len(), 1024);
+        assert_eq!(&blank[..8], crate::image::disk::BLANK_MAGIC);
         assert_eq!(
-            fs::read(dir.path().join("disk.img")).unwrap(),
-            crate::image::disk::blank_image(4)
+            fs::read(&other).unwrap(),
+            vec![0x22; 4096],
+            "c does not persist"
         );
-        // --persist makes it persist.
-        let (lines, _) = persist_disks(&lab, &out, true, &received);
-        assert!(
-            lines[0].starts_with("vm a: persisted 1 sector"),
-            "{lines:?}"
-        );
-    }
 
-    #[test]
-    fn a_failed_write_back_is_reported() {
-        let dir = tempfile::tempdir().unwrap();
-        let out = dir.path().join("out");
-        fs::create_dir(&out).unwrap();
-        let records = vec![sector(0, 99, 0x11), Record::RunEnd { tsc: 1 }];
-        let (lab, received) = persist_case(dir.path(), true, records);
-        let (lines, failed) = persist_disks(&lab, &out, false, &received);
-        assert!(failed);
-        assert!(
-            lines[0].starts_with("error: vm a: not persisted"),
-            "{lines:?}"
-        );
+        // --persist makes c persist too.
+        let (manifest, _) = lab.drive_manifest(&out, 7, true).unwrap();
+        assert!(manifest.vms.iter().all(|vm| vm.persist));
+        assert_eq!(persist_disks(&out, None), (Vec::new(), false));
     }
 }

@@ -15,8 +15,8 @@
 //! ```
 //!
 //! "Asked" means the tool sent the hypervisor the in-band request to end the run (COM1's
-//! `0x1D 0x7F`, [`super::script::FocusWriter::end_run`]): every VM stops, the summaries, the
-//! persisted sectors and RunEnd follow, then the hypervisor exits the emulator. Each phase after
+//! `0x1D 0x7F`, [`super::script::FocusWriter::end_run`]): every VM stops, the summaries and
+//! RunEnd follow, then the hypervisor exits the emulator. Each phase after
 //! the start has a deadline; the loop ends the emulator itself at the last one. Ctrl-C never
 //! waits longer than [`INTERRUPT_GRACE`], whatever the phase.
 //!

@@ -7,6 +7,7 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::Receiver;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use carousel_protocol::record::{Record, TraceLevel};
@@ -14,6 +15,7 @@ use carousel_protocol::FORMAT_VERSION;
 use carousel_trace::decode::{Damage, Item, Stream, StreamDecoder};
 use carousel_trace::escape;
 use carousel_trace::model::console::split_vm_line;
+use carousel_trace::model::feed::Feed;
 use carousel_trace::model::{Keep, ModelBuilder};
 use carousel_trace::render::live;
 use carousel_trace::verdict::Ending;
@@ -26,6 +28,23 @@ use super::status::{self, StatusLine};
 use crate::emulator::com1::Com1;
 use crate::emulator::Emulator;
 use crate::lab::Lab;
+use crate::web::hub::{Control, Hub};
+
+/// What the run loop feeds the live page (`--web`), and what the page asks back.
+#[derive(Debug)]
+pub struct WebLink {
+    pub hub: Arc<Hub>,
+    /// The page's controls; `None` when another loop took them.
+    pub controls: Option<Receiver<Control>>,
+}
+
+/// The live page's side of the records: the feed folds each record the session decoded, and
+/// the hub gets what is new every poll.
+#[derive(Debug)]
+struct WebFeed {
+    hub: Arc<Hub>,
+    feed: Feed,
+}
 
 /// How often the run loop looks at the COM files and the emulator.
 pub const POLL: Duration = Duration::from_millis(50);
@@ -105,6 +124,8 @@ pub struct Received {
     pub(super) fatal_at: Option<Instant>,
     /// Problems with the COM2 stream and its Hello record, one sentence each.
     pub(super) warnings: Vec<String>,
+    /// The live page, with `--web`.
+    web: Option<WebFeed>,
 }
 
 impl Received {
@@ -134,6 +155,23 @@ impl Received {
             records: Vec::new(),
             fatal_at: None,
             warnings: Vec::new(),
+            web: None,
+        }
+    }
+
+    /// Feeds the live page too, from now on.
+    fn with_web(mut self, hub: Option<Arc<Hub>>) -> Self {
+        self.web = hub.map(|hub| WebFeed {
+            hub,
+            feed: Feed::new(),
+        });
+        self
+    }
+
+    /// Hands the live page what is new.
+    fn publish_web(&mut self) {
+        if let Some(web) = &mut self.web {
+            web.hub.publish(&web.feed.take());
         }
     }
 
@@ -158,7 +196,14 @@ impl Received {
         if self.watch.observe(line, hello_seen) && self.fatal_at.is_none() {
             self.fatal_at = Some(Instant::now());
         }
-        if let Some((vm, text)) = split_vm_line(&self.names, line) {
+        let vm_line = split_vm_line(&self.names, line);
+        if let Some(web) = &self.web {
+            match vm_line {
+                Some((vm, text)) => web.hub.console(Some(vm), &escape::console_line(text), None),
+                None => web.hub.console(None, &escape::console_line(line), None),
+            }
+        }
+        if let Some((vm, text)) = vm_line {
             let events = self.scripts.line(vm, text, Instant::now());
             self.script_events.extend(events);
         }
@@ -203,6 +248,9 @@ impl Received {
                         format!("COM2: the stream ends inside a frame ({bytes} bytes)")
                     }
                 });
+                if let Some(web) = &mut self.web {
+                    web.feed.lost(damage.lost_records());
+                }
                 self.model.add_damage(damage);
             }
         }
@@ -211,11 +259,17 @@ impl Received {
     pub(super) fn record(&mut self, record: Record, lab: &Lab) {
         let hello_seen = self.model.hello().is_some();
         self.model.add(&record);
+        if let Some(web) = &mut self.web {
+            web.feed.add(&record);
+        }
         self.records.push(record);
         if let (false, Some(hello)) = (hello_seen, self.model.hello()) {
             let (version, lab_hash, tsc_hz) = (hello.version, hello.lab_hash, hello.tsc_hz);
             // The run starts: so do the scripts' clocks.
             self.scripts.start(Instant::now());
+            if let Some(web) = &self.web {
+                web.hub.status("running", false);
+            }
             if version != FORMAT_VERSION {
                 self.warn(format!(
                     "the hypervisor speaks format version {version}, this tool {FORMAT_VERSION}"
@@ -264,7 +318,9 @@ pub struct RunFiles {
 /// input; the emulator is dead on return. `phase` is where the run stands (the emulator has
 /// just started); each poll turns what arrived into [`phase::Event`]s and the phase says when
 /// to ask the hypervisor to end the run and when the run is over. `interrupted` is Ctrl-C's flag
-/// ([`super::interrupt::presses`] counts the presses).
+/// ([`super::interrupt::presses`] counts the presses). With `web`, the live page gets every
+/// record and line as they come, and what it asks for is carried out here.
+#[allow(clippy::too_many_arguments)]
 pub fn stream(
     lab: &Lab,
     files: &RunFiles,
@@ -273,6 +329,7 @@ pub fn stream(
     mut phase: Phase,
     interrupted: &AtomicBool,
     console: Console,
+    web: Option<WebLink>,
 ) -> (Ending, Received) {
     let mut com1 = Tail::new(files.com1.clone());
     let mut com2 = Tail::new(files.records.clone());
@@ -280,7 +337,12 @@ pub fn stream(
     let scripts = Scripts::new(lab.vms.iter().map(|vm| vm.script.clone()).collect());
     let debug_port = lab.trace == TraceLevel::Full;
     let weights = lab.vms.iter().map(|vm| vm.weight).collect();
-    let mut received = Received::new(console, names.clone(), weights, scripts, debug_port);
+    let (hub, page_controls) = match web {
+        Some(web) => (Some(web.hub), web.controls),
+        None => (None, None),
+    };
+    let mut received =
+        Received::new(console, names.clone(), weights, scripts, debug_port).with_web(hub.clone());
     let mut input = Input {
         writer: link
             .as_mut()
@@ -288,6 +350,8 @@ pub fn stream(
         names,
         user_focus: 0,
         live: console.prints(),
+        hub,
+        page_asked_end: false,
     };
     let typed = if console.prints() {
         interactive::spawn_reader()
@@ -314,6 +378,7 @@ pub fn stream(
     let ending = loop {
         received.com1(&com1.read_new());
         received.com2(&com2.read_new(), lab);
+        received.publish_web();
         let now = Instant::now();
         if now >= next_live {
             next_live = now + LIVE_PERIOD;
@@ -329,8 +394,12 @@ pub fn stream(
         if let Some(typed) = &typed {
             input.typed(typed);
         }
+        let page_ends = page_controls
+            .as_ref()
+            .map_or(0, |controls| input.page(controls));
         let presses = super::interrupt::presses(interrupted);
-        for event in received.phase_events(emulator, presses.saturating_sub(presses_seen)) {
+        let ends = presses.saturating_sub(presses_seen) + page_ends;
+        for event in received.phase_events(emulator, ends) {
             let (next, action) = phase.next(event, now);
             phase = next;
             input.act(action, &received, lab.vms.len());
@@ -351,6 +420,7 @@ pub fn stream(
     received.com1(&com1.read_new());
     received.com2(&com2.read_new(), lab);
     received.finish(lab);
+    received.publish_web();
     let ending = if ending == Ending::EmulatorExited && received.run_end_seen() {
         Ending::RunEnd
     } else {
@@ -395,13 +465,48 @@ struct Input<W: Write> {
     user_focus: usize,
     /// Print what happens (`Console::Live`).
     live: bool,
+    /// The live page: it shows what the tool says too.
+    hub: Option<Arc<Hub>>,
+    /// The page asked to end the run (once is enough: a second request changes nothing).
+    page_asked_end: bool,
 }
 
 impl<W: Write> Input<W> {
     fn say(&self, text: String) {
+        if let Some(hub) = &self.hub {
+            hub.console(None, &escape::console_line(&text), None);
+        }
         if self.live {
             println!("{text}");
         }
+    }
+
+    /// Carries out what the live page asked for since the last poll; returns 1 when it asked
+    /// to end the run (the run loop takes that as one Ctrl-C), else 0.
+    fn page(&mut self, controls: &Receiver<Control>) -> u32 {
+        let mut end = 0;
+        while let Ok(control) = controls.try_recv() {
+            match control {
+                Control::Input { vm, text } if vm < self.names.len() => self.send(vm, &text),
+                Control::Input { vm, .. } => {
+                    self.say(format!("[carousel] the page typed into VM {vm}, which the lab does not have"))
+                }
+                Control::EndRun if !self.page_asked_end => {
+                    self.page_asked_end = true;
+                    end = 1;
+                    if let Some(hub) = &self.hub {
+                        hub.marker("end of the run asked for from the page");
+                    }
+                    self.say("[carousel] the web page asked to end the run".to_string());
+                }
+                Control::EndRun => {}
+                Control::Set { knob, .. } => self.say(format!(
+                    "[carousel] in-run knob {}: not built yet (the control channel takes it; the hypervisor cannot change it during a run)",
+                    escape::name(&knob)
+                )),
+            }
+        }
+        end
     }
 
     fn send(&mut self, vm: usize, text: &str) {
@@ -544,6 +649,57 @@ mod tests {
     use std::path::Path;
 
     use super::*;
+
+    /// What the page types goes to its VM as `~N` input would (focus, then the text), the
+    /// user's next typed line goes back to the user's VM, and an end request counts once.
+    #[test]
+    fn the_page_types_through_the_same_routing_and_ends_the_run_once() {
+        use crate::web::hub::{Hub, Limits, Mode};
+        let names = vec!["a".to_string(), "b".to_string()];
+        let (hub, _page_controls) = Hub::new(Mode::Live, &names, Limits::LIVE);
+        let mut input = Input {
+            writer: Some(FocusWriter::new(Vec::new(), 2)),
+            names: names.clone(),
+            user_focus: 0,
+            live: false,
+            hub: Some(hub.clone()),
+            page_asked_end: false,
+        };
+        let (send, controls) = std::sync::mpsc::channel();
+        send.send(Control::Input {
+            vm: 1,
+            text: "ping\n".to_string(),
+        })
+        .unwrap();
+        send.send(Control::Input {
+            vm: 7,
+            text: "x".to_string(),
+        })
+        .unwrap();
+        send.send(Control::EndRun).unwrap();
+        send.send(Control::EndRun).unwrap();
+        assert_eq!(input.page(&controls), 1, "one end request");
+        let (typed_send, typed) = std::sync::mpsc::channel();
+        typed_send.send("ls".to_string()).unwrap();
+        input.typed(&typed);
+        // The same bytes as `~1`, "ping", then the user's line after `~0`.
+        let mut expected = FocusWriter::new(Vec::new(), 2);
+        expected.send(1, b"ping\n").unwrap();
+        expected.send(0, b"ls\n").unwrap();
+        assert_eq!(input.writer.as_ref().unwrap().get_ref(), expected.get_ref());
+        // The page hears of the VM it does not have, and sees the end as a marker.
+        let mut cursor = crate::web::hub::Cursor::default();
+        let mut seen = String::new();
+        while let Some(message) = hub.take(&mut cursor) {
+            seen.push_str(&message);
+        }
+        assert!(seen.contains("VM 7, which the lab does not have"), "{seen}");
+        assert!(
+            seen.contains("[\"M\",null,\"end of the run asked for from the page\"]"),
+            "{seen}"
+        );
+        assert_eq!(input.page(&controls), 0);
+    }
 
     #[test]
     fn quiet_runs_keep_stream_warnings_for_the_caller() {

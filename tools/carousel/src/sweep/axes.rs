@@ -279,7 +279,7 @@ mod tests {
         assert_eq!(lab.quantum_us, 2_000);
         assert_eq!(lab.policy, SchedulerPolicy::Boost);
         assert_eq!(lab.hash, base.hash);
-        let run_config = lab.run_config(1_000_000, false);
+        let run_config = lab.run_config(1_000_000, None);
         assert_eq!(run_config.policy, SchedulerPolicy::Boost);
         assert_eq!(run_config.vms.len(), 2);
 

@@ -9,9 +9,6 @@ use std::time::{Duration, Instant};
 /// How long one Chromium run may take.
 const TIMEOUT: Duration = Duration::from_secs(90);
 
-/// Names the Chromium binary goes by (Debian's package installs `chromium`).
-const BINARIES: [&str; 3] = ["chromium", "chromium-browser", "google-chrome"];
-
 /// The repository's root.
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -19,19 +16,12 @@ pub fn repo_root() -> PathBuf {
 
 /// The Chromium binary; fails the test, naming the package, when there is none.
 pub fn chromium() -> PathBuf {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    for directory in std::env::split_paths(&path) {
-        for name in BINARIES {
-            let candidate = directory.join(name);
-            if candidate.is_file() {
-                return candidate;
-            }
-        }
-    }
-    panic!(
-        "this test needs headless Chromium and found none of {BINARIES:?} on PATH: install \
-         Debian's `chromium` package (`sudo apt-get install -y chromium`; ci/setup.sh installs it)"
-    );
+    carousel::web::browser::chromium().unwrap_or_else(|why| {
+        panic!(
+            "this test needs headless Chromium: {why} (`sudo apt-get install -y chromium`; \
+             ci/setup.sh installs it)"
+        )
+    })
 }
 
 /// What Chromium made of a page.

@@ -13,12 +13,11 @@
 
 pub mod accounting;
 pub mod console;
+pub mod feed;
 pub mod live;
 pub mod samples;
 pub mod timeline;
 pub mod verdict;
-
-use std::collections::BTreeMap;
 
 use carousel_protocol::record::{Record, TraceLevel, TscSource};
 
@@ -54,9 +53,9 @@ pub struct Hello {
 /// How much of the run the model keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Keep {
-    /// Totals, the verdict's facts, console times and written sectors: what a run and the
-    /// text, CSV and JSON reports need, in memory that does not grow with the run's length
-    /// (but for the guests' metric reports, console lines and written sectors).
+    /// Totals, the verdict's facts and console times: what a run and the text, CSV and JSON
+    /// reports need, in memory that does not grow with the run's length (but for the guests'
+    /// metric reports and console lines).
     Totals,
     /// [`Keep::Totals`] and the live line's window (`carousel run`).
     Live,
@@ -77,9 +76,6 @@ pub struct Model {
     pub samples: Samples,
     pub console: ConsoleLog,
     pub verdict: VerdictInputs,
-    /// Each VM's written sectors (`DiskSector` records, sent at the end of a persisting run),
-    /// by VM id and LBA.
-    pub written: BTreeMap<u16, BTreeMap<u32, Vec<u8>>>,
     /// What did not decode, in stream order.
     pub damage: Vec<Damage>,
     /// Records folded in.
@@ -96,7 +92,6 @@ pub struct ModelBuilder {
     samples: Samples,
     console: ConsoleLog,
     verdict: VerdictInputs,
-    written: BTreeMap<u16, BTreeMap<u32, Vec<u8>>>,
     live: LiveWindow,
     damage: Vec<Damage>,
     frames: u64,
@@ -119,7 +114,6 @@ impl ModelBuilder {
             samples: Samples::default(),
             console: ConsoleLog::default(),
             verdict: VerdictInputs::default(),
-            written: BTreeMap::new(),
             live: LiveWindow::new(),
             damage: Vec::new(),
             frames: 0,
@@ -168,12 +162,6 @@ impl ModelBuilder {
                     quantum_clock: *quantum_clock,
                 });
             }
-            Record::DiskSector { vm, lba, data } => {
-                self.written
-                    .entry(*vm)
-                    .or_default()
-                    .insert(*lba, data.clone());
-            }
             _ => {}
         }
     }
@@ -216,7 +204,6 @@ impl ModelBuilder {
             samples: self.samples,
             console: self.console,
             verdict: self.verdict,
-            written: self.written,
             damage: self.damage,
             frames: self.frames,
         }

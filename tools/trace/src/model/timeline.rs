@@ -258,6 +258,15 @@ fn push_span(spans: &mut Vec<Span>, state: RunState, start: u64, end: u64) {
     }
 }
 
+/// What a [`TimelineBuilder`] saw end since it was last asked ([`TimelineBuilder::take_ended`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ended {
+    /// Finished runstate spans, with their VM's id, by end time.
+    pub spans: Vec<(u16, Span)>,
+    /// Finished slices, in order.
+    pub slices: Vec<Slice>,
+}
+
 /// Gathers a [`Timeline`] a record at a time, as a trace decodes.
 #[derive(Debug, Default)]
 pub struct TimelineBuilder {
@@ -325,6 +334,41 @@ impl TimelineBuilder {
                 }),
                 Event::Run { .. } | Event::Descheduled { .. } | Event::Wake { .. } => {}
             }
+        }
+    }
+
+    /// What ended since the last call, for a feed that forgets as it goes (the web page's):
+    /// each VM's finished runstate spans (by VM id) and the CPU's finished slices, in the order
+    /// they ended. The builder keeps none of it, nor its exit, console and drop instants, so
+    /// its memory stays bounded; [`TimelineBuilder::finish`] then lacks what was taken.
+    pub fn take_ended(&mut self) -> Ended {
+        self.exits.clear();
+        self.consoles.clear();
+        self.dropped.clear();
+        let Some(replay) = &mut self.replay else {
+            return Ended::default();
+        };
+        let mut spans = Vec::new();
+        for (vm, list) in replay.runstates.iter_mut().enumerate() {
+            spans.extend(list.drain(..).map(|span| (vm as u16, span)));
+        }
+        spans.sort_by_key(|(_, span)| span.end);
+        Ended {
+            spans,
+            slices: std::mem::take(&mut replay.slices),
+        }
+    }
+
+    /// Ends every open span and slice at `end` (the run ended there); later events open new
+    /// ones. [`TimelineBuilder::take_ended`] then hands them out.
+    pub fn close(&mut self, end: u64) {
+        let Some(replay) = &mut self.replay else {
+            return;
+        };
+        replay.end_slice(end, None);
+        for (vm, (state, since)) in replay.current.iter_mut().enumerate() {
+            push_span(&mut replay.runstates[vm], *state, *since, end);
+            *since = end.max(*since);
         }
     }
 

@@ -61,17 +61,17 @@ const CLOSE_UP_SLICES: usize = 48;
 const DONUT_REASONS: usize = 8;
 
 /// Colours of the exit reasons in the donuts, costliest first.
-const REASON_COLOURS: [&str; DONUT_REASONS] = [
+pub const REASON_COLOURS: [&str; DONUT_REASONS] = [
     "#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#edc948", "#b07aa1", "#ff9da7", "#9c755f",
 ];
 /// Donut slices that are not an exit reason.
 const GUEST_COLOUR: &str = "#59a14f";
 const ROOT_COLOUR: &str = "#3e4c59";
-const OTHER_EXITS_COLOUR: &str = "#bab0ac";
+pub const OTHER_EXITS_COLOUR: &str = "#bab0ac";
 const OTHER_ROOT_COLOUR: &str = "#9aa5b1";
 const IDLE_COLOUR: &str = "#e5e7eb";
 /// Runstates in the Gantt rows (running is the VM's own colour).
-const BLOCKED_COLOUR: &str = "#9ca3af";
+pub const BLOCKED_COLOUR: &str = "#9ca3af";
 /// Memory cell states by [`PageState`] number: name and colour (the Perfetto export uses the
 /// names too).
 pub const PAGE_STATES: [(&str, &str); 6] = [
@@ -83,7 +83,7 @@ pub const PAGE_STATES: [(&str, &str); 6] = [
     ("idle", "#9fb3c8"),
 ];
 /// Disk blocks: untouched, read, written, both.
-const DISK_STATES: [(&str, &str); 4] = [
+pub const DISK_STATES: [(&str, &str); 4] = [
     ("untouched", "#eef0f3"),
     ("read", "#4e79a7"),
     ("written", "#e15759"),

@@ -13,6 +13,7 @@ pub mod perfetto;
 pub mod rows;
 pub mod table;
 pub mod text;
+pub mod web;
 
 /// Every renderer against guest strings made to attack a terminal or a report: control
 /// sequences, forged lines of the tool's own, names of 10 kB.

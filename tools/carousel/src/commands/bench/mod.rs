@@ -1,5 +1,5 @@
-//! `carousel bench …`: the five benchmarks ([`sched`], [`export`], [`memory`], [`decode`],
-//! [`xv6`]) and what they share: running a generated lab quietly, several at a time, and
+//! `carousel bench …`: the six benchmarks ([`sched`], [`export`], [`memory`], [`decode`],
+//! [`xv6`], [`web`]) and what they share: running a generated lab quietly, several at a time, and
 //! printing a result as text or one JSON object.
 
 pub mod decode;
@@ -7,6 +7,7 @@ pub mod error;
 pub mod export;
 pub mod memory;
 pub mod sched;
+pub mod web;
 pub mod xv6;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

@@ -296,7 +296,10 @@ fn native_boot(
     let launch = backend::launch(
         Backend::Bochs,
         backend::EmulatorMemory::Megs(NATIVE_MEGS),
-        &image,
+        backend::Media {
+            iso: &image,
+            drive: None,
+        },
         &out,
         &bochsrc,
         &script,
