@@ -532,7 +532,7 @@ mod tests {
         );
         assert!(!bochsrc(&config(EmulatorMemory::Megs(256))).contains("ata0-slave"));
         let args = qemu_args(
-            true,
+            Backend::QemuKvm,
             EmulatorMemory::Megs(256),
             Path::new("/r/carousel.iso"),
             Some(Path::new("/r,s/drive.img")),
