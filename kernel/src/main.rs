@@ -25,6 +25,7 @@ use carousel_protocol::RUN_CONFIG_MODULE;
 use multiboot2::{BootInformation, BootInformationHeader};
 
 use hw::host::{self as host, HwHost};
+use hw::svm::{self, SvmVcpu};
 use hw::vcpu::VmxVcpu;
 use hw::{arch, physical, vmm};
 
@@ -135,38 +136,6 @@ extern "C" fn kernel_main(magic: u32, info_address: u32) -> ! {
     hw_host.exporter().set_vms(config.vms.len());
     let cpu = vmm::cpu_name();
     log::info!("cpu: {cpu}");
-    let vmx = match vmm::Vmx::enable(host_tables, &mut frames) {
-        Ok(vmx) => vmx,
-        Err(error) => fail(
-            ExitCode::Unsupported,
-            format_args!("this CPU cannot run Carousel: {error}"),
-        ),
-    };
-    let (tsc_hz, tsc_source) = vmm::tsc_frequency(config.tsc_hz);
-    log::info!(
-        "VMX on: VMCS revision {:#x}, preemption timer rate {}, TSC {} Hz ({:?})",
-        vmx.negotiated.vmcs_revision,
-        vmx.negotiated.preemption_timer_rate,
-        tsc_hz,
-        tsc_source
-    );
-    hw_host.set_tsc_hz(tsc_hz);
-    hw_host.exporter().set_level(config.trace);
-    hw_host.exporter().emit(&Record::Hello {
-        version: carousel_protocol::FORMAT_VERSION,
-        lab_hash: config.lab_hash,
-        tsc_hz,
-        tsc_source,
-        preemption_timer_rate: vmx.negotiated.preemption_timer_rate,
-        cpu,
-        vms: config.vms.iter().map(|vm| vm.name.clone()).collect(),
-        commit: config.commit.clone(),
-        level: config.trace,
-        weights: config.vms.iter().map(|vm| vm.weight).collect(),
-        quantum_clock: config.quantum_clock,
-    });
-    let facts = vmm::cpu_facts(&vmx);
-    let mut pool = HostMemory::new(frames, config.guest_page_budget);
     // Disk modules (`disk_backend = "memory"`) are served in place and written: each is handed
     // out once, as the only reference to its bytes; every other module is only read.
     let is_disk = |name: &str| {
@@ -206,13 +175,65 @@ extern "C" fn kernel_main(magic: u32, info_address: u32) -> ! {
             Err(error) => log::error!("shared drive: {error}; VMs with disks there cannot start"),
         }
     }
+    // VMX where CPUID offers it, else SVM; with neither, VMX's message says what is missing.
+    const CPUID_ECX_VMX: u32 = 1 << 5;
+    if arch::cpuid(1, 0)[2] & CPUID_ECX_VMX == 0 && svm::offered() {
+        let (tsc_hz, tsc_source) = vmm::tsc_frequency(config.tsc_hz);
+        let svm = match svm::Svm::enable(tsc_hz) {
+            Ok(svm) => svm,
+            Err(error) => fail(
+                ExitCode::Unsupported,
+                format_args!("this CPU cannot run Carousel: {error}"),
+            ),
+        };
+        log::info!(
+            "SVM on: revision {}, {} ASIDs, features {:#x}, TSC {} Hz ({:?})",
+            svm.features.revision,
+            svm.features.asids,
+            svm.features.edx,
+            tsc_hz,
+            tsc_source
+        );
+        hello(&config, &mut hw_host, cpu, tsc_hz, tsc_source, 0);
+        let facts = svm.cpu_facts();
+        let pool = HostMemory::new(frames, config.guest_page_budget);
+        run(
+            &config,
+            module,
+            disk_module,
+            pool,
+            hw_host,
+            facts,
+            tsc_hz,
+            |setup, _| Ok(SvmVcpu::create(&svm, setup)),
+        )
+    }
+    let vmx = match vmm::Vmx::enable(host_tables, &mut frames) {
+        Ok(vmx) => vmx,
+        Err(error) => fail(
+            ExitCode::Unsupported,
+            format_args!("this CPU cannot run Carousel: {error}"),
+        ),
+    };
+    let (tsc_hz, tsc_source) = vmm::tsc_frequency(config.tsc_hz);
+    log::info!(
+        "VMX on: VMCS revision {:#x}, preemption timer rate {}, TSC {} Hz ({:?})",
+        vmx.negotiated.vmcs_revision,
+        vmx.negotiated.preemption_timer_rate,
+        tsc_hz,
+        tsc_source
+    );
+    let rate = vmx.negotiated.preemption_timer_rate;
+    hello(&config, &mut hw_host, cpu, tsc_hz, tsc_source, rate);
+    let facts = vmm::cpu_facts(&vmx);
+    let pool = HostMemory::new(frames, config.guest_page_budget);
     let revision = vmx.negotiated.vmcs_revision;
-    let vms = machine::build_vms(
+    run(
         &config,
         module,
         disk_module,
-        &mut pool,
-        &mut hw_host,
+        pool,
+        hw_host,
         facts,
         tsc_hz,
         |setup, pool| {
@@ -224,8 +245,61 @@ extern "C" fn kernel_main(magic: u32, info_address: u32) -> ! {
                 carousel_kernel::vm::load_failed(format_args!("VMCS setup failed: {error}"))
             })
         },
+    )
+}
+
+/// The run's first record.
+fn hello(
+    config: &RunConfig,
+    hw_host: &mut HwHost,
+    cpu: String,
+    tsc_hz: u64,
+    tsc_source: carousel_protocol::record::TscSource,
+    preemption_timer_rate: u8,
+) {
+    hw_host.set_tsc_hz(tsc_hz);
+    hw_host.exporter().set_level(config.trace);
+    hw_host.exporter().emit(&Record::Hello {
+        version: carousel_protocol::FORMAT_VERSION,
+        lab_hash: config.lab_hash,
+        tsc_hz,
+        tsc_source,
+        preemption_timer_rate,
+        cpu,
+        vms: config.vms.iter().map(|vm| vm.name.clone()).collect(),
+        commit: config.commit.clone(),
+        level: config.trace,
+        weights: config.vms.iter().map(|vm| vm.weight).collect(),
+        quantum_clock: config.quantum_clock,
+    });
+}
+
+/// Builds the VMs with `make_vcpu`, runs them to the end and ends the emulator.
+#[allow(clippy::too_many_arguments)]
+fn run<'m, V: carousel_kernel::vcpu::Vcpu>(
+    config: &RunConfig,
+    module: impl Fn(&str) -> Option<&'m [u8]>,
+    disk_module: impl FnMut(&str) -> Option<&'static mut [u8]>,
+    mut pool: HostMemory<physical::HwFrames>,
+    mut hw_host: HwHost,
+    facts: carousel_kernel::vm::CpuFacts,
+    tsc_hz: u64,
+    make_vcpu: impl FnMut(
+        &carousel_kernel::vm::VcpuSetup,
+        &mut HostMemory<physical::HwFrames>,
+    ) -> Result<V, carousel_protocol::record::StopReason>,
+) -> ! {
+    let vms = machine::build_vms(
+        config,
+        module,
+        disk_module,
+        &mut pool,
+        &mut hw_host,
+        facts,
+        tsc_hz,
+        make_vcpu,
     );
-    let mut machine = match Machine::new(&config, vms, pool, hw_host, tsc_hz) {
+    let mut machine = match Machine::new(config, vms, pool, hw_host, tsc_hz) {
         Ok(machine) => machine,
         Err(error) => fail(ExitCode::HypervisorFailed, format_args!("{error}")),
     };

@@ -500,6 +500,7 @@ impl FakeRun {
             xcr0_supported: 0x7,
             accessed_dirty: true,
             physical_address_bits: 39,
+            nested: crate::vm::NestedPaging::Ept,
         };
         let mut programs = programs.into_iter();
         let vms = crate::machine::build_vms(

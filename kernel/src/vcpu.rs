@@ -81,6 +81,8 @@ pub enum Reg {
     Xcr0,
     /// The base of CS (instruction fetches are CS-relative).
     CsBase,
+    /// The base of a segment register (string I/O's memory operand is segment-relative).
+    SegmentBase(Segment),
     /// The default operand size of the code being run: 16, 32 or 64. Read only.
     CodeBits,
     /// The current privilege level, 0 to 3. Read only.
@@ -91,6 +93,17 @@ pub enum Reg {
     NmiBlocked,
     /// A model-specific register the guest owns.
     Msr(Msr),
+}
+
+/// A segment register.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Segment {
+    Es,
+    Cs,
+    Ss,
+    Ds,
+    Fs,
+    Gs,
 }
 
 /// An event for the next entry to deliver through the guest's IDT.

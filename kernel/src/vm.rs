@@ -11,7 +11,7 @@ use carousel_protocol::config::VmConfig;
 use carousel_protocol::hypercall::{self, Error as HypercallError};
 use carousel_protocol::record::{PageState, Record, StopReason};
 use carousel_vmx::addr::{GuestPhysAddr, HostPhysAddr};
-use carousel_vmx::ept::{Ept, EptPointer, Permissions};
+use carousel_vmx::ept::{EptPointer, Permissions, Tables, EPT};
 
 use crate::balloon::Balloon;
 use crate::bootinfo::{self, MULTIBOOT1_BOOTLOADER_MAGIC};
@@ -63,13 +63,38 @@ pub struct CpuFacts {
     pub accessed_dirty: bool,
     /// MAXPHYADDR (`CPUID.80000008H:EAX[7:0]`).
     pub physical_address_bits: u8,
+    /// The format of the VM's second-level page tables.
+    pub nested: NestedPaging,
+}
+
+/// Which second-level translation the hardware does: its page tables' entry format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NestedPaging {
+    /// Intel's EPT.
+    Ept,
+    /// AMD's nested paging, with the NX bit for pages that are not executable when the host
+    /// runs with EFER.NXE.
+    Npt { no_execute: bool },
+}
+
+impl NestedPaging {
+    /// The entry format of the tables.
+    pub fn format(self) -> &'static dyn carousel_vmx::ept::EntryFormat {
+        match self {
+            Self::Ept => &EPT,
+            Self::Npt { no_execute: true } => &carousel_svm::npt::NPT,
+            Self::Npt { no_execute: false } => &carousel_svm::npt::NPT_WITHOUT_NX,
+        }
+    }
 }
 
 /// What building a vCPU needs from the VM.
 #[derive(Debug, Clone)]
 pub struct VcpuSetup {
-    /// The VM's EPT.
+    /// The VM's EPT pointer (VMX).
     pub eptp: EptPointer,
+    /// The root of the VM's second-level tables (the nested CR3 of SVM).
+    pub root: HostPhysAddr,
     /// Its tag for cached translations (VPID or ASID), never 0.
     pub tag: u16,
     /// The guest's first instruction.
@@ -104,7 +129,7 @@ pub struct Vm<V> {
     /// The TSC frequency the run uses (the TSC_KHZ hypercall answers with it).
     pub tsc_hz: u64,
     /// The VM's EPT (its frames come from the host's pool).
-    pub ept: Ept,
+    pub ept: Tables,
     /// Page history for working-set samples.
     working_set: WorkingSet,
     /// The pages the guest gave back.
@@ -159,7 +184,7 @@ pub fn load_failed(message: impl core::fmt::Display) -> StopReason {
 #[derive(Debug)]
 pub struct Built {
     memory: GuestMemory,
-    ept: Ept,
+    ept: Tables,
     platform: Platform,
     setup: VcpuSetup,
     image_pages: core::ops::Range<u64>,
@@ -223,7 +248,7 @@ pub fn build<F: Frames>(
         let lapic_page = pool
             .allocate()
             .ok_or_else(|| load_failed("no frame for the local APIC page"))?;
-        let mut ept = Ept::new(pool).map_err(load_failed)?;
+        let mut ept = Tables::new(pool, cpu.nested.format()).map_err(load_failed)?;
         let frames: Vec<(u64, HostPhysAddr)> = memory.frames().collect();
         for (page, hpa) in frames {
             ept.map_4k(
@@ -244,6 +269,7 @@ pub fn build<F: Frames>(
         let platform = Platform::new(disk, tsc_hz).map_err(load_failed)?;
         let setup = VcpuSetup {
             eptp: ept.pointer(cpu.accessed_dirty),
+            root: ept.root(),
             tag: id + 1,
             entry: u64::from(loaded.entry),
             registers: GuestRegisters {
@@ -582,11 +608,17 @@ impl<V: Vcpu> Vm<V> {
     /// Idle detection: the VM has spent `threshold` guest cycles in its idle address space
     /// (without loading another) and has no interrupt to take. A guest that never halts (xv6)
     /// is then treated as halted with interrupts enabled: it runs again at its next interrupt.
+    ///
+    /// Never while an interrupt handler runs (a vector in service): xv6 takes the IDE interrupt
+    /// in its scheduler's address space, and a VM blocked there would wait for an interrupt
+    /// its own unfinished handler keeps from being delivered (a slow `insl` under QEMU's TCG
+    /// took longer than the threshold, and four xv6 stalled at their first disk read).
     pub fn looks_idle(&self, threshold: u64) -> bool {
         self.spaces
             .idle_for()
             .is_some_and(|spent| spent >= threshold)
             && self.platform.lapic.pending_vector().is_none()
+            && self.platform.lapic.in_service().is_empty()
     }
 
     /// True when this VM halted with interrupts enabled and console input could still wake it

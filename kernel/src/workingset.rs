@@ -1,7 +1,7 @@
 //! Working-set sampling from the EPT's accessed and dirty flags: which guest pages a VM touched
 //! since the last sample, which it wrote, which it has touched at all, and a coarse map of its
 //! memory for the reports (one [`PageState`] byte per cell of pages). The EPT walk itself is
-//! `carousel_vmx::ept::Ept::take_accessed_dirty`; this is what the flags mean.
+//! `carousel_vmx::ept::Tables::take_accessed_dirty`; this is what the flags mean.
 
 use alloc::vec;
 use alloc::vec::Vec;

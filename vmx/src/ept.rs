@@ -1,13 +1,16 @@
-//! Extended page tables: entries, the EPT pointer, and a 4-level table builder.
+//! Extended page tables: entries, the EPT pointer, and a 4-level table builder shared with AMD's
+//! nested page tables.
 //!
 //! Reference: Intel SDM, Order Number 325462-083US, March 2024: 26.6.11 "Extended-Page-Table
 //! Pointer (EPTP)", 30.3.2 "EPT Translation Mechanism", 30.3.3.1 "EPT Misconfigurations" and
 //! 30.3.7 "EPT and Memory Typing".
 //!
-//! The builder never touches memory itself: tables live in frames a [`FrameSource`] hands out
-//! and exposes, so the kernel backs it with real frames and the tests with a `Vec`. It maps
-//! 4 KiB pages only; a guest's memory is write-back RAM, and whatever is not mapped (the local
-//! APIC and I/O APIC pages) exits as an EPT violation.
+//! The builder ([`Tables`]) never touches memory itself: tables live in frames a [`FrameSource`]
+//! hands out and exposes, so the kernel backs it with real frames and the tests with a `Vec`.
+//! It maps 4 KiB pages only; a guest's memory is write-back RAM, and whatever is not mapped (the
+//! local APIC and I/O APIC pages) exits as an EPT violation. The walk is the same for every
+//! four-level, 512-entry, 4 KiB-table format: how an entry is laid out is an [`EntryFormat`],
+//! [`EPT`] here and the x86-64 page-table format of AMD's nested paging in `carousel-svm`.
 
 use core::fmt;
 
@@ -223,18 +226,83 @@ fn allocate(frames: &mut impl FrameSource) -> Result<HostPhysAddr, EptError> {
     Ok(frame)
 }
 
-/// One guest's EPT: a 4-level hierarchy of 4 KiB mappings.
-#[derive(Debug)]
-pub struct Ept {
-    pml4: HostPhysAddr,
+/// How the entries of one kind of four-level second-level table are laid out: EPT ([`EPT`]) or,
+/// in `carousel-svm`, AMD's nested page tables. [`Tables`] walks and edits either through it.
+pub trait EntryFormat: fmt::Debug + Sync {
+    /// A non-leaf entry pointing at the next-level table `next`, allowing everything (the leaf
+    /// decides).
+    fn table(&self, next: HostPhysAddr) -> u64;
+    /// A leaf entry mapping the 4 KiB frame `frame` with `permissions` (READ included).
+    fn page(&self, frame: HostPhysAddr, permissions: Permissions) -> u64;
+    /// The bits of which any one set makes an entry present (it maps something or points at a
+    /// table).
+    fn present_mask(&self) -> u64;
+    /// The entry maps something or points at a table.
+    fn is_present(&self, raw: u64) -> bool {
+        raw & self.present_mask() != 0
+    }
+    /// What a present leaf entry allows.
+    fn permissions(&self, raw: u64) -> Permissions;
+    /// The frame or next table an entry holds.
+    fn address(&self, raw: u64) -> HostPhysAddr {
+        HostPhysAddr(raw & ADDRESS_MASK)
+    }
+    /// The accessed and the dirty flag of a leaf entry, as masks.
+    fn accessed_dirty(&self) -> (u64, u64);
 }
 
-impl Ept {
-    /// An empty EPT: one zeroed PML4 table.
-    pub fn new(frames: &mut impl FrameSource) -> Result<Self, EptError> {
+/// The EPT entry format (30.3.2 "EPT Translation Mechanism").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EptFormat;
+
+/// EPT's entry format, for [`Tables::new`].
+pub static EPT: EptFormat = EptFormat;
+
+impl EntryFormat for EptFormat {
+    fn table(&self, next: HostPhysAddr) -> u64 {
+        EptEntry::table(next).bits()
+    }
+    fn page(&self, frame: HostPhysAddr, permissions: Permissions) -> u64 {
+        EptEntry::page(frame, permissions).bits()
+    }
+    fn present_mask(&self) -> u64 {
+        Permissions::all().bits()
+    }
+    fn permissions(&self, raw: u64) -> Permissions {
+        EptEntry(raw).permissions()
+    }
+    fn accessed_dirty(&self) -> (u64, u64) {
+        (ACCESSED, DIRTY)
+    }
+}
+
+/// One guest's second-level tables (an EPT, or a nested page table with another
+/// [`EntryFormat`]): a 4-level hierarchy of 4 KiB mappings.
+#[derive(Debug)]
+pub struct Tables {
+    pml4: HostPhysAddr,
+    format: &'static dyn EntryFormat,
+    /// The format's present bits, kept here so that the walks need no call through `format`
+    /// (the accessed/dirty scan visits every page of a VM).
+    present: u64,
+}
+
+impl Tables {
+    /// Empty tables of `format`: one zeroed PML4 table.
+    pub fn new(
+        frames: &mut impl FrameSource,
+        format: &'static dyn EntryFormat,
+    ) -> Result<Self, EptError> {
         Ok(Self {
             pml4: allocate(frames)?,
+            format,
+            present: format.present_mask(),
         })
+    }
+
+    /// The PML4 table's frame: the root the EPT pointer or nested CR3 names.
+    pub const fn root(&self) -> HostPhysAddr {
+        self.pml4
     }
 
     /// The EPT pointer for `EPT_POINTER`; enable `accessed_dirty` only when
@@ -268,29 +336,30 @@ impl Ept {
         if !permissions.contains(Permissions::READ) {
             return Err(EptError::InvalidPermissions(permissions));
         }
+        let format = self.format;
         let mut table = self.pml4;
         for level in (1..=3).rev() {
             let slot = index(gpa, level);
-            let entry = EptEntry(frames.table(table)[slot]);
-            table = if entry.is_present() {
-                entry.address()
+            let entry = frames.table(table)[slot];
+            table = if format.is_present(entry) {
+                format.address(entry)
             } else {
                 let next = allocate(frames)?;
-                frames.table_mut(table)[slot] = EptEntry::table(next).bits();
+                frames.table_mut(table)[slot] = format.table(next);
                 next
             };
         }
         let slot = &mut frames.table_mut(table)[index(gpa, 0)];
-        if EptEntry(*slot).is_present() {
+        if format.is_present(*slot) {
             return Err(EptError::AlreadyMapped(gpa));
         }
-        *slot = EptEntry::page(hpa, permissions).bits();
+        *slot = format.page(hpa, permissions);
         Ok(())
     }
 
     /// Removes the mapping of the 4 KiB guest page holding `gpa` and returns its host frame.
-    /// The caller must then INVEPT (single context) before the guest runs again: the CPU may
-    /// still hold the old translation.
+    /// The caller must then flush (INVEPT single context, or the ASID's TLB entries) before the
+    /// guest runs again: the CPU may still hold the old translation.
     pub fn unmap_4k(
         &mut self,
         gpa: GuestPhysAddr,
@@ -298,13 +367,15 @@ impl Ept {
     ) -> Option<HostPhysAddr> {
         let table = self.page_table(gpa, frames)?;
         let slot = &mut frames.table_mut(table)[index(gpa, 0)];
-        let entry = EptEntry(core::mem::take(slot));
-        entry.is_present().then(|| entry.address())
+        let entry = core::mem::take(slot);
+        self.format
+            .is_present(entry)
+            .then(|| self.format.address(entry))
     }
 
     /// Points the existing 4 KiB mapping of `gpa` at `hpa` with `permissions` (same-page
     /// merging makes pages read-only and shared, copy on write makes them private again).
-    /// False when `gpa` is not mapped. The caller must INVEPT before the guest runs again.
+    /// False when `gpa` is not mapped. The caller must flush before the guest runs again.
     pub fn remap_4k(
         &mut self,
         gpa: GuestPhysAddr,
@@ -316,10 +387,10 @@ impl Ept {
             return false;
         };
         let slot = &mut frames.table_mut(table)[index(gpa, 0)];
-        if !EptEntry(*slot).is_present() || !permissions.contains(Permissions::READ) {
+        if !self.format.is_present(*slot) || !permissions.contains(Permissions::READ) {
             return false;
         }
-        *slot = EptEntry::page(hpa, permissions).bits();
+        *slot = self.format.page(hpa, permissions);
         true
     }
 
@@ -330,11 +401,11 @@ impl Ept {
         frames: &impl FrameSource,
     ) -> Option<(HostPhysAddr, Permissions)> {
         let table = self.page_table(gpa, frames)?;
-        let entry = EptEntry(frames.table(table)[index(gpa, 0)]);
-        entry.is_present().then(|| {
+        let entry = frames.table(table)[index(gpa, 0)];
+        self.format.is_present(entry).then(|| {
             (
-                HostPhysAddr(entry.address().0 + gpa.page_offset()),
-                entry.permissions(),
+                HostPhysAddr(self.format.address(entry).0 + gpa.page_offset()),
+                self.format.permissions(entry),
             )
         })
     }
@@ -342,7 +413,7 @@ impl Ept {
     /// Reads and clears the accessed and dirty flags of the mappings of guest pages
     /// `[0, pages)`, calling `seen(page, accessed, dirty)` for each mapped page, in order. The
     /// CPU sets the flags again on the next access only once its cached translations are gone:
-    /// the caller must INVEPT (single context) before the guest runs again.
+    /// the caller must flush before the guest runs again.
     pub fn take_accessed_dirty(
         &mut self,
         pages: u64,
@@ -350,16 +421,20 @@ impl Ept {
         mut seen: impl FnMut(u64, bool, bool),
     ) {
         let per_table = ENTRIES as u64;
+        let (accessed, dirty) = self.format.accessed_dirty();
         for first in (0..pages).step_by(ENTRIES) {
             let Some(table) = self.page_table(GuestPhysAddr(first * PAGE_BYTES), frames) else {
                 continue;
             };
             let count = (pages - first).min(per_table) as usize;
             for (offset, slot) in frames.table_mut(table)[..count].iter_mut().enumerate() {
-                let entry = EptEntry(*slot);
-                if entry.is_present() {
-                    seen(first + offset as u64, entry.accessed(), entry.dirty());
-                    *slot &= !(ACCESSED | DIRTY);
+                if *slot & self.present != 0 {
+                    seen(
+                        first + offset as u64,
+                        *slot & accessed != 0,
+                        *slot & dirty != 0,
+                    );
+                    *slot &= !(accessed | dirty);
                 }
             }
         }
@@ -371,8 +446,8 @@ impl Ept {
             return None;
         }
         (1..=3).rev().try_fold(self.pml4, |table, level| {
-            let entry = EptEntry(frames.table(table)[index(gpa, level)]);
-            entry.is_present().then(|| entry.address())
+            let entry = frames.table(table)[index(gpa, level)];
+            (entry & self.present != 0).then_some(HostPhysAddr(entry & ADDRESS_MASK))
         })
     }
 }
@@ -433,7 +508,7 @@ mod tests {
     #[test]
     fn map_translate_unmap() {
         let mut frames = FakeFrames::new(16);
-        let mut ept = Ept::new(&mut frames).unwrap();
+        let mut ept = Tables::new(&mut frames, &EPT).unwrap();
         let gpa = GuestPhysAddr(0x7fff_f000);
         ept.map_4k(gpa, HostPhysAddr(0xabc_d000), RW, &mut frames)
             .unwrap();
@@ -467,7 +542,7 @@ mod tests {
     #[test]
     fn remap_changes_frame_and_permissions_of_mapped_pages_only() {
         let mut frames = FakeFrames::new(16);
-        let mut ept = Ept::new(&mut frames).unwrap();
+        let mut ept = Tables::new(&mut frames, &EPT).unwrap();
         let gpa = GuestPhysAddr(0x5000);
         ept.map_4k(gpa, HostPhysAddr(0x9000), RWX, &mut frames)
             .unwrap();
@@ -489,7 +564,7 @@ mod tests {
     #[test]
     fn accessed_dirty_flags_are_read_and_cleared() {
         let mut frames = FakeFrames::new(16);
-        let mut ept = Ept::new(&mut frames).unwrap();
+        let mut ept = Tables::new(&mut frames, &EPT).unwrap();
         // 600 pages: the walk crosses a page-table boundary; page 3 is left unmapped.
         for page in (0..600u64).filter(|&page| page != 3) {
             ept.map_4k(
@@ -536,7 +611,7 @@ mod tests {
     #[test]
     fn bad_requests_are_refused() {
         let mut frames = FakeFrames::new(4);
-        let mut ept = Ept::new(&mut frames).unwrap();
+        let mut ept = Tables::new(&mut frames, &EPT).unwrap();
         let ok_gpa = GuestPhysAddr(0x2000);
         let ok_hpa = HostPhysAddr(0x3000);
         let cases = [
@@ -595,13 +670,13 @@ mod tests {
     #[test]
     fn running_out_of_frames_is_an_error() {
         let mut frames = FakeFrames::new(3);
-        let mut ept = Ept::new(&mut frames).unwrap();
+        let mut ept = Tables::new(&mut frames, &EPT).unwrap();
         assert_eq!(
             ept.map_4k(GuestPhysAddr(0), HostPhysAddr(0), RW, &mut frames),
             Err(EptError::OutOfFrames)
         );
         assert_eq!(
-            Ept::new(&mut FakeFrames::new(0)).unwrap_err(),
+            Tables::new(&mut FakeFrames::new(0), &EPT).unwrap_err(),
             EptError::OutOfFrames
         );
     }
@@ -609,7 +684,7 @@ mod tests {
     #[test]
     fn pointer_layout() {
         let mut frames = FakeFrames::new(1);
-        let ept = Ept::new(&mut frames).unwrap();
+        let ept = Tables::new(&mut frames, &EPT).unwrap();
         assert_eq!(ept.pointer(false).bits(), BASE | 0x1e);
         let pointer = ept.pointer(true);
         assert_eq!(pointer.bits(), BASE | 0x5e);
@@ -657,7 +732,7 @@ mod tests {
             pages in prop::collection::btree_map(0u64..(1 << 36), (0u64..(1 << 40), permissions()), 1..64)
         ) {
             let mut frames = FakeFrames::new(usize::MAX);
-            let mut ept = Ept::new(&mut frames).unwrap();
+            let mut ept = Tables::new(&mut frames, &EPT).unwrap();
             for (&gfn, &(hfn, p)) in &pages {
                 ept.map_4k(GuestPhysAddr(gfn << 12), HostPhysAddr(hfn << 12), p, &mut frames)
                     .unwrap();

@@ -361,9 +361,114 @@ pub fn xsetbv<V: Vcpu, F, H>(cx: &mut Context<'_, V, F, H>) -> Result<bool, Vcpu
     }
 }
 
+/// A control-register instruction, decoded from its bytes (for SVM, which does not say which
+/// register an intercepted MOV CR used).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CrInstruction {
+    /// MOV CR`cr`, r`gpr`.
+    Write { cr: u8, gpr: u8 },
+    /// MOV r`gpr`, CR`cr`.
+    Read { cr: u8, gpr: u8 },
+    /// CLTS.
+    Clts,
+    /// LMSW from general-purpose register `gpr`.
+    Lmsw { gpr: u8 },
+}
+
+/// Decodes the control-register instruction at the start of `bytes` (legacy prefixes, REX in
+/// 64-bit code, then `0F 22` / `0F 20` / `0F 06` / `0F 01 /6` with a register operand), with
+/// its length. LOCK MOV CR0 is AMD's alternative encoding of CR8. None for anything else (LMSW
+/// from memory among them).
+pub fn decode_cr_instruction(bytes: &[u8], code_bits: u8) -> Option<(CrInstruction, u8)> {
+    let mut at = 0;
+    let mut rex = 0u8;
+    let mut lock = false;
+    while let Some(&byte) = bytes.get(at) {
+        match byte {
+            0x66 | 0x67 | 0xF2 | 0xF3 | 0x26 | 0x2E | 0x36 | 0x3E | 0x64 | 0x65 => rex = 0,
+            0xF0 => {
+                lock = true;
+                rex = 0;
+            }
+            0x40..=0x4F if code_bits == 64 => rex = byte,
+            _ => break,
+        }
+        at += 1;
+        if at >= 15 {
+            return None;
+        }
+    }
+    if *bytes.get(at)? != 0x0F {
+        return None;
+    }
+    let opcode = *bytes.get(at + 1)?;
+    if opcode == 0x06 {
+        return Some((CrInstruction::Clts, (at + 2) as u8));
+    }
+    let modrm = *bytes.get(at + 2)?;
+    let reg = (modrm >> 3) & 7 | (rex & 0b100) << 1;
+    let rm = modrm & 7 | (rex & 0b001) << 3;
+    let length = (at + 3) as u8;
+    let cr = if lock && reg == 0 { 8 } else { reg };
+    match opcode {
+        // MOV CR ignores the mod field: the operand is always a register.
+        0x22 => Some((CrInstruction::Write { cr, gpr: rm }, length)),
+        0x20 => Some((CrInstruction::Read { cr, gpr: rm }, length)),
+        0x01 if modrm >> 6 == 3 && (modrm >> 3) & 7 == 6 => {
+            Some((CrInstruction::Lmsw { gpr: rm }, length))
+        }
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn control_register_instructions_decode() {
+        // mov cr4, eax; mov cr3, ebx; mov eax, cr0 (32-bit code).
+        assert_eq!(
+            decode_cr_instruction(&[0x0F, 0x22, 0xE0], 32),
+            Some((CrInstruction::Write { cr: 4, gpr: 0 }, 3))
+        );
+        assert_eq!(
+            decode_cr_instruction(&[0x0F, 0x22, 0xDB, 0x90], 32),
+            Some((CrInstruction::Write { cr: 3, gpr: 3 }, 3))
+        );
+        assert_eq!(
+            decode_cr_instruction(&[0x0F, 0x20, 0xC0], 32),
+            Some((CrInstruction::Read { cr: 0, gpr: 0 }, 3))
+        );
+        // mov cr8, r9 (REX.B) and mov r10, cr8 (REX.R for CR8, REX.B for r10) in 64-bit code.
+        assert_eq!(
+            decode_cr_instruction(&[0x41, 0x0F, 0x22, 0xC1], 64),
+            Some((CrInstruction::Write { cr: 0, gpr: 9 }, 4))
+        );
+        assert_eq!(
+            decode_cr_instruction(&[0x45, 0x0F, 0x20, 0xC2], 64),
+            Some((CrInstruction::Read { cr: 8, gpr: 10 }, 4))
+        );
+        // LOCK MOV CR0: CR8 on AMD.
+        assert_eq!(
+            decode_cr_instruction(&[0xF0, 0x0F, 0x22, 0xC0], 32),
+            Some((CrInstruction::Write { cr: 8, gpr: 0 }, 4))
+        );
+        assert_eq!(
+            decode_cr_instruction(&[0x0F, 0x06], 32),
+            Some((CrInstruction::Clts, 2))
+        );
+        // lmsw ax; lmsw [eax] is not decoded.
+        assert_eq!(
+            decode_cr_instruction(&[0x0F, 0x01, 0xF0], 32),
+            Some((CrInstruction::Lmsw { gpr: 0 }, 3))
+        );
+        assert_eq!(decode_cr_instruction(&[0x0F, 0x01, 0x30], 32), None);
+        // A REX byte in 32-bit code is INC: not a CR instruction.
+        assert_eq!(decode_cr_instruction(&[0x41, 0x0F, 0x22, 0xC1], 32), None);
+        assert_eq!(decode_cr_instruction(&[0x0F], 32), None);
+        assert_eq!(decode_cr_instruction(&[0x66; 20], 32), None);
+    }
 
     fn protected() -> Mode {
         Mode {

@@ -9,7 +9,7 @@ use crate::host::Host;
 use crate::memory::{Frames, HostMemory};
 use crate::paging::{self, PagingMode, WalkError};
 use crate::platform::Platform;
-use crate::vcpu::{Reg, Vcpu, VcpuError};
+use crate::vcpu::{Reg, Segment, Vcpu, VcpuError};
 use crate::PAGE_SIZE;
 
 /// Whether an emulated instruction finished.
@@ -83,6 +83,84 @@ impl GuestPaging {
     }
 }
 
+/// How a string I/O instruction addresses its memory operand: the address size and the
+/// segment, from its legacy prefixes (0x67 toggles the address size; a segment override
+/// applies to OUTS's DS:rSI only, INS always writes ES:rDI) and the default operand size of the
+/// code (`code_bits`, 16, 32 or 64). For SVM, which reports neither (QEMU-SVM.md).
+pub fn string_operand(prefixes: &[u8], code_bits: u8, input: bool) -> (u8, Segment) {
+    let mut toggled = false;
+    let mut segment = Segment::Ds;
+    for &byte in prefixes {
+        match byte {
+            0x67 => toggled = true,
+            0x26 => segment = Segment::Es,
+            0x2E => segment = Segment::Cs,
+            0x36 => segment = Segment::Ss,
+            0x3E => segment = Segment::Ds,
+            0x64 => segment = Segment::Fs,
+            0x65 => segment = Segment::Gs,
+            0x66 | 0xF0 | 0xF2 | 0xF3 => {}
+            0x40..=0x4F if code_bits == 64 => {}
+            _ => break,
+        }
+    }
+    let bits = match (code_bits, toggled) {
+        (64, false) => 64,
+        (64, true) | (32, false) | (16, true) => 32,
+        _ => 16,
+    };
+    (bits, if input { Segment::Es } else { segment })
+}
+
+/// Completes a string I/O exit the hardware left without its address size and linear address
+/// (`address_bits` 0): reads the instruction (`length` bytes at CS:RIP), takes its prefixes
+/// with [`string_operand`] and computes seg:rSI or ES:rDI. In 64-bit mode only FS and GS have
+/// a base. Err is the walk failure of fetching the instruction.
+pub fn complete_string<V: Vcpu, F: Frames, H: Host>(
+    cx: &mut Context<'_, V, F, H>,
+    io: &Io,
+    length: u8,
+) -> Result<Result<Io, WalkError>, VcpuError> {
+    let paging = GuestPaging::read(&mut cx.vm.vcpu)?;
+    let rip = cx.vm.vcpu.read(Reg::Rip)?;
+    let cs_base = cx.vm.vcpu.read(Reg::CsBase)?;
+    let code_bits = cx.vm.vcpu.read(Reg::CodeBits)? as u8;
+    let mut bytes = [0u8; 15];
+    let bytes = &mut bytes[..usize::from(length.clamp(1, 15))];
+    let view = cx.vm.ram(cx.pool);
+    if let Err(error) = paging::read_linear(
+        paging.mode,
+        paging.cr3,
+        cs_base.wrapping_add(rip),
+        bytes,
+        &view,
+    ) {
+        return Ok(Err(error));
+    }
+    let (address_bits, segment) = string_operand(bytes, code_bits, io.input);
+    let base = match segment {
+        Segment::Fs | Segment::Gs => cx.vm.vcpu.read(Reg::SegmentBase(segment))?,
+        _ if code_bits == 64 => 0,
+        _ => cx.vm.vcpu.read(Reg::SegmentBase(segment))?,
+    };
+    let regs = cx.vm.vcpu.registers();
+    let index = if io.input { regs.rdi } else { regs.rsi };
+    let mask = match address_bits {
+        16 => 0xFFFF,
+        32 => 0xFFFF_FFFF,
+        _ => u64::MAX,
+    };
+    let mut linear = base.wrapping_add(index & mask);
+    if code_bits != 64 {
+        linear &= 0xFFFF_FFFF;
+    }
+    Ok(Ok(Io {
+        address_bits,
+        linear,
+        ..*io
+    }))
+}
+
 /// Copies `data` to guest linear memory at `linear`, page by page.
 pub fn write_linear<F: Frames>(
     paging: GuestPaging,
@@ -121,6 +199,15 @@ fn string_io<V: Vcpu, F: Frames, H: Host>(
     cx: &mut Context<'_, V, F, H>,
     io: &Io,
 ) -> Result<Progress, VcpuError> {
+    if io.address_bits == 0 {
+        // The hardware gave neither the address size nor the address: nothing to go on, a
+        // hypervisor fault (the SVM path completes the exit first, `complete_string`).
+        return Ok(Progress::Stop(StopReason::UnhandledExit {
+            reason: 30,
+            rip: cx.vm.vcpu.read(Reg::Rip)?,
+            qualification: u64::from(io.port),
+        }));
+    }
     /// RFLAGS.DF: string instructions run backwards.
     const RFLAGS_DF: u64 = 1 << 10;
     let port = io.port;
@@ -256,4 +343,33 @@ fn failed<V: Vcpu, F, H>(
         Some(reason) => Progress::Stop(reason),
         None => Progress::Fault,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn string_operands_from_prefixes() {
+        // xv6's `rep insl` (F3 6D) in 32-bit code: ES:EDI, 32-bit addresses.
+        assert_eq!(string_operand(&[0xF3, 0x6D], 32, true), (32, Segment::Es));
+        // `rep outsb` with an FS override and 0x67 in 32-bit code: FS:SI.
+        assert_eq!(
+            string_operand(&[0x64, 0x67, 0xF3, 0x6E], 32, false),
+            (16, Segment::Fs)
+        );
+        // INS ignores an override: ES always.
+        assert_eq!(string_operand(&[0x2E, 0x6C], 32, true), (32, Segment::Es));
+        // 16-bit code: 0x67 gives 32-bit addresses.
+        assert_eq!(string_operand(&[0x67, 0x6E], 16, false), (32, Segment::Ds));
+        assert_eq!(string_operand(&[0x6E], 16, false), (16, Segment::Ds));
+        // 64-bit code: REX skipped, 0x67 gives 32.
+        assert_eq!(string_operand(&[0x48, 0x6F], 64, false), (64, Segment::Ds));
+        assert_eq!(string_operand(&[0x67, 0x6F], 64, false), (32, Segment::Ds));
+        // A REX byte outside 64-bit mode is an opcode (INC): prefixes end there.
+        assert_eq!(
+            string_operand(&[0x40, 0x67, 0x6E], 32, false),
+            (32, Segment::Ds)
+        );
+    }
 }

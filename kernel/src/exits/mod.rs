@@ -95,6 +95,18 @@ pub fn handle<V: Vcpu, F: Frames, H: Host>(
             cpuid::cpuid(cx)?;
             skip(cx, length)?
         }
+        Exit::Io { io, length } if io.string && io.address_bits == 0 => {
+            match io::complete_string(cx, &io, length)? {
+                Ok(io) => handle(cx, &Exit::Io { io, length })?,
+                Err(error) => {
+                    let rip = cx.rip()?;
+                    match fault::walk_failure(cx, error, false, rip)? {
+                        Some(reason) => cx.stop(reason),
+                        None => Next::Resume,
+                    }
+                }
+            }
+        }
         Exit::Io { io, length } => match io::port_io(cx, &io)? {
             io::Progress::Done => skip(cx, length)?,
             io::Progress::Again | io::Progress::Fault => Next::Resume,
@@ -107,6 +119,38 @@ pub fn handle<V: Vcpu, F: Frames, H: Host>(
             hypercall::Outcome::Wait(wait) => cx.block(wait),
             hypercall::Outcome::Stop(reason) => cx.stop(reason),
         },
+        Exit::ControlRegister { cr, write } => match decode_cr(cx)? {
+            Some((instruction, length)) => {
+                let decoded = match instruction {
+                    cr::CrInstruction::Write { cr, gpr } => Exit::CrWrite { cr, gpr, length },
+                    cr::CrInstruction::Read { cr, gpr } => Exit::CrRead { cr, gpr, length },
+                    cr::CrInstruction::Clts => Exit::Clts { length },
+                    cr::CrInstruction::Lmsw { gpr } => Exit::Lmsw {
+                        source: gpr_value(&mut cx.vm.vcpu, gpr)? as u16,
+                        length,
+                    },
+                };
+                handle(cx, &decoded)?
+            }
+            None => {
+                let rip = cx.rip()?;
+                cx.stop(StopReason::UnhandledExit {
+                    reason: REASON_CONTROL_REGISTER,
+                    rip,
+                    qualification: u64::from(cr) | u64::from(write) << 4,
+                })
+            }
+        },
+        // Under SVM the guests' VMCALL (0F 01 C1) is an invalid opcode: it is the hypercall
+        // there too. Anything else is the guest's own #UD.
+        Exit::InvalidOpcode => {
+            if at_vmcall(cx)? {
+                handle(cx, &Exit::Hypercall { length: 3 })?
+            } else {
+                cx.vm.vcpu.inject(Inject::INVALID_OPCODE)?;
+                Next::Resume
+            }
+        }
         Exit::Hlt { length } => {
             let rip = cx.rip()?;
             skip(cx, length)?;
@@ -174,6 +218,38 @@ pub fn handle<V: Vcpu, F: Frames, H: Host>(
         }
     };
     Ok(next)
+}
+
+/// The control-register instruction at CS:RIP, decoded (None when it cannot be read or is not
+/// one).
+fn decode_cr<V: Vcpu, F: Frames, H: Host>(
+    cx: &mut Context<'_, V, F, H>,
+) -> Result<Option<(cr::CrInstruction, u8)>, VcpuError> {
+    let paging = io::GuestPaging::read(&mut cx.vm.vcpu)?;
+    let linear = cx.vm.vcpu.read(Reg::CsBase)?.wrapping_add(cx.rip()?);
+    let code_bits = cx.vm.vcpu.read(Reg::CodeBits)? as u8;
+    let mut bytes = [0u8; 15];
+    let view = cx.vm.ram(cx.pool);
+    let fetched =
+        crate::paging::read_linear_prefix(paging.mode, paging.cr3, linear, &mut bytes, &view);
+    Ok(fetched
+        .ok()
+        .and_then(|fetched| cr::decode_cr_instruction(&bytes[..fetched], code_bits)))
+}
+
+/// VMCALL's encoding.
+pub const VMCALL: [u8; 3] = [0x0F, 0x01, 0xC1];
+
+/// True when the instruction at CS:RIP is VMCALL (bytes that cannot be read are not).
+fn at_vmcall<V: Vcpu, F: Frames, H: Host>(
+    cx: &mut Context<'_, V, F, H>,
+) -> Result<bool, VcpuError> {
+    let paging = io::GuestPaging::read(&mut cx.vm.vcpu)?;
+    let linear = cx.vm.vcpu.read(Reg::CsBase)?.wrapping_add(cx.rip()?);
+    let mut bytes = [0u8; 3];
+    let view = cx.vm.ram(cx.pool);
+    let read = crate::paging::read_linear(paging.mode, paging.cr3, linear, &mut bytes, &view);
+    Ok(read.is_ok() && bytes == VMCALL)
 }
 
 /// Basic exit-reason numbers for stop reasons (SDM Appendix C).

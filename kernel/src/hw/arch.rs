@@ -256,6 +256,14 @@ pub fn cpuid(leaf: u32, subleaf: u32) -> [u32; 4] {
     [result.eax, result.ebx, result.ecx, result.edx]
 }
 
+/// Lets a pending host interrupt (the SVM backend's LAPIC timer) run its handler: STI, one
+/// instruction (STI's shadow), CLI.
+pub fn take_interrupts() {
+    // SAFETY: every vector the host's LAPIC can raise has a gate (`fill_idt`), whose handler
+    // preserves the interrupted context; interrupts are off again afterwards.
+    unsafe { asm!("sti", "nop", "cli", options(nomem, nostack)) }
+}
+
 /// Stops this CPU for good.
 pub fn halt_forever() -> ! {
     loop {
@@ -334,7 +342,7 @@ pub fn init_tables() -> HostTables {
         base: gdt_base,
     };
     let idt_pointer = TablePointer {
-        limit: (32 * 16 - 1) as u16,
+        limit: (IDT_ENTRIES * 16 - 1) as u16,
         base: idt_base,
     };
     // SAFETY: called once, before anything else reads GDT or IDT; the GDT keeps the selectors
@@ -374,8 +382,18 @@ pub fn init_tables() -> HostTables {
     }
 }
 
-/// Interrupt gate descriptors for the 32 exception vectors.
-static mut IDT: [[u64; 2]; 32] = [[0; 2]; 32];
+/// Gates: the 32 exception vectors, then the host LAPIC's timer and spurious vectors (0x30 and
+/// 0x3F, used by the SVM backend).
+const IDT_ENTRIES: usize = 0x40;
+
+/// Interrupt gate descriptors.
+static mut IDT: [[u64; 2]; IDT_ENTRIES] = [[0; 2]; IDT_ENTRIES];
+
+unsafe extern "C" {
+    /// The host timer's and the spurious vector's stubs (the assembly below).
+    fn host_timer_stub();
+    fn spurious_stub();
+}
 
 unsafe extern "C" {
     /// Addresses of the 32 exception stubs (defined in the assembly below).
@@ -394,7 +412,17 @@ unsafe fn fill_idt() {
             &*addr_of!(exception_stubs),
         )
     };
-    for (gate, &handler) in idt.iter_mut().zip(stubs.iter()) {
+    let extra = [
+        (0x30, host_timer_stub as *const () as u64),
+        (0x3F, spurious_stub as *const () as u64),
+    ];
+    let handlers = stubs
+        .iter()
+        .copied()
+        .enumerate()
+        .chain(extra.iter().map(|&(vector, handler)| (vector, handler)));
+    for (vector, handler) in handlers {
+        let gate = &mut idt[vector];
         // Present, DPL 0, 64-bit interrupt gate (type 14): SDM vol. 3A 6.14.1 "64-Bit Mode IDT".
         gate[0] = (handler & 0xFFFF)
             | (u64::from(selector::CODE) << 16)
@@ -450,6 +478,38 @@ exception_common:
     and rsp, -16
     call host_exception
     ud2
+
+    .global host_timer_stub
+host_timer_stub:
+    push rax
+    push rcx
+    push rdx
+    push rsi
+    push rdi
+    push r8
+    push r9
+    push r10
+    push r11
+    push rbp
+    mov rbp, rsp
+    and rsp, -16
+    call host_timer_interrupt
+    mov rsp, rbp
+    pop rbp
+    pop r11
+    pop r10
+    pop r9
+    pop r8
+    pop rdi
+    pop rsi
+    pop rdx
+    pop rcx
+    pop rax
+    iretq
+
+    .global spurious_stub
+spurious_stub:
+    iretq
 
     .section .rodata.exceptions, "a"
     .balign 8

@@ -7,6 +7,7 @@
 //!   `carousel_kernel::host::Host`.
 //! - [`ata`]: the shared drive (the emulator's extra ATA disk holding the VMs' disks), PIO.
 //! - [`vmm`]: turning VMX on, the VMCS controls and host state; [`vcpu`]: the VMX vCPU.
+//! - [`svm`]: turning SVM on, the host LAPIC timer, the SVM vCPU.
 
 pub mod arch;
 pub mod ata;
@@ -14,5 +15,6 @@ pub mod boot;
 pub mod host;
 pub mod physical;
 pub mod serial;
+pub mod svm;
 pub mod vcpu;
 pub mod vmm;

@@ -12,7 +12,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use alloc::boxed::Box;
 
 use carousel_kernel::exit::Exit;
-use carousel_kernel::vcpu::{Entered, Event, GuestRegisters, Msr, Reg, Vcpu, VcpuError};
+use carousel_kernel::vcpu::{Entered, Event, GuestRegisters, Msr, Reg, Segment, Vcpu, VcpuError};
 use carousel_kernel::vm::VcpuSetup;
 use carousel_vmx::addr::HostPhysAddr;
 use carousel_vmx::controls::{cycles_to_preemption_ticks, Negotiated, PrimaryProcessorBased};
@@ -239,6 +239,7 @@ impl Vcpu for VmxVcpu {
             Reg::Cr3 => vmcs.natural(GUEST_CR3),
             Reg::Efer => vmcs.read64(GUEST_IA32_EFER),
             Reg::CsBase => vmcs.natural(GUEST_CS_BASE),
+            Reg::SegmentBase(segment) => vmcs.natural(segment_base(segment)),
             Reg::CodeBits => {
                 let access = vmcs.read32(GUEST_CS_ACCESS_RIGHTS);
                 let efer = vmcs.read64(GUEST_IA32_EFER);
@@ -308,6 +309,7 @@ impl Vcpu for VmxVcpu {
                 Reg::Cr3 => vmcs.write_natural(GUEST_CR3, value),
                 Reg::Efer => vmcs.write64(GUEST_IA32_EFER, value),
                 Reg::CsBase => vmcs.write_natural(GUEST_CS_BASE, value),
+                Reg::SegmentBase(segment) => vmcs.write_natural(segment_base(segment), value),
                 Reg::Cr0 => vmcs
                     .write_natural(CR0_READ_SHADOW, value)
                     .and_then(|()| vmcs.write_natural(GUEST_CR0, negotiated.fixed_cr0(value))),
@@ -579,6 +581,18 @@ impl VmxVcpu {
             vmcs.write32(VM_ENTRY_INTERRUPTION_INFORMATION, event.to_raw())?;
         }
         Ok(())
+    }
+}
+
+/// The VMCS field holding a segment's base.
+fn segment_base(segment: Segment) -> FieldNatural {
+    match segment {
+        Segment::Es => GUEST_ES_BASE,
+        Segment::Cs => GUEST_CS_BASE,
+        Segment::Ss => GUEST_SS_BASE,
+        Segment::Ds => GUEST_DS_BASE,
+        Segment::Fs => GUEST_FS_BASE,
+        Segment::Gs => GUEST_GS_BASE,
     }
 }
 

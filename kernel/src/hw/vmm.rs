@@ -66,6 +66,7 @@ pub fn cpu_facts(vmx: &Vmx) -> carousel_kernel::vm::CpuFacts {
         } else {
             physical_address_bits
         },
+        nested: carousel_kernel::vm::NestedPaging::Ept,
     }
 }
 

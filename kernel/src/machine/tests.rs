@@ -172,6 +172,23 @@ fn a_timer_far_in_the_future_is_refused() {
     );
 }
 
+/// Runs one VM of `program` with `bytes` poked into its RAM (address, bytes) first; how it
+/// stopped.
+fn stop_of_one(program: crate::testing::Program, bytes: &[(u64, &[u8])]) -> StopReason {
+    let config = config(100, &["one"]);
+    let mut run = FakeRun::new(&config, vec![program], 10);
+    for &(gpa, data) in bytes {
+        poke(&mut run, 0, gpa, data);
+    }
+    let records = run.run();
+    stops(&records)[&0].clone()
+}
+
+/// The stop of a guest that exited with success.
+const PASSED: StopReason = StopReason::Exited {
+    status: carousel_protocol::hypercall::EXIT_SUCCESS,
+};
+
 /// Writes `bytes` into VM `vm`'s RAM at `gpa` before the run.
 fn poke(run: &mut FakeRun, vm: usize, gpa: u64, bytes: &[u8]) {
     let machine = &mut run.machine;
@@ -431,6 +448,32 @@ fn ticks_folded_into_a_pending_vector_add_no_lag() {
     assert!(lag_max < 100_000, "lag max {lag_max} cycles");
 }
 
+/// Idle detection never blocks a VM inside an interrupt handler: with a vector in service the
+/// VM does not look idle, however long it has been in its idle address space.
+#[test]
+fn a_vm_in_an_interrupt_handler_never_looks_idle() {
+    let config = config(100, &["xv6"]);
+    let mut run = FakeRun::new(&config, vec![spin(1_000)], 10);
+    let vm = run.machine.vms[0].as_mut().expect("the VM");
+    // The address space entered from three others is the idle one (xv6's kpgdir).
+    for process in [0x1000, 0x2000, 0x3000] {
+        vm.spaces.load(process);
+        vm.spaces.load(0x9000);
+    }
+    vm.spaces.charge(500);
+    assert!(vm.looks_idle(100), "idle for 500 cycles: idle");
+    // The LAPIC software-enabled, vector 0x2E raised and taken: its handler runs.
+    vm.platform.lapic.write(0xF0, 0x1FF, 0);
+    vm.platform.lapic.raise(0x2E).expect("raised");
+    assert!(!vm.looks_idle(100), "pending: not idle");
+    vm.platform.lapic.acknowledge(0x2E).expect("acknowledged");
+    assert!(vm.platform.lapic.pending_vector().is_none());
+    assert!(!vm.looks_idle(100), "in service: not idle");
+    // EOI: idle again.
+    vm.platform.lapic.write(0xB0, 0, 0);
+    assert!(vm.looks_idle(100));
+}
+
 /// Each VM's exit statistics are sent at the start of its next slice (charged to it), not
 /// between slices; deferred so, none is lost or counted twice: the timer exits in the exit
 /// intervals of each spin add up to its slices, every record keeps the end of the interval it
@@ -477,4 +520,72 @@ fn exit_statistics_are_sent_once_each_with_their_interval() {
         assert_eq!(sorted, ends, "vm {vm}: one record per interval, in order");
         assert!(ends.len() >= 2, "vm {vm}: {} intervals", ends.len());
     }
+}
+
+/// Under SVM the guests' VMCALL arrives as #UD: the handler reads the instruction at CS:RIP and,
+/// when it is VMCALL (`0F 01 C1`), makes the hypercall and moves RIP past its 3 bytes; any
+/// other invalid opcode is the guest's own #UD, delivered with RIP left on it.
+#[test]
+fn an_invalid_opcode_at_vmcall_is_the_hypercall_and_any_other_is_delivered() {
+    use crate::vcpu::{Event, Reg};
+    let mut calls = 0;
+    let guest = alloc::boxed::Box::new(move |state: &mut crate::testing::FakeState, timer| {
+        calls += 1;
+        match calls {
+            // UD2 (`0F 0B`) at 0x2000: not VMCALL.
+            1 => {
+                state.set(Reg::Rip, 0x2000);
+                (Exit::InvalidOpcode, 10)
+            }
+            // The #UD was delivered and RIP stayed; now VMCALL at 0x3000: EXIT with success.
+            2 => {
+                assert_eq!(state.delivered, [Event::INVALID_OPCODE]);
+                assert_eq!(state.get(Reg::Rip), 0x2000);
+                state.set(Reg::Rip, 0x3000);
+                state.registers.rax = u64::from(carousel_protocol::hypercall::EXIT);
+                state.registers.rbx = u64::from(carousel_protocol::hypercall::EXIT_SUCCESS);
+                (Exit::InvalidOpcode, 10)
+            }
+            _ => (Exit::Timer, timer),
+        }
+    });
+    let bytes: [(u64, &[u8]); 2] = [(0x2000, &[0x0F, 0x0B]), (0x3000, &crate::exits::VMCALL)];
+    assert_eq!(stop_of_one(guest, &bytes), PASSED);
+}
+
+/// Under SVM a MOV to CR4 arrives undecoded: the handler decodes `0F 22 /r` at CS:RIP, so a
+/// guest setting a CR4 bit the CPU lacks (bit 30, reserved) gets #GP with RIP on the
+/// instruction, as the hardware would give it, and its next instruction is reached only by a
+/// MOV CR4 the checks allow.
+#[test]
+fn an_undecoded_cr4_write_is_decoded_and_checked() {
+    use crate::vcpu::{Event, Reg};
+    let mut calls = 0;
+    let guest = alloc::boxed::Box::new(move |state: &mut crate::testing::FakeState, timer| {
+        calls += 1;
+        match calls {
+            // `mov cr4, eax` at 0x2000 with EAX = bit 30.
+            1 => {
+                state.set(Reg::Rip, 0x2000);
+                state.registers.rax = 1 << 30;
+                (Exit::ControlRegister { cr: 4, write: true }, 10)
+            }
+            // #GP, RIP stayed; then EAX = PSE: allowed, RIP moves 3 bytes, CR4 is written.
+            2 => {
+                assert_eq!(state.delivered, [Event::GENERAL_PROTECTION]);
+                assert_eq!(state.get(Reg::Rip), 0x2000);
+                state.registers.rax = 1 << 4;
+                (Exit::ControlRegister { cr: 4, write: true }, 10)
+            }
+            3 => {
+                assert_eq!(state.get(Reg::Rip), 0x2003);
+                assert_eq!(state.get(Reg::Cr4) & (1 << 4), 1 << 4);
+                state.registers.rax = u64::from(carousel_protocol::hypercall::EXIT);
+                state.registers.rbx = u64::from(carousel_protocol::hypercall::EXIT_SUCCESS);
+                (Exit::Hypercall { length: 3 }, 10)
+            }
+            _ => (Exit::Timer, timer),
+        }
+    });
+    assert_eq!(stop_of_one(guest, &[(0x2000, &[0x0F, 0x22, 0xE0])]), PASSED);
 }

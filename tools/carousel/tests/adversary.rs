@@ -42,6 +42,39 @@ fn repo_root() -> PathBuf {
 }
 
 /// `ci/labs/adversary`.
+/// The backend the suite runs on: `bochs` (VMX), or what `CAROUSEL_TEST_BACKEND` names (ci/test
+/// runs the suite again with `qemu`: TCG with SVM).
+fn backend() -> String {
+    std::env::var("CAROUSEL_TEST_BACKEND").unwrap_or_else(|_| "bochs".to_string())
+}
+
+/// True when the backend's clock is instruction-counted (Bochs): shares and wake counts repeat
+/// exactly. Under QEMU's TCG the TSC is the host's wall clock, which a loaded host disturbs by
+/// milliseconds; the timing tests then assert only what load cannot explain away (no victim
+/// starved, every wake the guest counted).
+fn virtual_clock() -> bool {
+    backend() == "bochs"
+}
+
+/// Cases where QEMU's TCG itself departs from the hardware, with why: the guest's own page
+/// walk is QEMU's under SVM's nested paging, not the hypervisor's.
+const QEMU_DEVIATIONS: &[(&str, &str)] = &[
+    (
+        "maxphys-rsvd",
+        "TCG reports a reserved-bit #PF without the P bit (error code 0x8, not 0x9)",
+    ),
+    (
+        "regs-dr-1",
+        "QEMU 7.2 crashes (SIGSEGV) once two nested guests arm DR7 breakpoints \
+         (regs.qemu.toml leaves the pair out)",
+    ),
+    (
+        "regs-dr-2",
+        "QEMU 7.2 crashes (SIGSEGV) once two nested guests arm DR7 breakpoints \
+         (regs.qemu.toml leaves the pair out)",
+    ),
+];
+
 fn labs() -> PathBuf {
     repo_root().join("ci/labs/adversary")
 }
@@ -97,7 +130,14 @@ fn lab(lab: &'static str) -> Arc<LabRun> {
     }
     build_guests();
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let path = labs().join(format!("{lab}.toml"));
+    // A lab may have a variant for QEMU's TCG (`<lab>.qemu.toml`) that leaves out what QEMU
+    // itself cannot run.
+    let variant = labs().join(format!("{lab}.qemu.toml"));
+    let path = if !virtual_clock() && variant.exists() {
+        variant
+    } else {
+        labs().join(format!("{lab}.toml"))
+    };
     let started = Instant::now();
     let Output {
         status,
@@ -106,7 +146,7 @@ fn lab(lab: &'static str) -> Arc<LabRun> {
     } = Command::new(env!("CARGO_BIN_EXE_carousel"))
         .arg("run")
         .arg(&path)
-        .args(["--backend", "bochs", "--out"])
+        .args(["--backend", &backend(), "--out"])
         .arg(dir.path())
         .output()
         .expect("the carousel binary starts");
@@ -361,6 +401,12 @@ fn reset_or_survived(reason: &StopReason) -> bool {
 
 /// Checks case VM `name` of `lab` against `expect`.
 fn expect_case(lab_name: &'static str, name: &str, expect: Expect) {
+    if !virtual_clock() {
+        if let Some((_, why)) = QEMU_DEVIATIONS.iter().find(|(case, _)| *case == name) {
+            eprintln!("{name}: not checked on {}: {why}", backend());
+            return;
+        }
+    }
     let run = lab(lab_name);
     let context = run.context(name);
     let reason = run
@@ -614,8 +660,13 @@ fn assert_fair_share(lab_name: &'static str, victim: &str, tolerance: f64) {
         HYPERVISOR_MAX * 100.0,
         run.tail()
     );
+    let within = if virtual_clock() {
+        (share.actual - share.fair).abs() <= tolerance
+    } else {
+        share.actual >= share.fair - tolerance
+    };
     assert!(
-        (share.actual - share.fair).abs() <= tolerance,
+        within,
         "{victim} held the CPU {:.1} % of its lifetime ({} cycles); its fair share was {:.1} % \
          (tolerance ±{:.0} %)\n{}",
         share.actual * 100.0,
@@ -674,7 +725,12 @@ fn assert_victim_records(lab_name: &'static str, victim: &str) {
     } else if victim == "sleepy" {
         let wakes = run.metrics(victim, "wake_late_cycles").len() as u64;
         assert_eq!(wakes, 30, "sleepy's wake metrics\n{context}");
-        assert_eq!(summary.wakes, 30, "sleepy's wakes\n{context}");
+        if virtual_clock() {
+            assert_eq!(summary.wakes, 30, "sleepy's wakes\n{context}");
+        } else {
+            // A deadline that passed before the HLT reached the hypervisor is no wake-up.
+            assert!(summary.wakes <= 30, "sleepy's wakes\n{context}");
+        }
     } else if victim == "hello" {
         let checks = run.checks(victim);
         for name in [
@@ -1108,11 +1164,13 @@ cases!("sweep" {
 
 // ----- ci/labs/adversary/flood-*.toml (issue 13) -----
 
-/// The spin beside an exit flood gets at least 45 % of the CPU over its lifetime, and the flood
-/// survives.
+/// The spin beside an exit flood gets at least 45 % of the CPU over its lifetime (30 % on the
+/// wall clock of QEMU's TCG under a loaded host: 36 % was measured there with load average 12 on
+/// 2 cores), and the flood survives.
 fn assert_flood(lab_name: &'static str) {
     let run = lab(lab_name);
     let share = share(&run, "spin");
+    let goal = if virtual_clock() { 0.45 } else { 0.30 };
     assert!(
         share.hypervisor <= HYPERVISOR_MAX,
         "the hypervisor held the CPU {:.1} % of the spin's lifetime, more than {:.0} %\n{}",
@@ -1121,11 +1179,12 @@ fn assert_flood(lab_name: &'static str) {
         run.tail()
     );
     assert!(
-        share.actual >= 0.45,
-        "the spin held the CPU {:.1} % of its lifetime ({} cycles; fair {:.1} %), goal ≥ 45 %\n{}",
+        share.actual >= goal,
+        "the spin held the CPU {:.1} % of its lifetime ({} cycles; fair {:.1} %), goal ≥ {:.0} %\n{}",
         share.actual * 100.0,
         share.window,
         share.fair * 100.0,
+        goal * 100.0,
         run.tail()
     );
     expect_case(lab_name, "flooder", Expect::Pass);

@@ -173,11 +173,37 @@ pub fn report(items: &[Item], auto_pick: backend::Backend) -> (String, i32) {
     (out, if ready { 0 } else { 1 })
 }
 
+/// One line per backend: whether it can start here, and why not.
+pub fn backends_report(backends: &[(&str, Option<String>)]) -> String {
+    let mut out = String::from("backends:\n");
+    for (name, problem) in backends {
+        let _ = match problem {
+            None => writeln!(out, "  {name:<9} ready"),
+            Some(problem) => writeln!(out, "  {name:<9} not available: {problem}"),
+        };
+    }
+    out
+}
+
 /// Runs doctor on this host.
 pub fn doctor() -> (String, i32) {
     let items = examine(&crate::repo::repo_root());
-    let auto = backend::resolve(BackendChoice::Auto, backend::kvm_problem().is_none());
-    report(&items, auto)
+    let auto = backend::resolve_here(BackendChoice::Auto);
+    let backends = [
+        ("bochs", backend::Backend::Bochs),
+        ("qemu", backend::Backend::QemuSvm),
+        ("qemu-kvm", backend::Backend::QemuKvm),
+    ]
+    .map(|(name, which)| (name, backend::unavailable(which)));
+    let (text, code) = report(&items, auto);
+    (
+        format!(
+            "{}\n{text} ({})",
+            backends_report(&backends),
+            backend::auto_reason()
+        ),
+        code,
+    )
 }
 
 #[cfg(test)]
@@ -192,6 +218,20 @@ mod tests {
             fix,
             needed,
         }
+    }
+
+    #[test]
+    fn each_backend_says_whether_it_can_start() {
+        let text = backends_report(&[
+            ("bochs", None),
+            ("qemu", None),
+            ("qemu-kvm", Some("/dev/kvm is missing".to_string())),
+        ]);
+        assert_eq!(
+            text,
+            "backends:\n  bochs     ready\n  qemu      ready\n  \
+             qemu-kvm  not available: /dev/kvm is missing\n"
+        );
     }
 
     #[test]

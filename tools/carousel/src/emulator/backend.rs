@@ -1,9 +1,11 @@
 //! Emulator backends: which one to use, and its configuration (bochsrc, QEMU arguments, what to
 //! start); the process itself is [`super::process::Emulator`].
 //!
-//! Bochs is the CI backend (BOCHS.md). QEMU runs with KVM where the host has nested VMX; QEMU's
-//! TCG has no VMX, so the `qemu-tcg` backend only ever shows the hypervisor's no-VMX message
-//! (the scenario tests use it for exactly that).
+//! Bochs (VMX) is the reference backend for repeatable figures (BOCHS.md). QEMU runs with KVM
+//! where the host has nested virtualization (`qemu-kvm`), or in software (TCG), where it
+//! emulates AMD SVM with nested paging (`qemu`, QEMU-SVM.md). TCG with neither VMX nor SVM,
+//! `qemu-tcg`, only ever shows the hypervisor's clear message (the scenario tests use it for
+//! exactly that).
 
 use std::fmt;
 use std::path::Path;
@@ -31,14 +33,17 @@ pub const MEGS_GRANULE: u64 = 32;
 /// The `--backend` choice.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum BackendChoice {
-    /// QEMU with KVM when the host has nested VMX, else Bochs.
+    /// QEMU with KVM when the host has nested VMX, else QEMU's software emulation (SVM) when
+    /// QEMU is installed, else Bochs.
     Auto,
-    /// Bochs (the CI backend).
+    /// Bochs (VMX): slower, instruction-counted and repeatable.
     Bochs,
-    /// QEMU with KVM; needs /dev/kvm and nested VMX.
+    /// QEMU's software emulation (TCG) with AMD SVM and nested paging; no KVM needed.
     Qemu,
-    /// QEMU software emulation without VMX; only shows the hypervisor's no-VMX message; used by
-    /// tests.
+    /// QEMU with KVM; needs /dev/kvm and nested VMX.
+    QemuKvm,
+    /// QEMU software emulation with neither VMX nor SVM; only shows the hypervisor's
+    /// no-virtualization message; used by tests.
     QemuTcg,
 }
 
@@ -47,6 +52,9 @@ pub enum BackendChoice {
 pub enum Backend {
     Bochs,
     QemuKvm,
+    /// TCG with SVM.
+    QemuSvm,
+    /// TCG with neither VMX nor SVM.
     QemuTcg,
 }
 
@@ -55,7 +63,8 @@ impl fmt::Display for Backend {
         f.write_str(match self {
             Backend::Bochs => "bochs",
             Backend::QemuKvm => "qemu (KVM)",
-            Backend::QemuTcg => "qemu-tcg (no VMX)",
+            Backend::QemuSvm => "qemu (TCG, SVM)",
+            Backend::QemuTcg => "qemu-tcg (no VMX, no SVM)",
         })
     }
 }
@@ -67,7 +76,7 @@ impl Backend {
     pub fn tsc_hz(self, lab: &crate::lab::Lab) -> u64 {
         match self {
             Backend::Bochs => lab.tsc_hz.unwrap_or(lab.ips),
-            Backend::QemuKvm | Backend::QemuTcg => 0,
+            Backend::QemuKvm | Backend::QemuSvm | Backend::QemuTcg => 0,
         }
     }
 
@@ -75,7 +84,7 @@ impl Backend {
     pub fn e9_file(self) -> &'static str {
         match self {
             Backend::Bochs => "bochs.out",
-            Backend::QemuKvm | Backend::QemuTcg => "e9.txt",
+            Backend::QemuKvm | Backend::QemuSvm | Backend::QemuTcg => "e9.txt",
         }
     }
 
@@ -83,7 +92,7 @@ impl Backend {
     pub fn log_file(self) -> &'static str {
         match self {
             Backend::Bochs => "bochs.log",
-            Backend::QemuKvm | Backend::QemuTcg => "qemu.out",
+            Backend::QemuKvm | Backend::QemuSvm | Backend::QemuTcg => "qemu.out",
         }
     }
 }
@@ -133,7 +142,7 @@ pub fn unavailable(backend: Backend) -> Option<String> {
             }
             None
         }
-        Backend::QemuKvm | Backend::QemuTcg => {
+        Backend::QemuKvm | Backend::QemuSvm | Backend::QemuTcg => {
             if crate::host::find_program(QEMU).is_none() {
                 return Some(format!(
                     "`{QEMU}` is not installed: {}",
@@ -149,13 +158,37 @@ pub fn unavailable(backend: Backend) -> Option<String> {
     }
 }
 
-/// The backend `choice` means on this host, given whether KVM with nested VMX works.
-pub fn resolve(choice: BackendChoice, kvm_nested_ok: bool) -> Backend {
+/// The backend `choice` means on this host, given whether KVM with nested VMX works and
+/// whether QEMU is installed.
+pub fn resolve(choice: BackendChoice, kvm_nested_ok: bool, qemu_installed: bool) -> Backend {
     match choice {
-        BackendChoice::Auto if kvm_nested_ok => Backend::QemuKvm,
+        BackendChoice::Auto if kvm_nested_ok && qemu_installed => Backend::QemuKvm,
+        BackendChoice::Auto if qemu_installed => Backend::QemuSvm,
         BackendChoice::Auto | BackendChoice::Bochs => Backend::Bochs,
-        BackendChoice::Qemu => Backend::QemuKvm,
+        BackendChoice::Qemu => Backend::QemuSvm,
+        BackendChoice::QemuKvm => Backend::QemuKvm,
         BackendChoice::QemuTcg => Backend::QemuTcg,
+    }
+}
+
+/// [`resolve`] on this host.
+pub fn resolve_here(choice: BackendChoice) -> Backend {
+    resolve(
+        choice,
+        kvm_problem().is_none(),
+        crate::host::find_program(QEMU).is_some(),
+    )
+}
+
+/// Why `--backend auto` picks what it picks on this host, in a sentence.
+pub fn auto_reason() -> String {
+    let qemu = crate::host::find_program(QEMU).is_some();
+    match (kvm_problem(), qemu) {
+        (None, true) => "KVM with nested VMX is available".to_string(),
+        (Some(problem), true) => format!(
+            "no KVM ({problem}); QEMU's software emulation runs Carousel on AMD SVM (--backend bochs for repeatable, instruction-counted figures)"
+        ),
+        (_, false) => format!("`{QEMU}` is not installed"),
     }
 }
 
@@ -325,26 +358,28 @@ fn bochsrc_around(
     )
 }
 
-/// QEMU's arguments for a run. COM1 is a TCP server on `com1_port` that waits for the tool's
-/// connection before the guest starts (`wait=on`); COM2 stays a file.
+/// The `-cpu` of TCG with SVM: the plain qemu64 model with SVM and nested paging (QEMU-SVM.md:
+/// `max`, `EPYC` and this all pass the probe; this one adds the least).
+pub const QEMU_SVM_CPU: &str = "qemu64,+svm,+npt";
+
+/// QEMU's arguments for a run of `backend` (a QEMU one). COM1 is a TCP server on `com1_port`
+/// that waits for the tool's connection before the guest starts (`wait=on`); COM2 stays a file.
 pub fn qemu_args(
-    kvm: bool,
+    backend: Backend,
     memory: EmulatorMemory,
     iso: &Path,
     drive: Option<&Path>,
     out: &Path,
     com1_port: u16,
 ) -> Vec<String> {
-    let mut args: Vec<String> = if kvm {
-        vec!["-enable-kvm".into(), "-cpu".into(), "host".into()]
-    } else {
-        // TCG offers no VMX on any model; qemu64 makes that explicit.
-        vec![
-            "-accel".into(),
-            "tcg".into(),
-            "-cpu".into(),
-            "qemu64".into(),
-        ]
+    let tcg = |cpu: &str| -> Vec<String> {
+        vec!["-accel".into(), "tcg".into(), "-cpu".into(), cpu.into()]
+    };
+    let mut args: Vec<String> = match backend {
+        Backend::QemuKvm => vec!["-enable-kvm".into(), "-cpu".into(), "host".into()],
+        Backend::QemuSvm => tcg(QEMU_SVM_CPU),
+        // TCG offers no VMX on any model, and SVM only when asked for: qemu64 without it.
+        _ => tcg("qemu64,-svm"),
     };
     let file = |name: &str| format!("file:{}", out.join(name).display());
     args.extend([
@@ -423,16 +458,9 @@ pub fn launch(
             env: vec![("TERM", "dumb")],
             output: "bochs.out",
         },
-        Backend::QemuKvm | Backend::QemuTcg => Launch {
+        Backend::QemuKvm | Backend::QemuSvm | Backend::QemuTcg => Launch {
             program: QEMU,
-            args: qemu_args(
-                backend == Backend::QemuKvm,
-                memory,
-                media.iso,
-                media.drive,
-                out,
-                com1_port,
-            ),
+            args: qemu_args(backend, memory, media.iso, media.drive, out, com1_port),
             env: Vec::new(),
             output: "qemu.out",
         },
@@ -504,7 +532,7 @@ mod tests {
         );
         assert!(!bochsrc(&config(EmulatorMemory::Megs(256))).contains("ata0-slave"));
         let args = qemu_args(
-            true,
+            Backend::QemuKvm,
             EmulatorMemory::Megs(256),
             Path::new("/r/carousel.iso"),
             Some(Path::new("/r,s/drive.img")),
@@ -568,7 +596,15 @@ mod tests {
     fn qemu_arguments() {
         let iso = Path::new("/r/carousel.iso");
         let out = Path::new("/r");
-        let kvm = qemu_args(true, EmulatorMemory::Megs(256), iso, None, out, 40123).join(" ");
+        let kvm = qemu_args(
+            Backend::QemuKvm,
+            EmulatorMemory::Megs(256),
+            iso,
+            None,
+            out,
+            40123,
+        )
+        .join(" ");
         assert_eq!(
             kvm,
             "-enable-kvm -cpu host -m 256 -cdrom /r/carousel.iso -display none -no-reboot \
@@ -577,7 +613,7 @@ mod tests {
              -device isa-debug-exit,iobase=0xf4,iosize=0x04 -debugcon file:/r/e9.txt"
         );
         let tcg = qemu_args(
-            false,
+            Backend::QemuTcg,
             EmulatorMemory::Large { total: 2080 },
             iso,
             None,
@@ -585,8 +621,24 @@ mod tests {
             1,
         )
         .join(" ");
-        assert!(tcg.starts_with("-accel tcg -cpu qemu64 -m 2080 "), "{tcg}");
+        assert!(
+            tcg.starts_with("-accel tcg -cpu qemu64,-svm -m 2080 "),
+            "{tcg}"
+        );
         assert!(!tcg.contains("kvm"));
+        let svm = qemu_args(
+            Backend::QemuSvm,
+            EmulatorMemory::Megs(256),
+            iso,
+            None,
+            out,
+            1,
+        )
+        .join(" ");
+        assert!(
+            svm.starts_with("-accel tcg -cpu qemu64,+svm,+npt -m 256 "),
+            "{svm}"
+        );
     }
 
     #[test]
@@ -642,11 +694,20 @@ mod tests {
 
     #[test]
     fn auto_prefers_kvm() {
-        assert_eq!(resolve(BackendChoice::Auto, true), Backend::QemuKvm);
-        assert_eq!(resolve(BackendChoice::Auto, false), Backend::Bochs);
-        assert_eq!(resolve(BackendChoice::Bochs, true), Backend::Bochs);
-        assert_eq!(resolve(BackendChoice::Qemu, false), Backend::QemuKvm);
-        assert_eq!(resolve(BackendChoice::QemuTcg, true), Backend::QemuTcg);
+        assert_eq!(resolve(BackendChoice::Auto, true, true), Backend::QemuKvm);
+        assert_eq!(resolve(BackendChoice::Auto, false, true), Backend::QemuSvm);
+        assert_eq!(resolve(BackendChoice::Auto, false, false), Backend::Bochs);
+        assert_eq!(resolve(BackendChoice::Auto, true, false), Backend::Bochs);
+        assert_eq!(resolve(BackendChoice::Bochs, true, true), Backend::Bochs);
+        assert_eq!(resolve(BackendChoice::Qemu, true, true), Backend::QemuSvm);
+        assert_eq!(
+            resolve(BackendChoice::QemuKvm, false, true),
+            Backend::QemuKvm
+        );
+        assert_eq!(
+            resolve(BackendChoice::QemuTcg, true, true),
+            Backend::QemuTcg
+        );
         let text = "[run]\nips = 5_000\n[[vm]]\nname = \"a\"\nkernel = \"hello\"\nmemory_mib = 8\n";
         let mut lab = crate::lab::Lab::parse(std::path::Path::new("lab.toml"), text).unwrap();
         assert_eq!(Backend::Bochs.tsc_hz(&lab), 5_000);

@@ -251,7 +251,10 @@ pub fn execute_lab(
         }
     };
     let timeout_s = options.timeout_s.unwrap_or(lab.timeout_s);
-    let backend = backend::resolve(options.backend, backend::kvm_problem().is_none());
+    let backend = backend::resolve_here(options.backend);
+    if options.backend == backend::BackendChoice::Auto {
+        say(format!("backend: {backend} ({})", backend::auto_reason()));
+    }
     if let Some(problem) = backend::unavailable(backend) {
         return Err(RunError::Unavailable(problem));
     }
