@@ -906,8 +906,12 @@ impl Lapic {
         if decrements < epoch_count {
             (epoch_count - decrements) as u32
         } else if self.periodic() && self.initial_count != 0 {
-            let initial = u128::from(self.reload_count());
-            (initial - (decrements - epoch_count) % initial) as u32
+            let reload = u128::from(self.reload_count());
+            let remaining = reload - (decrements - epoch_count) % reload;
+            // A period stretched to the floor still reads as counting down from the initial
+            // count, as the guest programmed it: never above it.
+            let initial = u128::from(self.initial_count);
+            (remaining * initial).div_ceil(reload) as u32
         } else {
             0
         }
@@ -1214,6 +1218,29 @@ pub(crate) mod tests {
         // A second of this timer raises at most 5,000 interrupts, however small the count.
         let fire = lapic.advance(T0 + TSC_HZ);
         assert!(fire.expirations <= 5_000, "{fire:?}");
+    }
+
+    /// Found by the devices fuzz target: a period stretched to the floor read a current count
+    /// above the initial count. It counts down from the initial count over the stretched
+    /// period instead.
+    #[test]
+    fn a_stretched_period_never_reads_above_its_initial_count() {
+        let mut lapic = enabled();
+        lapic.write(TIMER_DIVIDE_CONFIGURATION, 0xB, T0);
+        lapic.write(LVT_TIMER, LVT_TIMER_PERIODIC | 32, T0);
+        lapic.write(TIMER_INITIAL_COUNT, 10, T0);
+        let floor = MIN_PERIODIC_US * TSC_HZ / 1_000_000;
+        let mut last = u32::MAX;
+        for step in 1..40 {
+            let now = T0 + 10 * floor + step * floor / 40;
+            let current = lapic.read(TIMER_CURRENT_COUNT, now);
+            assert!(
+                (1..=10).contains(&current),
+                "current {current} at step {step}"
+            );
+            assert!(current <= last, "it counts down: {current} after {last}");
+            last = current;
+        }
     }
 
     #[test]
