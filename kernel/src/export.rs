@@ -203,7 +203,7 @@ impl Exporter {
 
     /// Holds back (or lets go) the sending of event batches that are merely full: while a
     /// woken VM waits for the CPU, encoding them would lengthen the wait being measured. A
-    /// held batch goes out at [`EVENTS_HELD`] events.
+    /// held batch goes out at 128 events.
     pub fn hold(&mut self, held: bool) {
         self.held = held;
     }
