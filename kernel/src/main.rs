@@ -303,11 +303,9 @@ fn run<'m, V: carousel_kernel::vcpu::Vcpu>(
         Ok(machine) => machine,
         Err(error) => fail(ExitCode::HypervisorFailed, format_args!("{error}")),
     };
+    // Ends with the RunEnd record, after every console byte.
     machine.run();
     log::info!("run ended");
-    let now = machine.host.now();
-    machine.host.exporter().emit(&Record::RunEnd { tsc: now });
-    machine.host.flush_serial();
     exit_emulator(ExitCode::RunEnded)
 }
 

@@ -308,6 +308,9 @@ pub struct FakeHost {
     pub input: VecDeque<u8>,
     /// The shared drive, if the run has one.
     pub drive: Option<crate::disk::FakeDrive>,
+    /// After each feed, how many bytes had left on COM1 and on COM2 in all: the order in
+    /// which the two lines carried what they carried.
+    pub feeds: Vec<(usize, usize)>,
 }
 
 impl FakeHost {
@@ -326,6 +329,7 @@ impl FakeHost {
             max_backlog: 0,
             input: VecDeque::new(),
             drive: None,
+            feeds: Vec::new(),
         }
     }
 
@@ -384,6 +388,7 @@ impl Host for FakeHost {
             com1.extend_from_slice(&bytes[..take]);
             take
         });
+        self.feeds.push((self.com1.len(), self.com2.len()));
         self.last_feed = self.clock.get();
         self.max_backlog = self.max_backlog.max(self.exporter.queued_bytes());
     }

@@ -244,9 +244,16 @@ impl Host for HwHost {
         loop {
             self.feed_serial();
             if !self.exporter.pending() && !COM1_LINE.lock().mux.pending() {
-                return;
+                break;
             }
             core::hint::spin_loop();
+        }
+        // Out of the UARTs' FIFOs too: "flushed" means on the line, so what is sent next
+        // (RunEnd after the console's last bytes) arrives after it.
+        // SAFETY: COM1 and COM2 are the hypervisor's own UARTs.
+        unsafe {
+            arch::drain_uart(COM1);
+            arch::drain_uart(COM2);
         }
     }
 

@@ -370,6 +370,13 @@ impl<V: Vcpu, F: Frames, H: Host> Machine<V, F, H> {
             self.pool.release(vm.memory);
             self.pool.frames.free(vm.lapic_page);
         }
+        // Every console byte leaves before RunEnd does: the tool takes RunEnd as "everything is
+        // in" and ends the emulator soon after, so text still queued for COM1 behind a chatty
+        // VM (COM1 runs at line rate) would be lost with it.
+        self.host.flush_serial();
+        let now = self.host.now();
+        self.host.exporter().emit(&Record::RunEnd { tsc: now });
+        self.host.flush_serial();
     }
 
     fn run_loop(&mut self) {

@@ -256,6 +256,54 @@ fn a_console_flood_blocks_its_vm_and_loses_nothing() {
     assert!(spin >= 0.45, "spin share {spin}");
 }
 
+/// The run ends with RunEnd, and only once COM1 has carried every console byte: the tool ends
+/// the emulator soon after RunEnd arrives, so console text sent after it (a chatty VM's last
+/// lines, queued behind a slow COM1) would be lost.
+#[test]
+fn run_end_follows_the_last_console_byte() {
+    use carousel_protocol::hypercall::CONSOLE_WRITE;
+    use carousel_protocol::record::Record;
+    let config = config(100, &["chatty", "spin"]);
+    let text: alloc::vec::Vec<u8> = (0..199u8).map(|i| b'a' + i % 26).chain([b'\n']).collect();
+    let mut run = FakeRun::new(
+        &config,
+        vec![
+            caller(CONSOLE_WRITE, [0x15_0000, 200, 0], 50),
+            spin(2_000_000),
+        ],
+        50,
+    );
+    poke(&mut run, 0, 0x15_0000, &text);
+    run.machine.host.com1_per_feed = Some(16);
+    run.machine.run();
+    let host = &run.machine.host;
+    let records = host.records();
+    assert!(
+        matches!(records.last(), Some(Record::RunEnd { .. })),
+        "{:?}",
+        records.last()
+    );
+    assert!(host.com1_text().contains("[chatty] abc"));
+    // RunEnd's frame starts after the zero that ends the frame before it.
+    let com2 = &host.com2;
+    let run_end_starts = com2[..com2.len() - 1]
+        .iter()
+        .rposition(|&byte| byte == 0)
+        .map_or(0, |zero| zero + 1);
+    let carried = host
+        .feeds
+        .iter()
+        .position(|&(_, com2)| com2 > run_end_starts)
+        .expect("RunEnd left");
+    let before = carried.checked_sub(1).map_or(0, |feed| host.feeds[feed].0);
+    assert_eq!(
+        before,
+        host.com1.len(),
+        "COM1 still had {} bytes to send when RunEnd went",
+        host.com1.len() - before
+    );
+}
+
 /// A VM that floods CHECK and METRIC beside one that sends a few checks, on a COM2 that drains
 /// slowly: the flood's checks wait (blocked on records) and its metrics beyond its quota drop,
 /// counted against it; none of the other VM's records is lost.

@@ -560,10 +560,12 @@ fn a_devcheck_lab_is_driven_from_the_page() {
                 "document.querySelector('#consoles .pane[data-vm=\"{vm}\"] .log').textContent"
             ))
             .unwrap();
-        assert!(log
-            .as_str()
-            .unwrap()
-            .contains("devcheck: all checks passed"));
+        let log = log.as_str().unwrap();
+        assert!(
+            log.contains("devcheck: all checks passed"),
+            "dev{vm}'s pane ends: {:?}",
+            &log[log.len().saturating_sub(400)..]
+        );
     }
     // The counts grew and match the report of the trace.
     browser.pump(Duration::from_millis(500));
