@@ -13,6 +13,8 @@
 //!   disk, idle threshold, budget, stagger), a known CPU model, command lines of at most 1 KiB
 //!   without NUL, persist only with a disk, file kernels that exist and are ELF, RAM that fits
 //!   the emulator unless lazily backed, sweep workloads that name the lab's VMs;
+//! - templates (`[vm_defaults]`, `count`, `{i}`) are fully expanded: no VM's command line or
+//!   script text still holds `{i}`;
 //! - its run configuration has the current format version, matches the lab VM for VM, and its
 //!   postcard bytes decode to the same configuration and re-encode to the same bytes.
 #![no_main]
@@ -20,6 +22,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+use carousel::lab::template::INDEX;
 use carousel::lab::{
     Disk, Kernel, Lab, ARGS_MAX, BLANK_DISK_KIB_RANGE, BUILTIN_GUESTS, CPU_MODELS, HYPERVISOR_MIB,
     IDLE_THRESHOLD_US_RANGE, INTERVAL_US_RANGE, IPS_RANGE, MAX_TOTAL_MIB, MEMORY_MIB_RANGE,
@@ -175,8 +178,15 @@ fn check_lab(lab: &Lab, text: &str) {
                 assert!(bytes.starts_with(b"\x7fELF"), "kernel {file:?} is not ELF");
             }
         }
+        assert!(!vm.args.contains(INDEX), "args {:?}", vm.args);
         for step in &vm.script {
             assert!(within(&STEP_TIMEOUT_S_RANGE, step.timeout.as_secs() as i64));
+            assert!(!step.expect.as_str().contains(INDEX), "expect {}", step.expect);
+            assert!(
+                step.send.as_ref().is_none_or(|send| !send.contains(INDEX)),
+                "send {:?}",
+                step.send
+            );
         }
     }
     let guests: u64 = lab.vms.iter().map(|vm| u64::from(vm.memory_mib)).sum();

@@ -1351,6 +1351,151 @@ fn checked_in_labs_are_valid() {
     assert!(examples >= 1, "xv6.example.toml is missing");
 }
 
+/// The labs written with templates read as the labs they stand for, written out VM by VM as
+/// they were before templates (only the file's hash differs).
+#[test]
+fn template_labs_are_the_labs_they_stand_for() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let placeholder = dir.path().join("placeholder.elf");
+    let mut bytes = b"\x7fELF placeholder".to_vec();
+    bytes.resize(SECTOR_BYTES, 0);
+    std::fs::write(&placeholder, bytes).expect("the placeholder is written");
+    let placeholder = placeholder.display().to_string();
+    let env = |_: &str| Some(placeholder.clone());
+    let xv6_script = "[[vm.script]]\nexpect = '^\\$ $'\nsend = \"ls\\n\"\ntimeout_s = 300\n\
+                      [[vm.script]]\nexpect = 'README'\ntimeout_s = 120\n\
+                      [[vm.script]]\nexpect = '^\\$ $'\nsend = \"stressfs\\n\"\ntimeout_s = 120\n\
+                      [[vm.script]]\nexpect = 'stressfs starting'\ntimeout_s = 120\n\
+                      [[vm.script]]\nexpect = '^\\$ $'\ntimeout_s = 300\n";
+    let xv6 = |name: &str| {
+        format!(
+            "[[vm]]\nname = \"{name}\"\nkernel = \"${{XV6_KERNEL}}\"\ndisk = \"${{XV6_FS}}\"\n\
+             memory_mib = 224\n"
+        )
+    };
+    let idle = |name: &str| {
+        format!(
+            "{}[[vm.script]]\nexpect = '^\\$ $'\ntimeout_s = 600\n",
+            xv6(name)
+        )
+    };
+    let written: [(&str, String); 3] = [
+        (
+            "many16.toml",
+            (0..16)
+                .map(|i| {
+                    format!(
+                        "[[vm]]\nname = \"spin{i}\"\nkernel = \"spin\"\nmemory_mib = 4\n\
+                         args = \"ms=100 report_ms=50\"\n"
+                    )
+                })
+                .collect(),
+        ),
+        (
+            "xv6.example.toml",
+            (0..4)
+                .map(|i| format!("{}{xv6_script}", xv6(&format!("xv6-{i}"))))
+                .collect(),
+        ),
+        (
+            "xv6-usertests.example.toml",
+            format!(
+                "{}[[vm.script]]\nexpect = '^\\$ $'\nsend = \"usertests\\n\"\ntimeout_s = 600\n\
+                 [[vm.script]]\nexpect = 'ALL TESTS PASSED'\ntimeout_s = 2900\n{}{}{}",
+                xv6("ut"),
+                idle("idle1"),
+                idle("idle2"),
+                idle("idle3")
+            ),
+        ),
+    ];
+    for (name, vms) in written {
+        let path = labs().join(name);
+        let text = std::fs::read_to_string(&path).expect("the lab is readable");
+        // The file's [run] table, then its VMs written out.
+        let run = text.find("[run]").expect("a [run] table");
+        let end = text
+            .find("\n[vm_defaults]")
+            .or_else(|| text.find("\n[[vm]]"))
+            .expect("VMs");
+        let explicit = format!("{}\n{vms}", &text[run..end]);
+        let templates = Lab::parse_with_env(&path, &text, &env).unwrap_or_else(|e| panic!("{e}"));
+        let mut expected =
+            Lab::parse_with_env(&path, &explicit, &env).unwrap_or_else(|e| panic!("{e}"));
+        assert!(expected.vms.len() >= 4, "{name}: {explicit}");
+        expected.hash = templates.hash;
+        assert_eq!(templates, expected, "{name}");
+    }
+}
+
+/// Bad templates are refused before anything builds or boots: exit 2, naming the key.
+#[test]
+fn bad_templates_are_refused_before_anything_starts() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let spin = "kernel = \"spin\"\nmemory_mib = 4\n";
+    for (name, text, parts) in [
+        (
+            "zero.toml",
+            format!("[[vm]]\nname = \"s{{i}}\"\ncount = 0\n{spin}"),
+            vec!["`vm[0].count` = 0", "1..=64"],
+        ),
+        (
+            "many.toml",
+            format!("[[vm]]\nname = \"s{{i}}\"\ncount = 65\n{spin}"),
+            vec!["`vm[0].count` = 65", "1..=64"],
+        ),
+        (
+            "text.toml",
+            format!("[[vm]]\nname = \"s{{i}}\"\ncount = \"4\"\n{spin}"),
+            vec!["`vm[0].count` = \"4\"", "whole number"],
+        ),
+        (
+            "total.toml",
+            format!(
+                "[[vm]]\nname = \"a{{i}}\"\ncount = 60\n{spin}\
+                 [[vm]]\nname = \"b{{i}}\"\ncount = 5\n{spin}"
+            ),
+            vec!["`vm[1].count`", "65 VMs"],
+        ),
+        (
+            "kernel.toml",
+            "[vm_defaults]\nkernel = \"guest{i}.elf\"\n\
+             [[vm]]\nname = \"s{i}\"\ncount = 2\nmemory_mib = 4\n"
+                .to_string(),
+            vec!["`vm_defaults.kernel`", "{i}"],
+        ),
+        (
+            "clash.toml",
+            format!("[[vm]]\nname = \"same\"\ncount = 2\n{spin}"),
+            vec!["`vm[0].name`", "{i}"],
+        ),
+        (
+            "range.toml",
+            format!("[[vm]]\nname = \"w{{i}}\"\ncount = 4\n{spin}weight = 99\n"),
+            vec!["`vm[0].weight` = 99", "vm \"w0\" (from [[vm]] 0, count 4)"],
+        ),
+    ] {
+        let lab = dir.path().join(name);
+        std::fs::write(&lab, text).expect("written");
+        let out = dir.path().join(format!("{name}.run"));
+        let run = carousel(&[
+            "run",
+            lab.to_str().expect("a UTF-8 path"),
+            "--out",
+            out.to_str().expect("a UTF-8 path"),
+        ]);
+        assert_eq!(run.code, Some(2), "{name}\n{}", run.describe());
+        for part in parts {
+            assert!(
+                run.stderr.contains(part),
+                "{name}: {part}\n{}",
+                run.describe()
+            );
+        }
+        assert!(!out.exists(), "{name}: the run directory was created");
+    }
+}
+
 // ----- carousel sweep -----
 
 fn path(path: &Path) -> &str {

@@ -21,6 +21,46 @@ pub struct DiskSizes {
     pub guests_mib: u64,
 }
 
+/// The `[[vm]]` table with a `count` a VM was made from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Template {
+    /// The table's index among the file's `[[vm]]` tables (as in the key `vm[K]`).
+    pub table: usize,
+    /// The table's `count`.
+    pub count: usize,
+}
+
+impl fmt::Display for Template {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "from [[vm]] {}, count {}", self.table, self.count)
+    }
+}
+
+/// The VM an error is about: its name and, for a VM a `count` made, the table it came from.
+/// Shown as `"xv6-3" (from [[vm]] 1, count 4)`, or `"hello"` for a VM of its own table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmRef {
+    pub name: String,
+    pub template: Option<Template>,
+}
+
+impl fmt::Display for VmRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}{}", self.name, origin(&self.template))
+    }
+}
+
+/// ` (from [[vm]] K, count N)` for a VM a template made; nothing for one of its own table.
+fn origin(template: &Option<Template>) -> String {
+    template.map_or_else(String::new, |template| format!(" ({template})"))
+}
+
+/// `, in vm NAME` when the message must say which VM a value was checked for.
+fn in_vm(vm: &Option<VmRef>) -> String {
+    vm.as_ref()
+        .map_or_else(String::new, |vm| format!(", in vm {vm}"))
+}
+
 /// Why a lab file was refused.
 #[derive(Debug)]
 pub struct LabError {
@@ -28,7 +68,8 @@ pub struct LabError {
     pub file: PathBuf,
     /// 1-based line of the offending value, where known.
     pub line: Option<usize>,
-    pub kind: LabErrorKind,
+    /// Boxed: errors are rare, and a `Result` carrying one stays small.
+    pub kind: Box<LabErrorKind>,
 }
 
 impl fmt::Display for LabError {
@@ -51,11 +92,19 @@ pub enum LabErrorKind {
     /// names the key and shows the line.
     #[error("{0}")]
     Toml(String),
-    #[error("`{key}` = {value} is outside the allowed range {}..={}", range.start(), range.end())]
+    /// `vm` is the VM the value was checked for, when the key alone does not say (a VM a
+    /// template made, or a key it took from `[vm_defaults]`).
+    #[error(
+        "`{key}` = {value} is outside the allowed range {}..={}{}",
+        range.start(),
+        range.end(),
+        in_vm(vm)
+    )]
     OutOfRange {
         key: String,
         value: i64,
         range: RangeInclusive<i64>,
+        vm: Option<VmRef>,
     },
     #[error(
         "`vm`: the lab has {count} [[vm]] tables; {}..={} are allowed",
@@ -63,17 +112,56 @@ pub enum LabErrorKind {
         VM_COUNT_RANGE.end()
     )]
     VmCount { count: usize },
-    #[error("`{key}` = {value:?}: {reason}")]
+    /// A lab whose `count`s make more VMs than a lab may have; `key` is the `count` (or the
+    /// table) that goes over.
+    #[error(
+        "`{key}`: with it the [[vm]] tables make {count} VMs; at most {} are allowed",
+        VM_COUNT_RANGE.end()
+    )]
+    TooManyVms { key: String, count: usize },
+    #[error(
+        "`{key}` = {value}: a count is a whole number of VMs, {}..={}",
+        VM_COUNT_RANGE.start(),
+        VM_COUNT_RANGE.end()
+    )]
+    BadCount { key: String, value: String },
+    #[error(
+        "`{key}` = {value:?}: `{{i}}` stands for the VM's index only in `name`, `args` and \
+         script text (`expect`, `send`)"
+    )]
+    IndexNotTaken { key: String, value: String },
+    #[error(
+        "`{key}` = {value:?}: with `count = {count}` every VM would have this name; put `{{i}}` \
+         in it (replaced by 0 to {})",
+        count - 1
+    )]
+    NameWithoutIndex {
+        key: String,
+        value: String,
+        count: usize,
+    },
+    #[error("`{key}`: {reason}")]
+    NotADefault { key: String, reason: &'static str },
+    #[error("`{key}` is missing: {reason}")]
+    MissingKey { key: String, reason: &'static str },
+    #[error("`{key}` = {value:?}{}: {reason}", origin(template))]
     BadName {
         key: String,
         value: String,
+        template: Option<Template>,
         reason: &'static str,
     },
-    #[error("`{key}` = {value:?}: another VM has this name (`{first_key}`)")]
+    #[error(
+        "`{key}` = {value:?}{}: another VM has this name (`{first_key}`{})",
+        origin(template),
+        first.map_or_else(String::new, |first| format!(", {first}"))
+    )]
     DuplicateName {
         key: String,
         value: String,
+        template: Option<Template>,
         first_key: String,
+        first: Option<Template>,
     },
     #[error("`{key}` = {value:?} is not a Bochs CPU model Carousel supports; one of: {}", CPU_MODELS.join(", "))]
     CpuModel { key: String, value: String },
@@ -83,32 +171,32 @@ pub enum LabErrorKind {
         value: String,
         choices: Vec<&'static str>,
     },
-    #[error("`{key}` of vm {vm:?}: {path} does not exist or is not a file")]
+    #[error("`{key}` of vm {vm}: {path} does not exist or is not a file")]
     MissingFile {
         key: String,
-        vm: String,
+        vm: VmRef,
         path: PathBuf,
     },
-    #[error("`{key}` of vm {vm:?}: {path} is empty")]
+    #[error("`{key}` of vm {vm}: {path} is empty")]
     EmptyFile {
         key: String,
-        vm: String,
+        vm: VmRef,
         path: PathBuf,
     },
     #[error(
-        "`{key}` of vm {vm:?}: {path} is not an ELF file (no ELF magic); \
+        "`{key}` of vm {vm}: {path} is not an ELF file (no ELF magic); \
          built-in guests are: {}",
         BUILTIN_GUESTS.join(", ")
     )]
     NotElf {
         key: String,
-        vm: String,
+        vm: VmRef,
         path: PathBuf,
     },
-    #[error("`{key}` of vm {vm:?}: {reason}")]
+    #[error("`{key}` of vm {vm}: {reason}")]
     BadArgs {
         key: String,
-        vm: String,
+        vm: VmRef,
         reason: String,
     },
     #[error(
@@ -118,7 +206,7 @@ pub enum LabErrorKind {
     )]
     MemoryTotal { guests: u64 },
     #[error(
-        "`{key}` of vm {vm:?} ({}): with `disk_backend = \"memory\"` the disks travel in \
+        "`{key}` of vm {vm} ({}): with `disk_backend = \"memory\"` the disks travel in \
          the emulator's memory beside the VMs' RAM; with this one ({} KiB) they add up to {} MiB \
          and the RAM to {} MiB, more than the {MAX_TOTAL_MIB} MiB the emulator holds with \
          the hypervisor's {HYPERVISOR_MIB} (use the default `disk_backend = \"drive\"`)",
@@ -129,11 +217,11 @@ pub enum LabErrorKind {
     )]
     DiskMemory {
         key: String,
-        vm: String,
+        vm: VmRef,
         sizes: Box<DiskSizes>,
     },
     #[error(
-        "`{key}` of vm {vm:?} ({}): the shared drive cannot hold it: with this disk ({} MiB) \
+        "`{key}` of vm {vm} ({}): the shared drive cannot hold it: with this disk ({} MiB) \
          the VMs' disks need {} MiB of drive, at most {DRIVE_MAX_GIB} GiB",
         sizes.file,
         sizes.bytes.div_ceil(1 << 20),
@@ -141,48 +229,44 @@ pub enum LabErrorKind {
     )]
     DriveTotal {
         key: String,
-        vm: String,
+        vm: VmRef,
         sizes: Box<DiskSizes>,
     },
     /// `reason` names the file.
-    #[error("`{key}` of vm {vm:?}: {reason}")]
+    #[error("`{key}` of vm {vm}: {reason}")]
     BadImage {
         key: String,
-        vm: String,
+        vm: VmRef,
         reason: String,
     },
     #[error(
-        "`{key}` of vm {vm:?}: persist needs `run.disk_backend = \"drive\"` (a disk served from \
+        "`{key}` of vm {vm}: persist needs `run.disk_backend = \"drive\"` (a disk served from \
          memory is gone when the emulator ends)"
     )]
-    PersistFromMemory { key: String, vm: String },
-    #[error("`{key}` of vm {vm:?}: environment variable {var} is not set (or empty)")]
-    MissingEnv {
-        key: String,
-        vm: String,
-        var: String,
-    },
-    #[error("`{key}` of vm {vm:?}: {reason}")]
+    PersistFromMemory { key: String, vm: VmRef },
+    #[error("`{key}` of vm {vm}: environment variable {var} is not set (or empty)")]
+    MissingEnv { key: String, vm: VmRef, var: String },
+    #[error("`{key}` of vm {vm}: {reason}")]
     BadPath {
         key: String,
-        vm: String,
+        vm: VmRef,
         reason: String,
     },
-    #[error("`{key}` and `{other}` of vm {vm:?}: give one of them, not both")]
+    #[error("`{key}` and `{other}` of vm {vm}: give one of them, not both")]
     Exclusive {
         key: String,
         other: String,
-        vm: String,
+        vm: VmRef,
     },
-    #[error("`{key}` of vm {vm:?}: persist needs a disk (`disk` or `blank_disk_kib`)")]
-    PersistWithoutDisk { key: String, vm: String },
+    #[error("`{key}` of vm {vm}: persist needs a disk (`disk` or `blank_disk_kib`)")]
+    PersistWithoutDisk { key: String, vm: VmRef },
     #[error("`{key}`: {reason}")]
     Sweep { key: String, reason: String },
-    #[error("`{key}` (script step {step}) of vm {vm:?}: not a regular expression: {error}")]
+    #[error("`{key}` (script step {step}) of vm {vm}: not a regular expression: {error}")]
     BadRegex {
         key: String,
         step: usize,
-        vm: String,
+        vm: VmRef,
         error: String,
     },
 }

@@ -1,8 +1,9 @@
-//! Reading a lab file: the TOML as written, strictly (an unknown key is an error), then every
-//! rule checked with an error that names the offending key and its line.
+//! Reading a lab file: the TOML as written ([`raw`](super::raw)), strictly (an unknown key is
+//! an error), its templates made into one table per VM ([`template`]), then every rule checked
+//! with an error that names the offending key and its line.
 
 use std::ops::RangeInclusive;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use carousel_protocol::config::{
@@ -10,211 +11,20 @@ use carousel_protocol::config::{
 };
 use carousel_protocol::record::TraceLevel;
 use carousel_trace::TRACE_LEVELS;
-use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
+use super::checker::Checker;
 use super::definition::{Disk, DiskBackend, Kernel, Lab, Vm};
-use super::env::{expand_env, process_env, EnvProblem};
-use super::error::{DiskSizes, LabError, LabErrorKind};
+use super::env::process_env;
+use super::error::{DiskSizes, LabError, LabErrorKind, VmRef};
 use super::limits::*;
+use super::raw::{RawLab, RawSweep};
 use super::script::{Pattern, Step, DEFAULT_STEP_TIMEOUT_S};
 use super::sweep::{self as sweep_table, SweepTable, Workload};
+use super::template::{self, VmTable};
 
 /// The first four bytes of every ELF file.
 const ELF_MAGIC: [u8; 4] = *b"\x7fELF";
-
-/// The `[run]` table as written.
-#[derive(Debug, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawRun {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(super) quantum_us: Option<Spanned<i64>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(super) ips: Option<Spanned<i64>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(super) tsc_hz: Option<Spanned<i64>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(super) cpu_model: Option<Spanned<String>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(super) timeout_s: Option<Spanned<i64>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(super) idle_detection: Option<Spanned<bool>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(super) idle_threshold_us: Option<Spanned<i64>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(super) interval_us: Option<Spanned<i64>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(super) trace: Option<Spanned<String>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(super) policy: Option<Spanned<String>>,
-    pub(super) quantum_clock: Option<Spanned<String>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(super) memory_sample_ms: Option<Spanned<i64>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(super) guest_memory_budget_mib: Option<Spanned<i64>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(super) merge_scan_pages: Option<Spanned<i64>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(super) balloon_when_free_below_pct: Option<Spanned<i64>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(super) balloon_step_mib: Option<Spanned<i64>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(super) lazy_memory: Option<Spanned<bool>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(super) boot_stagger_ms: Option<Spanned<i64>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(super) disk_backend: Option<Spanned<String>>,
-}
-
-/// The `[sweep]` table as written.
-#[derive(Debug, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawSweep {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(super) quantum: Option<Spanned<Vec<String>>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(super) policy: Option<Spanned<Vec<String>>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(super) weights: Option<Spanned<Vec<String>>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(super) repeat: Option<Spanned<i64>>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub(super) workload: Vec<Spanned<RawWorkload>>,
-}
-
-/// One `[[sweep.workload]]` table as written.
-#[derive(Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawWorkload {
-    pub(super) name: Spanned<String>,
-    pub(super) vms: Spanned<Vec<String>>,
-}
-
-/// One `[[vm]]` table as written.
-#[derive(Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawVm {
-    pub(super) name: Spanned<String>,
-    pub(super) kernel: Spanned<String>,
-    pub(super) memory_mib: Spanned<i64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(super) disk: Option<Spanned<String>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(super) blank_disk_kib: Option<Spanned<i64>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(super) persist: Option<Spanned<bool>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(super) weight: Option<Spanned<i64>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(super) balloon_mib: Option<Spanned<i64>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(super) balloon_target_mib: Option<Spanned<i64>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(super) args: Option<Spanned<String>>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub(super) script: Vec<Spanned<RawStep>>,
-}
-
-/// One `[[vm.script]]` table as written.
-#[derive(Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawStep {
-    pub(super) expect: Spanned<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(super) send: Option<Spanned<String>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(super) timeout_s: Option<Spanned<i64>>,
-}
-
-/// The whole file as written.
-#[derive(Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawLab {
-    #[serde(default)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(super) run: Option<RawRun>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub(super) vm: Vec<Spanned<RawVm>>,
-    #[serde(default)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(super) sweep: Option<RawSweep>,
-}
-
-/// Validation context: the file, its text (for line numbers), its directory and the
-/// environment `${VAR}` reads.
-struct Checker<'a> {
-    file: &'a Path,
-    text: &'a str,
-    base: &'a Path,
-    env: &'a dyn Fn(&str) -> Option<String>,
-}
-
-impl Checker<'_> {
-    fn error(&self, span: Option<std::ops::Range<usize>>, kind: LabErrorKind) -> LabError {
-        LabError {
-            file: self.file.to_path_buf(),
-            line: span.map(|span| line_of(self.text, span.start)),
-            kind,
-        }
-    }
-
-    /// An optional integer in `range`, or `default`.
-    fn int(
-        &self,
-        key: &str,
-        value: Option<&Spanned<i64>>,
-        range: RangeInclusive<i64>,
-        default: i64,
-    ) -> Result<i64, LabError> {
-        let Some(value) = value else {
-            return Ok(default);
-        };
-        if range.contains(value.get_ref()) {
-            Ok(*value.get_ref())
-        } else {
-            Err(self.error(
-                Some(value.span()),
-                LabErrorKind::OutOfRange {
-                    key: key.to_string(),
-                    value: *value.get_ref(),
-                    range,
-                },
-            ))
-        }
-    }
-
-    fn resolve(&self, path: &str) -> PathBuf {
-        self.base.join(path)
-    }
-
-    /// `value` with every `${VAR}` replaced from the environment.
-    fn expand(&self, value: &Spanned<String>, key: &str, vm: &str) -> Result<String, LabError> {
-        expand_env(value.get_ref(), self.env).map_err(|problem| {
-            let kind = match problem {
-                EnvProblem::Missing(var) => LabErrorKind::MissingEnv {
-                    key: key.to_string(),
-                    vm: vm.to_string(),
-                    var,
-                },
-                EnvProblem::Syntax(reason) => LabErrorKind::BadPath {
-                    key: key.to_string(),
-                    vm: vm.to_string(),
-                    reason,
-                },
-            };
-            self.error(Some(value.span()), kind)
-        })
-    }
-}
-
-/// 1-based line number of byte `offset` in `text`.
-fn line_of(text: &str, offset: usize) -> usize {
-    text.as_bytes()[..offset.min(text.len())]
-        .iter()
-        .filter(|&&byte| byte == b'\n')
-        .count()
-        + 1
-}
 
 /// Why `name` cannot name a VM, if it cannot.
 fn name_problem(name: &str) -> Option<&'static str> {
@@ -237,19 +47,19 @@ fn check_file(
     checker: &Checker<'_>,
     span: std::ops::Range<usize>,
     key: &str,
-    vm: &str,
+    vm: &VmRef,
     path: &Path,
 ) -> Result<(), LabError> {
     let metadata = std::fs::metadata(path).ok().filter(|m| m.is_file());
     let kind = match metadata {
         None => LabErrorKind::MissingFile {
             key: key.to_string(),
-            vm: vm.to_string(),
+            vm: vm.clone(),
             path: path.to_path_buf(),
         },
         Some(metadata) if metadata.len() == 0 => LabErrorKind::EmptyFile {
             key: key.to_string(),
-            vm: vm.to_string(),
+            vm: vm.clone(),
             path: path.to_path_buf(),
         },
         Some(_) => return Ok(()),
@@ -263,7 +73,7 @@ fn check_image(
     checker: &Checker<'_>,
     span: std::ops::Range<usize>,
     key: &str,
-    vm: &str,
+    vm: &VmRef,
     path: &Path,
 ) -> Result<(), LabError> {
     let bad = |reason: String| {
@@ -271,7 +81,7 @@ fn check_image(
             Some(span.clone()),
             LabErrorKind::BadImage {
                 key: key.to_string(),
-                vm: vm.to_string(),
+                vm: vm.clone(),
                 reason: format!("{}: {reason}", path.display()),
             },
         )
@@ -312,7 +122,7 @@ impl Lab {
         let text = std::fs::read_to_string(path).map_err(|error| LabError {
             file: path.to_path_buf(),
             line: None,
-            kind: LabErrorKind::Read(error),
+            kind: Box::new(LabErrorKind::Read(error)),
         })?;
         Self::parse(path, &text)
     }
@@ -343,7 +153,7 @@ impl Lab {
         let raw: RawLab = toml::from_str(text).map_err(|error| LabError {
             file: path.to_path_buf(),
             line: None,
-            kind: LabErrorKind::Toml(error.to_string().trim_end().to_string()),
+            kind: Box::new(LabErrorKind::Toml(error.to_string().trim_end().to_string())),
         })?;
 
         let run = raw.run.unwrap_or_default();
@@ -501,189 +311,18 @@ impl Lab {
             })?,
         };
 
-        if !VM_COUNT_RANGE.contains(&raw.vm.len()) {
-            let span = raw.vm.get(*VM_COUNT_RANGE.end()).map(Spanned::span);
-            return Err(checker.error(
-                span,
-                LabErrorKind::VmCount {
-                    count: raw.vm.len(),
-                },
-            ));
-        }
-
-        let mut vms: Vec<Vm> = Vec::with_capacity(raw.vm.len());
-        for (index, raw_vm) in raw.vm.iter().enumerate() {
-            let raw_vm = raw_vm.get_ref();
-            let key = |field: &str| format!("vm[{index}].{field}");
-            let name = raw_vm.name.get_ref().clone();
-            if let Some(reason) = name_problem(&name) {
-                return Err(checker.error(
-                    Some(raw_vm.name.span()),
-                    LabErrorKind::BadName {
-                        key: key("name"),
-                        value: name,
-                        reason,
-                    },
-                ));
-            }
-            if let Some(first) = vms.iter().position(|vm| vm.name == name) {
-                return Err(checker.error(
-                    Some(raw_vm.name.span()),
-                    LabErrorKind::DuplicateName {
-                        key: key("name"),
-                        value: name,
-                        first_key: format!("vm[{first}].name"),
-                    },
-                ));
-            }
-
-            let kernel_text = checker.expand(&raw_vm.kernel, &key("kernel"), &name)?;
-            let kernel = if BUILTIN_GUESTS.contains(&kernel_text.as_str()) {
-                Kernel::Builtin(kernel_text)
-            } else {
-                let file = checker.resolve(&kernel_text);
-                check_file(&checker, raw_vm.kernel.span(), &key("kernel"), &name, &file)?;
-                if !starts_with_elf_magic(&file) {
-                    return Err(checker.error(
-                        Some(raw_vm.kernel.span()),
-                        LabErrorKind::NotElf {
-                            key: key("kernel"),
-                            vm: name,
-                            path: file,
-                        },
-                    ));
-                }
-                Kernel::File(file)
-            };
-
-            let memory_mib = checker.int(
-                &key("memory_mib"),
-                Some(&raw_vm.memory_mib),
-                MEMORY_MIB_RANGE,
-                0,
-            )? as u32;
-
-            let disk = match (&raw_vm.disk, &raw_vm.blank_disk_kib) {
-                (None, None) => None,
-                (Some(disk), None) => {
-                    let text = checker.expand(disk, &key("disk"), &name)?;
-                    let file = checker.resolve(&text);
-                    check_file(&checker, disk.span(), &key("disk"), &name, &file)?;
-                    check_image(&checker, disk.span(), &key("disk"), &name, &file)?;
-                    Some(Disk::File(file))
-                }
-                (None, Some(kib)) => {
-                    let kib =
-                        checker.int(&key("blank_disk_kib"), Some(kib), BLANK_DISK_KIB_RANGE, 0)?
-                            as u32;
-                    Some(Disk::Blank { kib })
-                }
-                (Some(_), Some(kib)) => {
-                    return Err(checker.error(
-                        Some(kib.span()),
-                        LabErrorKind::Exclusive {
-                            key: key("blank_disk_kib"),
-                            other: key("disk"),
-                            vm: name,
-                        },
-                    ))
-                }
-            };
-            let persist = match &raw_vm.persist {
-                Some(persist) if *persist.get_ref() && disk.is_none() => {
-                    return Err(checker.error(
-                        Some(persist.span()),
-                        LabErrorKind::PersistWithoutDisk {
-                            key: key("persist"),
-                            vm: name,
-                        },
-                    ))
-                }
-                Some(persist) if *persist.get_ref() && disk_backend == DiskBackend::Memory => {
-                    return Err(checker.error(
-                        Some(persist.span()),
-                        LabErrorKind::PersistFromMemory {
-                            key: key("persist"),
-                            vm: name,
-                        },
-                    ))
-                }
-                Some(persist) => *persist.get_ref(),
-                None => false,
-            };
-            let script = script_steps(&checker, index, &name, &raw_vm.script)?;
-
-            let weight = checker.int(
-                &key("weight"),
-                raw_vm.weight.as_ref(),
-                WEIGHT_RANGE,
-                i64::from(DEFAULT_WEIGHT),
-            )? as u32;
-            let balloon_range = 0..=i64::from(memory_mib);
-            let balloon_mib = checker.int(
-                &key("balloon_mib"),
-                raw_vm.balloon_mib.as_ref(),
-                balloon_range.clone(),
-                0,
-            )? as u32;
-            let balloon_target_mib = checker.int(
-                &key("balloon_target_mib"),
-                raw_vm.balloon_target_mib.as_ref(),
-                balloon_range,
-                i64::from(balloon_mib),
-            )? as u32;
-
-            let args = raw_vm
-                .args
-                .as_ref()
-                .map(|args| args.get_ref().clone())
-                .unwrap_or_default();
-            let args_problem = if args.len() > ARGS_MAX {
-                Some(format!(
-                    "the command line has {} bytes; at most {ARGS_MAX} are allowed",
-                    args.len()
-                ))
-            } else if args.contains('\0') {
-                Some("the command line contains a NUL character".to_string())
-            } else {
-                None
-            };
-            if let Some(reason) = args_problem {
-                let span = raw_vm.args.as_ref().map(Spanned::span);
-                return Err(checker.error(
-                    span,
-                    LabErrorKind::BadArgs {
-                        key: key("args"),
-                        vm: name,
-                        reason,
-                    },
-                ));
-            }
-
-            vms.push(Vm {
-                name,
-                kernel,
-                memory_mib,
-                disk,
-                weight,
-                args,
-                persist,
-                balloon_mib,
-                balloon_target_mib,
-                script,
-            });
+        let tables = template::expand(&checker, &raw.vm, raw.vm_defaults.as_ref())?;
+        let mut vms: Vec<Vm> = Vec::with_capacity(tables.len());
+        for (index, table) in tables.iter().enumerate() {
+            vms.push(check_vm(&checker, table, &tables[..index], disk_backend)?);
         }
 
         // The disks must fit where they go: the shared drive, or the emulator's memory.
         let guests: u64 = vms.iter().map(|vm| u64::from(vm.memory_mib)).sum();
         let mut disk_total = 0u64;
         let mut drive_sectors = crate::image::drive::HEADER_SECTORS;
-        for (index, (vm, raw_vm)) in vms.iter().zip(&raw.vm).enumerate() {
-            let (bytes, key, span) = match (
-                &vm.disk,
-                &raw_vm.get_ref().disk,
-                &raw_vm.get_ref().blank_disk_kib,
-            ) {
+        for (vm, table) in vms.iter().zip(&tables) {
+            let (bytes, key, span) = match (&vm.disk, &table.disk, &table.blank_disk_kib) {
                 (Some(Disk::File(file)), Some(raw), _) => (
                     std::fs::metadata(file).map_or(0, |metadata| metadata.len()),
                     "disk",
@@ -706,8 +345,8 @@ impl Lab {
                         > DRIVE_MAX_GIB << 30 =>
                 {
                     LabErrorKind::DriveTotal {
-                        key: format!("vm[{index}].{key}"),
-                        vm: vm.name.clone(),
+                        key: table.key(key),
+                        vm: table.vm(),
                         sizes: Box::new(DiskSizes {
                             file: file.clone(),
                             bytes,
@@ -720,8 +359,8 @@ impl Lab {
                     if (disk_total >> 20) + guests + HYPERVISOR_MIB > MAX_TOTAL_MIB =>
                 {
                     LabErrorKind::DiskMemory {
-                        key: format!("vm[{index}].{key}"),
-                        vm: vm.name.clone(),
+                        key: table.key(key),
+                        vm: table.vm(),
                         sizes: Box::new(DiskSizes {
                             file: file.clone(),
                             bytes,
@@ -769,6 +408,204 @@ impl Lab {
             sweep,
         })
     }
+}
+
+/// VM `vm`'s optional integer key `field` in `range`, or `default`; an error names the key
+/// where it is written and, when that does not say which VM, the VM.
+fn vm_int(
+    checker: &Checker<'_>,
+    vm: &VmTable,
+    field: &str,
+    value: Option<&Spanned<i64>>,
+    range: RangeInclusive<i64>,
+    default: i64,
+) -> Result<i64, LabError> {
+    checker.int_of(vm.key(field), vm.context(field), value, range, default)
+}
+
+/// One VM's table, validated; `earlier` are the tables of the VMs before it (their names are
+/// taken).
+fn check_vm(
+    checker: &Checker<'_>,
+    table: &VmTable,
+    earlier: &[VmTable],
+    disk_backend: DiskBackend,
+) -> Result<Vm, LabError> {
+    let name = table.name.get_ref().clone();
+    if let Some(reason) = name_problem(&name) {
+        return Err(checker.error(
+            Some(table.name.span()),
+            LabErrorKind::BadName {
+                key: table.key("name"),
+                value: name,
+                template: table.template,
+                reason,
+            },
+        ));
+    }
+    if let Some(first) = earlier.iter().find(|vm| *vm.name.get_ref() == name) {
+        return Err(checker.error(
+            Some(table.name.span()),
+            LabErrorKind::DuplicateName {
+                key: table.key("name"),
+                value: name,
+                template: table.template,
+                first_key: first.key("name"),
+                first: first.template,
+            },
+        ));
+    }
+
+    let kernel_text = checker.expand(&table.kernel, table.key("kernel"), table.vm())?;
+    let kernel = if BUILTIN_GUESTS.contains(&kernel_text.as_str()) {
+        Kernel::Builtin(kernel_text)
+    } else {
+        let file = checker.resolve(&kernel_text);
+        let key = table.key("kernel");
+        check_file(checker, table.kernel.span(), &key, &table.vm(), &file)?;
+        if !starts_with_elf_magic(&file) {
+            return Err(checker.error(
+                Some(table.kernel.span()),
+                LabErrorKind::NotElf {
+                    key,
+                    vm: table.vm(),
+                    path: file,
+                },
+            ));
+        }
+        Kernel::File(file)
+    };
+
+    let memory_mib = vm_int(
+        checker,
+        table,
+        "memory_mib",
+        Some(&table.memory_mib),
+        MEMORY_MIB_RANGE,
+        0,
+    )? as u32;
+
+    let disk = match (&table.disk, &table.blank_disk_kib) {
+        (None, None) => None,
+        (Some(disk), None) => {
+            let text = checker.expand(disk, table.key("disk"), table.vm())?;
+            let file = checker.resolve(&text);
+            let key = table.key("disk");
+            check_file(checker, disk.span(), &key, &table.vm(), &file)?;
+            check_image(checker, disk.span(), &key, &table.vm(), &file)?;
+            Some(Disk::File(file))
+        }
+        (None, Some(kib)) => {
+            let kib = vm_int(
+                checker,
+                table,
+                "blank_disk_kib",
+                Some(kib),
+                BLANK_DISK_KIB_RANGE,
+                0,
+            )? as u32;
+            Some(Disk::Blank { kib })
+        }
+        (Some(_), Some(kib)) => {
+            return Err(checker.error(
+                Some(kib.span()),
+                LabErrorKind::Exclusive {
+                    key: table.key("blank_disk_kib"),
+                    other: table.key("disk"),
+                    vm: table.vm(),
+                },
+            ))
+        }
+    };
+    let persist = match &table.persist {
+        Some(persist) if *persist.get_ref() && disk.is_none() => {
+            return Err(checker.error(
+                Some(persist.span()),
+                LabErrorKind::PersistWithoutDisk {
+                    key: table.key("persist"),
+                    vm: table.vm(),
+                },
+            ))
+        }
+        Some(persist) if *persist.get_ref() && disk_backend == DiskBackend::Memory => {
+            return Err(checker.error(
+                Some(persist.span()),
+                LabErrorKind::PersistFromMemory {
+                    key: table.key("persist"),
+                    vm: table.vm(),
+                },
+            ))
+        }
+        Some(persist) => *persist.get_ref(),
+        None => false,
+    };
+    let script = script_steps(checker, table)?;
+
+    let weight = vm_int(
+        checker,
+        table,
+        "weight",
+        table.weight.as_ref(),
+        WEIGHT_RANGE,
+        i64::from(DEFAULT_WEIGHT),
+    )? as u32;
+    let balloon_range = 0..=i64::from(memory_mib);
+    let balloon_mib = vm_int(
+        checker,
+        table,
+        "balloon_mib",
+        table.balloon_mib.as_ref(),
+        balloon_range.clone(),
+        0,
+    )? as u32;
+    let balloon_target_mib = vm_int(
+        checker,
+        table,
+        "balloon_target_mib",
+        table.balloon_target_mib.as_ref(),
+        balloon_range,
+        i64::from(balloon_mib),
+    )? as u32;
+
+    let args = table
+        .args
+        .as_ref()
+        .map(|args| args.get_ref().clone())
+        .unwrap_or_default();
+    let args_problem = if args.len() > ARGS_MAX {
+        Some(format!(
+            "the command line has {} bytes; at most {ARGS_MAX} are allowed",
+            args.len()
+        ))
+    } else if args.contains('\0') {
+        Some("the command line contains a NUL character".to_string())
+    } else {
+        None
+    };
+    if let Some(reason) = args_problem {
+        let span = table.args.as_ref().map(Spanned::span);
+        return Err(checker.error(
+            span,
+            LabErrorKind::BadArgs {
+                key: table.key("args"),
+                vm: table.vm(),
+                reason,
+            },
+        ));
+    }
+
+    Ok(Vm {
+        name,
+        kernel,
+        memory_mib,
+        disk,
+        weight,
+        args,
+        persist,
+        balloon_mib,
+        balloon_target_mib,
+        script,
+    })
 }
 
 /// The `[sweep]` table, validated: each list parses, each workload names VMs the lab has.
@@ -894,32 +731,30 @@ fn sweep_table(checker: &Checker<'_>, raw: &RawSweep, vms: &[Vm]) -> Result<Swee
     })
 }
 
-/// The `[[vm.script]]` steps of VM `index`, validated: each `expect` compiles, each timeout is
-/// in range, and the VM can be focused at all.
-fn script_steps(
-    checker: &Checker<'_>,
-    index: usize,
-    vm: &str,
-    raw: &[Spanned<RawStep>],
-) -> Result<Vec<Step>, LabError> {
-    raw.iter()
+/// The `[[vm.script]]` steps of VM `vm`, validated: each `expect` compiles, each timeout is
+/// in range.
+fn script_steps(checker: &Checker<'_>, vm: &VmTable) -> Result<Vec<Step>, LabError> {
+    vm.script
+        .iter()
         .enumerate()
         .map(|(number, step)| {
             let step = step.get_ref();
-            let key = |field: &str| format!("vm[{index}].script[{number}].{field}");
+            let field = |field: &str| format!("script[{number}].{field}");
             let expect = Pattern::new(step.expect.get_ref()).map_err(|error| {
                 checker.error(
                     Some(step.expect.span()),
                     LabErrorKind::BadRegex {
-                        key: key("expect"),
+                        key: vm.key(&field("expect")),
                         step: number + 1,
-                        vm: vm.to_string(),
+                        vm: vm.vm(),
                         error: error.to_string(),
                     },
                 )
             })?;
-            let timeout_s = checker.int(
-                &key("timeout_s"),
+            let timeout_s = vm_int(
+                checker,
+                vm,
+                &field("timeout_s"),
                 step.timeout_s.as_ref(),
                 STEP_TIMEOUT_S_RANGE,
                 DEFAULT_STEP_TIMEOUT_S as i64,
@@ -936,10 +771,12 @@ fn script_steps(
 #[cfg(test)]
 mod tests {
     use std::fs;
+    use std::path::PathBuf;
 
     use carousel_protocol::config::{DiskSource, RunConfig};
     use carousel_protocol::RUN_CONFIG_MODULE;
 
+    use crate::lab::env::{expand_env, EnvProblem};
     use crate::lab::kernel_module;
 
     use super::*;
@@ -1741,6 +1578,161 @@ mod tests {
         assert!(dir.parse(&many).is_ok());
     }
 
+    /// A lab of templates reads as the same lab written out VM by VM (only the file's hash
+    /// differs).
+    #[test]
+    fn a_template_lab_is_the_lab_it_stands_for() {
+        let dir = Dir::new();
+        let templates = "[run]\nquantum_us = 500\n\
+                         [vm_defaults]\nkernel = \"guest.elf\"\nmemory_mib = 16\ndisk = \"fs.img\"\n\
+                         weight = 2\n\
+                         [[vm_defaults.script]]\nexpect = '^\\$ $'\nsend = \"echo {i}\\n\"\n\
+                         [[vm_defaults.script]]\nexpect = '^{i}$'\ntimeout_s = 9\n\
+                         [[vm]]\nname = \"w{i}\"\ncount = 3\nargs = \"id={i}\"\n\
+                         [[vm]]\nname = \"own\"\nkernel = \"hello\"\nblank_disk_kib = 4\nweight = 1\n\
+                         [[vm.script]]\nexpect = 'hi'\n";
+        let step = |i: usize| {
+            format!(
+                "[[vm.script]]\nexpect = '^\\$ $'\nsend = \"echo {i}\\n\"\n\
+                 [[vm.script]]\nexpect = '^{i}$'\ntimeout_s = 9\n"
+            )
+        };
+        let written: String = (0..3)
+            .map(|i| {
+                format!(
+                    "[[vm]]\nname = \"w{i}\"\nkernel = \"guest.elf\"\nmemory_mib = 16\n\
+                     disk = \"fs.img\"\nweight = 2\nargs = \"id={i}\"\n{}",
+                    step(i)
+                )
+            })
+            .collect();
+        let written = format!(
+            "[run]\nquantum_us = 500\n{written}\
+             [[vm]]\nname = \"own\"\nkernel = \"hello\"\nmemory_mib = 16\nblank_disk_kib = 4\n\
+             weight = 1\n[[vm.script]]\nexpect = 'hi'\n"
+        );
+        let from_templates = dir.parse(templates).unwrap();
+        let mut written = dir.parse(&written).unwrap();
+        assert_eq!(written.vms.len(), 4);
+        assert_eq!(written.vms[2].script[1].expect.as_str(), "^2$");
+        written.hash = from_templates.hash;
+        assert_eq!(from_templates, written);
+        assert_eq!(
+            from_templates.run_config(1, None),
+            written.run_config(1, None)
+        );
+    }
+
+    /// An error about a VM a template made names the VM and the table; one about a key from
+    /// `[vm_defaults]` names that key and the VM.
+    #[test]
+    fn errors_name_the_vm_a_template_made() {
+        let dir = Dir::new();
+        let spin = "kernel = \"spin\"\nmemory_mib = 4\n";
+        for (text, parts) in [
+            (
+                format!("[[vm]]\nname = \"w{{i}}\"\ncount = 2\n{spin}weight = 0\n"),
+                vec![
+                    "lab.toml:6: ",
+                    "`vm[0].weight` = 0 is outside the allowed range 1..=64",
+                    "in vm \"w0\" (from [[vm]] 0, count 2)",
+                ],
+            ),
+            (
+                format!("[vm_defaults]\nweight = 65\n[[vm]]\nname = \"a\"\n{spin}"),
+                vec!["lab.toml:2: ", "`vm_defaults.weight` = 65", "in vm \"a\""],
+            ),
+            (
+                format!(
+                    "[[vm]]\nname = \"a\"\n{spin}[[vm]]\nname = \"{}{{i}}\"\ncount = 11\n{spin}",
+                    "x".repeat(31)
+                ),
+                vec![
+                    "`vm[1].name`",
+                    &format!("\"{}10\" (from [[vm]] 1, count 11)", "x".repeat(31)),
+                    "1 to 32 characters",
+                ],
+            ),
+            (
+                format!(
+                    "[[vm]]\nname = \"s{{i}}\"\ncount = 3\n{spin}[[vm]]\nname = \"s2\"\n{spin}"
+                ),
+                vec![
+                    "`vm[1].name` = \"s2\": another VM has this name \
+                     (`vm[0].name`, from [[vm]] 0, count 3)",
+                ],
+            ),
+            (
+                format!(
+                    "[[vm]]\nname = \"a\"\n{spin}[[vm]]\nname = \"s{{i}}\"\ncount = 2\n{spin}\
+                     [[vm]]\nname = \"s1\"\ncount = 1\n{spin}"
+                ),
+                vec![
+                    "`vm[2].name` = \"s1\" (from [[vm]] 2, count 1): another VM has this name \
+                     (`vm[1].name`, from [[vm]] 1, count 2)",
+                ],
+            ),
+            (
+                "[[vm]]\nname = \"k{i}\"\ncount = 2\nkernel = \"nope.elf\"\nmemory_mib = 4\n"
+                    .to_string(),
+                vec![
+                    "lab.toml:4: ",
+                    "`vm[0].kernel` of vm \"k0\" (from [[vm]] 0, count 2)",
+                    "nope.elf",
+                ],
+            ),
+            (
+                format!("[vm_defaults]\ndisk = \"gone.img\"\n[[vm]]\nname = \"a\"\n{spin}"),
+                vec!["`vm_defaults.disk` of vm \"a\"", "gone.img"],
+            ),
+            (
+                format!(
+                    "[vm_defaults]\n{spin}[[vm_defaults.script]]\nexpect = 'a('\n\
+                     [[vm]]\nname = \"v{{i}}\"\ncount = 2\n"
+                ),
+                vec![
+                    "lab.toml:5: ",
+                    "`vm_defaults.script[0].expect` (script step 1) of vm \"v0\" \
+                     (from [[vm]] 0, count 2): not a regular expression",
+                ],
+            ),
+            (
+                format!(
+                    "[[vm]]\nname = \"t{{i}}\"\ncount = 2\n{spin}\
+                     [[vm.script]]\nexpect = 'x'\ntimeout_s = 0\n"
+                ),
+                vec![
+                    "`vm[0].script[0].timeout_s` = 0",
+                    "in vm \"t0\" (from [[vm]] 0, count 2)",
+                ],
+            ),
+            (
+                format!("[[vm]]\nname = \"p{{i}}\"\ncount = 2\n{spin}persist = true\n"),
+                vec!["`vm[0].persist` of vm \"p0\" (from [[vm]] 0, count 2): persist needs a disk"],
+            ),
+        ] {
+            let error = dir.error(&text);
+            for part in parts {
+                assert!(error.contains(part), "{part}\n{error}");
+            }
+        }
+    }
+
+    /// A disk that does not fit names the VM a template made and the key it came from.
+    #[test]
+    fn disks_too_big_name_the_template() {
+        let dir = Dir::new();
+        let error = dir.error(
+            "[vm_defaults]\nkernel = \"hello\"\nmemory_mib = 2\nblank_disk_kib = 134217728\n\
+             [[vm]]\nname = \"big{i}\"\ncount = 5\n",
+        );
+        assert!(
+            error.contains("`vm_defaults.blank_disk_kib` of vm \"big3\" (from [[vm]] 0, count 5)")
+                && error.contains("shared drive cannot hold it"),
+            "{error}"
+        );
+    }
+
     proptest::proptest! {
         #[test]
         fn parser_never_panics(text in "[\\[\\]a-z_=\"0-9 .\n-]{0,200}") {
@@ -1758,13 +1750,5 @@ mod tests {
             proptest::prop_assert_eq!(lab.vms[0].weight, weight);
             proptest::prop_assert_eq!(lab.quantum_us, quantum);
         }
-    }
-
-    #[test]
-    fn line_numbers() {
-        assert_eq!(line_of("a\nb\nc", 0), 1);
-        assert_eq!(line_of("a\nb\nc", 2), 2);
-        assert_eq!(line_of("a\nb\nc", 4), 3);
-        assert_eq!(line_of("a", 99), 1);
     }
 }

@@ -10,7 +10,7 @@ use toml::Spanned;
 
 use super::definition::{Disk, Kernel, Lab};
 use super::limits::DEFAULT_IDLE_THRESHOLD_US;
-use super::parse::{RawLab, RawRun, RawStep, RawSweep, RawVm, RawWorkload};
+use super::raw::{RawLab, RawRun, RawStep, RawSweep, RawVm, RawWorkload};
 use super::sweep::quantum_text;
 
 /// A value as written, at no position in a file.
@@ -62,12 +62,13 @@ impl Lab {
             .iter()
             .map(|vm| {
                 spanned(RawVm {
-                    name: spanned(vm.name.clone()),
-                    kernel: spanned(match &vm.kernel {
+                    name: Some(spanned(vm.name.clone())),
+                    count: None,
+                    kernel: Some(spanned(match &vm.kernel {
                         Kernel::Builtin(name) => name.clone(),
                         Kernel::File(path) => path_text(path),
-                    }),
-                    memory_mib: spanned(i64::from(vm.memory_mib)),
+                    })),
+                    memory_mib: int(vm.memory_mib),
                     disk: match &vm.disk {
                         Some(Disk::File(path)) => Some(spanned(path_text(path))),
                         _ => None,
@@ -81,17 +82,18 @@ impl Lab {
                     balloon_mib: int(vm.balloon_mib),
                     balloon_target_mib: int(vm.balloon_target_mib),
                     args: Some(spanned(vm.args.clone())),
-                    script: vm
-                        .script
-                        .iter()
-                        .map(|step| {
-                            spanned(RawStep {
-                                expect: spanned(step.expect.as_str().to_string()),
-                                send: step.send.clone().map(spanned),
-                                timeout_s: int(step.timeout.as_secs() as i64),
+                    script: (!vm.script.is_empty()).then(|| {
+                        vm.script
+                            .iter()
+                            .map(|step| {
+                                spanned(RawStep {
+                                    expect: spanned(step.expect.as_str().to_string()),
+                                    send: step.send.clone().map(spanned),
+                                    timeout_s: int(step.timeout.as_secs() as i64),
+                                })
                             })
-                        })
-                        .collect(),
+                            .collect()
+                    }),
                 })
             })
             .collect();
@@ -141,6 +143,7 @@ impl Lab {
             && sweep.workload.is_empty();
         let raw = RawLab {
             run: Some(run),
+            vm_defaults: None,
             vm,
             sweep: (!empty).then_some(sweep),
         };
