@@ -456,6 +456,10 @@ impl Policy for Credit {
         }
     }
 
+    fn ignored_calls(&self) -> u64 {
+        self.ignored
+    }
+
     fn name(&self) -> &'static str {
         "credit"
     }

@@ -122,4 +122,6 @@ pub trait Policy {
     fn preempt_at(&self) -> Option<Cycles> {
         None
     }
+    /// Calls ignored because they did not fit a VM's state (the kernel's tests expect none).
+    fn ignored_calls(&self) -> u64;
 }

@@ -361,6 +361,10 @@ impl Policy for RoundRobin {
         }
     }
 
+    fn ignored_calls(&self) -> u64 {
+        self.ignored
+    }
+
     fn name(&self) -> &'static str {
         if self.wake_boost {
             "boost"

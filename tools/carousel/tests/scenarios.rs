@@ -1292,6 +1292,47 @@ fn broken_lab_is_refused_before_anything_starts() {
     );
 }
 
+/// A cap out of its range, a cap without the credit policy, or a rate limit out of its range is
+/// refused before anything starts: exit 2, naming the key.
+#[test]
+fn bad_credit_keys_are_refused() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let vm = "[[vm]]\nname = \"a\"\nkernel = \"spin\"\nmemory_mib = 4\n";
+    let credit = "[run]\npolicy = \"credit\"\n";
+    for (name, text, key, part) in [
+        (
+            "cap-range.toml",
+            format!("{credit}{vm}cap_pct = 101\n"),
+            "`vm[0].cap_pct`",
+            "1..=100",
+        ),
+        (
+            "cap-policy.toml",
+            format!("[run]\npolicy = \"boost\"\n{vm}cap_pct = 25\n"),
+            "`vm[0].cap_pct`",
+            "run.policy = \"credit\"",
+        ),
+        (
+            "ratelimit.toml",
+            format!("{credit}[run.credit]\nratelimit_us = -1\n{vm}"),
+            "`run.credit.ratelimit_us`",
+            "0..=1000000",
+        ),
+    ] {
+        let lab = dir.path().join(name);
+        std::fs::write(&lab, text).expect("written");
+        let run = carousel(&["run", lab.to_str().expect("a UTF-8 path")]);
+        assert_eq!(run.code, Some(2), "{name}\n{}", run.describe());
+        for expected in [key, part] {
+            assert!(
+                run.output().contains(expected),
+                "{name}: {expected}\n{}",
+                run.describe()
+            );
+        }
+    }
+}
+
 #[test]
 fn broken_lab_creates_no_default_run_dir() {
     let dir = tempfile::tempdir().expect("a temporary directory");

@@ -174,6 +174,14 @@ pub enum LabErrorKind {
         other: String,
         vm: String,
     },
+    #[error(
+        "`{key}` of vm {vm:?}: caps need `run.policy = \"credit\"` (the policy is {policy:?})"
+    )]
+    CapNeedsCredit {
+        key: String,
+        vm: String,
+        policy: String,
+    },
     #[error("`{key}` of vm {vm:?}: persist needs a disk (`disk` or `blank_disk_kib`)")]
     PersistWithoutDisk { key: String, vm: String },
     #[error("`{key}`: {reason}")]
