@@ -224,6 +224,7 @@ fn check_config(
         assert_eq!(sent.name, vm.name);
         assert_eq!(sent.memory_bytes, u64::from(vm.memory_mib) << 20);
         assert_eq!(sent.weight, vm.weight);
+        assert_eq!(sent.cap_pct, vm.cap_pct);
         assert_eq!(sent.args, vm.args);
         assert_eq!(sent.disk.is_some(), vm.disk.is_some());
         if let Some(manifest) = manifest {

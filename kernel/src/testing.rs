@@ -469,6 +469,7 @@ pub fn vm_config(name: &str, memory_mib: u64) -> carousel_protocol::config::VmCo
         memory_bytes: memory_mib.max(2) << 20,
         args: String::new(),
         weight: 1,
+        cap_pct: 0,
         balloon_target_pages: 0,
         initial_balloon_pages: 0,
         lazy_memory: false,

@@ -16,6 +16,13 @@ pub const DEFAULT_INTERVAL_US: u32 = 10_000;
 /// and costs root time; labs turn it on with `run.memory_sample_ms`).
 pub const DEFAULT_MEMORY_SAMPLE_US: u32 = 0;
 
+/// Default rate limit of the credit policy: a running VM is not preempted by a boosted waker
+/// before it has run 1 ms (Xen's `sched_ratelimit_us` default).
+pub const DEFAULT_CREDIT_RATELIMIT_US: u32 = 1_000;
+
+/// Default accounting period of the credit policy: 30 ms, as in Xen's credit1.
+pub const DEFAULT_CREDIT_PERIOD_US: u32 = 30_000;
+
 /// One run, as the hypervisor receives it (GRUB module [`crate::RUN_CONFIG_MODULE`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunConfig {
@@ -47,6 +54,8 @@ pub struct RunConfig {
     pub balloon_step_pages: u64,
     /// The scheduling policy.
     pub policy: SchedulerPolicy,
+    /// The credit policy's settings (read only when `policy` is [`SchedulerPolicy::Credit`]).
+    pub credit: CreditConfig,
     /// What a quantum measures: wall time (root work on a VM's exits charged to its slice) or
     /// guest time.
     pub quantum_clock: QuantumClock,
@@ -89,6 +98,26 @@ pub enum DiskSource {
     Module { name: String },
 }
 
+/// The credit policy's settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreditConfig {
+    /// A running VM is not preempted by a boosted waker before it has run this long,
+    /// microseconds of TSC time.
+    pub ratelimit_us: u32,
+    /// The accounting period: credit is handed back and caps renewed once per period,
+    /// microseconds of TSC time (at least 1).
+    pub period_us: u32,
+}
+
+impl Default for CreditConfig {
+    fn default() -> Self {
+        Self {
+            ratelimit_us: DEFAULT_CREDIT_RATELIMIT_US,
+            period_us: DEFAULT_CREDIT_PERIOD_US,
+        }
+    }
+}
+
 /// Which scheduling policy the hypervisor runs (`carousel-scheduler`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SchedulerPolicy {
@@ -98,11 +127,18 @@ pub enum SchedulerPolicy {
     /// Weighted round robin with the wake-up boost: a woken VM takes back the place in the run
     /// queue it gave up when it blocked.
     Boost,
+    /// Xen-style credit: weights and caps through credit handed back every accounting period,
+    /// BOOST/UNDER/OVER priorities, a rate-limited boost for wakers.
+    Credit,
 }
 
 impl SchedulerPolicy {
     /// Every policy, in the order lab files and reports list them.
-    pub const ALL: [SchedulerPolicy; 2] = [SchedulerPolicy::RoundRobin, SchedulerPolicy::Boost];
+    pub const ALL: [SchedulerPolicy; 3] = [
+        SchedulerPolicy::RoundRobin,
+        SchedulerPolicy::Boost,
+        SchedulerPolicy::Credit,
+    ];
 
     /// The policy's name in lab files, on the command line and in reports (what the scheduler's
     /// `Policy::name` says).
@@ -110,6 +146,7 @@ impl SchedulerPolicy {
         match self {
             Self::RoundRobin => "round-robin",
             Self::Boost => "boost",
+            Self::Credit => "credit",
         }
     }
 
@@ -160,8 +197,11 @@ pub struct VmConfig {
     pub disk: Option<DiskSource>,
     /// Guest-physical RAM size in bytes: guest-physical [0, memory_bytes) is RAM.
     pub memory_bytes: u64,
-    /// Relative share of the CPU; scales the quantum.
+    /// Relative share of the CPU; scales the quantum (round robin) or the credit (credit).
     pub weight: u32,
+    /// Under the credit policy, at most this percentage of the CPU over each accounting
+    /// period, even when the CPU is otherwise idle (1 to 100; 0: uncapped).
+    pub cap_pct: u32,
     /// Command line handed to the guest through its multiboot information.
     pub args: String,
     /// Pages ballooned from the start (the top of RAM, left unbacked): the VM may grow into
@@ -188,6 +228,7 @@ impl RunConfig {
             memory_sample_us: DEFAULT_MEMORY_SAMPLE_US,
             commit: String::from("unknown"),
             policy: SchedulerPolicy::RoundRobin,
+            credit: CreditConfig::default(),
             quantum_clock: QuantumClock::Wall,
             guest_page_budget: None,
             merge_scan_pages: 0,
@@ -262,6 +303,7 @@ mod tests {
             disk: None,
             memory_bytes: 8 << 20,
             weight: 1,
+            cap_pct: 0,
             args: String::new(),
             initial_balloon_pages: 0,
             balloon_target_pages: 0,
@@ -307,6 +349,27 @@ mod tests {
             RunConfig::from_bytes(&bytes).unwrap().policy,
             SchedulerPolicy::Boost
         );
+        assert_eq!(
+            SchedulerPolicy::from_name("credit"),
+            Some(SchedulerPolicy::Credit)
+        );
+        config.policy = SchedulerPolicy::Credit;
+        config.credit = CreditConfig {
+            ratelimit_us: 250,
+            period_us: 10_000,
+        };
+        config.vms[0].cap_pct = 25;
+        let decoded = RunConfig::from_bytes(&config.to_bytes().unwrap()).unwrap();
+        assert_eq!(decoded.policy, SchedulerPolicy::Credit);
+        assert_eq!(decoded.credit.ratelimit_us, 250);
+        assert_eq!(decoded.vms[0].cap_pct, 25);
+        assert_eq!(
+            CreditConfig::default(),
+            CreditConfig {
+                ratelimit_us: 1_000,
+                period_us: 30_000
+            }
+        );
     }
 
     #[test]
@@ -338,6 +401,7 @@ mod tests {
                     },
                     memory_bytes: memory,
                     weight: 3,
+                    cap_pct: 25,
                     args: args.clone(),
                     initial_balloon_pages: 3,
                     balloon_target_pages: 5,

@@ -8,6 +8,10 @@
 //!   guest and root cycles, slice / preemption / yield / wake counts, wake-to-run latency and
 //!   quantum error, summarised by [`Accounting::summary`] into a [`Summary`] that checks the
 //!   conservation rule "guest + root + idle = elapsed" and computes Jain's fairness index.
+//! - [`Credit`]: a credit scheduler after Xen's credit1, with per-VM weights and caps, credit
+//!   refilled every accounting period, BOOST/UNDER/OVER priorities and a rate limit on boost
+//!   preemptions. It keeps time from what the kernel tells it ([`Policy::advance`],
+//!   [`Policy::charge`]).
 //! - [`LatencyHistogram`]: an allocation-free (after construction) log-linear histogram.
 //! - [`Slice`]: one slice on the run's [`QuantumClock`] (wall time with the VM's root work
 //!   charged to it, or guest time), and the invariant that bounds its overrun.
@@ -55,6 +59,7 @@
 extern crate alloc;
 
 pub mod accounting;
+pub mod credit;
 pub mod histogram;
 pub mod round_robin;
 pub mod slice;
@@ -63,6 +68,7 @@ pub use accounting::{
     jain_index, Accounting, LatencyStats, QuantumErrorStats, Runstate, RunstateTimes, SliceEnd,
     Summary, VmSummary,
 };
+pub use credit::{Credit, CreditTiming, CreditVm, Priority};
 pub use histogram::LatencyHistogram;
 pub use round_robin::{ConfigError, QueueState, RoundRobin};
 pub use slice::{QuantumClock, Slice};
@@ -96,4 +102,26 @@ pub trait Policy {
     fn finished(&mut self, vm: VmId);
     /// Short name for reports ("round-robin").
     fn name(&self) -> &'static str;
+
+    /// The time now. The kernel calls this before [`pick_next`](Self::pick_next), before
+    /// [`woken`](Self::woken) and before [`charge`](Self::charge); a policy that keeps time
+    /// (credit refills) acts on it. The policy never reads a clock itself.
+    fn advance(&mut self, _now: Cycles) {}
+    /// The running VM consumed `cycles` of CPU in the slice that is ending (told before the call
+    /// that says how it ended).
+    fn charge(&mut self, _vm: VmId, _cycles: Cycles) {}
+    /// When [`pick_next`](Self::pick_next) found nothing although VMs are runnable (held back by
+    /// a cap): the instant the policy will have one again. The kernel idles until then (or
+    /// until a VM wakes). None: nothing is held back.
+    fn held_until(&self) -> Option<Cycles> {
+        None
+    }
+    /// The instant the running VM's slice should end early for a VM that waits with a higher
+    /// claim (a boosted waker, after the rate limit); None: the slice runs its length. The
+    /// kernel asks after every wake.
+    fn preempt_at(&self) -> Option<Cycles> {
+        None
+    }
+    /// Calls ignored because they did not fit a VM's state (the kernel's tests expect none).
+    fn ignored_calls(&self) -> u64;
 }

@@ -72,6 +72,15 @@ pub enum ConfigError {
         /// The number of weights given.
         count: usize,
     },
+    /// The credit policy's accounting period is 0 cycles.
+    ZeroPeriod,
+    /// A VM's cap is above 100 % (0 means uncapped).
+    CapOutOfRange {
+        /// The VM.
+        vm: VmId,
+        /// Its cap, in percent.
+        cap_pct: u32,
+    },
 }
 
 impl fmt::Display for ConfigError {
@@ -79,6 +88,10 @@ impl fmt::Display for ConfigError {
         match self {
             Self::ZeroQuantum => write!(f, "the scheduler quantum is 0 cycles"),
             Self::ZeroWeight { vm } => write!(f, "vm {vm} has scheduling weight 0"),
+            Self::ZeroPeriod => write!(f, "the credit scheduler's accounting period is 0 cycles"),
+            Self::CapOutOfRange { vm, cap_pct } => {
+                write!(f, "vm {vm} has cap {cap_pct} %, above 100 %")
+            }
             Self::TooManyVms { count } => {
                 write!(
                     f,
@@ -346,6 +359,10 @@ impl Policy for RoundRobin {
                 self.slots[usize::from(vm)].state = QueueState::Finished;
             }
         }
+    }
+
+    fn ignored_calls(&self) -> u64 {
+        self.ignored
     }
 
     fn name(&self) -> &'static str {

@@ -8,6 +8,7 @@
 //! unattributed while switching) or idle (no VM runnable). `mark` is the instant up to which
 //! cycles have been handed out, so the three always add up to the elapsed time.
 
+use alloc::boxed::Box;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
@@ -16,8 +17,8 @@ use carousel_devices::DiskImageError;
 use carousel_protocol::config::{DiskSource, RunConfig, SchedulerPolicy, VmConfig};
 use carousel_protocol::record::{self, Event, Record, StopReason, TraceLevel};
 use carousel_scheduler::{
-    Accounting, ConfigError, Cycles, LatencyHistogram, Policy, QuantumClock, RoundRobin, Slice,
-    SliceEnd, VmId,
+    Accounting, ConfigError, Credit, CreditTiming, CreditVm, Cycles, LatencyHistogram, Policy,
+    QuantumClock, RoundRobin, Slice, SliceEnd, VmId,
 };
 
 use crate::balloon::{Candidate, Rule};
@@ -160,6 +161,10 @@ struct SliceRun {
     slice: Slice,
     /// The slice the policy granted (the armed one is shorter by the last slice's overrun).
     granted: Cycles,
+    /// When the slice began (the VM consumed the CPU from then to the slice's end).
+    started: Cycles,
+    /// The policy ended the slice early for a waiting VM (a boosted waker).
+    cut_short: bool,
     handling: Option<Handling>,
     last_exit: Cycles,
 }
@@ -169,7 +174,7 @@ pub struct Machine<V, F, H> {
     pub vms: Vec<Option<Vm<V>>>,
     pub pool: HostMemory<F>,
     pub host: H,
-    policy: RoundRobin,
+    policy: Box<dyn Policy>,
     accounting: Accounting,
     quantum: Cycles,
     quantum_clock: QuantumClock,
@@ -259,12 +264,9 @@ impl<V: Vcpu, F: Frames, H: Host> Machine<V, F, H> {
         tsc_hz: u64,
     ) -> Result<Self, StartError> {
         let quantum = us_to_cycles(u64::from(config.quantum_us), tsc_hz);
-        let weights: Vec<u32> = config.vms.iter().map(|vm| vm.weight).collect();
-        let policy = match RoundRobin::new(quantum.max(1), &weights) {
-            Ok(policy) if config.policy == SchedulerPolicy::Boost => policy.with_wake_boost(),
-            Ok(policy) => policy,
-            Err(error) => return Err(StartError::Scheduler(error)),
-        };
+        let now = host.now();
+        let policy =
+            make_policy(config, quantum.max(1), tsc_hz, now).map_err(StartError::Scheduler)?;
         log::info!(
             "scheduler: {}, quantum {} us = {} cycles of {} time",
             policy.name(),
@@ -272,7 +274,14 @@ impl<V: Vcpu, F: Frames, H: Host> Machine<V, F, H> {
             quantum,
             config.quantum_clock.name(),
         );
-        let now = host.now();
+        if config.policy == SchedulerPolicy::Credit {
+            let capped = config.vms.iter().filter(|vm| vm.cap_pct > 0).count();
+            log::info!(
+                "credit: rate limit {} us, accounting period {} us, {capped} VMs capped",
+                config.credit.ratelimit_us,
+                config.credit.period_us,
+            );
+        }
         let pool_pages = config
             .guest_page_budget
             .unwrap_or(pool.guest_pages_backed() + pool.free_frames());
@@ -394,6 +403,7 @@ impl<V: Vcpu, F: Frames, H: Host> Machine<V, F, H> {
             if let Some(from) = self.switches.from.as_mut() {
                 *from += after - before;
             }
+            self.policy.advance(after);
             if let Some((id, slice)) = self.policy.pick_next() {
                 self.run_slice(id, slice);
                 continue;
@@ -413,7 +423,11 @@ impl<V: Vcpu, F: Frames, H: Host> Machine<V, F, H> {
                     self.finish(id as VmId, StopReason::HaltedForever { rip }, now);
                 }
             }
-            match self.earliest_deadline() {
+            // A VM held back by the policy (a cap) may run again at its refill: the CPU idles
+            // until then, or until a VM wakes, whichever comes first.
+            let held = self.policy.held_until();
+            let deadline = [self.earliest_deadline(), held].into_iter().flatten().min();
+            match deadline {
                 Some(deadline) => self.idle_until(deadline),
                 // Only console input can wake a VM halted with interrupts enabled, and only the
                 // serial lines draining one waiting for room on them: wait for either.
@@ -476,6 +490,7 @@ impl<V: Vcpu, F: Frames, H: Host> Machine<V, F, H> {
             }
         }
         self.wakes_changed();
+        self.policy.advance(now);
         let mut waits_beyond_timers = false;
         for id in 0..self.vms.len() {
             let Some(vm) = self.vms[id].as_mut() else {
@@ -857,6 +872,8 @@ impl<V: Vcpu, F: Frames, H: Host> Machine<V, F, H> {
                 length.saturating_sub(debt).max(length / 2).max(1),
             ),
             granted: length,
+            started: start,
+            cut_short: false,
             handling: None,
             last_exit: start,
         };
@@ -876,12 +893,15 @@ impl<V: Vcpu, F: Frames, H: Host> Machine<V, F, H> {
     /// moment idle detection would call it idle.
     fn deadline_for(&mut self, id: VmId, now: Cycles) -> Result<Option<Cycles>, VcpuError> {
         let others = self.earliest_deadline();
+        // The policy may want the slice to end early for a waiting VM (a boosted waker once the
+        // rate limit has passed).
+        let policy = self.policy.preempt_at();
         // The serial lines' next feed: an exit of the hypervisor's own, so that they keep up
         // with guests that never exit.
         let feed = self.host.next_feed();
         let threshold = self.idle_threshold;
         let Some(vm) = self.vms[usize::from(id)].as_mut() else {
-            return Ok([others, feed].into_iter().flatten().min());
+            return Ok([others, policy, feed].into_iter().flatten().min());
         };
         // The VM's own tick, whether or not it has interrupts on now: at the deadline the vector
         // becomes pending, and if IF = 0 the interrupt window delivers it the moment the guest
@@ -893,7 +913,10 @@ impl<V: Vcpu, F: Frames, H: Host> Machine<V, F, H> {
                 .idle_for()
                 .map(|spent| now.saturating_add(threshold.saturating_sub(spent)))
         });
-        Ok([others, feed, own, idle].into_iter().flatten().min())
+        Ok([others, policy, feed, own, idle]
+            .into_iter()
+            .flatten()
+            .min())
     }
 
     /// One entry into VM `id` and the handling of its exit. Returns how the slice ended, or
@@ -987,6 +1010,10 @@ impl<V: Vcpu, F: Frames, H: Host> Machine<V, F, H> {
                 }
                 self.host.feed_serial();
                 self.wake_expired(now);
+                if self.policy.preempt_at().is_some_and(|at| now >= at) {
+                    run.cut_short = true;
+                    return Ok(Some(SliceEnd::Preempted));
+                }
                 None
             }
             Next::Leave if blocked => Some(SliceEnd::Blocked),
@@ -1004,7 +1031,18 @@ impl<V: Vcpu, F: Frames, H: Host> Machine<V, F, H> {
         self.account_root(Some(id), now);
         self.accounting.switch_out(id, now, end);
         self.host.exporter().event(now, descheduled(id, end));
+        // What the slice consumed, from its start to now, for policies that keep credit.
+        self.policy.advance(now);
+        self.policy.charge(id, now.saturating_sub(run.started));
         match end {
+            SliceEnd::Preempted if run.cut_short => {
+                // Ended early for a waiting VM: no quantum error to take, nothing carries over.
+                if let Some(overrun) = self.overrun.get_mut(usize::from(id)) {
+                    *overrun = 0;
+                }
+                self.policy.slice_expired(id);
+                self.switches.from = Some(run.last_exit);
+            }
             SliceEnd::Preempted => {
                 // The quantum error on the slice's own clock: wall time to the last exit (less
                 // the hypervisor's own work), or guest time, against the slice granted.
@@ -1140,6 +1178,36 @@ impl<V: Vcpu, F: Frames, H: Host> Machine<V, F, H> {
                 dropped_records: dropped,
             }));
     }
+}
+
+/// The policy `config` asks for, over its VMs, its first accounting period starting at `now`.
+fn make_policy(
+    config: &RunConfig,
+    quantum: Cycles,
+    tsc_hz: u64,
+    now: Cycles,
+) -> Result<Box<dyn Policy>, ConfigError> {
+    let weights: Vec<u32> = config.vms.iter().map(|vm| vm.weight).collect();
+    Ok(match config.policy {
+        SchedulerPolicy::RoundRobin => Box::new(RoundRobin::new(quantum, &weights)?),
+        SchedulerPolicy::Boost => Box::new(RoundRobin::new(quantum, &weights)?.with_wake_boost()),
+        SchedulerPolicy::Credit => {
+            let timing = CreditTiming {
+                quantum,
+                period: us_to_cycles(u64::from(config.credit.period_us), tsc_hz),
+                ratelimit: us_to_cycles(u64::from(config.credit.ratelimit_us), tsc_hz),
+            };
+            let vms: Vec<CreditVm> = config
+                .vms
+                .iter()
+                .map(|vm| CreditVm {
+                    weight: vm.weight,
+                    cap_pct: vm.cap_pct,
+                })
+                .collect();
+            Box::new(Credit::new(timing, &vms, now)?)
+        }
+    })
 }
 
 /// The event of VM `vm`'s slice ending for `why`.

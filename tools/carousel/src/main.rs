@@ -154,6 +154,10 @@ enum Bench {
         /// Emulator (as for `run`); the figures are Bochs' unless told otherwise.
         #[arg(long, value_enum, default_value_t = BackendChoice::Bochs)]
         backend: BackendChoice,
+        /// Emulators run at a time (1 on a machine shared with other work).
+        #[arg(long, default_value_t = carousel::commands::bench::PARALLEL_RUNS as u16,
+              value_parser = clap::value_parser!(u16).range(1..=16))]
+        jobs: u16,
     },
     /// What exporting costs the guests: 4 spin VMs at each trace level (off, aggregate,
     /// switches, full), their iterations against `off` (goal: at most 1% at the default).
@@ -339,13 +343,23 @@ fn main() -> ExitCode {
             carousel::commands::bench::xv6::xv6_command(&files, json, &interrupted)
         }
         Command::Bench {
-            bench: Bench::Sched { json, backend },
+            bench:
+                Bench::Sched {
+                    json,
+                    backend,
+                    jobs,
+                },
         } => {
             let interrupted = Arc::new(AtomicBool::new(false));
             if !catch_interrupt(&interrupted) {
                 return ExitCode::from(EXIT_SETUP as u8);
             }
-            carousel::commands::bench::sched::sched_command(backend, json, &interrupted)
+            carousel::commands::bench::sched::sched_command(
+                backend,
+                json,
+                usize::from(jobs),
+                &interrupted,
+            )
         }
         Command::Bench {
             bench: Bench::Memory { json, backend },

@@ -39,6 +39,7 @@ impl Lab {
                 }),
                 memory_bytes: u64::from(vm.memory_mib) << 20,
                 weight: vm.weight,
+                cap_pct: vm.cap_pct,
                 args: vm.args.clone(),
                 initial_balloon_pages: u64::from(vm.balloon_mib) << 8,
                 lazy_memory: self.lazy_memory,
@@ -59,6 +60,7 @@ impl Lab {
         config.guest_page_budget = self.guest_memory_budget_mib.map(|mib| u64::from(mib) << 8);
         config.commit = crate::repo::commit();
         config.policy = self.policy;
+        config.credit = self.credit;
         config.quantum_clock = self.quantum_clock;
         config.drive = drive.map(crate::image::drive::drive_config);
         config

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use carousel_protocol::config::{
-    QuantumClock, SchedulerPolicy, DEFAULT_INTERVAL_US, DEFAULT_MEMORY_SAMPLE_US,
+    CreditConfig, QuantumClock, SchedulerPolicy, DEFAULT_INTERVAL_US, DEFAULT_MEMORY_SAMPLE_US,
 };
 use carousel_protocol::record::TraceLevel;
 
@@ -44,6 +44,8 @@ pub struct Lab {
     pub trace: TraceLevel,
     /// `run.policy`: the scheduling policy.
     pub policy: SchedulerPolicy,
+    /// `[run.credit]`: the credit policy's rate limit and accounting period.
+    pub credit: CreditConfig,
     /// `run.quantum_clock`: `"wall"` (the default: a slice is TSC time, root work on the VM's
     /// exits included) or `"guest"` (guest-mode time only).
     pub quantum_clock: QuantumClock,
@@ -79,6 +81,9 @@ pub struct Vm {
     pub memory_mib: u32,
     pub disk: Option<Disk>,
     pub weight: u32,
+    /// `cap_pct`: under the credit policy, at most this percentage of the CPU over each
+    /// accounting period (0: uncapped).
+    pub cap_pct: u32,
     pub args: String,
     /// `persist = true`: the VM's disk is copied back into its image when the run ends.
     pub persist: bool,
@@ -100,6 +105,7 @@ impl Vm {
             memory_mib,
             disk: None,
             weight: DEFAULT_WEIGHT,
+            cap_pct: 0,
             args: String::new(),
             persist: false,
             balloon_mib: 0,
@@ -194,6 +200,7 @@ impl Lab {
             interval_us: DEFAULT_INTERVAL_US,
             trace: TraceLevel::Switches,
             policy: SchedulerPolicy::default(),
+            credit: CreditConfig::default(),
             quantum_clock: QuantumClock::default(),
             memory_sample_ms: DEFAULT_MEMORY_SAMPLE_US / 1000,
             guest_memory_budget_mib: None,

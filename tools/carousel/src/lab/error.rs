@@ -258,6 +258,12 @@ pub enum LabErrorKind {
         other: String,
         vm: VmRef,
     },
+    #[error("`{key}` of vm {vm}: caps need `run.policy = \"credit\"` (the policy is {policy:?})")]
+    CapNeedsCredit {
+        key: String,
+        vm: VmRef,
+        policy: String,
+    },
     #[error("`{key}` of vm {vm}: persist needs a disk (`disk` or `blank_disk_kib`)")]
     PersistWithoutDisk { key: String, vm: VmRef },
     #[error("`{key}`: {reason}")]

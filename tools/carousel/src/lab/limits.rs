@@ -28,6 +28,12 @@ pub const TIMEOUT_S_RANGE: RangeInclusive<i64> = 1..=86_400;
 pub const MEMORY_MIB_RANGE: RangeInclusive<i64> = 2..=3072;
 /// Allowed scheduling weights.
 pub const WEIGHT_RANGE: RangeInclusive<i64> = 1..=64;
+/// `vm.cap_pct`: a cap of 1 % to 100 % of the CPU (leave the key out for none).
+pub const CAP_PCT_RANGE: RangeInclusive<i64> = 1..=100;
+/// `run.credit.ratelimit_us`: up to a second.
+pub const CREDIT_RATELIMIT_US_RANGE: RangeInclusive<i64> = 0..=1_000_000;
+/// `run.credit.period_us`: 100 µs to 10 s.
+pub const CREDIT_PERIOD_US_RANGE: RangeInclusive<i64> = 100..=10_000_000;
 /// Allowed idle-detection thresholds, in microseconds.
 pub const IDLE_THRESHOLD_US_RANGE: RangeInclusive<i64> = 1..=100_000;
 /// Largest disk of one VM, in bytes: what the guest's 28-bit LBA addresses (128 GiB).

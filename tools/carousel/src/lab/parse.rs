@@ -7,7 +7,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use carousel_protocol::config::{
-    fnv1a64, QuantumClock, SchedulerPolicy, DEFAULT_INTERVAL_US, DEFAULT_MEMORY_SAMPLE_US,
+    fnv1a64, CreditConfig, QuantumClock, SchedulerPolicy, DEFAULT_CREDIT_PERIOD_US,
+    DEFAULT_CREDIT_RATELIMIT_US, DEFAULT_INTERVAL_US, DEFAULT_MEMORY_SAMPLE_US,
 };
 use carousel_protocol::record::TraceLevel;
 use carousel_trace::TRACE_LEVELS;
@@ -280,6 +281,22 @@ impl Lab {
             })?,
         };
 
+        let raw_credit = run.credit.as_ref();
+        let credit = CreditConfig {
+            ratelimit_us: checker.int(
+                "run.credit.ratelimit_us",
+                raw_credit.and_then(|credit| credit.ratelimit_us.as_ref()),
+                CREDIT_RATELIMIT_US_RANGE,
+                i64::from(DEFAULT_CREDIT_RATELIMIT_US),
+            )? as u32,
+            period_us: checker.int(
+                "run.credit.period_us",
+                raw_credit.and_then(|credit| credit.period_us.as_ref()),
+                CREDIT_PERIOD_US_RANGE,
+                i64::from(DEFAULT_CREDIT_PERIOD_US),
+            )? as u32,
+        };
+
         let quantum_clock = match run.quantum_clock {
             None => QuantumClock::default(),
             Some(value) => QuantumClock::from_name(value.get_ref()).ok_or_else(|| {
@@ -314,7 +331,13 @@ impl Lab {
         let tables = template::expand(&checker, &raw.vm, raw.vm_defaults.as_ref())?;
         let mut vms: Vec<Vm> = Vec::with_capacity(tables.len());
         for (index, table) in tables.iter().enumerate() {
-            vms.push(check_vm(&checker, table, &tables[..index], disk_backend)?);
+            vms.push(check_vm(
+                &checker,
+                table,
+                &tables[..index],
+                disk_backend,
+                policy,
+            )?);
         }
 
         // The disks must fit where they go: the shared drive, or the emulator's memory.
@@ -396,6 +419,7 @@ impl Lab {
             interval_us,
             trace,
             policy,
+            credit,
             quantum_clock,
             memory_sample_ms,
             guest_memory_budget_mib,
@@ -430,6 +454,7 @@ fn check_vm(
     table: &VmTable,
     earlier: &[VmTable],
     disk_backend: DiskBackend,
+    policy: SchedulerPolicy,
 ) -> Result<Vm, LabError> {
     let name = table.name.get_ref().clone();
     if let Some(reason) = name_problem(&name) {
@@ -549,6 +574,20 @@ fn check_vm(
         WEIGHT_RANGE,
         i64::from(DEFAULT_WEIGHT),
     )? as u32;
+    let cap_pct = match table.cap_pct.as_ref() {
+        None => 0,
+        Some(cap) if policy != SchedulerPolicy::Credit => {
+            return Err(checker.error(
+                Some(cap.span()),
+                LabErrorKind::CapNeedsCredit {
+                    key: table.key("cap_pct"),
+                    vm: table.vm(),
+                    policy: policy.name().to_string(),
+                },
+            ))
+        }
+        cap => vm_int(checker, table, "cap_pct", cap, CAP_PCT_RANGE, 0)? as u32,
+    };
     let balloon_range = 0..=i64::from(memory_mib);
     let balloon_mib = vm_int(
         checker,
@@ -600,6 +639,7 @@ fn check_vm(
         memory_mib,
         disk,
         weight,
+        cap_pct,
         args,
         persist,
         balloon_mib,
@@ -1407,10 +1447,81 @@ mod tests {
         assert_eq!(lab.run_config(1, None).policy, SchedulerPolicy::Boost);
         let error = dir.error(&format!("[run]\npolicy = \"cfs\"\n{HELLO}"));
         assert!(
-            error.contains("`run.policy`") && error.contains("round-robin, boost"),
+            error.contains("`run.policy`") && error.contains("round-robin, boost, credit"),
             "{error}"
         );
         assert!(error.contains(":2: "), "{error}");
+    }
+
+    #[test]
+    fn credit_policy_caps_and_rate_limit() {
+        let dir = Dir::new();
+        let lab = dir
+            .parse(&format!("[run]\npolicy = \"credit\"\n{HELLO}"))
+            .unwrap();
+        assert_eq!(lab.policy, SchedulerPolicy::Credit);
+        assert_eq!(lab.credit, CreditConfig::default());
+        assert_eq!(lab.credit.ratelimit_us, 1_000);
+        assert_eq!(lab.vms[0].cap_pct, 0);
+        let text = format!(
+            "[run]\npolicy = \"credit\"\n[run.credit]\nratelimit_us = 250\nperiod_us = 10000\n\
+             {HELLO}cap_pct = 25\n\
+             [[vm]]\nname = \"other\"\nkernel = \"spin\"\nmemory_mib = 4\ncap_pct = 100\n"
+        );
+        let lab = dir.parse(&text).unwrap();
+        assert_eq!(
+            lab.credit,
+            CreditConfig {
+                ratelimit_us: 250,
+                period_us: 10_000
+            }
+        );
+        assert_eq!((lab.vms[0].cap_pct, lab.vms[1].cap_pct), (25, 100));
+        let config = lab.run_config(1, None);
+        assert_eq!(config.policy, SchedulerPolicy::Credit);
+        assert_eq!(config.credit.ratelimit_us, 250);
+        assert_eq!(config.vms[0].cap_pct, 25);
+        let credit = |extra: &str| format!("[run]\npolicy = \"credit\"\n{HELLO}{extra}\n");
+        for value in ["0", "101", "-3"] {
+            let error = dir.error(&credit(&format!("cap_pct = {value}")));
+            assert_range_error(&error, "vm[0].cap_pct", value, "1..=100");
+            assert!(error.contains(":7: "), "{error}");
+        }
+        for (key, value, range) in [
+            ("ratelimit_us", "-1", "0..=1000000"),
+            ("ratelimit_us", "1000001", "0..=1000000"),
+            ("period_us", "99", "100..=10000000"),
+        ] {
+            let error = dir.error(&format!(
+                "[run]\npolicy = \"credit\"\n[run.credit]\n{key} = {value}\n{HELLO}"
+            ));
+            assert_range_error(&error, &format!("run.credit.{key}"), value, range);
+        }
+        let error = dir.error(&format!("[run.credit]\nquantum = 3\n{HELLO}"));
+        assert!(error.contains("quantum"), "{error}");
+        // A cap under another policy would be silently ignored: it is refused, named.
+        for policy in ["", "[run]\npolicy = \"boost\"\n"] {
+            let error = dir.error(&format!("{policy}{HELLO}cap_pct = 25\n"));
+            assert!(error.contains("`vm[0].cap_pct`"), "{error}");
+            assert!(error.contains("run.policy = \"credit\""), "{error}");
+        }
+    }
+
+    #[test]
+    fn a_template_s_vms_inherit_their_cap() {
+        let dir = Dir::new();
+        let template = "[vm_defaults]\nkernel = \"spin\"\nmemory_mib = 4\ncap_pct = 25\n\
+                        [[vm]]\nname = \"s{i}\"\ncount = 3\n\
+                        [[vm]]\nname = \"free\"\ncap_pct = 90\n";
+        let lab = dir
+            .parse(&format!("[run]\npolicy = \"credit\"\n{template}"))
+            .unwrap();
+        let caps: Vec<u32> = lab.vms.iter().map(|vm| vm.cap_pct).collect();
+        assert_eq!(caps, [25, 25, 25, 90]);
+        // Under round robin the inherited cap is refused where it is written, naming the VM.
+        let error = dir.error(template);
+        assert!(error.contains("`vm_defaults.cap_pct`"), "{error}");
+        assert!(error.contains("\"s0\" (from [[vm]] 0, count 3)"), "{error}");
     }
 
     /// Two VMs, a and b, then `sweep`.

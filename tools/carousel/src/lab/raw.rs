@@ -47,6 +47,18 @@ pub(super) struct RawRun {
     pub(super) boot_stagger_ms: Option<Spanned<i64>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) disk_backend: Option<Spanned<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) credit: Option<RawCredit>,
+}
+
+/// The `[run.credit]` table as written.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCredit {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) ratelimit_us: Option<Spanned<i64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) period_us: Option<Spanned<i64>>,
 }
 
 /// The `[sweep]` table as written.
@@ -96,6 +108,8 @@ pub(super) struct RawVm {
     pub(super) persist: Option<Spanned<bool>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) weight: Option<Spanned<i64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) cap_pct: Option<Spanned<i64>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) balloon_mib: Option<Spanned<i64>>,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -379,9 +379,13 @@ mod tests {
             parse_policy_list("boost,round-robin"),
             Ok(vec![SchedulerPolicy::Boost, SchedulerPolicy::RoundRobin])
         );
+        assert_eq!(
+            parse_policy_list("credit,round-robin"),
+            Ok(vec![SchedulerPolicy::Credit, SchedulerPolicy::RoundRobin])
+        );
         let error = parse_policy_list("fifo").unwrap_err();
         assert!(
-            error.contains("\"fifo\"") && error.contains("round-robin, boost"),
+            error.contains("\"fifo\"") && error.contains("round-robin, boost, credit"),
             "{error}"
         );
         assert!(parse_policy_list("boost,boost")

@@ -34,6 +34,7 @@ pub(super) struct VmTable {
     pub(super) blank_disk_kib: Option<Spanned<i64>>,
     pub(super) persist: Option<Spanned<bool>>,
     pub(super) weight: Option<Spanned<i64>>,
+    pub(super) cap_pct: Option<Spanned<i64>>,
     pub(super) balloon_mib: Option<Spanned<i64>>,
     pub(super) balloon_target_mib: Option<Spanned<i64>>,
     pub(super) args: Option<Spanned<String>>,
@@ -271,6 +272,7 @@ fn merge(
         blank_disk_kib,
         persist,
         weight,
+        cap_pct,
         balloon_mib,
         balloon_target_mib,
         args,
@@ -282,6 +284,7 @@ fn merge(
     let memory_mib = inherit.take(memory_mib, &defaults.memory_mib, "memory_mib");
     let persist = inherit.take(persist, &defaults.persist, "persist");
     let weight = inherit.take(weight, &defaults.weight, "weight");
+    let cap_pct = inherit.take(cap_pct, &defaults.cap_pct, "cap_pct");
     let balloon_mib = inherit.take(balloon_mib, &defaults.balloon_mib, "balloon_mib");
     let balloon_target_mib = inherit.take(
         balloon_target_mib,
@@ -331,6 +334,7 @@ fn merge(
         blank_disk_kib,
         persist,
         weight,
+        cap_pct,
         balloon_mib,
         balloon_target_mib,
         args,

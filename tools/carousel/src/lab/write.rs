@@ -10,7 +10,7 @@ use toml::Spanned;
 
 use super::definition::{Disk, Kernel, Lab};
 use super::limits::DEFAULT_IDLE_THRESHOLD_US;
-use super::raw::{RawLab, RawRun, RawStep, RawSweep, RawVm, RawWorkload};
+use super::raw::{RawCredit, RawLab, RawRun, RawStep, RawSweep, RawVm, RawWorkload};
 use super::sweep::quantum_text;
 
 /// A value as written, at no position in a file.
@@ -56,6 +56,10 @@ impl Lab {
             lazy_memory: Some(spanned(self.lazy_memory)),
             boot_stagger_ms: int(self.boot_stagger_ms),
             disk_backend: Some(spanned(self.disk_backend.name().to_string())),
+            credit: Some(RawCredit {
+                ratelimit_us: int(self.credit.ratelimit_us),
+                period_us: int(self.credit.period_us),
+            }),
         };
         let vm = self
             .vms
@@ -79,6 +83,7 @@ impl Lab {
                     },
                     persist: Some(spanned(vm.persist)),
                     weight: int(vm.weight),
+                    cap_pct: (vm.cap_pct > 0).then(|| spanned(i64::from(vm.cap_pct))),
                     balloon_mib: int(vm.balloon_mib),
                     balloon_target_mib: int(vm.balloon_target_mib),
                     args: Some(spanned(vm.args.clone())),
@@ -197,7 +202,10 @@ mod tests {
         lab.tsc_hz = Some(1_000_000_000);
         lab.idle_threshold_us = Some(250);
         lab.trace = TraceLevel::Full;
-        lab.policy = SchedulerPolicy::Boost;
+        lab.policy = SchedulerPolicy::Credit;
+        lab.credit.ratelimit_us = 300;
+        lab.credit.period_us = 20_000;
+        lab.vms[1].cap_pct = 25;
         lab.balloon_rule = Some((20, 8));
         lab.guest_memory_budget_mib = Some(300);
         lab.sweep.quanta_us = Some(vec![500, 1_000]);

@@ -205,6 +205,13 @@ impl Axes {
         apply_weights(weights, &mut lab)
             .map_err(|reason| format!("workload {}: {reason}", workload.name))?;
         lab.policy = policy;
+        if policy != SchedulerPolicy::Credit {
+            // Caps are the credit policy's: under another the run has none (as its lab file
+            // could not say otherwise).
+            for vm in &mut lab.vms {
+                vm.cap_pct = 0;
+            }
+        }
         lab.quantum_us = config.quantum_us;
         Ok(lab)
     }
@@ -294,5 +301,27 @@ mod tests {
             error.contains("workload ac") && error.contains("3 weights") && error.contains("2 VMs"),
             "{error}"
         );
+    }
+
+    /// A lab with caps swept across policies: the credit runs keep the caps, the others have
+    /// none (a cap means nothing to them, and their lab could not say it).
+    #[test]
+    fn caps_go_only_to_credit_runs() {
+        let axes = axes();
+        let mut base = lab();
+        base.policy = SchedulerPolicy::Credit;
+        base.vms[0].cap_pct = 25;
+        let config = |policy: &str| Config {
+            workload: "ab".into(),
+            weights: "lab".into(),
+            policy: policy.into(),
+            quantum_us: 1_000,
+            repeat: 1,
+        };
+        let credit = axes.lab_for(&base, &config("credit")).unwrap();
+        assert_eq!(credit.policy, SchedulerPolicy::Credit);
+        assert_eq!(credit.run_config(1, None).vms[0].cap_pct, 25);
+        let plain = axes.lab_for(&base, &config("round-robin")).unwrap();
+        assert_eq!(plain.run_config(1, None).vms[0].cap_pct, 0);
     }
 }

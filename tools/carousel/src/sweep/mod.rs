@@ -78,7 +78,7 @@ pub struct SweepArgs {
     /// Quanta, comma-separated, each with its unit: 500us,1ms,2ms,5ms,10ms.
     #[arg(long, value_name = "LIST")]
     pub quantum: Option<String>,
-    /// Scheduling policies, comma-separated: round-robin, boost.
+    /// Scheduling policies, comma-separated: round-robin, boost, credit.
     #[arg(long, value_name = "LIST")]
     pub policy: Option<String>,
     /// Weight sets, comma-separated; each is `lab`, weights in VM order (1:2:4) or named

@@ -118,10 +118,20 @@ pub fn run_parallel<J: Sync, R: Send>(
     interrupted: &AtomicBool,
     run: impl Fn(&J) -> R + Sync,
 ) -> Vec<Option<R>> {
+    run_parallel_by(jobs, PARALLEL_RUNS, interrupted, run)
+}
+
+/// [`run_parallel`] with `workers` runs at a time (at least one).
+pub fn run_parallel_by<J: Sync, R: Send>(
+    jobs: &[J],
+    workers: usize,
+    interrupted: &AtomicBool,
+    run: impl Fn(&J) -> R + Sync,
+) -> Vec<Option<R>> {
     let next = AtomicUsize::new(0);
     let results: Mutex<Vec<Option<R>>> = Mutex::new(jobs.iter().map(|_| None).collect());
     std::thread::scope(|scope| {
-        for _ in 0..PARALLEL_RUNS {
+        for _ in 0..workers.max(1) {
             scope.spawn(|| loop {
                 let index = next.fetch_add(1, Ordering::SeqCst);
                 let Some(job) = jobs.get(index) else { break };
@@ -155,6 +165,15 @@ mod tests {
         assert_eq!(ran.load(Ordering::SeqCst), jobs.len());
         let squares: Vec<Option<u64>> = jobs.iter().map(|job| Some(job * job)).collect();
         assert_eq!(results, squares);
+
+        // One worker takes them strictly in order.
+        let order = Mutex::new(Vec::new());
+        let serial = run_parallel_by(&jobs, 0, &AtomicBool::new(false), |&job| {
+            order.lock().unwrap().push(job);
+            job
+        });
+        assert_eq!(serial.len(), jobs.len());
+        assert_eq!(order.into_inner().unwrap(), jobs);
 
         let stopped = AtomicBool::new(true);
         let none = run_parallel(&jobs, &stopped, |&job| job);

@@ -7,6 +7,9 @@
 //! overhead. Quanta are wall time (the default `run.quantum_clock`), and so is the quantum
 //! error. One more run puts an exit-heavy neighbour among the spins (an `adversary` flooding
 //! CPUID at the goal quantum): the spins must keep their fairness and the quantum its length.
+//! And one runs the spins under the credit policy at the goal quantum with one of them capped
+//! below its fair share ([`CREDIT_CAP_PCT`]): the capped spin must stay within its cap and the
+//! others share the rest fairly.
 //! What is not here: any measuring of its own (the hypervisor measures; see
 //! [`carousel_trace::model::accounting`]) and any run machinery (it is `carousel run`'s, quiet).
 
@@ -63,6 +66,11 @@ pub const GOAL_JAIN: f64 = 0.999;
 pub const NEIGHBOUR_QUANTUM_US: u32 = GOAL_QUANTUM_ERROR_AT_US;
 pub const NEIGHBOUR_NAME: &str = "flood";
 pub const NEIGHBOUR_ARGS: &str = "case=flood kind=cpuid";
+/// The credit run: its quantum, the spin it caps and the cap (below the fair share of 1/8, so
+/// that it binds).
+pub const CREDIT_QUANTUM_US: u32 = GOAL_QUANTUM_ERROR_AT_US;
+pub const CREDIT_CAPPED: &str = "spin0";
+pub const CREDIT_CAP_PCT: u32 = 5;
 
 /// How long each spin VM spins at `quantum_us`: [`ROTATIONS`] rotations of [`VM_COUNT`] slices,
 /// at least [`MIN_SPIN_MS`].
@@ -103,6 +111,30 @@ pub fn neighbour_lab(path: PathBuf, adversary: PathBuf) -> Lab {
     lab
 }
 
+/// The lab of the credit run: the spins at [`CREDIT_QUANTUM_US`] under the credit policy,
+/// [`CREDIT_CAPPED`] capped at [`CREDIT_CAP_PCT`] %.
+pub fn credit_lab(path: PathBuf) -> Lab {
+    let mut lab = lab(CREDIT_QUANTUM_US, path);
+    lab.policy = carousel_protocol::config::SchedulerPolicy::Credit;
+    for vm in &mut lab.vms {
+        if vm.name == CREDIT_CAPPED {
+            vm.cap_pct = CREDIT_CAP_PCT;
+        }
+    }
+    lab
+}
+
+/// The credit run's figures: the usual ones (Jain over the uncapped spins), and what the capped
+/// spin got.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CreditRun {
+    pub figures: BenchRun,
+    /// The capped spin's cap, percent of the CPU.
+    pub cap_pct: u32,
+    /// Its guest cycles, percent of the run's elapsed time.
+    pub capped_guest_pct: f64,
+}
+
 /// The figures of one quantum.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct BenchRun {
@@ -124,6 +156,8 @@ enum Variant {
     Spins(u32),
     /// The spins beside an exit-heavy neighbour.
     Neighbour,
+    /// The spins under credit, one capped.
+    Credit,
 }
 
 impl Variant {
@@ -131,6 +165,7 @@ impl Variant {
         match self {
             Variant::Spins(quantum_us) => quantum_us,
             Variant::Neighbour => NEIGHBOUR_QUANTUM_US,
+            Variant::Credit => CREDIT_QUANTUM_US,
         }
     }
 
@@ -138,6 +173,7 @@ impl Variant {
         match self {
             Variant::Spins(quantum_us) => format!("sched-q{quantum_us}"),
             Variant::Neighbour => format!("sched-q{NEIGHBOUR_QUANTUM_US}-{NEIGHBOUR_NAME}"),
+            Variant::Credit => format!("sched-q{CREDIT_QUANTUM_US}-credit"),
         }
     }
 
@@ -148,6 +184,7 @@ impl Variant {
             Variant::Neighbour => {
                 format!("quantum {NEIGHBOUR_QUANTUM_US} us beside {NEIGHBOUR_NAME}")
             }
+            Variant::Credit => format!("quantum {CREDIT_QUANTUM_US} us under credit"),
         }
     }
 }
@@ -158,6 +195,8 @@ pub struct BenchReport {
     pub runs: Vec<BenchRun>,
     /// The spins beside an exit-heavy neighbour: Jain's index over the spins only.
     pub exit_heavy_neighbour: BenchRun,
+    /// The spins under the credit policy, one capped.
+    pub credit: CreditRun,
     /// The clock quanta and quantum errors are measured on.
     pub quantum_clock: String,
     /// The TSC frequency the hypervisor reported (Hello).
@@ -200,6 +239,17 @@ pub fn measure(
     })
 }
 
+/// The capped spin's guest cycles in the credit run, percent of the run's elapsed time.
+pub fn capped_guest_pct(accounting: &Accounting) -> Result<f64, Missing> {
+    let guest = accounting
+        .vms
+        .iter()
+        .find(|vm| vm.name == CREDIT_CAPPED)
+        .and_then(|vm| vm.guest())
+        .ok_or(Missing::GuestCycles)?;
+    Ok(accounting.share_of_elapsed(guest).ok_or(Missing::Elapsed)? * 100.0)
+}
+
 /// Where the bench keeps the run directory named `name`.
 pub fn out_dir(root: &Path, name: &str) -> PathBuf {
     root.join("target/carousel/bench").join(name)
@@ -209,6 +259,8 @@ pub fn out_dir(root: &Path, name: &str) -> PathBuf {
 #[derive(Debug)]
 struct Measurement {
     figures: BenchRun,
+    /// The capped spin's guest cycles, percent of the run (the credit run only).
+    capped_guest_pct: Option<f64>,
     /// The TSC frequency the hypervisor reported.
     tsc_hz: u64,
     /// Problems with the record stream or the accounting, one sentence each.
@@ -238,6 +290,13 @@ fn bench_one(
                 VM_COUNT - 1
             ),
         ),
+        Variant::Credit => (
+            credit_lab(path),
+            format!(
+                "{VM_COUNT} spin VMs under credit, {CREDIT_CAPPED} capped at {CREDIT_CAP_PCT} %, \
+                 quantum {quantum_us} us"
+            ),
+        ),
     };
     let text = lab
         .save(&format!("Generated by `carousel bench sched`: {comment}."))
@@ -262,13 +321,19 @@ fn bench_one(
         });
     }
     let accounting = finished.accounting();
-    let fair = |vm: &carousel_trace::model::accounting::VmAccount| vm.name != NEIGHBOUR_NAME;
-    let figures =
-        measure(quantum_us, accounting, fair).map_err(|missing| BenchError::Unmeasured {
-            run: variant.label(),
-            missing,
-            out: out.clone(),
-        })?;
+    let unmeasured = |missing| BenchError::Unmeasured {
+        run: variant.label(),
+        missing,
+        out: out.clone(),
+    };
+    let fair = |vm: &carousel_trace::model::accounting::VmAccount| {
+        vm.name != NEIGHBOUR_NAME && !(variant == Variant::Credit && vm.name == CREDIT_CAPPED)
+    };
+    let figures = measure(quantum_us, accounting, fair).map_err(unmeasured)?;
+    let capped_guest_pct = match variant {
+        Variant::Credit => Some(capped_guest_pct(accounting).map_err(unmeasured)?),
+        _ => None,
+    };
     let mut warnings: Vec<String> = finished.stream_warnings.clone();
     warnings.extend(accounting.problems());
     let warnings = warnings
@@ -277,6 +342,7 @@ fn bench_one(
         .collect();
     Ok(Measurement {
         figures,
+        capped_guest_pct,
         tsc_hz: accounting.tsc_hz.unwrap_or(TSC_HZ),
         warnings,
     })
@@ -285,6 +351,7 @@ fn bench_one(
 /// Runs the scheduling bench; progress and warnings go to stderr.
 pub fn bench_sched(
     backend: BackendChoice,
+    jobs: usize,
     interrupted: &AtomicBool,
 ) -> Result<BenchReport, BenchError> {
     let root = crate::repo::repo_root();
@@ -300,12 +367,12 @@ pub fn bench_sched(
     let variants: Vec<Variant> = QUANTA_US
         .iter()
         .map(|&quantum_us| Variant::Spins(quantum_us))
-        .chain([Variant::Neighbour])
+        .chain([Variant::Neighbour, Variant::Credit])
         .collect();
     // Longest runs first, so that the two workers finish together.
     let mut order: Vec<usize> = (0..variants.len()).collect();
     order.sort_by_key(|&index| std::cmp::Reverse(spin_ms(variants[index].quantum_us())));
-    let in_order = super::run_parallel(&order, interrupted, |&index| {
+    let in_order = super::run_parallel_by(&order, jobs, interrupted, |&index| {
         let variant = variants[index];
         let name = variant.name();
         eprintln!(
@@ -335,6 +402,7 @@ pub fn bench_sched(
     }
     let mut runs = Vec::new();
     let mut neighbour = None;
+    let mut credit = None;
     let mut tsc_hz = None;
     for (result, variant) in results.into_iter().zip(&variants) {
         match result {
@@ -346,6 +414,15 @@ pub fn bench_sched(
                 match variant {
                     Variant::Spins(_) => runs.push(measurement.figures),
                     Variant::Neighbour => neighbour = Some(measurement.figures),
+                    Variant::Credit => {
+                        credit = measurement
+                            .capped_guest_pct
+                            .map(|capped_guest_pct| CreditRun {
+                                figures: measurement.figures,
+                                cap_pct: CREDIT_CAP_PCT,
+                                capped_guest_pct,
+                            })
+                    }
                 }
             }
             Some(Err(error)) => return Err(error),
@@ -364,9 +441,13 @@ pub fn bench_sched(
     let exit_heavy_neighbour = neighbour.ok_or(BenchError::Interrupted {
         run: Variant::Neighbour.label(),
     })?;
+    let credit = credit.ok_or(BenchError::Interrupted {
+        run: Variant::Credit.label(),
+    })?;
     Ok(BenchReport {
         runs,
         exit_heavy_neighbour,
+        credit,
         quantum_clock: "wall".to_string(),
         tsc_hz: tsc_hz.unwrap_or(TSC_HZ),
         ips: IPS,
@@ -434,15 +515,28 @@ impl BenchReport {
             &self.exit_heavy_neighbour,
             true,
         ));
+        table.push(row(
+            format!("{} credit", group(self.credit.figures.quantum_us)),
+            &self.credit.figures,
+            true,
+        ));
         out.push_str(&table.render());
+        let credit = &self.credit;
         let _ = write!(
             out,
             "goals: switch <= {} cycles; |quantum error| <= {GOAL_QUANTUM_ERROR_PCT}% at {} us; \
              Jain >= {GOAL_JAIN}\n\
              '+ {NEIGHBOUR_NAME}': {} spins beside an adversary ({NEIGHBOUR_ARGS}); Jain over the \
-             spins",
+             spins\n\
+             'credit': {VM_COUNT} spins under the credit policy, {CREDIT_CAPPED} capped at {}%: it \
+             got {:.3}% of the run in guest mode (goal <= {}%) {}; Jain over the other {}",
             group(GOAL_SWITCH_CYCLES),
             group(GOAL_QUANTUM_ERROR_AT_US),
+            VM_COUNT - 1,
+            credit.cap_pct,
+            credit.capped_guest_pct,
+            credit.cap_pct,
+            mark(credit.capped_guest_pct <= f64::from(credit.cap_pct)),
             VM_COUNT - 1
         );
         out
@@ -450,8 +544,13 @@ impl BenchReport {
 }
 
 /// `carousel bench sched`: runs the bench and prints its report; returns the exit code.
-pub fn sched_command(backend: BackendChoice, json: bool, interrupted: &AtomicBool) -> i32 {
-    match bench_sched(backend, interrupted) {
+pub fn sched_command(
+    backend: BackendChoice,
+    json: bool,
+    jobs: usize,
+    interrupted: &AtomicBool,
+) -> i32 {
+    match bench_sched(backend, jobs, interrupted) {
         Ok(report) => {
             if json {
                 println!("{}", report.json());
@@ -504,6 +603,17 @@ mod tests {
                 jain: 0.9995,
                 root_overhead_pct: 4.0,
             },
+            credit: CreditRun {
+                figures: BenchRun {
+                    quantum_us: 1_000,
+                    switch_cycles: 1_250,
+                    quantum_error_pct: 0.125,
+                    jain: 0.9996,
+                    root_overhead_pct: 3.5,
+                },
+                cap_pct: 5,
+                capped_guest_pct: 4.75,
+            },
             quantum_clock: "wall".to_string(),
             tsc_hz: TSC_HZ,
             ips: IPS,
@@ -521,6 +631,7 @@ mod tests {
             keys,
             [
                 "cpu_model",
+                "credit",
                 "exit_heavy_neighbour",
                 "ips",
                 "quantum_clock",
@@ -530,6 +641,9 @@ mod tests {
         );
         assert_eq!(object["quantum_clock"], "wall");
         assert_eq!(object["exit_heavy_neighbour"]["jain"], 0.9995);
+        assert_eq!(object["credit"]["cap_pct"], 5);
+        assert_eq!(object["credit"]["capped_guest_pct"], 4.75);
+        assert_eq!(object["credit"]["figures"]["jain"], 0.9996);
         assert_eq!(object["tsc_hz"], 1_000_000_000u64);
         assert_eq!(object["ips"], 1_000_000u64);
         assert_eq!(object["cpu_model"], "corei7_skylake_x");
@@ -583,8 +697,19 @@ mod tests {
             neighbour,
             ["1,000", "+", "flood", "1,300", "ok", "+0.500", "ok", "0.99950", "ok", "4.000"]
         );
+        let credit: Vec<&str> = lines[5].split_whitespace().collect();
+        assert_eq!(
+            credit,
+            ["1,000", "credit", "1,250", "ok", "+0.125", "ok", "0.99960", "ok", "3.500"]
+        );
         assert!(
-            lines[5].starts_with("goals: switch <= 1,500 cycles"),
+            lines[6].starts_with("goals: switch <= 1,500 cycles"),
+            "{table}"
+        );
+        assert!(
+            lines[8].contains(
+                "spin0 capped at 5%: it got 4.750% of the run in guest mode (goal <= 5%) ok"
+            ),
             "{table}"
         );
     }
@@ -624,6 +749,26 @@ mod tests {
                 .count(),
             VM_COUNT as usize - 1
         );
+    }
+
+    #[test]
+    fn the_credit_lab_is_valid() {
+        let generated = credit_lab(PathBuf::from("sched.toml"));
+        let text = generated.to_toml("sched");
+        let lab = crate::lab::Lab::parse(Path::new("sched.toml"), &text).unwrap();
+        assert_eq!(lab.vms, generated.vms);
+        assert_eq!(
+            lab.policy,
+            carousel_protocol::config::SchedulerPolicy::Credit
+        );
+        let capped: Vec<(&str, u32)> = lab
+            .vms
+            .iter()
+            .filter(|vm| vm.cap_pct > 0)
+            .map(|vm| (vm.name.as_str(), vm.cap_pct))
+            .collect();
+        assert_eq!(capped, [(CREDIT_CAPPED, CREDIT_CAP_PCT)]);
+        const { assert!(CREDIT_CAP_PCT * VM_COUNT < 100, "the cap binds") };
     }
 
     #[test]
