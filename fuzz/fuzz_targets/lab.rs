@@ -181,7 +181,11 @@ fn check_lab(lab: &Lab, text: &str) {
         assert!(!vm.args.contains(INDEX), "args {:?}", vm.args);
         for step in &vm.script {
             assert!(within(&STEP_TIMEOUT_S_RANGE, step.timeout.as_secs() as i64));
-            assert!(!step.expect.as_str().contains(INDEX), "expect {}", step.expect);
+            assert!(
+                !step.expect.as_str().contains(INDEX),
+                "expect {}",
+                step.expect
+            );
             assert!(
                 step.send.as_ref().is_none_or(|send| !send.contains(INDEX)),
                 "send {:?}",
