@@ -13,7 +13,7 @@
 //!   nowhere else; DRQ shows exactly while a transfer is in progress on the selected disk; BSY
 //!   never shows; only the written sectors differ from the image.
 //! - Local APIC with I/O APIC: only vectors the guest programmed (the LVT timer, unmasked I/O
-//!   APIC pins routed to this APIC) are ever pending or in service, never one below 16; at most
+//!   APIC pins routed to this APIC, the vector of an IPI it sent) are ever pending or in service, never one below 16; at most
 //!   one vector per priority class is in service; the vector offered beats the processor
 //!   priority and acknowledging it succeeds; ICR delivery status reads 0; the current count never
 //!   exceeds the initial count; after `advance(now)` the next deadline is after `now` (until
@@ -701,6 +701,10 @@ fn interrupts(u: &mut Unstructured) -> Result<()> {
                 let size = size(u)?;
                 let value: u64 = u.arbitrary()?;
                 lapic.write_sized(offset, size, value, now);
+                // An ICR write is the guest naming a vector: a fixed self-IPI raises it.
+                if size == 4 && offset == lapic::ICR_LOW {
+                    programmed.insert(value as u8);
+                }
             }
             5 => {
                 let offset = *u.choose(&[ioapic::IOREGSEL, ioapic::IOWIN, 0x20, 0x04])?;
