@@ -903,14 +903,21 @@ impl Lapic {
         };
         let decrements = self.decrements(&countdown, now);
         let epoch_count = u128::from(countdown.epoch_count);
+        let initial = u128::from(self.initial_count);
         if decrements < epoch_count {
-            (epoch_count - decrements) as u32
+            let remaining = epoch_count - decrements;
+            // A periodic count's first period starts from its reload, which may be stretched
+            // to the floor: it reads as counting down from the initial count all the same.
+            if initial != 0 && epoch_count > initial {
+                (remaining * initial).div_ceil(epoch_count) as u32
+            } else {
+                remaining as u32
+            }
         } else if self.periodic() && self.initial_count != 0 {
             let reload = u128::from(self.reload_count());
             let remaining = reload - (decrements - epoch_count) % reload;
             // A period stretched to the floor still reads as counting down from the initial
             // count, as the guest programmed it: never above it.
-            let initial = u128::from(self.initial_count);
             (remaining * initial).div_ceil(reload) as u32
         } else {
             0
@@ -1241,6 +1248,30 @@ pub(crate) mod tests {
             assert!(current <= last, "it counts down: {current} after {last}");
             last = current;
         }
+    }
+
+    /// The first period too (found by the `devices` fuzz target: a periodic count of 5,654
+    /// read 100,000 right after it started, its reload stretched to the floor).
+    #[test]
+    fn a_stretched_first_period_reads_from_its_initial_count() {
+        let mut lapic = enabled();
+        lapic.write(TIMER_DIVIDE_CONFIGURATION, 0xB, T0);
+        lapic.write(LVT_TIMER, LVT_TIMER_PERIODIC | 32, T0);
+        lapic.write(TIMER_INITIAL_COUNT, 10, T0);
+        let floor = MIN_PERIODIC_US * TSC_HZ / 1_000_000;
+        assert_eq!(lapic.read(TIMER_CURRENT_COUNT, T0), 10);
+        let mut last = u32::MAX;
+        for step in 0..40 {
+            let current = lapic.read(TIMER_CURRENT_COUNT, T0 + step * floor / 40);
+            assert!(
+                (1..=10).contains(&current),
+                "current {current} at step {step}"
+            );
+            assert!(current <= last, "it counts down: {current} after {last}");
+            last = current;
+        }
+        // The stretch changes what the count reads, not when it expires.
+        assert_eq!(lapic.next_deadline(), Some(T0 + floor));
     }
 
     #[test]
