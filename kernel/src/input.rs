@@ -5,15 +5,13 @@
 //! - [`END_RUN`]: end the run (every VM still running stops, then the usual end of run:
 //!   summaries, disk write-back, RunEnd).
 //! - [`SETTING`], then [`SETTING_LEN`] bytes: a request to change a scheduler setting (the
-//!   console's `~quantum`, `~weight`, `~cap`): a kind byte ([`SETTING_QUANTUM`],
-//!   [`SETTING_WEIGHT`], [`SETTING_CAP`]), the VM id (u16, little endian; 0 for the quantum)
-//!   and the value (u32, little endian: microseconds, a weight, a percentage). The router only
-//!   frames it; whoever types on the console can send anything here, so the run loop checks it
-//!   as it checks a lab file, and refuses (and counts) what does not hold.
+//!   console's `~quantum`, `~weight`, `~cap`; laid out as [`Setting::to_request`] says). The
+//!   router only frames it; whoever types on the console can send anything here, so the run
+//!   loop checks it as it checks a lab file, and refuses (and counts) what does not hold.
 //!
 //! `carousel run` speaks this protocol for the user's keystrokes and for scripted input.
 
-use carousel_protocol::config::Setting;
+use carousel_protocol::config::{Setting, SETTING_REQUEST_LEN};
 
 /// Escape byte of the focus protocol (ASCII GS, Ctrl-]).
 pub const FOCUS: u8 = 0x1D;
@@ -24,23 +22,14 @@ pub const END_RUN: u8 = 0x7F;
 
 /// After [`FOCUS`]: a setting request of [`SETTING_LEN`] more bytes follows.
 pub const SETTING: u8 = 0x7E;
-/// Bytes of a setting request after [`SETTING`]: kind, VM id (2), value (4).
-pub const SETTING_LEN: usize = 7;
-/// Setting kinds: the quantum in microseconds, a VM's weight, a VM's cap in percent.
-pub const SETTING_QUANTUM: u8 = 1;
-pub const SETTING_WEIGHT: u8 = 2;
-pub const SETTING_CAP: u8 = 3;
+/// Bytes of a setting request after [`SETTING`] ([`Setting::to_request`]).
+pub const SETTING_LEN: usize = SETTING_REQUEST_LEN;
 
 /// The bytes after [`FOCUS`] that ask for `setting`.
 pub fn setting_request(setting: Setting) -> [u8; SETTING_LEN + 1] {
-    let (kind, vm, value) = match setting {
-        Setting::Quantum { us } => (SETTING_QUANTUM, 0, us),
-        Setting::Weight { vm, weight } => (SETTING_WEIGHT, vm, weight),
-        Setting::Cap { vm, cap_pct } => (SETTING_CAP, vm, cap_pct),
-    };
-    let [v0, v1] = vm.to_le_bytes();
-    let [b0, b1, b2, b3] = value.to_le_bytes();
-    [SETTING, kind, v0, v1, b0, b1, b2, b3]
+    let mut bytes = [SETTING; SETTING_LEN + 1];
+    bytes[1..].copy_from_slice(&setting.to_request());
+    bytes
 }
 
 /// Where one input byte goes.
@@ -94,13 +83,9 @@ impl InputRouter {
                 self.request = Some((bytes, len));
                 return Routed::Nothing;
             }
-            let vm = u16::from_le_bytes([bytes[1], bytes[2]]);
-            let value = u32::from_le_bytes([bytes[3], bytes[4], bytes[5], bytes[6]]);
-            return match bytes[0] {
-                SETTING_QUANTUM => Routed::Setting(Setting::Quantum { us: value }),
-                SETTING_WEIGHT => Routed::Setting(Setting::Weight { vm, weight: value }),
-                SETTING_CAP => Routed::Setting(Setting::Cap { vm, cap_pct: value }),
-                kind => Routed::BadSetting { kind },
+            return match Setting::from_request(bytes) {
+                Ok(setting) => Routed::Setting(setting),
+                Err(kind) => Routed::BadSetting { kind },
             };
         }
         if self.escaped {

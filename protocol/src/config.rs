@@ -130,6 +130,37 @@ impl Setting {
     }
 }
 
+/// Bytes of a setting request on the console's control channel (after its escape): a kind
+/// byte, the VM id (u16, little endian; 0 for the quantum) and the value (u32, little endian:
+/// microseconds, a weight, a percentage).
+pub const SETTING_REQUEST_LEN: usize = 7;
+
+impl Setting {
+    /// The setting as a request on the console's control channel.
+    pub fn to_request(self) -> [u8; SETTING_REQUEST_LEN] {
+        let (kind, vm, value) = match self {
+            Self::Quantum { us } => (1, 0, us),
+            Self::Weight { vm, weight } => (2, vm, weight),
+            Self::Cap { vm, cap_pct } => (3, vm, cap_pct),
+        };
+        let [v0, v1] = u16::to_le_bytes(vm);
+        let [b0, b1, b2, b3] = value.to_le_bytes();
+        [kind, v0, v1, b0, b1, b2, b3]
+    }
+
+    /// The setting a request asks for (not yet checked); Err(kind) for a kind there is none of.
+    pub fn from_request(bytes: [u8; SETTING_REQUEST_LEN]) -> Result<Self, u8> {
+        let vm = u16::from_le_bytes([bytes[1], bytes[2]]);
+        let value = u32::from_le_bytes([bytes[3], bytes[4], bytes[5], bytes[6]]);
+        match bytes[0] {
+            1 => Ok(Self::Quantum { us: value }),
+            2 => Ok(Self::Weight { vm, weight: value }),
+            3 => Ok(Self::Cap { vm, cap_pct: value }),
+            kind => Err(kind),
+        }
+    }
+}
+
 /// A change the lab scheduled: `setting` takes effect at the first clean point (between two
 /// slices) `at_us` microseconds of TSC time into the run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
