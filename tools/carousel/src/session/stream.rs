@@ -264,6 +264,7 @@ impl Received {
         if let Some(web) = &mut self.web {
             web.feed.add(&record);
         }
+        self.setting_news(&record);
         self.records.push(record);
         if let (false, Some(hello)) = (hello_seen, self.model.hello()) {
             let (version, lab_hash, tsc_hz) = (hello.version, hello.lab_hash, hello.tsc_hz);
@@ -286,6 +287,35 @@ impl Received {
             if tsc_hz == 0 {
                 self.warn("the hypervisor reports a TSC frequency of 0 Hz".to_string());
             }
+        }
+    }
+
+    /// A setting the hypervisor changed or refused: told on the console, and a marker on the
+    /// live page's timeline.
+    fn setting_news(&self, record: &Record) {
+        let (setting, source, refused) = match record {
+            Record::SettingChanged {
+                setting, source, ..
+            } => (setting, source, None),
+            Record::SettingRefused {
+                setting,
+                source,
+                reason,
+                ..
+            } => (setting, source, Some(reason)),
+            _ => return,
+        };
+        let what = describe_setting(*setting, &self.names);
+        let source = carousel_trace::model::settings::source_name(*source);
+        let text = match refused {
+            None => format!("setting changed ({source}): {what}"),
+            Some(reason) => format!("setting refused ({source}): {what}: {reason}"),
+        };
+        if self.console.prints() {
+            println!("[carousel] {text}");
+        }
+        if let Some(web) = &self.web {
+            web.hub.marker(&text);
         }
     }
 

@@ -26,7 +26,6 @@ use self::accounting::{Accounting, AccountingBuilder};
 use self::console::ConsoleLog;
 use self::live::LiveWindow;
 use self::samples::Samples;
-use self::settings::Settings;
 use self::timeline::{intervals, Interval, Timeline, TimelineBuilder, MAX_INTERVALS};
 use self::verdict::VerdictInputs;
 use crate::decode::{decode_trace, Damage, Item};
@@ -78,8 +77,6 @@ pub struct Model {
     pub samples: Samples,
     pub console: ConsoleLog,
     pub verdict: VerdictInputs,
-    /// Setting changes made and refused during the run.
-    pub settings: Settings,
     /// What did not decode, in stream order.
     pub damage: Vec<Damage>,
     /// Records folded in.
@@ -96,7 +93,6 @@ pub struct ModelBuilder {
     samples: Samples,
     console: ConsoleLog,
     verdict: VerdictInputs,
-    settings: Settings,
     live: LiveWindow,
     damage: Vec<Damage>,
     frames: u64,
@@ -119,7 +115,6 @@ impl ModelBuilder {
             samples: Samples::default(),
             console: ConsoleLog::default(),
             verdict: VerdictInputs::default(),
-            settings: Settings::default(),
             live: LiveWindow::new(),
             damage: Vec::new(),
             frames: 0,
@@ -132,7 +127,6 @@ impl ModelBuilder {
         self.accounting.add(record);
         self.verdict.add(record);
         self.console.add(record);
-        self.settings.add(record);
         match self.keep {
             Keep::Totals => {}
             Keep::Live => self.live.record(record),
@@ -211,7 +205,6 @@ impl ModelBuilder {
             samples: self.samples,
             console: self.console,
             verdict: self.verdict,
-            settings: self.settings,
             damage: self.damage,
             frames: self.frames,
         }

@@ -33,12 +33,18 @@ pub struct Settings {
     pub changes: Vec<SettingChange>,
     /// Changes past [`MAX_CHANGES`], not kept.
     pub dropped: u64,
+    /// The first scheduler event's time: the run's start, near enough, for "ms into the run".
+    pub origin: Option<u64>,
 }
 
 impl Settings {
     /// Folds in one record.
     pub fn add(&mut self, record: &Record) {
         let change = match *record {
+            Record::Events { tsc, .. } => {
+                self.origin.get_or_insert(tsc);
+                return;
+            }
             Record::SettingChanged {
                 tsc,
                 setting,
@@ -68,6 +74,12 @@ impl Settings {
         } else {
             self.dropped += 1;
         }
+    }
+
+    /// Milliseconds from the run's first event to `tsc`, at `hz`.
+    pub fn ms_into_run(&self, tsc: u64, hz: u64) -> Option<f64> {
+        let origin = self.origin?;
+        (hz > 0).then(|| tsc.saturating_sub(origin) as f64 * 1_000.0 / hz as f64)
     }
 
     /// The changes made, in time order.
