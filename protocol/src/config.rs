@@ -92,6 +92,17 @@ impl core::fmt::Display for SettingError {
     }
 }
 
+impl core::fmt::Display for Setting {
+    /// For the hypervisor's log, VMs by id (the host tool names them).
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Quantum { us } => write!(f, "quantum {us} us"),
+            Self::Weight { vm, weight } => write!(f, "weight of vm {vm} {weight}"),
+            Self::Cap { vm, cap_pct } => write!(f, "cap of vm {vm} {cap_pct} %"),
+        }
+    }
+}
+
 impl Setting {
     /// Checks the setting against the ranges a lab file is held to, for a run of `vm_count`
     /// VMs under `policy`: the one check for lab files, scheduled changes and the console.
@@ -564,6 +575,10 @@ mod tests {
             Err(SettingError::CapNeedsCredit {
                 policy: SchedulerPolicy::Boost
             })
+        );
+        assert_eq!(
+            Setting::Cap { vm: 1, cap_pct: 5 }.to_string(),
+            "cap of vm 1 5 %"
         );
         let message = SettingError::Quantum { us: 0 }.to_string();
         assert_eq!(message, "a quantum of 0 us is outside 1..=1000000 us");

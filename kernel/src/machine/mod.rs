@@ -430,7 +430,7 @@ impl<V: Vcpu, F: Frames, H: Host> Machine<V, F, H> {
             });
         match checked {
             Ok(()) => {
-                log::info!("setting changed ({source:?}): {setting:?}");
+                log::info!("setting changed ({source:?}): {setting}");
                 self.host.exporter().emit(&Record::SettingChanged {
                     tsc: now,
                     setting,
@@ -439,7 +439,7 @@ impl<V: Vcpu, F: Frames, H: Host> Machine<V, F, H> {
             }
             Err(reason) => {
                 self.settings.refused += 1;
-                log::warn!("setting refused ({source:?}): {setting:?}: {reason}");
+                log::warn!("setting refused ({source:?}): {setting}: {reason}");
                 let refused = self.settings.refused;
                 self.host.exporter().emit(&Record::SettingRefused {
                     tsc: now,
