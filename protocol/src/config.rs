@@ -3,6 +3,7 @@
 
 use alloc::string::String;
 use alloc::vec::Vec;
+use core::ops::RangeInclusive;
 
 use serde::{Deserialize, Serialize};
 
@@ -22,6 +23,162 @@ pub const DEFAULT_CREDIT_RATELIMIT_US: u32 = 1_000;
 
 /// Default accounting period of the credit policy: 30 ms, as in Xen's credit1.
 pub const DEFAULT_CREDIT_PERIOD_US: u32 = 30_000;
+
+/// Allowed scheduler quanta, microseconds (the lab's `run.quantum_us`, a scheduled change and
+/// `~quantum` alike).
+pub const QUANTUM_US_RANGE: RangeInclusive<u32> = 1..=1_000_000;
+/// Allowed scheduling weights.
+pub const WEIGHT_RANGE: RangeInclusive<u32> = 1..=64;
+/// Allowed caps, percent of the CPU (a VM without a cap has none at all).
+pub const CAP_PCT_RANGE: RangeInclusive<u32> = 1..=100;
+
+/// A scheduler setting that may change while a run goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Setting {
+    /// The quantum, microseconds (before weights scale it).
+    Quantum { us: u32 },
+    /// VM `vm`'s weight.
+    Weight { vm: u16, weight: u32 },
+    /// VM `vm`'s cap, percent (credit only).
+    Cap { vm: u16, cap_pct: u32 },
+}
+
+/// Why a [`Setting`] was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SettingError {
+    /// The quantum lies outside [`QUANTUM_US_RANGE`].
+    Quantum { us: u32 },
+    /// The weight lies outside [`WEIGHT_RANGE`].
+    Weight { weight: u32 },
+    /// The cap lies outside [`CAP_PCT_RANGE`].
+    Cap { cap_pct: u32 },
+    /// There is no VM of that id.
+    UnknownVm { vm: u16 },
+    /// A cap, but the run's policy is not credit.
+    CapNeedsCredit { policy: SchedulerPolicy },
+}
+
+impl core::fmt::Display for SettingError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let (quantum, weight, cap) = (&QUANTUM_US_RANGE, &WEIGHT_RANGE, &CAP_PCT_RANGE);
+        match self {
+            Self::Quantum { us } => write!(
+                f,
+                "a quantum of {us} us is outside {}..={} us",
+                quantum.start(),
+                quantum.end()
+            ),
+            Self::Weight { weight: value } => write!(
+                f,
+                "weight {value} is outside {}..={}",
+                weight.start(),
+                weight.end()
+            ),
+            Self::Cap { cap_pct } => {
+                write!(
+                    f,
+                    "cap {cap_pct} % is outside {}..={} %",
+                    cap.start(),
+                    cap.end()
+                )
+            }
+            Self::UnknownVm { vm } => write!(f, "there is no vm {vm}"),
+            Self::CapNeedsCredit { policy } => write!(
+                f,
+                "caps need the credit policy; this run's is {}",
+                policy.name()
+            ),
+        }
+    }
+}
+
+impl core::fmt::Display for Setting {
+    /// For the hypervisor's log, VMs by id (the host tool names them).
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Quantum { us } => write!(f, "quantum {us} us"),
+            Self::Weight { vm, weight } => write!(f, "weight of vm {vm} {weight}"),
+            Self::Cap { vm, cap_pct } => write!(f, "cap of vm {vm} {cap_pct} %"),
+        }
+    }
+}
+
+impl Setting {
+    /// Checks the setting against the ranges a lab file is held to, for a run of `vm_count`
+    /// VMs under `policy`: the one check for lab files, scheduled changes and the console.
+    pub fn check(&self, vm_count: usize, policy: SchedulerPolicy) -> Result<(), SettingError> {
+        let known = |vm: u16| {
+            if usize::from(vm) < vm_count {
+                Ok(())
+            } else {
+                Err(SettingError::UnknownVm { vm })
+            }
+        };
+        match *self {
+            Self::Quantum { us } if !QUANTUM_US_RANGE.contains(&us) => {
+                Err(SettingError::Quantum { us })
+            }
+            Self::Quantum { .. } => Ok(()),
+            Self::Weight { vm, weight } => {
+                known(vm)?;
+                if WEIGHT_RANGE.contains(&weight) {
+                    Ok(())
+                } else {
+                    Err(SettingError::Weight { weight })
+                }
+            }
+            Self::Cap { vm, cap_pct } => {
+                known(vm)?;
+                if policy != SchedulerPolicy::Credit {
+                    Err(SettingError::CapNeedsCredit { policy })
+                } else if CAP_PCT_RANGE.contains(&cap_pct) {
+                    Ok(())
+                } else {
+                    Err(SettingError::Cap { cap_pct })
+                }
+            }
+        }
+    }
+}
+
+/// Bytes of a setting request on the console's control channel (after its escape): a kind
+/// byte, the VM id (u16, little endian; 0 for the quantum) and the value (u32, little endian:
+/// microseconds, a weight, a percentage).
+pub const SETTING_REQUEST_LEN: usize = 7;
+
+impl Setting {
+    /// The setting as a request on the console's control channel.
+    pub fn to_request(self) -> [u8; SETTING_REQUEST_LEN] {
+        let (kind, vm, value) = match self {
+            Self::Quantum { us } => (1, 0, us),
+            Self::Weight { vm, weight } => (2, vm, weight),
+            Self::Cap { vm, cap_pct } => (3, vm, cap_pct),
+        };
+        let [v0, v1] = u16::to_le_bytes(vm);
+        let [b0, b1, b2, b3] = value.to_le_bytes();
+        [kind, v0, v1, b0, b1, b2, b3]
+    }
+
+    /// The setting a request asks for (not yet checked); Err(kind) for a kind there is none of.
+    pub fn from_request(bytes: [u8; SETTING_REQUEST_LEN]) -> Result<Self, u8> {
+        let vm = u16::from_le_bytes([bytes[1], bytes[2]]);
+        let value = u32::from_le_bytes([bytes[3], bytes[4], bytes[5], bytes[6]]);
+        match bytes[0] {
+            1 => Ok(Self::Quantum { us: value }),
+            2 => Ok(Self::Weight { vm, weight: value }),
+            3 => Ok(Self::Cap { vm, cap_pct: value }),
+            kind => Err(kind),
+        }
+    }
+}
+
+/// A change the lab scheduled: `setting` takes effect at the first clean point (between two
+/// slices) `at_us` microseconds of TSC time into the run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScheduledChange {
+    pub at_us: u64,
+    pub setting: Setting,
+}
 
 /// One run, as the hypervisor receives it (GRUB module [`crate::RUN_CONFIG_MODULE`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -71,6 +228,9 @@ pub struct RunConfig {
     pub drive: Option<DriveConfig>,
     /// The VMs, in lab-file order; a VM's id is its index here.
     pub vms: Vec<VmConfig>,
+    /// Setting changes at set times, in time order (the hypervisor checks each again, and
+    /// refuses what does not hold).
+    pub changes: Vec<ScheduledChange>,
 }
 
 /// What sector 0 of the shared drive begins with: [`DRIVE_MAGIC`], then the run's
@@ -237,6 +397,7 @@ impl RunConfig {
             balloon_step_pages: 0,
             drive: None,
             vms,
+            changes: Vec::new(),
         }
     }
 
@@ -370,6 +531,64 @@ mod tests {
                 period_us: 30_000
             }
         );
+    }
+
+    #[test]
+    fn settings_are_checked_against_the_lab_ranges() {
+        let credit = SchedulerPolicy::Credit;
+        let check = |setting: Setting, policy| setting.check(2, policy);
+        assert_eq!(check(Setting::Quantum { us: 1 }, credit), Ok(()));
+        assert_eq!(check(Setting::Quantum { us: 1_000_000 }, credit), Ok(()));
+        assert_eq!(
+            check(Setting::Quantum { us: 0 }, credit),
+            Err(SettingError::Quantum { us: 0 })
+        );
+        assert_eq!(
+            check(Setting::Quantum { us: 1_000_001 }, credit),
+            Err(SettingError::Quantum { us: 1_000_001 })
+        );
+        assert_eq!(check(Setting::Weight { vm: 1, weight: 64 }, credit), Ok(()));
+        assert_eq!(
+            check(Setting::Weight { vm: 1, weight: 65 }, credit),
+            Err(SettingError::Weight { weight: 65 })
+        );
+        assert_eq!(
+            check(Setting::Weight { vm: 2, weight: 1 }, credit),
+            Err(SettingError::UnknownVm { vm: 2 })
+        );
+        assert_eq!(
+            check(
+                Setting::Cap {
+                    vm: 0,
+                    cap_pct: 100
+                },
+                credit
+            ),
+            Ok(())
+        );
+        assert_eq!(
+            check(Setting::Cap { vm: 0, cap_pct: 0 }, credit),
+            Err(SettingError::Cap { cap_pct: 0 })
+        );
+        assert_eq!(
+            check(Setting::Cap { vm: 0, cap_pct: 50 }, SchedulerPolicy::Boost),
+            Err(SettingError::CapNeedsCredit {
+                policy: SchedulerPolicy::Boost
+            })
+        );
+        assert_eq!(
+            Setting::Cap { vm: 1, cap_pct: 5 }.to_string(),
+            "cap of vm 1 5 %"
+        );
+        let message = SettingError::Quantum { us: 0 }.to_string();
+        assert_eq!(message, "a quantum of 0 us is outside 1..=1000000 us");
+        let mut config = RunConfig::new(1000, 0, 7, vec![vm("a")]);
+        config.changes.push(ScheduledChange {
+            at_us: 2_000_000,
+            setting: Setting::Weight { vm: 0, weight: 4 },
+        });
+        let decoded = RunConfig::from_bytes(&config.to_bytes().unwrap()).unwrap();
+        assert_eq!(decoded.changes, config.changes);
     }
 
     #[test]

@@ -170,6 +170,31 @@ pub enum Record {
     RunSummary(RunSummary),
     /// Last record of a run that ended in order.
     RunEnd { tsc: u64 },
+    /// A scheduler setting changed mid-run, between two slices at `tsc`: every slice that
+    /// starts after it has the new setting.
+    SettingChanged {
+        tsc: u64,
+        setting: crate::config::Setting,
+        source: ChangeSource,
+    },
+    /// A request to change a setting was refused (nothing changed); `refused` counts the
+    /// refusals of the run so far, this one included.
+    SettingRefused {
+        tsc: u64,
+        setting: crate::config::Setting,
+        source: ChangeSource,
+        reason: crate::config::SettingError,
+        refused: u64,
+    },
+}
+
+/// Who asked for a setting change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ChangeSource {
+    /// A `[[run.change]]` of the lab file, at its time.
+    Lab,
+    /// The console's in-band control channel (`~quantum`, `~weight`, `~cap`).
+    Console,
 }
 
 /// How much the stream carries: the aggregates always; per-slice scheduler events by default;

@@ -492,6 +492,51 @@ impl Policy for Credit {
         self.pending = self.pending.saturating_add(cycles);
     }
 
+    fn set_quantum(&mut self, quantum: Cycles) -> Result<(), ConfigError> {
+        if quantum == 0 {
+            return Err(ConfigError::ZeroQuantum);
+        }
+        self.timing.quantum = quantum;
+        Ok(())
+    }
+
+    fn set_weight(&mut self, vm: VmId, weight: u32) -> Result<(), ConfigError> {
+        if weight == 0 {
+            return Err(ConfigError::ZeroWeight { vm });
+        }
+        let slot = self
+            .slots
+            .get_mut(usize::from(vm))
+            .ok_or(ConfigError::UnknownVm { vm })?;
+        // Acts at the next refill, which shares out by weight; the remainder carried in units
+        // of the old sum of weights is dropped (less than a cycle).
+        slot.weight = weight;
+        for slot in &mut self.slots {
+            slot.residue = 0;
+        }
+        Ok(())
+    }
+
+    fn set_cap(&mut self, vm: VmId, cap_pct: u32) -> Result<(), ConfigError> {
+        if cap_pct > 100 {
+            return Err(ConfigError::CapOutOfRange { vm, cap_pct });
+        }
+        let period = self.timing.period;
+        let slot = self
+            .slots
+            .get_mut(usize::from(vm))
+            .ok_or(ConfigError::UnknownVm { vm })?;
+        // What it used in this period counts against the new budget too.
+        slot.budget = (cap_pct > 0)
+            .then(|| (u128::from(period) * u128::from(cap_pct) / 100).max(1) as Cycles);
+        // A queued VM whose priority changed (parked or no longer) moves to its new queue.
+        if slot.state == QueueState::Queued && slot.priority() != slot.queue {
+            self.unlink(vm);
+            self.enqueue(vm);
+        }
+        Ok(())
+    }
+
     fn held_until(&self) -> Option<Cycles> {
         (self.queues[Priority::Parked as usize].head != NIL).then_some(self.next_refill)
     }
@@ -688,6 +733,65 @@ mod tests {
         // The 50 cycles of excess come off the new budget.
         assert_eq!(policy.pick_next(), Some((0, 700)));
         assert_eq!(policy.held_until(), None);
+    }
+
+    #[test]
+    fn settings_change_mid_run() {
+        let mut policy = Credit::new(TIMING, &vms(&[1, 1]), 0).unwrap();
+        assert_eq!(policy.pick_next(), Some((0, 1_000)));
+        // The slice handed out keeps its length; the next one has the new quantum.
+        policy.set_quantum(400).unwrap();
+        assert_eq!(policy.set_quantum(0), Err(ConfigError::ZeroQuantum));
+        assert_eq!(policy.timing().quantum, 400);
+        policy.advance(1_000);
+        policy.charge(0, 1_000);
+        policy.slice_expired(0);
+        assert_eq!(policy.pick_next(), Some((1, 400)));
+        // A cap on a queued VM that has used its budget parks it at once; lifting it unparks.
+        policy.set_cap(0, 10).unwrap();
+        assert_eq!(policy.budget(0), Some(300));
+        assert_eq!(policy.priority(0), Some(Priority::Parked));
+        policy.set_cap(0, 0).unwrap();
+        assert_eq!(policy.budget(0), None);
+        assert_ne!(policy.priority(0), Some(Priority::Parked));
+        // Refused values change nothing.
+        assert_eq!(
+            policy.set_cap(0, 101),
+            Err(ConfigError::CapOutOfRange {
+                vm: 0,
+                cap_pct: 101
+            })
+        );
+        assert_eq!(policy.set_cap(7, 5), Err(ConfigError::UnknownVm { vm: 7 }));
+        assert_eq!(
+            policy.set_weight(1, 0),
+            Err(ConfigError::ZeroWeight { vm: 1 })
+        );
+        assert_eq!(
+            policy.set_weight(9, 2),
+            Err(ConfigError::UnknownVm { vm: 9 })
+        );
+        assert_eq!(policy.budget(0), None);
+        assert_eq!(policy.ignored_calls(), 0);
+    }
+
+    #[test]
+    fn a_weight_change_acts_at_the_next_refill() {
+        // Two CPU-bound VMs of weight 1; VM 1 goes to weight 3 after a while: from then on it
+        // gets three quarters of the CPU.
+        let mut policy = Credit::new(TIMING, &vms(&[1, 1]), 0).unwrap();
+        let mut now = 0;
+        for _ in 0..30 {
+            run(&mut policy, &mut now, 500);
+        }
+        policy.set_weight(1, 3).unwrap();
+        let mut got = [0u64; 2];
+        for _ in 0..4_000 {
+            let vm = run(&mut policy, &mut now, 100);
+            got[usize::from(vm)] += 100;
+        }
+        let share = got[1] as f64 / (got[0] + got[1]) as f64;
+        assert!((share - 0.75).abs() < 0.01, "{got:?}");
     }
 
     #[test]

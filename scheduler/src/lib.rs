@@ -124,4 +124,17 @@ pub trait Policy {
     }
     /// Calls ignored because they did not fit a VM's state (the kernel's tests expect none).
     fn ignored_calls(&self) -> u64;
+
+    /// A new quantum, from now on: every slice [`pick_next`](Self::pick_next) hands out after
+    /// this call is cut from it; a slice already handed out keeps its length. The kernel calls
+    /// this between slices only. A refused value changes nothing.
+    fn set_quantum(&mut self, quantum: Cycles) -> Result<(), ConfigError>;
+    /// A new weight for `vm`, from now on (its next slice under round robin, the next refill's
+    /// share under credit). A refused value changes nothing.
+    fn set_weight(&mut self, vm: VmId, weight: u32) -> Result<(), ConfigError>;
+    /// A new cap for `vm` (1 to 100 %; 0: uncapped), from now on. Only the credit policy has
+    /// caps; the others refuse.
+    fn set_cap(&mut self, _vm: VmId, _cap_pct: u32) -> Result<(), ConfigError> {
+        Err(ConfigError::NoCaps)
+    }
 }

@@ -81,6 +81,13 @@ pub enum ConfigError {
         /// Its cap, in percent.
         cap_pct: u32,
     },
+    /// A change names a VM the policy does not have.
+    UnknownVm {
+        /// The id given.
+        vm: VmId,
+    },
+    /// A cap asked of a policy without caps (only credit has them).
+    NoCaps,
 }
 
 impl fmt::Display for ConfigError {
@@ -92,6 +99,8 @@ impl fmt::Display for ConfigError {
             Self::CapOutOfRange { vm, cap_pct } => {
                 write!(f, "vm {vm} has cap {cap_pct} %, above 100 %")
             }
+            Self::UnknownVm { vm } => write!(f, "there is no vm {vm}"),
+            Self::NoCaps => write!(f, "only the credit policy has caps"),
             Self::TooManyVms { count } => {
                 write!(
                     f,
@@ -107,6 +116,8 @@ impl fmt::Display for ConfigError {
 struct Slot {
     /// Length of this VM's slice: quantum × weight, saturated at `u64::MAX`.
     slice: Cycles,
+    /// Its weight (the slice is recomputed from it when the quantum changes).
+    weight: u32,
     /// Where the VM stands.
     state: QueueState,
     /// The VM behind this one in the run queue, or [`NIL`]; meaningful only while queued.
@@ -127,6 +138,8 @@ pub struct RoundRobin {
     head: VmId,
     /// Last VM in the run queue, or [`NIL`].
     tail: VmId,
+    /// The quantum slices are cut from.
+    quantum: Cycles,
     /// VMs in the run queue.
     queued: usize,
     /// Calls that did not fit a VM's state and were ignored.
@@ -156,6 +169,7 @@ impl RoundRobin {
             slots: Vec::with_capacity(weights.len()),
             head: NIL,
             tail: NIL,
+            quantum,
             queued: 0,
             ignored: 0,
             next_ticket: 0,
@@ -164,6 +178,7 @@ impl RoundRobin {
         for &weight in weights {
             policy.slots.push(Slot {
                 slice: quantum.saturating_mul(Cycles::from(weight)),
+                weight,
                 state: QueueState::Blocked,
                 next: NIL,
                 previous: NIL,
@@ -201,6 +216,11 @@ impl RoundRobin {
     /// `vm`'s slice length in cycles; `None` for an unknown id.
     pub fn slice(&self, vm: VmId) -> Option<Cycles> {
         self.slots.get(usize::from(vm)).map(|slot| slot.slice)
+    }
+
+    /// The quantum slices are cut from.
+    pub fn quantum(&self) -> Cycles {
+        self.quantum
     }
 
     /// Number of VMs waiting in the run queue.
@@ -320,6 +340,31 @@ impl Policy for RoundRobin {
         self.requeue_running(vm);
     }
 
+    fn set_quantum(&mut self, quantum: Cycles) -> Result<(), ConfigError> {
+        if quantum == 0 {
+            return Err(ConfigError::ZeroQuantum);
+        }
+        self.quantum = quantum;
+        for slot in &mut self.slots {
+            slot.slice = quantum.saturating_mul(Cycles::from(slot.weight));
+        }
+        Ok(())
+    }
+
+    fn set_weight(&mut self, vm: VmId, weight: u32) -> Result<(), ConfigError> {
+        if weight == 0 {
+            return Err(ConfigError::ZeroWeight { vm });
+        }
+        let quantum = self.quantum;
+        let slot = self
+            .slots
+            .get_mut(usize::from(vm))
+            .ok_or(ConfigError::UnknownVm { vm })?;
+        slot.weight = weight;
+        slot.slice = quantum.saturating_mul(Cycles::from(weight));
+        Ok(())
+    }
+
     fn yielded(&mut self, vm: VmId) {
         self.requeue_running(vm);
     }
@@ -398,6 +443,33 @@ mod tests {
         assert_eq!(policy.pick_next(), Some((2, 8_000)));
         assert_eq!(policy.pick_next(), None);
         assert_eq!(policy.name(), "round-robin");
+    }
+
+    #[test]
+    fn quantum_and_weights_change_mid_run() {
+        let mut policy = RoundRobin::new(QUANTUM, &[1, 2]).unwrap();
+        assert_eq!(policy.pick_next(), Some((0, 1_000)));
+        policy.set_quantum(300).unwrap();
+        assert_eq!(policy.quantum(), 300);
+        policy.slice_expired(0);
+        assert_eq!(policy.pick_next(), Some((1, 600)));
+        policy.set_weight(1, 5).unwrap();
+        policy.slice_expired(1);
+        assert_eq!(policy.pick_next(), Some((0, 300)));
+        assert_eq!(policy.pick_next(), Some((1, 1_500)));
+        // Refused values change nothing.
+        assert_eq!(policy.set_quantum(0), Err(ConfigError::ZeroQuantum));
+        assert_eq!(
+            policy.set_weight(0, 0),
+            Err(ConfigError::ZeroWeight { vm: 0 })
+        );
+        assert_eq!(
+            policy.set_weight(2, 1),
+            Err(ConfigError::UnknownVm { vm: 2 })
+        );
+        assert_eq!(policy.set_cap(0, 50), Err(ConfigError::NoCaps));
+        assert_eq!((policy.slice(0), policy.slice(1)), (Some(300), Some(1_500)));
+        assert_eq!(policy.ignored_calls(), 0);
     }
 
     #[test]

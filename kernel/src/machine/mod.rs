@@ -14,8 +14,10 @@ use alloc::vec::Vec;
 use core::fmt;
 
 use carousel_devices::DiskImageError;
-use carousel_protocol::config::{DiskSource, RunConfig, SchedulerPolicy, VmConfig};
-use carousel_protocol::record::{self, Event, Record, StopReason, TraceLevel};
+use carousel_protocol::config::{
+    DiskSource, RunConfig, SchedulerPolicy, Setting, SettingError, VmConfig,
+};
+use carousel_protocol::record::{self, ChangeSource, Event, Record, StopReason, TraceLevel};
 use carousel_scheduler::{
     Accounting, ConfigError, Credit, CreditTiming, CreditVm, Cycles, LatencyHistogram, Policy,
     QuantumClock, RoundRobin, Slice, SliceEnd, VmId,
@@ -207,6 +209,22 @@ pub struct Machine<V, F, H> {
     overrun: Vec<Cycles>,
     /// The interval's event batch waits to be flushed (held while a woken VM waits).
     events_due: bool,
+    /// Setting changes: the lab's scheduled ones, what the policy is, and the refusals.
+    settings: Settings,
+}
+
+/// Setting changes during the run ([`Machine::change_setting`]).
+#[derive(Debug)]
+struct Settings {
+    /// The lab's scheduled changes not yet made, latest first (the next is popped off the end).
+    scheduled: Vec<(Cycles, Setting)>,
+    /// When the next scheduled change is due; `Cycles::MAX`: none. The run loop compares this
+    /// one number between slices, so a run without changes pays nothing more.
+    next_at: Cycles,
+    /// The run's policy (caps are only for credit).
+    policy: SchedulerPolicy,
+    /// Requests refused so far.
+    refused: u64,
 }
 
 /// The memory policies' state.
@@ -326,6 +344,7 @@ impl<V: Vcpu, F: Frames, H: Host> Machine<V, F, H> {
             overrun: alloc::vec![0; config.vms.len()],
             events_due: false,
             wakes: WakeCache::default(),
+            settings: Settings::new(config, now, tsc_hz),
         };
         if let Some(us) = config.idle_threshold_us {
             log::info!("idle detection on: {us} us in the idle address space with nothing pending");
@@ -388,6 +407,68 @@ impl<V: Vcpu, F: Frames, H: Host> Machine<V, F, H> {
         self.host.flush_serial();
     }
 
+    /// Changes `setting` now, at a clean point (no VM holds the CPU: between two slices, or
+    /// idle), if it passes the lab's checks and the policy takes it; otherwise refuses it,
+    /// counted. Either way a record says so. Nothing a request carries is trusted: it may come
+    /// from whoever types on the console.
+    pub fn change_setting(&mut self, setting: Setting, source: ChangeSource) {
+        let now = self.host.now();
+        let checked = setting
+            .check(self.vms.len(), self.settings.policy)
+            .and_then(|()| {
+                let applied = match setting {
+                    Setting::Quantum { us } => {
+                        let quantum = us_to_cycles(u64::from(us), self.tsc_hz).max(1);
+                        self.policy
+                            .set_quantum(quantum)
+                            .map(|()| self.quantum = quantum)
+                    }
+                    Setting::Weight { vm, weight } => self.policy.set_weight(vm, weight),
+                    Setting::Cap { vm, cap_pct } => self.policy.set_cap(vm, cap_pct),
+                };
+                applied.map_err(|error| policy_refusal(setting, error, self.settings.policy))
+            });
+        match checked {
+            Ok(()) => {
+                log::info!("setting changed ({source:?}): {setting}");
+                self.host.exporter().emit(&Record::SettingChanged {
+                    tsc: now,
+                    setting,
+                    source,
+                });
+            }
+            Err(reason) => {
+                self.settings.refused += 1;
+                log::warn!("setting refused ({source:?}): {setting}: {reason}");
+                let refused = self.settings.refused;
+                self.host.exporter().emit(&Record::SettingRefused {
+                    tsc: now,
+                    setting,
+                    source,
+                    reason,
+                    refused,
+                });
+            }
+        }
+    }
+
+    /// Requests refused so far (by the checks or by the policy, and requests of no known kind).
+    pub fn settings_refused(&self) -> u64 {
+        self.settings.refused
+    }
+
+    /// Makes the scheduled changes due by `now`, in their order.
+    fn make_due_changes(&mut self, now: Cycles) {
+        while let Some(&(at, setting)) = self.settings.scheduled.last() {
+            if at > now {
+                break;
+            }
+            self.settings.scheduled.pop();
+            self.change_setting(setting, ChangeSource::Lab);
+        }
+        self.settings.next_at = self.settings.scheduled.last().map_or(Cycles::MAX, |c| c.0);
+    }
+
     fn run_loop(&mut self) {
         loop {
             // Periodic work (console input, prompts, metric export, feeding the serial lines)
@@ -402,6 +483,9 @@ impl<V: Vcpu, F: Frames, H: Host> Machine<V, F, H> {
             let after = self.host.now();
             if let Some(from) = self.switches.from.as_mut() {
                 *from += after - before;
+            }
+            if after >= self.settings.next_at {
+                self.make_due_changes(after);
             }
             self.policy.advance(after);
             if let Some((id, slice)) = self.policy.pick_next() {
@@ -427,8 +511,10 @@ impl<V: Vcpu, F: Frames, H: Host> Machine<V, F, H> {
             // until then, or until a VM wakes, whichever comes first.
             let held = self.policy.held_until();
             let deadline = [self.earliest_deadline(), held].into_iter().flatten().min();
+            // A scheduled change is due on time even while every VM waits.
+            let change = self.settings.next_at;
             match deadline {
-                Some(deadline) => self.idle_until(deadline),
+                Some(deadline) => self.idle_until(deadline.min(change)),
                 // Only console input can wake a VM halted with interrupts enabled, and only the
                 // serial lines draining one waiting for room on them: wait for either.
                 None if self
@@ -437,7 +523,7 @@ impl<V: Vcpu, F: Frames, H: Host> Machine<V, F, H> {
                     .flatten()
                     .any(|vm| vm.waits_for_interrupt() || vm.waits_for_serial()) =>
                 {
-                    self.idle_until(Cycles::MAX)
+                    self.idle_until(change)
                 }
                 None if self.vms.iter().flatten().any(Vm::interrupt_waiting) => {}
                 None => break,
@@ -763,6 +849,12 @@ impl<V: Vcpu, F: Frames, H: Host> Machine<V, F, H> {
                     self.wakes_changed();
                 }
                 Routed::EndRun => self.end_run(),
+                // Input is routed only between slices or while idle: a clean point.
+                Routed::Setting(setting) => self.change_setting(setting, ChangeSource::Console),
+                Routed::BadSetting { kind } => {
+                    self.settings.refused += 1;
+                    log::warn!("setting request of unknown kind {kind} refused");
+                }
                 Routed::Focused { .. } | Routed::Nothing => {}
             }
         }
@@ -1208,6 +1300,44 @@ fn make_policy(
             Box::new(Credit::new(timing, &vms, now)?)
         }
     })
+}
+
+impl Settings {
+    /// The changes `config` schedules, on the clock of a run that starts at `start`.
+    fn new(config: &RunConfig, start: Cycles, tsc_hz: u64) -> Self {
+        let mut scheduled: Vec<(Cycles, Setting)> = config
+            .changes
+            .iter()
+            .map(|change| {
+                let at = start.saturating_add(us_to_cycles(change.at_us, tsc_hz));
+                (at, change.setting)
+            })
+            .collect();
+        // Latest first; changes due at the same time keep the lab's order.
+        scheduled.sort_by_key(|&(at, _)| at);
+        scheduled.reverse();
+        let next_at = scheduled.last().map_or(Cycles::MAX, |change| change.0);
+        Self {
+            scheduled,
+            next_at,
+            policy: config.policy,
+            refused: 0,
+        }
+    }
+}
+
+/// Why the policy refused a setting that passed the lab's checks (the checks should leave it
+/// nothing to refuse; this keeps the refusal honest if they ever do).
+fn policy_refusal(setting: Setting, error: ConfigError, policy: SchedulerPolicy) -> SettingError {
+    match (setting, error) {
+        (Setting::Weight { vm, .. } | Setting::Cap { vm, .. }, ConfigError::UnknownVm { .. }) => {
+            SettingError::UnknownVm { vm }
+        }
+        (Setting::Cap { .. }, ConfigError::NoCaps) => SettingError::CapNeedsCredit { policy },
+        (Setting::Quantum { us }, _) => SettingError::Quantum { us },
+        (Setting::Weight { weight, .. }, _) => SettingError::Weight { weight },
+        (Setting::Cap { cap_pct, .. }, _) => SettingError::Cap { cap_pct },
+    }
 }
 
 /// The event of VM `vm`'s slice ending for `why`.

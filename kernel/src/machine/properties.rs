@@ -23,8 +23,10 @@ use alloc::format;
 use alloc::vec;
 use alloc::vec::Vec;
 
-use carousel_protocol::config::{CreditConfig, QuantumClock, RunConfig, SchedulerPolicy};
-use carousel_protocol::record::{self, Event, Record, RunSummary, VmSummary};
+use carousel_protocol::config::{
+    CreditConfig, QuantumClock, RunConfig, ScheduledChange, SchedulerPolicy, Setting, SettingError,
+};
+use carousel_protocol::record::{self, ChangeSource, Event, Record, RunSummary, VmSummary};
 use carousel_scheduler::jain_index;
 use proptest::prelude::*;
 
@@ -977,4 +979,211 @@ fn a_credit_waker_runs_within_the_rate_limit_on_the_real_loop() {
         let jain = observed.jain((0..2).map(|vm| (vm, 1)));
         assert!(jain > 0.999, "Jain index of the CPU-bound VMs {jain}");
     }
+}
+
+/// A run of CPU-bound VMs that asks for `changes` (`(µs into the run, setting)`) from the lab
+/// and `typed` (whole settings) on the console before the first slice; its records.
+fn run_with_changes(
+    scenario: &Scenario,
+    changes: &[(u64, Setting)],
+    typed: &[Setting],
+) -> (Vec<Record>, u64) {
+    let mut config = scenario.config();
+    config.changes = changes
+        .iter()
+        .map(|&(at_us, setting)| ScheduledChange { at_us, setting })
+        .collect();
+    let programs = scenario
+        .workloads
+        .iter()
+        .map(|w| scenario.program(w))
+        .collect();
+    let mut run = FakeRun::new(&config, programs, scenario.cost);
+    for &setting in typed {
+        run.machine.host.input.push_back(crate::input::FOCUS);
+        run.machine
+            .host
+            .input
+            .extend(crate::input::setting_request(setting));
+    }
+    let records = run.run();
+    (records, run.machine.settings_refused())
+}
+
+/// The `(tsc, setting, source)` of every change made, in order.
+fn changes_made(records: &[Record]) -> Vec<(u64, Setting, ChangeSource)> {
+    records
+        .iter()
+        .filter_map(|record| match *record {
+            Record::SettingChanged {
+                tsc,
+                setting,
+                source,
+            } => Some((tsc, setting, source)),
+            _ => None,
+        })
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// After a quantum change the lab scheduled at T, the change is made between two slices
+    /// within a slice of T; every slice that started before it has the old length, every slice
+    /// after it the new one (each within an exit's cost and a timer tick), under every policy.
+    #[test]
+    fn a_scheduled_quantum_change_splits_the_slices(
+        before_us in 100u32..2_000,
+        after_us in 100u32..2_000,
+        at_us in 5_000u64..20_000,
+        cost in 0u64..50,
+        policy in prop::sample::select(SchedulerPolicy::ALL.to_vec()),
+    ) {
+        let deadline = CLOCK_START + 40_000_000;
+        let mut scenario = Scenario::new(before_us, vec![Workload::CpuBoundUntil(deadline); 2], cost);
+        scenario.policy = policy;
+        let change = Setting::Quantum { us: after_us };
+        let (records, refused) = run_with_changes(&scenario, &[(at_us, change)], &[]);
+        prop_assert_eq!(refused, 0);
+        let made = changes_made(&records);
+        prop_assert_eq!(made.len(), 1);
+        let (at, setting, source) = made[0];
+        prop_assert_eq!((setting, source), (change, ChangeSource::Lab));
+        let (old, new) = (u64::from(before_us) * 1_000, u64::from(after_us) * 1_000);
+        // The run's clock starts a few readings after CLOCK_START.
+        let due = CLOCK_START + at_us * 1_000;
+        let slack = 40 * cost + 2;
+        prop_assert!(at >= due && at <= due + old + slack, "change at {at}, due {due}");
+        let summary = records.iter().find_map(|record| match record {
+            Record::RunSummary(summary) => Some(summary.quantum_cycles),
+            _ => None,
+        });
+        prop_assert_eq!(summary, Some(new));
+        for (vm, slices) in intervals(&records, 2).iter().enumerate() {
+            // The last slice of each VM ends where it exits: of any length.
+            let whole = &slices[..slices.len() - 1];
+            let (before, after): (Vec<_>, Vec<_>) = whole.iter().partition(|&&(start, _)| start < at);
+            prop_assert!(!before.is_empty() && !after.is_empty(), "vm {vm}: {slices:?}");
+            for &(start, end) in &before {
+                prop_assert!(end <= at, "vm {vm}: slice [{start}, {end}) spans the change at {at}");
+                prop_assert!(end - start <= old + slack && end - start + slack >= old,
+                    "vm {vm}: slice of {} before the change, quantum {old}", end - start);
+            }
+            for &(start, end) in &after {
+                prop_assert!(end - start <= new + slack && end - start + slack >= new,
+                    "vm {vm}: slice of {} after the change, quantum {new}", end - start);
+            }
+        }
+    }
+
+    /// Whatever the console sends as a setting, the run neither panics nor trusts it: it is
+    /// made exactly when the lab's checks pass, refused and counted otherwise.
+    #[test]
+    fn console_settings_are_checked_like_lab_keys(
+        kind in 0u8..3,
+        vm in 0u16..4,
+        value in prop_oneof![0u32..200, any::<u32>()],
+        policy in prop::sample::select(SchedulerPolicy::ALL.to_vec()),
+    ) {
+        let setting = match kind {
+            0 => Setting::Quantum { us: value },
+            1 => Setting::Weight { vm, weight: value },
+            _ => Setting::Cap { vm, cap_pct: value },
+        };
+        let deadline = CLOCK_START + 3_000_000;
+        let mut scenario = Scenario::new(500, vec![Workload::CpuBoundUntil(deadline); 2], 5);
+        scenario.policy = policy;
+        let (records, refused) = run_with_changes(&scenario, &[], &[setting]);
+        let made = changes_made(&records);
+        let refusals: Vec<_> = records
+            .iter()
+            .filter_map(|record| match *record {
+                Record::SettingRefused { setting, reason, refused, source, .. } => {
+                    Some((setting, reason, refused, source))
+                }
+                _ => None,
+            })
+            .collect();
+        match setting.check(2, policy) {
+            Ok(()) => {
+                prop_assert_eq!(made.len(), 1);
+                prop_assert_eq!((made[0].1, made[0].2), (setting, ChangeSource::Console));
+                prop_assert_eq!(refused, 0);
+                prop_assert!(refusals.is_empty());
+            }
+            Err(reason) => {
+                prop_assert!(made.is_empty());
+                prop_assert_eq!(refused, 1);
+                prop_assert_eq!(refusals, vec![(setting, reason, 1, ChangeSource::Console)]);
+            }
+        }
+    }
+}
+
+/// A weight change mid-run under round robin: the VM's slices grow to the new multiple of the
+/// quantum from the change on; a cap under round robin is refused and changes nothing.
+#[test]
+fn a_weight_change_lengthens_the_slices_and_a_cap_needs_credit() {
+    let deadline = CLOCK_START + 30_000_000;
+    let scenario = Scenario::new(1_000, vec![Workload::CpuBoundUntil(deadline); 2], 0);
+    let weight = Setting::Weight { vm: 1, weight: 3 };
+    let cap = Setting::Cap { vm: 0, cap_pct: 10 };
+    let (records, refused) = run_with_changes(&scenario, &[(10_000, weight), (10_000, cap)], &[]);
+    assert_eq!(refused, 1);
+    let made = changes_made(&records);
+    assert_eq!(made.len(), 1, "{made:?}");
+    let at = made[0].0;
+    let refusal = records.iter().find_map(|record| match *record {
+        Record::SettingRefused { reason, .. } => Some(reason),
+        _ => None,
+    });
+    assert_eq!(
+        refusal,
+        Some(SettingError::CapNeedsCredit {
+            policy: SchedulerPolicy::RoundRobin
+        })
+    );
+    let slices = intervals(&records, 2);
+    let lengths = |vm: usize, after: bool| -> Vec<u64> {
+        let whole = &slices[vm][..slices[vm].len() - 1];
+        whole
+            .iter()
+            .filter(|&&(start, _)| (start > at) == after)
+            .map(|&(start, end)| end - start)
+            .collect()
+    };
+    assert!(lengths(1, false)
+        .iter()
+        .all(|&l| l.abs_diff(1_000_000) < 1_000));
+    assert!(lengths(1, true)
+        .iter()
+        .all(|&l| l.abs_diff(3_000_000) < 1_000));
+    assert!(lengths(0, true)
+        .iter()
+        .all(|&l| l.abs_diff(1_000_000) < 1_000));
+    assert!(lengths(1, true).len() >= 3);
+    // From the change on VM 1 gets three quarters of the CPU.
+    let share = |vm: usize| -> u64 { lengths(vm, true).iter().sum() };
+    let ratio = share(1) as f64 / (share(0) + share(1)) as f64;
+    assert!((ratio - 0.75).abs() < 0.05, "{ratio}");
+}
+
+/// A scheduled change while every VM sleeps is made on time, not at the next wake.
+#[test]
+fn a_change_is_made_on_time_while_every_vm_sleeps() {
+    let mut scenario = Scenario::new(
+        1_000,
+        vec![Workload::Bursty {
+            phases: vec![(100_000, 50_000_000)],
+            rounds: 2,
+        }],
+        1,
+    );
+    scenario.weights = vec![1];
+    let change = Setting::Quantum { us: 2_000 };
+    let (records, _) = run_with_changes(&scenario, &[(10_000, change)], &[]);
+    let made = changes_made(&records);
+    assert_eq!(made.len(), 1);
+    let due = CLOCK_START + 10_000_000;
+    assert!(made[0].0 >= due && made[0].0 < due + 100_000, "{made:?}");
 }

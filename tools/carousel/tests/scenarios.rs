@@ -554,6 +554,106 @@ fn credit_caps_hold() {
     );
 }
 
+/// A quantum change the lab schedules shows in the trace at its time: `quantum-change.toml`
+/// changes the quantum from 1 ms to 4 ms 400 ms into the run. The SettingChanged record lies
+/// within one (old) slice of 400 ms after the run's first slice began (the run starts just
+/// before it), no slice spans it, and every whole slice before it has the first length and every
+/// one after it the second (each within the half of a slice a wall-clock slice may be shortened
+/// by its last overrun, or run over by an exit).
+#[test]
+#[ignore = "boots an emulator; run by ci/test"]
+fn a_scheduled_quantum_change_shows_in_the_trace() {
+    use carousel_protocol::config::Setting;
+    let measured = Measured::run("quantum-change.toml");
+    measured.assert_all_passed();
+    measured.assert_conservation();
+    measured.assert_events_match();
+    let describe = &measured.describe;
+    let ms = 50_000; // cycles at 50 MHz
+    let changes: Vec<(u64, Setting)> = measured
+        .records
+        .iter()
+        .filter_map(|record| match *record {
+            Record::SettingChanged { tsc, setting, .. } => Some((tsc, setting)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(changes.len(), 1, "{changes:?}\n{describe}");
+    let (at, setting) = changes[0];
+    assert_eq!(setting, Setting::Quantum { us: 4_000 });
+    // Per VM, its slices as [Run, Descheduled).
+    let mut slices: Vec<Vec<(u64, u64)>> = vec![Vec::new(); 2];
+    let mut running = None;
+    for record in &measured.records {
+        if let Record::Events { tsc, events } = record {
+            for (now, event) in carousel_protocol::record::timed_events(*tsc, events) {
+                match *event {
+                    Event::Run { vm, .. } => running = Some((vm, now)),
+                    Event::Descheduled { vm, .. } => {
+                        if let Some((_, since)) = running.take().filter(|&(id, _)| id == vm) {
+                            slices[usize::from(vm)].push((since, now));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    let start = slices
+        .iter()
+        .filter_map(|s| s.first())
+        .map(|s| s.0)
+        .min()
+        .expect("slices");
+    let due = start + 400 * ms;
+    assert!(
+        at + ms >= due && at <= due + ms + ms / 5,
+        "the change at {} ms into the run, due at 400 ms\n{describe}",
+        (at - start) as f64 / ms as f64
+    );
+    for (vm, slices) in slices.iter().enumerate() {
+        // The first and last slices begin and end the VM's run: of any length.
+        let whole = &slices[1..slices.len() - 1];
+        let before: Vec<u64> = whole
+            .iter()
+            .filter(|s| s.0 < at)
+            .map(|s| s.1 - s.0)
+            .collect();
+        let after: Vec<u64> = whole
+            .iter()
+            .filter(|s| s.0 > at)
+            .map(|s| s.1 - s.0)
+            .collect();
+        assert!(
+            whole.iter().all(|&(begin, end)| end <= at || begin >= at),
+            "vm {vm}: a slice spans the change\n{describe}"
+        );
+        assert!(
+            before.len() > 100 && after.len() > 20,
+            "vm {vm}: {} and {} slices",
+            before.len(),
+            after.len()
+        );
+        for (lengths, quantum) in [(&before, ms), (&after, 4 * ms)] {
+            let (shortest, longest) =
+                (lengths.iter().min().unwrap(), lengths.iter().max().unwrap());
+            assert!(
+                *shortest >= quantum / 2 && *longest <= quantum * 3 / 2,
+                "vm {vm}: slices of {shortest} to {longest} cycles, quantum {quantum}\n{describe}"
+            );
+            let mean = lengths.iter().sum::<u64>() / lengths.len() as u64;
+            assert!(
+                mean.abs_diff(quantum) <= quantum / 10,
+                "vm {vm}: mean slice {mean} cycles, quantum {quantum}\n{describe}"
+            );
+        }
+    }
+    assert!(
+        measured.describe.contains("quantum 4 ms"),
+        "the report lists the change\n{describe}"
+    );
+}
+
 /// Slack on top of (N − 1) quanta for a wake-to-run latency, cycles: a fifth of a quantum (the
 /// root-mode time of the slices in between) plus 30,000 cycles: exit handling, the switch, the
 /// guest's own measurement, and one metrics-interval flush between two slices (encoding the
@@ -1338,8 +1438,9 @@ fn broken_lab_is_refused_before_anything_starts() {
     );
 }
 
-/// A cap out of its range, a cap without the credit policy, or a rate limit out of its range is
-/// refused before anything starts: exit 2, naming the key.
+/// A cap out of its range, a cap without the credit policy, a rate limit out of its range, or a
+/// scheduled change out of its range or of a VM the lab lacks is refused before anything starts:
+/// exit 2, naming the key.
 #[test]
 fn bad_credit_keys_are_refused() {
     let dir = tempfile::tempdir().expect("a temporary directory");
@@ -1363,6 +1464,18 @@ fn bad_credit_keys_are_refused() {
             format!("{credit}[run.credit]\nratelimit_us = -1\n{vm}"),
             "`run.credit.ratelimit_us`",
             "0..=1000000",
+        ),
+        (
+            "change-quantum.toml",
+            format!("{credit}[[run.change]]\nat_ms = 10\nquantum_us = 0\n{vm}"),
+            "`run.change[0].quantum_us`",
+            "1..=1000000",
+        ),
+        (
+            "change-vm.toml",
+            format!("{credit}[[run.change]]\nat_ms = 10\nvm = \"b\"\ncap_pct = 5\n{vm}"),
+            "`run.change[0].vm`",
+            "no vm \"b\"",
         ),
     ] {
         let lab = dir.path().join(name);

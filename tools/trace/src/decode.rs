@@ -9,6 +9,7 @@
 
 use std::fmt;
 
+use carousel_protocol::config::Setting;
 use carousel_protocol::record::{timed_events, Event, Record};
 use carousel_protocol::wire::{encode_vec, Decoded, Decoder, Frame};
 
@@ -247,6 +248,13 @@ fn vm_of(record: &mut Record) -> Option<&mut u16> {
         | Record::ExitInterval { vm, .. }
         | Record::VmStopped { vm, .. } => Some(vm),
         Record::VmSummary(summary) => Some(&mut summary.vm),
+        Record::SettingChanged { setting, .. } | Record::SettingRefused { setting, .. } => {
+            match setting {
+                // The quantum is the run's.
+                Setting::Quantum { .. } => None,
+                Setting::Weight { vm, .. } | Setting::Cap { vm, .. } => Some(vm),
+            }
+        }
     }
 }
 

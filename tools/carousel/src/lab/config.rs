@@ -1,7 +1,7 @@
 //! A lab as the hypervisor receives it: its [`RunConfig`], and the names of the boot image's
 //! modules that carry each VM's kernel (and, with `disk_backend = "memory"`, its disk).
 
-use carousel_protocol::config::{DiskSource, RunConfig, VmConfig};
+use carousel_protocol::config::{DiskSource, RunConfig, ScheduledChange, VmConfig};
 
 use std::path::Path;
 
@@ -63,6 +63,14 @@ impl Lab {
         config.credit = self.credit;
         config.quantum_clock = self.quantum_clock;
         config.drive = drive.map(crate::image::drive::drive_config);
+        config.changes = self
+            .changes
+            .iter()
+            .map(|change| ScheduledChange {
+                at_us: u64::from(change.at_ms) * 1000,
+                setting: change.setting,
+            })
+            .collect();
         config
     }
 }

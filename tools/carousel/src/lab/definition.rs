@@ -71,6 +71,15 @@ pub struct Lab {
     /// `[sweep]`: what `carousel sweep` varies when its command line does not say (`carousel
     /// run` only checks it).
     pub sweep: SweepTable,
+    /// `[[run.change]]`: settings the hypervisor changes at set times, in time order.
+    pub changes: Vec<Change>,
+}
+
+/// One `[[run.change]]`: `setting` from `at_ms` milliseconds of TSC time into the run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Change {
+    pub at_ms: u32,
+    pub setting: carousel_protocol::config::Setting,
 }
 
 /// One validated VM.
@@ -211,6 +220,7 @@ impl Lab {
             disk_backend: DiskBackend::Drive,
             vms,
             sweep: SweepTable::default(),
+            changes: Vec::new(),
         }
     }
 

@@ -268,6 +268,9 @@ pub enum LabErrorKind {
     PersistWithoutDisk { key: String, vm: VmRef },
     #[error("`{key}`: {reason}")]
     Sweep { key: String, reason: String },
+    /// A `[[run.change]]` that does not say one change, or names a VM the lab does not have.
+    #[error("`{key}`: {reason}")]
+    BadChange { key: String, reason: String },
     #[error("`{key}` (script step {step}) of vm {vm}: not a regular expression: {error}")]
     BadRegex {
         key: String,

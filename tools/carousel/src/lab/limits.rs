@@ -3,6 +3,8 @@
 
 use std::ops::RangeInclusive;
 
+use carousel_protocol::config;
+
 /// Scheduler quantum when the lab file gives none, in microseconds.
 pub const DEFAULT_QUANTUM_US: u32 = 1000;
 /// Bochs instructions per emulated second when the lab file gives none.
@@ -16,8 +18,9 @@ pub const DEFAULT_WEIGHT: u32 = 1;
 /// Idle detection's threshold when the lab file turns it on without one, in microseconds.
 pub const DEFAULT_IDLE_THRESHOLD_US: u32 = 100;
 
-/// Allowed scheduler quanta, in microseconds.
-pub const QUANTUM_US_RANGE: RangeInclusive<i64> = 1..=1_000_000;
+/// Allowed scheduler quanta, in microseconds: the hypervisor's own range (it checks a change
+/// made during the run against the same one).
+pub const QUANTUM_US_RANGE: RangeInclusive<i64> = wide(config::QUANTUM_US_RANGE);
 /// Allowed instructions per emulated second.
 pub const IPS_RANGE: RangeInclusive<i64> = 1_000..=2_000_000_000;
 /// Allowed `run.tsc_hz` (1 kHz to 10 GHz).
@@ -26,10 +29,18 @@ pub const TSC_HZ_RANGE: RangeInclusive<i64> = 1_000..=10_000_000_000;
 pub const TIMEOUT_S_RANGE: RangeInclusive<i64> = 1..=86_400;
 /// Allowed guest RAM per VM, in MiB.
 pub const MEMORY_MIB_RANGE: RangeInclusive<i64> = 2..=3072;
-/// Allowed scheduling weights.
-pub const WEIGHT_RANGE: RangeInclusive<i64> = 1..=64;
-/// `vm.cap_pct`: a cap of 1 % to 100 % of the CPU (leave the key out for none).
-pub const CAP_PCT_RANGE: RangeInclusive<i64> = 1..=100;
+/// Allowed scheduling weights (the hypervisor's range).
+pub const WEIGHT_RANGE: RangeInclusive<i64> = wide(config::WEIGHT_RANGE);
+/// `vm.cap_pct`: a cap of 1 % to 100 % of the CPU (leave the key out for none; the
+/// hypervisor's range).
+pub const CAP_PCT_RANGE: RangeInclusive<i64> = wide(config::CAP_PCT_RANGE);
+/// `run.change[K].at_ms`: up to a day into the run.
+pub const CHANGE_AT_MS_RANGE: RangeInclusive<i64> = 0..=86_400_000;
+
+/// A range of the run configuration's as the lab's integers.
+const fn wide(range: RangeInclusive<u32>) -> RangeInclusive<i64> {
+    (*range.start() as i64)..=(*range.end() as i64)
+}
 /// `run.credit.ratelimit_us`: up to a second.
 pub const CREDIT_RATELIMIT_US_RANGE: RangeInclusive<i64> = 0..=1_000_000;
 /// `run.credit.period_us`: 100 µs to 10 s.

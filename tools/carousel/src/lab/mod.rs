@@ -23,7 +23,7 @@ pub mod template;
 pub mod write;
 
 pub use self::config::{disk_module, kernel_module};
-pub use self::definition::{blank_disk_path, Disk, Kernel, Lab, Vm};
+pub use self::definition::{blank_disk_path, Change, Disk, Kernel, Lab, Vm};
 pub use self::env::{expand_env, EnvProblem};
 pub use self::error::{LabError, LabErrorKind, Template, VmRef};
 pub use self::limits::*;

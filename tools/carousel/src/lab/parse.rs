@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use carousel_protocol::config::{
-    fnv1a64, CreditConfig, QuantumClock, SchedulerPolicy, DEFAULT_CREDIT_PERIOD_US,
+    fnv1a64, CreditConfig, QuantumClock, SchedulerPolicy, Setting, DEFAULT_CREDIT_PERIOD_US,
     DEFAULT_CREDIT_RATELIMIT_US, DEFAULT_INTERVAL_US, DEFAULT_MEMORY_SAMPLE_US,
 };
 use carousel_protocol::record::TraceLevel;
@@ -15,11 +15,11 @@ use carousel_trace::TRACE_LEVELS;
 use toml::Spanned;
 
 use super::checker::Checker;
-use super::definition::{Disk, DiskBackend, Kernel, Lab, Vm};
+use super::definition::{Change, Disk, DiskBackend, Kernel, Lab, Vm};
 use super::env::process_env;
 use super::error::{DiskSizes, LabError, LabErrorKind, VmRef};
 use super::limits::*;
-use super::raw::{RawLab, RawSweep};
+use super::raw::{RawChange, RawLab, RawSweep};
 use super::script::{Pattern, Step, DEFAULT_STEP_TIMEOUT_S};
 use super::sweep::{self as sweep_table, SweepTable, Workload};
 use super::template::{self, VmTable};
@@ -406,6 +406,14 @@ impl Lab {
             None => SweepTable::default(),
             Some(raw) => sweep_table(&checker, raw, &vms)?,
         };
+        let mut changes = run
+            .change
+            .iter()
+            .enumerate()
+            .map(|(index, change)| check_change(&checker, index, change, &vms, policy))
+            .collect::<Result<Vec<Change>, LabError>>()?;
+        // In time order; changes at the same time keep the file's order.
+        changes.sort_by_key(|change| change.at_ms);
 
         Ok(Lab {
             path: path.to_path_buf(),
@@ -430,8 +438,109 @@ impl Lab {
             disk_backend,
             vms,
             sweep,
+            changes,
         })
     }
+}
+
+/// `[[run.change]]` table `index`, validated: a time, and one setting in the range the same key
+/// has elsewhere in the lab (the hypervisor checks it again against the same ranges).
+fn check_change(
+    checker: &Checker<'_>,
+    index: usize,
+    change: &Spanned<RawChange>,
+    vms: &[Vm],
+    policy: SchedulerPolicy,
+) -> Result<Change, LabError> {
+    let key = |field: &str| format!("run.change[{index}].{field}");
+    let raw = change.get_ref();
+    let bad = |span: std::ops::Range<usize>, key: String, reason: String| {
+        checker.error(Some(span), LabErrorKind::BadChange { key, reason })
+    };
+    let at_ms = checker.int(&key("at_ms"), Some(&raw.at_ms), CHANGE_AT_MS_RANGE, 0)? as u32;
+    let given: Vec<(&str, &Spanned<i64>)> = [
+        ("quantum_us", raw.quantum_us.as_ref()),
+        ("weight", raw.weight.as_ref()),
+        ("cap_pct", raw.cap_pct.as_ref()),
+    ]
+    .into_iter()
+    .filter_map(|(field, value)| value.map(|value| (field, value)))
+    .collect();
+    let (field, value) = match given.as_slice() {
+        [one] => *one,
+        [] => {
+            return Err(bad(
+                change.span(),
+                format!("run.change[{index}]"),
+                "a change sets one of `quantum_us`, `weight` or `cap_pct`".to_string(),
+            ))
+        }
+        [_, (second, value), ..] => {
+            return Err(bad(
+                value.span(),
+                key(second),
+                format!(
+                    "a change sets one setting; this one also sets `{}`",
+                    given[0].0
+                ),
+            ))
+        }
+    };
+    let vm = match (&raw.vm, field) {
+        (Some(vm), "quantum_us") => {
+            return Err(bad(
+                vm.span(),
+                key("vm"),
+                "the quantum is the run's, not a VM's: leave `vm` out".to_string(),
+            ))
+        }
+        (None, "quantum_us") => 0,
+        (None, _) => {
+            return Err(bad(
+                change.span(),
+                key("vm"),
+                format!("a change of `{field}` names its VM (`vm = \"NAME\"`)"),
+            ))
+        }
+        (Some(name), _) => match vms.iter().position(|vm| vm.name == *name.get_ref()) {
+            Some(id) => id as u16,
+            None => {
+                return Err(bad(
+                    name.span(),
+                    key("vm"),
+                    format!("the lab has no vm {:?}", name.get_ref()),
+                ))
+            }
+        },
+    };
+    let setting = match field {
+        "quantum_us" => Setting::Quantum {
+            us: checker.int(&key(field), Some(value), QUANTUM_US_RANGE, 0)? as u32,
+        },
+        "weight" => Setting::Weight {
+            vm,
+            weight: checker.int(&key(field), Some(value), WEIGHT_RANGE, 0)? as u32,
+        },
+        _ if policy != SchedulerPolicy::Credit => {
+            return Err(bad(
+                value.span(),
+                key(field),
+                format!(
+                    "caps need `run.policy = \"credit\"` (the policy is {:?})",
+                    policy.name()
+                ),
+            ))
+        }
+        _ => Setting::Cap {
+            vm,
+            cap_pct: checker.int(&key(field), Some(value), CAP_PCT_RANGE, 0)? as u32,
+        },
+    };
+    // The hypervisor's own check, which these rules mirror.
+    if let Err(reason) = setting.check(vms.len(), policy) {
+        return Err(bad(value.span(), key(field), reason.to_string()));
+    }
+    Ok(Change { at_ms, setting })
 }
 
 /// VM `vm`'s optional integer key `field` in `range`, or `default`; an error names the key
@@ -813,7 +922,7 @@ mod tests {
     use std::fs;
     use std::path::PathBuf;
 
-    use carousel_protocol::config::{DiskSource, RunConfig};
+    use carousel_protocol::config::{DiskSource, RunConfig, ScheduledChange};
     use carousel_protocol::RUN_CONFIG_MODULE;
 
     use crate::lab::env::{expand_env, EnvProblem};
@@ -1370,6 +1479,111 @@ mod tests {
             "{error}"
         );
         assert!(!dir.parse(&with_vm("persist = false")).unwrap().vms[0].persist);
+    }
+
+    #[test]
+    fn scheduled_changes_reach_the_run_config_in_time_order() {
+        let dir = Dir::new();
+        let text = "[run]\npolicy = \"credit\"\n\
+                    [[run.change]]\nat_ms = 3000\nvm = \"b\"\ncap_pct = 50\n\
+                    [[run.change]]\nat_ms = 2000\nquantum_us = 10000\n\
+                    [[run.change]]\nat_ms = 3000\nvm = \"a\"\nweight = 4\n\
+                    [[vm]]\nname = \"a\"\nkernel = \"spin\"\nmemory_mib = 4\n\
+                    [[vm]]\nname = \"b\"\nkernel = \"spin\"\nmemory_mib = 4\n";
+        let lab = dir.parse(text).unwrap();
+        let config = lab.run_config(1_000_000, None);
+        assert_eq!(
+            config.changes,
+            [
+                ScheduledChange {
+                    at_us: 2_000_000,
+                    setting: Setting::Quantum { us: 10_000 }
+                },
+                ScheduledChange {
+                    at_us: 3_000_000,
+                    setting: Setting::Cap { vm: 1, cap_pct: 50 }
+                },
+                ScheduledChange {
+                    at_us: 3_000_000,
+                    setting: Setting::Weight { vm: 0, weight: 4 }
+                },
+            ]
+        );
+        assert!(dir.parse(HELLO).unwrap().changes.is_empty());
+    }
+
+    #[test]
+    fn bad_changes_are_refused_naming_the_key() {
+        let dir = Dir::new();
+        let change = |policy: &str, body: &str| {
+            format!("[run]\npolicy = \"{policy}\"\n[[run.change]]\n{body}\n{HELLO}")
+        };
+        for (body, key, words) in [
+            (
+                "at_ms = 5\nquantum_us = 0",
+                "run.change[0].quantum_us",
+                "1..=1000000",
+            ),
+            (
+                "at_ms = 5\nquantum_us = 1000001",
+                "run.change[0].quantum_us",
+                "1..=1000000",
+            ),
+            (
+                "at_ms = -1\nquantum_us = 10",
+                "run.change[0].at_ms",
+                "0..=86400000",
+            ),
+            (
+                "at_ms = 5\nvm = \"hello\"\nweight = 65",
+                "run.change[0].weight",
+                "1..=64",
+            ),
+            (
+                "at_ms = 5\nvm = \"hello\"\ncap_pct = 0",
+                "run.change[0].cap_pct",
+                "1..=100",
+            ),
+            (
+                "at_ms = 5\nvm = \"hello\"\ncap_pct = 101",
+                "run.change[0].cap_pct",
+                "1..=100",
+            ),
+            ("at_ms = 5\nweight = 2", "run.change[0].vm", "names its VM"),
+            (
+                "at_ms = 5\nvm = \"nobody\"\nweight = 2",
+                "run.change[0].vm",
+                "no vm \"nobody\"",
+            ),
+            (
+                "at_ms = 5\nvm = \"hello\"\nquantum_us = 9",
+                "run.change[0].vm",
+                "leave `vm` out",
+            ),
+            (
+                "at_ms = 5",
+                "run.change[0]",
+                "one of `quantum_us`, `weight` or `cap_pct`",
+            ),
+            (
+                "at_ms = 5\nquantum_us = 9\nweight = 2",
+                "run.change[0].weight",
+                "also sets `quantum_us`",
+            ),
+        ] {
+            let error = dir.error(&change("credit", body));
+            assert!(
+                error.contains(&format!("`{key}`")) && error.contains(words),
+                "{body}: {error}"
+            );
+        }
+        let error = dir.error(&change("boost", "at_ms = 5\nvm = \"hello\"\ncap_pct = 50"));
+        assert!(
+            error.contains("`run.change[0].cap_pct`") && error.contains("credit"),
+            "{error}"
+        );
+        let error = dir.error(&change("credit", "at_ms = 5\nquantum = 3"));
+        assert!(error.contains("quantum"), "{error}");
     }
 
     #[test]

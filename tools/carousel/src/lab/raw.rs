@@ -49,6 +49,25 @@ pub(super) struct RawRun {
     pub(super) disk_backend: Option<Spanned<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) credit: Option<RawCredit>,
+    /// `[[run.change]]`: settings changed at set times during the run.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(super) change: Vec<Spanned<RawChange>>,
+}
+
+/// One `[[run.change]]` table as written: `at_ms`, and one of `quantum_us`, `weight` or
+/// `cap_pct` (the last two with `vm`).
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawChange {
+    pub(super) at_ms: Spanned<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) vm: Option<Spanned<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) quantum_us: Option<Spanned<i64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) weight: Option<Spanned<i64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) cap_pct: Option<Spanned<i64>>,
 }
 
 /// The `[run.credit]` table as written.

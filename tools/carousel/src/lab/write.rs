@@ -10,8 +10,9 @@ use toml::Spanned;
 
 use super::definition::{Disk, Kernel, Lab};
 use super::limits::DEFAULT_IDLE_THRESHOLD_US;
-use super::raw::{RawCredit, RawLab, RawRun, RawStep, RawSweep, RawVm, RawWorkload};
+use super::raw::{RawChange, RawCredit, RawLab, RawRun, RawStep, RawSweep, RawVm, RawWorkload};
 use super::sweep::quantum_text;
+use carousel_protocol::config::Setting;
 
 /// A value as written, at no position in a file.
 fn spanned<T>(value: T) -> Spanned<T> {
@@ -60,6 +61,36 @@ impl Lab {
                 ratelimit_us: int(self.credit.ratelimit_us),
                 period_us: int(self.credit.period_us),
             }),
+            change: self
+                .changes
+                .iter()
+                .map(|change| {
+                    let vm = |id: u16| {
+                        self.vms
+                            .get(usize::from(id))
+                            .map(|vm| spanned(vm.name.clone()))
+                    };
+                    let mut raw = RawChange {
+                        at_ms: spanned(i64::from(change.at_ms)),
+                        vm: None,
+                        quantum_us: None,
+                        weight: None,
+                        cap_pct: None,
+                    };
+                    match change.setting {
+                        Setting::Quantum { us } => raw.quantum_us = int(us),
+                        Setting::Weight { vm: id, weight } => {
+                            raw.vm = vm(id);
+                            raw.weight = int(weight);
+                        }
+                        Setting::Cap { vm: id, cap_pct } => {
+                            raw.vm = vm(id);
+                            raw.cap_pct = int(cap_pct);
+                        }
+                    }
+                    spanned(raw)
+                })
+                .collect(),
         };
         let vm = self
             .vms
@@ -176,7 +207,7 @@ mod tests {
     use super::*;
     use crate::lab::script::{Pattern, Step};
     use crate::lab::sweep::{WeightSet, Workload};
-    use crate::lab::Vm;
+    use crate::lab::{Change, Vm};
 
     #[test]
     fn a_written_lab_reads_back_the_same() {
@@ -207,6 +238,20 @@ mod tests {
         lab.credit.period_us = 20_000;
         lab.vms[1].cap_pct = 25;
         lab.balloon_rule = Some((20, 8));
+        lab.changes = vec![
+            Change {
+                at_ms: 500,
+                setting: Setting::Quantum { us: 4_000 },
+            },
+            Change {
+                at_ms: 900,
+                setting: Setting::Cap { vm: 0, cap_pct: 40 },
+            },
+            Change {
+                at_ms: 900,
+                setting: Setting::Weight { vm: 1, weight: 5 },
+            },
+        ];
         lab.guest_memory_budget_mib = Some(300);
         lab.sweep.quanta_us = Some(vec![500, 1_000]);
         lab.sweep.weights = Some(vec![WeightSet::Lab, WeightSet::Positional(vec![1, 2])]);

@@ -18,6 +18,7 @@ use std::collections::VecDeque;
 use std::io::{self, Write};
 use std::time::{Duration, Instant};
 
+use carousel_protocol::config::Setting;
 use carousel_trace::verdict::ScriptResult;
 
 use crate::lab::script::Step;
@@ -29,6 +30,8 @@ pub const FOCUS: u8 = 0x1D;
 pub const FOCUS_BASE: u8 = 0x80;
 /// After [`FOCUS`]: ask the hypervisor to end the run in order.
 pub const END_RUN: u8 = 0x7F;
+/// After [`FOCUS`]: a setting request follows ([`Setting::to_request`]).
+pub const SETTING: u8 = 0x7E;
 /// Console lines of a VM kept to explain a failed step.
 pub const CONTEXT_LINES: usize = 5;
 
@@ -332,6 +335,15 @@ impl<W: Write> FocusWriter<W> {
         Ok(())
     }
 
+    /// Asks the hypervisor to change `setting` (it checks the request again, and makes it
+    /// between two slices). The focus does not move.
+    pub fn setting(&mut self, setting: Setting) -> Result<(), SendError> {
+        self.out.write_all(&[FOCUS, SETTING])?;
+        self.out.write_all(&setting.to_request())?;
+        self.out.flush()?;
+        Ok(())
+    }
+
     /// The underlying writer.
     pub fn get_ref(&self) -> &W {
         &self.out
@@ -533,6 +545,33 @@ mod tests {
         );
         assert!(matches!(writer.send(4, b"z"), Err(SendError::NoSuchVm(4))));
         assert_eq!(writer.focused(), 3);
+    }
+
+    #[test]
+    fn a_setting_request_is_escaped_and_keeps_the_focus() {
+        let mut writer = FocusWriter::new(Vec::new(), 3);
+        writer.send(2, b"x").unwrap();
+        writer
+            .setting(Setting::Weight { vm: 1, weight: 4 })
+            .unwrap();
+        assert_eq!(writer.focused(), 2);
+        assert_eq!(
+            writer.get_ref().as_slice(),
+            [
+                FOCUS,
+                FOCUS_BASE + 2,
+                b'x',
+                FOCUS,
+                SETTING,
+                2,
+                1,
+                0,
+                4,
+                0,
+                0,
+                0
+            ]
+        );
     }
 
     #[test]

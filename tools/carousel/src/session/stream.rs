@@ -10,12 +10,14 @@ use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use carousel_protocol::config::{SchedulerPolicy, Setting};
 use carousel_protocol::record::{Record, TraceLevel};
 use carousel_protocol::FORMAT_VERSION;
 use carousel_trace::decode::{Damage, Item, Stream, StreamDecoder};
 use carousel_trace::escape;
 use carousel_trace::model::console::split_vm_line;
 use carousel_trace::model::feed::Feed;
+use carousel_trace::model::settings::describe as describe_setting;
 use carousel_trace::model::{Keep, ModelBuilder};
 use carousel_trace::render::live;
 use carousel_trace::verdict::Ending;
@@ -262,6 +264,7 @@ impl Received {
         if let Some(web) = &mut self.web {
             web.feed.add(&record);
         }
+        self.setting_news(&record);
         self.records.push(record);
         if let (false, Some(hello)) = (hello_seen, self.model.hello()) {
             let (version, lab_hash, tsc_hz) = (hello.version, hello.lab_hash, hello.tsc_hz);
@@ -284,6 +287,35 @@ impl Received {
             if tsc_hz == 0 {
                 self.warn("the hypervisor reports a TSC frequency of 0 Hz".to_string());
             }
+        }
+    }
+
+    /// A setting the hypervisor changed or refused: told on the console, and a marker on the
+    /// live page's timeline.
+    fn setting_news(&self, record: &Record) {
+        let (setting, source, refused) = match record {
+            Record::SettingChanged {
+                setting, source, ..
+            } => (setting, source, None),
+            Record::SettingRefused {
+                setting,
+                source,
+                reason,
+                ..
+            } => (setting, source, Some(reason)),
+            _ => return,
+        };
+        let what = describe_setting(*setting, &self.names);
+        let source = carousel_trace::model::settings::source_name(*source);
+        let text = match refused {
+            None => format!("setting changed ({source}): {what}"),
+            Some(reason) => format!("setting refused ({source}): {what}: {reason}"),
+        };
+        if self.console.prints() {
+            println!("[carousel] {text}");
+        }
+        if let Some(web) = &self.web {
+            web.hub.marker(&text);
         }
     }
 
@@ -348,6 +380,7 @@ pub fn stream(
             .as_mut()
             .map(|link| FocusWriter::new(link.writer(), names.len())),
         names,
+        policy: lab.policy,
         user_focus: 0,
         live: console.prints(),
         hub,
@@ -461,6 +494,8 @@ impl Received {
 struct Input<W: Write> {
     writer: Option<FocusWriter<W>>,
     names: Vec<String>,
+    /// The run's policy (caps are refused here, not sent, unless it is credit).
+    policy: SchedulerPolicy,
     /// The VM the user's lines go to.
     user_focus: usize,
     /// Print what happens (`Console::Live`).
@@ -605,6 +640,31 @@ impl<W: Write> Input<W> {
         }
     }
 
+    /// Sends a typed setting in band, if it passes the checks the hypervisor makes (an error
+    /// in what was typed is told here, and nothing is sent).
+    fn ask_setting(&mut self, setting: Setting) {
+        if let Err(reason) = setting.check(self.names.len(), self.policy) {
+            self.say(format!("[carousel] not sent: {reason}"));
+            return;
+        }
+        let what = describe_setting(setting, &self.names);
+        let result = match self.writer.as_mut() {
+            Some(writer) => writer.setting(setting).map_err(|e| e.to_string()),
+            None => Err("no COM1 connection".to_string()),
+        };
+        match result {
+            Ok(()) => {
+                self.say(format!(
+                    "[carousel] asked for {what} (made between two slices)"
+                ));
+                if let Some(hub) = &self.hub {
+                    hub.marker(&format!("asked for {what}"));
+                }
+            }
+            Err(error) => self.say(format!("[carousel] cannot ask for {what}: {error}")),
+        }
+    }
+
     /// Carries out what the user typed since the last poll.
     fn typed(&mut self, typed: &Receiver<String>) {
         while let Ok(line) = typed.try_recv() {
@@ -629,6 +689,8 @@ impl<W: Write> Input<W> {
                     }
                 }
                 Command::Help => self.say(interactive::HELP.to_string()),
+                Command::Setting(setting) => self.ask_setting(setting),
+                Command::Refused(reason) => self.say(format!("[carousel] {reason}")),
                 Command::Unknown(what) => self.say(format!(
                     "[carousel] no VM {what:?} (VMs: {}); ~? for help",
                     self.names
@@ -660,6 +722,7 @@ mod tests {
         let mut input = Input {
             writer: Some(FocusWriter::new(Vec::new(), 2)),
             names: names.clone(),
+            policy: SchedulerPolicy::RoundRobin,
             user_focus: 0,
             live: false,
             hub: Some(hub.clone()),
@@ -699,6 +762,64 @@ mod tests {
             "{seen}"
         );
         assert_eq!(input.page(&controls), 0);
+    }
+
+    /// Typed settings go in band only when they pass the hypervisor's checks; an error in
+    /// what was typed is told locally (on the page too) and nothing is sent.
+    #[test]
+    fn typed_settings_are_checked_before_they_are_sent() {
+        use crate::web::hub::{Hub, Limits, Mode};
+        let names = vec!["a".to_string(), "b".to_string()];
+        let (hub, _page_controls) = Hub::new(Mode::Live, &names, Limits::LIVE);
+        let mut input = Input {
+            writer: Some(FocusWriter::new(Vec::new(), 2)),
+            names: names.clone(),
+            policy: SchedulerPolicy::RoundRobin,
+            user_focus: 0,
+            live: false,
+            hub: Some(hub.clone()),
+            page_asked_end: false,
+        };
+        let (typed_send, typed) = std::sync::mpsc::channel();
+        for line in [
+            "~weight b 65",
+            "~cap b 50",
+            "~policy credit",
+            "~quantum 0us",
+            "~quantum 4ms",
+            "~weight b 3",
+        ] {
+            typed_send.send(line.to_string()).unwrap();
+        }
+        input.typed(&typed);
+        let mut expected = FocusWriter::new(Vec::new(), 2);
+        expected.setting(Setting::Quantum { us: 4_000 }).unwrap();
+        expected
+            .setting(Setting::Weight { vm: 1, weight: 3 })
+            .unwrap();
+        assert_eq!(input.writer.as_ref().unwrap().get_ref(), expected.get_ref());
+        let mut cursor = crate::web::hub::Cursor::default();
+        let mut seen = String::new();
+        while let Some(message) = hub.take(&mut cursor) {
+            seen.push_str(&message);
+        }
+        for words in [
+            "not sent: weight 65 is outside 1..=64",
+            "not sent: caps need the credit policy; this run's is round-robin",
+            "keeps the policy it started with",
+            "asked for quantum 4 ms",
+            "asked for weight of b 3",
+        ] {
+            assert!(seen.contains(words), "{words}: {seen}");
+        }
+        // Under credit the cap goes.
+        input.policy = SchedulerPolicy::Credit;
+        typed_send.send("~cap b 50".to_string()).unwrap();
+        input.typed(&typed);
+        expected
+            .setting(Setting::Cap { vm: 1, cap_pct: 50 })
+            .unwrap();
+        assert_eq!(input.writer.as_ref().unwrap().get_ref(), expected.get_ref());
     }
 
     #[test]

@@ -285,6 +285,8 @@ pub struct Accounting {
     pub merging: Option<MergeTotals>,
     /// Guest frames in use (HostMemory records): the most, and the last.
     pub host_pages: Option<HostPages>,
+    /// Setting changes made and refused during the run (`[[run.change]]`, console `~`).
+    pub settings: super::settings::Settings,
 }
 
 /// Guest frames in use over the run, in 4 KiB pages.
@@ -332,6 +334,7 @@ impl AccountingBuilder {
                 level: None,
                 merging: None,
                 host_pages: None,
+                settings: super::settings::Settings::default(),
             },
             weights,
             named: 0,
@@ -341,6 +344,7 @@ impl AccountingBuilder {
     /// Counts the next record of the run.
     pub fn add(&mut self, record: &Record) {
         let accounting = &mut self.accounting;
+        accounting.settings.add(record);
         let weights = self.weights.as_slice();
         match record {
             Record::Hello {

@@ -16,6 +16,7 @@ pub mod console;
 pub mod feed;
 pub mod live;
 pub mod samples;
+pub mod settings;
 pub mod timeline;
 pub mod verdict;
 

@@ -28,6 +28,7 @@ use super::text::{events_table, exit_table, time_table};
 use crate::format::{format_micros, group};
 use crate::model::accounting::{fraction, Accounting, VmAccount};
 use crate::model::samples::MemoryMap;
+use crate::model::settings::describe;
 use crate::model::timeline::{intervals, Interval, RunState, Timeline};
 use crate::model::Model;
 use crate::TRACE_LEVELS;
@@ -647,6 +648,20 @@ impl Page<'_> {
                 bar_rect(out, axis, &bar, (y, GANTT_BAR), &colour, opacity, &title);
             }
             out.push_str("</g>\n");
+        }
+        // Each setting changed in the span: a line across every row at its moment.
+        let names: Vec<String> = (0..vms).map(|vm| self.vm_name(vm)).collect();
+        for change in self.accounting.settings.made() {
+            if axis.clip(0, change.tsc, change.tsc + 1).is_none() {
+                continue;
+            }
+            let x = axis.x(change.tsc);
+            let _ = writeln!(
+                out,
+                "<line class=\"marker setting\" x1=\"{x:.2}\" x2=\"{x:.2}\" y1=\"0\" y2=\"{height:.1}\"><title>{} at {}</title></line>",
+                escape(&describe(change.setting, &names)),
+                escape(&axis.label(change.tsc))
+            );
         }
         axis.render(out, height);
         out.push_str("</svg>\n");
@@ -1269,6 +1284,7 @@ fn html_table(table: &Table) -> String {
 
 /// The page's style sheet.
 const STYLE: &str = r#"
+.marker { stroke: #b45309; stroke-width: 1.5; }
 :root { --ink: #1f2933; --muted: #66727f; --line: #e4e7eb; --bg: #f7f8fa; --card: #fff;
   --accent: #4e79a7; }
 * { box-sizing: border-box; }

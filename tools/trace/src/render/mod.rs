@@ -238,3 +238,81 @@ mod tests {
         }
     }
 }
+
+/// Setting changes in every form: the text report lists them, interval rows mark the interval
+/// they fall in, the HTML timeline draws a line at the moment and Perfetto has an instant.
+#[cfg(test)]
+mod settings_tests {
+    use carousel_protocol::config::{Setting, SettingError};
+    use carousel_protocol::record::{ChangeSource, Record};
+
+    use crate::model::timeline::tests::two_vms;
+    use crate::model::Model;
+
+    fn records() -> Vec<Record> {
+        let mut records = two_vms();
+        let end = records.pop().expect("RunEnd");
+        records.push(Record::SettingChanged {
+            tsc: 405,
+            setting: Setting::Quantum { us: 4_000 },
+            source: ChangeSource::Lab,
+        });
+        records.push(Record::SettingRefused {
+            tsc: 905,
+            setting: Setting::Weight { vm: 1, weight: 99 },
+            source: ChangeSource::Console,
+            reason: SettingError::Weight { weight: 99 },
+            refused: 1,
+        });
+        records.push(end);
+        records
+    }
+
+    #[test]
+    fn changes_show_in_the_report_the_rows_the_page_and_perfetto() {
+        let model = Model::of_records(&records());
+        let report = super::text::report(&model.accounting);
+        let lines = super::text::settings_lines(&model.accounting);
+        assert_eq!(
+            lines,
+            "setting changed at 0.405 ms (lab): quantum 4 ms\n\
+             setting refused at 0.905 ms (console): weight of b 99: weight 99 is outside 1..=64\n"
+        );
+        assert!(report.contains(&lines), "{report}");
+        let rows = model.intervals(0.3).expect("rows");
+        let text = super::text::intervals(&model, &rows);
+        let marked: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains("quantum 4 ms"))
+            .collect();
+        // Both VMs' rows of the interval 0.3..0.6 ms, and the list below the table.
+        assert_eq!(marked.len(), 3, "{text}");
+        assert!(marked[0].trim_start().starts_with("0.300"), "{text}");
+        let page = super::html::page(
+            &model,
+            &super::html::Source {
+                name: "t",
+                only_vm: None,
+            },
+        );
+        assert!(
+            page.contains("class=\"marker setting\"") && page.contains("quantum 4 ms at"),
+            "no marker"
+        );
+        assert_eq!(page.matches("class=\"marker setting\"").count(), 1);
+        let mut bytes = Vec::new();
+        super::perfetto::write(&model, &mut bytes).expect("writes");
+        let json: serde_json::Value = serde_json::from_slice(&bytes).expect("JSON");
+        let instants: Vec<&serde_json::Value> = json["traceEvents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|event| {
+                event["ph"] == "i" && event["name"].as_str().unwrap().starts_with("setting")
+            })
+            .collect();
+        assert_eq!(instants.len(), 2);
+        assert_eq!(instants[0]["name"], "setting: quantum 4 ms");
+        assert_eq!(instants[1]["name"], "setting refused: weight of b 99");
+    }
+}

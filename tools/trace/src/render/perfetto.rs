@@ -398,6 +398,27 @@ pub fn write(model: &Model, writer: &mut impl Write) -> io::Result<Written> {
             json!({"reason": reason.to_string()}),
         )?;
     }
+    let names = model.vm_names(vms);
+    for change in &model.accounting.settings.changes {
+        let what = crate::model::settings::describe(change.setting, &names);
+        let (name, reason) = match change.refused {
+            None => (format!("setting: {what}"), Value::Null),
+            Some(reason) => (
+                format!("setting refused: {what}"),
+                json!(reason.to_string()),
+            ),
+        };
+        out.instant(
+            &name,
+            clock.micros(change.tsc),
+            CPU_PID,
+            CPU_TID,
+            json!({
+                "source": crate::model::settings::source_name(change.source),
+                "reason": reason,
+            }),
+        )?;
+    }
     let events = out.events;
     writer.write_all(b"\n]}\n")?;
     Ok(Written { events, notes })

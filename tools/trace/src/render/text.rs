@@ -12,6 +12,7 @@ use crate::format::{format_micros, group, plural};
 use crate::model::accounting::{
     fraction, ppm_to_percent, Accounting, ExitTotals, MemoryAccount, VmAccount, SPIN_ITERATIONS,
 };
+use crate::model::settings::{describe, source_name};
 use crate::model::timeline::Interval;
 use crate::model::Model;
 
@@ -25,8 +26,9 @@ pub fn report(accounting: &Accounting) -> String {
         } else {
             out.push_str("accounting: the hypervisor sent no summary records\n");
         }
-        // What the interval records say still stands (memory, merging, ballooning).
+        // What the interval records say still stands (memory, merging, ballooning, settings).
         out.push_str(&memory_table(accounting));
+        out.push_str(&settings_lines(accounting));
         return out;
     };
     let micros = |cycles: u64| -> String {
@@ -193,8 +195,40 @@ pub fn report(accounting: &Accounting) -> String {
             }
         );
     }
+    out.push_str(&settings_lines(accounting));
     for problem in accounting.problems() {
         let _ = writeln!(out, "warning: {problem}");
+    }
+    out
+}
+
+/// The settings changed during the run, one line each: when (ms from the run's first event),
+/// who asked, what, and why a refused one was refused. Empty when none changed.
+pub fn settings_lines(accounting: &Accounting) -> String {
+    let settings = &accounting.settings;
+    let mut out = String::new();
+    let names: Vec<String> = accounting.vms.iter().map(|vm| vm.name.clone()).collect();
+    for change in &settings.changes {
+        let at = accounting
+            .tsc_hz
+            .and_then(|hz| settings.ms_into_run(change.tsc, hz))
+            .map_or_else(
+                || format!("TSC {}", group(change.tsc)),
+                |ms| format!("{ms:.3} ms"),
+            );
+        let what = describe(change.setting, &names);
+        let source = source_name(change.source);
+        let _ = match change.refused {
+            None => writeln!(out, "setting changed at {at} ({source}): {what}"),
+            Some(reason) => writeln!(out, "setting refused at {at} ({source}): {what}: {reason}"),
+        };
+    }
+    if settings.dropped > 0 {
+        let _ = writeln!(
+            out,
+            "settings: {} more changes not kept",
+            group(settings.dropped)
+        );
     }
     out
 }
@@ -471,9 +505,24 @@ pub fn intervals(model: &Model, rows: &[Interval]) -> String {
         ("SWITCHES", Align::Right),
         ("EXITS", Align::Right),
         ("EXIT cyc", Align::Right),
+        ("CHANGED", Align::Left),
     ]);
     let percent = |row: &Interval, cycles: u64| format!("{:.1}", row.share(cycles) * 100.0);
     for row in rows {
+        // The settings changed in this interval: figures before and after a change fall in
+        // different rows once the interval is short enough.
+        let changed: Vec<String> = model
+            .accounting
+            .settings
+            .made()
+            .filter(|change| (row.start..row.end).contains(&change.tsc))
+            .map(|change| describe(change.setting, &names))
+            .collect();
+        let changed = if changed.is_empty() {
+            "-".to_string()
+        } else {
+            changed.join("; ")
+        };
         for (vm, figures) in row.vms.iter().enumerate() {
             table.push(vec![
                 format!("{:.3}", millis(row.start, origin, hz)),
@@ -486,6 +535,7 @@ pub fn intervals(model: &Model, rows: &[Interval]) -> String {
                 group(figures.switches),
                 group(figures.exits),
                 group(figures.exit_cycles),
+                changed.clone(),
             ]);
         }
     }
@@ -493,9 +543,11 @@ pub fn intervals(model: &Model, rows: &[Interval]) -> String {
     let _ = writeln!(
         out,
         "INTERVALS  from the first event; shares of each interval's TSC time; SWITCHES = slices \
-         begun; exits from the hypervisor's exit intervals, each counted where its middle falls"
+         begun; exits from the hypervisor's exit intervals, each counted where its middle falls; \
+         CHANGED = settings changed in the interval"
     );
     out.push_str(&table.render());
+    out.push_str(&settings_lines(&model.accounting));
     out
 }
 
