@@ -81,6 +81,8 @@ pub trait PlatformOutput {
     /// A console line of this VM: `ended` when the guest ended it with a newline, false for an
     /// unfinished line sent after a quiet spell (a prompt).
     fn console_line(&mut self, line: &[u8], ended: bool);
+    /// The guest transmitted its first console byte since console input last reached it.
+    fn answer(&mut self);
     /// A disk transfer the IDE model accepted.
     fn disk_io(&mut self, io: DiskIo);
     /// The shared drive, if the machine has one.
@@ -96,6 +98,8 @@ pub struct Console {
     pub line: LineBuffer,
     /// TSC of the last byte of an unfinished line, if one waits.
     partial_since: Option<u64>,
+    /// Console input reached the guest and it has not transmitted since.
+    input_unanswered: bool,
 }
 
 impl Console {
@@ -103,6 +107,7 @@ impl Console {
         Self {
             line: LineBuffer::new(),
             partial_since: None,
+            input_unanswered: false,
         }
     }
 
@@ -131,6 +136,10 @@ impl Console {
 
     /// One byte the guest transmitted.
     pub fn transmit(&mut self, byte: u8, out: &mut dyn PlatformOutput) {
+        if self.input_unanswered {
+            self.input_unanswered = false;
+            out.answer();
+        }
         match self.line.push(byte) {
             Some(line) => {
                 out.console_line(line, true);
@@ -427,6 +436,7 @@ impl Platform {
     pub fn push_console_input(&mut self, bytes: &[u8]) {
         let mut edge = Edge::default();
         self.com1.push_input(bytes, &mut edge);
+        self.console.input_unanswered = true;
         if edge.0 {
             self.raise(COM1_IRQ);
         }
@@ -511,10 +521,14 @@ mod disk_tests {
     struct Out<'a> {
         drive: &'a mut FakeDrive,
         accepted: Vec<DiskIo>,
+        answers: usize,
     }
 
     impl PlatformOutput for Out<'_> {
         fn console_line(&mut self, _: &[u8], _: bool) {}
+        fn answer(&mut self) {
+            self.answers += 1;
+        }
         fn disk_io(&mut self, io: DiskIo) {
             self.accepted.push(io);
         }
@@ -524,6 +538,29 @@ mod disk_tests {
         fn now(&mut self) -> u64 {
             0
         }
+    }
+
+    #[test]
+    fn the_first_byte_after_input_is_an_answer() {
+        let mut drive = FakeDrive::new(64);
+        let mut platform = vm_on(0, 8, &drive);
+        let mut out = Out {
+            drive: &mut drive,
+            accepted: Vec::new(),
+            answers: 0,
+        };
+        // Output with no input before it answers nothing.
+        platform.port_out(0x3F8, 1, u32::from(b'$'), &mut out);
+        assert_eq!(out.answers, 0);
+        platform.push_console_input(b"l");
+        platform.push_console_input(b"s");
+        assert_eq!(out.answers, 0, "input alone is no answer");
+        platform.port_out(0x3F8, 1, u32::from(b'l'), &mut out);
+        platform.port_out(0x3F8, 1, u32::from(b's'), &mut out);
+        assert_eq!(out.answers, 1, "one answer for the input before it");
+        platform.push_console_input(b"\n");
+        platform.port_out(0x3F8, 1, u32::from(b'\n'), &mut out);
+        assert_eq!(out.answers, 2);
     }
 
     /// A VM whose disk is sectors [start, start + sectors) of the drive.
@@ -544,6 +581,7 @@ mod disk_tests {
         let mut out = Out {
             drive,
             accepted: Vec::new(),
+            answers: 0,
         };
         for (offset, value) in [
             (SECTOR_COUNT, 1),

@@ -210,6 +210,12 @@ pub enum Event {
     Console { dt: u64, vm: u16, bytes: u32 },
     /// Records dropped so far in the run because the export ring was full (sent when it grows).
     Dropped { dt: u64, total: u64 },
+    /// The hypervisor put `bytes` bytes of console input from the host into `vm`'s UART (its
+    /// receive buffer): a keystroke, or a script's `send`.
+    Input { dt: u64, vm: u16, bytes: u32 },
+    /// `vm` transmitted its first console byte since the last [`Event::Input`] to it (the
+    /// echo or answer to a keystroke): one per input that got an answer.
+    Answer { dt: u64, vm: u16 },
 }
 
 impl Event {
@@ -221,7 +227,9 @@ impl Event {
             | Self::Wake { dt, .. }
             | Self::Exit { dt, .. }
             | Self::Console { dt, .. }
-            | Self::Dropped { dt, .. } => dt,
+            | Self::Dropped { dt, .. }
+            | Self::Input { dt, .. }
+            | Self::Answer { dt, .. } => dt,
         }
     }
 
@@ -234,7 +242,9 @@ impl Event {
             | Self::Wake { dt, .. }
             | Self::Exit { dt, .. }
             | Self::Console { dt, .. }
-            | Self::Dropped { dt, .. } => *dt = cycles,
+            | Self::Dropped { dt, .. }
+            | Self::Input { dt, .. }
+            | Self::Answer { dt, .. } => *dt = cycles,
         }
         self
     }
@@ -246,7 +256,9 @@ impl Event {
             | Self::Descheduled { vm, .. }
             | Self::Wake { vm, .. }
             | Self::Exit { vm, .. }
-            | Self::Console { vm, .. } => Some(vm),
+            | Self::Console { vm, .. }
+            | Self::Input { vm, .. }
+            | Self::Answer { vm, .. } => Some(vm),
             Self::Dropped { .. } => None,
         }
     }

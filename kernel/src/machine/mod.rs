@@ -756,9 +756,18 @@ impl<V: Vcpu, F: Frames, H: Host> Machine<V, F, H> {
     fn route_input(&mut self) {
         while let Some(byte) = self.host.poll_input() {
             match self.input.route(byte) {
-                Routed::Deliver { vm, byte } => {
-                    if let Some(vm) = self.vms.get_mut(usize::from(vm)).and_then(Option::as_mut) {
+                Routed::Deliver { vm: id, byte } => {
+                    if let Some(vm) = self.vms.get_mut(usize::from(id)).and_then(Option::as_mut) {
                         vm.platform.push_console_input(&[byte]);
+                        let now = self.host.now();
+                        self.host.exporter().event(
+                            now,
+                            Event::Input {
+                                dt: 0,
+                                vm: id,
+                                bytes: 1,
+                            },
+                        );
                     }
                     self.wakes_changed();
                 }

@@ -1561,6 +1561,19 @@ fn bad_templates_are_refused_before_anything_starts() {
             format!("[[vm]]\nname = \"w{{i}}\"\ncount = 4\n{spin}weight = 99\n"),
             vec!["`vm[0].weight` = 99", "vm \"w0\" (from [[vm]] 0, count 4)"],
         ),
+        (
+            "repeat.toml",
+            format!(
+                "[[vm]]\nname = \"r{{i}}\"\ncount = 2\n{spin}\
+                 [[vm.script]]\nexpect = 'x'\nrepeat = 10001\n"
+            ),
+            vec!["`vm[0].script[0].repeat` = 10001", "1..=10000", "vm \"r0\""],
+        ),
+        (
+            "label.toml",
+            format!("[[vm]]\nname = \"l\"\n{spin}[[vm.script]]\nexpect = 'x'\nlabel = ''\n"),
+            vec!["`vm[0].script[0].label`", "cannot be empty"],
+        ),
     ] {
         let lab = dir.path().join(name);
         std::fs::write(&lab, text).expect("written");

@@ -220,6 +220,8 @@ fn events_of_vm(tsc: u64, events: &[Event], id: u16) -> Vec<Event> {
                 },
                 Event::Console { bytes, .. } => Event::Console { dt, vm: 0, bytes },
                 Event::Dropped { total, .. } => Event::Dropped { dt, total },
+                Event::Input { bytes, .. } => Event::Input { dt, vm: 0, bytes },
+                Event::Answer { .. } => Event::Answer { dt, vm: 0 },
             }
         })
         .collect()

@@ -232,7 +232,11 @@ impl Replay {
                     self.enter(vm, RunState::Runnable, now);
                 }
             }
-            Event::Exit { .. } | Event::Console { .. } | Event::Dropped { .. } => {}
+            Event::Exit { .. }
+            | Event::Console { .. }
+            | Event::Dropped { .. }
+            | Event::Input { .. }
+            | Event::Answer { .. } => {}
         }
     }
 
@@ -332,7 +336,11 @@ impl TimelineBuilder {
                     vm: None,
                     value: total,
                 }),
-                Event::Run { .. } | Event::Descheduled { .. } | Event::Wake { .. } => {}
+                Event::Run { .. }
+                | Event::Descheduled { .. }
+                | Event::Wake { .. }
+                | Event::Input { .. }
+                | Event::Answer { .. } => {}
             }
         }
     }
