@@ -29,10 +29,17 @@ const APIC_TIMER_HZ: u64 = 1_000_000_000;
 /// Size of the APIC register pages.
 const APIC_PAGE: u64 = 0x1000;
 
+/// COM1's first port.
+const COM1_BASE: u16 = 0x3F8;
+
 /// Devices on the port bus.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Port {
     Com1,
+    /// COM1 while console input waits for the guest's answer: its next transmitted byte is
+    /// reported ([`PlatformOutput::answer`]) and COM1 is [`Port::Com1`] again. A mapping of its
+    /// own, so that COM1 without input waiting runs exactly the code it ran before.
+    Com1Answer,
     IdeCommand,
     IdeControl,
     Pic(PicChip),
@@ -98,8 +105,6 @@ pub struct Console {
     pub line: LineBuffer,
     /// TSC of the last byte of an unfinished line, if one waits.
     partial_since: Option<u64>,
-    /// Console input reached the guest and it has not transmitted since.
-    input_unanswered: bool,
 }
 
 impl Console {
@@ -107,7 +112,6 @@ impl Console {
         Self {
             line: LineBuffer::new(),
             partial_since: None,
-            input_unanswered: false,
         }
     }
 
@@ -136,10 +140,6 @@ impl Console {
 
     /// One byte the guest transmitted.
     pub fn transmit(&mut self, byte: u8, out: &mut dyn PlatformOutput) {
-        if self.input_unanswered {
-            self.input_unanswered = false;
-            out.answer();
-        }
         match self.line.push(byte) {
             Some(line) => {
                 out.console_line(line, true);
@@ -158,6 +158,23 @@ struct Transmitter<'a> {
 
 impl SerialSink for Transmitter<'_> {
     fn transmit(&mut self, byte: u8) {
+        self.console.transmit(byte, self.out);
+    }
+}
+
+/// The UART's transmitter while console input waits for an answer: the first byte is one.
+struct AnswerTransmitter<'a> {
+    console: &'a mut Console,
+    out: &'a mut dyn PlatformOutput,
+    answered: bool,
+}
+
+impl SerialSink for AnswerTransmitter<'_> {
+    fn transmit(&mut self, byte: u8) {
+        if !self.answered {
+            self.answered = true;
+            self.out.answer();
+        }
         self.console.transmit(byte, self.out);
     }
 }
@@ -231,7 +248,7 @@ impl Platform {
         let mut ports = PortBus::new();
         let command = ide::PRIMARY_COMMAND_BLOCK;
         for (range, device) in [
-            (0x3F8..0x400, Port::Com1),
+            (COM1_BASE..0x400, Port::Com1),
             (command..command + ide::REGISTER_COUNT, Port::IdeCommand),
             (
                 ide::PRIMARY_CONTROL_BLOCK..ide::PRIMARY_CONTROL_BLOCK + 1,
@@ -284,7 +301,7 @@ impl Platform {
             drive,
         };
         let (value, irq) = match self.ports.lookup(port) {
-            Some((Port::Com1, offset)) => {
+            Some((Port::Com1 | Port::Com1Answer, offset)) => {
                 (self.com1.read(offset as u8, &mut edge).into(), COM1_IRQ)
             }
             Some((Port::IdeCommand, 0)) => match DataWidth::from_bytes(size) {
@@ -324,6 +341,19 @@ impl Platform {
                 };
                 self.com1
                     .write(offset as u8, byte, &mut transmitter, &mut edge);
+                COM1_IRQ
+            }
+            Some((Port::Com1Answer, offset)) => {
+                let mut transmitter = AnswerTransmitter {
+                    console: &mut self.console,
+                    out,
+                    answered: false,
+                };
+                self.com1
+                    .write(offset as u8, byte, &mut transmitter, &mut edge);
+                if transmitter.answered {
+                    self.ports.remap(COM1_BASE, Port::Com1);
+                }
                 COM1_IRQ
             }
             Some((Port::IdeCommand, 0)) => {
@@ -436,7 +466,7 @@ impl Platform {
     pub fn push_console_input(&mut self, bytes: &[u8]) {
         let mut edge = Edge::default();
         self.com1.push_input(bytes, &mut edge);
-        self.console.input_unanswered = true;
+        self.ports.remap(COM1_BASE, Port::Com1Answer);
         if edge.0 {
             self.raise(COM1_IRQ);
         }
