@@ -37,7 +37,7 @@ const COM1_BASE: u16 = 0x3F8;
 enum Port {
     Com1,
     /// COM1 while console input waits for the guest's answer: its next transmitted byte is
-    /// reported ([`PlatformOutput::answer`]) and COM1 is [`Port::Com1`] again. A mapping of its
+    /// kept ([`Platform::take_answer`]) and COM1 is [`Port::Com1`] again. A mapping of its
     /// own, so that COM1 without input waiting runs exactly the code it ran before.
     Com1Answer,
     IdeCommand,
@@ -88,8 +88,6 @@ pub trait PlatformOutput {
     /// A console line of this VM: `ended` when the guest ended it with a newline, false for an
     /// unfinished line sent after a quiet spell (a prompt).
     fn console_line(&mut self, line: &[u8], ended: bool);
-    /// The guest transmitted its first console byte since console input last reached it.
-    fn answer(&mut self);
     /// A disk transfer the IDE model accepted.
     fn disk_io(&mut self, io: DiskIo);
     /// The shared drive, if the machine has one.
@@ -166,14 +164,14 @@ impl SerialSink for Transmitter<'_> {
 struct AnswerTransmitter<'a> {
     console: &'a mut Console,
     out: &'a mut dyn PlatformOutput,
-    answered: bool,
+    /// When the first byte went out.
+    answered: Option<u64>,
 }
 
 impl SerialSink for AnswerTransmitter<'_> {
     fn transmit(&mut self, byte: u8) {
-        if !self.answered {
-            self.answered = true;
-            self.out.answer();
+        if self.answered.is_none() {
+            self.answered = Some(self.out.now());
         }
         self.console.transmit(byte, self.out);
     }
@@ -215,6 +213,8 @@ pub struct Platform {
     ports: PortBus<Port>,
     mmio: MmioBus<MmioDevice>,
     pub timer_lag: TimerLag,
+    /// When the guest answered console input (its first byte after it), until taken.
+    answered_at: Option<u64>,
 }
 
 /// Why a platform could not be built.
@@ -285,6 +285,7 @@ impl Platform {
             ports,
             mmio,
             timer_lag: TimerLag::default(),
+            answered_at: None,
         })
     }
 
@@ -347,11 +348,12 @@ impl Platform {
                 let mut transmitter = AnswerTransmitter {
                     console: &mut self.console,
                     out,
-                    answered: false,
+                    answered: None,
                 };
                 self.com1
                     .write(offset as u8, byte, &mut transmitter, &mut edge);
-                if transmitter.answered {
+                if let Some(at) = transmitter.answered {
+                    self.answered_at = Some(at);
                     self.ports.remap(COM1_BASE, Port::Com1);
                 }
                 COM1_IRQ
@@ -462,6 +464,12 @@ impl Platform {
         }
     }
 
+    /// When the guest last answered console input (its first transmitted byte after input
+    /// reached it), once: the run loop sends it as a record when it is not busy.
+    pub fn take_answer(&mut self) -> Option<u64> {
+        self.answered_at.take()
+    }
+
     /// Console input from the host.
     pub fn push_console_input(&mut self, bytes: &[u8]) {
         let mut edge = Edge::default();
@@ -551,14 +559,11 @@ mod disk_tests {
     struct Out<'a> {
         drive: &'a mut FakeDrive,
         accepted: Vec<DiskIo>,
-        answers: usize,
+        clock: u64,
     }
 
     impl PlatformOutput for Out<'_> {
         fn console_line(&mut self, _: &[u8], _: bool) {}
-        fn answer(&mut self) {
-            self.answers += 1;
-        }
         fn disk_io(&mut self, io: DiskIo) {
             self.accepted.push(io);
         }
@@ -566,7 +571,7 @@ mod disk_tests {
             Some(self.drive)
         }
         fn now(&mut self) -> u64 {
-            0
+            self.clock
         }
     }
 
@@ -577,20 +582,29 @@ mod disk_tests {
         let mut out = Out {
             drive: &mut drive,
             accepted: Vec::new(),
-            answers: 0,
+            clock: 0,
         };
         // Output with no input before it answers nothing.
+        out.clock = 10;
         platform.port_out(0x3F8, 1, u32::from(b'$'), &mut out);
-        assert_eq!(out.answers, 0);
+        assert_eq!(platform.take_answer(), None);
         platform.push_console_input(b"l");
         platform.push_console_input(b"s");
-        assert_eq!(out.answers, 0, "input alone is no answer");
+        assert_eq!(platform.take_answer(), None, "input alone is no answer");
+        out.clock = 20;
         platform.port_out(0x3F8, 1, u32::from(b'l'), &mut out);
+        out.clock = 30;
         platform.port_out(0x3F8, 1, u32::from(b's'), &mut out);
-        assert_eq!(out.answers, 1, "one answer for the input before it");
+        assert_eq!(
+            platform.take_answer(),
+            Some(20),
+            "the first byte after the input"
+        );
+        assert_eq!(platform.take_answer(), None, "taken once");
         platform.push_console_input(b"\n");
+        out.clock = 40;
         platform.port_out(0x3F8, 1, u32::from(b'\n'), &mut out);
-        assert_eq!(out.answers, 2);
+        assert_eq!(platform.take_answer(), Some(40));
     }
 
     /// A VM whose disk is sectors [start, start + sectors) of the drive.
@@ -611,7 +625,7 @@ mod disk_tests {
         let mut out = Out {
             drive,
             accepted: Vec::new(),
-            answers: 0,
+            clock: 0,
         };
         for (offset, value) in [
             (SECTOR_COUNT, 1),

@@ -170,6 +170,12 @@ pub enum Record {
     RunSummary(RunSummary),
     /// Last record of a run that ended in order.
     RunEnd { tsc: u64 },
+    /// `vm` answered console input: at `tsc` it transmitted its first console byte since an
+    /// [`Event::Input`] reached it (the echo of a keystroke, or the answer to a line). Sent
+    /// late, when the next input reaches the VM or at the end of the run (so that a VM's
+    /// console output costs nothing more while no input waits), hence a record with its own
+    /// time rather than an event.
+    Answer { tsc: u64, vm: u16 },
 }
 
 /// How much the stream carries: the aggregates always; per-slice scheduler events by default;
@@ -213,9 +219,6 @@ pub enum Event {
     /// The hypervisor put `bytes` bytes of console input from the host into `vm`'s UART (its
     /// receive buffer): a keystroke, or a script's `send`.
     Input { dt: u64, vm: u16, bytes: u32 },
-    /// `vm` transmitted its first console byte since the last [`Event::Input`] to it (the
-    /// echo or answer to a keystroke): one per input that got an answer.
-    Answer { dt: u64, vm: u16 },
 }
 
 impl Event {
@@ -228,8 +231,7 @@ impl Event {
             | Self::Exit { dt, .. }
             | Self::Console { dt, .. }
             | Self::Dropped { dt, .. }
-            | Self::Input { dt, .. }
-            | Self::Answer { dt, .. } => dt,
+            | Self::Input { dt, .. } => dt,
         }
     }
 
@@ -243,8 +245,7 @@ impl Event {
             | Self::Exit { dt, .. }
             | Self::Console { dt, .. }
             | Self::Dropped { dt, .. }
-            | Self::Input { dt, .. }
-            | Self::Answer { dt, .. } => *dt = cycles,
+            | Self::Input { dt, .. } => *dt = cycles,
         }
         self
     }
@@ -257,8 +258,7 @@ impl Event {
             | Self::Wake { vm, .. }
             | Self::Exit { vm, .. }
             | Self::Console { vm, .. }
-            | Self::Input { vm, .. }
-            | Self::Answer { vm, .. } => Some(vm),
+            | Self::Input { vm, .. } => Some(vm),
             Self::Dropped { .. } => None,
         }
     }

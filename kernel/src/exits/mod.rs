@@ -316,13 +316,6 @@ impl<H: Host> PlatformOutput for Output<'_, H> {
         );
     }
 
-    fn answer(&mut self) {
-        let now = self.host.now();
-        self.host
-            .exporter()
-            .event(now, Event::Answer { dt: 0, vm: self.vm });
-    }
-
     fn disk_io(&mut self, io: DiskIo) {
         let now = self.host.now();
         self.host.exporter().emit_or_drop(&Record::DiskIo {

@@ -1254,7 +1254,7 @@ fn a_script_step_that_times_out_fails_the_vm() {
 /// Task latencies from the console, with Carousel's devcheck guest: its script step "ping"
 /// is timed from the hypervisor delivering the typed line's first byte (an Input event) to the
 /// console line that matched the next step, and the keystroke response from that input to the
-/// guest's first output byte after it (an Answer event). Both are checked against the TSC
+/// guest's first output byte after it (an Answer record). Both are checked against the TSC
 /// times of the same events in the trace, read here on their own (the console line's time is
 /// its console event's, paired with com1.txt), in the run's table and in `carousel report`.
 #[test]
@@ -1291,14 +1291,16 @@ fn step_durations_and_keystroke_response_come_from_the_trace() {
     let mut inputs = Vec::new();
     let mut answers = Vec::new();
     for record in &records {
-        if let Record::Events { tsc, events } = record {
-            for (now, event) in carousel_protocol::record::timed_events(*tsc, events) {
-                match event {
-                    Event::Input { vm: 0, bytes, .. } => inputs.push((now, *bytes)),
-                    Event::Answer { vm: 0, .. } => answers.push(now),
-                    _ => {}
+        match record {
+            Record::Events { tsc, events } => {
+                for (now, event) in carousel_protocol::record::timed_events(*tsc, events) {
+                    if let Event::Input { vm: 0, bytes, .. } = event {
+                        inputs.push((now, *bytes));
+                    }
                 }
             }
+            Record::Answer { tsc, vm: 0 } => answers.push(*tsc),
+            _ => {}
         }
     }
     assert_eq!(

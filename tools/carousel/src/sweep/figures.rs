@@ -323,8 +323,8 @@ pub fn latency_figures(
             timed.script.map(|cycles| cycles as f64),
         );
     }
-    for vm in 0..keys.responses.len() {
-        if let Some(spread) = Spread::of(keys.responses_of(vm)) {
+    for vm in 0..keys.vm_count() {
+        if let Some(spread) = Spread::of(&keys.responses_of(vm)) {
             let prefix = format!("{KEYS}{}.", name(vm));
             figures.set(&format!("{prefix}p50_cycles"), Some(spread.p50 as f64));
             figures.set(&format!("{prefix}p99_cycles"), Some(spread.p99 as f64));
@@ -553,15 +553,13 @@ mod tests {
         let mut keys = KeyLog::default();
         keys.add(&Record::Events {
             tsc: 0,
-            events: vec![
-                carousel_protocol::record::Event::Input {
-                    dt: 0,
-                    vm: 1,
-                    bytes: 1,
-                },
-                carousel_protocol::record::Event::Answer { dt: 9, vm: 1 },
-            ],
+            events: vec![carousel_protocol::record::Event::Input {
+                dt: 0,
+                vm: 1,
+                bytes: 1,
+            }],
         });
+        keys.add(&Record::Answer { tsc: 9, vm: 1 });
         let mut figures = Figures::default();
         let names = vec!["a".to_string(), "sh".to_string()];
         latency_figures(&mut figures, &names, Some(&steps), &keys);

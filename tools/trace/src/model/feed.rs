@@ -299,8 +299,7 @@ impl Feed {
             Event::Descheduled { .. }
             | Event::Exit { .. }
             | Event::Console { .. }
-            | Event::Input { .. }
-            | Event::Answer { .. } => {}
+            | Event::Input { .. } => {}
         }
     }
 

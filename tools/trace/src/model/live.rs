@@ -95,8 +95,7 @@ impl LiveWindow {
             Event::Wake { .. }
             | Event::Exit { .. }
             | Event::Console { .. }
-            | Event::Input { .. }
-            | Event::Answer { .. } => {}
+            | Event::Input { .. } => {}
         }
     }
 

@@ -1,7 +1,7 @@
 //! Task latencies from the console, for any guest, in TSC cycles from the hypervisor's own
 //! events:
 //! - **Keystroke response**: from an [`Event::Input`] (the hypervisor put host input into a
-//!   VM's UART) to the VM's next [`Event::Answer`] (its first console byte after that input).
+//!   VM's UART) to the VM's next [`Record::Answer`] (its first console byte after that input).
 //!   Input that comes while an earlier one still waits for its answer counts from the earlier.
 //! - **Step durations**: a script step that sends, from the first input delivered to the VM
 //!   after the console line that matched the step (the script types only once it has seen the
@@ -41,38 +41,32 @@ pub struct StepsFile {
     pub vms: Vec<Vec<StepMatch>>,
 }
 
-/// Each VM's console input and keystroke responses, from the record stream.
+/// Each VM's console input and its answers, from the record stream.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct KeyLog {
-    /// TSC of every input delivery, per VM id.
+    /// TSC of every input delivery, per VM id, in order.
     pub inputs: Vec<Vec<u64>>,
-    /// Keystroke responses in cycles, per VM id, in order.
-    pub responses: Vec<Vec<u64>>,
-    /// The input still waiting for its answer, per VM id.
-    waiting: Vec<Option<u64>>,
+    /// TSC of every answer, per VM id (the records come late: sorted when read).
+    pub answers: Vec<Vec<u64>>,
 }
 
 impl KeyLog {
-    /// Keeps the input and answer events of the next record.
+    /// Keeps the input events and answer records of the next record.
     pub fn add(&mut self, record: &Record) {
-        let Record::Events { tsc, events } = record else {
-            return;
-        };
-        for (now, event) in timed_events(*tsc, events) {
-            match *event {
-                Event::Input { vm, .. } => {
-                    let vm = self.grow(vm);
-                    self.inputs[vm].push(now);
-                    self.waiting[vm].get_or_insert(now);
-                }
-                Event::Answer { vm, .. } => {
-                    let vm = self.grow(vm);
-                    if let Some(since) = self.waiting[vm].take() {
-                        self.responses[vm].push(now.saturating_sub(since));
+        match record {
+            Record::Events { tsc, events } => {
+                for (now, event) in timed_events(*tsc, events) {
+                    if let Event::Input { vm, .. } = *event {
+                        let vm = self.grow(vm);
+                        self.inputs[vm].push(now);
                     }
                 }
-                _ => {}
             }
+            Record::Answer { tsc, vm } => {
+                let vm = self.grow(*vm);
+                self.answers[vm].push(*tsc);
+            }
+            _ => {}
         }
     }
 
@@ -80,15 +74,35 @@ impl KeyLog {
         let index = usize::from(vm);
         if self.inputs.len() <= index {
             self.inputs.resize(index + 1, Vec::new());
-            self.responses.resize(index + 1, Vec::new());
-            self.waiting.resize(index + 1, None);
+            self.answers.resize(index + 1, Vec::new());
         }
         index
     }
 
-    /// VM `vm`'s keystroke responses (none for a VM that got no input).
-    pub fn responses_of(&self, vm: usize) -> &[u64] {
-        self.responses.get(vm).map_or(&[], Vec::as_slice)
+    /// How many VMs the log has seen.
+    pub fn vm_count(&self) -> usize {
+        self.inputs.len()
+    }
+
+    /// VM `vm`'s keystroke responses in cycles, in order: each answer from the first input
+    /// after the previous answer (none for a VM that got no input).
+    pub fn responses_of(&self, vm: usize) -> Vec<u64> {
+        let (Some(inputs), Some(answers)) = (self.inputs.get(vm), self.answers.get(vm)) else {
+            return Vec::new();
+        };
+        let mut answers = answers.clone();
+        answers.sort_unstable();
+        let mut previous = None;
+        let mut responses = Vec::new();
+        for answer in answers {
+            let from =
+                previous.map_or(0, |previous| inputs.partition_point(|&tsc| tsc <= previous));
+            if let Some(&input) = inputs.get(from).filter(|&&input| input <= answer) {
+                responses.push(answer - input);
+            }
+            previous = Some(answer);
+        }
+        responses
     }
 }
 
@@ -245,43 +259,17 @@ mod tests {
 
     #[test]
     fn keystroke_response_runs_from_the_first_unanswered_input() {
+        let input = |dt, vm| Event::Input { dt, vm, bytes: 1 };
         let records = vec![
-            events(
-                1_000,
-                vec![
-                    Event::Input {
-                        dt: 0,
-                        vm: 1,
-                        bytes: 1,
-                    },
-                    // A second byte before the answer counts from the first.
-                    Event::Input {
-                        dt: 50,
-                        vm: 1,
-                        bytes: 3,
-                    },
-                    Event::Answer { dt: 250, vm: 1 },
-                    // An answer without input (the kernel sends none) changes nothing.
-                    Event::Answer { dt: 10, vm: 1 },
-                ],
-            ),
-            events(
-                5_000,
-                vec![
-                    Event::Input {
-                        dt: 0,
-                        vm: 1,
-                        bytes: 1,
-                    },
-                    Event::Input {
-                        dt: 7,
-                        vm: 0,
-                        bytes: 1,
-                    },
-                    Event::Answer { dt: 93, vm: 0 },
-                    Event::Answer { dt: 900, vm: 1 },
-                ],
-            ),
+            // A second byte before the answer counts from the first.
+            events(1_000, vec![input(0, 1), input(50, 1)]),
+            Record::Answer { tsc: 1_300, vm: 1 },
+            events(5_000, vec![input(0, 1), input(7, 0)]),
+            // Answers come late, and not in time order across VMs.
+            Record::Answer { tsc: 6_000, vm: 1 },
+            Record::Answer { tsc: 5_100, vm: 0 },
+            // An answer without input after the previous one (the kernel sends none) is none.
+            Record::Answer { tsc: 7_000, vm: 1 },
         ];
         let mut keys = KeyLog::default();
         for record in &records {
@@ -291,6 +279,7 @@ mod tests {
         assert_eq!(keys.responses_of(0), [93]);
         assert_eq!(keys.responses_of(2), [] as [u64; 0]);
         assert_eq!(keys.inputs[1], [1_000, 1_050, 5_000]);
+        assert_eq!(keys.vm_count(), 2);
     }
 
     #[test]

@@ -235,8 +235,7 @@ impl Replay {
             Event::Exit { .. }
             | Event::Console { .. }
             | Event::Dropped { .. }
-            | Event::Input { .. }
-            | Event::Answer { .. } => {}
+            | Event::Input { .. } => {}
         }
     }
 
@@ -339,8 +338,7 @@ impl TimelineBuilder {
                 Event::Run { .. }
                 | Event::Descheduled { .. }
                 | Event::Wake { .. }
-                | Event::Input { .. }
-                | Event::Answer { .. } => {}
+                | Event::Input { .. } => {}
             }
         }
     }

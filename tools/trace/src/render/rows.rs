@@ -139,7 +139,7 @@ pub(crate) struct LatencyRow {
 pub(crate) fn latency_rows(model: &Model) -> Vec<LatencyRow> {
     use crate::model::steps::Spread;
     let steps = model.steps.as_deref().unwrap_or(&[]);
-    let count = steps.len().max(model.keys.responses.len());
+    let count = steps.len().max(model.keys.vm_count());
     let names = model.vm_names(count);
     let micros = |cycles: u64| model.accounting.micros(cycles);
     let row = |vm: usize, kind: &str, name: String, spread: Spread| {
@@ -166,7 +166,7 @@ pub(crate) fn latency_rows(model: &Model) -> Vec<LatencyRow> {
                 rows.push(row(vm, "step", step.name(), spread));
             }
         }
-        if let Some(spread) = Spread::of(model.keys.responses_of(vm)) {
+        if let Some(spread) = Spread::of(&model.keys.responses_of(vm)) {
             rows.push(row(vm, "keystroke", "keystroke".to_string(), spread));
         }
     }
@@ -202,15 +202,15 @@ mod tests {
                 events: vec![
                     line(0),
                     input(0),
-                    Event::Answer { dt: 2_000, vm: 1 },
-                    line(1_000),
+                    line(3_000),
                     input(0),
-                    Event::Answer { dt: 4_000, vm: 1 },
-                    line(1_000),
+                    line(5_000),
                     input(0),
                     line(1_000),
                 ],
             },
+            Record::Answer { tsc: 12_000, vm: 1 },
+            Record::Answer { tsc: 17_000, vm: 1 },
         ];
         let mut model = Model::of_records(&records);
         let step = |step, label: Option<&str>, line| StepMatch {
