@@ -185,6 +185,23 @@ impl<A: BusAddress, T: Copy> Bus<A, T> {
         Ok(())
     }
 
+    /// Maps the range holding `address` to `device` instead; false when no range holds it.
+    pub fn remap(&mut self, address: A, device: T) -> bool {
+        let index = self
+            .entries
+            .partition_point(|(range, _)| range.first <= address);
+        match index
+            .checked_sub(1)
+            .and_then(|index| self.entries.get_mut(index))
+        {
+            Some((range, mapped)) if range.contains(address) => {
+                *mapped = device;
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// The device mapped at `address` and the offset of `address` within its range.
     pub fn lookup(&self, address: A) -> Option<(T, A)> {
         let index = self
@@ -286,6 +303,18 @@ mod tests {
         assert!(bus.insert(reversed, Device::Pit).is_err());
         assert!(bus.insert(..0, Device::Pit).is_err());
         assert_eq!(bus.lookup(0x10), None);
+    }
+
+    #[test]
+    fn remap_changes_the_device_of_one_range() {
+        let mut bus = com1_bus();
+        bus.insert(0x2F8..0x300, Device::Com2).unwrap();
+        assert!(bus.remap(0x3FA, Device::Com2));
+        assert_eq!(bus.lookup(0x3F8), Some((Device::Com2, 0)));
+        assert_eq!(bus.lookup(0x2FF), Some((Device::Com2, 7)));
+        assert!(!bus.remap(0x400, Device::Com1));
+        assert!(!bus.remap(0x2F7, Device::Com1));
+        assert_eq!(bus.lookup(0x2F7), None);
     }
 
     #[test]

@@ -26,7 +26,7 @@ use carousel::lab::template::INDEX;
 use carousel::lab::{
     Disk, Kernel, Lab, ARGS_MAX, BLANK_DISK_KIB_RANGE, BUILTIN_GUESTS, CPU_MODELS, HYPERVISOR_MIB,
     IDLE_THRESHOLD_US_RANGE, INTERVAL_US_RANGE, IPS_RANGE, MAX_TOTAL_MIB, MEMORY_MIB_RANGE,
-    MEMORY_SAMPLE_MS_RANGE, MERGE_SCAN_PAGES_RANGE, NAME_MAX, QUANTUM_US_RANGE,
+    MEMORY_SAMPLE_MS_RANGE, MERGE_SCAN_PAGES_RANGE, NAME_MAX, QUANTUM_US_RANGE, STEP_REPEAT_RANGE,
     STEP_TIMEOUT_S_RANGE, TIMEOUT_S_RANGE, TSC_HZ_RANGE, VM_COUNT_RANGE, WEIGHT_RANGE,
 };
 use carousel_protocol::config::{fnv1a64, RunConfig};
@@ -181,6 +181,15 @@ fn check_lab(lab: &Lab, text: &str) {
         assert!(!vm.args.contains(INDEX), "args {:?}", vm.args);
         for step in &vm.script {
             assert!(within(&STEP_TIMEOUT_S_RANGE, step.timeout.as_secs() as i64));
+            assert!(within(&STEP_REPEAT_RANGE, i64::from(step.repeat)));
+            assert!(
+                step.label.as_ref().is_none_or(|label| !label.is_empty()
+                    && label.len() <= 64
+                    && !label.contains(INDEX)
+                    && !label.contains(',')),
+                "label {:?}",
+                step.label
+            );
             assert!(
                 !step.expect.as_str().contains(INDEX),
                 "expect {}",

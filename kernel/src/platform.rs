@@ -29,10 +29,17 @@ const APIC_TIMER_HZ: u64 = 1_000_000_000;
 /// Size of the APIC register pages.
 const APIC_PAGE: u64 = 0x1000;
 
+/// COM1's first port.
+const COM1_BASE: u16 = 0x3F8;
+
 /// Devices on the port bus.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Port {
     Com1,
+    /// COM1 while console input waits for the guest's answer: its next transmitted byte is
+    /// kept ([`Platform::take_answer`]) and COM1 is [`Port::Com1`] again. A mapping of its
+    /// own, so that COM1 without input waiting runs exactly the code it ran before.
+    Com1Answer,
     IdeCommand,
     IdeControl,
     Pic(PicChip),
@@ -153,6 +160,23 @@ impl SerialSink for Transmitter<'_> {
     }
 }
 
+/// The UART's transmitter while console input waits for an answer: the first byte is one.
+struct AnswerTransmitter<'a> {
+    console: &'a mut Console,
+    out: &'a mut dyn PlatformOutput,
+    /// When the first byte went out.
+    answered: Option<u64>,
+}
+
+impl SerialSink for AnswerTransmitter<'_> {
+    fn transmit(&mut self, byte: u8) {
+        if self.answered.is_none() {
+            self.answered = Some(self.out.now());
+        }
+        self.console.transmit(byte, self.out);
+    }
+}
+
 /// The transfer the IDE model accepted during one access, reported once the access is over.
 #[derive(Debug, Default)]
 struct Accepted(Option<DiskIo>);
@@ -189,6 +213,8 @@ pub struct Platform {
     ports: PortBus<Port>,
     mmio: MmioBus<MmioDevice>,
     pub timer_lag: TimerLag,
+    /// When the guest answered console input (its first byte after it), until taken.
+    answered_at: Option<u64>,
 }
 
 /// Why a platform could not be built.
@@ -222,7 +248,7 @@ impl Platform {
         let mut ports = PortBus::new();
         let command = ide::PRIMARY_COMMAND_BLOCK;
         for (range, device) in [
-            (0x3F8..0x400, Port::Com1),
+            (COM1_BASE..0x400, Port::Com1),
             (command..command + ide::REGISTER_COUNT, Port::IdeCommand),
             (
                 ide::PRIMARY_CONTROL_BLOCK..ide::PRIMARY_CONTROL_BLOCK + 1,
@@ -259,6 +285,7 @@ impl Platform {
             ports,
             mmio,
             timer_lag: TimerLag::default(),
+            answered_at: None,
         })
     }
 
@@ -275,7 +302,7 @@ impl Platform {
             drive,
         };
         let (value, irq) = match self.ports.lookup(port) {
-            Some((Port::Com1, offset)) => {
+            Some((Port::Com1 | Port::Com1Answer, offset)) => {
                 (self.com1.read(offset as u8, &mut edge).into(), COM1_IRQ)
             }
             Some((Port::IdeCommand, 0)) => match DataWidth::from_bytes(size) {
@@ -315,6 +342,20 @@ impl Platform {
                 };
                 self.com1
                     .write(offset as u8, byte, &mut transmitter, &mut edge);
+                COM1_IRQ
+            }
+            Some((Port::Com1Answer, offset)) => {
+                let mut transmitter = AnswerTransmitter {
+                    console: &mut self.console,
+                    out,
+                    answered: None,
+                };
+                self.com1
+                    .write(offset as u8, byte, &mut transmitter, &mut edge);
+                if let Some(at) = transmitter.answered {
+                    self.answered_at = Some(at);
+                    self.ports.remap(COM1_BASE, Port::Com1);
+                }
                 COM1_IRQ
             }
             Some((Port::IdeCommand, 0)) => {
@@ -423,10 +464,17 @@ impl Platform {
         }
     }
 
+    /// When the guest last answered console input (its first transmitted byte after input
+    /// reached it), once: the run loop sends it as a record when it is not busy.
+    pub fn take_answer(&mut self) -> Option<u64> {
+        self.answered_at.take()
+    }
+
     /// Console input from the host.
     pub fn push_console_input(&mut self, bytes: &[u8]) {
         let mut edge = Edge::default();
         self.com1.push_input(bytes, &mut edge);
+        self.ports.remap(COM1_BASE, Port::Com1Answer);
         if edge.0 {
             self.raise(COM1_IRQ);
         }
@@ -511,6 +559,7 @@ mod disk_tests {
     struct Out<'a> {
         drive: &'a mut FakeDrive,
         accepted: Vec<DiskIo>,
+        clock: u64,
     }
 
     impl PlatformOutput for Out<'_> {
@@ -522,8 +571,40 @@ mod disk_tests {
             Some(self.drive)
         }
         fn now(&mut self) -> u64 {
-            0
+            self.clock
         }
+    }
+
+    #[test]
+    fn the_first_byte_after_input_is_an_answer() {
+        let mut drive = FakeDrive::new(64);
+        let mut platform = vm_on(0, 8, &drive);
+        let mut out = Out {
+            drive: &mut drive,
+            accepted: Vec::new(),
+            clock: 0,
+        };
+        // Output with no input before it answers nothing.
+        out.clock = 10;
+        platform.port_out(0x3F8, 1, u32::from(b'$'), &mut out);
+        assert_eq!(platform.take_answer(), None);
+        platform.push_console_input(b"l");
+        platform.push_console_input(b"s");
+        assert_eq!(platform.take_answer(), None, "input alone is no answer");
+        out.clock = 20;
+        platform.port_out(0x3F8, 1, u32::from(b'l'), &mut out);
+        out.clock = 30;
+        platform.port_out(0x3F8, 1, u32::from(b's'), &mut out);
+        assert_eq!(
+            platform.take_answer(),
+            Some(20),
+            "the first byte after the input"
+        );
+        assert_eq!(platform.take_answer(), None, "taken once");
+        platform.push_console_input(b"\n");
+        out.clock = 40;
+        platform.port_out(0x3F8, 1, u32::from(b'\n'), &mut out);
+        assert_eq!(platform.take_answer(), Some(40));
     }
 
     /// A VM whose disk is sectors [start, start + sectors) of the drive.
@@ -544,6 +625,7 @@ mod disk_tests {
         let mut out = Out {
             drive,
             accepted: Vec::new(),
+            clock: 0,
         };
         for (offset, value) in [
             (SECTOR_COUNT, 1),

@@ -186,6 +186,12 @@ pub enum Record {
         reason: crate::config::SettingError,
         refused: u64,
     },
+    /// `vm` answered console input: at `tsc` it transmitted its first console byte since an
+    /// [`Event::Input`] reached it (the echo of a keystroke, or the answer to a line). Sent
+    /// late, when the next input reaches the VM or at the end of the run (so that a VM's
+    /// console output costs nothing more while no input waits), hence a record with its own
+    /// time rather than an event.
+    Answer { tsc: u64, vm: u16 },
 }
 
 /// Who asked for a setting change.
@@ -235,6 +241,9 @@ pub enum Event {
     Console { dt: u64, vm: u16, bytes: u32 },
     /// Records dropped so far in the run because the export ring was full (sent when it grows).
     Dropped { dt: u64, total: u64 },
+    /// The hypervisor put `bytes` bytes of console input from the host into `vm`'s UART (its
+    /// receive buffer): a keystroke, or a script's `send`.
+    Input { dt: u64, vm: u16, bytes: u32 },
 }
 
 impl Event {
@@ -246,7 +255,8 @@ impl Event {
             | Self::Wake { dt, .. }
             | Self::Exit { dt, .. }
             | Self::Console { dt, .. }
-            | Self::Dropped { dt, .. } => dt,
+            | Self::Dropped { dt, .. }
+            | Self::Input { dt, .. } => dt,
         }
     }
 
@@ -259,7 +269,8 @@ impl Event {
             | Self::Wake { dt, .. }
             | Self::Exit { dt, .. }
             | Self::Console { dt, .. }
-            | Self::Dropped { dt, .. } => *dt = cycles,
+            | Self::Dropped { dt, .. }
+            | Self::Input { dt, .. } => *dt = cycles,
         }
         self
     }
@@ -271,7 +282,8 @@ impl Event {
             | Self::Descheduled { vm, .. }
             | Self::Wake { vm, .. }
             | Self::Exit { vm, .. }
-            | Self::Console { vm, .. } => Some(vm),
+            | Self::Console { vm, .. }
+            | Self::Input { vm, .. } => Some(vm),
             Self::Dropped { .. } => None,
         }
     }

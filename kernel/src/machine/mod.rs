@@ -843,9 +843,7 @@ impl<V: Vcpu, F: Frames, H: Host> Machine<V, F, H> {
         while let Some(byte) = self.host.poll_input() {
             match self.input.route(byte) {
                 Routed::Deliver { vm, byte } => {
-                    if let Some(vm) = self.vms.get_mut(usize::from(vm)).and_then(Option::as_mut) {
-                        vm.platform.push_console_input(&[byte]);
-                    }
+                    self.input_delivered(vm, byte);
                     self.wakes_changed();
                 }
                 Routed::EndRun => self.end_run(),
@@ -857,6 +855,42 @@ impl<V: Vcpu, F: Frames, H: Host> Machine<V, F, H> {
                 }
                 Routed::Focused { .. } | Routed::Nothing => {}
             }
+        }
+    }
+
+    /// Console input `byte` for VM `vm`: into its UART, with an [`Event::Input`], after the
+    /// VM's answer to its previous input if one waits ([`Self::send_answer`]). Out of line and
+    /// cold: the run loop polls for input all the time and nearly never finds any (in Bochs
+    /// every instruction is TSC time).
+    #[cold]
+    #[inline(never)]
+    fn input_delivered(&mut self, id: u16, byte: u8) {
+        self.send_answer(usize::from(id));
+        if let Some(vm) = self.vms.get_mut(usize::from(id)).and_then(Option::as_mut) {
+            vm.platform.push_console_input(&[byte]);
+            let now = self.host.now();
+            self.host.exporter().event(
+                now,
+                Event::Input {
+                    dt: 0,
+                    vm: id,
+                    bytes: 1,
+                },
+            );
+        }
+    }
+
+    /// Sends VM `id`'s answer to console input, if one waits, as a [`Record::Answer`].
+    fn send_answer(&mut self, id: usize) {
+        let answered = self
+            .vms
+            .get_mut(id)
+            .and_then(Option::as_mut)
+            .and_then(|vm| vm.platform.take_answer());
+        if let Some(tsc) = answered {
+            self.host
+                .exporter()
+                .emit_or_drop(&Record::Answer { tsc, vm: id as u16 });
         }
     }
 
@@ -1209,6 +1243,9 @@ impl<V: Vcpu, F: Frames, H: Host> Machine<V, F, H> {
             "wake p99",
             "wake max"
         );
+        for id in 0..summary.vms.len() {
+            self.send_answer(id);
+        }
         for (id, vm) in summary.vms.iter().enumerate() {
             let name = self.vm(id).map_or("?", |vm| vm.name.as_str());
             let (blocked_console, blocked_records) = self

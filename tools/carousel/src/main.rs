@@ -83,6 +83,10 @@ enum Command {
         /// disk grids, the tables) to FILE.
         #[arg(long, value_name = "FILE")]
         html: Option<PathBuf>,
+        /// With --format csv: one row per VM and task latency (each timed script step, the
+        /// keystroke response) instead of one row per VM.
+        #[arg(long)]
+        latencies: bool,
     },
     /// The live page over a finished trace: every chart and console, with a time slider that
     /// scrubs them all to any moment. Consoles come from com1.txt beside the trace (a run
@@ -294,12 +298,14 @@ fn main() -> ExitCode {
             vm,
             interval,
             html,
+            latencies,
         } => {
             let options = carousel::commands::report::ReportOptions {
                 format,
                 vm: vm.as_deref(),
                 interval_ms: interval,
                 html: html.as_deref(),
+                latencies,
             };
             carousel::commands::report::report_command(&trace, &options)
         }

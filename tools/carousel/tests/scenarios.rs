@@ -1351,6 +1351,100 @@ fn a_script_step_that_times_out_fails_the_vm() {
     assert!(start.elapsed().as_secs() < 60, "{describe}");
 }
 
+/// Task latencies from the console, with Carousel's devcheck guest: its script step "ping"
+/// is timed from the hypervisor delivering the typed line's first byte (an Input event) to the
+/// console line that matched the next step, and the keystroke response from that input to the
+/// guest's first output byte after it (an Answer record). Both are checked against the TSC
+/// times of the same events in the trace, read here on their own (the console line's time is
+/// its console event's, paired with com1.txt), in the run's table and in `carousel report`.
+#[test]
+#[ignore = "boots an emulator; run by ci/test"]
+fn step_durations_and_keystroke_response_come_from_the_trace() {
+    use carousel_trace::model::console::{find_line, timed_lines, ConsoleLog};
+
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let lab = dir.path().join("steps.toml");
+    std::fs::write(
+        &lab,
+        "[run]\nquantum_us = 1000\nips = 1_000_000\ntsc_hz = 50_000_000\ntimeout_s = 120\n\n\
+         [[vm]]\nname = \"dev\"\nkernel = \"devcheck\"\nmemory_mib = 8\nargs = \"expect_input=ping\"\n\n\
+         [[vm.script]]\nexpect = '^devcheck: waiting for input$'\nsend = \"ping\\n\"\nlabel = \"ping\"\n\n\
+         [[vm.script]]\nexpect = '^devcheck: received \"ping\"$'\n",
+    )
+    .expect("the lab file is written");
+    let out = dir.path().join("run");
+    let run = run_file(&lab, &out, &[]);
+    let describe = run.describe();
+    assert_eq!(run.code, Some(0), "{describe}");
+    assert!(run.stdout.contains("STEPS"), "{describe}");
+    assert!(run.stdout.contains("KEYSTROKE RESPONSE"), "{describe}");
+
+    // The same events, read from the trace and COM1 here.
+    let records = records_of(&out, &describe);
+    let com1 = std::fs::read_to_string(out.join("com1.txt")).expect("com1.txt is there");
+    let names = vec!["dev".to_string()];
+    let lines = timed_lines(&com1, &names, &ConsoleLog::of_records(&records)).expect("paired");
+    let (waiting_at, waiting) =
+        find_line(&lines[0], 0, "devcheck: waiting for input").expect("the prompt is timed");
+    let (_, received) =
+        find_line(&lines[0], waiting_at, "devcheck: received").expect("the answer is timed");
+    let mut inputs = Vec::new();
+    let mut answers = Vec::new();
+    for record in &records {
+        match record {
+            Record::Events { tsc, events } => {
+                for (now, event) in carousel_protocol::record::timed_events(*tsc, events) {
+                    if let Event::Input { vm: 0, bytes, .. } = event {
+                        inputs.push((now, *bytes));
+                    }
+                }
+            }
+            Record::Answer { tsc, vm: 0 } => answers.push(*tsc),
+            _ => {}
+        }
+    }
+    assert_eq!(
+        inputs.iter().map(|(_, bytes)| bytes).sum::<u32>(),
+        5,
+        "\"ping\\n\" is five bytes: {inputs:?}\n{describe}"
+    );
+    let sent = inputs[0].0;
+    assert!(
+        waiting <= sent && sent < received,
+        "input at {sent} lies between the prompt ({waiting}) and the answer ({received})"
+    );
+    assert_eq!(answers.len(), 1, "one answer: {answers:?}\n{describe}");
+    assert!(sent < answers[0] && answers[0] <= received, "{answers:?}");
+
+    let report = carousel(&[
+        "report",
+        out.join("com2.bin").to_str().expect("a UTF-8 path"),
+        "--format",
+        "json",
+    ]);
+    assert_eq!(report.code, Some(0), "{}", report.describe());
+    let json: Value = serde_json::from_str(&report.stdout).expect("the report is JSON");
+    let rows = json["latencies"].as_array().expect("a latencies array");
+    let step = rows
+        .iter()
+        .find(|row| row["kind"] == "step")
+        .unwrap_or_else(|| panic!("a step row: {rows:?}"));
+    assert_eq!(step["name"], "ping");
+    assert_eq!(step["count"], 1);
+    assert_eq!(step["mean_cycles"], received - sent, "{rows:?}");
+    let keys = rows
+        .iter()
+        .find(|row| row["kind"] == "keystroke")
+        .unwrap_or_else(|| panic!("a keystroke row: {rows:?}"));
+    assert_eq!(keys["count"], 1);
+    assert_eq!(keys["mean_cycles"], answers[0] - sent, "{rows:?}");
+    eprintln!(
+        "ping step {} cycles, keystroke response {} cycles (at 50 MHz)",
+        received - sent,
+        answers[0] - sent
+    );
+}
+
 /// A run that reaches its timeout is ended by the hypervisor, not cut off: the verdict is
 /// "timed out", yet the accounting report comes and the log says where each VM stood.
 #[test]
@@ -1673,6 +1767,19 @@ fn bad_templates_are_refused_before_anything_starts() {
             "range.toml",
             format!("[[vm]]\nname = \"w{{i}}\"\ncount = 4\n{spin}weight = 99\n"),
             vec!["`vm[0].weight` = 99", "vm \"w0\" (from [[vm]] 0, count 4)"],
+        ),
+        (
+            "repeat.toml",
+            format!(
+                "[[vm]]\nname = \"r{{i}}\"\ncount = 2\n{spin}\
+                 [[vm.script]]\nexpect = 'x'\nrepeat = 10001\n"
+            ),
+            vec!["`vm[0].script[0].repeat` = 10001", "1..=10000", "vm \"r0\""],
+        ),
+        (
+            "label.toml",
+            format!("[[vm]]\nname = \"l\"\n{spin}[[vm.script]]\nexpect = 'x'\nlabel = ''\n"),
+            vec!["`vm[0].script[0].label`", "cannot be empty"],
         ),
     ] {
         let lab = dir.path().join(name);

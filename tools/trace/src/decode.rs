@@ -221,6 +221,7 @@ fn events_of_vm(tsc: u64, events: &[Event], id: u16) -> Vec<Event> {
                 },
                 Event::Console { bytes, .. } => Event::Console { dt, vm: 0, bytes },
                 Event::Dropped { total, .. } => Event::Dropped { dt, total },
+                Event::Input { bytes, .. } => Event::Input { dt, vm: 0, bytes },
             }
         })
         .collect()
@@ -246,7 +247,8 @@ fn vm_of(record: &mut Record) -> Option<&mut u16> {
         | Record::AddressSpaces { vm, .. }
         | Record::TimerLag { vm, .. }
         | Record::ExitInterval { vm, .. }
-        | Record::VmStopped { vm, .. } => Some(vm),
+        | Record::VmStopped { vm, .. }
+        | Record::Answer { vm, .. } => Some(vm),
         Record::VmSummary(summary) => Some(&mut summary.vm),
         Record::SettingChanged { setting, .. } | Record::SettingRefused { setting, .. } => {
             match setting {

@@ -8,6 +8,7 @@
 use std::path::Path;
 
 use carousel_trace::decode::{only_vm, read_trace};
+use carousel_trace::model::steps::{time_steps, StepsFile, STEPS_FILE};
 use carousel_trace::model::{Keep, Model, ModelBuilder};
 use carousel_trace::render::{csv, html, json, text};
 
@@ -72,16 +73,42 @@ pub struct ReportOptions<'a> {
     pub interval_ms: Option<f64>,
     /// `--html FILE`: also write the report page there.
     pub html: Option<&'a Path>,
+    /// `--latencies`: CSV of the task latencies instead of the VM rows.
+    pub latencies: bool,
+}
+
+/// Times the script steps of `model` from the run's [`STEPS_FILE`] beside the trace at `path`
+/// (which step matched which console line: `carousel run` writes it). Nothing to do without
+/// the file or with `--vm` (the trace's VM ids are renumbered then); a file that cannot be
+/// read or steps that cannot be timed are a warning.
+fn time_steps_beside(path: &Path, model: &mut Model) {
+    let file = path.with_file_name(STEPS_FILE);
+    let Ok(text) = std::fs::read_to_string(&file) else {
+        return;
+    };
+    let timed = serde_json::from_str::<StepsFile>(&text)
+        .map_err(|error| error.to_string())
+        .and_then(|steps| time_steps(&steps.vms, &model.console, &model.keys));
+    match timed {
+        Ok(steps) => model.steps = Some(steps),
+        Err(problem) => eprintln!(
+            "warning: {}: script steps are not timed: {problem}",
+            file.display()
+        ),
+    }
 }
 
 /// `carousel report TRACE [--format text|json|csv] [--vm NAME] [--interval MS] [--html FILE]`;
 /// returns the exit code: 0, or 2 when the file cannot be read, holds no record at all, names
 /// no such VM, has no events for `--interval`, or the page cannot be written.
 pub fn report_command(path: &Path, options: &ReportOptions) -> i32 {
-    let model = match load_trace(path, options.vm, "report") {
+    let mut model = match load_trace(path, options.vm, "report") {
         Ok(model) => model,
         Err(code) => return code,
     };
+    if options.vm.is_none() {
+        time_steps_beside(path, &mut model);
+    }
     let intervals = match options.interval_ms.map(|ms| model.intervals(ms)) {
         None => None,
         Some(Ok(rows)) => Some(rows),
@@ -107,10 +134,12 @@ pub fn report_command(path: &Path, options: &ReportOptions) -> i32 {
         );
     }
     let text = match (options.format, &intervals) {
-        (Format::Text, None) => text::report(&model.accounting),
+        (Format::Text, None) => text::report(&model.accounting) + &text::latencies(&model),
         (Format::Text, Some(rows)) => text::intervals(&model, rows),
+        (Format::Csv, _) if options.latencies => csv::latencies(&model),
         (Format::Json, rows) => {
             let mut report = json::report(&model.accounting);
+            report["latencies"] = json::latencies(&model);
             if let Some(rows) = rows {
                 report["intervals"] = json::intervals(&model, rows);
             }

@@ -53,6 +53,11 @@ pub fn run(options: &RunOptions, quiet: bool, interrupted: &AtomicBool) -> Resul
         print!("{}", text::report(accounting));
         println!();
     }
+    let latencies = text::latencies(&finished.model);
+    if !latencies.is_empty() {
+        print!("{latencies}");
+        println!();
+    }
     if !finished.stream_warnings.is_empty() {
         let count = finished.stream_warnings.len();
         println!(

@@ -127,7 +127,7 @@ pub enum LabErrorKind {
     BadCount { key: String, value: String },
     #[error(
         "`{key}` = {value:?}: `{{i}}` stands for the VM's index only in `name`, `args` and \
-         script text (`expect`, `send`)"
+         script text (`expect`, `send`, `label`)"
     )]
     IndexNotTaken { key: String, value: String },
     #[error(
@@ -139,6 +139,13 @@ pub enum LabErrorKind {
         key: String,
         value: String,
         count: usize,
+    },
+    #[error("`{key}` = {value:?}{}: {reason}", in_vm(vm))]
+    BadLabel {
+        key: String,
+        value: String,
+        vm: Option<VmRef>,
+        reason: &'static str,
     },
     #[error("`{key}`: {reason}")]
     NotADefault { key: String, reason: &'static str },

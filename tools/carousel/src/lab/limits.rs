@@ -56,6 +56,8 @@ pub const BLANK_DISK_KIB_RANGE: RangeInclusive<i64> = 1..=(DISK_MAX_BYTES / 1024
 pub const DRIVE_MAX_GIB: u64 = 512;
 /// Allowed script step timeouts, in seconds.
 pub const STEP_TIMEOUT_S_RANGE: RangeInclusive<i64> = 1..=86_400;
+/// `vm.script[].repeat`.
+pub const STEP_REPEAT_RANGE: RangeInclusive<i64> = 1..=10_000;
 /// Allowed number of VMs in one lab.
 /// Allowed `run.interval_us` (metrics interval, microseconds of TSC time).
 pub const INTERVAL_US_RANGE: RangeInclusive<i64> = 100..=10_000_000;

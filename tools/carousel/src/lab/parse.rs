@@ -908,13 +908,58 @@ fn script_steps(checker: &Checker<'_>, vm: &VmTable) -> Result<Vec<Step>, LabErr
                 STEP_TIMEOUT_S_RANGE,
                 DEFAULT_STEP_TIMEOUT_S as i64,
             )? as u64;
+            let repeat = vm_int(
+                checker,
+                vm,
+                &field("repeat"),
+                step.repeat.as_ref(),
+                STEP_REPEAT_RANGE,
+                1,
+            )? as u32;
+            let label = match &step.label {
+                None => None,
+                Some(label) => Some(step_label(label.get_ref()).map_err(|reason| {
+                    checker.error(
+                        Some(label.span()),
+                        LabErrorKind::BadLabel {
+                            key: vm.key(&field("label")),
+                            value: label.get_ref().clone(),
+                            vm: vm.context(&field("label")),
+                            reason,
+                        },
+                    )
+                })?),
+            };
             Ok(Step {
                 expect,
                 send: step.send.as_ref().map(|send| send.get_ref().clone()),
                 timeout: Duration::from_secs(timeout_s),
+                label,
+                repeat,
             })
         })
         .collect()
+}
+
+/// The longest step label.
+pub const LABEL_MAX: usize = 64;
+
+/// A step label as reports show it (a table cell, a CSV field): 1 to [`LABEL_MAX`] printable
+/// ASCII characters, without a comma or a quote.
+fn step_label(label: &str) -> Result<String, &'static str> {
+    if label.is_empty() {
+        return Err("a label names the step in reports and cannot be empty");
+    }
+    if label.len() > LABEL_MAX {
+        return Err("a label has at most 64 characters");
+    }
+    if !label
+        .bytes()
+        .all(|byte| (0x20..0x7F).contains(&byte) && !matches!(byte, b',' | b'"'))
+    {
+        return Err("a label is printable ASCII without commas or quotes");
+    }
+    Ok(label.to_string())
 }
 
 #[cfg(test)]
@@ -1821,6 +1866,42 @@ mod tests {
             assert!(error.contains(key), "{sweep}: {error}");
             assert!(error.contains(says), "{sweep}: {error}");
         }
+    }
+
+    #[test]
+    fn steps_take_a_label_and_a_repeat() {
+        let dir = Dir::new();
+        let lab = dir
+            .parse(&with_vm(
+                "[[vm.script]]\nexpect = 'x'\nsend = 'y'\nlabel = 'echo hi'\nrepeat = 50\n\
+                 [[vm.script]]\nexpect = 'z'\n",
+            ))
+            .unwrap();
+        let script = &lab.vms[0].script;
+        assert_eq!(script[0].label.as_deref(), Some("echo hi"));
+        assert_eq!(script[0].repeat, 50);
+        assert_eq!((script[1].label.as_deref(), script[1].repeat), (None, 1));
+        for value in ["0", "10001", "-1"] {
+            let error = dir.error(&with_vm(&format!(
+                "[[vm.script]]\nexpect = 'x'\nrepeat = {value}\n"
+            )));
+            assert_range_error(&error, "vm[0].script[0].repeat", value, "1..=10000");
+        }
+        let error = dir.error(&with_vm("[[vm.script]]\nexpect = 'x'\nrepeat = 'many'\n"));
+        assert!(error.contains("repeat"), "{error}");
+        for (label, why) in [
+            ("", "cannot be empty"),
+            ("a,b", "without commas"),
+            (&"x".repeat(65), "at most 64"),
+        ] {
+            let error = dir.error(&with_vm(&format!(
+                "[[vm.script]]\nexpect = 'x'\nlabel = '{label}'\n"
+            )));
+            assert!(error.contains("`vm[0].script[0].label`"), "{error}");
+            assert!(error.contains(why), "{error}");
+        }
+        let error = dir.error(&with_vm("[[vm.script]]\nexpect = 'x'\nlabel = \"a\\tb\"\n"));
+        assert!(error.contains("printable ASCII"), "{error}");
     }
 
     #[test]

@@ -149,6 +149,12 @@ pub(super) struct RawStep {
     pub(super) send: Option<Spanned<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) timeout_s: Option<Spanned<i64>>,
+    /// The step's name in reports (`{i}` is replaced in it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) label: Option<Spanned<String>>,
+    /// How many times the step waits and sends (a distribution of durations).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) repeat: Option<Spanned<i64>>,
 }
 
 /// The whole file as written.

@@ -51,6 +51,10 @@ pub struct Step {
     pub expect: Pattern,
     /// Typed into the VM once a line matched.
     pub send: Option<String>,
-    /// From the previous step's match (or the run's start).
+    /// From the previous step's match (or the run's start), for each repetition.
     pub timeout: Duration,
+    /// The step's name in reports (`label = "..."`); None: its number.
+    pub label: Option<String>,
+    /// How many times the step waits for its line and sends (`repeat = N`, at least 1).
+    pub repeat: u32,
 }

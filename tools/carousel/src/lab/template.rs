@@ -94,11 +94,15 @@ impl VmTable {
                     expect,
                     send,
                     timeout_s,
+                    label,
+                    repeat,
                 } = step.get_ref();
                 let step_copy = RawStep {
                     expect: put(expect),
                     send: send.as_ref().map(put),
                     timeout_s: timeout_s.clone(),
+                    label: label.as_ref().map(put),
+                    repeat: repeat.clone(),
                 };
                 Spanned::new(step.span(), step_copy)
             })
@@ -404,6 +408,7 @@ mod tests {
             "[[vm]]\nname = \"a\"\n{SPIN}\n\
              [[vm]]\nname = \"s{{i}}\"\ncount = 3\n{SPIN}args = \"id={{i}} of={{i}}{{i}}\"\n\
              [[vm.script]]\nexpect = 'vm {{i}} ready'\nsend = \"go {{i}}\\n\"\ntimeout_s = 5\n\
+             label = 'go {{i}}'\nrepeat = 2\n\
              [[vm.script]]\nexpect = 'done'\n\
              [[vm]]\nname = \"z\"\n{SPIN}"
         );
@@ -420,6 +425,8 @@ mod tests {
             assert_eq!(step.expect.get_ref(), &format!("vm {i} ready"));
             assert_eq!(step.send.as_ref().unwrap().get_ref(), &format!("go {i}\n"));
             assert_eq!(*step.timeout_s.as_ref().unwrap().get_ref(), 5);
+            assert_eq!(step.label.as_ref().unwrap().get_ref(), &format!("go {i}"));
+            assert_eq!(*step.repeat.as_ref().unwrap().get_ref(), 2);
             assert_eq!(vm.script[1].get_ref().expect.get_ref(), "done");
             assert_eq!(vm.kernel.get_ref(), "spin");
             // A copy's values point at the template's text.

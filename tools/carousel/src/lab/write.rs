@@ -126,6 +126,9 @@ impl Lab {
                                     expect: spanned(step.expect.as_str().to_string()),
                                     send: step.send.clone().map(spanned),
                                     timeout_s: int(step.timeout.as_secs() as i64),
+                                    label: step.label.clone().map(spanned),
+                                    repeat: (step.repeat != 1)
+                                        .then(|| spanned(i64::from(step.repeat))),
                                 })
                             })
                             .collect()
@@ -222,6 +225,8 @@ mod tests {
             expect: Pattern::new(r"^\$ $").expect("a pattern"),
             send: Some("ls\n".to_string()),
             timeout: Duration::from_secs(600),
+            label: Some("list".to_string()),
+            repeat: 7,
         }];
         first.weight = 3;
         let mut second = Vm::new("second", Kernel::Builtin("spin".into()), 8);

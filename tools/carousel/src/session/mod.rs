@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use carousel_protocol::record::{Record, TraceLevel};
 use carousel_trace::model::accounting::Accounting;
+use carousel_trace::model::steps::{time_steps, StepsFile, STEPS_FILE};
 use carousel_trace::model::Model;
 use carousel_trace::verdict::{self, Ending, Outcome, RunFacts, Verdict};
 
@@ -404,7 +405,23 @@ pub fn execute_lab(
     );
 
     // Disks (the emulator is gone: nothing writes the drive any more), then the verdict.
-    let model = received.model.finish();
+    let mut model = received.model.finish();
+    if received.scripts.any() {
+        let matches = StepsFile {
+            vms: (0..lab.vms.len())
+                .map(|vm| received.scripts.matches(vm).to_vec())
+                .collect(),
+        };
+        let file = out.join(STEPS_FILE);
+        let text = serde_json::to_string(&matches).expect("matches serialize");
+        if let Err(error) = fs::write(&file, text) {
+            say(format!("warning: cannot write {}: {error}", file.display()));
+        }
+        match time_steps(&matches.vms, &model.console, &model.keys) {
+            Ok(steps) => model.steps = Some(steps),
+            Err(problem) => say(format!("warning: script steps are not timed: {problem}")),
+        }
+    }
     let (persisted, persist_failed) = persist::persist_disks(&out, manifest);
     let names: Vec<String> = lab.vms.iter().map(|vm| vm.name.clone()).collect();
     let scripts = received.scripts.results();

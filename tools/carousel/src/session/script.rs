@@ -19,6 +19,7 @@ use std::io::{self, Write};
 use std::time::{Duration, Instant};
 
 use carousel_protocol::config::Setting;
+use carousel_trace::model::steps::StepMatch;
 use carousel_trace::verdict::ScriptResult;
 
 use crate::lab::script::Step;
@@ -59,9 +60,11 @@ pub enum Event {
 /// Where one VM's script stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum State {
-    /// Waiting for step `next` (0-based) since `since` (None: the run has not started).
+    /// Waiting for repetition `round` (0-based) of step `next` (0-based) since `since` (None:
+    /// the run has not started).
     Waiting {
         next: usize,
+        round: u32,
         since: Option<Instant>,
     },
     Finished,
@@ -76,6 +79,10 @@ struct VmScript {
     steps: Vec<Step>,
     state: State,
     recent: VecDeque<String>,
+    /// Console lines of the VM so far.
+    lines: usize,
+    /// Every step (repetition) matched, in order.
+    matches: Vec<StepMatch>,
 }
 
 /// Every VM's script, followed over the console lines the caller feeds in.
@@ -96,11 +103,14 @@ impl Scripts {
                 } else {
                     State::Waiting {
                         next: 0,
+                        round: 0,
                         since: None,
                     }
                 },
                 steps,
                 recent: VecDeque::with_capacity(CONTEXT_LINES),
+                lines: 0,
+                matches: Vec::new(),
             })
             .collect();
         Self { vms }
@@ -145,7 +155,9 @@ impl Scripts {
             script.recent.pop_front();
         }
         script.recent.push_back(text.to_string());
-        let State::Waiting { next, since } = script.state else {
+        let line = script.lines;
+        script.lines += 1;
+        let State::Waiting { next, round, since } = script.state else {
             return Vec::new();
         };
         let step = &script.steps[next];
@@ -155,18 +167,31 @@ impl Scripts {
         if late || !step.expect.is_match(text) {
             return Vec::new();
         }
+        script.matches.push(StepMatch {
+            step: next,
+            label: step.label.clone(),
+            line,
+            sends: step.send.is_some(),
+        });
         let mut events = vec![Event::Matched {
             vm,
             step: next + 1,
             line: text.to_string(),
             send: step.send.clone(),
         }];
-        if next + 1 == script.steps.len() {
+        if round + 1 < step.repeat {
+            script.state = State::Waiting {
+                next,
+                round: round + 1,
+                since: Some(now),
+            };
+        } else if next + 1 == script.steps.len() {
             script.state = State::Finished;
             events.push(Event::Finished { vm });
         } else {
             script.state = State::Waiting {
                 next: next + 1,
+                round: 0,
                 since: Some(now),
             };
         }
@@ -179,6 +204,7 @@ impl Scripts {
         for (vm, script) in self.vms.iter_mut().enumerate() {
             let State::Waiting {
                 next,
+                round,
                 since: Some(since),
             } = script.state
             else {
@@ -188,8 +214,13 @@ impl Scripts {
             if now.saturating_duration_since(since) <= step.timeout {
                 continue;
             }
+            let repetition = if step.repeat > 1 {
+                format!(" (repetition {} of {})", round + 1, step.repeat)
+            } else {
+                String::new()
+            };
             let reason = format!(
-                "script step {}: no line matched {} within {} s",
+                "script step {}{repetition}: no line matched {} within {} s",
                 next + 1,
                 step.expect,
                 format_seconds(step.timeout)
@@ -231,6 +262,12 @@ impl Scripts {
                 })
             })
             .collect()
+    }
+
+    /// The steps VM `vm` matched so far, each repetition apart, with the index of the console
+    /// line that matched (for [`carousel_trace::model::steps`] to time them).
+    pub fn matches(&self, vm: usize) -> &[StepMatch] {
+        self.vms.get(vm).map_or(&[], |vm| &vm.matches)
     }
 
     /// The step (1-based) VM `vm` failed at, if its script failed.
@@ -360,6 +397,8 @@ mod tests {
             expect: Pattern::new(expect).unwrap(),
             send: send.map(str::to_string),
             timeout: Duration::from_secs(timeout_s),
+            label: None,
+            repeat: 1,
         }
     }
 
@@ -380,6 +419,56 @@ mod tests {
                 _ => None,
             })
             .collect()
+    }
+
+    #[test]
+    fn a_repeated_step_waits_and_sends_each_time_and_records_its_lines() {
+        let start = Instant::now();
+        let mut echo = step(r"^\$ $", Some("echo hi\n"), 5);
+        echo.label = Some("echo".to_string());
+        echo.repeat = 3;
+        let mut scripts = Scripts::new(vec![vec![echo, step("^bye$", None, 5)], Vec::new()]);
+        scripts.start(start);
+        let mut sent = Vec::new();
+        for (second, line) in ["boot", "$ ", "hi", "$ ", "$ ", "hi", "bye", "bye"]
+            .into_iter()
+            .enumerate()
+        {
+            sent.extend(sends(&scripts.line(0, line, secs(start, second as u64))));
+        }
+        assert_eq!(sent.len(), 3, "three repetitions, three sends: {sent:?}");
+        assert!(scripts.done(0));
+        let lines: Vec<(usize, usize, bool)> = scripts
+            .matches(0)
+            .iter()
+            .map(|m| (m.step, m.line, m.sends))
+            .collect();
+        assert_eq!(
+            lines,
+            [(0, 1, true), (0, 3, true), (0, 4, true), (1, 6, false)]
+        );
+        assert_eq!(scripts.matches(0)[0].label.as_deref(), Some("echo"));
+        assert!(scripts.matches(1).is_empty() && scripts.matches(9).is_empty());
+        assert_eq!(
+            scripts.results()[0],
+            Some(ScriptResult::Finished { steps: 2 })
+        );
+    }
+
+    #[test]
+    fn a_repetition_that_times_out_is_named() {
+        let start = Instant::now();
+        let mut echo = step("^ok$", Some("x"), 5);
+        echo.repeat = 4;
+        let mut scripts = Scripts::new(vec![vec![echo]]);
+        scripts.start(start);
+        assert_eq!(sends(&scripts.line(0, "ok", secs(start, 1))).len(), 1);
+        let events = scripts.tick(secs(start, 7));
+        let Some(Event::Failed { reason, step, .. }) = events.first() else {
+            panic!("the second repetition times out: {events:?}");
+        };
+        assert_eq!(*step, 1);
+        assert!(reason.contains("step 1 (repetition 2 of 4)"), "{reason}");
     }
 
     #[test]

@@ -874,6 +874,8 @@ mod tests {
             expect: Pattern::new(r"^\$ $").unwrap(),
             send: Some("ls\n".to_string()),
             timeout: Duration::from_secs(60),
+            label: None,
+            repeat: 1,
         };
         let mut received = Received::new(
             Console::Quiet,

@@ -12,6 +12,7 @@
 use std::collections::BTreeMap;
 
 use carousel_trace::model::accounting::{Accounting, SLEEPY_WAKE_LATE, SPIN_ITERATIONS};
+use carousel_trace::model::steps::{KeyLog, Spread, VmSteps};
 use serde::{Deserialize, Serialize};
 
 /// `diskio`'s cumulative count of sectors moved.
@@ -55,6 +56,14 @@ pub const THROUGHPUT_VM: &str = "throughput.vm.";
 pub const THROUGHPUT_TOTAL: &str = "throughput.total.";
 /// Prefix of a class's wake latency: `wake.CLASS.p50_cycles`, `wake.CLASS.p99_cycles`.
 pub const WAKE_CLASS: &str = "wake.";
+
+/// Prefix of a script step's duration in one run: `step.VM.STEP.mean_cycles` (the mean over
+/// its repetitions), `.min_cycles`, `.max_cycles`, `.count`; STEP is its label or `step N`.
+pub const STEP: &str = "step.";
+/// Prefix of a VM's whole script, first timed send to last match: `script.VM.cycles`.
+pub const SCRIPT: &str = "script.";
+/// Prefix of a VM's keystroke response: `keys.VM.p50_cycles`, `keys.VM.p99_cycles`.
+pub const KEYS: &str = "keys.";
 
 /// Percent in a whole.
 const PERCENT: f64 = 100.0;
@@ -288,6 +297,41 @@ pub fn figures(accounting: &Accounting, vms: &[VmInfo]) -> Result<Figures, Strin
     Ok(figures)
 }
 
+/// Adds each VM's task latencies to `figures`: its timed script steps (`steps`, by VM id,
+/// when the run's steps were timed) and its keystroke response (`keys`). `names` are the VMs'
+/// names by id.
+pub fn latency_figures(
+    figures: &mut Figures,
+    names: &[String],
+    steps: Option<&[VmSteps]>,
+    keys: &KeyLog,
+) {
+    let name = |vm: usize| names.get(vm).cloned().unwrap_or_else(|| format!("vm{vm}"));
+    for (vm, timed) in steps.unwrap_or(&[]).iter().enumerate() {
+        for step in &timed.steps {
+            let Some(spread) = Spread::of(&step.durations) else {
+                continue;
+            };
+            let prefix = format!("{STEP}{}.{}.", name(vm), step.name());
+            figures.set(&format!("{prefix}mean_cycles"), Some(spread.mean as f64));
+            figures.set(&format!("{prefix}min_cycles"), Some(spread.min as f64));
+            figures.set(&format!("{prefix}max_cycles"), Some(spread.max as f64));
+            figures.set(&format!("{prefix}count"), Some(spread.count as f64));
+        }
+        figures.set(
+            &format!("{SCRIPT}{}.cycles", name(vm)),
+            timed.script.map(|cycles| cycles as f64),
+        );
+    }
+    for vm in 0..keys.vm_count() {
+        if let Some(spread) = Spread::of(&keys.responses_of(vm)) {
+            let prefix = format!("{KEYS}{}.", name(vm));
+            figures.set(&format!("{prefix}p50_cycles"), Some(spread.p50 as f64));
+            figures.set(&format!("{prefix}p99_cycles"), Some(spread.p99 as f64));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use carousel_protocol::record::{Record, RunSummary, TraceLevel, TscSource, VmSummary};
@@ -483,6 +527,55 @@ mod tests {
         assert_eq!(figures.get(WAKE_P99), Some(50.0));
         assert!(figures.get(RESPONSE_P99).is_none());
         assert!(figures.get(TIMER_LAG_MEAN).is_none());
+    }
+
+    #[test]
+    fn latencies_are_figures_per_vm_and_step() {
+        use carousel_trace::model::steps::StepDurations;
+        let steps = vec![
+            VmSteps::default(),
+            VmSteps {
+                steps: vec![
+                    StepDurations {
+                        step: 0,
+                        label: Some("echo".into()),
+                        durations: vec![10, 30, 20],
+                    },
+                    StepDurations {
+                        step: 2,
+                        label: None,
+                        durations: vec![5],
+                    },
+                ],
+                script: Some(70),
+            },
+        ];
+        let mut keys = KeyLog::default();
+        keys.add(&Record::Events {
+            tsc: 0,
+            events: vec![carousel_protocol::record::Event::Input {
+                dt: 0,
+                vm: 1,
+                bytes: 1,
+            }],
+        });
+        keys.add(&Record::Answer { tsc: 9, vm: 1 });
+        let mut figures = Figures::default();
+        let names = vec!["a".to_string(), "sh".to_string()];
+        latency_figures(&mut figures, &names, Some(&steps), &keys);
+        for (name, value) in [
+            ("step.sh.echo.mean_cycles", 20.0),
+            ("step.sh.echo.min_cycles", 10.0),
+            ("step.sh.echo.max_cycles", 30.0),
+            ("step.sh.echo.count", 3.0),
+            ("step.sh.step 3.mean_cycles", 5.0),
+            ("script.sh.cycles", 70.0),
+            ("keys.sh.p50_cycles", 9.0),
+            ("keys.sh.p99_cycles", 9.0),
+        ] {
+            assert_eq!(figures.get(name), Some(value), "{name}: {figures:?}");
+        }
+        assert!(figures.values.keys().all(|name| !name.contains(".a.")));
     }
 
     #[test]

@@ -14,6 +14,7 @@ use std::path::Path;
 use carousel_trace::decode::decode_trace;
 use carousel_trace::escape;
 use carousel_trace::format::group;
+use carousel_trace::model::steps::{time_steps, StepsFile, STEPS_FILE};
 use carousel_trace::model::{Keep, ModelBuilder};
 use carousel_trace::render::table::{Align, Table};
 use serde::{Deserialize, Serialize};
@@ -192,16 +193,32 @@ pub fn read_run(dir: &Path) -> Result<FoundRun, String> {
                 let weights = result.vms.iter().map(|vm| vm.weight).collect();
                 let mut model = ModelBuilder::with_weights(Keep::Totals, weights);
                 decode_trace(&bytes, |item| model.add_item(item));
-                let model = model.finish();
-                figures::figures(&model.accounting, &result.vms).map_err(|error| {
-                    if model.damage.is_empty() {
-                        error
-                    } else {
-                        let damage: Vec<String> =
-                            model.damage.iter().map(ToString::to_string).collect();
-                        format!("{error} (the trace is damaged: {})", damage.join("; "))
-                    }
-                })
+                let mut model = model.finish();
+                let steps = std::fs::read_to_string(dir.join(STEPS_FILE))
+                    .ok()
+                    .and_then(|text| serde_json::from_str::<StepsFile>(&text).ok())
+                    .and_then(|file| time_steps(&file.vms, &model.console, &model.keys).ok());
+                model.steps = steps;
+                let names: Vec<String> = result.vms.iter().map(|vm| vm.name.clone()).collect();
+                figures::figures(&model.accounting, &result.vms)
+                    .map(|mut found| {
+                        figures::latency_figures(
+                            &mut found,
+                            &names,
+                            model.steps.as_deref(),
+                            &model.keys,
+                        );
+                        found
+                    })
+                    .map_err(|error| {
+                        if model.damage.is_empty() {
+                            error
+                        } else {
+                            let damage: Vec<String> =
+                                model.damage.iter().map(ToString::to_string).collect();
+                            format!("{error} (the trace is damaged: {})", damage.join("; "))
+                        }
+                    })
             }
             Err(error) => Err(format!("cannot read {}: {error}", trace.display())),
         }
@@ -466,6 +483,127 @@ impl Summary {
         self.names_after(figures::THROUGHPUT_VM)
     }
 
+    /// The task latency figures of every row (steps, scripts, keystrokes), sorted, each once.
+    fn latency_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .rows
+            .iter()
+            .flat_map(|row| row.stats.keys())
+            .filter(|name| is_latency(name))
+            .cloned()
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    /// The STEPS and KEYSTROKE tables of the text form: per configuration, each VM's steps
+    /// (mean duration over the repeats and runs, and the range of the runs' means), its whole
+    /// script, and its keystroke response p50/p99. Empty when no run timed any.
+    fn latency_text(&self) -> String {
+        let mut out = String::new();
+        let config_cells = |row: &Row| {
+            vec![
+                row.point.workload.clone(),
+                row.point.policy.clone(),
+                row.point.weights.clone(),
+                quantum_text(row.point.quantum_us),
+            ]
+        };
+        let unit = if self.tsc_hz.is_some() { "µs" } else { "cyc" };
+        let mut columns: Vec<(&str, Align)> = vec![
+            ("WORKLOAD", Align::Left),
+            ("POLICY", Align::Left),
+            ("WEIGHTS", Align::Left),
+            ("QUANTUM", Align::Right),
+            ("VM", Align::Left),
+            ("STEP", Align::Left),
+            ("COUNT", Align::Right),
+        ];
+        let mean_header = format!("MEAN {unit}");
+        let range_header = format!("MIN..MAX {unit}");
+        columns.push((mean_header.as_str(), Align::Right));
+        columns.push((range_header.as_str(), Align::Right));
+        let mut steps = Table::new(&columns);
+        let keys_header = format!("KEYSTROKE p50/p99 {unit}");
+        let mut keys = Table::new(&[
+            ("WORKLOAD", Align::Left),
+            ("POLICY", Align::Left),
+            ("WEIGHTS", Align::Left),
+            ("QUANTUM", Align::Right),
+            ("VM", Align::Left),
+            (keys_header.as_str(), Align::Right),
+        ]);
+        for row in &self.rows {
+            for (name, stat) in &row.stats {
+                if let Some(rest) = name.strip_prefix(figures::STEP) {
+                    let Some((vm, step)) = rest
+                        .strip_suffix(".mean_cycles")
+                        .and_then(|rest| rest.split_once('.'))
+                    else {
+                        continue;
+                    };
+                    let prefix = format!("{}{vm}.{step}.", figures::STEP);
+                    let figure = |what: &str| row.mean(&format!("{prefix}{what}"));
+                    let mut cells = config_cells(row);
+                    cells.extend([
+                        vm.to_string(),
+                        step.to_string(),
+                        figure("count").map_or("-".to_string(), |count| format!("{count:.0}")),
+                        self.time_text(Some(stat.mean)),
+                        format!(
+                            "{}..{}",
+                            self.time_text(figure("min_cycles")),
+                            self.time_text(figure("max_cycles"))
+                        ),
+                    ]);
+                    steps.push(cells);
+                } else if let Some(vm) = name
+                    .strip_prefix(figures::SCRIPT)
+                    .and_then(|rest| rest.strip_suffix(".cycles"))
+                {
+                    let mut cells = config_cells(row);
+                    cells.extend([
+                        vm.to_string(),
+                        "(whole script)".to_string(),
+                        String::new(),
+                        self.time_text(Some(stat.mean)),
+                        String::new(),
+                    ]);
+                    steps.push(cells);
+                } else if let Some(vm) = name
+                    .strip_prefix(figures::KEYS)
+                    .and_then(|rest| rest.strip_suffix(".p50_cycles"))
+                {
+                    let mut cells = config_cells(row);
+                    cells.extend([
+                        vm.to_string(),
+                        format!(
+                            "{}/{}",
+                            self.time_text(Some(stat.mean)),
+                            self.time_text(row.mean(&format!("{}{vm}.p99_cycles", figures::KEYS)))
+                        ),
+                    ]);
+                    keys.push(cells);
+                }
+            }
+        }
+        if !steps.rows().is_empty() {
+            out.push_str(
+                "\nSTEPS per VM (from a send reaching the VM to the next step's line; mean over \
+                 repeats, MIN..MAX of a run's repeats)\n",
+            );
+            out.push_str(&steps.render());
+        }
+        if !keys.rows().is_empty() {
+            out.push_str(
+                "\nKEYSTROKE RESPONSE per VM (from input reaching the VM to its next output)\n",
+            );
+            out.push_str(&keys.render());
+        }
+        out
+    }
+
     /// What follows `prefix` in the figure names of every row, sorted, each once.
     fn names_after(&self, prefix: &str) -> Vec<String> {
         let mut names: Vec<String> = self
@@ -649,6 +787,7 @@ impl Summary {
             }
             out.push_str(&table.render());
         }
+        out.push_str(&self.latency_text());
         let failures: Vec<&String> = self.rows.iter().flat_map(|row| &row.failures).collect();
         if !failures.is_empty() {
             out.push_str("\nRUNS WITHOUT FIGURES\n");
@@ -687,6 +826,7 @@ impl Summary {
                     .iter()
                     .map(|vm| format!("{}{vm}", figures::THROUGHPUT_VM)),
             )
+            .chain(self.latency_names())
             .collect();
         let names: Vec<&str> = fixed
             .iter()
@@ -772,6 +912,13 @@ impl Summary {
     }
 }
 
+/// True for a task latency figure (a step, a whole script, a keystroke response).
+fn is_latency(name: &str) -> bool {
+    [figures::STEP, figures::SCRIPT, figures::KEYS]
+        .iter()
+        .any(|prefix| name.starts_with(prefix))
+}
+
 /// `lines` (the header first) as CSV.
 fn write_csv(lines: Vec<Vec<String>>) -> String {
     let mut writer = csv::Writer::from_writer(Vec::new());
@@ -853,6 +1000,9 @@ struct RowJson {
     timer_lag_max_cycles: Option<f64>,
     elapsed_cycles: Option<f64>,
     throughput: ThroughputJson,
+    /// Task latencies by figure name (`step.VM.STEP.mean_cycles`, `script.VM.cycles`,
+    /// `keys.VM.p99_cycles`...): means over the runs.
+    latencies: BTreeMap<String, f64>,
     /// Per figure, with repeats: min and max over the runs.
     spread: BTreeMap<String, SpreadJson>,
     lab_hash: String,
@@ -938,6 +1088,12 @@ impl RowJson {
             timer_lag_max_cycles: mean(figures::TIMER_LAG_MAX),
             elapsed_cycles: mean(figures::ELAPSED),
             throughput: ThroughputJson { vms, aggregate },
+            latencies: row
+                .stats
+                .iter()
+                .filter(|(name, _)| is_latency(name))
+                .map(|(name, stat)| (name.clone(), stat.mean))
+                .collect(),
             spread,
             lab_hash: row.lab_hashes.join(","),
             commit: row.commits.join(","),
@@ -1007,6 +1163,62 @@ mod tests {
             ("throughput.vm.s", 100.0),
             ("throughput.total.iterations", 100.0),
         ]
+    }
+
+    #[test]
+    fn steps_and_keystrokes_are_summarized_per_vm_and_label() {
+        // At 1 MHz a cycle is a microsecond.
+        let run = |mean: f64, p99: f64| {
+            vec![
+                ("step.sh.echo.mean_cycles", mean),
+                ("step.sh.echo.min_cycles", mean - 10.0),
+                ("step.sh.echo.max_cycles", mean + 10.0),
+                ("step.sh.echo.count", 50.0),
+                ("script.sh.cycles", mean * 50.0),
+                ("keys.sh.p50_cycles", 7.0),
+                ("keys.sh.p99_cycles", p99),
+            ]
+        };
+        let runs = vec![
+            found(config("w", "boost", 1_000, 1), Ok(&run(100.0, 20.0))),
+            found(config("w", "boost", 1_000, 2), Ok(&run(200.0, 40.0))),
+        ];
+        let summary = summarize(None, &runs);
+        let text = summary.text();
+        let echo = text
+            .lines()
+            .find(|line| line.contains(" sh ") && line.contains("echo"))
+            .unwrap_or_else(|| panic!("a step line\n{text}"));
+        let cells: Vec<&str> = echo.split_whitespace().collect();
+        assert_eq!(
+            cells[4..],
+            ["sh", "echo", "50", "150.0", "140.0..160.0"],
+            "{text}"
+        );
+        assert!(
+            text.contains("(whole script)") && text.contains("7500.0"),
+            "{text}"
+        );
+        let keys = text
+            .lines()
+            .find(|line| line.contains("7.0/30.0"))
+            .unwrap_or_else(|| panic!("a keystroke line\n{text}"));
+        assert!(keys.contains(" sh "), "{text}");
+
+        let csv = summary.csv();
+        let header = csv.lines().next().unwrap();
+        assert!(header.contains("step_sh_echo_mean_cycles"), "{header}");
+        assert!(header.contains("keys_sh_p99_cycles"), "{header}");
+        let json = summary.json();
+        assert_eq!(
+            json["rows"][0]["latencies"]["step.sh.echo.mean_cycles"],
+            150.0
+        );
+        assert_eq!(json["rows"][0]["latencies"]["keys.sh.p99_cycles"], 30.0);
+        assert_eq!(
+            json["rows"][0]["spread"]["step.sh.echo.mean_cycles"]["max"],
+            200.0
+        );
     }
 
     #[test]

@@ -152,7 +152,7 @@ impl EventTally {
             Event::Wake { .. } => self.wakes += 1,
             Event::Exit { .. } => self.exits += 1,
             Event::Console { bytes, .. } => self.console_bytes += u64::from(bytes),
-            Event::Dropped { .. } => {}
+            Event::Dropped { .. } | Event::Input { .. } => {}
         }
     }
 }

@@ -296,7 +296,10 @@ impl Feed {
                 let tsc = self.at(now);
                 self.out.push(Delta::Dropped { tsc, total });
             }
-            Event::Descheduled { .. } | Event::Exit { .. } | Event::Console { .. } => {}
+            Event::Descheduled { .. }
+            | Event::Exit { .. }
+            | Event::Console { .. }
+            | Event::Input { .. } => {}
         }
     }
 

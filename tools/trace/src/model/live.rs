@@ -92,7 +92,10 @@ impl LiveWindow {
                 }
             }
             Event::Dropped { total, .. } => self.dropped = self.dropped.max(total),
-            Event::Wake { .. } | Event::Exit { .. } | Event::Console { .. } => {}
+            Event::Wake { .. }
+            | Event::Exit { .. }
+            | Event::Console { .. }
+            | Event::Input { .. } => {}
         }
     }
 

@@ -17,6 +17,7 @@ pub mod feed;
 pub mod live;
 pub mod samples;
 pub mod settings;
+pub mod steps;
 pub mod timeline;
 pub mod verdict;
 
@@ -26,6 +27,7 @@ use self::accounting::{Accounting, AccountingBuilder};
 use self::console::ConsoleLog;
 use self::live::LiveWindow;
 use self::samples::Samples;
+use self::steps::{KeyLog, VmSteps};
 use self::timeline::{intervals, Interval, Timeline, TimelineBuilder, MAX_INTERVALS};
 use self::verdict::VerdictInputs;
 use crate::decode::{decode_trace, Damage, Item};
@@ -76,6 +78,11 @@ pub struct Model {
     /// Memory maps, disk transfers and exit intervals, with [`Keep::Everything`].
     pub samples: Samples,
     pub console: ConsoleLog,
+    /// Console input and keystroke responses.
+    pub keys: KeyLog,
+    /// Each VM's script steps, timed ([`steps::time_steps`]): set by whoever knows which line
+    /// matched which step (`carousel run`, or `carousel report` from the run's `steps.json`).
+    pub steps: Option<Vec<VmSteps>>,
     pub verdict: VerdictInputs,
     /// What did not decode, in stream order.
     pub damage: Vec<Damage>,
@@ -92,6 +99,7 @@ pub struct ModelBuilder {
     timeline: TimelineBuilder,
     samples: Samples,
     console: ConsoleLog,
+    keys: KeyLog,
     verdict: VerdictInputs,
     live: LiveWindow,
     damage: Vec<Damage>,
@@ -114,6 +122,7 @@ impl ModelBuilder {
             timeline: TimelineBuilder::default(),
             samples: Samples::default(),
             console: ConsoleLog::default(),
+            keys: KeyLog::default(),
             verdict: VerdictInputs::default(),
             live: LiveWindow::new(),
             damage: Vec::new(),
@@ -127,6 +136,7 @@ impl ModelBuilder {
         self.accounting.add(record);
         self.verdict.add(record);
         self.console.add(record);
+        self.keys.add(record);
         match self.keep {
             Keep::Totals => {}
             Keep::Live => self.live.record(record),
@@ -204,6 +214,8 @@ impl ModelBuilder {
             timeline: self.timeline.finish(),
             samples: self.samples,
             console: self.console,
+            keys: self.keys,
+            steps: None,
             verdict: self.verdict,
             damage: self.damage,
             frames: self.frames,

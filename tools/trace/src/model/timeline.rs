@@ -232,7 +232,10 @@ impl Replay {
                     self.enter(vm, RunState::Runnable, now);
                 }
             }
-            Event::Exit { .. } | Event::Console { .. } | Event::Dropped { .. } => {}
+            Event::Exit { .. }
+            | Event::Console { .. }
+            | Event::Dropped { .. }
+            | Event::Input { .. } => {}
         }
     }
 
@@ -332,7 +335,10 @@ impl TimelineBuilder {
                     vm: None,
                     value: total,
                 }),
-                Event::Run { .. } | Event::Descheduled { .. } | Event::Wake { .. } => {}
+                Event::Run { .. }
+                | Event::Descheduled { .. }
+                | Event::Wake { .. }
+                | Event::Input { .. } => {}
             }
         }
     }

@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use super::rows::{interval_rows, vm_row};
+use super::rows::{interval_rows, latency_rows, vm_row};
 use crate::model::accounting::Accounting;
 use crate::model::timeline::Interval;
 use crate::model::Model;
@@ -54,6 +54,12 @@ pub fn write<T: Serialize + Default>(rows: impl IntoIterator<Item = T>) -> Strin
 /// One CSV row per VM.
 pub fn vms(accounting: &Accounting) -> String {
     write(accounting.vms.iter().map(vm_row))
+}
+
+/// Each VM's timed script steps and keystroke response as CSV, one row per VM and figure (the
+/// JSON `latencies` entries).
+pub fn latencies(model: &Model) -> String {
+    write(latency_rows(model))
 }
 
 /// The per-interval rows as CSV: one row per interval and VM.

@@ -6,7 +6,7 @@ use carousel_protocol::record::exit_reason_name;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::rows::{interval_rows, vm_row};
+use super::rows::{interval_rows, latency_rows, vm_row};
 use crate::model::accounting::Accounting;
 use crate::model::timeline::Interval;
 use crate::model::Model;
@@ -133,6 +133,12 @@ pub fn report(accounting: &Accounting) -> Value {
 }
 
 /// The per-interval rows as JSON: one object per interval with its `vms`.
+/// Each VM's timed script steps and keystroke response (the rows of the text report's STEPS
+/// and KEYSTROKE tables, `kind` telling them apart).
+pub fn latencies(model: &Model) -> Value {
+    value(&latency_rows(model))
+}
+
 pub fn intervals(model: &Model, rows: &[Interval]) -> Value {
     value(&interval_rows(model, rows))
 }

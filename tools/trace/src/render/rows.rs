@@ -113,3 +113,182 @@ pub(crate) fn interval_rows(model: &Model, rows: &[Interval]) -> Vec<IntervalJso
         })
         .collect()
 }
+
+/// One task latency of one VM: a script step's durations or the keystroke responses, in cycles
+/// and (when the trace gives the TSC frequency) microseconds. The percentiles and the largest
+/// are there when the figure has more than one sample.
+#[derive(Debug, Default, Serialize)]
+pub(crate) struct LatencyRow {
+    pub(crate) vm: String,
+    /// `step` or `keystroke`.
+    pub(crate) kind: String,
+    /// The step's label (or `step N`); `keystroke` for the keystroke response.
+    pub(crate) name: String,
+    pub(crate) count: usize,
+    pub(crate) mean_cycles: u64,
+    pub(crate) p50_cycles: Option<u64>,
+    pub(crate) p99_cycles: Option<u64>,
+    pub(crate) max_cycles: Option<u64>,
+    pub(crate) mean_us: Option<f64>,
+    pub(crate) p50_us: Option<f64>,
+    pub(crate) p99_us: Option<f64>,
+    pub(crate) max_us: Option<f64>,
+}
+
+/// Every VM's timed steps, then its keystroke response, VM by VM.
+pub(crate) fn latency_rows(model: &Model) -> Vec<LatencyRow> {
+    use crate::model::steps::Spread;
+    let steps = model.steps.as_deref().unwrap_or(&[]);
+    let count = steps.len().max(model.keys.vm_count());
+    let names = model.vm_names(count);
+    let micros = |cycles: u64| model.accounting.micros(cycles);
+    let row = |vm: usize, kind: &str, name: String, spread: Spread| {
+        let many = |value: u64| (spread.count > 1).then_some(value);
+        LatencyRow {
+            vm: names[vm].clone(),
+            kind: kind.to_string(),
+            name,
+            count: spread.count,
+            mean_cycles: spread.mean,
+            p50_cycles: many(spread.p50),
+            p99_cycles: many(spread.p99),
+            max_cycles: many(spread.max),
+            mean_us: micros(spread.mean),
+            p50_us: many(spread.p50).and_then(micros),
+            p99_us: many(spread.p99).and_then(micros),
+            max_us: many(spread.max).and_then(micros),
+        }
+    };
+    let mut rows = Vec::new();
+    for vm in 0..count {
+        for step in steps.get(vm).map_or(&[][..], |vm| &vm.steps) {
+            if let Some(spread) = Spread::of(&step.durations) {
+                rows.push(row(vm, "step", step.name(), spread));
+            }
+        }
+        if let Some(spread) = Spread::of(&model.keys.responses_of(vm)) {
+            rows.push(row(vm, "keystroke", "keystroke".to_string(), spread));
+        }
+    }
+    rows
+}
+
+#[cfg(test)]
+mod tests {
+    use carousel_protocol::record::{Event, Record};
+
+    use crate::fixtures::hello;
+    use crate::model::steps::{time_steps, StepMatch};
+    use crate::model::Model;
+    use crate::render::{csv, json, text};
+
+    /// At 1 GHz: VM "sh" types and is answered after 2 and 4 µs; its step "echo" runs twice
+    /// (3 µs and 5 µs), its second step once (1 µs).
+    fn model() -> Model {
+        let input = |dt| Event::Input {
+            dt,
+            vm: 1,
+            bytes: 1,
+        };
+        let line = |dt| Event::Console {
+            dt,
+            vm: 1,
+            bytes: 2,
+        };
+        let records = vec![
+            hello(&["idle", "sh"], 1_000_000_000),
+            Record::Events {
+                tsc: 10_000,
+                events: vec![
+                    line(0),
+                    input(0),
+                    line(3_000),
+                    input(0),
+                    line(5_000),
+                    input(0),
+                    line(1_000),
+                ],
+            },
+            Record::Answer { tsc: 12_000, vm: 1 },
+            Record::Answer { tsc: 17_000, vm: 1 },
+        ];
+        let mut model = Model::of_records(&records);
+        let step = |step, label: Option<&str>, line| StepMatch {
+            step,
+            label: label.map(str::to_string),
+            line,
+            sends: true,
+        };
+        let matches = vec![
+            Vec::new(),
+            vec![
+                step(0, Some("echo"), 0),
+                step(0, Some("echo"), 1),
+                step(1, None, 2),
+                step(2, None, 3),
+            ],
+        ];
+        model.steps = Some(time_steps(&matches, &model.console, &model.keys).unwrap());
+        model
+    }
+
+    #[test]
+    fn the_reports_carry_steps_and_keystrokes() {
+        let model = model();
+        let text = text::latencies(&model);
+        assert!(text.contains("STEPS"), "{text}");
+        let echo = text
+            .lines()
+            .find(|l| l.starts_with("sh  echo"))
+            .expect(&text);
+        let cells: Vec<&str> = echo.split("  ").filter(|c| !c.is_empty()).collect();
+        assert_eq!(
+            cells,
+            ["sh", "echo", "2", "4.0 µs", "3.0 µs", "5.0 µs", "5.0 µs"],
+            "{text}"
+        );
+        let single = text.lines().find(|l| l.contains("step 2")).expect(&text);
+        assert!(
+            single.contains("1.0 µs") && single.trim_end().ends_with('-'),
+            "{text}"
+        );
+        let keys = text
+            .lines()
+            .find(|l| l.contains("keystroke "))
+            .expect(&text);
+        assert!(keys.contains("3.0 µs") && keys.contains("4.0 µs"), "{text}");
+
+        let value = json::latencies(&model);
+        let rows = value.as_array().unwrap();
+        assert_eq!(rows.len(), 3);
+        assert_eq!(rows[0]["name"], "echo");
+        assert_eq!(rows[0]["p99_cycles"], 5_000);
+        assert_eq!(rows[1]["mean_cycles"], 1_000);
+        assert!(rows[1]["p50_cycles"].is_null());
+        assert_eq!(rows[2]["kind"], "keystroke");
+        assert_eq!(rows[2]["max_us"], 4.0);
+
+        let csv = csv::latencies(&model);
+        let mut lines = csv.lines();
+        assert_eq!(
+            lines.next(),
+            Some(
+                "vm,kind,name,count,mean_cycles,p50_cycles,p99_cycles,max_cycles,\
+                 mean_us,p50_us,p99_us,max_us"
+            )
+        );
+        assert_eq!(
+            lines.next(),
+            Some("sh,step,echo,2,4000,3000,5000,5000,4.0,3.0,5.0,5.0")
+        );
+        assert_eq!(lines.count(), 2);
+    }
+
+    #[test]
+    fn a_model_without_latencies_renders_none() {
+        let model = Model::of_records(&[hello(&["a"], 1_000)]);
+        assert_eq!(text::latencies(&model), "");
+        assert_eq!(json::latencies(&model), serde_json::json!([]));
+        assert_eq!(csv::latencies(&model).lines().count(), 1);
+    }
+}

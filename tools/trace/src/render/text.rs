@@ -6,7 +6,7 @@ use std::fmt::Write;
 
 use carousel_protocol::record::exit_reason_name;
 
-use super::rows::millis;
+use super::rows::{latency_rows, millis, LatencyRow};
 use super::table::{Align, Table};
 use crate::format::{format_micros, group, plural};
 use crate::model::accounting::{
@@ -490,6 +490,62 @@ fn cycles_text(accounting: &Accounting, cycles: u64) -> String {
 }
 
 /// The per-interval rows as a text table: one row per interval and VM.
+/// The STEPS table (each VM's timed script steps) and the KEYSTROKE table (each VM's
+/// keystroke response), each under its heading; nothing for a table without rows. Times in
+/// microseconds (cycles when the trace gives no TSC frequency); p50, p99 and max only for a
+/// figure with more than one sample.
+pub fn latencies(model: &Model) -> String {
+    let rows = latency_rows(model);
+    let time = |us: Option<f64>, cycles: Option<u64>| match (us, cycles) {
+        (Some(us), _) => format_micros(us),
+        (None, Some(cycles)) => format!("{} cycles", group(cycles)),
+        (None, None) => "-".to_string(),
+    };
+    let table = |kind: &str, first: &str| {
+        let mut table = Table::new(&[
+            ("VM", Align::Left),
+            (first, Align::Left),
+            ("COUNT", Align::Right),
+            ("MEAN", Align::Right),
+            ("P50", Align::Right),
+            ("P99", Align::Right),
+            ("MAX", Align::Right),
+        ]);
+        for row in rows.iter().filter(|row: &&LatencyRow| row.kind == kind) {
+            table.push(vec![
+                row.vm.clone(),
+                row.name.clone(),
+                row.count.to_string(),
+                time(row.mean_us, Some(row.mean_cycles)),
+                time(row.p50_us, row.p50_cycles),
+                time(row.p99_us, row.p99_cycles),
+                time(row.max_us, row.max_cycles),
+            ]);
+        }
+        table
+    };
+    let mut out = String::new();
+    for (kind, heading, first) in [
+        (
+            "step",
+            "STEPS (from a send reaching the VM to the line the next step matched)",
+            "STEP",
+        ),
+        (
+            "keystroke",
+            "KEYSTROKE RESPONSE (from input reaching the VM to its next output byte)",
+            "WHAT",
+        ),
+    ] {
+        let table = table(kind, first);
+        if !table.rows().is_empty() {
+            let _ = writeln!(out, "\n{heading}");
+            out.push_str(&table.render());
+        }
+    }
+    out
+}
+
 pub fn intervals(model: &Model, rows: &[Interval]) -> String {
     let hz = model.accounting.tsc_hz.unwrap_or(1);
     let origin = rows.first().map_or(0, |row| row.start);

@@ -133,6 +133,8 @@ fn step(expect: &str, send: Option<&str>, timeout_s: u64) -> Step {
         expect: Pattern::new(expect).expect("the bench's patterns compile"),
         send: send.map(str::to_string),
         timeout: Duration::from_secs(timeout_s),
+        label: None,
+        repeat: 1,
     }
 }
 
