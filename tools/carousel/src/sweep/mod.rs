@@ -295,13 +295,13 @@ pub fn vm_infos(lab: &Lab) -> Vec<VmInfo> {
     lab.vms
         .iter()
         .map(|vm| {
-            let kernel = match &vm.kernel {
-                Kernel::Builtin(name) => name.clone(),
-                Kernel::File(path) => path.display().to_string(),
+            let (kernel, class) = match &vm.kernel {
+                Kernel::Builtin(name) => (name.clone(), Class::of_kernel(name)),
+                Kernel::File(path) => (path.display().to_string(), Class::Unmodified),
             };
             VmInfo {
                 name: vm.name.clone(),
-                class: Class::of_kernel(&kernel),
+                class,
                 kernel,
                 weight: vm.weight,
             }
@@ -976,5 +976,20 @@ mod tests {
         assert_eq!(infos[0].class, Class::Cpu);
         assert_eq!(infos[1].class, Class::Interactive);
         assert_eq!(infos[1].weight, 3);
+    }
+
+    #[test]
+    fn a_kernel_file_is_an_unmodified_guest() {
+        let dir = tempfile::tempdir().unwrap();
+        let kernel = dir.path().join("kernel");
+        std::fs::write(&kernel, b"\x7fELF\x01\x01\x01").unwrap();
+        let text = format!(
+            "[[vm]]\nname = \"xv6\"\nkernel = \"{}\"\nmemory_mib = 64\n\
+             [[vm]]\nname = \"s\"\nkernel = \"spin\"\nmemory_mib = 4\n",
+            kernel.display()
+        );
+        let infos = vm_infos(&lab(&text));
+        assert_eq!(infos[0].class, Class::Unmodified);
+        assert_eq!(infos[1].class, Class::Cpu);
     }
 }
