@@ -66,12 +66,12 @@ fn charts(summary: &Summary) -> Vec<Chart> {
         ),
         (
             figures::WAKE_P99,
-            format!("Interactive wake-to-run latency p99, {time}"),
+            format!("Wake-to-run latency p99 (interactive and unmodified guests), {time}"),
             true,
         ),
         (
             figures::WAKE_P50,
-            format!("Interactive wake-to-run latency p50, {time}"),
+            format!("Wake-to-run latency p50 (interactive and unmodified guests), {time}"),
             true,
         ),
         (
@@ -405,6 +405,6 @@ mod tests {
         assert!(page.contains("workload mix&lt;1&gt;"));
         assert!(page.contains("boost (knee 2ms)"));
         assert!(page.contains(">8ms</text>"));
-        assert!(page.contains("Interactive wake-to-run latency p99, µs"));
+        assert!(page.contains("Wake-to-run latency p99 (interactive and unmodified guests), µs"));
     }
 }

@@ -743,9 +743,9 @@ impl Summary {
         );
         let _ = writeln!(
             out,
-            "WAKE: the hypervisor's wake-to-run latency of the interactive guests (worst VM); \
-             RESPONSE: the guests' own response times; throughput: the guests' progress \
-             counters, summed per unit"
+            "WAKE: the hypervisor's wake-to-run latency of the interactive and unmodified \
+             guests (worst VM); RESPONSE: the guests' own response times; throughput: the \
+             guests' progress counters, summed per unit"
         );
         let vms = self.throughput_vms();
         if !vms.is_empty() {
