@@ -712,22 +712,28 @@ mod tests {
 
     use super::*;
 
-    /// What the page types goes to its VM as `~N` input would (focus, then the text), the
-    /// user's next typed line goes back to the user's VM, and an end request counts once.
-    #[test]
-    fn the_page_types_through_the_same_routing_and_ends_the_run_once() {
+    /// Input routing for VMs "a" and "b" under round robin, with a live page's hub.
+    fn page_input() -> (Input<Vec<u8>>, std::sync::Arc<crate::web::hub::Hub>) {
         use crate::web::hub::{Hub, Limits, Mode};
         let names = vec!["a".to_string(), "b".to_string()];
         let (hub, _page_controls) = Hub::new(Mode::Live, &names, Limits::LIVE);
-        let mut input = Input {
+        let input = Input {
             writer: Some(FocusWriter::new(Vec::new(), 2)),
-            names: names.clone(),
+            names,
             policy: SchedulerPolicy::RoundRobin,
             user_focus: 0,
             live: false,
             hub: Some(hub.clone()),
             page_asked_end: false,
         };
+        (input, hub)
+    }
+
+    /// What the page types goes to its VM as `~N` input would (focus, then the text), the
+    /// user's next typed line goes back to the user's VM, and an end request counts once.
+    #[test]
+    fn the_page_types_through_the_same_routing_and_ends_the_run_once() {
+        let (mut input, hub) = page_input();
         let (send, controls) = std::sync::mpsc::channel();
         send.send(Control::Input {
             vm: 1,
@@ -768,18 +774,7 @@ mod tests {
     /// what was typed is told locally (on the page too) and nothing is sent.
     #[test]
     fn typed_settings_are_checked_before_they_are_sent() {
-        use crate::web::hub::{Hub, Limits, Mode};
-        let names = vec!["a".to_string(), "b".to_string()];
-        let (hub, _page_controls) = Hub::new(Mode::Live, &names, Limits::LIVE);
-        let mut input = Input {
-            writer: Some(FocusWriter::new(Vec::new(), 2)),
-            names: names.clone(),
-            policy: SchedulerPolicy::RoundRobin,
-            user_focus: 0,
-            live: false,
-            hub: Some(hub.clone()),
-            page_asked_end: false,
-        };
+        let (mut input, hub) = page_input();
         let (typed_send, typed) = std::sync::mpsc::channel();
         for line in [
             "~weight b 65",
