@@ -85,8 +85,12 @@ enum Command {
         html: Option<PathBuf>,
         /// With --format csv: one row per VM and task latency (each timed script step, the
         /// keystroke response) instead of one row per VM.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "settings")]
         latencies: bool,
+        /// With --format csv: one row per setting change the hypervisor made or refused (time,
+        /// source, setting, reason) instead of one row per VM.
+        #[arg(long)]
+        settings: bool,
     },
     /// The live page over a finished trace: every chart and console, with a time slider that
     /// scrubs them all to any moment. Consoles come from com1.txt beside the trace (a run
@@ -299,6 +303,7 @@ fn main() -> ExitCode {
             interval,
             html,
             latencies,
+            settings,
         } => {
             let options = carousel::commands::report::ReportOptions {
                 format,
@@ -306,6 +311,7 @@ fn main() -> ExitCode {
                 interval_ms: interval,
                 html: html.as_deref(),
                 latencies,
+                settings,
             };
             carousel::commands::report::report_command(&trace, &options)
         }

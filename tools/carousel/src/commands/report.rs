@@ -75,6 +75,8 @@ pub struct ReportOptions<'a> {
     pub html: Option<&'a Path>,
     /// `--latencies`: CSV of the task latencies instead of the VM rows.
     pub latencies: bool,
+    /// `--settings`: CSV of the setting changes instead of the VM rows.
+    pub settings: bool,
 }
 
 /// Times the script steps of `model` from the run's [`STEPS_FILE`] beside the trace at `path`
@@ -137,6 +139,7 @@ pub fn report_command(path: &Path, options: &ReportOptions) -> i32 {
         (Format::Text, None) => text::report(&model.accounting) + &text::latencies(&model),
         (Format::Text, Some(rows)) => text::intervals(&model, rows),
         (Format::Csv, _) if options.latencies => csv::latencies(&model),
+        (Format::Csv, _) if options.settings => csv::settings(&model.accounting),
         (Format::Json, rows) => {
             let mut report = json::report(&model.accounting);
             report["latencies"] = json::latencies(&model);

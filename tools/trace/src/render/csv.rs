@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use super::rows::{interval_rows, latency_rows, vm_row};
+use super::rows::{interval_rows, latency_rows, setting_rows, vm_row};
 use crate::model::accounting::Accounting;
 use crate::model::timeline::Interval;
 use crate::model::Model;
@@ -60,6 +60,12 @@ pub fn vms(accounting: &Accounting) -> String {
 /// JSON `latencies` entries).
 pub fn latencies(model: &Model) -> String {
     write(latency_rows(model))
+}
+
+/// The run's setting changes as CSV, one row per change made or refused (the JSON `settings`
+/// entries).
+pub fn settings(accounting: &Accounting) -> String {
+    write(setting_rows(accounting))
 }
 
 /// The per-interval rows as CSV: one row per interval and VM.

@@ -6,13 +6,14 @@ use carousel_protocol::record::exit_reason_name;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::rows::{interval_rows, latency_rows, vm_row};
+use super::rows::{interval_rows, latency_rows, setting_rows, vm_row, SettingRow};
 use crate::model::accounting::Accounting;
 use crate::model::timeline::Interval;
 use crate::model::Model;
 
 /// The run: elapsed, root and idle cycles and dropped records at the top, then `vms`, `exits`
-/// (per reason over all VMs) and `disk` (sectors read and written per VM).
+/// (per reason over all VMs), `disk` (sectors read and written per VM) and `settings` (each
+/// setting change made or refused).
 #[derive(Debug, Serialize)]
 struct Report {
     elapsed_cycles: Option<u64>,
@@ -25,6 +26,7 @@ struct Report {
     vms: Vec<VmJson>,
     exits: Vec<ExitJson>,
     disk: Vec<DiskJson>,
+    settings: Vec<SettingRow>,
 }
 
 /// One VM's runstates, slices and wake latency (null where its summary did not arrive).
@@ -129,6 +131,7 @@ pub fn report(accounting: &Accounting) -> Value {
         vms,
         exits,
         disk,
+        settings: setting_rows(accounting),
     })
 }
 

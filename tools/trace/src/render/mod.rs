@@ -315,4 +315,44 @@ mod settings_tests {
         assert_eq!(instants[0]["name"], "setting: quantum 4 ms");
         assert_eq!(instants[1]["name"], "setting refused: weight of b 99");
     }
+
+    #[test]
+    fn changes_show_in_the_json_and_csv_reports() {
+        let model = Model::of_records(&records());
+        let json = super::json::report(&model.accounting);
+        let settings = json["settings"].as_array().expect("a settings array");
+        assert_eq!(settings.len(), 2, "{json:#}");
+        assert_eq!(settings[0]["setting"], "quantum 4 ms");
+        assert_eq!(settings[0]["source"], "lab");
+        assert_eq!(settings[0]["made"], true);
+        assert_eq!(settings[0]["tsc"], 405);
+        assert_eq!(settings[0]["reason"], "");
+        assert_eq!(settings[1]["setting"], "weight of b 99");
+        assert_eq!(settings[1]["made"], false);
+        assert_eq!(settings[1]["reason"], "weight 99 is outside 1..=64");
+        let at = settings[1]["at_ms"].as_f64().expect("ms into the run");
+        assert!((at - 0.905).abs() < 1e-9, "{at}");
+        let csv = super::csv::settings(&model.accounting);
+        let lines: Vec<&str> = csv.lines().collect();
+        assert_eq!(lines[0], "tsc,at_ms,source,setting,made,reason");
+        assert_eq!(lines.len(), 3, "{csv}");
+        assert!(
+            lines[1].starts_with("405,0.405,lab,quantum 4 ms,true,"),
+            "{csv}"
+        );
+        assert!(
+            lines[2].ends_with(",console,weight of b 99,false,weight 99 is outside 1..=64"),
+            "{csv}"
+        );
+        // Without changes: an empty array, and the header alone.
+        let quiet = Model::of_records(&crate::model::timeline::tests::two_vms());
+        assert_eq!(
+            super::json::report(&quiet.accounting)["settings"],
+            serde_json::json!([])
+        );
+        assert_eq!(
+            super::csv::settings(&quiet.accounting),
+            format!("{}\n", lines[0])
+        );
+    }
 }

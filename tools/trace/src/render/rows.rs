@@ -4,7 +4,7 @@
 use carousel_protocol::record::VmSummary;
 use serde::Serialize;
 
-use crate::model::accounting::VmAccount;
+use crate::model::accounting::{Accounting, VmAccount};
 use crate::model::timeline::Interval;
 use crate::model::Model;
 
@@ -171,6 +171,43 @@ pub(crate) fn latency_rows(model: &Model) -> Vec<LatencyRow> {
         }
     }
     rows
+}
+
+/// One setting change the hypervisor made or refused: when (TSC, and milliseconds from the
+/// run's first event when the trace gives the TSC frequency), who asked (`lab` or `console`),
+/// what (as the text report says it), and for a refused one why.
+#[derive(Debug, Default, Serialize)]
+pub(crate) struct SettingRow {
+    pub(crate) tsc: u64,
+    pub(crate) at_ms: Option<f64>,
+    pub(crate) source: String,
+    pub(crate) setting: String,
+    pub(crate) made: bool,
+    /// Why it was refused; empty when it was made.
+    pub(crate) reason: String,
+}
+
+/// The run's setting changes, in the hypervisor's time order.
+pub(crate) fn setting_rows(accounting: &Accounting) -> Vec<SettingRow> {
+    use crate::model::settings::{describe, source_name};
+    let settings = &accounting.settings;
+    let names: Vec<String> = accounting.vms.iter().map(|vm| vm.name.clone()).collect();
+    settings
+        .changes
+        .iter()
+        .map(|change| SettingRow {
+            tsc: change.tsc,
+            at_ms: accounting
+                .tsc_hz
+                .and_then(|hz| settings.ms_into_run(change.tsc, hz)),
+            source: source_name(change.source).to_string(),
+            setting: describe(change.setting, &names),
+            made: change.made(),
+            reason: change
+                .refused
+                .map_or_else(String::new, |reason| reason.to_string()),
+        })
+        .collect()
 }
 
 #[cfg(test)]
