@@ -13,7 +13,7 @@ use crate::model::Model;
 
 /// The run: elapsed, root and idle cycles and dropped records at the top, then `vms`, `exits`
 /// (per reason over all VMs), `disk` (sectors read and written per VM) and `settings` (each
-/// setting change made or refused).
+/// setting change made or refused, `settings_dropped` more past the model's limit).
 #[derive(Debug, Serialize)]
 struct Report {
     elapsed_cycles: Option<u64>,
@@ -27,6 +27,7 @@ struct Report {
     exits: Vec<ExitJson>,
     disk: Vec<DiskJson>,
     settings: Vec<SettingRow>,
+    settings_dropped: u64,
 }
 
 /// One VM's runstates, slices and wake latency (null where its summary did not arrive).
@@ -132,6 +133,7 @@ pub fn report(accounting: &Accounting) -> Value {
         exits,
         disk,
         settings: setting_rows(accounting),
+        settings_dropped: accounting.settings.dropped,
     })
 }
 

@@ -344,6 +344,14 @@ mod settings_tests {
             lines[2].ends_with(",console,weight of b 99,false,weight 99 is outside 1..=64"),
             "{csv}"
         );
+        assert_eq!(json["settings_dropped"], 0);
+        // Changes past the model's limit are counted, in JSON as in the text report.
+        let mut crowded = Model::of_records(&records());
+        crowded.accounting.settings.dropped = 3;
+        assert_eq!(
+            super::json::report(&crowded.accounting)["settings_dropped"],
+            3
+        );
         // Without changes: an empty array, and the header alone.
         let quiet = Model::of_records(&crate::model::timeline::tests::two_vms());
         assert_eq!(

@@ -6,13 +6,13 @@ use std::fmt::Write;
 
 use carousel_protocol::record::exit_reason_name;
 
-use super::rows::{latency_rows, millis, LatencyRow};
+use super::rows::{latency_rows, millis, setting_rows, LatencyRow};
 use super::table::{Align, Table};
 use crate::format::{format_micros, group, plural};
 use crate::model::accounting::{
     fraction, ppm_to_percent, Accounting, ExitTotals, MemoryAccount, VmAccount, SPIN_ITERATIONS,
 };
-use crate::model::settings::{describe, source_name};
+use crate::model::settings::describe;
 use crate::model::timeline::Interval;
 use crate::model::Model;
 
@@ -207,20 +207,20 @@ pub fn report(accounting: &Accounting) -> String {
 pub fn settings_lines(accounting: &Accounting) -> String {
     let settings = &accounting.settings;
     let mut out = String::new();
-    let names: Vec<String> = accounting.vms.iter().map(|vm| vm.name.clone()).collect();
-    for change in &settings.changes {
-        let at = accounting
-            .tsc_hz
-            .and_then(|hz| settings.ms_into_run(change.tsc, hz))
-            .map_or_else(
-                || format!("TSC {}", group(change.tsc)),
-                |ms| format!("{ms:.3} ms"),
-            );
-        let what = describe(change.setting, &names);
-        let source = source_name(change.source);
-        let _ = match change.refused {
-            None => writeln!(out, "setting changed at {at} ({source}): {what}"),
-            Some(reason) => writeln!(out, "setting refused at {at} ({source}): {what}: {reason}"),
+    for row in setting_rows(accounting) {
+        let at = row.at_ms.map_or_else(
+            || format!("TSC {}", group(row.tsc)),
+            |ms| format!("{ms:.3} ms"),
+        );
+        let (what, source) = (&row.setting, &row.source);
+        let _ = if row.made {
+            writeln!(out, "setting changed at {at} ({source}): {what}")
+        } else {
+            writeln!(
+                out,
+                "setting refused at {at} ({source}): {what}: {}",
+                row.reason
+            )
         };
     }
     if settings.dropped > 0 {
