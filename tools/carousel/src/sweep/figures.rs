@@ -63,6 +63,15 @@ pub const WAKE_CLASS: &str = "wake.";
 /// Prefix of a script step's duration in one run: `step.VM.STEP.mean_cycles` (the mean over
 /// its repetitions), `.min_cycles`, `.max_cycles`, `.count`; STEP is its label or `step N`.
 pub const STEP: &str = "step.";
+/// The VM and step of a step's mean duration figure, `step.VM.STEP.mean_cycles`; `None` for any
+/// other figure. A VM name has no dot (the lab refuses one), so the first dot ends it; STEP may
+/// hold dots.
+pub fn step_of(name: &str) -> Option<(&str, &str)> {
+    name.strip_prefix(STEP)?
+        .strip_suffix(".mean_cycles")?
+        .split_once('.')
+}
+
 /// Prefix of a VM's whole script, first timed send to last match: `script.VM.cycles`.
 pub const SCRIPT: &str = "script.";
 /// Prefix of a VM's keystroke response: `keys.VM.p50_cycles`, `keys.VM.p99_cycles`.

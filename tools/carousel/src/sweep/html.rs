@@ -1,8 +1,11 @@
 //! `summary.html`: the comparison as one self-contained page. Per workload, a chart of each
 //! figure against the quantum (log scale), one line per policy and weight set, with each line's
-//! knee ringed; then the text table. Inline SVG and CSS only: no script, no network, no file
-//! beside it. Colours, axis steps and escaping are the report page's
-//! ([`carousel_trace::render::chart`]).
+//! knee ringed; when the VMs ran scripts or got input, a chart of each script step's duration
+//! (per VM and label) and of each VM's keystroke response p99, drawn the same way
+//! ([`latency_charts`]); then the text tables. Inline SVG and CSS only: no script, no network,
+//! no file beside it. Colours, axis steps and escaping are the report page's
+//! ([`carousel_trace::render::chart`]); VM names and step labels come from the lab file and are
+//! escaped like every other text.
 
 use std::fmt::Write;
 
@@ -102,6 +105,65 @@ fn charts(summary: &Summary) -> Vec<Chart> {
             cycles,
         })
         .collect()
+}
+
+/// The task latency charts a workload's rows can fill: one per VM and step label (the step's
+/// mean duration: over its repetitions in a run, then over the repeats, the bar spanning the
+/// runs' means) and one per VM (its keystroke response p99), each with one line per policy and
+/// weight set. Times in µs when the TSC frequency is known, else cycles.
+///
+/// One chart per VM · label, not one per policy with a line per step: every chart of the page
+/// then draws the same lines in the same colours under the workload's one legend, so a step
+/// reads as the overhead does (which policy, at which quantum, makes it fast) however many
+/// policies there are; and each step gets a y axis of its own, where a shared one would flatten
+/// a 100 µs echo under a 50 ms compile.
+fn latency_charts(summary: &Summary) -> Vec<Chart> {
+    let time = if summary.tsc_hz.is_some() {
+        "µs"
+    } else {
+        "cycles"
+    };
+    let names = summary.latency_names();
+    let steps = names.iter().filter_map(|name| {
+        let (vm, step) = figures::step_of(name)?;
+        Some(Chart {
+            figure: name.clone(),
+            title: format!("Step {vm} · {step}, mean duration, {time}"),
+            cycles: true,
+        })
+    });
+    let keys = names.iter().filter_map(|name| {
+        let vm = name
+            .strip_prefix(figures::KEYS)?
+            .strip_suffix(".p99_cycles")?;
+        Some(Chart {
+            figure: name.clone(),
+            title: format!("Keystroke response p99, {vm}, {time}"),
+            cycles: true,
+        })
+    });
+    steps.chain(keys).collect()
+}
+
+/// `charts` as figures in one `div.charts`, leaving out those with no point in `lines`; empty
+/// when none has one.
+fn chart_grid(charts: &[Chart], lines: &[LineRows], quanta: &[u32], tsc_hz: Option<u64>) -> String {
+    let mut out = String::new();
+    for chart in charts {
+        let svg = svg(chart, lines, quanta, tsc_hz);
+        if !svg.is_empty() {
+            let _ = writeln!(
+                out,
+                "<figure><figcaption>{}</figcaption>{svg}</figure>",
+                escape(&chart.title)
+            );
+        }
+    }
+    if out.is_empty() {
+        out
+    } else {
+        format!("<div class=\"charts\">\n{out}</div>\n")
+    }
 }
 
 /// One chart as an SVG element: each line's points (mean, with a min–max bar when repeats
@@ -266,7 +328,7 @@ pub fn page(summary: &Summary) -> String {
 <html lang="en"><head><meta charset="utf-8"><title>{}</title>
 <style>
 body {{ font: 14px/1.4 system-ui, sans-serif; margin: 24px; color: #222; }}
-h1 {{ font-size: 20px; }} h2 {{ font-size: 17px; margin-top: 28px; }}
+h1 {{ font-size: 20px; }} h2 {{ font-size: 17px; margin-top: 28px; }} h3 {{ font-size: 15px; }}
 .charts {{ display: flex; flex-wrap: wrap; gap: 12px; }}
 figure {{ margin: 0; border: 1px solid #ddd; border-radius: 4px; padding: 8px; }}
 figcaption {{ font-weight: 600; margin-bottom: 4px; }}
@@ -303,6 +365,7 @@ pre {{ background: #f7f7f7; padding: 12px; overflow-x: auto; font-size: 12px; }}
          overhead is within {KNEE_MARGIN_PCT} percentage point of the largest quantum's.</p>"
     );
     let charts = charts(summary);
+    let latency_charts = latency_charts(summary);
     for (workload, lines) in &workloads {
         let _ = writeln!(out, "<h2>workload {}</h2>", escape(workload));
         out.push_str("<p class=\"legend\">");
@@ -320,19 +383,17 @@ pre {{ background: #f7f7f7; padding: 12px; overflow-x: auto; font-size: 12px; }}
                 escape(&knee)
             );
         }
-        out.push_str("</p>\n<div class=\"charts\">\n");
-        for chart in &charts {
-            let svg = svg(chart, lines, &quanta, summary.tsc_hz);
-            if svg.is_empty() {
-                continue;
-            }
-            let _ = writeln!(
-                out,
-                "<figure><figcaption>{}</figcaption>{svg}</figure>",
-                escape(&chart.title)
+        out.push_str("</p>\n");
+        out.push_str(&chart_grid(&charts, lines, &quanta, summary.tsc_hz));
+        let latency = chart_grid(&latency_charts, lines, &quanta, summary.tsc_hz);
+        if !latency.is_empty() {
+            out.push_str(
+                "<h3>Script steps and keystrokes</h3>\n<p class=\"note\">A step's point is its \
+                 mean duration over its repetitions in a run, averaged over the repeats (the bar \
+                 spans the runs' means).</p>\n",
             );
+            out.push_str(&latency);
         }
-        out.push_str("</div>\n");
     }
     let _ = writeln!(
         out,
@@ -406,5 +467,155 @@ mod tests {
         assert!(page.contains("boost (knee 2ms)"));
         assert!(page.contains(">8ms</text>"));
         assert!(page.contains("Wake-to-run latency p99 (interactive and unmodified guests), µs"));
+        // No step or keystroke figures, so no latency charts.
+        assert!(!page.contains("<h3>"));
+        assert!(!page.contains("Step ") && !page.contains("Keystroke"));
+    }
+
+    /// `row` with the step and keystroke figures `latencies` (the same value in every run).
+    fn with(mut row: Row, latencies: &[(&str, f64)]) -> Row {
+        for &(name, value) in latencies {
+            let stat = Stat {
+                mean: value,
+                min: value,
+                max: value,
+                count: 1,
+            };
+            row.stats.insert(name.to_string(), stat);
+        }
+        row
+    }
+
+    /// The SVG element of the chart titled `title` (as it stands in the page, escaped).
+    fn chart<'a>(page: &'a str, title: &str) -> &'a str {
+        let start = page
+            .find(&format!("aria-label=\"{title}\""))
+            .unwrap_or_else(|| panic!("a chart {title:?} in\n{page}"));
+        let end = start + page[start..].find("</svg>").expect("a closed chart");
+        &page[start..end]
+    }
+
+    /// The points of a chart, (x, y) in drawing order: line by line, by ascending quantum.
+    fn points(svg: &str) -> Vec<(f64, f64)> {
+        svg.split("<circle cx=\"")
+            .skip(1)
+            .filter(|circle| circle.contains("r=\"3.5\""))
+            .map(|circle| {
+                let number = |text: &str| text[..text.find('"').unwrap()].parse().unwrap();
+                let y = &circle[circle.find("cy=\"").unwrap() + 4..];
+                (number(circle), number(y))
+            })
+            .collect()
+    }
+
+    /// Two VMs with a labelled step each and a keystroke p99 for one, at two quanta under two
+    /// policies: a chart per VM · label and one for the keystrokes, each with a line per policy
+    /// of a point per quantum, a longer time drawn higher.
+    #[test]
+    fn steps_and_keystrokes_are_charted_per_vm_and_label_with_a_line_per_policy() {
+        let rows = [
+            ("boost", 500, 100.0, 3_000.0, 40.0),
+            ("boost", 2_000, 200.0, 3_000.0, 80.0),
+            ("round-robin", 500, 150.0, 5_000.0, 60.0),
+            ("round-robin", 2_000, 400.0, 6_000.0, 90.0),
+        ]
+        .map(|(policy, quantum, echo, build, keys)| {
+            with(
+                row(policy, quantum, 1.0, false),
+                &[
+                    ("step.sh.echo.mean_cycles", echo),
+                    ("step.sh.echo.min_cycles", echo / 2.0),
+                    ("step.sh.echo.count", 20.0),
+                    ("step.cc.make all.mean_cycles", build),
+                    ("script.cc.cycles", build),
+                    ("keys.sh.p50_cycles", keys / 2.0),
+                    ("keys.sh.p99_cycles", keys),
+                ],
+            )
+        });
+        let summary = Summary {
+            tsc_hz: Some(1_000_000),
+            rows: rows.to_vec(),
+            ..Summary::default()
+        };
+        let page = page(&summary);
+        assert!(page.contains("<h3>Script steps and keystrokes</h3>"));
+        // Overhead and wake p99, two steps (no chart of a step's min, count or whole script), one
+        // VM's keystrokes; a polyline per policy in each.
+        assert_eq!(page.matches("<svg").count(), 5);
+        assert_eq!(page.matches("<polyline").count(), 10);
+        let echo = chart(&page, "Step sh · echo, mean duration, µs");
+        let build = chart(&page, "Step cc · make all, mean duration, µs");
+        let keys = chart(&page, "Keystroke response p99, sh, µs");
+        for svg in [echo, build, keys] {
+            assert_eq!(svg.matches("<polyline").count(), 2, "{svg}");
+            assert_eq!(points(svg).len(), 4, "{svg}");
+            // One run per row: no spread bar.
+            assert!(!svg.contains("stroke-width=\"1.5\"/>"), "{svg}");
+        }
+        // Boost at 500us and 2ms, then round-robin: a smaller y is higher on the page.
+        let echo = points(echo);
+        assert!(echo[1].1 < echo[0].1, "200 above 100: {echo:?}");
+        assert!(echo[2].1 < echo[0].1, "150 above 100: {echo:?}");
+        assert!(echo[3].1 < echo[1].1, "400 above 200: {echo:?}");
+        assert!(echo[0].0 < echo[1].0 && echo[0].0 == echo[2].0, "{echo:?}");
+        let build = points(build);
+        assert_eq!(
+            build[0].1, build[1].1,
+            "the same time, the same height: {build:?}"
+        );
+        assert!(
+            build[3].1 < build[2].1 && build[2].1 < build[0].1,
+            "{build:?}"
+        );
+        let keys = points(keys);
+        assert!(
+            keys[3].1 < keys[1].1 && keys[1].1 < keys[2].1,
+            "90 > 80 > 60: {keys:?}"
+        );
+
+        // Repeats that differ get a bar; without the TSC frequency the time is in cycles.
+        let mut rows = rows.to_vec();
+        let echo = rows[0].stats.get_mut("step.sh.echo.mean_cycles").unwrap();
+        (echo.min, echo.max, echo.count) = (50.0, 150.0, 2);
+        let page = super::page(&Summary {
+            rows,
+            ..Summary::default()
+        });
+        let echo = chart(&page, "Step sh · echo, mean duration, cycles");
+        assert_eq!(echo.matches("stroke-width=\"1.5\"/>").count(), 1, "{echo}");
+    }
+
+    /// VM names and step labels come from the user's lab file: a label that closes the SVG and
+    /// opens a script stays text.
+    #[test]
+    fn hostile_vm_names_and_labels_stay_text() {
+        let label = "</svg><script>alert('&')</script>";
+        let rows = [("boost", 500, 1.0), ("boost", 2_000, 2.0)].map(|(policy, quantum, value)| {
+            with(
+                row(policy, quantum, 1.0, false),
+                &[
+                    (&format!("step.x\"y<b>.{label}.mean_cycles"), value),
+                    ("keys.x\"y<b>.p99_cycles", value),
+                ],
+            )
+        });
+        let page = page(&Summary {
+            rows: rows.to_vec(),
+            ..Summary::default()
+        });
+        assert!(!page.contains("<script") && !page.contains("<b>"), "{page}");
+        assert_eq!(page.matches("<svg").count(), 4, "{page}");
+        assert_eq!(page.matches("</svg>").count(), 4, "{page}");
+        let escaped = "x&quot;y&lt;b&gt; · &lt;/svg&gt;&lt;script&gt;alert(&#39;&amp;&#39;)\
+                       &lt;/script&gt;";
+        assert!(
+            page.contains(&format!(
+                "<figcaption>Step {escaped}, mean duration, cycles"
+            )),
+            "{page}"
+        );
+        chart(&page, &format!("Step {escaped}, mean duration, cycles"));
+        chart(&page, "Keystroke response p99, x&quot;y&lt;b&gt;, cycles");
     }
 }

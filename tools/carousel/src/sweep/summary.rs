@@ -484,7 +484,7 @@ impl Summary {
     }
 
     /// The task latency figures of every row (steps, scripts, keystrokes), sorted, each once.
-    fn latency_names(&self) -> Vec<String> {
+    pub(super) fn latency_names(&self) -> Vec<String> {
         let mut names: Vec<String> = self
             .rows
             .iter()
@@ -536,13 +536,7 @@ impl Summary {
         ]);
         for row in &self.rows {
             for (name, stat) in &row.stats {
-                if let Some(rest) = name.strip_prefix(figures::STEP) {
-                    let Some((vm, step)) = rest
-                        .strip_suffix(".mean_cycles")
-                        .and_then(|rest| rest.split_once('.'))
-                    else {
-                        continue;
-                    };
+                if let Some((vm, step)) = figures::step_of(name) {
                     let prefix = format!("{}{vm}.{step}.", figures::STEP);
                     let figure = |what: &str| row.mean(&format!("{prefix}{what}"));
                     let mut cells = config_cells(row);
