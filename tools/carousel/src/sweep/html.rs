@@ -395,10 +395,12 @@ pre {{ background: #f7f7f7; padding: 12px; overflow-x: auto; font-size: 12px; }}
             out.push_str(&latency);
         }
     }
+    // Line by line: `escape` writes a newline visibly (`\x0a`), as every control character.
+    let text: Vec<String> = summary.text().lines().map(escape).collect();
     let _ = writeln!(
         out,
         "<h2>Summary</h2>\n<pre>{}</pre>\n</body></html>",
-        escape(&summary.text())
+        text.join("\n")
     );
     out
 }
@@ -467,6 +469,9 @@ mod tests {
         assert!(page.contains("boost (knee 2ms)"));
         assert!(page.contains(">8ms</text>"));
         assert!(page.contains("Wake-to-run latency p99 (interactive and unmodified guests), µs"));
+        // The text table keeps its lines.
+        assert!(page.contains("<pre>carousel sweep") && !page.contains("\\x0a"));
+        assert!(page.contains("\nWORKLOAD"), "{page}");
         // No step or keystroke figures, so no latency charts.
         assert!(!page.contains("<h3>"));
         assert!(!page.contains("Step ") && !page.contains("Keystroke"));
