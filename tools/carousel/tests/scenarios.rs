@@ -1833,6 +1833,61 @@ fn figure(row: &Value, name: &str) -> f64 {
         .unwrap_or_else(|| panic!("row without {name}: {row:#}"))
 }
 
+/// The sweep compares settings within one run: `quantum-change.toml` goes from 1 ms to 4 ms
+/// at 400 ms, and the sweep's figures for that run come in two phases cut at the change, each
+/// naming the quantum in force, with about a quarter of the switches per second in the second
+/// and both spins sharing each phase evenly.
+#[test]
+#[ignore = "boots an emulator; run by ci/test"]
+fn a_sweep_compares_the_phases_of_a_run() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let out = dir.path().join("sweep");
+    let lab = labs().join("quantum-change.toml");
+    let ran = carousel(&[
+        "sweep",
+        path(&lab),
+        "--quantum",
+        "1ms",
+        "--jobs",
+        "1",
+        "--out",
+        path(&out),
+    ]);
+    let describe = ran.describe();
+    assert_eq!(ran.code, Some(0), "{describe}");
+    assert!(ran.stdout.contains("PHASES within runs"), "{describe}");
+    let summary = json(&out.join("summary.json"));
+    let phases = &summary["rows"][0]["phases"];
+    let phase = |name: &str| {
+        phases[name]
+            .as_f64()
+            .unwrap_or_else(|| panic!("no {name}: {phases:#}\n{describe}"))
+    };
+    assert_eq!(phase("phase.0.quantum_us"), 1_000.0);
+    assert_eq!(phase("phase.1.quantum_us"), 4_000.0);
+    assert!(phases.get("phase.2.from_cycles").is_none(), "{phases:#}");
+    // Made between two slices at 400 ms (50 MHz): within one 1 ms slice of it.
+    let from = phase("phase.1.from_cycles");
+    assert!(
+        (19_950_000.0..=20_050_000.0).contains(&from),
+        "the second phase starts at {from} cycles"
+    );
+    let ratio = phase("phase.0.switches_per_s") / phase("phase.1.switches_per_s");
+    assert!(
+        (3.5..=4.5).contains(&ratio),
+        "1 ms slices against 4 ms ones: {ratio:.2} times the switches\n{phases:#}"
+    );
+    for index in 0..2 {
+        for vm in ["a", "b"] {
+            let share = phase(&format!("phase.{index}.share.{vm}"));
+            assert!(
+                (45.0..=52.0).contains(&share),
+                "{vm} ran {share:.1} % of phase {index}\n{phases:#}"
+            );
+        }
+    }
+}
+
 #[test]
 #[ignore = "boots an emulator; run by ci/test"]
 fn sweep_mini_moves_the_figures_as_expected() {

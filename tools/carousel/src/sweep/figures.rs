@@ -15,6 +15,8 @@
 use std::collections::BTreeMap;
 
 use carousel_trace::model::accounting::{Accounting, SLEEPY_WAKE_LATE, SPIN_ITERATIONS};
+use carousel_protocol::config::Setting;
+use carousel_trace::model::phases::Phase;
 use carousel_trace::model::steps::{KeyLog, Spread, VmSteps};
 use serde::{Deserialize, Serialize};
 
@@ -76,6 +78,14 @@ pub fn step_of(name: &str) -> Option<(&str, &str)> {
 pub const SCRIPT: &str = "script.";
 /// Prefix of a VM's keystroke response: `keys.VM.p50_cycles`, `keys.VM.p99_cycles`.
 pub const KEYS: &str = "keys.";
+
+/// Prefix of one phase's figures (a stretch of a run between two setting changes, K from 0):
+/// `phase.K.from_cycles` (its start, cycles after the first phase's), `phase.K.cycles` (its
+/// length), `phase.K.quantum_us` (the quantum in force), `phase.K.switches_per_s`,
+/// `phase.K.wake_p50_cycles` / `phase.K.wake_p99_cycles` (interactive and unmodified guests
+/// together), and per VM `phase.K.share.VM` (percent of the phase it ran), `phase.K.weight.VM`
+/// (the weight in force), `phase.K.keys.VM.p99_cycles`.
+pub const PHASE: &str = "phase.";
 
 /// Percent in a whole.
 const PERCENT: f64 = 100.0;
@@ -353,6 +363,78 @@ pub fn latency_figures(
             let prefix = format!("{KEYS}{}.", name(vm));
             figures.set(&format!("{prefix}p50_cycles"), Some(spread.p50 as f64));
             figures.set(&format!("{prefix}p99_cycles"), Some(spread.p99 as f64));
+        }
+    }
+}
+
+/// Adds the figures of each phase of a run that changed its settings (see [`PHASE`]), as
+/// [`carousel_trace::model::phases::phases`] cut it. `quantum_us` is the run's quantum at its
+/// start, `tsc_hz` its TSC frequency (0: unknown, no rates).
+pub fn phase_figures(figures: &mut Figures, vms: &[VmInfo], quantum_us: u32, phases: &[Phase], tsc_hz: u64) {
+    let Some(first) = phases.first() else {
+        return;
+    };
+    let name = |vm: usize| {
+        vms.get(vm)
+            .map_or_else(|| format!("vm{vm}"), |info| info.name.clone())
+    };
+    let mut quantum = quantum_us;
+    let mut weights: Vec<u32> = vms.iter().map(|vm| vm.weight).collect();
+    for (index, phase) in phases.iter().enumerate() {
+        for change in &phase.changes {
+            match *change {
+                Setting::Quantum { us } => quantum = us,
+                Setting::Weight { vm, weight } => {
+                    if let Some(slot) = weights.get_mut(usize::from(vm)) {
+                        *slot = weight;
+                    }
+                }
+                Setting::Cap { .. } => {}
+            }
+        }
+        let prefix = format!("{PHASE}{index}.");
+        let length = phase.length().max(1);
+        figures.set(
+            &format!("{prefix}from_cycles"),
+            Some((phase.start - first.start) as f64),
+        );
+        figures.set(&format!("{prefix}cycles"), Some(phase.length() as f64));
+        figures.set(&format!("{prefix}quantum_us"), Some(f64::from(quantum)));
+        let switches: u64 = phase.vms.iter().map(|vm| vm.switches).sum();
+        figures.set(
+            &format!("{prefix}switches_per_s"),
+            (tsc_hz > 0).then(|| switches as f64 * tsc_hz as f64 / length as f64),
+        );
+        let mut wakes: Vec<u64> = phase
+            .vms
+            .iter()
+            .enumerate()
+            .filter(|(vm, _)| vms.get(*vm).is_some_and(|info| info.class.wakes_answer_events()))
+            .flat_map(|(_, vm)| vm.wakes.iter().copied())
+            .collect();
+        figures.set(
+            &format!("{prefix}wake_p50_cycles"),
+            percentile(&mut wakes, 50).map(|cycles| cycles as f64),
+        );
+        figures.set(
+            &format!("{prefix}wake_p99_cycles"),
+            percentile(&mut wakes, 99).map(|cycles| cycles as f64),
+        );
+        for (vm, row) in phase.vms.iter().enumerate() {
+            let vm_name = name(vm);
+            figures.set(
+                &format!("{prefix}share.{vm_name}"),
+                Some(row.running as f64 * PERCENT / length as f64),
+            );
+            figures.set(
+                &format!("{prefix}weight.{vm_name}"),
+                weights.get(vm).map(|&weight| f64::from(weight)),
+            );
+            let mut keys = row.keystrokes.clone();
+            figures.set(
+                &format!("{prefix}keys.{vm_name}.p99_cycles"),
+                percentile(&mut keys, 99).map(|cycles| cycles as f64),
+            );
         }
     }
 }

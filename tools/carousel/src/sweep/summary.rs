@@ -14,8 +14,9 @@ use std::path::Path;
 use carousel_trace::decode::decode_trace;
 use carousel_trace::escape;
 use carousel_trace::format::group;
+use carousel_trace::model::phases::{phases, Phase};
 use carousel_trace::model::steps::{time_steps, StepsFile, STEPS_FILE};
-use carousel_trace::model::{Keep, ModelBuilder};
+use carousel_trace::model::{Keep, Model, ModelBuilder};
 use carousel_trace::render::table::{Align, Table};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -200,6 +201,7 @@ pub fn read_run(dir: &Path) -> Result<FoundRun, String> {
                     .and_then(|file| time_steps(&file.vms, &model.console, &model.keys).ok());
                 model.steps = steps;
                 let names: Vec<String> = result.vms.iter().map(|vm| vm.name.clone()).collect();
+                let phases = run_phases(&bytes, &model, &result);
                 figures::figures(&model.accounting, &result.vms)
                     .map(|mut found| {
                         figures::latency_figures(
@@ -208,6 +210,15 @@ pub fn read_run(dir: &Path) -> Result<FoundRun, String> {
                             model.steps.as_deref(),
                             &model.keys,
                         );
+                        if let Some(phases) = &phases {
+                            figures::phase_figures(
+                                &mut found,
+                                &result.vms,
+                                result.config.quantum_us,
+                                phases,
+                                result.tsc_hz.unwrap_or(0),
+                            );
+                        }
                         found
                     })
                     .map_err(|error| {
@@ -229,6 +240,21 @@ pub fn read_run(dir: &Path) -> Result<FoundRun, String> {
             .unwrap_or_else(|| "the run failed".to_string()))
     };
     Ok(FoundRun { result, figures })
+}
+
+/// The phases of a run that changed a setting while it ran, from its trace; `None` for a run
+/// that changed nothing (most: the trace is then read once, keeping totals only). Cutting needs
+/// the timeline, so such a trace is read again keeping everything.
+fn run_phases(bytes: &[u8], totals: &Model, result: &RunResult) -> Option<Vec<Phase>> {
+    let settings = &totals.accounting.settings;
+    if !settings.changes.iter().any(|change| change.made()) {
+        return None;
+    }
+    let weights = result.vms.iter().map(|vm| vm.weight).collect();
+    let mut model = ModelBuilder::with_weights(Keep::Everything, weights);
+    decode_trace(bytes, |item| model.add_item(item));
+    let model = model.finish();
+    phases(model.timeline.as_ref()?, settings, &model.keys)
 }
 
 /// A planned (or found) run, and what was found of it.
@@ -497,6 +523,14 @@ impl Summary {
         names
     }
 
+    /// The phase figures of every row, sorted, each once.
+    fn phase_names(&self) -> Vec<String> {
+        self.names_after(figures::PHASE)
+            .into_iter()
+            .map(|rest| format!("{}{rest}", figures::PHASE))
+            .collect()
+    }
+
     /// The STEPS and KEYSTROKE tables of the text form: per configuration, each VM's steps
     /// (mean duration over the repeats and runs, and the range of the runs' means), its whole
     /// script, and its keystroke response p50/p99. Empty when no run timed any.
@@ -596,6 +630,102 @@ impl Summary {
             out.push_str(&keys.render());
         }
         out
+    }
+
+    /// The PHASES tables of the text form, for the configurations whose runs changed a setting
+    /// while they ran: each phase's start, length, quantum in force, switches per second and
+    /// wake latency, then each VM's weight, share of the phase and keystroke response p99 in
+    /// it. Empty when no run changed anything.
+    fn phase_text(&self) -> String {
+        let unit = if self.tsc_hz.is_some() { "µs" } else { "cyc" };
+        let config = [
+            ("WORKLOAD", Align::Left),
+            ("POLICY", Align::Left),
+            ("WEIGHTS", Align::Left),
+            ("QUANTUM", Align::Right),
+            ("PHASE", Align::Right),
+        ];
+        let wake_header = format!("WAKE p50/p99 {unit}");
+        let mut phase_columns = config.to_vec();
+        phase_columns.extend([
+            ("FROM", Align::Right),
+            ("LENGTH", Align::Right),
+            ("QUANTUM IN FORCE", Align::Right),
+            ("SWITCHES/s", Align::Right),
+            (wake_header.as_str(), Align::Right),
+        ]);
+        let keys_header = format!("KEYSTROKE p99 {unit}");
+        let mut vm_columns = config.to_vec();
+        vm_columns.extend([
+            ("VM", Align::Left),
+            ("WEIGHT", Align::Right),
+            ("SHARE %", Align::Right),
+            (keys_header.as_str(), Align::Right),
+        ]);
+        let mut phases = Table::new(&phase_columns);
+        let mut shares = Table::new(&vm_columns);
+        let vms = self.names_after(figures::PHASE);
+        for row in &self.rows {
+            for index in 0.. {
+                let prefix = format!("{}{index}.", figures::PHASE);
+                let figure = |what: &str| row.mean(&format!("{prefix}{what}"));
+                let Some(from) = figure("from_cycles") else {
+                    break;
+                };
+                let cells = vec![
+                    row.point.workload.clone(),
+                    row.point.policy.clone(),
+                    row.point.weights.clone(),
+                    quantum_text(row.point.quantum_us),
+                    index.to_string(),
+                ];
+                let mut phase = cells.clone();
+                phase.extend([
+                    self.duration_text(from),
+                    self.duration_text(figure("cycles").unwrap_or(0.0)),
+                    figure("quantum_us").map_or("-".to_string(), |us| quantum_text(us as u32)),
+                    figure("switches_per_s").map_or("-".to_string(), |rate| format!("{rate:.0}")),
+                    format!(
+                        "{}/{}",
+                        self.time_text(figure("wake_p50_cycles")),
+                        self.time_text(figure("wake_p99_cycles"))
+                    ),
+                ]);
+                phases.push(phase);
+                let share_prefix = format!("{index}.share.");
+                for vm in vms.iter().filter_map(|name| name.strip_prefix(&share_prefix)) {
+                    let mut line = cells.clone();
+                    line.extend([
+                        vm.to_string(),
+                        figure(&format!("weight.{vm}"))
+                            .map_or("-".to_string(), |weight| format!("{weight:.0}")),
+                        figure(&format!("share.{vm}"))
+                            .map_or("-".to_string(), |share| format!("{share:.1}")),
+                        self.time_text(figure(&format!("keys.{vm}.p99_cycles"))),
+                    ]);
+                    shares.push(line);
+                }
+            }
+        }
+        if phases.rows().is_empty() {
+            return String::new();
+        }
+        let mut out = String::from(
+            "\nPHASES within runs (each run cut at its setting changes; a wake counts in the \
+             phase its wait began, a keystroke in the phase of its input)\n",
+        );
+        out.push_str(&phases.render());
+        out.push_str("\nPHASE SHARES per VM (of each phase's cycles)\n");
+        out.push_str(&shares.render());
+        out
+    }
+
+    /// `cycles` of TSC time as milliseconds when the TSC frequency is known, else cycles.
+    fn duration_text(&self, cycles: f64) -> String {
+        match self.tsc_hz {
+            Some(hz) => format!("{:.1} ms", cycles * 1_000.0 / hz as f64),
+            None => format!("{cycles:.0} cyc"),
+        }
     }
 
     /// What follows `prefix` in the figure names of every row, sorted, each once.
@@ -782,6 +912,7 @@ impl Summary {
             out.push_str(&table.render());
         }
         out.push_str(&self.latency_text());
+        out.push_str(&self.phase_text());
         let failures: Vec<&String> = self.rows.iter().flat_map(|row| &row.failures).collect();
         if !failures.is_empty() {
             out.push_str("\nRUNS WITHOUT FIGURES\n");
@@ -821,6 +952,7 @@ impl Summary {
                     .map(|vm| format!("{}{vm}", figures::THROUGHPUT_VM)),
             )
             .chain(self.latency_names())
+            .chain(self.phase_names())
             .collect();
         let names: Vec<&str> = fixed
             .iter()
@@ -913,6 +1045,11 @@ fn is_latency(name: &str) -> bool {
         .any(|prefix| name.starts_with(prefix))
 }
 
+/// True for a figure of one phase of a run ([`figures::PHASE`]).
+fn is_phase(name: &str) -> bool {
+    name.starts_with(figures::PHASE)
+}
+
 /// `lines` (the header first) as CSV.
 fn write_csv(lines: Vec<Vec<String>>) -> String {
     let mut writer = csv::Writer::from_writer(Vec::new());
@@ -997,6 +1134,9 @@ struct RowJson {
     /// Task latencies by figure name (`step.VM.STEP.mean_cycles`, `script.VM.cycles`,
     /// `keys.VM.p99_cycles`...): means over the runs.
     latencies: BTreeMap<String, f64>,
+    /// Figures of each phase of runs that changed a setting while they ran
+    /// (`phase.K.switches_per_s`, `phase.K.share.VM`...): means over the runs.
+    phases: BTreeMap<String, f64>,
     /// Per figure, with repeats: min and max over the runs.
     spread: BTreeMap<String, SpreadJson>,
     lab_hash: String,
@@ -1086,6 +1226,12 @@ impl RowJson {
                 .stats
                 .iter()
                 .filter(|(name, _)| is_latency(name))
+                .map(|(name, stat)| (name.clone(), stat.mean))
+                .collect(),
+            phases: row
+                .stats
+                .iter()
+                .filter(|(name, _)| is_phase(name))
                 .map(|(name, stat)| (name.clone(), stat.mean))
                 .collect(),
             spread,
@@ -1332,6 +1478,153 @@ mod tests {
         );
         let columns = lines[0].split(',').count();
         assert!(lines.iter().all(|line| line.split(',').count() == columns));
+    }
+
+    /// Two spins at 1 MHz take turns in slices of 1,000 cycles; at 8,000 the quantum becomes
+    /// 4,000 (a scheduled change), and they go on to 24,000. The run's figures are cut there:
+    /// phase 0 has four times the switches per second of phase 1, each phase names the quantum
+    /// in force, and the text, CSV and JSON show the phases.
+    #[test]
+    fn a_run_that_changed_its_quantum_is_compared_phase_by_phase() {
+        use carousel_protocol::config::Setting;
+        use carousel_protocol::record::{
+            ChangeSource, Event, Record, RunSummary, SliceEnd, TraceLevel, TscSource, VmSummary,
+        };
+        use carousel_trace::decode::encode_trace;
+
+        let slices = |from: u64, to: u64, length: u64| {
+            let mut events = Vec::new();
+            let mut vm = 0;
+            let mut at = from;
+            while at < to {
+                events.push(Event::Run { dt: 0, vm });
+                events.push(Event::Descheduled {
+                    dt: length,
+                    vm,
+                    why: SliceEnd::Preempted,
+                });
+                vm = 1 - vm;
+                at += length;
+            }
+            Record::Events { tsc: from, events }
+        };
+        let summary = |vm| {
+            Record::VmSummary(VmSummary {
+                vm,
+                running: 12_000,
+                runnable: 12_000,
+                blocked: 0,
+                stopped: 0,
+                guest: 12_000,
+                root: 0,
+                slices: 8,
+                preemptions: 8,
+                yields: 0,
+                wakes: 0,
+                wake_p50: 0,
+                wake_p95: 0,
+                wake_p99: 0,
+                wake_max: 0,
+                quantum_error_median_ppm: 0,
+                quantum_error_max_ppm: 0,
+                blocked_console: 0,
+                blocked_records: 0,
+                guest_records_dropped: 0,
+            })
+        };
+        let records = vec![
+            Record::Hello {
+                version: 1,
+                lab_hash: 7,
+                tsc_hz: 1_000_000,
+                tsc_source: TscSource::LabFile,
+                preemption_timer_rate: 0,
+                cpu: "test".into(),
+                vms: vec!["a".into(), "b".into()],
+                commit: "abc".into(),
+                level: TraceLevel::Switches,
+                weights: Vec::new(),
+                quantum_clock: carousel_protocol::config::QuantumClock::Wall,
+            },
+            slices(0, 8_000, 1_000),
+            Record::SettingChanged {
+                tsc: 8_000,
+                setting: Setting::Quantum { us: 4_000 },
+                source: ChangeSource::Lab,
+            },
+            slices(8_000, 24_000, 4_000),
+            Record::RunEnd { tsc: 24_000 },
+            summary(0),
+            summary(1),
+            Record::RunSummary(RunSummary {
+                policy: "round-robin".into(),
+                quantum_cycles: 1_000,
+                elapsed: 24_000,
+                root: 0,
+                idle: 0,
+                switch_median: 1,
+                switch_max: 1,
+                switches: 12,
+                dropped_records: 0,
+            }),
+        ];
+        let mut run = found(config("w", "round-robin", 1_000, 1), Ok(&[]));
+        run.result.vms = ["a", "b"]
+            .map(|name| VmInfo {
+                name: name.into(),
+                kernel: "spin".into(),
+                class: Class::Cpu,
+                weight: 1,
+            })
+            .to_vec();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(RESULT_FILE),
+            serde_json::to_string(&run.result).unwrap(),
+        )
+        .unwrap();
+        std::fs::write(dir.path().join(TRACE_FILE), encode_trace(records)).unwrap();
+        let read = read_run(dir.path()).unwrap();
+        let figures = read.figures.clone().expect("the run has figures");
+        let get = |name: &str| figures.get(name).unwrap_or_else(|| panic!("no {name}"));
+        assert_eq!(get("phase.0.from_cycles"), 0.0);
+        assert_eq!(get("phase.1.from_cycles"), 8_000.0);
+        assert_eq!(get("phase.0.quantum_us"), 1_000.0);
+        assert_eq!(get("phase.1.quantum_us"), 4_000.0);
+        // 8 slices in 8,000 cycles, then 4 in 16,000: 1,000 and 250 a second at 1 MHz.
+        assert_eq!(get("phase.0.switches_per_s"), 1_000.0);
+        assert_eq!(get("phase.1.switches_per_s"), 250.0);
+        assert_eq!(get("phase.0.share.a"), 50.0);
+        assert_eq!(get("phase.1.share.b"), 50.0);
+        assert!(figures.get("phase.2.from_cycles").is_none());
+
+        let summary = summarize(None, &[read]);
+        let text = summary.text();
+        assert!(text.contains("PHASES within runs"), "{text}");
+        let phase_line = text
+            .lines()
+            .find(|line| line.contains("8.0 ms") && line.contains("4ms"))
+            .unwrap_or_else(|| panic!("phase 1 from 8 ms at 4 ms: {text}"));
+        assert!(phase_line.contains("250"), "{phase_line}");
+        assert!(summary.csv().contains("phase_1_switches_per_s"));
+        assert_eq!(
+            summary.json()["rows"][0]["phases"]["phase.1.quantum_us"],
+            4_000.0
+        );
+    }
+
+    /// A run that changed nothing has no phase figures and no PHASES table.
+    #[test]
+    fn a_run_without_changes_has_no_phases() {
+        let summary = summarize(
+            None,
+            &[found(
+                config("w", "round-robin", 500, 1),
+                Ok(&overhead(3.0)),
+            )],
+        );
+        assert!(!summary.text().contains("PHASES"));
+        assert!(!summary.csv().contains("phase_"));
     }
 
     #[test]

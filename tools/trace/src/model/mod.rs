@@ -15,6 +15,7 @@ pub mod accounting;
 pub mod console;
 pub mod feed;
 pub mod live;
+pub mod phases;
 pub mod samples;
 pub mod settings;
 pub mod steps;

@@ -87,6 +87,15 @@ impl KeyLog {
     /// VM `vm`'s keystroke responses in cycles, in order: each answer from the first input
     /// after the previous answer (none for a VM that got no input).
     pub fn responses_of(&self, vm: usize) -> Vec<u64> {
+        self.timed_responses_of(vm)
+            .into_iter()
+            .map(|(_, response)| response)
+            .collect()
+    }
+
+    /// VM `vm`'s keystroke responses as [`KeyLog::responses_of`] gives them, each with the TSC
+    /// time of the input it answers.
+    pub fn timed_responses_of(&self, vm: usize) -> Vec<(u64, u64)> {
         let (Some(inputs), Some(answers)) = (self.inputs.get(vm), self.answers.get(vm)) else {
             return Vec::new();
         };
@@ -98,7 +107,7 @@ impl KeyLog {
             let from =
                 previous.map_or(0, |previous| inputs.partition_point(|&tsc| tsc <= previous));
             if let Some(&input) = inputs.get(from).filter(|&&input| input <= answer) {
-                responses.push(answer - input);
+                responses.push((input, answer - input));
             }
             previous = Some(answer);
         }
