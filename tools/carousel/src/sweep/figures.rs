@@ -14,8 +14,8 @@
 
 use std::collections::BTreeMap;
 
-use carousel_trace::model::accounting::{Accounting, SLEEPY_WAKE_LATE, SPIN_ITERATIONS};
 use carousel_protocol::config::Setting;
+use carousel_trace::model::accounting::{Accounting, SLEEPY_WAKE_LATE, SPIN_ITERATIONS};
 use carousel_trace::model::phases::Phase;
 use carousel_trace::model::steps::{KeyLog, Spread, VmSteps};
 use serde::{Deserialize, Serialize};
@@ -370,7 +370,13 @@ pub fn latency_figures(
 /// Adds the figures of each phase of a run that changed its settings (see [`PHASE`]), as
 /// [`carousel_trace::model::phases::phases`] cut it. `quantum_us` is the run's quantum at its
 /// start, `tsc_hz` its TSC frequency (0: unknown, no rates).
-pub fn phase_figures(figures: &mut Figures, vms: &[VmInfo], quantum_us: u32, phases: &[Phase], tsc_hz: u64) {
+pub fn phase_figures(
+    figures: &mut Figures,
+    vms: &[VmInfo],
+    quantum_us: u32,
+    phases: &[Phase],
+    tsc_hz: u64,
+) {
     let Some(first) = phases.first() else {
         return;
     };
@@ -409,7 +415,10 @@ pub fn phase_figures(figures: &mut Figures, vms: &[VmInfo], quantum_us: u32, pha
             .vms
             .iter()
             .enumerate()
-            .filter(|(vm, _)| vms.get(*vm).is_some_and(|info| info.class.wakes_answer_events()))
+            .filter(|(vm, _)| {
+                vms.get(*vm)
+                    .is_some_and(|info| info.class.wakes_answer_events())
+            })
             .flat_map(|(_, vm)| vm.wakes.iter().copied())
             .collect();
         figures.set(

@@ -693,7 +693,10 @@ impl Summary {
                 ]);
                 phases.push(phase);
                 let share_prefix = format!("{index}.share.");
-                for vm in vms.iter().filter_map(|name| name.strip_prefix(&share_prefix)) {
+                for vm in vms
+                    .iter()
+                    .filter_map(|name| name.strip_prefix(&share_prefix))
+                {
                     let mut line = cells.clone();
                     line.extend([
                         vm.to_string(),

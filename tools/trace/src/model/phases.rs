@@ -79,7 +79,10 @@ pub fn phases(timeline: &Timeline, settings: &Settings, keys: &KeyLog) -> Option
         return None;
     }
     // The phase holding `tsc` (times before the start in the first, after the end in the last).
-    let bounds: Vec<(u64, u64)> = phases.iter().map(|phase| (phase.start, phase.end)).collect();
+    let bounds: Vec<(u64, u64)> = phases
+        .iter()
+        .map(|phase| (phase.start, phase.end))
+        .collect();
     let index_of = |tsc: u64| {
         bounds
             .partition_point(|&(start, _)| start <= tsc)
@@ -210,9 +213,10 @@ mod tests {
         settings.changes.push(change(400, weight, None));
         // Past the end: no time followed it.
         settings.changes.push(change(1_000, quantum, None));
-        let mut keys = KeyLog::default();
-        keys.inputs = vec![Vec::new(), vec![100, 600]];
-        keys.answers = vec![Vec::new(), vec![320, 640]];
+        let keys = KeyLog {
+            inputs: vec![Vec::new(), vec![100, 600]],
+            answers: vec![Vec::new(), vec![320, 640]],
+        };
         let phases = phases(&timeline(), &settings, &keys).expect("one change was made");
         assert_eq!(phases.len(), 2);
         assert_eq!((phases[0].start, phases[0].end), (0, 400));
