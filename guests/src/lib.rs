@@ -13,6 +13,7 @@
 //! - [`arch`]: the only instructions the runtime needs inline assembly for.
 //! - [`interrupts`]: a 64-bit IDT, a handler per vector, `STI` / `CLI` and the local APIC's EOI,
 //!   for guests that call [`interrupts::init`] (the others run with IF = 0 throughout).
+//! - [`ioapic`]: the I/O APIC's registers and routing an IRQ to a vector, as xv6 does.
 //! - [`lapic`]: the local APIC timer's registers, and a periodic timer started in one call.
 //! - [`mmio`]: 32-bit volatile access to device registers in the device window.
 //! - [`probe!`]: runs an instruction that may fault and returns the exception it raised
@@ -32,6 +33,7 @@ mod entry;
 pub mod hypercall;
 pub mod ide;
 pub mod interrupts;
+pub mod ioapic;
 pub mod lapic;
 pub mod mmio;
 pub mod multiboot;

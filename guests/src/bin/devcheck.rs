@@ -59,7 +59,7 @@ use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize
 use carousel_guests::ide;
 use carousel_guests::interrupts::{self, InterruptFrame, LOCAL_APIC_BASE};
 use carousel_guests::mmio::Registers;
-use carousel_guests::{arch, entry, hypercall, println, BootInfo};
+use carousel_guests::{arch, entry, hypercall, ioapic, println, serial, BootInfo};
 use carousel_protocol::hypercall::{EXIT_FAILURE, EXIT_SUCCESS};
 
 entry!(main);
@@ -181,24 +181,8 @@ const TDCR_DIVIDE_BY_1: u32 = 0xB;
 /// xv6's timer initial count.
 const TIMER_INITIAL_COUNT: u32 = 10_000_000;
 
-// ----- I/O APIC (xv6 ioapic.c) -----
-
-/// The I/O APIC's address, fixed in xv6.
-const IOAPIC_BASE: usize = 0xFEC0_0000;
-/// The I/O APIC's registers.
-const IOAPIC: Registers = Registers::new(IOAPIC_BASE);
-/// IOREGSEL: register select.
-const IOAPIC_REGSEL: usize = 0x00;
-/// IOWIN: register data.
-const IOAPIC_WINDOW: usize = 0x10;
-/// Register: ID.
-const IOAPIC_REG_ID: u32 = 0x00;
-/// Register: version.
-const IOAPIC_REG_VER: u32 = 0x01;
-/// Register: redirection table, two registers per entry.
-const IOAPIC_REG_TABLE: u32 = 0x10;
-/// Redirection entry: masked.
-const IOAPIC_INT_DISABLED: u32 = 0x10000;
+// The I/O APIC's registers and xv6's `ioapicread` / `ioapicwrite` are the runtime's
+// (`carousel_guests::ioapic`); `ioapicinit` is devcheck's own (step 4).
 
 // ----- 8259 PICs -----
 
@@ -223,14 +207,10 @@ const UART_LCR: u16 = COM1 + 3;
 const UART_MCR: u16 = COM1 + 4;
 /// Line status.
 const UART_LSR: u16 = COM1 + 5;
-/// LSR: data ready.
-const LSR_DATA_READY: u8 = 0x01;
 /// LSR: transmit holding register empty.
 const LSR_THRE: u8 = 0x20;
 /// What an unemulated port reads as.
 const FLOATING_BUS: u8 = 0xFF;
-/// Most bytes one receive interrupt drains (bounds the handler if LSR sticks at "data ready").
-const RX_DRAIN_LIMIT: usize = 4096;
 
 // ----- CGA (xv6 console.c) -----
 
@@ -849,36 +829,25 @@ fn check_lapic_init() -> bool {
 
 // ----- 4. I/O APIC -----
 
-/// xv6's `ioapicread`.
-fn ioapic_read(register: u32) -> u32 {
-    // SAFETY: selecting a register only changes which one IOWIN shows; devcheck is the only user.
-    unsafe { IOAPIC.write(IOAPIC_REGSEL, register) };
-    IOAPIC.read(IOAPIC_WINDOW)
-}
-
 /// xv6's `ioapicwrite`.
 fn ioapic_write(register: u32, value: u32) {
     // SAFETY: devcheck owns the I/O APIC; each write is a step of xv6's `ioapicinit` or
     // `ioapicenable`, for an IRQ whose handler is registered.
-    unsafe {
-        IOAPIC.write(IOAPIC_REGSEL, register);
-        IOAPIC.write(IOAPIC_WINDOW, value);
-    }
+    unsafe { ioapic::write(register, value) };
 }
 
 /// xv6's `ioapicenable(irq, 0)`: edge-triggered, active high, unmasked, to APIC ID 0.
 fn ioapic_enable(irq: u8) {
-    let irq = u32::from(irq);
-    ioapic_write(IOAPIC_REG_TABLE + 2 * irq, u32::from(IRQ0_VECTOR) + irq);
-    ioapic_write(IOAPIC_REG_TABLE + 2 * irq + 1, 0);
+    // SAFETY: as in `ioapic_write`: vector 32 + irq has its handler (registered in `main`).
+    unsafe { ioapic::enable(irq, IRQ0_VECTOR + irq) };
 }
 
 /// `ioapic-init`: xv6's `ioapicinit`, then the keyboard IRQ enabled as `consoleinit` does. Fails
 /// if the ID differs from the MP table's (xv6 only warns) or the entries cannot reach IRQ 14.
 fn check_ioapic_init(mp_ioapic_id: Option<u8>) -> bool {
-    let version = ioapic_read(IOAPIC_REG_VER);
+    let version = ioapic::read(ioapic::REG_VER);
     let max_entry = (version >> 16) & 0xFF;
-    let id = (ioapic_read(IOAPIC_REG_ID) >> 24) as u8;
+    let id = (ioapic::read(ioapic::REG_ID) >> 24) as u8;
     println!(
         "devcheck: I/O APIC VER {version:#x} (max entry {max_entry}), ID {id}, MP table ID \
          {mp_ioapic_id:?}"
@@ -887,10 +856,10 @@ fn check_ioapic_init(mp_ioapic_id: Option<u8>) -> bool {
     let entries = max_entry.min(255 - u32::from(IRQ0_VECTOR));
     for entry in 0..=entries {
         ioapic_write(
-            IOAPIC_REG_TABLE + 2 * entry,
-            IOAPIC_INT_DISABLED | (u32::from(IRQ0_VECTOR) + entry),
+            ioapic::REG_TABLE + 2 * entry,
+            ioapic::INT_DISABLED | (u32::from(IRQ0_VECTOR) + entry),
         );
-        ioapic_write(IOAPIC_REG_TABLE + 2 * entry + 1, 0);
+        ioapic_write(ioapic::REG_TABLE + 2 * entry + 1, 0);
     }
     ioapic_enable(KEYBOARD_IRQ);
     mp_ioapic_id == Some(id) && max_entry >= u32::from(IDE_IRQ) && max_entry == entries
@@ -1472,15 +1441,7 @@ impl LineBuffer {
 
 /// Vector 36: xv6's `uartintr`: read RBR while LSR shows data (bounded), then EOI.
 fn uart_interrupt(_frame: &InterruptFrame) {
-    for _ in 0..RX_DRAIN_LIMIT {
-        // SAFETY: LSR has no read side effect; RBR pops the byte the handler exists to take.
-        unsafe {
-            if arch::inb(UART_LSR) & LSR_DATA_READY == 0 {
-                break;
-            }
-            LINE.push(arch::inb(UART_RBR));
-        }
-    }
+    serial::drain_received(|byte| LINE.push(byte));
     interrupts::end_of_interrupt();
 }
 

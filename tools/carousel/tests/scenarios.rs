@@ -1351,6 +1351,38 @@ fn a_script_step_that_times_out_fails_the_vm() {
     assert!(start.elapsed().as_secs() < 60, "{describe}");
 }
 
+/// `carousel report --format json` of a run directory's `com2.bin`.
+fn report_json(out: &Path) -> Value {
+    let report = carousel(&[
+        "report",
+        out.join("com2.bin").to_str().expect("a UTF-8 path"),
+        "--format",
+        "json",
+    ]);
+    assert_eq!(report.code, Some(0), "{}", report.describe());
+    serde_json::from_str(&report.stdout).expect("the report is JSON")
+}
+
+/// VM 0's Input events (time, bytes) and Answer records (time) in stream order.
+fn inputs_and_answers(records: &[Record]) -> (Vec<(u64, u32)>, Vec<u64>) {
+    let mut inputs = Vec::new();
+    let mut answers = Vec::new();
+    for record in records {
+        match record {
+            Record::Events { tsc, events } => {
+                for (now, event) in carousel_protocol::record::timed_events(*tsc, events) {
+                    if let Event::Input { vm: 0, bytes, .. } = event {
+                        inputs.push((now, *bytes));
+                    }
+                }
+            }
+            Record::Answer { tsc, vm: 0 } => answers.push(*tsc),
+            _ => {}
+        }
+    }
+    (inputs, answers)
+}
+
 /// Task latencies from the console, with Carousel's devcheck guest: its script step "ping"
 /// is timed from the hypervisor delivering the typed line's first byte (an Input event) to the
 /// console line that matched the next step, and the keystroke response from that input to the
@@ -1388,21 +1420,7 @@ fn step_durations_and_keystroke_response_come_from_the_trace() {
         find_line(&lines[0], 0, "devcheck: waiting for input").expect("the prompt is timed");
     let (_, received) =
         find_line(&lines[0], waiting_at, "devcheck: received").expect("the answer is timed");
-    let mut inputs = Vec::new();
-    let mut answers = Vec::new();
-    for record in &records {
-        match record {
-            Record::Events { tsc, events } => {
-                for (now, event) in carousel_protocol::record::timed_events(*tsc, events) {
-                    if let Event::Input { vm: 0, bytes, .. } = event {
-                        inputs.push((now, *bytes));
-                    }
-                }
-            }
-            Record::Answer { tsc, vm: 0 } => answers.push(*tsc),
-            _ => {}
-        }
-    }
+    let (inputs, answers) = inputs_and_answers(&records);
     assert_eq!(
         inputs.iter().map(|(_, bytes)| bytes).sum::<u32>(),
         5,
@@ -1416,14 +1434,7 @@ fn step_durations_and_keystroke_response_come_from_the_trace() {
     assert_eq!(answers.len(), 1, "one answer: {answers:?}\n{describe}");
     assert!(sent < answers[0] && answers[0] <= received, "{answers:?}");
 
-    let report = carousel(&[
-        "report",
-        out.join("com2.bin").to_str().expect("a UTF-8 path"),
-        "--format",
-        "json",
-    ]);
-    assert_eq!(report.code, Some(0), "{}", report.describe());
-    let json: Value = serde_json::from_str(&report.stdout).expect("the report is JSON");
+    let json = report_json(&out);
     let rows = json["latencies"].as_array().expect("a latencies array");
     let step = rows
         .iter()
@@ -1443,6 +1454,326 @@ fn step_durations_and_keystroke_response_come_from_the_trace() {
         received - sent,
         answers[0] - sent
     );
+}
+
+/// The `keyecho` lab of the keystroke scenarios: one `keyecho` VM answering five lines, typed
+/// by one script step repeated five times (`send = "hello\n"`, `repeat = 5`), beside `busy`
+/// CPU-bound `spin` VMs (whose scripts finish at their first line, so that the run ends once
+/// keyecho is done), round robin at 5 ms.
+fn keyecho_lab(busy: usize) -> String {
+    let mut lab = String::from(
+        "[run]\nquantum_us = 5000\nips = 1_000_000\ntsc_hz = 50_000_000\ntimeout_s = 180\n\n\
+         [[vm]]\nname = \"key\"\nkernel = \"keyecho\"\nmemory_mib = 8\nargs = \"count=5\"\n\n\
+         [[vm.script]]\nexpect = '^keyecho: ready$'\nsend = \"hello\\n\"\nlabel = \"hello\"\n\
+         repeat = 5\n\n\
+         [[vm.script]]\nexpect = '^keyecho: done, 5 lines \\(0 bytes dropped\\)$'\n",
+    );
+    for index in 0..busy {
+        lab.push_str(&format!(
+            "\n[[vm]]\nname = \"busy{index}\"\nkernel = \"spin\"\nmemory_mib = 4\n\
+             args = \"ms=100000 report_ms=100000\"\n\n[[vm.script]]\nexpect = '^spin: '\n"
+        ));
+    }
+    lab
+}
+
+/// One keystroke of the `keyecho` VM (VM 0) as both sides saw it, in cycles.
+#[derive(Debug)]
+struct Keystroke {
+    /// The hypervisor's: the line's first Input event and the Answer (the response is the
+    /// difference), and the runnable time between them, from the trace's runstates.
+    input: u64,
+    answer: u64,
+    wait: u64,
+    /// The guest's: its receive handler's TSC at the line's first byte (`key_start_tsc`) and
+    /// from there to the answer's first byte (`key_cycles`).
+    guest_start: u64,
+    guest: u64,
+    /// From the trace's runstates: blocked from the input to the guest's start (the
+    /// hypervisor routes the rest of the line before it wakes the VM), and runnable within the
+    /// guest's own interval (a descheduling the guest cannot see).
+    blocked_before: u64,
+    waited_inside: u64,
+}
+
+impl Keystroke {
+    fn response(&self) -> u64 {
+        self.answer - self.input
+    }
+
+    /// The hypervisor's figure less the guest's, less what the trace shows apart as neither
+    /// the guest's nor an exit's: the wait outside the guest's interval and the blocked time
+    /// before it. What is left is the VM's running time outside the guest's view: the entry
+    /// that delivers the interrupt up to the handler's RDTSC, and the answer's OUT exit up to
+    /// the hypervisor noting the byte. Negative when the figures contradict each other.
+    fn remainder(&self) -> i128 {
+        i128::from(self.response())
+            - i128::from(self.guest)
+            - (i128::from(self.wait) - i128::from(self.waited_inside))
+            - i128::from(self.blocked_before)
+    }
+}
+
+/// What a keystroke scenario measured.
+struct KeyEchoRun {
+    /// How many busy VMs ran beside keyecho.
+    busy: usize,
+    run: Run,
+    keystrokes: Vec<Keystroke>,
+    /// The costliest I/O-instruction exit of the keyecho VM in the run (the exit that carries
+    /// the answer's byte), cycles.
+    io_exit_max: u64,
+    quantum: u64,
+    /// `carousel report --format json`'s `latencies` rows of the keyecho VM.
+    latencies: Vec<Value>,
+}
+
+/// Runs [`keyecho_lab`] with `busy` spins and gathers each keystroke from the records (Input
+/// and Answer records, the guest's metrics, the runstates replayed by the trace's timeline).
+/// Checks on the way what every such run must show: it passed; 30 bytes of input (six a
+/// line) and five answers; five reports of each guest metric; the STEPS row of the repeated
+/// step, five times; and the report's keystroke response and wait rows equal to the figures
+/// computed here from the records.
+fn run_keyecho(busy: usize) -> KeyEchoRun {
+    use carousel_trace::model::timeline::{RunState, Span, Timeline};
+
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let lab = dir.path().join("keyecho.toml");
+    std::fs::write(&lab, keyecho_lab(busy)).expect("the lab file is written");
+    let out = dir.path().join("run");
+    let run = run_file(&lab, &out, &[]);
+    let describe = run.describe();
+    assert_eq!(run.code, Some(0), "{describe}");
+    let records = records_of(&out, &describe);
+
+    let (inputs, mut answers) = inputs_and_answers(&records);
+    let metric = |name: &str| -> Vec<u64> {
+        records
+            .iter()
+            .filter_map(|record| match record {
+                Record::GuestMetric {
+                    vm: 0,
+                    name: n,
+                    value,
+                    ..
+                } if n == name => Some(*value),
+                _ => None,
+            })
+            .collect()
+    };
+    answers.sort_unstable();
+    assert_eq!(
+        inputs.iter().map(|(_, bytes)| bytes).sum::<u32>(),
+        30,
+        "five times \"hello\\n\": {inputs:?}\n{describe}"
+    );
+    assert_eq!(answers.len(), 5, "{answers:?}\n{describe}");
+    let (starts, cycles) = (metric("key_start_tsc"), metric("key_cycles"));
+    assert_eq!(
+        (starts.len(), cycles.len()),
+        (5, 5),
+        "{starts:?} {cycles:?}\n{describe}"
+    );
+
+    let timeline = Timeline::from_records(&records).expect("the trace has scheduler events");
+    assert!(timeline.problems.is_empty(), "{:?}", timeline.problems);
+    let spans = &timeline.runstates[0];
+    let cycles_in = |spans: &[Span], state: RunState, from: u64, to: u64| -> u64 {
+        spans
+            .iter()
+            .filter(|span| span.state == state)
+            .map(|span| span.end.min(to).saturating_sub(span.start.max(from)))
+            .sum()
+    };
+    let mut previous = 0;
+    let keystrokes: Vec<Keystroke> = answers
+        .iter()
+        .zip(starts.iter().zip(&cycles))
+        .map(|(&answer, (&guest_start, &guest))| {
+            // The line's first byte: the first input after the previous answer.
+            let input = inputs
+                .iter()
+                .map(|&(tsc, _)| tsc)
+                .find(|&tsc| tsc > previous)
+                .expect("an input before each answer");
+            previous = answer;
+            Keystroke {
+                input,
+                answer,
+                wait: cycles_in(spans, RunState::Runnable, input, answer),
+                guest_start,
+                guest,
+                blocked_before: cycles_in(spans, RunState::Blocked, input, guest_start),
+                waited_inside: cycles_in(
+                    spans,
+                    RunState::Runnable,
+                    guest_start,
+                    guest_start + guest,
+                ),
+            }
+        })
+        .collect();
+
+    let accounting = Accounting::from_records(&records, &vec![1; busy + 1]);
+    let io_exit_max = accounting.vms[0]
+        .exits
+        .get(&30)
+        .expect("keyecho's I/O-instruction exits")
+        .max;
+    let quantum = accounting
+        .run
+        .as_ref()
+        .expect("a RunSummary")
+        .quantum_cycles;
+
+    let json = report_json(&out);
+    let latencies: Vec<Value> = json["latencies"]
+        .as_array()
+        .expect("a latencies array")
+        .iter()
+        .filter(|row| row["vm"] == "key")
+        .cloned()
+        .collect();
+    let row = |kind: &str| {
+        latencies
+            .iter()
+            .find(|row| row["kind"] == kind)
+            .unwrap_or_else(|| panic!("no {kind} row: {latencies:?}"))
+    };
+    let step = row("step");
+    assert_eq!(
+        (&step["name"], &step["count"]),
+        (&Value::from("hello"), &Value::from(5)),
+        "the repeated step, timed five times: {latencies:?}"
+    );
+    let mean = |values: Vec<u64>| values.iter().sum::<u64>() / values.len() as u64;
+    let responses: Vec<u64> = keystrokes.iter().map(Keystroke::response).collect();
+    let waits: Vec<u64> = keystrokes.iter().map(|key| key.wait).collect();
+    let keys = row("keystroke");
+    assert_eq!(keys["count"], 5, "{latencies:?}");
+    assert_eq!(keys["mean_cycles"], mean(responses), "{latencies:?}");
+    let wait = row("keystroke_wait");
+    assert_eq!(wait["name"], "waiting for its turn");
+    assert_eq!(wait["count"], 5, "{latencies:?}");
+    assert_eq!(wait["mean_cycles"], mean(waits.clone()), "{latencies:?}");
+    let longest = waits.iter().max().copied().expect("five waits");
+    assert_eq!(wait["max_cycles"], longest, "{latencies:?}");
+    for heading in ["STEPS", "KEYSTROKE RESPONSE"] {
+        assert!(run.stdout.contains(heading), "{describe}");
+    }
+    assert!(
+        run.stdout
+            .lines()
+            .any(|line| line.starts_with("key ") && line.contains("waiting for its turn")),
+        "{describe}"
+    );
+    KeyEchoRun {
+        busy,
+        run,
+        keystrokes,
+        io_exit_max,
+        quantum,
+        latencies,
+    }
+}
+
+/// Checks what holds for every keystroke, alone or beside busy VMs: the guest's interval lies
+/// within the hypervisor's (so the hypervisor's figure is at least the guest's), and the
+/// hypervisor's figure less the guest's, less the wait outside the guest's interval and the
+/// blocked time before it ([`Keystroke::remainder`]), is at least 0 and at most one exit plus
+/// 1 %: one exit being the costliest I/O-instruction exit of the same run, and 1 % of the
+/// hypervisor's figure.
+fn assert_keystrokes_agree(measured: &KeyEchoRun) {
+    let describe = measured.run.describe();
+    for (index, key) in measured.keystrokes.iter().enumerate() {
+        let bound = measured.io_exit_max + key.response() / 100;
+        let context = format!(
+            "keystroke {}: {key:?}, response {}, remainder {}, bound {bound} (one exit {} + 1 %)\n\
+             {describe}",
+            index + 1,
+            key.response(),
+            key.remainder(),
+            measured.io_exit_max
+        );
+        assert!(
+            key.input <= key.guest_start && key.guest_start + key.guest <= key.answer,
+            "the guest's interval lies within the hypervisor's: {context}"
+        );
+        assert!(key.response() >= key.guest, "{context}");
+        assert!(
+            (0..=i128::from(bound)).contains(&key.remainder()),
+            "{context}"
+        );
+        eprintln!(
+            "keyecho beside {} busy VMs: hypervisor {} cycles (wait {}, {} of it inside the \
+             guest's, blocked {}), guest {}, remainder {} (one exit {} + 1 %)",
+            measured.busy,
+            key.response(),
+            key.wait,
+            key.waited_inside,
+            key.blocked_before,
+            key.guest,
+            key.remainder(),
+            measured.io_exit_max
+        );
+    }
+}
+
+/// Keystroke response against what the guest measures itself, the guest alone. `keyecho`
+/// reads the TSC first thing in its receive handler at a line's first byte and again just
+/// before the OUT of its answer's first byte (the hypervisor notes the Answer during that
+/// OUT's exit), and reports the difference. The hypervisor's figure runs from the Input event
+/// of the line's first byte to the Answer, so it is at least the guest's, and on top of it
+/// holds only what the guest cannot see:
+/// - the blocked time from the first byte to the VM's wake: the hypervisor routes the whole
+///   line (six bytes here, 325 cycles each) before it wakes the VM;
+/// - the wait for the CPU, which the report shows apart: alone it is not 0 but the housekeeping
+///   pass after the idle loop, 767 cycles, or 8,097 to 9,503 when a metrics interval is due:
+///   that pass flushes the interval's records before it registers the wake (its check that no
+///   woken VM waits finds none yet);
+/// - the VM's own running outside the guest's interval: the entry that delivers the interrupt
+///   and the answer's OUT exit up to the note, 3,058 to 3,103 cycles: within one exit (the
+///   costliest I/O exit of the run: 3,638) plus 1 % of the figure.
+///
+/// So "within one exit plus 1 %" holds for the remainder, not for the whole difference
+/// (5,708 to 14,489 cycles here, at 50 MHz). Measured over three runs: responses of 31,389 to
+/// 43,078 cycles, the guest's 25,681 to 28,589, blocked 1,883.
+#[test]
+#[ignore = "boots an emulator; run by ci/test"]
+fn keystroke_response_against_the_guest_alone() {
+    let measured = run_keyecho(0);
+    assert_keystrokes_agree(&measured);
+}
+
+/// Keystroke response against what the guest measures itself, beside three busy `spin` VMs
+/// (round robin at 5 ms): the hypervisor's figure is still at least the guest's, and now
+/// holds the wait for the guest's turn, which the report (text, JSON) shows apart as
+/// `waiting for its turn`: at least one busy VM's quantum for every keystroke (measured over
+/// three runs: about three quanta, 757,284 to 759,655 cycles of 787,841 to 790,212; the
+/// guest's 25,681).
+///
+/// Less the whole wait, the figure could fall below the guest's: a VM descheduled after its
+/// handler started waits inside the guest's own interval, and the guest counts that wait as
+/// its own time (it cannot see it). So only the wait outside the guest's interval is taken
+/// out (the part inside, from the runstates between the guest's two TSC readings, stays on
+/// both sides), with the blocked time before the wake as alone, and the remainder must be 0
+/// to one exit plus 1 % ([`assert_keystrokes_agree`]). Here the whole line arrives in one
+/// routing pass, so nothing waits inside, and the remainder is 3,251 cycles against one exit
+/// of 3,875 plus 1 %.
+#[test]
+#[ignore = "boots an emulator; run by ci/test"]
+fn keystroke_response_against_the_guest_beside_busy_vms() {
+    let measured = run_keyecho(3);
+    assert_keystrokes_agree(&measured);
+    for key in &measured.keystrokes {
+        assert!(
+            key.wait >= measured.quantum,
+            "a keystroke waited less than one quantum ({}) behind three busy VMs: {key:?}\n{}",
+            measured.quantum,
+            measured.run.describe()
+        );
+    }
+    eprintln!("report rows: {:?}", measured.latencies);
 }
 
 /// A run that reaches its timeout is ended by the hypervisor, not cut off: the verdict is

@@ -85,6 +85,7 @@ pub const BUILTIN_GUESTS: &[&str] = &[
     "devcheck",
     "diskio",
     "interactive",
+    "keyecho",
     "balloon",
     "samepages",
 ];

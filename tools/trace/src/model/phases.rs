@@ -131,7 +131,7 @@ pub fn phases(timeline: &Timeline, settings: &Settings, keys: &KeyLog) -> Option
 #[cfg(test)]
 mod tests {
     use carousel_protocol::config::SettingError;
-    use carousel_protocol::record::ChangeSource;
+    use carousel_protocol::record::{ChangeSource, Event, Record};
 
     use super::super::settings::SettingChange;
     use super::super::timeline::{Slice, Span};
@@ -213,10 +213,28 @@ mod tests {
         settings.changes.push(change(400, weight, None));
         // Past the end: no time followed it.
         settings.changes.push(change(1_000, quantum, None));
-        let keys = KeyLog {
-            inputs: vec![Vec::new(), vec![100, 600]],
-            answers: vec![Vec::new(), vec![320, 640]],
-        };
+        let mut keys = KeyLog::default();
+        for record in [
+            Record::Events {
+                tsc: 100,
+                events: vec![
+                    Event::Input {
+                        dt: 0,
+                        vm: 1,
+                        bytes: 1,
+                    },
+                    Event::Input {
+                        dt: 500,
+                        vm: 1,
+                        bytes: 1,
+                    },
+                ],
+            },
+            Record::Answer { tsc: 320, vm: 1 },
+            Record::Answer { tsc: 640, vm: 1 },
+        ] {
+            keys.add(&record);
+        }
         let phases = phases(&timeline(), &settings, &keys).expect("one change was made");
         assert_eq!(phases.len(), 2);
         assert_eq!((phases[0].start, phases[0].end), (0, 400));

@@ -56,7 +56,7 @@ pub fn vms(accounting: &Accounting) -> String {
     write(accounting.vms.iter().map(vm_row))
 }
 
-/// Each VM's timed script steps and keystroke response as CSV, one row per VM and figure (the
+/// Each VM's timed script steps, keystroke response and keystroke wait as CSV, one row per VM and figure (the
 /// JSON `latencies` entries).
 pub fn latencies(model: &Model) -> String {
     write(latency_rows(model))

@@ -137,13 +137,14 @@ pub fn report(accounting: &Accounting) -> Value {
     })
 }
 
-/// The per-interval rows as JSON: one object per interval with its `vms`.
-/// Each VM's timed script steps and keystroke response (the rows of the text report's STEPS
-/// and KEYSTROKE tables, `kind` telling them apart).
+/// Each VM's timed script steps, keystroke response and keystroke wait (the rows of the text
+/// report's STEPS and KEYSTROKE tables, `kind` telling them apart: `step`, `keystroke`,
+/// `keystroke_wait`).
 pub fn latencies(model: &Model) -> Value {
     value(&latency_rows(model))
 }
 
+/// The per-interval rows as JSON: one object per interval with its `vms`.
 pub fn intervals(model: &Model, rows: &[Interval]) -> Value {
     value(&interval_rows(model, rows))
 }

@@ -114,15 +114,17 @@ pub(crate) fn interval_rows(model: &Model, rows: &[Interval]) -> Vec<IntervalJso
         .collect()
 }
 
-/// One task latency of one VM: a script step's durations or the keystroke responses, in cycles
-/// and (when the trace gives the TSC frequency) microseconds. The percentiles and the largest
-/// are there when the figure has more than one sample.
+/// One task latency of one VM: a script step's durations, the keystroke responses, or the part
+/// of each keystroke response the VM waited for its turn on the CPU, in cycles and (when the
+/// trace gives the TSC frequency) microseconds. The percentiles and the largest are there when
+/// the figure has more than one sample.
 #[derive(Debug, Default, Serialize)]
 pub(crate) struct LatencyRow {
     pub(crate) vm: String,
-    /// `step` or `keystroke`.
+    /// `step`, `keystroke` or `keystroke_wait`.
     pub(crate) kind: String,
-    /// The step's label (or `step N`); `keystroke` for the keystroke response.
+    /// The step's label (or `step N`); `keystroke` for the keystroke response; `waiting for its
+    /// turn` for the keystrokes' waits.
     pub(crate) name: String,
     pub(crate) count: usize,
     pub(crate) mean_cycles: u64,
@@ -135,7 +137,11 @@ pub(crate) struct LatencyRow {
     pub(crate) max_us: Option<f64>,
 }
 
-/// Every VM's timed steps, then its keystroke response, VM by VM.
+/// The name of a VM's keystroke-wait row.
+pub(crate) const WAIT_NAME: &str = "waiting for its turn";
+
+/// Every VM's timed steps, then its keystroke response and the keystrokes' waits (of those
+/// whose wait the trace tells), VM by VM.
 pub(crate) fn latency_rows(model: &Model) -> Vec<LatencyRow> {
     use crate::model::steps::Spread;
     let steps = model.steps.as_deref().unwrap_or(&[]);
@@ -166,8 +172,14 @@ pub(crate) fn latency_rows(model: &Model) -> Vec<LatencyRow> {
                 rows.push(row(vm, "step", step.name(), spread));
             }
         }
-        if let Some(spread) = Spread::of(&model.keys.responses_of(vm)) {
+        let keystrokes = model.keys.keystrokes_of(vm);
+        let responses: Vec<u64> = keystrokes.iter().map(|key| key.response).collect();
+        if let Some(spread) = Spread::of(&responses) {
             rows.push(row(vm, "keystroke", "keystroke".to_string(), spread));
+        }
+        let waits: Vec<u64> = keystrokes.iter().filter_map(|key| key.wait).collect();
+        if let Some(spread) = Spread::of(&waits) {
+            rows.push(row(vm, "keystroke_wait", WAIT_NAME.to_string(), spread));
         }
     }
     rows
@@ -219,8 +231,9 @@ mod tests {
     use crate::model::Model;
     use crate::render::{csv, json, text};
 
-    /// At 1 GHz: VM "sh" types and is answered after 2 and 4 µs; its step "echo" runs twice
-    /// (3 µs and 5 µs), its second step once (1 µs).
+    /// At 1 GHz: VM "sh" types and is answered after 2 and 4 µs, the first time after waiting
+    /// 1 µs for its turn (it runs from then on); its step "echo" runs twice (3 µs and 5 µs), its
+    /// second step once (1 µs).
     fn model() -> Model {
         let input = |dt| Event::Input {
             dt,
@@ -239,7 +252,8 @@ mod tests {
                 events: vec![
                     line(0),
                     input(0),
-                    line(3_000),
+                    Event::Run { dt: 1_000, vm: 1 },
+                    line(2_000),
                     input(0),
                     line(5_000),
                     input(0),
@@ -294,16 +308,37 @@ mod tests {
             .find(|l| l.contains("keystroke "))
             .expect(&text);
         assert!(keys.contains("3.0 µs") && keys.contains("4.0 µs"), "{text}");
+        let wait = text
+            .lines()
+            .find(|l| l.starts_with("sh  waiting for its turn"))
+            .expect(&text);
+        let cells: Vec<&str> = wait.split("  ").filter(|c| !c.is_empty()).collect();
+        assert_eq!(
+            cells,
+            [
+                "sh",
+                "waiting for its turn",
+                "2",
+                "0.5 µs",
+                "0.0 µs",
+                "1.0 µs",
+                "1.0 µs"
+            ],
+            "{text}"
+        );
 
         let value = json::latencies(&model);
         let rows = value.as_array().unwrap();
-        assert_eq!(rows.len(), 3);
+        assert_eq!(rows.len(), 4);
         assert_eq!(rows[0]["name"], "echo");
         assert_eq!(rows[0]["p99_cycles"], 5_000);
         assert_eq!(rows[1]["mean_cycles"], 1_000);
         assert!(rows[1]["p50_cycles"].is_null());
         assert_eq!(rows[2]["kind"], "keystroke");
         assert_eq!(rows[2]["max_us"], 4.0);
+        assert_eq!(rows[3]["kind"], "keystroke_wait");
+        assert_eq!(rows[3]["name"], "waiting for its turn");
+        assert_eq!(rows[3]["max_cycles"], 1_000);
 
         let csv = csv::latencies(&model);
         let mut lines = csv.lines();
@@ -318,7 +353,11 @@ mod tests {
             lines.next(),
             Some("sh,step,echo,2,4000,3000,5000,5000,4.0,3.0,5.0,5.0")
         );
-        assert_eq!(lines.count(), 2);
+        assert_eq!(
+            lines.nth(2),
+            Some("sh,keystroke_wait,waiting for its turn,2,500,0,1000,1000,0.5,0.0,1.0,1.0")
+        );
+        assert_eq!(lines.count(), 0);
     }
 
     #[test]

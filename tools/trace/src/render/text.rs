@@ -489,9 +489,8 @@ fn cycles_text(accounting: &Accounting, cycles: u64) -> String {
     }
 }
 
-/// The per-interval rows as a text table: one row per interval and VM.
 /// The STEPS table (each VM's timed script steps) and the KEYSTROKE table (each VM's
-/// keystroke response), each under its heading; nothing for a table without rows. Times in
+/// keystroke response, and the part of it waiting for its turn), each under its heading; nothing for a table without rows. Times in
 /// microseconds (cycles when the trace gives no TSC frequency); p50, p99 and max only for a
 /// figure with more than one sample.
 pub fn latencies(model: &Model) -> String {
@@ -501,7 +500,7 @@ pub fn latencies(model: &Model) -> String {
         (None, Some(cycles)) => format!("{} cycles", group(cycles)),
         (None, None) => "-".to_string(),
     };
-    let table = |kind: &str, first: &str| {
+    let table = |kinds: &[&str], first: &str| {
         let mut table = Table::new(&[
             ("VM", Align::Left),
             (first, Align::Left),
@@ -511,7 +510,10 @@ pub fn latencies(model: &Model) -> String {
             ("P99", Align::Right),
             ("MAX", Align::Right),
         ]);
-        for row in rows.iter().filter(|row: &&LatencyRow| row.kind == kind) {
+        for row in rows
+            .iter()
+            .filter(|row: &&LatencyRow| kinds.contains(&row.kind.as_str()))
+        {
             table.push(vec![
                 row.vm.clone(),
                 row.name.clone(),
@@ -525,19 +527,20 @@ pub fn latencies(model: &Model) -> String {
         table
     };
     let mut out = String::new();
-    for (kind, heading, first) in [
+    for (kinds, heading, first) in [
         (
-            "step",
+            &["step"][..],
             "STEPS (from a send reaching the VM to the line the next step matched)",
             "STEP",
         ),
         (
-            "keystroke",
-            "KEYSTROKE RESPONSE (from input reaching the VM to its next output byte)",
+            &["keystroke", "keystroke_wait"][..],
+            "KEYSTROKE RESPONSE (from input reaching the VM to its next output byte, and the \
+             part of it runnable, not running)",
             "WHAT",
         ),
     ] {
-        let table = table(kind, first);
+        let table = table(kinds, first);
         if !table.rows().is_empty() {
             let _ = writeln!(out, "\n{heading}");
             out.push_str(&table.render());
@@ -546,6 +549,7 @@ pub fn latencies(model: &Model) -> String {
     out
 }
 
+/// The per-interval rows as a text table: one row per interval and VM.
 pub fn intervals(model: &Model, rows: &[Interval]) -> String {
     let hz = model.accounting.tsc_hz.unwrap_or(1);
     let origin = rows.first().map_or(0, |row| row.start);
