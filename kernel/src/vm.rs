@@ -617,7 +617,24 @@ impl<V: Vcpu> Vm<V> {
         self.spaces
             .idle_for()
             .is_some_and(|spent| spent >= threshold)
-            && self.platform.lapic.pending_vector().is_none()
+            && self.may_look_idle()
+    }
+
+    /// Guest cycles until idle detection would call this VM idle, if nothing else changes:
+    /// None when it is not in its idle address space, or when it cannot be called idle however
+    /// long it stays there (an interrupt pending or in service: only an exit, an EOI or the
+    /// interrupt's delivery, changes that). So the moment is a deadline worth stopping the
+    /// guest for only when it can make the VM idle.
+    pub fn idle_in(&self, threshold: u64) -> Option<u64> {
+        let spent = self.spaces.idle_for()?;
+        self.may_look_idle()
+            .then(|| threshold.saturating_sub(spent))
+    }
+
+    /// Nothing but time keeps idle detection from calling this VM idle: no interrupt pending,
+    /// none in service.
+    fn may_look_idle(&self) -> bool {
+        self.platform.lapic.pending_vector().is_none()
             && self.platform.lapic.in_service().is_empty()
     }
 

@@ -610,6 +610,19 @@ impl<V: Vcpu, F: Frames, H: Host> Machine<V, F, H> {
         let Some(due) = self.periodic.pass(now) else {
             return;
         };
+        // Input, flushed prompts and the wakes they cause come first: a VM they wake must not
+        // wait behind this pass's measurement records (nor be found not waiting by the check
+        // below that holds those records back while a woken VM waits).
+        self.route_input();
+        let quiet = self.console_quiet;
+        for vm in self.vms.iter_mut().flatten() {
+            let mut out = exits::Output {
+                host: &mut self.host,
+                vm: vm.id,
+            };
+            vm.platform.console.flush_idle(now, quiet, &mut out);
+        }
+        self.wake_expired(now);
         if due.interval {
             self.flush_exit_stats(now, Flush::Paced);
         }
@@ -625,16 +638,6 @@ impl<V: Vcpu, F: Frames, H: Host> Machine<V, F, H> {
         if due.memory_sample {
             self.sample_memory(now);
         }
-        self.route_input();
-        let quiet = self.console_quiet;
-        for vm in self.vms.iter_mut().flatten() {
-            let mut out = exits::Output {
-                host: &mut self.host,
-                vm: vm.id,
-            };
-            vm.platform.console.flush_idle(now, quiet, &mut out);
-        }
-        self.wake_expired(now);
     }
 
     /// Closes the metrics interval that ends at `now`: sends the scheduler events and host
@@ -840,10 +843,24 @@ impl<V: Vcpu, F: Frames, H: Host> Machine<V, F, H> {
 
     /// Sends console input waiting on the host line to the focused VM.
     fn route_input(&mut self) {
+        // Bytes put in one VM's UART in a row and not yet stamped: the VM sees them together
+        // (it does not run while they are routed), so one Input event stamps them once the
+        // last is in.
+        let mut batch: Option<(u16, u32)> = None;
         while let Some(byte) = self.host.poll_input() {
-            match self.input.route(byte) {
+            let routed = self.input.route(byte);
+            if !matches!(routed, Routed::Deliver { vm, .. } if batch.is_some_and(|(id, _)| id == vm))
+            {
+                self.input_stamped(batch.take());
+            }
+            match routed {
                 Routed::Deliver { vm, byte } => {
+                    if batch.is_none() {
+                        self.send_answer(usize::from(vm));
+                    }
                     self.input_delivered(vm, byte);
+                    let (_, bytes) = batch.get_or_insert((vm, 0));
+                    *bytes += 1;
                     self.wakes_changed();
                 }
                 Routed::EndRun => self.end_run(),
@@ -856,25 +873,37 @@ impl<V: Vcpu, F: Frames, H: Host> Machine<V, F, H> {
                 Routed::Focused { .. } | Routed::Nothing => {}
             }
         }
+        self.input_stamped(batch.take());
     }
 
-    /// Console input `byte` for VM `vm`: into its UART, with an [`Event::Input`], after the
-    /// VM's answer to its previous input if one waits ([`Self::send_answer`]). Out of line and
-    /// cold: the run loop polls for input all the time and nearly never finds any (in Bochs
-    /// every instruction is TSC time).
+    /// Console input `byte` for VM `vm`: into its UART ([`Self::route_input`] sends the VM's
+    /// answer to its previous input first, and stamps the bytes with an [`Event::Input`] once
+    /// a batch is in). Out of line and cold: the run loop polls for input all the time and
+    /// nearly never finds any (in Bochs every instruction is TSC time).
     #[cold]
     #[inline(never)]
     fn input_delivered(&mut self, id: u16, byte: u8) {
-        self.send_answer(usize::from(id));
         if let Some(vm) = self.vms.get_mut(usize::from(id)).and_then(Option::as_mut) {
             vm.platform.push_console_input(&[byte]);
+        }
+    }
+
+    /// The [`Event::Input`] of a batch of `bytes` bytes just put in VM `id`'s UART: stamped now,
+    /// when the VM can see them all.
+    #[cold]
+    #[inline(never)]
+    fn input_stamped(&mut self, batch: Option<(u16, u32)>) {
+        let Some((id, bytes)) = batch else {
+            return;
+        };
+        if self.vms.get(usize::from(id)).is_some_and(Option::is_some) {
             let now = self.host.now();
             self.host.exporter().event(
                 now,
                 Event::Input {
                     dt: 0,
                     vm: id,
-                    bytes: 1,
+                    bytes,
                 },
             );
         }
@@ -1016,7 +1045,7 @@ impl<V: Vcpu, F: Frames, H: Host> Machine<V, F, H> {
     /// The nearest instant the hypervisor must act while VM `id` runs: another VM's wake-up,
     /// the serial lines' next feed, this VM's next LAPIC tick that raises something (the vector
     /// not already waiting: a deadline that changes nothing must not shorten the slice), or the
-    /// moment idle detection would call it idle.
+    /// moment idle detection would call it idle (only when it could: the same rule).
     fn deadline_for(&mut self, id: VmId, now: Cycles) -> Result<Option<Cycles>, VcpuError> {
         let others = self.earliest_deadline();
         // The policy may want the slice to end early for a waiting VM (a boosted waker once the
@@ -1034,11 +1063,13 @@ impl<V: Vcpu, F: Frames, H: Host> Machine<V, F, H> {
         // enables interrupts (xv6 holds spinlocks with IF = 0; waiting for its next slice would
         // cost a rotation). Once it is pending, later expiries fold into it and stop nobody.
         let own = vm.platform.lapic.deliverable_deadline();
-        let idle = threshold.and_then(|threshold| {
-            vm.spaces
-                .idle_for()
-                .map(|spent| now.saturating_add(threshold.saturating_sub(spent)))
-        });
+        // The moment idle detection would call it idle, if it can: a VM inside an interrupt
+        // handler, or with one pending, is never called idle, so that moment would end every
+        // entry at once and change nothing (a preemption-timer exit per instruction, charged
+        // to no slice).
+        let idle = threshold
+            .and_then(|threshold| vm.idle_in(threshold))
+            .map(|cycles| now.saturating_add(cycles));
         Ok([others, policy, feed, own, idle]
             .into_iter()
             .flatten()

@@ -522,6 +522,71 @@ fn a_vm_in_an_interrupt_handler_never_looks_idle() {
     assert!(vm.looks_idle(100));
 }
 
+/// A VM in its idle address space past the idle threshold, but inside an interrupt handler
+/// (a vector in service), cannot be called idle, so the moment idle detection would call it
+/// idle is no deadline: it must not end every entry at once. It once did (xv6 in its timer
+/// handler on kpgdir under the boost at 30 ms): a preemption-timer exit per instruction, each
+/// charged to no slice, so the VM's slice never ended, its neighbours got 0.1 % of the CPU and
+/// it crawled through its handler for minutes.
+#[test]
+fn an_idle_deadline_that_cannot_make_the_vm_idle_does_not_stop_it() {
+    let mut config = config(1_000, &["xv6", "spin"]);
+    config.idle_threshold_us = Some(1);
+    // The guest progresses at least one cycle an entry (a real one retires an instruction).
+    let crawl = {
+        let mut left: u64 = 20_000_000;
+        alloc::boxed::Box::new(move |state: &mut crate::testing::FakeState, timer: u64| {
+            if left == 0 {
+                state.registers.rax = u64::from(carousel_protocol::hypercall::EXIT);
+                state.registers.rbx = u64::from(carousel_protocol::hypercall::EXIT_SUCCESS);
+                return (Exit::Hypercall { length: 3 }, 0);
+            }
+            let ran = timer.clamp(1, left);
+            left -= ran;
+            (Exit::Timer, ran)
+        })
+    };
+    let mut run = FakeRun::new(&config, vec![crawl, spin(20_000_000)], 100);
+    let now = run.clock.get();
+    let vm = run.machine.vms[0].as_mut().expect("the VM");
+    // In the idle address space (entered from three others), long past the threshold...
+    for process in [0x1000, 0x2000, 0x3000] {
+        vm.spaces.load(process);
+        vm.spaces.load(0x9000);
+    }
+    vm.spaces.charge(1_000_000);
+    // ...with a vector in service that it never ends (its handler runs on).
+    vm.platform.lapic.write(0xF0, 0x1FF, now);
+    vm.platform.lapic.raise(0x2E).expect("raised");
+    vm.platform.lapic.acknowledge(0x2E).expect("acknowledged");
+    let records = run.run();
+    let shares = [share_of_life(&records, 0), share_of_life(&records, 1)];
+    for share in shares {
+        assert!((0.45..=0.55).contains(&share), "shares {shares:?}");
+    }
+    let summary = &summaries(&records)[&0];
+    let timer_exits: u64 = records
+        .iter()
+        .filter_map(|record| match record {
+            carousel_protocol::record::Record::ExitInterval { vm: 0, exits, .. } => Some(
+                exits
+                    .iter()
+                    .filter(|stat| stat.reason == 52)
+                    .map(|stat| stat.count)
+                    .sum::<u64>(),
+            ),
+            _ => None,
+        })
+        .sum();
+    // 20 M guest cycles in 1 ms slices: about 20 slices, each ended by its own timer.
+    assert!(summary.slices <= 25, "{} slices", summary.slices);
+    assert!(
+        timer_exits <= summary.slices + 2,
+        "{timer_exits} timer exits in {} slices",
+        summary.slices
+    );
+}
+
 /// Each VM's exit statistics are sent at the start of its next slice (charged to it), not
 /// between slices; deferred so, none is lost or counted twice: the timer exits in the exit
 /// intervals of each spin add up to its slices, every record keeps the end of the interval it
