@@ -26,6 +26,8 @@ struct Report {
     vms: Vec<VmJson>,
     exits: Vec<ExitJson>,
     disk: Vec<DiskJson>,
+    /// Per VM, its requests through the shared disk's queue (when the disk was timed).
+    disk_queue: Vec<DiskQueueJson>,
     settings: Vec<SettingRow>,
     settings_dropped: u64,
 }
@@ -63,6 +65,14 @@ struct ExitJson {
     cycles: u64,
     min: u64,
     max: u64,
+}
+
+/// One VM's requests through the shared disk: the hypervisor's figures, in cycles.
+#[derive(Debug, Serialize)]
+struct DiskQueueJson {
+    vm: String,
+    #[serde(flatten)]
+    summary: carousel_protocol::record::DiskQueueSummary,
 }
 
 /// One VM's disk: sectors read and written.
@@ -132,6 +142,16 @@ pub fn report(accounting: &Accounting) -> Value {
         vms,
         exits,
         disk,
+        disk_queue: accounting
+            .vms
+            .iter()
+            .filter_map(|vm| {
+                vm.disk_queue.map(|summary| DiskQueueJson {
+                    vm: vm.name.clone(),
+                    summary,
+                })
+            })
+            .collect(),
         settings: setting_rows(accounting),
         settings_dropped: accounting.settings.dropped,
     })
