@@ -119,6 +119,13 @@ impl SharedDisk {
         changed
     }
 
+    /// VM `id` left the run at `now`: its request leaves the queue (one in service finishes
+    /// silently), and its time blocked on disk ends.
+    pub(super) fn stopped(&mut self, id: VmId, now: Cycles) {
+        self.queue.forget(now, id);
+        self.woken(id, now);
+    }
+
     /// When the queue must next be advanced: a completion, or a capped request's turn.
     pub(super) fn next_event(&self) -> Option<Cycles> {
         self.queue.next_event()

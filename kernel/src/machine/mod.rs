@@ -510,9 +510,14 @@ impl<V: Vcpu, F: Frames, H: Host> Machine<V, F, H> {
             // run; the others are waited for.
             let now = self.host.now();
             for id in 0..self.vms.len() {
+                // A request of its in the shared disk's queue completes with an interrupt.
+                let disk_pending = self
+                    .disk
+                    .as_ref()
+                    .is_some_and(|disk| disk.outstanding(id as VmId));
                 let never = self
                     .vm(id)
-                    .filter(|vm| vm.can_never_wake())
+                    .filter(|vm| !disk_pending && vm.can_never_wake())
                     .map(|vm| match vm.state {
                         RunState::Blocked(Blocked::Halted { rip, .. }) => rip,
                         _ => 0,
@@ -996,6 +1001,10 @@ impl<V: Vcpu, F: Frames, H: Host> Machine<V, F, H> {
         if let Some(vm) = self.vms[usize::from(id)].as_mut() {
             vm.stop(reason, &mut self.host);
         }
+        if let Some(disk) = self.disk.as_mut() {
+            disk.stopped(id, now);
+            self.wakes.at = None;
+        }
         self.policy.finished(id);
         self.accounting.stopped(id, now);
     }
@@ -1279,6 +1288,10 @@ impl<V: Vcpu, F: Frames, H: Host> Machine<V, F, H> {
                 },
                 &mut self.host,
             );
+        }
+        if let Some(disk) = self.disk.as_mut() {
+            disk.stopped(id, now);
+            self.wakes.at = None;
         }
         self.policy.finished(id);
     }

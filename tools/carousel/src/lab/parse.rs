@@ -1788,7 +1788,10 @@ mod tests {
         assert_eq!((lab.vms[0].disk_weight, lab.vms[0].disk_mib_per_s), (8, 5));
         let config = lab.run_config(1, None);
         assert_eq!(config.disk, lab.disk_model);
-        assert_eq!((config.vms[0].disk_weight, config.vms[0].disk_mib_per_s), (8, 5));
+        assert_eq!(
+            (config.vms[0].disk_weight, config.vms[0].disk_mib_per_s),
+            (8, 5)
+        );
         for (key, value, range) in [
             ("latency_us", "-1", "0..=1000000"),
             ("latency_us", "1000001", "0..=1000000"),

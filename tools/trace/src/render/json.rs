@@ -67,12 +67,19 @@ struct ExitJson {
     max: u64,
 }
 
-/// One VM's requests through the shared disk: the hypervisor's figures, in cycles.
+/// One VM's requests through the shared disk: the hypervisor's figures, times in cycles.
 #[derive(Debug, Serialize)]
 struct DiskQueueJson {
     vm: String,
-    #[serde(flatten)]
-    summary: carousel_protocol::record::DiskQueueSummary,
+    requests: u64,
+    sectors: u64,
+    wait_p50: u64,
+    wait_p99: u64,
+    wait_max: u64,
+    service_p50: u64,
+    service_p99: u64,
+    service_max: u64,
+    blocked_disk: u64,
 }
 
 /// One VM's disk: sectors read and written.
@@ -146,9 +153,17 @@ pub fn report(accounting: &Accounting) -> Value {
             .vms
             .iter()
             .filter_map(|vm| {
-                vm.disk_queue.map(|summary| DiskQueueJson {
+                vm.disk_queue.map(|queue| DiskQueueJson {
                     vm: vm.name.clone(),
-                    summary,
+                    requests: queue.requests,
+                    sectors: queue.sectors,
+                    wait_p50: queue.wait_p50,
+                    wait_p99: queue.wait_p99,
+                    wait_max: queue.wait_max,
+                    service_p50: queue.service_p50,
+                    service_p99: queue.service_p99,
+                    service_max: queue.service_max,
+                    blocked_disk: queue.blocked_disk,
                 })
             })
             .collect(),
