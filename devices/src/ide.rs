@@ -1585,6 +1585,73 @@ mod tests {
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(512))]
 
+        /// Timed, random register traffic with the shared disk completing at random moments:
+        /// a request is handed out exactly when BSY begins and at most one is outstanding;
+        /// BSY shows exactly while it is, with no interrupt pending and no data moving; a
+        /// completion ends it with INTRQ (unless nIEN holds it off the line); a reset cancels
+        /// it; the line only reports the model's level.
+        #[test]
+        fn timed_traffic_hands_out_one_request_at_a_time(
+            steps in prop::collection::vec((step(), any::<bool>()), 0..96),
+        ) {
+            let mut rig = Rig::with_disk(patterned_disk(6));
+            rig.ide.set_timed(true);
+            let mut outstanding = false;
+            for (step, complete) in steps {
+                let was_busy = rig.ide.is_busy();
+                match step {
+                    Step::Read(offset) => {
+                        rig.read(offset);
+                    }
+                    Step::Write(offset, value) => rig.write(offset, value),
+                    Step::ReadData(width) => {
+                        let value = rig.read_data(width);
+                        if was_busy {
+                            prop_assert_eq!(value, 0, "no data while BSY");
+                        }
+                    }
+                    Step::WriteData(width, value) => rig.ide.write_data(width, value, &mut rig.irq, &mut rig.disk),
+                    Step::ReadBlock(len) => {
+                        let mut buffer = vec![0xAA; len];
+                        let filled = rig.ide.read_data_block(&mut buffer, &mut rig.irq, &mut rig.disk);
+                        if was_busy {
+                            prop_assert_eq!(filled, 0, "no data while BSY");
+                        }
+                    }
+                    Step::WriteBlock(len, byte) => {
+                        let taken = rig.outsl(&vec![byte; len]);
+                        if was_busy {
+                            prop_assert_eq!(taken, 0, "no data while BSY");
+                        }
+                    }
+                    Step::Control(value) => rig.control(value),
+                }
+                if rig.ide.take_cancel() {
+                    prop_assert!(outstanding, "a cancel without a request");
+                    outstanding = false;
+                }
+                if let Some(request) = rig.ide.take_request() {
+                    prop_assert!(!outstanding, "a second request before the first completed");
+                    prop_assert!((1..=256).contains(&request.sectors));
+                    outstanding = true;
+                }
+                prop_assert_eq!(rig.ide.is_busy(), outstanding);
+                if outstanding {
+                    prop_assert!(!rig.ide.interrupt_pending, "INTRQ while BSY");
+                    if rig.ide.device & DEVICE_DEV != 0 {
+                        prop_assert_eq!(rig.ide.status(), STATUS_BSY | STATUS_DRDY);
+                    }
+                }
+                if complete && outstanding {
+                    rig.ide.complete(&mut rig.irq);
+                    outstanding = false;
+                    prop_assert!(rig.ide.interrupt_pending, "a completion raises INTRQ");
+                    prop_assert_eq!(rig.irq.level, !rig.ide.interrupts_disabled);
+                }
+                prop_assert_eq!(rig.irq.level, rig.ide.irq_level());
+            }
+        }
+
         /// Random register traffic never panics; each drive's status stays what xv6 relies on;
         /// the line only reports the model's level; no more sectors change than were written.
         #[test]
