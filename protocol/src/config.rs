@@ -686,6 +686,8 @@ mod tests {
                     memory_bytes: memory,
                     weight: 3,
                     cap_pct: 25,
+                    disk_weight: 5,
+                    disk_mib_per_s: 7,
                     args: args.clone(),
                     initial_balloon_pages: 3,
                     balloon_target_pages: 5,
@@ -694,6 +696,11 @@ mod tests {
                 .collect();
             let mut config = RunConfig::new(quantum, hz, 42, vms);
             config.drive = extent.map(|(run_id, sectors)| DriveConfig { run_id, sectors });
+            config.disk = DiskModelConfig {
+                latency_us: quantum,
+                mib_per_s: 40,
+                policy: DiskQueuePolicy::Wfq,
+            };
             prop_assert_eq!(RunConfig::from_bytes(&config.to_bytes().unwrap()).unwrap(), config);
         }
     }
