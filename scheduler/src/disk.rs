@@ -19,22 +19,18 @@
 //! - **Caps** (`DiskShare::cap_cycles_per_sector`, after cgroup blkio throttling): a capped VM's
 //!   request may start no earlier than its previous request's start plus that request's sectors ×
 //!   the cap (below).
-//! - **Work conservation.** The device never idles while a request that its VM's cap allows to
-//!   start waits; when only requests held back by caps wait, it idles until the earliest of them
-//!   may start, and [`DiskQueue::next_event`] says when that is.
+//! - **Anticipation** (WFQ only, off unless [`DiskQueue::with_anticipation`] gives a window):
+//!   when a VM's request completes and that VM would come first, the device may wait a short
+//!   window for its next request rather than serve another VM's at once (below).
+//! - **Work conservation.** Anticipation aside, the device never idles while a request that its
+//!   VM's cap allows to start waits; when only requests held back by caps wait, it idles until
+//!   the earliest of them may start, and [`DiskQueue::next_event`] says when that is.
 //!
 //! What is not: no seek or rotation model (the service time does not depend on the sector
 //! address or on the request before), no read/write asymmetry, no caching or write-back, no
 //! queueing inside the device (no NCQ: one request at a time), no merging of adjacent requests,
 //! no errors (a request always completes), and no data: this decides *when*, the hypervisor
 //! moves the sectors. It never reads a clock: every call says what time it is.
-//!
-//! No anticipation either: the device does not wait for the VM whose request just completed. A
-//! guest that takes time to issue its next command (any real one: it must take the interrupt
-//! first) is not waiting when the device picks, so while others are backlogged it gets at most
-//! one request in two, about half the device, whatever its weight. Weights beyond that (8 of
-//! 1:2:4:8 is 8/15) hold for VMs whose next request comes at the completion instant; otherwise
-//! they would need an anticipation window (BFQ's `slice_idle`), which this model does not have.
 //!
 //! # Time
 //!
@@ -89,6 +85,49 @@
 //! for its cap does not hold the device: others are served meanwhile, in policy order. Under WFQ
 //! a capped VM keeps its tags like any other; while held back it falls behind `V` and earns no
 //! credit for it.
+//!
+//! # Anticipation
+//!
+//! A VM has one request outstanding at a time, and a real guest takes some time after a
+//! completion (the interrupt, then its next command) before it submits again. A work-conserving
+//! device has started another VM's request by then, so while others are backlogged a VM gets at
+//! most one request in two: about half the device whatever its weight (with weights 1:2:4:8 the
+//! heaviest VM cannot have its 8/15; with 1:4 two VMs alternate). So, after the Linux CFQ/BFQ
+//! `slice_idle` and the anticipatory scheduler, a queue built with
+//! [`with_anticipation`](DiskQueue::with_anticipation) and a window `A > 0` cycles, under WFQ, may
+//! wait for the VM whose request just completed:
+//!
+//! - When VM X's request completes at `c` (reported, not one X was forgotten with), X has no
+//!   request waiting and its cap allows its next request to start at `c`, the device
+//!   *anticipates* X during `[c, c + A)`: it serves no other request unless one comes before X's
+//!   next would. X's next request would get the start tag `S = max(V, F_X)` (`V` as any arrival
+//!   would see it then: the largest start tag started so far; `F_X` the finish tag of the request
+//!   that completed). A waiting request comes before it when its start tag is at most `S` (a tie
+//!   goes to the waiting request, by arrival order: X's would arrive after it). So the device idles
+//!   only while X would be served next, had it been waiting.
+//! - If X submits during the window, its request starts at once (its wait counts from its
+//!   submission, and is 0 but for a request submitted at the same instant that comes first).
+//! - If a request comes before X's (an arrival during the window with a small start tag, or a
+//!   request whose cap allows it during the window), it starts as soon as it is allowed, and the
+//!   window is over.
+//! - If the window expires, the device serves the best request waiting at `c + A`, as if the
+//!   window had not been; [`next_event`](DiskQueue::next_event) says `c + A` so that the caller
+//!   advances then. A VM that stops submitting thus costs the others at most one window per
+//!   completion of its.
+//! - [`forget`](DiskQueue::forget) of X ends the window at once.
+//! - A capped X whose cap would hold its next request back at `c` is not waited for (a request
+//!   that waits for its cap does not hold the device).
+//!
+//! [`anticipating`](DiskQueue::anticipating) says whom the device waits for, and until when.
+//! With every VM back within the window, the device serves in the order it would serve
+//! always-backlogged VMs, and weights hold again (1:2:4:8 within 5 %), at the cost of the idle
+//! device while the VM it waits for thinks. A VM that submits again at the very instant its
+//! request completes is waiting when the device picks (see "Time"): for it the window changes
+//! nothing. The window should be longer than a guest's time from a completion to its next
+//! command, and short next to a request's service time. FIFO never anticipates (serving X
+//! first would break arrival order): the window is ignored there. With a window of 0 (what
+//! [`new`](DiskQueue::new) builds) the device is work-conserving as above, exactly as before
+//! anticipation existed.
 //!
 //! # Forgetting a VM
 //!
@@ -332,11 +371,18 @@ struct Slot {
 pub struct DiskQueue {
     policy: DiskPolicy,
     timing: DiskTiming,
+    /// The anticipation window in cycles (0: none; ignored under FIFO).
+    anticipate: Cycles,
     /// One slot per VM, indexed by [`VmId`].
     slots: Vec<Slot>,
     in_service: Option<Service>,
-    /// When the device completed its latest request (0 before the first).
+    /// When the device completed its latest request (0 before the first), or, once an
+    /// anticipation a call ended (the VM submitted or was forgotten), when that call came: the
+    /// device idled until then, and may start nothing before.
     free_at: Cycles,
+    /// The VM of that request, unless it was a forgotten VM's or the VM was forgotten since: the
+    /// one the device may anticipate.
+    last_completed: Option<VmId>,
     /// The latest time told; the model has run every event due by then.
     clock: Cycles,
     /// The largest start tag of the requests that started before `clock` and are no longer in
@@ -357,10 +403,22 @@ pub struct DiskQueue {
 
 impl DiskQueue {
     /// A queue for `vms.len()` VMs (VM `i` has share `vms[i]`) in front of a device with service
-    /// time `timing`, idle at time 0.
+    /// time `timing`, idle at time 0, work-conserving (no anticipation).
     pub fn new(
         policy: DiskPolicy,
         timing: DiskTiming,
+        vms: &[DiskShare],
+    ) -> Result<Self, DiskConfigError> {
+        Self::with_anticipation(policy, timing, 0, vms)
+    }
+
+    /// As [`new`](Self::new), with an anticipation window of `anticipate` cycles under WFQ (see
+    /// "Anticipation" in the module documentation): 0 is none, exactly [`new`](Self::new); FIFO
+    /// ignores it.
+    pub fn with_anticipation(
+        policy: DiskPolicy,
+        timing: DiskTiming,
+        anticipate: Cycles,
         vms: &[DiskShare],
     ) -> Result<Self, DiskConfigError> {
         if vms.len() > MAX_VMS {
@@ -382,6 +440,7 @@ impl DiskQueue {
         Ok(Self {
             policy,
             timing,
+            anticipate,
             slots: vms
                 .iter()
                 .map(|&share| Slot {
@@ -393,6 +452,7 @@ impl DiskQueue {
                 .collect(),
             in_service: None,
             free_at: 0,
+            last_completed: None,
             clock: 0,
             virtual_time: 0,
             virtual_time_at_clock: 0,
@@ -412,6 +472,19 @@ impl DiskQueue {
     /// The device's service time.
     pub fn timing(&self) -> DiskTiming {
         self.timing
+    }
+
+    /// The anticipation window in cycles, as configured (0: none; it has no effect under FIFO).
+    pub fn anticipation(&self) -> Cycles {
+        self.anticipate
+    }
+
+    /// The VM the idle device is waiting for at the latest time told, and the end of the window
+    /// (see "Anticipation" in the module documentation): `None` when it is not anticipating.
+    pub fn anticipating(&self) -> Option<(VmId, Cycles)> {
+        self.anticipation_window()
+            .filter(|&(_, _, until)| self.clock < until)
+            .map(|(vm, _, until)| (vm, until))
     }
 
     /// Number of VMs the queue was built for.
@@ -449,6 +522,7 @@ impl DiskQueue {
             self.refused += 1;
             return Err(DiskQueueError::Outstanding { vm });
         }
+        self.end_anticipation(vm);
         let clock = self.clock;
         // V: the largest start tag of the requests that started before this instant.
         let virtual_time = match self.in_service {
@@ -492,8 +566,10 @@ impl DiskQueue {
 
     /// When the caller must next call [`advance`](Self::advance): the completion of the request
     /// in service; when the device idles with requests held back by caps, the instant the first
-    /// of them may start; when completions are waiting to be collected, the first one's time (in
-    /// the past: call at once). `None` when the device is idle and nothing waits.
+    /// of them may start; when it anticipates a VM while others wait, the end of the window (or
+    /// the instant a request that comes first may start, if sooner); when completions are
+    /// waiting to be collected, the first one's time (in the past: call at once). `None` when the
+    /// device is idle and nothing waits.
     pub fn next_event(&self) -> Option<Cycles> {
         if let Some(first) = self.done.first() {
             return Some(first.completed);
@@ -547,6 +623,11 @@ impl DiskQueue {
         if slot.waiting.take().is_some() {
             self.waiting -= 1;
         }
+        // The device no longer waits for it.
+        self.end_anticipation(vm);
+        if self.last_completed == Some(vm) {
+            self.last_completed = None;
+        }
         if let Some(service) = &mut self.in_service {
             if service.vm == vm {
                 if service.started == self.clock {
@@ -582,16 +663,63 @@ impl DiskQueue {
         }
     }
 
+    /// When the idle device may anticipate a VM: the VM, the start tag its next request would
+    /// get, and the end of the window. `None` when it may not (no window, FIFO, the device busy,
+    /// the last completion a forgotten VM's, the VM already waiting or held back by its cap).
+    fn anticipation_window(&self) -> Option<(VmId, u128, Cycles)> {
+        if self.anticipate == 0 || self.policy != DiskPolicy::Wfq || self.in_service.is_some() {
+            return None;
+        }
+        let vm = self.last_completed?;
+        let slot = &self.slots[usize::from(vm)];
+        if slot.waiting.is_some() || slot.cap_free_at > self.free_at {
+            return None;
+        }
+        // V as an arrival during the window sees it: nothing has started since the completion.
+        let start_tag = slot
+            .finish_tag
+            .max(self.virtual_time)
+            .max(self.virtual_time_at_clock);
+        Some((vm, start_tag, self.free_at.saturating_add(self.anticipate)))
+    }
+
+    /// A call about `vm` at the latest time told: if the device was anticipating it, it idled
+    /// until now, and may start requests from now on (not back from the completion).
+    fn end_anticipation(&mut self, vm: VmId) {
+        if self
+            .anticipating()
+            .is_some_and(|(anticipated, _)| anticipated == vm)
+        {
+            self.free_at = self.clock;
+        }
+    }
+
     /// The request the idle device serves next and when: at the latest of its completing the
     /// last one and the first instant some waiting request's cap allows, the first under the
-    /// policy of the requests allowed by then. `None` when nothing waits.
+    /// policy of the requests allowed by then. While it anticipates a VM, not before the end of
+    /// the window unless a request that comes before that VM's next is allowed sooner. `None`
+    /// when nothing waits.
     fn next_start(&self) -> Option<(VmId, Cycles)> {
         let earliest = self
             .slots
             .iter()
             .filter_map(|slot| slot.waiting.map(|request| request.eligible))
             .min()?;
-        let at = earliest.max(self.free_at);
+        let mut at = earliest.max(self.free_at);
+        if let Some((_, start_tag, until)) = self.anticipation_window() {
+            // The first instant a request that comes before the anticipated one is allowed.
+            let first = self
+                .slots
+                .iter()
+                .filter_map(|slot| slot.waiting)
+                .filter(|request| request.start_tag <= start_tag)
+                .map(|request| request.eligible.max(self.free_at))
+                .min();
+            at = at.max(until);
+            if let Some(first) = first {
+                at = at.min(first);
+            }
+        }
         let vm = self
             .slots
             .iter()
@@ -648,6 +776,7 @@ impl DiskQueue {
     fn complete(&mut self, service: Service) {
         self.in_service = None;
         self.free_at = service.completes;
+        self.last_completed = (!service.forgotten).then_some(service.vm);
         let tag = service.request.start_tag;
         if service.started < self.clock {
             self.virtual_time = self.virtual_time.max(tag);
@@ -1041,6 +1170,233 @@ mod tests {
         assert_eq!(queue.ignored_calls(), 2);
     }
 
+    /// Weights 1 (VM 0) and 4 (VM 1), requests of 1,000 cycles, up to VM 1's completion at 3,000
+    /// with VM 0 waiting (start tag 1,000): VM 1's next request would get start tag 500, so it
+    /// comes first. `extra` more VMs of weight 1 stay silent.
+    fn vm_1_just_completed(policy: DiskPolicy, window: Cycles, extra: usize) -> DiskQueue {
+        let mut weights = vec![1, 4];
+        weights.extend(core::iter::repeat_n(1, extra));
+        let mut queue =
+            DiskQueue::with_anticipation(policy, TIMING, window, &uncapped(&weights)).unwrap();
+        // VM 1 (start tag 0, finish tag 250) starts, VM 0 (0, 1,000) waits and goes next.
+        queue.submit(0, 1, 0, false).unwrap();
+        queue.submit(0, 0, 0, false).unwrap();
+        assert_eq!(advance(&mut queue, 1_000).len(), 1);
+        assert_eq!(queue.in_service().map(|service| service.vm), Some(0));
+        assert_eq!(queue.anticipating(), None);
+        queue.submit(1_100, 1, 0, false).unwrap(); // start tag 250
+        assert_eq!(advance(&mut queue, 2_000).len(), 1);
+        assert_eq!(queue.in_service().map(|service| service.vm), Some(1));
+        queue.submit(2_100, 0, 0, false).unwrap(); // start tag 1,000
+        assert_eq!(
+            advance(&mut queue, 3_000),
+            [completion(1, 0, (1_100, 2_000, 3_000))]
+        );
+        queue
+    }
+
+    #[test]
+    fn the_device_anticipates_the_vm_that_comes_next_for_one_window() {
+        let mut queue = vm_1_just_completed(DiskPolicy::Wfq, 5_000, 0);
+        assert_eq!(queue.anticipation(), 5_000);
+        assert_eq!(queue.in_service(), None);
+        assert_eq!(queue.anticipating(), Some((1, 8_000)));
+        assert_eq!(queue.next_event(), Some(8_000));
+        // VM 1 comes back within the window: served at once.
+        queue.submit(3_200, 1, 0, false).unwrap();
+        assert_eq!(queue.anticipating(), None);
+        let done = advance(&mut queue, 4_200);
+        assert_eq!(done, [completion(1, 0, (3_200, 3_200, 4_200))]);
+        assert_eq!(done[0].wait(), 0);
+        // Its next would get start tag 750: anticipated again, but it does not come back, and
+        // VM 0 starts when the window ends.
+        assert_eq!(queue.anticipating(), Some((1, 9_200)));
+        assert_eq!(queue.next_event(), Some(9_200));
+        assert_eq!(advance(&mut queue, 9_199), []);
+        assert_eq!(queue.in_service(), None);
+        assert_eq!(advance(&mut queue, 9_200), []);
+        assert_eq!(queue.anticipating(), None);
+        assert_eq!(
+            queue.in_service(),
+            Some(completion(0, 0, (2_100, 9_200, 10_200)))
+        );
+        // Without a window (and under FIFO, whatever the window) VM 0 starts at 3,000.
+        for (policy, window) in [(DiskPolicy::Wfq, 0), (DiskPolicy::Fifo, 5_000)] {
+            let queue = vm_1_just_completed(policy, window, 0);
+            assert_eq!(queue.anticipating(), None, "{policy:?}");
+            assert_eq!(
+                queue.in_service(),
+                Some(completion(0, 0, (2_100, 3_000, 4_000))),
+                "{policy:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_request_that_comes_first_ends_the_window() {
+        // VM 2 (weight 1) was idle: it comes with start tag V = 250, before VM 1's 500.
+        let mut queue = vm_1_just_completed(DiskPolicy::Wfq, 5_000, 1);
+        assert_eq!(queue.anticipating(), Some((1, 8_000)));
+        queue.submit(3_100, 2, 0, false).unwrap();
+        assert_eq!(queue.anticipating(), None);
+        assert_eq!(
+            queue.in_service(),
+            Some(completion(2, 0, (3_100, 3_100, 4_100)))
+        );
+        // A request that comes first but is held back by its cap starts when its cap allows,
+        // before the window ends. VM 1 (weight 64, 10 sectors: 1,100 cycles) is capped at 400
+        // cycles a sector: its second request may start at 4,000.
+        let shares = [
+            DiskShare {
+                weight: 1,
+                cap_cycles_per_sector: None,
+            },
+            DiskShare {
+                weight: 64,
+                cap_cycles_per_sector: Some(400),
+            },
+        ];
+        let mut queue =
+            DiskQueue::with_anticipation(DiskPolicy::Wfq, TIMING, 5_000, &shares).unwrap();
+        queue.submit(0, 1, 10, false).unwrap();
+        queue.submit(0, 0, 0, false).unwrap();
+        assert_eq!(advance(&mut queue, 1_100).len(), 1);
+        // Start tag 1,100 / 64.
+        queue.submit(1_200, 1, 10, false).unwrap();
+        // VM 0's request completes at 2,100; its next would get start tag 1,000.
+        assert_eq!(advance(&mut queue, 2_100).len(), 1);
+        assert_eq!(queue.anticipating(), Some((0, 7_100)));
+        assert_eq!(queue.next_event(), Some(4_000));
+        assert_eq!(advance(&mut queue, 4_000), []);
+        assert_eq!(
+            queue
+                .in_service()
+                .map(|service| (service.vm, service.started)),
+            Some((1, 4_000))
+        );
+    }
+
+    #[test]
+    fn the_anticipated_request_would_start_no_earlier_than_virtual_time() {
+        // An instant device (each request costs one unit of tag): VM 0 is served three times
+        // at 0 (start tags 0, 1, 2), then VM 1 once (start tag 0, finish tag 1). VM 1's next
+        // request would get start tag V = 2, not 1: VM 2, which comes at 10 with start tag 2,
+        // comes first (by arrival), and the device does not wait for VM 1.
+        let mut queue = DiskQueue::with_anticipation(
+            DiskPolicy::Wfq,
+            DiskTiming::INSTANT,
+            100,
+            &uncapped(&[1, 1, 1]),
+        )
+        .unwrap();
+        for vm in [0, 0, 0, 1] {
+            queue.submit(0, vm, 1, false).unwrap();
+        }
+        assert_eq!(advance(&mut queue, 0).len(), 4);
+        assert_eq!(queue.anticipating(), Some((1, 100)));
+        queue.submit(10, 2, 1, false).unwrap();
+        assert_eq!(advance(&mut queue, 10), [completion(2, 1, (10, 10, 10))]);
+    }
+
+    #[test]
+    fn a_vm_its_cap_holds_back_is_not_anticipated() {
+        // VM 0 (weight 8, 10 sectors: 1,100 cycles) capped at `cap` cycles a sector, VM 1
+        // (weight 1) uncapped. At 3,200 VM 0's request (start tag 137.5) completes and VM 1's
+        // (start tag 1,000) waits: VM 0 comes first (start tag 275) if its cap allows it then.
+        for (cap, anticipated) in [(100, true), (200, false)] {
+            let shares = [
+                DiskShare {
+                    weight: 8,
+                    cap_cycles_per_sector: Some(cap),
+                },
+                DiskShare {
+                    weight: 1,
+                    cap_cycles_per_sector: None,
+                },
+            ];
+            let mut queue =
+                DiskQueue::with_anticipation(DiskPolicy::Wfq, TIMING, 5_000, &shares).unwrap();
+            queue.submit(0, 0, 10, false).unwrap();
+            queue.submit(0, 1, 0, false).unwrap();
+            assert_eq!(advance(&mut queue, 1_100).len(), 1);
+            queue.submit(1_200, 0, 10, false).unwrap();
+            assert_eq!(advance(&mut queue, 2_100).len(), 1);
+            queue.submit(2_200, 1, 0, false).unwrap();
+            // VM 0's cap allows its next request at 2,100 + 10 × cap.
+            assert_eq!(advance(&mut queue, 3_200).len(), 1);
+            if anticipated {
+                assert_eq!(queue.anticipating(), Some((0, 8_200)));
+                assert_eq!(queue.in_service(), None);
+            } else {
+                assert_eq!(queue.anticipating(), None);
+                assert_eq!(
+                    queue
+                        .in_service()
+                        .map(|service| (service.vm, service.started)),
+                    Some((1, 3_200))
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn forgetting_the_anticipated_vm_ends_the_window_at_once() {
+        let mut queue = vm_1_just_completed(DiskPolicy::Wfq, 5_000, 1);
+        // Forgetting another VM changes nothing.
+        queue.forget(3_300, 2);
+        assert_eq!(queue.anticipating(), Some((1, 8_000)));
+        assert_eq!(queue.in_service(), None);
+        queue.forget(3_500, 1);
+        assert_eq!(queue.anticipating(), None);
+        assert_eq!(
+            queue.in_service(),
+            Some(completion(0, 0, (2_100, 3_500, 4_500)))
+        );
+        // Forgotten at the completion instant: never anticipated.
+        let mut queue = vm_1_just_completed(DiskPolicy::Wfq, 5_000, 0);
+        queue.forget(3_000, 1);
+        assert_eq!(
+            queue.in_service().map(|service| service.started),
+            Some(3_000)
+        );
+        // Forgotten in service: the device finishes its request silently and does not wait for
+        // it then.
+        let mut queue = vm_1_just_completed(DiskPolicy::Wfq, 5_000, 0);
+        queue.submit(3_200, 1, 0, false).unwrap();
+        queue.forget(3_500, 1);
+        assert_eq!(advance(&mut queue, 4_200), []);
+        assert_eq!(queue.anticipating(), None);
+        assert_eq!(
+            queue.in_service(),
+            Some(completion(0, 0, (2_100, 4_200, 5_200)))
+        );
+    }
+
+    #[test]
+    fn two_vms_of_weights_1_and_4_with_think_time_need_anticipation() {
+        // As measured with real guests: 100,000 cycles a request, 1 to 5,000 cycles to submit
+        // again. Without a window the VMs alternate whatever their weights; with a window of
+        // 10,000 cycles they get 1/5 and 4/5.
+        let timing = DiskTiming {
+            latency: 100_000,
+            cycles_per_sector: 0,
+        };
+        for (window, expected) in [(0, [0.5, 0.5]), (10_000, [0.2, 0.8])] {
+            let queue =
+                DiskQueue::with_anticipation(DiskPolicy::Wfq, timing, window, &uncapped(&[1, 4]))
+                    .unwrap();
+            let mut thinker = Thinker::new(14);
+            let done = thinking(queue, &[8, 8], |_| Some(thinker.next(5_000)), 100_000_000);
+            let shares = sector_shares(&done, 2);
+            for vm in 0..2 {
+                assert!(
+                    near(shares[vm], expected[vm], 0.01),
+                    "window {window}: {shares:?}"
+                );
+            }
+        }
+    }
+
     /// One call of a script, at the time its step gives.
     #[derive(Clone, Copy, Debug)]
     enum Action {
@@ -1103,20 +1459,33 @@ mod tests {
 
     /// Runs `script` calling `advance` at every event, as a caller that is always on time.
     fn on_time(queue: &mut DiskQueue, script: &[Step]) -> Vec<Seen> {
+        on_time_watched(queue, script).0
+    }
+
+    /// As [`on_time`], with what the caller saw in service (`in_service`) at each time it
+    /// called, after the call.
+    fn on_time_watched(
+        queue: &mut DiskQueue,
+        script: &[Step],
+    ) -> (Vec<Seen>, Vec<(Cycles, Option<DiskCompletion>)>) {
         let mut seen = Vec::new();
+        let mut watched = Vec::new();
         let mut now: Cycles = 0;
         for step in script {
             now = now.saturating_add(step.gap);
             while let Some(event) = queue.next_event().filter(|&event| event <= now) {
                 seen.extend(queue.advance(event).map(Seen::Completed));
+                watched.push((event, queue.in_service()));
             }
             seen.extend(queue.advance(now).map(Seen::Completed));
             submit(queue, &mut seen, now, step.action);
+            watched.push((now, queue.in_service()));
         }
         while let Some(event) = queue.next_event() {
             seen.extend(queue.advance(event).map(Seen::Completed));
+            watched.push((event, queue.in_service()));
         }
-        seen
+        (seen, watched)
     }
 
     /// Runs `script` calling `advance` only before the steps `calls` says, and once at the end.
@@ -1203,15 +1572,28 @@ mod tests {
         )
     }
 
-    /// A queue with 1 to 6 VMs (capped or not) and a script for them.
+    /// An anticipation window: none (a third of the time), short or long next to the scripts'
+    /// gaps, or any size.
+    fn window() -> impl Strategy<Value = Cycles> {
+        prop_oneof![
+            3 => Just(0u64),
+            3 => 1u64..=5_000,
+            2 => 1u64..=300_000,
+            1 => (any::<u64>(), 0u32..64).prop_map(|(window, shift)| (window >> shift).max(1)),
+        ]
+    }
+
+    /// A queue with 1 to 6 VMs (capped or not), an anticipation window or none, and a script
+    /// for them.
     fn scenario(capped: bool, forgets: bool) -> impl Strategy<Value = (DiskQueue, Vec<Step>)> {
         (
             prop_oneof![Just(DiskPolicy::Fifo), Just(DiskPolicy::Wfq)],
             timing(),
+            window(),
             prop::collection::vec(share(capped), 1..=6),
         )
-            .prop_flat_map(move |(policy, timing, shares)| {
-                let queue = DiskQueue::new(policy, timing, &shares).unwrap();
+            .prop_flat_map(move |(policy, timing, window, shares)| {
+                let queue = DiskQueue::with_anticipation(policy, timing, window, &shares).unwrap();
                 (Just(queue), script(shares.len() as VmId, forgets))
             })
     }
@@ -1232,12 +1614,14 @@ mod tests {
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(96))]
 
-        /// Any script (unknown ids, second submits, forgets, huge sizes, times and timings):
-        /// every accepted request completes exactly once unless forgotten, in order per VM,
-        /// after it was submitted and after its cap allowed, with service time `latency +
-        /// sectors × cycles_per_sector` exactly (saturated); a submit is refused exactly when
-        /// the VM has one outstanding; the device never serves two at once, and it never idles
-        /// while a request its cap allows waits.
+        /// Any script (unknown ids, second submits, forgets, huge sizes, times, timings and
+        /// anticipation windows): every accepted request completes exactly once unless
+        /// forgotten, in order per VM, after it was submitted and after its cap allowed, with
+        /// service time `latency + sectors × cycles_per_sector` exactly (saturated); a submit is
+        /// refused exactly when the VM has one outstanding; the device never serves two at
+        /// once, and it never idles while a request its cap allows waits, but to anticipate:
+        /// under WFQ with a window, right after a (reported) completion of VM X, until the
+        /// window ends, X submits again or X is forgotten, whichever is first.
         #[test]
         fn every_request_completes_once_on_a_work_conserving_device(
             (queue, script) in scenario(true, true),
@@ -1246,7 +1630,11 @@ mod tests {
             let timing = queue.timing();
             let shares: Vec<DiskShare> =
                 (0..queue.vm_count()).map(|vm| queue.share(vm as VmId).unwrap()).collect();
-            let seen = on_time(&mut queue, &script);
+            let window = match queue.policy() {
+                DiskPolicy::Fifo => 0,
+                DiskPolicy::Wfq => queue.anticipation(),
+            };
+            let (seen, watched) = on_time_watched(&mut queue, &script);
             // Per VM: its outstanding request (sectors, write, submitted, cap allows from), and
             // its latest request's start and sectors.
             let mut pending: Vec<Option<(u32, bool, Cycles, Cycles)>> = vec![None; shares.len()];
@@ -1259,16 +1647,23 @@ mod tests {
                     _ => at,
                 }
             };
+            // The device's busy spells `[started, completed)`, each with its VM and the place of
+            // its completion in `seen` if the completion was reported (a forgotten VM's is not
+            // anticipated).
             let mut busy = Vec::new();
             // Spells during which a request its cap allowed was waiting.
             let mut waits = Vec::new();
-            for event in &seen {
+            // The calls (accepted submits and forgets) that end a VM's anticipation: VM, time,
+            // place in `seen`.
+            let mut back: Vec<(VmId, Cycles, usize)> = Vec::new();
+            for (place, event) in seen.iter().enumerate() {
                 match *event {
                     Seen::Submitted { vm, sectors, write, at } => {
                         let index = usize::from(vm);
                         prop_assert!(pending[index].is_none(), "vm {} has two outstanding", vm);
                         let from = allowed(latest[index], &shares[index], at);
                         pending[index] = Some((sectors, write, at, from));
+                        back.push((vm, at, place));
                     }
                     Seen::Refused(DiskQueueError::UnknownVm { vm }) => {
                         prop_assert!(usize::from(vm) >= shares.len());
@@ -1277,11 +1672,12 @@ mod tests {
                         prop_assert!(pending[usize::from(vm)].is_some());
                     }
                     Seen::Forgot { vm, at, silent } => {
+                        back.push((vm, at, place));
                         let Some(slot) = pending.get_mut(usize::from(vm)) else { continue };
                         if let Some((_, _, _, from)) = slot.take() {
                             match silent {
                                 Some(service) => {
-                                    busy.push((service.started, service.completed));
+                                    busy.push((service.started, service.completed, None));
                                     waits.push((from, service.started));
                                     latest[usize::from(vm)] =
                                         Some((service.started, service.sectors));
@@ -1304,7 +1700,7 @@ mod tests {
                             done.completed,
                             done.started.saturating_add(timing.service(sectors))
                         );
-                        busy.push((done.started, done.completed));
+                        busy.push((done.started, done.completed, Some((done.vm, place))));
                         waits.push((from, done.started));
                         latest[index] = Some((done.started, sectors));
                     }
@@ -1312,15 +1708,64 @@ mod tests {
             }
             prop_assert!(pending.iter().all(Option::is_none), "left over: {:?}", pending);
             prop_assert_eq!(queue.queued(), 0);
+            // What the caller saw held: a request in service since before the call was served
+            // so, and an idle device was idle (nothing starts in the past).
+            for &(at, service) in &watched {
+                match service {
+                    Some(service) if service.started < at => prop_assert!(
+                        busy.iter().any(|&(started, completed, _)| {
+                            (started, completed) == (service.started, service.completed)
+                        }),
+                        "{:?} seen in service at {} was not served so", service, at
+                    ),
+                    Some(_) => {}
+                    None => prop_assert!(
+                        !busy.iter().any(|&(started, completed, _)| started < at && at < completed),
+                        "the device was seen idle at {}, in {:?}", at, busy
+                    ),
+                }
+            }
             let mut sorted = busy.clone();
             sorted.sort_unstable();
             for pair in sorted.windows(2) {
                 prop_assert!(pair[1].0 >= pair[0].1, "served at once: {:?}", pair);
             }
-            let runs = busy_runs(busy);
-            for &(from, to) in waits.iter().filter(|(from, to)| from < to) {
-                let covered = runs.iter().any(|&(start, end)| start <= from && to <= end);
-                prop_assert!(covered, "idle while a request waited in [{}, {})", from, to);
+            // How long from `end` on the device may idle while requests wait: not at all, but
+            // when it anticipates the VM whose request completed at `end`, until its next call.
+            let idle_until = |end: Cycles| -> Cycles {
+                busy.iter()
+                    .filter_map(|&(_, completed, done)| done.filter(|_| completed == end))
+                    .map(|(vm, done)| {
+                        let back = back
+                            .iter()
+                            .filter(|&&(other, _, place)| other == vm && place > done)
+                            .map(|&(_, at, _)| at)
+                            .min()
+                            .unwrap_or(Cycles::MAX);
+                        end.saturating_add(window).min(back)
+                    })
+                    .max()
+                    .unwrap_or(end)
+            };
+            let runs = busy_runs(busy.iter().map(|&(start, end, _)| (start, end)).collect());
+            // The idle spells `[from, to)` and until when each may hold a waiting request.
+            let mut idle = Vec::new();
+            let mut from = 0;
+            let mut until = 0;
+            for &(start, end) in &runs {
+                idle.push((from, start, until));
+                (from, until) = (end, idle_until(end));
+            }
+            idle.push((from, Cycles::MAX, until));
+            for &(wait_from, wait_to) in waits.iter().filter(|(from, to)| from < to) {
+                for &(from, to, until) in &idle {
+                    let (from, to) = (from.max(wait_from), to.min(wait_to));
+                    prop_assert!(
+                        from >= to || to <= until,
+                        "idle while a request waited in [{}, {}), anticipating until {}",
+                        from, to, until
+                    );
+                }
             }
         }
 
@@ -1382,7 +1827,16 @@ mod tests {
         sectors: &[u32],
         horizon: Cycles,
     ) -> Vec<DiskCompletion> {
-        let mut queue = DiskQueue::new(policy, timing, shares).unwrap();
+        let queue = DiskQueue::new(policy, timing, shares).unwrap();
+        backlogged_on(queue, sectors, horizon)
+    }
+
+    /// As [`backlogged`], on `queue`.
+    fn backlogged_on(
+        mut queue: DiskQueue,
+        sectors: &[u32],
+        horizon: Cycles,
+    ) -> Vec<DiskCompletion> {
         for (vm, &size) in sectors.iter().enumerate() {
             queue.submit(0, vm as VmId, size, false).unwrap();
         }
@@ -1399,6 +1853,81 @@ mod tests {
         }
         assert_eq!(queue.refused_submits(), 0);
         done
+    }
+
+    /// VMs that each submit a request of `sectors[vm]` at 0 and, after each completion, again
+    /// `think(vm)` cycles later (`None`: never again), until `horizon`: guests that take time to
+    /// issue their next command. Returns every completion by then.
+    fn thinking(
+        mut queue: DiskQueue,
+        sectors: &[u32],
+        mut think: impl FnMut(VmId) -> Option<Cycles>,
+        horizon: Cycles,
+    ) -> Vec<DiskCompletion> {
+        let mut due: Vec<Option<Cycles>> = vec![Some(0); sectors.len()];
+        let mut done = Vec::new();
+        loop {
+            let submit = due.iter().flatten().copied().min();
+            let Some(now) = [queue.next_event(), submit].into_iter().flatten().min() else {
+                break;
+            };
+            if now > horizon {
+                break;
+            }
+            let completed: Vec<DiskCompletion> = queue.advance(now).collect();
+            for completion in completed {
+                let vm = completion.vm;
+                assert_eq!(completion.completed, now, "the driver is on time");
+                due[usize::from(vm)] = think(vm).map(|think| now.saturating_add(think));
+                done.push(completion);
+            }
+            for (vm, at) in due.iter_mut().enumerate() {
+                if *at == Some(now) {
+                    queue.submit(now, vm as VmId, sectors[vm], false).unwrap();
+                    *at = None;
+                }
+            }
+        }
+        assert_eq!(queue.refused_submits(), 0);
+        done
+    }
+
+    /// Think times in `1..=most`, from a small deterministic generator (xorshift64*).
+    struct Thinker(u64);
+
+    impl Thinker {
+        fn new(seed: u64) -> Self {
+            Self(seed | 1)
+        }
+
+        fn next(&mut self, most: Cycles) -> Cycles {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            1 + self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % most.max(1)
+        }
+    }
+
+    /// The device's idle spells while a request waited, from `done` in completion order: each
+    /// as the completion it followed (`None`: none before it), the request that started at its
+    /// end, and its length.
+    fn idle_waits(
+        done: &[DiskCompletion],
+    ) -> Vec<(Option<DiskCompletion>, DiskCompletion, Cycles)> {
+        // The earliest submission among the requests started from each place on.
+        let mut first_submitted = vec![Cycles::MAX; done.len() + 1];
+        for (place, completion) in done.iter().enumerate().rev() {
+            first_submitted[place] = first_submitted[place + 1].min(completion.submitted);
+        }
+        (0..done.len())
+            .filter_map(|place| {
+                let previous = place.checked_sub(1).map(|before| done[before]);
+                let free = previous.map_or(0, |previous| previous.completed);
+                let started = done[place].started;
+                let waited = started.saturating_sub(free.max(first_submitted[place]));
+                (waited > 0).then_some((previous, done[place], waited))
+            })
+            .collect()
     }
 
     /// Per VM, the sectors and the device time of `done`.
@@ -1549,6 +2078,218 @@ mod tests {
             // Under FIFO the bound on its waits gives it at least one request per period.
             let least = if policy == DiskPolicy::Fifo { 100 } else { 1 };
             prop_assert!(starts.len() >= least, "the capped VM started {} requests", starts.len());
+        }
+    }
+
+    /// A device much slower than the guests' think times (up to `window / 2`, with `window` up
+    /// to 20,000 cycles): at least 10 windows a request.
+    fn slow_timing_and_window() -> impl Strategy<Value = (DiskTiming, Cycles)> {
+        (2u64..=20_000, 10u64..=100, 0u64..=200).prop_map(|(window, latency, cycles_per_sector)| {
+            let timing = DiskTiming {
+                latency: latency * window,
+                cycles_per_sector,
+            };
+            (timing, window)
+        })
+    }
+
+    /// Per VM, its share of all the sectors in `done`.
+    fn sector_shares(done: &[DiskCompletion], n: usize) -> Vec<f64> {
+        let (sectors, _) = totals(done, n);
+        let total: u64 = sectors.iter().sum();
+        sectors
+            .iter()
+            .map(|&got| got as f64 / total as f64)
+            .collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(32))]
+
+        /// Why anticipation exists. Four VMs of weights 1:2:4:8 whose guests take 1 to
+        /// `window / 2` cycles after each completion to submit again, on a work-conserving
+        /// device (no window): at every completion of a VM another VM's request waits and
+        /// starts, so a VM gets at most one request in two and the heaviest at most half the
+        /// sectors, out of 5 % of its 8/15.
+        #[test]
+        fn without_anticipation_think_time_caps_a_vm_at_half_the_device(
+            (timing, window) in slow_timing_and_window(),
+            size in 1u32..=256,
+            order in Just(vec![0usize, 1, 2, 3]).prop_shuffle(),
+            seed in any::<u64>(),
+        ) {
+            let weights: Vec<u32> = order.iter().map(|&index| [1, 2, 4, 8][index]).collect();
+            let queue = DiskQueue::new(DiskPolicy::Wfq, timing, &uncapped(&weights)).unwrap();
+            let mut thinker = Thinker::new(seed);
+            let horizon = 3_000 * timing.service(size);
+            let done = thinking(queue, &[size; 4], |_| Some(thinker.next(window / 2)), horizon);
+            let heaviest = order.iter().position(|&index| index == 3).unwrap();
+            let share = sector_shares(&done, 4)[heaviest];
+            prop_assert!(share <= 0.505, "the heaviest VM got {} of the sectors", share);
+            prop_assert!(!near(share, 8.0 / 15.0, 0.05));
+            for pair in done.windows(2).filter(|pair| pair[0].vm == heaviest as VmId) {
+                prop_assert!(pair[1].vm != pair[0].vm, "served twice in a row: {:?}", pair);
+            }
+        }
+
+        /// The same VMs with an anticipation window longer than their think time get 1/15,
+        /// 2/15, 4/15 and 8/15 of the sectors within 5 %, and the device idles only for them
+        /// to think: at most `window / 2` after a completion.
+        #[test]
+        fn anticipation_restores_weights_1_2_4_8_with_think_time(
+            (timing, window) in slow_timing_and_window(),
+            size in 1u32..=256,
+            order in Just(vec![0usize, 1, 2, 3]).prop_shuffle(),
+            seed in any::<u64>(),
+        ) {
+            let weights: Vec<u32> = order.iter().map(|&index| [1, 2, 4, 8][index]).collect();
+            let queue =
+                DiskQueue::with_anticipation(DiskPolicy::Wfq, timing, window, &uncapped(&weights))
+                    .unwrap();
+            let mut thinker = Thinker::new(seed);
+            let horizon = 3_000 * timing.service(size);
+            let done = thinking(queue, &[size; 4], |_| Some(thinker.next(window / 2)), horizon);
+            let shares = sector_shares(&done, 4);
+            for (vm, &weight) in weights.iter().enumerate() {
+                prop_assert!(
+                    near(shares[vm], f64::from(weight) / 15.0, 0.05),
+                    "vm {} (weight {}) got {} of the sectors", vm, weight, shares[vm]
+                );
+            }
+            // Only for the VM that comes first, and not in vain.
+            for (after, next, idle) in idle_waits(&done) {
+                prop_assert!(
+                    after.is_some_and(|after| after.vm == next.vm) && idle <= window / 2,
+                    "idled {} after {:?}, then served {:?}", idle, after, next
+                );
+            }
+        }
+
+        /// VMs of equal weight with think time and a window get equal sectors within 1 %.
+        #[test]
+        fn anticipation_keeps_equal_weights_within_one_percent_with_think_time(
+            (timing, window) in slow_timing_and_window(),
+            size in 1u32..=256,
+            n in 2usize..=6,
+            weight in 1..=MAX_DISK_WEIGHT,
+            seed in any::<u64>(),
+        ) {
+            let shares = uncapped(&vec![weight; n]);
+            let queue =
+                DiskQueue::with_anticipation(DiskPolicy::Wfq, timing, window, &shares).unwrap();
+            let mut thinker = Thinker::new(seed);
+            let horizon = 500 * n as u64 * timing.service(size);
+            let done = thinking(queue, &vec![size; n], |_| Some(thinker.next(window / 2)), horizon);
+            let shares = sector_shares(&done, n);
+            for (vm, &share) in shares.iter().enumerate() {
+                prop_assert!(
+                    near(share, 1.0 / n as f64, 0.01),
+                    "vm {} got {} of the sectors", vm, share
+                );
+            }
+            for (after, next, idle) in idle_waits(&done) {
+                prop_assert!(
+                    after.is_some_and(|after| after.vm == next.vm) && idle <= window / 2,
+                    "idled {} after {:?}, then served {:?}", idle, after, next
+                );
+            }
+        }
+
+        /// One VM pauses longer than the window after each of its requests, then stops
+        /// submitting: each of its completions costs the others at most one window of idle
+        /// device, and the thinking VMs' at most their think time.
+        #[test]
+        fn a_vm_that_stops_submitting_costs_at_most_a_window_per_completion(
+            (timing, window) in slow_timing_and_window(),
+            weights in prop::collection::vec(1u32..=8, 2..=4),
+            stopper in any::<prop::sample::Index>(),
+            requests in 1u32..=30,
+            seed in any::<u64>(),
+        ) {
+            let n = weights.len();
+            let stopper = stopper.index(n) as VmId;
+            let queue =
+                DiskQueue::with_anticipation(DiskPolicy::Wfq, timing, window, &uncapped(&weights))
+                    .unwrap();
+            let mut thinker = Thinker::new(seed);
+            let mut left = requests;
+            let think = |vm: VmId| {
+                if vm != stopper {
+                    return Some(thinker.next(window / 2));
+                }
+                left -= 1;
+                // A pause in (window, 4 × window].
+                (left > 0).then(|| window + thinker.next(3 * window))
+            };
+            let horizon = 1_000 * n as u64 * timing.service(128);
+            let done = thinking(queue, &vec![128; n], think, horizon);
+            let stopped = done.iter().filter(|done| done.vm == stopper).count() as u64;
+            prop_assert!(
+                stopped >= u64::from(requests.min(2)),
+                "vm {} completed {}", stopper, stopped
+            );
+            let mut lost = 0;
+            for (after, next, idle) in idle_waits(&done) {
+                let Some(after) = after else {
+                    return Err(TestCaseError::fail(format!("idled {idle} before any request")));
+                };
+                if after.vm == stopper {
+                    prop_assert!(idle <= window, "idled {} after {:?}", idle, after);
+                    lost += idle;
+                } else {
+                    prop_assert!(
+                        idle <= window / 2 && next.vm == after.vm,
+                        "idled {} after {:?}, then served {:?}", idle, after, next
+                    );
+                }
+            }
+            prop_assert!(lost <= stopped * window, "lost {} over {} completions", lost, stopped);
+            // Once it has stopped, the others have the device to themselves.
+            let last = done.iter().rposition(|done| done.vm == stopper).unwrap();
+            prop_assert!(done.len() - last > 50 * n, "{} requests after its last", done.len() - last);
+        }
+
+        /// VMs that submit again at the instant their request completes are always waiting
+        /// when the device picks: a window changes nothing for them.
+        #[test]
+        fn anticipation_changes_nothing_for_vms_back_at_the_completion_instant(
+            timing in slow_timing(),
+            window in 1u64..=1_000_000,
+            vms in prop::collection::vec((1..=MAX_DISK_WEIGHT, 1u32..=256), 1..=4),
+        ) {
+            let weights: Vec<u32> = vms.iter().map(|&(weight, _)| weight).collect();
+            let sizes: Vec<u32> = vms.iter().map(|&(_, size)| size).collect();
+            let horizon = 200 * vms.len() as u64 * timing.service(256);
+            let plain = DiskQueue::new(DiskPolicy::Wfq, timing, &uncapped(&weights)).unwrap();
+            let anticipating =
+                DiskQueue::with_anticipation(DiskPolicy::Wfq, timing, window, &uncapped(&weights))
+                    .unwrap();
+            prop_assert_eq!(
+                backlogged_on(anticipating, &sizes, horizon),
+                backlogged_on(plain, &sizes, horizon)
+            );
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// FIFO ignores the window: any script runs as without one.
+        #[test]
+        fn fifo_never_anticipates(
+            (queue, script) in scenario(true, true),
+            window in 1u64..=Cycles::MAX,
+        ) {
+            let shares: Vec<DiskShare> =
+                (0..queue.vm_count()).map(|vm| queue.share(vm as VmId).unwrap()).collect();
+            let fifo = |window| {
+                DiskQueue::with_anticipation(DiskPolicy::Fifo, queue.timing(), window, &shares)
+                    .unwrap()
+            };
+            let (mut plain, mut anticipating) = (fifo(0), fifo(window));
+            let seen = on_time(&mut anticipating, &script);
+            prop_assert_eq!(&seen, &on_time(&mut plain, &script));
+            prop_assert_eq!(anticipating.anticipating(), None);
         }
     }
 }

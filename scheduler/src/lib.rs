@@ -14,8 +14,9 @@
 //!   [`Policy::charge`]).
 //! - [`DiskQueue`]: the shared disk, one device in front of which every VM's requests queue: a
 //!   timing model (latency plus cycles per sector), FIFO or weighted fair queueing
-//!   ([`DiskPolicy`]), per-VM weights and throughput caps ([`DiskShare`]), exact on the caller's
-//!   clock however late the caller comes.
+//!   ([`DiskPolicy`]), per-VM weights and throughput caps ([`DiskShare`]), an optional
+//!   anticipation window for guests that think between requests, exact on the caller's clock
+//!   however late the caller comes.
 //! - [`LatencyHistogram`]: an allocation-free (after construction) log-linear histogram.
 //! - [`Slice`]: one slice on the run's [`QuantumClock`] (wall time with the VM's root work
 //!   charged to it, or guest time), and the invariant that bounds its overrun.
