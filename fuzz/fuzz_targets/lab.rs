@@ -25,7 +25,7 @@ use std::sync::OnceLock;
 use carousel::lab::template::INDEX;
 use carousel::lab::{
     Disk, Kernel, Lab, ARGS_MAX, BLANK_DISK_KIB_RANGE, BUILTIN_GUESTS, CPU_MODELS,
-    DISK_LATENCY_US_RANGE, DISK_MIB_PER_S_RANGE, HYPERVISOR_MIB,
+    DISK_ANTICIPATE_US_RANGE, DISK_LATENCY_US_RANGE, DISK_MIB_PER_S_RANGE, HYPERVISOR_MIB,
     IDLE_THRESHOLD_US_RANGE, INTERVAL_US_RANGE, IPS_RANGE, MAX_TOTAL_MIB, MEMORY_MIB_RANGE,
     MEMORY_SAMPLE_MS_RANGE, MERGE_SCAN_PAGES_RANGE, NAME_MAX, QUANTUM_US_RANGE, STEP_REPEAT_RANGE,
     STEP_TIMEOUT_S_RANGE, TIMEOUT_S_RANGE, TSC_HZ_RANGE, VM_COUNT_RANGE, WEIGHT_RANGE,
@@ -149,6 +149,7 @@ fn check_lab(lab: &Lab, text: &str) {
     );
     assert!(within(&DISK_LATENCY_US_RANGE, lab.disk_model.latency_us));
     assert!(within(&DISK_MIB_PER_S_RANGE, lab.disk_model.mib_per_s));
+    assert!(within(&DISK_ANTICIPATE_US_RANGE, lab.disk_model.anticipate_us));
 
     for (index, vm) in lab.vms.iter().enumerate() {
         assert!(valid_name(&vm.name), "name {:?}", vm.name);

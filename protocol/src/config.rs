@@ -37,6 +37,11 @@ pub const DISK_LATENCY_US_RANGE: RangeInclusive<u32> = 0..=1_000_000;
 /// `run.disk.mib_per_s` and `vm.disk_mib_per_s`: a transfer rate in MiB per second of TSC time
 /// (0: unlimited, for the device; no cap, for a VM).
 pub const DISK_MIB_PER_S_RANGE: RangeInclusive<u32> = 0..=100_000;
+/// `run.disk.anticipate_us`: how long a weighted fair queue may keep the device idle for the
+/// VM whose request just completed, when that VM comes next (0: never).
+pub const DISK_ANTICIPATE_US_RANGE: RangeInclusive<u32> = 0..=100_000;
+/// Its default: longer than a guest takes from its completion interrupt to its next command.
+pub const DEFAULT_DISK_ANTICIPATE_US: u32 = 1_000;
 
 /// A scheduler setting that may change while a run goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -289,7 +294,7 @@ impl Default for CreditConfig {
 /// The shared disk in front of every VM's virtual IDE: its service time and how its queue is
 /// scheduled (`carousel-scheduler`'s disk queue). With no service time and no VM capped, a
 /// request completes as soon as the guest has made it (the disk is as fast as the drive).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DiskModelConfig {
     /// Per request, microseconds of TSC time ([`DISK_LATENCY_US_RANGE`]).
     pub latency_us: u32,
@@ -297,6 +302,22 @@ pub struct DiskModelConfig {
     pub mib_per_s: u32,
     /// How the queue picks the next request when several wait.
     pub policy: DiskQueuePolicy,
+    /// Under [`DiskQueuePolicy::Wfq`]: how long the device may wait for the VM whose request
+    /// just completed, when it comes next by its weight, microseconds of TSC time
+    /// ([`DISK_ANTICIPATE_US_RANGE`]). A VM has one request at a time, so without it a VM
+    /// gets at most every other request, whatever its weight.
+    pub anticipate_us: u32,
+}
+
+impl Default for DiskModelConfig {
+    fn default() -> Self {
+        Self {
+            latency_us: 0,
+            mib_per_s: 0,
+            policy: DiskQueuePolicy::default(),
+            anticipate_us: DEFAULT_DISK_ANTICIPATE_US,
+        }
+    }
 }
 
 impl DiskModelConfig {
@@ -700,6 +721,7 @@ mod tests {
                 latency_us: quantum,
                 mib_per_s: 40,
                 policy: DiskQueuePolicy::Wfq,
+                anticipate_us: 77,
             };
             prop_assert_eq!(RunConfig::from_bytes(&config.to_bytes().unwrap()).unwrap(), config);
         }

@@ -81,13 +81,15 @@ impl SharedDisk {
                     .then(|| cycles_per_sector(vm.disk_mib_per_s, tsc_hz)),
             })
             .collect();
-        let queue = DiskQueue::new(policy, timing, &shares)?;
+        let anticipate = us_to_cycles(u64::from(config.disk.anticipate_us), tsc_hz);
+        let queue = DiskQueue::with_anticipation(policy, timing, anticipate, &shares)?;
         log::info!(
-            "shared disk: {} us a request, {} MiB/s ({} cycles a sector), {} queue, {} VMs capped",
+            "shared disk: {} us a request, {} MiB/s ({} cycles a sector), {} queue (anticipating {} us), {} VMs capped",
             config.disk.latency_us,
             config.disk.mib_per_s,
             timing.cycles_per_sector,
             policy.name(),
+            config.disk.anticipate_us,
             shares
                 .iter()
                 .filter(|share| share.cap_cycles_per_sector.is_some())

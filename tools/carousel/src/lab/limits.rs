@@ -38,6 +38,8 @@ pub const CAP_PCT_RANGE: RangeInclusive<i64> = wide(config::CAP_PCT_RANGE);
 pub const DISK_LATENCY_US_RANGE: RangeInclusive<i64> = wide(config::DISK_LATENCY_US_RANGE);
 /// `run.disk.mib_per_s` and `vm.disk_mib_per_s` (0: unlimited; the hypervisor's range).
 pub const DISK_MIB_PER_S_RANGE: RangeInclusive<i64> = wide(config::DISK_MIB_PER_S_RANGE);
+/// `run.disk.anticipate_us` (the hypervisor's range).
+pub const DISK_ANTICIPATE_US_RANGE: RangeInclusive<i64> = wide(config::DISK_ANTICIPATE_US_RANGE);
 /// `run.change[K].at_ms`: up to a day into the run.
 pub const CHANGE_AT_MS_RANGE: RangeInclusive<i64> = 0..=86_400_000;
 

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use carousel_protocol::config::{
     fnv1a64, CreditConfig, DiskModelConfig, DiskQueuePolicy, QuantumClock, SchedulerPolicy,
-    Setting, DEFAULT_CREDIT_PERIOD_US, DEFAULT_CREDIT_RATELIMIT_US, DEFAULT_INTERVAL_US,
-    DEFAULT_MEMORY_SAMPLE_US,
+    Setting, DEFAULT_CREDIT_PERIOD_US, DEFAULT_CREDIT_RATELIMIT_US, DEFAULT_DISK_ANTICIPATE_US,
+    DEFAULT_INTERVAL_US, DEFAULT_MEMORY_SAMPLE_US,
 };
 use carousel_protocol::record::TraceLevel;
 use carousel_trace::TRACE_LEVELS;
@@ -329,6 +329,12 @@ impl Lab {
                 0,
             )? as u32,
             policy: disk_policy,
+            anticipate_us: checker.int(
+                "run.disk.anticipate_us",
+                raw_disk.and_then(|disk| disk.anticipate_us.as_ref()),
+                DISK_ANTICIPATE_US_RANGE,
+                i64::from(DEFAULT_DISK_ANTICIPATE_US),
+            )? as u32,
         };
 
         let quantum_clock = match run.quantum_clock {
@@ -1782,7 +1788,8 @@ mod tests {
             DiskModelConfig {
                 latency_us: 200,
                 mib_per_s: 40,
-                policy: DiskQueuePolicy::Wfq
+                policy: DiskQueuePolicy::Wfq,
+                anticipate_us: 1_000,
             }
         );
         assert_eq!((lab.vms[0].disk_weight, lab.vms[0].disk_mib_per_s), (8, 5));
@@ -1796,6 +1803,7 @@ mod tests {
             ("latency_us", "-1", "0..=1000000"),
             ("latency_us", "1000001", "0..=1000000"),
             ("mib_per_s", "100001", "0..=100000"),
+            ("anticipate_us", "100001", "0..=100000"),
         ] {
             let error = dir.error(&format!("[run.disk]\n{key} = {value}\n{HELLO}"));
             assert_range_error(&error, &format!("run.disk.{key}"), value, range);

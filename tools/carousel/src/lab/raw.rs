@@ -92,6 +92,8 @@ pub(super) struct RawDiskModel {
     pub(super) mib_per_s: Option<Spanned<i64>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) policy: Option<Spanned<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) anticipate_us: Option<Spanned<i64>>,
 }
 
 /// The `[sweep]` table as written.

@@ -67,6 +67,7 @@ impl Lab {
                 latency_us: int(self.disk_model.latency_us),
                 mib_per_s: int(self.disk_model.mib_per_s),
                 policy: Some(spanned(self.disk_model.policy.name().to_string())),
+                anticipate_us: int(self.disk_model.anticipate_us),
             }),
             change: self
                 .changes

@@ -99,6 +99,7 @@ fn timed(policy: DiskQueuePolicy) -> DiskModelConfig {
         latency_us: LATENCY_US,
         mib_per_s: 0,
         policy,
+        ..DiskModelConfig::default()
     }
 }
 
