@@ -14,11 +14,18 @@
 //! - Drive 1 (slave) is the disk, of a size fixed when the channel is made; its sectors are read
 //!   from and written to the [`SectorStore`] each access passes. Without one, drive 1 does not
 //!   answer: its status reads 0, which is how xv6's probe tells "no disk 1".
-//! - The disk is infinitely fast: BSY never shows. READ SECTORS and READ MULTIPLE have the data
+//! - Untimed (the default), the disk is infinitely fast: BSY never shows. READ SECTORS and READ MULTIPLE have the data
 //!   ready (DRQ) as soon as the command is written (the first sector is fetched from the store
 //!   then, each next one when the last byte of the one before has been read); WRITE SECTORS and
 //!   WRITE MULTIPLE show DRQ at once too, since xv6 starts `rep outsl` without polling, and each
 //!   sector goes to the store as its last byte arrives, before any completion interrupt.
+//! - Timed ([`IdeChannel::set_timed`]), each command that moves data waits for the hypervisor's
+//!   shared disk queue: a read shows BSY from its command until [`IdeChannel::complete`], which
+//!   makes its first data block ready and raises INTRQ; a write takes its data at once as above
+//!   (each sector reaches the store as it arrives), then shows BSY until `complete` raises its
+//!   completion interrupt. The data moves as fast either way; only the completion waits, which
+//!   is what a guest sees of a device's service time. A BSY drive ignores commands; SRST drops
+//!   the waiting command and says so ([`IdeChannel::take_cancel`]).
 //! - A store that fails (a sector beyond the extent it serves, a drive error) ends the command
 //!   with ERR | DRDY and error IDNF (out of range) or ABRT (device error); no data moves.
 //! - Only 28-bit LBA addressing is decoded. A command in CHS mode, an unknown command, or a
@@ -92,7 +99,8 @@ pub const STATUS_DSC: u8 = 1 << 4;
 pub const STATUS_DF: u8 = 1 << 5;
 /// Status: Device Ready.
 pub const STATUS_DRDY: u8 = 1 << 6;
-/// Status: Busy; never set here.
+/// Status: Busy; set only while a timed command waits for the shared disk
+/// ([`IdeChannel::set_timed`]).
 pub const STATUS_BSY: u8 = 1 << 7;
 /// Status of a present drive with nothing to do: DRDY | DSC.
 pub const STATUS_IDLE: u8 = STATUS_DRDY | STATUS_DSC;
@@ -309,6 +317,16 @@ impl SectorStore for NoStore {
     }
 }
 
+/// A command the shared disk must serve before it completes ([`IdeChannel::set_timed`]): a
+/// read waits before its first data block, a write after its last one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DiskRequest {
+    /// Read or write.
+    pub kind: DiskIoKind,
+    /// Sectors the command moves, 1..=256.
+    pub sectors: u32,
+}
+
 /// Drive 1's disk.
 #[derive(Debug)]
 struct Disk {
@@ -382,6 +400,14 @@ pub struct IdeChannel {
     sectors_written: u64,
     /// Commands answered with ERR.
     aborted_commands: u64,
+    /// Commands wait for the shared disk: BSY until [`IdeChannel::complete`].
+    timed: bool,
+    /// The command waiting for the shared disk (BSY shows), if any.
+    busy: Option<DiskRequest>,
+    /// A request the hypervisor has not taken yet ([`IdeChannel::take_request`]).
+    request: Option<DiskRequest>,
+    /// A reset dropped the command the shared disk was serving ([`IdeChannel::take_cancel`]).
+    cancelled: bool,
 }
 
 impl IdeChannel {
@@ -415,7 +441,52 @@ impl IdeChannel {
             sectors_read: 0,
             sectors_written: 0,
             aborted_commands: 0,
+            timed: false,
+            busy: None,
+            request: None,
+            cancelled: false,
         }
+    }
+
+    /// Makes commands wait for the shared disk: a command that moves data shows BSY once the
+    /// guest's part is done (a read's command, a write's last data byte) and is handed out by
+    /// [`Self::take_request`]; it completes, with its interrupt and a read's data, when the
+    /// hypervisor calls [`Self::complete`]. Untimed (the default), commands complete at once.
+    pub fn set_timed(&mut self, timed: bool) {
+        self.timed = timed;
+    }
+
+    /// The command that began waiting for the shared disk since the last call, if any.
+    pub fn take_request(&mut self) -> Option<DiskRequest> {
+        self.request.take()
+    }
+
+    /// True once after a reset dropped a command the shared disk had been given: the
+    /// hypervisor forgets it (a later [`Self::complete`] would find nothing to end anyway).
+    pub fn take_cancel(&mut self) -> bool {
+        core::mem::take(&mut self.cancelled)
+    }
+
+    /// Whether a command waits for the shared disk (BSY shows).
+    pub fn is_busy(&self) -> bool {
+        self.busy.is_some()
+    }
+
+    /// The shared disk served the waiting command: BSY clears, a read's first data block is
+    /// ready and INTRQ becomes pending (a write's completion, a read's data). Nothing happens
+    /// when no command waits (a reset dropped it).
+    pub fn complete(&mut self, irq: &mut impl InterruptLine) {
+        if self.busy.take().is_some() {
+            self.interrupt_pending = true;
+            self.update_interrupt_line(irq);
+        }
+    }
+
+    /// Puts `request` in front of the shared disk: BSY until it is served.
+    fn wait_for_disk(&mut self, request: DiskRequest) {
+        self.busy = Some(request);
+        self.request = Some(request);
+        self.interrupt_pending = false;
     }
 
     /// The guest reads the command block register at `offset` from [`PRIMARY_COMMAND_BLOCK`].
@@ -579,6 +650,10 @@ impl IdeChannel {
             Selected::Disk => self.disk.as_ref().map_or(0, |disk| disk.error),
             Selected::Absent => return 0,
         };
+        if self.selected() == Selected::Disk && self.busy.is_some() {
+            // While BSY is set the other bits are not valid (ATA); DRDY stays, as drives show.
+            return STATUS_BSY | STATUS_DRDY;
+        }
         let mut status = STATUS_IDLE;
         if error != 0 {
             status |= STATUS_ERR;
@@ -629,13 +704,18 @@ impl IdeChannel {
 
     /// The transfer in progress if it moves data `kind`-wise and its drive is selected.
     fn active_transfer(&self, kind: DiskIoKind) -> Option<Transfer> {
-        self.transfer
-            .filter(|transfer| transfer.kind == kind && self.selected() == Selected::Disk)
+        self.transfer.filter(|transfer| {
+            transfer.kind == kind && self.selected() == Selected::Disk && self.busy.is_none()
+        })
     }
 
     fn command(&mut self, command: u8, events: &mut impl DiskIoSink, store: &mut dyn SectorStore) {
         let selected = self.selected();
         if selected == Selected::Absent {
+            return;
+        }
+        // A drive that is BSY ignores commands (ATA); only SRST gets it back.
+        if selected == Selected::Disk && self.busy.is_some() {
             return;
         }
         // A new command ends any data phase and clears the pending interrupt and the error.
@@ -704,8 +784,12 @@ impl IdeChannel {
             done: 0,
             block_sectors: if multiple { sectors } else { 1 },
         });
-        // Data-in: the first block is ready at once. Data-out: the first block needs no interrupt.
+        // Data-in: the first block is ready at once (timed: once the shared disk served the
+        // command). Data-out: the first block needs no interrupt.
         self.interrupt_pending = kind == DiskIoKind::Read;
+        if self.timed && kind == DiskIoKind::Read {
+            self.wait_for_disk(DiskRequest { kind, sectors });
+        }
     }
 
     /// Ends the command with ERR and `error` on the selected drive.
@@ -747,9 +831,16 @@ impl IdeChannel {
         transfer.position = 0;
         if transfer.remaining == 0 {
             self.transfer = None;
-            // Data-out ends with an interrupt; data-in ends silently after its last block.
+            // Data-out ends with an interrupt (timed: once the shared disk served the whole
+            // write); data-in ends silently after its last block.
             if transfer.kind == DiskIoKind::Write {
                 self.interrupt_pending = true;
+                if self.timed {
+                    self.wait_for_disk(DiskRequest {
+                        kind: DiskIoKind::Write,
+                        sectors: transfer.done,
+                    });
+                }
             }
         } else {
             if transfer.kind == DiskIoKind::Read {
@@ -769,6 +860,10 @@ impl IdeChannel {
     fn reset(&mut self) {
         self.transfer = None;
         self.interrupt_pending = false;
+        self.request = None;
+        if self.busy.take().is_some() {
+            self.cancelled = true;
+        }
         self.master_error = 0;
         if let Some(disk) = self.disk.as_mut() {
             disk.error = 0;
@@ -929,6 +1024,101 @@ mod tests {
 
     fn sector_of(disk: &[u8], lba: usize) -> &[u8] {
         &disk[lba * SECTOR_SIZE..(lba + 1) * SECTOR_SIZE]
+    }
+
+    /// A timed read waits for the shared disk: BSY and no data or interrupt until `complete`,
+    /// then xv6's ideintr finds the sector.
+    #[test]
+    fn a_timed_read_waits_for_the_shared_disk() {
+        let mut rig = Rig::with_disk(patterned_disk(FS_SECTORS));
+        rig.ide.set_timed(true);
+        assert!(rig.ideinit());
+        rig.idestart(7, None);
+        assert_eq!(
+            rig.ide.take_request(),
+            Some(DiskRequest {
+                kind: DiskIoKind::Read,
+                sectors: 1
+            })
+        );
+        assert_eq!(rig.ide.take_request(), None, "handed out once");
+        assert!(rig.ide.is_busy());
+        assert_eq!(rig.irq.raises, 0, "no interrupt before the disk served it");
+        assert_eq!(rig.read(STATUS) & STATUS_BSY, STATUS_BSY);
+        let (filled, _) = rig.insl(4);
+        assert_eq!(filled, 0, "no data while BSY");
+        rig.ide.complete(&mut rig.irq);
+        assert!(!rig.ide.is_busy());
+        assert_eq!(rig.irq.raises, 1);
+        let data = rig.ideintr_read().expect("the data is there");
+        assert_eq!(data, rig.disk[7 * SECTOR_SIZE..8 * SECTOR_SIZE]);
+        // Completing again does nothing.
+        rig.ide.complete(&mut rig.irq);
+        assert_eq!(rig.irq.raises, 1);
+    }
+
+    /// A timed write takes its data at once (the sector is stored before the completion), then
+    /// shows BSY until `complete` raises its interrupt.
+    #[test]
+    fn a_timed_write_stores_at_once_and_completes_when_served() {
+        let mut rig = Rig::with_disk(vec![0; FS_SECTORS * SECTOR_SIZE]);
+        rig.ide.set_timed(true);
+        assert!(rig.ideinit());
+        let data = [0x5A; SECTOR_SIZE];
+        rig.idestart(3, Some(&data));
+        assert_eq!(rig.disk[3 * SECTOR_SIZE..4 * SECTOR_SIZE], data);
+        assert_eq!(
+            rig.ide.take_request(),
+            Some(DiskRequest {
+                kind: DiskIoKind::Write,
+                sectors: 1
+            })
+        );
+        assert_eq!(rig.irq.raises, 0);
+        assert_eq!(rig.ide.read_control(), STATUS_BSY | STATUS_DRDY);
+        // A BSY drive ignores a command.
+        rig.write(COMMAND, COMMAND_READ_SECTORS);
+        assert_eq!(rig.ide.take_request(), None);
+        assert_eq!(rig.events.len(), 1);
+        rig.ide.complete(&mut rig.irq);
+        assert_eq!(rig.irq.raises, 1);
+        assert_eq!(rig.idewait() & STATUS_ERR, 0);
+    }
+
+    /// SRST drops the command the shared disk was serving and says so once; the late
+    /// completion then finds nothing, and the next command is served normally.
+    #[test]
+    fn a_reset_cancels_the_waiting_command() {
+        let mut rig = Rig::with_disk(patterned_disk(FS_SECTORS));
+        rig.ide.set_timed(true);
+        assert!(rig.ideinit());
+        rig.idestart(1, None);
+        assert!(rig.ide.take_request().is_some());
+        rig.control(CONTROL_SRST);
+        rig.control(0);
+        assert!(!rig.ide.is_busy());
+        assert!(rig.ide.take_cancel());
+        assert!(!rig.ide.take_cancel(), "said once");
+        rig.ide.complete(&mut rig.irq);
+        assert_eq!(rig.irq.raises, 0, "the dropped command does not complete");
+        rig.idestart(2, None);
+        assert!(rig.ide.take_request().is_some());
+        rig.ide.complete(&mut rig.irq);
+        assert_eq!(
+            rig.ideintr_read().expect("data"),
+            rig.disk[2 * SECTOR_SIZE..3 * SECTOR_SIZE]
+        );
+    }
+
+    /// Untimed, nothing waits: no request is handed out and BSY never shows.
+    #[test]
+    fn an_untimed_channel_hands_out_no_requests() {
+        let mut rig = Rig::with_disk(patterned_disk(FS_SECTORS));
+        assert!(rig.ideinit());
+        rig.idestart(5, None);
+        assert_eq!(rig.ide.take_request(), None);
+        assert!(!rig.ide.is_busy());
+        assert_eq!(rig.irq.raises, 1);
     }
 
     #[test]
@@ -1394,6 +1584,73 @@ mod tests {
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// Timed, random register traffic with the shared disk completing at random moments:
+        /// a request is handed out exactly when BSY begins and at most one is outstanding;
+        /// BSY shows exactly while it is, with no interrupt pending and no data moving; a
+        /// completion ends it with INTRQ (unless nIEN holds it off the line); a reset cancels
+        /// it; the line only reports the model's level.
+        #[test]
+        fn timed_traffic_hands_out_one_request_at_a_time(
+            steps in prop::collection::vec((step(), any::<bool>()), 0..96),
+        ) {
+            let mut rig = Rig::with_disk(patterned_disk(6));
+            rig.ide.set_timed(true);
+            let mut outstanding = false;
+            for (step, complete) in steps {
+                let was_busy = rig.ide.is_busy();
+                match step {
+                    Step::Read(offset) => {
+                        rig.read(offset);
+                    }
+                    Step::Write(offset, value) => rig.write(offset, value),
+                    Step::ReadData(width) => {
+                        let value = rig.read_data(width);
+                        if was_busy {
+                            prop_assert_eq!(value, 0, "no data while BSY");
+                        }
+                    }
+                    Step::WriteData(width, value) => rig.ide.write_data(width, value, &mut rig.irq, &mut rig.disk),
+                    Step::ReadBlock(len) => {
+                        let mut buffer = vec![0xAA; len];
+                        let filled = rig.ide.read_data_block(&mut buffer, &mut rig.irq, &mut rig.disk);
+                        if was_busy {
+                            prop_assert_eq!(filled, 0, "no data while BSY");
+                        }
+                    }
+                    Step::WriteBlock(len, byte) => {
+                        let taken = rig.outsl(&vec![byte; len]);
+                        if was_busy {
+                            prop_assert_eq!(taken, 0, "no data while BSY");
+                        }
+                    }
+                    Step::Control(value) => rig.control(value),
+                }
+                if rig.ide.take_cancel() {
+                    prop_assert!(outstanding, "a cancel without a request");
+                    outstanding = false;
+                }
+                if let Some(request) = rig.ide.take_request() {
+                    prop_assert!(!outstanding, "a second request before the first completed");
+                    prop_assert!((1..=256).contains(&request.sectors));
+                    outstanding = true;
+                }
+                prop_assert_eq!(rig.ide.is_busy(), outstanding);
+                if outstanding {
+                    prop_assert!(!rig.ide.interrupt_pending, "INTRQ while BSY");
+                    if rig.ide.device & DEVICE_DEV != 0 {
+                        prop_assert_eq!(rig.ide.status(), STATUS_BSY | STATUS_DRDY);
+                    }
+                }
+                if complete && outstanding {
+                    rig.ide.complete(&mut rig.irq);
+                    outstanding = false;
+                    prop_assert!(rig.ide.interrupt_pending, "a completion raises INTRQ");
+                    prop_assert_eq!(rig.irq.level, !rig.ide.interrupts_disabled);
+                }
+                prop_assert_eq!(rig.irq.level, rig.ide.irq_level());
+            }
+        }
 
         /// Random register traffic never panics; each drive's status stays what xv6 relies on;
         /// the line only reports the model's level; no more sectors change than were written.

@@ -24,7 +24,8 @@ use std::sync::OnceLock;
 
 use carousel::lab::template::INDEX;
 use carousel::lab::{
-    Disk, Kernel, Lab, ARGS_MAX, BLANK_DISK_KIB_RANGE, BUILTIN_GUESTS, CPU_MODELS, HYPERVISOR_MIB,
+    Disk, Kernel, Lab, ARGS_MAX, BLANK_DISK_KIB_RANGE, BUILTIN_GUESTS, CPU_MODELS,
+    DISK_ANTICIPATE_US_RANGE, DISK_LATENCY_US_RANGE, DISK_MIB_PER_S_RANGE, HYPERVISOR_MIB,
     IDLE_THRESHOLD_US_RANGE, INTERVAL_US_RANGE, IPS_RANGE, MAX_TOTAL_MIB, MEMORY_MIB_RANGE,
     MEMORY_SAMPLE_MS_RANGE, MERGE_SCAN_PAGES_RANGE, NAME_MAX, QUANTUM_US_RANGE, STEP_REPEAT_RANGE,
     STEP_TIMEOUT_S_RANGE, TIMEOUT_S_RANGE, TSC_HZ_RANGE, VM_COUNT_RANGE, WEIGHT_RANGE,
@@ -146,6 +147,9 @@ fn check_lab(lab: &Lab, text: &str) {
         "cpu {:?}",
         lab.cpu_model
     );
+    assert!(within(&DISK_LATENCY_US_RANGE, lab.disk_model.latency_us));
+    assert!(within(&DISK_MIB_PER_S_RANGE, lab.disk_model.mib_per_s));
+    assert!(within(&DISK_ANTICIPATE_US_RANGE, lab.disk_model.anticipate_us));
 
     for (index, vm) in lab.vms.iter().enumerate() {
         assert!(valid_name(&vm.name), "name {:?}", vm.name);
@@ -160,6 +164,8 @@ fn check_lab(lab: &Lab, text: &str) {
             vm.memory_mib
         );
         assert!(within(&WEIGHT_RANGE, vm.weight), "weight {}", vm.weight);
+        assert!(within(&WEIGHT_RANGE, vm.disk_weight), "disk weight {}", vm.disk_weight);
+        assert!(within(&DISK_MIB_PER_S_RANGE, vm.disk_mib_per_s));
         assert!(vm.balloon_mib <= vm.memory_mib && vm.balloon_target_mib <= vm.memory_mib);
         assert!(
             vm.args.len() <= ARGS_MAX && !vm.args.contains('\0'),
@@ -232,12 +238,17 @@ fn check_config(
     assert_eq!(config.tsc_hz, tsc_hz);
     assert_eq!(config.quantum_us, lab.quantum_us);
     assert_eq!(config.lab_hash, lab.hash);
+    assert_eq!(config.disk, lab.disk_model);
     assert_eq!(config.vms.len(), lab.vms.len());
     for (index, (vm, sent)) in lab.vms.iter().zip(&config.vms).enumerate() {
         assert_eq!(sent.name, vm.name);
         assert_eq!(sent.memory_bytes, u64::from(vm.memory_mib) << 20);
         assert_eq!(sent.weight, vm.weight);
         assert_eq!(sent.cap_pct, vm.cap_pct);
+        assert_eq!(
+            (sent.disk_weight, sent.disk_mib_per_s),
+            (vm.disk_weight, vm.disk_mib_per_s)
+        );
         assert_eq!(sent.args, vm.args);
         assert_eq!(sent.disk.is_some(), vm.disk.is_some());
         if let Some(manifest) = manifest {

@@ -110,8 +110,14 @@ fn wait_for(want: u8) -> Result<(), IdeError> {
     Err(IdeError::Timeout(last))
 }
 
-/// Selects drive 1 and writes the task file and `command` for one sector at `lba`.
+/// Selects drive 1 and writes the task file and `command` for one sector at `lba`, with the
+/// drive's interrupt off (polled).
 fn start(lba: u32, command: u8) -> Result<(), IdeError> {
+    start_with(lba, command, CONTROL_NO_INTERRUPTS)
+}
+
+/// [`start`] with device control `control` (0: the drive interrupts at completion).
+fn start_with(lba: u32, command: u8, control: u8) -> Result<(), IdeError> {
     if lba >= LBA28_SECTORS {
         return Err(IdeError::LbaOutOfRange(lba));
     }
@@ -120,7 +126,7 @@ fn start(lba: u32, command: u8) -> Result<(), IdeError> {
     // SAFETY: the guest owns the channel and has no transfer in flight; these are the register
     // writes of one single-sector command to its own disk.
     unsafe {
-        arch::outb(CONTROL, CONTROL_NO_INTERRUPTS);
+        arch::outb(CONTROL, control);
         arch::outb(SECTOR_COUNT, 1);
         arch::outb(LBA_LOW, low);
         arch::outb(LBA_MID, mid);
@@ -139,6 +145,29 @@ pub fn read(lba: u32, sector: &mut Sector) -> Result<(), IdeError> {
     // the transfer.
     unsafe { arch::insl(DATA, sector) };
     Ok(())
+}
+
+/// [`read`] as xv6 does it: the drive's interrupt on, and `wait` called once the command is
+/// out, to block until the interrupt came (the data is ready then), before the status and the
+/// data are read.
+pub fn read_after(lba: u32, sector: &mut Sector, wait: &mut dyn FnMut()) -> Result<(), IdeError> {
+    start_with(lba, COMMAND_READ, 0)?;
+    wait();
+    wait_for(STATUS_DRQ)?;
+    // SAFETY: as in `read`.
+    unsafe { arch::insl(DATA, sector) };
+    Ok(())
+}
+
+/// [`write`] as xv6 does it: the drive's interrupt on, the data sent at once after the
+/// command, and `wait` called to block until the completion interrupt came.
+pub fn write_after(lba: u32, sector: &Sector, wait: &mut dyn FnMut()) -> Result<(), IdeError> {
+    start_with(lba, COMMAND_WRITE, 0)?;
+    wait_for(STATUS_DRQ)?;
+    // SAFETY: as in `write`.
+    unsafe { arch::outsl(DATA, sector) };
+    wait();
+    wait_for(STATUS_DRDY)
 }
 
 /// Writes `sector` to sector `lba` of the VM's disk.

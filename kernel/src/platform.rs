@@ -426,6 +426,16 @@ impl Platform {
         done
     }
 
+    /// The shared disk served the IDE command that waited for it: the channel completes it
+    /// and its interrupt goes out through the I/O APIC.
+    pub fn complete_disk(&mut self) {
+        let mut edge = Edge::default();
+        self.ide.complete(&mut edge);
+        if edge.0 {
+            self.raise(ide::PRIMARY_IRQ);
+        }
+    }
+
     /// `rep outsl/outsw` to the IDE data port: takes `data`, returns the bytes accepted.
     pub fn ide_write_block(&mut self, data: &[u8], drive: Option<&mut dyn Drive>) -> usize {
         let mut edge = Edge::default();

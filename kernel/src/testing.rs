@@ -470,6 +470,8 @@ pub fn vm_config(name: &str, memory_mib: u64) -> carousel_protocol::config::VmCo
         args: String::new(),
         weight: 1,
         cap_pct: 0,
+        disk_weight: 1,
+        disk_mib_per_s: 0,
         balloon_target_pages: 0,
         initial_balloon_pages: 0,
         lazy_memory: false,

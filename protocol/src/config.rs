@@ -31,6 +31,17 @@ pub const QUANTUM_US_RANGE: RangeInclusive<u32> = 1..=1_000_000;
 pub const WEIGHT_RANGE: RangeInclusive<u32> = 1..=64;
 /// Allowed caps, percent of the CPU (a VM without a cap has none at all).
 pub const CAP_PCT_RANGE: RangeInclusive<u32> = 1..=100;
+/// `run.disk.latency_us`: the shared disk's service time per request, microseconds of TSC time
+/// (0: none).
+pub const DISK_LATENCY_US_RANGE: RangeInclusive<u32> = 0..=1_000_000;
+/// `run.disk.mib_per_s` and `vm.disk_mib_per_s`: a transfer rate in MiB per second of TSC time
+/// (0: unlimited, for the device; no cap, for a VM).
+pub const DISK_MIB_PER_S_RANGE: RangeInclusive<u32> = 0..=100_000;
+/// `run.disk.anticipate_us`: how long a weighted fair queue may keep the device idle for the
+/// VM whose request just completed, when that VM comes next (0: never).
+pub const DISK_ANTICIPATE_US_RANGE: RangeInclusive<u32> = 0..=100_000;
+/// Its default: longer than a guest takes from its completion interrupt to its next command.
+pub const DEFAULT_DISK_ANTICIPATE_US: u32 = 1_000;
 
 /// A scheduler setting that may change while a run goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -226,6 +237,8 @@ pub struct RunConfig {
     pub guest_page_budget: Option<u64>,
     /// The shared drive that holds the VMs' disks as extents, if any VM has one there.
     pub drive: Option<DriveConfig>,
+    /// The shared disk's service time and queue policy.
+    pub disk: DiskModelConfig,
     /// The VMs, in lab-file order; a VM's id is its index here.
     pub vms: Vec<VmConfig>,
     /// Setting changes at set times, in time order (the hypervisor checks each again, and
@@ -275,6 +288,71 @@ impl Default for CreditConfig {
             ratelimit_us: DEFAULT_CREDIT_RATELIMIT_US,
             period_us: DEFAULT_CREDIT_PERIOD_US,
         }
+    }
+}
+
+/// The shared disk in front of every VM's virtual IDE: its service time and how its queue is
+/// scheduled (`carousel-scheduler`'s disk queue). With no service time and no VM capped, a
+/// request completes as soon as the guest has made it (the disk is as fast as the drive).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskModelConfig {
+    /// Per request, microseconds of TSC time ([`DISK_LATENCY_US_RANGE`]).
+    pub latency_us: u32,
+    /// The device's transfer rate, MiB per second of TSC time (0: unlimited).
+    pub mib_per_s: u32,
+    /// How the queue picks the next request when several wait.
+    pub policy: DiskQueuePolicy,
+    /// Under [`DiskQueuePolicy::Wfq`]: how long the device may wait for the VM whose request
+    /// just completed, when it comes next by its weight, microseconds of TSC time
+    /// ([`DISK_ANTICIPATE_US_RANGE`]). A VM has one request at a time, so without it a VM
+    /// gets at most every other request, whatever its weight.
+    pub anticipate_us: u32,
+}
+
+impl Default for DiskModelConfig {
+    fn default() -> Self {
+        Self {
+            latency_us: 0,
+            mib_per_s: 0,
+            policy: DiskQueuePolicy::default(),
+            anticipate_us: DEFAULT_DISK_ANTICIPATE_US,
+        }
+    }
+}
+
+impl DiskModelConfig {
+    /// Whether the device takes time to serve a request.
+    pub fn has_service_time(&self) -> bool {
+        self.latency_us > 0 || self.mib_per_s > 0
+    }
+}
+
+/// How the shared disk's queue picks the next request.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DiskQueuePolicy {
+    /// In arrival order.
+    #[default]
+    Fifo,
+    /// Weighted fair queueing: contended, each VM gets the device in proportion to its
+    /// `disk_weight`.
+    Wfq,
+}
+
+impl DiskQueuePolicy {
+    /// Every queue policy, in the order lab files list them.
+    pub const ALL: [DiskQueuePolicy; 2] = [DiskQueuePolicy::Fifo, DiskQueuePolicy::Wfq];
+
+    /// The policy's name in lab files and reports.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Fifo => "fifo",
+            Self::Wfq => "wfq",
+        }
+    }
+
+    /// The policy called `name`.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|policy| policy.name() == name)
     }
 }
 
@@ -362,6 +440,11 @@ pub struct VmConfig {
     /// Under the credit policy, at most this percentage of the CPU over each accounting
     /// period, even when the CPU is otherwise idle (1 to 100; 0: uncapped).
     pub cap_pct: u32,
+    /// Relative share of the shared disk when it is contended ([`WEIGHT_RANGE`]; read by the
+    /// [`DiskQueuePolicy::Wfq`] queue).
+    pub disk_weight: u32,
+    /// At most this many MiB per second of TSC time through the shared disk (0: no cap).
+    pub disk_mib_per_s: u32,
     /// Command line handed to the guest through its multiboot information.
     pub args: String,
     /// Pages ballooned from the start (the top of RAM, left unbacked): the VM may grow into
@@ -396,6 +479,7 @@ impl RunConfig {
             balloon_when_free_below_pct: None,
             balloon_step_pages: 0,
             drive: None,
+            disk: DiskModelConfig::default(),
             vms,
             changes: Vec::new(),
         }
@@ -465,6 +549,8 @@ mod tests {
             memory_bytes: 8 << 20,
             weight: 1,
             cap_pct: 0,
+            disk_weight: 1,
+            disk_mib_per_s: 0,
             args: String::new(),
             initial_balloon_pages: 0,
             balloon_target_pages: 0,
@@ -621,6 +707,8 @@ mod tests {
                     memory_bytes: memory,
                     weight: 3,
                     cap_pct: 25,
+                    disk_weight: 5,
+                    disk_mib_per_s: 7,
                     args: args.clone(),
                     initial_balloon_pages: 3,
                     balloon_target_pages: 5,
@@ -629,6 +717,12 @@ mod tests {
                 .collect();
             let mut config = RunConfig::new(quantum, hz, 42, vms);
             config.drive = extent.map(|(run_id, sectors)| DriveConfig { run_id, sectors });
+            config.disk = DiskModelConfig {
+                latency_us: quantum,
+                mib_per_s: 40,
+                policy: DiskQueuePolicy::Wfq,
+                anticipate_us: 77,
+            };
             prop_assert_eq!(RunConfig::from_bytes(&config.to_bytes().unwrap()).unwrap(), config);
         }
     }

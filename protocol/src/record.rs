@@ -192,6 +192,31 @@ pub enum Record {
     /// console output costs nothing more while no input waits), hence a record with its own
     /// time rather than an event.
     Answer { tsc: u64, vm: u16 },
+    /// End-of-run figures of one VM's requests to the shared disk (all times in TSC cycles),
+    /// for a run whose disk has a service time or a cap (`run.disk`, `vm.disk_mib_per_s`).
+    DiskQueue(DiskQueueSummary),
+}
+
+/// One VM's requests through the shared disk's queue over the run: how many, how long each
+/// waited for the device and how long the device took, and how long the VM sat blocked while
+/// a request of its was outstanding ("blocked on disk").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskQueueSummary {
+    pub vm: u16,
+    /// Requests completed.
+    pub requests: u64,
+    /// Sectors those requests moved (read and written).
+    pub sectors: u64,
+    /// From a request's arrival to the start of its service: p50, p99, largest.
+    pub wait_p50: u64,
+    pub wait_p99: u64,
+    pub wait_max: u64,
+    /// From the start of a request's service to its completion: p50, p99, largest.
+    pub service_p50: u64,
+    pub service_p99: u64,
+    pub service_max: u64,
+    /// Cycles the VM was blocked with one of its requests outstanding.
+    pub blocked_disk: u64,
 }
 
 /// Who asked for a setting change.

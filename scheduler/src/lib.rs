@@ -12,6 +12,11 @@
 //!   refilled every accounting period, BOOST/UNDER/OVER priorities and a rate limit on boost
 //!   preemptions. It keeps time from what the kernel tells it ([`Policy::advance`],
 //!   [`Policy::charge`]).
+//! - [`DiskQueue`]: the shared disk, one device in front of which every VM's requests queue: a
+//!   timing model (latency plus cycles per sector), FIFO or weighted fair queueing
+//!   ([`DiskPolicy`]), per-VM weights and throughput caps ([`DiskShare`]), an optional
+//!   anticipation window for guests that think between requests, exact on the caller's clock
+//!   however late the caller comes.
 //! - [`LatencyHistogram`]: an allocation-free (after construction) log-linear histogram.
 //! - [`Slice`]: one slice on the run's [`QuantumClock`] (wall time with the VM's root work
 //!   charged to it, or guest time), and the invariant that bounds its overrun.
@@ -60,6 +65,7 @@ extern crate alloc;
 
 pub mod accounting;
 pub mod credit;
+pub mod disk;
 pub mod histogram;
 pub mod round_robin;
 pub mod slice;
@@ -69,6 +75,10 @@ pub use accounting::{
     Summary, VmSummary,
 };
 pub use credit::{Credit, CreditTiming, CreditVm, Priority};
+pub use disk::{
+    DiskCompletion, DiskConfigError, DiskPolicy, DiskQueue, DiskQueueError, DiskShare, DiskTiming,
+    MAX_DISK_WEIGHT,
+};
 pub use histogram::LatencyHistogram;
 pub use round_robin::{ConfigError, QueueState, RoundRobin};
 pub use slice::{QuantumClock, Slice};

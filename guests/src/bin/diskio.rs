@@ -8,7 +8,10 @@
 //! device's latency: the guest blocks after every burst, as an I/O-bound program does, and its
 //! throughput depends on how soon the scheduler runs it again once it wakes.
 //!
-//! Interrupts stay disabled throughout, as in `spin`.
+//! Interrupts stay disabled throughout, as in `spin`, unless `irq=1`: then each command runs as
+//! xv6's driver runs it, with the drive's interrupt (IRQ 14 through the I/O APIC) on, and the
+//! guest halts with interrupts enabled until the completion interrupt comes, so a disk that
+//! takes time (a lab's `[run.disk]`) shows as the VM blocked on its disk.
 //!
 //! Metrics: `sectors`, the sectors moved so far (each write and each read counts one), every
 //! `report_ms` and at the end.
@@ -19,11 +22,16 @@
 //! - `batch`: sectors written and read back per burst (default 4).
 //! - `wait_us`: sleep after each burst, in microseconds of TSC time (default 500; 0: none).
 //! - `report_ms`: interval between progress reports (default 50).
+//! - `irq`: 1 to wait for each command's interrupt, halted (default 0: poll the status).
 #![no_std]
 #![no_main]
 
+use core::sync::atomic::{AtomicBool, Ordering};
+
 use carousel_guests::ide::{self, Sector};
-use carousel_guests::{arch, entry, hypercall, println, BootInfo};
+use carousel_guests::interrupts::{self, InterruptFrame, LOCAL_APIC_BASE};
+use carousel_guests::mmio::Registers;
+use carousel_guests::{arch, entry, hypercall, ioapic, println, BootInfo};
 use carousel_protocol::hypercall::{EXIT_FAILURE, EXIT_SUCCESS};
 
 entry!(main);
@@ -32,6 +40,18 @@ entry!(main);
 const FIRST_SECTOR: u32 = 1;
 /// Name of the progress metric.
 const SECTORS_METRIC: &str = "sectors";
+/// The disk's IRQ (the primary IDE channel) and its vector (xv6's T_IRQ0 + IRQ_IDE).
+const IDE_IRQ: u8 = 14;
+const IDE_VECTOR: u8 = 32 + IDE_IRQ;
+/// The spurious-interrupt vector programmed in SVR.
+const SPURIOUS_VECTOR: u8 = 63;
+/// Local APIC registers.
+const LOCAL_APIC: Registers = Registers::new(LOCAL_APIC_BASE);
+/// Spurious interrupt vector register, and its APIC software enable bit.
+const LAPIC_SVR: usize = 0xF0;
+const LAPIC_SVR_ENABLE: u32 = 0x100;
+/// The drive's completion interrupt came (set by its handler, taken by [`wait_for_interrupt`]).
+static COMPLETED: AtomicBool = AtomicBool::new(false);
 
 fn main(boot: &BootInfo) -> ! {
     let disk_sectors = boot.number("disk_sectors", 0);
@@ -43,6 +63,17 @@ fn main(boot: &BootInfo) -> ! {
     let batch = boot.number("batch", 4).max(1);
     let wait_us = boot.number("wait_us", 500);
     let report_ms = boot.number("report_ms", 50).max(1);
+    let irq = boot.number("irq", 0) == 1;
+    if irq {
+        interrupts::init();
+        interrupts::set_handler(IDE_VECTOR, ide_interrupt);
+        // SAFETY: the local APIC enable only lets interrupts through; the IDE vector has its
+        // handler, and interrupts stay off until a command waits.
+        unsafe {
+            LOCAL_APIC.write(LAPIC_SVR, LAPIC_SVR_ENABLE | u32::from(SPURIOUS_VECTOR));
+            ioapic::enable(IDE_IRQ, IDE_VECTOR);
+        }
+    }
     let tsc_hz = hypercall::tsc_hz().expect("TSC_KHZ hypercall");
     let cycles_per_ms = tsc_hz / 1000;
     let wait = wait_us * tsc_hz / 1_000_000;
@@ -61,7 +92,12 @@ fn main(boot: &BootInfo) -> ! {
         round = round.wrapping_add(1);
         for _ in 0..batch {
             let pattern = pattern(round, lba);
-            let written = ide::write(lba, &pattern).and_then(|()| ide::read(lba, &mut sector));
+            let written = if irq {
+                ide::write_after(lba, &pattern, &mut wait_for_interrupt)
+                    .and_then(|()| ide::read_after(lba, &mut sector, &mut wait_for_interrupt))
+            } else {
+                ide::write(lba, &pattern).and_then(|()| ide::read(lba, &mut sector))
+            };
             if let Err(error) = written {
                 println!("diskio: sector {lba}: {error}");
                 hypercall::exit(EXIT_FAILURE)
@@ -95,6 +131,27 @@ fn main(boot: &BootInfo) -> ! {
     hypercall::metric(SECTORS_METRIC, moved).expect("METRIC hypercall");
     println!("diskio: done, {moved} sectors moved");
     hypercall::exit(EXIT_SUCCESS)
+}
+
+/// The drive's interrupt: note it, clear the drive's INTRQ (reading the status does) and end
+/// the interrupt.
+fn ide_interrupt(_frame: &InterruptFrame) {
+    // SAFETY: reading the status register only acknowledges the drive's interrupt.
+    unsafe { arch::inb(ide::STATUS_COMMAND) };
+    COMPLETED.store(true, Ordering::Release);
+    interrupts::end_of_interrupt();
+}
+
+/// Halts with interrupts enabled until the drive's interrupt came; returns with them off.
+fn wait_for_interrupt() {
+    loop {
+        interrupts::disable();
+        if COMPLETED.swap(false, Ordering::AcqRel) {
+            return;
+        }
+        // STI; HLT: an interrupt that comes between the check and the halt still wakes it.
+        interrupts::enable_and_halt();
+    }
 }
 
 /// What burst `round` writes to sector `lba`: every word differs from the last round's.

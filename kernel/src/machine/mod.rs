@@ -33,6 +33,7 @@ use crate::memory::{Frames, GuestMemory, HostMemory, ScanCursor};
 use crate::vcpu::{Reg, Vcpu, VcpuError};
 use crate::vm::{self, Blocked, Built, CpuFacts, RunState, VcpuSetup, Vm};
 
+mod disk;
 mod periodic;
 use periodic::Periodic;
 
@@ -211,6 +212,8 @@ pub struct Machine<V, F, H> {
     events_due: bool,
     /// Setting changes: the lab's scheduled ones, what the policy is, and the refusals.
     settings: Settings,
+    /// The shared disk's queue, when the lab gives it a service time or caps a VM.
+    disk: Option<disk::SharedDisk>,
 }
 
 /// Setting changes during the run ([`Machine::change_setting`]).
@@ -262,12 +265,15 @@ struct Switches {
 pub enum StartError {
     /// The scheduler refused the run's quantum or weights.
     Scheduler(ConfigError),
+    /// The shared disk's queue refused the VMs' disk weights or caps.
+    Disk(carousel_scheduler::DiskConfigError),
 }
 
 impl fmt::Display for StartError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Scheduler(error) => write!(f, "scheduler: {error}"),
+            Self::Disk(error) => write!(f, "shared disk: {error}"),
         }
     }
 }
@@ -299,6 +305,13 @@ impl<V: Vcpu, F: Frames, H: Host> Machine<V, F, H> {
                 config.credit.ratelimit_us,
                 config.credit.period_us,
             );
+        }
+        let disk = disk::SharedDisk::new(config, tsc_hz).map_err(StartError::Disk)?;
+        let mut vms = vms;
+        if disk.is_some() {
+            for vm in vms.iter_mut().flatten() {
+                vm.platform.ide.set_timed(true);
+            }
         }
         let pool_pages = config
             .guest_page_budget
@@ -345,6 +358,7 @@ impl<V: Vcpu, F: Frames, H: Host> Machine<V, F, H> {
             events_due: false,
             wakes: WakeCache::default(),
             settings: Settings::new(config, now, tsc_hz),
+            disk,
         };
         if let Some(us) = config.idle_threshold_us {
             log::info!("idle detection on: {us} us in the idle address space with nothing pending");
@@ -496,9 +510,14 @@ impl<V: Vcpu, F: Frames, H: Host> Machine<V, F, H> {
             // run; the others are waited for.
             let now = self.host.now();
             for id in 0..self.vms.len() {
+                // A request of its in the shared disk's queue completes with an interrupt.
+                let disk_pending = self
+                    .disk
+                    .as_ref()
+                    .is_some_and(|disk| disk.outstanding(id as VmId));
                 let never = self
                     .vm(id)
-                    .filter(|vm| vm.can_never_wake())
+                    .filter(|vm| !disk_pending && vm.can_never_wake())
                     .map(|vm| match vm.state {
                         RunState::Blocked(Blocked::Halted { rip, .. }) => rip,
                         _ => 0,
@@ -550,11 +569,13 @@ impl<V: Vcpu, F: Frames, H: Host> Machine<V, F, H> {
         if let Some(known) = self.wakes.at {
             return known;
         }
+        let disk = self.disk.as_ref().and_then(disk::SharedDisk::next_event);
         let earliest = self
             .vms
             .iter()
             .flatten()
             .filter_map(Vm::wake_deadline)
+            .chain(disk)
             .min();
         self.wakes.at = Some(earliest);
         earliest
@@ -577,6 +598,14 @@ impl<V: Vcpu, F: Frames, H: Host> Machine<V, F, H> {
         }
         self.wakes_changed();
         self.policy.advance(now);
+        if let Some(disk) = self.disk.as_mut() {
+            let vms = &mut self.vms;
+            disk.complete_due(now, |id| {
+                if let Some(vm) = vms.get_mut(usize::from(id)).and_then(Option::as_mut) {
+                    vm.platform.complete_disk();
+                }
+            });
+        }
         let mut waits_beyond_timers = false;
         for id in 0..self.vms.len() {
             let Some(vm) = self.vms[id].as_mut() else {
@@ -594,6 +623,9 @@ impl<V: Vcpu, F: Frames, H: Host> Machine<V, F, H> {
                 self.policy.woken(id as VmId);
                 // Latency counts from the event (a deadline), not from when it was noticed.
                 self.accounting.woken(id as VmId, event);
+                if let Some(disk) = self.disk.as_mut() {
+                    disk.woken(id as VmId, event);
+                }
             } else if vm.waits_for_serial() || vm.interrupt_waiting() {
                 waits_beyond_timers = true;
             }
@@ -969,6 +1001,10 @@ impl<V: Vcpu, F: Frames, H: Host> Machine<V, F, H> {
         if let Some(vm) = self.vms[usize::from(id)].as_mut() {
             vm.stop(reason, &mut self.host);
         }
+        if let Some(disk) = self.disk.as_mut() {
+            disk.stopped(id, now);
+            self.wakes.at = None;
+        }
         self.policy.finished(id);
         self.accounting.stopped(id, now);
     }
@@ -1129,6 +1165,11 @@ impl<V: Vcpu, F: Frames, H: Host> Machine<V, F, H> {
         let next = exits::handle(&mut cx, &entered.exit)?;
         // The handler may have written into a merged page (its copy needs its mapping).
         cx.vm.sync_ept(cx.pool)?;
+        if let Some(disk) = self.disk.as_mut() {
+            if disk.take_from(exit, id, &mut vm.platform) {
+                self.wakes.at = None;
+            }
+        }
         if let (Some(threshold), Next::Resume) = (self.idle_threshold, next) {
             if vm.looks_idle(threshold) {
                 let rip = vm.vcpu.read(Reg::Rip)?;
@@ -1219,6 +1260,10 @@ impl<V: Vcpu, F: Frames, H: Host> Machine<V, F, H> {
                     *overrun = 0;
                 }
                 self.wakes_changed();
+                if let (SliceEnd::Blocked, Some(disk)) = (end, self.disk.as_mut()) {
+                    let waiting = disk.outstanding(id);
+                    disk.blocked(id, now, waiting);
+                }
                 match end {
                     SliceEnd::Blocked => self.policy.blocked(id),
                     SliceEnd::Yielded => self.policy.yielded(id),
@@ -1243,6 +1288,10 @@ impl<V: Vcpu, F: Frames, H: Host> Machine<V, F, H> {
                 },
                 &mut self.host,
             );
+        }
+        if let Some(disk) = self.disk.as_mut() {
+            disk.stopped(id, now);
+            self.wakes.at = None;
         }
         self.policy.finished(id);
     }
@@ -1322,6 +1371,28 @@ impl<V: Vcpu, F: Frames, H: Host> Machine<V, F, H> {
                     blocked_records,
                     guest_records_dropped,
                 }));
+        }
+        if let Some(disk) = self.disk.as_mut() {
+            let end = self.host.now();
+            for id in 0..self.vms.len() {
+                disk.woken(id as VmId, end);
+            }
+            for summary in disk.summaries() {
+                log::info!(
+                    "shared disk {}: {} requests, {} sectors, wait p99 {} max {}, service p99 {}, blocked on disk {}",
+                    self.vms
+                        .get(usize::from(summary.vm))
+                        .and_then(Option::as_ref)
+                        .map_or("?", |vm| vm.name.as_str()),
+                    summary.requests,
+                    summary.sectors,
+                    summary.wait_p99,
+                    summary.wait_max,
+                    summary.service_p99,
+                    summary.blocked_disk,
+                );
+                self.host.exporter().emit(&Record::DiskQueue(summary));
+            }
         }
         let dropped = self.host.exporter().dropped();
         self.host

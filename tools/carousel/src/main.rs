@@ -187,6 +187,17 @@ enum Bench {
         #[arg(long, value_enum, default_value_t = BackendChoice::Bochs)]
         backend: BackendChoice,
     },
+    /// What the shared disk's queue does to contending VMs: interrupt-driven diskio VMs alone
+    /// and four at once, untimed and before a 1 ms device under FIFO and WFQ (weights 1:2:4:8);
+    /// throughput, Jain's index, queue waits, the drive's root cycles a sector against memory's.
+    Disk {
+        /// Print one JSON object instead of the lines.
+        #[arg(long)]
+        json: bool,
+        /// Emulator (as for `run`).
+        #[arg(long, value_enum, default_value_t = BackendChoice::Bochs)]
+        backend: BackendChoice,
+    },
     /// How fast a trace becomes a report: decodes and reports a synthetic ~100 MB trace and
     /// prints MB/s (goal: at least 100).
     Decode {
@@ -381,6 +392,15 @@ fn main() -> ExitCode {
                 return ExitCode::from(EXIT_SETUP as u8);
             }
             carousel::commands::bench::memory::memory_command(backend, json, &interrupted)
+        }
+        Command::Bench {
+            bench: Bench::Disk { json, backend },
+        } => {
+            let interrupted = Arc::new(AtomicBool::new(false));
+            if !catch_interrupt(&interrupted) {
+                return ExitCode::from(EXIT_SETUP as u8);
+            }
+            carousel::commands::bench::disk::disk_command(backend, json, &interrupted)
         }
         Command::Bench {
             bench: Bench::Export { json, backend },

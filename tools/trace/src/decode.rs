@@ -250,6 +250,7 @@ fn vm_of(record: &mut Record) -> Option<&mut u16> {
         | Record::VmStopped { vm, .. }
         | Record::Answer { vm, .. } => Some(vm),
         Record::VmSummary(summary) => Some(&mut summary.vm),
+        Record::DiskQueue(summary) => Some(&mut summary.vm),
         Record::SettingChanged { setting, .. } | Record::SettingRefused { setting, .. } => {
             match setting {
                 // The quantum is the run's.

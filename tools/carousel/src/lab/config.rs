@@ -40,6 +40,8 @@ impl Lab {
                 memory_bytes: u64::from(vm.memory_mib) << 20,
                 weight: vm.weight,
                 cap_pct: vm.cap_pct,
+                disk_weight: vm.disk_weight,
+                disk_mib_per_s: vm.disk_mib_per_s,
                 args: vm.args.clone(),
                 initial_balloon_pages: u64::from(vm.balloon_mib) << 8,
                 lazy_memory: self.lazy_memory,
@@ -61,6 +63,7 @@ impl Lab {
         config.commit = crate::repo::commit();
         config.policy = self.policy;
         config.credit = self.credit;
+        config.disk = self.disk_model;
         config.quantum_clock = self.quantum_clock;
         config.drive = drive.map(crate::image::drive::drive_config);
         config.changes = self

@@ -4,7 +4,8 @@
 use std::path::{Path, PathBuf};
 
 use carousel_protocol::config::{
-    CreditConfig, QuantumClock, SchedulerPolicy, DEFAULT_INTERVAL_US, DEFAULT_MEMORY_SAMPLE_US,
+    CreditConfig, DiskModelConfig, QuantumClock, SchedulerPolicy, DEFAULT_INTERVAL_US,
+    DEFAULT_MEMORY_SAMPLE_US,
 };
 use carousel_protocol::record::TraceLevel;
 
@@ -46,6 +47,8 @@ pub struct Lab {
     pub policy: SchedulerPolicy,
     /// `[run.credit]`: the credit policy's rate limit and accounting period.
     pub credit: CreditConfig,
+    /// `[run.disk]`: the shared disk's service time and queue policy.
+    pub disk_model: DiskModelConfig,
     /// `run.quantum_clock`: `"wall"` (the default: a slice is TSC time, root work on the VM's
     /// exits included) or `"guest"` (guest-mode time only).
     pub quantum_clock: QuantumClock,
@@ -93,6 +96,10 @@ pub struct Vm {
     /// `cap_pct`: under the credit policy, at most this percentage of the CPU over each
     /// accounting period (0: uncapped).
     pub cap_pct: u32,
+    /// `disk_weight`: the VM's share of the shared disk when it is contended (WFQ).
+    pub disk_weight: u32,
+    /// `disk_mib_per_s`: at most this rate through the shared disk, MiB/s (0: no cap).
+    pub disk_mib_per_s: u32,
     pub args: String,
     /// `persist = true`: the VM's disk is copied back into its image when the run ends.
     pub persist: bool,
@@ -115,6 +122,8 @@ impl Vm {
             disk: None,
             weight: DEFAULT_WEIGHT,
             cap_pct: 0,
+            disk_weight: DEFAULT_WEIGHT,
+            disk_mib_per_s: 0,
             args: String::new(),
             persist: false,
             balloon_mib: 0,
@@ -210,6 +219,7 @@ impl Lab {
             trace: TraceLevel::Switches,
             policy: SchedulerPolicy::default(),
             credit: CreditConfig::default(),
+            disk_model: DiskModelConfig::default(),
             quantum_clock: QuantumClock::default(),
             memory_sample_ms: DEFAULT_MEMORY_SAMPLE_US / 1000,
             guest_memory_budget_mib: None,

@@ -34,6 +34,12 @@ pub const WEIGHT_RANGE: RangeInclusive<i64> = wide(config::WEIGHT_RANGE);
 /// `vm.cap_pct`: a cap of 1 % to 100 % of the CPU (leave the key out for none; the
 /// hypervisor's range).
 pub const CAP_PCT_RANGE: RangeInclusive<i64> = wide(config::CAP_PCT_RANGE);
+/// `run.disk.latency_us`: the shared disk's time per request (the hypervisor's range).
+pub const DISK_LATENCY_US_RANGE: RangeInclusive<i64> = wide(config::DISK_LATENCY_US_RANGE);
+/// `run.disk.mib_per_s` and `vm.disk_mib_per_s` (0: unlimited; the hypervisor's range).
+pub const DISK_MIB_PER_S_RANGE: RangeInclusive<i64> = wide(config::DISK_MIB_PER_S_RANGE);
+/// `run.disk.anticipate_us` (the hypervisor's range).
+pub const DISK_ANTICIPATE_US_RANGE: RangeInclusive<i64> = wide(config::DISK_ANTICIPATE_US_RANGE);
 /// `run.change[K].at_ms`: up to a day into the run.
 pub const CHANGE_AT_MS_RANGE: RangeInclusive<i64> = 0..=86_400_000;
 

@@ -7,8 +7,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use carousel_protocol::config::{
-    fnv1a64, CreditConfig, QuantumClock, SchedulerPolicy, Setting, DEFAULT_CREDIT_PERIOD_US,
-    DEFAULT_CREDIT_RATELIMIT_US, DEFAULT_INTERVAL_US, DEFAULT_MEMORY_SAMPLE_US,
+    fnv1a64, CreditConfig, DiskModelConfig, DiskQueuePolicy, QuantumClock, SchedulerPolicy,
+    Setting, DEFAULT_CREDIT_PERIOD_US, DEFAULT_CREDIT_RATELIMIT_US, DEFAULT_DISK_ANTICIPATE_US,
+    DEFAULT_INTERVAL_US, DEFAULT_MEMORY_SAMPLE_US,
 };
 use carousel_protocol::record::TraceLevel;
 use carousel_trace::TRACE_LEVELS;
@@ -297,6 +298,45 @@ impl Lab {
             )? as u32,
         };
 
+        let raw_disk = run.disk.as_ref();
+        let disk_policy = match raw_disk.and_then(|disk| disk.policy.as_ref()) {
+            None => DiskQueuePolicy::default(),
+            Some(value) => DiskQueuePolicy::from_name(value.get_ref()).ok_or_else(|| {
+                checker.error(
+                    Some(value.span()),
+                    LabErrorKind::BadChoice {
+                        key: "run.disk.policy".to_string(),
+                        value: value.get_ref().clone(),
+                        choices: DiskQueuePolicy::ALL
+                            .iter()
+                            .map(|policy| policy.name())
+                            .collect(),
+                    },
+                )
+            })?,
+        };
+        let disk_model = DiskModelConfig {
+            latency_us: checker.int(
+                "run.disk.latency_us",
+                raw_disk.and_then(|disk| disk.latency_us.as_ref()),
+                DISK_LATENCY_US_RANGE,
+                0,
+            )? as u32,
+            mib_per_s: checker.int(
+                "run.disk.mib_per_s",
+                raw_disk.and_then(|disk| disk.mib_per_s.as_ref()),
+                DISK_MIB_PER_S_RANGE,
+                0,
+            )? as u32,
+            policy: disk_policy,
+            anticipate_us: checker.int(
+                "run.disk.anticipate_us",
+                raw_disk.and_then(|disk| disk.anticipate_us.as_ref()),
+                DISK_ANTICIPATE_US_RANGE,
+                i64::from(DEFAULT_DISK_ANTICIPATE_US),
+            )? as u32,
+        };
+
         let quantum_clock = match run.quantum_clock {
             None => QuantumClock::default(),
             Some(value) => QuantumClock::from_name(value.get_ref()).ok_or_else(|| {
@@ -428,6 +468,7 @@ impl Lab {
             trace,
             policy,
             credit,
+            disk_model,
             quantum_clock,
             memory_sample_ms,
             guest_memory_budget_mib,
@@ -697,6 +738,22 @@ fn check_vm(
         }
         cap => vm_int(checker, table, "cap_pct", cap, CAP_PCT_RANGE, 0)? as u32,
     };
+    let disk_weight = vm_int(
+        checker,
+        table,
+        "disk_weight",
+        table.disk_weight.as_ref(),
+        WEIGHT_RANGE,
+        i64::from(DEFAULT_WEIGHT),
+    )? as u32;
+    let disk_mib_per_s = vm_int(
+        checker,
+        table,
+        "disk_mib_per_s",
+        table.disk_mib_per_s.as_ref(),
+        DISK_MIB_PER_S_RANGE,
+        0,
+    )? as u32;
     let balloon_range = 0..=i64::from(memory_mib);
     let balloon_mib = vm_int(
         checker,
@@ -749,6 +806,8 @@ fn check_vm(
         disk,
         weight,
         cap_pct,
+        disk_weight,
+        disk_mib_per_s,
         args,
         persist,
         balloon_mib,
@@ -1710,6 +1769,63 @@ mod tests {
             "{error}"
         );
         assert!(error.contains(":2: "), "{error}");
+    }
+
+    #[test]
+    fn the_shared_disk_model_and_its_per_vm_keys() {
+        let dir = Dir::new();
+        let lab = dir.parse(HELLO).unwrap();
+        assert_eq!(lab.disk_model, DiskModelConfig::default());
+        assert!(!lab.disk_model.has_service_time());
+        assert_eq!((lab.vms[0].disk_weight, lab.vms[0].disk_mib_per_s), (1, 0));
+        let text = format!(
+            "[run.disk]\nlatency_us = 200\nmib_per_s = 40\npolicy = \"wfq\"\n\
+             {HELLO}disk_weight = 8\ndisk_mib_per_s = 5\n"
+        );
+        let lab = dir.parse(&text).unwrap();
+        assert_eq!(
+            lab.disk_model,
+            DiskModelConfig {
+                latency_us: 200,
+                mib_per_s: 40,
+                policy: DiskQueuePolicy::Wfq,
+                anticipate_us: 1_000,
+            }
+        );
+        assert_eq!((lab.vms[0].disk_weight, lab.vms[0].disk_mib_per_s), (8, 5));
+        let config = lab.run_config(1, None);
+        assert_eq!(config.disk, lab.disk_model);
+        assert_eq!(
+            (config.vms[0].disk_weight, config.vms[0].disk_mib_per_s),
+            (8, 5)
+        );
+        for (key, value, range) in [
+            ("latency_us", "-1", "0..=1000000"),
+            ("latency_us", "1000001", "0..=1000000"),
+            ("mib_per_s", "100001", "0..=100000"),
+            ("anticipate_us", "100001", "0..=100000"),
+        ] {
+            let error = dir.error(&format!("[run.disk]\n{key} = {value}\n{HELLO}"));
+            assert_range_error(&error, &format!("run.disk.{key}"), value, range);
+        }
+        for (key, value, range) in [
+            ("disk_weight", "0", "1..=64"),
+            ("disk_weight", "65", "1..=64"),
+            ("disk_mib_per_s", "-5", "0..=100000"),
+        ] {
+            let error = dir.error(&format!("{HELLO}{key} = {value}\n"));
+            assert_range_error(&error, &format!("vm[0].{key}"), value, range);
+        }
+        let error = dir.error(&format!("[run.disk]\npolicy = \"cfq\"\n{HELLO}"));
+        assert!(
+            error.contains("`run.disk.policy`") && error.contains("fifo, wfq"),
+            "{error}"
+        );
+        let error = dir.error(&format!("[run.disk]\nseek_us = 3\n{HELLO}"));
+        assert!(error.contains("seek_us"), "{error}");
+        // Written out and read back, the lab is the same.
+        let written = lab.to_toml("");
+        assert_eq!(dir.parse(&written).unwrap().disk_model, lab.disk_model);
     }
 
     #[test]

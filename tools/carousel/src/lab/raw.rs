@@ -49,6 +49,8 @@ pub(super) struct RawRun {
     pub(super) disk_backend: Option<Spanned<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) credit: Option<RawCredit>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) disk: Option<RawDiskModel>,
     /// `[[run.change]]`: settings changed at set times during the run.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(super) change: Vec<Spanned<RawChange>>,
@@ -78,6 +80,20 @@ pub(super) struct RawCredit {
     pub(super) ratelimit_us: Option<Spanned<i64>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) period_us: Option<Spanned<i64>>,
+}
+
+/// The `[run.disk]` table as written.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDiskModel {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) latency_us: Option<Spanned<i64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) mib_per_s: Option<Spanned<i64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) policy: Option<Spanned<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) anticipate_us: Option<Spanned<i64>>,
 }
 
 /// The `[sweep]` table as written.
@@ -129,6 +145,10 @@ pub(super) struct RawVm {
     pub(super) weight: Option<Spanned<i64>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) cap_pct: Option<Spanned<i64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) disk_weight: Option<Spanned<i64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) disk_mib_per_s: Option<Spanned<i64>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) balloon_mib: Option<Spanned<i64>>,
     #[serde(skip_serializing_if = "Option::is_none")]

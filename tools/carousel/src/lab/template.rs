@@ -35,6 +35,8 @@ pub(super) struct VmTable {
     pub(super) persist: Option<Spanned<bool>>,
     pub(super) weight: Option<Spanned<i64>>,
     pub(super) cap_pct: Option<Spanned<i64>>,
+    pub(super) disk_weight: Option<Spanned<i64>>,
+    pub(super) disk_mib_per_s: Option<Spanned<i64>>,
     pub(super) balloon_mib: Option<Spanned<i64>>,
     pub(super) balloon_target_mib: Option<Spanned<i64>>,
     pub(super) args: Option<Spanned<String>>,
@@ -277,6 +279,8 @@ fn merge(
         persist,
         weight,
         cap_pct,
+        disk_weight,
+        disk_mib_per_s,
         balloon_mib,
         balloon_target_mib,
         args,
@@ -289,6 +293,8 @@ fn merge(
     let persist = inherit.take(persist, &defaults.persist, "persist");
     let weight = inherit.take(weight, &defaults.weight, "weight");
     let cap_pct = inherit.take(cap_pct, &defaults.cap_pct, "cap_pct");
+    let disk_weight = inherit.take(disk_weight, &defaults.disk_weight, "disk_weight");
+    let disk_mib_per_s = inherit.take(disk_mib_per_s, &defaults.disk_mib_per_s, "disk_mib_per_s");
     let balloon_mib = inherit.take(balloon_mib, &defaults.balloon_mib, "balloon_mib");
     let balloon_target_mib = inherit.take(
         balloon_target_mib,
@@ -339,6 +345,8 @@ fn merge(
         persist,
         weight,
         cap_pct,
+        disk_weight,
+        disk_mib_per_s,
         balloon_mib,
         balloon_target_mib,
         args,

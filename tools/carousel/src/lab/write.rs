@@ -10,7 +10,9 @@ use toml::Spanned;
 
 use super::definition::{Disk, Kernel, Lab};
 use super::limits::DEFAULT_IDLE_THRESHOLD_US;
-use super::raw::{RawChange, RawCredit, RawLab, RawRun, RawStep, RawSweep, RawVm, RawWorkload};
+use super::raw::{
+    RawChange, RawCredit, RawDiskModel, RawLab, RawRun, RawStep, RawSweep, RawVm, RawWorkload,
+};
 use super::sweep::quantum_text;
 use carousel_protocol::config::Setting;
 
@@ -60,6 +62,12 @@ impl Lab {
             credit: Some(RawCredit {
                 ratelimit_us: int(self.credit.ratelimit_us),
                 period_us: int(self.credit.period_us),
+            }),
+            disk: Some(RawDiskModel {
+                latency_us: int(self.disk_model.latency_us),
+                mib_per_s: int(self.disk_model.mib_per_s),
+                policy: Some(spanned(self.disk_model.policy.name().to_string())),
+                anticipate_us: int(self.disk_model.anticipate_us),
             }),
             change: self
                 .changes
@@ -115,6 +123,9 @@ impl Lab {
                     persist: Some(spanned(vm.persist)),
                     weight: int(vm.weight),
                     cap_pct: (vm.cap_pct > 0).then(|| spanned(i64::from(vm.cap_pct))),
+                    disk_weight: int(vm.disk_weight),
+                    disk_mib_per_s: (vm.disk_mib_per_s > 0)
+                        .then(|| spanned(i64::from(vm.disk_mib_per_s))),
                     balloon_mib: int(vm.balloon_mib),
                     balloon_target_mib: int(vm.balloon_target_mib),
                     args: Some(spanned(vm.args.clone())),

@@ -70,6 +70,9 @@ pub struct VmAccount {
     pub memory: Option<MemoryAccount>,
     /// This VM's disk transfers over the whole run.
     pub disk: DiskTotals,
+    /// Its requests through the shared disk's queue, when the disk had a service time or a
+    /// cap (the hypervisor's end-of-run figures).
+    pub disk_queue: Option<carousel_protocol::record::DiskQueueSummary>,
 }
 
 /// One VM's disk transfers (IDE commands): how many, and the sectors they moved.
@@ -399,6 +402,9 @@ impl AccountingBuilder {
                     ..summary.clone()
                 });
             }
+            Record::DiskQueue(summary) => {
+                accounting.vm_mut(summary.vm, weights).disk_queue = Some(*summary);
+            }
             Record::TimerLag {
                 vm,
                 ticks,
@@ -577,6 +583,7 @@ impl Accounting {
                 events: EventTally::default(),
                 memory: None,
                 disk: DiskTotals::default(),
+                disk_queue: None,
             });
         }
         &mut self.vms[index]

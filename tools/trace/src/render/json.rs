@@ -26,6 +26,8 @@ struct Report {
     vms: Vec<VmJson>,
     exits: Vec<ExitJson>,
     disk: Vec<DiskJson>,
+    /// Per VM, its requests through the shared disk's queue (when the disk was timed).
+    disk_queue: Vec<DiskQueueJson>,
     settings: Vec<SettingRow>,
     settings_dropped: u64,
 }
@@ -63,6 +65,21 @@ struct ExitJson {
     cycles: u64,
     min: u64,
     max: u64,
+}
+
+/// One VM's requests through the shared disk: the hypervisor's figures, times in cycles.
+#[derive(Debug, Serialize)]
+struct DiskQueueJson {
+    vm: String,
+    requests: u64,
+    sectors: u64,
+    wait_p50: u64,
+    wait_p99: u64,
+    wait_max: u64,
+    service_p50: u64,
+    service_p99: u64,
+    service_max: u64,
+    blocked_disk: u64,
 }
 
 /// One VM's disk: sectors read and written.
@@ -132,6 +149,24 @@ pub fn report(accounting: &Accounting) -> Value {
         vms,
         exits,
         disk,
+        disk_queue: accounting
+            .vms
+            .iter()
+            .filter_map(|vm| {
+                vm.disk_queue.map(|queue| DiskQueueJson {
+                    vm: vm.name.clone(),
+                    requests: queue.requests,
+                    sectors: queue.sectors,
+                    wait_p50: queue.wait_p50,
+                    wait_p99: queue.wait_p99,
+                    wait_max: queue.wait_max,
+                    service_p50: queue.service_p50,
+                    service_p99: queue.service_p99,
+                    service_max: queue.service_max,
+                    blocked_disk: queue.blocked_disk,
+                })
+            })
+            .collect(),
         settings: setting_rows(accounting),
         settings_dropped: accounting.settings.dropped,
     })

@@ -316,6 +316,48 @@ mod settings_tests {
         assert_eq!(instants[1]["name"], "setting refused: weight of b 99");
     }
 
+    /// The hypervisor's DiskQueue record shows as the text report's SHARED DISK row and the
+    /// JSON `disk_queue` entry, under the VM's name; a run without one shows neither.
+    #[test]
+    fn shared_disk_figures_show_in_the_text_and_json_reports() {
+        use carousel_protocol::record::DiskQueueSummary;
+        let mut records = crate::fixtures::two_vm_records();
+        let quiet = Model::of_records(&records);
+        assert!(!super::text::report(&quiet.accounting).contains("SHARED DISK"));
+        assert_eq!(
+            super::json::report(&quiet.accounting)["disk_queue"],
+            serde_json::json!([])
+        );
+        records.push(Record::DiskQueue(DiskQueueSummary {
+            vm: 1,
+            requests: 12,
+            sectors: 24,
+            wait_p50: 100,
+            wait_p99: 900,
+            wait_max: 950,
+            service_p50: 500,
+            service_p99: 500,
+            service_max: 500,
+            blocked_disk: 7_000,
+        }));
+        let model = Model::of_records(&records);
+        let text = super::text::report(&model.accounting);
+        let name = &model.accounting.vms[1].name;
+        let row = text
+            .lines()
+            .skip_while(|line| !line.starts_with("SHARED DISK"))
+            .find(|line| line.starts_with(name.as_str()))
+            .unwrap_or_else(|| panic!("no row for {name}: {text}"));
+        assert!(row.contains(" 12 ") && row.contains(" 24 "), "{row}");
+        let json = super::json::report(&model.accounting);
+        let rows = json["disk_queue"].as_array().expect("rows");
+        assert_eq!(rows.len(), 1, "{json:#}");
+        assert_eq!(rows[0]["vm"], name.as_str());
+        assert_eq!(rows[0]["requests"], 12);
+        assert_eq!(rows[0]["wait_p99"], 900);
+        assert_eq!(rows[0]["blocked_disk"], 7_000);
+    }
+
     #[test]
     fn changes_show_in_the_json_and_csv_reports() {
         let model = Model::of_records(&records());

@@ -152,6 +152,7 @@ pub fn report(accounting: &Accounting) -> String {
             plural(disk.writes),
         );
     }
+    out.push_str(&disk_queue_table(accounting));
     for vm in accounting.vms.iter().filter(|vm| vm.spaces.len() > 1) {
         let total: u64 = vm.spaces.iter().map(|space| space.cycles).sum();
         let top: Vec<String> = vm
@@ -609,6 +610,49 @@ pub fn intervals(model: &Model, rows: &[Interval]) -> String {
     out.push_str(&table.render());
     out.push_str(&settings_lines(&model.accounting));
     out
+}
+
+/// The SHARED DISK table: per VM with requests through the shared disk's queue, how many and
+/// their sectors, the wait for the device and the device's service time (p50/p99/max), and the
+/// time the VM sat blocked on its disk. Empty when the disk had no service time or cap.
+fn disk_queue_table(accounting: &Accounting) -> String {
+    let mut table = Table::new(&[
+        ("VM", Align::Left),
+        ("REQUESTS", Align::Right),
+        ("SECTORS", Align::Right),
+        ("WAIT p50/p99/max", Align::Right),
+        ("SERVICE p50/p99/max", Align::Right),
+        ("BLOCKED ON DISK", Align::Right),
+    ]);
+    let three = |a, b, c| {
+        format!(
+            "{}/{}/{}",
+            cycles_text(accounting, a),
+            cycles_text(accounting, b),
+            cycles_text(accounting, c)
+        )
+    };
+    for vm in &accounting.vms {
+        let Some(queue) = vm.disk_queue else {
+            continue;
+        };
+        table.push(vec![
+            vm.name.clone(),
+            group(queue.requests),
+            group(queue.sectors),
+            three(queue.wait_p50, queue.wait_p99, queue.wait_max),
+            three(queue.service_p50, queue.service_p99, queue.service_max),
+            cycles_text(accounting, queue.blocked_disk),
+        ]);
+    }
+    if table.rows().is_empty() {
+        return String::new();
+    }
+    format!(
+        "\nSHARED DISK (wait: a request's arrival to its service; service: the device's time; \
+         blocked on disk: the VM idle with a request outstanding)\n{}",
+        table.render()
+    )
 }
 
 #[cfg(test)]

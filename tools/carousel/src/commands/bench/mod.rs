@@ -1,8 +1,9 @@
-//! `carousel bench …`: the six benchmarks ([`sched`], [`export`], [`memory`], [`decode`],
-//! [`xv6`], [`web`]) and what they share: running a generated lab quietly, several at a time, and
+//! `carousel bench …`: the seven benchmarks ([`sched`], [`export`], [`memory`], [`disk`],
+//! [`decode`], [`xv6`], [`web`]) and what they share: running a generated lab quietly, several at a time, and
 //! printing a result as text or one JSON object.
 
 pub mod decode;
+pub mod disk;
 pub mod error;
 pub mod export;
 pub mod memory;
