@@ -147,7 +147,7 @@ pub fn read(lba: u32, sector: &mut Sector) -> Result<(), IdeError> {
     Ok(())
 }
 
-/// [`read`] as xv6 does it: the drive's interrupt on, and `wait` called once the command is
+/// [`read()`] as xv6 does it: the drive's interrupt on, and `wait` called once the command is
 /// out, to block until the interrupt came (the data is ready then), before the status and the
 /// data are read.
 pub fn read_after(lba: u32, sector: &mut Sector, wait: &mut dyn FnMut()) -> Result<(), IdeError> {
@@ -159,7 +159,7 @@ pub fn read_after(lba: u32, sector: &mut Sector, wait: &mut dyn FnMut()) -> Resu
     Ok(())
 }
 
-/// [`write`] as xv6 does it: the drive's interrupt on, the data sent at once after the
+/// [`write()`] as xv6 does it: the drive's interrupt on, the data sent at once after the
 /// command, and `wait` called to block until the completion interrupt came.
 pub fn write_after(lba: u32, sector: &Sector, wait: &mut dyn FnMut()) -> Result<(), IdeError> {
     start_with(lba, COMMAND_WRITE, 0)?;

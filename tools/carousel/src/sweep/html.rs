@@ -2,7 +2,7 @@
 //! figure against the quantum (log scale), one line per policy and weight set, with each line's
 //! knee ringed; when the VMs ran scripts or got input, a chart of each script step's duration
 //! (per VM and label) and of each VM's keystroke response p99, drawn the same way
-//! ([`latency_charts`]); then the text tables. Inline SVG and CSS only: no script, no network,
+//! (`latency_charts`); then the text tables. Inline SVG and CSS only: no script, no network,
 //! no file beside it. Colours, axis steps and escaping are the report page's
 //! ([`carousel_trace::render::chart`]); VM names and step labels come from the lab file and are
 //! escaped like every other text.
