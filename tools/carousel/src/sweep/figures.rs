@@ -79,6 +79,11 @@ pub const SCRIPT: &str = "script.";
 /// Prefix of a VM's keystroke response: `keys.VM.p50_cycles`, `keys.VM.p99_cycles`.
 pub const KEYS: &str = "keys.";
 
+/// Prefix of a VM's requests through the shared disk's queue (runs whose disk was timed):
+/// `disk.VM.requests_per_s`, `disk.VM.sectors_per_s`, `disk.VM.wait_p99_cycles`,
+/// `disk.VM.blocked_pct` (percent of the run it sat blocked on its disk).
+pub const DISK: &str = "disk.";
+
 /// Prefix of one phase's figures (a stretch of a run between two setting changes, K from 0):
 /// `phase.K.from_cycles` (its start, cycles after the first phase's), `phase.K.cycles` (its
 /// length), `phase.K.quantum_us` (the quantum in force), `phase.K.switches_per_s`,
@@ -312,6 +317,36 @@ pub fn figures(accounting: &Accounting, vms: &[VmInfo]) -> Result<Figures, Strin
         for (unit, total) in totals {
             figures.set(&format!("{THROUGHPUT_TOTAL}{unit}"), Some(total));
         }
+    }
+
+    // The shared disk's queue, per VM.
+    let seconds = accounting
+        .tsc_hz
+        .filter(|&hz| hz > 0)
+        .map(|hz| run.elapsed as f64 / hz as f64);
+    for vm in &accounting.vms {
+        let Some(queue) = vm.disk_queue else {
+            continue;
+        };
+        let prefix = format!("{DISK}{}.", vm.name);
+        figures.set(
+            &format!("{prefix}requests_per_s"),
+            seconds.map(|s| queue.requests as f64 / s.max(f64::MIN_POSITIVE)),
+        );
+        figures.set(
+            &format!("{prefix}sectors_per_s"),
+            seconds.map(|s| queue.sectors as f64 / s.max(f64::MIN_POSITIVE)),
+        );
+        figures.set(
+            &format!("{prefix}wait_p99_cycles"),
+            Some(queue.wait_p99 as f64),
+        );
+        figures.set(
+            &format!("{prefix}blocked_pct"),
+            accounting
+                .share_of_elapsed(queue.blocked_disk)
+                .map(|share| share * PERCENT),
+        );
     }
 
     // LAPIC timer lag, over every VM that ran its timer.
@@ -573,6 +608,34 @@ mod tests {
 
     /// An xv6 (a kernel file) blocks and wakes with idle detection on: its wakes are in the
     /// WAKE figures, beside or without an interactive guest, the worst of them.
+    /// A VM's DiskQueue record becomes its disk figures: rates over the run's 2 s, the wait
+    /// p99, the share of the run blocked on disk; a VM without one has none.
+    #[test]
+    fn the_shared_disk_gives_per_vm_disk_figures() {
+        let mut records = records();
+        records.insert(
+            1,
+            Record::DiskQueue(carousel_protocol::record::DiskQueueSummary {
+                vm: 2,
+                requests: 300,
+                sectors: 600,
+                wait_p50: 10,
+                wait_p99: 4_000,
+                wait_max: 5_000,
+                service_p50: 1_000,
+                service_p99: 1_000,
+                service_max: 1_000,
+                blocked_disk: 500_000,
+            }),
+        );
+        let figures = figures(&records, &vms()).unwrap();
+        assert_eq!(figures.get("disk.d.requests_per_s"), Some(150.0));
+        assert_eq!(figures.get("disk.d.sectors_per_s"), Some(300.0));
+        assert_eq!(figures.get("disk.d.wait_p99_cycles"), Some(4_000.0));
+        assert_eq!(figures.get("disk.d.blocked_pct"), Some(25.0));
+        assert_eq!(figures.get("disk.s0.requests_per_s"), None);
+    }
+
     #[test]
     fn unmodified_guests_count_in_the_wake_figures() {
         let mut vms = vms();

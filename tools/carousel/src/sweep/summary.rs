@@ -723,6 +723,58 @@ impl Summary {
         out
     }
 
+    /// The SHARED DISK table of the text form, for configurations whose disk was timed: each
+    /// VM's requests and sectors a second, its queue wait p99 and the share of the run it sat
+    /// blocked on its disk. Empty when no run's disk was timed.
+    fn disk_text(&self) -> String {
+        let unit = if self.tsc_hz.is_some() { "µs" } else { "cyc" };
+        let wait_header = format!("WAIT p99 {unit}");
+        let mut table = Table::new(&[
+            ("WORKLOAD", Align::Left),
+            ("POLICY", Align::Left),
+            ("WEIGHTS", Align::Left),
+            ("QUANTUM", Align::Right),
+            ("VM", Align::Left),
+            ("REQUESTS/s", Align::Right),
+            ("SECTORS/s", Align::Right),
+            (wait_header.as_str(), Align::Right),
+            ("BLOCKED ON DISK %", Align::Right),
+        ]);
+        let vms: Vec<String> = self
+            .names_after(figures::DISK)
+            .into_iter()
+            .filter_map(|rest| rest.strip_suffix(".wait_p99_cycles").map(str::to_string))
+            .collect();
+        for row in &self.rows {
+            for vm in &vms {
+                let figure = |what: &str| row.mean(&format!("{}{vm}.{what}", figures::DISK));
+                let Some(wait) = figure("wait_p99_cycles") else {
+                    continue;
+                };
+                let rate =
+                    |value: Option<f64>| value.map_or("-".to_string(), |v| format!("{v:.0}"));
+                table.push(vec![
+                    row.point.workload.clone(),
+                    row.point.policy.clone(),
+                    row.point.weights.clone(),
+                    quantum_text(row.point.quantum_us),
+                    vm.clone(),
+                    rate(figure("requests_per_s")),
+                    rate(figure("sectors_per_s")),
+                    self.time_text(Some(wait)),
+                    figure("blocked_pct").map_or("-".to_string(), |pct| format!("{pct:.1}")),
+                ]);
+            }
+        }
+        if table.rows().is_empty() {
+            return String::new();
+        }
+        format!(
+            "\nSHARED DISK per VM (its requests through the timed disk's queue)\n{}",
+            table.render()
+        )
+    }
+
     /// `cycles` of TSC time as milliseconds when the TSC frequency is known, else cycles.
     fn duration_text(&self, cycles: f64) -> String {
         match self.tsc_hz {
@@ -916,6 +968,7 @@ impl Summary {
         }
         out.push_str(&self.latency_text());
         out.push_str(&self.phase_text());
+        out.push_str(&self.disk_text());
         let failures: Vec<&String> = self.rows.iter().flat_map(|row| &row.failures).collect();
         if !failures.is_empty() {
             out.push_str("\nRUNS WITHOUT FIGURES\n");
@@ -956,6 +1009,11 @@ impl Summary {
             )
             .chain(self.latency_names())
             .chain(self.phase_names())
+            .chain(
+                self.names_after(figures::DISK)
+                    .into_iter()
+                    .map(|rest| format!("{}{rest}", figures::DISK)),
+            )
             .collect();
         let names: Vec<&str> = fixed
             .iter()
@@ -1046,6 +1104,11 @@ fn is_latency(name: &str) -> bool {
     [figures::STEP, figures::SCRIPT, figures::KEYS]
         .iter()
         .any(|prefix| name.starts_with(prefix))
+}
+
+/// True for a figure of the shared disk's queue ([`figures::DISK`]).
+fn is_disk(name: &str) -> bool {
+    name.starts_with(figures::DISK)
 }
 
 /// True for a figure of one phase of a run ([`figures::PHASE`]).
@@ -1140,6 +1203,9 @@ struct RowJson {
     /// Figures of each phase of runs that changed a setting while they ran
     /// (`phase.K.switches_per_s`, `phase.K.share.VM`...): means over the runs.
     phases: BTreeMap<String, f64>,
+    /// The shared disk's figures per VM (`disk.VM.requests_per_s`, `disk.VM.wait_p99_cycles`,
+    /// ...): means over the runs.
+    disk: BTreeMap<String, f64>,
     /// Per figure, with repeats: min and max over the runs.
     spread: BTreeMap<String, SpreadJson>,
     lab_hash: String,
@@ -1235,6 +1301,12 @@ impl RowJson {
                 .stats
                 .iter()
                 .filter(|(name, _)| is_phase(name))
+                .map(|(name, stat)| (name.clone(), stat.mean))
+                .collect(),
+            disk: row
+                .stats
+                .iter()
+                .filter(|(name, _)| is_disk(name))
                 .map(|(name, stat)| (name.clone(), stat.mean))
                 .collect(),
             spread,
@@ -1614,6 +1686,48 @@ mod tests {
             summary.json()["rows"][0]["phases"]["phase.1.quantum_us"],
             4_000.0
         );
+    }
+
+    /// A run whose disk was timed shows its per-VM disk figures in the SHARED DISK table, the
+    /// CSV and the JSON; one without shows no such table.
+    #[test]
+    fn disk_figures_are_summarized_per_vm() {
+        let mut values = overhead(3.0);
+        values.extend([
+            ("disk.d.requests_per_s", 150.0),
+            ("disk.d.sectors_per_s", 300.0),
+            ("disk.d.wait_p99_cycles", 4_000_000.0),
+            ("disk.d.blocked_pct", 25.0),
+        ]);
+        let summary = summarize(
+            None,
+            &[found(config("w", "round-robin", 500, 1), Ok(&values))],
+        );
+        let text = summary.text();
+        let line = text
+            .lines()
+            .skip_while(|line| !line.starts_with("SHARED DISK per VM"))
+            .find(|line| line.starts_with("w "))
+            .unwrap_or_else(|| panic!("no row: {text}"));
+        assert!(line.contains(" 150 ") && line.contains(" 300 "), "{line}");
+        // 4,000,000 cycles at 1 MHz: 4,000,000 µs.
+        assert!(
+            line.contains(" 4000000.0 ") && line.ends_with("25.0"),
+            "{line}"
+        );
+        assert!(summary.csv().contains("disk_d_wait_p99_cycles"));
+        assert_eq!(
+            summary.json()["rows"][0]["disk"]["disk.d.blocked_pct"],
+            25.0
+        );
+        let plain = summarize(
+            None,
+            &[found(
+                config("w", "round-robin", 500, 1),
+                Ok(&overhead(3.0)),
+            )],
+        );
+        assert!(!plain.text().contains("SHARED DISK"));
     }
 
     /// A run that changed nothing has no phase figures and no PHASES table.
