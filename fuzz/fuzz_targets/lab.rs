@@ -149,7 +149,10 @@ fn check_lab(lab: &Lab, text: &str) {
     );
     assert!(within(&DISK_LATENCY_US_RANGE, lab.disk_model.latency_us));
     assert!(within(&DISK_MIB_PER_S_RANGE, lab.disk_model.mib_per_s));
-    assert!(within(&DISK_ANTICIPATE_US_RANGE, lab.disk_model.anticipate_us));
+    assert!(within(
+        &DISK_ANTICIPATE_US_RANGE,
+        lab.disk_model.anticipate_us
+    ));
 
     for (index, vm) in lab.vms.iter().enumerate() {
         assert!(valid_name(&vm.name), "name {:?}", vm.name);
@@ -164,7 +167,11 @@ fn check_lab(lab: &Lab, text: &str) {
             vm.memory_mib
         );
         assert!(within(&WEIGHT_RANGE, vm.weight), "weight {}", vm.weight);
-        assert!(within(&WEIGHT_RANGE, vm.disk_weight), "disk weight {}", vm.disk_weight);
+        assert!(
+            within(&WEIGHT_RANGE, vm.disk_weight),
+            "disk weight {}",
+            vm.disk_weight
+        );
         assert!(within(&DISK_MIB_PER_S_RANGE, vm.disk_mib_per_s));
         assert!(vm.balloon_mib <= vm.memory_mib && vm.balloon_target_mib <= vm.memory_mib);
         assert!(
