@@ -1110,6 +1110,28 @@ mod tests {
         );
     }
 
+    /// Drive 0, selected while drive 1's command waits, aborts a command of its own with an
+    /// interrupt on the shared line; drive 1 stays BSY until the shared disk completes it.
+    #[test]
+    fn drive_0_answers_while_drive_1_waits() {
+        let mut rig = Rig::with_disk(patterned_disk(FS_SECTORS));
+        rig.ide.set_timed(true);
+        rig.write(SECTOR_COUNT, 1);
+        rig.write(DEVICE, 0xF0);
+        rig.write(COMMAND, COMMAND_READ_MULTIPLE);
+        assert!(rig.ide.take_request().is_some());
+        rig.write(DEVICE, 0xE0);
+        rig.write(COMMAND, COMMAND_READ_SECTORS);
+        assert_eq!(rig.irq.raises, 1, "drive 0's abort");
+        assert!(rig.ide.is_busy());
+        assert_eq!(rig.ide.take_request(), None);
+        rig.write(DEVICE, 0xF0);
+        assert_eq!(rig.ide.read_control(), STATUS_BSY | STATUS_DRDY);
+        rig.ide.complete(&mut rig.irq);
+        assert!(!rig.ide.is_busy());
+        assert!(rig.ide.irq_level());
+    }
+
     /// Untimed, nothing waits: no request is handed out and BSY never shows.
     #[test]
     fn an_untimed_channel_hands_out_no_requests() {
@@ -1587,9 +1609,10 @@ mod tests {
 
         /// Timed, random register traffic with the shared disk completing at random moments:
         /// a request is handed out exactly when BSY begins and at most one is outstanding;
-        /// BSY shows exactly while it is, with no interrupt pending and no data moving; a
-        /// completion ends it with INTRQ (unless nIEN holds it off the line); a reset cancels
-        /// it; the line only reports the model's level.
+        /// drive 1 shows BSY exactly while it is, and no data moves; a completion ends it with
+        /// INTRQ (unless nIEN holds it off the line); a reset cancels it; the line only reports
+        /// the model's level. (Found by CI's run: drive 0, selected while drive 1 is BSY,
+        /// aborts a command with an interrupt of its own; the channel's line is shared.)
         #[test]
         fn timed_traffic_hands_out_one_request_at_a_time(
             steps in prop::collection::vec((step(), any::<bool>()), 0..96),
@@ -1636,11 +1659,10 @@ mod tests {
                     outstanding = true;
                 }
                 prop_assert_eq!(rig.ide.is_busy(), outstanding);
-                if outstanding {
-                    prop_assert!(!rig.ide.interrupt_pending, "INTRQ while BSY");
-                    if rig.ide.device & DEVICE_DEV != 0 {
-                        prop_assert_eq!(rig.ide.status(), STATUS_BSY | STATUS_DRDY);
-                    }
+                // Drive 1 BSY shows while its command waits (drive 0, selected meanwhile, may
+                // still abort a command of its own with an interrupt: the line is shared).
+                if outstanding && rig.ide.device & DEVICE_DEV != 0 {
+                    prop_assert_eq!(rig.ide.status(), STATUS_BSY | STATUS_DRDY);
                 }
                 if complete && outstanding {
                     rig.ide.complete(&mut rig.irq);
