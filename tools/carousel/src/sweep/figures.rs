@@ -76,7 +76,8 @@ pub fn step_of(name: &str) -> Option<(&str, &str)> {
 
 /// Prefix of a VM's whole script, first timed send to last match: `script.VM.cycles`.
 pub const SCRIPT: &str = "script.";
-/// Prefix of a VM's keystroke response: `keys.VM.p50_cycles`, `keys.VM.p99_cycles`.
+/// Prefix of a VM's keystroke response: `keys.VM.p50_cycles`, `keys.VM.p99_cycles`, and
+/// `keys.VM.wait_p99_cycles` (the part runnable, not running, when the trace tells).
 pub const KEYS: &str = "keys.";
 
 /// Prefix of a VM's requests through the shared disk's queue (runs whose disk was timed):
@@ -394,10 +395,17 @@ pub fn latency_figures(
         );
     }
     for vm in 0..keys.vm_count() {
-        if let Some(spread) = Spread::of(&keys.responses_of(vm)) {
+        let keystrokes = keys.keystrokes_of(vm);
+        let responses: Vec<u64> = keystrokes.iter().map(|key| key.response).collect();
+        if let Some(spread) = Spread::of(&responses) {
             let prefix = format!("{KEYS}{}.", name(vm));
             figures.set(&format!("{prefix}p50_cycles"), Some(spread.p50 as f64));
             figures.set(&format!("{prefix}p99_cycles"), Some(spread.p99 as f64));
+            // The part spent waiting for the CPU, when every keystroke's is known.
+            let waits: Option<Vec<u64>> = keystrokes.iter().map(|key| key.wait).collect();
+            if let Some(wait) = waits.as_deref().and_then(Spread::of) {
+                figures.set(&format!("{prefix}wait_p99_cycles"), Some(wait.p99 as f64));
+            }
         }
     }
 }
@@ -760,13 +768,25 @@ mod tests {
             },
         ];
         let mut keys = KeyLog::default();
+        use carousel_protocol::record::Event;
+        // VM 1 blocks, gets a byte at 0, wakes at 2, runs from 5: it waited 3 of its 9.
         keys.add(&Record::Events {
             tsc: 0,
-            events: vec![carousel_protocol::record::Event::Input {
-                dt: 0,
-                vm: 1,
-                bytes: 1,
-            }],
+            events: vec![
+                Event::Run { dt: 0, vm: 1 },
+                Event::Descheduled {
+                    dt: 0,
+                    vm: 1,
+                    why: carousel_protocol::record::SliceEnd::Blocked,
+                },
+                Event::Input {
+                    dt: 0,
+                    vm: 1,
+                    bytes: 1,
+                },
+                Event::Wake { dt: 2, vm: 1 },
+                Event::Run { dt: 3, vm: 1 },
+            ],
         });
         keys.add(&Record::Answer { tsc: 9, vm: 1 });
         let mut figures = Figures::default();
@@ -781,6 +801,7 @@ mod tests {
             ("script.sh.cycles", 70.0),
             ("keys.sh.p50_cycles", 9.0),
             ("keys.sh.p99_cycles", 9.0),
+            ("keys.sh.wait_p99_cycles", 3.0),
         ] {
             assert_eq!(figures.get(name), Some(value), "{name}: {figures:?}");
         }

@@ -560,6 +560,7 @@ impl Summary {
         columns.push((range_header.as_str(), Align::Right));
         let mut steps = Table::new(&columns);
         let keys_header = format!("KEYSTROKE p50/p99 {unit}");
+        let wait_header = format!("OF IT WAITING p99 {unit}");
         let mut keys = Table::new(&[
             ("WORKLOAD", Align::Left),
             ("POLICY", Align::Left),
@@ -567,6 +568,7 @@ impl Summary {
             ("QUANTUM", Align::Right),
             ("VM", Align::Left),
             (keys_header.as_str(), Align::Right),
+            (wait_header.as_str(), Align::Right),
         ]);
         for row in &self.rows {
             for (name, stat) in &row.stats {
@@ -611,6 +613,7 @@ impl Summary {
                             self.time_text(Some(stat.mean)),
                             self.time_text(row.mean(&format!("{}{vm}.p99_cycles", figures::KEYS)))
                         ),
+                        self.time_text(row.mean(&format!("{}{vm}.wait_p99_cycles", figures::KEYS))),
                     ]);
                     keys.push(cells);
                 }
@@ -1392,6 +1395,7 @@ mod tests {
                 ("script.sh.cycles", mean * 50.0),
                 ("keys.sh.p50_cycles", 7.0),
                 ("keys.sh.p99_cycles", p99),
+                ("keys.sh.wait_p99_cycles", p99 / 2.0),
             ]
         };
         let runs = vec![
@@ -1419,6 +1423,8 @@ mod tests {
             .find(|line| line.contains("7.0/30.0"))
             .unwrap_or_else(|| panic!("a keystroke line\n{text}"));
         assert!(keys.contains(" sh "), "{text}");
+        // The waiting part of it, p99 (mean of 10 and 20).
+        assert!(keys.trim_end().ends_with(" 15.0"), "{keys}");
 
         let csv = summary.csv();
         let header = csv.lines().next().unwrap();
