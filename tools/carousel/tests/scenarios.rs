@@ -1412,7 +1412,7 @@ fn disk_shares(policy: &str, busy: f64) -> Vec<f64> {
 
 /// Weighted fair queueing shares the contended disk by `disk_weight`: 1, 2, 4 and 8 get
 /// 1/15, 2/15, 4/15 and 8/15 of the requests, each within 5 % of its share. Each VM has one
-/// request at a time, so this needs the queue's anticipation (the lab's default 1 ms window):
+/// request at a time, so this needs the queue's anticipation (the lab's 1 ms window):
 /// without it the weight-8 VM got 36 % and the weight-1 VM 9 % (a fixed point of "every other
 /// request"). The device idles for the think time it anticipates, so it serves fewer requests
 /// than under FIFO (measured: 1,312 against 1,504).

@@ -1779,7 +1779,7 @@ mod tests {
         assert!(!lab.disk_model.has_service_time());
         assert_eq!((lab.vms[0].disk_weight, lab.vms[0].disk_mib_per_s), (1, 0));
         let text = format!(
-            "[run.disk]\nlatency_us = 200\nmib_per_s = 40\npolicy = \"wfq\"\n\
+            "[run.disk]\nlatency_us = 200\nmib_per_s = 40\npolicy = \"wfq\"\nanticipate_us = 1000\n\
              {HELLO}disk_weight = 8\ndisk_mib_per_s = 5\n"
         );
         let lab = dir.parse(&text).unwrap();

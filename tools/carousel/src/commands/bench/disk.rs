@@ -7,8 +7,9 @@
 //!   cycles per sector in I/O exits, the shared drive's against memory's (goal: at most 1.5×);
 //! - four VMs, untimed, then before a device of [`LATENCY_US`] a request under FIFO: each
 //!   VM's throughput, Jain's index across the four, and the queue wait p50/p99;
-//! - four VMs of disk weights 1, 2, 4 and 8 under WFQ, same device: each VM's share of the
-//!   requests against 1/15, 2/15, 4/15 and 8/15 (goal: each within 5 %).
+//! - four VMs of disk weights 1, 2, 4 and 8 under WFQ, same device, anticipating
+//!   [`ANTICIPATE_US`]: each VM's share of the requests against 1/15, 2/15, 4/15 and 8/15 (goal:
+//!   each within 5 %).
 
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
@@ -93,13 +94,20 @@ pub fn lab(count: u32, model: DiskModelConfig, weights: Option<[u32; 4]>, memory
     lab
 }
 
-/// The timed device under `policy`.
+/// The WFQ run's anticipation window, µs (the lab key's default is off).
+pub const ANTICIPATE_US: u32 = 1_000;
+
+/// The timed device under `policy` (anticipating [`ANTICIPATE_US`] under WFQ).
 fn timed(policy: DiskQueuePolicy) -> DiskModelConfig {
     DiskModelConfig {
         latency_us: LATENCY_US,
         mib_per_s: 0,
         policy,
-        ..DiskModelConfig::default()
+        anticipate_us: if policy == DiskQueuePolicy::Wfq {
+            ANTICIPATE_US
+        } else {
+            0
+        },
     }
 }
 
