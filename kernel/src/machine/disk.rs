@@ -15,8 +15,7 @@ use carousel_devices::ide::DiskIoKind;
 use carousel_protocol::config::{DiskQueuePolicy, RunConfig};
 use carousel_protocol::record::DiskQueueSummary;
 use carousel_scheduler::{
-    Cycles, DiskCompletion, DiskConfigError, DiskPolicy, DiskQueue, DiskShare, DiskTiming,
-    LatencyHistogram, VmId,
+    Cycles, DiskConfigError, DiskPolicy, DiskQueue, DiskShare, DiskTiming, LatencyHistogram, VmId,
 };
 
 use super::us_to_cycles;
@@ -136,9 +135,9 @@ impl SharedDisk {
     /// The requests the device has served by `now`, each counted for its VM; `complete` ends
     /// each one's command in its VM.
     pub(super) fn complete_due(&mut self, now: Cycles, mut complete: impl FnMut(VmId)) {
-        let done: Vec<DiskCompletion> = self.queue.advance(now).collect();
-        for completion in done {
-            if let Some(vm) = self.vms.get_mut(usize::from(completion.vm)) {
+        let Self { queue, vms } = self;
+        for completion in queue.advance(now) {
+            if let Some(vm) = vms.get_mut(usize::from(completion.vm)) {
                 vm.requests += 1;
                 vm.sectors += u64::from(completion.sectors);
                 vm.waits.record(completion.wait());
@@ -153,8 +152,9 @@ impl SharedDisk {
         self.queue.outstanding(id)
     }
 
-    /// VM `id` blocked at `now`; `waiting` says whether a request of its is outstanding.
-    pub(super) fn blocked(&mut self, id: VmId, now: Cycles, waiting: bool) {
+    /// VM `id` blocked at `now`: blocked on its disk if a request of its is outstanding.
+    pub(super) fn blocked(&mut self, id: VmId, now: Cycles) {
+        let waiting = self.queue.outstanding(id);
         if let Some(vm) = self.vms.get_mut(usize::from(id)) {
             vm.blocked_since = waiting.then_some(now);
         }

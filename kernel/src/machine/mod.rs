@@ -1261,8 +1261,7 @@ impl<V: Vcpu, F: Frames, H: Host> Machine<V, F, H> {
                 }
                 self.wakes_changed();
                 if let (SliceEnd::Blocked, Some(disk)) = (end, self.disk.as_mut()) {
-                    let waiting = disk.outstanding(id);
-                    disk.blocked(id, now, waiting);
+                    disk.blocked(id, now);
                 }
                 match end {
                     SliceEnd::Blocked => self.policy.blocked(id),

@@ -21,6 +21,25 @@ fn config(quantum_us: u32, names: &[&str]) -> RunConfig {
     )
 }
 
+/// VM `vm`'s preemption-timer exits (basic reason 52) over the run, from its exit intervals.
+fn preemption_timer_exits(records: &[carousel_protocol::record::Record], vm: u16) -> u64 {
+    records
+        .iter()
+        .filter_map(|record| match record {
+            carousel_protocol::record::Record::ExitInterval { vm: of, exits, .. } if *of == vm => {
+                Some(
+                    exits
+                        .iter()
+                        .filter(|stat| stat.reason == 52)
+                        .map(|stat| stat.count)
+                        .sum::<u64>(),
+                )
+            }
+            _ => None,
+        })
+        .sum()
+}
+
 /// Of VM `vm`'s life in the run (running or runnable), the share it spent running.
 fn share_of_life(records: &[carousel_protocol::record::Record], vm: u16) -> f64 {
     let summary = &summaries(records)[&vm];
@@ -75,19 +94,7 @@ fn an_undeliverable_tiny_timer_does_not_shorten_slices() {
     // The tiny timer (stretched to 200 µs) raised its vector once; later expiries cannot be
     // delivered and must not cut the slice.
     let summary = &summaries(&records)[&0];
-    let timer_exits: u64 = records
-        .iter()
-        .filter_map(|record| match record {
-            carousel_protocol::record::Record::ExitInterval { vm: 0, exits, .. } => Some(
-                exits
-                    .iter()
-                    .filter(|stat| stat.reason == 52)
-                    .map(|stat| stat.count)
-                    .sum::<u64>(),
-            ),
-            _ => None,
-        })
-        .sum();
+    let timer_exits = preemption_timer_exits(&records, 0);
     // Beside one exit per slice end, the first expiry stops the guest once (the vector
     // becomes pending; with IF = 0 it stays pending and later expiries fold into it), and the
     // last slice may end on the guest's exit instead.
@@ -565,19 +572,7 @@ fn an_idle_deadline_that_cannot_make_the_vm_idle_does_not_stop_it() {
         assert!((0.45..=0.55).contains(&share), "shares {shares:?}");
     }
     let summary = &summaries(&records)[&0];
-    let timer_exits: u64 = records
-        .iter()
-        .filter_map(|record| match record {
-            carousel_protocol::record::Record::ExitInterval { vm: 0, exits, .. } => Some(
-                exits
-                    .iter()
-                    .filter(|stat| stat.reason == 52)
-                    .map(|stat| stat.count)
-                    .sum::<u64>(),
-            ),
-            _ => None,
-        })
-        .sum();
+    let timer_exits = preemption_timer_exits(&records, 0);
     // 20 M guest cycles in 1 ms slices: about 20 slices, each ended by its own timer.
     assert!(summary.slices <= 25, "{} slices", summary.slices);
     assert!(
