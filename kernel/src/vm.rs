@@ -9,7 +9,7 @@ use carousel_devices::mptable::{
 };
 use carousel_protocol::config::VmConfig;
 use carousel_protocol::hypercall::{self, Error as HypercallError};
-use carousel_protocol::record::{PageState, Record, StopReason};
+use carousel_protocol::record::{BlockedOn, PageState, Record, StopReason};
 use carousel_vmx::addr::{GuestPhysAddr, HostPhysAddr};
 use carousel_vmx::ept::{EptPointer, Permissions, Tables, EPT};
 
@@ -603,6 +603,22 @@ impl<V: Vcpu> Vm<V> {
             }
             _ => None,
         }
+    }
+
+    /// What this VM, blocked, waits for (None while it is not blocked). `disk`: a request of
+    /// its is outstanding at the shared disk, which comes first (`BlockedOn` says why).
+    pub fn blocked_on(&self, disk: bool) -> Option<BlockedOn> {
+        let RunState::Blocked(blocked) = self.state else {
+            return None;
+        };
+        Some(match blocked {
+            Blocked::Console { .. } => BlockedOn::Console,
+            Blocked::Records { .. } => BlockedOn::Records,
+            _ if disk => BlockedOn::Disk,
+            Blocked::Held => BlockedOn::Timer,
+            Blocked::Halted { .. } if self.wake_deadline().is_some() => BlockedOn::Timer,
+            Blocked::Halted { .. } => BlockedOn::Interrupt,
+        })
     }
 
     /// Idle detection: the VM has spent `threshold` guest cycles in its idle address space

@@ -195,6 +195,19 @@ pub enum Record {
     /// End-of-run figures of one VM's requests to the shared disk (all times in TSC cycles),
     /// for a run whose disk has a service time or a cap (`run.disk`, `vm.disk_mib_per_s`).
     DiskQueue(DiskQueueSummary),
+    /// The shared disk completed one request of `vm` at `tsc`: it had waited `wait` cycles for
+    /// the device, which then took `service` (so it arrived at `tsc - service - wait`). One per
+    /// request of a timed disk, so their rate is the device's, whatever a guest does; dropped
+    /// (and counted) like other high-rate records when the line falls behind. The tool builds
+    /// the per-interval disk figures and the device's queue length over time from these.
+    DiskServed {
+        tsc: u64,
+        vm: u16,
+        sectors: u32,
+        write: bool,
+        wait: u64,
+        service: u64,
+    },
 }
 
 /// One VM's requests through the shared disk's queue over the run: how many, how long each
@@ -329,10 +342,51 @@ pub enum SliceEnd {
     Preempted,
     /// The VM gave the CPU up but can run: runnable.
     Yielded,
-    /// The VM halted (or idle detection found it idle): blocked.
-    Blocked,
+    /// The VM halted (or idle detection found it idle, or it waits for a line to leave):
+    /// blocked, on what it waits for.
+    Blocked(BlockedOn),
     /// The VM left the run.
     Stopped,
+}
+
+/// What a blocked VM waits for: the runstate's reason. Decided when it blocks, in this order: a
+/// request to the shared disk outstanding makes it blocked on disk whatever else could wake it
+/// (an operating system's periodic tick does not make a disk wait a timer wait).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum BlockedOn {
+    /// A request of its to the shared disk waits for the device or is being served.
+    Disk,
+    /// A deadline: its LAPIC timer, its PIT, a SET_TIMER, or a staggered start.
+    Timer,
+    /// An interrupt with no deadline: console input or a device (or nothing: a HLT with
+    /// interrupts on and no source armed waits here until the run ends it).
+    Interrupt,
+    /// Its console lines to leave: its share of COM1 is full.
+    Console,
+    /// Its records to leave: its quota of COM2 is full.
+    Records,
+}
+
+impl BlockedOn {
+    /// Every reason, in report order.
+    pub const ALL: [BlockedOn; 5] = [
+        BlockedOn::Disk,
+        BlockedOn::Timer,
+        BlockedOn::Interrupt,
+        BlockedOn::Console,
+        BlockedOn::Records,
+    ];
+
+    /// Lower-case name, as reports print it after "blocked on".
+    pub fn name(self) -> &'static str {
+        match self {
+            BlockedOn::Disk => "disk",
+            BlockedOn::Timer => "timer",
+            BlockedOn::Interrupt => "interrupt",
+            BlockedOn::Console => "console",
+            BlockedOn::Records => "records",
+        }
+    }
 }
 
 /// The state of a memory cell in a [`Record::MemoryMap`] (the "most" state of its pages).

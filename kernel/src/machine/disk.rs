@@ -15,7 +15,8 @@ use carousel_devices::ide::DiskIoKind;
 use carousel_protocol::config::{DiskQueuePolicy, RunConfig};
 use carousel_protocol::record::DiskQueueSummary;
 use carousel_scheduler::{
-    Cycles, DiskConfigError, DiskPolicy, DiskQueue, DiskShare, DiskTiming, LatencyHistogram, VmId,
+    Cycles, DiskCompletion, DiskConfigError, DiskPolicy, DiskQueue, DiskShare, DiskTiming,
+    LatencyHistogram, VmId,
 };
 
 use super::us_to_cycles;
@@ -133,8 +134,8 @@ impl SharedDisk {
     }
 
     /// The requests the device has served by `now`, each counted for its VM; `complete` ends
-    /// each one's command in its VM.
-    pub(super) fn complete_due(&mut self, now: Cycles, mut complete: impl FnMut(VmId)) {
+    /// each one's command in its VM (and sends its record).
+    pub(super) fn complete_due(&mut self, now: Cycles, mut complete: impl FnMut(&DiskCompletion)) {
         let Self { queue, vms } = self;
         for completion in queue.advance(now) {
             if let Some(vm) = vms.get_mut(usize::from(completion.vm)) {
@@ -143,7 +144,7 @@ impl SharedDisk {
                 vm.waits.record(completion.wait());
                 vm.services.record(completion.service());
             }
-            complete(completion.vm);
+            complete(&completion);
         }
     }
 

@@ -17,7 +17,9 @@ use carousel_devices::DiskImageError;
 use carousel_protocol::config::{
     DiskSource, RunConfig, SchedulerPolicy, Setting, SettingError, VmConfig,
 };
-use carousel_protocol::record::{self, ChangeSource, Event, Record, StopReason, TraceLevel};
+use carousel_protocol::record::{
+    self, BlockedOn, ChangeSource, Event, Record, StopReason, TraceLevel,
+};
 use carousel_scheduler::{
     Accounting, ConfigError, Credit, CreditTiming, CreditVm, Cycles, LatencyHistogram, Policy,
     QuantumClock, RoundRobin, Slice, SliceEnd, VmId,
@@ -600,10 +602,22 @@ impl<V: Vcpu, F: Frames, H: Host> Machine<V, F, H> {
         self.policy.advance(now);
         if let Some(disk) = self.disk.as_mut() {
             let vms = &mut self.vms;
-            disk.complete_due(now, |id| {
-                if let Some(vm) = vms.get_mut(usize::from(id)).and_then(Option::as_mut) {
+            let host = &mut self.host;
+            disk.complete_due(now, |completion| {
+                if let Some(vm) = vms
+                    .get_mut(usize::from(completion.vm))
+                    .and_then(Option::as_mut)
+                {
                     vm.platform.complete_disk();
                 }
+                host.exporter().emit_or_drop(&Record::DiskServed {
+                    tsc: completion.completed,
+                    vm: completion.vm,
+                    sectors: completion.sectors,
+                    write: completion.write,
+                    wait: completion.wait(),
+                    service: completion.service(),
+                });
             });
         }
         let mut waits_beyond_timers = false;
@@ -1027,6 +1041,15 @@ impl<V: Vcpu, F: Frames, H: Host> Machine<V, F, H> {
         }
     }
 
+    /// The event of VM `id`'s slice ending for `why`, with what it waits for if it blocked.
+    fn descheduled(&self, id: VmId, why: SliceEnd) -> Event {
+        let disk = self.disk.as_ref().is_some_and(|disk| disk.outstanding(id));
+        let on = self.vms[usize::from(id)]
+            .as_ref()
+            .and_then(|vm| vm.blocked_on(disk));
+        descheduled(id, why, on)
+    }
+
     /// Runs VM `id` for one slice of `length` cycles on the run's quantum clock: until the
     /// slice is over, the VM blocks, or it stops. Other VMs' wake-up deadlines and this VM's
     /// own interrupts interrupt the slice (the timer is armed for the nearest) so that they
@@ -1046,9 +1069,8 @@ impl<V: Vcpu, F: Frames, H: Host> Machine<V, F, H> {
         if vm.state == RunState::Blocked(Blocked::Held) {
             // A VM whose start is staggered leaves the run queue, blocked until its start.
             self.accounting.switch_out(id, start, SliceEnd::Blocked);
-            self.host
-                .exporter()
-                .event(start, descheduled(id, SliceEnd::Blocked));
+            let event = self.descheduled(id, SliceEnd::Blocked);
+            self.host.exporter().event(start, event);
             self.policy.blocked(id);
             return;
         }
@@ -1228,7 +1250,8 @@ impl<V: Vcpu, F: Frames, H: Host> Machine<V, F, H> {
         }
         self.account_root(Some(id), now);
         self.accounting.switch_out(id, now, end);
-        self.host.exporter().event(now, descheduled(id, end));
+        let event = self.descheduled(id, end);
+        self.host.exporter().event(now, event);
         // What the slice consumed, from its start to now, for policies that keep credit.
         self.policy.advance(now);
         self.policy.charge(id, now.saturating_sub(run.started));
@@ -1279,7 +1302,7 @@ impl<V: Vcpu, F: Frames, H: Host> Machine<V, F, H> {
         self.accounting.switch_out(id, now, SliceEnd::Stopped);
         self.host
             .exporter()
-            .event(now, descheduled(id, SliceEnd::Stopped));
+            .event(now, descheduled(id, SliceEnd::Stopped, None));
         if let Some(vm) = self.vms[usize::from(id)].as_mut() {
             vm.stop(
                 StopReason::VmxError {
@@ -1478,12 +1501,13 @@ fn policy_refusal(setting: Setting, error: ConfigError, policy: SchedulerPolicy)
     }
 }
 
-/// The event of VM `vm`'s slice ending for `why`.
-fn descheduled(vm: VmId, why: SliceEnd) -> Event {
+/// The event of VM `vm`'s slice ending for `why`; a VM that blocked waits `on` something
+/// (`Interrupt` if its state does not say: it cannot, a blocked slice leaves the VM blocked).
+fn descheduled(vm: VmId, why: SliceEnd, on: Option<BlockedOn>) -> Event {
     let why = match why {
         SliceEnd::Preempted => record::SliceEnd::Preempted,
         SliceEnd::Yielded => record::SliceEnd::Yielded,
-        SliceEnd::Blocked => record::SliceEnd::Blocked,
+        SliceEnd::Blocked => record::SliceEnd::Blocked(on.unwrap_or(BlockedOn::Interrupt)),
         SliceEnd::Stopped => record::SliceEnd::Stopped,
     };
     Event::Descheduled { dt: 0, vm, why }

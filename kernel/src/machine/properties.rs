@@ -394,7 +394,7 @@ fn timeline(records: &[Record], vm_count: usize) -> Timeline {
                         line.gave_up[id] += 1;
                         runnable(now, false)
                     }
-                    record::SliceEnd::Blocked => {
+                    record::SliceEnd::Blocked(_) => {
                         line.gave_up[id] += 1;
                         Seen::Blocked
                     }

@@ -697,3 +697,64 @@ fn an_undecoded_cr4_write_is_decoded_and_checked() {
     });
     assert_eq!(stop_of_one(guest, &[(0x2000, &[0x0F, 0x22, 0xE0])]), PASSED);
 }
+
+/// The reasons VM `vm`'s slices blocked on, in order, from the run's event batches.
+fn blocked_reasons(
+    records: &[carousel_protocol::record::Record],
+    vm: u16,
+) -> alloc::vec::Vec<carousel_protocol::record::BlockedOn> {
+    use carousel_protocol::record::{Event, Record, SliceEnd};
+    records
+        .iter()
+        .filter_map(|record| match record {
+            Record::Events { events, .. } => Some(events),
+            _ => None,
+        })
+        .flatten()
+        .filter_map(|event| match *event {
+            Event::Descheduled {
+                vm: of,
+                why: SliceEnd::Blocked(on),
+                ..
+            } if of == vm => Some(on),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A blocked slice says what its VM waits for: a sleeper that arms SET_TIMER and halts is
+/// blocked on its timer; a console flood on a slow COM1 is blocked on the console.
+#[test]
+fn a_blocked_slice_says_what_its_vm_waits_for() {
+    use carousel_protocol::hypercall::CONSOLE_WRITE;
+    use carousel_protocol::record::BlockedOn;
+    let config = config(100, &["sleepy", "chatty", "spin"]);
+    let line: alloc::vec::Vec<u8> = (0..99u8).map(|i| b'a' + i % 26).chain([b'\n']).collect();
+    let text: alloc::vec::Vec<u8> = line.iter().copied().cycle().take(4000).collect();
+    let mut run = FakeRun::new(
+        &config,
+        vec![
+            crate::testing::bursts(vec![(20_000, 200_000)], 10, 0),
+            caller(CONSOLE_WRITE, [0x15_0000, 200, 0], 20_000),
+            spin(20_000_000),
+        ],
+        50,
+    );
+    poke(&mut run, 1, 0x15_0000, &text);
+    run.machine.host.com1_per_feed = Some(64);
+    let records = run.run();
+    let sleepy = blocked_reasons(&records, 0);
+    assert!(sleepy.len() >= 9, "{sleepy:?}");
+    assert!(
+        sleepy.iter().all(|&on| on == BlockedOn::Timer),
+        "{sleepy:?}"
+    );
+    assert!(summaries(&records)[&1].blocked_console > 0);
+    let chatty = blocked_reasons(&records, 1);
+    assert!(!chatty.is_empty(), "the flood never blocked");
+    assert!(
+        chatty.iter().all(|&on| on == BlockedOn::Console),
+        "{chatty:?}"
+    );
+    assert!(blocked_reasons(&records, 2).is_empty());
+}

@@ -645,7 +645,7 @@ fn share(run: &LabRun, victim: &str) -> Share {
                 vm,
                 match why {
                     SliceEnd::Preempted | SliceEnd::Yielded => State::Runnable,
-                    SliceEnd::Blocked => State::Blocked,
+                    SliceEnd::Blocked(_) => State::Blocked,
                     SliceEnd::Stopped => State::Stopped,
                 },
             ),

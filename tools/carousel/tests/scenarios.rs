@@ -1363,6 +1363,56 @@ fn report_json(out: &Path) -> Value {
     serde_json::from_str(&report.stdout).expect("the report is JSON")
 }
 
+/// The report's per-interval disk figures (`--interval 100`, rebuilt by the tool from each
+/// request's record) add up to the hypervisor's own end-of-run `disk_queue` rows: every VM's
+/// requests and sectors, its largest wait and service; the device's queue never holds more than
+/// one request per VM (each diskio VM has one outstanding) and is busy at most all the time.
+fn assert_disk_intervals_add_up(out: &Path, summaries: &[Value]) {
+    let report = carousel(&[
+        "report",
+        out.join("com2.bin").to_str().expect("a UTF-8 path"),
+        "--format",
+        "json",
+        "--interval",
+        "100",
+    ]);
+    assert_eq!(report.code, Some(0), "{}", report.describe());
+    let report: Value = serde_json::from_str(&report.stdout).expect("the report is JSON");
+    let intervals = report["intervals"].as_array().expect("intervals");
+    assert!(intervals.len() >= 15, "{} intervals", intervals.len());
+    for summary in summaries {
+        let name = summary["vm"].as_str().expect("a VM name");
+        let (mut requests, mut sectors, mut wait_max, mut service_max) = (0, 0, 0, 0);
+        for interval in intervals {
+            let disk = &interval["disk"];
+            assert!(
+                disk["queue_max"].as_u64().is_some_and(|max| max <= 4),
+                "{disk}"
+            );
+            assert!(
+                disk["busy_share"]
+                    .as_f64()
+                    .is_some_and(|share| share <= 1.0),
+                "{disk}"
+            );
+            let vm = interval["vms"]
+                .as_array()
+                .and_then(|vms| vms.iter().find(|vm| vm["name"] == name))
+                .expect("the VM's interval row");
+            let figures = &vm["disk"];
+            requests += figures["requests"].as_u64().expect("requests");
+            sectors += figures["sectors_read"].as_u64().expect("read")
+                + figures["sectors_written"].as_u64().expect("written");
+            wait_max = wait_max.max(figures["wait_max"].as_u64().unwrap_or(0));
+            service_max = service_max.max(figures["service_max"].as_u64().unwrap_or(0));
+        }
+        assert_eq!(requests, summary["requests"], "{name}: {summary}");
+        assert_eq!(sectors, summary["sectors"], "{name}: {summary}");
+        assert_eq!(wait_max, summary["wait_max"], "{name}: {summary}");
+        assert_eq!(service_max, summary["service_max"], "{name}: {summary}");
+    }
+}
+
 /// Runs `ci/labs/disk-shares.toml` (four interrupt-driven `diskio` VMs of disk weights 1, 2, 4
 /// and 8, always waiting for their disk, in front of a device that takes 1 ms a request) with
 /// the queue `policy`, and returns each VM's requests from the report's `disk_queue` rows, in
@@ -1383,9 +1433,11 @@ fn disk_shares(policy: &str, busy: f64) -> Vec<f64> {
     let describe = run.describe();
     assert_eq!(run.code, Some(0), "{describe}");
     assert!(run.stdout.contains("SHARED DISK"), "{describe}");
+    assert!(run.stdout.contains("BLOCKED ON"), "{describe}");
     let report = report_json(&out);
     let rows = report["disk_queue"].as_array().expect("disk_queue rows");
     assert_eq!(rows.len(), 4, "{rows:?}");
+    assert_disk_intervals_add_up(&out, rows);
     let ms = 50_000.0; // cycles at 50 MHz
     let mut requests = Vec::new();
     for (row, name) in rows.iter().zip(["w1", "w2", "w4", "w8"]) {
@@ -1399,6 +1451,20 @@ fn disk_shares(policy: &str, busy: f64) -> Vec<f64> {
         assert!(
             figure("blocked_disk") > 500.0 * ms,
             "{name} blocked on disk: {row}"
+        );
+        // The runstate reason in the scheduler events tells the same story as the shared
+        // disk's own count: blocked on disk from each blocking slice end to its wake.
+        let vm = report["vms"]
+            .as_array()
+            .and_then(|vms| vms.iter().find(|vm| vm["name"] == name))
+            .unwrap_or_else(|| panic!("no vms row of {name}"));
+        let on_disk = vm["blocked_on"]["disk"]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{name} blocked_on: {vm}"));
+        assert!(
+            (on_disk - figure("blocked_disk")).abs() <= 0.02 * figure("blocked_disk"),
+            "{name}: blocked on disk {on_disk} by the events, {} by the disk\n{vm}",
+            figure("blocked_disk")
         );
         requests.push(figure("requests"));
     }

@@ -244,6 +244,7 @@ fn vm_of(record: &mut Record) -> Option<&mut u16> {
         | Record::WorkingSet { vm, .. }
         | Record::GuestMetric { vm, .. }
         | Record::DiskIo { vm, .. }
+        | Record::DiskServed { vm, .. }
         | Record::AddressSpaces { vm, .. }
         | Record::TimerLag { vm, .. }
         | Record::ExitInterval { vm, .. }

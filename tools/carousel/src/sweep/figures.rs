@@ -777,7 +777,9 @@ mod tests {
                 Event::Descheduled {
                     dt: 0,
                     vm: 1,
-                    why: carousel_protocol::record::SliceEnd::Blocked,
+                    why: carousel_protocol::record::SliceEnd::Blocked(
+                        carousel_protocol::record::BlockedOn::Timer,
+                    ),
                 },
                 Event::Input {
                     dt: 0,

@@ -7,7 +7,8 @@
 use std::path::{Path, PathBuf};
 
 use carousel_protocol::record::{
-    Event, ExitStat, Record, RunSummary, SliceEnd, StopReason, TraceLevel, TscSource, VmSummary,
+    BlockedOn, Event, ExitStat, Record, RunSummary, SliceEnd, StopReason, TraceLevel, TscSource,
+    VmSummary,
 };
 
 /// TSC frequency of the synthetic run.
@@ -187,7 +188,11 @@ pub fn synthetic_run(names: [&'static str; 4]) -> Vec<Record> {
         } else if behaviour.runs < 1.0 {
             state[vm] = State::BlockedUntil(now + behaviour.sleeps);
             yields[vm] += 1;
-            SliceEnd::Blocked
+            SliceEnd::Blocked(if behaviour.disk {
+                BlockedOn::Disk
+            } else {
+                BlockedOn::Timer
+            })
         } else {
             preemptions[vm] += 1;
             SliceEnd::Preempted
@@ -197,7 +202,7 @@ pub fn synthetic_run(names: [&'static str; 4]) -> Vec<Record> {
             vm: vm as u16,
             why,
         });
-        if behaviour.disk && why == SliceEnd::Blocked {
+        if behaviour.disk && matches!(why, SliceEnd::Blocked(_)) {
             let sectors = if vm == 2 { 8 } else { 64 };
             records.push(Record::DiskIo {
                 tsc: now,

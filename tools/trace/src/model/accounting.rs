@@ -15,7 +15,8 @@
 use std::collections::BTreeMap;
 
 use carousel_protocol::record::{
-    AddressSpace, Event, ExitStat, Record, RunSummary, SliceEnd, TraceLevel, VmSummary,
+    timed_events, AddressSpace, BlockedOn, Event, ExitStat, Record, RunSummary, SliceEnd,
+    TraceLevel, VmSummary,
 };
 
 use crate::escape;
@@ -129,7 +130,8 @@ pub struct MergeTotals {
     pub frames_saved: u64,
 }
 
-/// One VM's events, counted: slices begun, how they ended, wakes, exits, console bytes.
+/// One VM's events, counted: slices begun, how they ended, wakes, exits, console bytes, and
+/// the cycles it sat blocked on each reason (from a blocking slice end to its wake).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct EventTally {
     pub runs: u64,
@@ -140,23 +142,59 @@ pub struct EventTally {
     pub wakes: u64,
     pub exits: u64,
     pub console_bytes: u64,
+    /// Cycles blocked on each reason, in the order of [`BlockedOn::ALL`]; a block the trace
+    /// never saw end (it was still blocked at the trace's end) is not counted.
+    pub blocked_on: [u64; BlockedOn::ALL.len()],
+    /// The block in progress: on what, since when.
+    blocked_since: Option<(BlockedOn, u64)>,
 }
 
 impl EventTally {
-    fn add(&mut self, event: &Event) {
+    fn add(&mut self, at: u64, event: &Event) {
         match *event {
-            Event::Run { .. } => self.runs += 1,
+            Event::Run { .. } => {
+                // A Run of a VM still blocked means its Wake was lost: the block ends anyway.
+                self.end_block(at);
+                self.runs += 1;
+            }
             Event::Descheduled { why, .. } => match why {
                 SliceEnd::Preempted => self.preempted += 1,
                 SliceEnd::Yielded => self.yielded += 1,
-                SliceEnd::Blocked => self.blocked += 1,
-                SliceEnd::Stopped => self.stopped += 1,
+                SliceEnd::Blocked(on) => {
+                    self.blocked += 1;
+                    self.blocked_since = Some((on, at));
+                }
+                SliceEnd::Stopped => {
+                    self.end_block(at);
+                    self.stopped += 1;
+                }
             },
-            Event::Wake { .. } => self.wakes += 1,
+            Event::Wake { .. } => {
+                self.end_block(at);
+                self.wakes += 1;
+            }
             Event::Exit { .. } => self.exits += 1,
             Event::Console { bytes, .. } => self.console_bytes += u64::from(bytes),
             Event::Dropped { .. } | Event::Input { .. } => {}
         }
+    }
+
+    fn end_block(&mut self, at: u64) {
+        if let Some((on, since)) = self.blocked_since.take() {
+            let index = BlockedOn::ALL.iter().position(|&reason| reason == on);
+            if let Some(cycles) = index.and_then(|index| self.blocked_on.get_mut(index)) {
+                *cycles += at.saturating_sub(since);
+            }
+        }
+    }
+
+    /// Cycles blocked on `on`.
+    pub fn blocked_on(&self, on: BlockedOn) -> u64 {
+        BlockedOn::ALL
+            .iter()
+            .position(|&reason| reason == on)
+            .and_then(|index| self.blocked_on.get(index).copied())
+            .unwrap_or(0)
     }
 }
 
@@ -531,11 +569,11 @@ impl AccountingBuilder {
                 memory.max_accessed = memory.max_accessed.max(*accessed);
                 memory.ever = *ever;
             }
-            Record::Events { events, .. } => {
+            Record::Events { tsc, events } => {
                 accounting.has_events = true;
-                for event in events {
+                for (at, event) in timed_events(*tsc, events) {
                     if let Some(vm) = event.vm() {
-                        accounting.vm_mut(vm, weights).events.add(event);
+                        accounting.vm_mut(vm, weights).events.add(at, event);
                     }
                 }
             }

@@ -354,7 +354,7 @@ impl Feed {
 
 #[cfg(test)]
 mod tests {
-    use carousel_protocol::record::{ExitStat, StopReason};
+    use carousel_protocol::record::{BlockedOn, ExitStat, StopReason};
 
     use super::*;
     use crate::fixtures::hello;
@@ -374,7 +374,7 @@ mod tests {
                 Event::Descheduled {
                     dt: 50,
                     vm: 0,
-                    why: SliceEnd::Blocked,
+                    why: SliceEnd::Blocked(BlockedOn::Timer),
                 },
                 Event::Run { dt: 5, vm: 1 },
             ],
@@ -386,7 +386,7 @@ mod tests {
             vm: 0,
             start: 0,
             end: 50,
-            why: Some(SliceEnd::Blocked)
+            why: Some(SliceEnd::Blocked(BlockedOn::Timer))
         }));
         // b waited for the CPU from the start until 55.
         assert!(first.contains(&Delta::Span {

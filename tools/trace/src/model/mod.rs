@@ -13,6 +13,7 @@
 
 pub mod accounting;
 pub mod console;
+pub mod disk;
 pub mod feed;
 pub mod live;
 pub mod phases;
@@ -26,6 +27,7 @@ use carousel_protocol::record::{Record, TraceLevel, TscSource};
 
 use self::accounting::{Accounting, AccountingBuilder};
 use self::console::ConsoleLog;
+use self::disk::disk_intervals;
 use self::live::LiveWindow;
 use self::samples::Samples;
 use self::steps::{KeyLog, VmSteps};
@@ -283,7 +285,14 @@ impl Model {
         if !(1.0..=u64::MAX as f64).contains(&length) {
             return Err(IntervalError::TooMany { ms });
         }
-        intervals(timeline, &self.samples.exit_intervals, length as u64)
-            .ok_or(IntervalError::TooMany { ms })
+        let mut rows = intervals(timeline, &self.samples.exit_intervals, length as u64)
+            .ok_or(IntervalError::TooMany { ms })?;
+        let windows: Vec<(u64, u64)> = rows.iter().map(|row| (row.start, row.end)).collect();
+        let vms = rows.first().map_or(0, |row| row.vms.len());
+        let disk = disk_intervals(&self.samples.disk_served, &windows, vms);
+        for (row, disk) in rows.iter_mut().zip(disk) {
+            row.disk = Some(disk);
+        }
+        Ok(rows)
     }
 }

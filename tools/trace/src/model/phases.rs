@@ -138,7 +138,12 @@ mod tests {
     use super::*;
 
     fn span(state: RunState, start: u64, end: u64) -> Span {
-        Span { state, start, end }
+        Span {
+            state,
+            start,
+            end,
+            on: None,
+        }
     }
 
     fn slice(vm: u16, start: u64, end: u64) -> Slice {

@@ -1,7 +1,9 @@
 //! What a trace samples over time, kept as it came for the charts and counters: each VM's
-//! memory maps, its disk transfers and its exit intervals.
+//! memory maps, its disk transfers, its exit intervals and the shared disk's requests.
 
 use carousel_protocol::record::Record;
+
+use super::disk::DiskServed;
 
 /// One sample of a VM's guest-physical memory: one [`PageState`] byte per cell of
 /// `pages_per_cell` pages, from guest-physical 0 up.
@@ -42,6 +44,8 @@ pub struct Samples {
     pub memory_maps: Vec<MemoryMap>,
     pub disk_transfers: Vec<DiskTransfer>,
     pub exit_intervals: Vec<ExitInterval>,
+    /// The requests the shared disk served (a timed disk's `DiskServed` records).
+    pub disk_served: Vec<DiskServed>,
     /// The earliest time a timed record names (an exit interval counts from its start).
     pub earliest: Option<u64>,
 }
@@ -96,6 +100,13 @@ impl Samples {
                         .fold(0u64, |sum, stat| sum.saturating_add(stat.cycles)),
                 });
                 tsc.saturating_sub(*interval)
+            }
+            Record::DiskServed { .. } => {
+                let Some(request) = DiskServed::from_record(record) else {
+                    return;
+                };
+                self.disk_served.push(request);
+                request.arrived()
             }
             Record::VmStopped { tsc, .. }
             | Record::Check { tsc, .. }

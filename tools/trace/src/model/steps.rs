@@ -555,19 +555,20 @@ mod tests {
     /// the byte, halts, gets a second at 4 000 and runs at 4 200, answering at 4 300. Its wait:
     /// 1 000 → 3 000 and 4 000 → 4 200; the blocked time between is not waiting.
     fn two_bytes() -> Vec<Record> {
+        use carousel_protocol::record::BlockedOn;
         use SliceEnd::{Blocked, Preempted};
         vec![
             events(
                 0,
                 vec![
                     run(0, 0),
-                    off(100, 0, Blocked),
+                    off(100, 0, Blocked(BlockedOn::Interrupt)),
                     run(0, 1),
                     key(900, 0),
                     wake(0, 0),
                     off(2_000, 1, Preempted),
                     run(0, 0),
-                    off(500, 0, Blocked),
+                    off(500, 0, Blocked(BlockedOn::Interrupt)),
                 ],
             ),
             events(
@@ -578,7 +579,7 @@ mod tests {
                     wake(0, 0),
                     off(200, 1, Preempted),
                     run(0, 0),
-                    off(200, 0, Blocked),
+                    off(200, 0, Blocked(BlockedOn::Interrupt)),
                     run(0, 1),
                 ],
             ),

@@ -16,7 +16,7 @@
 //! blocked VM runnable. The timeline ends at the `RunEnd` record, or at the last event when the
 //! trace has no `RunEnd`.
 
-use carousel_protocol::record::{timed_events, Event, Record, SliceEnd};
+use carousel_protocol::record::{timed_events, BlockedOn, Event, Record, SliceEnd};
 
 use super::samples::ExitInterval;
 
@@ -59,9 +59,17 @@ impl RunState {
     pub fn after(why: SliceEnd) -> Self {
         match why {
             SliceEnd::Preempted | SliceEnd::Yielded => RunState::Runnable,
-            SliceEnd::Blocked => RunState::Blocked,
+            SliceEnd::Blocked(_) => RunState::Blocked,
             SliceEnd::Stopped => RunState::Stopped,
         }
+    }
+}
+
+/// What a slice's end leaves its VM blocked on (None: it did not block).
+fn blocked_on(why: SliceEnd) -> Option<BlockedOn> {
+    match why {
+        SliceEnd::Blocked(on) => Some(on),
+        SliceEnd::Preempted | SliceEnd::Yielded | SliceEnd::Stopped => None,
     }
 }
 
@@ -71,6 +79,9 @@ pub struct Span {
     pub state: RunState,
     pub start: u64,
     pub end: u64,
+    /// What a blocked VM waited for (None in the other states, and in traces whose events did
+    /// not say).
+    pub on: Option<BlockedOn>,
 }
 
 /// One slice of the CPU: VM `vm` held it over `[start, end)`.
@@ -146,8 +157,9 @@ struct Misfits {
 #[derive(Debug)]
 struct Replay {
     start: u64,
-    /// Per VM: its current runstate, since when, and its finished spans.
-    current: Vec<(RunState, u64)>,
+    /// Per VM: its current runstate (and what it waits for, if blocked), since when, and its
+    /// finished spans.
+    current: Vec<(RunState, Option<BlockedOn>, u64)>,
     runstates: Vec<Vec<Span>>,
     /// The VM holding the CPU, since when.
     holder: Option<(u16, u64)>,
@@ -172,7 +184,7 @@ impl Replay {
     /// Makes room for VM ids below `vms`; a VM first named late was runnable from the start.
     fn grow(&mut self, vms: usize) {
         while self.current.len() < vms {
-            self.current.push((RunState::Runnable, self.start));
+            self.current.push((RunState::Runnable, None, self.start));
             self.runstates.push(Vec::new());
         }
     }
@@ -181,13 +193,17 @@ impl Replay {
         self.current[usize::from(vm)].0
     }
 
-    /// VM `vm` enters `state` at `now`.
+    /// VM `vm` enters `state` at `now` (blocked `on` something, for a blocked VM).
     fn enter(&mut self, vm: u16, state: RunState, now: u64) {
+        self.enter_on(vm, state, None, now);
+    }
+
+    fn enter_on(&mut self, vm: u16, state: RunState, on: Option<BlockedOn>, now: u64) {
         let index = usize::from(vm);
-        let (old, since) = self.current[index];
-        if old != state {
-            push_span(&mut self.runstates[index], old, since, now);
-            self.current[index] = (state, now);
+        let (old, old_on, since) = self.current[index];
+        if (old, old_on) != (state, on) {
+            push_span(&mut self.runstates[index], (old, old_on), since, now);
+            self.current[index] = (state, on, now);
         }
     }
 
@@ -225,7 +241,7 @@ impl Replay {
                 } else {
                     self.misfits.descheduled_idle += 1;
                 }
-                self.enter(vm, RunState::after(why), now);
+                self.enter_on(vm, RunState::after(why), blocked_on(why), now);
             }
             Event::Wake { vm, .. } => {
                 if self.state(vm) == RunState::Blocked {
@@ -242,22 +258,32 @@ impl Replay {
     /// Closes every open span and slice at `end`.
     fn finish(mut self, end: u64) -> (Vec<Vec<Span>>, Vec<Slice>, Misfits) {
         self.end_slice(end, None);
-        for (spans, &(state, since)) in self.runstates.iter_mut().zip(&self.current) {
-            push_span(spans, state, since, end);
+        for (spans, &(state, on, since)) in self.runstates.iter_mut().zip(&self.current) {
+            push_span(spans, (state, on), since, end);
         }
         (self.runstates, self.slices, self.misfits)
     }
 }
 
-/// Appends `[start, end)` in `state`, merged into the last span when that one has the same
-/// state; an empty span is left out.
-fn push_span(spans: &mut Vec<Span>, state: RunState, start: u64, end: u64) {
+/// Appends `[start, end)` in `state` (blocked on `on`), merged into the last span when that one
+/// has the same state and reason; an empty span is left out.
+fn push_span(
+    spans: &mut Vec<Span>,
+    (state, on): (RunState, Option<BlockedOn>),
+    start: u64,
+    end: u64,
+) {
     if end <= start {
         return;
     }
     match spans.last_mut() {
-        Some(last) if last.state == state && last.end == start => last.end = end,
-        _ => spans.push(Span { state, start, end }),
+        Some(last) if last.state == state && last.on == on && last.end == start => last.end = end,
+        _ => spans.push(Span {
+            state,
+            start,
+            end,
+            on,
+        }),
     }
 }
 
@@ -372,8 +398,8 @@ impl TimelineBuilder {
             return;
         };
         replay.end_slice(end, None);
-        for (vm, (state, since)) in replay.current.iter_mut().enumerate() {
-            push_span(&mut replay.runstates[vm], *state, *since, end);
+        for (vm, (state, on, since)) in replay.current.iter_mut().enumerate() {
+            push_span(&mut replay.runstates[vm], (*state, *on), *since, end);
             *since = end.max(*since);
         }
     }
@@ -458,6 +484,8 @@ pub struct VmInterval {
     pub runnable: u64,
     pub blocked: u64,
     pub stopped: u64,
+    /// Of `blocked`, the cycles blocked on the shared disk.
+    pub blocked_disk: u64,
     pub exits: u64,
     pub exit_cycles: u64,
     /// Slices the VM began in the interval (switches to it).
@@ -465,7 +493,10 @@ pub struct VmInterval {
 }
 
 impl VmInterval {
-    fn add(&mut self, state: RunState, cycles: u64) {
+    fn add(&mut self, state: RunState, on: Option<BlockedOn>, cycles: u64) {
+        if on == Some(BlockedOn::Disk) {
+            self.blocked_disk += cycles;
+        }
         match state {
             RunState::Running => self.running += cycles,
             RunState::Runnable => self.runnable += cycles,
@@ -481,6 +512,8 @@ pub struct Interval {
     pub start: u64,
     pub end: u64,
     pub vms: Vec<VmInterval>,
+    /// The shared disk over the interval, in a trace with a timed disk's requests.
+    pub disk: Option<super::disk::DiskInterval>,
 }
 
 impl Interval {
@@ -524,6 +557,7 @@ pub fn intervals(
                 start,
                 end: (start + length).min(timeline.end.max(start + 1)),
                 vms: vec![VmInterval::default(); vms],
+                disk: None,
             }
         })
         .collect();
@@ -538,7 +572,7 @@ pub fn intervals(
                 let index = index_of(at);
                 // The row holding `at` ends after it (the last one where the timeline does).
                 let until = span.end.min(rows[index].end);
-                rows[index].vms[vm].add(span.state, until - at);
+                rows[index].vms[vm].add(span.state, span.on, until - at);
                 at = until;
             }
         }
@@ -613,7 +647,7 @@ pub(crate) mod tests {
             (100, run(0)),
             (400, off(0, SliceEnd::Preempted)),
             (410, run(1)),
-            (600, off(1, SliceEnd::Blocked)),
+            (600, off(1, SliceEnd::Blocked(BlockedOn::Timer))),
             (610, run(0)),
             (700, wake(1)),
             (900, off(0, SliceEnd::Yielded)),
@@ -670,7 +704,10 @@ pub(crate) mod tests {
             slices,
             [(0, 100, 400), (1, 410, 600), (0, 610, 900), (1, 910, 1000)]
         );
-        assert_eq!(timeline.slices[1].ended, Some(SliceEnd::Blocked));
+        assert_eq!(
+            timeline.slices[1].ended,
+            Some(SliceEnd::Blocked(BlockedOn::Timer))
+        );
         assert!(timeline.problems.is_empty(), "{:?}", timeline.problems);
     }
 
@@ -761,7 +798,7 @@ pub(crate) mod tests {
         let why = [
             SliceEnd::Preempted,
             SliceEnd::Yielded,
-            SliceEnd::Blocked,
+            SliceEnd::Blocked(BlockedOn::Timer),
             SliceEnd::Stopped,
         ][usize::from(why % 4)];
         match kind % 6 {

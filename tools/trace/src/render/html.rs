@@ -20,13 +20,14 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-use carousel_protocol::record::{exit_reason_name, PageState};
+use carousel_protocol::record::{exit_reason_name, BlockedOn, PageState};
 
 use super::chart::{escape, nice_count, series_colour, short_seconds, TimeAxis};
 use super::table::{Align, Table};
 use super::text::{events_table, exit_table, time_table};
 use crate::format::{format_micros, group};
 use crate::model::accounting::{fraction, Accounting, VmAccount};
+use crate::model::disk::disk_intervals;
 use crate::model::samples::MemoryMap;
 use crate::model::settings::describe;
 use crate::model::timeline::{intervals, Interval, RunState, Timeline};
@@ -73,6 +74,8 @@ const OTHER_ROOT_COLOUR: &str = "#9aa5b1";
 const IDLE_COLOUR: &str = "#e5e7eb";
 /// Runstates in the Gantt rows (running is the VM's own colour).
 pub const BLOCKED_COLOUR: &str = "#9ca3af";
+/// Blocked on the shared disk, in the runstate rows (apart from the other reasons' grey).
+pub const BLOCKED_DISK_COLOUR: &str = "#b45309";
 /// Memory cell states by [`PageState`] number: name and colour (the Perfetto export uses the
 /// names too).
 pub const PAGE_STATES: [(&str, &str); 6] = [
@@ -126,6 +129,7 @@ pub fn page(model: &Model, source: &Source) -> String {
     page.gantt(&mut out);
     page.memory(&mut out);
     page.disk(&mut out);
+    page.disk_contention(&mut out);
     page.tables(&mut out);
     out.push_str(
         "<footer><p>Made by <code>carousel report --html</code>: one file, no network. Times \
@@ -512,6 +516,7 @@ impl Page<'_> {
             "<ul class=\"vm-legend states\"><li><span class=\"swatch\" style=\"background:#4e79a7\"></span>running</li>\
              <li><span class=\"swatch\" style=\"background:#4e79a7;opacity:.22\"></span>runnable (waiting for the CPU)</li>\
              <li><span class=\"swatch\" style=\"background:#9ca3af;opacity:.55\"></span>blocked</li>\
+             <li><span class=\"swatch\" style=\"background:#b45309;opacity:.75\"></span>blocked on disk</li>\
              <li><span class=\"swatch empty-swatch\"></span>stopped</li></ul>\n",
         );
         let _ = writeln!(
@@ -602,44 +607,73 @@ impl Page<'_> {
                 parts.join(", ")
             );
         }
-        // A row per VM: running in its colour, runnable pale, blocked grey, stopped empty.
+        // A row per VM: running in its colour, runnable pale, blocked grey (blocked on the
+        // shared disk amber), stopped empty. Keys: the runstates, then blocked on each reason.
+        let keys = RunState::ALL.len() + BlockedOn::ALL.len();
         for (vm, spans) in timeline.runstates.iter().enumerate() {
             let row = vm + 1;
             label(out, row, &self.vm_name(vm), Some(vm));
             let y = GANTT_ROW * row as f64 + (GANTT_ROW - GANTT_BAR) / 2.0;
             let _ = writeln!(out, "<g data-vm=\"{vm}\">");
             let states = spans.iter().filter_map(|span| {
-                let key = RunState::ALL
-                    .iter()
-                    .position(|&state| state == span.state)
-                    .unwrap_or(0);
+                let reason = span
+                    .on
+                    .and_then(|on| BlockedOn::ALL.iter().position(|&reason| reason == on));
+                let key = match reason {
+                    Some(reason) if span.state == RunState::Blocked => RunState::ALL.len() + reason,
+                    _ => RunState::ALL
+                        .iter()
+                        .position(|&state| state == span.state)
+                        .unwrap_or(0),
+                };
                 axis.clip(key, span.start, span.end)
             });
-            for bar in merge_bars(states, RunState::ALL.len(), pixel) {
+            for bar in merge_bars(states, keys, pixel) {
                 let title;
                 let (colour, opacity) = match &bar.shares {
                     // A merged bar shows how much of it the VM ran.
                     Some(shares) => {
+                        let blocked: f64 =
+                            shares[2] + shares[RunState::ALL.len()..].iter().sum::<f64>();
+                        let disk = BlockedOn::ALL
+                            .iter()
+                            .position(|&on| on == BlockedOn::Disk)
+                            .map_or(0, |reason| RunState::ALL.len() + reason);
+                        let on_disk = shares.get(disk).copied().unwrap_or(0.0);
                         title = format!(
-                            "{} spans merged: running {:.0} %, runnable {:.0} %, blocked {:.0} %",
+                            "{} spans merged: running {:.0} %, runnable {:.0} %, blocked {:.0} % \
+                             (on disk {:.0} %)",
                             bar.merged,
                             shares[0] * 100.0,
                             shares[1] * 100.0,
-                            shares[2] * 100.0
+                            blocked * 100.0,
+                            on_disk * 100.0
                         );
                         (series_colour(vm), 0.15 + 0.85 * shares[0])
                     }
                     None => {
-                        let state = RunState::ALL[bar.key];
+                        let on = bar
+                            .key
+                            .checked_sub(RunState::ALL.len())
+                            .map(|reason| BlockedOn::ALL[reason]);
+                        let (name, state) = match on {
+                            Some(on) => (format!("blocked on {}", on.name()), RunState::Blocked),
+                            None => (
+                                RunState::ALL[bar.key].name().to_string(),
+                                RunState::ALL[bar.key],
+                            ),
+                        };
                         title = format!(
-                            "{} from {} for {}",
-                            state.name(),
+                            "{name} from {} for {}",
                             escape(&axis.label(bar.start)),
                             escape(&self.duration(bar.end - bar.start))
                         );
                         match state {
                             RunState::Running => (series_colour(vm), 1.0),
                             RunState::Runnable => (series_colour(vm), 0.22),
+                            RunState::Blocked if on == Some(BlockedOn::Disk) => {
+                                (BLOCKED_DISK_COLOUR.to_string(), 0.75)
+                            }
                             RunState::Blocked => (BLOCKED_COLOUR.to_string(), 0.55),
                             RunState::Stopped => continue,
                         }
@@ -726,6 +760,128 @@ impl Page<'_> {
         out.push_str(
             "</div>\n<p class=\"hint\">Each VM's memory over the run: its first and last \
              samples and evenly between.</p>\n</section>\n",
+        );
+    }
+
+    /// The shared disk's contention over time (a timed disk's requests only): each VM's wait
+    /// p99 per interval as a step line above, the device's queue length (average per interval)
+    /// below.
+    fn disk_contention(&self, out: &mut String) {
+        let served = &self.model.samples.disk_served;
+        let (Some(first), Some(last)) = (
+            served.iter().map(|request| request.arrived()).min(),
+            served.iter().map(|request| request.tsc).max(),
+        ) else {
+            return;
+        };
+        out.push_str("<section>\n<h2>Shared disk contention</h2>\n");
+        let (start, end) = match self.timeline {
+            Some(timeline) if timeline.length() > 0 => (timeline.start, timeline.end),
+            _ => (first, last.max(first + 1)),
+        };
+        let length = nice_count(end.saturating_sub(start).div_ceil(SHARE_INTERVALS)).max(1);
+        let windows: Vec<(u64, u64)> = (start..end)
+            .step_by(usize::try_from(length).unwrap_or(usize::MAX))
+            .map(|from| (from, (from + length).min(end)))
+            .collect();
+        let rows = disk_intervals(served, &windows, self.accounting.vms.len());
+        let vms = rows.first().map_or(0, |row| row.vms.len());
+        let axis = self.axis(start, end);
+        let (top, wait_height, gap, queue_height) = (10.0, 160.0, 30.0, 70.0);
+        let wait_max = rows
+            .iter()
+            .flat_map(|row| row.vms.iter().filter_map(|vm| vm.wait.map(|wait| wait.p99)))
+            .max()
+            .unwrap_or(0)
+            .max(1);
+        let queue_max = rows
+            .iter()
+            .map(|row| row.queue_max)
+            .max()
+            .unwrap_or(0)
+            .max(1);
+        let queue_top = top + wait_height + gap;
+        let _ = writeln!(
+            out,
+            "<svg class=\"disk-chart\" viewBox=\"0 0 {} {}\" role=\"img\" aria-label=\"Shared disk contention\">",
+            LABEL_WIDTH + PLOT_WIDTH + 10.0,
+            queue_top + queue_height + 30.0
+        );
+        for (y, label) in [
+            (top, format!("wait p99 {}", self.duration(wait_max))),
+            (top + wait_height, "0".to_string()),
+            (queue_top, format!("queue {queue_max}")),
+            (queue_top + queue_height, "0".to_string()),
+        ] {
+            let _ = writeln!(
+                out,
+                "<line class=\"grid\" x1=\"{LABEL_WIDTH}\" x2=\"{}\" y1=\"{y:.1}\" y2=\"{y:.1}\"/><text class=\"tick\" x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>",
+                LABEL_WIDTH + PLOT_WIDTH,
+                LABEL_WIDTH - 6.0,
+                y + 4.0,
+                escape(&label)
+            );
+        }
+        for vm in 0..vms {
+            let points: Vec<String> = rows
+                .iter()
+                .zip(&windows)
+                .filter_map(|(row, &(from, to))| {
+                    let p99 = row.vms[vm].wait?.p99;
+                    let y = top + wait_height * (1.0 - p99 as f64 / wait_max as f64);
+                    Some(format!(
+                        "{:.1},{y:.1} {:.1},{y:.1}",
+                        axis.x(from),
+                        axis.x(to)
+                    ))
+                })
+                .collect();
+            if points.is_empty() {
+                continue;
+            }
+            let _ = writeln!(
+                out,
+                "<polyline data-vm=\"{vm}\" fill=\"none\" stroke=\"{}\" stroke-width=\"1.5\" points=\"{}\"><title>{}: wait for the disk, p99 per interval</title></polyline>",
+                series_colour(vm),
+                points.join(" "),
+                escape(&self.vm_name(vm))
+            );
+        }
+        let mut area = vec![format!(
+            "{:.1},{:.1}",
+            axis.x(start),
+            queue_top + queue_height
+        )];
+        for (row, &(from, to)) in rows.iter().zip(&windows) {
+            let level = row.queue_average(to - from) / queue_max as f64;
+            let y = queue_top + queue_height * (1.0 - level.min(1.0));
+            area.push(format!(
+                "{:.1},{y:.1} {:.1},{y:.1}",
+                axis.x(from),
+                axis.x(to)
+            ));
+        }
+        area.push(format!(
+            "{:.1},{:.1}",
+            axis.x(end),
+            queue_top + queue_height
+        ));
+        let _ = writeln!(
+            out,
+            "<polygon class=\"disk-queue\" fill=\"{BLOCKED_DISK_COLOUR}\" opacity=\"0.6\" points=\"{}\"><title>requests waiting or in service, average per interval</title></polygon>",
+            area.join(" ")
+        );
+        axis.render(out, queue_top + queue_height);
+        out.push_str("</svg>\n");
+        out.push_str(&self.vm_legend(vms));
+        let _ = writeln!(
+            out,
+            "<p class=\"hint\">Per interval of {}: above, each VM's wait for the device (its \
+             requests' arrival to their service, p99 of those completed in the interval); \
+             below, the requests waiting or in service on average. From {} requests the \
+             shared disk served.</p>\n</section>",
+            escape(&self.duration(length)),
+            group(served.len() as u64)
         );
     }
 
@@ -1549,6 +1705,34 @@ mod tests {
         assert!(!html.contains("http:") && !html.contains("https:"), "a URL");
         assert!(!html.contains("src="), "an external resource");
         assert!(html.contains("The trace decoded without damage"));
+    }
+
+    /// A timed disk's requests draw the contention chart: a wait line per VM that waited, and
+    /// the queue; a trace without them has no such section.
+    #[test]
+    fn served_requests_draw_the_disk_contention_chart() {
+        assert!(!page(&full_trace(), &source()).contains("Shared disk contention"));
+        let mut records = full_trace();
+        for (tsc, vm, wait) in [(300, 0, 0), (400, 1, 100), (600, 0, 50)] {
+            records.insert(
+                1,
+                Record::DiskServed {
+                    tsc,
+                    vm,
+                    sectors: 8,
+                    write: vm == 1,
+                    wait,
+                    service: 100,
+                },
+            );
+        }
+        let html = page(&records, &source());
+        assert!(html.contains("Shared disk contention"));
+        assert!(html.contains("class=\"disk-chart\""));
+        assert!(html.contains("class=\"disk-queue\""));
+        assert!(html.contains("<polyline data-vm=\"0\""));
+        assert!(html.contains("<polyline data-vm=\"1\""));
+        assert!(html.contains("From 3 requests"));
     }
 
     #[test]

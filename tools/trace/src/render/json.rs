@@ -2,7 +2,7 @@
 //! per-interval rows. Each shape is a `Serialize` struct, so every field is named once; the
 //! objects' keys come out sorted, as `serde_json` writes a [`Value`].
 
-use carousel_protocol::record::exit_reason_name;
+use carousel_protocol::record::{exit_reason_name, BlockedOn};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -45,6 +45,19 @@ struct VmJson {
     preemptions: Option<u64>,
     yields: Option<u64>,
     wake_latency: WakeJson,
+    /// Cycles blocked on each reason (`disk`, `timer`, `interrupt`, `console`, `records`), from
+    /// the scheduler events; null without events.
+    blocked_on: Option<BlockedOnJson>,
+}
+
+/// One VM's blocked time by reason, cycles.
+#[derive(Debug, Serialize)]
+struct BlockedOnJson {
+    disk: u64,
+    timer: u64,
+    interrupt: u64,
+    console: u64,
+    records: u64,
 }
 
 /// Wake-to-run latency: wakes, and percentiles in cycles.
@@ -115,6 +128,13 @@ pub fn report(accounting: &Accounting) -> Value {
                     p99: row.wake_p99,
                     max: row.wake_max,
                 },
+                blocked_on: (vm.events.runs > 0).then(|| BlockedOnJson {
+                    disk: vm.events.blocked_on(BlockedOn::Disk),
+                    timer: vm.events.blocked_on(BlockedOn::Timer),
+                    interrupt: vm.events.blocked_on(BlockedOn::Interrupt),
+                    console: vm.events.blocked_on(BlockedOn::Console),
+                    records: vm.events.blocked_on(BlockedOn::Records),
+                }),
             }
         })
         .collect();

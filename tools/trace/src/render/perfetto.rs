@@ -6,9 +6,13 @@
 //! - the process "CPU" with one track, `pCPU 0`: a complete event (`ph` "X") per slice, named
 //!   after the VM that ran; and a counter of dropped records;
 //! - a process per VM with the track `runstate` (an X event per runstate span: running,
-//!   runnable, blocked, stopped; together they cover the run without gaps), console writes and
+//!   runnable, blocked (named for what it waited for: "blocked on disk", "blocked on timer"),
+//!   stopped; together they cover the run without gaps), console writes and
 //!   the stop as instants (`ph` "i"), and, in full-rate traces, the track `exits` (an X event per
 //!   exit, named after its reason);
+//! - with a timed shared disk, a VM's track `disk` (an X event per request's wait, "queued",
+//!   and per its service, "read 8 sectors") and the CPU's counter "disk queue" (requests
+//!   waiting or in service);
 //! - counters (`ph` "C") per VM: cumulative disk sectors read and written, memory cells by state
 //!   (from each memory sample), and exits and their root-mode cycles per exit interval.
 //!
@@ -18,7 +22,7 @@
 
 use std::io::{self, Write};
 
-use carousel_protocol::record::{exit_reason_name, PageState, SliceEnd};
+use carousel_protocol::record::{exit_reason_name, BlockedOn, PageState, SliceEnd};
 use serde::Serialize;
 use serde_json::{json, Value};
 
@@ -33,6 +37,8 @@ const VM_PID_BASE: u32 = 10;
 /// Thread ids inside a VM's process.
 const RUNSTATE_TID: u32 = 1;
 const EXITS_TID: u32 = 2;
+/// A VM's track of its requests through the shared disk.
+const DISK_TID: u32 = 3;
 /// Nanoseconds in a microsecond: `ts` and `dur` are rounded to them.
 const NANOS_PER_MICRO: f64 = 1_000.0;
 /// Hz assumed when the trace names no TSC frequency (one cycle per nanosecond).
@@ -175,7 +181,13 @@ fn slice_end_name(ended: Option<SliceEnd>) -> &'static str {
     match ended {
         Some(SliceEnd::Preempted) => "preempted",
         Some(SliceEnd::Yielded) => "yielded",
-        Some(SliceEnd::Blocked) => "blocked",
+        Some(SliceEnd::Blocked(on)) => match on {
+            BlockedOn::Disk => "blocked on disk",
+            BlockedOn::Timer => "blocked on timer",
+            BlockedOn::Interrupt => "blocked on interrupt",
+            BlockedOn::Console => "blocked on console",
+            BlockedOn::Records => "blocked on records",
+        },
         Some(SliceEnd::Stopped) => "stopped",
         None => "unknown (trace ended, or events lost)",
     }
@@ -258,6 +270,15 @@ pub fn write(model: &Model, writer: &mut impl Write) -> io::Result<Written> {
             RUNSTATE_TID,
             json!({"sort_index": 0}),
         )?;
+        if model
+            .samples
+            .disk_served
+            .iter()
+            .any(|request| request.vm == vm)
+        {
+            out.metadata("thread_name", pid, DISK_TID, json!({"name": "disk"}))?;
+            out.metadata("thread_sort_index", pid, DISK_TID, json!({"sort_index": 2}))?;
+        }
         if timeline.as_ref().is_some_and(|t| !t.exits.is_empty()) {
             out.metadata("thread_name", pid, EXITS_TID, json!({"name": "exits"}))?;
             out.metadata(
@@ -283,14 +304,22 @@ pub fn write(model: &Model, writer: &mut impl Write) -> io::Result<Written> {
         }
         for (vm, spans) in timeline.runstates.iter().enumerate() {
             for span in spans {
+                // A blocked span says what the VM waited for ("blocked on disk").
+                let (name, args) = match span.on {
+                    Some(on) => (
+                        format!("{} on {}", span.state.name(), on.name()),
+                        json!({"blocked_on": on.name()}),
+                    ),
+                    None => (span.state.name().to_string(), Value::Null),
+                };
                 out.complete(
-                    span.state.name(),
+                    &name,
                     &clock,
                     span.start,
                     span.end,
                     vm_pid(vm as u16),
                     RUNSTATE_TID,
-                    Value::Null,
+                    args,
                 )?;
             }
         }
@@ -356,6 +385,51 @@ pub fn write(model: &Model, writer: &mut impl Write) -> io::Result<Written> {
             clock.micros(transfer.tsc),
             vm_pid(transfer.vm),
             json!({"read": totals.0, "written": totals.1}),
+        )?;
+    }
+    // The shared disk: each request's wait and service on its VM's disk track (one request of
+    // a VM at a time, so they never overlap), and the device's queue as a counter.
+    let mut queue: Vec<(u64, i64)> = Vec::new();
+    for request in &model.samples.disk_served {
+        let pid = vm_pid(request.vm);
+        let args = json!({"sectors": request.sectors, "wait_cycles": request.wait,
+            "service_cycles": request.service});
+        if request.wait > 0 {
+            out.complete(
+                "queued",
+                &clock,
+                request.arrived(),
+                request.started(),
+                pid,
+                DISK_TID,
+                args.clone(),
+            )?;
+        }
+        let what = if request.write { "write" } else { "read" };
+        out.complete(
+            &format!("{what} {} sectors", request.sectors),
+            &clock,
+            request.started(),
+            request.tsc,
+            pid,
+            DISK_TID,
+            args,
+        )?;
+        queue.extend([(request.arrived(), 1), (request.tsc, -1)]);
+    }
+    queue.sort_unstable();
+    let mut outstanding = 0i64;
+    for (index, &(tsc, change)) in queue.iter().enumerate() {
+        outstanding += change;
+        // One sample per instant: the length after every change at that time.
+        if queue.get(index + 1).is_some_and(|&(next, _)| next == tsc) {
+            continue;
+        }
+        out.counter(
+            "disk queue",
+            clock.micros(tsc),
+            CPU_PID,
+            json!({"requests": outstanding}),
         )?;
     }
     for map in &model.samples.memory_maps {
@@ -541,6 +615,52 @@ mod tests {
         assert_eq!(names, ["CPU", "VM a", "VM b"]);
     }
 
+    /// Each request a timed disk served shows on its VM's disk track as its wait and its
+    /// service, and the CPU's "disk queue" counter follows the requests outstanding.
+    #[test]
+    fn served_requests_fill_each_vms_disk_track_and_the_queue_counter() {
+        let mut records = full_rate();
+        records.extend([
+            Record::DiskServed {
+                tsc: 400,
+                vm: 0,
+                sectors: 8,
+                write: false,
+                wait: 0,
+                service: 100,
+            },
+            Record::DiskServed {
+                tsc: 500,
+                vm: 1,
+                sectors: 2,
+                write: true,
+                wait: 50,
+                service: 100,
+            },
+        ]);
+        let (_, events, _) = export(&records);
+        let zero = of(&events, "X", vm_pid(0), DISK_TID);
+        assert_eq!(zero.len(), 1, "{zero:?}");
+        assert_eq!(zero[0]["name"], "read 8 sectors");
+        // 1 MHz from the first event at 100: served 300..400 is 200..300 µs.
+        assert_eq!(bounds(&zero), [(200.0, 300.0)]);
+        let one = of(&events, "X", vm_pid(1), DISK_TID);
+        let names: Vec<&Value> = one.iter().map(|event| &event["name"]).collect();
+        assert_eq!(names, ["queued", "write 2 sectors"]);
+        assert_eq!(bounds(&one), [(250.0, 300.0), (300.0, 400.0)]);
+        let queue: Vec<(f64, i64)> = events
+            .iter()
+            .filter(|event| event["ph"] == "C" && event["name"] == "disk queue")
+            .map(|event| {
+                (
+                    event["ts"].as_f64().unwrap(),
+                    event["args"]["requests"].as_i64().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(queue, [(200.0, 1), (250.0, 2), (300.0, 1), (400.0, 0)]);
+    }
+
     #[test]
     fn cpu_slices_never_overlap_and_name_their_vm() {
         let (_, events, _) = export(&full_rate());
@@ -548,7 +668,7 @@ mod tests {
         assert_eq!(slices.len(), 4);
         assert_eq!(slices[0]["name"], "a");
         assert_eq!(slices[1]["name"], "b");
-        assert_eq!(slices[1]["args"]["ended"], "blocked");
+        assert_eq!(slices[1]["args"]["ended"], "blocked on timer");
         // 1 MHz: a cycle is a microsecond; the origin is the first event, at 100.
         assert_eq!(bounds(&slices)[0], (0.0, 300.0));
         for pair in bounds(&slices).windows(2) {
@@ -574,7 +694,14 @@ mod tests {
             if vm == 1 {
                 assert_eq!(
                     states,
-                    ["runnable", "running", "blocked", "runnable", "running", "stopped"]
+                    [
+                        "runnable",
+                        "running",
+                        "blocked on timer",
+                        "runnable",
+                        "running",
+                        "stopped"
+                    ]
                 );
             }
         }

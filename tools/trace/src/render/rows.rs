@@ -1,10 +1,11 @@
 //! The rows the reports share, each figure named once: one VM's summary as CSV writes it and
 //! JSON nests it, and one interval with its VMs.
 
-use carousel_protocol::record::VmSummary;
+use carousel_protocol::record::{BlockedOn, VmSummary};
 use serde::Serialize;
 
 use crate::model::accounting::{Accounting, VmAccount};
+use crate::model::disk::DiskVmInterval;
 use crate::model::timeline::Interval;
 use crate::model::Model;
 
@@ -25,11 +26,19 @@ pub(crate) struct VmRow {
     pub(crate) wake_p95: Option<u64>,
     pub(crate) wake_p99: Option<u64>,
     pub(crate) wake_max: Option<u64>,
+    /// Cycles blocked on each reason, from the scheduler events (none without events).
+    pub(crate) blocked_on_disk_cycles: Option<u64>,
+    pub(crate) blocked_on_timer_cycles: Option<u64>,
+    pub(crate) blocked_on_interrupt_cycles: Option<u64>,
+    pub(crate) blocked_on_console_cycles: Option<u64>,
+    pub(crate) blocked_on_records_cycles: Option<u64>,
 }
 
-/// VM `vm`'s row: its summary's figures (none without a summary).
+/// VM `vm`'s row: its summary's figures (none without a summary), and its blocked time by
+/// reason (none when no event of it arrived).
 pub(crate) fn vm_row(vm: &VmAccount) -> VmRow {
     let field = |get: fn(&VmSummary) -> u64| vm.summary.as_ref().map(get);
+    let on = |on: BlockedOn| (vm.events.runs > 0).then(|| vm.events.blocked_on(on));
     VmRow {
         vm: vm.name.clone(),
         running_cycles: field(|s| s.running),
@@ -45,6 +54,11 @@ pub(crate) fn vm_row(vm: &VmAccount) -> VmRow {
         wake_p95: field(|s| s.wake_p95),
         wake_p99: field(|s| s.wake_p99),
         wake_max: field(|s| s.wake_max),
+        blocked_on_disk_cycles: on(BlockedOn::Disk),
+        blocked_on_timer_cycles: on(BlockedOn::Timer),
+        blocked_on_interrupt_cycles: on(BlockedOn::Interrupt),
+        blocked_on_console_cycles: on(BlockedOn::Console),
+        blocked_on_records_cycles: on(BlockedOn::Records),
     }
 }
 
@@ -56,6 +70,48 @@ pub(crate) struct IntervalJson {
     pub(crate) start_ms: f64,
     pub(crate) end_ms: f64,
     pub(crate) vms: Vec<IntervalVmJson>,
+    /// The shared disk over the interval (a trace with a timed disk's requests only).
+    pub(crate) disk: Option<DiskIntervalJson>,
+}
+
+/// The shared disk over one interval: requests outstanding on average and at most, and the
+/// share of the interval the device was serving one.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub(crate) struct DiskIntervalJson {
+    pub(crate) queue_average: f64,
+    pub(crate) queue_max: u64,
+    pub(crate) busy_share: f64,
+}
+
+/// One VM's requests the shared disk completed in one interval; wait and service in cycles
+/// (none without a request).
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub(crate) struct DiskVmJson {
+    pub(crate) requests: u64,
+    pub(crate) sectors_read: u64,
+    pub(crate) sectors_written: u64,
+    pub(crate) wait_p50: Option<u64>,
+    pub(crate) wait_p99: Option<u64>,
+    pub(crate) wait_max: Option<u64>,
+    pub(crate) service_p50: Option<u64>,
+    pub(crate) service_p99: Option<u64>,
+    pub(crate) service_max: Option<u64>,
+}
+
+impl DiskVmJson {
+    fn new(figures: &DiskVmInterval) -> Self {
+        Self {
+            requests: figures.requests,
+            sectors_read: figures.sectors_read,
+            sectors_written: figures.sectors_written,
+            wait_p50: figures.wait.map(|spread| spread.p50),
+            wait_p99: figures.wait.map(|spread| spread.p99),
+            wait_max: figures.wait.map(|spread| spread.max),
+            service_p50: figures.service.map(|spread| spread.p50),
+            service_p99: figures.service.map(|spread| spread.p99),
+            service_max: figures.service.map(|spread| spread.max),
+        }
+    }
 }
 
 /// One VM over one interval: its runstates' shares and cycles, switches and exits.
@@ -69,10 +125,14 @@ pub(crate) struct IntervalVmJson {
     pub(crate) running_cycles: u64,
     pub(crate) runnable_cycles: u64,
     pub(crate) blocked_cycles: u64,
+    /// Of `blocked_cycles`, blocked on the shared disk.
+    pub(crate) blocked_disk_cycles: u64,
     pub(crate) stopped_cycles: u64,
     pub(crate) switches: u64,
     pub(crate) exits: u64,
     pub(crate) exit_cycles: u64,
+    /// Its requests through the shared disk in the interval (a timed disk only).
+    pub(crate) disk: Option<DiskVmJson>,
 }
 
 /// Cycles since `origin` in milliseconds at `hz`.
@@ -104,12 +164,22 @@ pub(crate) fn interval_rows(model: &Model, rows: &[Interval]) -> Vec<IntervalJso
                     running_cycles: figures.running,
                     runnable_cycles: figures.runnable,
                     blocked_cycles: figures.blocked,
+                    blocked_disk_cycles: figures.blocked_disk,
                     stopped_cycles: figures.stopped,
                     switches: figures.switches,
                     exits: figures.exits,
                     exit_cycles: figures.exit_cycles,
+                    disk: row
+                        .disk
+                        .as_ref()
+                        .map(|disk| disk.vms.get(vm).map(DiskVmJson::new).unwrap_or_default()),
                 })
                 .collect(),
+            disk: row.disk.as_ref().map(|disk| DiskIntervalJson {
+                queue_average: disk.queue_average(row.length()),
+                queue_max: disk.queue_max,
+                busy_share: row.share(disk.busy),
+            }),
         })
         .collect()
 }

@@ -4,7 +4,7 @@
 
 use std::fmt::Write;
 
-use carousel_protocol::record::exit_reason_name;
+use carousel_protocol::record::{exit_reason_name, BlockedOn};
 
 use super::rows::{latency_rows, millis, setting_rows, LatencyRow};
 use super::table::{Align, Table};
@@ -153,6 +153,7 @@ pub fn report(accounting: &Accounting) -> String {
         );
     }
     out.push_str(&disk_queue_table(accounting));
+    out.push_str(&blocked_on_table(accounting));
     for vm in accounting.vms.iter().filter(|vm| vm.spaces.len() > 1) {
         let total: u64 = vm.spaces.iter().map(|space| space.cycles).sum();
         let top: Vec<String> = vm
@@ -562,6 +563,7 @@ pub fn intervals(model: &Model, rows: &[Interval]) -> String {
         ("CPU%", Align::Right),
         ("RUNNABLE%", Align::Right),
         ("BLOCKED%", Align::Right),
+        ("ON DISK%", Align::Right),
         ("STOPPED%", Align::Right),
         ("SWITCHES", Align::Right),
         ("EXITS", Align::Right),
@@ -592,6 +594,7 @@ pub fn intervals(model: &Model, rows: &[Interval]) -> String {
                 percent(row, figures.running),
                 percent(row, figures.runnable),
                 percent(row, figures.blocked),
+                percent(row, figures.blocked_disk),
                 percent(row, figures.stopped),
                 group(figures.switches),
                 group(figures.exits),
@@ -603,13 +606,133 @@ pub fn intervals(model: &Model, rows: &[Interval]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "INTERVALS  from the first event; shares of each interval's TSC time; SWITCHES = slices \
-         begun; exits from the hypervisor's exit intervals, each counted where its middle falls; \
+        "INTERVALS  from the first event; shares of each interval's TSC time (ON DISK: of the \
+         blocked time, blocked on the shared disk); SWITCHES = slices begun; exits from the hypervisor's exit intervals, each counted where its middle falls; \
          CHANGED = settings changed in the interval"
     );
     out.push_str(&table.render());
+    out.push_str(&disk_intervals_table(model, rows));
     out.push_str(&settings_lines(&model.accounting));
     out
+}
+
+/// The SHARED DISK BY INTERVAL table: per interval the device's queue (requests outstanding,
+/// average and most) and busy share, and each VM's requests that completed in it with their
+/// sectors, wait and service (p50/p99/max). Empty without a timed disk's requests.
+fn disk_intervals_table(model: &Model, rows: &[Interval]) -> String {
+    let accounting = &model.accounting;
+    let hz = accounting.tsc_hz.unwrap_or(1);
+    let origin = rows.first().map_or(0, |row| row.start);
+    let vms = rows
+        .iter()
+        .filter_map(|row| row.disk.as_ref().map(|disk| disk.vms.len()))
+        .max();
+    let Some(vms) = vms else {
+        return String::new();
+    };
+    let names = model.vm_names(vms);
+    let mut table = Table::new(&[
+        ("FROM ms", Align::Right),
+        ("TO ms", Align::Right),
+        ("QUEUE avg/max", Align::Right),
+        ("BUSY%", Align::Right),
+        ("VM", Align::Left),
+        ("REQUESTS", Align::Right),
+        ("READ", Align::Right),
+        ("WRITTEN", Align::Right),
+        ("WAIT p50/p99/max", Align::Right),
+        ("SERVICE p50/p99/max", Align::Right),
+    ]);
+    let spread = |spread: Option<crate::model::disk::Spread>| {
+        spread.map_or("-".to_string(), |spread| {
+            format!(
+                "{}/{}/{}",
+                cycles_text(accounting, spread.p50),
+                cycles_text(accounting, spread.p99),
+                cycles_text(accounting, spread.max)
+            )
+        })
+    };
+    for row in rows {
+        let Some(disk) = &row.disk else {
+            continue;
+        };
+        let device = [
+            format!("{:.3}", millis(row.start, origin, hz)),
+            format!("{:.3}", millis(row.end, origin, hz)),
+            format!("{:.2}/{}", disk.queue_average(row.length()), disk.queue_max),
+            format!("{:.1}", row.share(disk.busy) * 100.0),
+        ];
+        let mut any = false;
+        for (vm, figures) in disk.vms.iter().enumerate() {
+            if figures.requests == 0 {
+                continue;
+            }
+            any = true;
+            let mut cells = device.to_vec();
+            cells.extend([
+                names[vm].clone(),
+                group(figures.requests),
+                group(figures.sectors_read),
+                group(figures.sectors_written),
+                spread(figures.wait),
+                spread(figures.service),
+            ]);
+            table.push(cells);
+        }
+        if !any {
+            let mut cells = device.to_vec();
+            cells.extend(["-", "0", "0", "0", "-", "-"].map(String::from));
+            table.push(cells);
+        }
+    }
+    format!(
+        "\nSHARED DISK BY INTERVAL (queue: requests waiting or in service; a VM's requests count \
+         where they completed)\n{}",
+        table.render()
+    )
+}
+
+/// The BLOCKED ON table: per VM that blocked, the cycles it sat blocked on each reason (the
+/// scheduler events' runstate reasons), with each one's share of its blocked time. Empty
+/// without events, or when no VM blocked.
+fn blocked_on_table(accounting: &Accounting) -> String {
+    let mut columns = vec![("VM", Align::Left)];
+    let headers: Vec<String> = BlockedOn::ALL
+        .iter()
+        .map(|on| on.name().to_uppercase())
+        .collect();
+    columns.extend(headers.iter().map(|name| (name.as_str(), Align::Right)));
+    let mut table = Table::new(&columns);
+    for vm in &accounting.vms {
+        let total: u64 = vm.events.blocked_on.iter().sum();
+        if total == 0 {
+            continue;
+        }
+        let mut row = vec![vm.name.clone()];
+        for on in BlockedOn::ALL {
+            let cycles = vm.events.blocked_on(on);
+            row.push(if cycles == 0 {
+                "-".to_string()
+            } else {
+                format!(
+                    "{} {:.1}%",
+                    cycles_text(accounting, cycles),
+                    cycles as f64 * 100.0 / total as f64
+                )
+            });
+        }
+        table.push(row);
+    }
+    if table.rows().is_empty() {
+        return String::new();
+    }
+    format!(
+        "\nBLOCKED ON (what each VM waited for while blocked, from the scheduler events; disk: a \
+         request outstanding at the shared disk; timer: a deadline armed; interrupt: none, only \
+         an interrupt wakes it; console/records: its serial output to leave)\n{}",
+        table.render()
+    )
 }
 
 /// The SHARED DISK table: per VM with requests through the shared disk's queue, how many and

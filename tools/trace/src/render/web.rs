@@ -19,7 +19,7 @@ fn why_number(why: Option<SliceEnd>) -> i8 {
     match why {
         Some(SliceEnd::Preempted) => 0,
         Some(SliceEnd::Yielded) => 1,
-        Some(SliceEnd::Blocked) => 2,
+        Some(SliceEnd::Blocked(_)) => 2,
         Some(SliceEnd::Stopped) => 3,
         None => -1,
     }

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use carousel_protocol::config::DEFAULT_INTERVAL_US;
 use carousel_protocol::record::{
-    Event, ExitStat, Record, RunSummary, SliceEnd, TraceLevel, TscSource, VmSummary,
+    BlockedOn, Event, ExitStat, Record, RunSummary, SliceEnd, TraceLevel, TscSource, VmSummary,
 };
 use carousel_protocol::wire::encode_ref;
 use carousel_trace::model::{Keep, Model};
@@ -111,7 +111,7 @@ fn slice_exits(vm: u16, why: SliceEnd) -> Vec<ExitStat> {
     /// HLT and PREEMPTION_TIMER.
     const HLT: u16 = 12;
     const PREEMPTION_TIMER: u16 = 52;
-    let last = if why == SliceEnd::Blocked {
+    let last = if matches!(why, SliceEnd::Blocked(_)) {
         HLT
     } else {
         PREEMPTION_TIMER
@@ -174,14 +174,14 @@ pub fn synthetic_trace(target: usize) -> (Vec<u8>, u64) {
         }
         let vm = (slice % u64::from(VMS)) as u16;
         let why = if slice % 8 == 7 {
-            SliceEnd::Blocked
+            SliceEnd::Blocked(BlockedOn::Timer)
         } else {
             SliceEnd::Preempted
         };
         let account = &mut counts[usize::from(vm)];
         account.slices += 1;
         match why {
-            SliceEnd::Blocked => account.blocks += 1,
+            SliceEnd::Blocked(_) => account.blocks += 1,
             _ => account.preemptions += 1,
         }
         writer.event(tsc + SWITCH, Event::Run { dt: 0, vm });
@@ -218,7 +218,7 @@ pub fn synthetic_trace(target: usize) -> (Vec<u8>, u64) {
         }
         tsc += QUANTUM;
         writer.event(tsc, Event::Descheduled { dt: 0, vm, why });
-        if why == SliceEnd::Blocked {
+        if matches!(why, SliceEnd::Blocked(_)) {
             blocked = Some(vm);
         }
         ran.push((vm, slice_exits(vm, why)));
