@@ -209,32 +209,31 @@ fn add_span(
     }
 }
 
-/// Each window's average and largest queue length: the requests arrived and not yet completed,
-/// replayed over every arrival and completion in time order.
-fn queue_lengths(served: &[DiskServed], windows: &[(u64, u64)], rows: &mut [DiskInterval]) {
-    // (time, +1 arrival / -1 completion); at equal times completions come first, so a request
-    // that completes as the next arrives does not count twice.
+/// Every change of the device's queue length, in time order: `(tsc, +1)` at a request's
+/// arrival, `(tsc, -1)` at its completion. At equal times completions come first, so a request
+/// that completes as the next arrives does not count twice.
+pub fn queue_changes(served: &[DiskServed]) -> Vec<(u64, i64)> {
     let mut changes: Vec<(u64, i64)> = served
         .iter()
         .flat_map(|request| [(request.arrived(), 1), (request.tsc, -1)])
         .collect();
     changes.sort_unstable();
+    changes
+}
+
+/// Each window's average and largest queue length: the requests arrived and not yet completed,
+/// replayed over [`queue_changes`].
+fn queue_lengths(served: &[DiskServed], windows: &[(u64, u64)], rows: &mut [DiskInterval]) {
+    let changes = queue_changes(served);
     let mut length = 0i64;
     let mut since = changes.first().map_or(0, |&(at, _)| at);
     for (at, change) in changes {
         if length > 0 && at > since {
             let outstanding = length as u64;
-            let first = windows.partition_point(|&(_, end)| end <= since);
-            for (row, &(start, end)) in rows.iter_mut().zip(windows).skip(first) {
-                if start >= at {
-                    break;
-                }
-                let part = at.min(end).saturating_sub(since.max(start));
-                if part > 0 {
-                    row.queue_max = row.queue_max.max(outstanding);
-                    row.queue_area += u128::from(part) * u128::from(outstanding);
-                }
-            }
+            add_span(rows, windows, since, at, |row, part| {
+                row.queue_max = row.queue_max.max(outstanding);
+                row.queue_area += u128::from(part) * u128::from(outstanding);
+            });
         }
         length += change;
         since = at;

@@ -2,7 +2,7 @@
 //! per-interval rows. Each shape is a `Serialize` struct, so every field is named once; the
 //! objects' keys come out sorted, as `serde_json` writes a [`Value`].
 
-use carousel_protocol::record::{exit_reason_name, BlockedOn};
+use carousel_protocol::record::exit_reason_name;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -128,12 +128,13 @@ pub fn report(accounting: &Accounting) -> Value {
                     p99: row.wake_p99,
                     max: row.wake_max,
                 },
-                blocked_on: (vm.events.runs > 0).then(|| BlockedOnJson {
-                    disk: vm.events.blocked_on(BlockedOn::Disk),
-                    timer: vm.events.blocked_on(BlockedOn::Timer),
-                    interrupt: vm.events.blocked_on(BlockedOn::Interrupt),
-                    console: vm.events.blocked_on(BlockedOn::Console),
-                    records: vm.events.blocked_on(BlockedOn::Records),
+                // The row's cells, all there or none (no event of the VM arrived).
+                blocked_on: row.blocked_on_disk_cycles.map(|disk| BlockedOnJson {
+                    disk,
+                    timer: row.blocked_on_timer_cycles.unwrap_or(0),
+                    interrupt: row.blocked_on_interrupt_cycles.unwrap_or(0),
+                    console: row.blocked_on_console_cycles.unwrap_or(0),
+                    records: row.blocked_on_records_cycles.unwrap_or(0),
                 }),
             }
         })

@@ -389,7 +389,6 @@ pub fn write(model: &Model, writer: &mut impl Write) -> io::Result<Written> {
     }
     // The shared disk: each request's wait and service on its VM's disk track (one request of
     // a VM at a time, so they never overlap), and the device's queue as a counter.
-    let mut queue: Vec<(u64, i64)> = Vec::new();
     for request in &model.samples.disk_served {
         let pid = vm_pid(request.vm);
         let args = json!({"sectors": request.sectors, "wait_cycles": request.wait,
@@ -415,9 +414,8 @@ pub fn write(model: &Model, writer: &mut impl Write) -> io::Result<Written> {
             DISK_TID,
             args,
         )?;
-        queue.extend([(request.arrived(), 1), (request.tsc, -1)]);
     }
-    queue.sort_unstable();
+    let queue = crate::model::disk::queue_changes(&model.samples.disk_served);
     let mut outstanding = 0i64;
     for (index, &(tsc, change)) in queue.iter().enumerate() {
         outstanding += change;
