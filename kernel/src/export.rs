@@ -14,6 +14,13 @@
 //! - [`Exporter::emit_guest`]: records a guest asks for (checks, metrics, balloon operations).
 //!   Each VM has a quota of ring bytes in flight; a record beyond it is refused, and the caller
 //!   blocks or drops it against that VM. One VM's flood never takes another's room.
+//! - [`Exporter::emit_caused`]: high-rate records of the hypervisor's that a guest's own actions
+//!   cause (a disk request, its completion). Each VM may hold at most its share of half the
+//!   ring ([`Exporter::caused_room`]); beyond it, or when the ring is full, the record is dropped
+//!   and counted, both in the run's drops (its sequence number is used, so the host sees the
+//!   gap) and against the VM. A disk-flooding guest loses its own records, never another VM's
+//!   room or the hypervisor's event batches. The share is apart from the guest quota above, so
+//!   its disk never makes a VM's checks wait.
 //!
 //! Scheduler events are gathered into batches ([`Exporter::event`]) sent as one record each.
 
@@ -41,12 +48,22 @@ const EVENTS_HELD: usize = 4 * EVENTS_PER_BATCH;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QuotaFull;
 
+/// Whose room a span of the ring counts against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Owner {
+    /// The hypervisor's own records.
+    Host,
+    /// Records VM `vm` asked for (its guest quota).
+    Guest(u16),
+    /// Records VM `vm`'s actions caused (its share of the ring).
+    Caused(u16),
+}
+
 /// Who queued a span of the ring.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Span {
     bytes: usize,
-    /// The VM whose quota the bytes count against.
-    vm: Option<u16>,
+    owner: Owner,
 }
 
 /// The record exporter.
@@ -59,8 +76,11 @@ pub struct Exporter {
     spans: VecDeque<Span>,
     /// Each VM's bytes in the ring.
     guest_bytes: Vec<usize>,
-    /// Each VM's records refused for its quota (and dropped by the caller).
+    /// Each VM's records refused for its quota (and dropped by the caller), and the records its
+    /// actions caused that were dropped.
     guest_dropped: Vec<u64>,
+    /// Each VM's bytes in the ring of records its actions caused.
+    caused_bytes: Vec<usize>,
     /// Frames for the debug port (full-rate traces), drained whole.
     debug: Vec<u8>,
     /// The batch of events being gathered: the TSC its first event counts from, the TSC of its
@@ -95,6 +115,7 @@ impl Exporter {
             spans: VecDeque::new(),
             guest_bytes: Vec::new(),
             guest_dropped: Vec::new(),
+            caused_bytes: Vec::new(),
             debug: Vec::new(),
             batch_start: 0,
             last_event: 0,
@@ -131,6 +152,7 @@ impl Exporter {
     pub fn set_vms(&mut self, count: usize) {
         self.guest_bytes = alloc::vec![0; count];
         self.guest_dropped = alloc::vec![0; count];
+        self.caused_bytes = alloc::vec![0; count];
     }
 
     /// Queues a record the run's verdict depends on. Never dropped.
@@ -150,6 +172,19 @@ impl Exporter {
         self.queue(record, Class::Guest(vm))
     }
 
+    /// Queues a high-rate record that VM `vm`'s own action caused, within the VM's share of the
+    /// ring; drops it (counted in the run's drops and against the VM) beyond that share or when
+    /// the ring is full.
+    pub fn emit_caused(&mut self, vm: u16, record: &Record) {
+        let _queued_or_dropped = self.queue(record, Class::Caused(vm));
+    }
+
+    /// Ring bytes the records one VM's actions cause may hold at once: its share of half the
+    /// ring, so all VMs together leave the other half to the hypervisor's own records.
+    pub fn caused_room(&self) -> usize {
+        RING_BYTES / 2 / self.caused_bytes.len().max(1)
+    }
+
     /// Counts a guest record dropped for its quota.
     pub fn count_guest_drop(&mut self, vm: u16) {
         if let Some(count) = self.guest_dropped.get_mut(usize::from(vm)) {
@@ -157,7 +192,7 @@ impl Exporter {
         }
     }
 
-    /// Records of VM `vm` dropped for its quota.
+    /// Records of VM `vm` dropped for its quota or its share of the ring.
     pub fn guest_dropped(&self, vm: u16) -> u64 {
         self.guest_dropped
             .get(usize::from(vm))
@@ -242,7 +277,7 @@ impl Exporter {
     }
 
     fn queue(&mut self, record: &Record, class: Class) -> Result<(), QuotaFull> {
-        if self.level == TraceLevel::Off && class == Class::Droppable {
+        if self.level == TraceLevel::Off && matches!(class, Class::Droppable | Class::Caused(_)) {
             // Export is off: only the records verdicts need go out.
             return Ok(());
         }
@@ -257,14 +292,15 @@ impl Exporter {
             return Ok(());
         };
         let length = bytes.len();
-        let vm = match class {
+        let owner = match class {
             Class::Guest(vm) => {
                 if !self.guest_room(vm, length) {
                     return Err(QuotaFull);
                 }
-                Some(vm)
+                Owner::Guest(vm)
             }
-            _ => None,
+            Class::Caused(vm) => Owner::Caused(vm),
+            Class::Always | Class::Droppable => Owner::Host,
         };
         self.next_seq = self.next_seq.wrapping_add(1);
         if self.level == TraceLevel::Full {
@@ -274,19 +310,32 @@ impl Exporter {
             self.debug.extend_from_slice(&self.scratch[..length]);
             return Ok(());
         }
-        if class == Class::Droppable && self.ring.len() + length > RING_BYTES {
-            self.dropped += 1;
-            return Ok(());
+        let ring_full = self.ring.len() + length > RING_BYTES;
+        match owner {
+            Owner::Host if class == Class::Droppable && ring_full => {
+                self.dropped += 1;
+                return Ok(());
+            }
+            Owner::Caused(vm) => {
+                let used = self.caused_bytes.get(usize::from(vm)).copied();
+                if ring_full || used.is_none_or(|used| used + length > self.caused_room()) {
+                    self.dropped += 1;
+                    self.count_guest_drop(vm);
+                    return Ok(());
+                }
+            }
+            _ => {}
         }
         self.ring.push(&self.scratch[..length]);
-        if let Some(vm) = vm {
-            if let Some(used) = self.guest_bytes.get_mut(usize::from(vm)) {
-                *used += length;
-            }
+        if let Some(used) = self.owner_bytes(owner) {
+            *used += length;
         }
         match self.spans.back_mut() {
-            Some(last) if last.vm == vm => last.bytes += length,
-            _ => self.spans.push_back(Span { bytes: length, vm }),
+            Some(last) if last.owner == owner => last.bytes += length,
+            _ => self.spans.push_back(Span {
+                bytes: length,
+                owner,
+            }),
         }
         Ok(())
     }
@@ -313,15 +362,22 @@ impl Exporter {
             let taken = span.bytes.min(sent);
             span.bytes -= taken;
             sent -= taken;
-            if let Some(used) = span
-                .vm
-                .and_then(|vm| self.guest_bytes.get_mut(usize::from(vm)))
-            {
+            let (owner, left) = (span.owner, span.bytes);
+            if let Some(used) = self.owner_bytes(owner) {
                 *used -= taken;
             }
-            if span.bytes == 0 {
+            if left == 0 {
                 self.spans.pop_front();
             }
+        }
+    }
+
+    /// The count of ring bytes `owner`'s records hold (none for the hypervisor's own).
+    fn owner_bytes(&mut self, owner: Owner) -> Option<&mut usize> {
+        match owner {
+            Owner::Host => None,
+            Owner::Guest(vm) => self.guest_bytes.get_mut(usize::from(vm)),
+            Owner::Caused(vm) => self.caused_bytes.get_mut(usize::from(vm)),
         }
     }
 
@@ -362,6 +418,7 @@ enum Class {
     Always,
     Droppable,
     Guest(u16),
+    Caused(u16),
 }
 
 #[cfg(test)]
@@ -471,6 +528,70 @@ mod tests {
             take
         });
         assert!(exporter.guest_room(0, 16));
+    }
+
+    fn served(vm: u16) -> Record {
+        Record::DiskServed {
+            tsc: 1,
+            vm,
+            sectors: 8,
+            write: true,
+            wait: 1_000,
+            service: 2_000,
+        }
+    }
+
+    #[test]
+    fn records_one_vms_disk_causes_never_crowd_out_anothers_or_the_hypervisors() {
+        let mut exporter = Exporter::new();
+        exporter.set_level(TraceLevel::Switches);
+        exporter.set_vms(4);
+        // VM 0 floods: far more than the ring holds.
+        for _ in 0..20_000 {
+            exporter.emit_caused(0, &served(0));
+        }
+        let flood_dropped = exporter.guest_dropped(0);
+        assert!(flood_dropped > 15_000, "only {flood_dropped} held back");
+        assert_eq!(exporter.dropped(), flood_dropped, "each drop leaves a gap");
+        assert!(exporter.queued_bytes() <= exporter.caused_room());
+        // Another VM's records and the hypervisor's own still find room.
+        exporter.emit_caused(1, &served(1));
+        exporter.emit_or_drop(&metric(9));
+        assert_eq!(exporter.guest_dropped(1), 0);
+        assert_eq!(exporter.dropped(), flood_dropped);
+        // Its checks are not held back by its disk records: the guest quota is apart.
+        assert!(exporter.emit_guest(0, &metric(0)).is_ok());
+        let mut sent = Vec::new();
+        exporter.drain(|bytes| {
+            sent.extend_from_slice(bytes);
+            bytes.len()
+        });
+        let got = records(&sent);
+        assert!(got.contains(&served(1)) && got.contains(&metric(9)) && got.contains(&metric(0)));
+        // Draining frees the share: the flooding VM's next record goes out.
+        exporter.emit_caused(0, &served(0));
+        assert_eq!(exporter.guest_dropped(0), flood_dropped);
+        assert!(exporter.queued_bytes() > 0);
+    }
+
+    #[test]
+    fn all_vms_caused_records_leave_half_the_ring_to_the_hypervisor() {
+        let mut exporter = Exporter::new();
+        exporter.set_level(TraceLevel::Switches);
+        exporter.set_vms(64);
+        for round in 0..1_000 {
+            for vm in 0..64 {
+                exporter.emit_caused(vm, &served(vm));
+            }
+            assert!(exporter.queued_bytes() <= RING_BYTES / 2, "round {round}");
+        }
+        let before = exporter.dropped();
+        exporter.emit_or_drop(&metric(9));
+        assert_eq!(
+            exporter.dropped(),
+            before,
+            "the hypervisor's record found room"
+        );
     }
 
     #[test]

@@ -318,13 +318,16 @@ impl<H: Host> PlatformOutput for Output<'_, H> {
 
     fn disk_io(&mut self, io: DiskIo) {
         let now = self.host.now();
-        self.host.exporter().emit_or_drop(&Record::DiskIo {
-            tsc: now,
-            vm: self.vm,
-            lba: io.lba,
-            sectors: io.sectors,
-            write: io.kind == carousel_devices::DiskIoKind::Write,
-        });
+        self.host.exporter().emit_caused(
+            self.vm,
+            &Record::DiskIo {
+                tsc: now,
+                vm: self.vm,
+                lba: io.lba,
+                sectors: io.sectors,
+                write: io.kind == carousel_devices::DiskIoKind::Write,
+            },
+        );
     }
 
     fn now(&mut self) -> u64 {

@@ -610,14 +610,17 @@ impl<V: Vcpu, F: Frames, H: Host> Machine<V, F, H> {
                 {
                     vm.platform.complete_disk();
                 }
-                host.exporter().emit_or_drop(&Record::DiskServed {
-                    tsc: completion.completed,
-                    vm: completion.vm,
-                    sectors: completion.sectors,
-                    write: completion.write,
-                    wait: completion.wait(),
-                    service: completion.service(),
-                });
+                host.exporter().emit_caused(
+                    completion.vm,
+                    &Record::DiskServed {
+                        tsc: completion.completed,
+                        vm: completion.vm,
+                        sectors: completion.sectors,
+                        write: completion.write,
+                        wait: completion.wait(),
+                        service: completion.service(),
+                    },
+                );
             });
         }
         let mut waits_beyond_timers = false;

@@ -133,9 +133,9 @@ mod tests {
             "vm,running_cycles,runnable_cycles,blocked_cycles,guest_cycles,root_cycles,slices,\
              preemptions,yields,wakes,wake_p50,wake_p95,wake_p99,wake_max,\
              blocked_on_disk_cycles,blocked_on_timer_cycles,blocked_on_interrupt_cycles,\
-             blocked_on_console_cycles,blocked_on_records_cycles"
+             blocked_on_console_cycles,blocked_on_records_cycles,records_dropped"
         );
-        assert_eq!(lines[1], "a,110,5,0,100,10,3,2,1,1,7,8,9,9,,,,,");
+        assert_eq!(lines[1], "a,110,5,0,100,10,3,2,1,1,7,8,9,9,,,,,,0");
         assert_eq!(lines.len(), 3);
     }
 

@@ -48,6 +48,9 @@ struct VmJson {
     /// Cycles blocked on each reason (`disk`, `timer`, `interrupt`, `console`, `records`), from
     /// the scheduler events; null without events.
     blocked_on: Option<BlockedOnJson>,
+    /// Records the VM asked for or caused that were dropped for its quota or its share of the
+    /// ring.
+    records_dropped: Option<u64>,
 }
 
 /// One VM's blocked time by reason, cycles.
@@ -136,6 +139,7 @@ pub fn report(accounting: &Accounting) -> Value {
                     console: row.blocked_on_console_cycles.unwrap_or(0),
                     records: row.blocked_on_records_cycles.unwrap_or(0),
                 }),
+                records_dropped: row.records_dropped,
             }
         })
         .collect();

@@ -32,6 +32,9 @@ pub(crate) struct VmRow {
     pub(crate) blocked_on_interrupt_cycles: Option<u64>,
     pub(crate) blocked_on_console_cycles: Option<u64>,
     pub(crate) blocked_on_records_cycles: Option<u64>,
+    /// Records the VM asked for or caused that were dropped for its quota or its share of the
+    /// ring (counted in the run's dropped records too where they left a gap).
+    pub(crate) records_dropped: Option<u64>,
 }
 
 /// VM `vm`'s row: its summary's figures (none without a summary), and its blocked time by
@@ -59,6 +62,7 @@ pub(crate) fn vm_row(vm: &VmAccount) -> VmRow {
         blocked_on_interrupt_cycles: on(BlockedOn::Interrupt),
         blocked_on_console_cycles: on(BlockedOn::Console),
         blocked_on_records_cycles: on(BlockedOn::Records),
+        records_dropped: field(|s| s.guest_records_dropped),
     }
 }
 

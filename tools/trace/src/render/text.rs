@@ -74,6 +74,21 @@ pub fn report(accounting: &Accounting) -> String {
         group(run.switch_max),
         run.dropped_records
     );
+    let against: Vec<String> = accounting
+        .vms
+        .iter()
+        .filter_map(|vm| {
+            let dropped = vm.summary.as_ref()?.guest_records_dropped;
+            (dropped > 0).then(|| format!("{} {}", vm.name, group(dropped)))
+        })
+        .collect();
+    if !against.is_empty() {
+        let _ = writeln!(
+            out,
+            "records dropped against the VM that caused them (its quota or its share of the ring): {}",
+            against.join(", ")
+        );
+    }
     out.push('\n');
     out.push_str(&time_table(accounting).render());
     out.push('\n');
@@ -929,6 +944,32 @@ mod tests {
             assert!(super::report(&accounting).contains("DOES NOT HOLD"));
         }
         assert_eq!(Accounting::from_records(&[], &[]).conservation(), None);
+    }
+
+    #[test]
+    fn records_dropped_against_a_vm_are_named_in_every_format() {
+        let mut records = two_vm_records();
+        let Record::VmSummary(summary) = &mut records[5] else {
+            panic!("the fixture's second VM summary moved");
+        };
+        summary.guest_records_dropped = 1_234;
+        let accounting = Accounting::from_records(&records, &[]);
+        let text = super::report(&accounting);
+        assert!(
+            text.contains("records dropped against the VM that caused them (its quota or its share of the ring): b 1,234"),
+            "{text}"
+        );
+        let json = crate::render::json::report(&accounting);
+        assert_eq!(json["vms"][1]["records_dropped"], 1_234);
+        assert_eq!(json["vms"][0]["records_dropped"], 0);
+        let csv = crate::render::csv::vms(&accounting);
+        assert!(
+            csv.lines().next().unwrap().contains("records_dropped"),
+            "{csv}"
+        );
+        // Without drops the line stays out of the text report.
+        let clean = Accounting::from_records(&two_vm_records(), &[]);
+        assert!(!super::report(&clean).contains("dropped against"));
     }
 
     #[test]
