@@ -222,6 +222,73 @@ fn sockets_need_the_token_and_the_page_origin() {
     );
 }
 
+/// The knobs' messages reach the session as typed settings; a knob the server does not know,
+/// a per-VM knob without its VM, or a value beyond `u32` is refused to the page, not passed on.
+#[test]
+fn the_page_knobs_become_settings() {
+    use carousel_protocol::config::Setting;
+    let (server, _hub, controls) = serve();
+    let own = format!("http://{}", server.addr());
+    let mut page = socket(&server, server.token(), Some(&own)).expect("the page's socket");
+    let _setup = read_items(&mut page);
+    for message in [
+        r#"{"type":"set","knob":"quantum_us","vm":null,"value":2000}"#,
+        r#"{"type":"set","knob":"weight","vm":1,"value":3}"#,
+        r#"{"type":"set","knob":"cap","vm":0,"value":50}"#,
+    ] {
+        page.send(tungstenite::Message::Text(message.into()))
+            .unwrap();
+    }
+    let received: Vec<Control> = (0..3)
+        .map(|_| {
+            controls
+                .recv_timeout(Duration::from_secs(5))
+                .expect("a control")
+        })
+        .collect();
+    assert_eq!(
+        received,
+        [
+            Control::Setting(Setting::Quantum { us: 2_000 }),
+            Control::Setting(Setting::Weight { vm: 1, weight: 3 }),
+            Control::Setting(Setting::Cap { vm: 0, cap_pct: 50 }),
+        ]
+    );
+    for (message, why) in [
+        (
+            r#"{"type":"set","knob":"policy","vm":null,"value":1}"#,
+            "no such knob",
+        ),
+        (
+            r#"{"type":"set","knob":"weight","vm":null,"value":3}"#,
+            "which VM",
+        ),
+        (
+            r#"{"type":"set","knob":"quantum_us","vm":0,"value":3}"#,
+            "not a VM's",
+        ),
+        (
+            r#"{"type":"set","knob":"weight","vm":70000,"value":3}"#,
+            "no VM 70000",
+        ),
+        (
+            r#"{"type":"set","knob":"quantum_us","vm":null,"value":4294967296}"#,
+            "too large",
+        ),
+    ] {
+        page.send(tungstenite::Message::Text(message.into()))
+            .unwrap();
+        let reply = read_items(&mut page);
+        assert_eq!(reply[0][0], "R", "{message}");
+        assert!(
+            reply[0][1].as_str().unwrap().contains(why),
+            "{message}: {reply:?}"
+        );
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(controls.try_iter().count(), 0, "nothing refused went on");
+}
+
 #[test]
 fn pages_at_once_are_bounded() {
     let (server, _hub, _controls) = serve();
@@ -509,6 +576,15 @@ fn a_devcheck_lab_is_driven_from_the_page() {
             .unwrap_or_else(|error| panic!("dev{vm}: {error}"));
         if early.is_none() {
             early = Some(records(&mut browser));
+            // The knobs, as a user sets them: the quantum, and dev1's weight.
+            browser
+                .eval(
+                    "(() => { document.getElementById('knob-quantum_us').value = '2000'; \
+                     document.getElementById('knob-vm').value = '1'; \
+                     document.getElementById('knob-weight').value = '3'; \
+                     document.getElementById('knob-set').click(); })()",
+                )
+                .expect("the knobs are set");
         }
         browser
             .type_line(&format!("{pane} input"), "ping")
@@ -583,6 +659,16 @@ fn a_devcheck_lab_is_driven_from_the_page() {
         "slices per VM, page and report"
     );
     assert_eq!(late[0], slices.iter().sum::<u64>());
+    // The knobs the page set were made, in band, as typed ones are.
+    let settings = report["settings"].as_array().unwrap();
+    for what in ["quantum 2 ms", "weight of dev1 3"] {
+        assert!(
+            settings.iter().any(|row| row["setting"] == what
+                && row["made"] == true
+                && row["source"] == "console"),
+            "{what}: {settings:?}"
+        );
+    }
     let wakes: u64 = report["vms"]
         .as_array()
         .unwrap()

@@ -550,6 +550,13 @@
     $('consoles').style.setProperty('--columns', String(columns));
     $('consoles').style.setProperty('--rows', String(Math.max(1, Math.ceil(run.vms.length / columns))));
     run.vms.forEach((name, vm) => panes.push(makePane(vm, name)));
+    const knobVm = $('knob-vm');
+    knobVm.replaceChildren(...run.vms.map((name, vm) => {
+      const option = document.createElement('option');
+      option.value = String(vm);
+      option.textContent = name;
+      return option;
+    }));
     panes.push(makePane(null, 'carousel'));
     if (run.mode === 'view') {
       for (const pane of panes) if (pane.input) pane.input.disabled = true;
@@ -707,6 +714,7 @@
       const field = $('knob-' + knob);
       if (field.value !== '') {
         send({ type: 'set', knob, vm: knob === 'quantum_us' ? null : Number($('knob-vm').value), value: Number(field.value) });
+        field.value = '';
       }
     }
   });

@@ -523,9 +523,9 @@ impl<W: Write> Input<W> {
         while let Ok(control) = controls.try_recv() {
             match control {
                 Control::Input { vm, text } if vm < self.names.len() => self.send(vm, &text),
-                Control::Input { vm, .. } => {
-                    self.say(format!("[carousel] the page typed into VM {vm}, which the lab does not have"))
-                }
+                Control::Input { vm, .. } => self.say(format!(
+                    "[carousel] the page typed into VM {vm}, which the lab does not have"
+                )),
                 Control::EndRun if !self.page_asked_end => {
                     self.page_asked_end = true;
                     end = 1;
@@ -535,10 +535,7 @@ impl<W: Write> Input<W> {
                     self.say("[carousel] the web page asked to end the run".to_string());
                 }
                 Control::EndRun => {}
-                Control::Set { knob, .. } => self.say(format!(
-                    "[carousel] in-run knob {}: not built yet (the control channel takes it; the hypervisor cannot change it during a run)",
-                    escape::name(&knob)
-                )),
+                Control::Setting(setting) => self.ask_setting(setting),
             }
         }
         end
@@ -729,6 +726,25 @@ mod tests {
         (input, hub)
     }
 
+    /// Everything the hub has for a page, as one string.
+    fn page_saw(hub: &crate::web::hub::Hub) -> String {
+        let mut cursor = crate::web::hub::Cursor::default();
+        let mut seen = String::new();
+        while let Some(message) = hub.take(&mut cursor) {
+            seen.push_str(&message);
+        }
+        seen
+    }
+
+    /// The console bytes that ask for `settings` in band, for two VMs.
+    fn in_band(settings: &[Setting]) -> FocusWriter<Vec<u8>> {
+        let mut expected = FocusWriter::new(Vec::new(), 2);
+        for setting in settings {
+            expected.setting(*setting).unwrap();
+        }
+        expected
+    }
+
     /// What the page types goes to its VM as `~N` input would (focus, then the text), the
     /// user's next typed line goes back to the user's VM, and an end request counts once.
     #[test]
@@ -757,11 +773,7 @@ mod tests {
         expected.send(0, b"ls\n").unwrap();
         assert_eq!(input.writer.as_ref().unwrap().get_ref(), expected.get_ref());
         // The page hears of the VM it does not have, and sees the end as a marker.
-        let mut cursor = crate::web::hub::Cursor::default();
-        let mut seen = String::new();
-        while let Some(message) = hub.take(&mut cursor) {
-            seen.push_str(&message);
-        }
+        let seen = page_saw(&hub);
         assert!(seen.contains("VM 7, which the lab does not have"), "{seen}");
         assert!(
             seen.contains("[\"M\",null,\"end of the run asked for from the page\"]"),
@@ -787,17 +799,12 @@ mod tests {
             typed_send.send(line.to_string()).unwrap();
         }
         input.typed(&typed);
-        let mut expected = FocusWriter::new(Vec::new(), 2);
-        expected.setting(Setting::Quantum { us: 4_000 }).unwrap();
-        expected
-            .setting(Setting::Weight { vm: 1, weight: 3 })
-            .unwrap();
+        let mut expected = in_band(&[
+            Setting::Quantum { us: 4_000 },
+            Setting::Weight { vm: 1, weight: 3 },
+        ]);
         assert_eq!(input.writer.as_ref().unwrap().get_ref(), expected.get_ref());
-        let mut cursor = crate::web::hub::Cursor::default();
-        let mut seen = String::new();
-        while let Some(message) = hub.take(&mut cursor) {
-            seen.push_str(&message);
-        }
+        let seen = page_saw(&hub);
         for words in [
             "not sent: weight 65 is outside 1..=64",
             "not sent: caps need the credit policy; this run's is round-robin",
@@ -815,6 +822,39 @@ mod tests {
             .setting(Setting::Cap { vm: 1, cap_pct: 50 })
             .unwrap();
         assert_eq!(input.writer.as_ref().unwrap().get_ref(), expected.get_ref());
+    }
+
+    /// A knob set from the page goes through the same check and the same in-band request as
+    /// the typed `~quantum`/`~weight`/`~cap`, and shows as a marker; a refused one sends nothing.
+    #[test]
+    fn page_settings_are_checked_and_sent_as_typed_ones() {
+        let (mut input, hub) = page_input();
+        let (send, controls) = std::sync::mpsc::channel();
+        for setting in [
+            Setting::Quantum { us: 0 },
+            Setting::Weight { vm: 5, weight: 2 },
+            Setting::Cap { vm: 1, cap_pct: 50 },
+            Setting::Quantum { us: 2_000 },
+            Setting::Weight { vm: 1, weight: 3 },
+        ] {
+            send.send(Control::Setting(setting)).unwrap();
+        }
+        assert_eq!(input.page(&controls), 0, "no end asked for");
+        let expected = in_band(&[
+            Setting::Quantum { us: 2_000 },
+            Setting::Weight { vm: 1, weight: 3 },
+        ]);
+        assert_eq!(input.writer.as_ref().unwrap().get_ref(), expected.get_ref());
+        let seen = page_saw(&hub);
+        for words in [
+            "not sent: a quantum of 0 us is outside",
+            "not sent: there is no vm 5",
+            "not sent: caps need the credit policy",
+            "[\"M\",null,\"asked for quantum 2 ms\"]",
+            "[\"M\",null,\"asked for weight of b 3\"]",
+        ] {
+            assert!(seen.contains(words), "{words}: {seen}");
+        }
     }
 
     #[test]

@@ -15,6 +15,7 @@ use std::collections::VecDeque;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use carousel_protocol::config::Setting;
 use carousel_trace::model::feed::Delta;
 use carousel_trace::render::web;
 use serde_json::Value;
@@ -27,13 +28,9 @@ pub enum Control {
     Input { vm: usize, text: String },
     /// End the run (as one Ctrl-C: the hypervisor is asked to end it in order).
     EndRun,
-    /// Set an in-run knob (`quantum_us`, `weight`, `cap`; `vm` for a per-VM one). The knobs
-    /// are not built yet: the session answers that it cannot.
-    Set {
-        knob: String,
-        vm: Option<usize>,
-        value: u64,
-    },
+    /// Change an in-run knob: the session checks it as it checks `~quantum`, `~weight` and
+    /// `~cap`, and sends it in band the same way.
+    Setting(Setting),
 }
 
 /// Whether the pages watch a run or a finished trace.

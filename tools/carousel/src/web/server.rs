@@ -21,6 +21,8 @@ use axum::routing::get;
 use axum::Router;
 use serde::Deserialize;
 
+use carousel_protocol::config::Setting;
+
 use super::hub::{Control, Cursor, Hub};
 use super::limit::Bucket;
 
@@ -294,6 +296,30 @@ struct Limits {
     controls: Bucket,
 }
 
+/// The setting a page's `set` message asks for: `quantum_us` (no VM), `weight` or `cap` (of VM
+/// `vm`, by index). Only its shape is checked here; its ranges, the VM and the policy are
+/// checked by the session with [`Setting::check`], as for a typed `~weight`.
+fn page_setting(knob: &str, vm: Option<usize>, value: u64) -> Result<Setting, String> {
+    let value = u32::try_from(value).map_err(|_| format!("{knob}: {value} is too large"))?;
+    let which = |vm: Option<usize>| {
+        let vm = vm.ok_or_else(|| format!("{knob}: which VM?"))?;
+        u16::try_from(vm).map_err(|_| format!("{knob}: there is no VM {vm}"))
+    };
+    match knob {
+        "quantum_us" if vm.is_some() => Err("quantum_us is the run's, not a VM's".to_string()),
+        "quantum_us" => Ok(Setting::Quantum { us: value }),
+        "weight" => Ok(Setting::Weight {
+            vm: which(vm)?,
+            weight: value,
+        }),
+        "cap" => Ok(Setting::Cap {
+            vm: which(vm)?,
+            cap_pct: value,
+        }),
+        _ => Err("no such knob (quantum_us, weight, cap)".to_string()),
+    }
+}
+
 /// Carries out one message from a page; what to tell it back, if anything.
 fn incoming(app: &App, text: &str, limits: &mut Limits, now: Instant) -> Option<String> {
     let reply = |text: &str| Some(serde_json::json!([["R", text]]).to_string());
@@ -315,7 +341,10 @@ fn incoming(app: &App, text: &str, limits: &mut Limits, now: Instant) -> Option<
             Control::Input { vm, text }
         }
         Incoming::End => Control::EndRun,
-        Incoming::Set { knob, vm, value } => Control::Set { knob, vm, value },
+        Incoming::Set { knob, vm, value } => match page_setting(&knob, vm, value) {
+            Ok(setting) => Control::Setting(setting),
+            Err(why) => return reply(&why),
+        },
     };
     if app.hub.control(control) {
         None
