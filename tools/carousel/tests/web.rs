@@ -456,6 +456,9 @@ quantum_us = 1000
 ips = 1_000_000
 tsc_hz = 50_000_000
 timeout_s = 180
+
+[run.disk]
+latency_us = 200
 "#;
 
 fn page_types_lab() -> String {
@@ -694,6 +697,19 @@ fn a_devcheck_lab_is_driven_from_the_page() {
         .map(|disk| disk["reads"].as_u64().unwrap() + disk["writes"].as_u64().unwrap())
         .sum();
     assert_eq!(late[4], transfers, "disk transfers, page and report");
+    // The disk is timed: the queue chart had every request the report counts.
+    let requests: u64 = report["disk_queue"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|vm| vm["requests"].as_u64().unwrap())
+        .sum();
+    assert!(requests > 0, "the timed disk served requests");
+    let page_requests = number(
+        &mut browser,
+        "Number(document.getElementById('disk-queue').dataset.records)",
+    );
+    assert_eq!(page_requests, requests, "disk requests, page and report");
     let page_errors = number(
         &mut browser,
         "Number(document.getElementById('page-errors').dataset.count)",
@@ -742,6 +758,13 @@ fn the_view_page_scrubs_a_trace() {
         slices,
         "at the end, as the report"
     );
+    // A finished trace has no run to control: no knobs, no end button.
+    let shown = browser
+        .eval(
+            "['knobs', 'end-run'].filter((id) => getComputedStyle(document.getElementById(id)).display !== 'none').join()",
+        )
+        .unwrap();
+    assert_eq!(shown, "", "controls shown over a trace");
     let lines = |browser: &mut Browser| {
         number(
             browser,

@@ -512,6 +512,71 @@
     },
   });
 
+  // The timed shared disk: a dot per request at its completion, as high as its wait for the
+  // device, and the queue's average length (waiting or in service) per bucket of 10 ms of TSC
+  // time, from each request's arrival to its completion. Requests arrive in completion order,
+  // so a bucket may still grow after it was drawn: the line is redrawn, the dots only appended.
+  const DISK_BUCKETS_KEPT = 2000;
+  const diskQueue = Object.assign(figure('disk-queue'), {
+    svg: $('disk-queue').querySelector('svg'), top: 1, dots: null, line: null, busy: new Map(),
+    vms: [], queueTop: 0,
+    bucket() { return Math.max(1, Math.round((run.hz || 1e9) / 100)); },
+    reset() {
+      this.records = 0; this.top = 1; this.busy.clear(); this.vms = []; this.queueTop = 0;
+      this.svg.textContent = '';
+      this.dots = svg('g', {}, this.svg);
+      this.line = svg('polyline', { fill: 'none', stroke: '#444', 'stroke-width': 1.5,
+        'vector-effect': 'non-scaling-stroke' }, this.svg);
+      this.node.querySelector('.per-vm').textContent = '';
+    },
+    add(vm, tsc, sectors, write, wait, service) {
+      this.count();
+      const us = micros(wait);
+      this.top = Math.max(this.top, us);
+      const x = seconds(tsc).toFixed(5);
+      svg('line', { x1: x, x2: x, y1: (-us).toFixed(2), y2: (-us).toFixed(2), stroke: colour(vm), 'stroke-width': 4,
+        'stroke-linecap': 'round', 'vector-effect': 'non-scaling-stroke' }, this.dots);
+      while (this.dots.childElementCount > WAKES_KEPT) this.dots.firstElementChild.remove();
+      const width = this.bucket();
+      const arrival = tsc - wait - service;
+      for (let from = Math.floor(arrival / width) * width; from < tsc; from += width) {
+        const overlap = Math.min(tsc, from + width) - Math.max(arrival, from);
+        if (overlap > 0) this.busy.set(from, (this.busy.get(from) || 0) + overlap);
+      }
+      while (this.busy.size > DISK_BUCKETS_KEPT) this.busy.delete(this.busy.keys().next().value);
+      const entry = this.vms[vm] || (this.vms[vm] = { requests: 0, sectors: 0, waitMax: 0, waitSum: 0 });
+      entry.requests += 1; entry.sectors += sectors; entry.waitSum += wait;
+      entry.waitMax = Math.max(entry.waitMax, wait);
+    },
+    flush() {
+      setRecords(this);
+      const width = this.bucket();
+      let queueTop = 0;
+      for (const cycles of this.busy.values()) queueTop = Math.max(queueTop, cycles / width);
+      this.queueTop = queueTop;
+      this.node.dataset.queueMax = queueTop.toFixed(2);
+      const scale = queueTop ? this.top / queueTop : 1;
+      const points = [...this.busy.entries()].sort((a, b) => a[0] - b[0])
+        .map(([from, cycles]) => seconds(from + width / 2).toFixed(5) + ',' + (-(cycles / width) * scale).toFixed(2));
+      this.line.setAttribute('points', points.join(' '));
+      const to = Math.max(seconds(run.now), 1e-6);
+      this.svg.setAttribute('viewBox', '0 ' + (-this.top * 1.05).toFixed(2) + ' ' + to.toFixed(5) + ' ' + (this.top * 1.05).toFixed(2));
+      this.svg.setAttribute('preserveAspectRatio', 'none');
+      this.node.querySelector('.axis-note').textContent = this.records
+        ? this.records + ' requests; wait up to ' + Math.round(this.top).toLocaleString('en') +
+          ' µs; queue up to ' + queueTop.toFixed(1) + ' (10 ms average); 0 to ' + label(run.now)
+        : 'no timed disk requests (a lab gives the disk a service time with [run.disk])';
+      const box = this.node.querySelector('.per-vm');
+      box.textContent = '';
+      this.vms.forEach((entry, vm) => {
+        if (!entry) return;
+        make('div', { text: (run.vms[vm] || 'vm' + vm) + ': ' + entry.requests + ' requests, ' + entry.sectors +
+          ' sectors; wait mean ' + Math.round(micros(entry.waitSum / entry.requests)) + ' µs, max ' +
+          Math.round(micros(entry.waitMax)) + ' µs', style: 'color:' + colour(vm) }, box);
+      });
+    },
+  });
+
   // Dropped records (the hypervisor's count) and records lost on the way (gaps, bad frames).
   const dropped = Object.assign(figure('dropped'), {
     total: 0, lost: 0, skipped: 0,
@@ -524,14 +589,14 @@
     },
   });
 
-  const charts = [share, gantt, donuts, memory, disk, lag, wakes, dropped];
+  const charts = [share, gantt, donuts, memory, disk, diskQueue, lag, wakes, dropped];
 
   // ---- Items ----------------------------------------------------------------------------
   // The time an item is about, for the view's cursor (null: always shown).
   function itemTime(item) {
     switch (item[0]) {
       case 's': case 'r': return item[item[0] === 's' ? 2 : 3];
-      case 'x': case 'm': case 'd': case 'w': case 'q': case 'c': return item[2];
+      case 'x': case 'm': case 'd': case 'D': case 'w': case 'q': case 'c': return item[2];
       case 'o': return item[3];
       case 'l': case 'e': case 'M': return item[1];
       case 't': return run.end;
@@ -562,6 +627,7 @@
       for (const pane of panes) if (pane.input) pane.input.disabled = true;
       $('end-run').hidden = true;
       $('knobs').hidden = true;
+      $('knobs').disabled = true;
     }
     for (const chart of charts) chart.reset();
   }
@@ -584,6 +650,7 @@
       case 'x': donuts.add(item[1], item[4]); break;
       case 'm': memory.add(item[1], item[2], item[3], item[4], item[5]); break;
       case 'd': disk.add(item[1], item[2], item[3], item[4], item[5] === 1); break;
+      case 'D': diskQueue.add(item[1], item[2], item[3], item[4] === 1, item[5], item[6]); break;
       case 'w': wakes.add(item[1], item[2], item[3]); break;
       case 'l': dropped.count(); dropped.total = Math.max(dropped.total, item[2]); break;
       case 'g': dropped.count(); dropped.lost += item[1]; break;

@@ -17,6 +17,7 @@ use std::collections::BTreeSet;
 
 use carousel_protocol::record::{exit_reason_name, timed_events, Event, Record, SliceEnd};
 
+use super::disk::DiskServed;
 use super::timeline::{RunState, TimelineBuilder};
 use crate::escape;
 
@@ -76,6 +77,16 @@ pub enum Delta {
         lba: u32,
         sectors: u16,
         write: bool,
+    },
+    /// A request through the timed shared disk's queue completed at `tsc`: it waited `wait`
+    /// cycles for the device, which took `service` cycles (it arrived at `tsc - wait - service`).
+    DiskServed {
+        vm: u16,
+        tsc: i64,
+        sectors: u32,
+        write: bool,
+        wait: u64,
+        service: u64,
     },
     /// A blocked VM woke at `tsc` and got the CPU `latency` cycles later.
     Wake { vm: u16, tsc: i64, latency: u64 },
@@ -222,6 +233,19 @@ impl Feed {
                     sectors: *sectors,
                     write: *write,
                 });
+            }
+            Record::DiskServed { .. } => {
+                if let Some(served) = DiskServed::from_record(record) {
+                    let tsc = self.at(served.tsc);
+                    self.out.push(Delta::DiskServed {
+                        vm: served.vm,
+                        tsc,
+                        sectors: served.sectors,
+                        write: served.write,
+                        wait: served.wait,
+                        service: served.service,
+                    });
+                }
             }
             Record::TimerLag {
                 vm,
@@ -429,6 +453,36 @@ mod tests {
             why: None
         }));
         assert_eq!(second.last(), Some(&Delta::RunEnd { tsc: 200 }));
+    }
+
+    /// A served disk request reaches the page once, at its completion from the origin, with
+    /// its wait and service as the hypervisor measured them.
+    #[test]
+    fn served_disk_requests_come_once_from_the_origin() {
+        let mut feed = Feed::new();
+        feed.add(&hello(&["a", "b"], 1_000));
+        feed.add(&events(100, vec![Event::Run { dt: 0, vm: 0 }]));
+        feed.take();
+        feed.add(&Record::DiskServed {
+            tsc: 400,
+            vm: 1,
+            sectors: 8,
+            write: true,
+            wait: 120,
+            service: 80,
+        });
+        assert_eq!(
+            feed.take(),
+            [Delta::DiskServed {
+                vm: 1,
+                tsc: 300,
+                sectors: 8,
+                write: true,
+                wait: 120,
+                service: 80,
+            }]
+        );
+        assert!(feed.take().is_empty(), "nothing is sent twice");
     }
 
     #[test]
