@@ -291,18 +291,21 @@ impl Received {
     }
 
     /// A setting the hypervisor changed or refused: told on the console, and a marker on the
-    /// live page's timeline.
+    /// live page's timeline at the hypervisor's time of the change.
     fn setting_news(&self, record: &Record) {
-        let (setting, source, refused) = match record {
+        let (tsc, setting, source, refused) = match record {
             Record::SettingChanged {
-                setting, source, ..
-            } => (setting, source, None),
+                tsc,
+                setting,
+                source,
+            } => (*tsc, setting, source, None),
             Record::SettingRefused {
+                tsc,
                 setting,
                 source,
                 reason,
                 ..
-            } => (setting, source, Some(reason)),
+            } => (*tsc, setting, source, Some(reason)),
             _ => return,
         };
         let what = describe_setting(*setting, &self.names);
@@ -315,7 +318,7 @@ impl Received {
             println!("[carousel] {text}");
         }
         if let Some(web) = &self.web {
-            web.hub.marker(&text);
+            web.hub.marker_at(web.feed.since_origin(tsc), &text);
         }
     }
 
@@ -855,6 +858,57 @@ mod tests {
         ] {
             assert!(seen.contains(words), "{words}: {seen}");
         }
+    }
+
+    /// A setting change is marked on the live page at the hypervisor's time of it, as the
+    /// deltas count time, not at whatever time the records had reached.
+    #[test]
+    fn setting_markers_sit_at_the_change() {
+        use crate::web::hub::{Hub, Limits, Mode};
+        use carousel_protocol::record::{ChangeSource, Event};
+        let lab = Lab::parse(
+            Path::new("lab.toml"),
+            "[[vm]]\nname = \"a\"\nkernel = \"hello\"\nmemory_mib = 8\n",
+        )
+        .unwrap();
+        let names = vec!["a".to_string()];
+        let (hub, _controls) = Hub::new(Mode::Live, &names, Limits::LIVE);
+        let mut received = Received::new(
+            Console::Quiet,
+            names,
+            Vec::new(),
+            Scripts::new(vec![Vec::new()]),
+            false,
+        )
+        .with_web(Some(hub.clone()));
+        received.record(
+            Record::Events {
+                tsc: 1_000,
+                events: vec![Event::Run { dt: 0, vm: 0 }],
+            },
+            &lab,
+        );
+        received.record(
+            Record::Events {
+                tsc: 9_000,
+                events: vec![Event::Run { dt: 0, vm: 0 }],
+            },
+            &lab,
+        );
+        received.record(
+            Record::SettingChanged {
+                tsc: 4_000,
+                setting: Setting::Quantum { us: 2_000 },
+                source: ChangeSource::Console,
+            },
+            &lab,
+        );
+        received.publish_web();
+        let seen = page_saw(&hub);
+        assert!(
+            seen.contains("[\"M\",3000,\"setting changed (console): quantum 2 ms\"]"),
+            "{seen}"
+        );
     }
 
     #[test]

@@ -287,9 +287,15 @@ impl Hub {
 
     /// Adds a marker for a control the user gave, at the latest time the run reached.
     pub fn marker(&self, text: &str) {
+        self.marker_at(None, text);
+    }
+
+    /// Adds a marker at `tsc` since the origin (the hypervisor's time of what it marks), or at
+    /// the latest time the run reached when that is not known.
+    pub fn marker_at(&self, tsc: Option<i64>, text: &str) {
         {
             let mut state = self.lock();
-            let item = web::marker(state.latest, text).to_string().into();
+            let item = web::marker(tsc.or(state.latest), text).to_string().into();
             state.sticky.push(item);
         }
         self.changed();

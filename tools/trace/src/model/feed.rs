@@ -145,6 +145,11 @@ impl Feed {
         tsc as i64 - origin as i64
     }
 
+    /// `tsc` as the deltas give times: since the origin, once the first timed record has set it.
+    pub fn since_origin(&self, tsc: u64) -> Option<i64> {
+        self.origin.map(|origin| tsc as i64 - origin as i64)
+    }
+
     /// Folds in the next record of the run.
     pub fn add(&mut self, record: &Record) {
         self.timeline.add(record);
@@ -483,6 +488,12 @@ mod tests {
             }]
         );
         assert!(feed.take().is_empty(), "nothing is sent twice");
+        assert_eq!(
+            feed.since_origin(250),
+            Some(150),
+            "as the deltas count time"
+        );
+        assert_eq!(Feed::new().since_origin(250), None, "no origin yet");
     }
 
     #[test]
