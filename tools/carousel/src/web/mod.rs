@@ -39,8 +39,14 @@ pub fn parse_addr(text: &str) -> Result<SocketAddr, String> {
     if let Ok(port) = text.parse::<u16>() {
         return Ok(SocketAddr::new(DEFAULT_ADDR.ip(), port));
     }
+    // `--web` takes an optional value, so a file right after it is read as the address.
+    let file = if std::path::Path::new(text).exists() {
+        " (that is a file: put --web after it, or write --web=ADDR)"
+    } else {
+        ""
+    };
     Err(format!(
-        "--web {text:?}: give IP:PORT, IP or PORT (e.g. 127.0.0.1:8080)"
+        "--web {text:?}: give IP:PORT, IP or PORT (e.g. 127.0.0.1:8080){file}"
     ))
 }
 
@@ -188,6 +194,13 @@ mod tests {
             "127.0.0.1:9000".parse().unwrap()
         );
         assert!(parse_addr("example.com").is_err());
+        // A lab or trace taken for the address says how to put it.
+        let file = tempfile::NamedTempFile::new().unwrap();
+        let error = parse_addr(file.path().to_str().unwrap()).unwrap_err();
+        assert!(error.contains("put --web after it"), "{error}");
+        assert!(!parse_addr("example.com")
+            .unwrap_err()
+            .contains("put --web after it"));
         assert!(exposure_warning(DEFAULT_ADDR).is_none());
         assert!(exposure_warning("0.0.0.0:1".parse().unwrap())
             .unwrap()
