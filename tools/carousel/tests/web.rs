@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use carousel::web::hub::{Control, Hub, Limits, Mode};
 use carousel::web::Server;
+use carousel_protocol::record::Record;
 use serde_json::Value;
 use tungstenite::client::IntoClientRequest;
 use tungstenite::http::HeaderValue;
@@ -739,7 +740,21 @@ fn view(trace: &Path, size: (u32, u32)) -> (std::process::Child, Reaper, Browser
 #[ignore = "drives the page in headless Chromium"]
 fn the_view_page_scrubs_a_trace() {
     let dir = tempfile::tempdir().unwrap();
-    let records = synthetic::synthetic_run(["a", "b", "c", "d"]);
+    let mut records = synthetic::synthetic_run(["a", "b", "c", "d"]);
+    // A served disk request whose wait no device could take (a corrupt trace): the page's
+    // queue chart must not walk a bucket per 10 ms of it.
+    let end = records.len() - 1;
+    records.insert(
+        end,
+        Record::DiskServed {
+            tsc: 500_000_000,
+            vm: 1,
+            sectors: 8,
+            write: false,
+            wait: u64::MAX / 4,
+            service: 1_000,
+        },
+    );
     // A line that would be markup if the page took it as HTML.
     let com1 = synthetic::com1_text(&records) + "<img src=x onerror=window.pwned=1>\n";
     std::fs::write(dir.path().join("com1.txt"), com1).unwrap();

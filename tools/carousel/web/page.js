@@ -538,7 +538,8 @@
         'stroke-linecap': 'round', 'vector-effect': 'non-scaling-stroke' }, this.dots);
       while (this.dots.childElementCount > WAKES_KEPT) this.dots.firstElementChild.remove();
       const width = this.bucket();
-      const arrival = tsc - wait - service;
+      // At most the buckets kept, whatever a (corrupt) trace says the request waited.
+      const arrival = Math.max(tsc - wait - service, tsc - width * DISK_BUCKETS_KEPT);
       for (let from = Math.floor(arrival / width) * width; from < tsc; from += width) {
         const overlap = Math.min(tsc, from + width) - Math.max(arrival, from);
         if (overlap > 0) this.busy.set(from, (this.busy.get(from) || 0) + overlap);
