@@ -485,8 +485,22 @@
     },
   });
 
+  // Dot charts over TSC time (wake latency, disk waits): a dot at (tsc, height) in VM vm's
+  // colour, the newest DOTS_KEPT kept, and a view from 0 to now, as tall as the tallest dot.
+  const DOTS_KEPT = 3000;
+  function timeDot(group, vm, tsc, height) {
+    const x = seconds(tsc).toFixed(5);
+    svg('line', { x1: x, x2: x, y1: (-height).toFixed(2), y2: (-height).toFixed(2), stroke: colour(vm), 'stroke-width': 4,
+      'stroke-linecap': 'round', 'vector-effect': 'non-scaling-stroke' }, group);
+    while (group.childElementCount > DOTS_KEPT) group.firstElementChild.remove();
+  }
+  function fitTime(chart, top) {
+    const to = Math.max(seconds(run.now), 1e-6);
+    chart.setAttribute('viewBox', '0 ' + (-top * 1.05).toFixed(2) + ' ' + to.toFixed(5) + ' ' + (top * 1.05).toFixed(2));
+    chart.setAttribute('preserveAspectRatio', 'none');
+  }
+
   // Wake latency: one dot per wake (when it woke, how long until it ran), the newest kept.
-  const WAKES_KEPT = 3000;
   const wakes = Object.assign(figure('wakes'), {
     svg: $('wakes').querySelector('svg'), top: 1, dots: null,
     reset() {
@@ -497,16 +511,11 @@
       this.count();
       const us = micros(latency);
       this.top = Math.max(this.top, us);
-      const x = (seconds(tsc)).toFixed(5);
-      svg('line', { x1: x, x2: x, y1: (-us).toFixed(2), y2: (-us).toFixed(2), stroke: colour(vm), 'stroke-width': 4,
-        'stroke-linecap': 'round', 'vector-effect': 'non-scaling-stroke' }, this.dots);
-      while (this.dots.childElementCount > WAKES_KEPT) this.dots.firstElementChild.remove();
+      timeDot(this.dots, vm, tsc, us);
     },
     flush() {
       setRecords(this);
-      const to = Math.max(seconds(run.now), 1e-6);
-      this.svg.setAttribute('viewBox', '0 ' + (-this.top * 1.05).toFixed(2) + ' ' + to.toFixed(5) + ' ' + (this.top * 1.05).toFixed(2));
-      this.svg.setAttribute('preserveAspectRatio', 'none');
+      fitTime(this.svg, this.top);
       this.node.querySelector('.axis-note').textContent = this.records + ' wakes; up to ' +
         Math.round(this.top).toLocaleString('en') + ' µs; 0 to ' + label(run.now);
     },
@@ -519,32 +528,35 @@
   const DISK_BUCKETS_KEPT = 2000;
   const diskQueue = Object.assign(figure('disk-queue'), {
     svg: $('disk-queue').querySelector('svg'), top: 1, dots: null, line: null, busy: new Map(),
-    vms: [], queueTop: 0,
+    newest: 0, vms: [],
     bucket() { return Math.max(1, Math.round((run.hz || 1e9) / 100)); },
     reset() {
-      this.records = 0; this.top = 1; this.busy.clear(); this.vms = []; this.queueTop = 0;
+      this.records = 0; this.top = 1; this.busy.clear(); this.newest = 0; this.vms = [];
       this.svg.textContent = '';
       this.dots = svg('g', {}, this.svg);
       this.line = svg('polyline', { fill: 'none', stroke: '#444', 'stroke-width': 1.5,
         'vector-effect': 'non-scaling-stroke' }, this.svg);
       this.node.querySelector('.per-vm').textContent = '';
     },
-    add(vm, tsc, sectors, write, wait, service) {
+    add(vm, tsc, sectors, wait, service) {
       this.count();
       const us = micros(wait);
       this.top = Math.max(this.top, us);
-      const x = seconds(tsc).toFixed(5);
-      svg('line', { x1: x, x2: x, y1: (-us).toFixed(2), y2: (-us).toFixed(2), stroke: colour(vm), 'stroke-width': 4,
-        'stroke-linecap': 'round', 'vector-effect': 'non-scaling-stroke' }, this.dots);
-      while (this.dots.childElementCount > WAKES_KEPT) this.dots.firstElementChild.remove();
+      timeDot(this.dots, vm, tsc, us);
       const width = this.bucket();
       // At most the buckets kept, whatever a (corrupt) trace says the request waited.
       const arrival = Math.max(tsc - wait - service, tsc - width * DISK_BUCKETS_KEPT);
       for (let from = Math.floor(arrival / width) * width; from < tsc; from += width) {
         const overlap = Math.min(tsc, from + width) - Math.max(arrival, from);
         if (overlap > 0) this.busy.set(from, (this.busy.get(from) || 0) + overlap);
+        this.newest = Math.max(this.newest, from);
       }
-      while (this.busy.size > DISK_BUCKETS_KEPT) this.busy.delete(this.busy.keys().next().value);
+      // The newest buckets are kept: requests complete out of arrival order, so the oldest
+      // bucket need not be the first one made.
+      if (this.busy.size > DISK_BUCKETS_KEPT) {
+        const floor = this.newest - width * DISK_BUCKETS_KEPT;
+        for (const from of this.busy.keys()) if (from <= floor) this.busy.delete(from);
+      }
       const entry = this.vms[vm] || (this.vms[vm] = { requests: 0, sectors: 0, waitMax: 0, waitSum: 0 });
       entry.requests += 1; entry.sectors += sectors; entry.waitSum += wait;
       entry.waitMax = Math.max(entry.waitMax, wait);
@@ -554,15 +566,12 @@
       const width = this.bucket();
       let queueTop = 0;
       for (const cycles of this.busy.values()) queueTop = Math.max(queueTop, cycles / width);
-      this.queueTop = queueTop;
       this.node.dataset.queueMax = queueTop.toFixed(2);
       const scale = queueTop ? this.top / queueTop : 1;
       const points = [...this.busy.entries()].sort((a, b) => a[0] - b[0])
         .map(([from, cycles]) => seconds(from + width / 2).toFixed(5) + ',' + (-(cycles / width) * scale).toFixed(2));
       this.line.setAttribute('points', points.join(' '));
-      const to = Math.max(seconds(run.now), 1e-6);
-      this.svg.setAttribute('viewBox', '0 ' + (-this.top * 1.05).toFixed(2) + ' ' + to.toFixed(5) + ' ' + (this.top * 1.05).toFixed(2));
-      this.svg.setAttribute('preserveAspectRatio', 'none');
+      fitTime(this.svg, this.top);
       this.node.querySelector('.axis-note').textContent = this.records
         ? this.records + ' requests; wait up to ' + Math.round(this.top).toLocaleString('en') +
           ' µs; queue up to ' + queueTop.toFixed(1) + ' (10 ms average); 0 to ' + label(run.now)
@@ -651,7 +660,7 @@
       case 'x': donuts.add(item[1], item[4]); break;
       case 'm': memory.add(item[1], item[2], item[3], item[4], item[5]); break;
       case 'd': disk.add(item[1], item[2], item[3], item[4], item[5] === 1); break;
-      case 'D': diskQueue.add(item[1], item[2], item[3], item[4] === 1, item[5], item[6]); break;
+      case 'D': diskQueue.add(item[1], item[2], item[3], item[5], item[6]); break;
       case 'w': wakes.add(item[1], item[2], item[3]); break;
       case 'l': dropped.count(); dropped.total = Math.max(dropped.total, item[2]); break;
       case 'g': dropped.count(); dropped.lost += item[1]; break;

@@ -860,27 +860,32 @@ mod tests {
         }
     }
 
+    /// A lab of one VM "a", and a quiet stream for it without scripts.
+    fn quiet_vm_a() -> (Lab, Received) {
+        let lab = Lab::parse(
+            Path::new("lab.toml"),
+            "[[vm]]\nname = \"a\"\nkernel = \"hello\"\nmemory_mib = 8\n",
+        )
+        .unwrap();
+        let received = Received::new(
+            Console::Quiet,
+            vec!["a".to_string()],
+            Vec::new(),
+            Scripts::new(vec![Vec::new()]),
+            false,
+        );
+        (lab, received)
+    }
+
     /// A setting change is marked on the live page at the hypervisor's time of it, as the
     /// deltas count time, not at whatever time the records had reached.
     #[test]
     fn setting_markers_sit_at_the_change() {
         use crate::web::hub::{Hub, Limits, Mode};
         use carousel_protocol::record::{ChangeSource, Event};
-        let lab = Lab::parse(
-            Path::new("lab.toml"),
-            "[[vm]]\nname = \"a\"\nkernel = \"hello\"\nmemory_mib = 8\n",
-        )
-        .unwrap();
-        let names = vec!["a".to_string()];
-        let (hub, _controls) = Hub::new(Mode::Live, &names, Limits::LIVE);
-        let mut received = Received::new(
-            Console::Quiet,
-            names,
-            Vec::new(),
-            Scripts::new(vec![Vec::new()]),
-            false,
-        )
-        .with_web(Some(hub.clone()));
+        let (lab, received) = quiet_vm_a();
+        let (hub, _controls) = Hub::new(Mode::Live, &["a".to_string()], Limits::LIVE);
+        let mut received = received.with_web(Some(hub.clone()));
         received.record(
             Record::Events {
                 tsc: 1_000,
@@ -914,18 +919,7 @@ mod tests {
     #[test]
     fn quiet_runs_keep_stream_warnings_for_the_caller() {
         use carousel_protocol::wire::{encode_vec, Frame};
-        let lab = Lab::parse(
-            Path::new("lab.toml"),
-            "[[vm]]\nname = \"a\"\nkernel = \"hello\"\nmemory_mib = 8\n",
-        )
-        .unwrap();
-        let mut received = Received::new(
-            Console::Quiet,
-            vec!["a".to_string()],
-            Vec::new(),
-            Scripts::new(vec![Vec::new()]),
-            false,
-        );
+        let (lab, mut received) = quiet_vm_a();
         let mut bytes = encode_vec(&Frame {
             seq: 0,
             record: Record::RunEnd { tsc: 1 },

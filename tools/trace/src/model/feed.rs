@@ -138,11 +138,11 @@ impl Feed {
 
     /// `tsc` as a time since the origin (which the first timed record sets).
     fn at(&mut self, tsc: u64) -> i64 {
-        let origin = *self.origin.get_or_insert_with(|| {
+        if self.origin.is_none() {
+            self.origin = Some(tsc);
             self.out.push(Delta::Origin { tsc });
-            tsc
-        });
-        tsc as i64 - origin as i64
+        }
+        self.since_origin(tsc).unwrap_or(0)
     }
 
     /// `tsc` as the deltas give times: since the origin, once the first timed record has set it.
