@@ -31,8 +31,9 @@ fn carousel(args: &[&str]) -> String {
     stdout
 }
 
-/// The SVG charts a page with events, memory samples and disk transfers has.
-const CHARTS: [&str; 5] = ["donut", "share-chart", "gantt", "memgrid", "diskgrid"];
+/// The charts (the web page's figures) a page with events, exits, memory samples, disk
+/// transfers and wakes draws into.
+const CHARTS: [&str; 6] = ["share", "gantt", "donuts", "memory", "disk", "wakes"];
 
 #[test]
 fn the_synthetic_run_obeys_the_conservation_rule() {

@@ -366,11 +366,7 @@ fn input_is_rate_limited() {
 fn an_address_beyond_loopback_is_warned_about() {
     // `carousel view` on another address says so on stderr; on loopback it does not.
     let dir = tempfile::tempdir().unwrap();
-    let trace = synthetic::write_trace(
-        dir.path(),
-        "com2.bin",
-        synthetic::synthetic_run(["a", "b", "c", "d"]),
-    );
+    let trace = four_vm_trace(dir.path(), "com2.bin");
     for (addr, warned) in [("127.0.0.1", false), ("0.0.0.0", true)] {
         let mut child = Command::new(env!("CARGO_BIN_EXE_carousel"))
             .args(["view", trace.to_str().unwrap(), "--web", addr])
@@ -491,6 +487,16 @@ fn report(trace: &Path) -> (Value, Vec<u64>) {
     (report, slices)
 }
 
+/// The exits a JSON report counts, every reason's.
+fn exit_count(report: &Value) -> u64 {
+    report["exits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|exit| exit["count"].as_u64().unwrap())
+        .sum()
+}
+
 /// The page's slices per VM (the CPU share chart's count).
 fn page_slices(browser: &mut Browser) -> Vec<u64> {
     serde_json::from_str(
@@ -510,6 +516,31 @@ fn number(browser: &mut Browser, expression: &str) -> u64 {
         .unwrap_or(Value::Null)
         .as_u64()
         .unwrap_or(0)
+}
+
+/// The synthetic run of four VMs a..d, written as `dir/name`.
+fn four_vm_trace(dir: &Path, name: &str) -> std::path::PathBuf {
+    synthetic::write_trace(dir, name, synthetic::synthetic_run(["a", "b", "c", "d"]))
+}
+
+/// Asserts the page recorded no error and the browser reported none.
+fn assert_no_page_errors(browser: &mut Browser) {
+    let page_errors = number(
+        browser,
+        "Number(document.getElementById('page-errors').dataset.count)",
+    );
+    assert_eq!(page_errors, 0);
+    assert!(browser.errors.is_empty(), "{:?}", browser.errors);
+}
+
+/// Moves the page's time slider to `value` (a script expression over the slider `s`).
+fn move_slider(browser: &mut Browser, value: &str) {
+    browser
+        .eval(&format!(
+            "(() => {{ const s = document.getElementById('slider'); s.value = String({value}); \
+             s.dispatchEvent(new Event('input')); return true; }})()"
+        ))
+        .unwrap();
 }
 
 /// The page's chart record counts, `#id`'s `data-records`.
@@ -680,12 +711,7 @@ fn a_devcheck_lab_is_driven_from_the_page() {
         .map(|vm| vm["wake_latency"]["count"].as_u64().unwrap_or(0))
         .sum();
     assert_eq!(late[5], wakes, "wakes, page and report");
-    let exits: u64 = report["exits"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|exit| exit["count"].as_u64().unwrap())
-        .sum();
+    let exits = exit_count(&report);
     let page_exits = number(
         &mut browser,
         "Number(document.getElementById('donuts').dataset.exits)",
@@ -711,12 +737,7 @@ fn a_devcheck_lab_is_driven_from_the_page() {
         "Number(document.getElementById('disk-queue').dataset.records)",
     );
     assert_eq!(page_requests, requests, "disk requests, page and report");
-    let page_errors = number(
-        &mut browser,
-        "Number(document.getElementById('page-errors').dataset.count)",
-    );
-    assert_eq!(page_errors, 0);
-    assert!(browser.errors.is_empty(), "{:?}", browser.errors);
+    assert_no_page_errors(&mut browser);
 }
 
 /// `carousel view TRACE` and Chromium with a window of `size` on its page.
@@ -789,13 +810,7 @@ fn the_view_page_scrubs_a_trace() {
     let all_lines = lines(&mut browser);
     assert!(all_lines > 2, "{all_lines} console lines");
     // Halfway.
-    browser
-        .eval(
-            "(() => { const s = document.getElementById('slider'); \
-             s.value = String((Number(s.min) + Number(s.max)) / 2); \
-             s.dispatchEvent(new Event('input')); return true; })()",
-        )
-        .unwrap();
+    move_slider(&mut browser, "(Number(s.min) + Number(s.max)) / 2");
     browser.pump(Duration::from_millis(300));
     let half = page_slices(&mut browser);
     for (half, all) in half.iter().zip(&slices) {
@@ -808,13 +823,7 @@ fn the_view_page_scrubs_a_trace() {
     );
     // One second after the first event: each VM's running time is that of the first ten
     // 100 ms intervals of `carousel report --interval 100`.
-    browser
-        .eval(
-            "(() => { const s = document.getElementById('slider'); \
-             s.value = String(Number(s.min) + 1e9); \
-             s.dispatchEvent(new Event('input')); return true; })()",
-        )
-        .unwrap();
+    move_slider(&mut browser, "Number(s.min) + 1e9");
     browser.pump(Duration::from_millis(300));
     let intervals = Command::new(env!("CARGO_BIN_EXE_carousel"))
         .args(["report", "--interval", "100", "--format", "json"])
@@ -853,14 +862,113 @@ fn the_view_page_scrubs_a_trace() {
         serde_json::json!([true, 0, "undefined"]),
         "text, not markup"
     );
-    let page_errors = number(
-        &mut browser,
-        "Number(document.getElementById('page-errors').dataset.count)",
-    );
-    assert_eq!(page_errors, 0);
-    assert!(browser.errors.is_empty(), "{:?}", browser.errors);
+    assert_no_page_errors(&mut browser);
     drop(guard);
     let _ = child.wait();
+}
+
+/// `carousel report --html`: the report page draws with the web page's own charts, offline. At
+/// the end of its slider they hold what the JSON report counts (slices per VM, exits, disk
+/// sectors); halfway they hold less; a narrower Gantt window shows fewer bars; and the page has
+/// no error and asks for nothing over the network.
+#[test]
+#[ignore = "drives the page in headless Chromium"]
+fn the_report_page_draws_with_the_live_pages_charts() {
+    let dir = tempfile::tempdir().unwrap();
+    let trace = four_vm_trace(dir.path(), "run.trace");
+    let html = dir.path().join("report.html");
+    let status = Command::new(env!("CARGO_BIN_EXE_carousel"))
+        .args(["report", "--format", "json", "--html"])
+        .arg(&html)
+        .arg(&trace)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let url = format!("file://{}", html.canonicalize().unwrap().display());
+    let mut browser = Browser::open(&url, (1400, 1000)).expect("Chromium opens the report");
+    browser
+        .wait_for(
+            "document.body.dataset.rendered === 'yes' && !document.getElementById('scrub').hidden",
+            Duration::from_secs(30),
+        )
+        .expect("the report draws and its slider opens");
+    let (report, slices) = report(&trace);
+    assert_eq!(page_slices(&mut browser), slices, "slices, page and report");
+    let exits = exit_count(&report);
+    assert_eq!(
+        number(
+            &mut browser,
+            "Number(document.getElementById('donuts').dataset.exits)"
+        ),
+        exits,
+        "exits, donuts and report"
+    );
+    let sectors: u64 = report["disk"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|vm| vm["reads"].as_u64().unwrap() + vm["writes"].as_u64().unwrap())
+        .sum();
+    assert_eq!(
+        number(
+            &mut browser,
+            "Number(document.getElementById('disk').dataset.sectors)"
+        ),
+        sectors,
+        "sectors, disk grid and report"
+    );
+    for (id, count) in ["share", "gantt", "donuts", "memory", "disk", "wakes"]
+        .iter()
+        .zip(records(&mut browser))
+    {
+        assert!(count > 0, "#{id} drew nothing");
+    }
+    // No consoles and no controls on a report; nothing but the file itself was loaded.
+    let absent = browser
+        .eval(
+            "[document.getElementById('consoles'), document.getElementById('knobs')].filter(Boolean).length",
+        )
+        .unwrap();
+    assert_eq!(absent, serde_json::json!(0));
+    let loaded = browser
+        .eval("performance.getEntriesByType('resource').length")
+        .unwrap();
+    assert_eq!(loaded, serde_json::json!(0), "the report fetched something");
+    // Halfway, fewer slices.
+    move_slider(&mut browser, "(Number(s.min) + Number(s.max)) / 2");
+    let half = page_slices(&mut browser);
+    for (half, all) in half.iter().zip(&slices) {
+        assert!(*half > 0 && half < all, "{half} of {all} slices halfway");
+    }
+    // A 10 ms window: the bars that show are those of the last 10 ms before the cursor, each
+    // slice its own bar, where the whole run merged them.
+    let bars = |browser: &mut Browser| {
+        number(
+            browser,
+            "document.querySelectorAll('#gantt svg g[data-vm] rect').length",
+        )
+    };
+    let whole = bars(&mut browser);
+    browser
+        .eval(
+            "(() => { const w = document.getElementById('gantt-window'); w.value = '0.01'; \
+             w.dispatchEvent(new Event('change')); return true; })()",
+        )
+        .unwrap();
+    let close = bars(&mut browser);
+    assert!(
+        close > 0 && close != whole,
+        "{close} bars in 10 ms, {whole} in the whole run"
+    );
+    let note = browser
+        .eval("document.querySelector('#gantt .axis-note').textContent")
+        .unwrap();
+    assert!(
+        note.as_str().unwrap_or("").contains(" to 1."),
+        "the window ends at the cursor: {note}"
+    );
+    assert_no_page_errors(&mut browser);
 }
 
 /// `carousel bench web --json`: the page draws every slice of the synthetic run, skips nothing,

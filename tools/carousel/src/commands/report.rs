@@ -8,6 +8,7 @@
 use std::path::Path;
 
 use carousel_trace::decode::{only_vm, read_trace};
+use carousel_trace::model::feed::{Delta, Feed};
 use carousel_trace::model::steps::{time_steps, StepsFile, STEPS_FILE};
 use carousel_trace::model::{Keep, Model, ModelBuilder};
 use carousel_trace::render::{csv, html, json, text};
@@ -27,6 +28,16 @@ pub enum Format {
 /// work with (the file cannot be read, holds no record, names no such VM) `carousel <command>`
 /// says why and the error is the exit code, 2.
 pub fn load_trace(path: &Path, vm: Option<&str>, command: &str) -> Result<Model, i32> {
+    load(path, vm, command, false).map(|(model, _)| model)
+}
+
+/// [`load_trace`], and with `feed` the web page's deltas of the same records (empty without).
+fn load(
+    path: &Path,
+    vm: Option<&str>,
+    command: &str,
+    feed: bool,
+) -> Result<(Model, Vec<Delta>), i32> {
     let bytes = std::fs::read(path).map_err(|error| {
         eprintln!(
             "carousel {command}: cannot read {}: {error}",
@@ -49,6 +60,11 @@ pub fn load_trace(path: &Path, vm: Option<&str>, command: &str) -> Result<Model,
             2
         })?,
     };
+    let deltas = if feed {
+        Feed::of_trace(&records, &damage)
+    } else {
+        Vec::new()
+    };
     let mut model = ModelBuilder::new(Keep::Everything);
     for record in &records {
         model.add(record);
@@ -59,7 +75,7 @@ pub fn load_trace(path: &Path, vm: Option<&str>, command: &str) -> Result<Model,
     let mut model = model.finish();
     // One VM's guest time cannot balance the whole run's elapsed time.
     model.accounting.partial = vm.is_some();
-    Ok(model)
+    Ok((model, deltas))
 }
 
 /// What `carousel report` was asked for beyond the trace.
@@ -104,8 +120,8 @@ fn time_steps_beside(path: &Path, model: &mut Model) {
 /// returns the exit code: 0, or 2 when the file cannot be read, holds no record at all, names
 /// no such VM, has no events for `--interval`, or the page cannot be written.
 pub fn report_command(path: &Path, options: &ReportOptions) -> i32 {
-    let mut model = match load_trace(path, options.vm, "report") {
-        Ok(model) => model,
+    let (mut model, deltas) = match load(path, options.vm, "report", options.html.is_some()) {
+        Ok(loaded) => loaded,
         Err(code) => return code,
     };
     if options.vm.is_none() {
@@ -124,7 +140,7 @@ pub fn report_command(path: &Path, options: &ReportOptions) -> i32 {
             name: &path.display().to_string(),
             only_vm: options.vm,
         };
-        let html = html::page(&model, &source);
+        let html = html::page(&model, &deltas, &source);
         if let Err(error) = std::fs::write(page, &html) {
             eprintln!("carousel report: cannot write {}: {error}", page.display());
             return 2;

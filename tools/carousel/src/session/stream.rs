@@ -290,35 +290,14 @@ impl Received {
         }
     }
 
-    /// A setting the hypervisor changed or refused: told on the console, and a marker on the
-    /// live page's timeline at the hypervisor's time of the change.
+    /// A setting the hypervisor changed or refused: told on the console. (The live page's marker
+    /// comes with the feed, [`carousel_trace::model::feed::Delta::Setting`], as a trace's does.)
     fn setting_news(&self, record: &Record) {
-        let (tsc, setting, source, refused) = match record {
-            Record::SettingChanged {
-                tsc,
-                setting,
-                source,
-            } => (*tsc, setting, source, None),
-            Record::SettingRefused {
-                tsc,
-                setting,
-                source,
-                reason,
-                ..
-            } => (*tsc, setting, source, Some(reason)),
-            _ => return,
-        };
-        let what = describe_setting(*setting, &self.names);
-        let source = carousel_trace::model::settings::source_name(*source);
-        let text = match refused {
-            None => format!("setting changed ({source}): {what}"),
-            Some(reason) => format!("setting refused ({source}): {what}: {reason}"),
+        let Some((_, text)) = carousel_trace::model::settings::news(record, &self.names) else {
+            return;
         };
         if self.console.prints() {
             println!("[carousel] {text}");
-        }
-        if let Some(web) = &self.web {
-            web.hub.marker_at(web.feed.since_origin(tsc), &text);
         }
     }
 

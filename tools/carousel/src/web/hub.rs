@@ -191,6 +191,7 @@ fn delta_time(delta: &Delta) -> Option<i64> {
         | Delta::Dropped { tsc, .. }
         | Delta::Stopped { tsc, .. }
         | Delta::Check { tsc, .. }
+        | Delta::Setting { tsc, .. }
         | Delta::RunEnd { tsc } => Some(tsc),
         _ => None,
     }

@@ -6,7 +6,7 @@
 //! starting and stopping it ([`Server`]); the shared state of server and session ([`hub`]); the
 //! HTTP side and its rules ([`server`]); the rate limit on what pages send ([`limit`]). The
 //! deltas are `carousel-trace`'s ([`carousel_trace::model::feed`]); the page's assets are in
-//! `tools/carousel/web/`, embedded in the binary.
+//! `carousel-trace`'s (`tools/trace/web/`, shared with `carousel report --html`), embedded in the binary.
 //!
 //! What is not: a second decoder or model. The session hands the server the records it already
 //! decoded and the COM1 lines it already split.

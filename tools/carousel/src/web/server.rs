@@ -22,27 +22,20 @@ use axum::Router;
 use serde::Deserialize;
 
 use carousel_protocol::config::Setting;
+use carousel_trace::render::web;
 
 use super::hub::{Control, Cursor, Hub};
 use super::limit::Bucket;
 
-/// The page, its script and its style, embedded at build time.
+/// The page, its script and its style (`carousel-trace`'s, embedded at build time).
 pub const ASSETS: [(&str, &str, &str); 3] = [
-    (
-        "/",
-        "text/html; charset=utf-8",
-        include_str!("../../web/index.html"),
-    ),
+    ("/", "text/html; charset=utf-8", web::PAGE_HTML),
     (
         "/page.js",
         "text/javascript; charset=utf-8",
-        include_str!("../../web/page.js"),
+        web::PAGE_SCRIPT,
     ),
-    (
-        "/page.css",
-        "text/css; charset=utf-8",
-        include_str!("../../web/page.css"),
-    ),
+    ("/page.css", "text/css; charset=utf-8", web::PAGE_STYLE),
 ];
 
 /// Where the page's assets name the token (the HTML links its script and style with it).

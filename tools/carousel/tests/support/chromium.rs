@@ -123,9 +123,20 @@ pub fn screenshot(page: &Path, png: &Path, (width, height): (u32, u32)) {
     );
 }
 
+/// The `data-records` of the chart figure `id` in a dumped DOM: how many items the page's
+/// script drew into it.
+pub fn chart_records(dom: &str, id: &str) -> Option<u64> {
+    let at = dom.find(&format!("id=\"{id}\""))?;
+    let open = dom[..at].rfind('<')?;
+    let close = at + dom[at..].find('>')?;
+    let tag = &dom[open..close];
+    let (_, rest) = tag.split_once("data-records=\"")?;
+    rest.split('"').next()?.parse().ok()
+}
+
 /// Asserts the page rendered: its script marked it, it recorded no error, the browser logged no
-/// uncaught error, and every SVG class in `svgs` appears.
-pub fn assert_rendered(rendered: &Rendered, svgs: &[&str]) {
+/// uncaught error, and every chart figure in `charts` (ids) drew at least one item.
+pub fn assert_rendered(rendered: &Rendered, charts: &[&str]) {
     let dom = &rendered.dom;
     assert!(
         dom.contains("data-rendered=\"yes\""),
@@ -149,10 +160,11 @@ pub fn assert_rendered(rendered: &Rendered, svgs: &[&str]) {
             "the browser logged an error: {line}"
         );
     }
-    for class in svgs {
+    for id in charts {
+        let drawn = chart_records(dom, id);
         assert!(
-            dom.contains(&format!("<svg class=\"{class}\"")),
-            "no <svg class=\"{class}\"> in the rendered page"
+            drawn.is_some_and(|count| count > 0),
+            "the chart #{id} drew {drawn:?} items"
         );
     }
 }

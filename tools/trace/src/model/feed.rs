@@ -18,7 +18,9 @@ use std::collections::BTreeSet;
 use carousel_protocol::record::{exit_reason_name, timed_events, Event, Record, SliceEnd};
 
 use super::disk::DiskServed;
+use super::settings;
 use super::timeline::{RunState, TimelineBuilder};
+use crate::decode::Damage;
 use crate::escape;
 
 /// One thing the page learns. Times are cycles since [`Delta::Origin`].
@@ -112,6 +114,9 @@ pub enum Delta {
         name: String,
         passed: bool,
     },
+    /// A setting changed or was refused at `tsc` ([`settings::news`], VM names escaped): a
+    /// marker on the timelines.
+    Setting { tsc: i64, text: String },
     /// The run ended in order at `tsc`.
     RunEnd { tsc: i64 },
 }
@@ -126,6 +131,8 @@ pub struct Feed {
     /// Each VM's wake that has not yet got the CPU.
     woken: Vec<Option<u64>>,
     reasons: BTreeSet<u16>,
+    /// The VM names of the Hello record, escaped, for the settings' markers.
+    names: Vec<String>,
     started: bool,
     out: Vec<Delta>,
 }
@@ -159,11 +166,23 @@ impl Feed {
                 tsc_hz,
                 weights,
                 ..
-            } => self.out.push(Delta::Hello {
-                vms: vms.iter().map(|name| escape::name(name)).collect(),
-                tsc_hz: *tsc_hz,
-                weights: weights.clone(),
-            }),
+            } => {
+                self.names = vms.iter().map(|name| escape::name(name)).collect();
+                self.out.push(Delta::Hello {
+                    vms: self.names.clone(),
+                    tsc_hz: *tsc_hz,
+                    weights: weights.clone(),
+                })
+            }
+            Record::SettingChanged { .. } | Record::SettingRefused { .. } => {
+                if let Some((tsc, text)) = settings::news(record, &self.names) {
+                    let tsc = self.at(tsc);
+                    self.out.push(Delta::Setting {
+                        tsc,
+                        text: escape::message(&text),
+                    });
+                }
+            }
             Record::Events { tsc, events } => {
                 for (now, event) in timed_events(*tsc, events) {
                     self.event(now, event);
@@ -369,6 +388,18 @@ impl Feed {
     pub fn take(&mut self) -> Vec<Delta> {
         self.ended();
         std::mem::take(&mut self.out)
+    }
+
+    /// The feed of a finished trace: its records, and what its `damage` lost.
+    pub fn of_trace(records: &[Record], damage: &[Damage]) -> Vec<Delta> {
+        let mut feed = Feed::new();
+        for record in records {
+            feed.add(record);
+        }
+        for damage in damage {
+            feed.lost(damage.lost_records());
+        }
+        feed.take()
     }
 
     /// The feed of a finished run's records, all of it.

@@ -104,6 +104,33 @@ pub fn describe(setting: Setting, names: &[String]) -> String {
     }
 }
 
+/// A setting record as news, VMs by `names`: its TSC and "setting changed (console): quantum
+/// 5 ms" or "setting refused (lab): …: why"; `None` for any other record. The console line of
+/// `carousel run` and the marker on the web page's timelines.
+pub fn news(record: &Record, names: &[String]) -> Option<(u64, String)> {
+    let (tsc, setting, source, refused) = match record {
+        Record::SettingChanged {
+            tsc,
+            setting,
+            source,
+        } => (*tsc, *setting, *source, None),
+        Record::SettingRefused {
+            tsc,
+            setting,
+            source,
+            reason,
+            ..
+        } => (*tsc, *setting, *source, Some(reason)),
+        _ => return None,
+    };
+    let what = describe(setting, names);
+    let source = source_name(source);
+    Some(match refused {
+        None => (tsc, format!("setting changed ({source}): {what}")),
+        Some(reason) => (tsc, format!("setting refused ({source}): {what}: {reason}")),
+    })
+}
+
 /// Who asked, in words.
 pub fn source_name(source: ChangeSource) -> &'static str {
     match source {

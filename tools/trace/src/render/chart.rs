@@ -1,11 +1,8 @@
-//! What both HTML pages draw with (the report page, [`super::html`], and `carousel sweep`'s
-//! comparison): the colours of series, round axis steps, time and value axes, short numbers
-//! for tick labels, and HTML escaping. Charts are inline SVG written as text; every string that
-//! goes into one passes through [`escape`].
-
-use std::fmt::Write;
-
-use crate::format::group;
+//! What the pages draw with: the palette of the web page's charts (which the report page,
+//! [`super::html`], inlines; [`super::web::legend`] hands it to the script) and of the Perfetto
+//! export; and for `carousel sweep`'s comparison, written here as inline SVG text, round axis
+//! steps, value axes, short numbers for tick labels and HTML escaping. Every string that goes
+//! into one passes through [`escape`].
 
 /// Colours of the first series (Tableau 10); later ones get hues around the wheel
 /// ([`series_colour`]).
@@ -22,6 +19,36 @@ pub fn series_colour(index: usize) -> String {
         None => format!("hsl({:.0},55%,48%)", (index as f64 * 137.508) % 360.0),
     }
 }
+
+/// The palette of the web page's charts (which `carousel report --html` draws with too), and of
+/// the Perfetto export's memory cells.
+/// Exit reasons with a colour of their own in the donuts; the rest are "other exits".
+pub const DONUT_REASONS: usize = 8;
+
+/// Colours of the exit reasons in the donuts, costliest first.
+pub const REASON_COLOURS: [&str; DONUT_REASONS] = [
+    "#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#edc948", "#b07aa1", "#ff9da7", "#9c755f",
+];
+pub const OTHER_EXITS_COLOUR: &str = "#bab0ac";
+/// Blocked, in the Gantt rows (running is the VM's own colour).
+pub const BLOCKED_COLOUR: &str = "#9ca3af";
+/// Memory cell states by [`PageState`](carousel_protocol::record::PageState) number: name and
+/// colour (the Perfetto export uses the names too).
+pub const PAGE_STATES: [(&str, &str); 6] = [
+    ("untouched", "#eef0f3"),
+    ("touched", "#76b7b2"),
+    ("dirty", "#e15759"),
+    ("merged", "#b07aa1"),
+    ("ballooned", "#edc948"),
+    ("idle", "#9fb3c8"),
+];
+/// Disk blocks: untouched, read, written, both.
+pub const DISK_STATES: [(&str, &str); 4] = [
+    ("untouched", "#eef0f3"),
+    ("read", "#4e79a7"),
+    ("written", "#e15759"),
+    ("read and written", "#b07aa1"),
+];
 
 pub use crate::escape::html as escape;
 
@@ -40,12 +67,6 @@ pub fn nice_at_least(value: f64) -> f64 {
         10.0
     };
     nice * power
-}
-
-/// [`nice_at_least`] for counts: the smallest of 1, 2 or 5 × 10^k that is at least `value`
-/// (and at least 1).
-pub fn nice_count(value: u64) -> u64 {
-    nice_at_least(value.max(1) as f64).round() as u64
 }
 
 /// A round step that cuts `range` into about `ticks` parts.
@@ -100,93 +121,6 @@ pub fn value_range(low: f64, high: f64, ticks: f64) -> (f64, f64, f64) {
     (bottom, top, step)
 }
 
-/// The time axis of a timeline's charts: `[start, end)` across the plot.
-#[derive(Debug, Clone, Copy)]
-pub struct TimeAxis {
-    start: u64,
-    length: u64,
-    /// Where labels count from: the run's start, also in a close-up.
-    origin: u64,
-    tsc_hz: Option<u64>,
-    /// Where the plot starts and how wide it is, in SVG units.
-    left: f64,
-    width: f64,
-}
-
-impl TimeAxis {
-    /// `[start, end)` across a plot `width` units wide from `left`; labels in time at
-    /// `tsc_hz`, or in cycles without it.
-    pub fn new(start: u64, end: u64, tsc_hz: Option<u64>, left: f64, width: f64) -> Self {
-        TimeAxis {
-            start,
-            length: end.saturating_sub(start).max(1),
-            origin: start,
-            tsc_hz,
-            left,
-            width,
-        }
-    }
-
-    /// The x coordinate of `tsc`.
-    pub fn x(&self, tsc: u64) -> f64 {
-        self.left + tsc.saturating_sub(self.start) as f64 * self.width / self.length as f64
-    }
-
-    /// The same axis, its labels counting from `origin`.
-    pub fn counting_from(self, origin: u64) -> Self {
-        TimeAxis { origin, ..self }
-    }
-
-    /// Cycles one unit of the plot stands for.
-    pub fn pixel(&self) -> u64 {
-        self.length.div_ceil(self.width as u64).max(1)
-    }
-
-    /// `(key, start, end)` clipped to the axis; `None` when it lies outside.
-    pub fn clip(&self, key: usize, start: u64, end: u64) -> Option<(usize, u64, u64)> {
-        let (from, to) = (self.start, self.start + self.length);
-        (end > from && start < to).then(|| (key, start.max(from), end.min(to)))
-    }
-
-    /// `tsc` as time since the start, short.
-    pub fn label(&self, tsc: u64) -> String {
-        let cycles = tsc.saturating_sub(self.origin);
-        match self.tsc_hz {
-            Some(hz) => short_seconds(cycles as f64 / hz as f64),
-            None => format!("{} cyc", group(cycles)),
-        }
-    }
-
-    /// Ticks and labels along the bottom edge at `y`: about eight, at round times since the
-    /// origin (1, 2 or 5 × 10^k nanoseconds, or cycles without a TSC frequency).
-    pub fn render(&self, out: &mut String, y: f64) {
-        let _ = writeln!(
-            out,
-            "<line class=\"axis\" x1=\"{}\" x2=\"{}\" y1=\"{y:.1}\" y2=\"{y:.1}\"/>",
-            self.left,
-            self.left + self.width
-        );
-        // Cycles per tick unit (a nanosecond, or a cycle).
-        let unit = self.tsc_hz.map_or(1.0, |hz| hz as f64 / 1e9);
-        let units = (self.length as f64 / unit).ceil() as u64;
-        let step = nice_count(units.div_ceil(8)) as f64 * unit;
-        let offset = self.start.saturating_sub(self.origin) as f64;
-        let mut tick = (offset / step).ceil() * step;
-        while tick <= offset + self.length as f64 {
-            let tsc = self.origin + tick.round() as u64;
-            let x = self.x(tsc);
-            let _ = writeln!(
-                out,
-                "<line class=\"axis\" x1=\"{x:.1}\" x2=\"{x:.1}\" y1=\"{y:.1}\" y2=\"{:.1}\"/><text class=\"tick\" x=\"{x:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>",
-                y + 5.0,
-                y + 18.0,
-                escape(&self.label(tsc))
-            );
-            tick += step;
-        }
-    }
-}
-
 /// Significant digits [`short_seconds`] keeps.
 const SHORT_DIGITS: i32 = 6;
 
@@ -227,10 +161,6 @@ mod tests {
     }
     #[test]
     fn nice_numbers() {
-        assert_eq!(nice_count(0), 1);
-        assert_eq!(nice_count(3), 5);
-        assert_eq!(nice_count(1_001), 2_000);
-        assert_eq!(nice_count(50_000), 50_000);
         assert_eq!(short_seconds(0.0125), "12.5 ms");
         assert_eq!(short_seconds(2.0), "2 s");
         assert_eq!(short_seconds(0.000_25), "250 µs");

@@ -180,7 +180,14 @@ mod tests {
                 "json intervals",
                 format!("{:#}", super::json::intervals(&model, &rows)),
             ),
-            ("html", super::html::page(&model, &source)),
+            (
+                "html",
+                super::html::page(
+                    &model,
+                    &crate::model::feed::Feed::of_records(records),
+                    &source,
+                ),
+            ),
             ("perfetto", String::from_utf8(perfetto).expect("UTF-8 JSON")),
             ("live", live),
             ("outcome", super::outcome::summary(&outcome)),
@@ -288,18 +295,34 @@ mod settings_tests {
         // Both VMs' rows of the interval 0.3..0.6 ms, and the list below the table.
         assert_eq!(marked.len(), 3, "{text}");
         assert!(marked[0].trim_start().starts_with("0.300"), "{text}");
+        // The page's markers come with its deltas, a made change and a refused one alike (as
+        // the live page shows them).
+        let deltas = crate::model::feed::Feed::of_records(&records());
+        let markers: Vec<String> = deltas
+            .iter()
+            .map(super::web::delta)
+            .filter(|item| item[0] == "M")
+            .map(|item| item[2].as_str().unwrap_or_default().to_string())
+            .collect();
+        assert_eq!(
+            markers,
+            [
+                "setting changed (lab): quantum 4 ms",
+                "setting refused (console): weight of b 99: weight 99 is outside 1..=64"
+            ]
+        );
         let page = super::html::page(
             &model,
+            &deltas,
             &super::html::Source {
                 name: "t",
                 only_vm: None,
             },
         );
         assert!(
-            page.contains("class=\"marker setting\"") && page.contains("quantum 4 ms at"),
-            "no marker"
+            page.contains("setting changed (lab): quantum 4 ms"),
+            "no marker in the page's items"
         );
-        assert_eq!(page.matches("class=\"marker setting\"").count(), 1);
         let mut bytes = Vec::new();
         super::perfetto::write(&model, &mut bytes).expect("writes");
         let json: serde_json::Value = serde_json::from_slice(&bytes).expect("JSON");

@@ -26,7 +26,7 @@ use carousel_protocol::record::{exit_reason_name, BlockedOn, PageState, SliceEnd
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use super::html::PAGE_STATES;
+use super::chart::PAGE_STATES;
 use crate::model::Model;
 
 /// Process id of the CPU, and the thread id of its one track.

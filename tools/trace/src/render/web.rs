@@ -3,16 +3,125 @@
 //! adds, and the page's legend (the report page's palette, so both pages colour alike).
 //!
 //! Arrays rather than objects keep a delta small (a slice is about 20 bytes); the page's script
-//! reads them by position (`tools/carousel/web/page.js`, `apply`). Strings in them are already
+//! reads them by position (`tools/trace/web/page.js`, `apply`). Strings in them are already
 //! escaped for display ([`crate::escape`]); the page puts them in as text, never as markup.
 
 use carousel_protocol::record::SliceEnd;
 use serde_json::{json, Value};
 
-use super::chart::SERIES;
-use super::html::{BLOCKED_COLOUR, DISK_STATES, OTHER_EXITS_COLOUR, PAGE_STATES, REASON_COLOURS};
+use super::chart::{
+    BLOCKED_COLOUR, DISK_STATES, OTHER_EXITS_COLOUR, PAGE_STATES, REASON_COLOURS, SERIES,
+};
 use crate::model::feed::Delta;
 use crate::model::timeline::RunState;
+
+/// The page's markup, script and style (`tools/trace/web/`): the one set of chart components
+/// that `carousel run --web` and `carousel view` serve and `carousel report --html` inlines.
+pub const PAGE_HTML: &str = include_str!("../../web/index.html");
+pub const PAGE_SCRIPT: &str = include_str!("../../web/page.js");
+pub const PAGE_STYLE: &str = include_str!("../../web/page.css");
+
+/// The part of [`PAGE_HTML`] between `<!-- part NAME -->` and `<!-- end NAME -->` (the charts,
+/// the time slider) for a page that has its own frame; empty if there is no such part.
+pub fn page_part(name: &str) -> &'static str {
+    let open = format!("<!-- part {name} -->");
+    let close = format!("<!-- end {name} -->");
+    PAGE_HTML
+        .split_once(open.as_str())
+        .and_then(|(_, rest)| rest.split_once(close.as_str()))
+        .map_or("", |(part, _)| part)
+}
+
+/// The items of a finished run's page, as one JSON array to inline in it
+/// ([`finished_items`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Inlined {
+    /// The array, safe inside a `<script>` element ([`inline_json`]).
+    pub json: String,
+    /// When the budget ran out: the time (since the origin) of the first slice or span left
+    /// out, and how many were.
+    pub cut: Option<(i64, usize)>,
+}
+
+/// The items a finished run's page takes at once (`carousel report --html` inlines them): the
+/// setup object for `mode` and the VMs `names` (escaped), the deltas, and a status `text`
+/// (escaped) that says the run is over, which opens the time slider. At most about `budget`
+/// bytes: every delta but the timeline's slices and spans is kept, and those are kept in time
+/// order while the budget lasts (the rest are counted in [`Inlined::cut`]).
+pub fn finished_items(
+    deltas: &[Delta],
+    names: &[String],
+    mode: &str,
+    text: &str,
+    budget: usize,
+) -> Inlined {
+    let setup = json!({ "mode": mode, "vms": names, "legend": legend() }).to_string();
+    let items: Vec<(bool, String)> = deltas
+        .iter()
+        .map(|d| {
+            let timeline = matches!(d, Delta::Slice { .. } | Delta::Span { .. });
+            (timeline, delta(d).to_string())
+        })
+        .collect();
+    let status = status(text, true).to_string();
+    let mut used = setup.len()
+        + status.len()
+        + items
+            .iter()
+            .filter(|(timeline, _)| !timeline)
+            .map(|(_, item)| item.len() + 1)
+            .sum::<usize>();
+    let mut cut = None;
+    let mut json = String::with_capacity(used.min(budget) + 2);
+    json.push('[');
+    json.push_str(&setup);
+    for (index, (timeline, item)) in items.iter().enumerate() {
+        if *timeline {
+            if cut.is_some() || used + item.len() + 1 > budget {
+                let (_, left) = cut.get_or_insert((timeline_start(&deltas[index]), 0));
+                *left += 1;
+                continue;
+            }
+            used += item.len() + 1;
+        }
+        json.push(',');
+        json.push_str(item);
+    }
+    json.push(',');
+    json.push_str(&status);
+    json.push(']');
+    Inlined {
+        json: inline_json(&json),
+        cut,
+    }
+}
+
+/// Where a slice or span starts (0 for any other delta).
+fn timeline_start(delta: &Delta) -> i64 {
+    match *delta {
+        Delta::Slice { start, .. } | Delta::Span { start, .. } => start,
+        _ => 0,
+    }
+}
+
+/// JSON `text` made safe inside an HTML `<script>` element: `<`, `>` and `&` are written as
+/// `\u` escapes (JSON reads them back the same; outside a string JSON has none of them), so no
+/// string in it can close the element or open a comment.
+pub fn inline_json(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '<' => out.push_str("\\u003c"),
+            '>' => out.push_str("\\u003e"),
+            '&' => out.push_str("\\u0026"),
+            // JSON allows these raw; older script parsers took them for line ends.
+            '\u{2028}' => out.push_str("\\u2028"),
+            '\u{2029}' => out.push_str("\\u2029"),
+            c => out.push(c),
+        }
+    }
+    out
+}
 
 /// How a slice ended, as the page numbers it: preempted, yielded, blocked, stopped; -1 cut.
 fn why_number(why: Option<SliceEnd>) -> i8 {
@@ -101,6 +210,7 @@ pub fn delta(delta: &Delta) -> Value {
             name,
             passed,
         } => json!(["c", vm, tsc, name, u8::from(*passed)]),
+        Delta::Setting { tsc, text } => marker(Some(*tsc), text),
         Delta::RunEnd { tsc } => json!(["e", tsc]),
     }
 }
@@ -177,5 +287,78 @@ mod tests {
             "markup stays a string the page shows as text"
         );
         assert_eq!(legend()["pages"][2][0], "dirty");
+    }
+
+    #[test]
+    fn the_shared_parts_are_in_the_page() {
+        for (name, id) in [("charts", "id=\"charts\""), ("scrub", "id=\"slider\"")] {
+            assert!(page_part(name).contains(id), "no {name} part");
+        }
+        assert!(page_part("charts").contains("id=\"disk-queue\""));
+        assert!(!page_part("charts").contains("id=\"consoles\""));
+        assert_eq!(page_part("nothing"), "");
+    }
+
+    #[test]
+    fn inlined_json_cannot_end_its_script() {
+        let hostile = json!([
+            "</script><script>alert(1)</script>",
+            "<!--",
+            "a&b",
+            "\u{2028}"
+        ]);
+        let text = inline_json(&hostile.to_string());
+        assert!(
+            !text.contains('<') && !text.contains('>') && !text.contains('&'),
+            "{text}"
+        );
+        assert!(!text.contains('\u{2028}'));
+        let back: Value = serde_json::from_str(&text).expect("still JSON");
+        assert_eq!(back, hostile);
+    }
+
+    /// Four slices and a span of one VM, and an exit interval after them.
+    fn run_deltas() -> Vec<Delta> {
+        let mut deltas: Vec<Delta> = (0..4)
+            .map(|k| Delta::Slice {
+                vm: 0,
+                start: k * 100,
+                end: k * 100 + 90,
+                why: Some(SliceEnd::Preempted),
+            })
+            .collect();
+        deltas.push(Delta::Span {
+            vm: 0,
+            state: RunState::Runnable,
+            start: 390,
+            end: 400,
+        });
+        deltas.push(Delta::Exits {
+            vm: 0,
+            tsc: 400,
+            interval: 400,
+            exits: vec![(1, 2, 3)],
+        });
+        deltas
+    }
+
+    #[test]
+    fn finished_items_keep_the_timeline_while_the_budget_lasts() {
+        let names = ["a".to_string()];
+        let all = finished_items(&run_deltas(), &names, "report", "done", usize::MAX);
+        assert_eq!(all.cut, None);
+        let items: Vec<Value> = serde_json::from_str(&all.json).unwrap();
+        assert_eq!(items.len(), 8, "setup, six deltas, status");
+        assert_eq!(items[0]["mode"], "report");
+        assert_eq!(items[7], json!(["S", "done", true]));
+        // Room for two slices beyond the rest: the later ones and the span are counted out,
+        // and the exit interval after them stays.
+        let slice = delta(&run_deltas()[0]).to_string().len() + 1;
+        let rest = all.json.len() - 4 * slice - delta(&run_deltas()[4]).to_string().len() - 1;
+        let cut = finished_items(&run_deltas(), &names, "report", "done", rest + 2 * slice);
+        assert_eq!(cut.cut, Some((200, 3)));
+        let items: Vec<Value> = serde_json::from_str(&cut.json).unwrap();
+        let kinds: Vec<&str> = items[1..].iter().map(|i| i[0].as_str().unwrap()).collect();
+        assert_eq!(kinds, ["s", "s", "x", "S"]);
     }
 }

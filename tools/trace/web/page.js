@@ -1,6 +1,9 @@
 // Carousel's web page: every VM's console and the contention charts, fed by deltas over one
-// WebSocket (tools/carousel/src/web). The same page watches a run (`carousel run --web`) and
-// scrubs a finished trace (`carousel view`). No library, no network but its own socket.
+// WebSocket (tools/carousel/src/web). The same charts watch a run (`carousel run --web`, mode
+// "live"), scrub a finished trace (`carousel view`, mode "view") and draw the report page
+// (`carousel report --html`, mode "report": the items are inlined in the page, in the element
+// #carousel-items, and there are no consoles or controls). No library, no network but its own
+// socket.
 //
 // The wire: each message is a JSON array of items; the first item of the first message is the
 // setup object ({mode, vms, legend}); every other item is an array whose first element says
@@ -21,6 +24,9 @@
   const SVG = 'http://www.w3.org/2000/svg';
   const token = new URLSearchParams(location.search).get('t') || '';
   const $ = (id) => document.getElementById(id);
+  // The parts a report page leaves out (consoles, controls, the live header) are looked up
+  // through this: a stand-in nobody sees when the page has no such element.
+  const part = (id) => $(id) || document.createElement('div');
 
   function make(tag, attributes, parent, svg) {
     const node = svg ? document.createElementNS(SVG, tag) : document.createElement(tag);
@@ -40,6 +46,8 @@
     mode: '', vms: [], hz: 0, legend: null, start: null, now: 0, end: null,
     reasons: {}, done: false, lagMax: 0,
   };
+  // A finished run (a trace or a report): every item is kept, and the slider scrubs them.
+  const finished = () => run.mode !== 'live';
   const seconds = (t) => run.hz ? t / run.hz : t / 1e9;
   const label = (t) => {
     const s = seconds(t);
@@ -66,7 +74,7 @@
   function makePane(vm, name) {
     const hypervisor = vm === null;
     const pane = make('article', { class: 'pane' + (hypervisor ? ' hypervisor' : ''),
-      'data-vm': hypervisor ? 'carousel' : vm, 'data-lines': 0 }, $('consoles'));
+      'data-vm': hypervisor ? 'carousel' : vm, 'data-lines': 0 }, part('consoles'));
     const head = make('h2', {}, pane);
     make('span', { class: 'swatch', style: 'background:' + (hypervisor ? '#3e4c59' : colour(vm)) }, head);
     make('span', { class: 'name', text: hypervisor ? 'carousel (hypervisor and tool)' : name }, head);
@@ -179,14 +187,21 @@
       node.dataset.slices = JSON.stringify(this.slices);
       node.dataset.running = JSON.stringify(this.running);
       if (run.start !== null && this.reach !== null) {
-        const complete = Math.max(0, Math.floor((Math.min(this.reach, run.now) - run.start) / length));
+        // Live, a column is drawn once its bucket is over; over a finished run the last one
+        // up to the cursor is drawn too, as far as it got.
+        const reached = (Math.min(this.reach, run.now) - run.start) / length;
+        const complete = Math.max(0, finished() ? Math.ceil(reached) : Math.floor(reached));
         for (let k = this.drawn; k < complete; k += 1) {
           const shares = this.buckets.get(k) || new Float64Array(run.vms.length);
           const group = svg('g', { 'data-k': k }, this.svg);
+          // The last column of a finished run may cover less than a bucket: its shares are
+          // of the time it covers.
+          const covered = Math.min(length, Math.min(this.reach, run.now) - (run.start + k * length));
+          const scale = covered > 0 ? length / covered : 1;
           let y = 100;
           shares.forEach((value, vm) => {
             if (value <= 0) return;
-            const height = value * 100;
+            const height = Math.min(100, value * scale * 100);
             y -= height;
             svg('rect', { x: k * this.column, y: y.toFixed(2), width: this.column, height: height.toFixed(2),
               fill: colour(vm) }, group);
@@ -195,7 +210,11 @@
         }
         if (complete > this.drawn) this.drawn = complete;
         node.dataset.complete = String(this.drawn);
-        const width = Math.max(this.window, run.mode === 'view' ? this.drawn : 0);
+        // A finished run's chart spans the whole run (the cursor fills it); a live one the
+        // newest WINDOW columns.
+        const whole = finished() && run.end !== null && run.start !== null
+          ? Math.ceil((run.end - run.start) / length) : 0;
+        const width = finished() ? Math.max(1, whole, this.drawn) : this.window;
         const first = Math.max(0, this.drawn - width);
         // Columns that scrolled out go, and their sums.
         while (this.svg.firstElementChild && Number(this.svg.firstElementChild.dataset.k) < first) {
@@ -231,7 +250,15 @@
         this.rows.push({ kinds, last: [null, null, null] });
       });
     },
-    window() { return run.hz ? run.hz * 10 : 1e10; },
+    // The window on screen, in cycles: the choice of #gantt-window (seconds; 0, the whole run,
+    // is 10 s while a run goes). Bars closer than a thousandth of it merge.
+    window() {
+      const hz = run.hz || 1e9;
+      const chosen = Number(part('gantt-window').value) || 0;
+      if (chosen > 0) return chosen * hz;
+      if (finished() && run.end !== null) return Math.max(1, run.end - (run.start || 0));
+      return hz * 10;
+    },
     bar(vm, kind, start, end) {
       this.count();
       const row = this.rows[vm];
@@ -620,24 +647,24 @@
     run.vms = first.vms;
     run.legend = first.legend;
     document.body.dataset.mode = run.mode;
-    $('mode').textContent = run.mode === 'view' ? 'trace' : 'live';
+    part('mode').textContent = run.mode === 'view' ? 'trace' : run.mode;
     const columns = Math.min(4, Math.max(1, Math.ceil(Math.sqrt(run.vms.length))));
-    $('consoles').style.setProperty('--columns', String(columns));
-    $('consoles').style.setProperty('--rows', String(Math.max(1, Math.ceil(run.vms.length / columns))));
-    run.vms.forEach((name, vm) => panes.push(makePane(vm, name)));
-    const knobVm = $('knob-vm');
+    part('consoles').style.setProperty('--columns', String(columns));
+    part('consoles').style.setProperty('--rows', String(Math.max(1, Math.ceil(run.vms.length / columns))));
+    if ($('consoles')) run.vms.forEach((name, vm) => panes.push(makePane(vm, name)));
+    const knobVm = part('knob-vm');
     knobVm.replaceChildren(...run.vms.map((name, vm) => {
       const option = document.createElement('option');
       option.value = String(vm);
       option.textContent = name;
       return option;
     }));
-    panes.push(makePane(null, 'carousel'));
-    if (run.mode === 'view') {
+    if ($('consoles')) panes.push(makePane(null, 'carousel'));
+    if (finished()) {
       for (const pane of panes) if (pane.input) pane.input.disabled = true;
-      $('end-run').hidden = true;
-      $('knobs').hidden = true;
-      $('knobs').disabled = true;
+      part('end-run').hidden = true;
+      part('knobs').hidden = true;
+      part('knobs').disabled = true;
     }
     for (const chart of charts) chart.reset();
   }
@@ -701,9 +728,9 @@
         if (run.mode === 'live') {
           const late = Math.max(0, Date.now() - item[1]);
           run.lagMax = Math.max(run.lagMax, late);
-          $('lag').dataset.lastMs = String(late);
-          $('lag').dataset.maxMs = String(run.lagMax);
-          $('lag').textContent = 'page lag ' + late + ' ms (max ' + run.lagMax + ')';
+          part('lag').dataset.lastMs = String(late);
+          part('lag').dataset.maxMs = String(run.lagMax);
+          part('lag').textContent = 'page lag ' + late + ' ms (max ' + run.lagMax + ')';
         }
         return true;
       }
@@ -715,14 +742,14 @@
     }
   }
 
-  function notice(text) { $('notice').textContent = text; }
+  function notice(text) { part('notice').textContent = text; }
   function status(text, done) {
-    $('status').textContent = text;
-    $('status').dataset.done = done ? 'yes' : 'no';
+    part('status').textContent = text;
+    part('status').dataset.done = done ? 'yes' : 'no';
     if (done) {
       run.done = true;
-      $('end-run').disabled = true;
-      if (run.mode === 'view') openScrub();
+      part('end-run').disabled = true;
+      if (finished()) openScrub();
     }
   }
 
@@ -741,7 +768,7 @@
     for (const item of items) {
       if (!Array.isArray(item)) { setup(item); continue; }
       if (meta(item)) continue;
-      if (run.mode === 'view') {
+      if (finished()) {
         timed.push(item);
         const time = itemTime(item);
         if (Number.isFinite(time)) run.end = Math.max(run.end || 0, time);
@@ -785,8 +812,14 @@
     if (socket && socket.readyState === WebSocket.OPEN) socket.send(JSON.stringify(message));
     else notice('not connected');
   }
-  $('end-run').addEventListener('click', () => send({ type: 'end' }));
-  $('knob-set').addEventListener('click', () => {
+  // Another Gantt window: a finished run redraws at the cursor (bars merge by the window); a
+  // live one merges what comes from now on by it.
+  part('gantt-window').addEventListener('change', () => {
+    if (finished() && run.done) moveTo(Number($('slider').value));
+    else schedule();
+  });
+  part('end-run').addEventListener('click', () => send({ type: 'end' }));
+  part('knob-set').addEventListener('click', () => {
     for (const knob of ['quantum_us', 'weight', 'cap']) {
       const field = $('knob-' + knob);
       if (field.value !== '') {
@@ -803,5 +836,7 @@
       if (!run.done) status('disconnected from carousel', false);
     });
   }
-  connect();
+  const inlined = $('carousel-items');
+  if (inlined) receive(JSON.parse(inlined.textContent));
+  else connect();
 })();
