@@ -776,6 +776,15 @@ fn the_view_page_scrubs_a_trace() {
             service: 1_000,
         },
     );
+    // A setting changed late in the run: a marker on both timelines, once the cursor passes it.
+    records.insert(
+        end,
+        Record::SettingChanged {
+            tsc: 1_800_000_000,
+            setting: carousel_protocol::config::Setting::Quantum { us: 2_000 },
+            source: carousel_protocol::record::ChangeSource::Lab,
+        },
+    );
     // A line that would be markup if the page took it as HTML.
     let com1 = synthetic::com1_text(&records) + "<img src=x onerror=window.pwned=1>\n";
     std::fs::write(dir.path().join("com1.txt"), com1).unwrap();
@@ -793,6 +802,12 @@ fn the_view_page_scrubs_a_trace() {
         page_slices(&mut browser),
         slices,
         "at the end, as the report"
+    );
+    let markers = "['#gantt', '#share'].map((chart) => document.querySelectorAll(chart + ' .markers line').length)";
+    assert_eq!(
+        browser.eval(markers).unwrap(),
+        serde_json::json!([1, 1]),
+        "the setting's marker on both timelines"
     );
     // A finished trace has no run to control: no knobs, no end button.
     let shown = browser
@@ -816,6 +831,11 @@ fn the_view_page_scrubs_a_trace() {
     for (half, all) in half.iter().zip(&slices) {
         assert!(*half > 0 && half < all, "{half} of {all} slices halfway");
     }
+    assert_eq!(
+        browser.eval(markers).unwrap(),
+        serde_json::json!([0, 0]),
+        "no marker before the change"
+    );
     let half_lines = lines(&mut browser);
     assert!(
         half_lines > 0 && half_lines < all_lines,

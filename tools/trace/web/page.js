@@ -155,13 +155,19 @@
   // bucket is over, the newest WINDOW of them on screen.
   const share = Object.assign(figure('share'), {
     svg: $('share').querySelector('svg'),
-    column: 4, window: 250, buckets: new Map(), drawn: 0, reach: null, markers: [], slices: [], running: [],
+    column: 4, window: 250, buckets: new Map(), drawn: 0, reach: null, markers: [], marked: -1, slices: [], running: [],
+    columns: null, marks: null,
     reset() {
       this.records = 0; this.buckets.clear(); this.drawn = 0; this.reach = null;
       this.slices = run.vms.map(() => 0);
       this.running = run.vms.map(() => 0);
+      this.markers = []; this.marked = -1;
       this.svg.textContent = '';
+      this.columns = svg('g', {}, this.svg);
+      this.marks = svg('g', { class: 'markers' }, this.svg);
     },
+    // A setting or control at `tsc` (null: the latest time): a line across the columns.
+    marker(tsc, text) { this.markers.push([tsc === null ? run.now : tsc, text]); },
     length() { return run.hz ? Math.round(run.hz / 10) : 1e8; },
     add(vm, start, end) {
       this.count();
@@ -193,7 +199,7 @@
         const complete = Math.max(0, finished() ? Math.ceil(reached) : Math.floor(reached));
         for (let k = this.drawn; k < complete; k += 1) {
           const shares = this.buckets.get(k) || new Float64Array(run.vms.length);
-          const group = svg('g', { 'data-k': k }, this.svg);
+          const group = svg('g', { 'data-k': k }, this.columns);
           // The last column of a finished run may cover less than a bucket: its shares are
           // of the time it covers.
           const covered = Math.min(length, Math.min(this.reach, run.now) - (run.start + k * length));
@@ -217,8 +223,18 @@
         const width = finished() ? Math.max(1, whole, this.drawn) : this.window;
         const first = Math.max(0, this.drawn - width);
         // Columns that scrolled out go, and their sums.
-        while (this.svg.firstElementChild && Number(this.svg.firstElementChild.dataset.k) < first) {
-          this.svg.firstElementChild.remove();
+        while (this.columns.firstElementChild && Number(this.columns.firstElementChild.dataset.k) < first) {
+          this.columns.firstElementChild.remove();
+        }
+        if (this.marked !== this.markers.length) {
+          this.marked = this.markers.length;
+          this.marks.textContent = '';
+          for (const [tsc, text] of this.markers) {
+            const x = ((tsc - run.start) / length * this.column).toFixed(2);
+            const line = svg('line', { x1: x, x2: x, y1: 0, y2: 100, class: 'marker',
+              'vector-effect': 'non-scaling-stroke' }, this.marks);
+            svg('title', { text }, line);
+          }
         }
         for (const k of this.buckets.keys()) if (k < first) this.buckets.delete(k);
         this.svg.setAttribute('viewBox', (first * this.column) + ' 0 ' + (width * this.column) + ' 100');
@@ -707,6 +723,7 @@
       case 'o': addLine(paneOf(item[1]), item[2]); break;
       case 'M':
         gantt.marker(item[1], item[2]);
+        share.marker(item[1], item[2]);
         addLine(paneOf(null), '[page] ' + item[2]);
         break;
       default: break;
