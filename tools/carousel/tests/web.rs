@@ -944,6 +944,12 @@ fn the_report_page_draws_with_the_live_pages_charts() {
     {
         assert!(count > 0, "#{id} drew nothing");
     }
+    // The synthetic backup VM blocks on its disk: amber bars of their own.
+    let on_disk = number(
+        &mut browser,
+        "document.querySelectorAll('#gantt g[data-kind=\"3\"] rect').length",
+    );
+    assert!(on_disk > 0, "no blocked-on-disk bars");
     // No consoles and no controls on a report; nothing but the file itself was loaded.
     let absent = browser
         .eval(

@@ -261,9 +261,10 @@
       run.vms.forEach((name, vm) => {
         const row = svg('g', { 'data-vm': vm }, this.svg);
         make('div', { text: name, style: 'height:' + GANTT_ROW + 'px' }, labels);
-        // Kinds: 0 running, 1 runnable, 2 blocked; each its own group, in time order.
-        const kinds = [0, 1, 2].map(() => svg('g', {}, row));
-        this.rows.push({ kinds, last: [null, null, null] });
+        // Kinds: 0 running, 1 runnable, 2 blocked, 3 blocked on the disk; each its own group,
+        // in time order.
+        const kinds = [0, 1, 2, 3].map((kind) => svg('g', { 'data-kind': kind }, row));
+        this.rows.push({ kinds, last: [null, null, null, null] });
       });
     },
     // The window on screen, in cycles: the choice of #gantt-window (seconds; 0, the whole run,
@@ -292,7 +293,8 @@
       const attributes = { x: x.toFixed(3), y: vm * GANTT_ROW + 2, width: width.toFixed(3), height: GANTT_ROW - 4 };
       if (kind === 0) attributes.fill = colour(vm);
       else if (kind === 1) { attributes.fill = colour(vm); attributes['fill-opacity'] = 0.22; }
-      else { attributes.fill = run.legend ? run.legend.blocked : '#9ca3af'; attributes['fill-opacity'] = 0.55; }
+      else if (kind === 2) { attributes.fill = run.legend ? run.legend.blocked : '#9ca3af'; attributes['fill-opacity'] = 0.55; }
+      else { attributes.fill = run.legend ? run.legend.blocked_disk : '#b45309'; attributes['fill-opacity'] = 0.75; }
       const node = svg('rect', attributes, row.kinds[kind]);
       row.last[kind] = { node, x, end: x + width };
     },
@@ -696,7 +698,9 @@
       }
       case 'r': {
         const end = clip === undefined ? item[4] : Math.min(item[4], clip);
-        if (item[2] === 1 || item[2] === 2) gantt.bar(item[1], item[2], item[3], end);
+        // Blocked on the disk (item[5], 0 in BlockedOn's order) is a kind of its own.
+        if (item[2] === 1) gantt.bar(item[1], 1, item[3], end);
+        else if (item[2] === 2) gantt.bar(item[1], item[5] === 0 ? 3 : 2, item[3], end);
         else gantt.count();
         break;
       }

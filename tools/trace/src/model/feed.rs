@@ -15,7 +15,9 @@
 
 use std::collections::BTreeSet;
 
-use carousel_protocol::record::{exit_reason_name, timed_events, Event, Record, SliceEnd};
+use carousel_protocol::record::{
+    exit_reason_name, timed_events, BlockedOn, Event, Record, SliceEnd,
+};
 
 use super::disk::DiskServed;
 use super::settings;
@@ -45,12 +47,14 @@ pub enum Delta {
         end: i64,
         why: Option<SliceEnd>,
     },
-    /// A VM spent `[start, end)` runnable, blocked or stopped (running is [`Delta::Slice`]).
+    /// A VM spent `[start, end)` runnable, blocked or stopped (running is [`Delta::Slice`]);
+    /// `on` is what a blocked VM waited for, when its events said.
     Span {
         vm: u16,
         state: RunState,
         start: i64,
         end: i64,
+        on: Option<BlockedOn>,
     },
     /// The name of an exit reason, the first time it appears.
     ReasonName { reason: u16, name: String },
@@ -377,6 +381,7 @@ impl Feed {
                     state: span.state,
                     start: self.at(span.start),
                     end: self.at(span.end),
+                    on: span.on,
                 });
             }
         }
@@ -453,7 +458,8 @@ mod tests {
             vm: 1,
             state: RunState::Runnable,
             start: 0,
-            end: 55
+            end: 55,
+            on: None,
         }));
         assert!(feed.take().is_empty(), "nothing is sent twice");
         feed.add(&events(
@@ -479,7 +485,8 @@ mod tests {
             vm: 0,
             state: RunState::Blocked,
             start: 50,
-            end: 100
+            end: 100,
+            on: Some(BlockedOn::Timer),
         }));
         // The run's end cuts a's last slice.
         assert!(second.contains(&Delta::Slice {

@@ -32,6 +32,8 @@ pub const REASON_COLOURS: [&str; DONUT_REASONS] = [
 pub const OTHER_EXITS_COLOUR: &str = "#bab0ac";
 /// Blocked, in the Gantt rows (running is the VM's own colour).
 pub const BLOCKED_COLOUR: &str = "#9ca3af";
+/// Blocked on the shared disk, in the Gantt rows (apart from the other reasons' grey).
+pub const BLOCKED_DISK_COLOUR: &str = "#b45309";
 /// Memory cell states by [`PageState`](carousel_protocol::record::PageState) number: name and
 /// colour (the Perfetto export uses the names too).
 pub const PAGE_STATES: [(&str, &str); 6] = [

@@ -6,11 +6,12 @@
 //! reads them by position (`tools/trace/web/page.js`, `apply`). Strings in them are already
 //! escaped for display ([`crate::escape`]); the page puts them in as text, never as markup.
 
-use carousel_protocol::record::SliceEnd;
+use carousel_protocol::record::{BlockedOn, SliceEnd};
 use serde_json::{json, Value};
 
 use super::chart::{
-    BLOCKED_COLOUR, DISK_STATES, OTHER_EXITS_COLOUR, PAGE_STATES, REASON_COLOURS, SERIES,
+    BLOCKED_COLOUR, BLOCKED_DISK_COLOUR, DISK_STATES, OTHER_EXITS_COLOUR, PAGE_STATES,
+    REASON_COLOURS, SERIES,
 };
 use crate::model::feed::Delta;
 use crate::model::timeline::RunState;
@@ -134,6 +135,12 @@ fn why_number(why: Option<SliceEnd>) -> i8 {
     }
 }
 
+/// What a blocked VM waited for, as the page numbers it (the order of [`BlockedOn::ALL`]:
+/// 0 is the disk); null when not known.
+fn on_number(on: Option<BlockedOn>) -> Option<usize> {
+    on.and_then(|on| BlockedOn::ALL.iter().position(|&reason| reason == on))
+}
+
 /// A runstate as the page numbers it (the order of [`RunState::ALL`]).
 fn state_number(state: RunState) -> usize {
     RunState::ALL
@@ -163,7 +170,8 @@ pub fn delta(delta: &Delta) -> Value {
             state,
             start,
             end,
-        } => json!(["r", vm, state_number(*state), start, end]),
+            on,
+        } => json!(["r", vm, state_number(*state), start, end, on_number(*on)]),
         Delta::ReasonName { reason, name } => json!(["n", reason, name]),
         Delta::Exits {
             vm,
@@ -253,6 +261,7 @@ pub fn legend() -> Value {
         "series": SERIES,
         "runstates": RunState::ALL.iter().map(|state| state.name()).collect::<Vec<_>>(),
         "blocked": BLOCKED_COLOUR,
+        "blocked_disk": BLOCKED_DISK_COLOUR,
         "reasons": REASON_COLOURS,
         "other_exits": OTHER_EXITS_COLOUR,
         "pages": PAGE_STATES,
@@ -273,6 +282,18 @@ mod tests {
             why: Some(SliceEnd::Preempted),
         });
         assert_eq!(slice.to_string(), r#"["s",3,1000,51000,0]"#);
+        let on_disk = delta(&Delta::Span {
+            vm: 1,
+            state: RunState::Blocked,
+            start: 5,
+            end: 9,
+            on: Some(BlockedOn::Disk),
+        });
+        assert_eq!(
+            on_disk.to_string(),
+            r#"["r",1,2,5,9,0]"#,
+            "blocked, on the disk"
+        );
         let memory = delta(&Delta::Memory {
             vm: 0,
             tsc: -5,
@@ -332,6 +353,7 @@ mod tests {
             state: RunState::Runnable,
             start: 390,
             end: 400,
+            on: None,
         });
         deltas.push(Delta::Exits {
             vm: 0,
