@@ -105,6 +105,11 @@ impl Balloon {
         }
     }
 
+    /// The ballooned pages as bits (page 0 in bit 0 of word 0).
+    pub fn bits(&self) -> &[u64] {
+        &self.ballooned
+    }
+
     /// The ballooned pages, in order.
     pub fn pages(&self) -> impl Iterator<Item = u64> + '_ {
         (0..self.pages).filter(|&page| self.contains(page))

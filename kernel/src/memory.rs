@@ -160,6 +160,11 @@ impl GuestMemory {
         self.shared.get(page)
     }
 
+    /// The pages sharing a frame now, as bits (page 0 in bit 0 of word 0).
+    pub fn shared_bits(&self) -> &[u64] {
+        &self.shared.0
+    }
+
     /// Pages sharing a frame now.
     pub fn shared_pages(&self) -> u64 {
         self.shared.count()

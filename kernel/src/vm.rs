@@ -415,30 +415,16 @@ impl<V: Vcpu> Vm<V> {
         if !self.cpu.accessed_dirty {
             return Ok(());
         }
+        let started = host.now();
         let pages = self.memory.size_pages();
         let ept = &mut self.ept;
         let mut sample = self.working_set.sample(|seen| {
-            ept.take_accessed_dirty(pages, pool, |page, accessed, dirty| {
-                seen(page, accessed, dirty)
-            });
+            ept.take_accessed_dirty(pages, pool, seen);
         });
-        for page in self.balloon.pages() {
-            if let Some(cell) = sample
-                .cells
-                .get_mut((page / sample.pages_per_cell) as usize)
-            {
-                *cell = PageState::Ballooned as u8;
-            }
-        }
-        for page in (0..pages).filter(|&page| self.memory.is_shared(page)) {
-            let cell = sample
-                .cells
-                .get_mut((page / sample.pages_per_cell) as usize);
-            if let Some(cell) = cell.filter(|cell| **cell != PageState::Ballooned as u8) {
-                *cell = PageState::Merged as u8;
-            }
-        }
+        sample.raise(self.balloon.bits(), PageState::Ballooned);
+        sample.raise(self.memory.shared_bits(), PageState::Merged);
         self.vcpu.flush_physical()?;
+        let cycles = host.now().saturating_sub(started);
         self.last_wss = sample.accessed;
         host.exporter().emit_or_drop(&Record::WorkingSet {
             tsc: now,
@@ -446,6 +432,7 @@ impl<V: Vcpu> Vm<V> {
             accessed: sample.accessed,
             dirty: sample.dirty,
             ever: sample.ever,
+            cycles,
         });
         self.samples += 1;
         if self.samples % MAP_EVERY != 1 {

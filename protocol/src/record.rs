@@ -59,13 +59,15 @@ pub enum Record {
         initial_balloon: u64,
     },
     /// One working-set sample of one VM (from the EPT accessed/dirty flags): pages accessed and
-    /// written since the previous sample, and pages touched at all so far.
+    /// written since the previous sample, pages touched at all so far, and the root cycles the
+    /// sample took (the walk, the memory map's cells and the flush; not this record).
     WorkingSet {
         tsc: u64,
         vm: u16,
         accessed: u64,
         dirty: u64,
         ever: u64,
+        cycles: u64,
     },
     /// The balloon rule raised a VM's target: the host's pool was low (`available` of `pool`
     /// pages) and this VM had the most idle memory (`idle` pages outside its working set).

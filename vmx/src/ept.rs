@@ -411,33 +411,60 @@ impl Tables {
     }
 
     /// Reads and clears the accessed and dirty flags of the mappings of guest pages
-    /// `[0, pages)`, calling `seen(page, accessed, dirty)` for each mapped page, in order. The
-    /// CPU sets the flags again on the next access only once its cached translations are gone:
-    /// the caller must flush before the guest runs again.
+    /// `[0, pages)`, calling `seen(page, dirty)` for each page accessed since the last take, in
+    /// order. The cost follows what the guest touched, not its size: a page-directory entry's
+    /// accessed flag is set by every walk through it (the CPU sets the accessed flag of each
+    /// paging-structure entry a translation uses: SDM 30.3.5, "Accessed and Dirty Flags for
+    /// EPT"; AMD's nested tables are x86-64 page tables, whose walks do the same), so a page
+    /// table under a clear one holds no flagged page and is skipped, and the directory entry's
+    /// flag is cleared with its table's. The CPU sets the flags again on the next access only
+    /// once its cached translations are gone: the caller must flush before the guest runs
+    /// again.
     pub fn take_accessed_dirty(
         &mut self,
         pages: u64,
         frames: &mut impl FrameSource,
-        mut seen: impl FnMut(u64, bool, bool),
+        mut seen: impl FnMut(u64, bool),
     ) {
         let per_table = ENTRIES as u64;
         let (accessed, dirty) = self.format.accessed_dirty();
         for first in (0..pages).step_by(ENTRIES) {
-            let Some(table) = self.page_table(GuestPhysAddr(first * PAGE_BYTES), frames) else {
+            let Some((directory, slot)) =
+                self.directory_entry(GuestPhysAddr(first * PAGE_BYTES), frames)
+            else {
                 continue;
             };
+            let entry = frames.table(directory)[slot];
+            if entry & self.present == 0 || entry & accessed == 0 {
+                continue;
+            }
+            frames.table_mut(directory)[slot] = entry & !accessed;
+            let table = HostPhysAddr(entry & ADDRESS_MASK);
             let count = (pages - first).min(per_table) as usize;
-            for (offset, slot) in frames.table_mut(table)[..count].iter_mut().enumerate() {
-                if *slot & self.present != 0 {
-                    seen(
-                        first + offset as u64,
-                        *slot & accessed != 0,
-                        *slot & dirty != 0,
-                    );
-                    *slot &= !(accessed | dirty);
+            for (offset, leaf) in frames.table_mut(table)[..count].iter_mut().enumerate() {
+                if *leaf & self.present != 0 && *leaf & (accessed | dirty) != 0 {
+                    seen(first + offset as u64, *leaf & dirty != 0);
+                    *leaf &= !(accessed | dirty);
                 }
             }
         }
+    }
+
+    /// The page-directory table (level 1) covering `gpa` and the index of `gpa`'s entry in it,
+    /// if the walk down to it is present.
+    fn directory_entry(
+        &self,
+        gpa: GuestPhysAddr,
+        frames: &impl FrameSource,
+    ) -> Option<(HostPhysAddr, usize)> {
+        if gpa.0 >= GUEST_ADDRESS_LIMIT {
+            return None;
+        }
+        let directory = (2..=3).rev().try_fold(self.pml4, |table, level| {
+            let entry = frames.table(table)[index(gpa, level)];
+            (entry & self.present != 0).then_some(HostPhysAddr(entry & ADDRESS_MASK))
+        })?;
+        Some((directory, index(gpa, 1)))
     }
 
     /// The page table (level 0) covering `gpa`, if the walk down to it is present.
@@ -576,32 +603,44 @@ mod tests {
             .unwrap();
         }
         // The CPU's part: page 1 read, page 2 and 513 written.
-        let mut mark = |page: u64, bits: u64| {
+        fn mark(ept: &Tables, frames: &mut FakeFrames, page: u64, bits: u64) {
             let table = ept
-                .page_table(GuestPhysAddr(page * PAGE_SIZE), &frames)
+                .page_table(GuestPhysAddr(page * PAGE_SIZE), frames)
                 .unwrap();
             frames.table_mut(table)[index(GuestPhysAddr(page * PAGE_SIZE), 0)] |= bits;
+        }
+        mark(&ept, &mut frames, 1, ACCESSED);
+        mark(&ept, &mut frames, 2, ACCESSED | DIRTY);
+        mark(&ept, &mut frames, 513, ACCESSED | DIRTY);
+        // The walks that set them set their directory entries' accessed flags too.
+        let directory = |ept: &Tables, frames: &FakeFrames, page: u64| {
+            ept.directory_entry(GuestPhysAddr(page * PAGE_SIZE), frames)
+                .unwrap()
         };
-        mark(1, ACCESSED);
-        mark(2, ACCESSED | DIRTY);
-        mark(513, ACCESSED | DIRTY);
+        for page in [1, 513] {
+            let (table, slot) = directory(&ept, &frames, page);
+            frames.table_mut(table)[slot] |= ACCESSED;
+        }
         let mut flagged = Vec::new();
-        let mut mapped = 0;
-        ept.take_accessed_dirty(600, &mut frames, |page, accessed, dirty| {
-            mapped += 1;
-            if accessed || dirty {
-                flagged.push((page, accessed, dirty));
-            }
+        ept.take_accessed_dirty(600, &mut frames, |page, dirty| flagged.push((page, dirty)));
+        assert_eq!(flagged, vec![(1, false), (2, true), (513, true)]);
+        // Cleared, the directory entries too: a second look finds nothing, and the mappings
+        // are intact.
+        for page in [1, 513] {
+            let (table, slot) = directory(&ept, &frames, page);
+            assert_eq!(
+                frames.table(table)[slot] & ACCESSED,
+                0,
+                "page {page}'s directory"
+            );
+        }
+        ept.take_accessed_dirty(600, &mut frames, |page, _| {
+            panic!("page {page} still flagged")
         });
-        assert_eq!(mapped, 599);
-        assert_eq!(
-            flagged,
-            vec![(1, true, false), (2, true, true), (513, true, true)]
-        );
-        // Cleared: a second look finds nothing, and the mappings are intact.
-        ept.take_accessed_dirty(600, &mut frames, |page, accessed, dirty| {
-            assert!(!accessed && !dirty, "page {page} still flagged");
-        });
+        // A page flagged under a directory entry no walk went through since the last take
+        // (which the CPU never leaves) is not looked at: the scan skips the whole table.
+        mark(&ept, &mut frames, 514, ACCESSED);
+        ept.take_accessed_dirty(600, &mut frames, |page, _| panic!("page {page} looked at"));
         assert_eq!(
             ept.translate(GuestPhysAddr(513 * PAGE_SIZE), &frames),
             Some((HostPhysAddr(513 * PAGE_SIZE), RWX))

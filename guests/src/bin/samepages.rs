@@ -11,6 +11,9 @@
 //! - `seed`: mixed into the unique pages, so that VMs given different seeds share none of
 //!   them (default 0: the same in every VM).
 //! - `wait_ms`: how long to spin while merging catches up, ms of TSC time (default 500).
+//! - `hot_mib`: while it waits, read a byte of every page of the first `hot_mib` MiB of the
+//!   0x01 stretch, over and over (default 0: spin without touching memory), so that a
+//!   working-set sample finds that much touched (`carousel bench memory`).
 #![no_std]
 #![no_main]
 
@@ -58,6 +61,7 @@ fn main(boot: &BootInfo) -> ! {
     let unique = (boot.number("unique_mib", 1) << 20) / PAGE;
     let wait_ms = boot.number("wait_ms", 500);
     let seed = boot.number("seed", 0);
+    let hot = (boot.number("hot_mib", 0) << 20) / PAGE;
     let repeated = floor..floor + fill;
     let stamped_pages = floor + fill..floor + fill + unique;
     println!("samepages: {fill} pages of 0x01, {unique} unique pages, then {wait_ms} ms");
@@ -70,8 +74,16 @@ fn main(boot: &BootInfo) -> ! {
 
     let tsc_hz = hypercall::tsc_hz().unwrap_or(1_000_000);
     let until = arch::rdtsc() + wait_ms * tsc_hz / 1000;
+    let hot = floor..floor + hot.min(fill);
     while arch::rdtsc() < until {
-        core::hint::spin_loop();
+        if hot.is_empty() {
+            core::hint::spin_loop();
+        }
+        for page in hot.clone() {
+            // SAFETY: a page of this VM's RAM above the floor (`page_bytes`); a volatile read,
+            // so that the loop really touches it.
+            let _ = unsafe { core::ptr::read_volatile((page * PAGE) as *const u8) };
+        }
     }
 
     let read_back = repeated

@@ -105,6 +105,10 @@ pub struct MemoryAccount {
     pub max_accessed: u64,
     /// Pages touched at all by the last sample.
     pub ever: u64,
+    /// Root cycles the samples took: all of them, the most one took, and the last one's.
+    pub sample_cycles: u64,
+    pub sample_cycles_max: u64,
+    pub last_sample_cycles: u64,
     /// Pages in the balloon now, the host's target, and pages given back and taken back
     /// over the run (the initial balloon is not counted as given back).
     pub ballooned: u64,
@@ -557,6 +561,7 @@ impl AccountingBuilder {
                 accessed,
                 dirty,
                 ever,
+                cycles,
                 ..
             } => {
                 let memory = accounting
@@ -568,6 +573,9 @@ impl AccountingBuilder {
                 memory.last_dirty = *dirty;
                 memory.max_accessed = memory.max_accessed.max(*accessed);
                 memory.ever = *ever;
+                memory.sample_cycles += *cycles;
+                memory.sample_cycles_max = memory.sample_cycles_max.max(*cycles);
+                memory.last_sample_cycles = *cycles;
             }
             Record::Events { tsc, events } => {
                 accounting.has_events = true;

@@ -335,6 +335,28 @@ pub fn memory_table(accounting: &Accounting) -> String {
             merging.frames_saved as f64 / 256.0
         ));
     }
+    let (samples, cycles, most) = described.iter().fold((0, 0, 0), |(n, sum, most), (_, m)| {
+        (
+            n + m.samples,
+            sum + m.sample_cycles,
+            most.max(m.sample_cycles_max),
+        )
+    });
+    if samples > 0 && cycles > 0 {
+        let share = accounting
+            .share_of_elapsed(cycles)
+            .map_or(String::new(), |share| {
+                format!(" ({:.2}% of elapsed)", share * 100.0)
+            });
+        out.push_str(&format!(
+            "working-set samples: {} in {} root cycles{share}; {} cycles a sample on average, \
+             {} at most\n",
+            group(samples),
+            group(cycles),
+            group(cycles / samples),
+            group(most)
+        ));
+    }
     if described.iter().any(|(_, memory)| !memory.accessed_dirty) {
         out.push_str(
             "memory: this CPU has no EPT accessed/dirty flags, so there are no working-set \
@@ -800,6 +822,29 @@ mod tests {
     use super::*;
     use crate::fixtures::{busy, hello, run, two_vm_records};
     use crate::model::accounting::cycles_to_micros;
+
+    #[test]
+    fn the_memory_table_says_what_the_samples_cost() {
+        let mut records = vec![hello(&["a"], 1_000_000)];
+        for (tsc, cycles) in [(10, 1_000), (20, 3_000)] {
+            records.push(Record::WorkingSet {
+                tsc,
+                vm: 0,
+                accessed: 5,
+                dirty: 1,
+                ever: 5,
+                cycles,
+            });
+        }
+        let table = memory_table(&Accounting::from_records(&records, &[]));
+        assert!(
+            table.contains(
+                "working-set samples: 2 in 4,000 root cycles; 2,000 cycles a sample on \
+                 average, 3,000 at most"
+            ),
+            "{table}"
+        );
+    }
 
     #[test]
     fn exits_sum_over_intervals_and_vms_into_one_table() {

@@ -99,6 +99,8 @@ pub enum Missing {
     HostMemory,
     #[error("no Merging records")]
     Merging,
+    #[error("no working-set samples")]
+    MemorySamples,
     #[error("the guest reported no `{0}` metric")]
     Metric(&'static str),
     #[error("no timed console line says {0:?}")]
