@@ -249,7 +249,7 @@
   // blocked grey. Neighbouring bars closer than a pixel merge; bars left of the window go.
   const GANTT_ROW = 14;
   const gantt = Object.assign(figure('gantt'), {
-    svg: $('gantt').querySelector('svg'), rows: [], markers: null, span: 0,
+    svg: $('gantt').querySelector('svg'), rows: [], markers: null,
     reset() {
       this.records = 0;
       this.svg.textContent = '';

@@ -39,17 +39,12 @@ pub fn load(trace: &Path, com1: Option<&Path>) -> Result<(Arc<Hub>, String), Str
         return Err(format!("{} holds no record", trace.display()));
     }
     let mut model = ModelBuilder::new(Keep::Totals);
-    let mut feed = Feed::new();
     for record in &records {
         model.add(record);
-        feed.add(record);
-    }
-    for damage in &damage {
-        feed.lost(damage.lost_records());
     }
     let model = model.finish();
     let names = model.vm_names(0);
-    let deltas = feed.take();
+    let deltas = Feed::of_trace(&records, &damage);
     let origin = deltas
         .iter()
         .find_map(|delta| match delta {

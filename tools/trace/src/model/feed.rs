@@ -409,11 +409,7 @@ impl Feed {
 
     /// The feed of a finished run's records, all of it.
     pub fn of_records(records: &[Record]) -> Vec<Delta> {
-        let mut feed = Feed::new();
-        for record in records {
-            feed.add(record);
-        }
-        feed.take()
+        Self::of_trace(records, &[])
     }
 }
 

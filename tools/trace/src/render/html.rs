@@ -75,7 +75,7 @@ fn page_within(model: &Model, deltas: &[Delta], source: &Source, budget: usize) 
     let status = format!("report of {}", escape(source.name));
     let items = web::finished_items(deltas, &names, "report", &status, budget);
     page.header(&mut out, source);
-    page.notes(&mut out, items.cut);
+    page.notes(&mut out, items.cut, items.others_cut);
     page.cards(&mut out);
     out.push_str("<section class=\"charts\">\n<h2>Charts</h2>\n");
     out.push_str(web::page_part("scrub"));
@@ -148,9 +148,9 @@ impl Page<'_> {
         out.push_str("</p>\n</header>\n");
     }
 
-    /// Damage, warnings and replay problems, and where the charts' timelines stop (`cut`); or
-    /// a line saying there are none.
-    fn notes(&self, out: &mut String, cut: Option<(i64, usize)>) {
+    /// Damage, warnings and replay problems, where the charts' timelines stop (`cut`) and how
+    /// many of their other items were left out (`others_cut`); or a line saying there are none.
+    fn notes(&self, out: &mut String, cut: Option<(i64, usize)>, others_cut: usize) {
         let mut notes: Vec<String> = self
             .model
             .damage
@@ -173,6 +173,14 @@ impl Page<'_> {
                  count all of them, and `carousel view` draws them all",
                 self.short_duration(u64::try_from(at).unwrap_or(0)),
                 group(left as u64),
+            ));
+        }
+        if others_cut > 0 {
+            notes.push(format!(
+                "the charts other than the timelines stop early: {} more exit, memory, disk, \
+                 wake and check items than this page holds are left out; the tables count all \
+                 of them, and `carousel view` draws them all",
+                group(others_cut as u64)
             ));
         }
         if notes.is_empty() {

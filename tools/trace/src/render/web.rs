@@ -42,13 +42,44 @@ pub struct Inlined {
     /// When the budget ran out: the time (since the origin) of the first slice or span left
     /// out, and how many were.
     pub cut: Option<(i64, usize)>,
+    /// Other chart deltas (exits, memory maps, disk transfers and requests, wakes, checks,
+    /// settings, drops) left out past their own budget: a flood of them (a disk-hammering
+    /// guest over a long run) cannot grow the page without bound either.
+    pub others_cut: usize,
+}
+
+/// What a delta is to the page's budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// The run's frame and its end-of-run figures, one or a few per VM: always kept.
+    Frame,
+    /// Slices and spans: kept in time order while the budget lasts.
+    Timeline,
+    /// Everything else: kept in order while a budget of their own lasts.
+    Other,
+}
+
+fn kind(delta: &Delta) -> Kind {
+    match delta {
+        Delta::Slice { .. } | Delta::Span { .. } => Kind::Timeline,
+        Delta::Hello { .. }
+        | Delta::Origin { .. }
+        | Delta::Start { .. }
+        | Delta::ReasonName { .. }
+        | Delta::Lost { .. }
+        | Delta::TimerLag { .. }
+        | Delta::Stopped { .. }
+        | Delta::RunEnd { .. } => Kind::Frame,
+        _ => Kind::Other,
+    }
 }
 
 /// The items a finished run's page takes at once (`carousel report --html` inlines them): the
 /// setup object for `mode` and the VMs `names` (escaped), the deltas, and a status `text`
 /// (escaped) that says the run is over, which opens the time slider. At most about `budget`
-/// bytes: every delta but the timeline's slices and spans is kept, and those are kept in time
-/// order while the budget lasts (the rest are counted in [`Inlined::cut`]).
+/// bytes: the run's frame is kept; other chart deltas are kept in order while `budget` bytes
+/// of them last ([`Inlined::others_cut`] counts the rest); slices and spans are kept in time
+/// order while the budget lasts with all that (the rest are counted in [`Inlined::cut`]).
 pub fn finished_items(
     deltas: &[Delta],
     names: &[String],
@@ -57,27 +88,45 @@ pub fn finished_items(
     budget: usize,
 ) -> Inlined {
     let setup = json!({ "mode": mode, "vms": names, "legend": legend() }).to_string();
-    let items: Vec<(bool, String)> = deltas
+    let status = status(text, true).to_string();
+    let mut others = 0usize;
+    let mut others_cut = 0;
+    // Each delta's text, and whether it goes in (a timeline item: decided below).
+    let items: Vec<(Kind, String, bool)> = deltas
         .iter()
         .map(|d| {
-            let timeline = matches!(d, Delta::Slice { .. } | Delta::Span { .. });
-            (timeline, delta(d).to_string())
+            let text = delta(d).to_string();
+            let kind = kind(d);
+            let keep = match kind {
+                Kind::Frame | Kind::Timeline => true,
+                Kind::Other if others_cut == 0 && others + text.len() < budget => {
+                    others += text.len() + 1;
+                    true
+                }
+                Kind::Other => {
+                    others_cut += 1;
+                    false
+                }
+            };
+            (kind, text, keep)
         })
         .collect();
-    let status = status(text, true).to_string();
     let mut used = setup.len()
         + status.len()
         + items
             .iter()
-            .filter(|(timeline, _)| !timeline)
-            .map(|(_, item)| item.len() + 1)
+            .filter(|(kind, _, keep)| *kind != Kind::Timeline && *keep)
+            .map(|(_, item, _)| item.len() + 1)
             .sum::<usize>();
     let mut cut = None;
     let mut json = String::with_capacity(used.min(budget) + 2);
     json.push('[');
     json.push_str(&setup);
-    for (index, (timeline, item)) in items.iter().enumerate() {
-        if *timeline {
+    for (index, (kind, item, keep)) in items.iter().enumerate() {
+        if !keep {
+            continue;
+        }
+        if *kind == Kind::Timeline {
             if cut.is_some() || used + item.len() + 1 > budget {
                 let (_, left) = cut.get_or_insert((timeline_start(&deltas[index]), 0));
                 *left += 1;
@@ -94,6 +143,7 @@ pub fn finished_items(
     Inlined {
         json: inline_json(&json),
         cut,
+        others_cut,
     }
 }
 
@@ -382,5 +432,35 @@ mod tests {
         let items: Vec<Value> = serde_json::from_str(&cut.json).unwrap();
         let kinds: Vec<&str> = items[1..].iter().map(|i| i[0].as_str().unwrap()).collect();
         assert_eq!(kinds, ["s", "s", "x", "S"]);
+    }
+
+    /// A flood of disk transfers (a guest hammering its disk for a long run) stops at the
+    /// budget too, while the run's frame (its end, the timer figures) stays.
+    #[test]
+    fn a_flood_of_other_deltas_stops_at_the_budget() {
+        let mut deltas: Vec<Delta> = (0..10_000)
+            .map(|k| Delta::Disk {
+                vm: 0,
+                tsc: k,
+                lba: 0,
+                sectors: 1,
+                write: true,
+            })
+            .collect();
+        deltas.push(Delta::TimerLag {
+            vm: 0,
+            ticks: 1,
+            coalesced: 0,
+            lag_total: 5,
+            lag_max: 5,
+        });
+        deltas.push(Delta::RunEnd { tsc: 10_000 });
+        let inlined = finished_items(&deltas, &["a".to_string()], "report", "done", 20_000);
+        assert!(inlined.json.len() < 25_000, "{} bytes", inlined.json.len());
+        assert!(inlined.others_cut > 8_000, "{} cut", inlined.others_cut);
+        let items: Vec<Value> = serde_json::from_str(&inlined.json).unwrap();
+        let kinds: Vec<&str> = items[1..].iter().map(|i| i[0].as_str().unwrap()).collect();
+        assert_eq!(kinds[kinds.len() - 3..], ["t", "e", "S"]);
+        assert_eq!(kinds.len() - 3 + inlined.others_cut, 10_000);
     }
 }
