@@ -416,13 +416,21 @@ impl<V: Vcpu> Vm<V> {
             return Ok(());
         }
         let started = host.now();
+        // The memory map goes out with the first sample and every MAP_EVERY-th after it; the
+        // others need no cells.
+        let map = self.samples.is_multiple_of(MAP_EVERY);
         let pages = self.memory.size_pages();
         let ept = &mut self.ept;
-        let mut sample = self.working_set.sample(|seen| {
-            ept.take_accessed_dirty(pages, pool, seen);
-        });
-        sample.raise(self.balloon.bits(), PageState::Ballooned);
-        sample.raise(self.memory.shared_bits(), PageState::Merged);
+        let mut sample = self.working_set.sample(
+            |seen| {
+                ept.take_accessed_dirty(pages, pool, seen);
+            },
+            map,
+        );
+        if map {
+            sample.raise(self.balloon.bits(), PageState::Ballooned);
+            sample.raise(self.memory.shared_bits(), PageState::Merged);
+        }
         self.vcpu.flush_physical()?;
         let cycles = host.now().saturating_sub(started);
         self.last_wss = sample.accessed;
@@ -435,7 +443,7 @@ impl<V: Vcpu> Vm<V> {
             cycles,
         });
         self.samples += 1;
-        if self.samples % MAP_EVERY != 1 {
+        if !map {
             return Ok(());
         }
         host.exporter().emit_or_drop(&Record::MemoryMap {

@@ -56,9 +56,16 @@ impl WorkingSet {
     /// since the last sample (the EPT walk, which also clears the flags). Its cost follows the
     /// pages the walk reports and the cells, not the RAM: a cell no reported page falls in is
     /// idle when any of its pages was touched before, found a word of history at a time.
-    pub fn sample(&mut self, walk: impl FnOnce(&mut dyn FnMut(u64, bool))) -> Sample {
+    /// Without `map` the sample has no cells (the memory map goes out with only some samples)
+    /// and costs the walk alone.
+    pub fn sample(&mut self, walk: impl FnOnce(&mut dyn FnMut(u64, bool)), map: bool) -> Sample {
         let per_cell = self.pages_per_cell();
-        let mut cells = vec![PageState::Untouched as u8; self.pages.div_ceil(per_cell) as usize];
+        let cell_count = if map {
+            self.pages.div_ceil(per_cell) as usize
+        } else {
+            0
+        };
+        let mut cells = vec![PageState::Untouched as u8; cell_count];
         let (mut accessed, mut dirty) = (0, 0);
         let ever = &mut self.ever;
         let ever_count = &mut self.ever_count;
@@ -79,9 +86,10 @@ impl WorkingSet {
                 ever[word] |= 1 << bit;
                 *ever_count += 1;
             }
-            let cell = &mut cells[(page / per_cell) as usize];
-            if rank(state) > rank(PageState::from_byte(*cell)) {
-                *cell = state as u8;
+            if let Some(cell) = cells.get_mut((page / per_cell) as usize) {
+                if rank(state) > rank(PageState::from_byte(*cell)) {
+                    *cell = state as u8;
+                }
             }
         });
         let mut sample = Sample {
@@ -91,7 +99,9 @@ impl WorkingSet {
             pages_per_cell: per_cell,
             cells,
         };
-        sample.raise(&self.ever, PageState::Idle);
+        if map {
+            sample.raise(&self.ever, PageState::Idle);
+        }
         sample
     }
 }
@@ -170,14 +180,14 @@ mod tests {
     #[test]
     fn counts_and_history() {
         let mut set = WorkingSet::new(100);
-        let first = set.sample(walk(100, |page| (page < 10, page < 3)));
+        let first = set.sample(walk(100, |page| (page < 10, page < 3)), true);
         assert_eq!((first.accessed, first.dirty, first.ever), (10, 3, 10));
         assert_eq!(first.pages_per_cell, 1);
         assert_eq!(PageState::from_byte(first.cells[0]), PageState::Dirty);
         assert_eq!(PageState::from_byte(first.cells[5]), PageState::Touched);
         assert_eq!(PageState::from_byte(first.cells[50]), PageState::Untouched);
         // Next sample: pages 5..15 touched; 0..5 are idle now, 15.. untouched.
-        let second = set.sample(walk(100, |page| ((5..15).contains(&page), false)));
+        let second = set.sample(walk(100, |page| ((5..15).contains(&page), false)), true);
         assert_eq!((second.accessed, second.dirty, second.ever), (10, 0, 15));
         assert_eq!(PageState::from_byte(second.cells[0]), PageState::Idle);
         assert_eq!(PageState::from_byte(second.cells[14]), PageState::Touched);
@@ -190,9 +200,10 @@ mod tests {
         let mut set = WorkingSet::new(pages);
         let per_cell = set.pages_per_cell();
         assert_eq!(per_cell, 56);
-        let sample = set.sample(walk(pages, |page| {
-            (page == per_cell + 7, page == per_cell + 7)
-        }));
+        let sample = set.sample(
+            walk(pages, |page| (page == per_cell + 7, page == per_cell + 7)),
+            true,
+        );
         assert!(sample.cells.len() as u64 <= MAX_CELLS);
         assert_eq!(PageState::from_byte(sample.cells[1]), PageState::Dirty);
         assert_eq!(PageState::from_byte(sample.cells[0]), PageState::Untouched);
@@ -203,7 +214,7 @@ mod tests {
         let mut set = WorkingSet::new(300);
         // 300 pages fit 1,024 cells: a page a cell.
         assert_eq!(set.pages_per_cell(), 1);
-        let mut sample = set.sample(walk(300, |page| (page == 70, page == 70)));
+        let mut sample = set.sample(walk(300, |page| (page == 70, page == 70)), true);
         let mut bits = vec![0u64; 5];
         for page in [3u64, 64, 70, 299] {
             bits[(page / 64) as usize] |= 1 << (page % 64);
@@ -221,7 +232,7 @@ mod tests {
         );
         // Many pages a cell: a cell is raised when any of its pages is set, across words.
         let mut big = WorkingSet::new(224 * 256);
-        let mut sample = big.sample(walk(0, |_| (false, false)));
+        let mut sample = big.sample(walk(0, |_| (false, false)), true);
         let mut bits = vec![0u64; (224 * 256) / 64];
         let page = 56 * 5 + 55; // the last page of cell 5, in word 4
         bits[page / 64] |= 1 << (page % 64);
@@ -233,7 +244,7 @@ mod tests {
         // Cells of 128 pages: a word's bits fall in one cell or two.
         let mut huge = WorkingSet::new(1024 * 128);
         assert_eq!(huge.pages_per_cell(), 128);
-        let mut sample = huge.sample(walk(0, |_| (false, false)));
+        let mut sample = huge.sample(walk(0, |_| (false, false)), true);
         let mut bits = vec![0u64; 1024 * 2];
         for page in [127u64, 128, 64 * 5 + 3, 1024 * 128 - 1] {
             bits[(page / 64) as usize] |= 1 << (page % 64);
@@ -255,7 +266,7 @@ mod tests {
             dense in 0u64..3_000,
         ) {
             let mut working = WorkingSet::new(pages);
-            let mut sample = working.sample(walk(pages, |page| (page % 97 == 0, page % 194 == 0)));
+            let mut sample = working.sample(walk(pages, |page| (page % 97 == 0, page % 194 == 0)), true);
             let before = sample.cells.clone();
             let mut bits = vec![0u64; pages.div_ceil(64) as usize];
             let chosen: Vec<u64> = set.into_iter().chain(0..dense).filter(|&page| page < pages).collect();
@@ -277,9 +288,24 @@ mod tests {
     }
 
     #[test]
+    fn a_sample_without_its_map_counts_the_same_and_has_no_cells() {
+        let flags = |page: u64| (page % 3 == 0, page % 6 == 0);
+        let (mut with, mut without) = (WorkingSet::new(5_000), WorkingSet::new(5_000));
+        for _ in 0..2 {
+            let mapped = with.sample(walk(5_000, flags), true);
+            let bare = without.sample(walk(5_000, flags), false);
+            assert_eq!(
+                (bare.accessed, bare.dirty, bare.ever),
+                (mapped.accessed, mapped.dirty, mapped.ever)
+            );
+            assert!(bare.cells.is_empty() && !mapped.cells.is_empty());
+        }
+    }
+
+    #[test]
     fn pages_beyond_the_ram_are_ignored() {
         let mut set = WorkingSet::new(8);
-        let sample = set.sample(walk(20, |_| (true, true)));
+        let sample = set.sample(walk(20, |_| (true, true)), true);
         assert_eq!((sample.accessed, sample.ever), (8, 8));
     }
 }
