@@ -28,6 +28,7 @@ extern crate alloc;
 
 pub mod balloon;
 pub mod bootinfo;
+pub mod compress;
 pub mod console;
 pub mod disk;
 pub mod exit;

@@ -3,10 +3,12 @@
 //! - [`Frames`]: the host's physical frames, as the hypervisor binary owns them (or a fake in
 //!   tests). Every access to a frame's contents goes through it, so the borrow checker keeps
 //!   two writers of one frame apart.
-//! - [`GuestMemory`]: one VM's RAM, guest-physical [0, size): a frame per page (4 bytes a page),
-//!   with three page states beside "backed and private": **shared** (same-page merging: a
+//! - [`GuestMemory`]: one VM's RAM, guest-physical [0, size): an entry per page (8 bytes a
+//!   page), with four page states beside "backed and private": **shared** (same-page merging: a
 //!   read-only frame several pages map), **lazy** (not backed yet, reads as zeros, gets a frame at
-//!   its first touch) and unbacked (ballooned out).
+//!   its first touch), **compressed** (cold: its contents packed in the entry or in the pool of
+//!   [`crate::compress`], no frame and no mapping; the next touch unpacks it into a fresh frame)
+//!   and unbacked (ballooned out).
 //! - [`HostMemory`]: the frames, the run's guest-page budget and the merging state together: the
 //!   operations that move frames between VMs and the pool.
 //!
@@ -18,6 +20,7 @@ use carousel_vmx::addr::HostPhysAddr;
 use carousel_vmx::ept::FrameSource;
 
 use crate::balloon::Budget;
+use crate::compress::{self, Ages, Packed, Pool};
 use crate::merging::{self, CowError, Merger, PageRef};
 use crate::{range_in_ram, PAGE_SIZE};
 
@@ -55,14 +58,15 @@ pub struct OutOfMemory {
     pub free_bytes: u64,
 }
 
-/// A frame number (address / 4 KiB) in 32 bits, 0 for "no frame" (frame 0, the real-mode IVT,
-/// is never handed out).
-fn frame_number(frame: HostPhysAddr) -> u32 {
-    (frame.as_u64() / PAGE_SIZE) as u32
+/// A frame number (address / 4 KiB) as a page entry, 0 for "no frame" (frame 0, the real-mode
+/// IVT, is never handed out). An entry with its top bits set is a compressed page
+/// ([`Packed`]).
+fn frame_number(frame: HostPhysAddr) -> u64 {
+    frame.as_u64() / PAGE_SIZE
 }
 
-fn frame_at(number: u32) -> Option<HostPhysAddr> {
-    (number != 0).then(|| HostPhysAddr(u64::from(number) * PAGE_SIZE))
+fn frame_at(entry: u64) -> Option<HostPhysAddr> {
+    (entry != 0 && !Packed::is_packed(entry)).then(|| HostPhysAddr(entry * PAGE_SIZE))
 }
 
 /// A bit per page.
@@ -98,12 +102,14 @@ impl PageBits {
 /// A VM's RAM.
 #[derive(Debug)]
 pub struct GuestMemory {
-    /// Each page's frame number (0: none).
-    frames: Vec<u32>,
+    /// Each page's entry: its frame number (0: none) or its compressed contents.
+    frames: Vec<u64>,
     /// The frame is shared with identical pages and mapped read-only.
     shared: PageBits,
     /// Not backed yet; reads as zeros.
     lazy: PageBits,
+    /// Compressed: the entry holds a [`Packed`].
+    compressed: PageBits,
     /// Pages whose frame or sharing changed since the EPT last saw them (the VM rewrites their
     /// mappings before it runs again).
     pub pending: Vec<u64>,
@@ -152,7 +158,37 @@ impl GuestMemory {
 
     /// Pages backed by a frame (shared ones included).
     pub fn backed_pages(&self) -> u64 {
-        self.frames.iter().filter(|&&frame| frame != 0).count() as u64
+        self.frames.iter().filter(|&&entry| entry != 0).count() as u64 - self.compressed_pages()
+    }
+
+    /// True when `page` is compressed: no frame, its contents packed.
+    pub fn is_compressed(&self, page: u64) -> bool {
+        self.compressed.get(page)
+    }
+
+    /// Pages compressed now.
+    pub fn compressed_pages(&self) -> u64 {
+        self.compressed.count()
+    }
+
+    /// The compressed pages now, as bits (page 0 in bit 0 of word 0).
+    pub fn compressed_bits(&self) -> &[u64] {
+        &self.compressed.0
+    }
+
+    /// The packed contents of compressed `page`.
+    fn packed(&self, page: u64) -> Option<Packed> {
+        Packed::decode(*self.frames.get(page as usize)?)
+    }
+
+    /// Sets `page`'s entry to packed contents or a frame (the EPT follows at the next sync).
+    fn set_entry(&mut self, page: u64, entry: u64) {
+        let Some(slot) = self.frames.get_mut(page as usize) else {
+            return;
+        };
+        *slot = entry;
+        self.compressed.set(page, Packed::is_packed(entry));
+        self.pending.push(page);
     }
 
     /// True when `page` shares its frame (read-only) with identical pages.
@@ -214,17 +250,40 @@ impl GuestMemory {
                 Some(frame) => out[done..done + len]
                     .copy_from_slice(&frames.bytes(frame)[offset..offset + len]),
                 None if self.is_lazy(page) => out[done..done + len].fill(0),
-                None => return false,
+                None => {
+                    let mut contents = [0u8; PAGE_SIZE as usize];
+                    if !self.unpack(frames, page, &mut contents) {
+                        return false;
+                    }
+                    out[done..done + len].copy_from_slice(&contents[offset..offset + len]);
+                }
             }
         }
         true
     }
 
-    /// The guest page holding `gpa` reads back: backed, or lazy (zeros).
+    /// Writes compressed `page`'s contents into `out`; false if it is not compressed (or its
+    /// blob does not decode, which only a bug in the pool could cause).
+    fn unpack(&self, frames: &impl Frames, page: u64, out: &mut [u8; PAGE_SIZE as usize]) -> bool {
+        let Some(packed) = self.packed(page) else {
+            return false;
+        };
+        match packed.blob_range() {
+            Some((frame, range)) => {
+                let Some(frame) = frame_at(u64::from(frame)) else {
+                    return false;
+                };
+                packed.expand(&frames.bytes(frame)[range], out)
+            }
+            None => packed.expand(&[], out),
+        }
+    }
+
+    /// The guest page holding `gpa` reads back: backed, compressed, or lazy (zeros).
     pub fn readable(&self, page: u64) -> bool {
         self.frames
             .get(page as usize)
-            .is_some_and(|&frame| frame != 0)
+            .is_some_and(|&entry| entry != 0)
             || self.is_lazy(page)
     }
 }
@@ -235,6 +294,9 @@ pub struct HostMemory<F> {
     pub frames: F,
     budget: Budget,
     merger: Merger,
+    /// The compressed pages' blobs, and what compression did so far.
+    compressor: Pool,
+    compression: CompressTotals,
 }
 
 /// A frame source for the EPT builder over the host's frames.
@@ -259,6 +321,33 @@ pub struct MergeTotals {
     pub frames_saved: u64,
 }
 
+/// What compression did so far, and the pool now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CompressTotals {
+    /// Pages compressed, and compressed pages brought back into a frame.
+    pub compressed: u64,
+    pub decompressed: u64,
+    /// Cold pages left as they were: their contents would not save space, or the pool was full.
+    pub incompressible: u64,
+    pub pool_full: u64,
+    /// Frames the pool holds, and bytes of the blobs in them.
+    pub pool_frames: u64,
+    pub pool_bytes: u64,
+}
+
+/// What compressing a page did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compressed {
+    /// Packed in its entry (a pattern) or in the pool; its frame went back.
+    Packed,
+    /// Not a private, backed page.
+    NotPrivate,
+    /// Its contents would not save space.
+    Incompressible,
+    /// The pool is at its limit (or the host has no frame for a new pool frame).
+    PoolFull,
+}
+
 /// Where the merging scan goes on from: VM index and page.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct ScanCursor {
@@ -274,7 +363,14 @@ impl<F: Frames> HostMemory<F> {
             frames,
             budget: Budget { limit, backed: 0 },
             merger: Merger::new(),
+            compressor: Pool::default(),
+            compression: CompressTotals::default(),
         }
+    }
+
+    /// Lets the compressed pool hold at most `frames` frames of blobs (0: patterns only).
+    pub fn set_pool_limit(&mut self, frames: u64) {
+        self.compressor.limit = frames;
     }
 
     /// Guest frames in use over all VMs (a shared frame counts once).
@@ -338,6 +434,7 @@ impl<F: Frames> HostMemory<F> {
             frames,
             shared: PageBits::new(pages),
             lazy: PageBits::new(pages),
+            compressed: PageBits::new(pages),
             pending: Vec::new(),
             hashes: Vec::new(),
         })
@@ -381,6 +478,9 @@ impl<F: Frames> HostMemory<F> {
         if memory.is_lazy(page) {
             return self.back(memory, page);
         }
+        if memory.is_compressed(page) {
+            return self.decompress(memory, page);
+        }
         match memory.frame(page)? {
             (frame, false) => Some(frame),
             (_, true) => self.copy_on_write(memory, page).ok(),
@@ -409,6 +509,11 @@ impl<F: Frames> HostMemory<F> {
     /// had a frame.
     pub fn unback(&mut self, memory: &mut GuestMemory, page: u64) -> bool {
         memory.lazy.set(page, false);
+        if let Some(packed) = memory.packed(page) {
+            self.release_packed(packed);
+            memory.set_entry(page, 0);
+            return true;
+        }
         let Some((frame, shared)) = memory.frame(page) else {
             return false;
         };
@@ -422,6 +527,132 @@ impl<F: Frames> HostMemory<F> {
             self.free_guest(frame);
         }
         true
+    }
+
+    /// Compresses private `page`: packs its contents in its entry (a pattern) or in the pool,
+    /// and gives its frame back. Its EPT entry goes at the next sync.
+    pub fn compress(&mut self, memory: &mut GuestMemory, page: u64) -> Compressed {
+        let Some((frame, false)) = memory.frame(page) else {
+            return Compressed::NotPrivate;
+        };
+        let contents = self.frames.bytes(frame);
+        let packed = match compress::pattern(contents) {
+            Some(packed) => packed,
+            None => {
+                let mut blob = [0u8; compress::LARGEST_BLOB];
+                let Some(len) = compress::compress(contents, &mut blob) else {
+                    self.compression.incompressible += 1;
+                    return Compressed::Incompressible;
+                };
+                let Some(packed) = self.store_blob(&blob[..len]) else {
+                    self.compression.pool_full += 1;
+                    return Compressed::PoolFull;
+                };
+                packed
+            }
+        };
+        memory.set_entry(page, packed.encode());
+        self.free_guest(frame);
+        self.compression.compressed += 1;
+        Compressed::Packed
+    }
+
+    /// Puts a blob in a slot of its class, adding a pool frame if the pool may grow.
+    fn store_blob(&mut self, blob: &[u8]) -> Option<Packed> {
+        let class = compress::class_for(blob.len())?;
+        let (frame, slot) = match self.compressor.take_slot(class, blob.len()) {
+            Some(taken) => taken,
+            None => {
+                if !self.compressor.has_room() {
+                    return None;
+                }
+                let frame = self.allocate_guest()?;
+                let Ok(number) = u32::try_from(frame_number(frame)) else {
+                    self.free_guest(frame);
+                    return None;
+                };
+                self.compressor.add_frame(class, number);
+                self.compressor.take_slot(class, blob.len())?
+            }
+        };
+        let packed = Packed::Blob {
+            frame,
+            class,
+            slot,
+            len: blob.len() as u16,
+        };
+        let (number, range) = packed.blob_range()?;
+        let pool_frame = frame_at(u64::from(number))?;
+        self.frames.bytes_mut(pool_frame)[range].copy_from_slice(blob);
+        Some(packed)
+    }
+
+    /// Frees a compressed page's blob slot (a pattern holds none); an emptied pool frame goes
+    /// back to the host.
+    fn release_packed(&mut self, packed: Packed) {
+        if let Some(frame) = self.compressor.release(packed) {
+            if let Some(frame) = frame_at(u64::from(frame)) {
+                self.free_guest(frame);
+            }
+        }
+    }
+
+    /// Brings compressed `page` back into a fresh private frame (the guest touched it, or the
+    /// hypervisor writes it) and returns the frame; None if it is not compressed or no frame
+    /// is left (it stays compressed).
+    pub fn decompress(&mut self, memory: &mut GuestMemory, page: u64) -> Option<HostPhysAddr> {
+        let packed = memory.packed(page)?;
+        let frame = self.allocate_guest()?;
+        let mut contents = [0u8; PAGE_SIZE as usize];
+        if !memory.unpack(&self.frames, page, &mut contents) {
+            self.free_guest(frame);
+            return None;
+        }
+        *self.frames.bytes_mut(frame) = contents;
+        self.release_packed(packed);
+        memory.set_entry(page, frame_number(frame));
+        self.compression.decompressed += 1;
+        Some(frame)
+    }
+
+    /// One compression pass over a VM: looks at up to `budget` pages from `ages.cursor` on
+    /// (wrapping) and compresses each private page no sample has seen touched for `after`
+    /// samples. A page left as it was counts as just seen, so it is tried again only after
+    /// another `after` samples. Returns the pages compressed.
+    pub fn compress_cold(
+        &mut self,
+        memory: &mut GuestMemory,
+        ages: &mut Ages,
+        budget: u64,
+        after: u16,
+    ) -> u64 {
+        let pages = memory.size_pages();
+        if pages == 0 || after == 0 {
+            return 0;
+        }
+        let mut compressed = 0;
+        for _ in 0..budget.min(pages) {
+            let page = ages.cursor % pages;
+            ages.cursor = (page + 1) % pages;
+            if ages.idle(page) < after {
+                continue;
+            }
+            match self.compress(memory, page) {
+                Compressed::Packed => compressed += 1,
+                Compressed::NotPrivate => {}
+                Compressed::Incompressible | Compressed::PoolFull => ages.seen(page),
+            }
+        }
+        compressed
+    }
+
+    /// The compression figures so far, and the pool now.
+    pub fn compress_totals(&self) -> CompressTotals {
+        CompressTotals {
+            pool_frames: self.compressor.frames(),
+            pool_bytes: self.compressor.bytes(),
+            ..self.compression
+        }
     }
 
     /// Gives back the frames of pages that hold only zeros: they read as zeros and get a frame
@@ -654,12 +885,134 @@ mod tests {
     }
 
     #[test]
-    fn a_page_costs_four_bytes_of_table() {
-        // The per-page table is a 32-bit frame number (issue: at most 8 bytes a page).
-        assert_eq!(core::mem::size_of::<u32>(), 4);
+    fn a_page_costs_eight_bytes_of_table() {
+        // The per-page table is a 64-bit entry: a frame number or a compressed page (the issue
+        // allows at most 8 bytes a page).
         let mut pool = pool(16);
         let memory = pool.guest_memory(8 * PAGE_SIZE).unwrap();
-        assert_eq!(memory.frames.capacity() * 4, 32);
+        assert_eq!(memory.frames.capacity() * core::mem::size_of::<u64>(), 64);
+    }
+
+    /// A page of `byte` with a distinct first word, as xv6's kfree leaves it, or (with
+    /// `noise`) one LZ4 must take.
+    fn page_of(byte: u8, first: u32, noise: bool) -> [u8; PAGE_SIZE as usize] {
+        let mut page = [byte; PAGE_SIZE as usize];
+        page[..4].copy_from_slice(&first.to_le_bytes());
+        if noise {
+            for at in (64..PAGE_SIZE as usize).step_by(97) {
+                page[at] = at as u8;
+            }
+        }
+        page
+    }
+
+    #[test]
+    fn a_compressed_page_gives_its_frame_back_and_reads_and_writes_as_before() {
+        let mut pool = pool(32);
+        pool.set_pool_limit(4);
+        let mut memory = pool.guest_memory(4 * PAGE_SIZE).unwrap();
+        let pages = [
+            page_of(1, 0x8000_1000, false),
+            page_of(1, 0x8000_2000, true),
+            page_of(7, 7, false),
+        ];
+        for (page, contents) in pages.iter().enumerate() {
+            assert!(pool.write(&mut memory, page as u64 * PAGE_SIZE, contents));
+        }
+        memory.pending.clear();
+        assert_eq!(pool.compress(&mut memory, 0), Compressed::Packed);
+        assert_eq!(pool.compress(&mut memory, 1), Compressed::Packed);
+        assert_eq!(pool.compress(&mut memory, 2), Compressed::Packed);
+        assert_eq!(pool.compress(&mut memory, 2), Compressed::NotPrivate);
+        assert_eq!(memory.pending, [0, 1, 2], "their EPT entries go");
+        assert_eq!(memory.compressed_pages(), 3);
+        assert_eq!(memory.backed_pages(), 1);
+        assert!(memory.frame(0).is_none() && memory.readable(0));
+        // Patterns need no pool; the noisy page took one slot of one pool frame.
+        let totals = pool.compress_totals();
+        assert_eq!((totals.compressed, totals.pool_frames), (3, 1));
+        assert!(totals.pool_bytes > 0 && totals.pool_bytes <= 512);
+        assert_eq!(pool.guest_pages_backed(), 2);
+        assert_eq!(pool.frames.in_use(), 2);
+        for (page, contents) in pages.iter().enumerate() {
+            let mut out = [0u8; PAGE_SIZE as usize];
+            assert!(memory.read(&pool.frames, page as u64 * PAGE_SIZE, &mut out));
+            assert_eq!(&out, contents);
+        }
+        // A read across the boundary of two compressed pages.
+        let mut out = [0u8; 8];
+        assert!(memory.read(&pool.frames, PAGE_SIZE - 4, &mut out));
+        assert_eq!(out, [1, 1, 1, 1, 0x00, 0x20, 0x00, 0x80]);
+        // A write decompresses first; the rest of the page is kept.
+        assert!(pool.write(&mut memory, PAGE_SIZE + 8, b"hi"));
+        assert!(!memory.is_compressed(1));
+        let mut out = [0u8; PAGE_SIZE as usize];
+        assert!(memory.read(&pool.frames, PAGE_SIZE, &mut out));
+        let mut expected = pages[1];
+        expected[8..10].copy_from_slice(b"hi");
+        assert_eq!(out, expected);
+        assert_eq!(
+            pool.compress_totals().pool_frames,
+            0,
+            "its pool frame went back"
+        );
+        // Ballooning a compressed page frees it.
+        assert!(pool.unback(&mut memory, 0));
+        assert!(!memory.readable(0) && memory.compressed_pages() == 1);
+    }
+
+    #[test]
+    fn a_full_pool_and_random_pages_are_left_as_they_are() {
+        let mut pool = pool(32);
+        let mut memory = pool.guest_memory(2 * PAGE_SIZE).unwrap();
+        pool.write(&mut memory, 0, &page_of(3, 1, true));
+        let mut state = 77u32;
+        let random: [u8; PAGE_SIZE as usize] = core::array::from_fn(|_| {
+            state = state.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+            (state >> 16) as u8
+        });
+        pool.write(&mut memory, PAGE_SIZE, &random);
+        assert_eq!(pool.compress(&mut memory, 0), Compressed::PoolFull);
+        assert_eq!(pool.compress(&mut memory, 1), Compressed::Incompressible);
+        assert_eq!(memory.compressed_pages(), 0);
+        assert_eq!(pool.guest_pages_backed(), 2);
+        let totals = pool.compress_totals();
+        assert_eq!((totals.pool_full, totals.incompressible), (1, 1));
+    }
+
+    #[test]
+    fn a_compression_pass_takes_pages_no_sample_saw_for_long_enough() {
+        let mut pool = pool(32);
+        let mut memory = pool.guest_memory(8 * PAGE_SIZE).unwrap();
+        let mut ages = Ages::new(8);
+        for page in 0..8 {
+            pool.write(
+                &mut memory,
+                page * PAGE_SIZE,
+                &page_of(1, page as u32, false),
+            );
+        }
+        ages.seen(3);
+        ages.tick();
+        ages.tick();
+        ages.seen(5);
+        ages.tick();
+        // Idle: page 3 for 2 samples, page 5 for 0, the rest for 3.
+        assert_eq!(pool.compress_cold(&mut memory, &mut ages, 4, 3), 3);
+        assert_eq!(ages.cursor, 4);
+        assert_eq!(pool.compress_cold(&mut memory, &mut ages, 100, 3), 3);
+        let compressed: Vec<u64> = (0..8).filter(|&p| memory.is_compressed(p)).collect();
+        assert_eq!(compressed, [0, 1, 2, 4, 6, 7]);
+        assert_eq!(
+            pool.compress_cold(&mut memory, &mut ages, 100, 2),
+            1,
+            "page 3 is cold at 2"
+        );
+        assert_eq!(
+            pool.compress_cold(&mut memory, &mut ages, 100, 0),
+            0,
+            "0: off"
+        );
     }
 
     #[test]
@@ -728,38 +1081,59 @@ mod tests {
         Scan(u64),
         Balloon { vm: usize, page: u64 },
         Back { vm: usize, page: u64 },
+        Compress { vm: usize, page: u64 },
+        Decompress { vm: usize, page: u64 },
     }
 
     fn op() -> impl Strategy<Value = Op> {
         prop_oneof![
-            4 => (0..2usize, 0..8u64, 0..3u8).prop_map(|(vm, page, byte)| Op::Write { vm, page, byte }),
+            4 => (0..2usize, 0..8u64, 0..6u8).prop_map(|(vm, page, byte)| Op::Write { vm, page, byte }),
             2 => (1..20u64).prop_map(Op::Scan),
             1 => (0..2usize, 0..8u64).prop_map(|(vm, page)| Op::Balloon { vm, page }),
             1 => (0..2usize, 0..8u64).prop_map(|(vm, page)| Op::Back { vm, page }),
+            3 => (0..2usize, 0..8u64).prop_map(|(vm, page)| Op::Compress { vm, page }),
+            1 => (0..2usize, 0..8u64).prop_map(|(vm, page)| Op::Decompress { vm, page }),
         ]
     }
 
     proptest! {
-        /// Through any mix of writes, merging scans, copies on write, ballooning and backing,
-        /// every page reads its own last write (or zeros once given back and taken back), and
-        /// the frames in use are the pages backed less the frames sharing saves.
+        /// Through any mix of writes, merging scans, copies on write, ballooning, backing,
+        /// compression and decompression, every page reads its own last write (or zeros once
+        /// given back and taken back), and the frames in use are the pages backed less the
+        /// frames sharing saves, plus the compressed pool's.
         #[test]
         fn every_page_reads_its_last_write(ops in proptest::collection::vec(op(), 1..120)) {
             let mut pool = pool(64);
+            pool.set_pool_limit(2);
             let mut memories = [
                 pool.guest_memory(8 * PAGE_SIZE).unwrap(),
                 pool.guest_memory(8 * PAGE_SIZE).unwrap(),
             ];
-            let mut expected = [[Some(0u8); 8]; 2];
+            let mut expected = [[Some([0u8; PAGE_SIZE as usize]); 8]; 2];
             let mut cursor = ScanCursor::default();
             for op in ops {
                 match op {
                     Op::Write { vm, page, byte } => {
-                        let written = pool.fill(&mut memories[vm], page * PAGE_SIZE, PAGE_SIZE, byte);
+                        // Bytes 0..3 fill the page (merging and patterns); 3..6 leave a trace of
+                        // the page and VM in it, so LZ4 must take it and no other page matches.
+                        let mut contents = [byte % 3; PAGE_SIZE as usize];
+                        if byte >= 3 {
+                            for at in (0..PAGE_SIZE as usize).step_by(61) {
+                                contents[at] = at as u8 ^ page as u8 ^ (vm as u8) << 4;
+                            }
+                        }
+                        let written = pool.write(&mut memories[vm], page * PAGE_SIZE, &contents);
                         prop_assert_eq!(written, expected[vm][page as usize].is_some());
                         if written {
-                            expected[vm][page as usize] = Some(byte);
+                            expected[vm][page as usize] = Some(contents);
                         }
+                    }
+                    Op::Compress { vm, page } => {
+                        pool.compress(&mut memories[vm], page);
+                    }
+                    Op::Decompress { vm, page } => {
+                        let was = memories[vm].is_compressed(page);
+                        prop_assert_eq!(pool.decompress(&mut memories[vm], page).is_some(), was);
                     }
                     Op::Scan(budget) => {
                         let [a, b] = &mut memories;
@@ -771,7 +1145,7 @@ mod tests {
                     }
                     Op::Back { vm, page } => {
                         if pool.back(&mut memories[vm], page).is_some() {
-                            expected[vm][page as usize] = Some(0);
+                            expected[vm][page as usize] = Some([0; PAGE_SIZE as usize]);
                         }
                     }
                 }
@@ -779,10 +1153,10 @@ mod tests {
                     for page in 0..8u64 {
                         let mut out = [0u8; PAGE_SIZE as usize];
                         let read = memory.read(&pool.frames, page * PAGE_SIZE, &mut out);
-                        match expected[vm][page as usize] {
-                            Some(byte) => {
+                        match &expected[vm][page as usize] {
+                            Some(contents) => {
                                 prop_assert!(read);
-                                prop_assert!(out.iter().all(|&b| b == byte));
+                                prop_assert_eq!(&out, contents);
                             }
                             None => prop_assert!(!read),
                         }
@@ -790,7 +1164,12 @@ mod tests {
                 }
                 let backed: u64 = memories.iter().map(GuestMemory::backed_pages).sum();
                 let totals = pool.merge_totals();
-                prop_assert_eq!(pool.guest_pages_backed(), backed - totals.frames_saved);
+                let pool_frames = pool.compress_totals().pool_frames;
+                prop_assert!(pool_frames <= 2);
+                prop_assert_eq!(
+                    pool.guest_pages_backed(),
+                    backed - totals.frames_saved + pool_frames
+                );
                 prop_assert_eq!(pool.frames.in_use(), pool.guest_pages_backed());
             }
         }

@@ -1,0 +1,506 @@
+//! Compressed cold pages: what a compressed page's entry holds, where the LZ4 blobs live, and
+//! how long each page has gone untouched.
+//!
+//! - [`Packed`]: a compressed page, packed in the 64-bit entry of the VM's page table (the tag
+//!   in its top two bits; an entry with tag 0 is a frame number). Two patterns need no storage
+//!   at all: a page of one repeated 32-bit word, and a page of one repeated byte but for one
+//!   word (each free xv6 page: kfree fills it with 0x01 and writes the free-list pointer in its
+//!   first word). Anything else is an LZ4 block ([`lz4_flex`]) in a slot of the pool.
+//! - [`Pool`]: the blob slots: size classes of 64 to 2,048 bytes, each class a set of host
+//!   frames cut into equal slots. A frame goes back to the host when its last slot is freed.
+//!   A blob over 2,048 bytes would save less than half a frame: the page stays as it is.
+//! - [`Ages`]: per page, the working-set sample that last saw it touched.
+//!
+//! The frames and the VM's page table are the caller's (`memory`); this is the bookkeeping.
+
+use alloc::collections::{BTreeMap, BTreeSet};
+use alloc::vec;
+use alloc::vec::Vec;
+
+/// Bytes of a page.
+const PAGE: usize = 4096;
+/// Words of a page.
+const WORDS: usize = PAGE / 4;
+
+/// Where an entry's tag sits.
+const TAG_SHIFT: u32 = 62;
+const TAG_WORD: u64 = 1;
+const TAG_DIFF: u64 = 2;
+const TAG_BLOB: u64 = 3;
+
+/// Bytes a slot of class 0 holds; class `c` holds `64 << c`.
+const SMALLEST_SLOT: usize = 64;
+/// Size classes: 64, 128, 256, 512, 1,024 and 2,048 bytes.
+pub const CLASSES: usize = 6;
+/// The largest blob kept: half a page.
+pub const LARGEST_BLOB: usize = SMALLEST_SLOT << (CLASSES - 1);
+/// Room LZ4 may need for a page before it finds it does not compress.
+const COMPRESS_ROOM: usize = lz4_flex::block::get_maximum_output_size(PAGE);
+
+/// A compressed page, as its page-table entry holds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Packed {
+    /// Every 32-bit word of the page is this one.
+    Word(u32),
+    /// Every byte is `fill` but 32-bit word `index`, which is `value`.
+    Diff { fill: u8, index: u16, value: u32 },
+    /// An LZ4 block of `len` bytes in slot `slot` of pool frame `frame` (frame number), class
+    /// `class`.
+    Blob {
+        frame: u32,
+        class: u8,
+        slot: u8,
+        len: u16,
+    },
+}
+
+impl Packed {
+    /// The page-table entry (never 0, and never a frame number: the tag is set).
+    pub fn encode(self) -> u64 {
+        match self {
+            Self::Word(word) => TAG_WORD << TAG_SHIFT | u64::from(word),
+            Self::Diff { fill, index, value } => {
+                TAG_DIFF << TAG_SHIFT
+                    | u64::from(fill) << 42
+                    | u64::from(index & 0x3FF) << 32
+                    | u64::from(value)
+            }
+            Self::Blob {
+                frame,
+                class,
+                slot,
+                len,
+            } => {
+                TAG_BLOB << TAG_SHIFT
+                    | u64::from(len & 0x1FFF) << 41
+                    | u64::from(class & 0x7) << 38
+                    | u64::from(slot & 0x3F) << 32
+                    | u64::from(frame)
+            }
+        }
+    }
+
+    /// The compressed page an entry holds; None for a frame number (tag 0).
+    pub fn decode(entry: u64) -> Option<Self> {
+        let low = entry as u32;
+        match entry >> TAG_SHIFT {
+            TAG_WORD => Some(Self::Word(low)),
+            TAG_DIFF => Some(Self::Diff {
+                fill: (entry >> 42) as u8,
+                index: ((entry >> 32) & 0x3FF) as u16,
+                value: low,
+            }),
+            TAG_BLOB => Some(Self::Blob {
+                frame: low,
+                class: ((entry >> 38) & 0x7) as u8,
+                slot: ((entry >> 32) & 0x3F) as u8,
+                len: ((entry >> 41) & 0x1FFF) as u16,
+            }),
+            _ => None,
+        }
+    }
+
+    /// True when the entry is a compressed page (not a frame number, not empty).
+    pub fn is_packed(entry: u64) -> bool {
+        entry >> TAG_SHIFT != 0
+    }
+
+    /// Where the blob lives: (frame number, byte range in it); None for a pattern.
+    pub fn blob_range(self) -> Option<(u32, core::ops::Range<usize>)> {
+        match self {
+            Self::Blob {
+                frame,
+                class,
+                slot,
+                len,
+            } => {
+                let start = usize::from(slot) * slot_size(class);
+                Some((frame, start..start + usize::from(len)))
+            }
+            _ => None,
+        }
+    }
+
+    /// Writes the page back out into `out`; `blob` is the blob's bytes (empty for a pattern).
+    /// False when the blob does not decode to a whole page (the pool is corrupt).
+    pub fn expand(self, blob: &[u8], out: &mut [u8; PAGE]) -> bool {
+        match self {
+            Self::Word(word) => {
+                for chunk in out.chunks_exact_mut(4) {
+                    chunk.copy_from_slice(&word.to_le_bytes());
+                }
+                true
+            }
+            Self::Diff { fill, index, value } => {
+                out.fill(fill);
+                let at = usize::from(index) * 4;
+                out[at..at + 4].copy_from_slice(&value.to_le_bytes());
+                true
+            }
+            Self::Blob { .. } => {
+                lz4_flex::block::decompress_into(blob, out).is_ok_and(|len| len == PAGE)
+            }
+        }
+    }
+}
+
+/// A page that is one of the two patterns, read a word at a time.
+pub fn pattern(page: &[u8; PAGE]) -> Option<Packed> {
+    let word = |index: usize| {
+        u32::from_le_bytes([
+            page[index * 4],
+            page[index * 4 + 1],
+            page[index * 4 + 2],
+            page[index * 4 + 3],
+        ])
+    };
+    let first = word(0);
+    if (1..WORDS).all(|index| word(index) == first) {
+        return Some(Packed::Word(first));
+    }
+    // One word differs, so word 0 or word 1 is the fill.
+    for fill in [word(1), first] {
+        let byte = fill as u8;
+        if fill != u32::from_le_bytes([byte; 4]) {
+            continue;
+        }
+        let mut odd = (0..WORDS).filter(|&index| word(index) != fill);
+        if let (Some(index), None) = (odd.next(), odd.next()) {
+            return Some(Packed::Diff {
+                fill: byte,
+                index: index as u16,
+                value: word(index),
+            });
+        }
+    }
+    None
+}
+
+/// An LZ4 block of `page` in `out`, if it fits in [`LARGEST_BLOB`] bytes: its length.
+pub fn compress(page: &[u8; PAGE], out: &mut [u8; LARGEST_BLOB]) -> Option<usize> {
+    let mut room = [0u8; COMPRESS_ROOM];
+    let len = lz4_flex::block::compress_into(page, &mut room).ok()?;
+    if len > LARGEST_BLOB {
+        return None;
+    }
+    out[..len].copy_from_slice(&room[..len]);
+    Some(len)
+}
+
+/// Bytes a slot of `class` holds.
+pub fn slot_size(class: u8) -> usize {
+    SMALLEST_SLOT << class
+}
+
+/// The smallest class whose slots hold `len` bytes.
+pub fn class_for(len: usize) -> Option<u8> {
+    (0..CLASSES as u8).find(|&class| slot_size(class) >= len)
+}
+
+/// Slots of one frame of `class`.
+fn slots(class: u8) -> u32 {
+    (PAGE / slot_size(class)) as u32
+}
+
+fn full_mask(class: u8) -> u64 {
+    match slots(class) {
+        64 => u64::MAX,
+        slots => (1 << slots) - 1,
+    }
+}
+
+/// One size class: its frames (frame number to the mask of slots in use) and those with a
+/// free slot.
+#[derive(Debug, Default)]
+struct Class {
+    used: BTreeMap<u32, u64>,
+    partial: BTreeSet<u32>,
+}
+
+/// The blob slots over every VM.
+#[derive(Debug, Default)]
+pub struct Pool {
+    classes: [Class; CLASSES],
+    /// Frames the pool holds.
+    frames: u64,
+    /// Frames it may hold (0: no blobs, patterns only).
+    pub limit: u64,
+    /// Bytes of the blobs it holds.
+    bytes: u64,
+}
+
+impl Pool {
+    /// Frames the pool holds now.
+    pub fn frames(&self) -> u64 {
+        self.frames
+    }
+
+    /// Bytes of the blobs in it.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// A free slot of `class`: (frame number, slot), taken. None when every frame of the class
+    /// is full (the caller may add one with [`Self::add_frame`]).
+    pub fn take_slot(&mut self, class: u8, len: usize) -> Option<(u32, u8)> {
+        let entry = self.classes.get_mut(usize::from(class))?;
+        let &frame = entry.partial.first()?;
+        let mask = entry.used.get_mut(&frame)?;
+        let slot = (!*mask).trailing_zeros();
+        *mask |= 1 << slot;
+        if *mask == full_mask(class) {
+            entry.partial.remove(&frame);
+        }
+        self.bytes += len as u64;
+        Some((frame, slot as u8))
+    }
+
+    /// True when the pool may take one more frame.
+    pub fn has_room(&self) -> bool {
+        self.frames < self.limit
+    }
+
+    /// Gives `class` a new, empty frame.
+    pub fn add_frame(&mut self, class: u8, frame: u32) {
+        if let Some(entry) = self.classes.get_mut(usize::from(class)) {
+            entry.used.insert(frame, 0);
+            entry.partial.insert(frame);
+            self.frames += 1;
+        }
+    }
+
+    /// Frees a blob's slot; returns its frame number when that frame is now empty and has left
+    /// the pool (the caller gives it back to the host).
+    pub fn release(&mut self, blob: Packed) -> Option<u32> {
+        let Packed::Blob {
+            frame,
+            class,
+            slot,
+            len,
+        } = blob
+        else {
+            return None;
+        };
+        let entry = self.classes.get_mut(usize::from(class))?;
+        let mask = entry.used.get_mut(&frame)?;
+        *mask &= !(1u64 << slot);
+        self.bytes = self.bytes.saturating_sub(u64::from(len));
+        if *mask == 0 {
+            entry.used.remove(&frame);
+            entry.partial.remove(&frame);
+            self.frames -= 1;
+            return Some(frame);
+        }
+        entry.partial.insert(frame);
+        None
+    }
+}
+
+/// Per page, the working-set sample that last saw it touched (0: none yet), and the scan's
+/// place.
+#[derive(Debug, Clone, Default)]
+pub struct Ages {
+    last_seen: Vec<u16>,
+    /// Samples taken so far (kept below `u16::MAX` by shifting every age down).
+    epoch: u16,
+    /// Where the next compression pass starts.
+    pub cursor: u64,
+}
+
+impl Ages {
+    /// `pages` pages, none seen.
+    pub fn new(pages: u64) -> Self {
+        Self {
+            last_seen: vec![0; pages as usize],
+            epoch: 0,
+            cursor: 0,
+        }
+    }
+
+    /// Page `page` was touched since the last sample (or just now).
+    pub fn seen(&mut self, page: u64) {
+        if let Some(slot) = self.last_seen.get_mut(page as usize) {
+            *slot = self.epoch + 1;
+        }
+    }
+
+    /// A sample ended.
+    pub fn tick(&mut self) {
+        if self.epoch == u16::MAX - 1 {
+            const SHIFT: u16 = 1 << 15;
+            for slot in &mut self.last_seen {
+                *slot = slot.saturating_sub(SHIFT);
+            }
+            self.epoch -= SHIFT;
+        }
+        self.epoch += 1;
+    }
+
+    /// Samples since `page` was last seen touched.
+    pub fn idle(&self, page: u64) -> u16 {
+        self.last_seen
+            .get(page as usize)
+            .map_or(0, |&seen| self.epoch.saturating_sub(seen))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn kfree_page(next: u32) -> [u8; PAGE] {
+        let mut page = [1u8; PAGE];
+        page[..4].copy_from_slice(&next.to_le_bytes());
+        page
+    }
+
+    fn round_trip(page: &[u8; PAGE]) -> [u8; PAGE] {
+        let mut out = [0xEEu8; PAGE];
+        match pattern(page) {
+            Some(packed) => {
+                assert_eq!(Packed::decode(packed.encode()), Some(packed));
+                assert!(packed.expand(&[], &mut out));
+            }
+            None => {
+                let mut blob = [0u8; LARGEST_BLOB];
+                let len = compress(page, &mut blob).expect("compressible");
+                let packed = Packed::Blob {
+                    frame: 7,
+                    class: class_for(len).unwrap(),
+                    slot: 3,
+                    len: len as u16,
+                };
+                assert_eq!(Packed::decode(packed.encode()), Some(packed));
+                assert!(packed.expand(&blob[..len], &mut out));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_free_xv6_page_is_a_pattern() {
+        let page = kfree_page(0x8012_3000);
+        assert_eq!(
+            pattern(&page),
+            Some(Packed::Diff {
+                fill: 1,
+                index: 0,
+                value: 0x8012_3000
+            })
+        );
+        assert_eq!(round_trip(&page), page);
+        assert_eq!(pattern(&[0; PAGE]), Some(Packed::Word(0)));
+    }
+
+    #[test]
+    fn patterns_are_exact() {
+        // The odd word last, the odd word second, a repeated non-byte word.
+        let mut page = [0x5Au8; PAGE];
+        page[PAGE - 4..].copy_from_slice(&[1, 2, 3, 4]);
+        assert_eq!(round_trip(&page), page);
+        let mut page = [0u8; PAGE];
+        page[4] = 9;
+        assert_eq!(round_trip(&page), page);
+        let page: [u8; PAGE] = core::array::from_fn(|at| (at % 4) as u8 + 1);
+        assert!(matches!(pattern(&page), Some(Packed::Word(0x0403_0201))));
+        // Two odd words: not a pattern (LZ4 takes it).
+        let mut page = [1u8; PAGE];
+        page[0] = 2;
+        page[100] = 3;
+        assert_eq!(pattern(&page), None);
+        assert_eq!(round_trip(&page), page);
+    }
+
+    #[test]
+    fn random_bytes_do_not_compress() {
+        let mut state = 0x1234_5678u32;
+        let page: [u8; PAGE] = core::array::from_fn(|_| {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            state as u8
+        });
+        assert_eq!(pattern(&page), None);
+        assert_eq!(compress(&page, &mut [0; LARGEST_BLOB]), None);
+    }
+
+    #[test]
+    fn a_corrupt_blob_does_not_expand() {
+        let packed = Packed::Blob {
+            frame: 1,
+            class: 0,
+            slot: 0,
+            len: 3,
+        };
+        assert!(!packed.expand(&[0xFF, 0xFF, 0xFF], &mut [0; PAGE]));
+    }
+
+    #[test]
+    fn slots_fill_and_frames_leave_when_empty() {
+        let mut pool = Pool {
+            limit: 4,
+            ..Pool::default()
+        };
+        assert_eq!(pool.take_slot(5, 2000), None);
+        pool.add_frame(5, 40);
+        let a = pool.take_slot(5, 2000).unwrap();
+        let b = pool.take_slot(5, 1500).unwrap();
+        assert_eq!((a, b), ((40, 0), (40, 1)));
+        assert_eq!(pool.take_slot(5, 2000), None, "two slots of 2 KiB a frame");
+        assert_eq!(pool.bytes(), 3500);
+        let blob = |slot, len| Packed::Blob {
+            frame: 40,
+            class: 5,
+            slot,
+            len,
+        };
+        assert_eq!(pool.release(blob(0, 2000)), None);
+        assert_eq!(pool.take_slot(5, 100), Some((40, 0)));
+        assert_eq!(pool.release(blob(0, 100)), None);
+        assert_eq!(pool.release(blob(1, 1500)), Some(40));
+        assert_eq!((pool.frames(), pool.bytes()), (0, 0));
+        // Class 0: 64 slots of 64 bytes.
+        pool.add_frame(0, 41);
+        for slot in 0..64 {
+            assert_eq!(pool.take_slot(0, 10), Some((41, slot)));
+        }
+        assert_eq!(pool.take_slot(0, 10), None);
+        assert!(pool.has_room());
+    }
+
+    #[test]
+    fn ages_count_samples_since_the_last_touch() {
+        let mut ages = Ages::new(4);
+        ages.seen(1);
+        ages.tick();
+        assert_eq!((ages.idle(0), ages.idle(1)), (1, 0));
+        ages.tick();
+        ages.tick();
+        assert_eq!((ages.idle(0), ages.idle(1)), (3, 2));
+        ages.seen(9); // outside: ignored
+        for _ in 0..70_000 {
+            ages.tick();
+        }
+        ages.seen(2);
+        ages.tick();
+        assert!(ages.idle(0) > 30_000 && ages.idle(1) > 30_000);
+        assert_eq!(ages.idle(2), 0);
+    }
+
+    proptest! {
+        /// Any page with a few runs of other bytes reads back exactly, patterned or packed.
+        #[test]
+        fn pages_read_back_exactly(
+            fill in any::<u8>(),
+            spots in proptest::collection::vec((0..PAGE, any::<u8>()), 0..40),
+        ) {
+            let mut page = [fill; PAGE];
+            for (at, byte) in spots {
+                page[at] = byte;
+            }
+            prop_assert_eq!(round_trip(&page), page);
+        }
+    }
+}
