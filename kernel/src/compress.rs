@@ -19,8 +19,6 @@ use alloc::vec::Vec;
 
 /// Bytes of a page.
 const PAGE: usize = 4096;
-/// Words of a page.
-const WORDS: usize = PAGE / 4;
 
 /// Where an entry's tag sits.
 const TAG_SHIFT: u32 = 62;
@@ -144,33 +142,51 @@ impl Packed {
     }
 }
 
-/// A page that is one of the two patterns, read a word at a time.
+/// A page that is one of the two patterns. Read 8 bytes at a time, and given up at the second
+/// 8-byte word that differs from the fill, so a page that is no pattern costs little.
 pub fn pattern(page: &[u8; PAGE]) -> Option<Packed> {
-    let word = |index: usize| {
-        u32::from_le_bytes([
-            page[index * 4],
-            page[index * 4 + 1],
-            page[index * 4 + 2],
-            page[index * 4 + 3],
-        ])
+    let quad = |index: usize| {
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(&page[index * 8..index * 8 + 8]);
+        u64::from_le_bytes(bytes)
     };
-    let first = word(0);
-    if (1..WORDS).all(|index| word(index) == first) {
-        return Some(Packed::Word(first));
-    }
-    // One word differs, so word 0 or word 1 is the fill.
-    for fill in [word(1), first] {
-        let byte = fill as u8;
-        if fill != u32::from_le_bytes([byte; 4]) {
+    // The odd word, if any, is in one 8-byte word: the first or the last is the fill.
+    for fill in [quad(PAGE / 8 - 1), quad(0)] {
+        let (low, high) = (fill as u32, (fill >> 32) as u32);
+        if low != high {
             continue;
         }
-        let mut odd = (0..WORDS).filter(|&index| word(index) != fill);
-        if let (Some(index), None) = (odd.next(), odd.next()) {
-            return Some(Packed::Diff {
-                fill: byte,
-                index: index as u16,
-                value: word(index),
-            });
+        let mut odd = None;
+        for index in 0..PAGE / 8 {
+            if quad(index) != fill {
+                if odd.is_some() {
+                    odd = Some(usize::MAX);
+                    break;
+                }
+                odd = Some(index);
+            }
+        }
+        match odd {
+            None => return Some(Packed::Word(low)),
+            Some(usize::MAX) => continue,
+            Some(index) => {
+                let byte = low as u8;
+                if low != u32::from_le_bytes([byte; 4]) {
+                    continue;
+                }
+                let value = quad(index);
+                let (first, second) = (value as u32, (value >> 32) as u32);
+                let (word, value) = match (first == low, second == low) {
+                    (false, true) => (index * 2, first),
+                    (true, false) => (index * 2 + 1, second),
+                    _ => continue,
+                };
+                return Some(Packed::Diff {
+                    fill: byte,
+                    index: word as u16,
+                    value,
+                });
+            }
         }
     }
     None
@@ -225,8 +241,9 @@ pub struct Pool {
     frames: u64,
     /// Frames it may hold (0: no blobs, patterns only).
     pub limit: u64,
-    /// Bytes of the blobs it holds.
+    /// Bytes of the blobs it holds, and how many there are.
     bytes: u64,
+    blobs: u64,
 }
 
 impl Pool {
@@ -238,6 +255,11 @@ impl Pool {
     /// Bytes of the blobs in it.
     pub fn bytes(&self) -> u64 {
         self.bytes
+    }
+
+    /// Blobs in it (each a compressed page).
+    pub fn blobs(&self) -> u64 {
+        self.blobs
     }
 
     /// A free slot of `class`: (frame number, slot), taken. None when every frame of the class
@@ -252,6 +274,7 @@ impl Pool {
             entry.partial.remove(&frame);
         }
         self.bytes += len as u64;
+        self.blobs += 1;
         Some((frame, slot as u8))
     }
 
@@ -285,6 +308,7 @@ impl Pool {
         let mask = entry.used.get_mut(&frame)?;
         *mask &= !(1u64 << slot);
         self.bytes = self.bytes.saturating_sub(u64::from(len));
+        self.blobs = self.blobs.saturating_sub(1);
         if *mask == 0 {
             entry.used.remove(&frame);
             entry.partial.remove(&frame);
@@ -296,51 +320,86 @@ impl Pool {
     }
 }
 
-/// Per page, the working-set sample that last saw it touched (0: none yet), and the scan's
-/// place.
+/// Per page, the working-set sample that last saw it touched, and the pages each recent sample
+/// saw: so that a compression pass looks only at the pages that have just turned cold (seen
+/// `after` samples ago and not since), and its cost follows what the guest touched, not its
+/// RAM.
 #[derive(Debug, Clone, Default)]
 pub struct Ages {
-    last_seen: Vec<u16>,
-    /// Samples taken so far (kept below `u16::MAX` by shifting every age down).
-    epoch: u16,
-    /// Where the next compression pass starts.
-    pub cursor: u64,
+    /// Each page's stamp: the sample that last saw it, plus one (0: none yet).
+    last_seen: Vec<u32>,
+    /// Samples taken so far.
+    epoch: u32,
+    /// The pages each of the last samples saw, by stamp modulo their number (after + 1).
+    buckets: Vec<Vec<u32>>,
+    /// Pages due but not looked at yet (a pass looks at a bounded number), and at the start
+    /// every page: a page backed before the first sample need not be touched to turn cold.
+    backlog: Vec<u32>,
+    /// The epoch whose cold pages went to the backlog last.
+    drained: Option<u32>,
 }
 
 impl Ages {
-    /// `pages` pages, none seen.
-    pub fn new(pages: u64) -> Self {
+    /// `pages` pages, none seen; a page is cold after `after` samples (at least 1) unseen.
+    pub fn new(pages: u64, after: u16) -> Self {
         Self {
             last_seen: vec![0; pages as usize],
             epoch: 0,
-            cursor: 0,
+            buckets: vec![Vec::new(); usize::from(after.max(1)) + 1],
+            backlog: (0..pages as u32).rev().collect(),
+            drained: None,
         }
     }
 
     /// Page `page` was touched since the last sample (or just now).
     pub fn seen(&mut self, page: u64) {
-        if let Some(slot) = self.last_seen.get_mut(page as usize) {
-            *slot = self.epoch + 1;
+        let stamp = self.epoch + 1;
+        let Some(slot) = self.last_seen.get_mut(page as usize) else {
+            return;
+        };
+        if *slot == stamp {
+            return;
+        }
+        *slot = stamp;
+        let count = self.buckets.len();
+        if let Some(bucket) = self.buckets.get_mut(stamp as usize % count.max(1)) {
+            bucket.push(page as u32);
         }
     }
 
-    /// A sample ended.
+    /// A sample ended: the pages it saw no longer count as unseen.
     pub fn tick(&mut self) {
-        if self.epoch == u16::MAX - 1 {
-            const SHIFT: u16 = 1 << 15;
-            for slot in &mut self.last_seen {
-                *slot = slot.saturating_sub(SHIFT);
-            }
-            self.epoch -= SHIFT;
-        }
         self.epoch += 1;
     }
 
     /// Samples since `page` was last seen touched.
-    pub fn idle(&self, page: u64) -> u16 {
+    pub fn idle(&self, page: u64) -> u32 {
         self.last_seen
             .get(page as usize)
             .map_or(0, |&seen| self.epoch.saturating_sub(seen))
+    }
+
+    /// Up to `budget` pages that have gone `after` samples unseen: the backlog first, then
+    /// the pages the sample `after` samples ago saw (those seen again since are left out).
+    /// Call after each sample; a sample that did not tick (the VM did not run) adds no page.
+    /// What does not fit waits in the backlog.
+    pub fn take_cold(&mut self, budget: u64) -> Vec<u32> {
+        let after = self.buckets.len().saturating_sub(1) as u32;
+        if self.epoch >= after && self.drained != Some(self.epoch) {
+            self.drained = Some(self.epoch);
+            let stamp = self.epoch - after;
+            let count = self.buckets.len();
+            if let Some(bucket) = self.buckets.get_mut(stamp as usize % count.max(1)) {
+                let last_seen = &self.last_seen;
+                self.backlog.extend(
+                    bucket
+                        .drain(..)
+                        .filter(|&page| last_seen.get(page as usize) == Some(&stamp)),
+                );
+            }
+        }
+        let keep = self.backlog.len().saturating_sub(budget as usize);
+        self.backlog.split_off(keep)
     }
 }
 
@@ -449,7 +508,7 @@ mod tests {
         let b = pool.take_slot(5, 1500).unwrap();
         assert_eq!((a, b), ((40, 0), (40, 1)));
         assert_eq!(pool.take_slot(5, 2000), None, "two slots of 2 KiB a frame");
-        assert_eq!(pool.bytes(), 3500);
+        assert_eq!((pool.bytes(), pool.blobs()), (3500, 2));
         let blob = |slot, len| Packed::Blob {
             frame: 40,
             class: 5,
@@ -460,7 +519,7 @@ mod tests {
         assert_eq!(pool.take_slot(5, 100), Some((40, 0)));
         assert_eq!(pool.release(blob(0, 100)), None);
         assert_eq!(pool.release(blob(1, 1500)), Some(40));
-        assert_eq!((pool.frames(), pool.bytes()), (0, 0));
+        assert_eq!((pool.frames(), pool.bytes(), pool.blobs()), (0, 0, 0));
         // Class 0: 64 slots of 64 bytes.
         pool.add_frame(0, 41);
         for slot in 0..64 {
@@ -471,25 +530,58 @@ mod tests {
     }
 
     #[test]
-    fn ages_count_samples_since_the_last_touch() {
-        let mut ages = Ages::new(4);
+    fn the_cold_pages_are_those_a_sample_saw_after_samples_ago_and_none_since() {
+        let mut ages = Ages::new(6, 2);
+        // At the start every page is in the backlog, bounded by the budget.
+        ages.tick();
+        let mut first = ages.take_cold(4);
+        first.sort_unstable();
+        assert_eq!(first, [0, 1, 2, 3]);
+        assert_eq!(ages.take_cold(10), [5, 4]);
         ages.seen(1);
-        ages.tick();
-        assert_eq!((ages.idle(0), ages.idle(1)), (1, 0));
-        ages.tick();
-        ages.tick();
-        assert_eq!((ages.idle(0), ages.idle(1)), (3, 2));
-        ages.seen(9); // outside: ignored
-        for _ in 0..70_000 {
-            ages.tick();
-        }
+        ages.seen(2);
         ages.seen(2);
         ages.tick();
-        assert!(ages.idle(0) > 30_000 && ages.idle(1) > 30_000);
-        assert_eq!(ages.idle(2), 0);
+        assert!(ages.take_cold(10).is_empty());
+        ages.seen(2);
+        ages.tick();
+        assert!(
+            ages.take_cold(10).is_empty(),
+            "one sample unseen is not two"
+        );
+        assert_eq!((ages.idle(1), ages.idle(2)), (1, 0));
+        ages.tick();
+        // Page 1 was seen two samples ago and not since; page 2 once more after.
+        assert_eq!(ages.take_cold(10), [1]);
+        // A pass without a sample between (the VM did not run) finds nothing new, and loses
+        // nothing seen meanwhile.
+        ages.seen(4);
+        assert!(ages.take_cold(10).is_empty());
+        ages.tick();
+        assert_eq!(ages.take_cold(10), [2]);
+        ages.tick();
+        assert!(ages.take_cold(10).is_empty());
+        ages.tick();
+        assert_eq!(ages.take_cold(10), [4]);
+        ages.seen(9); // outside: ignored
+        assert_eq!(
+            ages.idle(0),
+            7,
+            "page 0 was never seen: every sample so far"
+        );
     }
 
     proptest! {
+        /// A page of one byte but for one 32-bit word, wherever it lies, is a pattern.
+        #[test]
+        fn one_odd_word_anywhere_is_a_pattern(fill in any::<u8>(), index in 0..PAGE / 4, value in any::<u32>()) {
+            let mut page = [fill; PAGE];
+            page[index * 4..index * 4 + 4].copy_from_slice(&value.to_le_bytes());
+            let packed = pattern(&page);
+            prop_assert!(packed.is_some());
+            prop_assert_eq!(round_trip(&page), page);
+        }
+
         /// Any page with a few runs of other bytes reads back exactly, patterned or packed.
         #[test]
         fn pages_read_back_exactly(

@@ -327,12 +327,16 @@ pub struct CompressTotals {
     /// Pages compressed, and compressed pages brought back into a frame.
     pub compressed: u64,
     pub decompressed: u64,
+    /// Root cycles of the decompressions on a guest's touch.
+    pub decompress_cycles: u64,
     /// Cold pages left as they were: their contents would not save space, or the pool was full.
     pub incompressible: u64,
     pub pool_full: u64,
     /// Frames the pool holds, and bytes of the blobs in them.
     pub pool_frames: u64,
     pub pool_bytes: u64,
+    /// Pages held as blobs (the other compressed pages are patterns, in their entries).
+    pub blob_pages: u64,
 }
 
 /// What compressing a page did.
@@ -615,35 +619,23 @@ impl<F: Frames> HostMemory<F> {
         Some(frame)
     }
 
-    /// One compression pass over a VM: looks at up to `budget` pages from `ages.cursor` on
-    /// (wrapping) and compresses each private page no sample has seen touched for `after`
-    /// samples. A page left as it was counts as just seen, so it is tried again only after
-    /// another `after` samples. Returns the pages compressed.
-    pub fn compress_cold(
-        &mut self,
-        memory: &mut GuestMemory,
-        ages: &mut Ages,
-        budget: u64,
-        after: u16,
-    ) -> u64 {
-        let pages = memory.size_pages();
-        if pages == 0 || after == 0 {
-            return 0;
-        }
+    /// One compression pass over a VM, after a working-set sample: compresses up to `budget`
+    /// of the private pages that have just gone [`Ages`]' number of samples untouched. A page
+    /// left as it was (incompressible, or the pool full) is tried again only once it has been
+    /// touched and turned cold again. Returns the pages compressed.
+    pub fn compress_cold(&mut self, memory: &mut GuestMemory, ages: &mut Ages, budget: u64) -> u64 {
         let mut compressed = 0;
-        for _ in 0..budget.min(pages) {
-            let page = ages.cursor % pages;
-            ages.cursor = (page + 1) % pages;
-            if ages.idle(page) < after {
-                continue;
-            }
-            match self.compress(memory, page) {
-                Compressed::Packed => compressed += 1,
-                Compressed::NotPrivate => {}
-                Compressed::Incompressible | Compressed::PoolFull => ages.seen(page),
+        for page in ages.take_cold(budget) {
+            if self.compress(memory, u64::from(page)) == Compressed::Packed {
+                compressed += 1;
             }
         }
         compressed
+    }
+
+    /// Root cycles a decompression on a guest's touch took.
+    pub fn count_decompress_cycles(&mut self, cycles: u64) {
+        self.compression.decompress_cycles += cycles;
     }
 
     /// The compression figures so far, and the pool now.
@@ -651,6 +643,7 @@ impl<F: Frames> HostMemory<F> {
         CompressTotals {
             pool_frames: self.compressor.frames(),
             pool_bytes: self.compressor.bytes(),
+            blob_pages: self.compressor.blobs(),
             ..self.compression
         }
     }
@@ -981,10 +974,9 @@ mod tests {
     }
 
     #[test]
-    fn a_compression_pass_takes_pages_no_sample_saw_for_long_enough() {
+    fn a_compression_pass_takes_the_pages_no_sample_saw_for_long_enough() {
         let mut pool = pool(32);
         let mut memory = pool.guest_memory(8 * PAGE_SIZE).unwrap();
-        let mut ages = Ages::new(8);
         for page in 0..8 {
             pool.write(
                 &mut memory,
@@ -992,87 +984,42 @@ mod tests {
                 &page_of(1, page as u32, false),
             );
         }
+        let mut ages = Ages::new(8, 2);
         ages.seen(3);
-        ages.tick();
-        ages.tick();
         ages.seen(5);
         ages.tick();
-        // Idle: page 3 for 2 samples, page 5 for 0, the rest for 3.
-        assert_eq!(pool.compress_cold(&mut memory, &mut ages, 4, 3), 3);
-        assert_eq!(ages.cursor, 4);
-        assert_eq!(pool.compress_cold(&mut memory, &mut ages, 100, 3), 3);
-        let compressed: Vec<u64> = (0..8).filter(|&p| memory.is_compressed(p)).collect();
-        assert_eq!(compressed, [0, 1, 2, 4, 6, 7]);
-        assert_eq!(
-            pool.compress_cold(&mut memory, &mut ages, 100, 2),
-            1,
-            "page 3 is cold at 2"
-        );
-        assert_eq!(
-            pool.compress_cold(&mut memory, &mut ages, 100, 0),
-            0,
-            "0: off"
-        );
-    }
-
-    #[test]
-    fn writes_and_reads_cross_pages() {
-        let mut pool = pool(16);
-        let mut memory = pool.guest_memory(4 * PAGE_SIZE).unwrap();
-        assert!(pool.write(&mut memory, PAGE_SIZE - 2, b"abcd"));
-        let mut out = [0u8; 4];
-        assert!(memory.read(&pool.frames, PAGE_SIZE - 2, &mut out));
-        assert_eq!(&out, b"abcd");
-        assert!(!pool.write(&mut memory, 4 * PAGE_SIZE - 1, b"xy"));
-        assert!(!memory.read(&pool.frames, u64::MAX - 1, &mut out));
-    }
-
-    #[test]
-    fn a_ballooned_page_neither_reads_nor_takes_writes() {
-        let mut pool = pool(16);
-        let mut memory = pool.guest_memory(4 * PAGE_SIZE).unwrap();
-        assert_eq!(pool.guest_pages_backed(), 4);
-        assert!(pool.unback(&mut memory, 2));
-        assert_eq!(pool.guest_pages_backed(), 3);
-        let mut out = [0u8; 8];
-        assert!(!memory.read(&pool.frames, 2 * PAGE_SIZE + 8, &mut out));
-        assert!(!pool.write(&mut memory, 2 * PAGE_SIZE, b"x"));
-        assert!(!memory.readable(2) && memory.readable(1));
-    }
-
-    #[test]
-    fn lazy_pages_read_zeros_and_get_a_frame_when_written() {
-        let mut pool = pool(16);
-        let mut memory = pool.guest_memory(4 * PAGE_SIZE).unwrap();
-        pool.write(&mut memory, 0, b"kernel");
-        let lazy = pool.make_lazy(&mut memory);
-        assert_eq!(lazy, [1, 2, 3]);
-        assert_eq!(memory.backed_pages(), 1);
-        let mut out = [0xFFu8; 4];
-        assert!(memory.read(&pool.frames, 3 * PAGE_SIZE, &mut out));
-        assert_eq!(out, [0; 4]);
-        memory.pending.clear();
-        assert!(pool.write(&mut memory, 3 * PAGE_SIZE, b"hi"));
-        assert!(!memory.is_lazy(3));
-        assert_eq!(memory.pending, [3]);
-        assert_eq!(memory.backed_pages(), 2);
-    }
-
-    #[test]
-    fn the_budget_bounds_new_frames() {
-        let mut pool = HostMemory::new(FakeFrames::new(64), Some(5));
-        let mut memory = pool.guest_memory(4 * PAGE_SIZE).unwrap();
-        pool.make_lazy(&mut memory);
-        assert_eq!(pool.guest_pages_backed(), 0);
-        for page in 0..4 {
-            assert!(pool.back(&mut memory, page).is_some());
+        // The start's sweep offers every page, a bounded number a pass: a page backed before
+        // the first sample need not be touched to be compressed.
+        let mut sweep = Ages::new(8, 2);
+        sweep.tick();
+        let mut other = pool.guest_memory(8 * PAGE_SIZE).unwrap();
+        for page in 0..8 {
+            pool.write(
+                &mut other,
+                page * PAGE_SIZE,
+                &page_of(2, page as u32, false),
+            );
         }
-        let mut other = pool.guest_memory(PAGE_SIZE).unwrap();
-        pool.make_lazy(&mut other);
-        assert!(pool.back(&mut other, 0).is_some());
-        assert_eq!(pool.guest_pages_available(), 0);
-        assert!(pool.unback(&mut memory, 0));
-        assert_eq!(pool.guest_pages_available(), 1);
+        assert_eq!(pool.compress_cold(&mut other, &mut sweep, 5), 5);
+        assert_eq!(pool.compress_cold(&mut other, &mut sweep, 5), 3);
+        assert_eq!(other.compressed_pages(), 8);
+        // A touched page goes cold two samples after its last touch.
+        ages.take_cold(100); // the start's sweep
+        pool.decompress(&mut memory, 3);
+        pool.decompress(&mut memory, 5);
+        ages.seen(3);
+        ages.seen(5);
+        ages.tick();
+        assert_eq!(pool.compress_cold(&mut memory, &mut ages, 100), 0);
+        ages.seen(5);
+        ages.tick();
+        assert_eq!(pool.compress_cold(&mut memory, &mut ages, 100), 0);
+        ages.tick();
+        assert_eq!(pool.compress_cold(&mut memory, &mut ages, 100), 1);
+        assert!(memory.is_compressed(3) && !memory.is_compressed(5));
+        ages.tick();
+        assert_eq!(pool.compress_cold(&mut memory, &mut ages, 100), 1);
+        assert!(memory.is_compressed(5));
     }
 
     #[derive(Debug, Clone)]

@@ -15,6 +15,7 @@ use carousel_vmx::ept::{EptPointer, Permissions, Tables, EPT};
 
 use crate::balloon::Balloon;
 use crate::bootinfo::{self, MULTIBOOT1_BOOTLOADER_MAGIC};
+use crate::compress::Ages;
 use crate::disk::Backing;
 use crate::exitstats::ExitStats;
 use crate::host::Host;
@@ -132,6 +133,11 @@ pub struct Vm<V> {
     pub ept: Tables,
     /// Page history for working-set samples.
     working_set: WorkingSet,
+    /// Samples since each page was last seen touched (empty unless compression is on).
+    pub ages: Ages,
+    /// The guest ran since the last working-set sample: only such a sample ages its pages (a
+    /// page is cold when its VM ran and left it alone, not when the VM waited for the CPU).
+    pub ran_since_sample: bool,
     /// The pages the guest gave back.
     pub balloon: Balloon,
     /// The guest has made a balloon call (it has a driver the balloon rule may ask).
@@ -331,6 +337,8 @@ impl<V: Vcpu> Vm<V> {
             tsc_hz,
             ept: built.ept,
             working_set: WorkingSet::new(pages),
+            ages: Ages::default(),
+            ran_since_sample: false,
             balloon: Balloon::new(pages, config.balloon_target_pages),
             balloon_driver: false,
             last_wss: 0,
@@ -421,13 +429,22 @@ impl<V: Vcpu> Vm<V> {
         let map = self.samples.is_multiple_of(MAP_EVERY);
         let pages = self.memory.size_pages();
         let ept = &mut self.ept;
+        let ages = &mut self.ages;
         let mut sample = self.working_set.sample(
             |seen| {
-                ept.take_accessed_dirty(pages, pool, seen);
+                // Ages follow no page unless compression is on (then this is a no-op).
+                ept.take_accessed_dirty(pages, pool, |page, dirty| {
+                    ages.seen(page);
+                    seen(page, dirty);
+                });
             },
             map,
         );
+        if core::mem::take(&mut self.ran_since_sample) {
+            self.ages.tick();
+        }
         if map {
+            sample.raise(self.memory.compressed_bits(), PageState::Compressed);
             sample.raise(self.balloon.bits(), PageState::Ballooned);
             sample.raise(self.memory.shared_bits(), PageState::Merged);
         }

@@ -109,7 +109,7 @@ impl WorkingSet {
 impl Sample {
     /// Raises to `state` every cell with a page whose bit is set in `bits` (a bit per page,
     /// page 0 in bit 0 of word 0), unless the cell shows a state of higher rank already
-    /// (ballooned over merged over dirty over touched over idle). The cost follows the words
+    /// (ballooned over merged over dirty over touched over compressed over idle). The cost follows the words
     /// with a bit set and the cells they span (at most the words plus the cells in all), not
     /// the pages set: a fully touched 224 MiB guest is 896 words.
     pub fn raise(&mut self, bits: &[u64], state: PageState) {
@@ -150,10 +150,11 @@ fn rank(state: PageState) -> u8 {
     match state {
         PageState::Untouched => 0,
         PageState::Idle => 1,
-        PageState::Touched => 2,
-        PageState::Dirty => 3,
-        PageState::Merged => 4,
-        PageState::Ballooned => 5,
+        PageState::Compressed => 2,
+        PageState::Touched => 3,
+        PageState::Dirty => 4,
+        PageState::Merged => 5,
+        PageState::Ballooned => 6,
     }
 }
 

@@ -194,6 +194,18 @@ pub struct ScheduledChange {
     pub setting: Setting,
 }
 
+/// Compressing cold pages: after each working-set sample, a pass over each VM compresses the
+/// private pages no sample saw touched for `after_samples` samples.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct CompressionConfig {
+    /// Samples a page must go untouched before it is compressed (0: compression off).
+    pub after_samples: u16,
+    /// Pages each pass looks at, per VM.
+    pub scan_pages: u32,
+    /// Most host frames the pool of LZ4 blobs may hold (pattern pages need none).
+    pub pool_pages: u32,
+}
+
 /// One run, as the hypervisor receives it (GRUB module [`crate::RUN_CONFIG_MODULE`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunConfig {
@@ -235,6 +247,8 @@ pub struct RunConfig {
     pub boot_stagger_us: u32,
     /// Same-page merging: pages scanned per metrics interval (0: off).
     pub merge_scan_pages: u32,
+    /// Compressing cold pages (off unless `after_samples` is set).
+    pub compression: CompressionConfig,
     /// Most guest pages the hypervisor backs at once over all VMs (None: what the machine
     /// has). Balloon deflates beyond it fail with NoMemory until another VM gives pages back.
     pub guest_page_budget: Option<u64>,
@@ -478,6 +492,7 @@ impl RunConfig {
             quantum_clock: QuantumClock::Wall,
             guest_page_budget: None,
             merge_scan_pages: 0,
+            compression: CompressionConfig::default(),
             boot_stagger_us: 0,
             balloon_when_free_below_pct: None,
             balloon_step_pages: 0,

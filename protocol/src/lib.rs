@@ -23,7 +23,7 @@ pub mod record;
 pub mod wire;
 
 /// Version of the run configuration and record formats. Bump on any incompatible change.
-pub const FORMAT_VERSION: u16 = 9;
+pub const FORMAT_VERSION: u16 = 10;
 
 /// Multiboot2 module command line of the run-configuration module.
 pub const RUN_CONFIG_MODULE: &str = "carousel.run";

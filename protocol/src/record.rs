@@ -210,6 +210,26 @@ pub enum Record {
         wait: u64,
         service: u64,
     },
+    /// Compression over one working-set sample's pass: pages compressed in it and the root
+    /// cycles it took (a root-mode category of its own), and the state at its end: pages
+    /// compressed and decompressed so far and the decompressions' root cycles, cold pages left
+    /// as they were (incompressible, or the pool full), the pool's frames, blob bytes and the
+    /// pages those blobs hold (the rest are patterns, in their entries), and each VM's
+    /// compressed pages.
+    Compression {
+        tsc: u64,
+        compressed_now: u64,
+        cycles: u64,
+        compressed: u64,
+        decompressed: u64,
+        decompress_cycles: u64,
+        incompressible: u64,
+        pool_full: u64,
+        pool_frames: u64,
+        pool_bytes: u64,
+        blob_pages: u64,
+        compressed_pages: Vec<u64>,
+    },
 }
 
 /// One VM's requests through the shared disk's queue over the run: how many, how long each
@@ -407,6 +427,8 @@ pub enum PageState {
     Ballooned = 4,
     /// Touched at some point, but not in the last sample.
     Idle = 5,
+    /// Compressed: cold, its frame given back, its contents in the compressed pool.
+    Compressed = 6,
 }
 
 impl PageState {
@@ -418,6 +440,7 @@ impl PageState {
             3 => Self::Merged,
             4 => Self::Ballooned,
             5 => Self::Idle,
+            6 => Self::Compressed,
             _ => Self::Untouched,
         }
     }

@@ -14,6 +14,13 @@
 //! - `hot_mib`: while it waits, read a byte of every page of the first `hot_mib` MiB of the
 //!   0x01 stretch, over and over (default 0: spin without touching memory), so that a
 //!   working-set sample finds that much touched (`carousel bench memory`).
+//! - `kfree`: 1 to fill the 0x01 pages exactly as xv6's `kfree` leaves them: each page's
+//!   first word holds the address of the next free page (so no two pages are the same, and
+//!   only compression, not merging, saves their frames). Default 0.
+//! - `write_stride`: after the wait, write into every this many 0x01 pages (default 16; 1
+//!   rewrites them all).
+//! - `settle_ms`: after the last check, spin this long without touching memory before
+//!   exiting, so that compression can take the pages back (default 0).
 #![no_std]
 #![no_main]
 
@@ -26,8 +33,43 @@ entry!(main);
 const PAGE: u64 = 4096;
 /// What xv6's `kfree` fills free pages with.
 const FILL: u8 = 0x01;
-/// Every this many repeated pages gets a write after the wait.
+/// Every this many repeated pages gets a write after the wait, unless `write_stride` says.
 const WRITE_STRIDE: u64 = 16;
+
+/// What repeated page `page` holds: 0x01 bytes, and with `kfree` the next page's address in
+/// its first word (as xv6's free list links its pages).
+fn repeated_byte(kfree: bool, page: u64, offset: usize) -> u8 {
+    if kfree && offset < 4 {
+        (((page + 1) * PAGE) as u32).to_le_bytes()[offset]
+    } else {
+        FILL
+    }
+}
+
+fn fill_repeated(kfree: bool, page: u64) {
+    let bytes = page_bytes(page);
+    bytes.fill(FILL);
+    if kfree {
+        bytes[..4].copy_from_slice(&(((page + 1) * PAGE) as u32).to_le_bytes());
+    }
+}
+
+/// Spins for `ms` milliseconds of TSC time, reading a byte of each page of `hot` over and over
+/// (none: without touching memory).
+fn spin(ms: u64, hot: core::ops::Range<u64>) {
+    let tsc_hz = hypercall::tsc_hz().unwrap_or(1_000_000);
+    let until = arch::rdtsc() + ms * tsc_hz / 1000;
+    while arch::rdtsc() < until {
+        if hot.is_empty() {
+            core::hint::spin_loop();
+        }
+        for page in hot.clone() {
+            // SAFETY: a page of this VM's RAM above the floor (`page_bytes`); a volatile read,
+            // so that the loop really touches it.
+            let _ = unsafe { core::ptr::read_volatile((page * PAGE) as *const u8) };
+        }
+    }
+}
 
 /// The bytes of guest page `page` (identity-mapped).
 fn page_bytes(page: u64) -> &'static mut [u8] {
@@ -62,49 +104,48 @@ fn main(boot: &BootInfo) -> ! {
     let wait_ms = boot.number("wait_ms", 500);
     let seed = boot.number("seed", 0);
     let hot = (boot.number("hot_mib", 0) << 20) / PAGE;
+    let kfree = boot.number("kfree", 0) != 0;
+    let stride = boot.number("write_stride", WRITE_STRIDE).max(1);
+    let settle_ms = boot.number("settle_ms", 0);
     let repeated = floor..floor + fill;
     let stamped_pages = floor + fill..floor + fill + unique;
     println!("samepages: {fill} pages of 0x01, {unique} unique pages, then {wait_ms} ms");
     for page in repeated.clone() {
-        page_bytes(page).fill(FILL);
+        fill_repeated(kfree, page);
     }
     for page in stamped_pages.clone() {
         stamp(seed, page);
     }
 
-    let tsc_hz = hypercall::tsc_hz().unwrap_or(1_000_000);
-    let until = arch::rdtsc() + wait_ms * tsc_hz / 1000;
-    let hot = floor..floor + hot.min(fill);
-    while arch::rdtsc() < until {
-        if hot.is_empty() {
-            core::hint::spin_loop();
-        }
-        for page in hot.clone() {
-            // SAFETY: a page of this VM's RAM above the floor (`page_bytes`); a volatile read,
-            // so that the loop really touches it.
-            let _ = unsafe { core::ptr::read_volatile((page * PAGE) as *const u8) };
-        }
-    }
+    spin(wait_ms, floor..floor + hot.min(fill));
 
-    let read_back = repeated
-        .clone()
-        .all(|page| page_bytes(page).iter().all(|&byte| byte == FILL))
-        && stamped_pages.clone().all(|page| stamped(seed, page));
+    let read_back = repeated.clone().all(|page| {
+        page_bytes(page)
+            .iter()
+            .enumerate()
+            .all(|(offset, &byte)| byte == repeated_byte(kfree, page, offset))
+    }) && stamped_pages.clone().all(|page| stamped(seed, page));
     let _ = hypercall::check("merged-pages-read-back", read_back);
 
-    // Writes into every WRITE_STRIDE-th repeated page: each must land in that page only.
-    for page in repeated.clone().step_by(WRITE_STRIDE as usize) {
-        page_bytes(page)[(page % 512) as usize * 8] = 0xEE;
+    // Writes into every stride-th repeated page: each must land in that page only (the byte
+    // written is past the first word, so it never overwrites kfree's link).
+    let written_at = |page: u64| 8 + (page % 500) as usize * 8;
+    for page in repeated.clone().step_by(stride as usize) {
+        page_bytes(page)[written_at(page)] = 0xEE;
     }
     let private = repeated.clone().all(|page| {
         page_bytes(page).iter().enumerate().all(|(offset, &byte)| {
-            let written =
-                (page - floor).is_multiple_of(WRITE_STRIDE) && offset == (page % 512) as usize * 8;
-            byte == if written { 0xEE } else { FILL }
+            let written = (page - floor).is_multiple_of(stride) && offset == written_at(page);
+            byte == if written {
+                0xEE
+            } else {
+                repeated_byte(kfree, page, offset)
+            }
         })
     }) && stamped_pages.clone().all(|page| stamped(seed, page));
     let _ = hypercall::check("cow-writes-private", private);
     println!("samepages: read back {read_back}, writes private {private}");
+    spin(settle_ms, 0..0);
     hypercall::exit(if read_back && private {
         EXIT_SUCCESS
     } else {

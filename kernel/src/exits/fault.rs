@@ -1,7 +1,8 @@
 //! EPT violations: the guest touched guest-physical memory its EPT does not map as it asked.
 //! In order: its own page walk reaching a device page (the VM stops: no hardware lets a page
 //! table live in an APIC), a device page (the instruction decoded and emulated on the device
-//! model), the first touch of a lazily backed page (it gets its frame), a write to a merged
+//! model), the first touch of a lazily backed page (it gets its frame), a touch of a
+//! compressed page (it is unpacked into a fresh frame), a write to a merged
 //! page (it gets its copy), a page the guest gave back (the VM stops), anything else (outside
 //! its RAM: the VM stops).
 
@@ -69,6 +70,20 @@ pub fn fault<V: Vcpu, F: Frames, H: Host>(
             }
             None => cx.stop(StopReason::OutOfMemory { gpa, rip }),
         });
+    }
+    if cx.vm.memory.is_compressed(page) {
+        // A touch of a compressed page: it is unpacked into a fresh frame, and the access is
+        // retried. Its root cycles count as compression's.
+        let started = cx.host.now();
+        let unpacked = cx.pool.decompress(&mut cx.vm.memory, page);
+        cx.vm.ages.seen(page);
+        if unpacked.is_none() {
+            return Ok(cx.stop(StopReason::OutOfMemory { gpa, rip }));
+        }
+        cx.vm.sync_ept(cx.pool)?;
+        cx.pool
+            .count_decompress_cycles(cx.host.now().saturating_sub(started));
+        return Ok(Next::Resume);
     }
     if cx.vm.memory.is_shared(page) {
         // A write to a merged page: it gets its own copy, and the write is retried.

@@ -15,7 +15,7 @@ use core::fmt;
 
 use carousel_devices::DiskImageError;
 use carousel_protocol::config::{
-    DiskSource, RunConfig, SchedulerPolicy, Setting, SettingError, VmConfig,
+    CompressionConfig, DiskSource, RunConfig, SchedulerPolicy, Setting, SettingError, VmConfig,
 };
 use carousel_protocol::record::{
     self, BlockedOn, ChangeSource, Event, Record, StopReason, TraceLevel,
@@ -26,6 +26,7 @@ use carousel_scheduler::{
 };
 
 use crate::balloon::{Candidate, Rule};
+use crate::compress::Ages;
 use crate::disk::{Backing, Extent};
 use crate::exit::Exit;
 use crate::exits::{self, Context, Next};
@@ -243,6 +244,8 @@ struct MemoryKeeping {
     /// Same-page merging: pages scanned per interval (0: off), and where the scan goes on.
     merge_scan_pages: u64,
     merge_cursor: ScanCursor,
+    /// Compressing cold pages after each working-set sample.
+    compression: CompressionConfig,
 }
 
 /// When a blocked VM may next wake: the earliest wake-up deadline, as last computed (None: not
@@ -315,6 +318,13 @@ impl<V: Vcpu, F: Frames, H: Host> Machine<V, F, H> {
                 vm.platform.ide.set_timed(true);
             }
         }
+        let mut pool = pool;
+        if config.compression.after_samples > 0 {
+            pool.set_pool_limit(u64::from(config.compression.pool_pages));
+            for vm in vms.iter_mut().flatten() {
+                vm.ages = Ages::new(vm.memory.size_pages(), config.compression.after_samples);
+            }
+        }
         let pool_pages = config
             .guest_page_budget
             .unwrap_or(pool.guest_pages_backed() + pool.free_frames());
@@ -352,6 +362,7 @@ impl<V: Vcpu, F: Frames, H: Host> Machine<V, F, H> {
                 pool_pages,
                 merge_scan_pages: u64::from(config.merge_scan_pages),
                 merge_cursor: ScanCursor::default(),
+                compression: config.compression,
             },
             idle_threshold: config
                 .idle_threshold_us
@@ -887,7 +898,58 @@ impl<V: Vcpu, F: Frames, H: Host> Machine<V, F, H> {
                 self.finish(id as VmId, reason, now);
             }
         }
+        if self.memory.compression.after_samples > 0 {
+            self.compress_pages(now);
+        }
         self.apply_balloon_rule(now);
+    }
+
+    /// Compression's share of a working-set sample: a pass over each running VM's cold pages,
+    /// their EPT entries taken out, and the figures sent with the cycles it took.
+    fn compress_pages(&mut self, now: Cycles) {
+        let started = self.host.now();
+        let settings = self.memory.compression;
+        let mut compressed_now = 0;
+        for id in 0..self.vms.len() {
+            let Some(vm) = self.vms[id].as_mut() else {
+                continue;
+            };
+            if vm.is_stopped() {
+                continue;
+            }
+            compressed_now += self.pool.compress_cold(
+                &mut vm.memory,
+                &mut vm.ages,
+                u64::from(settings.scan_pages),
+            );
+            if let Err(error) = self.sync_vm(id) {
+                let reason = StopReason::VmxError {
+                    message: alloc::format!("EPT flush after compression: {error}"),
+                };
+                self.finish(id as VmId, reason, now);
+            }
+        }
+        let totals = self.pool.compress_totals();
+        let compressed_pages = self
+            .vms
+            .iter()
+            .map(|vm| vm.as_ref().map_or(0, |vm| vm.memory.compressed_pages()))
+            .collect();
+        let cycles = self.host.now() - started;
+        self.host.exporter().emit_or_drop(&Record::Compression {
+            tsc: now,
+            compressed_now,
+            cycles,
+            compressed: totals.compressed,
+            decompressed: totals.decompressed,
+            decompress_cycles: totals.decompress_cycles,
+            incompressible: totals.incompressible,
+            pool_full: totals.pool_full,
+            pool_frames: totals.pool_frames,
+            pool_bytes: totals.pool_bytes,
+            blob_pages: totals.blob_pages,
+            compressed_pages,
+        });
     }
 
     /// Sends console input waiting on the host line to the focused VM.
@@ -1170,6 +1232,7 @@ impl<V: Vcpu, F: Frames, H: Host> Machine<V, F, H> {
         run.last_exit = exit;
         let entered = entered?;
         self.accounting.guest(id, exit - entry);
+        vm.ran_since_sample = true;
         vm.spaces.charge(exit - entry);
         run.slice.guest_ran(entered.timer_used.min(timer));
         let foreign = match entered.exit {

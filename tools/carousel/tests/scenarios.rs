@@ -206,6 +206,18 @@ impl Measured {
         }
     }
 
+    /// VM `id` reported each of `checks` (CHECK hypercall) as passed.
+    fn assert_checks_passed(&self, id: u16, checks: &[&str]) {
+        for check in checks {
+            assert!(
+                self.records.iter().any(|record| matches!(record,
+                    Record::Check { vm, name, passed: true, .. } if *vm == id && name == check)),
+                "vm {id}: check {check} did not pass\n{}",
+                self.describe
+            );
+        }
+    }
+
     /// Σ guest + root + idle == elapsed, exactly; and each VM's runstates cover the run.
     fn assert_conservation(&self) {
         let conservation = self.accounting.conservation().expect("a RunSummary");
@@ -2820,15 +2832,7 @@ fn merging_shares_identical_pages_and_copies_on_write() {
     for vm in &measured.accounting.vms {
         let memory = vm.memory.expect("memory facts");
         assert!(memory.merged >= 1024 - 64, "{}: {memory:?}", vm.name);
-        for check in ["merged-pages-read-back", "cow-writes-private"] {
-            assert!(
-                measured.records.iter().any(|record| matches!(record,
-                    Record::Check { vm: id, name, passed: true, .. } if *id == vm.id && name == check)),
-                "vm {}: check {check} did not pass\n{}",
-                vm.name,
-                measured.describe
-            );
-        }
+        measured.assert_checks_passed(vm.id, &["merged-pages-read-back", "cow-writes-private"]);
     }
 }
 
@@ -2862,6 +2866,86 @@ fn the_balloon_rule_asks_the_idle_vm_and_the_other_grows() {
     assert!(donor.inflated >= 2048, "{donor:?}");
     assert_eq!((grower.ballooned, grower.deflated), (0, 2048), "{grower:?}");
     assert!(donor.samples > 0 && donor.rule_requests == requests.len() as u64);
+}
+
+/// `ci/labs/compress.toml`: eight VMs fill 8 MiB each exactly as xv6's kfree leaves free
+/// pages (no two alike, so merging could save nothing). Compression takes every page that
+/// stays untouched, the guests read every page back (each read unpacks one) and check it,
+/// rewrite some, check again and idle: at the end the host holds at most 10 % of the RAM the
+/// VMs were promised.
+#[test]
+#[ignore = "boots an emulator; run by ci/test"]
+fn compression_takes_cold_kfree_pages_and_every_page_reads_back() {
+    let measured = Measured::run("compress.toml");
+    measured.assert_all_passed();
+    measured.assert_conservation();
+    let promised: u64 = 8 * 16 * 256;
+    let pages = measured.accounting.host_pages.expect("HostMemory records");
+    assert!(
+        pages.last * 10 <= promised,
+        "{} frames at the end of {promised} promised\n{}",
+        pages.last,
+        measured.describe
+    );
+    let compression = measured
+        .accounting
+        .compression
+        .expect("Compression records");
+    // Each VM's 2,048 kfree pages went cold once before the check and once after it; the
+    // check unpacked every one of them.
+    assert!(compression.compressed >= 2 * 8 * 2048, "{compression:?}");
+    assert!(compression.decompressed >= 8 * 2048, "{compression:?}");
+    assert!(compression.cycles > 0 && compression.decompress_cycles > 0);
+    for vm in &measured.accounting.vms {
+        let memory = vm.memory.expect("memory facts");
+        assert!(memory.compressed >= 2048, "{}: {memory:?}", vm.name);
+        assert_eq!(memory.merged, 0, "{}: nothing to merge", vm.name);
+        measured.assert_checks_passed(vm.id, &["merged-pages-read-back", "cow-writes-private"]);
+    }
+}
+
+/// `ci/labs/compress-merge.toml`: the rewriter's 0x01 pages are compressed while the merger's
+/// identical ones are merged; the rewriter then rewrites every one (unpacking each) and both
+/// read back exactly what they wrote.
+#[test]
+#[ignore = "boots an emulator; run by ci/test"]
+fn a_vm_rewrites_its_compressed_pages_while_another_merges_the_same_contents() {
+    let measured = Measured::run("compress-merge.toml");
+    measured.assert_all_passed();
+    measured.assert_conservation();
+    let (rewriter, merger) = (measured.vm("rewriter").id, measured.vm("merger").id);
+    let most = |pages: &dyn Fn(&Record) -> Option<u64>| {
+        measured.records.iter().filter_map(pages).max().unwrap_or(0)
+    };
+    let compressed = most(&|record| match record {
+        Record::Compression {
+            compressed_pages, ..
+        } => compressed_pages.get(usize::from(rewriter)).copied(),
+        _ => None,
+    });
+    let merged = most(&|record| match record {
+        Record::Merging { merged_pages, .. } => merged_pages.get(usize::from(merger)).copied(),
+        _ => None,
+    });
+    // The rewriter's 1,024 pages of 0x01 were all compressed at once; the merger's shared.
+    assert!(
+        compressed >= 1024,
+        "rewriter compressed {compressed}\n{}",
+        measured.describe
+    );
+    assert!(
+        merged >= 900,
+        "merger merged {merged}\n{}",
+        measured.describe
+    );
+    let compression = measured
+        .accounting
+        .compression
+        .expect("Compression records");
+    assert!(compression.decompressed >= 1024, "{compression:?}");
+    for id in [rewriter, merger] {
+        measured.assert_checks_passed(id, &["merged-pages-read-back", "cow-writes-private"]);
+    }
 }
 
 /// `ci/labs/lazy-stagger.toml`: with lazily backed RAM only touched pages get frames (the

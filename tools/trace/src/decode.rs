@@ -235,6 +235,7 @@ fn vm_of(record: &mut Record) -> Option<&mut u16> {
         | Record::RunEnd { .. }
         | Record::Events { .. }
         | Record::Merging { .. }
+        | Record::Compression { .. }
         | Record::HostMemory { .. } => None,
         Record::Check { vm, .. }
         | Record::MemoryMap { vm, .. }

@@ -1,7 +1,9 @@
 //! A lab as the hypervisor receives it: its [`RunConfig`], and the names of the boot image's
 //! modules that carry each VM's kernel (and, with `disk_backend = "memory"`, its disk).
 
-use carousel_protocol::config::{DiskSource, RunConfig, ScheduledChange, VmConfig};
+use carousel_protocol::config::{
+    CompressionConfig, DiskSource, RunConfig, ScheduledChange, VmConfig,
+};
 
 use std::path::Path;
 
@@ -54,6 +56,11 @@ impl Lab {
         config.trace = self.trace;
         config.memory_sample_us = self.memory_sample_ms.saturating_mul(1000);
         config.merge_scan_pages = self.merge_scan_pages;
+        config.compression = CompressionConfig {
+            after_samples: self.compression.after_samples,
+            scan_pages: self.compression.scan_pages,
+            pool_pages: self.compression.pool_mib.saturating_mul(256),
+        };
         config.boot_stagger_us = self.boot_stagger_ms.saturating_mul(1000);
         if let Some((pct, step_mib)) = self.balloon_rule {
             config.balloon_when_free_below_pct = Some(pct);

@@ -60,6 +60,11 @@ pub struct Lab {
     /// `run.merge_scan_pages`: same-page merging scans this many pages per metrics interval
     /// (0: off).
     pub merge_scan_pages: u32,
+    /// `run.compress_after_samples`, `run.compress_scan_pages` and `run.compress_pool_mib`:
+    /// compress the pages no working-set sample saw touched for that many samples (0: off),
+    /// looking at that many pages of each VM per sample, with at most that many MiB of LZ4
+    /// blobs.
+    pub compression: Compression,
     /// `run.balloon_when_free_below_pct` and `run.balloon_step_mib`: the balloon rule (see
     /// `RunConfig`); None without the first.
     pub balloon_rule: Option<(u32, u32)>,
@@ -224,6 +229,7 @@ impl Lab {
             memory_sample_ms: DEFAULT_MEMORY_SAMPLE_US / 1000,
             guest_memory_budget_mib: None,
             merge_scan_pages: 0,
+            compression: Compression::default(),
             balloon_rule: None,
             lazy_memory: false,
             boot_stagger_ms: 0,
@@ -287,5 +293,23 @@ impl Lab {
         self.vms
             .get(vm)
             .is_some_and(|vm| vm.persist || (persist_all && vm.disk.is_some()))
+    }
+}
+
+/// Compressing cold pages, as the lab sets it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Compression {
+    pub after_samples: u16,
+    pub scan_pages: u32,
+    pub pool_mib: u32,
+}
+
+impl Default for Compression {
+    fn default() -> Self {
+        Self {
+            after_samples: 0,
+            scan_pages: super::limits::DEFAULT_COMPRESS_SCAN_PAGES as u32,
+            pool_mib: super::limits::DEFAULT_COMPRESS_POOL_MIB as u32,
+        }
     }
 }

@@ -271,6 +271,11 @@ pub enum LabErrorKind {
         vm: VmRef,
         policy: String,
     },
+    #[error(
+        "`{key}`: compression finds cold pages through working-set samples, so it needs \
+         `run.memory_sample_ms` above 0"
+    )]
+    CompressionWithoutSamples { key: String },
     #[error("`{key}` of vm {vm}: persist needs a disk (`disk` or `blank_disk_kib`)")]
     PersistWithoutDisk { key: String, vm: VmRef },
     #[error("`{key}`: {reason}")]

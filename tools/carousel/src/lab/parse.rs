@@ -16,7 +16,7 @@ use carousel_trace::TRACE_LEVELS;
 use toml::Spanned;
 
 use super::checker::Checker;
-use super::definition::{Change, Disk, DiskBackend, Kernel, Lab, Vm};
+use super::definition::{Change, Compression, Disk, DiskBackend, Kernel, Lab, Vm};
 use super::env::process_env;
 use super::error::{DiskSizes, LabError, LabErrorKind, VmRef};
 use super::limits::*;
@@ -229,6 +229,34 @@ impl Lab {
             MERGE_SCAN_PAGES_RANGE,
             0,
         )? as u32;
+        let compression = Compression {
+            after_samples: checker.int(
+                "run.compress_after_samples",
+                run.compress_after_samples.as_ref(),
+                COMPRESS_AFTER_SAMPLES_RANGE,
+                0,
+            )? as u16,
+            scan_pages: checker.int(
+                "run.compress_scan_pages",
+                run.compress_scan_pages.as_ref(),
+                COMPRESS_SCAN_PAGES_RANGE,
+                DEFAULT_COMPRESS_SCAN_PAGES,
+            )? as u32,
+            pool_mib: checker.int(
+                "run.compress_pool_mib",
+                run.compress_pool_mib.as_ref(),
+                COMPRESS_POOL_MIB_RANGE,
+                DEFAULT_COMPRESS_POOL_MIB,
+            )? as u32,
+        };
+        if compression.after_samples > 0 && memory_sample_ms == 0 {
+            return Err(checker.error(
+                run.compress_after_samples.as_ref().map(Spanned::span),
+                LabErrorKind::CompressionWithoutSamples {
+                    key: "run.compress_after_samples".to_string(),
+                },
+            ));
+        }
         let balloon_rule = match run.balloon_when_free_below_pct.as_ref() {
             None => None,
             pct => Some((
@@ -473,6 +501,7 @@ impl Lab {
             memory_sample_ms,
             guest_memory_budget_mib,
             merge_scan_pages,
+            compression,
             balloon_rule,
             lazy_memory,
             boot_stagger_ms,
@@ -1090,6 +1119,33 @@ mod tests {
         let config = lab.run_config(1, None);
         assert!(config.vms.iter().all(|vm| vm.lazy_memory));
         assert_eq!(config.boot_stagger_us, 500_000);
+    }
+
+    #[test]
+    fn compression_keys_reach_the_run_config_and_need_samples() {
+        let dir = Dir::new();
+        let lab = dir
+            .parse(&format!(
+                "[run]\nmemory_sample_ms = 50\ncompress_after_samples = 3\n\
+                 compress_scan_pages = 1000\ncompress_pool_mib = 2\n{HELLO}"
+            ))
+            .expect("a compressing lab");
+        let config = lab.run_config(1, None).compression;
+        assert_eq!(
+            (config.after_samples, config.scan_pages, config.pool_pages),
+            (3, 1000, 512)
+        );
+        let off = dir.parse(HELLO).unwrap().run_config(1, None).compression;
+        assert_eq!(off.after_samples, 0);
+        let error = dir.error(&format!("[run]\ncompress_after_samples = 3\n{HELLO}"));
+        assert!(
+            error.contains("run.compress_after_samples") && error.contains("memory_sample_ms"),
+            "{error}"
+        );
+        let error = dir.error(&format!(
+            "[run]\nmemory_sample_ms = 50\ncompress_after_samples = 5000\n{HELLO}"
+        ));
+        assert!(error.contains("5000"), "{error}");
     }
 
     #[test]

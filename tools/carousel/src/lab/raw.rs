@@ -38,6 +38,12 @@ pub(super) struct RawRun {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) merge_scan_pages: Option<Spanned<i64>>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) compress_after_samples: Option<Spanned<i64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) compress_scan_pages: Option<Spanned<i64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) compress_pool_mib: Option<Spanned<i64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) balloon_when_free_below_pct: Option<Spanned<i64>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) balloon_step_mib: Option<Spanned<i64>>,

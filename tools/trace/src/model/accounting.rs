@@ -117,6 +117,8 @@ pub struct MemoryAccount {
     pub deflated: u64,
     /// Pages sharing a frame with identical pages (same-page merging), at the last report.
     pub merged: u64,
+    /// Pages compressed (cold, frame given back), at the last report.
+    pub compressed: u64,
     /// Times the balloon rule raised this VM's target.
     pub rule_requests: u64,
 }
@@ -132,6 +134,25 @@ pub struct MergeTotals {
     pub cow_breaks: u64,
     pub shared_frames: u64,
     pub frames_saved: u64,
+}
+
+/// Compressing cold pages over the run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CompressionTotals {
+    /// Root cycles of the compression passes, and of the decompressions on guest touches.
+    pub cycles: u64,
+    pub decompress_cycles: u64,
+    /// At the last report: pages compressed and decompressed so far, cold pages left as they
+    /// were (incompressible, pool full), the pool's frames, its blobs' bytes and the pages they
+    /// hold, and pages compressed now over all VMs.
+    pub compressed: u64,
+    pub decompressed: u64,
+    pub incompressible: u64,
+    pub pool_full: u64,
+    pub pool_frames: u64,
+    pub pool_bytes: u64,
+    pub blob_pages: u64,
+    pub compressed_pages: u64,
 }
 
 /// One VM's events, counted: slices begun, how they ended, wakes, exits, console bytes, and
@@ -328,6 +349,8 @@ pub struct Accounting {
     pub level: Option<TraceLevel>,
     /// Same-page merging, if it ran.
     pub merging: Option<MergeTotals>,
+    /// Compression, if it ran.
+    pub compression: Option<CompressionTotals>,
     /// Guest frames in use (HostMemory records): the most, and the last.
     pub host_pages: Option<HostPages>,
     /// Setting changes made and refused during the run (`[[run.change]]`, console `~`).
@@ -378,6 +401,7 @@ impl AccountingBuilder {
                 has_events: false,
                 level: None,
                 merging: None,
+                compression: None,
                 host_pages: None,
                 settings: super::settings::Settings::default(),
             },
@@ -526,6 +550,35 @@ impl AccountingBuilder {
                 for (id, &pages) in merged_pages.iter().enumerate() {
                     let vm = accounting.vm_mut(id as u16, weights);
                     vm.memory.get_or_insert_default().merged = pages;
+                }
+            }
+            Record::Compression {
+                cycles,
+                compressed,
+                decompressed,
+                decompress_cycles,
+                incompressible,
+                pool_full,
+                pool_frames,
+                pool_bytes,
+                blob_pages,
+                compressed_pages,
+                ..
+            } => {
+                let totals = accounting.compression.get_or_insert_default();
+                totals.cycles += cycles;
+                totals.decompress_cycles = *decompress_cycles;
+                totals.compressed = *compressed;
+                totals.decompressed = *decompressed;
+                totals.incompressible = *incompressible;
+                totals.pool_full = *pool_full;
+                totals.pool_frames = *pool_frames;
+                totals.pool_bytes = *pool_bytes;
+                totals.blob_pages = *blob_pages;
+                totals.compressed_pages = compressed_pages.iter().sum();
+                for (id, &pages) in compressed_pages.iter().enumerate() {
+                    let vm = accounting.vm_mut(id as u16, weights);
+                    vm.memory.get_or_insert_default().compressed = pages;
                 }
             }
             Record::BalloonTarget { vm, target, .. } => {

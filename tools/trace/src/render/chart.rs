@@ -36,13 +36,14 @@ pub const BLOCKED_COLOUR: &str = "#9ca3af";
 pub const BLOCKED_DISK_COLOUR: &str = "#b45309";
 /// Memory cell states by [`PageState`](carousel_protocol::record::PageState) number: name and
 /// colour (the Perfetto export uses the names too).
-pub const PAGE_STATES: [(&str, &str); 6] = [
+pub const PAGE_STATES: [(&str, &str); 7] = [
     ("untouched", "#eef0f3"),
     ("touched", "#76b7b2"),
     ("dirty", "#e15759"),
     ("merged", "#b07aa1"),
     ("ballooned", "#edc948"),
     ("idle", "#9fb3c8"),
+    ("compressed", "#59a14f"),
 ];
 /// Disk blocks: untouched, read, written, both.
 pub const DISK_STATES: [(&str, &str); 4] = [

@@ -10,7 +10,8 @@ use super::rows::{latency_rows, millis, setting_rows, LatencyRow};
 use super::table::{Align, Table};
 use crate::format::{format_micros, group, plural};
 use crate::model::accounting::{
-    fraction, ppm_to_percent, Accounting, ExitTotals, MemoryAccount, VmAccount, SPIN_ITERATIONS,
+    fraction, ppm_to_percent, Accounting, CompressionTotals, ExitTotals, MemoryAccount, VmAccount,
+    SPIN_ITERATIONS,
 };
 use crate::model::settings::describe;
 use crate::model::timeline::Interval;
@@ -255,6 +256,49 @@ pub fn settings_lines(accounting: &Accounting) -> String {
 /// the working set (pages accessed in the last sampling period, and the most in any) and
 /// pages written in the last one. Empty when nothing happened to any VM's memory; sampled
 /// columns read "-" without samples, and a line says so when the CPU has no EPT
+/// The compression line under the memory table: pages compressed now and the frames that
+/// saves, the pool's size and ratio (pages in LZ4 blobs against their frames; pattern pages
+/// cost none), and the root cycles of both directions.
+fn compression_line(accounting: &Accounting, totals: &CompressionTotals) -> String {
+    let share = |cycles: u64| {
+        accounting
+            .share_of_elapsed(cycles)
+            .map_or(String::new(), |share| {
+                format!(" ({:.2}% of elapsed)", share * 100.0)
+            })
+    };
+    let saved = totals.compressed_pages.saturating_sub(totals.pool_frames);
+    let ratio = if totals.pool_frames > 0 {
+        format!(
+            " ({:.1} pages a frame)",
+            totals.blob_pages as f64 / totals.pool_frames as f64
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        "compression: {} pages compressed now ({:.1} MiB saved; {} of them patterns, no \
+         storage); pool {} frames holding {} LZ4 pages in {} bytes{ratio}; {} compressed, {} decompressed, {} left as they were \
+         (incompressible {}, pool full {}) over the run; {} root cycles compressing{}, {} \
+         decompressing{}\n",
+        group(totals.compressed_pages),
+        saved as f64 / 256.0,
+        group(totals.compressed_pages.saturating_sub(totals.blob_pages)),
+        group(totals.pool_frames),
+        group(totals.blob_pages),
+        group(totals.pool_bytes),
+        group(totals.compressed),
+        group(totals.decompressed),
+        group(totals.incompressible + totals.pool_full),
+        group(totals.incompressible),
+        group(totals.pool_full),
+        group(totals.cycles),
+        share(totals.cycles),
+        group(totals.decompress_cycles),
+        share(totals.decompress_cycles),
+    )
+}
+
 /// accessed/dirty flags (no figures are made up).
 pub fn memory_table(accounting: &Accounting) -> String {
     let described: Vec<(&VmAccount, &MemoryAccount)> = accounting
@@ -266,7 +310,7 @@ pub fn memory_table(accounting: &Accounting) -> String {
         .iter()
         .any(|(_, memory)| memory.ballooned > 0 || memory.inflated > 0 || memory.deflated > 0);
     let sampled = described.iter().any(|(_, memory)| memory.samples > 0);
-    if !ballooning && !sampled && accounting.merging.is_none() {
+    if !ballooning && !sampled && accounting.merging.is_none() && accounting.compression.is_none() {
         return String::new();
     }
     let mut table = Table::new(&[
@@ -276,6 +320,7 @@ pub fn memory_table(accounting: &Accounting) -> String {
         ("GAVE", Align::Right),
         ("TOOK", Align::Right),
         ("MERGED", Align::Right),
+        ("COMPRESSED", Align::Right),
         ("TOUCHED", Align::Right),
         ("WSS", Align::Right),
         ("WSS max", Align::Right),
@@ -297,6 +342,7 @@ pub fn memory_table(accounting: &Accounting) -> String {
             group(memory.inflated),
             group(memory.deflated),
             group(memory.merged),
+            group(memory.compressed),
             sampled(memory.ever),
             sampled(memory.last_accessed),
             sampled(memory.max_accessed),
@@ -334,6 +380,9 @@ pub fn memory_table(accounting: &Accounting) -> String {
             group(merging.frames_saved),
             merging.frames_saved as f64 / 256.0
         ));
+    }
+    if let Some(compression) = &accounting.compression {
+        out.push_str(&compression_line(accounting, compression));
     }
     let (samples, cycles, most) = described.iter().fold((0, 0, 0), |(n, sum, most), (_, m)| {
         (
@@ -841,6 +890,40 @@ mod tests {
             table.contains(
                 "working-set samples: 2 in 4,000 root cycles; 2,000 cycles a sample on \
                  average, 3,000 at most"
+            ),
+            "{table}"
+        );
+    }
+
+    #[test]
+    fn the_memory_table_shows_compressed_pages_and_the_pool() {
+        let mut records = vec![hello(&["a", "b"], 1_000_000)];
+        for (tsc, compressed, pages) in [(10, 100, vec![60, 40]), (20, 300, vec![250, 30])] {
+            records.push(Record::Compression {
+                tsc,
+                compressed_now: 0,
+                cycles: 5_000,
+                compressed,
+                decompressed: 20,
+                decompress_cycles: 700,
+                incompressible: 3,
+                pool_full: 1,
+                pool_frames: 4,
+                pool_bytes: 9_000,
+                blob_pages: 30,
+                compressed_pages: pages,
+            });
+        }
+        let accounting = Accounting::from_records(&records, &[]);
+        assert_eq!(accounting.vms[0].memory.unwrap().compressed, 250);
+        let table = memory_table(&accounting);
+        assert!(table.contains("COMPRESSED"), "{table}");
+        assert!(
+            table.contains(
+                "compression: 280 pages compressed now (1.1 MiB saved; 250 of them patterns, no \
+                 storage); pool 4 frames holding 30 LZ4 pages in 9,000 bytes (7.5 pages a frame); \
+                 300 compressed, 20 decompressed, 4 left as they were (incompressible 3, pool \
+                 full 1) over the run; 10,000 root cycles compressing"
             ),
             "{table}"
         );
