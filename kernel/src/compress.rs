@@ -332,9 +332,11 @@ pub struct Ages {
     epoch: u32,
     /// The pages each of the last samples saw, by stamp modulo their number (after + 1).
     buckets: Vec<Vec<u32>>,
-    /// Pages due but not looked at yet (a pass looks at a bounded number), and at the start
-    /// every page: a page backed before the first sample need not be touched to turn cold.
+    /// Pages due but not looked at yet (a pass looks at a bounded number).
     backlog: Vec<u32>,
+    /// The start's sweep over every page (a page backed before the first sample need not be
+    /// touched to turn cold): the pages from here up are still to be offered.
+    sweep: u32,
     /// The epoch whose cold pages went to the backlog last.
     drained: Option<u32>,
 }
@@ -346,7 +348,8 @@ impl Ages {
             last_seen: vec![0; pages as usize],
             epoch: 0,
             buckets: vec![Vec::new(); usize::from(after.max(1)) + 1],
-            backlog: (0..pages as u32).rev().collect(),
+            backlog: Vec::new(),
+            sweep: 0,
             drained: None,
         }
     }
@@ -379,8 +382,9 @@ impl Ages {
             .map_or(0, |&seen| self.epoch.saturating_sub(seen))
     }
 
-    /// Up to `budget` pages that have gone `after` samples unseen: the backlog first, then
-    /// the pages the sample `after` samples ago saw (those seen again since are left out).
+    /// Up to `budget` pages that have gone `after` samples unseen: the pages the sample
+    /// `after` samples ago saw (those seen again since are left out) and those that waited,
+    /// then the start's sweep.
     /// Call after each sample; a sample that did not tick (the VM did not run) adds no page.
     /// What does not fit waits in the backlog.
     pub fn take_cold(&mut self, budget: u64) -> Vec<u32> {
@@ -399,7 +403,13 @@ impl Ages {
             }
         }
         let keep = self.backlog.len().saturating_sub(budget as usize);
-        self.backlog.split_off(keep)
+        let mut cold = self.backlog.split_off(keep);
+        let pages = self.last_seen.len() as u32;
+        let more = (budget as usize).saturating_sub(cold.len()) as u32;
+        let end = self.sweep.saturating_add(more).min(pages);
+        cold.extend(self.sweep..end);
+        self.sweep = end;
+        cold
     }
 }
 
@@ -534,10 +544,8 @@ mod tests {
         let mut ages = Ages::new(6, 2);
         // At the start every page is in the backlog, bounded by the budget.
         ages.tick();
-        let mut first = ages.take_cold(4);
-        first.sort_unstable();
-        assert_eq!(first, [0, 1, 2, 3]);
-        assert_eq!(ages.take_cold(10), [5, 4]);
+        assert_eq!(ages.take_cold(4), [0, 1, 2, 3]);
+        assert_eq!(ages.take_cold(10), [4, 5]);
         ages.seen(1);
         ages.seen(2);
         ages.seen(2);

@@ -234,13 +234,17 @@ pub fn build<F: Frames>(
             config.memory_bytes
         )));
     }
-    let mut memory = pool.guest_memory(config.memory_bytes).map_err(|error| {
-        load_failed(format_args!(
-            "needs {} MiB of RAM, {} MiB free",
-            error.wanted_bytes >> 20,
-            error.free_bytes >> 20
-        ))
-    })?;
+    let mut memory = if config.lazy_memory {
+        pool.lazy_guest_memory(config.memory_bytes)
+    } else {
+        pool.guest_memory(config.memory_bytes).map_err(|error| {
+            load_failed(format_args!(
+                "needs {} MiB of RAM, {} MiB free",
+                error.wanted_bytes >> 20,
+                error.free_bytes >> 20
+            ))
+        })?
+    };
     let built = (|| {
         let mut ram = RamWriter {
             memory: &mut memory,
