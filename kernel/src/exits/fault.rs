@@ -62,9 +62,13 @@ pub fn fault<V: Vcpu, F: Frames, H: Host>(
         });
     }
     if cx.vm.memory.is_lazy(page) {
-        // The first touch of a lazily backed page: it gets its frame, and the access is retried.
-        return Ok(match cx.pool.back(&mut cx.vm.memory, page) {
-            Some(_) => {
+        // The first touch of a lazily backed page: it gets its frame (and its lazy neighbours
+        // theirs), and the access is retried.
+        return Ok(match cx.pool.back_around(&mut cx.vm.memory, page) {
+            Some(around) => {
+                for other in around {
+                    cx.vm.ages.seen(other);
+                }
                 cx.vm.sync_ept(cx.pool)?;
                 Next::Resume
             }

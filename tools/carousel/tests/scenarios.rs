@@ -2948,6 +2948,56 @@ fn a_vm_rewrites_its_compressed_pages_while_another_merges_the_same_contents() {
     }
 }
 
+/// `ci/labs/sample4.toml`: four 32 MiB VMs reading 2 MiB each over and over, a working-set
+/// sample of each every 100 ms. The samples' root cycles stay within 2 % of the run, and the
+/// root share of the whole run is within 2 points of the same lab without samples (Bochs
+/// counts instructions, so both runs repeat).
+#[test]
+#[ignore = "boots an emulator; run by ci/test"]
+fn working_set_samples_cost_at_most_two_percent() {
+    let sampled = Measured::run("sample4.toml");
+    sampled.assert_all_passed();
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let text = std::fs::read_to_string(labs().join("sample4.toml")).expect("the lab");
+    assert!(text.contains("memory_sample_ms = 100"));
+    let unsampled = dir.path().join("sample4-off.toml");
+    std::fs::write(
+        &unsampled,
+        text.replace("memory_sample_ms = 100", "memory_sample_ms = 0"),
+    )
+    .expect("written");
+    let plain = Measured::run(unsampled.to_str().expect("a UTF-8 path"));
+    plain.assert_all_passed();
+    let (samples, cycles) = sampled.accounting.vms.iter().fold((0, 0), |(n, sum), vm| {
+        let memory = vm.memory.unwrap_or_default();
+        (n + memory.samples, sum + memory.sample_cycles)
+    });
+    // 3 s of reading at 10 samples a second, and the fill before it.
+    assert!(samples >= 4 * 25, "{samples} samples\n{}", sampled.describe);
+    let share = sampled
+        .accounting
+        .share_of_elapsed(cycles)
+        .expect("a RunSummary");
+    assert!(
+        share <= 0.02,
+        "samples took {:.2} % of the run\n{}",
+        share * 100.0,
+        sampled.describe
+    );
+    let root = |measured: &Measured| {
+        let run = measured.accounting.run.as_ref().expect("a RunSummary");
+        run.root as f64 / run.elapsed as f64
+    };
+    let overhead = root(&sampled) - root(&plain);
+    assert!(
+        overhead <= 0.02,
+        "root {:.2} % sampled against {:.2} % not\n{}",
+        root(&sampled) * 100.0,
+        root(&plain) * 100.0,
+        sampled.describe
+    );
+}
+
 /// `ci/labs/lazy-stagger.toml`: with lazily backed RAM only touched pages get frames (the
 /// peak stays well below the VMs' RAM), VM i first runs no earlier than i × 100 ms, and the
 /// guests still read back every page and keep their writes private.

@@ -14,9 +14,14 @@
 //! goal of [`SAMPLE_GOAL_CYCLES`] for the sample; the samples during the fill are in the mean.
 //!
 //! Every VM's RAM is backed when it starts, so the peak is the same either way: merging lowers
-//! what the guests hold once it has caught up, not the peak. Booting 16 xv6 VMs of 224 MiB
-//! within 1 GiB also needs lazily backed RAM or a staggered boot, which Carousel does not have
-//! yet.
+//! what the guests hold once it has caught up, not the peak.
+//!
+//! Last, the scale runs: [`KFREE_COUNTS`] VMs of [`KFREE_VM_MIB`] MiB (xv6's size), lazily
+//! backed, each filling its RAM exactly as xv6's `kfree` leaves it (0x01 pages, the next page's
+//! address in each first word: no two alike), then reading it all back. Each count runs with
+//! merging alone, compression alone and both; the figures are the peak and final host frames
+//! (against the goal of [`KFREE_GOAL_MIB`] MiB at peak for 32) and compression's root cycles
+//! per compressed and per decompressed page.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
@@ -46,6 +51,14 @@ pub const SAMPLE_VM_MIB: u32 = 224;
 pub const HOT_MIB: u32 = 2;
 pub const SAMPLE_MS: u32 = 100;
 pub const SAMPLE_GOAL_CYCLES: u64 = 200_000;
+/// The scale runs: VMs of this many MiB, this many of them, and the goal for the peak.
+pub const KFREE_VM_MIB: u32 = 224;
+pub const KFREE_COUNTS: [u32; 2] = [16, 32];
+pub const KFREE_GOAL_MIB: f64 = 1024.0;
+/// The scale runs' working-set period and compression settings.
+pub const KFREE_SAMPLE_MS: u32 = 20;
+pub const KFREE_AFTER_SAMPLES: u16 = 2;
+pub const KFREE_SCAN_PAGES: u32 = 16_384;
 /// The balloon guest's metric for one inflate and deflate, in cycles.
 const ROUND_TRIP_METRIC: &str = "balloon_round_trip_cycles";
 
@@ -68,6 +81,52 @@ pub struct MemoryBench {
     pub last_sample_pages: u64,
     pub mean_sample_cycles: u64,
     pub max_sample_cycles: u64,
+    /// The scale runs, each count with merging alone, compression alone and both.
+    pub scale: Vec<ScaleRun>,
+}
+
+/// What reclaims memory in a scale run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Reclaim {
+    Merging,
+    Compression,
+    Both,
+}
+
+impl Reclaim {
+    pub const ALL: [Self; 3] = [Self::Merging, Self::Compression, Self::Both];
+
+    /// The run's name in `target/carousel/runs`.
+    fn slug(self) -> &'static str {
+        match self {
+            Self::Merging => "merging",
+            Self::Compression => "compression",
+            Self::Both => "both",
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Merging => "merging alone",
+            Self::Compression => "compression alone",
+            Self::Both => "merging and compression",
+        }
+    }
+}
+
+/// One scale run's figures.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ScaleRun {
+    pub vms: u32,
+    pub reclaim: Reclaim,
+    pub peak_mib: f64,
+    pub final_mib: f64,
+    pub compressed: u64,
+    pub decompressed: u64,
+    pub cycles_per_compressed_page: u64,
+    pub cycles_per_decompressed_page: u64,
+    pub merges: u64,
 }
 
 /// The merging lab, with merging on or off.
@@ -109,6 +168,56 @@ pub fn sample_lab() -> Lab {
     lab.timeout_s = 600;
     lab.memory_sample_ms = SAMPLE_MS;
     lab
+}
+
+/// A scale run's lab: `vms` kfree-pattern VMs of [`KFREE_VM_MIB`] MiB, lazily backed.
+pub fn kfree_lab(vms: u32, reclaim: Reclaim) -> Lab {
+    let vms = super::guest_vms("kfree", "samepages", vms, KFREE_VM_MIB, |_| {
+        format!(
+            "fill_mib={} unique_mib=0 kfree=1 wait_ms=500 settle_ms=500",
+            KFREE_VM_MIB - 8
+        )
+    });
+    let mut lab = Lab::new(PathBuf::new(), vms);
+    lab.ips = 1_000_000;
+    lab.tsc_hz = Some(TSC_HZ);
+    lab.timeout_s = 3_600;
+    lab.lazy_memory = true;
+    lab.memory_sample_ms = KFREE_SAMPLE_MS;
+    if reclaim != Reclaim::Compression {
+        lab.merge_scan_pages = SCAN_PAGES;
+    }
+    if reclaim != Reclaim::Merging {
+        lab.compression.after_samples = KFREE_AFTER_SAMPLES;
+        lab.compression.scan_pages = KFREE_SCAN_PAGES;
+    }
+    lab
+}
+
+/// One scale run's figures from its accounting.
+fn scale_figures(
+    vms: u32,
+    reclaim: Reclaim,
+    name: &str,
+    run: &(Accounting, PathBuf),
+) -> Result<ScaleRun, BenchError> {
+    let pages = run
+        .0
+        .host_pages
+        .ok_or_else(|| unmeasured(name, &run.1, Missing::HostMemory))?;
+    let compression = run.0.compression.unwrap_or_default();
+    Ok(ScaleRun {
+        vms,
+        reclaim,
+        peak_mib: pages.peak as f64 / 256.0,
+        final_mib: pages.last as f64 / 256.0,
+        compressed: compression.compressed,
+        decompressed: compression.decompressed,
+        cycles_per_compressed_page: compression.cycles / compression.compressed.max(1),
+        cycles_per_decompressed_page: compression.decompress_cycles
+            / compression.decompressed.max(1),
+        merges: run.0.merging.map_or(0, |merging| merging.merges),
+    })
 }
 
 /// Runs one generated lab quietly; its accounting.
@@ -203,6 +312,27 @@ pub fn bench_memory(
                 Missing::Metric(ROUND_TRIP_METRIC),
             )
         })?;
+    let mut scale = Vec::new();
+    for vms in KFREE_COUNTS {
+        for reclaim in Reclaim::ALL {
+            eprintln!(
+                "bench: {vms} kfree-pattern VMs of {KFREE_VM_MIB} MiB, {}…",
+                reclaim.name()
+            );
+            let name = format!("memory-kfree{vms}-{}", reclaim.slug());
+            let run = run_lab(
+                &name,
+                kfree_lab(vms, reclaim),
+                &format!(
+                    "Generated by `carousel bench memory`: {vms} kfree-pattern VMs, {}.",
+                    reclaim.name()
+                ),
+                backend,
+                interrupted,
+            )?;
+            scale.push(scale_figures(vms, reclaim, &name, &run)?);
+        }
+    }
     Ok(MemoryBench {
         vms: VMS,
         vm_mib: VM_MIB,
@@ -217,6 +347,7 @@ pub fn bench_memory(
         last_sample_pages: memory.last_accessed,
         mean_sample_cycles: memory.sample_cycles / memory.samples,
         max_sample_cycles: memory.sample_cycles_max,
+        scale,
     })
 }
 
@@ -248,7 +379,48 @@ impl MemoryBench {
             self.samples,
             group(self.mean_sample_cycles),
             group(self.max_sample_cycles),
-        )
+        ) + &self.scale_text()
+    }
+
+    fn scale_text(&self) -> String {
+        let mut out = String::new();
+        for run in &self.scale {
+            let goal = if run.vms == 32 {
+                format!(
+                    " (goal <= {KFREE_GOAL_MIB:.0} MiB: {})",
+                    if run.peak_mib <= KFREE_GOAL_MIB {
+                        "met"
+                    } else {
+                        "not met"
+                    }
+                )
+            } else {
+                String::new()
+            };
+            out.push_str(&format!(
+                "{} kfree-pattern VMs of {KFREE_VM_MIB} MiB ({} MiB promised), {}: host frames \
+                 peak {:.1} MiB{goal}, final {:.1} MiB",
+                run.vms,
+                run.vms * KFREE_VM_MIB,
+                run.reclaim.name(),
+                run.peak_mib,
+                run.final_mib,
+            ));
+            if run.reclaim != Reclaim::Merging {
+                out.push_str(&format!(
+                    "; {} pages compressed at {} cycles each, {} decompressed at {} cycles each",
+                    group(run.compressed),
+                    group(run.cycles_per_compressed_page),
+                    group(run.decompressed),
+                    group(run.cycles_per_decompressed_page),
+                ));
+            }
+            if run.reclaim != Reclaim::Compression {
+                out.push_str(&format!("; {} merges", group(run.merges)));
+            }
+            out.push('\n');
+        }
+        out
     }
 }
 
@@ -284,6 +456,18 @@ mod tests {
         let lab = crate::lab::Lab::load(&path).expect("a valid lab");
         assert_eq!(lab.memory_sample_ms, SAMPLE_MS);
         assert_eq!(lab.vms[0].memory_mib, SAMPLE_VM_MIB);
+        for reclaim in Reclaim::ALL {
+            let path = dir.path().join("kfree.toml");
+            std::fs::write(&path, kfree_lab(32, reclaim).to_toml("kfree")).expect("written");
+            let lab = crate::lab::Lab::load(&path).expect("a valid lab");
+            assert_eq!(lab.vms.len(), 32);
+            assert!(lab.lazy_memory && lab.memory_sample_ms > 0);
+            assert_eq!(lab.merge_scan_pages > 0, reclaim != Reclaim::Compression);
+            assert_eq!(
+                lab.compression.after_samples > 0,
+                reclaim != Reclaim::Merging
+            );
+        }
         let path = dir.path().join("balloon.toml");
         std::fs::write(&path, balloon_lab().to_toml("balloon")).expect("written");
         assert!(crate::lab::Lab::load(&path).is_ok());
