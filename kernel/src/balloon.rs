@@ -169,6 +169,8 @@ impl Rule {
 pub struct Budget {
     pub limit: Option<u64>,
     pub backed: u64,
+    /// The most `backed` has been.
+    pub peak: u64,
 }
 
 impl Budget {
@@ -263,12 +265,14 @@ mod tests {
         let budget = Budget {
             limit: Some(100),
             backed: 90,
+            peak: 90,
         };
         assert_eq!(budget.available(1000), 10);
         assert_eq!(budget.available(4), 4);
         let unlimited = Budget {
             limit: None,
             backed: 90,
+            peak: 90,
         };
         assert_eq!(unlimited.available(1000), 1000);
     }

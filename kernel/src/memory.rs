@@ -369,7 +369,11 @@ impl<F: Frames> HostMemory<F> {
     pub fn new(frames: F, limit: Option<u64>) -> Self {
         Self {
             frames,
-            budget: Budget { limit, backed: 0 },
+            budget: Budget {
+                limit,
+                backed: 0,
+                peak: 0,
+            },
             merger: Merger::new(),
             compressor: Pool::default(),
             compression: CompressTotals::default(),
@@ -384,6 +388,11 @@ impl<F: Frames> HostMemory<F> {
     /// Guest frames in use over all VMs (a shared frame counts once).
     pub fn guest_pages_backed(&self) -> u64 {
         self.budget.backed
+    }
+
+    /// The most guest frames in use at any instant so far.
+    pub fn guest_pages_peak(&self) -> u64 {
+        self.budget.peak
     }
 
     /// Guest pages that could be backed now: free frames, within the budget.
@@ -408,6 +417,7 @@ impl<F: Frames> HostMemory<F> {
         }
         let frame = self.frames.allocate_zeroed()?;
         self.budget.backed += 1;
+        self.budget.peak = self.budget.peak.max(self.budget.backed);
         Some(frame)
     }
 
@@ -438,6 +448,7 @@ impl<F: Frames> HostMemory<F> {
             }
         }
         self.budget.backed += pages;
+        self.budget.peak = self.budget.peak.max(self.budget.backed);
         Ok(GuestMemory {
             frames,
             shared: PageBits::new(pages),
@@ -1257,6 +1268,7 @@ mod tests {
                     backed - totals.frames_saved + pool_frames
                 );
                 prop_assert_eq!(pool.frames.in_use(), pool.guest_pages_backed());
+                prop_assert!(pool.guest_pages_peak() >= pool.guest_pages_backed());
             }
         }
     }

@@ -90,10 +90,13 @@ pub enum Record {
         target: u64,
     },
     /// Host memory at the end of a metrics interval: guest pages backed by a frame (over all
-    /// VMs; a shared frame counts once) and frames free in the hypervisor's pool.
+    /// VMs; a shared frame counts once; the compressed pool's frames included), the most there
+    /// ever were at any instant of the run so far (not only at interval ends), and frames free
+    /// in the hypervisor's pool.
     HostMemory {
         tsc: u64,
         backed_pages: u64,
+        peak_pages: u64,
         free_pages: u64,
     },
     /// Same-page merging over one metrics interval: pages scanned and the root cycles the scan

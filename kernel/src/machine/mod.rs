@@ -724,6 +724,7 @@ impl<V: Vcpu, F: Frames, H: Host> Machine<V, F, H> {
             self.host.exporter().emit_or_drop(&Record::HostMemory {
                 tsc: now,
                 backed_pages: host_memory.0,
+                peak_pages: self.pool.guest_pages_peak(),
                 free_pages: host_memory.1,
             });
         }

@@ -522,11 +522,12 @@ impl AccountingBuilder {
             }
             Record::HostMemory {
                 backed_pages,
+                peak_pages,
                 free_pages,
                 ..
             } => {
                 let pages = accounting.host_pages.get_or_insert_default();
-                pages.peak = pages.peak.max(*backed_pages);
+                pages.peak = pages.peak.max(*backed_pages).max(*peak_pages);
                 pages.last = *backed_pages;
                 pages.free_last = *free_pages;
             }

@@ -914,10 +914,21 @@ mod tests {
                 compressed_pages: pages,
             });
         }
+        // The peak between two interval ends counts, not only what they saw.
+        records.push(Record::HostMemory {
+            tsc: 30,
+            backed_pages: 256,
+            peak_pages: 2_560,
+            free_pages: 0,
+        });
         let accounting = Accounting::from_records(&records, &[]);
         assert_eq!(accounting.vms[0].memory.unwrap().compressed, 250);
         let table = memory_table(&accounting);
         assert!(table.contains("COMPRESSED"), "{table}");
+        assert!(
+            table.contains("host memory for guests: 1.0 MiB at the end, 10.0 MiB at most"),
+            "{table}"
+        );
         assert!(
             table.contains(
                 "compression: 280 pages compressed now (1.1 MiB saved; 250 of them patterns, no \
