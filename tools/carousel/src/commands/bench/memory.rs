@@ -127,6 +127,9 @@ pub struct ScaleRun {
     pub cycles_per_compressed_page: u64,
     pub cycles_per_decompressed_page: u64,
     pub merges: u64,
+    /// VMs that did not pass (a VM that finds no host frame stops), and the first reason.
+    pub failed_vms: usize,
+    pub first_problem: Option<String>,
 }
 
 /// The merging lab, with merging on or off.
@@ -201,6 +204,7 @@ fn scale_figures(
     reclaim: Reclaim,
     name: &str,
     run: &(Accounting, PathBuf),
+    problems: &[String],
 ) -> Result<ScaleRun, BenchError> {
     let pages = run
         .0
@@ -218,6 +222,8 @@ fn scale_figures(
         cycles_per_decompressed_page: compression.decompress_cycles
             / compression.decompressed.max(1),
         merges: run.0.merging.map_or(0, |merging| merging.merges),
+        failed_vms: problems.len(),
+        first_problem: problems.first().cloned(),
     })
 }
 
@@ -321,7 +327,7 @@ pub fn bench_memory(
                 reclaim.name()
             );
             let name = format!("memory-kfree{vms}-{}", reclaim.slug());
-            let run = run_lab(
+            let finished = super::run_generated_lab_to_its_end(
                 &name,
                 kfree_lab(vms, reclaim),
                 &format!(
@@ -329,9 +335,12 @@ pub fn bench_memory(
                     reclaim.name()
                 ),
                 backend,
+                None,
                 interrupted,
             )?;
-            scale.push(scale_figures(vms, reclaim, &name, &run)?);
+            let problems = finished.outcome.problems.clone();
+            let run = (finished.model.accounting, finished.out);
+            scale.push(scale_figures(vms, reclaim, &name, &run, &problems)?);
         }
     }
     Ok(MemoryBench {
@@ -418,6 +427,12 @@ impl MemoryBench {
             }
             if run.reclaim != Reclaim::Compression {
                 out.push_str(&format!("; {} merges", group(run.merges)));
+            }
+            if let Some(problem) = &run.first_problem {
+                out.push_str(&format!(
+                    "; did not pass ({} problems), the first: {problem}",
+                    run.failed_vms
+                ));
             }
             out.push('\n');
         }
