@@ -38,6 +38,14 @@ pub struct ExitInterval {
     pub cycles: u64,
 }
 
+/// Each VM's compressed pages after one compression pass (a `Compression` record).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompressedPages {
+    pub tsc: u64,
+    /// Indexed by VM id.
+    pub pages: Vec<u64>,
+}
+
 /// Every sample of a trace, in arrival order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Samples {
@@ -46,6 +54,8 @@ pub struct Samples {
     pub exit_intervals: Vec<ExitInterval>,
     /// The requests the shared disk served (a timed disk's `DiskServed` records).
     pub disk_served: Vec<DiskServed>,
+    /// Each VM's compressed pages, pass by pass.
+    pub compressed: Vec<CompressedPages>,
     /// The earliest time a timed record names (an exit interval counts from its start).
     pub earliest: Option<u64>,
 }
@@ -107,6 +117,17 @@ impl Samples {
                 };
                 self.disk_served.push(request);
                 request.arrived()
+            }
+            Record::Compression {
+                tsc,
+                compressed_pages,
+                ..
+            } => {
+                self.compressed.push(CompressedPages {
+                    tsc: *tsc,
+                    pages: compressed_pages.clone(),
+                });
+                *tsc
             }
             Record::VmStopped { tsc, .. }
             | Record::Check { tsc, .. }

@@ -447,6 +447,16 @@ pub fn write(model: &Model, writer: &mut impl Write) -> io::Result<Written> {
             Value::Object(args),
         )?;
     }
+    for pass in &model.samples.compressed {
+        for (vm, &pages) in pass.pages.iter().enumerate() {
+            out.counter(
+                "compressed pages",
+                clock.micros(pass.tsc),
+                vm_pid(vm as u16),
+                json!({"pages": pages}),
+            )?;
+        }
+    }
     for sample in &model.samples.exit_intervals {
         out.counter(
             "exits per interval",
@@ -657,6 +667,39 @@ mod tests {
             })
             .collect();
         assert_eq!(queue, [(200.0, 1), (250.0, 2), (300.0, 1), (400.0, 0)]);
+    }
+
+    #[test]
+    fn compression_passes_give_each_vm_a_compressed_pages_counter() {
+        let mut records = full_rate();
+        records.push(Record::Compression {
+            tsc: 300,
+            compressed_now: 5,
+            cycles: 10,
+            compressed: 5,
+            decompressed: 0,
+            decompress_cycles: 0,
+            incompressible: 0,
+            pool_full: 0,
+            pool_frames: 0,
+            pool_bytes: 0,
+            blob_pages: 0,
+            compressed_pages: vec![2, 3],
+        });
+        let (_, events, _) = export(&records);
+        for (vm, pages) in [(0u16, 2), (1, 3)] {
+            let counters: Vec<&Value> = events
+                .iter()
+                .filter(|event| {
+                    event["ph"] == "C"
+                        && event["name"] == "compressed pages"
+                        && event["pid"] == vm_pid(vm)
+                })
+                .collect();
+            assert_eq!(counters.len(), 1, "{counters:?}");
+            assert_eq!(counters[0]["args"]["pages"], pages);
+            assert_eq!(counters[0]["ts"], 200.0);
+        }
     }
 
     #[test]
