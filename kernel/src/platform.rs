@@ -97,35 +97,40 @@ pub trait PlatformOutput {
 }
 
 /// A VM's console: bytes assembled into lines. A line the guest leaves unfinished (a shell
-/// prompt) goes out once the guest has been quiet for a while ([`Console::flush_idle`]).
+/// prompt) goes out once the guest has been quiet for a while of its own time
+/// ([`Console::flush_idle`]).
 #[derive(Debug)]
 pub struct Console {
     pub line: LineBuffer,
-    /// TSC of the last byte of an unfinished line, if one waits.
-    partial_since: Option<u64>,
+    /// The VM's own time since the last byte of an unfinished line, if one waits.
+    partial_quiet: Option<u64>,
 }
 
 impl Console {
     fn new() -> Self {
         Self {
             line: LineBuffer::new(),
-            partial_since: None,
+            partial_quiet: None,
         }
     }
 
-    /// Sends the unfinished line if no byte came for `quiet` cycles up to `now`.
-    pub fn flush_idle(&mut self, now: u64, quiet: u64, out: &mut dyn PlatformOutput) {
-        if self
-            .partial_since
-            .is_some_and(|since| now.saturating_sub(since) >= quiet)
-        {
+    /// `own` cycles of the VM's own time went by without a byte (time it ran, or waited for an
+    /// event; not time it waited for the CPU): sends the unfinished line once they add up to
+    /// `quiet`. Counting wall time instead split lines a VM was still printing whenever it
+    /// waited long for the CPU (32 VMs sharing it: `ls` printed `READ` and `ME 2 2 2286`).
+    pub fn flush_idle(&mut self, own: u64, quiet: u64, out: &mut dyn PlatformOutput) {
+        let Some(waited) = self.partial_quiet.as_mut() else {
+            return;
+        };
+        *waited = waited.saturating_add(own);
+        if *waited >= quiet {
             self.flush(out);
         }
     }
 
     /// Sends the unfinished line, if any.
     pub fn flush(&mut self, out: &mut dyn PlatformOutput) {
-        self.partial_since = None;
+        self.partial_quiet = None;
         if let Some(line) = self.line.flush() {
             out.console_line(line, false);
         }
@@ -133,7 +138,7 @@ impl Console {
 
     /// True when an unfinished line waits.
     pub fn has_partial(&self) -> bool {
-        self.partial_since.is_some()
+        self.partial_quiet.is_some()
     }
 
     /// One byte the guest transmitted.
@@ -141,9 +146,9 @@ impl Console {
         match self.line.push(byte) {
             Some(line) => {
                 out.console_line(line, true);
-                self.partial_since = None;
+                self.partial_quiet = None;
             }
-            None => self.partial_since = Some(out.now()),
+            None => self.partial_quiet = Some(0),
         }
     }
 }
@@ -550,6 +555,50 @@ mod tests {
         assert_eq!(platform.mmio_at(ioapic + APIC_PAGE), None);
         assert_eq!(platform.mmio_at(0), None);
         assert_eq!(platform.mmio_at(u64::MAX), None);
+    }
+
+    /// Console lines, and whether each ended with a newline.
+    struct Lines(alloc::vec::Vec<(alloc::vec::Vec<u8>, bool)>);
+
+    impl PlatformOutput for Lines {
+        fn console_line(&mut self, line: &[u8], ended: bool) {
+            self.0.push((line.to_vec(), ended));
+        }
+        fn disk_io(&mut self, _: DiskIo) {}
+        fn drive(&mut self) -> Option<&mut dyn Drive> {
+            None
+        }
+        fn now(&mut self) -> u64 {
+            0
+        }
+    }
+
+    #[test]
+    fn an_unfinished_line_goes_out_after_a_quiet_spell_of_the_vms_own_time() {
+        let mut console = Console::new();
+        let mut out = Lines(alloc::vec::Vec::new());
+        for &byte in b"READ" {
+            console.transmit(byte, &mut out);
+        }
+        // The VM waited for the CPU (no own time passed) for as long as it liked: still one
+        // line in the making.
+        for _ in 0..100 {
+            console.flush_idle(0, 50, &mut out);
+        }
+        assert!(out.0.is_empty() && console.has_partial());
+        console.flush_idle(30, 50, &mut out);
+        for &byte in b"ME\n$ " {
+            console.transmit(byte, &mut out);
+        }
+        assert_eq!(out.0, [(b"README".to_vec(), true)]);
+        // A byte starts the quiet spell again; 30 + 20 of own time sends the prompt.
+        console.flush_idle(30, 50, &mut out);
+        assert_eq!(out.0.len(), 1);
+        console.flush_idle(20, 50, &mut out);
+        assert_eq!(out.0[1], (b"$ ".to_vec(), false));
+        assert!(!console.has_partial());
+        console.flush_idle(1_000, 50, &mut out);
+        assert_eq!(out.0.len(), 2, "nothing waits");
     }
 }
 

@@ -138,6 +138,10 @@ pub struct Vm<V> {
     /// The guest ran since the last working-set sample: only such a sample ages its pages (a
     /// page is cold when its VM ran and left it alone, not when the VM waited for the CPU).
     pub ran_since_sample: bool,
+    /// Guest cycles run so far, and at the last console quiet check with its TSC: the
+    /// console's quiet spell counts the VM's own time.
+    pub guest_cycles: u64,
+    pub console_mark: (u64, u64),
     /// The pages the guest gave back.
     pub balloon: Balloon,
     /// The guest has made a balloon call (it has a driver the balloon rule may ask).
@@ -343,6 +347,8 @@ impl<V: Vcpu> Vm<V> {
             working_set: WorkingSet::new(pages),
             ages: Ages::default(),
             ran_since_sample: false,
+            guest_cycles: 0,
+            console_mark: (0, 0),
             balloon: Balloon::new(pages, config.balloon_target_pages),
             balloon_driver: false,
             last_wss: 0,

@@ -676,11 +676,18 @@ impl<V: Vcpu, F: Frames, H: Host> Machine<V, F, H> {
         self.route_input();
         let quiet = self.console_quiet;
         for vm in self.vms.iter_mut().flatten() {
+            // The VM's own time since the last pass: what it ran, or all of it if it waits for
+            // an event now (a shell at its prompt); not the time it waited for the CPU.
+            let (at, guest) = core::mem::replace(&mut vm.console_mark, (now, vm.guest_cycles));
+            let own = match vm.state {
+                RunState::Blocked(_) => now.saturating_sub(at),
+                _ => vm.guest_cycles - guest,
+            };
             let mut out = exits::Output {
                 host: &mut self.host,
                 vm: vm.id,
             };
-            vm.platform.console.flush_idle(now, quiet, &mut out);
+            vm.platform.console.flush_idle(own, quiet, &mut out);
         }
         self.wake_expired(now);
         if due.interval {
@@ -1234,6 +1241,7 @@ impl<V: Vcpu, F: Frames, H: Host> Machine<V, F, H> {
         let entered = entered?;
         self.accounting.guest(id, exit - entry);
         vm.ran_since_sample = true;
+        vm.guest_cycles += exit - entry;
         vm.spaces.charge(exit - entry);
         run.slice.guest_ran(entered.timer_used.min(timer));
         let foreign = match entered.exit {
