@@ -229,6 +229,7 @@ fn rule_and_budget(u: &mut Unstructured) -> Result<()> {
             None
         },
         backed: u.arbitrary()?,
+        peak: 0,
     };
     let free: u64 = u.arbitrary()?;
     let offered = budget.available(free);

@@ -24,7 +24,8 @@ use std::sync::OnceLock;
 
 use carousel::lab::template::INDEX;
 use carousel::lab::{
-    Disk, Kernel, Lab, ARGS_MAX, BLANK_DISK_KIB_RANGE, BUILTIN_GUESTS, CPU_MODELS,
+    Disk, Kernel, Lab, ARGS_MAX, BLANK_DISK_KIB_RANGE, BUILTIN_GUESTS,
+    COMPRESS_AFTER_SAMPLES_RANGE, COMPRESS_POOL_MIB_RANGE, COMPRESS_SCAN_PAGES_RANGE, CPU_MODELS,
     DISK_ANTICIPATE_US_RANGE, DISK_LATENCY_US_RANGE, DISK_MIB_PER_S_RANGE, HYPERVISOR_MIB,
     IDLE_THRESHOLD_US_RANGE, INTERVAL_US_RANGE, IPS_RANGE, MAX_TOTAL_MIB, MEMORY_MIB_RANGE,
     MEMORY_SAMPLE_MS_RANGE, MERGE_SCAN_PAGES_RANGE, NAME_MAX, QUANTUM_US_RANGE, STEP_REPEAT_RANGE,
@@ -132,6 +133,17 @@ fn check_lab(lab: &Lab, text: &str) {
     assert!(within(&INTERVAL_US_RANGE, lab.interval_us));
     assert!(within(&MEMORY_SAMPLE_MS_RANGE, lab.memory_sample_ms));
     assert!(within(&MERGE_SCAN_PAGES_RANGE, lab.merge_scan_pages));
+    assert!(within(
+        &COMPRESS_AFTER_SAMPLES_RANGE,
+        lab.compression.after_samples
+    ));
+    assert!(within(
+        &COMPRESS_SCAN_PAGES_RANGE,
+        lab.compression.scan_pages
+    ));
+    assert!(within(&COMPRESS_POOL_MIB_RANGE, lab.compression.pool_mib));
+    // Compression finds cold pages through the samples: never one without the other.
+    assert!(lab.compression.after_samples == 0 || lab.memory_sample_ms > 0);
     assert!(lab.boot_stagger_ms <= 60_000);
     assert!(lab
         .idle_threshold_us
