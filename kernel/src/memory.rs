@@ -82,6 +82,17 @@ impl PageBits {
         Self(alloc::vec![0; pages.div_ceil(64) as usize])
     }
 
+    /// Every one of `pages` bits set.
+    fn all(pages: u64) -> Self {
+        let mut bits = Self(alloc::vec![u64::MAX; pages.div_ceil(64) as usize]);
+        if let Some(last) = bits.0.last_mut() {
+            if !pages.is_multiple_of(64) {
+                *last = (1 << (pages % 64)) - 1;
+            }
+        }
+        bits
+    }
+
     fn get(&self, page: u64) -> bool {
         self.0
             .get((page / 64) as usize)
@@ -465,14 +476,10 @@ impl<F: Frames> HostMemory<F> {
     /// zeroed, mapped, scanned and unmapped.
     pub fn lazy_guest_memory(&mut self, size: u64) -> GuestMemory {
         let pages = size / PAGE_SIZE;
-        let mut lazy = PageBits::new(pages);
-        for page in 0..pages {
-            lazy.set(page, true);
-        }
         GuestMemory {
             frames: alloc::vec![0; pages as usize],
             shared: PageBits::new(pages),
-            lazy,
+            lazy: PageBits::all(pages),
             compressed: PageBits::new(pages),
             pending: Vec::new(),
             hashes: Vec::new(),
@@ -1122,6 +1129,8 @@ mod tests {
     #[test]
     fn lazy_ram_starts_without_frames_and_backs_what_is_written() {
         let mut pool = pool(16);
+        // Bits past the last page stay clear (70 pages: 64 + 6).
+        assert_eq!(pool.lazy_guest_memory(70 * PAGE_SIZE).lazy.count(), 70);
         let mut memory = pool.lazy_guest_memory(4 * PAGE_SIZE);
         assert_eq!((memory.backed_pages(), pool.frames.in_use()), (0, 0));
         assert!((0..4).all(|page| memory.is_lazy(page) && memory.readable(page)));

@@ -135,12 +135,12 @@ pub struct Vm<V> {
     working_set: WorkingSet,
     /// Samples since each page was last seen touched (empty unless compression is on).
     pub ages: Ages,
-    /// The guest ran since the last working-set sample: only such a sample ages its pages (a
-    /// page is cold when its VM ran and left it alone, not when the VM waited for the CPU).
-    pub ran_since_sample: bool,
-    /// Guest cycles run so far, and at the last console quiet check with its TSC: the
-    /// console's quiet spell counts the VM's own time.
+    /// Guest cycles run so far; at the last working-set sample (only a sample after the guest
+    /// ran ages its pages: a page is cold when its VM ran and left it alone, not when the VM
+    /// waited for the CPU); and at the last console quiet check, with its TSC (the console's
+    /// quiet spell counts the VM's own time).
     pub guest_cycles: u64,
+    sampled_at: u64,
     pub console_mark: (u64, u64),
     /// The pages the guest gave back.
     pub balloon: Balloon,
@@ -346,8 +346,8 @@ impl<V: Vcpu> Vm<V> {
             ept: built.ept,
             working_set: WorkingSet::new(pages),
             ages: Ages::default(),
-            ran_since_sample: false,
             guest_cycles: 0,
+            sampled_at: 0,
             console_mark: (0, 0),
             balloon: Balloon::new(pages, config.balloon_target_pages),
             balloon_driver: false,
@@ -450,7 +450,7 @@ impl<V: Vcpu> Vm<V> {
             },
             map,
         );
-        if core::mem::take(&mut self.ran_since_sample) {
+        if core::mem::replace(&mut self.sampled_at, self.guest_cycles) != self.guest_cycles {
             self.ages.tick();
         }
         if map {

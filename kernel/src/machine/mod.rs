@@ -852,12 +852,7 @@ impl<V: Vcpu, F: Frames, H: Host> Machine<V, F, H> {
         );
         drop(memories);
         for id in 0..self.vms.len() {
-            if let Err(error) = self.sync_vm(id) {
-                let reason = StopReason::VmxError {
-                    message: alloc::format!("EPT flush after same-page merging: {error}"),
-                };
-                self.finish(id as VmId, reason, now);
-            }
+            self.sync_or_stop(id, "same-page merging", now);
         }
         let totals = self.pool.merge_totals();
         let merged_pages = self
@@ -887,6 +882,17 @@ impl<V: Vcpu, F: Frames, H: Host> Machine<V, F, H> {
             return Ok(());
         }
         vm.sync_ept(&mut self.pool)
+    }
+
+    /// [`Self::sync_vm`] after `what` changed VM `id`'s memory; a VM whose flush fails leaves
+    /// the run.
+    fn sync_or_stop(&mut self, id: usize, what: &str, now: Cycles) {
+        if let Err(error) = self.sync_vm(id) {
+            let reason = StopReason::VmxError {
+                message: alloc::format!("EPT flush after {what}: {error}"),
+            };
+            self.finish(id as VmId, reason, now);
+        }
     }
 
     /// Takes and sends a working-set sample of every VM that has not stopped (its time is root
@@ -930,12 +936,7 @@ impl<V: Vcpu, F: Frames, H: Host> Machine<V, F, H> {
                 &mut vm.ages,
                 u64::from(settings.scan_pages),
             );
-            if let Err(error) = self.sync_vm(id) {
-                let reason = StopReason::VmxError {
-                    message: alloc::format!("EPT flush after compression: {error}"),
-                };
-                self.finish(id as VmId, reason, now);
-            }
+            self.sync_or_stop(id, "compression", now);
         }
         let totals = self.pool.compress_totals();
         let compressed_pages = self
@@ -1240,7 +1241,6 @@ impl<V: Vcpu, F: Frames, H: Host> Machine<V, F, H> {
         run.last_exit = exit;
         let entered = entered?;
         self.accounting.guest(id, exit - entry);
-        vm.ran_since_sample = true;
         vm.guest_cycles += exit - entry;
         vm.spaces.charge(exit - entry);
         run.slice.guest_ran(entered.timer_used.min(timer));
