@@ -339,6 +339,9 @@ pub struct Ages {
     sweep: u32,
     /// The epoch whose cold pages went to the backlog last.
     drained: Option<u32>,
+    /// Pages LZ4 found incompressible, a bit each: not tried again until the guest writes
+    /// them (reading a page does not change what LZ4 would make of it).
+    refused: Vec<u64>,
 }
 
 impl Ages {
@@ -351,7 +354,34 @@ impl Ages {
             backlog: Vec::new(),
             sweep: 0,
             drained: None,
+            refused: vec![0; pages.div_ceil(64) as usize],
         }
+    }
+
+    /// `page` did not compress: it is left out until it is written.
+    pub fn refuse(&mut self, page: u64) {
+        if let Some(word) = self.refused.get_mut((page / 64) as usize) {
+            *word |= 1 << (page % 64);
+        }
+    }
+
+    /// The guest wrote `page` since the last sample: LZ4 may try it again.
+    pub fn written(&mut self, page: u64) {
+        if let Some(word) = self.refused.get_mut((page / 64) as usize) {
+            *word &= !(1 << (page % 64));
+        }
+    }
+
+    /// True when LZ4 refused `page` and the guest has not written it since.
+    pub fn is_refused(&self, page: u64) -> bool {
+        self.refused
+            .get((page / 64) as usize)
+            .is_some_and(|word| word & (1 << (page % 64)) != 0)
+    }
+
+    /// `page` was due but a pass had no room for it: it is offered again first.
+    pub fn defer(&mut self, page: u64) {
+        self.backlog.push(page as u32);
     }
 
     /// Page `page` was touched since the last sample (or just now).
@@ -383,8 +413,9 @@ impl Ages {
     }
 
     /// Up to `budget` pages that have gone `after` samples unseen: the pages the sample
-    /// `after` samples ago saw (those seen again since are left out) and those that waited,
-    /// then the start's sweep.
+    /// `after` samples ago saw and those that waited (either left out if seen again since:
+    /// they are due later, from a newer sample), then the start's sweep (its pages that a
+    /// sample saw are left to their sample).
     /// Call after each sample; a sample that did not tick (the VM did not run) adds no page.
     /// What does not fit waits in the backlog.
     pub fn take_cold(&mut self, budget: u64) -> Vec<u32> {
@@ -402,13 +433,23 @@ impl Ages {
                 );
             }
         }
-        let keep = self.backlog.len().saturating_sub(budget as usize);
-        let mut cold = self.backlog.split_off(keep);
+        let mut cold = Vec::new();
+        while (cold.len() as u64) < budget {
+            let Some(page) = self.backlog.pop() else {
+                break;
+            };
+            if self.idle(u64::from(page)) >= after {
+                cold.push(page);
+            }
+        }
         let pages = self.last_seen.len() as u32;
-        let more = (budget as usize).saturating_sub(cold.len()) as u32;
-        let end = self.sweep.saturating_add(more).min(pages);
-        cold.extend(self.sweep..end);
-        self.sweep = end;
+        while (cold.len() as u64) < budget && self.sweep < pages {
+            let page = self.sweep;
+            self.sweep += 1;
+            if self.last_seen[page as usize] == 0 {
+                cold.push(page);
+            }
+        }
         cold
     }
 }
@@ -577,6 +618,40 @@ mod tests {
             7,
             "page 0 was never seen: every sample so far"
         );
+    }
+
+    #[test]
+    fn a_page_touched_while_it_waited_is_not_offered_and_the_sweep_leaves_seen_pages_alone() {
+        let mut ages = Ages::new(8, 1);
+        ages.seen(6);
+        ages.tick();
+        // The sweep offers the pages no sample saw; 6 comes from its own sample.
+        assert_eq!(ages.take_cold(3), [0, 1, 2]);
+        assert_eq!(ages.take_cold(10), [3, 4, 5, 7]);
+        ages.tick();
+        assert_eq!(ages.take_cold(10), [6]);
+        // Two pages due, one deferred by a full pass, then touched: it waits for its new
+        // sample instead.
+        ages.defer(2);
+        ages.defer(3);
+        ages.seen(3);
+        ages.tick();
+        assert_eq!(ages.take_cold(10), [2]);
+        ages.tick();
+        assert_eq!(ages.take_cold(10), [3]);
+    }
+
+    #[test]
+    fn a_refused_page_stays_refused_until_written() {
+        let mut ages = Ages::new(130, 1);
+        ages.refuse(129);
+        assert!(ages.is_refused(129) && !ages.is_refused(128));
+        ages.seen(129);
+        assert!(ages.is_refused(129), "a read changes nothing");
+        ages.written(129);
+        assert!(!ages.is_refused(129));
+        ages.refuse(500); // outside: ignored
+        assert!(!ages.is_refused(500));
     }
 
     proptest! {

@@ -365,7 +365,12 @@ pub enum Compressed {
     Incompressible,
     /// The pool is at its limit (or the host has no frame for a new pool frame).
     PoolFull,
+    /// It needs LZ4 and the pass has run LZ4 as often as it may.
+    Later,
 }
+
+/// Pages a compression pass may put through LZ4, per VM.
+pub const LZ4_PER_PASS: u64 = 64;
 
 /// Where the merging scan goes on from: VM index and page.
 #[derive(Debug, Default, Clone, Copy)]
@@ -596,6 +601,17 @@ impl<F: Frames> HostMemory<F> {
     /// Compresses private `page`: packs its contents in its entry (a pattern) or in the pool,
     /// and gives its frame back. Its EPT entry goes at the next sync.
     pub fn compress(&mut self, memory: &mut GuestMemory, page: u64) -> Compressed {
+        let mut unbounded = u64::MAX;
+        self.compress_within(memory, page, &mut unbounded)
+    }
+
+    /// [`Self::compress`], running LZ4 only while `lz4_left` is above 0 (and counting it down).
+    fn compress_within(
+        &mut self,
+        memory: &mut GuestMemory,
+        page: u64,
+        lz4_left: &mut u64,
+    ) -> Compressed {
         let Some((frame, false)) = memory.frame(page) else {
             return Compressed::NotPrivate;
         };
@@ -603,6 +619,10 @@ impl<F: Frames> HostMemory<F> {
         let packed = match compress::pattern(contents) {
             Some(packed) => packed,
             None => {
+                if *lz4_left == 0 {
+                    return Compressed::Later;
+                }
+                *lz4_left -= 1;
                 let mut blob = [0u8; compress::LARGEST_BLOB];
                 let Some(len) = compress::compress(contents, &mut blob) else {
                     self.compression.incompressible += 1;
@@ -681,13 +701,23 @@ impl<F: Frames> HostMemory<F> {
 
     /// One compression pass over a VM, after a working-set sample: compresses up to `budget`
     /// of the private pages that have just gone [`Ages`]' number of samples untouched. A page
-    /// left as it was (incompressible, or the pool full) is tried again only once it has been
-    /// touched and turned cold again. Returns the pages compressed.
+    /// left as it was is tried again only once it has been touched and turned cold again, and
+    /// one LZ4 refused only once it has been written. At most [`LZ4_PER_PASS`] pages go
+    /// through LZ4 (a pattern costs a read of the page, LZ4 tens of thousands of cycles: a guest
+    /// that keeps writing random bytes to pages it then leaves must not stall the others
+    /// between two slices); the rest wait for the next pass. Returns the pages compressed.
     pub fn compress_cold(&mut self, memory: &mut GuestMemory, ages: &mut Ages, budget: u64) -> u64 {
         let mut compressed = 0;
-        for page in ages.take_cold(budget) {
-            if self.compress(memory, u64::from(page)) == Compressed::Packed {
-                compressed += 1;
+        let mut lz4_left = LZ4_PER_PASS;
+        for page in ages.take_cold(budget).into_iter().map(u64::from) {
+            if ages.is_refused(page) {
+                continue;
+            }
+            match self.compress_within(memory, page, &mut lz4_left) {
+                Compressed::Packed => compressed += 1,
+                Compressed::NotPrivate | Compressed::PoolFull => {}
+                Compressed::Incompressible => ages.refuse(page),
+                Compressed::Later => ages.defer(page),
             }
         }
         compressed
@@ -1179,6 +1209,54 @@ mod tests {
         assert_eq!(pool.guest_pages_available(), 0);
         assert!(pool.unback(&mut memory, 0));
         assert_eq!(pool.guest_pages_available(), 1);
+    }
+
+    /// A page of pseudo-random bytes (no pattern, and LZ4 cannot shrink it).
+    fn random_page(seed: u32) -> [u8; PAGE_SIZE as usize] {
+        let mut state = seed.wrapping_mul(2_654_435_761) | 1;
+        core::array::from_fn(|_| {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            state as u8
+        })
+    }
+
+    #[test]
+    fn a_pass_runs_lz4_a_bounded_number_of_times_and_not_again_on_a_refused_page() {
+        let pages = LZ4_PER_PASS + 36;
+        let mut pool = pool(2 * pages + 8);
+        let mut memory = pool.guest_memory(pages * PAGE_SIZE).unwrap();
+        for page in 0..pages {
+            pool.write(&mut memory, page * PAGE_SIZE, &random_page(page as u32));
+        }
+        let mut ages = Ages::new(pages, 1);
+        ages.tick();
+        assert_eq!(pool.compress_cold(&mut memory, &mut ages, pages), 0);
+        assert_eq!(pool.compress_totals().incompressible, LZ4_PER_PASS);
+        // The rest waited for the next pass; the refused ones are not tried again.
+        ages.tick();
+        pool.compress_cold(&mut memory, &mut ages, pages);
+        assert_eq!(pool.compress_totals().incompressible, pages);
+        for page in 0..pages {
+            ages.seen(page);
+        }
+        ages.tick();
+        ages.tick();
+        pool.compress_cold(&mut memory, &mut ages, pages);
+        assert_eq!(
+            pool.compress_totals().incompressible,
+            pages,
+            "read, not written"
+        );
+        // Page 0 written (a pattern now): the next time it is cold it is compressed.
+        pool.write(&mut memory, 0, &[7; PAGE_SIZE as usize]);
+        ages.seen(0);
+        ages.written(0);
+        ages.tick();
+        ages.tick();
+        assert_eq!(pool.compress_cold(&mut memory, &mut ages, pages), 1);
+        assert!(memory.is_compressed(0));
     }
 
     #[derive(Debug, Clone)]

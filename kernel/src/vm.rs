@@ -445,6 +445,9 @@ impl<V: Vcpu> Vm<V> {
                 // Ages follow no page unless compression is on (then this is a no-op).
                 ept.take_accessed_dirty(pages, pool, |page, dirty| {
                     ages.seen(page);
+                    if dirty {
+                        ages.written(page);
+                    }
                     seen(page, dirty);
                 });
             },
