@@ -330,8 +330,12 @@ pub struct Ages {
     last_seen: Vec<u32>,
     /// Samples taken so far.
     epoch: u32,
-    /// The pages each of the last samples saw, by stamp modulo their number (after + 1).
+    /// The pages each of the last samples saw, by stamp modulo their number (after + 1). A
+    /// page is in one bucket at most (`queued`): seen again, it moves to its newer stamp's
+    /// bucket when its old one is drained, so a guest touching all its RAM every sample keeps
+    /// one entry a page here, not one a sample.
     buckets: Vec<Vec<u32>>,
+    queued: Vec<u64>,
     /// Pages due but not looked at yet (a pass looks at a bounded number).
     backlog: Vec<u32>,
     /// The start's sweep over every page (a page backed before the first sample need not be
@@ -351,6 +355,7 @@ impl Ages {
             last_seen: vec![0; pages as usize],
             epoch: 0,
             buckets: vec![Vec::new(); usize::from(after.max(1)) + 1],
+            queued: vec![0; pages.div_ceil(64) as usize],
             backlog: Vec::new(),
             sweep: 0,
             drained: None,
@@ -394,9 +399,18 @@ impl Ages {
             return;
         }
         *slot = stamp;
+        let (word, bit) = ((page / 64) as usize, 1u64 << (page % 64));
+        if self.queued[word] & bit == 0 {
+            self.queued[word] |= bit;
+            self.queue(page as u32, stamp);
+        }
+    }
+
+    /// Puts `page` in the bucket of `stamp`.
+    fn queue(&mut self, page: u32, stamp: u32) {
         let count = self.buckets.len();
         if let Some(bucket) = self.buckets.get_mut(stamp as usize % count.max(1)) {
-            bucket.push(page as u32);
+            bucket.push(page);
         }
     }
 
@@ -424,13 +438,20 @@ impl Ages {
             self.drained = Some(self.epoch);
             let stamp = self.epoch - after;
             let count = self.buckets.len();
-            if let Some(bucket) = self.buckets.get_mut(stamp as usize % count.max(1)) {
-                let last_seen = &self.last_seen;
-                self.backlog.extend(
-                    bucket
-                        .drain(..)
-                        .filter(|&page| last_seen.get(page as usize) == Some(&stamp)),
-                );
+            let bucket = self
+                .buckets
+                .get_mut(stamp as usize % count.max(1))
+                .map(core::mem::take)
+                .unwrap_or_default();
+            for page in bucket {
+                let last = self.last_seen[page as usize];
+                if last == stamp {
+                    self.queued[(page / 64) as usize] &= !(1 << (page % 64));
+                    self.backlog.push(page);
+                } else {
+                    // Seen since: due from its newer sample (not drained yet: it is younger).
+                    self.queue(page, last);
+                }
             }
         }
         let mut cold = Vec::new();
@@ -639,6 +660,27 @@ mod tests {
         assert_eq!(ages.take_cold(10), [2]);
         ages.tick();
         assert_eq!(ages.take_cold(10), [3]);
+    }
+
+    #[test]
+    fn a_page_touched_every_sample_has_one_entry_and_turns_cold_once_left() {
+        let mut ages = Ages::new(4, 3);
+        ages.tick();
+        ages.take_cold(10); // the start's sweep
+        for _ in 0..50 {
+            ages.seen(1);
+            ages.tick();
+            assert!(ages.take_cold(10).is_empty());
+            let entries: usize = ages.buckets.iter().map(Vec::len).sum();
+            assert_eq!(entries, 1, "one entry for page 1, whatever the samples");
+        }
+        for _ in 0..2 {
+            ages.tick();
+            assert!(ages.take_cold(10).is_empty());
+        }
+        ages.tick();
+        assert_eq!(ages.take_cold(10), [1]);
+        assert!(ages.buckets.iter().all(Vec::is_empty));
     }
 
     #[test]
