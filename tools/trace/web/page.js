@@ -765,6 +765,8 @@
 
   function notice(text) { part('notice').textContent = text; }
   function status(text, done) {
+    // "Done" means everything is on the page: the lines waiting for the next draw go first.
+    if (done) draw();
     part('status').textContent = text;
     part('status').dataset.done = done ? 'yes' : 'no';
     if (done) {

@@ -54,7 +54,16 @@ pub struct Browser {
 
 impl Browser {
     /// Starts Chromium with a window of `width` × `height` and opens `url` in it.
-    pub fn open(url: &str, (width, height): (u32, u32)) -> Result<Browser, String> {
+    pub fn open(url: &str, size: (u32, u32)) -> Result<Browser, String> {
+        Self::open_with(url, size, None)
+    }
+
+    /// [`Self::open`], running `script` in the page before its own scripts (a test's probe).
+    pub fn open_with(
+        url: &str,
+        (width, height): (u32, u32),
+        script: Option<&str>,
+    ) -> Result<Browser, String> {
         let profile =
             tempfile::tempdir().map_err(|error| format!("a profile directory: {error}"))?;
         let mut child = Command::new(chromium()?)
@@ -100,6 +109,12 @@ impl Browser {
         browser.call("Runtime.enable", json!({}))?;
         browser.call("Log.enable", json!({}))?;
         browser.call("Page.enable", json!({}))?;
+        if let Some(script) = script {
+            browser.call(
+                "Page.addScriptToEvaluateOnNewDocument",
+                json!({ "source": script }),
+            )?;
+        }
         browser.call("Page.navigate", json!({ "url": url }))?;
         Ok(browser)
     }
