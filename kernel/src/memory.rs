@@ -58,15 +58,35 @@ pub struct OutOfMemory {
     pub free_bytes: u64,
 }
 
+/// Bits of a frame entry holding the frame number (64 TiB of host memory). Above them, below
+/// the compressed pages' tag, the page's merging key ([`merging::KEY_BITS`] bits, 0: none).
+const FRAME_BITS: u32 = 34;
+const FRAME_MASK: u64 = (1 << FRAME_BITS) - 1;
+const KEY_MASK: u32 = (1 << merging::KEY_BITS) - 1;
+const _: () = assert!(
+    FRAME_BITS + merging::KEY_BITS <= 62,
+    "the key must stay below the tag"
+);
+
 /// A frame number (address / 4 KiB) as a page entry, 0 for "no frame" (frame 0, the real-mode
 /// IVT, is never handed out). An entry with its top bits set is a compressed page
 /// ([`Packed`]).
 fn frame_number(frame: HostPhysAddr) -> u64 {
-    frame.as_u64() / PAGE_SIZE
+    (frame.as_u64() / PAGE_SIZE) & FRAME_MASK
 }
 
 fn frame_at(entry: u64) -> Option<HostPhysAddr> {
-    (entry != 0 && !Packed::is_packed(entry)).then(|| HostPhysAddr(entry * PAGE_SIZE))
+    let number = entry & FRAME_MASK;
+    (number != 0 && !Packed::is_packed(entry)).then(|| HostPhysAddr(number * PAGE_SIZE))
+}
+
+/// The merging key a frame entry holds (0: none).
+fn key_of(entry: u64) -> u32 {
+    if Packed::is_packed(entry) {
+        0
+    } else {
+        (entry >> FRAME_BITS) as u32 & KEY_MASK
+    }
 }
 
 /// Pages a lazy fault backs at once: its aligned group (Linux's `fault_around_bytes` is
@@ -112,12 +132,21 @@ impl PageBits {
     fn count(&self) -> u64 {
         self.0.iter().map(|word| u64::from(word.count_ones())).sum()
     }
+
+    fn clear(&mut self) {
+        self.0.fill(0);
+    }
+
+    fn bytes(&self) -> usize {
+        self.0.capacity() * core::mem::size_of::<u64>()
+    }
 }
 
 /// A VM's RAM.
 #[derive(Debug)]
 pub struct GuestMemory {
-    /// Each page's entry: its frame number (0: none) or its compressed contents.
+    /// Each page's entry: its frame number (0: none) and merging key, or its compressed
+    /// contents.
     frames: Vec<u64>,
     /// The frame is shared with identical pages and mapped read-only.
     shared: PageBits,
@@ -128,8 +157,12 @@ pub struct GuestMemory {
     /// Pages whose frame or sharing changed since the EPT last saw them (the VM rewrites their
     /// mappings before it runs again).
     pub pending: Vec<u64>,
-    /// Each page's contents hash at its last merging scan (empty until merging first looks).
-    hashes: Vec<u32>,
+    /// Working-set samples report this VM's writes (from its first sample on); then `hot` holds
+    /// the pages the last sample saw touched or that got a frame since, and `clean` those not
+    /// written since merging read them (their key is current).
+    tracked: bool,
+    hot: PageBits,
+    clean: PageBits,
 }
 
 /// Splits [gpa, gpa + len) at page boundaries: (page, offset in page, bytes before this chunk,
@@ -173,7 +206,99 @@ impl GuestMemory {
 
     /// Pages backed by a frame (shared ones included).
     pub fn backed_pages(&self) -> u64 {
-        self.frames.iter().filter(|&&entry| entry != 0).count() as u64 - self.compressed_pages()
+        self.frames
+            .iter()
+            .filter(|&&entry| frame_at(entry).is_some())
+            .count() as u64
+    }
+
+    /// Bytes of the per-page state: the entries and the page bits.
+    pub fn table_bytes(&self) -> usize {
+        self.frames.capacity() * core::mem::size_of::<u64>()
+            + [
+                &self.shared,
+                &self.lazy,
+                &self.compressed,
+                &self.hot,
+                &self.clean,
+            ]
+            .iter()
+            .map(|bits| bits.bytes())
+            .sum::<usize>()
+    }
+
+    /// A working-set sample begins: from now on merging goes by what samples report.
+    pub fn begin_sample(&mut self) {
+        self.tracked = true;
+        self.hot.clear();
+    }
+
+    /// The sample found `page` accessed (and `dirty`: written) since the last one.
+    pub fn sampled(&mut self, page: u64, dirty: bool) {
+        self.hot.set(page, true);
+        if dirty {
+            self.clean.set(page, false);
+        }
+    }
+
+    /// What merging knows of `page`'s writes.
+    fn tracking(&self, page: u64) -> merging::Tracking {
+        if !self.tracked {
+            return merging::Tracking::Hashes;
+        }
+        let key = self
+            .frames
+            .get(page as usize)
+            .map_or(0, |&entry| key_of(entry));
+        merging::Tracking::Dirty {
+            hot: self.hot.get(page),
+            clean_key: (self.clean.get(page) && key != 0).then_some(key),
+        }
+    }
+
+    /// The first page from `from` on that merging should look at: backed, private, not
+    /// compressed, and, where samples report writes, neither hot nor clean. It goes over a word
+    /// of page bits at a time, counting the words down in `words_left`. Err: none found; the
+    /// page to go on from when the words ran out, or `u64::MAX` at the end of the RAM. A word
+    /// is counted when the search leaves it.
+    fn next_to_merge(&self, from: u64, words_left: &mut u64) -> Result<u64, u64> {
+        let pages = self.size_pages();
+        let mut word = (from / 64) as usize;
+        let mut mask = u64::MAX << (from % 64);
+        while (word as u64) * 64 < pages {
+            let word_of = |bits: &PageBits| bits.0.get(word).copied().unwrap_or(0);
+            let mut wanted =
+                !(word_of(&self.lazy) | word_of(&self.compressed) | word_of(&self.shared));
+            if self.tracked {
+                wanted &= !(word_of(&self.hot) | word_of(&self.clean));
+            }
+            wanted &= mask;
+            while wanted != 0 {
+                let page = word as u64 * 64 + u64::from(wanted.trailing_zeros());
+                if page >= pages {
+                    break;
+                }
+                if frame_at(self.frames[page as usize]).is_some() {
+                    return Ok(page);
+                }
+                wanted &= wanted - 1;
+            }
+            word += 1;
+            mask = u64::MAX;
+            if *words_left == 0 {
+                return Err(word as u64 * 64);
+            }
+            *words_left -= 1;
+        }
+        Err(u64::MAX)
+    }
+
+    /// `page`'s entry changed: its key is gone, and it counts as touched until the next
+    /// sample.
+    fn changed(&mut self, page: u64) {
+        self.clean.set(page, false);
+        self.hot.set(page, true);
+        self.pending.push(page);
     }
 
     /// True when `page` is compressed: no frame, its contents packed.
@@ -203,7 +328,7 @@ impl GuestMemory {
         };
         *slot = entry;
         self.compressed.set(page, Packed::is_packed(entry));
-        self.pending.push(page);
+        self.changed(page);
     }
 
     /// True when `page` shares its frame (read-only) with identical pages.
@@ -234,14 +359,21 @@ impl GuestMemory {
             .filter_map(|(page, &frame)| frame_at(frame).map(|frame| (page as u64, frame)))
     }
 
-    /// Records `page`'s contents hash at this merging scan; returns the previous one.
-    fn swap_hash(&mut self, page: u64, hash: u32) -> u32 {
-        if self.hashes.is_empty() {
-            self.hashes.resize(self.frames.len(), 0);
+    /// Records `page`'s contents key at this merging scan in its entry (and, with samples, that
+    /// it is clean from now); returns the previous one.
+    fn swap_key(&mut self, page: u64, key: u32) -> u32 {
+        let Some(slot) = self.frames.get_mut(page as usize) else {
+            return 0;
+        };
+        if frame_at(*slot).is_none() {
+            return 0;
         }
-        self.hashes
-            .get_mut(page as usize)
-            .map_or(0, |slot| core::mem::replace(slot, hash))
+        let old = key_of(*slot);
+        *slot = (*slot & FRAME_MASK) | u64::from(key & KEY_MASK) << FRAME_BITS;
+        if self.tracked {
+            self.clean.set(page, true);
+        }
+        old
     }
 
     /// Points `page` at `frame`, shared or private; the EPT follows at the next sync.
@@ -251,7 +383,7 @@ impl GuestMemory {
         };
         *slot = frame_number(frame);
         self.shared.set(page, shared);
-        self.pending.push(page);
+        self.changed(page);
     }
 
     /// Copies guest RAM [gpa, gpa + out.len()) into `out`. False if any byte is outside RAM or
@@ -396,6 +528,11 @@ impl<F: Frames> HostMemory<F> {
         }
     }
 
+    /// True when the compressed pool may take another frame of blobs.
+    pub fn compress_pool_has_room(&self) -> bool {
+        self.compressor.has_room()
+    }
+
     /// Lets the compressed pool hold at most `frames` frames of blobs (0: patterns only).
     pub fn set_pool_limit(&mut self, frames: u64) {
         self.compressor.limit = frames;
@@ -471,7 +608,9 @@ impl<F: Frames> HostMemory<F> {
             lazy: PageBits::new(pages),
             compressed: PageBits::new(pages),
             pending: Vec::new(),
-            hashes: Vec::new(),
+            tracked: false,
+            hot: PageBits::new(pages),
+            clean: PageBits::new(pages),
         })
     }
 
@@ -487,7 +626,9 @@ impl<F: Frames> HostMemory<F> {
             lazy: PageBits::all(pages),
             compressed: PageBits::new(pages),
             pending: Vec::new(),
-            hashes: Vec::new(),
+            tracked: false,
+            hot: PageBits::new(pages),
+            clean: PageBits::new(pages),
         }
     }
 
@@ -526,6 +667,8 @@ impl<F: Frames> HostMemory<F> {
     /// The private, backed frame of `page`, making it so first (a copy of a shared frame, a
     /// fresh frame for a lazy page). None for a ballooned page or when no frame is left.
     fn make_private(&mut self, memory: &mut GuestMemory, page: u64) -> Option<HostPhysAddr> {
+        // The hypervisor's writes set no dirty flag: merging reads the page again.
+        memory.clean.set(page, false);
         if memory.is_lazy(page) {
             return self.back(memory, page);
         }
@@ -551,7 +694,7 @@ impl<F: Frames> HostMemory<F> {
         let frame = self.allocate_guest()?;
         memory.frames[page as usize] = frame_number(frame);
         memory.lazy.set(page, false);
-        memory.pending.push(page);
+        memory.changed(page);
         Some(frame)
     }
 
@@ -587,6 +730,7 @@ impl<F: Frames> HostMemory<F> {
             return false;
         };
         memory.frames[page as usize] = 0;
+        memory.clean.set(page, false);
         memory.shared.set(page, false);
         if shared {
             let mut merger = core::mem::take(&mut self.merger);
@@ -775,8 +919,12 @@ impl<F: Frames> HostMemory<F> {
         copied.map(HostPhysAddr)
     }
 
-    /// Same-page merging: scans up to `budget` pages from `cursor` on, round the VMs (a
-    /// candidate of one VM may merge with a page of another); returns the pages looked at.
+    /// Same-page merging: scans from `cursor` on, round the VMs (a candidate of one VM may
+    /// merge with a page of another), until it has looked at `budget` pages; returns the pages
+    /// looked at. It finds the pages to look at a word of page bits at a time, passing those
+    /// it need not read (not backed, compressed, shared, or, where working-set samples report
+    /// writes, touched in the last sample's period or unwritten since merging read them):
+    /// it goes over at most `budget` words (64 pages each) of them per call.
     pub fn merge_scan(
         &mut self,
         memories: &mut [Option<&mut GuestMemory>],
@@ -785,32 +933,41 @@ impl<F: Frames> HostMemory<F> {
     ) -> u64 {
         let mut merger = core::mem::take(&mut self.merger);
         let mut scanned = 0;
-        let mut empty_rounds = 0;
-        let count = memories.len();
-        while scanned < budget && empty_rounds <= count {
-            let pages = memories
+        let mut words_left = budget;
+        let count = memories.len().max(1);
+        while scanned < budget && words_left > 0 {
+            let next = memories
                 .get(cursor.vm)
                 .and_then(Option::as_ref)
-                .map_or(0, |memory| memory.size_pages());
-            if cursor.page >= pages {
-                cursor.vm = (cursor.vm + 1) % count.max(1);
-                cursor.page = 0;
-                empty_rounds += 1;
-                if cursor.vm == 0 {
-                    merger.new_pass();
+                .map_or(Err(u64::MAX), |memory| {
+                    memory.next_to_merge(cursor.page, &mut words_left)
+                });
+            match next {
+                Ok(page) => {
+                    merger.scan(
+                        (cursor.vm as u16, page),
+                        &mut AllVms {
+                            pool: self,
+                            memories,
+                        },
+                    );
+                    cursor.page = page + 1;
+                    scanned += 1;
                 }
-                continue;
+                Err(resume) if resume != u64::MAX => cursor.page = resume,
+                // The end of this VM's RAM (or no VM here): on to the next.
+                Err(_) => {
+                    words_left = words_left.saturating_sub(1);
+                    cursor.vm = (cursor.vm + 1) % count;
+                    cursor.page = 0;
+                    if cursor.vm == 0 {
+                        merger.new_pass(&AllVms {
+                            pool: self,
+                            memories,
+                        });
+                    }
+                }
             }
-            empty_rounds = 0;
-            merger.scan(
-                (cursor.vm as u16, cursor.page),
-                &mut AllVms {
-                    pool: self,
-                    memories,
-                },
-            );
-            cursor.page += 1;
-            scanned += 1;
         }
         self.merger = merger;
         scanned
@@ -852,7 +1009,10 @@ impl<F: Frames> merging::Host for PoolOnly<'_, F> {
     fn free(&mut self, frame: u64) {
         self.0.free_guest(HostPhysAddr(frame));
     }
-    fn swap_hash(&mut self, _: PageRef, _: u32) -> u32 {
+    fn tracking(&self, _: PageRef) -> merging::Tracking {
+        merging::Tracking::Hashes
+    }
+    fn swap_key(&mut self, _: PageRef, _: u32) -> u32 {
         0
     }
 }
@@ -881,8 +1041,11 @@ impl<F: Frames> merging::Host for OneVm<'_, F> {
     fn free(&mut self, frame: u64) {
         self.pool.free_guest(HostPhysAddr(frame));
     }
-    fn swap_hash(&mut self, (_, page): PageRef, hash: u32) -> u32 {
-        self.memory.swap_hash(page, hash)
+    fn tracking(&self, (_, page): PageRef) -> merging::Tracking {
+        self.memory.tracking(page)
+    }
+    fn swap_key(&mut self, (_, page): PageRef, key: u32) -> u32 {
+        self.memory.swap_key(page, key)
     }
 }
 
@@ -917,11 +1080,17 @@ impl<F: Frames> merging::Host for AllVms<'_, '_, F> {
     fn free(&mut self, frame: u64) {
         self.pool.free_guest(HostPhysAddr(frame));
     }
-    fn swap_hash(&mut self, (vm, page): PageRef, hash: u32) -> u32 {
+    fn tracking(&self, (vm, page): PageRef) -> merging::Tracking {
+        self.memories
+            .get(usize::from(vm))
+            .and_then(Option::as_ref)
+            .map_or(merging::Tracking::Hashes, |memory| memory.tracking(page))
+    }
+    fn swap_key(&mut self, (vm, page): PageRef, key: u32) -> u32 {
         self.memories
             .get_mut(usize::from(vm))
             .and_then(Option::as_mut)
-            .map_or(0, |memory| memory.swap_hash(page, hash))
+            .map_or(0, |memory| memory.swap_key(page, key))
     }
 }
 
@@ -970,11 +1139,97 @@ mod tests {
 
     #[test]
     fn a_page_costs_eight_bytes_of_table() {
-        // The per-page table is a 64-bit entry: a frame number or a compressed page (the issue
-        // allows at most 8 bytes a page).
-        let mut pool = pool(16);
-        let memory = pool.guest_memory(8 * PAGE_SIZE).unwrap();
-        assert_eq!(memory.frames.capacity() * core::mem::size_of::<u64>(), 64);
+        // The per-page table is a 64-bit entry (a frame number and its merging key, or a
+        // compressed page) and five bits of state, merging on or off (the issue allows at most
+        // 8 bytes a page).
+        let pages = 4096;
+        let mut pool = pool(pages + 16);
+        let mut memory = pool.guest_memory(pages * PAGE_SIZE).unwrap();
+        let bound = pages as usize * 8 + pages as usize * 5 / 8;
+        assert_eq!(memory.table_bytes(), bound);
+        let mut cursor = ScanCursor::default();
+        for _ in 0..3 {
+            pool.merge_scan(&mut [Some(&mut memory)], &mut cursor, pages);
+        }
+        assert_eq!(
+            pool.merge_totals().merges,
+            pages - 1,
+            "all zeros: one frame"
+        );
+        memory.begin_sample();
+        pool.merge_scan(&mut [Some(&mut memory)], &mut cursor, pages);
+        assert_eq!(memory.table_bytes(), bound);
+    }
+
+    #[test]
+    fn a_merge_scan_spends_its_budget_on_backed_pages() {
+        // Ten identical pages 50 apart among 4,096 lazy ones: a budget of ten reads all ten.
+        let mut pool = pool(64);
+        let mut memory = pool.lazy_guest_memory(4096 * PAGE_SIZE);
+        for page in 0..10 {
+            assert!(pool.fill(&mut memory, page * 50 * PAGE_SIZE, PAGE_SIZE, 1));
+        }
+        let mut cursor = ScanCursor::default();
+        assert_eq!(
+            pool.merge_scan(&mut [Some(&mut memory)], &mut cursor, 10),
+            10
+        );
+        // Back round the lazy pages (a budget of 100 may pass 6,400 unread) to merge them.
+        assert_eq!(
+            pool.merge_scan(&mut [Some(&mut memory)], &mut cursor, 100),
+            10
+        );
+        assert_eq!(pool.merge_totals().merges, 9);
+        assert_eq!(pool.guest_pages_backed(), 1);
+    }
+
+    #[test]
+    fn with_samples_merging_reads_a_page_once_until_it_is_written() {
+        let pages = 64;
+        let mut pool = pool(pages + 16);
+        let mut memory = pool.guest_memory(pages * PAGE_SIZE).unwrap();
+        for page in 0..pages {
+            pool.write(
+                &mut memory,
+                page * PAGE_SIZE,
+                &page_of(1, page as u32, false),
+            );
+        }
+        // A sample that saw nothing touched: every page is cold, read once, a candidate.
+        memory.begin_sample();
+        let mut cursor = ScanCursor::default();
+        fn scan(
+            pool: &mut HostMemory<FakeFrames>,
+            memory: &mut GuestMemory,
+            cursor: &mut ScanCursor,
+        ) -> u64 {
+            pool.merge_scan(&mut [Some(memory)], cursor, 64)
+        }
+        assert_eq!(scan(&mut pool, &mut memory, &mut cursor), pages);
+        // Unwritten since: later passes read none of them.
+        for _ in 0..3 {
+            memory.begin_sample();
+            assert_eq!(scan(&mut pool, &mut memory, &mut cursor), 0);
+        }
+        // The guest writes page 5 as page 4 (a sample reports it), the hypervisor page 7.
+        pool.write(&mut memory, 5 * PAGE_SIZE, &page_of(1, 4, false));
+        memory.begin_sample();
+        memory.sampled(5, true);
+        pool.write(&mut memory, 7 * PAGE_SIZE, &page_of(1, 4, false));
+        assert_eq!(
+            scan(&mut pool, &mut memory, &mut cursor),
+            1,
+            "page 5 is hot"
+        );
+        assert_eq!(pool.merge_totals().merges, 1);
+        memory.begin_sample();
+        assert_eq!(scan(&mut pool, &mut memory, &mut cursor), 1);
+        assert_eq!(pool.merge_totals().merges, 2);
+        let mut out = [0u8; PAGE_SIZE as usize];
+        for page in [4, 5, 7] {
+            assert!(memory.read(&pool.frames, page * PAGE_SIZE, &mut out));
+            assert_eq!(out, page_of(1, 4, false));
+        }
     }
 
     /// A page of `byte` with a distinct first word, as xv6's kfree leaves it, or (with
@@ -1261,12 +1516,33 @@ mod tests {
 
     #[derive(Debug, Clone)]
     enum Op {
-        Write { vm: usize, page: u64, byte: u8 },
+        Write {
+            vm: usize,
+            page: u64,
+            byte: u8,
+        },
         Scan(u64),
-        Balloon { vm: usize, page: u64 },
-        Back { vm: usize, page: u64 },
-        Compress { vm: usize, page: u64 },
-        Decompress { vm: usize, page: u64 },
+        Balloon {
+            vm: usize,
+            page: u64,
+        },
+        Back {
+            vm: usize,
+            page: u64,
+        },
+        Compress {
+            vm: usize,
+            page: u64,
+        },
+        Decompress {
+            vm: usize,
+            page: u64,
+        },
+        /// A working-set sample of `vm` that saw the pages of `touched` (bit per page) written.
+        Sample {
+            vm: usize,
+            touched: u8,
+        },
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -1277,12 +1553,13 @@ mod tests {
             1 => (0..2usize, 0..8u64).prop_map(|(vm, page)| Op::Back { vm, page }),
             3 => (0..2usize, 0..8u64).prop_map(|(vm, page)| Op::Compress { vm, page }),
             1 => (0..2usize, 0..8u64).prop_map(|(vm, page)| Op::Decompress { vm, page }),
+            1 => (0..2usize, any::<u8>()).prop_map(|(vm, touched)| Op::Sample { vm, touched }),
         ]
     }
 
     proptest! {
-        /// Through any mix of writes, merging scans, copies on write, ballooning, backing,
-        /// compression and decompression, every page reads its own last write (or zeros once
+        /// Through any mix of writes, merging scans (with working-set samples or without),
+        /// copies on write, ballooning, backing, compression and decompression, every page reads its own last write (or zeros once
         /// given back and taken back), and the frames in use are the pages backed less the
         /// frames sharing saves, plus the compressed pool's.
         #[test]
@@ -1318,6 +1595,12 @@ mod tests {
                     Op::Decompress { vm, page } => {
                         let was = memories[vm].is_compressed(page);
                         prop_assert_eq!(pool.decompress(&mut memories[vm], page).is_some(), was);
+                    }
+                    Op::Sample { vm, touched } => {
+                        memories[vm].begin_sample();
+                        for page in (0..8).filter(|page| touched & (1 << page) != 0) {
+                            memories[vm].sampled(page, true);
+                        }
                     }
                     Op::Scan(budget) => {
                         let [a, b] = &mut memories;

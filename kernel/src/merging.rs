@@ -1,10 +1,15 @@
 //! Same-page merging, the logic: pages of any VM with identical contents come to share one
 //! read-only frame, and a write to a shared page gets its own copy again (copy on write).
 //!
-//! Like Linux's KSM it merges only pages whose contents did not change since their previous
-//! scan (a page being filled or written would be copied straight back), and keeps two kinds of entries by content hash: **shared** frames, already
-//! read-only and mapped by several pages, and one **candidate** per hash, a page seen once whose
-//! contents may still change (it stays writable). A scanned page that equals a shared frame
+//! It merges only pages whose contents hold still (a page being filled or written would be
+//! copied straight back). Where working-set samples report the guest's writes (the EPT's dirty
+//! flags), that is a page the last sample saw untouched; it is read once, and not again until
+//! it is written: a scan's cost follows what the guests change, not their RAM. Without dirty
+//! flags, as Linux's KSM, a page is hashed at every scan and merged once its hash held from one
+//! scan to the next. Merging keeps two kinds of entries by content key (a 28-bit hash, stored
+//! in the page's own table entry): **shared** frames, already read-only and mapped by several
+//! pages, and one **candidate** per key, a page seen whose contents may still change (it stays
+//! writable). A scanned page that equals a shared frame
 //! joins it; one that equals the candidate makes the candidate shared (the candidate's owner is
 //! remapped read-only) and joins it. Contents are compared byte for byte before every merge: a
 //! hash match alone never merges. The frames and the EPT are the caller's ([`Host`]); this
@@ -27,9 +32,26 @@ pub trait Host {
     fn copy(&mut self, frame: u64) -> Option<u64>;
     /// Returns `frame` to the host.
     fn free(&mut self, frame: u64);
-    /// Records `hash` as `page`'s contents hash at this scan, returning the one recorded at
-    /// its previous scan (0 at the first).
-    fn swap_hash(&mut self, page: PageRef, hash: u32) -> u32;
+    /// What merging knows of `page`'s writes.
+    fn tracking(&self, page: PageRef) -> Tracking;
+    /// Records `key` as `page`'s contents key at this scan (with dirty flags, the page counts
+    /// as clean from now until it is written), returning the one recorded before (0: none).
+    fn swap_key(&mut self, page: PageRef, key: u32) -> u32;
+}
+
+/// What merging knows of a page's writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tracking {
+    /// Nothing: its VM takes no working-set samples (or its CPU sets no dirty flags).
+    Hashes,
+    /// Working-set samples report its VM's writes.
+    Dirty {
+        /// Touched in the last sample's period, or given a new frame since: it may still
+        /// change, so it is left alone.
+        hot: bool,
+        /// Its key at its last scan, if it has not been written since.
+        clean_key: Option<u32>,
+    },
 }
 
 /// What a scan of one page did.
@@ -41,8 +63,20 @@ pub enum Scanned {
     Candidate,
     /// Its contents changed since its previous scan: left alone this time.
     Changing,
+    /// Touched in the last sample's period: left alone, unread.
+    Hot,
+    /// Read since it was last written: left alone, unread.
+    Unchanged,
     /// Not backed, or shared already.
     Skipped,
+}
+
+impl Scanned {
+    /// True when the scan read the page (a hash or a comparison); the others cost a few bit
+    /// tests.
+    pub fn read(self) -> bool {
+        matches!(self, Self::Merged | Self::Candidate | Self::Changing)
+    }
 }
 
 /// Why a copy on write failed.
@@ -57,21 +91,30 @@ pub enum CowError {
 /// The merging state of the whole machine.
 #[derive(Debug, Default)]
 pub struct Merger {
-    /// Shared frames by content hash (several when hashes collide).
-    shared: BTreeMap<u64, alloc::vec::Vec<u64>>,
-    /// Mappings of each shared frame.
-    refs: BTreeMap<u64, u32>,
-    /// One candidate page per content hash.
-    candidates: BTreeMap<u64, PageRef>,
+    /// Shared frames by content key (several when keys collide).
+    shared: BTreeMap<u32, alloc::vec::Vec<u64>>,
+    /// Each shared frame's key and mappings (the key finds its entry in `shared` when the last
+    /// mapping goes: a lookup, not a walk over every shared frame).
+    refs: BTreeMap<u64, Shared>,
+    /// One candidate page per content key.
+    candidates: BTreeMap<u32, PageRef>,
     /// Pages merged and copies made over the run.
     pub merges: u64,
     pub cow_breaks: u64,
 }
 
+/// A shared frame's key and mappings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Shared {
+    key: u32,
+    refs: u32,
+}
+
 /// Most candidates kept at once, so that the hypervisor's memory for merging never grows with
 /// what guests write (each shared frame, in turn, saves at least a frame). Like KSM's unstable
 /// tree the candidates last one pass over the VMs ([`Merger::new_pass`]); when the cache is full
-/// new pages wait for the next pass, and the ones kept can still find their twins.
+/// new pages wait for the next pass, and the ones kept can still find their twins. Where dirty
+/// flags tell a candidate has not changed, it stays over passes (and is not read again).
 pub const MAX_CANDIDATES: usize = 1 << 18;
 
 /// A fast hash of a page, eight bytes at a time (the contents are compared before merging, so
@@ -83,6 +126,16 @@ pub fn page_hash(bytes: &[u8; 4096]) -> u64 {
             let word = u64::from_le_bytes(word.try_into().unwrap_or([0; 8]));
             (hash.rotate_left(5) ^ word).wrapping_mul(0x0100_0000_01B3)
         })
+}
+
+/// Bits of a content key: what a page's table entry has room for beside its frame number.
+pub const KEY_BITS: u32 = 28;
+
+/// A page's content key: its hash folded to [`KEY_BITS`] bits, never 0 (0 stands for "none").
+pub fn page_key(bytes: &[u8; 4096]) -> u32 {
+    let hash = page_hash(bytes);
+    let key = ((hash ^ (hash >> 32)) as u32) & ((1 << KEY_BITS) - 1);
+    key.max(1)
 }
 
 impl Merger {
@@ -100,7 +153,7 @@ impl Merger {
     pub fn frames_saved(&self) -> u64 {
         self.refs
             .values()
-            .map(|&refs| u64::from(refs.saturating_sub(1)))
+            .map(|shared| u64::from(shared.refs.saturating_sub(1)))
             .sum()
     }
 
@@ -114,15 +167,34 @@ impl Merger {
         let Some((frame, false)) = host.frame_of(page) else {
             return Scanned::Skipped;
         };
-        let hash = page_hash(host.contents(frame));
-        // Only pages that kept their contents since their previous scan (0 stands for "never
-        // scanned", so a page whose hash folds to 0 waits one scan more: harmless).
-        let folded = (hash ^ (hash >> 32)) as u32;
-        if host.swap_hash(page, folded) != folded || folded == 0 {
-            return Scanned::Changing;
-        }
+        let tracking = host.tracking(page);
+        let tracked = matches!(tracking, Tracking::Dirty { .. });
+        let key = match tracking {
+            // Only pages that kept their contents since their previous scan.
+            Tracking::Hashes => {
+                let key = page_key(host.contents(frame));
+                if host.swap_key(page, key) != key {
+                    return Scanned::Changing;
+                }
+                key
+            }
+            Tracking::Dirty { hot: true, .. } => return Scanned::Hot,
+            // Read since it was last written: a candidate if there was room, and left alone
+            // (its twins find it; one evicted from a full cache waits until it is written).
+            Tracking::Dirty {
+                clean_key: Some(_), ..
+            } => return Scanned::Unchanged,
+            // Cold since the last sample at least: its contents held still that long.
+            Tracking::Dirty {
+                clean_key: None, ..
+            } => {
+                let key = page_key(host.contents(frame));
+                host.swap_key(page, key);
+                key
+            }
+        };
         // A shared frame with these contents: join it.
-        let same = self.shared.get(&hash).and_then(|frames| {
+        let same = self.shared.get(&key).and_then(|frames| {
             frames
                 .iter()
                 .copied()
@@ -131,12 +203,15 @@ impl Merger {
         if let Some(shared) = same {
             host.map(page, shared, true);
             host.free(frame);
-            *self.refs.entry(shared).or_insert(0) += 1;
+            self.refs
+                .entry(shared)
+                .or_insert(Shared { key, refs: 0 })
+                .refs += 1;
             self.merges += 1;
             return Scanned::Merged;
         }
         // The candidate for these contents, if it is still backed, private and the same.
-        match self.candidates.get(&hash).copied() {
+        match self.candidates.get(&key).copied() {
             Some(other) if other != page => {
                 let alive = host
                     .frame_of(other)
@@ -144,36 +219,50 @@ impl Merger {
                     .map(|(frame, _)| frame)
                     .filter(|&candidate| host.contents(candidate) == host.contents(frame));
                 if let Some(candidate) = alive {
-                    self.candidates.remove(&hash);
+                    self.candidates.remove(&key);
                     host.map(other, candidate, true);
                     host.map(page, candidate, true);
                     host.free(frame);
-                    self.shared.entry(hash).or_default().push(candidate);
-                    self.refs.insert(candidate, 2);
+                    self.shared.entry(key).or_default().push(candidate);
+                    self.refs.insert(candidate, Shared { key, refs: 2 });
                     self.merges += 1;
                     return Scanned::Merged;
                 }
-                self.remember(hash, page);
+                self.remember(key, page, tracked);
                 Scanned::Candidate
             }
             _ => {
-                self.remember(hash, page);
+                self.remember(key, page, tracked);
                 Scanned::Candidate
             }
         }
     }
 
-    /// Keeps `page` as the candidate for `hash`, unless the cache is full.
-    fn remember(&mut self, hash: u64, page: PageRef) {
-        if self.candidates.len() < MAX_CANDIDATES || self.candidates.contains_key(&hash) {
-            self.candidates.insert(hash, page);
+    /// Keeps `page` as the candidate for `key`. When the cache is full, a page read from its
+    /// hash alone waits for the next pass (the cache empties at each); one dirty flags follow
+    /// is not read again until written, so it takes the place of the candidate of the
+    /// smallest key (as good as a random one).
+    fn remember(&mut self, key: u32, page: PageRef, tracked: bool) {
+        if self.candidates.len() >= MAX_CANDIDATES && !self.candidates.contains_key(&key) {
+            if !tracked {
+                return;
+            }
+            self.candidates.pop_first();
         }
+        self.candidates.insert(key, page);
     }
 
     /// A new pass over the VMs begins: the candidates of the last one are dropped (pages
-    /// still unchanged become candidates again as the pass reaches them).
-    pub fn new_pass(&mut self) {
-        self.candidates.clear();
+    /// still unchanged become candidates again as the pass reaches them), but for those dirty
+    /// flags show unwritten since they were read (they are not read again).
+    pub fn new_pass(&mut self, host: &impl Host) {
+        self.candidates.retain(|&key, &mut page| {
+            host.frame_of(page).is_some_and(|(_, shared)| !shared)
+                && matches!(
+                    host.tracking(page),
+                    Tracking::Dirty { clean_key: Some(clean), .. } if clean == key
+                )
+        });
     }
 
     /// Candidates kept now.
@@ -194,22 +283,40 @@ impl Merger {
         Ok(copy)
     }
 
+    /// True when every shared frame is listed under its own key, once, and every listed frame
+    /// has mappings (what the last mapping's leaving relies on to find it).
+    #[cfg(test)]
+    fn consistent(&self) -> bool {
+        let listed: usize = self.shared.values().map(alloc::vec::Vec::len).sum();
+        listed == self.refs.len()
+            && self.refs.iter().all(|(frame, shared)| {
+                shared.refs >= 1
+                    && self
+                        .shared
+                        .get(&shared.key)
+                        .is_some_and(|frames| frames.contains(frame))
+            })
+    }
+
     /// A shared page leaves (its VM is released): one mapping fewer.
     pub fn unmap(&mut self, frame: u64, host: &mut impl Host) {
         self.unref(frame, host);
     }
 
     fn unref(&mut self, frame: u64, host: &mut impl Host) {
-        let Some(refs) = self.refs.get_mut(&frame) else {
+        let Some(shared) = self.refs.get_mut(&frame) else {
             return;
         };
-        *refs -= 1;
-        if *refs == 0 {
+        shared.refs -= 1;
+        if shared.refs == 0 {
+            let key = shared.key;
             self.refs.remove(&frame);
-            for frames in self.shared.values_mut() {
-                frames.retain(|&shared| shared != frame);
+            if let Some(frames) = self.shared.get_mut(&key) {
+                frames.retain(|&other| other != frame);
+                if frames.is_empty() {
+                    self.shared.remove(&key);
+                }
             }
-            self.shared.retain(|_, frames| !frames.is_empty());
             host.free(frame);
         }
     }
@@ -230,9 +337,17 @@ mod tests {
     struct FakeHost {
         frames: Map<u64, Box<[u8; 4096]>>,
         pages: Map<PageRef, (u64, bool)>,
-        hashes: Map<PageRef, u32>,
+        keys: Map<PageRef, u32>,
         next: u64,
         out_of_memory: bool,
+        /// Dirty flags: whether samples report writes, the pages written (or given a frame)
+        /// since the last sample, those the last sample saw, and those clean since their scan.
+        tracked: bool,
+        written: std::collections::BTreeSet<PageRef>,
+        hot: std::collections::BTreeSet<PageRef>,
+        clean: std::collections::BTreeSet<PageRef>,
+        /// Pages' contents read so far.
+        reads: core::cell::Cell<u64>,
     }
 
     impl FakeHost {
@@ -256,6 +371,17 @@ mod tests {
             let (frame, shared) = self.pages[&page];
             assert!(!shared);
             self.frames.get_mut(&frame).unwrap()[0] = value;
+            self.written.insert(page);
+        }
+
+        /// A working-set sample: the pages written since the last one are hot, and no longer
+        /// clean; the others are cold.
+        fn sample(&mut self) {
+            self.tracked = true;
+            self.hot = core::mem::take(&mut self.written);
+            for page in &self.hot {
+                self.clean.remove(page);
+            }
         }
     }
 
@@ -264,10 +390,16 @@ mod tests {
             self.pages.get(&page).copied()
         }
         fn contents(&self, frame: u64) -> &[u8; 4096] {
+            self.reads.set(self.reads.get() + 1);
             &self.frames[&frame]
         }
         fn map(&mut self, page: PageRef, frame: u64, shared: bool) {
             self.pages.insert(page, (frame, shared));
+            self.keys.remove(&page);
+            self.clean.remove(&page);
+            // A new frame counts as touched from now (as GuestMemory marks it).
+            self.hot.insert(page);
+            self.written.insert(page);
         }
         fn copy(&mut self, frame: u64) -> Option<u64> {
             if self.out_of_memory {
@@ -279,8 +411,24 @@ mod tests {
             self.frames.insert(copy, contents);
             Some(copy)
         }
-        fn swap_hash(&mut self, page: PageRef, hash: u32) -> u32 {
-            self.hashes.insert(page, hash).unwrap_or(0)
+        fn tracking(&self, page: PageRef) -> Tracking {
+            if !self.tracked {
+                return Tracking::Hashes;
+            }
+            Tracking::Dirty {
+                hot: self.hot.contains(&page),
+                clean_key: self
+                    .clean
+                    .contains(&page)
+                    .then(|| self.keys.get(&page).copied())
+                    .flatten(),
+            }
+        }
+        fn swap_key(&mut self, page: PageRef, key: u32) -> u32 {
+            if self.tracked {
+                self.clean.insert(page);
+            }
+            self.keys.insert(page, key).unwrap_or(0)
         }
         fn free(&mut self, frame: u64) {
             assert!(
@@ -358,8 +506,8 @@ mod tests {
         merger.scan((0, 0), &mut host);
         merger.scan((0, 1), &mut host);
         merger.scan((0, 0), &mut host);
-        let hash = page_hash(host.contents(host.pages[&(0, 1)].0));
-        merger.candidates.insert(hash, (0, 0));
+        let key = page_key(host.contents(host.pages[&(0, 1)].0));
+        merger.candidates.insert(key, (0, 0));
         assert_eq!(merger.scan((0, 1), &mut host), Scanned::Candidate);
         assert_eq!((host.read((0, 0)), host.read((0, 1))), (1, 2));
     }
@@ -386,7 +534,10 @@ mod tests {
             }
         }
         assert_eq!(merger.merges, 0);
-        assert_eq!(merger.candidates(), MAX_CANDIDATES);
+        // Full, but for the keys two of these pages share (28-bit keys: about a hundred
+        // collisions among 2^18 pages, each a candidate the later page replaced).
+        assert!(merger.candidates() <= MAX_CANDIDATES);
+        assert!(merger.candidates() > MAX_CANDIDATES - MAX_CANDIDATES / 100);
         // The cache keeps its first pages: their twins still merge with them.
         host.page((1, 0), 0);
         let twin = host.pages[&(1, 0)].0;
@@ -394,8 +545,68 @@ mod tests {
         host.frames.get_mut(&twin).unwrap()[8] = 1;
         merger.scan((1, 0), &mut host);
         assert_eq!(merger.scan((1, 0), &mut host), Scanned::Merged);
-        merger.new_pass();
+        merger.new_pass(&host);
         assert_eq!(merger.candidates(), 0);
+    }
+
+    #[test]
+    fn with_dirty_flags_a_cold_page_merges_at_its_first_scan_and_a_hot_one_waits() {
+        let mut host = FakeHost::default();
+        let mut merger = Merger::new();
+        for page in 0..3 {
+            host.page((page as u16, 0), 1);
+        }
+        host.write(&mut merger, (2, 0), 1);
+        host.sample();
+        // Cold since the sample: read once, and merged at once.
+        assert_eq!(merger.scan((0, 0), &mut host), Scanned::Candidate);
+        assert_eq!(merger.scan((1, 0), &mut host), Scanned::Merged);
+        // Written in the sample's period: left alone, unread, until a sample finds it cold.
+        let reads = host.reads.get();
+        assert_eq!(merger.scan((2, 0), &mut host), Scanned::Hot);
+        assert_eq!(host.reads.get(), reads);
+        host.sample();
+        assert_eq!(merger.scan((2, 0), &mut host), Scanned::Merged);
+        assert_eq!(merger.frames_saved(), 2);
+    }
+
+    #[test]
+    fn with_dirty_flags_a_pass_over_unchanged_pages_reads_none_of_them() {
+        let mut host = FakeHost::default();
+        let mut merger = Merger::new();
+        let pages = 64u64;
+        // Pages that differ in their first byte only.
+        for page in 0..pages {
+            host.page((0, page), 0);
+            let frame = host.pages[&(0, page)].0;
+            host.frames.get_mut(&frame).unwrap()[0] = page as u8;
+        }
+        host.sample();
+        for page in 0..pages {
+            assert_eq!(merger.scan((0, page), &mut host), Scanned::Candidate);
+        }
+        assert_eq!(host.reads.get(), pages);
+        // The next passes read nothing: no page was written.
+        for _ in 0..3 {
+            merger.new_pass(&host);
+            host.sample();
+            let reads = host.reads.get();
+            for page in 0..pages {
+                assert_eq!(merger.scan((0, page), &mut host), Scanned::Unchanged);
+            }
+            assert_eq!(host.reads.get(), reads);
+        }
+        // One page written to equal another: hot for a sample, then read once and merged.
+        host.write(&mut merger, (0, 9), 3);
+        host.sample();
+        merger.new_pass(&host);
+        assert_eq!(merger.candidates() as u64, pages - 1);
+        assert_eq!(merger.scan((0, 9), &mut host), Scanned::Hot);
+        host.sample();
+        let reads = host.reads.get();
+        assert_eq!(merger.scan((0, 9), &mut host), Scanned::Merged);
+        assert_eq!(host.reads.get() - reads, 3, "its hash and one comparison");
+        assert_eq!((host.read((0, 3)), host.read((0, 9))), (3, 3));
     }
 
     #[test]
@@ -421,13 +632,13 @@ mod tests {
     }
 
     proptest! {
-        /// Whatever pages are scanned and written, every page reads what was last written to
+        /// Whatever pages are scanned, written and sampled, every page reads what was last written to
         /// it, no frame is freed while mapped (the fake host asserts it), and the frames in
         /// use are the pages minus the frames saved.
         #[test]
         fn guests_always_read_their_own_writes(
             fills in proptest::collection::vec(0u8..3, 1..24),
-            ops in proptest::collection::vec((any::<bool>(), any::<prop::sample::Index>(), 0u8..3), 0..80),
+            ops in proptest::collection::vec((0u8..4, any::<prop::sample::Index>(), 0u8..3), 0..80),
         ) {
             let mut host = FakeHost::default();
             let mut merger = Merger::new();
@@ -437,18 +648,25 @@ mod tests {
                 host.page(page, fill);
                 expected.insert(page, fill);
             }
-            for (scan, index, value) in ops {
+            for (op, index, value) in ops {
                 let page = pages[index.index(pages.len())];
-                if scan {
-                    merger.scan(page, &mut host);
-                } else {
-                    host.write(&mut merger, page, value);
-                    expected.insert(page, value);
+                match op {
+                    0 => {
+                        merger.scan(page, &mut host);
+                    }
+                    1 => {
+                        host.write(&mut merger, page, value);
+                        expected.insert(page, value);
+                    }
+                    // From the first sample on, merging goes by dirty flags.
+                    2 => host.sample(),
+                    _ => merger.new_pass(&host),
                 }
                 for (&page, &value) in &expected {
                     prop_assert_eq!(host.read(page), value);
                 }
                 prop_assert_eq!(host.frames.len() as u64, pages.len() as u64 - merger.frames_saved());
+                prop_assert!(merger.consistent());
             }
         }
     }

@@ -440,6 +440,8 @@ impl<V: Vcpu> Vm<V> {
         let pages = self.memory.size_pages();
         let ept = &mut self.ept;
         let ages = &mut self.ages;
+        let memory = &mut self.memory;
+        memory.begin_sample();
         let mut sample = self.working_set.sample(
             |seen| {
                 // Ages follow no page unless compression is on (then this is a no-op).
@@ -448,6 +450,7 @@ impl<V: Vcpu> Vm<V> {
                     if dirty {
                         ages.written(page);
                     }
+                    memory.sampled(page, dirty);
                     seen(page, dirty);
                 });
             },
