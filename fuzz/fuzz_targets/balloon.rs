@@ -184,15 +184,24 @@ fn rule_and_budget(u: &mut Unstructured) -> Result<()> {
     let mut candidates = Vec::with_capacity(count);
     for vm in 0..count {
         let max_target: u64 = u.int_in_range(0..=1 << 20)?;
+        let idle_pages = u.int_in_range(0..=1 << 20)?;
         candidates.push(Candidate {
             vm: vm as u16,
-            idle_pages: u.int_in_range(0..=1 << 20)?,
+            idle_pages,
+            // Mostly within the idle pages; sometimes beyond (the rule must not trust it).
+            compressible_pages: u.int_in_range(0..=idle_pages + 16)?,
             target: u.int_in_range(0..=max_target)?,
             max_target,
         });
     }
+    // Compression's idle pages count as reclaimable: short only when they are not enough.
+    let soon: u128 = candidates
+        .iter()
+        .map(|c| u128::from(c.compressible_pages.min(c.idle_pages)))
+        .sum();
     let short = pool != 0
-        && u128::from(available) * 100 < u128::from(pool) * u128::from(rule.free_below_pct);
+        && (u128::from(available) + soon) * 100
+            < u128::from(pool) * u128::from(rule.free_below_pct);
     match rule.decide(available, pool, &candidates) {
         Some((vm, target)) => {
             assert!(short, "asked with {available} of {pool} free");
@@ -203,15 +212,22 @@ fn rule_and_budget(u: &mut Unstructured) -> Result<()> {
                 "{candidate:?} -> {target}"
             );
             assert!(target <= candidate.max_target);
-            let most_idle = candidates
+            // First by what only the balloon returns, then by idle pages.
+            let rank = |c: &Candidate| {
+                (
+                    c.idle_pages.saturating_sub(c.compressible_pages),
+                    c.idle_pages,
+                )
+            };
+            let best = candidates
                 .iter()
                 .filter(|c| c.target < c.max_target && c.idle_pages > 0)
-                .map(|c| c.idle_pages)
+                .map(rank)
                 .max();
             assert_eq!(
-                Some(candidate.idle_pages),
-                most_idle,
-                "not the most idle VM"
+                Some(rank(candidate)),
+                best,
+                "not the VM the rule ranks first"
             );
         }
         None => assert!(

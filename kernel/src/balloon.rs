@@ -117,8 +117,14 @@ impl Balloon {
 }
 
 /// The balloon rule of a run: when the pages the host could still back fall below
-/// `free_below_pct` percent of its pool, ask the VM with the most idle memory for `step_pages`
-/// more.
+/// `free_below_pct` percent of its pool, ask a VM with idle memory for `step_pages` more.
+///
+/// A VM's idle memory is its backed pages outside its last working set: a VM whose memory was
+/// once 90 % touched but now uses 20 % has 70 % to give back. Where compression runs, the idle
+/// pages it will take by itself count as reclaimable already (the host gets them back without
+/// the guest, for a pattern check or an LZ4 run rather than a balloon round trip): the rule asks
+/// only when those are not enough, and then first the VM with the most idle pages that only
+/// its balloon can return (those LZ4 refused), then the most idle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rule {
     pub free_below_pct: u32,
@@ -131,9 +137,18 @@ pub struct Candidate {
     pub vm: u16,
     /// Backed pages outside its working set (from the last working-set sample).
     pub idle_pages: u64,
+    /// Of those, the ones compression will take by itself (0 when it is off).
+    pub compressible_pages: u64,
     pub target: u64,
     /// The largest balloon the host asks of it.
     pub max_target: u64,
+}
+
+impl Candidate {
+    /// Idle pages only the balloon can give back.
+    pub fn balloon_only(&self) -> u64 {
+        self.idle_pages.saturating_sub(self.compressible_pages)
+    }
 }
 
 impl Rule {
@@ -145,15 +160,27 @@ impl Rule {
         pool: u64,
         candidates: &[Candidate],
     ) -> Option<(u16, u64)> {
+        let soon = candidates
+            .iter()
+            .map(|candidate| candidate.compressible_pages.min(candidate.idle_pages))
+            .fold(0u64, u64::saturating_add);
+        let reclaimable = available.saturating_add(soon);
         if pool == 0
-            || available.saturating_mul(100) >= pool.saturating_mul(u64::from(self.free_below_pct))
+            || reclaimable.saturating_mul(100)
+                >= pool.saturating_mul(u64::from(self.free_below_pct))
         {
             return None;
         }
         candidates
             .iter()
             .filter(|candidate| candidate.target < candidate.max_target && candidate.idle_pages > 0)
-            .max_by_key(|candidate| (candidate.idle_pages, core::cmp::Reverse(candidate.vm)))
+            .max_by_key(|candidate| {
+                (
+                    candidate.balloon_only(),
+                    candidate.idle_pages,
+                    core::cmp::Reverse(candidate.vm),
+                )
+            })
             .map(|candidate| {
                 let step = self.step_pages.min(candidate.idle_pages);
                 (
@@ -238,6 +265,7 @@ mod tests {
         let candidate = |vm, idle_pages, target| Candidate {
             vm,
             idle_pages,
+            compressible_pages: 0,
             target,
             max_target: 1000,
         };
@@ -258,6 +286,34 @@ mod tests {
             None
         );
         assert_eq!(rule.decide(0, 0, &vms), None);
+    }
+
+    #[test]
+    fn pages_compression_will_take_count_as_reclaimable_and_the_balloon_asks_for_the_rest() {
+        let rule = Rule {
+            free_below_pct: 10,
+            step_pages: 100,
+        };
+        let candidate = |vm, idle_pages, compressible_pages| Candidate {
+            vm,
+            idle_pages,
+            compressible_pages,
+            target: 0,
+            max_target: 1000,
+        };
+        // 50 free of 1,000, and 60 idle pages compression is about to take: no balloon.
+        assert_eq!(rule.decide(50, 1000, &[candidate(0, 60, 60)]), None);
+        assert_eq!(
+            rule.decide(50, 1000, &[candidate(0, 60, 49)]),
+            Some((0, 60))
+        );
+        // Short even so: the VM whose idle pages only its balloon returns is asked first,
+        // though another has more idle pages (compressible ones).
+        let vms = [candidate(0, 500, 500), candidate(1, 40, 10)];
+        assert_eq!(rule.decide(0, 10_000, &vms), Some((1, 40)));
+        // Every idle page compressible and still short: the most idle.
+        let vms = [candidate(0, 500, 500), candidate(1, 40, 40)];
+        assert_eq!(rule.decide(0, 10_000, &vms), Some((0, 100)));
     }
 
     #[test]

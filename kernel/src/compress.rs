@@ -377,6 +377,14 @@ impl Ages {
         }
     }
 
+    /// Pages LZ4 refused and the guest has not written since.
+    pub fn refused_pages(&self) -> u64 {
+        self.refused
+            .iter()
+            .map(|word| u64::from(word.count_ones()))
+            .sum()
+    }
+
     /// True when LZ4 refused `page` and the guest has not written it since.
     pub fn is_refused(&self, page: u64) -> bool {
         self.refused

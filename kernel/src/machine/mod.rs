@@ -793,7 +793,11 @@ impl<V: Vcpu, F: Frames, H: Host> Machine<V, F, H> {
         if pending {
             return;
         }
-        // VMs waiting to grow (balloon above target) are not asked to shrink.
+        // VMs waiting to grow (balloon above target) are not asked to shrink. Idle pages LZ4
+        // refused stay for the balloon; with the pool full, so do all but patterns (counted as
+        // the balloon's too: the rule errs towards asking).
+        let compressing = self.memory.compression.after_samples > 0;
+        let pool_has_room = self.pool.compress_pool_has_room();
         let candidates: Vec<Candidate> = self
             .vms
             .iter()
@@ -802,9 +806,16 @@ impl<V: Vcpu, F: Frames, H: Host> Machine<V, F, H> {
             .filter(|vm| vm.balloon.count() <= vm.balloon.target)
             .map(|vm| {
                 let ram = vm.memory.size_pages();
+                let idle_pages = vm.memory.backed_pages().saturating_sub(vm.last_wss);
+                let compressible_pages = if compressing && pool_has_room {
+                    idle_pages.saturating_sub(vm.ages.refused_pages())
+                } else {
+                    0
+                };
                 Candidate {
                     vm: vm.id,
-                    idle_pages: vm.memory.backed_pages().saturating_sub(vm.last_wss),
+                    idle_pages,
+                    compressible_pages,
                     target: vm.balloon.target,
                     max_target: ram - ram / 4,
                 }
