@@ -311,6 +311,23 @@ fn run_end_follows_the_last_console_byte() {
     );
 }
 
+/// The end of a run does no work per guest page: the summaries and RunEnd go out without the
+/// VMs' memory being walked and given back (with merging on, that walk outlasted the tool's
+/// grace).
+#[test]
+fn the_end_of_a_run_leaves_guest_memory_as_it_is() {
+    let config = config(100, &["a", "b"]);
+    let mut run = FakeRun::new(&config, vec![spin(200_000), spin(200_000)], 50);
+    let backed = run.machine.pool.guest_pages_backed();
+    assert!(backed > 0);
+    let records = run.run();
+    assert!(matches!(
+        records.last(),
+        Some(carousel_protocol::record::Record::RunEnd { .. })
+    ));
+    assert_eq!(run.machine.pool.guest_pages_backed(), backed);
+}
+
 /// A VM that floods CHECK and METRIC beside one that sends a few checks, on a COM2 that drains
 /// slowly: the flood's checks wait (blocked on records) and its metrics beyond its quota drop,
 /// counted against it; none of the other VM's records is lost.
