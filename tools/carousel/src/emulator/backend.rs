@@ -80,6 +80,18 @@ impl Backend {
         }
     }
 
+    /// Idle detection's threshold for `lab` on this backend: the lab's own when it names one,
+    /// else this backend's default (longer under TCG, whose emulated world switch counts as
+    /// guest time: [`crate::lab::limits::TCG_IDLE_THRESHOLD_US`]). None: idle detection off.
+    pub fn idle_threshold_us(self, lab: &crate::lab::Lab) -> Option<u32> {
+        let threshold = lab.idle_threshold_us?;
+        Some(match self {
+            _ if lab.idle_threshold_given => threshold,
+            Backend::QemuSvm | Backend::QemuTcg => crate::lab::limits::TCG_IDLE_THRESHOLD_US,
+            Backend::Bochs | Backend::QemuKvm => threshold,
+        })
+    }
+
     /// The file that receives what the hypervisor writes to port 0xE9.
     pub fn e9_file(self) -> &'static str {
         match self {

@@ -38,6 +38,9 @@ pub struct Lab {
     /// `run.idle_detection`: a guest idle in its idle address space for this many
     /// microseconds counts as blocked (None: off).
     pub idle_threshold_us: Option<u32>,
+    /// The lab file names `run.idle_threshold_us` (otherwise the backend's default applies:
+    /// [`crate::emulator::backend::Backend::idle_threshold_us`]).
+    pub idle_threshold_given: bool,
     /// `run.interval_us`: length of a metrics interval, microseconds of TSC time.
     pub interval_us: u32,
     /// `run.trace`: what the record stream carries beyond the aggregates. `full` (every exit
@@ -220,6 +223,7 @@ impl Lab {
             cpu_model: DEFAULT_CPU_MODEL.to_string(),
             timeout_s: DEFAULT_TIMEOUT_S,
             idle_threshold_us: None,
+            idle_threshold_given: false,
             interval_us: DEFAULT_INTERVAL_US,
             trace: TraceLevel::Switches,
             policy: SchedulerPolicy::default(),

@@ -184,6 +184,7 @@ impl Lab {
             IDLE_THRESHOLD_US_RANGE,
             i64::from(DEFAULT_IDLE_THRESHOLD_US),
         )? as u32;
+        let idle_threshold_given = run.idle_threshold_us.is_some();
         let idle_threshold_us = run
             .idle_detection
             .as_ref()
@@ -492,6 +493,7 @@ impl Lab {
             cpu_model,
             timeout_s,
             idle_threshold_us,
+            idle_threshold_given,
             interval_us,
             trace,
             policy,
@@ -2099,6 +2101,31 @@ mod tests {
         }
         let error = dir.error(&format!("[run]\nidle_detection = 1\n{HELLO}"));
         assert!(error.contains("idle_detection"), "{error}");
+    }
+
+    /// Idle detection without a threshold takes the backend's (longer under TCG, whose world
+    /// switch counts as guest time); a threshold the lab names holds on every backend, and a
+    /// lab written back (sweeps, emitted jobs) keeps that distinction.
+    #[test]
+    fn the_idle_threshold_follows_the_backend_unless_the_lab_names_one() {
+        use crate::emulator::backend::Backend;
+        use crate::lab::limits::TCG_IDLE_THRESHOLD_US;
+        let dir = Dir::new();
+        let lab = |run: &str| dir.parse(&format!("[run]\n{run}\n{HELLO}")).unwrap();
+        let on = lab("idle_detection = true");
+        let given = lab("idle_detection = true\nidle_threshold_us = 250");
+        let off = lab("idle_threshold_us = 250");
+        for (lab, bochs, qemu) in [
+            (&on, Some(100), Some(TCG_IDLE_THRESHOLD_US)),
+            (&given, Some(250), Some(250)),
+            (&off, None, None),
+        ] {
+            assert_eq!(Backend::Bochs.idle_threshold_us(lab), bochs);
+            assert_eq!(Backend::QemuKvm.idle_threshold_us(lab), bochs);
+            assert_eq!(Backend::QemuSvm.idle_threshold_us(lab), qemu);
+            let again = dir.parse(&lab.to_toml("written back")).unwrap();
+            assert_eq!(Backend::QemuSvm.idle_threshold_us(&again), qemu);
+        }
     }
 
     #[test]

@@ -43,7 +43,11 @@ impl Lab {
             cpu_model: Some(spanned(self.cpu_model.clone())),
             timeout_s: int(self.timeout_s as i64),
             idle_detection: Some(spanned(self.idle_threshold_us.is_some())),
-            idle_threshold_us: int(self.idle_threshold_us.unwrap_or(DEFAULT_IDLE_THRESHOLD_US)),
+            // Only when the lab named it: otherwise the backend picks it at run time.
+            idle_threshold_us: self
+                .idle_threshold_given
+                .then(|| int(self.idle_threshold_us.unwrap_or(DEFAULT_IDLE_THRESHOLD_US)))
+                .flatten(),
             interval_us: int(self.interval_us),
             trace: TRACE_LEVELS
                 .iter()
@@ -251,6 +255,7 @@ mod tests {
         lab.quantum_us = 2_000;
         lab.tsc_hz = Some(1_000_000_000);
         lab.idle_threshold_us = Some(250);
+        lab.idle_threshold_given = true;
         lab.trace = TraceLevel::Full;
         lab.policy = SchedulerPolicy::Credit;
         lab.credit.ratelimit_us = 300;

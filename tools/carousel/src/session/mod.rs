@@ -326,12 +326,11 @@ pub fn execute_lab(
     let manifest = drive.as_ref().map(|(manifest, _)| manifest);
 
     // Boot image.
-    let run_config = lab
-        .run_config(backend.tsc_hz(&lab), manifest)
-        .to_bytes()
-        .map_err(|error| {
-            RunError::Unavailable(format!("cannot encode the run configuration: {error}"))
-        })?;
+    let mut run_config = lab.run_config(backend.tsc_hz(&lab), manifest);
+    run_config.idle_threshold_us = backend.idle_threshold_us(&lab);
+    let run_config = run_config.to_bytes().map_err(|error| {
+        RunError::Unavailable(format!("cannot encode the run configuration: {error}"))
+    })?;
     let vm_files: Vec<VmFiles> = lab
         .vms
         .iter()
