@@ -3058,9 +3058,9 @@ fn a_vm_rewrites_its_compressed_pages_while_another_merges_the_same_contents() {
 }
 
 /// `ci/labs/sample4.toml`: four 32 MiB VMs reading 2 MiB each over and over, a working-set
-/// sample of each every 100 ms. The samples' root cycles stay within 2 % of the run, and the
-/// root share of the whole run is within 2 points of the same lab without samples (Bochs
-/// counts instructions, so both runs repeat).
+/// sample of each every 100 ms. The samples' root cycles stay within 2 % of the run, and, on
+/// Bochs, the root share of the whole run is within 2 points of the same lab without samples
+/// (Bochs counts instructions, so both runs repeat).
 #[test]
 #[ignore = "boots an emulator; run by ci/test"]
 fn working_set_samples_cost_at_most_two_percent() {
@@ -3098,6 +3098,18 @@ fn working_set_samples_cost_at_most_two_percent() {
         run.root as f64 / run.elapsed as f64
     };
     let overhead = root(&sampled) - root(&plain);
+    // Two runs' root shares compare only where the clock counts instructions: under TCG each
+    // flush after a sample empties QEMU's soft TLB, and two runs on a loaded host differ by
+    // more than the samples cost (19.5 % against 7.3 % in one CI run, within 2 points in
+    // others). The samples' own cycles are checked above on every backend.
+    if backend() != "bochs" {
+        eprintln!(
+            "root {:.2} % sampled against {:.2} % not: compared on Bochs only",
+            root(&sampled) * 100.0,
+            root(&plain) * 100.0
+        );
+        return;
+    }
     assert!(
         overhead <= 0.02,
         "root {:.2} % sampled against {:.2} % not\n{}",
