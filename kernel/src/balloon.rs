@@ -256,19 +256,27 @@ mod tests {
         assert_eq!(Balloon::new(10, 50).target, 10);
     }
 
-    #[test]
-    fn the_rule_asks_the_vm_with_the_most_idle_memory_when_the_pool_runs_low() {
-        let rule = Rule {
-            free_below_pct: 10,
-            step_pages: 100,
-        };
-        let candidate = |vm, idle_pages, target| Candidate {
+    /// The rule of these tests: below 10 % free, ask for 100 pages.
+    const RULE: Rule = Rule {
+        free_below_pct: 10,
+        step_pages: 100,
+    };
+
+    /// A VM of target maximum 1,000 pages.
+    fn candidate_of(vm: u16, idle_pages: u64, compressible_pages: u64, target: u64) -> Candidate {
+        Candidate {
             vm,
             idle_pages,
-            compressible_pages: 0,
+            compressible_pages,
             target,
             max_target: 1000,
-        };
+        }
+    }
+
+    #[test]
+    fn the_rule_asks_the_vm_with_the_most_idle_memory_when_the_pool_runs_low() {
+        let rule = RULE;
+        let candidate = |vm, idle_pages, target| candidate_of(vm, idle_pages, 0, target);
         let vms = [
             candidate(0, 50, 0),
             candidate(1, 500, 0),
@@ -290,17 +298,9 @@ mod tests {
 
     #[test]
     fn pages_compression_will_take_count_as_reclaimable_and_the_balloon_asks_for_the_rest() {
-        let rule = Rule {
-            free_below_pct: 10,
-            step_pages: 100,
-        };
-        let candidate = |vm, idle_pages, compressible_pages| Candidate {
-            vm,
-            idle_pages,
-            compressible_pages,
-            target: 0,
-            max_target: 1000,
-        };
+        let rule = RULE;
+        let candidate =
+            |vm, idle_pages, compressible| candidate_of(vm, idle_pages, compressible, 0);
         // 50 free of 1,000, and 60 idle pages compression is about to take: no balloon.
         assert_eq!(rule.decide(50, 1000, &[candidate(0, 60, 60)]), None);
         assert_eq!(

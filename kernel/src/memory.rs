@@ -72,7 +72,14 @@ const _: () = assert!(
 /// IVT, is never handed out). An entry with its top bits set is a compressed page
 /// ([`Packed`]).
 fn frame_number(frame: HostPhysAddr) -> u64 {
-    (frame.as_u64() / PAGE_SIZE) & FRAME_MASK
+    // Guest frames lie below 4 GiB (`hw::physical` identity-maps that much), far inside the
+    // entry's 34 bits; a number beyond them would read back as another frame.
+    let number = frame.as_u64() / PAGE_SIZE;
+    debug_assert!(
+        number <= FRAME_MASK,
+        "frame {number:#x} beyond the entry's bits"
+    );
+    number
 }
 
 fn frame_at(entry: u64) -> Option<HostPhysAddr> {

@@ -71,14 +71,6 @@ pub enum Scanned {
     Skipped,
 }
 
-impl Scanned {
-    /// True when the scan read the page (a hash or a comparison); the others cost a few bit
-    /// tests.
-    pub fn read(self) -> bool {
-        matches!(self, Self::Merged | Self::Candidate | Self::Changing)
-    }
-}
-
 /// Why a copy on write failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CowError {
@@ -254,7 +246,8 @@ impl Merger {
 
     /// A new pass over the VMs begins: the candidates of the last one are dropped (pages
     /// still unchanged become candidates again as the pass reaches them), but for those dirty
-    /// flags show unwritten since they were read (they are not read again).
+    /// flags show unwritten since they were read (they are not read again). The cost is a look
+    /// at each candidate (at most [`MAX_CANDIDATES`]) per pass, however short the pass.
     pub fn new_pass(&mut self, host: &impl Host) {
         self.candidates.retain(|&key, &mut page| {
             host.frame_of(page).is_some_and(|(_, shared)| !shared)
