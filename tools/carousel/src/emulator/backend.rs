@@ -70,6 +70,16 @@ impl fmt::Display for Backend {
 }
 
 impl Backend {
+    /// The `--backend` choice that runs this backend.
+    pub fn choice(self) -> BackendChoice {
+        match self {
+            Backend::Bochs => BackendChoice::Bochs,
+            Backend::QemuKvm => BackendChoice::QemuKvm,
+            Backend::QemuSvm => BackendChoice::Qemu,
+            Backend::QemuTcg => BackendChoice::QemuTcg,
+        }
+    }
+
     /// The TSC frequency the run configuration announces. Bochs' TSC counts instructions, so
     /// its frequency is a choice: the lab's `tsc_hz`, else its `ips` (TSC time = emulated wall
     /// time). Elsewhere the TSC is real and the hypervisor calibrates it (0).
@@ -374,6 +384,19 @@ fn bochsrc_around(
 /// `max`, `EPYC` and this all pass the probe; this one adds the least).
 pub const QEMU_SVM_CPU: &str = "qemu64,+svm,+npt";
 
+/// QEMU's accelerator and CPU for `backend` (a QEMU one).
+fn accelerator_args(backend: Backend) -> Vec<String> {
+    let tcg = |cpu: &str| -> Vec<String> {
+        vec!["-accel".into(), "tcg".into(), "-cpu".into(), cpu.into()]
+    };
+    match backend {
+        Backend::QemuKvm => vec!["-enable-kvm".into(), "-cpu".into(), "host".into()],
+        Backend::QemuSvm => tcg(QEMU_SVM_CPU),
+        // TCG offers no VMX on any model, and SVM only when asked for: qemu64 without it.
+        _ => tcg("qemu64,-svm"),
+    }
+}
+
 /// QEMU's arguments for a run of `backend` (a QEMU one). COM1 is a TCP server on `com1_port`
 /// that waits for the tool's connection before the guest starts (`wait=on`); COM2 stays a file.
 pub fn qemu_args(
@@ -384,15 +407,7 @@ pub fn qemu_args(
     out: &Path,
     com1_port: u16,
 ) -> Vec<String> {
-    let tcg = |cpu: &str| -> Vec<String> {
-        vec!["-accel".into(), "tcg".into(), "-cpu".into(), cpu.into()]
-    };
-    let mut args: Vec<String> = match backend {
-        Backend::QemuKvm => vec!["-enable-kvm".into(), "-cpu".into(), "host".into()],
-        Backend::QemuSvm => tcg(QEMU_SVM_CPU),
-        // TCG offers no VMX on any model, and SVM only when asked for: qemu64 without it.
-        _ => tcg("qemu64,-svm"),
-    };
+    let mut args = accelerator_args(backend);
     let file = |name: &str| format!("file:{}", out.join(name).display());
     args.extend([
         "-m".to_string(),
@@ -424,6 +439,45 @@ pub fn qemu_args(
             ),
         ]);
     }
+    args
+}
+
+/// QEMU's arguments for a native boot under `backend` (a QEMU one), no hypervisor: `boot` on
+/// the primary master, `second` (the file system) on the primary slave, as xv6's own Makefile
+/// runs it; COM1 into `out/com1.txt`; the same CPU, accelerator and memory as a run gives its
+/// VMs, and one CPU, as Carousel has. `carousel bench xv6 --backend qemu` boots xv6 this way for
+/// its baseline.
+pub fn native_qemu_args(
+    backend: Backend,
+    megs: u64,
+    out: &Path,
+    boot: &Path,
+    second: &Path,
+) -> Vec<String> {
+    let mut args = accelerator_args(backend);
+    let drive = |path: &Path, index: u8| {
+        format!(
+            "file={},if=ide,index={index},media=disk,format=raw",
+            path.display().to_string().replace(',', ",,")
+        )
+    };
+    args.extend([
+        "-m".to_string(),
+        megs.to_string(),
+        "-smp".to_string(),
+        "1".to_string(),
+        "-display".to_string(),
+        "none".to_string(),
+        "-monitor".to_string(),
+        "none".to_string(),
+        "-no-reboot".to_string(),
+        "-serial".to_string(),
+        format!("file:{}", out.join("com1.txt").display()),
+        "-drive".to_string(),
+        drive(boot, 0),
+        "-drive".to_string(),
+        drive(second, 1),
+    ]);
     args
 }
 
@@ -651,6 +705,33 @@ mod tests {
             svm.starts_with("-accel tcg -cpu qemu64,+svm,+npt -m 256 "),
             "{svm}"
         );
+    }
+
+    #[test]
+    fn a_native_boot_under_qemu_has_xv6s_two_disks_one_cpu_and_the_runs_accelerator() {
+        let args = native_qemu_args(
+            Backend::QemuSvm,
+            256,
+            Path::new("/r"),
+            Path::new("/r/xv6.img"),
+            Path::new("/r/a,b/fs.img"),
+        )
+        .join(" ");
+        assert_eq!(
+            args,
+            "-accel tcg -cpu qemu64,+svm,+npt -m 256 -smp 1 -display none -monitor none \
+             -no-reboot -serial file:/r/com1.txt \
+             -drive file=/r/xv6.img,if=ide,index=0,media=disk,format=raw \
+             -drive file=/r/a,,b/fs.img,if=ide,index=1,media=disk,format=raw"
+        );
+        let kvm = native_qemu_args(
+            Backend::QemuKvm,
+            256,
+            Path::new("/r"),
+            Path::new("/b"),
+            Path::new("/f"),
+        );
+        assert_eq!(kvm[..3], ["-enable-kvm", "-cpu", "host"]);
     }
 
     #[test]

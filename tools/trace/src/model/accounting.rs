@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 
 use carousel_protocol::record::{
     timed_events, AddressSpace, BlockedOn, Event, ExitStat, Record, RunSummary, SliceEnd,
-    TraceLevel, VmSummary,
+    TraceLevel, TscSource, VmSummary,
 };
 
 use crate::escape;
@@ -332,6 +332,8 @@ impl Conservation {
 pub struct Accounting {
     /// TSC frequency from the Hello record (`None` if it was missing or 0).
     pub tsc_hz: Option<u64>,
+    /// Where the hypervisor took `tsc_hz` from (the Hello record).
+    pub tsc_source: Option<TscSource>,
     /// What a quantum measured (from the Hello record).
     pub quantum_clock: Option<carousel_protocol::config::QuantumClock>,
     /// One per VM, indexed by VM id.
@@ -393,6 +395,7 @@ impl AccountingBuilder {
         Self {
             accounting: Accounting {
                 tsc_hz: None,
+                tsc_source: None,
                 quantum_clock: None,
                 vms: Vec::new(),
                 run: None,
@@ -418,6 +421,7 @@ impl AccountingBuilder {
         match record {
             Record::Hello {
                 tsc_hz,
+                tsc_source,
                 vms,
                 level,
                 weights: announced,
@@ -427,6 +431,7 @@ impl AccountingBuilder {
                 accounting.level = Some(*level);
                 accounting.quantum_clock = Some(*quantum_clock);
                 accounting.tsc_hz = (*tsc_hz != 0).then_some(*tsc_hz);
+                accounting.tsc_source = Some(*tsc_source);
                 self.named = vms.len();
                 for (id, name) in vms.iter().enumerate() {
                     let vm = accounting.vm_mut(id as u16, weights);
@@ -735,6 +740,22 @@ impl Accounting {
         Some(cycles_to_micros(cycles, self.tsc_hz?))
     }
 
+    /// The TSC frequency when the TSC keeps the host's time: the hypervisor measured it (QEMU,
+    /// KVM, hardware). `None` when the lab file chose it: in Bochs a cycle is an instruction,
+    /// and its microseconds are the emulated machine's, not anyone's wall clock.
+    pub fn wall_tsc_hz(&self) -> Option<u64> {
+        match self.tsc_source? {
+            TscSource::LabFile => None,
+            TscSource::Pit | TscSource::Cpuid => self.tsc_hz,
+        }
+    }
+
+    /// `cycles` in wall-clock microseconds, when the TSC keeps the host's time
+    /// ([`Self::wall_tsc_hz`]).
+    pub fn wall_micros(&self, cycles: u64) -> Option<f64> {
+        Some(cycles_to_micros(cycles, self.wall_tsc_hz()?))
+    }
+
     /// The conservation rule's terms; `None` without a RunSummary, or for a partial account.
     pub fn conservation(&self) -> Option<Conservation> {
         if self.partial {
@@ -928,6 +949,27 @@ pub fn ppm_to_percent(ppm: i64) -> f64 {
 mod tests {
     use super::*;
     use crate::fixtures::{busy, hello, metric, run, two_vm_records};
+
+    #[test]
+    fn wall_clock_microseconds_only_when_the_hypervisor_measured_its_tsc() {
+        let at = |source: TscSource| {
+            let mut hello = hello(&["a"], 2_000_000_000);
+            if let Record::Hello { tsc_source, .. } = &mut hello {
+                *tsc_source = source;
+            }
+            Accounting::from_records(&[hello], &[])
+        };
+        // Bochs: the lab's frequency converts cycles, but they are instructions, not time.
+        let lab = at(TscSource::LabFile);
+        assert_eq!(lab.micros(3_000), Some(1.5));
+        assert_eq!((lab.wall_tsc_hz(), lab.wall_micros(3_000)), (None, None));
+        for measured in [TscSource::Pit, TscSource::Cpuid] {
+            let run = at(measured);
+            assert_eq!(run.wall_tsc_hz(), Some(2_000_000_000));
+            assert_eq!(run.wall_micros(3_000), Some(1.5));
+        }
+        assert_eq!(Accounting::from_records(&[], &[]).wall_micros(1), None);
+    }
 
     #[test]
     fn weights_come_from_the_hello_record_when_the_caller_has_none() {

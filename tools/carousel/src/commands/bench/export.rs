@@ -20,9 +20,10 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-use carousel_protocol::record::TraceLevel;
+use carousel_protocol::record::{TraceLevel, TscSource};
 use carousel_trace::decode::{frames_only, EventFrames};
 use carousel_trace::format::group;
+use carousel_trace::model::accounting::Accounting;
 use carousel_trace::render::table::{Align, Table};
 use serde::Serialize;
 
@@ -84,6 +85,11 @@ pub struct CapacityRun {
     pub bytes_per_s: f64,
     /// Records the hypervisor dropped (its export ring was full): the goal is 0.
     pub dropped: u64,
+    /// The TSC frequency the run's Hello announced, and where it came from.
+    #[serde(skip)]
+    pub tsc_hz: u64,
+    #[serde(skip)]
+    pub tsc_source: TscSource,
 }
 
 /// The whole bench, as `--json` prints it.
@@ -91,7 +97,11 @@ pub struct CapacityRun {
 pub struct ExportBench {
     pub vms: u32,
     pub quantum_us: u32,
+    /// The TSC frequency the hypervisor announced: the lab's nominal 1 GHz in Bochs (a cycle
+    /// per instruction), the host's as measured elsewhere.
     pub tsc_hz: u64,
+    /// `LabFile`, `Pit` or `Cpuid` (the last two: TSC seconds are host seconds).
+    pub tsc_source: TscSource,
     pub spin_ms: u64,
     pub levels: Vec<LevelRun>,
     pub capacity: Vec<CapacityRun>,
@@ -146,24 +156,40 @@ fn run_capacity(
         .join(run::record_stream_file(finished.backend, &finished.lab));
     let stream = std::fs::read(&stream_file).map_err(BenchError::file(stream_file))?;
     let accounting = &finished.model.accounting;
-    let summary = accounting
-        .run
-        .as_ref()
-        .ok_or_else(|| BenchError::Unmeasured {
-            run: name.clone(),
-            missing: Missing::RunSummary,
-            out: finished.out.clone(),
-        })?;
-    let seconds = summary.elapsed as f64 / TSC_HZ as f64;
-    let records = finished.records.len() as u64;
+    capacity_run(
+        guests,
+        accounting,
+        finished.records.len() as u64,
+        stream.len() as u64,
+    )
+    .map_err(|missing| BenchError::Unmeasured {
+        run: name.clone(),
+        missing,
+        out: finished.out.clone(),
+    })
+}
+
+/// A capacity run's figures: `records` and `stream_bytes` reached the host over the run's
+/// elapsed TSC time, at the frequency the hypervisor announced (QEMU's is the host's, not the
+/// lab's nominal one).
+pub fn capacity_run(
+    guests: &str,
+    accounting: &Accounting,
+    records: u64,
+    stream_bytes: u64,
+) -> Result<CapacityRun, Missing> {
+    let summary = accounting.run.as_ref().ok_or(Missing::RunSummary)?;
+    let seconds = summary.elapsed as f64 / accounting.tsc_hz.unwrap_or(TSC_HZ) as f64;
     Ok(CapacityRun {
         guests: guests.to_string(),
         records,
-        stream_bytes: stream.len() as u64,
+        stream_bytes,
         seconds,
         records_per_s: records as f64 / seconds.max(f64::MIN_POSITIVE),
-        bytes_per_s: stream.len() as f64 / seconds.max(f64::MIN_POSITIVE),
+        bytes_per_s: stream_bytes as f64 / seconds.max(f64::MIN_POSITIVE),
         dropped: summary.dropped_records,
+        tsc_hz: accounting.tsc_hz.unwrap_or(TSC_HZ),
+        tsc_source: accounting.tsc_source.unwrap_or(TscSource::LabFile),
     })
 }
 
@@ -306,10 +332,16 @@ pub fn bench_export(
             bytes_per_event: events.per_event(),
         })
         .collect();
+    let (tsc_hz, tsc_source) = capacity
+        .first()
+        .map_or((TSC_HZ, TscSource::LabFile), |run: &CapacityRun| {
+            (run.tsc_hz, run.tsc_source)
+        });
     Ok(ExportBench {
         vms: VM_COUNT,
         quantum_us: QUANTUM_US,
-        tsc_hz: TSC_HZ,
+        tsc_hz,
+        tsc_source,
         spin_ms: SPIN_MS,
         levels,
         capacity,
@@ -328,11 +360,12 @@ impl ExportBench {
     /// The text table, with the goal marked on the default level.
     pub fn table(&self) -> String {
         let mut out = format!(
-            "carousel bench export: {} spin VMs, {} ms each, quantum {} µs, TSC {} Hz\n",
+            "carousel bench export: {} spin VMs, {} ms each, quantum {} µs, TSC {} Hz ({})\n",
             self.vms,
             self.spin_ms,
             self.quantum_us,
-            group(self.tsc_hz)
+            group(self.tsc_hz),
+            super::tsc_said(self.tsc_source)
         );
         let mut table = Table::new(&[
             ("TRACE", Align::Left),
@@ -368,6 +401,15 @@ impl ExportBench {
             out,
             "goal: the default level costs the guests <= {GOAL_OVERHEAD_PCT}% of their iterations"
         );
+        if self.tsc_source != TscSource::LabFile {
+            let _ = writeln!(
+                out,
+                "here the TSC is host time: the iterations in {} ms follow the host's load and \
+                 TCG's translation, and vary by several % from run to run; Bochs (one cycle an \
+                 instruction) gives the overhead that repeats",
+                self.spin_ms
+            );
+        }
         let _ = writeln!(
             out,
             "\ncapacity: {} spin VMs, {} ms each, quantum {} µs, metrics every {} µs, a working-set \
@@ -424,6 +466,87 @@ mod tests {
         assert_eq!(iterations(console), Some(10_000));
         let missing = console.replace("[spin3] spin: done, 4000 iterations\n", "");
         assert_eq!(iterations(&missing), None);
+    }
+
+    #[test]
+    fn capacity_seconds_are_at_the_announced_tsc_frequency() {
+        use carousel_protocol::record::{Record, RunSummary};
+        let records = |tsc_hz: u64, tsc_source: TscSource| {
+            let hello = Record::Hello {
+                version: 1,
+                lab_hash: 0,
+                tsc_hz,
+                tsc_source,
+                preemption_timer_rate: 0,
+                cpu: String::new(),
+                vms: vec!["spin0".to_string()],
+                commit: "test".into(),
+                level: TraceLevel::Switches,
+                weights: Vec::new(),
+                quantum_clock: carousel_protocol::config::QuantumClock::Wall,
+            };
+            let summary = RunSummary {
+                policy: "round-robin".to_string(),
+                quantum_cycles: 1,
+                elapsed: 2_600_000_000,
+                root: 0,
+                idle: 0,
+                switch_median: 0,
+                switch_max: 0,
+                switches: 0,
+                dropped_records: 3,
+            };
+            Accounting::from_records(&[hello, Record::RunSummary(summary)], &[])
+        };
+        // QEMU: 2.6 G cycles of a 2.6 GHz TSC are one second, not 2.6.
+        let qemu = capacity_run(
+            "never exit",
+            &records(2_600_000_000, TscSource::Pit),
+            5_000,
+            80_000,
+        )
+        .unwrap();
+        assert!((qemu.seconds - 1.0).abs() < 1e-12, "{qemu:?}");
+        assert_eq!((qemu.records_per_s, qemu.bytes_per_s), (5_000.0, 80_000.0));
+        assert_eq!((qemu.dropped, qemu.tsc_source), (3, TscSource::Pit));
+        let bochs = capacity_run(
+            "never exit",
+            &records(TSC_HZ, TscSource::LabFile),
+            5_000,
+            80_000,
+        )
+        .unwrap();
+        assert!((bochs.seconds - 2.6).abs() < 1e-12, "{bochs:?}");
+        let no_summary = Accounting::from_records(&[], &[]);
+        assert!(matches!(
+            capacity_run("idle loop", &no_summary, 0, 0),
+            Err(Missing::RunSummary)
+        ));
+    }
+
+    #[test]
+    fn the_table_says_where_its_tsc_came_from() {
+        let mut bench = ExportBench {
+            vms: VM_COUNT,
+            quantum_us: QUANTUM_US,
+            tsc_hz: TSC_HZ,
+            tsc_source: TscSource::LabFile,
+            spin_ms: SPIN_MS,
+            levels: Vec::new(),
+            capacity: Vec::new(),
+        };
+        let bochs = bench.table();
+        assert!(bochs.contains("TSC 1,000,000,000 Hz (the lab's, one cycle per instruction)"));
+        assert!(!bochs.contains("host time"), "{bochs}");
+        (bench.tsc_hz, bench.tsc_source) = (2_600_000_000, TscSource::Pit);
+        let qemu = bench.table();
+        assert!(
+            qemu.contains("TSC 2,600,000,000 Hz (measured against the PIT"),
+            "{qemu}"
+        );
+        assert!(qemu.contains("vary by several % from run to run"), "{qemu}");
+        let json: serde_json::Value = serde_json::to_value(&bench).unwrap();
+        assert_eq!(json["tsc_source"], "Pit");
     }
 
     #[test]

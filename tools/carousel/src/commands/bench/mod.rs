@@ -99,6 +99,16 @@ pub fn run_generated_lab_to_its_end(
     })
 }
 
+/// How a bench's header says where the TSC frequency came from.
+pub fn tsc_said(source: carousel_protocol::record::TscSource) -> &'static str {
+    use carousel_protocol::record::TscSource;
+    match source {
+        TscSource::LabFile => "the lab's, one cycle per instruction",
+        TscSource::Pit => "measured against the PIT: cycles are host time",
+        TscSource::Cpuid => "from CPUID: cycles are host time",
+    }
+}
+
 /// Prints a bench's result (one JSON object, or its text) and returns the exit code.
 pub fn print_result<T: Serialize>(
     bench: &str,

@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
+use carousel_protocol::record::TscSource;
 use carousel_trace::format::group;
 use carousel_trace::model::accounting::Accounting;
 use carousel_trace::render::table::{Align, Table};
@@ -25,7 +26,8 @@ use carousel_trace::verdict::Verdict;
 use serde::Serialize;
 
 use super::error::{BenchError, Missing};
-use crate::emulator::backend::BackendChoice;
+use super::tsc_said;
+use crate::emulator::backend::{Backend, BackendChoice};
 use crate::lab::{Lab, DEFAULT_CPU_MODEL};
 use crate::session::{self, Console, RunOptions};
 
@@ -141,6 +143,9 @@ pub struct BenchRun {
     pub quantum_us: u32,
     /// RunSummary.switch_median, cycles.
     pub switch_cycles: u64,
+    /// The same in wall-clock microseconds, when the TSC keeps the host's time (QEMU, KVM);
+    /// `null` in Bochs, where a cycle is an instruction.
+    pub switch_us: Option<f64>,
     /// Median over the VMs of their median quantum error, percent (signed).
     pub quantum_error_pct: f64,
     /// Jain's index over the VMs' guest cycles.
@@ -201,9 +206,15 @@ pub struct BenchReport {
     pub quantum_clock: String,
     /// The TSC frequency the hypervisor reported (Hello).
     pub tsc_hz: u64,
-    pub ips: u64,
-    /// The Bochs CPU model.
-    pub cpu_model: String,
+    /// Where that frequency came from: `LabFile` (Bochs: a cycle is an instruction), `Pit` or
+    /// `Cpuid` (measured: cycles are host time, and the switches have microseconds too).
+    pub tsc_source: TscSource,
+    /// The emulator the runs used (`bochs`, `qemu-svm`, `qemu-kvm`).
+    pub backend: String,
+    /// Bochs' instructions per emulated second; `null` elsewhere.
+    pub ips: Option<u64>,
+    /// The Bochs CPU model; `null` elsewhere.
+    pub cpu_model: Option<String>,
 }
 
 /// Why the bench could not give its figures.
@@ -228,6 +239,7 @@ pub fn measure(
     Ok(BenchRun {
         quantum_us,
         switch_cycles: run.switch_median,
+        switch_us: accounting.wall_micros(run.switch_median),
         quantum_error_pct: accounting
             .median_quantum_error_percent()
             .ok_or(Missing::Preemption)?,
@@ -261,8 +273,11 @@ struct Measurement {
     figures: BenchRun,
     /// The capped spin's guest cycles, percent of the run (the credit run only).
     capped_guest_pct: Option<f64>,
-    /// The TSC frequency the hypervisor reported.
+    /// The TSC frequency the hypervisor reported, and where it came from.
     tsc_hz: u64,
+    tsc_source: TscSource,
+    /// The emulator that ran it.
+    backend: Backend,
     /// Problems with the record stream or the accounting, one sentence each.
     warnings: Vec<String>,
 }
@@ -344,6 +359,8 @@ fn bench_one(
         figures,
         capped_guest_pct,
         tsc_hz: accounting.tsc_hz.unwrap_or(TSC_HZ),
+        tsc_source: accounting.tsc_source.unwrap_or(TscSource::LabFile),
+        backend: finished.backend,
         warnings,
     })
 }
@@ -403,14 +420,18 @@ pub fn bench_sched(
     let mut runs = Vec::new();
     let mut neighbour = None;
     let mut credit = None;
-    let mut tsc_hz = None;
+    let mut clock = None;
     for (result, variant) in results.into_iter().zip(&variants) {
         match result {
             Some(Ok(measurement)) => {
                 for warning in &measurement.warnings {
                     eprintln!("warning: {warning}");
                 }
-                tsc_hz.get_or_insert(measurement.tsc_hz);
+                clock.get_or_insert((
+                    measurement.tsc_hz,
+                    measurement.tsc_source,
+                    measurement.backend,
+                ));
                 match variant {
                     Variant::Spins(_) => runs.push(measurement.figures),
                     Variant::Neighbour => neighbour = Some(measurement.figures),
@@ -444,14 +465,19 @@ pub fn bench_sched(
     let credit = credit.ok_or(BenchError::Interrupted {
         run: Variant::Credit.label(),
     })?;
+    let (tsc_hz, tsc_source, backend) =
+        clock.unwrap_or((TSC_HZ, TscSource::LabFile, Backend::Bochs));
+    let bochs = backend == Backend::Bochs;
     Ok(BenchReport {
         runs,
         exit_heavy_neighbour,
         credit,
         quantum_clock: "wall".to_string(),
-        tsc_hz: tsc_hz.unwrap_or(TSC_HZ),
-        ips: IPS,
-        cpu_model: DEFAULT_CPU_MODEL.to_string(),
+        tsc_hz,
+        tsc_source,
+        backend: backend.to_string(),
+        ips: bochs.then_some(IPS),
+        cpu_model: bochs.then(|| DEFAULT_CPU_MODEL.to_string()),
     })
 }
 
@@ -464,31 +490,49 @@ impl BenchReport {
     /// The report as a text table, each figure with its goal.
     pub fn table(&self) -> String {
         let mut out = String::new();
+        let machine = match (&self.cpu_model, self.ips) {
+            (Some(model), Some(ips)) => format!("Bochs {model}, ips {}", group(ips)),
+            _ => self.backend.clone(),
+        };
         let _ = writeln!(
             out,
-            "carousel bench sched: {VM_COUNT} spin VMs per run, TSC {} Hz, ips {}, {}; quanta \
-             and quantum errors on the {} clock",
+            "carousel bench sched: {VM_COUNT} spin VMs per run, {machine}, TSC {} Hz ({}); \
+             quanta and quantum errors on the {} clock",
             group(self.tsc_hz),
-            group(self.ips),
-            self.cpu_model,
+            tsc_said(self.tsc_source),
             self.quantum_clock
         );
         let mark = |ok: bool| if ok { "ok" } else { "MISSED" };
-        let mut table = Table::new(&[
+        let wall = self.tsc_source != TscSource::LabFile;
+        let mut columns = vec![
             ("QUANTUM µs", Align::Left),
             ("SWITCH cyc", Align::Right),
             ("", Align::Left),
+        ];
+        if wall {
+            columns.push(("SWITCH µs", Align::Right));
+        }
+        columns.extend([
             ("QUANTUM ERROR %", Align::Right),
             ("", Align::Left),
             ("JAIN", Align::Right),
             ("", Align::Left),
             ("ROOT %", Align::Right),
         ]);
+        let mut table = Table::new(&columns);
         let row = |label: String, run: &BenchRun, goal_error: bool| {
-            vec![
+            let mut cells = vec![
                 label,
                 group(run.switch_cycles),
                 mark(run.switch_cycles <= GOAL_SWITCH_CYCLES).to_string(),
+            ];
+            if wall {
+                cells.push(
+                    run.switch_us
+                        .map_or("-".to_string(), |us| format!("{us:.2}")),
+                );
+            }
+            cells.extend([
                 format!("{:+.3}", run.quantum_error_pct),
                 if goal_error {
                     mark(run.quantum_error_pct.abs() <= GOAL_QUANTUM_ERROR_PCT).to_string()
@@ -498,7 +542,8 @@ impl BenchReport {
                 format!("{:.5}", run.jain),
                 mark(run.jain >= GOAL_JAIN).to_string(),
                 format!("{:.3}", run.root_overhead_pct),
-            ]
+            ]);
+            cells
         };
         for run in &self.runs {
             table.push(row(
@@ -539,6 +584,14 @@ impl BenchReport {
             mark(credit.capped_guest_pct <= f64::from(credit.cap_pct)),
             VM_COUNT - 1
         );
+        if wall {
+            let _ = write!(
+                out,
+                "\nthe switch goal is set in Bochs' cycles, one per instruction; here a cycle is \
+                 host time, and {} emulates each world switch instruction by instruction",
+                self.backend
+            );
+        }
         out
     }
 }
@@ -574,7 +627,7 @@ pub fn sched_command(
 
 #[cfg(test)]
 mod tests {
-    use carousel_protocol::record::{Record, RunSummary, TscSource, VmSummary};
+    use carousel_protocol::record::{Record, RunSummary, VmSummary};
 
     use super::*;
 
@@ -584,6 +637,7 @@ mod tests {
                 BenchRun {
                     quantum_us: 500,
                     switch_cycles: 1_200,
+                    switch_us: None,
                     quantum_error_pct: 0.25,
                     jain: 0.99995,
                     root_overhead_pct: 0.5,
@@ -591,6 +645,7 @@ mod tests {
                 BenchRun {
                     quantum_us: 1_000,
                     switch_cycles: 1_600,
+                    switch_us: None,
                     quantum_error_pct: -1.5,
                     jain: 0.998,
                     root_overhead_pct: 0.25,
@@ -599,6 +654,7 @@ mod tests {
             exit_heavy_neighbour: BenchRun {
                 quantum_us: 1_000,
                 switch_cycles: 1_300,
+                switch_us: None,
                 quantum_error_pct: 0.5,
                 jain: 0.9995,
                 root_overhead_pct: 4.0,
@@ -607,6 +663,7 @@ mod tests {
                 figures: BenchRun {
                     quantum_us: 1_000,
                     switch_cycles: 1_250,
+                    switch_us: None,
                     quantum_error_pct: 0.125,
                     jain: 0.9996,
                     root_overhead_pct: 3.5,
@@ -616,9 +673,30 @@ mod tests {
             },
             quantum_clock: "wall".to_string(),
             tsc_hz: TSC_HZ,
-            ips: IPS,
-            cpu_model: DEFAULT_CPU_MODEL.to_string(),
+            tsc_source: TscSource::LabFile,
+            backend: "bochs".to_string(),
+            ips: Some(IPS),
+            cpu_model: Some(DEFAULT_CPU_MODEL.to_string()),
         }
+    }
+
+    /// The report as QEMU's runs give it: the TSC measured, every switch in microseconds too.
+    fn qemu_report() -> BenchReport {
+        let mut report = report();
+        let runs = report
+            .runs
+            .iter_mut()
+            .chain([&mut report.exit_heavy_neighbour, &mut report.credit.figures]);
+        for run in runs {
+            run.switch_cycles *= 40;
+            run.switch_us = Some(run.switch_cycles as f64 / 2_600.0);
+        }
+        report.tsc_hz = 2_600_000_000;
+        report.tsc_source = TscSource::Pit;
+        report.backend = "qemu-svm".to_string();
+        report.ips = None;
+        report.cpu_model = None;
+        report
     }
 
     #[test]
@@ -630,13 +708,15 @@ mod tests {
         assert_eq!(
             keys,
             [
+                "backend",
                 "cpu_model",
                 "credit",
                 "exit_heavy_neighbour",
                 "ips",
                 "quantum_clock",
                 "runs",
-                "tsc_hz"
+                "tsc_hz",
+                "tsc_source"
             ]
         );
         assert_eq!(object["quantum_clock"], "wall");
@@ -647,6 +727,8 @@ mod tests {
         assert_eq!(object["tsc_hz"], 1_000_000_000u64);
         assert_eq!(object["ips"], 1_000_000u64);
         assert_eq!(object["cpu_model"], "corei7_skylake_x");
+        assert_eq!(object["tsc_source"], "LabFile");
+        assert_eq!(object["backend"], "bochs");
         let runs = object["runs"].as_array().unwrap();
         assert_eq!(runs.len(), 2);
         for run in runs {
@@ -664,7 +746,8 @@ mod tests {
                     "quantum_error_pct",
                     "quantum_us",
                     "root_overhead_pct",
-                    "switch_cycles"
+                    "switch_cycles",
+                    "switch_us"
                 ]
             );
         }
@@ -673,6 +756,41 @@ mod tests {
         assert_eq!(runs[1]["quantum_error_pct"], -1.5);
         assert_eq!(runs[0]["jain"], 0.99995);
         assert_eq!(runs[0]["root_overhead_pct"], 0.5);
+        assert!(runs[0]["switch_us"].is_null());
+        let qemu: serde_json::Value = serde_json::from_str(&qemu_report().json()).unwrap();
+        assert_eq!(qemu["runs"][0]["switch_cycles"], 48_000);
+        assert_eq!(qemu["runs"][0]["switch_us"], 48_000.0 / 2_600.0);
+        assert_eq!(qemu["tsc_source"], "Pit");
+        assert!(qemu["ips"].is_null() && qemu["cpu_model"].is_null());
+    }
+
+    #[test]
+    fn where_the_tsc_keeps_host_time_the_table_gives_switches_in_microseconds() {
+        let table = qemu_report().table();
+        let lines: Vec<&str> = table.lines().collect();
+        assert!(
+            lines[0].contains("qemu-svm, TSC 2,600,000,000 Hz (measured against the PIT"),
+            "{table}"
+        );
+        assert!(!lines[0].contains("ips"), "{table}");
+        assert!(lines[1].contains("SWITCH cyc") && lines[1].contains("SWITCH µs"));
+        let first: Vec<&str> = lines[2].split_whitespace().collect();
+        assert_eq!(
+            first,
+            ["500", "48,000", "MISSED", "18.46", "+0.250", "0.99995", "ok", "0.500"]
+        );
+        assert!(table.contains("here a cycle is host time"), "{table}");
+        // Bochs' table has no such column: its cycles are instructions.
+        let bochs = report().table();
+        assert!(
+            !bochs.contains("SWITCH µs") && !bochs.contains("host time"),
+            "{bochs}"
+        );
+        assert!(bochs
+            .lines()
+            .next()
+            .unwrap()
+            .contains("Bochs corei7_skylake_x, ips 1,000,000"));
     }
 
     #[test]
@@ -848,6 +966,15 @@ mod tests {
         let figures = measure(1_000, &accounting, |_| true).unwrap();
         assert_eq!(figures.quantum_us, 1_000);
         assert_eq!(figures.switch_cycles, 1_100);
+        // A lab-file TSC (Bochs) counts instructions: no microseconds.
+        assert_eq!(figures.switch_us, None);
+        let mut measured = records.clone();
+        if let Record::Hello { tsc_source, .. } = &mut measured[0] {
+            *tsc_source = TscSource::Pit;
+        }
+        let measured = Accounting::from_records(&measured, &[]);
+        let at_pit = measure(1_000, &measured, |_| true).unwrap();
+        assert_eq!(at_pit.switch_us, Some(1.1));
         // Medians 0, 100, ..., 700 ppm: the median of the eight is 350 ppm = 0.035 %.
         assert!((figures.quantum_error_pct - 0.035).abs() < 1e-12);
         assert_eq!(figures.jain, 1.0);
