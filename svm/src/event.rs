@@ -100,6 +100,51 @@ pub const fn reinjection(exit_int_info: u64) -> Option<EventInjection> {
     }
 }
 
+/// After a #VMEXIT: the interrupt still offered through V_IRQ
+/// ([`crate::vmcb::Vmcb::offer_interrupt`]), and the event to inject through EVENTINJ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AfterExit {
+    pub offered: Option<u8>,
+    pub inject: Option<EventInjection>,
+}
+
+/// What to do after a #VMEXIT with the interrupt `offered` before it, V_IRQ as the exit left
+/// it (`pending`: not yet taken) and `exit_int_info`. Each interrupt reaches the guest once:
+/// - an external interrupt whose delivery the exit interrupted is offered again through
+///   V_IRQ, never through EVENTINJ (see `offer_interrupt` for why), unless it is the offer
+///   itself, still pending: then the offer stands and is not also re-injected (QEMU's TCG
+///   leaves V_IRQ set when the delivery of an offer faults);
+/// - QEMU records an interrupt it delivered from V_IRQ as an exception; a vector of 32 or
+///   more can be nothing else but an interrupt, so it counts as one;
+/// - an exception or NMI goes back into EVENTINJ, the offer (if not taken) standing beside it.
+pub fn after_exit(offered: Option<u8>, pending: bool, exit_int_info: u64) -> AfterExit {
+    /// Vectors 0 to 31 are the architecture's exceptions.
+    const FIRST_INTERRUPT: u8 = 32;
+    let still_offered = offered.filter(|_| pending);
+    match reinjection(exit_int_info) {
+        Some(EventInjection {
+            vector,
+            kind: EventType::Interrupt,
+            ..
+        }) => AfterExit {
+            offered: Some(vector),
+            inject: None,
+        },
+        Some(EventInjection {
+            vector,
+            kind: EventType::Exception,
+            ..
+        }) if vector >= FIRST_INTERRUPT => AfterExit {
+            offered: Some(vector),
+            inject: None,
+        },
+        other => AfterExit {
+            offered: still_offered,
+            inject: other,
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
@@ -132,6 +177,57 @@ mod tests {
             error_code: None,
         };
         assert_eq!(nmi.to_raw(), 0x8000_0202);
+    }
+
+    #[test]
+    fn each_offered_interrupt_reaches_the_guest_once() {
+        let interrupt = |vector: u8| VALID | vector as u64;
+        // QEMU's record of a V_IRQ it delivered: type exception, vector 46.
+        let qemu_record = |vector: u8| VALID | 3 << TYPE_SHIFT | vector as u64;
+        let page_fault = VALID | ERROR_CODE_VALID | 3 << TYPE_SHIFT | 14 | 6 << 32;
+        let none = AfterExit {
+            offered: None,
+            inject: None,
+        };
+        let offer = |vector| AfterExit {
+            offered: Some(vector),
+            inject: None,
+        };
+        // Taken (V_IRQ cleared), nothing interrupted: done. Not taken yet: the offer stands.
+        assert_eq!(after_exit(Some(0x2E), false, 0), none);
+        assert_eq!(after_exit(Some(0x2E), true, 0), offer(0x2E));
+        // QEMU's stale EXITINTINFO (valid bit clear) after a delivery is no event.
+        assert_eq!(after_exit(Some(0x2E), false, 0x32E), none);
+        // The offer's delivery faulted and QEMU left V_IRQ set: the offer alone stands.
+        assert_eq!(after_exit(Some(0x2E), true, qemu_record(0x2E)), offer(0x2E));
+        // Taken, then its delivery was interrupted (hardware clears V_IRQ): offered again,
+        // never through EVENTINJ.
+        assert_eq!(after_exit(Some(0x2E), false, interrupt(0x2E)), offer(0x2E));
+        assert_eq!(after_exit(None, false, interrupt(0x20)), offer(0x20));
+        // An exception goes back into EVENTINJ; a pending offer stays beside it.
+        let fault = EventInjection::from_raw(page_fault);
+        assert_eq!(
+            after_exit(Some(0x20), true, page_fault),
+            AfterExit {
+                offered: Some(0x20),
+                inject: fault
+            }
+        );
+        assert_eq!(
+            after_exit(Some(0x20), false, page_fault),
+            AfterExit {
+                offered: None,
+                inject: fault
+            }
+        );
+        // An open window (V_IRQ set, nothing offered) offers nothing.
+        assert_eq!(after_exit(None, true, 0), none);
+        // Exceptions below 32 stay exceptions.
+        let divide = VALID | 3 << TYPE_SHIFT;
+        assert_eq!(
+            after_exit(None, false, divide).inject.map(|e| e.vector),
+            Some(0)
+        );
     }
 
     #[test]

@@ -140,6 +140,9 @@ pub mod interrupt_control {
     pub const V_INTR_MASKING: u64 = 1 << 24;
     /// V_INTR_VECTOR, bits 39:32.
     pub const V_INTR_VECTOR_SHIFT: u32 = 32;
+    /// Every bit of a virtual interrupt: V_IRQ, its priority, V_IGN_TPR and its vector.
+    pub const VIRTUAL_INTERRUPT: u64 =
+        V_IRQ | 0xF << V_INTR_PRIO_SHIFT | V_IGN_TPR | 0xFF << V_INTR_VECTOR_SHIFT;
 }
 
 /// Interrupt-state bits at offset 068h.
@@ -429,16 +432,32 @@ impl Vmcb {
     /// (15.21.4 "Injecting Virtual (INTR) Interrupts").
     pub fn set_interrupt_window(&mut self, open: bool) {
         use interrupt_control::*;
-        let offer = V_IRQ | V_IGN_TPR | 0xF << V_INTR_PRIO_SHIFT;
+        self.control.interrupt_control &= !VIRTUAL_INTERRUPT;
         if open {
-            self.control.interrupt_control |= offer;
-        } else {
-            self.control.interrupt_control &= !offer;
+            self.control.interrupt_control |= V_IRQ | V_IGN_TPR | 0xF << V_INTR_PRIO_SHIFT;
         }
         self.set_intercept(Intercepts::VINTR, open);
     }
 
-    /// True while a virtual interrupt is offered ([`Self::set_interrupt_window`]).
+    /// Offers the guest the interrupt `vector` as a virtual interrupt (V_IRQ and
+    /// V_INTR_VECTOR, its priority class, ignoring the virtual TPR), with the VINTR intercept
+    /// off: the processor delivers it through the guest's IDT as soon as RFLAGS.IF and the
+    /// interrupt shadow allow, and clears V_IRQ when it does (15.21.4). This, not EVENTINJ, is
+    /// how the hypervisor delivers external interrupts: QEMU's TCG delivers an EVENTINJ
+    /// interrupt a second time, as an exception and whatever RFLAGS.IF says, when its
+    /// execution loop is asked to stop before the guest's next exit (QEMU-SVM.md).
+    pub fn offer_interrupt(&mut self, vector: u8) {
+        use interrupt_control::*;
+        self.control.interrupt_control &= !VIRTUAL_INTERRUPT;
+        self.control.interrupt_control |= V_IRQ
+            | V_IGN_TPR
+            | u64::from(vector >> 4) << V_INTR_PRIO_SHIFT
+            | u64::from(vector) << V_INTR_VECTOR_SHIFT;
+        self.set_intercept(Intercepts::VINTR, false);
+    }
+
+    /// True while V_IRQ is set: an offered interrupt not yet taken, or an open window
+    /// ([`Self::set_interrupt_window`]).
     pub fn interrupt_window(&self) -> bool {
         self.control.interrupt_control & interrupt_control::V_IRQ != 0
     }
@@ -556,6 +575,35 @@ mod tests {
         assert!(!vmcb.interrupt_window());
         assert!(!vmcb.intercepts().contains(Intercepts::VINTR));
         // The masking bit and the virtual TPR stay.
+        assert_eq!(
+            vmcb.control.interrupt_control,
+            interrupt_control::V_INTR_MASKING | 0x5
+        );
+    }
+
+    #[test]
+    fn an_offered_interrupt_carries_its_vector_and_priority_without_the_vintr_intercept() {
+        let mut vmcb = Vmcb::ZERO;
+        vmcb.control.interrupt_control = interrupt_control::V_INTR_MASKING | 0x5;
+        vmcb.set_interrupt_window(true);
+        vmcb.offer_interrupt(0x2E);
+        assert!(vmcb.interrupt_window());
+        assert!(!vmcb.intercepts().contains(Intercepts::VINTR));
+        assert_eq!(
+            vmcb.control.interrupt_control,
+            interrupt_control::V_INTR_MASKING
+                | 0x5
+                | interrupt_control::V_IRQ
+                | interrupt_control::V_IGN_TPR
+                | 0x2 << 16
+                | 0x2E << 32
+        );
+        // A window opened after an offer leaves no stale vector behind, nor does withdrawing.
+        vmcb.set_interrupt_window(true);
+        assert_eq!(vmcb.control.interrupt_control >> 32, 0);
+        assert!(vmcb.intercepts().contains(Intercepts::VINTR));
+        vmcb.offer_interrupt(0xFF);
+        vmcb.set_interrupt_window(false);
         assert_eq!(
             vmcb.control.interrupt_control,
             interrupt_control::V_INTR_MASKING | 0x5

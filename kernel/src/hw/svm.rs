@@ -25,7 +25,7 @@ use carousel_kernel::vcpu::{
     Entered, Event, GuestRegisters, Msr, Reg, Segment as Seg, Vcpu, VcpuError,
 };
 use carousel_kernel::vm::{CpuFacts, NestedPaging, VcpuSetup};
-use carousel_svm::event::{reinjection, EventInjection, EventType};
+use carousel_svm::event::{after_exit, EventInjection, EventType};
 use carousel_svm::exit::{decode, RawExit};
 use carousel_svm::features::{self, MissingSvm, SvmFeatures};
 use carousel_svm::instructions as svm;
@@ -235,6 +235,9 @@ pub struct SvmVcpu {
     /// The handler moved RIP past an instruction it emulated while RFLAGS.TF was set: the #DB
     /// trap the instruction would have raised is owed.
     single_step: bool,
+    /// The external interrupt offered through V_IRQ and not yet taken
+    /// ([`Vmcb::offer_interrupt`]).
+    offered: Option<u8>,
 }
 
 /// RFLAGS.TF.
@@ -322,6 +325,7 @@ impl SvmVcpu {
             fx: Box::new(FxState::reset()),
             debug: DebugRegisters::default(),
             single_step: false,
+            offered: None,
         }
     }
 
@@ -437,11 +441,12 @@ impl Vcpu for SvmVcpu {
 
     fn inject(&mut self, event: Event) -> Result<(), VcpuError> {
         let injection = match event {
-            Event::Interrupt(vector) => EventInjection {
-                vector,
-                kind: EventType::Interrupt,
-                error_code: None,
-            },
+            // External interrupts go through V_IRQ, not EVENTINJ (see `offer_interrupt`).
+            Event::Interrupt(vector) => {
+                self.offered = Some(vector);
+                self.vmcb.offer_interrupt(vector);
+                return Ok(());
+            }
             Event::Nmi => EventInjection {
                 vector: 2,
                 kind: EventType::Nmi,
@@ -458,11 +463,15 @@ impl Vcpu for SvmVcpu {
     }
 
     fn event_queued(&mut self) -> Result<bool, VcpuError> {
-        Ok(EventInjection::from_raw(self.vmcb.control.event_injection).is_some())
+        Ok(self.offered.is_some()
+            || EventInjection::from_raw(self.vmcb.control.event_injection).is_some())
     }
 
     fn set_interrupt_window(&mut self, open: bool) -> Result<(), VcpuError> {
-        self.vmcb.set_interrupt_window(open);
+        // An offer not yet taken is its own window: the processor delivers it when it can.
+        if self.offered.is_none() {
+            self.vmcb.set_interrupt_window(open);
+        }
         Ok(())
     }
 
@@ -507,15 +516,26 @@ impl Vcpu for SvmVcpu {
         arch::take_interrupts();
         self.regs.rax = self.vmcb.save.rax;
         self.regs.cr2 = self.vmcb.save.cr2;
-        let control = &mut self.vmcb.control;
+        let control = &self.vmcb.control;
         let raw = RawExit {
             code: control.exit_code,
             info1: control.exit_info1,
             info2: control.exit_info2,
         };
-        // The injected event was delivered, or is in EXITINTINFO if the exit interrupted it.
-        control.event_injection =
-            reinjection(control.exit_int_info).map_or(0, |event| event.to_raw());
+        // The injected event was delivered, or is in EXITINTINFO if the exit interrupted it;
+        // the offered interrupt was taken (V_IRQ clear), or still waits.
+        let after = after_exit(
+            self.offered,
+            self.vmcb.interrupt_window(),
+            self.vmcb.control.exit_int_info,
+        );
+        self.vmcb.control.event_injection = after.inject.map_or(0, |event| event.to_raw());
+        match after.offered {
+            Some(vector) => self.vmcb.offer_interrupt(vector),
+            None if self.offered.is_some() => self.vmcb.set_interrupt_window(false),
+            None => {}
+        }
+        self.offered = after.offered;
         let exit = decode(&raw, false);
         let (exit, reason) = Exit::from_svm(&exit, self.vmcb.save.rip, expired);
         Ok(Entered {
@@ -546,11 +566,13 @@ impl Vcpu for SvmVcpu {
         let control = &self.vmcb.control;
         let save = &self.vmcb.save;
         alloc::format!(
-            "rip {:#x} rflags {:#x} shadow {:#x} queued {:#x} window {} exit {:#x}/{:#x}/{:#x}",
+            "rip {:#x} rflags {:#x} shadow {:#x} queued {:#x} offered {:?} v_irq {} exit \
+             {:#x}/{:#x}/{:#x}",
             save.rip,
             save.rflags,
             control.interrupt_state,
             control.event_injection,
+            self.offered,
             self.vmcb.interrupt_window(),
             control.exit_code,
             control.exit_info1,
