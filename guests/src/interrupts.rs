@@ -169,6 +169,13 @@ static IDT: InterruptDescriptorTable = InterruptDescriptorTable(UnsafeCell::new(
 static INSTALLED: AtomicBool = AtomicBool::new(false);
 /// Each vector's handler as `Handler as usize`, or 0 for none.
 static HANDLERS: [AtomicUsize; VECTORS] = [const { AtomicUsize::new(0) }; VECTORS];
+/// Count of vectors 32–255 that arrived while the interrupted code had RFLAGS.IF clear, and the
+/// last of them plus one (0: none): the processor never delivers an external interrupt then,
+/// so each is one the hypervisor delivered against the guest's will (or twice).
+static MASKED_COUNT: AtomicU32 = AtomicU32::new(0);
+static MASKED_LAST: AtomicU32 = AtomicU32::new(0);
+/// RFLAGS.IF.
+const RFLAGS_IF: u64 = 1 << 9;
 /// Count of vectors 32–255 that arrived without a handler.
 static UNEXPECTED_COUNT: AtomicU32 = AtomicU32::new(0);
 /// The last such vector, plus one (0: none yet).
@@ -392,6 +399,16 @@ pub fn unexpected() -> Unexpected {
     }
 }
 
+/// Vectors 32–255 that arrived while the interrupted code had interrupts disabled. A guest that
+/// raises such vectors itself with `INT n` (legal with IF = 0) must not count on this.
+pub fn while_masked() -> Unexpected {
+    let last = MASKED_LAST.load(Ordering::Acquire);
+    Unexpected {
+        count: MASKED_COUNT.load(Ordering::Acquire),
+        last_vector: last.checked_sub(1).map(|vector| vector as u8),
+    }
+}
+
 /// Panics unless [`init`] has loaded the IDT.
 fn assert_installed() {
     assert!(
@@ -404,6 +421,10 @@ fn assert_installed() {
 /// the recovery path can move RIP).
 extern "C" fn dispatch(frame: &mut InterruptFrame) {
     let vector = frame.vector as usize;
+    if vector >= usize::from(FIRST_EXTERNAL_VECTOR) && frame.rflags & RFLAGS_IF == 0 {
+        MASKED_COUNT.fetch_add(1, Ordering::AcqRel);
+        MASKED_LAST.store(vector as u32 + 1, Ordering::Release);
+    }
     if vector < usize::from(FIRST_EXTERNAL_VECTOR) {
         let recovery = RECOVERY.swap(0, Ordering::AcqRel);
         if recovery != 0 {
