@@ -479,6 +479,41 @@ fn without_vmx_the_hypervisor_refuses() {
     );
 }
 
+/// `run.deterministic` under QEMU (TCG with `-icount`): two runs of fair4 give every spin the
+/// same guest cycles and the run the same length, to 10 ppm. Without it the shares follow the
+/// host's load (see below), points apart from run to run.
+#[test]
+#[ignore = "boots an emulator; run by ci/test"]
+fn deterministic_runs_repeat_on_qemu() {
+    let runs: Vec<Measured> = (0..2)
+        .map(|_| Measured::run_on("fair4-deterministic.toml", "qemu"))
+        .collect();
+    let close = |a: u64, b: u64| a.abs_diff(b) as f64 <= a.max(b) as f64 * 1e-5;
+    let elapsed: Vec<u64> = runs
+        .iter()
+        .map(|run| run.accounting.run.as_ref().expect("a run summary").elapsed)
+        .collect();
+    assert!(close(elapsed[0], elapsed[1]), "elapsed {elapsed:?}");
+    for run in &runs {
+        run.assert_all_passed();
+        run.assert_conservation();
+    }
+    for (first, second) in runs[0].accounting.vms.iter().zip(&runs[1].accounting.vms) {
+        let guest = |vm: &carousel_trace::model::accounting::VmAccount| {
+            vm.summary.as_ref().expect("a summary").guest
+        };
+        assert!(
+            close(guest(first), guest(second)),
+            "{}: guest cycles {} and {}\n{}\n{}",
+            first.name,
+            guest(first),
+            guest(second),
+            runs[0].describe,
+            runs[1].describe
+        );
+    }
+}
+
 /// fair4 on QEMU's TCG (SVM): every spin passes, the accounting holds, the events agree with
 /// the summaries, and each spin, which runs with IF = 0, was preempted many times by the host
 /// LAPIC's one-shot, and none is starved (at least 15 % of the CPU). Under TCG the TSC is the

@@ -491,11 +491,30 @@ pub struct Launch {
     pub output: &'static str,
 }
 
-/// What the emulator boots from (the ISO) and the run's shared drive, if any.
+/// What the emulator boots from (the ISO), the run's shared drive if any, and how its clock
+/// runs.
 #[derive(Debug, Clone, Copy)]
 pub struct Media<'a> {
     pub iso: &'a Path,
     pub drive: Option<&'a Path>,
+    /// `run.deterministic`: the clock counts instructions (QEMU's software emulation gets
+    /// [`INSTRUCTION_COUNTING`]; Bochs always counts them).
+    pub deterministic: bool,
+}
+
+/// QEMU's instruction counting for `run.deterministic`: each instruction is 2^3 = 8 ns of
+/// virtual time (125 M a second, as fast as TCG runs guest code here), the virtual clock never
+/// waits for the host's (`align=off`), and an idle CPU jumps to its next timer at once
+/// (`sleep=off`). Time then follows the instruction stream, not the host's load.
+pub const INSTRUCTION_COUNTING: [&str; 2] = ["-icount", "shift=3,align=off,sleep=off"];
+
+/// Why `backend` cannot count instructions for `run.deterministic`, if it cannot.
+pub fn deterministic_problem(backend: Backend) -> Option<String> {
+    (backend == Backend::QemuKvm).then(|| {
+        "run.deterministic needs instruction counting, which KVM (the host's own CPU) does not \
+         do: use --backend qemu (QEMU's software emulation, -icount) or --backend bochs"
+            .to_string()
+    })
 }
 
 /// The launch of `backend` with `media`; for Bochs, `bochsrc` (which names the COM1 port and the drive) and
@@ -524,12 +543,18 @@ pub fn launch(
             env: vec![("TERM", "dumb")],
             output: "bochs.out",
         },
-        Backend::QemuKvm | Backend::QemuSvm | Backend::QemuTcg => Launch {
-            program: QEMU,
-            args: qemu_args(backend, memory, media.iso, media.drive, out, com1_port),
-            env: Vec::new(),
-            output: "qemu.out",
-        },
+        Backend::QemuKvm | Backend::QemuSvm | Backend::QemuTcg => {
+            let mut args = qemu_args(backend, memory, media.iso, media.drive, out, com1_port);
+            if media.deterministic && backend != Backend::QemuKvm {
+                args.extend(INSTRUCTION_COUNTING.map(String::from));
+            }
+            Launch {
+                program: QEMU,
+                args,
+                env: Vec::new(),
+                output: "qemu.out",
+            }
+        }
     }
 }
 
@@ -742,6 +767,7 @@ mod tests {
             Media {
                 iso: Path::new("/r/carousel.iso"),
                 drive: None,
+                deterministic: true,
             },
             Path::new("/r"),
             Path::new("/r/bochsrc"),
@@ -752,6 +778,40 @@ mod tests {
         assert_eq!(launch.args, ["-q", "-f", "/r/bochsrc", "-rc", "/r/cont.rc"]);
         assert_eq!(launch.env, [("TERM", "dumb")]);
         assert_eq!(CONT_RC, "c\n");
+    }
+
+    #[test]
+    fn a_deterministic_run_counts_instructions_wherever_it_can() {
+        let media = |deterministic| Media {
+            iso: Path::new("/r/carousel.iso"),
+            drive: None,
+            deterministic,
+        };
+        let args = |backend, deterministic| {
+            let out = Path::new("/r");
+            launch(
+                backend,
+                EmulatorMemory::Megs(256),
+                media(deterministic),
+                out,
+                out,
+                out,
+                1,
+            )
+            .args
+            .join(" ")
+        };
+        assert!(args(Backend::QemuSvm, true).ends_with(" -icount shift=3,align=off,sleep=off"));
+        assert!(!args(Backend::QemuSvm, false).contains("icount"));
+        assert!(args(Backend::QemuTcg, true).contains("-icount"));
+        // Bochs counts instructions anyway; KVM cannot, and says so before anything starts.
+        assert!(!args(Backend::Bochs, true).contains("icount"));
+        assert!(!args(Backend::QemuKvm, true).contains("icount"));
+        assert!(deterministic_problem(Backend::QemuKvm)
+            .is_some_and(|problem| problem.contains("--backend qemu")));
+        for backend in [Backend::Bochs, Backend::QemuSvm, Backend::QemuTcg] {
+            assert_eq!(deterministic_problem(backend), None);
+        }
     }
 
     #[test]

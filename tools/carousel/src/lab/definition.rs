@@ -55,6 +55,10 @@ pub struct Lab {
     /// `run.quantum_clock`: `"wall"` (the default: a slice is TSC time, root work on the VM's
     /// exits included) or `"guest"` (guest-mode time only).
     pub quantum_clock: QuantumClock,
+    /// `run.deterministic`: the guests' time counts instructions, so that a run repeats. Bochs
+    /// always counts them; under QEMU's software emulation it adds `-icount` (slower); with
+    /// KVM it is refused.
+    pub deterministic: bool,
     /// `run.memory_sample_ms`: working-set sampling period, milliseconds of TSC time (0: off).
     pub memory_sample_ms: u32,
     /// `run.guest_memory_budget_mib`: most guest RAM backed at once over all VMs; balloon
@@ -224,6 +228,7 @@ impl Lab {
             timeout_s: DEFAULT_TIMEOUT_S,
             idle_threshold_us: None,
             idle_threshold_given: false,
+            deterministic: false,
             interval_us: DEFAULT_INTERVAL_US,
             trace: TraceLevel::Switches,
             policy: SchedulerPolicy::default(),

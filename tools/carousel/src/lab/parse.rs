@@ -500,6 +500,7 @@ impl Lab {
             credit,
             disk_model,
             quantum_clock,
+            deterministic: run.deterministic.as_ref().is_some_and(|on| *on.get_ref()),
             memory_sample_ms,
             guest_memory_budget_mib,
             merge_scan_pages,
@@ -2076,6 +2077,20 @@ mod tests {
         }
         let error = dir.error(&with_vm("[[vm.script]]\nexpect = 'x'\nlabel = \"a\\tb\"\n"));
         assert!(error.contains("printable ASCII"), "{error}");
+    }
+
+    #[test]
+    fn deterministic_is_a_switch_off_by_default() {
+        let dir = Dir::new();
+        let deterministic = |run: &str| {
+            dir.parse(&format!("[run]\n{run}\n{HELLO}"))
+                .map(|lab| lab.deterministic)
+        };
+        assert!(!deterministic("").unwrap());
+        assert!(!deterministic("deterministic = false").unwrap());
+        assert!(deterministic("deterministic = true").unwrap());
+        let error = dir.error(&format!("[run]\ndeterministic = 1\n{HELLO}"));
+        assert!(error.contains("deterministic"), "{error}");
     }
 
     #[test]

@@ -32,6 +32,8 @@ pub(super) struct RawRun {
     pub(super) policy: Option<Spanned<String>>,
     pub(super) quantum_clock: Option<Spanned<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) deterministic: Option<Spanned<bool>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) memory_sample_ms: Option<Spanned<i64>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) guest_memory_budget_mib: Option<Spanned<i64>>,

@@ -55,6 +55,7 @@ impl Lab {
                 .map(|(name, _)| spanned(name.to_string())),
             policy: Some(spanned(self.policy.name().to_string())),
             quantum_clock: Some(spanned(self.quantum_clock.name().to_string())),
+            deterministic: self.deterministic.then(|| spanned(true)),
             memory_sample_ms: int(self.memory_sample_ms),
             guest_memory_budget_mib: self.guest_memory_budget_mib.and_then(int),
             merge_scan_pages: int(self.merge_scan_pages),
@@ -256,6 +257,7 @@ mod tests {
         lab.tsc_hz = Some(1_000_000_000);
         lab.idle_threshold_us = Some(250);
         lab.idle_threshold_given = true;
+        lab.deterministic = true;
         lab.trace = TraceLevel::Full;
         lab.policy = SchedulerPolicy::Credit;
         lab.credit.ratelimit_us = 300;

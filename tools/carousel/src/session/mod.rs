@@ -252,11 +252,27 @@ pub fn execute_lab(
         }
     };
     let timeout_s = options.timeout_s.unwrap_or(lab.timeout_s);
-    let backend = backend::resolve_here(options.backend);
-    if options.backend == backend::BackendChoice::Auto {
-        say(format!("backend: {backend} ({})", backend::auto_reason()));
+    let auto = options.backend == backend::BackendChoice::Auto;
+    let backend = match backend::resolve_here(options.backend) {
+        // KVM cannot count instructions; QEMU's software emulation can.
+        Backend::QemuKvm if auto && lab.deterministic => Backend::QemuSvm,
+        backend => backend,
+    };
+    if auto {
+        let why = match lab.deterministic {
+            true => "run.deterministic: instruction-counted".to_string(),
+            false => backend::auto_reason(),
+        };
+        say(format!("backend: {backend} ({why})"));
     }
     if let Some(problem) = backend::unavailable(backend) {
+        return Err(RunError::Unavailable(problem));
+    }
+    if let Some(problem) = lab
+        .deterministic
+        .then(|| backend::deterministic_problem(backend))
+        .flatten()
+    {
         return Err(RunError::Unavailable(problem));
     }
     // With `disk_backend = "memory"` the disks sit in the emulator's RAM beside the VMs'.
@@ -372,6 +388,7 @@ pub fn execute_lab(
         backend::Media {
             iso: &iso_path,
             drive: drive_path.as_deref(),
+            deterministic: lab.deterministic,
         },
         debugger,
         interrupted,

@@ -322,6 +322,7 @@ fn native_boot(
         backend::Media {
             iso: &image,
             drive: None,
+            deterministic: false,
         },
         &out,
         &bochsrc,
