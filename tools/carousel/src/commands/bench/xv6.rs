@@ -441,7 +441,7 @@ pub fn line_span(
 }
 
 /// Lines as they appear in a file another process writes, each stamped with the time its
-/// newline was first seen (a native boot's COM1, read every [`NATIVE_POLL`]).
+/// newline was first seen (a native boot's COM1, read every millisecond).
 #[derive(Debug, Default)]
 pub struct LineStamps {
     /// Bytes of the line not yet ended.
