@@ -2916,9 +2916,16 @@ fn balloon_moves_memory_from_one_vm_to_another() {
             });
         }
     }
-    // The grower had to wait: it slept (yielded) while the host had no room.
+    // The grower had to wait: it slept (yielded) while the host had no room. In Bochs the
+    // donor's inflation outlasts the grower's first turns, so the grower always asks before
+    // there is room; under TCG the donor can finish first, by host timing (seen once in CI:
+    // no yield at all), so there the budget check above is what holds.
     let grower_account = measured.vm("grower");
-    assert!(grower_account.summary.as_ref().unwrap().yields > 0);
+    let yields = grower_account.summary.as_ref().unwrap().yields;
+    assert!(
+        yields > 0 || backend() != "bochs",
+        "the grower never waited"
+    );
     let memory = |name: &str| measured.vm(name).memory.expect("memory facts");
     assert_eq!(
         (memory("donor").ballooned, memory("donor").inflated),
