@@ -3114,8 +3114,12 @@ fn a_vm_rewrites_its_compressed_pages_while_another_merges_the_same_contents() {
         "rewriter compressed {compressed}\n{}",
         measured.describe
     );
+    // How many the merge scans reach before the merger is done follows the TSC: in Bochs
+    // instructions, where at least 900 always are; under TCG host time (897 in one CI run), so
+    // there more than half.
+    let at_least = if backend() == "bochs" { 900 } else { 512 };
     assert!(
-        merged >= 900,
+        merged >= at_least,
         "merger merged {merged}\n{}",
         measured.describe
     );
