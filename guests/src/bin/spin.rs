@@ -13,6 +13,10 @@
 //! - `tick_ms`: a local APIC timer tick every this many milliseconds of its 1 GHz clock, with
 //!   interrupts enabled (default 0: no timer, interrupts off). The ticks taken are reported as
 //!   the metric `ticks`.
+//!
+//! With ticks on it also checks that no tick arrived while its interrupts were disabled (the
+//! processor never delivers one then): any such tick is reported as the metric `masked` and
+//! fails the guest.
 #![no_std]
 #![no_main]
 
@@ -20,7 +24,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use carousel_guests::interrupts::{self, InterruptFrame};
 use carousel_guests::{arch, entry, hypercall, lapic, println, BootInfo};
-use carousel_protocol::hypercall::EXIT_SUCCESS;
+use carousel_protocol::hypercall::{EXIT_FAILURE, EXIT_SUCCESS};
 
 entry!(main);
 
@@ -79,6 +83,12 @@ fn main(boot: &BootInfo) -> ! {
         interrupts::disable();
         lapic::stop_timer();
         hypercall::metric("ticks", TICKS.load(Ordering::Acquire)).expect("METRIC hypercall");
+        let masked = interrupts::while_masked().count;
+        hypercall::metric("masked", u64::from(masked)).expect("METRIC hypercall");
+        if masked > 0 {
+            println!("spin: {masked} tick(s) arrived with interrupts disabled");
+            hypercall::exit(EXIT_FAILURE)
+        }
     }
     println!("spin: done, {iterations} iterations");
     hypercall::exit(EXIT_SUCCESS)
