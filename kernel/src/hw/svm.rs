@@ -486,10 +486,7 @@ impl Vcpu for SvmVcpu {
     }
 
     fn enter(&mut self, timer: u64) -> Result<Entered, VcpuError> {
-        // The single-step trap goes before an offered interrupt, as on hardware (a trap of the
-        // previous instruction outranks external interrupts): only EVENTINJ in use defers it.
-        let injection_free = EventInjection::from_raw(self.vmcb.control.event_injection).is_none();
-        if core::mem::take(&mut self.single_step) && injection_free {
+        if core::mem::take(&mut self.single_step) && !self.event_queued()? {
             self.vmcb.save.dr6 |= DR6_BS;
             self.inject(Event::Exception {
                 vector: 1,
